@@ -1,0 +1,106 @@
+from candor.audit.v1 import audit_pb2 as _audit_pb2
+from candor.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EnrollRequest(_message.Message):
+    __slots__ = ("image", "subject_id", "face_index", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    subject_id: str
+    face_index: int
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, image: _Optional[bytes] = ..., subject_id: _Optional[str] = ..., face_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class EnrollResponse(_message.Message):
+    __slots__ = ("record_id", "created", "model", "quality")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    created: bool
+    model: _common_pb2.ModelRef
+    quality: _common_pb2.FaceQuality
+    def __init__(self, record_id: _Optional[str] = ..., created: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("probe_image", "case_number", "purpose", "face_index", "max_candidates")
+    PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    probe_image: bytes
+    case_number: str
+    purpose: str
+    face_index: int
+    max_candidates: int
+    def __init__(self, probe_image: _Optional[bytes] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., face_index: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("search_id", "candidates", "model", "notice", "probe_sha256", "trace_id", "probe_quality")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    NOTICE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    PROBE_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.Candidate]
+    model: _common_pb2.ModelRef
+    notice: str
+    probe_sha256: str
+    trace_id: str
+    probe_quality: _common_pb2.FaceQuality
+    def __init__(self, search_id: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., notice: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., trace_id: _Optional[str] = ..., probe_quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ...) -> None: ...
+
+class DetectFacesRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    def __init__(self, image: _Optional[bytes] = ...) -> None: ...
+
+class DetectFacesResponse(_message.Message):
+    __slots__ = ("faces", "image_width", "image_height")
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    faces: _containers.RepeatedCompositeFieldContainer[_common_pb2.DetectedFace]
+    image_width: int
+    image_height: int
+    def __init__(self, faces: _Optional[_Iterable[_Union[_common_pb2.DetectedFace, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+
+class DeleteSubjectRequest(_message.Message):
+    __slots__ = ("subject_id", "reason")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    reason: str
+    def __init__(self, subject_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeleteSubjectResponse(_message.Message):
+    __slots__ = ("deleted_records",)
+    DELETED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_records: int
+    def __init__(self, deleted_records: _Optional[int] = ...) -> None: ...
+
+class VerifyAuditRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,70 @@
+"""A small synchronous client for the gateway's public API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+
+from candor.audit.v1 import audit_pb2
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class GatewayClient:
+    """Calls the gateway with a bearer token."""
+
+    def __init__(self, address: str, token: str, timeout_s: float = 120.0) -> None:
+        self._channel = grpc.insecure_channel(
+            address,
+            options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)],
+        )
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._timeout = timeout_s
+
+    def enroll(
+        self, image: Path, subject_id: str, face_index: int | None = None, metadata: dict[str, str] | None = None
+    ) -> gateway_pb2.EnrollResponse:
+        """Enrol one face of a photo."""
+        request = gateway_pb2.EnrollRequest(image=image.read_bytes(), subject_id=subject_id, metadata=metadata or {})
+        if face_index is not None:
+            request.face_index = face_index
+        return self._stub.Enroll(request, metadata=self._metadata, timeout=self._timeout)
+
+    def search(
+        self, image: Path | bytes, case_number: str, purpose: str, face_index: int | None = None, max_candidates: int = 0
+    ) -> gateway_pb2.SearchResponse:
+        """Search the gallery with a probe photo."""
+        data = image if isinstance(image, bytes) else image.read_bytes()
+        request = gateway_pb2.SearchRequest(
+            probe_image=data, case_number=case_number, purpose=purpose, max_candidates=max_candidates
+        )
+        if face_index is not None:
+            request.face_index = face_index
+        return self._stub.Search(request, metadata=self._metadata, timeout=self._timeout)
+
+    def faces(self, image: Path) -> gateway_pb2.DetectFacesResponse:
+        """List the faces of a photo."""
+        request = gateway_pb2.DetectFacesRequest(image=image.read_bytes())
+        return self._stub.DetectFaces(request, metadata=self._metadata, timeout=self._timeout)
+
+    def delete_subject(self, subject_id: str, reason: str) -> gateway_pb2.DeleteSubjectResponse:
+        """Expunge a subject."""
+        request = gateway_pb2.DeleteSubjectRequest(subject_id=subject_id, reason=reason)
+        return self._stub.DeleteSubject(request, metadata=self._metadata, timeout=self._timeout)
+
+    def verify_audit(self) -> audit_pb2.VerifyResponse:
+        """Verify the audit chain."""
+        return self._stub.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=self._metadata, timeout=self._timeout)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> GatewayClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,175 @@
+"""The ``candor`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from candor_cli.client import GatewayClient
+from candor_cli.stack import DEFAULT_PURPOSES, LocalStack, StackError, default_data_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="candor", description="Accountable face search.")
+    parser.add_argument("--data", type=Path, default=None, help="the local stack's folder (CANDOR_DATA)")
+    parser.add_argument("--gateway", default=os.environ.get("CANDOR_GATEWAY"), help="gateway host:port (CANDOR_GATEWAY)")
+    parser.add_argument("--token", default=None, help="bearer token (prefer CANDOR_TOKEN: flags show in ps)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    stack = commands.add_parser("stack", help="run the local process stack").add_subparsers(dest="action", required=True)
+    up = stack.add_parser("up", help="start nats-server and the five services")
+    up.add_argument("--data", type=Path, default=None, dest="stack_data")
+    up.add_argument("--purposes", default=DEFAULT_PURPOSES, help="comma-separated allowed purposes")
+    down = stack.add_parser("down", help="stop the stack")
+    down.add_argument("--data", type=Path, default=None, dest="stack_data")
+    status = stack.add_parser("status", help="show the stack's processes")
+    status.add_argument("--data", type=Path, default=None, dest="stack_data")
+
+    enroll = commands.add_parser("enroll", help="add a face to the gallery")
+    enroll.add_argument("image", type=Path)
+    enroll.add_argument("--subject", required=True, help="the subject id (a booking number, say)")
+    enroll.add_argument("--face", type=int, default=None, help="face index when the photo has several")
+    enroll.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    enroll.add_argument("--json", action="store_true")
+
+    search = commands.add_parser("search", help="search the gallery with a probe photo")
+    search.add_argument("image", type=Path)
+    search.add_argument("--case", required=True, help="the case number")
+    search.add_argument("--purpose", required=True, help="an allowed purpose")
+    search.add_argument("--face", type=int, default=None, help="face index when the probe has several")
+    search.add_argument("--max", type=int, default=0, help="most candidates to show")
+    search.add_argument("--json", action="store_true")
+
+    faces = commands.add_parser("faces", help="list the faces of a photo")
+    faces.add_argument("image", type=Path)
+    faces.add_argument("--json", action="store_true")
+
+    delete = commands.add_parser("delete", help="expunge a subject from the gallery")
+    delete.add_argument("subject")
+    delete.add_argument("--reason", required=True)
+
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    verify = audit.add_parser("verify", help="verify the hash chain")
+    verify.add_argument("--json", action="store_true")
+    return parser
+
+
+def _stack(args: argparse.Namespace) -> LocalStack:
+    data = getattr(args, "stack_data", None) or args.data or default_data_dir()
+    return LocalStack(Path(data), purposes=getattr(args, "purposes", DEFAULT_PURPOSES))
+
+
+def _client(args: argparse.Namespace) -> GatewayClient:
+    stack = _stack(args)
+    address = args.gateway
+    if not address:
+        state = stack.state()
+        if state is None or not stack.running():
+            raise StackError(f"no running stack in {stack.data}; run `candor stack up` or pass --gateway")
+        address = state.gateway
+    token = args.token or os.environ.get("CANDOR_TOKEN")
+    if not token:
+        if not stack.token_file.exists():
+            raise StackError("no token: set CANDOR_TOKEN or pass --token")
+        token = stack.token()
+    return GatewayClient(address, token)
+
+
+def _print_json(message: object) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))  # type: ignore[arg-type]
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "stack":
+        stack = _stack(args)
+        if args.action == "up":
+            state = stack.up()
+            print(f"stack up in {stack.data}")
+            for name, address in state.addresses.items():
+                print(f"  {name:<9} {address}  SERVING")
+            print(f"gateway: {state.gateway}")
+            print(f"token:   {stack.token_file} (user local-operator)")
+        elif args.action == "down":
+            stack.down()
+            print("stack down")
+        else:
+            state = stack.state()
+            print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
+        return 0
+
+    with _client(args) as client:
+        if args.command == "enroll":
+            metadata = dict(item.split("=", 1) for item in args.meta)
+            enrolled = client.enroll(args.image, args.subject, args.face, metadata)
+            if args.json:
+                _print_json(enrolled)
+            else:
+                state = "enrolled" if enrolled.created else "already enrolled"
+                print(f"{state}: {args.subject} (record {enrolled.record_id}, face {enrolled.quality.face_size_px} px)")
+        elif args.command == "search":
+            found = client.search(args.image, args.case, args.purpose, args.face, args.max)
+            if args.json:
+                _print_json(found)
+            else:
+                _print_search(found)
+        elif args.command == "faces":
+            detected = client.faces(args.image)
+            if args.json:
+                _print_json(detected)
+            else:
+                print(f"{len(detected.faces)} face(s) in {detected.image_width}x{detected.image_height}")
+                for index, face in enumerate(detected.faces):
+                    b = face.box
+                    print(f"  [{index}] box {b.x},{b.y} {b.width}x{b.height}  score {face.quality.detector_score:.2f}")
+        elif args.command == "delete":
+            deleted = client.delete_subject(args.subject, args.reason)
+            print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+        elif args.command == "audit":
+            result = client.verify_audit()
+            if args.json:
+                _print_json(result)
+            elif result.ok:
+                print(f"audit chain OK: {result.records_checked} records, head {result.head_hash}")
+            else:
+                print(
+                    f"audit chain BROKEN at record {result.first_bad_sequence}: {result.problem} "
+                    f"({result.records_checked} records checked before it)"
+                )
+            return 0 if result.ok else 1
+    return 0
+
+
+def _print_search(found: object) -> None:
+    from candor.gateway.v1 import gateway_pb2
+
+    assert isinstance(found, gateway_pb2.SearchResponse)
+    model = found.model
+    print(f"search {found.search_id}  model {model.id} {model.version}  threshold {model.threshold:g} ({model.metric})")
+    if not found.candidates:
+        print("  no candidate above threshold")
+    for candidate in found.candidates:
+        print(f"  {candidate.rank:>2}. {candidate.subject_id:<24} distance {candidate.distance:.4f}")
+    print(f"NOTICE: {found.notice}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except grpc.RpcError as error:
+        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        return 2
+    except (StackError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

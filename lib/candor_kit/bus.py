@@ -1,0 +1,199 @@
+"""The NATS bus: protobuf request/reply with trace propagation, and the JetStream ack policy.
+
+Errors cross a NATS reply as two headers, ``Candor-Status`` (an ErrorCode name) and
+``Candor-Message``. This module is the one place that maps domain errors to NATS outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+import structlog
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from candor_kit.errors import (
+    CandorError,
+    DeadlineExceeded,
+    ErrorCode,
+    InvalidInput,
+    ServiceUnavailable,
+)
+from candor_kit.telemetry import extract_context, inject_headers
+
+STATUS_HEADER = "Candor-Status"
+MESSAGE_HEADER = "Candor-Message"
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+log = structlog.get_logger("candor.bus")
+_tracer = trace.get_tracer("candor.bus")
+
+
+class Bus:
+    """A NATS connection that speaks protobuf request/reply and JetStream publishing."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.jetstream: JetStreamContext = client.jetstream()
+        self._subscriptions: list[Subscription] = []
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        """Connect to NATS; fails with ServiceUnavailable if the server cannot be reached."""
+        try:
+            client = await nats.connect(
+                url,
+                name=name,
+                connect_timeout=5,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+            )
+        except Exception as exc:  # nats raises several unrelated types here
+            raise ServiceUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        return cls(client)
+
+    @property
+    def max_payload(self) -> int:
+        """The server's payload limit for one message."""
+        return self.client.max_payload
+
+    async def request(
+        self, subject: str, request: Message, response_type: type[Resp], timeout: float
+    ) -> Resp:
+        """Send a request and decode the reply, raising the domain error the responder sent."""
+        payload = request.SerializeToString()
+        with _tracer.start_as_current_span(f"{subject} request", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", subject)
+            if len(payload) > self.max_payload:
+                raise InvalidInput(
+                    f"message of {len(payload)} bytes exceeds the bus limit of {self.max_payload}"
+                )
+            try:
+                reply = await self.client.request(
+                    subject, payload, timeout=timeout, headers=inject_headers()
+                )
+            except NoRespondersError as exc:
+                raise ServiceUnavailable(f"no service is answering on {subject}") from exc
+            except NatsTimeoutError as exc:
+                raise DeadlineExceeded(f"{subject} did not answer within {timeout:g}s") from exc
+            headers = reply.headers or {}
+            status = headers.get(STATUS_HEADER)
+            if status:
+                span.set_status(Status(StatusCode.ERROR, status))
+                raise CandorError.from_code(ErrorCode(status), headers.get(MESSAGE_HEADER, ""))
+            response = response_type()
+            response.ParseFromString(reply.data)
+            return response
+
+    async def serve(
+        self,
+        subject: str,
+        queue: str,
+        request_type: type[Req],
+        handler: Callable[[Req], Awaitable[Message]],
+    ) -> None:
+        """Answer requests on a subject, in a queue group so replicas share the load."""
+
+        async def on_message(msg: Msg) -> None:
+            parent = extract_context(msg.headers)
+            with _tracer.start_as_current_span(
+                f"{subject} process", context=parent, kind=SpanKind.SERVER
+            ) as span:
+                span.set_attribute("messaging.system", "nats")
+                span.set_attribute("messaging.destination.name", subject)
+                try:
+                    request = request_type()
+                    try:
+                        request.ParseFromString(msg.data)
+                    except DecodeError as exc:
+                        raise InvalidInput(f"malformed {request_type.__name__}") from exc
+                    response = await handler(request)
+                    await self.client.publish(msg.reply, response.SerializeToString())
+                except CandorError as exc:
+                    span.set_status(Status(StatusCode.ERROR, exc.code.value))
+                    await self._reply_error(msg, exc.code, exc.message)
+                except Exception:
+                    log.exception("request_failed", subject=subject)
+                    span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
+                    await self._reply_error(msg, ErrorCode.INTERNAL, "internal error")
+
+        self._subscriptions.append(await self.client.subscribe(subject, queue=queue, cb=on_message))
+
+    async def _reply_error(self, msg: Msg, code: ErrorCode, message: str) -> None:
+        if msg.reply:
+            headers = {STATUS_HEADER: code.value, MESSAGE_HEADER: message[:500]}
+            await self.client.publish(msg.reply, b"", headers=headers)
+
+    async def publish_durable(self, subject: str, message: Message, *, msg_id: str) -> int:
+        """Publish to a JetStream stream and wait for the server's ack; returns the stream sequence.
+
+        ``msg_id`` sets Nats-Msg-Id, so a retried publish is stored once.
+        """
+        with _tracer.start_as_current_span(f"{subject} publish", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", subject)
+            headers = inject_headers()
+            headers["Nats-Msg-Id"] = msg_id
+            try:
+                ack = await self.jetstream.publish(
+                    subject, message.SerializeToString(), timeout=5, headers=headers
+                )
+            except Exception as exc:  # the JetStream client raises several unrelated types
+                raise ServiceUnavailable(f"could not store {subject} durably: {exc}") from exc
+            return int(ack.seq)
+
+    async def close(self) -> None:
+        """Stop answering requests, then drain the connection so in-flight work completes."""
+        for subscription in self._subscriptions:
+            try:
+                await subscription.drain()
+            except Exception:  # already closed or draining
+                pass
+        if not self.client.is_closed:
+            try:
+                await asyncio.wait_for(self.client.drain(), timeout=10)
+            except Exception:
+                await self.client.close()
+
+
+class Retry(Exception):
+    """Raised by a JetStream handler for a transient failure: the message is redelivered later."""
+
+
+async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter: str, bus: Bus) -> None:
+    """Run a JetStream handler and settle the message: the project's one ack policy.
+
+    Success acks. ``Retry`` (or an unexpected error) naks with a delay that grows with each
+    delivery. A poison message (one that cannot be decoded, or is rejected as invalid) is
+    terminated and copied to the dead-letter subject.
+    """
+    parent = extract_context(msg.headers)
+    with _tracer.start_as_current_span(f"{msg.subject} process", context=parent, kind=SpanKind.CONSUMER):
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        try:
+            await handle(msg)
+        except (InvalidInput, DecodeError) as exc:
+            log.error("message_poisoned", subject=msg.subject, reason=str(exc))
+            headers = {"Candor-Original-Subject": msg.subject, MESSAGE_HEADER: str(exc)[:500]}
+            await bus.client.publish(dead_letter, msg.data, headers=headers)
+            await msg.term()
+            return
+        except Exception as exc:
+            delay = min(30.0, 0.5 * 2 ** min(delivered, 6))
+            log.warning("message_retry", subject=msg.subject, delivered=delivered, delay_s=delay, error=str(exc))
+            await msg.nak(delay=delay)
+            return
+        await msg.ack()

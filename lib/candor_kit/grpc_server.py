@@ -1,0 +1,92 @@
+"""gRPC serving with the standard health service, trace extraction and the error → status map."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from candor_kit.errors import CandorError, ErrorCode
+from candor_kit.telemetry import extract_context
+
+log = structlog.get_logger("candor.grpc")
+_tracer = trace.get_tracer("candor.grpc")
+
+#: The one map from Candor's error codes to gRPC status codes.
+GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {code: grpc.StatusCode[code.value] for code in ErrorCode}
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def rpc(service: str) -> Callable[[Handler], Handler]:
+    """Decorate an async servicer method: a SERVER span from the caller's traceparent, and
+    CandorError → gRPC status. Unexpected errors become INTERNAL without leaking details."""
+
+    def decorate(method: Handler) -> Handler:
+        name = f"{service}/{method.__name__}"
+
+        @functools.wraps(method)
+        async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            parent = extract_context(context.invocation_metadata() or ())
+            with _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
+                span.set_attribute("rpc.system", "grpc")
+                try:
+                    return await method(self, request, context)
+                except CandorError as exc:
+                    span.set_status(Status(StatusCode.ERROR, exc.code.value))
+                    await context.abort(GRPC_STATUS[exc.code], exc.message)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception:
+                    log.exception("rpc_failed", rpc=name)
+                    span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
+                    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class GrpcServer:
+    """An aio gRPC server with the health service; starts NOT_SERVING until marked ready."""
+
+    def __init__(self, address: str, max_message_bytes: int, service_names: list[str]) -> None:
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ]
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names = ["", *service_names]
+        self._address = address
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port."""
+        self.port = self.server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC address {self._address}")
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        return self.port
+
+    async def mark_serving(self) -> None:
+        """Report SERVING for the server and each named service."""
+        await self._set(health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float) -> None:
+        """Report NOT_SERVING, then stop, letting in-flight calls finish within the grace period."""
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace_s)
+
+    async def _set(self, status: int) -> None:
+        for name in self._service_names:
+            await self.health.set(name, status)

@@ -1,0 +1,16 @@
+"""Candor's audit service: an append-only, hash-chained, verifiable log of every event."""
+
+from candor_audit.chain import AuditChain, AuditEntry, StoredRecord, Verification, record_hash
+from candor_audit.service import QUERY_SUBJECT, VERIFY_SUBJECT, AuditSettings, serve
+
+__all__ = [
+    "QUERY_SUBJECT",
+    "VERIFY_SUBJECT",
+    "AuditChain",
+    "AuditEntry",
+    "AuditSettings",
+    "StoredRecord",
+    "Verification",
+    "record_hash",
+    "serve",
+]

@@ -1,0 +1,205 @@
+"""The audit service: a JetStream consumer that appends to the chain, and Verify/Query APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from candor.audit.v1 import audit_pb2, audit_pb2_grpc
+from candor_audit.chain import AuditChain, AuditEntry, StoredRecord
+from candor_kit import Bus, CommonSettings, EnvReader, InvalidInput, ServiceHost, ensure_audit_stream, rpc, settle
+from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
+
+VERIFY_SUBJECT = "candor.audit.v1.verify"
+QUERY_SUBJECT = "candor.audit.v1.query"
+CONSUMER = "audit-chain-writer"
+log = structlog.get_logger("candor.audit")
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """Audit configuration, from the environment."""
+
+    common: CommonSettings
+    database: Path
+    batch: int
+
+    @classmethod
+    def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
+        """Read CANDOR_AUDIT_DB; raises ConfigError naming every bad value."""
+        env = env or EnvReader()
+        settings = cls(
+            common=CommonSettings.read("audit", env),
+            database=Path(env.text("CANDOR_AUDIT_DB")),
+            batch=env.number("CANDOR_AUDIT_FETCH_BATCH", 64, int, 1, 1000),
+        )
+        env.done()
+        return settings
+
+
+def rfc3339(timestamp: Timestamp) -> str:
+    """A fixed-width UTC time string, so text order is time order."""
+    moment = dt.datetime.fromtimestamp(timestamp.seconds, tz=dt.UTC).replace(microsecond=timestamp.nanos // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _timestamp(text: str) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC))
+    return stamp
+
+
+def entry_from_event(event: audit_pb2.AuditEvent) -> AuditEntry:
+    """Validate an incoming event and turn it into a chain entry."""
+    if not event.event_id or not event.kind or not event.HasField("occurred_at"):
+        raise InvalidInput("audit event lacks event_id, kind or occurred_at")
+    return AuditEntry(
+        event_id=event.event_id,
+        kind=event.kind,
+        occurred_at=rfc3339(event.occurred_at),
+        actor=event.actor,
+        case_number=event.case_number,
+        purpose=event.purpose,
+        trace_id=event.trace_id,
+        details_json=event.details_json or "{}",
+    )
+
+
+def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
+    """The wire form of a stored record."""
+    entry = record.entry
+    return audit_pb2.AuditRecord(
+        sequence=record.sequence,
+        event=audit_pb2.AuditEvent(
+            event_id=entry.event_id,
+            kind=entry.kind,
+            occurred_at=_timestamp(entry.occurred_at),
+            actor=entry.actor,
+            case_number=entry.case_number,
+            purpose=entry.purpose,
+            trace_id=entry.trace_id,
+            details_json=entry.details_json,
+        ),
+        recorded_at=_timestamp(record.recorded_at),
+        previous_hash=record.previous_hash,
+        record_hash=record.record_hash,
+    )
+
+
+class AuditLog:
+    """The chain behind the service's three doors: the stream, Verify and Query."""
+
+    def __init__(self, chain: AuditChain) -> None:
+        self._chain = chain
+
+    async def append_message(self, msg: Msg) -> None:
+        """Decode one stream message and append it; a duplicate delivery is a no-op."""
+        event = audit_pb2.AuditEvent()
+        try:
+            event.ParseFromString(msg.data)
+        except DecodeError as exc:
+            raise InvalidInput("audit message is not an AuditEvent") from exc
+        entry = entry_from_event(event)
+        now = Timestamp()
+        now.GetCurrentTime()
+        stored = await asyncio.to_thread(self._chain.append, entry, rfc3339(now))
+        if stored is not None:
+            log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
+
+    async def verify(self, _: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
+        """Walk the chain."""
+        result = await asyncio.to_thread(self._chain.verify)
+        log.info("audit_verified", ok=result.ok, records=result.records_checked, first_bad=result.first_bad_sequence)
+        return audit_pb2.VerifyResponse(
+            ok=result.ok,
+            records_checked=result.records_checked,
+            first_bad_sequence=result.first_bad_sequence,
+            problem=result.problem,
+            head_hash=result.head_hash,
+        )
+
+    async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
+        """Filter records by case, actor and time."""
+        limit = request.limit or 1000
+        if not 1 <= limit <= 10000:
+            raise InvalidInput("limit must be between 1 and 10000")
+        records = await asyncio.to_thread(
+            self._chain.query,
+            request.case_number,
+            request.actor,
+            rfc3339(request.since) if request.HasField("since") else "",
+            rfc3339(request.until) if request.HasField("until") else "",
+            limit,
+        )
+        return audit_pb2.QueryResponse(records=[record_proto(r) for r in records])
+
+
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
+    """gRPC adapter."""
+
+    def __init__(self, audit_log: AuditLog) -> None:
+        self._log = audit_log
+
+    @rpc("candor.audit.v1.AuditService")
+    async def Verify(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._log.verify(request)
+
+    @rpc("candor.audit.v1.AuditService")
+    async def Query(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._log.query(request)
+
+
+async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event) -> None:
+    """Pull events from the audit stream until stopped; each is acked only once it is committed."""
+    config = ConsumerConfig(
+        durable_name=CONSUMER,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=30,
+        max_deliver=20,
+        max_ack_pending=1000,
+    )
+    subscription = await bus.jetstream.pull_subscribe(
+        f"{AUDIT_SUBJECT_PREFIX}.>", durable=CONSUMER, stream=AUDIT_STREAM, config=config
+    )
+    while not stop.is_set():
+        try:
+            messages = await subscription.fetch(batch, timeout=1)
+        except NatsTimeoutError:
+            continue
+        except Exception as exc:  # the connection is reconnecting; try again shortly
+            log.warning("audit_fetch_failed", error=str(exc))
+            await asyncio.sleep(0.5)
+            continue
+        for msg in messages:
+            await settle(msg, audit_log.append_message, AUDIT_DEAD_LETTER, bus)
+
+
+async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
+    """Run the audit service until ``stop`` is set."""
+    chain = AuditChain(settings.database)
+    audit_log = AuditLog(chain)
+    try:
+        async with ServiceHost(settings.common, ["candor.audit.v1.AuditService"]) as host:
+            audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
+            await host.start_grpc()
+            assert host.bus is not None
+            await ensure_audit_stream(host.bus)
+            await host.bus.serve(VERIFY_SUBJECT, "audit", audit_pb2.VerifyRequest, audit_log.verify)
+            await host.bus.serve(QUERY_SUBJECT, "audit", audit_pb2.QueryRequest, audit_log.query)
+            consumer = asyncio.create_task(consume(host.bus, audit_log, settings.batch, stop))
+            await host.mark_serving()
+            await stop.wait()
+            await consumer
+    finally:
+        chain.close()

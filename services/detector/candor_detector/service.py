@@ -1,0 +1,128 @@
+"""The detector service: gRPC and NATS adapters around decoding and FaceDetector."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+import structlog
+
+from candor.common.v1 import common_pb2
+from candor.detector.v1 import detector_pb2, detector_pb2_grpc
+from candor_detector.decoding import DecodeLimits, decode_image
+from candor_detector.faces import AlignmentSpec, Face, FaceDetector
+from candor_kit import CommonSettings, EnvReader, ServiceHost, rpc
+from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
+
+DETECT_SUBJECT = "candor.detector.v1.detect"
+log = structlog.get_logger("candor.detector")
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Detector configuration, from the environment."""
+
+    common: CommonSettings
+    limits: DecodeLimits
+    model_dir: str | None
+    alignment: AlignmentSpec
+
+    @classmethod
+    def from_env(cls, env: EnvReader | None = None) -> DetectorSettings:
+        """Read CANDOR_DETECTOR_* variables; raises ConfigError naming every bad value."""
+        env = env or EnvReader()
+        common = CommonSettings.read("detector", env)
+        limits = DecodeLimits(
+            max_bytes=env.number("CANDOR_DETECTOR_MAX_IMAGE_BYTES", 15 << 20, int, 1024, 64 << 20),
+            max_pixels=env.number("CANDOR_DETECTOR_MAX_PIXELS", 50_000_000, int, 10_000, 200_000_000),
+            working_pixels=env.number(
+                "CANDOR_DETECTOR_WORKING_PIXELS", 1_500_000, int, 100_000, 20_000_000
+            ),
+        )
+        if limits.max_bytes > common.max_message_bytes:
+            env.problem("CANDOR_DETECTOR_MAX_IMAGE_BYTES exceeds CANDOR_MAX_MESSAGE_BYTES")
+        settings = cls(
+            common=common,
+            limits=limits,
+            model_dir=env.text("CANDOR_DLIB_MODEL_DIR", "") or None,
+            alignment=AlignmentSpec(),
+        )
+        env.done()
+        return settings
+
+
+class DetectionService:
+    """Runs decode + detect on one worker thread, so the event loop stays responsive."""
+
+    def __init__(self, detector: FaceDetector, limits: DecodeLimits) -> None:
+        self._detector = detector
+        self._limits = limits
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+
+    async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+        """Decode the image, find its faces and describe them as protos."""
+        loop = asyncio.get_running_loop()
+        image, faces = await loop.run_in_executor(self._worker, self._run, request.image)
+        log.info("faces_detected", count=len(faces), width=image.original_width, height=image.original_height)
+        return detector_pb2.DetectResponse(
+            faces=[_face_proto(face, request.include_chips) for face in faces],
+            image_width=image.original_width,
+            image_height=image.original_height,
+            image_sha256=hashlib.sha256(request.image).hexdigest(),
+        )
+
+    def _run(self, data: bytes):  # type: ignore[no-untyped-def]
+        image = decode_image(data, self._limits)
+        return image, self._detector.detect(image)
+
+    def close(self) -> None:
+        """Stop the worker thread."""
+        self._worker.shutdown(wait=True, cancel_futures=True)
+
+
+def _face_proto(face: Face, include_chip: bool) -> common_pb2.DetectedFace:
+    x, y, width, height = face.box
+    proto = common_pb2.DetectedFace(
+        box=common_pb2.Box(x=x, y=y, width=width, height=height),
+        landmarks=[common_pb2.Point(x=px, y=py) for px, py in face.landmarks],
+        quality=common_pb2.FaceQuality(
+            face_size_px=face.face_size_px, blur=face.blur, detector_score=face.detector_score
+        ),
+    )
+    if include_chip:
+        proto.chip.CopyFrom(
+            common_pb2.FaceChip(rgb=face.chip.tobytes(), width=face.chip.shape[1], height=face.chip.shape[0])
+        )
+    return proto
+
+
+class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
+    """gRPC adapter."""
+
+    def __init__(self, service: DetectionService) -> None:
+        self._service = service
+
+    @rpc("candor.detector.v1.DetectorService")
+    async def Detect(  # noqa: N802 - gRPC method name
+        self, request: detector_pb2.DetectRequest, context: grpc.aio.ServicerContext
+    ) -> detector_pb2.DetectResponse:
+        return await self._service.detect(request)
+
+
+async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
+    """Run the detector until ``stop`` is set."""
+    detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5, settings.model_dir), settings.alignment)
+    service = DetectionService(detector, settings.limits)
+    try:
+        async with ServiceHost(settings.common, ["candor.detector.v1.DetectorService"]) as host:
+            detector_pb2_grpc.add_DetectorServiceServicer_to_server(DetectorServicer(service), host.grpc.server)
+            await host.start_grpc()
+            assert host.bus is not None
+            await host.bus.serve(DETECT_SUBJECT, "detector", detector_pb2.DetectRequest, service.detect)
+            await host.mark_serving()
+            await stop.wait()
+    finally:
+        service.close()

@@ -1,0 +1,125 @@
+"""The embedder service: gRPC and NATS adapters around an embedding engine."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import structlog
+
+from candor.common.v1 import common_pb2
+from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from candor_embedder.batching import EmbeddingBatcher
+from candor_embedder.engines import EmbeddingEngine, ModelInfo, build_engine
+from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, rpc
+
+EMBED_SUBJECT = "candor.embedder.v1.embed"
+MODEL_SUBJECT = "candor.embedder.v1.model"
+log = structlog.get_logger("candor.embedder")
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """Embedder configuration, from the environment."""
+
+    common: CommonSettings
+    engine: str
+    model_dir: str | None
+    threshold: float | None
+    max_batch: int
+
+    @classmethod
+    def from_env(cls, env: EnvReader | None = None) -> EmbedderSettings:
+        """Read CANDOR_EMBEDDER_* variables; raises ConfigError naming every bad value."""
+        env = env or EnvReader()
+        threshold = env.number("CANDOR_EMBEDDER_THRESHOLD", 0.0, float, 0.0, 4.0)
+        settings = cls(
+            common=CommonSettings.read("embedder", env),
+            engine=env.text("CANDOR_EMBEDDER_ENGINE", "dlib"),
+            model_dir=env.text("CANDOR_DLIB_MODEL_DIR", "") or None,
+            threshold=threshold or None,
+            max_batch=env.number("CANDOR_EMBEDDER_MAX_BATCH", 32, int, 1, 1024),
+        )
+        env.done()
+        return settings
+
+
+def model_proto(model: ModelInfo) -> common_pb2.ModelRef:
+    """The wire form of a ModelInfo."""
+    return common_pb2.ModelRef(
+        id=model.id,
+        version=model.version,
+        metric=model.metric,
+        dimension=model.dimension,
+        threshold=model.threshold,
+    )
+
+
+class EmbeddingService:
+    """Validates chips and embeds them through the batcher."""
+
+    def __init__(self, engine: EmbeddingEngine, batcher: EmbeddingBatcher) -> None:
+        self._model = engine.model
+        self._batcher = batcher
+
+    async def embed(self, request: embedder_pb2.EmbedRequest) -> embedder_pb2.EmbedResponse:
+        """One embedding per chip, with the model that made them."""
+        size = self._model.chip_size
+        chips = []
+        for index, chip in enumerate(request.chips):
+            if chip.width != size or chip.height != size or len(chip.rgb) != size * size * 3:
+                raise InvalidInput(f"chip {index} must be {size}x{size} RGB for model {self._model.id}")
+            chips.append(np.frombuffer(chip.rgb, dtype=np.uint8).reshape(size, size, 3))
+        vectors = await self._batcher.embed(chips)
+        log.info("faces_embedded", count=len(chips), model=self._model.id)
+        return embedder_pb2.EmbedResponse(
+            embeddings=[common_pb2.Embedding(values=row.tolist()) for row in vectors],
+            model=model_proto(self._model),
+        )
+
+    async def model(self, _: embedder_pb2.GetModelRequest) -> common_pb2.ModelRef:
+        """The loaded model."""
+        return model_proto(self._model)
+
+
+class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
+    """gRPC adapter."""
+
+    def __init__(self, service: EmbeddingService) -> None:
+        self._service = service
+
+    @rpc("candor.embedder.v1.EmbedderService")
+    async def Embed(  # noqa: N802 - gRPC method name
+        self, request: embedder_pb2.EmbedRequest, context: grpc.aio.ServicerContext
+    ) -> embedder_pb2.EmbedResponse:
+        return await self._service.embed(request)
+
+    @rpc("candor.embedder.v1.EmbedderService")
+    async def GetModel(  # noqa: N802 - gRPC method name
+        self, request: embedder_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.ModelRef:
+        return await self._service.model(request)
+
+
+async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
+    """Run the embedder until ``stop`` is set."""
+    engine = build_engine(settings.engine, settings.model_dir, settings.threshold)
+    batcher = EmbeddingBatcher(engine, settings.max_batch)
+    service = EmbeddingService(engine, batcher)
+    batcher.start()
+    try:
+        async with ServiceHost(settings.common, ["candor.embedder.v1.EmbedderService"]) as host:
+            embedder_pb2_grpc.add_EmbedderServiceServicer_to_server(EmbedderServicer(service), host.grpc.server)
+            await host.start_grpc()
+            # Warm-up: the first dlib call allocates its buffers.
+            size = engine.model.chip_size
+            await batcher.embed([np.zeros((size, size, 3), dtype=np.uint8)])
+            assert host.bus is not None
+            await host.bus.serve(EMBED_SUBJECT, "embedder", embedder_pb2.EmbedRequest, service.embed)
+            await host.bus.serve(MODEL_SUBJECT, "embedder", embedder_pb2.GetModelRequest, service.model)
+            await host.mark_serving()
+            await stop.wait()
+    finally:
+        await batcher.close()

@@ -1,0 +1,179 @@
+"""The gateway service: Candor's public gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_gateway.access import Permission, Principal, TokenRegistry
+from candor_gateway.policy import LEAD_NOTICE, SearchPolicy
+from candor_gateway.workflow import Workflow
+from candor_kit import (
+    AuditPublisher,
+    CommonSettings,
+    EnvReader,
+    ServiceHost,
+    Unauthenticated,
+    current_trace_id,
+    ensure_audit_stream,
+    rpc,
+)
+
+SERVICE = "candor.gateway.v1.GatewayService"
+log = structlog.get_logger("candor.gateway")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """Gateway configuration, from the environment."""
+
+    common: CommonSettings
+    tokens: TokenRegistry
+    policy: SearchPolicy
+    max_image_bytes: int
+    min_enrol_face_px: int
+
+    @classmethod
+    def from_env(cls, env: EnvReader | None = None) -> GatewaySettings:
+        """Read CANDOR_GATEWAY_* variables; raises ConfigError naming every bad value."""
+        env = env or EnvReader()
+        common = CommonSettings.read("gateway", env)
+        tokens_file = env.text("CANDOR_GATEWAY_TOKENS_FILE")
+        purposes = frozenset(env.items("CANDOR_GATEWAY_PURPOSES"))
+        if not purposes:
+            env.problem("CANDOR_GATEWAY_PURPOSES must list at least one allowed purpose")
+        default_candidates = env.number("CANDOR_GATEWAY_DEFAULT_CANDIDATES", 10, int, 1, 200)
+        max_candidates = env.number("CANDOR_GATEWAY_MAX_CANDIDATES", 50, int, 1, 200)
+        if default_candidates > max_candidates:
+            env.problem("CANDOR_GATEWAY_DEFAULT_CANDIDATES exceeds CANDOR_GATEWAY_MAX_CANDIDATES")
+        max_image_bytes = env.number("CANDOR_GATEWAY_MAX_IMAGE_BYTES", 12 << 20, int, 1024, 64 << 20)
+        if max_image_bytes + 4096 > common.max_message_bytes:
+            env.problem("CANDOR_GATEWAY_MAX_IMAGE_BYTES must leave room under CANDOR_MAX_MESSAGE_BYTES")
+        min_face = env.number("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", 60, int, 20, 2000)
+        env.done()
+        return cls(
+            common=common,
+            tokens=TokenRegistry.load(Path(tokens_file)),
+            policy=SearchPolicy(purposes, default_candidates, max_candidates),
+            max_image_bytes=max_image_bytes,
+            min_enrol_face_px=min_face,
+        )
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    """gRPC adapter: authenticates, then hands the request to the Workflow."""
+
+    def __init__(self, workflow: Workflow, tokens: TokenRegistry) -> None:
+        self._workflow = workflow
+        self._tokens = tokens
+
+    async def _principal(self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = "") -> Principal:
+        metadata = dict(context.invocation_metadata() or ())
+        try:
+            return self._tokens.authenticate(metadata.get("authorization"))
+        except Unauthenticated as error:
+            await self._workflow.audit_refusal(action, error, "anonymous", case, purpose)
+            raise
+
+    @rpc(SERVICE)
+    async def Search(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SearchResponse:
+        principal = await self._principal(context, "search", request.case_number, request.purpose)
+        matched = await self._workflow.search(
+            principal,
+            request.probe_image,
+            request.case_number,
+            request.purpose,
+            request.face_index if request.HasField("face_index") else None,
+            request.max_candidates,
+        )
+        return gateway_pb2.SearchResponse(
+            search_id=matched.search_id,
+            candidates=matched.candidates,
+            model=matched.model,
+            notice=LEAD_NOTICE,
+            probe_sha256=matched.probe_sha256,
+            trace_id=current_trace_id(),
+            probe_quality=matched.quality,
+        )
+
+    @rpc(SERVICE)
+    async def Enroll(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.EnrollRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.EnrollResponse:
+        principal = await self._principal(context, "enroll")
+        enrolled, model, quality = await self._workflow.enroll(
+            principal,
+            request.image,
+            request.subject_id,
+            request.face_index if request.HasField("face_index") else None,
+            dict(request.metadata),
+        )
+        return gateway_pb2.EnrollResponse(
+            record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
+        )
+
+    @rpc(SERVICE)
+    async def DetectFaces(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.DetectFacesRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DetectFacesResponse:
+        principal = await self._principal(context, "detect")
+        principal.require(Permission.DETECT)
+        detected = await self._workflow.detect(request.image, include_chips=False)
+        return gateway_pb2.DetectFacesResponse(
+            faces=detected.faces, image_width=detected.image_width, image_height=detected.image_height
+        )
+
+    @rpc(SERVICE)
+    async def DeleteSubject(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.DeleteSubjectRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteSubjectResponse:
+        principal = await self._principal(context, "delete")
+        deleted = await self._workflow.delete_subject(principal, request.subject_id, request.reason)
+        return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
+
+    @rpc(SERVICE)
+    async def VerifyAudit(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.VerifyAuditRequest, context: grpc.aio.ServicerContext
+    ):  # type: ignore[no-untyped-def]
+        principal = await self._principal(context, "verify_audit")
+        return await self._workflow.verify_audit(principal)
+
+
+async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
+    """Run the gateway until ``stop`` is set."""
+    async with ServiceHost(settings.common, [SERVICE]) as host:
+        assert host.bus is not None
+        await ensure_audit_stream(host.bus)
+        audit = AuditPublisher(host.bus)
+        workflow = Workflow(
+            host.bus,
+            audit,
+            settings.policy,
+            settings.common.request_timeout_s,
+            settings.max_image_bytes,
+            settings.min_enrol_face_px,
+        )
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+            GatewayServicer(workflow, settings.tokens), host.grpc.server
+        )
+        await host.start_grpc()
+        await audit.publish(
+            "config.loaded",
+            actor="system",
+            details={
+                "service": "gateway",
+                "allowed_purposes": sorted(settings.policy.allowed_purposes),
+                "default_candidates": settings.policy.default_candidates,
+                "max_candidates": settings.policy.max_candidates,
+                "max_image_bytes": settings.max_image_bytes,
+            },
+        )
+        await host.mark_serving()
+        await stop.wait()

@@ -1,0 +1,263 @@
+"""The gateway's orchestration: detect → embed → match, with every outcome audited.
+
+Audit is fail-closed: if the event cannot be stored durably, the caller gets UNAVAILABLE and no
+result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from candor.audit.v1 import audit_pb2
+from candor.common.v1 import common_pb2
+from candor.detector.v1 import detector_pb2
+from candor.embedder.v1 import embedder_pb2
+from candor.matcher.v1 import matcher_pb2
+from candor_gateway.access import Permission, Principal
+from candor_gateway.policy import SearchPolicy
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, TooLarge, current_trace_id
+
+DETECT = "candor.detector.v1.detect"
+EMBED = "candor.embedder.v1.embed"
+MATCH_ENROLL = "candor.matcher.v1.enroll"
+MATCH_SEARCH = "candor.matcher.v1.search"
+MATCH_DELETE = "candor.matcher.v1.delete_subject"
+AUDIT_VERIFY = "candor.audit.v1.verify"
+
+log = structlog.get_logger("candor.gateway")
+
+
+@dataclass(frozen=True)
+class Chosen:
+    """The face picked from a photo, with the photo's hash."""
+
+    face: common_pb2.DetectedFace
+    image_sha256: str
+
+
+@dataclass(frozen=True)
+class Matched:
+    """A completed search."""
+
+    search_id: str
+    candidates: list[common_pb2.Candidate]
+    model: common_pb2.ModelRef
+    probe_sha256: str
+    quality: common_pb2.FaceQuality
+
+
+class Workflow:
+    """The use cases behind the public API."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        audit: AuditPublisher,
+        policy: SearchPolicy,
+        timeout_s: float,
+        max_image_bytes: int,
+        min_face_px: int,
+    ) -> None:
+        self._bus = bus
+        self._audit = audit
+        self._policy = policy
+        self._timeout = timeout_s
+        self._max_image_bytes = max_image_bytes
+        self._min_face_px = min_face_px
+
+    # --- refusals ------------------------------------------------------------------------------
+
+    async def audit_refusal(
+        self, action: str, error: CandorError, actor: str, case_number: str = "", purpose: str = ""
+    ) -> None:
+        """Record a refused call: who, what, and why (never the image)."""
+        await self._audit.publish(
+            f"{action}.refused",
+            actor=actor,
+            case_number=case_number,
+            purpose=purpose,
+            details={"code": error.code.value, "reason": error.message},
+        )
+
+    # --- detection -----------------------------------------------------------------------------
+
+    async def detect(self, image: bytes, include_chips: bool) -> detector_pb2.DetectResponse:
+        """All faces of a photo."""
+        if not image:
+            raise InvalidInput("the image is empty")
+        if len(image) > self._max_image_bytes:
+            raise TooLarge(f"the image is {len(image)} bytes; the limit is {self._max_image_bytes}")
+        request = detector_pb2.DetectRequest(image=image, include_chips=include_chips)
+        return await self._bus.request(DETECT, request, detector_pb2.DetectResponse, self._timeout)
+
+    async def _choose_face(self, image: bytes, face_index: int | None) -> Chosen:
+        detected = await self.detect(image, include_chips=True)
+        faces = detected.faces
+        if not faces:
+            raise InvalidInput("no face was found in the image")
+        if face_index is None:
+            if len(faces) > 1:
+                raise InvalidInput(f"the image has {len(faces)} faces; choose one with face_index")
+            face_index = 0
+        if not 0 <= face_index < len(faces):
+            raise InvalidInput(f"face_index {face_index} is out of range; the image has {len(faces)} faces")
+        return Chosen(face=faces[face_index], image_sha256=detected.image_sha256)
+
+    async def _embed(self, face: common_pb2.DetectedFace) -> tuple[common_pb2.Embedding, common_pb2.ModelRef]:
+        reply = await self._bus.request(
+            EMBED, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
+        )
+        return reply.embeddings[0], reply.model
+
+    # --- use cases -----------------------------------------------------------------------------
+
+    async def search(
+        self,
+        principal: Principal,
+        image: bytes,
+        case_number: str,
+        purpose: str,
+        face_index: int | None,
+        max_candidates: int,
+    ) -> Matched:
+        """Search the gallery for a probe; refusals and results are both audited."""
+        search_id = str(uuid.uuid4())
+        probe_sha256 = hashlib.sha256(image).hexdigest()
+        try:
+            principal.require(Permission.SEARCH)
+            limit = self._policy.check(case_number, purpose, max_candidates)
+            chosen = await self._choose_face(image, face_index)
+            embedding, model = await self._embed(chosen.face)
+            matched = await self._bus.request(
+                MATCH_SEARCH,
+                matcher_pb2.SearchRequest(model=model, embedding=embedding, limit=limit, max_distance=model.threshold),
+                matcher_pb2.SearchResponse,
+                self._timeout,
+            )
+        except CandorError as error:
+            await self.audit_refusal("search", error, principal.user, case_number, purpose)
+            raise
+        candidates = list(matched.candidates)
+        await self._audit.publish(
+            "search.completed",
+            event_id=search_id,
+            actor=principal.user,
+            case_number=case_number,
+            purpose=purpose,
+            details={
+                "probe_sha256": probe_sha256,
+                "face_box": _box(chosen.face.box),
+                "model": _model(model),
+                "threshold": model.threshold,
+                "max_candidates": limit,
+                "candidates": [
+                    {"rank": c.rank, "subject_id": c.subject_id, "distance": round(c.distance, 6), "record_id": c.record_id}
+                    for c in candidates
+                ],
+            },
+        )
+        log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id)
+        return Matched(search_id, candidates, model, probe_sha256, chosen.face.quality)
+
+    async def enroll(
+        self,
+        principal: Principal,
+        image: bytes,
+        subject_id: str,
+        face_index: int | None,
+        metadata: Mapping[str, str],
+    ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
+        """Add one face of a photo to the gallery under a subject id."""
+        try:
+            principal.require(Permission.ENROLL)
+            if not subject_id:
+                raise InvalidInput("subject_id is required")
+            chosen = await self._choose_face(image, face_index)
+            if chosen.face.quality.face_size_px < self._min_face_px:
+                raise InvalidInput(
+                    f"the face is {chosen.face.quality.face_size_px} px wide; enrolment needs {self._min_face_px}"
+                )
+            embedding, model = await self._embed(chosen.face)
+            enrolled = await self._bus.request(
+                MATCH_ENROLL,
+                matcher_pb2.EnrollRequest(
+                    subject_id=subject_id,
+                    model=model,
+                    embedding=embedding,
+                    image_sha256=chosen.image_sha256,
+                    metadata=dict(metadata),
+                ),
+                matcher_pb2.EnrollResponse,
+                self._timeout,
+            )
+        except CandorError as error:
+            await self.audit_refusal("enroll", error, principal.user)
+            raise
+        await self._audit.publish(
+            "enroll.completed",
+            actor=principal.user,
+            details={
+                "subject_id": subject_id,
+                "record_id": enrolled.record_id,
+                "created": enrolled.created,
+                "image_sha256": chosen.image_sha256,
+                "model": _model(model),
+            },
+        )
+        return enrolled, model, chosen.face.quality
+
+    async def delete_subject(self, principal: Principal, subject_id: str, reason: str) -> int:
+        """Expunge a subject from every gallery."""
+        try:
+            principal.require(Permission.DELETE)
+            if not reason.strip():
+                raise InvalidInput("a reason is required to delete a subject")
+            deleted = await self._bus.request(
+                MATCH_DELETE,
+                matcher_pb2.DeleteSubjectRequest(subject_id=subject_id),
+                matcher_pb2.DeleteSubjectResponse,
+                self._timeout,
+            )
+        except CandorError as error:
+            await self.audit_refusal("delete", error, principal.user)
+            raise
+        await self._audit.publish(
+            "subject.deleted",
+            actor=principal.user,
+            details={"subject_id": subject_id, "reason": reason, "records": deleted.deleted_records},
+        )
+        return int(deleted.deleted_records)
+
+    async def verify_audit(self, principal: Principal) -> audit_pb2.VerifyResponse:
+        """Ask the audit service to walk the chain."""
+        principal.require(Permission.VERIFY_AUDIT)
+        result = await self._bus.request(
+            AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
+        )
+        await self._audit.publish(
+            "audit.verified",
+            actor=principal.user,
+            details={"ok": result.ok, "records": result.records_checked, "first_bad": result.first_bad_sequence},
+        )
+        return result
+
+    @property
+    def trace_id(self) -> str:
+        """The current trace id."""
+        return current_trace_id()
+
+
+def _box(box: common_pb2.Box) -> dict[str, int]:
+    return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
+
+
+def _model(model: common_pb2.ModelRef) -> dict[str, Any]:
+    return {"id": model.id, "version": model.version, "metric": model.metric}
+
+

@@ -1,0 +1,169 @@
+"""The matcher service: gRPC and NATS adapters around the Gallery."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import structlog
+
+from candor.common.v1 import common_pb2
+from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
+from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, rpc
+from candor_matcher.gallery import Gallery, GalleryModel
+
+ENROLL_SUBJECT = "candor.matcher.v1.enroll"
+SEARCH_SUBJECT = "candor.matcher.v1.search"
+DELETE_SUBJECT = "candor.matcher.v1.delete_subject"
+GALLERY_SUBJECT = "candor.matcher.v1.gallery"
+MAX_LIMIT = 200
+#: Subject ids are an agency's own ids (a booking number, say): printable, no control characters.
+SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
+log = structlog.get_logger("candor.matcher")
+
+
+@dataclass(frozen=True)
+class MatcherSettings:
+    """Matcher configuration, from the environment."""
+
+    common: CommonSettings
+    data_dir: Path
+
+    @classmethod
+    def from_env(cls, env: EnvReader | None = None) -> MatcherSettings:
+        """Read CANDOR_MATCHER_DATA_DIR; raises ConfigError naming every bad value."""
+        env = env or EnvReader()
+        settings = cls(
+            common=CommonSettings.read("matcher", env),
+            data_dir=Path(env.text("CANDOR_MATCHER_DATA_DIR")),
+        )
+        env.done()
+        return settings
+
+
+def check_subject_id(subject_id: str) -> str:
+    """Return the subject id if well formed, else raise InvalidInput."""
+    if not SUBJECT_ID.match(subject_id):
+        raise InvalidInput("subject_id must be 1-128 letters, digits or ._:/- and start with a letter or digit")
+    return subject_id
+
+
+def _model(ref: common_pb2.ModelRef) -> GalleryModel:
+    if not ref.id or not ref.version or ref.dimension <= 0:
+        raise InvalidInput("model id, version and dimension are required")
+    return GalleryModel(id=ref.id, version=ref.version, metric=ref.metric, dimension=ref.dimension)
+
+
+class MatchingService:
+    """Runs gallery operations off the event loop."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self._gallery = gallery
+
+    async def enroll(self, request: matcher_pb2.EnrollRequest) -> matcher_pb2.EnrollResponse:
+        """Add one face to the subject's records."""
+        check_subject_id(request.subject_id)
+        if len(request.image_sha256) != 64:
+            raise InvalidInput("image_sha256 must be 64 hex digits")
+        index = self._gallery.index_for(_model(request.model))
+        record_id, created = await asyncio.to_thread(
+            index.enroll,
+            request.subject_id,
+            request.image_sha256,
+            list(request.embedding.values),
+            dict(request.metadata),
+        )
+        log.info("face_enrolled", record_id=record_id, created=created, model=index.model.id)
+        return matcher_pb2.EnrollResponse(record_id=record_id, created=created)
+
+    async def search(self, request: matcher_pb2.SearchRequest) -> matcher_pb2.SearchResponse:
+        """Ranked candidates, one per subject, within the distance limit."""
+        if not 1 <= request.limit <= MAX_LIMIT:
+            raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
+        if request.max_distance <= 0:
+            raise InvalidInput("max_distance must be positive")
+        model = _model(request.model)
+        index = self._gallery.existing(model.id)
+        if index is None:
+            return matcher_pb2.SearchResponse()
+        index = self._gallery.index_for(model)  # checks the version
+        hits = await asyncio.to_thread(
+            index.search, list(request.embedding.values), request.limit, request.max_distance
+        )
+        log.info("gallery_searched", candidates=len(hits), model=model.id)
+        return matcher_pb2.SearchResponse(
+            candidates=[
+                common_pb2.Candidate(
+                    rank=rank,
+                    subject_id=hit.subject_id,
+                    distance=hit.distance,
+                    record_id=hit.record_id,
+                    model_id=model.id,
+                )
+                for rank, hit in enumerate(hits, start=1)
+            ]
+        )
+
+    async def delete_subject(self, request: matcher_pb2.DeleteSubjectRequest) -> matcher_pb2.DeleteSubjectResponse:
+        """Remove a subject from one model's gallery or from all of them."""
+        check_subject_id(request.subject_id)
+        indexes = self._gallery.all_indexes()
+        if request.model_id:
+            indexes = [index for index in indexes if index.model.id == request.model_id]
+        deleted = 0
+        for index in indexes:
+            deleted += await asyncio.to_thread(index.delete_subject, request.subject_id)
+        log.info("subject_deleted", records=deleted)
+        return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted)
+
+    async def gallery(self, request: matcher_pb2.GetGalleryRequest) -> matcher_pb2.GetGalleryResponse:
+        """How many records a model's gallery holds (all models when none is named)."""
+        indexes = self._gallery.all_indexes()
+        if request.model_id:
+            indexes = [index for index in indexes if index.model.id == request.model_id]
+        return matcher_pb2.GetGalleryResponse(records=sum(index.count() for index in indexes))
+
+
+class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
+    """gRPC adapter."""
+
+    def __init__(self, service: MatchingService) -> None:
+        self._service = service
+
+    @rpc("candor.matcher.v1.MatcherService")
+    async def Enroll(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.enroll(request)
+
+    @rpc("candor.matcher.v1.MatcherService")
+    async def Search(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.search(request)
+
+    @rpc("candor.matcher.v1.MatcherService")
+    async def DeleteSubject(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.delete_subject(request)
+
+    @rpc("candor.matcher.v1.MatcherService")
+    async def GetGallery(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.gallery(request)
+
+
+async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
+    """Run the matcher until ``stop`` is set."""
+    gallery = Gallery(settings.data_dir)
+    service = MatchingService(gallery)
+    try:
+        async with ServiceHost(settings.common, ["candor.matcher.v1.MatcherService"]) as host:
+            matcher_pb2_grpc.add_MatcherServiceServicer_to_server(MatcherServicer(service), host.grpc.server)
+            await host.start_grpc()
+            assert host.bus is not None
+            await host.bus.serve(ENROLL_SUBJECT, "matcher", matcher_pb2.EnrollRequest, service.enroll)
+            await host.bus.serve(SEARCH_SUBJECT, "matcher", matcher_pb2.SearchRequest, service.search)
+            await host.bus.serve(DELETE_SUBJECT, "matcher", matcher_pb2.DeleteSubjectRequest, service.delete_subject)
+            await host.bus.serve(GALLERY_SUBJECT, "matcher", matcher_pb2.GetGalleryRequest, service.gallery)
+            await host.mark_serving()
+            await stop.wait()
+    finally:
+        gallery.close()
