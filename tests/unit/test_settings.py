@@ -1,0 +1,55 @@
+"""Services refuse to start on a missing, invalid or unsafe configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from candor_audit import AuditSettings
+from candor_detector import DetectorSettings
+from candor_gateway import GatewaySettings, token_digest
+from candor_kit import ConfigError, EnvReader
+from candor_matcher import MatcherSettings
+
+
+def test_missing_nats_url_is_named() -> None:
+    with pytest.raises(ConfigError, match="CANDOR_NATS_URL is required"):
+        MatcherSettings.from_env(EnvReader({"CANDOR_MATCHER_DATA_DIR": "/tmp/x"}))
+
+
+def test_every_problem_is_named_at_once() -> None:
+    with pytest.raises(ConfigError) as error:
+        AuditSettings.from_env(EnvReader({"CANDOR_NATS_URL": "http://x", "CANDOR_GRPC_ADDRESS": "nope"}))
+    message = str(error.value)
+    assert "nats:// or tls://" in message and "host:port" in message and "CANDOR_AUDIT_DB is required" in message
+
+
+def test_detector_limit_above_the_message_limit_is_refused() -> None:
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_DETECTOR_MAX_IMAGE_BYTES": str(40 << 20)}
+    with pytest.raises(ConfigError, match="exceeds CANDOR_MAX_MESSAGE_BYTES"):
+        DetectorSettings.from_env(EnvReader(env))
+
+
+def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"sha256": token_digest("t"), "user": "u", "roles": ["investigator"]}]}))
+    os.chmod(tokens, 0o600)
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_GATEWAY_TOKENS_FILE": str(tokens)}
+    with pytest.raises(ConfigError, match="CANDOR_GATEWAY_PURPOSES"):
+        GatewaySettings.from_env(EnvReader(env))
+    settings = GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_PURPOSES": "investigation, missing-person"}))
+    assert settings.policy.allowed_purposes == {"investigation", "missing-person"}
+
+
+def test_service_process_exits_2_on_invalid_configuration() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "candor_gateway"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "config_invalid" in result.stderr and "CANDOR_NATS_URL is required" in result.stderr
