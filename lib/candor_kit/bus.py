@@ -15,7 +15,6 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from opentelemetry import trace
@@ -46,7 +45,6 @@ class Bus:
     def __init__(self, client: Client) -> None:
         self.client = client
         self.jetstream: JetStreamContext = client.jetstream()
-        self._subscriptions: list[Subscription] = []
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
@@ -130,7 +128,7 @@ class Bus:
                     span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
                     await self._reply_error(msg, ErrorCode.INTERNAL, "internal error")
 
-        self._subscriptions.append(await self.client.subscribe(subject, queue=queue, cb=on_message))
+        await self.client.subscribe(subject, queue=queue, cb=on_message)
 
     async def _reply_error(self, msg: Msg, code: ErrorCode, message: str) -> None:
         if msg.reply:
@@ -156,12 +154,7 @@ class Bus:
             return int(ack.seq)
 
     async def close(self) -> None:
-        """Stop answering requests, then drain the connection so in-flight work completes."""
-        for subscription in self._subscriptions:
-            try:
-                await subscription.drain()
-            except Exception:  # already closed or draining
-                pass
+        """Drain the connection: stop taking requests, finish in-flight ones, flush, close."""
         if not self.client.is_closed:
             try:
                 await asyncio.wait_for(self.client.drain(), timeout=10)

@@ -1,0 +1,145 @@
+"""The five services running in this test process, against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import pytest_asyncio
+
+import candor_audit
+import candor_detector
+import candor_embedder
+import candor_gateway
+import candor_matcher
+from candor.gateway.v1 import gateway_pb2_grpc
+from candor_cli.stack import free_port
+from candor_gateway import token_digest
+from candor_kit import EnvReader
+
+TOKENS = {
+    "investigator-token": ("ivy", ["investigator"]),
+    "enroller-token": ("eric", ["enroller"]),
+    "auditor-token": ("audrey", ["auditor"]),
+}
+PURPOSES = "investigation,missing-person"
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+@dataclass
+class RunningService:
+    """One service's serve() task and its stop switch."""
+
+    task: asyncio.Task[None]
+    stop: asyncio.Event
+
+
+@dataclass
+class InProcessStack:
+    """Services started in this event loop; each can be stopped and started again."""
+
+    root: Path
+    nats_url: str
+    addresses: dict[str, str] = field(default_factory=dict)
+    running: dict[str, RunningService] = field(default_factory=dict)
+
+    def env(self, name: str) -> dict[str, str]:
+        base = {"CANDOR_NATS_URL": self.nats_url, "CANDOR_GRPC_ADDRESS": self.addresses[name], "CANDOR_SHUTDOWN_GRACE_S": "1"}
+        specific = {
+            "gateway": {"CANDOR_GATEWAY_TOKENS_FILE": str(self.root / "tokens.json"), "CANDOR_GATEWAY_PURPOSES": PURPOSES},
+            "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.root / "gallery")},
+            "audit": {"CANDOR_AUDIT_DB": str(self.root / "audit.db")},
+        }
+        return {**base, **specific.get(name, {})}
+
+    async def start(self, name: str) -> None:
+        module: Any = {
+            "gateway": candor_gateway,
+            "detector": candor_detector,
+            "embedder": candor_embedder,
+            "matcher": candor_matcher,
+            "audit": candor_audit,
+        }[name]
+        settings_type = {
+            "gateway": candor_gateway.GatewaySettings,
+            "detector": candor_detector.DetectorSettings,
+            "embedder": candor_embedder.EmbedderSettings,
+            "matcher": candor_matcher.MatcherSettings,
+            "audit": candor_audit.AuditSettings,
+        }[name]
+        settings = settings_type.from_env(EnvReader(self.env(name)))
+        stop = asyncio.Event()
+        task = asyncio.create_task(module.serve(settings, stop), name=f"serve-{name}")
+        self.running[name] = RunningService(task, stop)
+        await wait_serving(self.addresses[name], task)
+
+    async def stop(self, name: str) -> None:
+        service = self.running.pop(name)
+        service.stop.set()
+        await asyncio.wait_for(service.task, timeout=30)
+
+
+async def wait_serving(address: str, task: asyncio.Task[None], timeout_s: float = 60) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while asyncio.get_running_loop().time() < deadline:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"service at {address} exited")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{address} never reported SERVING")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessStack]:
+    root = tmp_path_factory.mktemp("stack")
+    tokens = root / "tokens.json"
+    tokens.write_text(
+        json.dumps({"tokens": [{"sha256": token_digest(t), "user": u, "roles": r} for t, (u, r) in TOKENS.items()]})
+    )
+    os.chmod(tokens, 0o600)
+    running = InProcessStack(root=root, nats_url=nats_url)
+    for name in ("audit", "matcher", "embedder", "detector", "gateway"):
+        running.addresses[name] = f"127.0.0.1:{free_port()}"
+        await running.start(name)
+    yield running
+    for name in list(running.running):
+        await running.stop(name)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def gateway(stack: InProcessStack) -> AsyncIterator[gateway_pb2_grpc.GatewayServiceStub]:
+    options = [("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)]
+    async with grpc.aio.insecure_channel(stack.addresses["gateway"], options=options) as channel:
+        yield gateway_pb2_grpc.GatewayServiceStub(channel)
+
+
+def as_user(token: str) -> tuple[tuple[str, str]]:
+    """Call metadata for a bearer token."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
+    """Poll until check() is true."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not met in time")

@@ -1,0 +1,238 @@
+"""Candor's main job through the running services: enrol, search, refuse, audit, trace."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from PIL import Image
+
+from candor.audit.v1 import audit_pb2, audit_pb2_grpc
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.unit.test_decoding import giant_png
+
+INVESTIGATOR = as_user("investigator-token")
+ENROLLER = as_user("enroller-token")
+AUDITOR = as_user("auditor-token")
+NOTICE = "investigative lead only: not a basis for arrest"
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def audit_records(stack: InProcessStack, **filters: str) -> list[audit_pb2.AuditRecord]:
+    async with grpc.aio.insecure_channel(stack.addresses["audit"]) as channel:
+        reply = await audit_pb2_grpc.AuditServiceStub(channel).Query(audit_pb2.QueryRequest(**filters))
+    return list(reply.records)
+
+
+async def search(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, image: bytes, case: str = "CASE-2026-001", purpose: str = "investigation"
+) -> gateway_pb2.SearchResponse:
+    request = gateway_pb2.SearchRequest(probe_image=image, case_number=case, purpose=purpose)
+    return await gateway.Search(request, metadata=INVESTIGATOR)
+
+
+@pytest.fixture(scope="module")
+async def enrolled(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path) -> None:
+    """A gallery of obama.jpg and the six faces of t1.jpg; Biden is not in it."""
+    await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="obama"), metadata=ENROLLER
+    )
+    group = (samples / "t1.jpg").read_bytes()
+    for index in range(6):
+        await gateway.Enroll(
+            gateway_pb2.EnrollRequest(image=group, subject_id=f"t1-{index}", face_index=index), metadata=ENROLLER
+        )
+
+
+@pytest.mark.parametrize("probe", ["obama2.jpg", "obama3.jpg"])
+async def test_obama_probe_returns_obama_at_rank_one_under_threshold(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: None, probe: str
+) -> None:
+    found = await search(gateway, (samples / probe).read_bytes())
+    assert found.candidates[0].subject_id == "obama"
+    assert found.candidates[0].rank == 1
+    assert found.candidates[0].distance < found.model.threshold
+    assert found.model.id == "dlib-resnet-v1" and found.model.metric == "euclidean"
+    assert found.notice == NOTICE
+
+
+async def test_probe_of_someone_not_enrolled_returns_no_candidate(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: None
+) -> None:
+    found = await search(gateway, (samples / "biden.jpg").read_bytes())
+    assert list(found.candidates) == []
+    assert found.notice == NOTICE
+
+
+async def test_group_photo_yields_six_faces(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path) -> None:
+    detected = await gateway.DetectFaces(
+        gateway_pb2.DetectFacesRequest(image=(samples / "t1.jpg").read_bytes()), metadata=INVESTIGATOR
+    )
+    assert len(detected.faces) == 6
+    assert all(not face.chip.rgb for face in detected.faces)
+
+
+async def test_reenrolling_the_same_photo_changes_nothing(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: None
+) -> None:
+    again = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="obama"), metadata=ENROLLER
+    )
+    assert not again.created
+
+
+async def test_ten_megabyte_photo_is_searched(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: None
+) -> None:
+    photo = Image.open(samples / "obama3.jpg")
+    buffer = io.BytesIO()
+    photo.resize((5800 * photo.width // photo.height, 5800), Image.BICUBIC).save(buffer, "JPEG", quality=100, subsampling=0)
+    data = buffer.getvalue()
+    assert len(data) > 10_000_000
+    found = await search(gateway, data)
+    assert found.candidates[0].subject_id == "obama"
+
+
+def truncated_jpeg(samples: Path) -> bytes:
+    data = (samples / "obama.jpg").read_bytes()
+    return data[: len(data) // 2]
+
+
+def faceless_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (640, 480), (90, 110, 130)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BAD_PROBES = {
+    "empty bytes": (lambda s: b"", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    "truncated jpeg": (truncated_jpeg, grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+    "text file": (lambda s: b"Suspect description: tall, dark coat.\n" * 10, grpc.StatusCode.INVALID_ARGUMENT, "not a readable"),
+    "20000x20000 png": (lambda s: giant_png(), grpc.StatusCode.RESOURCE_EXHAUSTED, "MP"),
+    "photo with no face": (lambda s: faceless_png(), grpc.StatusCode.INVALID_ARGUMENT, "no face"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_PROBES))
+async def test_bad_probe_is_refused_cleanly_audited_and_the_stack_keeps_serving(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None, name: str
+) -> None:
+    make, code, text = BAD_PROBES[name]
+    case = f"BAD-{name.replace(' ', '-')}"
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await search(gateway, make(samples), case=case)
+    assert error.value.code() == code
+    assert text in error.value.details()
+
+    async def refusal_recorded() -> bool:
+        records = await audit_records(stack, case_number=case)
+        return any(r.event.kind == "search.refused" and json.loads(r.event.details_json)["code"] == code.name for r in records)
+
+    await eventually(refusal_recorded)
+    assert (await search(gateway, (samples / "obama2.jpg").read_bytes())).candidates[0].subject_id == "obama"
+
+
+@pytest.mark.parametrize(
+    ("case", "purpose", "metadata", "code"),
+    [
+        ("CASE-P1", "curiosity", INVESTIGATOR, grpc.StatusCode.PERMISSION_DENIED),
+        ("", "investigation", INVESTIGATOR, grpc.StatusCode.INVALID_ARGUMENT),
+        ("CASE-P3", "", INVESTIGATOR, grpc.StatusCode.INVALID_ARGUMENT),
+        ("CASE-P4", "investigation", as_user("stolen-token"), grpc.StatusCode.UNAUTHENTICATED),
+        ("CASE-P5", "investigation", (), grpc.StatusCode.UNAUTHENTICATED),
+        ("CASE-P6", "investigation", AUDITOR, grpc.StatusCode.PERMISSION_DENIED),
+    ],
+)
+async def test_search_outside_policy_is_refused_and_audited(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    case: str,
+    purpose: str,
+    metadata: tuple[tuple[str, str], ...],
+    code: grpc.StatusCode,
+) -> None:
+    request = gateway_pb2.SearchRequest(
+        probe_image=(samples / "obama2.jpg").read_bytes(), case_number=case, purpose=purpose
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.Search(request, metadata=metadata)
+    assert error.value.code() == code
+
+    async def refusal_recorded() -> bool:
+        records = await audit_records(stack, case_number=case) if case else await audit_records(stack)
+        return any(
+            r.event.kind == "search.refused"
+            and r.event.purpose == purpose
+            and json.loads(r.event.details_json)["code"] == code.name
+            for r in records
+        )
+
+    await eventually(refusal_recorded)
+
+
+async def test_search_is_audited_with_hash_candidates_model_and_trace(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    probe = (samples / "obama3.jpg").read_bytes()
+    found = await search(gateway, probe, case="CASE-AUDIT-1")
+
+    async def landed() -> bool:
+        return any(r.event.event_id == found.search_id for r in await audit_records(stack, case_number="CASE-AUDIT-1"))
+
+    await eventually(landed)
+    record = next(r for r in await audit_records(stack, case_number="CASE-AUDIT-1") if r.event.event_id == found.search_id)
+    details = json.loads(record.event.details_json)
+    assert record.event.actor == "ivy" and record.event.purpose == "investigation"
+    assert record.event.trace_id == found.trace_id
+    assert details["probe_sha256"] == found.probe_sha256
+    assert details["candidates"][0]["subject_id"] == "obama"
+    assert details["model"]["id"] == "dlib-resnet-v1" and details["threshold"] == pytest.approx(0.6)
+    # Never the image: the record holds no large blob.
+    assert len(record.event.details_json) < 4000
+
+
+async def test_search_while_audit_is_down_lands_in_the_chain_after_restart(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    await stack.stop("audit")
+    found = await search(gateway, (samples / "obama2.jpg").read_bytes(), case="CASE-AUDIT-DOWN")
+    assert found.candidates[0].subject_id == "obama"
+    await stack.start("audit")
+
+    async def landed() -> bool:
+        return any(r.event.event_id == found.search_id for r in await audit_records(stack, case_number="CASE-AUDIT-DOWN"))
+
+    await eventually(landed)
+    verified = await gateway.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=AUDITOR)
+    assert verified.ok
+
+
+async def test_delete_subject_removes_it_from_search_and_is_audited(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "biden.jpg").read_bytes(), subject_id="biden-del"), metadata=ENROLLER
+    )
+    assert (await search(gateway, (samples / "biden.jpg").read_bytes())).candidates[0].subject_id == "biden-del"
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.DeleteSubject(gateway_pb2.DeleteSubjectRequest(subject_id="biden-del"), metadata=ENROLLER)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    deleted = await gateway.DeleteSubject(
+        gateway_pb2.DeleteSubjectRequest(subject_id="biden-del", reason="court order 42"), metadata=ENROLLER
+    )
+    assert deleted.deleted_records == 1
+    assert list((await search(gateway, (samples / "biden.jpg").read_bytes())).candidates) == []
+
+    async def audited() -> bool:
+        return any(
+            r.event.kind == "subject.deleted" and json.loads(r.event.details_json)["subject_id"] == "biden-del"
+            for r in await audit_records(stack)
+        )
+
+    await eventually(audited)

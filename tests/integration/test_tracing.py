@@ -1,0 +1,57 @@
+"""One search is one trace: gateway → detector → embedder → matcher → audit, across NATS hops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from tests.integration.conftest import as_user, eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+SEARCH = "candor.gateway.v1.GatewayService/Search"
+EXPECTED_EDGES = {
+    (SEARCH, "candor.detector.v1.detect request"),
+    ("candor.detector.v1.detect request", "candor.detector.v1.detect process"),
+    (SEARCH, "candor.embedder.v1.embed request"),
+    ("candor.embedder.v1.embed request", "candor.embedder.v1.embed process"),
+    (SEARCH, "candor.matcher.v1.search request"),
+    ("candor.matcher.v1.search request", "candor.matcher.v1.search process"),
+    (SEARCH, "candor.audit.v1.event.search.completed publish"),
+    ("candor.audit.v1.event.search.completed publish", "candor.audit.v1.event.search.completed process"),
+}
+
+
+def edges(spans: list[ReadableSpan]) -> set[tuple[str, str]]:
+    by_id = {span.context.span_id: span for span in spans}
+    return {
+        (by_id[span.parent.span_id].name, span.name)
+        for span in spans
+        if span.parent is not None and span.parent.span_id in by_id
+    }
+
+
+async def test_search_spans_form_one_trace_with_the_expected_edges(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, span_exporter: InMemorySpanExporter
+) -> None:
+    found = await gateway.Search(
+        gateway_pb2.SearchRequest(
+            probe_image=(samples / "obama2.jpg").read_bytes(), case_number="CASE-TRACE", purpose="investigation"
+        ),
+        metadata=as_user("investigator-token"),
+    )
+    trace_id = int(found.trace_id, 16)
+
+    def spans() -> list[ReadableSpan]:
+        return [s for s in span_exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+    async def complete() -> bool:
+        return EXPECTED_EDGES <= edges(spans())
+
+    await eventually(complete)
+    roots = [s for s in spans() if s.parent is None]
+    assert [s.name for s in roots] == [SEARCH]
