@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -72,8 +73,10 @@ class EmbeddingService:
             if chip.width != size or chip.height != size or len(chip.rgb) != size * size * 3:
                 raise InvalidInput(f"chip {index} must be {size}x{size} RGB for model {self._model.id}")
             chips.append(np.frombuffer(chip.rgb, dtype=np.uint8).reshape(size, size, 3))
+        start = time.perf_counter()
         vectors = await self._batcher.embed(chips)
-        log.info("faces_embedded", count=len(chips), model=self._model.id)
+        elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
+        log.info("faces_embedded", count=len(chips), model=self._model.id, compute_ms=elapsed_ms)
         return embedder_pb2.EmbedResponse(
             embeddings=[common_pb2.Embedding(values=row.tolist()) for row in vectors],
             model=model_proto(self._model),

@@ -6,7 +6,7 @@ result.
 
 from __future__ import annotations
 
-import hashlib
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +50,20 @@ class Matched:
     model: common_pb2.ModelRef
     probe_sha256: str
     quality: common_pb2.FaceQuality
+
+
+class StageClock:
+    """Milliseconds spent in each stage of a request, for the log line that closes it."""
+
+    def __init__(self) -> None:
+        self._last = time.perf_counter()
+        self.ms: dict[str, float] = {}
+
+    def mark(self, stage: str) -> None:
+        """Close the stage that ran since the last mark."""
+        now = time.perf_counter()
+        self.ms[f"{stage}_ms"] = round((now - self._last) * 1000, 2)
+        self._last = now
 
 
 class Workflow:
@@ -128,12 +142,14 @@ class Workflow:
     ) -> Matched:
         """Search the gallery for a probe; refusals and results are both audited."""
         search_id = str(uuid.uuid4())
-        probe_sha256 = hashlib.sha256(image).hexdigest()
+        stages = StageClock()
         try:
             principal.require(Permission.SEARCH)
             limit = self._policy.check(case_number, purpose, max_candidates)
             chosen = await self._choose_face(image, face_index)
+            stages.mark("detect")
             embedding, model = await self._embed(chosen.face)
+            stages.mark("embed")
             matched = await self._bus.request(
                 MATCH_SEARCH,
                 matcher_pb2.SearchRequest(model=model, embedding=embedding, limit=limit, max_distance=model.threshold),
@@ -143,6 +159,8 @@ class Workflow:
         except CandorError as error:
             await self.audit_refusal("search", error, principal.user, case_number, purpose)
             raise
+        stages.mark("match")
+        probe_sha256 = chosen.image_sha256
         candidates = list(matched.candidates)
         await self._audit.publish(
             "search.completed",
@@ -162,7 +180,8 @@ class Workflow:
                 ],
             },
         )
-        log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id)
+        stages.mark("audit")
+        log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, probe_sha256, chosen.face.quality)
 
     async def enroll(

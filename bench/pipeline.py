@@ -1,0 +1,148 @@
+"""Search latency through the running stack against the same work done in-process with dlib.
+
+Both sides do the same work on the same 20 photos: decode (with the same limits and JPEG draft
+scaling), HOG detection, 5-point alignment, the ResNet descriptor and a nearest-neighbour search
+over the same gallery. The stack adds gRPC, three NATS request/reply hops, Qdrant Edge and a
+durable JetStream audit publish. The two sides alternate pass by pass (or photo by photo with
+--interleave), so machine noise hits both alike.
+
+    python bench/pipeline.py [--datasets ../shared/datasets] [--rounds 5] [--interleave]
+
+Prints both p50s and their ratio (stack / in-process; goal <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dlib
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from candor_cli import GatewayClient, LocalStack  # noqa: E402
+from candor_detector import DecodeLimits, decode_image  # noqa: E402
+from candor_kit import CandorError  # noqa: E402
+from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file  # noqa: E402
+from fetch_sample_images import fetch  # noqa: E402
+
+
+class InProcessDlib:
+    """The anchor: dlib called directly, numpy for the gallery."""
+
+    def __init__(self) -> None:
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_5)))
+        self.net = dlib.face_recognition_model_v1(str(dlib_model_file(DLIB_RESNET)))
+        self.limits = DecodeLimits()
+        self.gallery: list[np.ndarray] = []
+        self.subjects: list[str] = []
+
+    def faces(self, data: bytes) -> list[np.ndarray]:
+        rgb = decode_image(data, self.limits).rgb
+        upsample = 1 if rgb.shape[0] * rgb.shape[1] < 400_000 else 0
+        rects, _, _ = self.detector.run(rgb, upsample, 0.0)
+        vectors = []
+        for rect in rects:
+            chip = dlib.get_face_chip(rgb, self.predictor(rgb, rect), size=150, padding=0.25)
+            vectors.append(np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float32))
+        return vectors
+
+    def enroll(self, subject: str, vector: np.ndarray) -> None:
+        self.gallery.append(vector)
+        self.subjects.append(subject)
+
+    def search(self, data: bytes, threshold: float = 0.6, limit: int = 10) -> list[tuple[str, float]]:
+        vectors = self.faces(data)
+        distances = np.linalg.norm(np.stack(self.gallery) - vectors[0], axis=1)
+        order = np.argsort(distances)[:limit]
+        return [(self.subjects[i], float(distances[i])) for i in order if distances[i] <= threshold]
+
+
+def pick_photos(datasets: Path, anchor: InProcessDlib, count: int, samples: Path) -> list[Path]:
+    """The first ``count`` colour photos in which dlib finds exactly one face."""
+    candidates = sorted((datasets / "deepface_unit").glob("*/*.jpg")) + sorted(
+        (datasets / "face_recognition_examples").glob("*/*.jpg")
+    )
+    if not candidates:
+        print(f"no photos under {datasets}; using the package-shipped samples", file=sys.stderr)
+        candidates = [samples / n for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")] * 5
+    chosen: list[Path] = []
+    for path in candidates:
+        try:
+            if len(anchor.faces(path.read_bytes())) == 1:
+                chosen.append(path)
+        except CandorError:  # a mislabelled WebP, say: the stack would refuse it too
+            continue
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def timed(call: Callable[[], object]) -> float:
+    """Milliseconds one call takes."""
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="alternate photo by photo (each side then starts with the other's data in the CPU caches) "
+        "instead of alternating whole passes over the 20 photos",
+    )
+    args = parser.parse_args()
+
+    samples = fetch(ROOT / ".cache" / "samples")
+    anchor = InProcessDlib()
+    photos = pick_photos(args.datasets, anchor, args.photos, samples)
+    with tempfile.TemporaryDirectory(prefix="candor-bench-") as data_dir:
+        stack = LocalStack(Path(data_dir))
+        state = stack.up()
+        try:
+            with GatewayClient(state.gateway, stack.token()) as client:
+                gallery = [("obama", samples / "obama.jpg", None), ("biden", samples / "biden.jpg", None)]
+                gallery += [(f"t1-{i}", samples / "t1.jpg", i) for i in range(6)]
+                for subject, path, face in gallery:
+                    client.enroll(path, subject, face)
+                    anchor.enroll(subject, anchor.faces(path.read_bytes())[face or 0])
+                probes = [path.read_bytes() for path in photos]
+                for data in probes[:2]:  # warm both paths
+                    client.search(data, "BENCH-1", "investigation")
+                    anchor.search(data)
+                stack_ms: list[float] = []
+                anchor_ms: list[float] = []
+                for _ in range(args.rounds):
+                    if args.interleave:
+                        for data in probes:
+                            stack_ms.append(timed(lambda: client.search(data, "BENCH-1", "investigation")))
+                            anchor_ms.append(timed(lambda: anchor.search(data)))
+                    else:
+                        stack_ms += [timed(lambda: client.search(d, "BENCH-1", "investigation")) for d in probes]
+                        anchor_ms += [timed(lambda: anchor.search(d)) for d in probes]
+        finally:
+            stack.down()
+
+    stack_p50, anchor_p50 = statistics.median(stack_ms), statistics.median(anchor_ms)
+    mode = "photo by photo" if args.interleave else "pass by pass"
+    print(f"photos: {len(photos)} x {args.rounds} rounds, alternating {mode}, gallery of 8 faces")
+    print(f"stack Search p50     {stack_p50:8.1f} ms   (p90 {np.percentile(stack_ms, 90):.1f})")
+    print(f"in-process dlib p50  {anchor_p50:8.1f} ms   (p90 {np.percentile(anchor_ms, 90):.1f})")
+    print(f"ratio stack / in-process: {stack_p50 / anchor_p50:.3f}  (goal <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Candor's main job on the embedded defaults: start the stack, enrol a gallery, search with a
+# probe, show the candidates and the audit verification, stop the stack.
+set -euo pipefail
+
+samples=${1:?usage: demo.sh SAMPLES_DIR}
+data=$(mktemp -d "${TMPDIR:-/tmp}/candor-demo.XXXXXX")
+export CANDOR_DATA="$data"
+cleanup() {
+  if ! candor stack down >/dev/null 2>&1; then echo "warning: could not stop the stack in $data" >&2; fi
+  rm -rf "$data"
+}
+trap cleanup EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Starting nats-server and the five services (data in $data)"
+candor stack up
+
+step "Enrolling the gallery: obama.jpg, biden.jpg and each face of t1.jpg"
+candor enroll "$samples/obama.jpg" --subject obama --meta source=demo
+candor enroll "$samples/biden.jpg" --subject biden --meta source=demo
+candor faces "$samples/t1.jpg"
+for i in 0 1 2 3 4 5; do
+  candor enroll "$samples/t1.jpg" --subject "t1-person-$i" --face "$i" --meta source=demo
+done
+
+step "Searching with obama2.jpg for case DEMO-2026-0001 (purpose: investigation)"
+candor search "$samples/obama2.jpg" --case DEMO-2026-0001 --purpose investigation
+
+step "A search without an allowed purpose is refused, and the refusal is audited"
+if candor search "$samples/obama2.jpg" --case DEMO-2026-0001 --purpose curiosity; then
+  echo "unexpected: the search was not refused" >&2
+  exit 1
+fi
+
+step "Verifying the audit chain"
+sleep 1  # the audit service appends asynchronously from JetStream
+candor audit verify
+
+step "Stopping the stack"
+candor stack down

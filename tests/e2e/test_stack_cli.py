@@ -1,0 +1,110 @@
+"""The local process stack driven through the ``candor`` command, as a user would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from candor_cli import LocalStack
+
+CANDOR = str(Path(sys.executable).parent / "candor")
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = LocalStack(tmp_path_factory.mktemp("candor-data"))
+    stack.up()
+    yield stack
+    stack.down()
+
+
+def candor(stack: LocalStack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([CANDOR, "--data", str(stack.data), *args], capture_output=True, text=True, timeout=120)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def gallery(local_stack: LocalStack, samples: Path) -> LocalStack:
+    candor(local_stack, "enroll", str(samples / "obama.jpg"), "--subject", "obama")
+    for index in range(6):
+        candor(local_stack, "enroll", str(samples / "t1.jpg"), "--subject", f"t1-{index}", "--face", str(index))
+    return local_stack
+
+
+def test_every_service_reports_serving_and_the_token_is_private(local_stack: LocalStack) -> None:
+    status = json.loads(candor(local_stack, "stack", "status").stdout)
+    assert status["running"]
+    assert set(status["pids"]) == {"nats", "gateway", "detector", "embedder", "matcher", "audit"}
+    assert local_stack.token_file.stat().st_mode & 0o077 == 0
+
+
+def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, samples: Path) -> None:
+    out = candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-1", "--purpose", "investigation").stdout
+    assert " 1. obama" in out
+    assert "investigative lead only: not a basis for arrest" in out
+    found = json.loads(
+        candor(gallery, "search", str(samples / "obama3.jpg"), "--case", "CASE-E2E-1", "--purpose", "investigation", "--json").stdout
+    )
+    assert found["candidates"][0]["subject_id"] == "obama"
+    assert found["candidates"][0]["distance"] < found["model"]["threshold"]
+
+
+def test_unknown_person_gets_no_candidate(gallery: LocalStack, samples: Path) -> None:
+    out = candor(gallery, "search", str(samples / "biden.jpg"), "--case", "CASE-E2E-2", "--purpose", "investigation").stdout
+    assert "no candidate above threshold" in out
+
+
+def test_group_photo_lists_six_faces(local_stack: LocalStack, samples: Path) -> None:
+    assert "6 face(s)" in candor(local_stack, "faces", str(samples / "t1.jpg")).stdout
+
+
+def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(gallery: LocalStack, samples: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a photo")
+    refused = candor(gallery, "search", str(text), "--case", "CASE-E2E-3", "--purpose", "investigation", check=False)
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
+    denied = candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "fishing", check=False)
+    assert denied.returncode == 2 and "PERMISSION_DENIED" in denied.stderr
+    assert gallery.running()
+    candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "investigation")
+
+
+def test_search_while_audit_is_stopped_lands_after_restart(gallery: LocalStack, samples: Path) -> None:
+    gallery.stop_service("audit")
+    found = json.loads(
+        candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-4", "--purpose", "investigation", "--json").stdout
+    )
+    gallery.start_service("audit")
+    database = gallery.data / "audit" / "audit.db"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sqlite3.connect(database) as db:
+            if db.execute("SELECT 1 FROM audit_record WHERE event_id = ?", (found["search_id"],)).fetchone():
+                break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the search made while audit was down never reached the chain")
+    assert "audit chain OK" in candor(gallery, "audit", "verify").stdout
+
+
+def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack) -> None:
+    # Runs last in this module: it breaks the chain on purpose.
+    assert candor(gallery, "audit", "verify").returncode == 0
+    database = gallery.data / "audit" / "audit.db"
+    with sqlite3.connect(database) as db:
+        target = db.execute("SELECT sequence FROM audit_record WHERE kind = 'search.completed' LIMIT 1").fetchone()[0]
+        db.execute("UPDATE audit_record SET details_json = '{\"candidates\":[]}' WHERE sequence = ?", (target,))
+    result = candor(gallery, "audit", "verify", check=False)
+    assert result.returncode == 1
+    assert f"BROKEN at record {target}:" in result.stdout
+    assert "altered" in result.stdout
