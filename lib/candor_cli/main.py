@@ -16,29 +16,29 @@ from candor_cli.stack import DEFAULT_PURPOSES, LocalStack, StackError, default_d
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="candor", description="Accountable face search.")
-    parser.add_argument("--data", type=Path, default=None, help="the local stack's folder (CANDOR_DATA)")
-    parser.add_argument("--gateway", default=os.environ.get("CANDOR_GATEWAY"), help="gateway host:port (CANDOR_GATEWAY)")
-    parser.add_argument("--token", default=None, help="bearer token (prefer CANDOR_TOKEN: flags show in ps)")
+    # The connection options are accepted before or after the command; SUPPRESS keeps a later
+    # level from overwriting what an earlier one set.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", type=Path, default=argparse.SUPPRESS, help="the local stack's folder (CANDOR_DATA)")
+    common.add_argument("--gateway", default=argparse.SUPPRESS, help="gateway host:port (CANDOR_GATEWAY)")
+    common.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (prefer CANDOR_TOKEN: flags show in ps)")
+    parser = argparse.ArgumentParser(prog="candor", description="Accountable face search.", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
     stack = commands.add_parser("stack", help="run the local process stack").add_subparsers(dest="action", required=True)
-    up = stack.add_parser("up", help="start nats-server and the five services")
-    up.add_argument("--data", type=Path, default=None, dest="stack_data")
+    up = stack.add_parser("up", help="start nats-server and the five services", parents=[common])
     up.add_argument("--purposes", default=DEFAULT_PURPOSES, help="comma-separated allowed purposes")
-    down = stack.add_parser("down", help="stop the stack")
-    down.add_argument("--data", type=Path, default=None, dest="stack_data")
-    status = stack.add_parser("status", help="show the stack's processes")
-    status.add_argument("--data", type=Path, default=None, dest="stack_data")
+    stack.add_parser("down", help="stop the stack", parents=[common])
+    stack.add_parser("status", help="show the stack's processes", parents=[common])
 
-    enroll = commands.add_parser("enroll", help="add a face to the gallery")
+    enroll = commands.add_parser("enroll", parents=[common], help="add a face to the gallery")
     enroll.add_argument("image", type=Path)
     enroll.add_argument("--subject", required=True, help="the subject id (a booking number, say)")
     enroll.add_argument("--face", type=int, default=None, help="face index when the photo has several")
     enroll.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     enroll.add_argument("--json", action="store_true")
 
-    search = commands.add_parser("search", help="search the gallery with a probe photo")
+    search = commands.add_parser("search", parents=[common], help="search the gallery with a probe photo")
     search.add_argument("image", type=Path)
     search.add_argument("--case", required=True, help="the case number")
     search.add_argument("--purpose", required=True, help="an allowed purpose")
@@ -46,34 +46,34 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--max", type=int, default=0, help="most candidates to show")
     search.add_argument("--json", action="store_true")
 
-    faces = commands.add_parser("faces", help="list the faces of a photo")
+    faces = commands.add_parser("faces", parents=[common], help="list the faces of a photo")
     faces.add_argument("image", type=Path)
     faces.add_argument("--json", action="store_true")
 
-    delete = commands.add_parser("delete", help="expunge a subject from the gallery")
+    delete = commands.add_parser("delete", parents=[common], help="expunge a subject from the gallery")
     delete.add_argument("subject")
     delete.add_argument("--reason", required=True)
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    verify = audit.add_parser("verify", help="verify the hash chain")
+    verify = audit.add_parser("verify", help="verify the hash chain", parents=[common])
     verify.add_argument("--json", action="store_true")
     return parser
 
 
 def _stack(args: argparse.Namespace) -> LocalStack:
-    data = getattr(args, "stack_data", None) or args.data or default_data_dir()
+    data = getattr(args, "data", None) or default_data_dir()
     return LocalStack(Path(data), purposes=getattr(args, "purposes", DEFAULT_PURPOSES))
 
 
 def _client(args: argparse.Namespace) -> GatewayClient:
     stack = _stack(args)
-    address = args.gateway
+    address = getattr(args, "gateway", None) or os.environ.get("CANDOR_GATEWAY")
     if not address:
         state = stack.state()
         if state is None or not stack.running():
             raise StackError(f"no running stack in {stack.data}; run `candor stack up` or pass --gateway")
         address = state.gateway
-    token = args.token or os.environ.get("CANDOR_TOKEN")
+    token = getattr(args, "token", None) or os.environ.get("CANDOR_TOKEN")
     if not token:
         if not stack.token_file.exists():
             raise StackError("no token: set CANDOR_TOKEN or pass --token")

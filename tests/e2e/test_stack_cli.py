@@ -75,6 +75,11 @@ def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(gallery: Local
     assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
     denied = candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "fishing", check=False)
     assert denied.returncode == 2 and "PERMISSION_DENIED" in denied.stderr
+    stranger = candor(
+        gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "investigation",
+        "--token", "not-the-token", check=False,
+    )
+    assert stranger.returncode == 2 and "UNAUTHENTICATED" in stranger.stderr
     assert gallery.running()
     candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "investigation")
 
