@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLES := .cache/samples
 
-.PHONY: setup demo test test-unit test-integration test-e2e protos protos-check bench clean
+.PHONY: setup demo test lint test-unit test-integration test-e2e protos protos-check bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -24,8 +24,12 @@ setup: $(STAMP) $(SAMPLES)/t1.jpg
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(SAMPLES)
 
-test: setup protos-check
+test: setup protos-check lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-unit: setup
 	$(BIN)/python -m pytest tests/unit

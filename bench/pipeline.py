@@ -27,11 +27,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from fetch_sample_images import fetch  # noqa: E402
+
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
 from candor_detector import DecodeLimits, decode_image  # noqa: E402
 from candor_kit import CandorError  # noqa: E402
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file  # noqa: E402
-from fetch_sample_images import fetch  # noqa: E402
 
 
 class InProcessDlib:
@@ -128,11 +129,11 @@ def main() -> None:
                 for _ in range(args.rounds):
                     if args.interleave:
                         for data in probes:
-                            stack_ms.append(timed(lambda: client.search(data, "BENCH-1", "investigation")))
-                            anchor_ms.append(timed(lambda: anchor.search(data)))
+                            stack_ms.append(timed(lambda data=data: client.search(data, "BENCH-1", "investigation")))
+                            anchor_ms.append(timed(lambda data=data: anchor.search(data)))
                     else:
-                        stack_ms += [timed(lambda: client.search(d, "BENCH-1", "investigation")) for d in probes]
-                        anchor_ms += [timed(lambda: anchor.search(d)) for d in probes]
+                        stack_ms += [timed(lambda d=d: client.search(d, "BENCH-1", "investigation")) for d in probes]
+                        anchor_ms += [timed(lambda d=d: anchor.search(d)) for d in probes]
         finally:
             stack.down()
 

@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from candor_cli.stack import free_port, start_nats_server  # noqa: E402
 from fetch_sample_images import fetch  # noqa: E402
+
+from candor_cli.stack import free_port, start_nats_server  # noqa: E402
 
 # Installed before anything asks for a tracer, so every span of every in-process service lands here.
 SPANS = InMemorySpanExporter()

@@ -34,7 +34,12 @@ class GatewayClient:
         return self._stub.Enroll(request, metadata=self._metadata, timeout=self._timeout)
 
     def search(
-        self, image: Path | bytes, case_number: str, purpose: str, face_index: int | None = None, max_candidates: int = 0
+        self,
+        image: Path | bytes,
+        case_number: str,
+        purpose: str,
+        face_index: int | None = None,
+        max_candidates: int = 0,
     ) -> gateway_pb2.SearchResponse:
         """Search the gallery with a probe photo."""
         data = image if isinstance(image, bytes) else image.read_bytes()

@@ -21,11 +21,15 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data", type=Path, default=argparse.SUPPRESS, help="the local stack's folder (CANDOR_DATA)")
     common.add_argument("--gateway", default=argparse.SUPPRESS, help="gateway host:port (CANDOR_GATEWAY)")
-    common.add_argument("--token", default=argparse.SUPPRESS, help="bearer token (prefer CANDOR_TOKEN: flags show in ps)")
+    common.add_argument(
+        "--token", default=argparse.SUPPRESS, help="bearer token (prefer CANDOR_TOKEN: flags show in ps)"
+    )
     parser = argparse.ArgumentParser(prog="candor", description="Accountable face search.", parents=[common])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    stack = commands.add_parser("stack", help="run the local process stack").add_subparsers(dest="action", required=True)
+    stack = commands.add_parser("stack", help="run the local process stack").add_subparsers(
+        dest="action", required=True
+    )
     up = stack.add_parser("up", help="start nats-server and the five services", parents=[common])
     up.add_argument("--purposes", default=DEFAULT_PURPOSES, help="comma-separated allowed purposes")
     stack.add_parser("down", help="stop the stack", parents=[common])

@@ -124,7 +124,9 @@ class StackState:
 class LocalStack:
     """Starts, watches and stops the local process stack under one data folder."""
 
-    def __init__(self, data_dir: Path, purposes: str = DEFAULT_PURPOSES, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, purposes: str = DEFAULT_PURPOSES, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.data = data_dir.resolve()
         self.purposes = purposes
         self.extra_env = extra_env or {}
@@ -208,9 +210,7 @@ class LocalStack:
             return
         token = secrets.token_urlsafe(32)
         document = {
-            "tokens": [
-                {"sha256": token_digest(token), "user": "local-operator", "roles": sorted(ROLE_PERMISSIONS)}
-            ]
+            "tokens": [{"sha256": token_digest(token), "user": "local-operator", "roles": sorted(ROLE_PERMISSIONS)}]
         }
         for path, text in ((self.token_file, token + "\n"), (self.tokens_file, json.dumps(document, indent=2))):
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -218,7 +218,7 @@ class LocalStack:
                 handle.write(text)
 
     def _start_nats(self, port: int) -> int:
-        log = open(self.logs / "nats.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.logs / "nats.log", "ab")
         return start_nats_server(self.data, port, log).pid
 
     def _service_env(self, name: str, state: StackState) -> dict[str, str]:
@@ -241,7 +241,7 @@ class LocalStack:
         return env
 
     def _spawn_service(self, name: str, state: StackState) -> int:
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.logs / f"{name}.log", "ab")
         process = subprocess.Popen(
             [sys.executable, "-m", f"candor_{name}"],
             env=self._service_env(name, state),

@@ -15,7 +15,8 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError, TimeoutError as NatsTimeoutError
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -67,22 +68,16 @@ class Bus:
         """The server's payload limit for one message."""
         return self.client.max_payload
 
-    async def request(
-        self, subject: str, request: Message, response_type: type[Resp], timeout: float
-    ) -> Resp:
+    async def request(self, subject: str, request: Message, response_type: type[Resp], timeout: float) -> Resp:
         """Send a request and decode the reply, raising the domain error the responder sent."""
         payload = request.SerializeToString()
         with _tracer.start_as_current_span(f"{subject} request", kind=SpanKind.CLIENT) as span:
             span.set_attribute("messaging.system", "nats")
             span.set_attribute("messaging.destination.name", subject)
             if len(payload) > self.max_payload:
-                raise InvalidInput(
-                    f"message of {len(payload)} bytes exceeds the bus limit of {self.max_payload}"
-                )
+                raise InvalidInput(f"message of {len(payload)} bytes exceeds the bus limit of {self.max_payload}")
             try:
-                reply = await self.client.request(
-                    subject, payload, timeout=timeout, headers=inject_headers()
-                )
+                reply = await self.client.request(subject, payload, timeout=timeout, headers=inject_headers())
             except NoRespondersError as exc:
                 raise ServiceUnavailable(f"no service is answering on {subject}") from exc
             except NatsTimeoutError as exc:
@@ -107,9 +102,7 @@ class Bus:
 
         async def on_message(msg: Msg) -> None:
             parent = extract_context(msg.headers)
-            with _tracer.start_as_current_span(
-                f"{subject} process", context=parent, kind=SpanKind.SERVER
-            ) as span:
+            with _tracer.start_as_current_span(f"{subject} process", context=parent, kind=SpanKind.SERVER) as span:
                 span.set_attribute("messaging.system", "nats")
                 span.set_attribute("messaging.destination.name", subject)
                 try:
@@ -146,9 +139,7 @@ class Bus:
             headers = inject_headers()
             headers["Nats-Msg-Id"] = msg_id
             try:
-                ack = await self.jetstream.publish(
-                    subject, message.SerializeToString(), timeout=5, headers=headers
-                )
+                ack = await self.jetstream.publish(subject, message.SerializeToString(), timeout=5, headers=headers)
             except Exception as exc:  # the JetStream client raises several unrelated types
                 raise ServiceUnavailable(f"could not store {subject} durably: {exc}") from exc
             return int(ack.seq)
@@ -158,7 +149,7 @@ class Bus:
         if not self.client.is_closed:
             try:
                 await asyncio.wait_for(self.client.drain(), timeout=10)
-            except Exception:
+            except Exception:  # noqa: BLE001 - whatever stopped the drain, the connection must close
                 await self.client.close()
 
 
@@ -184,7 +175,7 @@ async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter
             await bus.client.publish(dead_letter, msg.data, headers=headers)
             await msg.term()
             return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - unknown failures are retried, never dropped
             delay = min(30.0, 0.5 * 2 ** min(delivered, 6))
             log.warning("message_retry", subject=msg.subject, delivered=delivered, delay_s=delay, error=str(exc))
             await msg.nak(delay=delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -56,7 +57,14 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
 class GrpcServer:
     """An aio gRPC server with the health service; starts NOT_SERVING until marked ready."""
 
-    def __init__(self, address: str, max_message_bytes: int, service_names: list[str]) -> None:
+    def __init__(
+        self,
+        address: str,
+        max_message_bytes: int,
+        service_names: list[str],
+        tls_cert_file: str = "",
+        tls_key_file: str = "",
+    ) -> None:
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
@@ -67,11 +75,19 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names = ["", *service_names]
         self._address = address
+        self._credentials = (
+            grpc.ssl_server_credentials([(Path(tls_key_file).read_bytes(), Path(tls_cert_file).read_bytes())])
+            if tls_cert_file
+            else None
+        )
         self.port = 0
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port."""
-        self.port = self.server.add_insecure_port(self._address)
+        if self._credentials is not None:
+            self.port = self.server.add_secure_port(self._address, self._credentials)
+        else:
+            self.port = self.server.add_insecure_port(self._address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC address {self._address}")
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)

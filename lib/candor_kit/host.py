@@ -33,7 +33,13 @@ class ServiceHost:
 
     def __init__(self, settings: CommonSettings, grpc_services: list[str]) -> None:
         self.settings = settings
-        self.grpc = GrpcServer(settings.grpc_address, settings.max_message_bytes, grpc_services)
+        self.grpc = GrpcServer(
+            settings.grpc_address,
+            settings.max_message_bytes,
+            grpc_services,
+            settings.tls_cert_file,
+            settings.tls_key_file,
+        )
         self.bus: Bus | None = None
 
     async def __aenter__(self) -> ServiceHost:

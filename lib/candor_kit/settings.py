@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,9 @@ class CommonSettings:
     max_message_bytes: int
     shutdown_grace_s: float
     request_timeout_s: float
+    #: PEM certificate chain and key for serving gRPC over TLS; both empty means plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @classmethod
     def read(cls, service: str, env: EnvReader) -> CommonSettings:
@@ -81,13 +85,38 @@ class CommonSettings:
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             env.problem(f"CANDOR_GRPC_ADDRESS={address!r} is not host:port")
+        cert, key = env.text("CANDOR_GRPC_TLS_CERT", ""), env.text("CANDOR_GRPC_TLS_KEY", "")
+        if bool(cert) != bool(key):
+            env.problem("CANDOR_GRPC_TLS_CERT and CANDOR_GRPC_TLS_KEY go together")
+        for name, path in (("CANDOR_GRPC_TLS_CERT", cert), ("CANDOR_GRPC_TLS_KEY", key)):
+            if path and not os.path.isfile(path):
+                env.problem(f"{name}={path} is not a file")
+        plaintext_ok = env.text("CANDOR_GRPC_PLAINTEXT", "loopback")
+        if plaintext_ok not in ("loopback", "allow"):
+            env.problem("CANDOR_GRPC_PLAINTEXT must be loopback or allow")
+        if host and not cert and plaintext_ok != "allow" and not _is_loopback(host):
+            # Bearer tokens and probe photos must not cross a network in the clear by accident.
+            env.problem(
+                f"CANDOR_GRPC_ADDRESS={address} is not a loopback address and no TLS certificate is set; "
+                "set CANDOR_GRPC_TLS_CERT/_KEY, or CANDOR_GRPC_PLAINTEXT=allow behind a mesh that encrypts"
+            )
         return cls(
             service=service,
             nats_url=nats_url,
             grpc_address=address,
-            max_message_bytes=env.number(
-                "CANDOR_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, int, 1 << 20, 64 << 20
-            ),
+            max_message_bytes=env.number("CANDOR_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, int, 1 << 20, 64 << 20),
             shutdown_grace_s=env.number("CANDOR_SHUTDOWN_GRACE_S", 5.0, float, 0.0, 120.0),
             request_timeout_s=env.number("CANDOR_REQUEST_TIMEOUT_S", 30.0, float, 0.1, 600.0),
+            tls_cert_file=cert,
+            tls_key_file=key,
         )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -19,9 +19,7 @@ def configure_tracing(service: str) -> TracerProvider:
     """
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"candor-{service}")})
     provider = TracerProvider(resource=resource)
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -40,7 +38,7 @@ def extract_context(headers: Mapping[str, str] | Iterable[tuple[str, str]] | Non
     """The remote parent context carried by incoming headers or gRPC metadata."""
     if headers is None:
         return otel_context.Context()
-    carrier = dict(headers) if not isinstance(headers, Mapping) else dict(headers)
+    carrier = dict(headers)
     return propagate.extract({k.lower(): v for k, v in carrier.items()})
 
 

@@ -49,18 +49,31 @@ def test_every_service_reports_serving_and_the_token_is_private(local_stack: Loc
 
 
 def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, samples: Path) -> None:
-    out = candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-1", "--purpose", "investigation").stdout
+    out = candor(
+        gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-1", "--purpose", "investigation"
+    ).stdout
     assert " 1. obama" in out
     assert "investigative lead only: not a basis for arrest" in out
     found = json.loads(
-        candor(gallery, "search", str(samples / "obama3.jpg"), "--case", "CASE-E2E-1", "--purpose", "investigation", "--json").stdout
+        candor(
+            gallery,
+            "search",
+            str(samples / "obama3.jpg"),
+            "--case",
+            "CASE-E2E-1",
+            "--purpose",
+            "investigation",
+            "--json",
+        ).stdout
     )
     assert found["candidates"][0]["subject_id"] == "obama"
     assert found["candidates"][0]["distance"] < found["model"]["threshold"]
 
 
 def test_unknown_person_gets_no_candidate(gallery: LocalStack, samples: Path) -> None:
-    out = candor(gallery, "search", str(samples / "biden.jpg"), "--case", "CASE-E2E-2", "--purpose", "investigation").stdout
+    out = candor(
+        gallery, "search", str(samples / "biden.jpg"), "--case", "CASE-E2E-2", "--purpose", "investigation"
+    ).stdout
     assert "no candidate above threshold" in out
 
 
@@ -68,16 +81,28 @@ def test_group_photo_lists_six_faces(local_stack: LocalStack, samples: Path) -> 
     assert "6 face(s)" in candor(local_stack, "faces", str(samples / "t1.jpg")).stdout
 
 
-def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(gallery: LocalStack, samples: Path, tmp_path: Path) -> None:
+def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(
+    gallery: LocalStack, samples: Path, tmp_path: Path
+) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a photo")
     refused = candor(gallery, "search", str(text), "--case", "CASE-E2E-3", "--purpose", "investigation", check=False)
     assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
-    denied = candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "fishing", check=False)
+    denied = candor(
+        gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "fishing", check=False
+    )
     assert denied.returncode == 2 and "PERMISSION_DENIED" in denied.stderr
     stranger = candor(
-        gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "investigation",
-        "--token", "not-the-token", check=False,
+        gallery,
+        "search",
+        str(samples / "obama2.jpg"),
+        "--case",
+        "CASE-E2E-3",
+        "--purpose",
+        "investigation",
+        "--token",
+        "not-the-token",
+        check=False,
     )
     assert stranger.returncode == 2 and "UNAUTHENTICATED" in stranger.stderr
     assert gallery.running()
@@ -87,7 +112,16 @@ def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(gallery: Local
 def test_search_while_audit_is_stopped_lands_after_restart(gallery: LocalStack, samples: Path) -> None:
     gallery.stop_service("audit")
     found = json.loads(
-        candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-4", "--purpose", "investigation", "--json").stdout
+        candor(
+            gallery,
+            "search",
+            str(samples / "obama2.jpg"),
+            "--case",
+            "CASE-E2E-4",
+            "--purpose",
+            "investigation",
+            "--json",
+        ).stdout
     )
     gallery.start_service("audit")
     database = gallery.data / "audit" / "audit.db"
@@ -104,7 +138,16 @@ def test_search_while_audit_is_stopped_lands_after_restart(gallery: LocalStack, 
 
 def test_logs_are_json_with_the_trace_id_and_never_hold_the_token(gallery: LocalStack, samples: Path) -> None:
     found = json.loads(
-        candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-5", "--purpose", "investigation", "--json").stdout
+        candor(
+            gallery,
+            "search",
+            str(samples / "obama2.jpg"),
+            "--case",
+            "CASE-E2E-5",
+            "--purpose",
+            "investigation",
+            "--json",
+        ).stdout
     )
     token = gallery.token()
     for name in ("gateway", "detector", "embedder", "matcher", "audit"):
@@ -137,5 +180,7 @@ def test_stack_down_stops_every_process_gracefully(tmp_path: Path) -> None:
     for name, pid in pids.items():
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", name
     for name in ("gateway", "detector", "embedder", "matcher", "audit"):
-        last = [json.loads(line) for line in (stack.logs / f"{name}.log").read_text().splitlines() if line.startswith("{")][-1]
+        last = [
+            json.loads(line) for line in (stack.logs / f"{name}.log").read_text().splitlines() if line.startswith("{")
+        ][-1]
         assert last["event"] == "stopped", name

@@ -51,9 +51,16 @@ class InProcessStack:
     running: dict[str, RunningService] = field(default_factory=dict)
 
     def env(self, name: str) -> dict[str, str]:
-        base = {"CANDOR_NATS_URL": self.nats_url, "CANDOR_GRPC_ADDRESS": self.addresses[name], "CANDOR_SHUTDOWN_GRACE_S": "1"}
+        base = {
+            "CANDOR_NATS_URL": self.nats_url,
+            "CANDOR_GRPC_ADDRESS": self.addresses[name],
+            "CANDOR_SHUTDOWN_GRACE_S": "1",
+        }
         specific = {
-            "gateway": {"CANDOR_GATEWAY_TOKENS_FILE": str(self.root / "tokens.json"), "CANDOR_GATEWAY_PURPOSES": PURPOSES},
+            "gateway": {
+                "CANDOR_GATEWAY_TOKENS_FILE": str(self.root / "tokens.json"),
+                "CANDOR_GATEWAY_PURPOSES": PURPOSES,
+            },
             "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.root / "gallery")},
             "audit": {"CANDOR_AUDIT_DB": str(self.root / "audit.db")},
         }

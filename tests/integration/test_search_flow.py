@@ -30,7 +30,10 @@ async def audit_records(stack: InProcessStack, **filters: str) -> list[audit_pb2
 
 
 async def search(
-    gateway: gateway_pb2_grpc.GatewayServiceStub, image: bytes, case: str = "CASE-2026-001", purpose: str = "investigation"
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    image: bytes,
+    case: str = "CASE-2026-001",
+    purpose: str = "investigation",
 ) -> gateway_pb2.SearchResponse:
     request = gateway_pb2.SearchRequest(probe_image=image, case_number=case, purpose=purpose)
     return await gateway.Search(request, metadata=INVESTIGATOR)
@@ -91,7 +94,9 @@ async def test_ten_megabyte_photo_is_searched(
 ) -> None:
     photo = Image.open(samples / "obama3.jpg")
     buffer = io.BytesIO()
-    photo.resize((5800 * photo.width // photo.height, 5800), Image.BICUBIC).save(buffer, "JPEG", quality=100, subsampling=0)
+    photo.resize((5800 * photo.width // photo.height, 5800), Image.BICUBIC).save(
+        buffer, "JPEG", quality=100, subsampling=0
+    )
     data = buffer.getvalue()
     assert len(data) > 10_000_000
     found = await search(gateway, data)
@@ -112,7 +117,11 @@ def faceless_png() -> bytes:
 BAD_PROBES = {
     "empty bytes": (lambda s: b"", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     "truncated jpeg": (truncated_jpeg, grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
-    "text file": (lambda s: b"Suspect description: tall, dark coat.\n" * 10, grpc.StatusCode.INVALID_ARGUMENT, "not a readable"),
+    "text file": (
+        lambda s: b"Suspect description: tall, dark coat.\n" * 10,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a readable",
+    ),
     "20000x20000 png": (lambda s: giant_png(), grpc.StatusCode.RESOURCE_EXHAUSTED, "MP"),
     "photo with no face": (lambda s: faceless_png(), grpc.StatusCode.INVALID_ARGUMENT, "no face"),
 }
@@ -131,7 +140,9 @@ async def test_bad_probe_is_refused_cleanly_audited_and_the_stack_keeps_serving(
 
     async def refusal_recorded() -> bool:
         records = await audit_records(stack, case_number=case)
-        return any(r.event.kind == "search.refused" and json.loads(r.event.details_json)["code"] == code.name for r in records)
+        return any(
+            r.event.kind == "search.refused" and json.loads(r.event.details_json)["code"] == code.name for r in records
+        )
 
     await eventually(refusal_recorded)
     assert (await search(gateway, (samples / "obama2.jpg").read_bytes())).candidates[0].subject_id == "obama"
@@ -186,7 +197,9 @@ async def test_search_is_audited_with_hash_candidates_model_and_trace(
         return any(r.event.event_id == found.search_id for r in await audit_records(stack, case_number="CASE-AUDIT-1"))
 
     await eventually(landed)
-    record = next(r for r in await audit_records(stack, case_number="CASE-AUDIT-1") if r.event.event_id == found.search_id)
+    record = next(
+        r for r in await audit_records(stack, case_number="CASE-AUDIT-1") if r.event.event_id == found.search_id
+    )
     details = json.loads(record.event.details_json)
     assert record.event.actor == "ivy" and record.event.purpose == "investigation"
     assert record.event.trace_id == found.trace_id
@@ -206,7 +219,9 @@ async def test_search_while_audit_is_down_lands_in_the_chain_after_restart(
     await stack.start("audit")
 
     async def landed() -> bool:
-        return any(r.event.event_id == found.search_id for r in await audit_records(stack, case_number="CASE-AUDIT-DOWN"))
+        return any(
+            r.event.event_id == found.search_id for r in await audit_records(stack, case_number="CASE-AUDIT-DOWN")
+        )
 
     await eventually(landed)
     verified = await gateway.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=AUDITOR)
@@ -236,3 +251,37 @@ async def test_delete_subject_removes_it_from_search_and_is_audited(
         )
 
     await eventually(audited)
+
+
+async def test_oversized_requests_are_refused_with_resource_exhausted(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: None
+) -> None:
+    over_policy = b"\xff\xd8" + bytes(13 * 1024 * 1024)  # over the gateway's 12 MiB image limit
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await search(gateway, over_policy, case="CASE-BIG-1")
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "limit" in error.value.details()
+    over_transport = bytes(17 * 1024 * 1024)  # over the 16 MiB message limit itself
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await search(gateway, over_transport, case="CASE-BIG-2")
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (await search(gateway, (samples / "obama2.jpg").read_bytes())).candidates[0].subject_id == "obama"
+
+
+async def test_enrolment_without_a_subject_id_is_invalid(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.Enroll(gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes()), metadata=ENROLLER)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.Enroll(
+            gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="bad id; drop"),
+            metadata=ENROLLER,
+        )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.Enroll(
+            gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="ok-1"),
+            metadata=INVESTIGATOR,
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED

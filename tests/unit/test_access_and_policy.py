@@ -20,7 +20,9 @@ def write_tokens(path: Path, entries: list[dict[str, object]], mode: int = 0o600
 
 def test_valid_token_maps_to_its_user(tmp_path: Path) -> None:
     registry = TokenRegistry.load(
-        write_tokens(tmp_path / "t.json", [{"sha256": token_digest("s3cret"), "user": "ann", "roles": ["investigator"]}])
+        write_tokens(
+            tmp_path / "t.json", [{"sha256": token_digest("s3cret"), "user": "ann", "roles": ["investigator"]}]
+        )
     )
     assert registry.authenticate("Bearer s3cret").user == "ann"
 
@@ -28,7 +30,9 @@ def test_valid_token_maps_to_its_user(tmp_path: Path) -> None:
 @pytest.mark.parametrize("header", [None, "", "s3cret", "Bearer wrong", "Basic s3cret"])
 def test_missing_or_wrong_token_is_unauthenticated(tmp_path: Path, header: str | None) -> None:
     registry = TokenRegistry.load(
-        write_tokens(tmp_path / "t.json", [{"sha256": token_digest("s3cret"), "user": "ann", "roles": ["investigator"]}])
+        write_tokens(
+            tmp_path / "t.json", [{"sha256": token_digest("s3cret"), "user": "ann", "roles": ["investigator"]}]
+        )
     )
     with pytest.raises(Unauthenticated):
         registry.authenticate(header)

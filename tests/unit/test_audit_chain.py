@@ -74,7 +74,9 @@ def test_reordered_records_are_detected(chain: AuditChain, tmp_path: Path) -> No
 
 def test_query_filters_by_case_and_time(chain: AuditChain) -> None:
     assert [r.sequence for r in chain.query(case_number="CASE-1")] == [1, 3, 5]
-    assert [r.sequence for r in chain.query(since="2026-11-28T10:00:02.000000Z", until="2026-11-28T10:00:04.000000Z")] == [2, 3]
+    assert [
+        r.sequence for r in chain.query(since="2026-11-28T10:00:02.000000Z", until="2026-11-28T10:00:04.000000Z")
+    ] == [2, 3]
     assert chain.query(actor="bob") == []
 
 

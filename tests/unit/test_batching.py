@@ -28,6 +28,6 @@ async def test_concurrent_requests_share_a_batch_and_get_their_own_vectors(sampl
         await batcher.close()
     # All six were queued before the engine picked any up, so they went in one model call.
     assert batcher.batches_run == 1
-    for vector, expected in zip(results, alone):
+    for vector, expected in zip(results, alone, strict=True):
         assert vector.shape == (1, 128)
         np.testing.assert_allclose(vector[0], expected, atol=1e-5)

@@ -57,5 +57,5 @@ def test_gallery_survives_a_restart_and_deletion_reaches_the_store(tmp_path: Pat
 def test_vectors_of_another_model_version_are_refused(tmp_path: Path) -> None:
     gallery = Gallery(tmp_path)
     gallery.index_for(DLIB)
-    with pytest.raises(PreconditionFailed, match="refusing version 2.0"):
+    with pytest.raises(PreconditionFailed, match=r"refusing version 2\.0"):
         gallery.index_for(GalleryModel(id=DLIB.id, version="2.0", metric="euclidean", dimension=128))

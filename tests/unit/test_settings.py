@@ -53,3 +53,25 @@ def test_service_process_exits_2_on_invalid_configuration() -> None:
     )
     assert result.returncode == 2
     assert "config_invalid" in result.stderr and "CANDOR_NATS_URL is required" in result.stderr
+
+
+def test_plaintext_grpc_on_a_network_address_is_refused() -> None:
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g"}
+    with pytest.raises(ConfigError, match="not a loopback address and no TLS"):
+        MatcherSettings.from_env(EnvReader({**env, "CANDOR_GRPC_ADDRESS": "0.0.0.0:50051"}))
+    allowed = MatcherSettings.from_env(
+        EnvReader({**env, "CANDOR_GRPC_ADDRESS": "0.0.0.0:50051", "CANDOR_GRPC_PLAINTEXT": "allow"})
+    )
+    assert allowed.common.grpc_address == "0.0.0.0:50051"
+    assert MatcherSettings.from_env(EnvReader({**env, "CANDOR_GRPC_ADDRESS": "[::1]:50051"}))
+
+
+def test_half_a_tls_configuration_is_refused() -> None:
+    env = {
+        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+        "CANDOR_MATCHER_DATA_DIR": "/tmp/g",
+        "CANDOR_GRPC_TLS_CERT": "/nonexistent.pem",
+    }
+    with pytest.raises(ConfigError) as error:
+        MatcherSettings.from_env(EnvReader(env))
+    assert "go together" in str(error.value) and "is not a file" in str(error.value)

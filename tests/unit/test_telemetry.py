@@ -54,7 +54,11 @@ def test_spans_go_over_otlp_when_the_endpoint_is_set_and_logs_carry_the_trace_id
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     try:
-        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}", "OTEL_EXPORTER_OTLP_INSECURE": "true"}
+        env = {
+            **os.environ,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        }
         result = subprocess.run([sys.executable, "-c", EMIT], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert receiver.received.wait(10)
@@ -62,6 +66,6 @@ def test_spans_go_over_otlp_when_the_endpoint_is_set_and_logs_carry_the_trace_id
         server.stop(0)
     assert "probe-span" in receiver.span_names
     assert "candor-probe" in receiver.resources
-    line = json.loads(next(l for l in result.stderr.splitlines() if "inside_span" in l))
+    line = json.loads(next(text for text in result.stderr.splitlines() if "inside_span" in text))
     assert len(line["trace_id"]) == 32 and int(line["trace_id"], 16) != 0
     assert line["service"] == "probe"

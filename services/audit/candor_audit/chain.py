@@ -145,7 +145,11 @@ class AuditChain:
                     )
                 if record.previous_hash != previous:
                     return Verification(
-                        False, checked, record.sequence, "previous-hash link is broken (record removed or reordered)", previous
+                        False,
+                        checked,
+                        record.sequence,
+                        "previous-hash link is broken (record removed or reordered)",
+                        previous,
                     )
                 recomputed = record_hash(previous, record.sequence, record.entry, record.recorded_at)
                 if recomputed != record.record_hash:

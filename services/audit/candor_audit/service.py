@@ -177,7 +177,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             messages = await subscription.fetch(batch, timeout=1)
         except NatsTimeoutError:
             continue
-        except Exception as exc:  # the connection is reconnecting; try again shortly
+        except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
             log.warning("audit_fetch_failed", error=str(exc))
             await asyncio.sleep(0.5)
             continue

@@ -58,7 +58,7 @@ class FaceDetector:
         # Small images are upsampled once so faces down to ~40 px are found.
         upsample = 1 if height * width < self._upsample_below else 0
         rects, scores, _ = self._detector.run(rgb, upsample, self._min_score)
-        faces = [self._describe(rgb, rect, score, image.scale) for rect, score in zip(rects, scores)]
+        faces = [self._describe(rgb, rect, score, image.scale) for rect, score in zip(rects, scores, strict=True)]
         faces.sort(key=lambda face: face.face_size_px, reverse=True)
         return faces
 

@@ -39,9 +39,7 @@ class DetectorSettings:
         limits = DecodeLimits(
             max_bytes=env.number("CANDOR_DETECTOR_MAX_IMAGE_BYTES", 15 << 20, int, 1024, 64 << 20),
             max_pixels=env.number("CANDOR_DETECTOR_MAX_PIXELS", 50_000_000, int, 10_000, 200_000_000),
-            working_pixels=env.number(
-                "CANDOR_DETECTOR_WORKING_PIXELS", 1_500_000, int, 100_000, 20_000_000
-            ),
+            working_pixels=env.number("CANDOR_DETECTOR_WORKING_PIXELS", 1_500_000, int, 100_000, 20_000_000),
         )
         if limits.max_bytes > common.max_message_bytes:
             env.problem("CANDOR_DETECTOR_MAX_IMAGE_BYTES exceeds CANDOR_MAX_MESSAGE_BYTES")

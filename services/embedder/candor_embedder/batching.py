@@ -50,7 +50,7 @@ class EmbeddingBatcher:
             chips = [chip for request_chips, _ in pending for chip in request_chips]
             try:
                 vectors = await loop.run_in_executor(self._worker, self._engine.embed, chips)
-            except Exception as exc:  # hand the failure to every waiting caller
+            except Exception as exc:  # noqa: BLE001 - hand the failure to every waiting caller
                 for _, future in pending:
                     if not future.done():
                         future.set_exception(exc)

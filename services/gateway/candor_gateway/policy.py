@@ -28,7 +28,9 @@ class SearchPolicy:
         if not purpose:
             raise InvalidInput("a purpose is required")
         if purpose not in self.allowed_purposes:
-            raise PolicyViolation(f"purpose {purpose!r} is not allowed; allowed: {', '.join(sorted(self.allowed_purposes))}")
+            raise PolicyViolation(
+                f"purpose {purpose!r} is not allowed; allowed: {', '.join(sorted(self.allowed_purposes))}"
+            )
         if requested < 0:
             raise InvalidInput("max_candidates cannot be negative")
         return min(requested or self.default_candidates, self.max_candidates)

@@ -72,7 +72,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._workflow = workflow
         self._tokens = tokens
 
-    async def _principal(self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = "") -> Principal:
+    async def _principal(
+        self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = ""
+    ) -> Principal:
         metadata = dict(context.invocation_metadata() or ())
         try:
             return self._tokens.authenticate(metadata.get("authorization"))

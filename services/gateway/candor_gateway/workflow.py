@@ -22,6 +22,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.policy import SearchPolicy
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, TooLarge, current_trace_id
+from candor_kit.identifiers import check_subject_id
 
 DETECT = "candor.detector.v1.detect"
 EMBED = "candor.embedder.v1.embed"
@@ -175,7 +176,12 @@ class Workflow:
                 "threshold": model.threshold,
                 "max_candidates": limit,
                 "candidates": [
-                    {"rank": c.rank, "subject_id": c.subject_id, "distance": round(c.distance, 6), "record_id": c.record_id}
+                    {
+                        "rank": c.rank,
+                        "subject_id": c.subject_id,
+                        "distance": round(c.distance, 6),
+                        "record_id": c.record_id,
+                    }
                     for c in candidates
                 ],
             },
@@ -195,8 +201,7 @@ class Workflow:
         """Add one face of a photo to the gallery under a subject id."""
         try:
             principal.require(Permission.ENROLL)
-            if not subject_id:
-                raise InvalidInput("subject_id is required")
+            check_subject_id(subject_id)
             chosen = await self._choose_face(image, face_index)
             if chosen.face.quality.face_size_px < self._min_face_px:
                 raise InvalidInput(
@@ -235,6 +240,7 @@ class Workflow:
         """Expunge a subject from every gallery."""
         try:
             principal.require(Permission.DELETE)
+            check_subject_id(subject_id)
             if not reason.strip():
                 raise InvalidInput("a reason is required to delete a subject")
             deleted = await self._bus.request(
@@ -278,5 +284,3 @@ def _box(box: common_pb2.Box) -> dict[str, int]:
 
 def _model(model: common_pb2.ModelRef) -> dict[str, Any]:
     return {"id": model.id, "version": model.version, "metric": model.metric}
-
-

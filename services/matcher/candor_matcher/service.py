@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import structlog
 from candor.common.v1 import common_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, rpc
+from candor_kit.identifiers import check_subject_id
 from candor_matcher.gallery import Gallery, GalleryModel
 
 ENROLL_SUBJECT = "candor.matcher.v1.enroll"
@@ -20,8 +20,6 @@ SEARCH_SUBJECT = "candor.matcher.v1.search"
 DELETE_SUBJECT = "candor.matcher.v1.delete_subject"
 GALLERY_SUBJECT = "candor.matcher.v1.gallery"
 MAX_LIMIT = 200
-#: Subject ids are an agency's own ids (a booking number, say): printable, no control characters.
-SUBJECT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 log = structlog.get_logger("candor.matcher")
 
 
@@ -42,13 +40,6 @@ class MatcherSettings:
         )
         env.done()
         return settings
-
-
-def check_subject_id(subject_id: str) -> str:
-    """Return the subject id if well formed, else raise InvalidInput."""
-    if not SUBJECT_ID.match(subject_id):
-        raise InvalidInput("subject_id must be 1-128 letters, digits or ._:/- and start with a letter or digit")
-    return subject_id
 
 
 def _model(ref: common_pb2.ModelRef) -> GalleryModel:

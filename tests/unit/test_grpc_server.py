@@ -1,0 +1,79 @@
+"""gRPC serving: health states, TLS, and the error → status map."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from candor_cli.stack import free_port
+from candor_kit import GRPC_STATUS, ErrorCode, GrpcServer
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def health(channel: grpc.aio.Channel) -> int:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="svc"), timeout=5)
+    return reply.status
+
+
+async def test_health_is_not_serving_until_marked_then_not_serving_on_stop() -> None:
+    port = free_port()
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"])
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        assert await health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        await server.mark_serving()
+        assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+    await server.stop(0)
+
+
+async def test_tls_server_answers_only_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"], str(cert), str(key))
+    await server.start()
+    await server.mark_serving()
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+            assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(0)
+
+
+def test_every_error_code_maps_to_the_grpc_status_of_the_same_name() -> None:
+    assert {code.name for code in GRPC_STATUS.values()} == {code.value for code in ErrorCode}
+    assert GRPC_STATUS[ErrorCode.PERMISSION_DENIED] is grpc.StatusCode.PERMISSION_DENIED
