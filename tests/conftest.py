@@ -49,3 +49,31 @@ def nats_url() -> Iterator[str]:
         yield f"nats://127.0.0.1:{port}"
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def sample_dataset(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small labelled dataset from the package photos: obama x3, biden x1, and the six people of
+    t1.jpg cropped one per folder, with groups.csv splitting the identities in two groups."""
+    from PIL import Image
+
+    from candor_detector import DecodeLimits, FaceDetector, decode_image
+    from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
+
+    root = tmp_path_factory.mktemp("dataset")
+    for identity, names in {"obama": ["obama.jpg", "obama2.jpg", "obama3.jpg"], "biden": ["biden.jpg"]}.items():
+        (root / identity).mkdir()
+        for name in names:
+            (root / identity / name).write_bytes((samples / name).read_bytes())
+    group_photo = Image.open(samples / "t1.jpg")
+    faces = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5)).detect(
+        decode_image((samples / "t1.jpg").read_bytes(), DecodeLimits())
+    )
+    for index, face in enumerate(faces):
+        x, y, w, h = face.box
+        crop = group_photo.crop((max(0, x - w), max(0, y - h), x + 2 * w, y + 2 * h))
+        (root / f"t1-person-{index}").mkdir()
+        crop.save(root / f"t1-person-{index}" / "face.jpg", quality=95)
+    lines = ["identity,group", "obama,A", "biden,A"] + [f"t1-person-{i},{'A' if i < 2 else 'B'}" for i in range(6)]
+    (root / "groups.csv").write_text("\n".join(lines) + "\n")
+    return root

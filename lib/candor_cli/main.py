@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import grpc
+from candor_eval.cli import add_commands as add_eval_commands
+from candor_eval.cli import run_calibrate, run_eval
 from google.protobuf.json_format import MessageToDict
 
 from candor_cli.client import GatewayClient
@@ -58,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("subject")
     delete.add_argument("--reason", required=True)
 
+    add_eval_commands(commands, common)
+
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = audit.add_parser("verify", help="verify the hash chain", parents=[common])
     verify.add_argument("--json", action="store_true")
@@ -106,6 +110,14 @@ def _run(args: argparse.Namespace) -> int:
             state = stack.state()
             print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
         return 0
+
+    if args.command == "eval":
+        return run_eval(args)
+    if args.command == "model":
+        stack = _stack(args)
+        state = stack.state()
+        nats_url = os.environ.get("CANDOR_NATS_URL") or (state.nats_url if state and stack.running() else None)
+        return run_calibrate(args, stack.registry, nats_url)
 
     with _client(args) as client:
         if args.command == "enroll":
@@ -170,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         return 2
-    except (StackError, OSError) as error:
+    except (StackError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -125,7 +125,11 @@ class LocalStack:
     """Starts, watches and stops the local process stack under one data folder."""
 
     def __init__(
-        self, data_dir: Path, purposes: str = DEFAULT_PURPOSES, extra_env: dict[str, str] | None = None
+        self,
+        data_dir: Path,
+        purposes: str = DEFAULT_PURPOSES,
+        extra_env: dict[str, str] | None = None,
+        require_calibration: bool = False,
     ) -> None:
         self.data = data_dir.resolve()
         self.purposes = purposes
@@ -134,6 +138,8 @@ class LocalStack:
         self.token_file = self.data / "secrets" / "token"
         self.tokens_file = self.data / "secrets" / "tokens.json"
         self.logs = self.data / "logs"
+        self.registry = self.data / "models"
+        self.require_calibration = require_calibration
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -233,6 +239,9 @@ class LocalStack:
             "gateway": {
                 "CANDOR_GATEWAY_TOKENS_FILE": str(self.tokens_file),
                 "CANDOR_GATEWAY_PURPOSES": self.purposes,
+                "CANDOR_MODEL_REGISTRY": str(self.registry),
+                # A developer's stack runs before any calibration exists; production sets false.
+                "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "false" if self.require_calibration else "true",
             },
             "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.data / "gallery")},
             "audit": {"CANDOR_AUDIT_DB": str(self.data / "audit" / "audit.db")},

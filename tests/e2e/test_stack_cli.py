@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from candor_cli import LocalStack
+from candor_kit.model_registry import ModelRegistry
 
 CANDOR = str(Path(sys.executable).parent / "candor")
 pytestmark = pytest.mark.e2e
@@ -184,3 +185,43 @@ def test_stack_down_stops_every_process_gracefully(tmp_path: Path) -> None:
             json.loads(line) for line in (stack.logs / f"{name}.log").read_text().splitlines() if line.startswith("{")
         ][-1]
         assert last["event"] == "stopped", name
+
+
+def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_audited(
+    tmp_path: Path, samples: Path, sample_dataset: Path
+) -> None:
+    stack = LocalStack(tmp_path / "data", require_calibration=True)
+    stack.up()
+    try:
+        candor(stack, "enroll", str(samples / "obama.jpg"), "--subject", "obama")
+        probe = ("search", str(samples / "obama2.jpg"), "--case", "CASE-CAL-1", "--purpose", "investigation")
+        refused = candor(stack, *probe, check=False)
+        assert refused.returncode == 2 and "FAILED_PRECONDITION" in refused.stderr
+        assert "no calibration record" in refused.stderr
+
+        calibrated = candor(
+            stack, "model", "calibrate", "dlib-resnet-v1", "--dataset", str(sample_dataset), "--target-fmr", "0.05"
+        )
+        assert "calibration audited" in calibrated.stdout
+        stack.stop_service("gateway")
+        stack.start_service("gateway")
+
+        found = json.loads(candor(stack, *probe, "--json").stdout)
+        assert found["candidates"][0]["subject_id"] == "obama"
+        record = ModelRegistry(stack.registry).get("dlib-resnet-v1", "1.0")
+        assert record is not None and found["model"]["calibration_id"] == record.calibration_id
+        assert found["model"]["threshold"] == pytest.approx(record.threshold, abs=1e-6)
+
+        database = stack.data / "audit" / "audit.db"
+        deadline = time.monotonic() + 30
+        kinds: set[str] = set()
+        while time.monotonic() < deadline and not {"model.calibrated", "search.refused", "search.completed"} <= kinds:
+            with sqlite3.connect(database) as db:
+                kinds = {
+                    row[0]
+                    for row in db.execute("SELECT kind FROM audit_record WHERE case_number IN ('', 'CASE-CAL-1')")
+                }
+            time.sleep(0.2)
+        assert {"model.calibrated", "search.refused", "search.completed"} <= kinds
+    finally:
+        stack.down()

@@ -60,6 +60,7 @@ class InProcessStack:
             "gateway": {
                 "CANDOR_GATEWAY_TOKENS_FILE": str(self.root / "tokens.json"),
                 "CANDOR_GATEWAY_PURPOSES": PURPOSES,
+                "CANDOR_MODEL_REGISTRY": str(self.root / "models"),
             },
             "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.root / "gallery")},
             "audit": {"CANDOR_AUDIT_DB": str(self.root / "audit.db")},
@@ -113,9 +114,28 @@ async def wait_serving(address: str, task: asyncio.Task[None], timeout_s: float 
     raise TimeoutError(f"{address} never reported SERVING")
 
 
+def calibrate_dlib(dataset: Path, registry: Path) -> str:
+    """A real calibration of the dlib model on the sample dataset, stored in the registry."""
+    from candor_eval import CandorPipeline, embed_all, load_dataset
+    from candor_eval.calibration import calibrate
+
+    from candor_embedder import build_engine
+    from candor_kit.model_registry import ModelRegistry
+
+    engine = build_engine("dlib", None, None)
+    labelled = load_dataset(dataset)
+    embedded = embed_all(CandorPipeline(engine), labelled.images)
+    record = calibrate(labelled, embedded, engine.model.id, engine.model.version, engine.model.metric, 0.05)
+    ModelRegistry(registry).save(record)
+    return record.calibration_id
+
+
 @pytest_asyncio.fixture(scope="session")
-async def stack(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessStack]:
+async def stack(
+    nats_url: str, tmp_path_factory: pytest.TempPathFactory, sample_dataset: Path
+) -> AsyncIterator[InProcessStack]:
     root = tmp_path_factory.mktemp("stack")
+    calibrate_dlib(sample_dataset, root / "models")
     tokens = root / "tokens.json"
     tokens.write_text(
         json.dumps({"tokens": [{"sha256": token_digest(t), "user": u, "roles": r} for t, (u, r) in TOKENS.items()]})

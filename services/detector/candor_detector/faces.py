@@ -44,12 +44,14 @@ class FaceDetector:
         alignment: AlignmentSpec = AlignmentSpec(),
         min_score: float = 0.0,
         upsample_below_pixels: int = 400_000,
+        crop_fallback: bool = False,
     ) -> None:
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(landmarks_model))
         self._alignment = alignment
         self._min_score = min_score
         self._upsample_below = upsample_below_pixels
+        self._crop_fallback = crop_fallback
 
     def detect(self, image: DecodedImage) -> list[Face]:
         """Every face in the image, largest first."""
@@ -59,6 +61,11 @@ class FaceDetector:
         upsample = 1 if height * width < self._upsample_below else 0
         rects, scores, _ = self._detector.run(rgb, upsample, self._min_score)
         faces = [self._describe(rgb, rect, score, image.scale) for rect, score in zip(rects, scores, strict=True)]
+        if not faces and self._crop_fallback:
+            # A tightly cropped face (a passport-style crop) often defeats HOG: treat the whole
+            # frame as the face box and let the landmarks align it. Score 0 marks the fallback.
+            whole = dlib.rectangle(0, 0, width - 1, height - 1)
+            faces = [self._describe(rgb, whole, 0.0, image.scale)]
         faces.sort(key=lambda face: face.face_size_px, reverse=True)
         return faces
 

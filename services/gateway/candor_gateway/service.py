@@ -11,6 +11,7 @@ import structlog
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_gateway.access import Permission, Principal, TokenRegistry
+from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import LEAD_NOTICE, SearchPolicy
 from candor_gateway.workflow import Workflow
 from candor_kit import (
@@ -23,6 +24,7 @@ from candor_kit import (
     ensure_audit_stream,
     rpc,
 )
+from candor_kit.model_registry import ModelRegistry
 
 SERVICE = "candor.gateway.v1.GatewayService"
 log = structlog.get_logger("candor.gateway")
@@ -37,6 +39,7 @@ class GatewaySettings:
     policy: SearchPolicy
     max_image_bytes: int
     min_enrol_face_px: int
+    calibration: CalibrationGate
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GatewaySettings:
@@ -55,6 +58,12 @@ class GatewaySettings:
         if max_image_bytes + 4096 > common.max_message_bytes:
             env.problem("CANDOR_GATEWAY_MAX_IMAGE_BYTES must leave room under CANDOR_MAX_MESSAGE_BYTES")
         min_face = env.number("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", 60, int, 20, 2000)
+        registry_dir = env.text("CANDOR_MODEL_REGISTRY", "")
+        allow = env.text("CANDOR_GATEWAY_ALLOW_UNCALIBRATED", "false").lower()
+        if allow not in ("true", "false"):
+            env.problem("CANDOR_GATEWAY_ALLOW_UNCALIBRATED must be true or false")
+        if not registry_dir and allow != "true":
+            env.problem("CANDOR_MODEL_REGISTRY is required unless CANDOR_GATEWAY_ALLOW_UNCALIBRATED=true")
         env.done()
         return cls(
             common=common,
@@ -62,6 +71,7 @@ class GatewaySettings:
             policy=SearchPolicy(purposes, default_candidates, max_candidates),
             max_image_bytes=max_image_bytes,
             min_enrol_face_px=min_face,
+            calibration=CalibrationGate(ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true"),
         )
 
 
@@ -158,6 +168,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             host.bus,
             audit,
             settings.policy,
+            settings.calibration,
             settings.common.request_timeout_s,
             settings.max_image_bytes,
             settings.min_enrol_face_px,
@@ -175,6 +186,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 "default_candidates": settings.policy.default_candidates,
                 "max_candidates": settings.policy.max_candidates,
                 "max_image_bytes": settings.max_image_bytes,
+                "allow_uncalibrated_models": settings.calibration.allow_uncalibrated,
+                "calibrations": settings.calibration.summary(),
             },
         )
         await host.mark_serving()

@@ -20,6 +20,7 @@ from candor.detector.v1 import detector_pb2
 from candor.embedder.v1 import embedder_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
+from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import SearchPolicy
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, TooLarge, current_trace_id
 from candor_kit.identifiers import check_subject_id
@@ -75,6 +76,7 @@ class Workflow:
         bus: Bus,
         audit: AuditPublisher,
         policy: SearchPolicy,
+        calibration: CalibrationGate,
         timeout_s: float,
         max_image_bytes: int,
         min_face_px: int,
@@ -82,6 +84,7 @@ class Workflow:
         self._bus = bus
         self._audit = audit
         self._policy = policy
+        self._calibration = calibration
         self._timeout = timeout_s
         self._max_image_bytes = max_image_bytes
         self._min_face_px = min_face_px
@@ -150,6 +153,7 @@ class Workflow:
             chosen = await self._choose_face(image, face_index)
             stages.mark("detect")
             embedding, model = await self._embed(chosen.face)
+            model = self._calibration.calibrated(model)
             stages.mark("embed")
             matched = await self._bus.request(
                 MATCH_SEARCH,
@@ -174,6 +178,7 @@ class Workflow:
                 "face_box": _box(chosen.face.box),
                 "model": _model(model),
                 "threshold": model.threshold,
+                "calibration_id": model.calibration_id or None,
                 "max_candidates": limit,
                 "candidates": [
                     {

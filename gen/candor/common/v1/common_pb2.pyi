@@ -59,18 +59,20 @@ class DetectedFace(_message.Message):
     def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., chip: _Optional[_Union[FaceChip, _Mapping]] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ...) -> None: ...
 
 class ModelRef(_message.Message):
-    __slots__ = ("id", "version", "metric", "dimension", "threshold")
+    __slots__ = ("id", "version", "metric", "dimension", "threshold", "calibration_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     METRIC_FIELD_NUMBER: _ClassVar[int]
     DIMENSION_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     version: str
     metric: str
     dimension: int
     threshold: float
-    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ..., metric: _Optional[str] = ..., dimension: _Optional[int] = ..., threshold: _Optional[float] = ...) -> None: ...
+    calibration_id: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ..., metric: _Optional[str] = ..., dimension: _Optional[int] = ..., threshold: _Optional[float] = ..., calibration_id: _Optional[str] = ...) -> None: ...
 
 class Embedding(_message.Message):
     __slots__ = ("values",)

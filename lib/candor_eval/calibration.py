@@ -1,0 +1,55 @@
+"""``candor model calibrate``: the threshold that meets a target FMR, stored with its evidence."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from candor_eval.dataset import Dataset
+from candor_eval.embedding import Embedded
+from candor_eval.evaluate import pair_scores
+from candor_eval.metrics import fmr_at, fnmr_at, per_group_rates, threshold_for_fmr
+from candor_kit.model_registry import CalibrationRecord
+
+
+class CalibrationError(ValueError):
+    """The dataset cannot support the requested calibration."""
+
+
+def calibrate(
+    dataset: Dataset,
+    embedded: list[Embedded],
+    model_id: str,
+    model_version: str,
+    metric: str,
+    target_fmr: float,
+    min_group_pairs: int = 20,
+) -> CalibrationRecord:
+    """The largest threshold whose overall FMR meets the target, with per-group rates at it."""
+    scores = pair_scores(dataset, embedded)
+    threshold = threshold_for_fmr(scores.impostor, target_fmr)
+    if threshold is None:
+        raise CalibrationError(
+            f"{scores.impostor.size} non-mated pairs cannot measure an FMR of {target_fmr:g}; "
+            f"it takes at least {round(1 / target_fmr)}"
+        )
+    genuine_by_group: dict[str, list[float]] = {}
+    impostor_by_group: dict[str, list[float]] = {}
+    for distance, mated, group in zip(scores.distances, scores.mated, scores.groups, strict=True):
+        if group is not None:
+            (genuine_by_group if mated else impostor_by_group).setdefault(group, []).append(float(distance))
+    groups = per_group_rates(genuine_by_group, impostor_by_group, threshold, min_group_pairs)
+    return CalibrationRecord(
+        model_id=model_id,
+        model_version=model_version,
+        metric=metric,
+        threshold=round(threshold, 6),
+        target_fmr=target_fmr,
+        achieved_fmr=fmr_at(scores.impostor, threshold),
+        tar_at_threshold=1.0 - fnmr_at(scores.genuine, threshold),
+        mated_pairs=int(scores.genuine.size),
+        non_mated_pairs=int(scores.impostor.size),
+        dataset_root=str(dataset.root),
+        dataset_fingerprint=dataset.fingerprint(),
+        created_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        per_group=[g.__dict__ for g in groups],
+    )

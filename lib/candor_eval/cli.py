@@ -1,0 +1,134 @@
+"""The ``candor eval`` and ``candor model calibrate`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from candor_embedder import build_engine
+from candor_eval.calibration import CalibrationError, calibrate
+from candor_eval.dataset import load_dataset
+from candor_eval.embedding import CandorPipeline, PlainDlib, embed_all
+from candor_eval.evaluate import curves, summarise
+from candor_eval.report import write_report
+from candor_kit.model_registry import CalibrationRecord, ModelRegistry
+
+
+def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    """Register ``eval`` and ``model calibrate`` on the ``candor`` parser."""
+    evaluate = commands.add_parser("eval", parents=[common], help="measure accuracy and per-group error rates")
+    evaluate.add_argument("dataset", type=Path, help="folder of <identity>/<image>")
+    evaluate.add_argument("--out", type=Path, default=Path("eval-report"))
+    evaluate.add_argument("--pairs", type=Path, default=None, help="pair list (default: DATASET/pairs.csv if present)")
+    evaluate.add_argument("--groups", type=Path, default=None, help="group labels (default: DATASET/groups.csv)")
+    evaluate.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
+    evaluate.add_argument("--crop-fallback", action="store_true", help="treat a faceless tight crop as one face")
+    evaluate.add_argument("--anchor", action="store_true", help="also run plain dlib on the same images")
+
+    model = commands.add_parser("model", help="face models").add_subparsers(dest="action", required=True)
+    cal = model.add_parser("calibrate", parents=[common], help="set a model's threshold from labelled data")
+    cal.add_argument("model", help="model id, e.g. dlib-resnet-v1")
+    cal.add_argument("--dataset", type=Path, required=True)
+    cal.add_argument("--target-fmr", type=float, required=True)
+    cal.add_argument("--pairs", type=Path, default=None)
+    cal.add_argument("--groups", type=Path, default=None)
+    cal.add_argument("--crop-fallback", action="store_true")
+    cal.add_argument("--registry", type=Path, default=None, help="registry folder (CANDOR_MODEL_REGISTRY)")
+
+
+def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
+    def show(done: int) -> None:
+        if sys.stderr.isatty() or done == total:
+            print(f"\r{label}: {done}/{total} images", end="\n" if done == total else "", file=sys.stderr)
+
+    return show
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Embed the dataset with Candor's pipeline (and plain dlib with --anchor) and write the report."""
+    dataset = load_dataset(args.dataset, args.pairs, args.groups)
+    engine = build_engine("dlib", None, None)
+    threshold = args.threshold if args.threshold is not None else engine.model.threshold
+    pipelines = [CandorPipeline(engine, crop_fallback=args.crop_fallback)]
+    if args.anchor:
+        pipelines.append(PlainDlib())
+    runs, plotted = {}, {}
+    for pipeline in pipelines:
+        embedded = embed_all(pipeline, dataset.images, _progress(pipeline.name, len(dataset.images)))
+        runs[pipeline.name] = summarise(dataset, embedded, threshold)
+        plotted[pipeline.name] = curves(dataset, embedded)
+    report = write_report(args.out, runs, plotted)
+    for name, metrics in runs.items():
+        v, f = metrics["verification"], metrics["failure_to_enrol"]
+        tar = v["tar_at_fmr"]["0.001"]
+        print(
+            f"{name:<11} EER {v['eer']:.4f}  TAR@FMR1e-3 {tar['tar']:.4f}  "
+            if tar
+            else f"{name:<11} EER {v['eer']:.4f}  ",
+            end="",
+        )
+        print(f"rank-1 {metrics['identification']['rank1']:.4f}  failures {f['count']}")
+    print(f"report: {report}")
+    return 0
+
+
+def run_calibrate(args: argparse.Namespace, default_registry: Path, nats_url: str | None) -> int:
+    """Calibrate a model, store the record, and audit it when a stack is reachable."""
+    engine = build_engine("dlib", None, None)
+    if args.model != engine.model.id:
+        print(f"error: unknown model {args.model!r}; known: {engine.model.id}", file=sys.stderr)
+        return 2
+    dataset = load_dataset(args.dataset, args.pairs, args.groups)
+    embedded = embed_all(
+        CandorPipeline(engine, crop_fallback=args.crop_fallback),
+        dataset.images,
+        _progress("candor", len(dataset.images)),
+    )
+    try:
+        record = calibrate(
+            dataset, embedded, engine.model.id, engine.model.version, engine.model.metric, args.target_fmr
+        )
+    except CalibrationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    registry = ModelRegistry(args.registry or Path(os.environ.get("CANDOR_MODEL_REGISTRY") or default_registry))
+    path = registry.save(record)
+    print(
+        f"{record.model_id} {record.model_version}: threshold {record.threshold:.4f} for FMR {record.target_fmr:g} "
+        f"(measured {record.achieved_fmr:.4g} on {record.non_mated_pairs} non-mated pairs; "
+        f"TAR {record.tar_at_threshold:.4f} on {record.mated_pairs} mated pairs)"
+    )
+    for group in record.per_group:
+        print(f"  group {group['group']}: FMR {group['fmr']}  FNMR {group['fnmr']}")
+    print(f"calibration {record.calibration_id[:16]}… written to {path}; restart the gateway to use it")
+    if nats_url:
+        asyncio.run(audit_calibration(nats_url, record, os.environ.get("USER", "operator")))
+        print("calibration audited as model.calibrated")
+    return 0
+
+
+async def audit_calibration(nats_url: str, record: CalibrationRecord, actor: str) -> None:
+    """Publish the ``model.calibrated`` audit event."""
+    from candor_kit import AuditPublisher, Bus, ensure_audit_stream
+
+    bus = await Bus.connect(nats_url, "candor-cli")
+    try:
+        await ensure_audit_stream(bus)
+        await AuditPublisher(bus).publish(
+            "model.calibrated",
+            actor=actor,
+            details={
+                "model": record.model_id,
+                "version": record.model_version,
+                "threshold": record.threshold,
+                "target_fmr": record.target_fmr,
+                "achieved_fmr": record.achieved_fmr,
+                "calibration_id": record.calibration_id,
+                "dataset_fingerprint": record.dataset_fingerprint,
+            },
+        )
+    finally:
+        await bus.close()

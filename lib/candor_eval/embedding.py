@@ -1,0 +1,105 @@
+"""Embedding a dataset with the services' own code, or with plain dlib as the anchor."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import dlib
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from candor_detector import DecodeLimits, FaceDetector, decode_image
+from candor_embedder import EmbeddingEngine
+from candor_eval.dataset import LabelledImage
+from candor_kit import CandorError
+from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """An image's vector, or why it has none (a failure to enrol)."""
+
+    image: LabelledImage
+    vector: np.ndarray | None
+    failure: str | None = None
+    faces_found: int = 0
+
+
+def as_jpeg_or_png(data: bytes) -> bytes:
+    """Return JPEG and PNG bytes as they are; re-encode other formats (PGM, GIF, ...) as PNG.
+
+    Datasets come in formats the detector refuses on purpose; converting losslessly here keeps
+    the service's own decoding path for everything else.
+    """
+    if data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data
+    try:
+        image = Image.open(io.BytesIO(data))
+        buffer = io.BytesIO()
+        image.convert("RGB" if image.mode not in ("L", "I;16") else image.mode).save(buffer, format="PNG")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError("unreadable image") from exc
+    return buffer.getvalue()
+
+
+class CandorPipeline:
+    """The detector and embedder code the services run, called in-process."""
+
+    name = "candor"
+
+    def __init__(
+        self, engine: EmbeddingEngine, crop_fallback: bool = False, limits: DecodeLimits | None = None
+    ) -> None:
+        self._detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5), crop_fallback=crop_fallback)
+        self._engine = engine
+        self._limits = limits or DecodeLimits()
+
+    def embed(self, image: LabelledImage) -> Embedded:
+        """The largest face's vector."""
+        try:
+            decoded = decode_image(as_jpeg_or_png(image.path.read_bytes()), self._limits)
+        except (CandorError, ValueError) as exc:
+            return Embedded(image, None, f"unreadable: {exc}")
+        faces = self._detector.detect(decoded)
+        if not faces:
+            return Embedded(image, None, "no face found")
+        return Embedded(image, self._engine.embed([faces[0].chip])[0], faces_found=len(faces))
+
+
+class PlainDlib:
+    """The anchor: dlib as a plain user calls it (full resolution, upsampled once, dlib's own chip)."""
+
+    name = "plain-dlib"
+
+    def __init__(self) -> None:
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_5)))
+        self._net = dlib.face_recognition_model_v1(str(dlib_model_file(DLIB_RESNET)))
+
+    def embed(self, image: LabelledImage) -> Embedded:
+        """The largest face's vector."""
+        try:
+            rgb = np.asarray(Image.open(image.path).convert("RGB"))
+        except (UnidentifiedImageError, OSError) as exc:
+            return Embedded(image, None, f"unreadable: {exc}")
+        rects = list(self._detector(rgb, 1))
+        if not rects:
+            return Embedded(image, None, "no face found")
+        largest = max(rects, key=lambda rect: rect.width() * rect.height())
+        shape = self._predictor(rgb, largest)
+        vector = np.asarray(self._net.compute_face_descriptor(rgb, shape), dtype=np.float32)
+        return Embedded(image, vector, faces_found=len(rects))
+
+
+def embed_all(
+    pipeline: CandorPipeline | PlainDlib, images: Iterable[LabelledImage], progress: Callable[[int], None] | None = None
+) -> list[Embedded]:
+    """Embed every image, reporting progress after each."""
+    results = []
+    for count, image in enumerate(images, start=1):
+        results.append(pipeline.embed(image))
+        if progress:
+            progress(count)
+    return results

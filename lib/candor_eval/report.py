@@ -1,0 +1,125 @@
+"""Writing an evaluation: metrics.json, report.md and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display here or in a service
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "n/a (too few pairs)"
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def plot_det(curves: dict[str, Any], path: Path, title: str) -> None:
+    """DET curves: FNMR against FMR on log axes, overall and per group."""
+    figure, axes = plt.subplots(figsize=(6, 5))
+    for label, curve in [("overall", curves["overall"]), *curves["groups"].items()]:
+        fmr = np.clip(curve.fmr, 1e-6, 1)
+        fnmr = np.clip(curve.fnmr, 1e-6, 1)
+        axes.plot(fmr, fnmr, label=label, linewidth=2 if label == "overall" else 1)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("false match rate (FMR)")
+    axes.set_ylabel("false non-match rate (FNMR)")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_histogram(curves: dict[str, Any], threshold: float, path: Path, title: str) -> None:
+    """Distance histograms of mated and non-mated pairs, with the operating threshold."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, max(1.2, float(np.max(curves["impostor"], initial=1.0))), 60)
+    axes.hist(curves["genuine"], bins=bins, alpha=0.6, density=True, label="mated")
+    axes.hist(curves["impostor"], bins=bins, alpha=0.6, density=True, label="non-mated")
+    axes.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    axes.set_xlabel("distance")
+    axes.set_title(title)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict[str, dict[str, Any]]) -> Path:
+    """Write metrics.json, the plots and report.md for one or more pipelines; returns report.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(runs, indent=2, sort_keys=True, default=float))
+    lines = ["# Face recognition evaluation", ""]
+    for name, metrics in runs.items():
+        threshold = metrics["per_group"]["threshold"]
+        plot_det(curves_by_run[name], out / f"det-{name}.png", f"DET ({name})")
+        plot_histogram(curves_by_run[name], threshold, out / f"hist-{name}.png", f"distances ({name})")
+        v, i, f = metrics["verification"], metrics["identification"], metrics["failure_to_enrol"]
+        lines += [
+            f"## {name}",
+            "",
+            f"{metrics['dataset']['images']} images of {metrics['dataset']['identities']} identities; "
+            f"failure to enrol: {f['count']} ({_fmt(f['rate'], 3)}) {f['reasons'] or ''}",
+            "",
+            "### Verification (1:1)",
+            "",
+            f"{v['mated_pairs']} mated and {v['non_mated_pairs']} non-mated pairs. "
+            f"EER {_fmt(v['eer'])} at distance {_fmt(v['eer_threshold'], 3)}.",
+            "",
+            "| FMR | TAR | threshold |",
+            "|---|---|---|",
+        ]
+        for target, result in v["tar_at_fmr"].items():
+            lines.append(f"| {target} | {_fmt(result and result['tar'])} | {_fmt(result and result['threshold'], 3)} |")
+        op = v["at_operating_threshold"]
+        lines += [
+            "",
+            f"At the operating threshold {op['threshold']:.3f}: FMR {_fmt(op['fmr'])}, FNMR {_fmt(op['fnmr'])}.",
+        ]
+        if "kfold_accuracy" in v:
+            k = v["kfold_accuracy"]
+            lines.append(f"{len(k['per_fold'])}-fold accuracy {k['mean']:.4f} ± {k['std']:.4f}.")
+        lines += [
+            "",
+            "### Identification (1:N)",
+            "",
+            f"{i['mated_searches']} mated and {i['non_mated_searches']} non-mated searches; rank-1 "
+            f"{_fmt(i['rank1'])}, rank-10 {_fmt(i['rank10'])}; investigation mode (no threshold) "
+            f"rank-1 miss rate {_fmt(i['investigation_rank1_miss_rate'])}.",
+            "",
+            "| FPIR | FNIR | threshold |",
+            "|---|---|---|",
+        ]
+        for target, result in i["fnir_at_fpir"].items():
+            lines.append(
+                f"| {target} | {_fmt(result and result['fnir'])} | {_fmt(result and result['threshold'], 3)} |"
+            )
+        groups = metrics["per_group"]["groups"]
+        if groups:
+            lines += [
+                "",
+                f"### Per group at threshold {threshold:.3f} (one threshold for everyone)",
+                "",
+                "| group | mated pairs | non-mated pairs | FMR | FNMR | FMR ÷ lowest FMR |",
+                "|---|---|---|---|---|---|",
+            ]
+            for g in groups:
+                lines.append(
+                    f"| {g['group']} | {g['mated_pairs']} | {g['non_mated_pairs']} | {_fmt(g['fmr'])} | "
+                    f"{_fmt(g['fnmr'])} | {_fmt(g['fmr_ratio_to_lowest'], 2)} |"
+                )
+        lines += ["", f"![DET]({f'det-{name}.png'}) ![distances]({f'hist-{name}.png'})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report

@@ -1,0 +1,73 @@
+"""The model registry: each model's calibration record, from an evaluation on labelled data.
+
+A record ties a model id and version to the threshold that met a target false-match rate on a
+named dataset (by its fingerprint), with the per-group rates at that threshold. The gateway
+searches only with a calibrated model unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class CalibrationRecord:
+    """One calibration of one model version."""
+
+    model_id: str
+    model_version: str
+    metric: str
+    threshold: float
+    target_fmr: float
+    achieved_fmr: float
+    tar_at_threshold: float
+    mated_pairs: int
+    non_mated_pairs: int
+    dataset_root: str
+    dataset_fingerprint: str
+    created_at: str
+    per_group: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def calibration_id(self) -> str:
+        """SHA-256 of the record's canonical JSON: names exactly this calibration."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ModelRegistry:
+    """Calibration records as JSON files in one folder, one file per model version."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, model_id: str, version: str) -> Path:
+        return self.folder / f"{_SAFE.sub('_', model_id)}@{_SAFE.sub('_', version)}.json"
+
+    def get(self, model_id: str, version: str) -> CalibrationRecord | None:
+        """The record for a model version, if it was calibrated."""
+        path = self._path(model_id, version)
+        if not path.exists():
+            return None
+        return CalibrationRecord(**json.loads(path.read_text()))
+
+    def all(self) -> list[CalibrationRecord]:
+        """Every record in the registry."""
+        return [CalibrationRecord(**json.loads(p.read_text())) for p in sorted(self.folder.glob("*.json"))]
+
+    def save(self, record: CalibrationRecord) -> Path:
+        """Write a record atomically, replacing an earlier calibration of the same version."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._path(record.model_id, record.model_version)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record), indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return path

@@ -1,0 +1,48 @@
+"""Which threshold a search uses: the model's calibration record, or refusal without one."""
+
+from __future__ import annotations
+
+from candor.common.v1 import common_pb2
+from candor_kit.errors import PreconditionFailed
+from candor_kit.model_registry import ModelRegistry
+
+
+class CalibrationGate:
+    """Looks up a model's calibration; refuses an uncalibrated model unless allowed for testing."""
+
+    def __init__(self, registry: ModelRegistry | None, allow_uncalibrated: bool) -> None:
+        self._registry = registry
+        self.allow_uncalibrated = allow_uncalibrated
+
+    def summary(self) -> list[dict[str, object]]:
+        """What the registry holds, for the audit record of the gateway's configuration."""
+        records = self._registry.all() if self._registry and self._registry.folder.exists() else []
+        return [
+            {
+                "model": r.model_id,
+                "version": r.model_version,
+                "threshold": r.threshold,
+                "calibration_id": r.calibration_id,
+            }
+            for r in records
+        ]
+
+    def calibrated(self, model: common_pb2.ModelRef) -> common_pb2.ModelRef:
+        """The model reference with the calibrated threshold and calibration id filled in."""
+        record = self._registry.get(model.id, model.version) if self._registry else None
+        if record is None:
+            if not self.allow_uncalibrated:
+                raise PreconditionFailed(
+                    f"model {model.id} {model.version} has no calibration record; run `candor model calibrate` "
+                    "on labelled data first"
+                )
+            return model
+        if record.metric != model.metric:
+            raise PreconditionFailed(
+                f"calibration of {model.id} is for {record.metric}, the model reports {model.metric}"
+            )
+        calibrated = common_pb2.ModelRef()
+        calibrated.CopyFrom(model)
+        calibrated.threshold = record.threshold
+        calibrated.calibration_id = record.calibration_id
+        return calibrated

@@ -1,0 +1,48 @@
+"""The gateway searches only with a calibrated model unless configured otherwise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from candor.common.v1 import common_pb2
+from candor_gateway.calibration import CalibrationGate
+from candor_kit import PreconditionFailed
+from candor_kit.model_registry import CalibrationRecord, ModelRegistry
+
+MODEL = common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128, threshold=0.6)
+
+
+def record(threshold: float = 0.55) -> CalibrationRecord:
+    return CalibrationRecord(
+        model_id="dlib-resnet-v1", model_version="1.0", metric="euclidean", threshold=threshold, target_fmr=1e-3,
+        achieved_fmr=9e-4, tar_at_threshold=0.97, mated_pairs=500, non_mated_pairs=79000,
+        dataset_root="/data/agency", dataset_fingerprint="f" * 64, created_at="2026-11-28T00:00:00Z",
+    )  # fmt: skip
+
+
+def test_calibrated_threshold_replaces_the_model_default(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.save(record(0.55))
+    model = CalibrationGate(registry, allow_uncalibrated=False).calibrated(MODEL)
+    assert model.threshold == pytest.approx(0.55)
+    assert model.calibration_id == record(0.55).calibration_id
+    assert MODEL.threshold == pytest.approx(0.6)  # the input is not modified
+
+
+def test_uncalibrated_model_is_refused_unless_allowed(tmp_path: Path) -> None:
+    with pytest.raises(PreconditionFailed, match="no calibration record"):
+        CalibrationGate(ModelRegistry(tmp_path), allow_uncalibrated=False).calibrated(MODEL)
+    allowed = CalibrationGate(ModelRegistry(tmp_path), allow_uncalibrated=True).calibrated(MODEL)
+    assert allowed.calibration_id == "" and allowed.threshold == pytest.approx(0.6)
+
+
+def test_another_version_is_not_covered_by_the_calibration(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.save(record())
+    newer = common_pb2.ModelRef()
+    newer.CopyFrom(MODEL)
+    newer.version = "2.0"
+    with pytest.raises(PreconditionFailed):
+        CalibrationGate(registry, allow_uncalibrated=False).calibrated(newer)

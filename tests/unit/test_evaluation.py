@@ -1,0 +1,114 @@
+"""`candor eval` and `candor model calibrate` on a small real dataset, with the real models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from candor_eval import CandorPipeline, PlainDlib, embed_all, load_dataset, summarise
+from candor_eval.calibration import CalibrationError, calibrate
+from candor_eval.embedding import as_jpeg_or_png
+
+from candor_embedder import build_engine
+from candor_kit.model_registry import ModelRegistry
+
+CANDOR = str(Path(sys.executable).parent / "candor")
+
+
+@pytest.fixture(scope="module")
+def embedded(sample_dataset: Path):  # type: ignore[no-untyped-def]
+    dataset = load_dataset(sample_dataset)
+    return dataset, embed_all(CandorPipeline(build_engine("dlib", None, None)), dataset.images)
+
+
+def test_every_image_enrols_and_every_pair_is_scored(embedded) -> None:  # type: ignore[no-untyped-def]
+    dataset, items = embedded
+    assert len(dataset.images) == 10 and all(item.vector is not None for item in items)
+    metrics = summarise(dataset, items, operating_threshold=0.6)
+    verification = metrics["verification"]
+    assert verification["mated_pairs"] == 3  # the three obama photos
+    assert verification["non_mated_pairs"] == 45 - 3
+    assert verification["at_operating_threshold"]["fnmr"] == 0.0
+    assert metrics["failure_to_enrol"]["count"] == 0
+    # 42 non-mated pairs measure FMR 1e-2 at best: the rarer targets are reported as unsupported.
+    assert verification["tar_at_fmr"]["0.001"] is None
+    identification = metrics["identification"]
+    assert identification["rank1"] == 1.0
+
+
+def test_per_group_rates_use_same_group_impostors_and_flag_small_groups(embedded) -> None:  # type: ignore[no-untyped-def]
+    dataset, items = embedded
+    groups = {g["group"]: g for g in summarise(dataset, items, 0.6, min_group_pairs=5)["per_group"]["groups"]}
+    # Group A: obama (3 photos), biden, t1-person-0/1 -> 6 images, 15 pairs, 3 mated.
+    assert groups["A"]["mated_pairs"] == 0 + 3 and groups["A"]["non_mated_pairs"] == 12
+    assert groups["B"]["mated_pairs"] == 0 and groups["B"]["non_mated_pairs"] == 6
+    assert groups["A"]["fmr"] == 0.0 and groups["B"]["fnmr"] is None  # no mated pairs: no figure
+
+
+def test_failure_to_enrol_is_counted_with_its_reason(sample_dataset: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    (broken / "someone").mkdir(parents=True)
+    (broken / "someone" / "notes.jpg").write_bytes(b"not an image")
+    (broken / "nobody").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(broken / "nobody" / "wall.png")
+    items = embed_all(CandorPipeline(build_engine("dlib", None, None)), load_dataset(broken).images)
+    assert sorted(item.failure or "" for item in items) == ["no face found", "unreadable: unreadable image"]
+
+
+def test_pgm_and_gif_are_converted_for_the_detector(tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "face.pgm"
+    Image.new("L", (10, 10), 7).save(path)
+    assert as_jpeg_or_png(path.read_bytes()).startswith(b"\x89PNG")
+
+
+def test_calibration_meets_the_target_and_refuses_an_unsupported_one(embedded) -> None:  # type: ignore[no-untyped-def]
+    dataset, items = embedded
+    record = calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.05)
+    assert record.achieved_fmr <= 0.05
+    assert 0.3 < record.threshold < 1.0
+    assert record.non_mated_pairs == 42 and record.dataset_fingerprint == dataset.fingerprint()
+    with pytest.raises(CalibrationError, match="takes at least 1000"):
+        calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.001)
+
+
+def test_candor_and_plain_dlib_agree_on_this_dataset(sample_dataset: Path) -> None:
+    dataset = load_dataset(sample_dataset)
+    plain = summarise(dataset, embed_all(PlainDlib(), dataset.images), 0.6)
+    assert plain["failure_to_enrol"]["count"] == 0
+    assert plain["verification"]["at_operating_threshold"]["fnmr"] == 0.0
+
+
+def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    result = subprocess.run(
+        [CANDOR, "eval", str(sample_dataset), "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"report.md", "metrics.json", "det-candor.png", "hist-candor.png"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "metrics.json").read_text())["candor"]["verification"]["mated_pairs"] == 3
+    assert "Per group at threshold 0.600" in (out / "report.md").read_text()
+
+    registry = tmp_path / "models"
+    calibrated = subprocess.run(
+        [CANDOR, "--data", str(tmp_path / "no-stack"), "model", "calibrate", "dlib-resnet-v1", "--dataset",
+         str(sample_dataset), "--target-fmr", "0.05", "--registry", str(registry)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert calibrated.returncode == 0, calibrated.stderr
+    record = ModelRegistry(registry).get("dlib-resnet-v1", "1.0")
+    assert record is not None and record.target_fmr == 0.05
+    refused = subprocess.run(
+        [CANDOR, "--data", str(tmp_path / "no-stack"), "model", "calibrate", "dlib-resnet-v1", "--dataset",
+         str(sample_dataset), "--target-fmr", "0.0001", "--registry", str(registry)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "cannot measure an FMR" in refused.stderr
