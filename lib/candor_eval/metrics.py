@@ -91,10 +91,20 @@ def equal_error_rate(
 
 
 def best_accuracy_threshold(genuine: np.ndarray, impostor: np.ndarray) -> float:
-    """The threshold that classifies the most pairs correctly."""
+    """The threshold that classifies the most pairs correctly.
+
+    Accuracy is flat from the best observed distance up to the next one; the middle of that
+    interval is chosen, so a held-out pair just past the training pairs is not penalised.
+    """
     curve = error_curve(genuine, impostor)
-    correct = (1 - curve.fnmr) * genuine.size + (1 - curve.fmr) * impostor.size
-    return float(curve.thresholds[int(np.argmax(correct))])
+    correct = np.rint((1 - curve.fnmr) * genuine.size + (1 - curve.fmr) * impostor.size)
+    best = int(np.argmax(correct))
+    end = best
+    while end + 1 < len(correct) and correct[end + 1] == correct[best]:
+        end += 1
+    if end + 1 < len(curve.thresholds):
+        return float((curve.thresholds[best] + curve.thresholds[end + 1]) / 2)
+    return float(curve.thresholds[best])
 
 
 def kfold_accuracy(distances: np.ndarray, mated: np.ndarray, folds: np.ndarray) -> tuple[float, float, list[float]]:

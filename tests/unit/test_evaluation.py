@@ -112,3 +112,24 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert refused.returncode == 2 and "cannot measure an FMR" in refused.stderr
+
+
+def test_pair_list_with_folds_gives_the_k_fold_accuracy(sample_dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    dataset_dir = tmp_path / "with-pairs"
+    shutil.copytree(sample_dataset, dataset_dir)
+    rows = [
+        "left,right,mated,fold",
+        "obama/obama.jpg,obama/obama2.jpg,yes,1",
+        "obama/obama.jpg,biden/biden.jpg,no,1",
+        "obama2.jpg,obama3.jpg,yes,2",  # bare file names resolve when unique
+        "obama/obama3.jpg,t1-person-0/face.jpg,no,2",
+    ]
+    (dataset_dir / "pairs.csv").write_text("\n".join(rows) + "\n")
+    dataset = load_dataset(dataset_dir)
+    assert dataset.pairs is not None and len(dataset.pairs) == 4
+    items = embed_all(CandorPipeline(build_engine("dlib", None, None)), dataset.images)
+    metrics = summarise(dataset, items, 0.6)
+    assert metrics["verification"]["mated_pairs"] == 2 and metrics["verification"]["non_mated_pairs"] == 2
+    assert metrics["verification"]["kfold_accuracy"]["per_fold"] == [1.0, 1.0]
