@@ -111,12 +111,12 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
         return 0
 
-    if args.command == "eval":
-        return run_eval(args)
-    if args.command == "model":
+    if args.command in ("eval", "model"):
         stack = _stack(args)
         state = stack.state()
         nats_url = os.environ.get("CANDOR_NATS_URL") or (state.nats_url if state and stack.running() else None)
+        if args.command == "eval":
+            return run_eval(args, nats_url)
         return run_calibrate(args, stack.registry, nats_url)
 
     with _client(args) as client:

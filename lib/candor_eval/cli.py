@@ -11,7 +11,7 @@ from pathlib import Path
 from candor_embedder import build_engine
 from candor_eval.calibration import CalibrationError, calibrate
 from candor_eval.dataset import load_dataset
-from candor_eval.embedding import CandorPipeline, PlainDlib, embed_all
+from candor_eval.embedding import CandorPipeline, PlainDlib, StackPipeline, embed_all
 from candor_eval.evaluate import curves, summarise
 from candor_eval.report import write_report
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
@@ -27,6 +27,9 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     evaluate.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
     evaluate.add_argument("--crop-fallback", action="store_true", help="treat a faceless tight crop as one face")
     evaluate.add_argument("--anchor", action="store_true", help="also run plain dlib on the same images")
+    evaluate.add_argument(
+        "--via-stack", action="store_true", help="embed through the running services instead of in-process"
+    )
 
     model = commands.add_parser("model", help="face models").add_subparsers(dest="action", required=True)
     cal = model.add_parser("calibrate", parents=[common], help="set a model's threshold from labelled data")
@@ -47,12 +50,19 @@ def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
     return show
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def run_eval(args: argparse.Namespace, nats_url: str | None = None) -> int:
     """Embed the dataset with Candor's pipeline (and plain dlib with --anchor) and write the report."""
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
     engine = build_engine("dlib", None, None)
     threshold = args.threshold if args.threshold is not None else engine.model.threshold
-    pipelines = [CandorPipeline(engine, crop_fallback=args.crop_fallback)]
+    pipelines: list[CandorPipeline | PlainDlib | StackPipeline] = [
+        CandorPipeline(engine, crop_fallback=args.crop_fallback)
+    ]
+    if args.via_stack:
+        if not nats_url:
+            print("error: --via-stack needs a running stack (candor stack up) or CANDOR_NATS_URL", file=sys.stderr)
+            return 2
+        pipelines = [StackPipeline(nats_url)]
     if args.anchor:
         pipelines.append(PlainDlib())
     runs, plotted = {}, {}

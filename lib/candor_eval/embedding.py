@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -94,12 +95,68 @@ class PlainDlib:
 
 
 def embed_all(
-    pipeline: CandorPipeline | PlainDlib, images: Iterable[LabelledImage], progress: Callable[[int], None] | None = None
+    pipeline: CandorPipeline | PlainDlib | StackPipeline,
+    images: Iterable[LabelledImage],
+    progress: Callable[[int], None] | None = None,
 ) -> list[Embedded]:
     """Embed every image, reporting progress after each."""
+    if isinstance(pipeline, StackPipeline):
+        return pipeline.embed_all(list(images), progress)
     results = []
     for count, image in enumerate(images, start=1):
         results.append(pipeline.embed(image))
         if progress:
             progress(count)
     return results
+
+
+class StackPipeline:
+    """The running services themselves: the detector and embedder over NATS, as a search uses them."""
+
+    name = "candor-stack"
+
+    def __init__(self, nats_url: str, timeout_s: float = 60.0) -> None:
+        self._nats_url = nats_url
+        self._timeout = timeout_s
+
+    def embed_all(self, images: list[LabelledImage], progress: Callable[[int], None] | None = None) -> list[Embedded]:
+        """Embed every image through the stack, one at a time."""
+        return asyncio.run(self._embed_all(images, progress))
+
+    async def _embed_all(self, images: list[LabelledImage], progress: Callable[[int], None] | None) -> list[Embedded]:
+        from candor.detector.v1 import detector_pb2
+        from candor.embedder.v1 import embedder_pb2
+        from candor_kit import Bus
+
+        bus = await Bus.connect(self._nats_url, "candor-eval")
+        results = []
+        try:
+            for count, image in enumerate(images, start=1):
+                try:
+                    data = as_jpeg_or_png(image.path.read_bytes())
+                    detected = await bus.request(
+                        "candor.detector.v1.detect",
+                        detector_pb2.DetectRequest(image=data, include_chips=True),
+                        detector_pb2.DetectResponse,
+                        self._timeout,
+                    )
+                    if not detected.faces:
+                        results.append(Embedded(image, None, "no face found"))
+                    else:
+                        reply = await bus.request(
+                            "candor.embedder.v1.embed",
+                            embedder_pb2.EmbedRequest(chips=[detected.faces[0].chip]),
+                            embedder_pb2.EmbedResponse,
+                            self._timeout,
+                        )
+                        vector = np.asarray(reply.embeddings[0].values, dtype=np.float32)
+                        results.append(Embedded(image, vector, faces_found=len(detected.faces)))
+                except ValueError as exc:
+                    results.append(Embedded(image, None, f"unreadable: {exc}"))
+                except CandorError as exc:
+                    results.append(Embedded(image, None, f"refused: {exc.message}"))
+                if progress:
+                    progress(count)
+        finally:
+            await bus.close()
+        return results

@@ -41,6 +41,22 @@ def plot_det(curves: dict[str, Any], path: Path, title: str) -> None:
     plt.close(figure)
 
 
+def plot_roc(curves: dict[str, Any], path: Path, title: str) -> None:
+    """ROC curves: true-accept rate against FMR (log axis), overall and per group."""
+    figure, axes = plt.subplots(figsize=(6, 5))
+    for label, curve in [("overall", curves["overall"]), *curves["groups"].items()]:
+        axes.plot(np.clip(curve.fmr, 1e-6, 1), 1 - curve.fnmr, label=label, linewidth=2 if label == "overall" else 1)
+    axes.set_xscale("log")
+    axes.set_xlabel("false match rate (FMR)")
+    axes.set_ylabel("true accept rate (TAR)")
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot_histogram(curves: dict[str, Any], threshold: float, path: Path, title: str) -> None:
     """Distance histograms of mated and non-mated pairs, with the operating threshold."""
     figure, axes = plt.subplots(figsize=(6, 4))
@@ -64,6 +80,7 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
     for name, metrics in runs.items():
         threshold = metrics["per_group"]["threshold"]
         plot_det(curves_by_run[name], out / f"det-{name}.png", f"DET ({name})")
+        plot_roc(curves_by_run[name], out / f"roc-{name}.png", f"ROC ({name})")
         plot_histogram(curves_by_run[name], threshold, out / f"hist-{name}.png", f"distances ({name})")
         v, i, f = metrics["verification"], metrics["identification"], metrics["failure_to_enrol"]
         lines += [
@@ -119,7 +136,7 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
                     f"| {g['group']} | {g['mated_pairs']} | {g['non_mated_pairs']} | {_fmt(g['fmr'])} | "
                     f"{_fmt(g['fnmr'])} | {_fmt(g['fmr_ratio_to_lowest'], 2)} |"
                 )
-        lines += ["", f"![DET]({f'det-{name}.png'}) ![distances]({f'hist-{name}.png'})", ""]
+        lines += ["", f"![DET](det-{name}.png) ![ROC](roc-{name}.png) ![distances](hist-{name}.png)", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines))
     return report

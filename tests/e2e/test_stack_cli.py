@@ -137,6 +137,18 @@ def test_search_while_audit_is_stopped_lands_after_restart(gallery: LocalStack, 
     assert "audit chain OK" in candor(gallery, "audit", "verify").stdout
 
 
+def test_eval_through_the_running_services_matches_the_in_process_run(
+    local_stack: LocalStack, sample_dataset: Path, tmp_path: Path
+) -> None:
+    candor(local_stack, "eval", str(sample_dataset), "--via-stack", "--out", str(tmp_path / "stack"))
+    candor(local_stack, "eval", str(sample_dataset), "--out", str(tmp_path / "local"))
+    via_stack = json.loads((tmp_path / "stack" / "metrics.json").read_text())["candor-stack"]
+    local = json.loads((tmp_path / "local" / "metrics.json").read_text())["candor"]
+    assert via_stack["verification"]["mated_pairs"] == local["verification"]["mated_pairs"] == 3
+    assert via_stack["verification"]["eer"] == pytest.approx(local["verification"]["eer"], abs=1e-6)
+    assert via_stack["verification"]["eer_threshold"] == pytest.approx(local["verification"]["eer_threshold"], abs=1e-4)
+
+
 def test_logs_are_json_with_the_trace_id_and_never_hold_the_token(gallery: LocalStack, samples: Path) -> None:
     found = json.loads(
         candor(

@@ -93,7 +93,9 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
         [CANDOR, "eval", str(sample_dataset), "--out", str(out)], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert {"report.md", "metrics.json", "det-candor.png", "hist-candor.png"} <= {p.name for p in out.iterdir()}
+    assert {"report.md", "metrics.json", "det-candor.png", "roc-candor.png", "hist-candor.png"} <= {
+        p.name for p in out.iterdir()
+    }
     assert json.loads((out / "metrics.json").read_text())["candor"]["verification"]["mated_pairs"] == 3
     assert "Per group at threshold 0.600" in (out / "report.md").read_text()
 
