@@ -39,11 +39,31 @@ def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps({"tokens": [{"sha256": token_digest("t"), "user": "u", "roles": ["investigator"]}]}))
     os.chmod(tokens, 0o600)
-    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_GATEWAY_TOKENS_FILE": str(tokens)}
+    env = {
+        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+        "CANDOR_GATEWAY_TOKENS_FILE": str(tokens),
+        "CANDOR_MODEL_REGISTRY": str(tmp_path / "models"),
+    }
     with pytest.raises(ConfigError, match="CANDOR_GATEWAY_PURPOSES"):
         GatewaySettings.from_env(EnvReader(env))
     settings = GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_PURPOSES": "investigation, missing-person"}))
     assert settings.policy.allowed_purposes == {"investigation", "missing-person"}
+    assert not settings.calibration.allow_uncalibrated
+
+
+def test_gateway_without_a_model_registry_is_refused_unless_uncalibrated_models_are_allowed(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"sha256": token_digest("t"), "user": "u", "roles": ["investigator"]}]}))
+    os.chmod(tokens, 0o600)
+    env = {
+        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+        "CANDOR_GATEWAY_TOKENS_FILE": str(tokens),
+        "CANDOR_GATEWAY_PURPOSES": "investigation",
+    }
+    with pytest.raises(ConfigError, match="CANDOR_MODEL_REGISTRY is required"):
+        GatewaySettings.from_env(EnvReader(env))
+    allowed = GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true"}))
+    assert allowed.calibration.allow_uncalibrated
 
 
 def test_service_process_exits_2_on_invalid_configuration() -> None:
