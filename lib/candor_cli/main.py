@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     up = stack.add_parser("up", help="start nats-server and the five services", parents=[common])
     up.add_argument("--purposes", default=DEFAULT_PURPOSES, help="comma-separated allowed purposes")
+    up.add_argument(
+        "--require-calibration", action="store_true", help="refuse searches with a model that has no calibration record"
+    )
     stack.add_parser("down", help="stop the stack", parents=[common])
     stack.add_parser("status", help="show the stack's processes", parents=[common])
 
@@ -70,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _stack(args: argparse.Namespace) -> LocalStack:
     data = getattr(args, "data", None) or default_data_dir()
-    return LocalStack(Path(data), purposes=getattr(args, "purposes", DEFAULT_PURPOSES))
+    return LocalStack(
+        Path(data),
+        purposes=getattr(args, "purposes", DEFAULT_PURPOSES),
+        require_calibration=getattr(args, "require_calibration", False),
+    )
 
 
 def _client(args: argparse.Namespace) -> GatewayClient:
@@ -103,6 +110,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"  {name:<9} {address}  SERVING")
             print(f"gateway: {state.gateway}")
             print(f"token:   {stack.token_file} (user local-operator)")
+            if not stack.require_calibration:
+                print("models:  uncalibrated models allowed (developer stack; see `candor model calibrate`)")
         elif args.action == "down":
             stack.down()
             print("stack down")
@@ -166,7 +175,11 @@ def _print_search(found: object) -> None:
 
     assert isinstance(found, gateway_pb2.SearchResponse)
     model = found.model
-    print(f"search {found.search_id}  model {model.id} {model.version}  threshold {model.threshold:g} ({model.metric})")
+    calibration = f"calibration {model.calibration_id[:12]}" if model.calibration_id else "UNCALIBRATED"
+    print(
+        f"search {found.search_id}  model {model.id} {model.version}  "
+        f"threshold {model.threshold:g} ({model.metric}, {calibration})"
+    )
     if not found.candidates:
         print("  no candidate above threshold")
     for candidate in found.candidates:
