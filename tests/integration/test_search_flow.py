@@ -288,3 +288,22 @@ async def test_enrolment_without_a_subject_id_is_invalid(
             metadata=INVESTIGATOR,
         )
     assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_denied_face_listing_and_audit_verification_are_audited(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.DetectFaces(
+            gateway_pb2.DetectFacesRequest(image=(samples / "t1.jpg").read_bytes()), metadata=AUDITOR
+        )
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=INVESTIGATOR)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    async def both_audited() -> bool:
+        kinds = {(r.event.kind, r.event.actor) for r in await audit_records(stack)}
+        return {("detect.refused", "audrey"), ("verify_audit.refused", "ivy")} <= kinds
+
+    await eventually(both_audited)

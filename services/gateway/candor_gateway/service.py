@@ -10,7 +10,7 @@ import grpc
 import structlog
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_gateway.access import Permission, Principal, TokenRegistry
+from candor_gateway.access import Principal, TokenRegistry
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import LEAD_NOTICE, SearchPolicy
 from candor_gateway.workflow import Workflow
@@ -136,8 +136,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.DetectFacesRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DetectFacesResponse:
         principal = await self._principal(context, "detect")
-        principal.require(Permission.DETECT)
-        detected = await self._workflow.detect(request.image, include_chips=False)
+        detected = await self._workflow.list_faces(principal, request.image)
         return gateway_pb2.DetectFacesResponse(
             faces=detected.faces, image_width=detected.image_width, image_height=detected.image_height
         )

@@ -22,7 +22,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import SearchPolicy
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, TooLarge, current_trace_id
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, TooLarge
 from candor_kit.identifiers import check_subject_id
 
 DETECT = "candor.detector.v1.detect"
@@ -264,23 +264,31 @@ class Workflow:
         )
         return int(deleted.deleted_records)
 
+    async def list_faces(self, principal: Principal, image: bytes) -> detector_pb2.DetectResponse:
+        """The faces of a photo, without chips, so a caller can choose one by index."""
+        try:
+            principal.require(Permission.DETECT)
+            return await self.detect(image, include_chips=False)
+        except CandorError as error:
+            await self.audit_refusal("detect", error, principal.user)
+            raise
+
     async def verify_audit(self, principal: Principal) -> audit_pb2.VerifyResponse:
         """Ask the audit service to walk the chain."""
-        principal.require(Permission.VERIFY_AUDIT)
-        result = await self._bus.request(
-            AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
-        )
+        try:
+            principal.require(Permission.VERIFY_AUDIT)
+            result = await self._bus.request(
+                AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
+            )
+        except CandorError as error:
+            await self.audit_refusal("verify_audit", error, principal.user)
+            raise
         await self._audit.publish(
             "audit.verified",
             actor=principal.user,
             details={"ok": result.ok, "records": result.records_checked, "first_bad": result.first_bad_sequence},
         )
         return result
-
-    @property
-    def trace_id(self) -> str:
-        """The current trace id."""
-        return current_trace_id()
 
 
 def _box(box: common_pb2.Box) -> dict[str, int]:
