@@ -55,6 +55,23 @@ def nats_server_binary() -> str:
     return found
 
 
+def service_settings(
+    name: str, data_dir: Path, *, tokens_file: Path, purposes: str, allow_uncalibrated: bool
+) -> dict[str, str]:
+    """A service's own settings when its data lives under ``data_dir`` (the stack's layout)."""
+    return {
+        "gateway": {
+            "CANDOR_GATEWAY_TOKENS_FILE": str(tokens_file),
+            "CANDOR_GATEWAY_PURPOSES": purposes,
+            "CANDOR_MODEL_REGISTRY": str(data_dir / "models"),
+            # A developer's stack runs before any calibration exists; production sets false.
+            "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true" if allow_uncalibrated else "false",
+        },
+        "matcher": {"CANDOR_MATCHER_DATA_DIR": str(data_dir / "gallery")},
+        "audit": {"CANDOR_AUDIT_DB": str(data_dir / "audit" / "audit.db")},
+    }.get(name, {})
+
+
 def start_nats_server(folder: Path, port: int, log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
     """Start nats-server on a loopback port with JetStream stored under ``folder``.
 
@@ -235,18 +252,15 @@ class LocalStack:
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }
-        specific = {
-            "gateway": {
-                "CANDOR_GATEWAY_TOKENS_FILE": str(self.tokens_file),
-                "CANDOR_GATEWAY_PURPOSES": self.purposes,
-                "CANDOR_MODEL_REGISTRY": str(self.registry),
-                # A developer's stack runs before any calibration exists; production sets false.
-                "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "false" if self.require_calibration else "true",
-            },
-            "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.data / "gallery")},
-            "audit": {"CANDOR_AUDIT_DB": str(self.data / "audit" / "audit.db")},
-        }
-        env.update(specific.get(name, {}))
+        env.update(
+            service_settings(
+                name,
+                self.data,
+                tokens_file=self.tokens_file,
+                purposes=self.purposes,
+                allow_uncalibrated=not self.require_calibration,
+            )
+        )
         return env
 
     def _spawn_service(self, name: str, state: StackState) -> int:

@@ -22,39 +22,33 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def plot_det(curves: dict[str, Any], path: Path, title: str) -> None:
-    """DET curves: FNMR against FMR on log axes, overall and per group."""
+def _plot_curves(curves: dict[str, Any], path: Path, title: str, roc: bool) -> None:
+    """DET (FNMR against FMR, both log) or ROC (TAR against log FMR), overall and per group."""
     figure, axes = plt.subplots(figsize=(6, 5))
     for label, curve in [("overall", curves["overall"]), *curves["groups"].items()]:
-        fmr = np.clip(curve.fmr, 1e-6, 1)
-        fnmr = np.clip(curve.fnmr, 1e-6, 1)
-        axes.plot(fmr, fnmr, label=label, linewidth=2 if label == "overall" else 1)
+        y = 1 - curve.fnmr if roc else np.clip(curve.fnmr, 1e-6, 1)
+        axes.plot(np.clip(curve.fmr, 1e-6, 1), y, label=label, linewidth=2 if label == "overall" else 1)
     axes.set_xscale("log")
-    axes.set_yscale("log")
+    if not roc:
+        axes.set_yscale("log")
     axes.set_xlabel("false match rate (FMR)")
-    axes.set_ylabel("false non-match rate (FNMR)")
+    axes.set_ylabel("true accept rate (TAR)" if roc else "false non-match rate (FNMR)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def plot_det(curves: dict[str, Any], path: Path, title: str) -> None:
+    """DET curves: FNMR against FMR on log axes, overall and per group."""
+    _plot_curves(curves, path, title, roc=False)
 
 
 def plot_roc(curves: dict[str, Any], path: Path, title: str) -> None:
     """ROC curves: true-accept rate against FMR (log axis), overall and per group."""
-    figure, axes = plt.subplots(figsize=(6, 5))
-    for label, curve in [("overall", curves["overall"]), *curves["groups"].items()]:
-        axes.plot(np.clip(curve.fmr, 1e-6, 1), 1 - curve.fnmr, label=label, linewidth=2 if label == "overall" else 1)
-    axes.set_xscale("log")
-    axes.set_xlabel("false match rate (FMR)")
-    axes.set_ylabel("true accept rate (TAR)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _plot_curves(curves, path, title, roc=True)
 
 
 def plot_histogram(curves: dict[str, Any], threshold: float, path: Path, title: str) -> None:

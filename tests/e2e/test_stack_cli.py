@@ -34,6 +34,24 @@ def candor(stack: LocalStack, *args: str, check: bool = True) -> subprocess.Comp
     return result
 
 
+def search_json(stack: LocalStack, probe: Path, case: str) -> dict:  # type: ignore[type-arg]
+    """Run ``candor search --json`` for a case with the purpose "investigation"."""
+    result = candor(stack, "search", str(probe), "--case", case, "--purpose", "investigation", "--json")
+    return json.loads(result.stdout)
+
+
+def wait_for_audit(stack: LocalStack, sql: str, params: tuple[str, ...] = ()) -> list[tuple]:  # type: ignore[type-arg]
+    """Poll the stack's audit database until ``sql`` returns rows (or fail after 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sqlite3.connect(stack.data / "audit" / "audit.db") as db:
+            rows = db.execute(sql, params).fetchall()
+        if rows:
+            return rows
+        time.sleep(0.2)
+    pytest.fail(f"no audit rows for {sql} {params}")
+
+
 @pytest.fixture(scope="module")
 def gallery(local_stack: LocalStack, samples: Path) -> LocalStack:
     candor(local_stack, "enroll", str(samples / "obama.jpg"), "--subject", "obama")
@@ -55,18 +73,7 @@ def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, sam
     ).stdout
     assert " 1. obama" in out
     assert "investigative lead only: not a basis for arrest" in out
-    found = json.loads(
-        candor(
-            gallery,
-            "search",
-            str(samples / "obama3.jpg"),
-            "--case",
-            "CASE-E2E-1",
-            "--purpose",
-            "investigation",
-            "--json",
-        ).stdout
-    )
+    found = search_json(gallery, samples / "obama3.jpg", "CASE-E2E-1")
     assert found["candidates"][0]["subject_id"] == "obama"
     assert found["candidates"][0]["distance"] < found["model"]["threshold"]
 
@@ -112,28 +119,9 @@ def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(
 
 def test_search_while_audit_is_stopped_lands_after_restart(gallery: LocalStack, samples: Path) -> None:
     gallery.stop_service("audit")
-    found = json.loads(
-        candor(
-            gallery,
-            "search",
-            str(samples / "obama2.jpg"),
-            "--case",
-            "CASE-E2E-4",
-            "--purpose",
-            "investigation",
-            "--json",
-        ).stdout
-    )
+    found = search_json(gallery, samples / "obama2.jpg", "CASE-E2E-4")
     gallery.start_service("audit")
-    database = gallery.data / "audit" / "audit.db"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with sqlite3.connect(database) as db:
-            if db.execute("SELECT 1 FROM audit_record WHERE event_id = ?", (found["search_id"],)).fetchone():
-                break
-        time.sleep(0.2)
-    else:
-        pytest.fail("the search made while audit was down never reached the chain")
+    wait_for_audit(gallery, "SELECT 1 FROM audit_record WHERE event_id = ?", (found["search_id"],))
     assert "audit chain OK" in candor(gallery, "audit", "verify").stdout
 
 
@@ -150,18 +138,7 @@ def test_eval_through_the_running_services_matches_the_in_process_run(
 
 
 def test_logs_are_json_with_the_trace_id_and_never_hold_the_token(gallery: LocalStack, samples: Path) -> None:
-    found = json.loads(
-        candor(
-            gallery,
-            "search",
-            str(samples / "obama2.jpg"),
-            "--case",
-            "CASE-E2E-5",
-            "--purpose",
-            "investigation",
-            "--json",
-        ).stdout
-    )
+    found = search_json(gallery, samples / "obama2.jpg", "CASE-E2E-5")
     token = gallery.token()
     for name in ("gateway", "detector", "embedder", "matcher", "audit"):
         text = (gallery.logs / f"{name}.log").read_text()
@@ -224,16 +201,11 @@ def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_a
         assert record is not None and found["model"]["calibration_id"] == record.calibration_id
         assert found["model"]["threshold"] == pytest.approx(record.threshold, abs=1e-6)
 
-        database = stack.data / "audit" / "audit.db"
+        wanted = {"model.calibrated", "search.refused", "search.completed"}
+        sql = "SELECT DISTINCT kind FROM audit_record WHERE kind IN (?, ?, ?)"
         deadline = time.monotonic() + 30
-        kinds: set[str] = set()
-        while time.monotonic() < deadline and not {"model.calibrated", "search.refused", "search.completed"} <= kinds:
-            with sqlite3.connect(database) as db:
-                kinds = {
-                    row[0]
-                    for row in db.execute("SELECT kind FROM audit_record WHERE case_number IN ('', 'CASE-CAL-1')")
-                }
+        while len(wait_for_audit(stack, sql, tuple(sorted(wanted)))) < len(wanted) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert {"model.calibrated", "search.refused", "search.completed"} <= kinds
+        assert {row[0] for row in wait_for_audit(stack, sql, tuple(sorted(wanted)))} == wanted
     finally:
         stack.down()

@@ -20,7 +20,7 @@ import candor_embedder
 import candor_gateway
 import candor_matcher
 from candor.gateway.v1 import gateway_pb2_grpc
-from candor_cli.stack import free_port
+from candor_cli.stack import free_port, service_settings
 from candor_gateway import token_digest
 from candor_kit import EnvReader
 
@@ -56,16 +56,10 @@ class InProcessStack:
             "CANDOR_GRPC_ADDRESS": self.addresses[name],
             "CANDOR_SHUTDOWN_GRACE_S": "1",
         }
-        specific = {
-            "gateway": {
-                "CANDOR_GATEWAY_TOKENS_FILE": str(self.root / "tokens.json"),
-                "CANDOR_GATEWAY_PURPOSES": PURPOSES,
-                "CANDOR_MODEL_REGISTRY": str(self.root / "models"),
-            },
-            "matcher": {"CANDOR_MATCHER_DATA_DIR": str(self.root / "gallery")},
-            "audit": {"CANDOR_AUDIT_DB": str(self.root / "audit.db")},
-        }
-        return {**base, **specific.get(name, {})}
+        specific = service_settings(
+            name, self.root, tokens_file=self.root / "tokens.json", purposes=PURPOSES, allow_uncalibrated=False
+        )
+        return {**base, **specific}
 
     async def start(self, name: str) -> None:
         module: Any = {

@@ -35,10 +35,16 @@ def test_detector_limit_above_the_message_limit_is_refused() -> None:
         DetectorSettings.from_env(EnvReader(env))
 
 
-def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.json"
+def investigator_tokens(folder: Path) -> Path:
+    """A private tokens file with one investigator."""
+    tokens = folder / "tokens.json"
     tokens.write_text(json.dumps({"tokens": [{"sha256": token_digest("t"), "user": "u", "roles": ["investigator"]}]}))
     os.chmod(tokens, 0o600)
+    return tokens
+
+
+def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
+    tokens = investigator_tokens(tmp_path)
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
         "CANDOR_GATEWAY_TOKENS_FILE": str(tokens),
@@ -52,9 +58,7 @@ def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
 
 
 def test_gateway_without_a_model_registry_is_refused_unless_uncalibrated_models_are_allowed(tmp_path: Path) -> None:
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps({"tokens": [{"sha256": token_digest("t"), "user": "u", "roles": ["investigator"]}]}))
-    os.chmod(tokens, 0o600)
+    tokens = investigator_tokens(tmp_path)
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
         "CANDOR_GATEWAY_TOKENS_FILE": str(tokens),
