@@ -1,24 +1,55 @@
-"""The Qdrant Edge gallery: idempotent enrolment, search, deletion, restart, model checks."""
+"""The gallery on both backends: idempotent enrolment, search, deletion, restart, model checks.
+
+The server backend runs against qdrant-client's local mode, a STAND-IN for a Qdrant server
+(none can be installed here): same client API and results, brute-force search, no payload
+indexes, no shards or replicas.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient
 
 from candor_kit import PreconditionFailed
-from candor_matcher import Gallery, GalleryModel
+from candor_matcher import EdgeBackend, Gallery, GalleryModel, QdrantServerBackend
 
 DLIB = GalleryModel(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128)
+ARC = GalleryModel(id="arcface-r100", version="1.0", metric="cosine", dimension=512)
+
+BackendFactory = Callable[[], object]
 
 
-def vec(seed: int, scale: float = 0.1) -> list[float]:
-    return (np.random.default_rng(seed).normal(size=128) * scale).astype(np.float32).tolist()
+@pytest.fixture(params=["edge", "server-stand-in"])
+def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendFactory]:
+    """Opens the backend on the same storage each call, as a restarted matcher would."""
+    clients: list[QdrantClient] = []
+
+    def factory() -> object:
+        if request.param == "edge":
+            return EdgeBackend(tmp_path / "gallery")
+        for client in clients:  # local mode locks its folder: close the previous "server" first
+            client.close()
+        clients.append(QdrantClient(path=str(tmp_path / "qdrant-stand-in")))
+        return QdrantServerBackend(clients[-1])
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+        yield factory
+    for client in clients:
+        client.close()
 
 
-def test_enrol_is_idempotent_and_search_ranks_by_distance(tmp_path: Path) -> None:
-    index = Gallery(tmp_path).index_for(DLIB)
+def vec(seed: int, scale: float = 0.1, size: int = 128) -> list[float]:
+    return (np.random.default_rng(seed).normal(size=size) * scale).astype(np.float32).tolist()
+
+
+def test_enrol_is_idempotent_and_search_ranks_by_distance(open_backend: BackendFactory) -> None:
+    index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
     record, created = index.enroll("A1", "a" * 64, vec(1), {"source": "booking"})
     assert created
     assert index.enroll("A1", "a" * 64, vec(1), {}) == (record, False)
@@ -27,35 +58,52 @@ def test_enrol_is_idempotent_and_search_ranks_by_distance(tmp_path: Path) -> Non
     hits = index.search(probe, limit=5, max_distance=10.0)
     assert [h.subject_id for h in hits] == ["A1", "B2"]
     assert hits[0].distance < hits[1].distance
-    assert index.search(probe, limit=5, max_distance=hits[0].distance + 1e-3)[0].subject_id == "A1"
-    assert len(index.search(probe, limit=5, max_distance=hits[0].distance + 1e-3)) == 1
+    tight = index.search(probe, limit=5, max_distance=hits[0].distance + 1e-3)
+    assert [h.subject_id for h in tight] == ["A1"]
 
 
-def test_one_candidate_per_subject(tmp_path: Path) -> None:
-    index = Gallery(tmp_path).index_for(DLIB)
+def test_one_candidate_per_subject(open_backend: BackendFactory) -> None:
+    index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
     index.enroll("A1", "a" * 64, vec(1), {})
     index.enroll("A1", "c" * 64, (np.array(vec(1)) + 0.02).tolist(), {})
     index.enroll("B2", "b" * 64, vec(2), {})
-    hits = index.search(vec(1), limit=5, max_distance=10.0)
-    assert [h.subject_id for h in hits] == ["A1", "B2"]
+    assert index.count("A1") == 2
+    assert [h.subject_id for h in index.search(vec(1), limit=5, max_distance=10.0)] == ["A1", "B2"]
 
 
-def test_gallery_survives_a_restart_and_deletion_reaches_the_store(tmp_path: Path) -> None:
-    gallery = Gallery(tmp_path)
+def test_cosine_models_report_distance_as_one_minus_similarity(open_backend: BackendFactory) -> None:
+    index = Gallery(open_backend()).index_for(ARC)  # type: ignore[arg-type]
+    index.enroll("A1", "a" * 64, vec(1, size=512), {})
+    hit = index.search(vec(1, size=512), limit=1, max_distance=0.5)[0]
+    assert hit.subject_id == "A1" and hit.distance == pytest.approx(0.0, abs=1e-5)
+
+
+def test_gallery_survives_a_restart_and_deletion_reaches_the_store(open_backend: BackendFactory) -> None:
+    gallery = Gallery(open_backend())  # type: ignore[arg-type]
     gallery.index_for(DLIB).enroll("A1", "a" * 64, vec(1), {})
     gallery.index_for(DLIB).enroll("B2", "b" * 64, vec(2), {})
     gallery.close()
-    reopened = Gallery(tmp_path)
+    reopened = Gallery(open_backend())  # type: ignore[arg-type]
     assert reopened.index_for(DLIB).count() == 2
     assert reopened.index_for(DLIB).delete_subject("A1") == 1
     reopened.close()
-    final = Gallery(tmp_path).index_for(DLIB)
+    final = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
     assert final.count() == 1
     assert [h.subject_id for h in final.search(vec(1), 5, 10.0)] == ["B2"]
 
 
-def test_vectors_of_another_model_version_are_refused(tmp_path: Path) -> None:
-    gallery = Gallery(tmp_path)
+def test_single_image_delete_keeps_the_subjects_other_images(open_backend: BackendFactory) -> None:
+    index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
+    first, _ = index.enroll("A1", "a" * 64, vec(1), {})
+    index.enroll("A1", "c" * 64, vec(3), {})
+    assert index.delete_record(first)
+    assert not index.delete_record(first)
+    assert index.count("A1") == 1
+    assert all(h.record_id != first for h in index.search(vec(1), 5, 10.0))
+
+
+def test_vectors_of_another_model_version_are_refused(open_backend: BackendFactory) -> None:
+    gallery = Gallery(open_backend())  # type: ignore[arg-type]
     gallery.index_for(DLIB)
     with pytest.raises(PreconditionFailed, match=r"refusing version 2\.0"):
         gallery.index_for(GalleryModel(id=DLIB.id, version="2.0", metric="euclidean", dimension=128))

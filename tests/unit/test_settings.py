@@ -99,3 +99,37 @@ def test_half_a_tls_configuration_is_refused() -> None:
     with pytest.raises(ConfigError) as error:
         MatcherSettings.from_env(EnvReader(env))
     assert "go together" in str(error.value) and "is not a file" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"CANDOR_MATCHER_BACKEND": "server"}, "CANDOR_QDRANT_URL is required"),
+        ({"CANDOR_MATCHER_BACKEND": "server", "CANDOR_QDRANT_URL": "qdrant:6333"}, "http:// or https://"),
+        (
+            {"CANDOR_MATCHER_BACKEND": "server", "CANDOR_QDRANT_URL": "http://q:6333", "CANDOR_QDRANT_API_KEY": "k"},
+            "in the clear",
+        ),
+        ({"CANDOR_MATCHER_BACKEND": "faiss"}, "must be edge or server"),
+    ],
+)
+def test_matcher_backend_settings_are_checked(extra: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MatcherSettings.from_env(EnvReader({"CANDOR_NATS_URL": "nats://127.0.0.1:4222", **extra}))
+
+
+def test_server_backend_settings_keep_the_api_key_out_of_their_repr() -> None:
+    settings = MatcherSettings.from_env(
+        EnvReader(
+            {
+                "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+                "CANDOR_MATCHER_BACKEND": "server",
+                "CANDOR_QDRANT_URL": "https://qdrant.internal:6333",
+                "CANDOR_QDRANT_API_KEY": "sekrit-key",
+                "CANDOR_QDRANT_SHARDS": "6",
+                "CANDOR_QDRANT_REPLICAS": "3",
+            }
+        )
+    )
+    assert (settings.shard_number, settings.replication_factor) == (6, 3)
+    assert "sekrit-key" not in repr(settings)

@@ -1,41 +1,35 @@
-"""The gallery: one Qdrant Edge shard per face model, on disk.
+"""The gallery: one vector collection per face model, over a Qdrant backend.
 
-Every shard records the model it belongs to in ``model.json`` beside it; a write or search with
-another model's vectors is refused, so vectors of different models never mix.
+`GalleryIndex` holds what Candor decides (record ids, payloads, model checks, one candidate per
+subject); a backend (`EdgeBackend` for the embedded default, `QdrantServerBackend` for a Qdrant
+server or cluster) holds the vectors. Every collection records the model it belongs to, and a
+write or search with another model's vectors is refused, so vectors of different models never mix.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from pathlib import Path
-
-from qdrant_edge import (
-    CountRequest,
-    Distance,
-    EdgeConfig,
-    EdgeShard,
-    EdgeVectorParams,
-    FieldCondition,
-    Filter,
-    MatchValue,
-    Point,
-    Query,
-    QueryRequest,
-    UpdateOperation,
-)
+from dataclasses import dataclass
+from typing import Protocol
 
 from candor_kit.errors import InvalidInput, PreconditionFailed
 
 #: Record ids derive from subject id and image hash, so re-enrolling the same photo is a no-op.
 RECORD_NAMESPACE = uuid.UUID("6f1c3d52-8a61-4c0e-9b7e-2a4d5e6f7a80")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_METRICS = {"euclidean": Distance.Euclid, "cosine": Distance.Cosine}
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+METRICS = ("euclidean", "cosine")
+#: Payload fields with an index, for filtered search and deletion.
+INDEXED_FIELDS = {
+    "subject_id": "keyword",
+    "image_sha256": "keyword",
+    "source": "keyword",
+    "status": "keyword",
+    "enrolled_at": "integer",
+}
 
 
 @dataclass(frozen=True)
@@ -57,37 +51,80 @@ class Hit:
     distance: float
 
 
+@dataclass(frozen=True)
+class ScoredRecord:
+    """A backend's raw answer: record id, the engine's score, and the subject."""
+
+    record_id: str
+    score: float
+    subject_id: str
+
+
+class VectorCollection(Protocol):
+    """One model's vectors in a backend. Writes are durable when they return."""
+
+    def contains(self, record_id: str) -> bool:
+        """Whether the record exists."""
+        ...
+
+    def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
+        """Store one record."""
+        ...
+
+    def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
+        """The best-scoring records within the engine's score threshold, best first."""
+        ...
+
+    def count(self, subject_id: str | None = None) -> int:
+        """How many records (of one subject, when given)."""
+        ...
+
+    def delete_subject(self, subject_id: str) -> int:
+        """Remove every record of a subject; returns how many went."""
+        ...
+
+    def delete_record(self, record_id: str) -> bool:
+        """Remove one record; returns whether it existed."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release."""
+        ...
+
+
+class GalleryBackend(Protocol):
+    """Where collections live: opened per model, listed at start."""
+
+    def models(self) -> list[GalleryModel]:
+        """The models that already have a collection."""
+        ...
+
+    def open(self, model: GalleryModel) -> VectorCollection:
+        """The model's collection, created on first use; refuses one made for another model."""
+        ...
+
+
 def record_id_for(subject_id: str, image_sha256: str) -> str:
     """The stable record id of one subject's image."""
     return str(uuid.uuid5(RECORD_NAMESPACE, f"{subject_id}\x00{image_sha256}"))
 
 
-class GalleryIndex:
-    """One model's collection: enrol, search, delete, count."""
+def check_model(model: GalleryModel) -> GalleryModel:
+    """Validate a model description before it names a collection."""
+    if not SAFE_NAME.match(model.id) or not SAFE_NAME.match(model.version):
+        raise InvalidInput(f"model id {model.id!r} or version {model.version!r} is not a safe collection name")
+    if model.metric not in METRICS:
+        raise PreconditionFailed(f"unsupported metric {model.metric!r}")
+    return model
 
-    def __init__(self, folder: Path, model: GalleryModel) -> None:
-        if model.metric not in _METRICS:
-            raise PreconditionFailed(f"unsupported metric {model.metric!r}")
+
+class GalleryIndex:
+    """One model's gallery: enrol, search, delete, count."""
+
+    def __init__(self, collection: VectorCollection, model: GalleryModel) -> None:
         self.model = model
+        self._collection = collection
         self._write_lock = threading.Lock()
-        manifest = folder / "model.json"
-        shard_dir = folder / "shard"
-        if manifest.exists():
-            stored = GalleryModel(**json.loads(manifest.read_text()))
-            if stored != model:
-                raise PreconditionFailed(
-                    f"gallery {folder.name} holds {stored.id} {stored.version} "
-                    f"({stored.dimension}-d {stored.metric}); refusing {model.version} vectors"
-                )
-            self._shard = EdgeShard.load(str(shard_dir))
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            config = EdgeConfig(vectors=EdgeVectorParams(size=model.dimension, distance=_METRICS[model.metric]))
-            self._shard = EdgeShard.create(str(shard_dir), config)
-            self._shard.flush()
-            tmp = manifest.with_suffix(".tmp")
-            tmp.write_text(json.dumps(asdict(model), sort_keys=True))
-            tmp.replace(manifest)
 
     def _check(self, vector: list[float]) -> None:
         if len(vector) != self.model.dimension:
@@ -99,19 +136,20 @@ class GalleryIndex:
         """Store one face; returns the record id and whether it was new. Durable on return."""
         self._check(vector)
         record_id = record_id_for(subject_id, image_sha256)
-        payload = {
+        payload: dict[str, object] = {
             "subject_id": subject_id,
             "image_sha256": image_sha256,
             "model_id": self.model.id,
             "model_version": self.model.version,
             "enrolled_at": int(time.time()),
+            "source": metadata.get("source", ""),
+            "status": "active",
             "metadata": dict(metadata),
         }
         with self._write_lock:
-            created = not self._shard.retrieve([record_id], with_payload=False, with_vector=False)
+            created = not self._collection.contains(record_id)
             if created:
-                self._shard.update(UpdateOperation.upsert_points([Point(record_id, vector, payload)]))
-                self._shard.flush()
+                self._collection.upsert(record_id, vector, payload)
         return record_id, created
 
     def search(self, vector: list[float], limit: int, max_distance: float) -> list[Hit]:
@@ -119,66 +157,56 @@ class GalleryIndex:
         self._check(vector)
         cosine = self.model.metric == "cosine"
         # Several photos of one subject can crowd the top; over-fetch, then keep each subject's best.
-        request = QueryRequest(
-            limit=min(limit * 4, 1000),
-            query=Query.Nearest(vector),
-            with_payload=["subject_id"],
-            score_threshold=(1.0 - max_distance) if cosine else max_distance,
+        scored = self._collection.nearest(
+            vector, min(limit * 4, 1000), (1.0 - max_distance) if cosine else max_distance
         )
         hits: list[Hit] = []
         seen: set[str] = set()
-        for point in self._shard.query(request):
-            subject = str((point.payload or {}).get("subject_id", ""))
-            if subject in seen:
+        for record in scored:
+            if record.subject_id in seen:
                 continue
-            seen.add(subject)
-            distance = (1.0 - point.score) if cosine else point.score
-            hits.append(Hit(record_id=str(point.id), subject_id=subject, distance=float(distance)))
+            seen.add(record.subject_id)
+            distance = (1.0 - record.score) if cosine else record.score
+            hits.append(Hit(record_id=record.record_id, subject_id=record.subject_id, distance=float(distance)))
             if len(hits) == limit:
                 break
         return hits
 
     def delete_subject(self, subject_id: str) -> int:
         """Remove every record of a subject; durable on return. Returns how many went."""
-        subject_filter = Filter(must=[FieldCondition(key="subject_id", match=MatchValue(subject_id))])
         with self._write_lock:
-            count = self._shard.count(CountRequest(exact=True, filter=subject_filter))
-            if count:
-                self._shard.update(UpdateOperation.delete_points_by_filter(subject_filter))
-                self._shard.flush()
-        return int(count)
+            return self._collection.delete_subject(subject_id)
 
-    def count(self) -> int:
-        """How many records the collection holds."""
-        return int(self._shard.count(CountRequest(exact=True)))
+    def delete_record(self, record_id: str) -> bool:
+        """Remove one record (one photo of a subject); durable on return."""
+        with self._write_lock:
+            return self._collection.delete_record(record_id)
+
+    def count(self, subject_id: str | None = None) -> int:
+        """How many records the collection holds (of one subject, when given)."""
+        return self._collection.count(subject_id)
 
     def close(self) -> None:
-        """Flush and release the shard."""
+        """Flush and release the collection."""
         with self._write_lock:
-            self._shard.flush()
-            self._shard.close()
+            self._collection.close()
 
 
 class Gallery:
-    """All models' collections under one data folder."""
+    """Every model's collection in one backend."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._data_dir = data_dir
-        self._indexes: dict[str, GalleryIndex] = {}
+    def __init__(self, backend: GalleryBackend) -> None:
+        self._backend = backend
         self._lock = threading.Lock()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for manifest in sorted(data_dir.glob("*/model.json")):
-            model = GalleryModel(**json.loads(manifest.read_text()))
-            self._indexes[model.id] = GalleryIndex(manifest.parent, model)
+        self._indexes = {model.id: GalleryIndex(backend.open(model), model) for model in backend.models()}
 
     def index_for(self, model: GalleryModel) -> GalleryIndex:
         """The collection for a model, created on first use; a version mismatch is refused."""
-        if not _SAFE_NAME.match(model.id):
-            raise InvalidInput(f"model id {model.id!r} is not a safe collection name")
+        check_model(model)
         with self._lock:
             index = self._indexes.get(model.id)
             if index is None:
-                index = self._indexes[model.id] = GalleryIndex(self._data_dir / model.id, model)
+                index = self._indexes[model.id] = GalleryIndex(self._backend.open(model), model)
             elif index.model != model:
                 raise PreconditionFailed(
                     f"gallery {model.id} holds version {index.model.version} ({index.model.dimension}-d "

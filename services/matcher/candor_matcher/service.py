@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -13,7 +13,9 @@ from candor.common.v1 import common_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, rpc
 from candor_kit.identifiers import check_subject_id
-from candor_matcher.gallery import Gallery, GalleryModel
+from candor_matcher.edge_backend import EdgeBackend
+from candor_matcher.gallery import Gallery, GalleryBackend, GalleryModel
+from candor_matcher.server_backend import QdrantServerBackend
 
 ENROLL_SUBJECT = "candor.matcher.v1.enroll"
 SEARCH_SUBJECT = "candor.matcher.v1.search"
@@ -28,18 +30,51 @@ class MatcherSettings:
     """Matcher configuration, from the environment."""
 
     common: CommonSettings
-    data_dir: Path
+    backend: str
+    data_dir: Path | None = None
+    qdrant_url: str = ""
+    qdrant_api_key: str = field(default="", repr=False)
+    shard_number: int = 1
+    replication_factor: int = 1
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> MatcherSettings:
-        """Read CANDOR_MATCHER_DATA_DIR; raises ConfigError naming every bad value."""
+        """Read CANDOR_MATCHER_* and CANDOR_QDRANT_*; raises ConfigError naming every bad value."""
         env = env or EnvReader()
-        settings = cls(
-            common=CommonSettings.read("matcher", env),
-            data_dir=Path(env.text("CANDOR_MATCHER_DATA_DIR")),
-        )
+        common = CommonSettings.read("matcher", env)
+        backend = env.text("CANDOR_MATCHER_BACKEND", "edge")
+        if backend == "edge":
+            settings = cls(common=common, backend=backend, data_dir=Path(env.text("CANDOR_MATCHER_DATA_DIR")))
+        elif backend == "server":
+            url = env.text("CANDOR_QDRANT_URL")
+            if url and not url.startswith(("http://", "https://")):
+                env.problem("CANDOR_QDRANT_URL must start with http:// or https://")
+            api_key = env.text("CANDOR_QDRANT_API_KEY", "")
+            if url.startswith("http://") and api_key:
+                env.problem("CANDOR_QDRANT_API_KEY over plain http:// would send the key in the clear; use https://")
+            settings = cls(
+                common=common,
+                backend=backend,
+                qdrant_url=url,
+                qdrant_api_key=api_key,
+                shard_number=env.number("CANDOR_QDRANT_SHARDS", 1, int, 1, 1024),
+                replication_factor=env.number("CANDOR_QDRANT_REPLICAS", 1, int, 1, 16),
+            )
+        else:
+            env.problem("CANDOR_MATCHER_BACKEND must be edge or server")
+            settings = cls(common=common, backend=backend)
         env.done()
         return settings
+
+    def build_backend(self) -> GalleryBackend:
+        """The configured backend."""
+        if self.backend == "server":
+            from qdrant_client import QdrantClient
+
+            client = QdrantClient(url=self.qdrant_url, api_key=self.qdrant_api_key or None, timeout=30)
+            return QdrantServerBackend(client, self.shard_number, self.replication_factor)
+        assert self.data_dir is not None
+        return EdgeBackend(self.data_dir)
 
 
 def _model(ref: common_pb2.ModelRef) -> GalleryModel:
@@ -143,7 +178,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
 
 async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     """Run the matcher until ``stop`` is set."""
-    gallery = Gallery(settings.data_dir)
+    gallery = Gallery(settings.build_backend())
     service = MatchingService(gallery)
     try:
         async with ServiceHost(settings.common, ["candor.matcher.v1.MatcherService"]) as host:

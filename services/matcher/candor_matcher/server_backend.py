@@ -1,0 +1,116 @@
+"""The server backend: a Qdrant server or cluster through qdrant-client.
+
+Collections are named ``candor_<model id>_<version>`` and carry the model in their metadata;
+shard number and replication factor are set when a collection is created. Writes wait for the
+server's acknowledgement (``wait=True``) so an enrolment or deletion is in effect on return.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from qdrant_client import QdrantClient, models
+
+from candor_kit.errors import PreconditionFailed
+from candor_matcher.gallery import INDEXED_FIELDS, GalleryModel, ScoredRecord, check_model
+
+PREFIX = "candor_"
+_DISTANCE = {"euclidean": models.Distance.EUCLID, "cosine": models.Distance.COSINE}
+_SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
+
+
+def _subject(subject_id: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="subject_id", match=models.MatchValue(value=subject_id))])
+
+
+class ServerCollection:
+    """One model's collection on the server."""
+
+    def __init__(self, client: QdrantClient, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    def contains(self, record_id: str) -> bool:
+        """Whether the record exists."""
+        return bool(self._client.retrieve(self._name, [record_id], with_payload=False, with_vectors=False))
+
+    def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
+        """Store one record; returns once the server has applied it."""
+        self._client.upsert(self._name, [models.PointStruct(id=record_id, vector=vector, payload=payload)], wait=True)
+
+    def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
+        """Nearest records within the score threshold."""
+        points = self._client.query_points(
+            self._name, query=vector, limit=limit, score_threshold=score_threshold, with_payload=["subject_id"]
+        ).points
+        return [ScoredRecord(str(p.id), float(p.score), str((p.payload or {}).get("subject_id", ""))) for p in points]
+
+    def count(self, subject_id: str | None = None) -> int:
+        """How many records (of one subject, when given)."""
+        return int(
+            self._client.count(self._name, count_filter=_subject(subject_id) if subject_id else None, exact=True).count
+        )
+
+    def delete_subject(self, subject_id: str) -> int:
+        """Remove a subject's records from every replica before returning."""
+        count = self.count(subject_id)
+        if count:
+            self._client.delete(
+                self._name, points_selector=models.FilterSelector(filter=_subject(subject_id)), wait=True
+            )
+        return count
+
+    def delete_record(self, record_id: str) -> bool:
+        """Remove one record before returning."""
+        if not self.contains(record_id):
+            return False
+        self._client.delete(self._name, points_selector=models.PointIdsList(points=[record_id]), wait=True)
+        return True
+
+    def close(self) -> None:
+        """Nothing to flush: the server owns durability."""
+
+
+class QdrantServerBackend:
+    """Collections on a Qdrant server or cluster."""
+
+    def __init__(self, client: QdrantClient, shard_number: int = 1, replication_factor: int = 1) -> None:
+        self._client = client
+        self._shards = shard_number
+        self._replicas = replication_factor
+
+    @staticmethod
+    def collection_name(model: GalleryModel) -> str:
+        """``candor_<model id>_<version>``."""
+        return f"{PREFIX}{model.id}_{model.version}"
+
+    def models(self) -> list[GalleryModel]:
+        """Models with a Candor collection on the server."""
+        found = []
+        for collection in self._client.get_collections().collections:
+            if collection.name.startswith(PREFIX):
+                metadata = self._client.get_collection(collection.name).config.metadata or {}
+                if "candor_model" in metadata:
+                    found.append(GalleryModel(**metadata["candor_model"]))
+        return found
+
+    def open(self, model: GalleryModel) -> ServerCollection:
+        """The model's collection, created with its payload indexes on first use."""
+        check_model(model)
+        name = self.collection_name(model)
+        if self._client.collection_exists(name):
+            metadata = self._client.get_collection(name).config.metadata or {}
+            stored = metadata.get("candor_model")
+            if stored is None or GalleryModel(**stored) != model:
+                raise PreconditionFailed(f"collection {name} was not made for {model.id} {model.version}")
+            return ServerCollection(self._client, name)
+        self._client.create_collection(
+            name,
+            vectors_config=models.VectorParams(size=model.dimension, distance=_DISTANCE[model.metric]),
+            shard_number=self._shards,
+            replication_factor=self._replicas,
+            metadata={"candor_model": asdict(model)},
+        )
+        for field, kind in INDEXED_FIELDS.items():
+            self._client.create_payload_index(name, field, _SCHEMA[kind], wait=True)
+        return ServerCollection(self._client, name)
