@@ -60,6 +60,11 @@ class GatewayClient:
         request = gateway_pb2.DeleteSubjectRequest(subject_id=subject_id, reason=reason)
         return self._stub.DeleteSubject(request, metadata=self._metadata, timeout=self._timeout)
 
+    def delete_record(self, record_id: str, reason: str) -> gateway_pb2.DeleteRecordResponse:
+        """Expunge one enrolled photo."""
+        request = gateway_pb2.DeleteRecordRequest(record_id=record_id, reason=reason)
+        return self._stub.DeleteRecord(request, metadata=self._metadata, timeout=self._timeout)
+
     def verify_audit(self) -> audit_pb2.VerifyResponse:
         """Verify the audit chain."""
         return self._stub.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=self._metadata, timeout=self._timeout)

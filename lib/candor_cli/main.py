@@ -59,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     faces.add_argument("image", type=Path)
     faces.add_argument("--json", action="store_true")
 
-    delete = commands.add_parser("delete", parents=[common], help="expunge a subject from the gallery")
-    delete.add_argument("subject")
+    delete = commands.add_parser("delete", parents=[common], help="expunge a subject, or one record, from the gallery")
+    delete.add_argument("subject", nargs="?", help="the subject id (every record of it)")
+    delete.add_argument("--record", help="one record id (one enrolled photo) instead of a whole subject")
     delete.add_argument("--reason", required=True)
 
     add_eval_commands(commands, common)
@@ -153,8 +154,14 @@ def _run(args: argparse.Namespace) -> int:
                     b = face.box
                     print(f"  [{index}] box {b.x},{b.y} {b.width}x{b.height}  score {face.quality.detector_score:.2f}")
         elif args.command == "delete":
-            deleted = client.delete_subject(args.subject, args.reason)
-            print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+            if bool(args.subject) == bool(args.record):
+                raise StackError("name a subject or --record RECORD_ID, not both")
+            if args.record:
+                gone = client.delete_record(args.record, args.reason)
+                print(f"deleted record {args.record} of {gone.subject_id}")
+            else:
+                deleted = client.delete_subject(args.subject, args.reason)
+                print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
         elif args.command == "audit":
             result = client.verify_audit()
             if args.json:

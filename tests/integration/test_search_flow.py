@@ -307,3 +307,36 @@ async def test_denied_face_listing_and_audit_verification_are_audited(
         return {("detect.refused", "audrey"), ("verify_audit.refused", "ivy")} <= kinds
 
     await eventually(both_audited)
+
+
+async def test_single_record_delete_removes_one_photo_and_keeps_the_others(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    biden = (samples / "biden.jpg").read_bytes()
+    first = await gateway.Enroll(gateway_pb2.EnrollRequest(image=biden, subject_id="rec-subject"), metadata=ENROLLER)
+    second = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama_partial_face.jpg").read_bytes(), subject_id="rec-subject"),
+        metadata=ENROLLER,
+    )
+    assert first.record_id != second.record_id
+    assert (await search(gateway, biden)).candidates[0].record_id == first.record_id
+
+    gone = await gateway.DeleteRecord(
+        gateway_pb2.DeleteRecordRequest(record_id=first.record_id, reason="wrong person enrolled"), metadata=ENROLLER
+    )
+    assert gone.deleted and gone.subject_id == "rec-subject"
+    assert all(c.record_id != first.record_id for c in (await search(gateway, biden)).candidates)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await gateway.DeleteRecord(
+            gateway_pb2.DeleteRecordRequest(record_id=first.record_id, reason="again"), metadata=ENROLLER
+        )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+    async def audited() -> bool:
+        kinds = {r.event.kind for r in await audit_records(stack) if first.record_id in r.event.details_json}
+        return {"record.deleted", "delete_record.refused"} <= kinds
+
+    await eventually(audited)
+    # The subject's other photo is still enrolled and still found.
+    partial = await search(gateway, (samples / "obama_partial_face.jpg").read_bytes())
+    assert second.record_id in [c.record_id for c in partial.candidates]

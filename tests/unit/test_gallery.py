@@ -96,8 +96,8 @@ def test_single_image_delete_keeps_the_subjects_other_images(open_backend: Backe
     index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
     first, _ = index.enroll("A1", "a" * 64, vec(1), {})
     index.enroll("A1", "c" * 64, vec(3), {})
-    assert index.delete_record(first)
-    assert not index.delete_record(first)
+    assert index.delete_record(first) == "A1"
+    assert index.delete_record(first) is None
     assert index.count("A1") == 1
     assert all(h.record_id != first for h in index.search(vec(1), 5, 10.0))
 

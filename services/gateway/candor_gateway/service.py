@@ -150,6 +150,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
 
     @rpc(SERVICE)
+    async def DeleteRecord(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.DeleteRecordRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.DeleteRecordResponse:
+        principal = await self._principal(context, "delete_record")
+        deleted = await self._workflow.delete_record(principal, request.record_id, request.reason)
+        return gateway_pb2.DeleteRecordResponse(deleted=deleted.deleted, subject_id=deleted.subject_id)
+
+    @rpc(SERVICE)
     async def VerifyAudit(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.VerifyAuditRequest, context: grpc.aio.ServicerContext
     ):  # type: ignore[no-untyped-def]

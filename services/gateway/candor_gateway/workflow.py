@@ -22,7 +22,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import SearchPolicy
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, TooLarge
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, TooLarge
 from candor_kit.identifiers import check_subject_id
 
 DETECT = "candor.detector.v1.detect"
@@ -30,6 +30,7 @@ EMBED = "candor.embedder.v1.embed"
 MATCH_ENROLL = "candor.matcher.v1.enroll"
 MATCH_SEARCH = "candor.matcher.v1.search"
 MATCH_DELETE = "candor.matcher.v1.delete_subject"
+MATCH_DELETE_RECORD = "candor.matcher.v1.delete_record"
 AUDIT_VERIFY = "candor.audit.v1.verify"
 
 log = structlog.get_logger("candor.gateway")
@@ -263,6 +264,34 @@ class Workflow:
             details={"subject_id": subject_id, "reason": reason, "records": deleted.deleted_records},
         )
         return int(deleted.deleted_records)
+
+    async def delete_record(
+        self, principal: Principal, record_id: str, reason: str
+    ) -> matcher_pb2.DeleteRecordResponse:
+        """Expunge one enrolled photo, keeping the subject's other records."""
+        try:
+            principal.require(Permission.DELETE)
+            if not reason.strip():
+                raise InvalidInput("a reason is required to delete a record")
+            deleted = await self._bus.request(
+                MATCH_DELETE_RECORD,
+                matcher_pb2.DeleteRecordRequest(record_id=record_id),
+                matcher_pb2.DeleteRecordResponse,
+                self._timeout,
+            )
+        except CandorError as error:
+            await self.audit_refusal("delete_record", error, principal.user)
+            raise
+        if not deleted.deleted:
+            error = NotFound(f"no gallery holds record {record_id}")
+            await self.audit_refusal("delete_record", error, principal.user)
+            raise error
+        await self._audit.publish(
+            "record.deleted",
+            actor=principal.user,
+            details={"record_id": record_id, "subject_id": deleted.subject_id, "reason": reason},
+        )
+        return deleted
 
     async def list_faces(self, principal: Principal, image: bytes) -> detector_pb2.DetectResponse:
         """The faces of a photo, without chips, so a caller can choose one by index."""

@@ -70,13 +70,14 @@ class EdgeCollection:
             self._shard.flush()
         return count
 
-    def delete_record(self, record_id: str) -> bool:
-        """Remove one record and flush."""
-        if not self.contains(record_id):
-            return False
+    def delete_record(self, record_id: str) -> str | None:
+        """Remove one record and flush; returns its subject id."""
+        found = self._shard.retrieve([record_id], with_payload=["subject_id"], with_vector=False)
+        if not found:
+            return None
         self._shard.update(UpdateOperation.delete_points([record_id]))
         self._shard.flush()
-        return True
+        return str((found[0].payload or {}).get("subject_id", ""))
 
     def close(self) -> None:
         """Flush and close the shard."""

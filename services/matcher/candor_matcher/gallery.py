@@ -83,8 +83,8 @@ class VectorCollection(Protocol):
         """Remove every record of a subject; returns how many went."""
         ...
 
-    def delete_record(self, record_id: str) -> bool:
-        """Remove one record; returns whether it existed."""
+    def delete_record(self, record_id: str) -> str | None:
+        """Remove one record; returns its subject id, or None when it did not exist."""
         ...
 
     def close(self) -> None:
@@ -177,8 +177,8 @@ class GalleryIndex:
         with self._write_lock:
             return self._collection.delete_subject(subject_id)
 
-    def delete_record(self, record_id: str) -> bool:
-        """Remove one record (one photo of a subject); durable on return."""
+    def delete_record(self, record_id: str) -> str | None:
+        """Remove one record (one photo of a subject); durable on return. Returns its subject id."""
         with self._write_lock:
             return self._collection.delete_record(record_id)
 

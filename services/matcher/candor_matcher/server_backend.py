@@ -60,12 +60,13 @@ class ServerCollection:
             )
         return count
 
-    def delete_record(self, record_id: str) -> bool:
-        """Remove one record before returning."""
-        if not self.contains(record_id):
-            return False
+    def delete_record(self, record_id: str) -> str | None:
+        """Remove one record before returning; returns its subject id."""
+        found = self._client.retrieve(self._name, [record_id], with_payload=["subject_id"], with_vectors=False)
+        if not found:
+            return None
         self._client.delete(self._name, points_selector=models.PointIdsList(points=[record_id]), wait=True)
-        return True
+        return str((found[0].payload or {}).get("subject_id", ""))
 
     def close(self) -> None:
         """Nothing to flush: the server owns durability."""

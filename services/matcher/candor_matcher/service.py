@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from candor_matcher.server_backend import QdrantServerBackend
 ENROLL_SUBJECT = "candor.matcher.v1.enroll"
 SEARCH_SUBJECT = "candor.matcher.v1.search"
 DELETE_SUBJECT = "candor.matcher.v1.delete_subject"
+DELETE_RECORD = "candor.matcher.v1.delete_record"
 GALLERY_SUBJECT = "candor.matcher.v1.gallery"
 MAX_LIMIT = 200
 log = structlog.get_logger("candor.matcher")
@@ -145,6 +147,19 @@ class MatchingService:
         log.info("subject_deleted", records=deleted)
         return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted)
 
+    async def delete_record(self, request: matcher_pb2.DeleteRecordRequest) -> matcher_pb2.DeleteRecordResponse:
+        """Remove one record from whichever gallery holds it."""
+        try:
+            uuid.UUID(request.record_id)
+        except ValueError as exc:
+            raise InvalidInput("record_id must be a UUID") from exc
+        for index in self._gallery.all_indexes():
+            subject = await asyncio.to_thread(index.delete_record, request.record_id)
+            if subject is not None:
+                log.info("record_deleted", record_id=request.record_id, model=index.model.id)
+                return matcher_pb2.DeleteRecordResponse(deleted=True, subject_id=subject)
+        return matcher_pb2.DeleteRecordResponse(deleted=False)
+
     async def gallery(self, request: matcher_pb2.GetGalleryRequest) -> matcher_pb2.GetGalleryResponse:
         """How many records a model's gallery holds (all models when none is named)."""
         indexes = self._gallery.all_indexes()
@@ -172,6 +187,10 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         return await self._service.delete_subject(request)
 
     @rpc("candor.matcher.v1.MatcherService")
+    async def DeleteRecord(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.delete_record(request)
+
+    @rpc("candor.matcher.v1.MatcherService")
     async def GetGallery(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.gallery(request)
 
@@ -188,6 +207,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(ENROLL_SUBJECT, "matcher", matcher_pb2.EnrollRequest, service.enroll)
             await host.bus.serve(SEARCH_SUBJECT, "matcher", matcher_pb2.SearchRequest, service.search)
             await host.bus.serve(DELETE_SUBJECT, "matcher", matcher_pb2.DeleteSubjectRequest, service.delete_subject)
+            await host.bus.serve(DELETE_RECORD, "matcher", matcher_pb2.DeleteRecordRequest, service.delete_record)
             await host.bus.serve(GALLERY_SUBJECT, "matcher", matcher_pb2.GetGalleryRequest, service.gallery)
             await host.mark_serving()
             await stop.wait()

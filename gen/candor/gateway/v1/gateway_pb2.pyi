@@ -101,6 +101,22 @@ class DeleteSubjectResponse(_message.Message):
     deleted_records: int
     def __init__(self, deleted_records: _Optional[int] = ...) -> None: ...
 
+class DeleteRecordRequest(_message.Message):
+    __slots__ = ("record_id", "reason")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    reason: str
+    def __init__(self, record_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class DeleteRecordResponse(_message.Message):
+    __slots__ = ("deleted", "subject_id")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    subject_id: str
+    def __init__(self, deleted: _Optional[bool] = ..., subject_id: _Optional[str] = ...) -> None: ...
+
 class VerifyAuditRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

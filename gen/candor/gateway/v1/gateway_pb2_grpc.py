@@ -55,6 +55,11 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteSubjectRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteSubjectResponse.FromString,
                 _registered_method=True)
+        self.DeleteRecord = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/DeleteRecord',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRecordRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRecordResponse.FromString,
+                _registered_method=True)
         self.VerifyAudit = channel.unary_unary(
                 '/candor.gateway.v1.GatewayService/VerifyAudit',
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.VerifyAuditRequest.SerializeToString,
@@ -93,6 +98,13 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRecord(self, request, context):
+        """Removes one enrolled photo (a record) from the gallery, keeping the subject's others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VerifyAudit(self, request, context):
         """Verifies the audit chain.
         """
@@ -122,6 +134,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteSubject,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteSubjectRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteSubjectResponse.SerializeToString,
+            ),
+            'DeleteRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecord,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRecordRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRecordResponse.SerializeToString,
             ),
             'VerifyAudit': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyAudit,
@@ -237,6 +254,33 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/DeleteSubject',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteSubjectRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/DeleteRecord',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRecordRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.DeleteRecordResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from candor.common.v1 import common_pb2 as candor_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/matcher/v1/matcher.proto\x12\x11\x63\x61ndor.matcher.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\"\x87\x02\n\rEnrollRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\x14\n\x0cimage_sha256\x18\x04 \x01(\t\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..candor.matcher.v1.EnrollRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x8f\x01\n\rSearchRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x02 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\"A\n\x0eSearchResponse\x12/\n\ncandidates\x18\x01 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\"<\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"%\n\x11GetGalleryRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"%\n\x12GetGalleryResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\x32\xed\x02\n\x0eMatcherService\x12M\n\x06\x45nroll\x12 .candor.matcher.v1.EnrollRequest\x1a!.candor.matcher.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.matcher.v1.SearchRequest\x1a!.candor.matcher.v1.SearchResponse\x12\x62\n\rDeleteSubject\x12\'.candor.matcher.v1.DeleteSubjectRequest\x1a(.candor.matcher.v1.DeleteSubjectResponse\x12Y\n\nGetGallery\x12$.candor.matcher.v1.GetGalleryRequest\x1a%.candor.matcher.v1.GetGalleryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/matcher/v1/matcher.proto\x12\x11\x63\x61ndor.matcher.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\"\x87\x02\n\rEnrollRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\x14\n\x0cimage_sha256\x18\x04 \x01(\t\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..candor.matcher.v1.EnrollRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\x8f\x01\n\rSearchRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x02 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\"A\n\x0eSearchResponse\x12/\n\ncandidates\x18\x01 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\"<\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"(\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"%\n\x11GetGalleryRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"%\n\x12GetGalleryResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\x32\xce\x03\n\x0eMatcherService\x12M\n\x06\x45nroll\x12 .candor.matcher.v1.EnrollRequest\x1a!.candor.matcher.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.matcher.v1.SearchRequest\x1a!.candor.matcher.v1.SearchResponse\x12\x62\n\rDeleteSubject\x12\'.candor.matcher.v1.DeleteSubjectRequest\x1a(.candor.matcher.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.matcher.v1.DeleteRecordRequest\x1a\'.candor.matcher.v1.DeleteRecordResponse\x12Y\n\nGetGallery\x12$.candor.matcher.v1.GetGalleryRequest\x1a%.candor.matcher.v1.GetGalleryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,10 +48,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESUBJECTREQUEST']._serialized_end=678
   _globals['_DELETESUBJECTRESPONSE']._serialized_start=680
   _globals['_DELETESUBJECTRESPONSE']._serialized_end=728
-  _globals['_GETGALLERYREQUEST']._serialized_start=730
-  _globals['_GETGALLERYREQUEST']._serialized_end=767
-  _globals['_GETGALLERYRESPONSE']._serialized_start=769
-  _globals['_GETGALLERYRESPONSE']._serialized_end=806
-  _globals['_MATCHERSERVICE']._serialized_start=809
-  _globals['_MATCHERSERVICE']._serialized_end=1174
+  _globals['_DELETERECORDREQUEST']._serialized_start=730
+  _globals['_DELETERECORDREQUEST']._serialized_end=770
+  _globals['_DELETERECORDRESPONSE']._serialized_start=772
+  _globals['_DELETERECORDRESPONSE']._serialized_end=831
+  _globals['_GETGALLERYREQUEST']._serialized_start=833
+  _globals['_GETGALLERYREQUEST']._serialized_end=870
+  _globals['_GETGALLERYRESPONSE']._serialized_start=872
+  _globals['_GETGALLERYRESPONSE']._serialized_end=909
+  _globals['_MATCHERSERVICE']._serialized_start=912
+  _globals['_MATCHERSERVICE']._serialized_end=1374
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class MatcherServiceStub:
                 request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteSubjectRequest.SerializeToString,
                 response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteSubjectResponse.FromString,
                 _registered_method=True)
+        self.DeleteRecord = channel.unary_unary(
+                '/candor.matcher.v1.MatcherService/DeleteRecord',
+                request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteRecordRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteRecordResponse.FromString,
+                _registered_method=True)
         self.GetGallery = channel.unary_unary(
                 '/candor.matcher.v1.MatcherService/GetGallery',
                 request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryRequest.SerializeToString,
@@ -77,6 +82,12 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetGallery(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -100,6 +111,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.DeleteSubject,
                     request_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteSubjectRequest.FromString,
                     response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteSubjectResponse.SerializeToString,
+            ),
+            'DeleteRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRecord,
+                    request_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteRecordRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteRecordResponse.SerializeToString,
             ),
             'GetGallery': grpc.unary_unary_rpc_method_handler(
                     servicer.GetGallery,
@@ -188,6 +204,33 @@ class MatcherService:
             '/candor.matcher.v1.MatcherService/DeleteSubject',
             candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteSubjectRequest.SerializeToString,
             candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.matcher.v1.MatcherService/DeleteRecord',
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteRecordRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.DeleteRecordResponse.FromString,
             options,
             channel_credentials,
             insecure,
