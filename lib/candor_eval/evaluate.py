@@ -164,6 +164,8 @@ def summarise(
             "images": len(dataset.images),
             "identities": len({i.identity for i in dataset.images}),
         },
+        # Images where the largest of several faces was taken: worth a look in a crowded dataset.
+        "images_with_several_faces": sum(1 for e in embedded if e.faces_found > 1),
         "failure_to_enrol": {
             "count": sum(failures.values()),
             "rate": sum(failures.values()) / max(len(embedded), 1),

@@ -1,7 +1,7 @@
 """Candor's shared service kit: settings, logging, telemetry, the NATS bus, gRPC serving, errors."""
 
 from candor_kit.audit_events import AuditPublisher, ensure_audit_stream
-from candor_kit.bus import Bus, Retry, settle
+from candor_kit.bus import Bus, settle
 from candor_kit.errors import (
     CandorError,
     ConfigError,
@@ -36,7 +36,6 @@ __all__ = [
     "NotFound",
     "PolicyViolation",
     "PreconditionFailed",
-    "Retry",
     "ServiceHost",
     "ServiceUnavailable",
     "TooLarge",

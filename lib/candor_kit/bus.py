@@ -153,15 +153,11 @@ class Bus:
                 await self.client.close()
 
 
-class Retry(Exception):
-    """Raised by a JetStream handler for a transient failure: the message is redelivered later."""
-
-
 async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter: str, bus: Bus) -> None:
     """Run a JetStream handler and settle the message: the project's one ack policy.
 
-    Success acks. ``Retry`` (or an unexpected error) naks with a delay that grows with each
-    delivery. A poison message (one that cannot be decoded, or is rejected as invalid) is
+    Success acks. Any other failure naks with a delay that grows with each delivery, so the
+    message comes back later. A poison message (one that cannot be decoded, or is rejected as invalid) is
     terminated and copied to the dead-letter subject.
     """
     parent = extract_context(msg.headers)
