@@ -340,3 +340,23 @@ async def test_single_record_delete_removes_one_photo_and_keeps_the_others(
     # The subject's other photo is still enrolled and still found.
     partial = await search(gateway, (samples / "obama_partial_face.jpg").read_bytes())
     assert second.record_id in [c.record_id for c in partial.candidates]
+
+
+async def test_search_while_the_detector_is_down_is_unavailable_audited_and_recovers(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    await stack.stop("detector")
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await search(gateway, (samples / "obama2.jpg").read_bytes(), case="CASE-DOWN-1")
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "no service is answering" in error.value.details()
+    finally:
+        await stack.start("detector")
+
+    async def refusal_recorded() -> bool:
+        records = await audit_records(stack, case_number="CASE-DOWN-1")
+        return any(json.loads(r.event.details_json).get("code") == "UNAVAILABLE" for r in records)
+
+    await eventually(refusal_recorded)
+    assert (await search(gateway, (samples / "obama2.jpg").read_bytes())).candidates[0].subject_id == "obama"
