@@ -71,6 +71,16 @@ def test_one_candidate_per_subject(open_backend: BackendFactory) -> None:
     assert [h.subject_id for h in index.search(vec(1), limit=5, max_distance=10.0)] == ["A1", "B2"]
 
 
+def test_a_subject_with_many_photos_does_not_crowd_out_the_next_subject(open_backend: BackendFactory) -> None:
+    index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
+    base = np.array(vec(1))
+    for n in range(12):  # twelve photos of A, all nearer the probe than B's one photo
+        index.enroll("A1", f"{n:064x}", (base + 0.001 * (n + 1)).tolist(), {})
+    index.enroll("B2", "b" * 64, (base + 0.5).tolist(), {})
+    hits = index.search(base.tolist(), limit=2, max_distance=100.0)
+    assert [h.subject_id for h in hits] == ["A1", "B2"]
+
+
 def test_cosine_models_report_distance_as_one_minus_similarity(open_backend: BackendFactory) -> None:
     index = Gallery(open_backend()).index_for(ARC)  # type: ignore[arg-type]
     index.enroll("A1", "a" * 64, vec(1, size=512), {})

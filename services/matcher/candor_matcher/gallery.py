@@ -22,6 +22,8 @@ from candor_kit.errors import InvalidInput, PreconditionFailed
 RECORD_NAMESPACE = uuid.UUID("6f1c3d52-8a61-4c0e-9b7e-2a4d5e6f7a80")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 METRICS = ("euclidean", "cosine")
+#: The most records one search reads while collecting distinct subjects.
+MAX_FETCH = 100_000
 #: Payload fields with an index, for filtered search and deletion.
 INDEXED_FIELDS = {
     "subject_id": "keyword",
@@ -156,21 +158,26 @@ class GalleryIndex:
         """The best record of each of up to ``limit`` subjects within ``max_distance``, nearest first."""
         self._check(vector)
         cosine = self.model.metric == "cosine"
-        # Several photos of one subject can crowd the top; over-fetch, then keep each subject's best.
-        scored = self._collection.nearest(
-            vector, min(limit * 4, 1000), (1.0 - max_distance) if cosine else max_distance
-        )
-        hits: list[Hit] = []
-        seen: set[str] = set()
-        for record in scored:
-            if record.subject_id in seen:
-                continue
-            seen.add(record.subject_id)
-            distance = (1.0 - record.score) if cosine else record.score
-            hits.append(Hit(record_id=record.record_id, subject_id=record.subject_id, distance=float(distance)))
-            if len(hits) == limit:
-                break
-        return hits
+        threshold = (1.0 - max_distance) if cosine else max_distance
+        # Several photos of one subject can crowd the top. Fetch more records until `limit`
+        # distinct subjects are found or the records within the threshold run out, so a subject
+        # is never dropped just because another has many photos.
+        fetch = limit * 4
+        while True:
+            scored = self._collection.nearest(vector, fetch, threshold)
+            hits: list[Hit] = []
+            seen: set[str] = set()
+            for record in scored:
+                if record.subject_id in seen:
+                    continue
+                seen.add(record.subject_id)
+                distance = (1.0 - record.score) if cosine else record.score
+                hits.append(Hit(record_id=record.record_id, subject_id=record.subject_id, distance=float(distance)))
+                if len(hits) == limit:
+                    return hits
+            if len(scored) < fetch or fetch >= MAX_FETCH:
+                return hits
+            fetch = min(fetch * 4, MAX_FETCH)
 
     def delete_subject(self, subject_id: str) -> int:
         """Remove every record of a subject; durable on return. Returns how many went."""
