@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -134,15 +135,21 @@ async def test_bad_probe_is_refused_cleanly_audited_and_the_stack_keeps_serving(
 ) -> None:
     make, code, text = BAD_PROBES[name]
     case = f"BAD-{name.replace(' ', '-')}"
+    probe = make(samples)
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await search(gateway, make(samples), case=case)
+        await search(gateway, probe, case=case)
     assert error.value.code() == code
     assert text in error.value.details()
+    # The refusal names the probe by its hash (none for empty bytes), never by its content.
+    probe_hash = hashlib.sha256(probe).hexdigest() if probe else None
 
     async def refusal_recorded() -> bool:
         records = await audit_records(stack, case_number=case)
         return any(
-            r.event.kind == "search.refused" and json.loads(r.event.details_json)["code"] == code.name for r in records
+            r.event.kind == "search.refused"
+            and json.loads(r.event.details_json)["code"] == code.name
+            and json.loads(r.event.details_json).get("image_sha256") == probe_hash
+            for r in records
         )
 
     await eventually(refusal_recorded)

@@ -6,6 +6,7 @@ result.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Mapping
@@ -93,15 +94,20 @@ class Workflow:
     # --- refusals ------------------------------------------------------------------------------
 
     async def audit_refusal(
-        self, action: str, error: CandorError, actor: str, case_number: str = "", purpose: str = ""
+        self,
+        action: str,
+        error: CandorError,
+        actor: str,
+        case_number: str = "",
+        purpose: str = "",
+        image: bytes | None = None,
     ) -> None:
-        """Record a refused call: who, what, and why (never the image)."""
+        """Record a refused call: who, what, why, and the photo's SHA-256 (never the photo)."""
+        details: dict[str, Any] = {"code": error.code.value, "reason": error.message}
+        if image:
+            details["image_sha256"] = hashlib.sha256(image).hexdigest()
         await self._audit.publish(
-            f"{action}.refused",
-            actor=actor,
-            case_number=case_number,
-            purpose=purpose,
-            details={"code": error.code.value, "reason": error.message},
+            f"{action}.refused", actor=actor, case_number=case_number, purpose=purpose, details=details
         )
 
     # --- detection -----------------------------------------------------------------------------
@@ -163,7 +169,7 @@ class Workflow:
                 self._timeout,
             )
         except CandorError as error:
-            await self.audit_refusal("search", error, principal.user, case_number, purpose)
+            await self.audit_refusal("search", error, principal.user, case_number, purpose, image)
             raise
         stages.mark("match")
         probe_sha256 = chosen.image_sha256
@@ -227,7 +233,7 @@ class Workflow:
                 self._timeout,
             )
         except CandorError as error:
-            await self.audit_refusal("enroll", error, principal.user)
+            await self.audit_refusal("enroll", error, principal.user, image=image)
             raise
         await self._audit.publish(
             "enroll.completed",
