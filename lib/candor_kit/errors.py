@@ -77,6 +77,12 @@ class TooLarge(CandorError):
     code = ErrorCode.RESOURCE_EXHAUSTED
 
 
+class Overloaded(CandorError):
+    """The service is at its configured limit of work in flight; the caller may retry later."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
 class DeadlineExceeded(CandorError):
     """A downstream step did not answer in time."""
 
@@ -100,6 +106,7 @@ _ALL: tuple[type[CandorError], ...] = (
     NotFound,
     PreconditionFailed,
     TooLarge,
+    Overloaded,
     DeadlineExceeded,
     ServiceUnavailable,
 )

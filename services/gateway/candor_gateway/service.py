@@ -39,6 +39,7 @@ class GatewaySettings:
     policy: SearchPolicy
     max_image_bytes: int
     min_enrol_face_px: int
+    max_inflight: int
     calibration: CalibrationGate
 
     @classmethod
@@ -58,6 +59,7 @@ class GatewaySettings:
         if max_image_bytes + 4096 > common.max_message_bytes:
             env.problem("CANDOR_GATEWAY_MAX_IMAGE_BYTES must leave room under CANDOR_MAX_MESSAGE_BYTES")
         min_face = env.number("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", 60, int, 20, 2000)
+        max_inflight = env.number("CANDOR_GATEWAY_MAX_INFLIGHT", 16, int, 1, 10_000)
         registry_dir = env.text("CANDOR_MODEL_REGISTRY", "")
         allow = env.text("CANDOR_GATEWAY_ALLOW_UNCALIBRATED", "false").lower()
         if allow not in ("true", "false"):
@@ -71,6 +73,7 @@ class GatewaySettings:
             policy=SearchPolicy(purposes, default_candidates, max_candidates),
             max_image_bytes=max_image_bytes,
             min_enrol_face_px=min_face,
+            max_inflight=max_inflight,
             calibration=CalibrationGate(ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true"),
         )
 
@@ -179,6 +182,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.common.request_timeout_s,
             settings.max_image_bytes,
             settings.min_enrol_face_px,
+            settings.max_inflight,
         )
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
             GatewayServicer(workflow, settings.tokens), host.grpc.server
@@ -193,6 +197,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 "default_candidates": settings.policy.default_candidates,
                 "max_candidates": settings.policy.max_candidates,
                 "max_image_bytes": settings.max_image_bytes,
+                "max_inflight": settings.max_inflight,
                 "allow_uncalibrated_models": settings.calibration.allow_uncalibrated,
                 "calibrations": settings.calibration.summary(),
             },

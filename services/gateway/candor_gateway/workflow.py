@@ -6,10 +6,11 @@ result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import SearchPolicy
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, TooLarge
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, TooLarge
 from candor_kit.identifiers import check_subject_id
 
 DETECT = "candor.detector.v1.detect"
@@ -56,6 +57,26 @@ class Matched:
     quality: common_pb2.FaceQuality
 
 
+class PhotoSlots:
+    """Caps how many photos the gateway processes at once; beyond the cap a call is shed
+    (RESOURCE_EXHAUSTED, audited) rather than queued, so a burst cannot pile photos up in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._in_use = 0
+
+    @contextlib.contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold one slot for the duration of the block."""
+        if self._in_use >= self.limit:
+            raise Overloaded(f"{self.limit} photos are already being processed; retry shortly")
+        self._in_use += 1
+        try:
+            yield
+        finally:
+            self._in_use -= 1
+
+
 class StageClock:
     """Milliseconds spent in each stage of a request, for the log line that closes it."""
 
@@ -82,6 +103,7 @@ class Workflow:
         timeout_s: float,
         max_image_bytes: int,
         min_face_px: int,
+        max_inflight: int = 16,
     ) -> None:
         self._bus = bus
         self._audit = audit
@@ -90,6 +112,7 @@ class Workflow:
         self._timeout = timeout_s
         self._max_image_bytes = max_image_bytes
         self._min_face_px = min_face_px
+        self._slots = PhotoSlots(max_inflight)
 
     # --- refusals ------------------------------------------------------------------------------
 
@@ -157,17 +180,20 @@ class Workflow:
         try:
             principal.require(Permission.SEARCH)
             limit = self._policy.check(case_number, purpose, max_candidates)
-            chosen = await self._choose_face(image, face_index)
-            stages.mark("detect")
-            embedding, model = await self._embed(chosen.face)
-            model = self._calibration.calibrated(model)
-            stages.mark("embed")
-            matched = await self._bus.request(
-                MATCH_SEARCH,
-                matcher_pb2.SearchRequest(model=model, embedding=embedding, limit=limit, max_distance=model.threshold),
-                matcher_pb2.SearchResponse,
-                self._timeout,
-            )
+            with self._slots.claim():
+                chosen = await self._choose_face(image, face_index)
+                stages.mark("detect")
+                embedding, model = await self._embed(chosen.face)
+                model = self._calibration.calibrated(model)
+                stages.mark("embed")
+                matched = await self._bus.request(
+                    MATCH_SEARCH,
+                    matcher_pb2.SearchRequest(
+                        model=model, embedding=embedding, limit=limit, max_distance=model.threshold
+                    ),
+                    matcher_pb2.SearchResponse,
+                    self._timeout,
+                )
         except CandorError as error:
             await self.audit_refusal("search", error, principal.user, case_number, purpose, image)
             raise
@@ -214,24 +240,8 @@ class Workflow:
         try:
             principal.require(Permission.ENROLL)
             check_subject_id(subject_id)
-            chosen = await self._choose_face(image, face_index)
-            if chosen.face.quality.face_size_px < self._min_face_px:
-                raise InvalidInput(
-                    f"the face is {chosen.face.quality.face_size_px} px wide; enrolment needs {self._min_face_px}"
-                )
-            embedding, model = await self._embed(chosen.face)
-            enrolled = await self._bus.request(
-                MATCH_ENROLL,
-                matcher_pb2.EnrollRequest(
-                    subject_id=subject_id,
-                    model=model,
-                    embedding=embedding,
-                    image_sha256=chosen.image_sha256,
-                    metadata=dict(metadata),
-                ),
-                matcher_pb2.EnrollResponse,
-                self._timeout,
-            )
+            with self._slots.claim():
+                enrolled, model, chosen = await self._enroll_face(image, subject_id, face_index, metadata)
         except CandorError as error:
             await self.audit_refusal("enroll", error, principal.user, image=image)
             raise
@@ -247,6 +257,29 @@ class Workflow:
             },
         )
         return enrolled, model, chosen.face.quality
+
+    async def _enroll_face(
+        self, image: bytes, subject_id: str, face_index: int | None, metadata: Mapping[str, str]
+    ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, Chosen]:
+        chosen = await self._choose_face(image, face_index)
+        if chosen.face.quality.face_size_px < self._min_face_px:
+            raise InvalidInput(
+                f"the face is {chosen.face.quality.face_size_px} px wide; enrolment needs {self._min_face_px}"
+            )
+        embedding, model = await self._embed(chosen.face)
+        enrolled = await self._bus.request(
+            MATCH_ENROLL,
+            matcher_pb2.EnrollRequest(
+                subject_id=subject_id,
+                model=model,
+                embedding=embedding,
+                image_sha256=chosen.image_sha256,
+                metadata=dict(metadata),
+            ),
+            matcher_pb2.EnrollResponse,
+            self._timeout,
+        )
+        return enrolled, model, chosen
 
     async def delete_subject(self, principal: Principal, subject_id: str, reason: str) -> int:
         """Expunge a subject from every gallery."""
@@ -303,7 +336,8 @@ class Workflow:
         """The faces of a photo, without chips, so a caller can choose one by index."""
         try:
             principal.require(Permission.DETECT)
-            return await self.detect(image, include_chips=False)
+            with self._slots.claim():
+                return await self.detect(image, include_chips=False)
         except CandorError as error:
             await self.audit_refusal("detect", error, principal.user)
             raise
