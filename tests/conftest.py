@@ -77,3 +77,17 @@ def sample_dataset(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     lines = ["identity,group", "obama,A", "biden,A"] + [f"t1-person-{i},{'A' if i < 2 else 'B'}" for i in range(6)]
     (root / "groups.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for localhost and 127.0.0.1, made with openssl."""
+    import subprocess
+
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -7,8 +7,9 @@ Errors cross a NATS reply as two headers, ``Candor-Status`` (an ErrorCode name) 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats
 import structlog
@@ -48,19 +49,43 @@ class Bus:
         self.jetstream: JetStreamContext = client.jetstream()
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
-        """Connect to NATS; fails with ServiceUnavailable if the server cannot be reached."""
+    async def connect(
+        cls, url: str, name: str, creds_file: str = "", ca_file: str = "", connect_deadline_s: float = 15.0
+    ) -> Bus:
+        """Connect to NATS; fails with ServiceUnavailable if the server cannot be reached.
+
+        ``creds_file`` is a NATS credentials file; ``ca_file`` verifies a tls:// server.
+        """
+        options: dict[str, Any] = {}
+        if creds_file:
+            options["user_credentials"] = creds_file
+        if ca_file or url.startswith("tls://"):
+            options["tls"] = ssl.create_default_context(cafile=ca_file or None)
+        errors: list[str] = []
+
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc) or type(exc).__name__)
+            log.warning("nats_error", error=errors[-1])
+
         try:
-            client = await nats.connect(
-                url,
-                name=name,
-                connect_timeout=5,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                allow_reconnect=True,
+            # Once connected, reconnect forever; the first connection gets a deadline, so a wrong
+            # address or certificate stops the service with the reason instead of hanging it.
+            client = await asyncio.wait_for(
+                nats.connect(
+                    url,
+                    name=name,
+                    connect_timeout=5,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    allow_reconnect=True,
+                    error_cb=remember,
+                    **options,
+                ),
+                timeout=connect_deadline_s,
             )
         except Exception as exc:  # nats raises several unrelated types here
-            raise ServiceUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+            reason = errors[-1] if errors else (str(exc) or type(exc).__name__)
+            raise ServiceUnavailable(f"cannot connect to NATS at {url}: {reason}") from exc
         return cls(client)
 
     @property
@@ -122,6 +147,8 @@ class Bus:
                     await self._reply_error(msg, ErrorCode.INTERNAL, "internal error")
 
         await self.client.subscribe(subject, queue=queue, cb=on_message)
+        # Wait until the server has the subscription, so "SERVING" never precedes "reachable".
+        await self.client.flush()
 
     async def _reply_error(self, msg: Msg, code: ErrorCode, message: str) -> None:
         if msg.reply:

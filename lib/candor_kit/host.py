@@ -18,7 +18,7 @@ from typing import TypeVar
 import structlog
 
 from candor_kit.bus import Bus
-from candor_kit.errors import ConfigError
+from candor_kit.errors import CandorError, ConfigError
 from candor_kit.grpc_server import GrpcServer
 from candor_kit.logging import configure_logging
 from candor_kit.settings import CommonSettings
@@ -43,7 +43,12 @@ class ServiceHost:
         self.bus: Bus | None = None
 
     async def __aenter__(self) -> ServiceHost:
-        self.bus = await Bus.connect(self.settings.nats_url, name=f"candor-{self.settings.service}")
+        self.bus = await Bus.connect(
+            self.settings.nats_url,
+            name=f"candor-{self.settings.service}",
+            creds_file=self.settings.nats_creds_file,
+            ca_file=self.settings.nats_ca_file,
+        )
         return self
 
     async def start_grpc(self) -> int:
@@ -92,3 +97,6 @@ def run_service(
     except ConfigError as exc:
         log.error("config_invalid", error=str(exc))
         sys.exit(2)
+    except CandorError as exc:  # NATS unreachable at start, say: exit so the supervisor retries
+        log.error("startup_failed", error=exc.message)
+        sys.exit(1)

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from candor_kit.errors import ConfigError
 
@@ -74,6 +75,9 @@ class CommonSettings:
     #: PEM certificate chain and key for serving gRPC over TLS; both empty means plaintext.
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: NATS credentials file (JWT + nkey seed) and CA bundle for tls:// servers.
+    nats_creds_file: str = ""
+    nats_ca_file: str = ""
 
     @classmethod
     def read(cls, service: str, env: EnvReader) -> CommonSettings:
@@ -81,6 +85,20 @@ class CommonSettings:
         nats_url = env.text("CANDOR_NATS_URL")
         if nats_url and not nats_url.startswith(("nats://", "tls://")):
             env.problem("CANDOR_NATS_URL must start with nats:// or tls://")
+        nats_creds, nats_ca = env.text("CANDOR_NATS_CREDS", ""), env.text("CANDOR_NATS_CA", "")
+        for name, path in (("CANDOR_NATS_CREDS", nats_creds), ("CANDOR_NATS_CA", nats_ca)):
+            if path and not os.path.isfile(path):
+                env.problem(f"{name}={path} is not a file")
+        nats_host = urlsplit(nats_url).hostname or ""
+        nats_plaintext = env.text("CANDOR_NATS_PLAINTEXT", "loopback")
+        if nats_plaintext not in ("loopback", "allow"):
+            env.problem("CANDOR_NATS_PLAINTEXT must be loopback or allow")
+        if nats_url.startswith("nats://") and nats_host and not _is_loopback(nats_host) and nats_plaintext != "allow":
+            # Photos, chips and audit events cross this connection.
+            env.problem(
+                f"CANDOR_NATS_URL={nats_url} is plaintext to a network address; use tls:// with CANDOR_NATS_CA, "
+                "or CANDOR_NATS_PLAINTEXT=allow behind a mesh that encrypts"
+            )
         address = env.text("CANDOR_GRPC_ADDRESS", "127.0.0.1:0")
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -109,6 +127,8 @@ class CommonSettings:
             request_timeout_s=env.number("CANDOR_REQUEST_TIMEOUT_S", 30.0, float, 0.1, 600.0),
             tls_cert_file=cert,
             tls_key_file=key,
+            nats_creds_file=nats_creds,
+            nats_ca_file=nats_ca,
         )
 
 

@@ -133,3 +133,15 @@ def test_server_backend_settings_keep_the_api_key_out_of_their_repr() -> None:
     )
     assert (settings.shard_number, settings.replication_factor) == (6, 3)
     assert "sekrit-key" not in repr(settings)
+
+
+def test_service_exits_1_with_the_reason_when_nats_is_unreachable(tmp_path: Path) -> None:
+    from candor_cli.stack import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
+    env.update({"CANDOR_NATS_URL": f"nats://127.0.0.1:{free_port()}", "CANDOR_MATCHER_DATA_DIR": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-m", "candor_matcher"], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert result.returncode == 1
+    assert "startup_failed" in result.stderr and "cannot connect to NATS" in result.stderr

@@ -1,0 +1,72 @@
+"""The bus over TLS to a real nats-server, and the refusal of plaintext NATS off loopback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from candor.embedder.v1 import embedder_pb2
+from candor_cli.stack import free_port, nats_server_binary
+from candor_kit import Bus, ConfigError, EnvReader, ServiceUnavailable
+from candor_matcher import MatcherSettings
+from tests.conftest import self_signed
+
+
+@pytest.fixture
+def tls_nats(tmp_path: Path):  # type: ignore[no-untyped-def]
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    config = tmp_path / "nats.conf"
+    config.write_text(f'listen: 127.0.0.1:{port}\ntls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')
+    process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stderr=subprocess.DEVNULL)
+    import socket
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield f"tls://127.0.0.1:{port}", cert
+    process.terminate()
+    process.wait(10)
+
+
+async def test_request_reply_over_tls_with_the_servers_ca(tls_nats) -> None:  # type: ignore[no-untyped-def]
+    url, cert = tls_nats
+    server = await Bus.connect(url, "responder", ca_file=str(cert))
+    client = await Bus.connect(url, "requester", ca_file=str(cert))
+
+    async def answer(_: embedder_pb2.GetModelRequest):  # type: ignore[no-untyped-def]
+        from candor.common.v1 import common_pb2
+
+        return common_pb2.ModelRef(id="over-tls")
+
+    from candor.common.v1 import common_pb2
+
+    await server.serve("t.model", "q", embedder_pb2.GetModelRequest, answer)
+    reply = await client.request("t.model", embedder_pb2.GetModelRequest(), common_pb2.ModelRef, 5)
+    assert reply.id == "over-tls"
+    await client.close()
+    await server.close()
+
+
+async def test_a_server_certificate_outside_the_trust_store_is_refused(tls_nats) -> None:  # type: ignore[no-untyped-def]
+    url, _ = tls_nats
+    with pytest.raises(ServiceUnavailable, match="certificate verify failed"):
+        await Bus.connect(url, "requester", connect_deadline_s=3)
+
+
+def test_plaintext_nats_to_a_network_address_is_refused() -> None:
+    base = {"CANDOR_MATCHER_DATA_DIR": "/tmp/g"}
+    with pytest.raises(ConfigError, match="plaintext to a network address"):
+        MatcherSettings.from_env(EnvReader({**base, "CANDOR_NATS_URL": "nats://10.0.0.5:4222"}))
+    for allowed in (
+        {"CANDOR_NATS_URL": "nats://10.0.0.5:4222", "CANDOR_NATS_PLAINTEXT": "allow"},
+        {"CANDOR_NATS_URL": "tls://nats.internal:4222"},
+        {"CANDOR_NATS_URL": "nats://localhost:4222"},
+    ):
+        assert MatcherSettings.from_env(EnvReader({**base, **allowed})).common.nats_url == allowed["CANDOR_NATS_URL"]
