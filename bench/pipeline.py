@@ -31,6 +31,7 @@ from fetch_sample_images import fetch  # noqa: E402
 
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
 from candor_detector import DecodeLimits, decode_image  # noqa: E402
+from candor_detector.faces import UPSAMPLE_BELOW_PIXELS  # noqa: E402
 from candor_kit import CandorError  # noqa: E402
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file  # noqa: E402
 
@@ -48,7 +49,7 @@ class InProcessDlib:
 
     def faces(self, data: bytes) -> list[np.ndarray]:
         rgb = decode_image(data, self.limits).rgb
-        upsample = 1 if rgb.shape[0] * rgb.shape[1] < 400_000 else 0
+        upsample = 1 if rgb.shape[0] * rgb.shape[1] < UPSAMPLE_BELOW_PIXELS else 0
         rects, _, _ = self.detector.run(rgb, upsample, 0.0)
         vectors = []
         for rect in rects:

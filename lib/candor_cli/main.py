@@ -13,6 +13,7 @@ from candor_eval.cli import add_commands as add_eval_commands
 from candor_eval.cli import run_calibrate, run_eval
 from google.protobuf.json_format import MessageToDict
 
+from candor.gateway.v1 import gateway_pb2
 from candor_cli.client import GatewayClient
 from candor_cli.stack import DEFAULT_PURPOSES, LocalStack, StackError, default_data_dir
 
@@ -177,10 +178,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_search(found: object) -> None:
-    from candor.gateway.v1 import gateway_pb2
-
-    assert isinstance(found, gateway_pb2.SearchResponse)
+def _print_search(found: gateway_pb2.SearchResponse) -> None:
     model = found.model
     calibration = f"calibration {model.calibration_id[:12]}" if model.calibration_id else "UNCALIBRATED"
     print(

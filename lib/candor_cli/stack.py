@@ -72,12 +72,18 @@ def service_settings(
     }.get(name, {})
 
 
-def start_nats_server(folder: Path, port: int, log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+def start_nats_server(
+    folder: Path,
+    port: int,
+    log: IO[bytes] | int = subprocess.DEVNULL,
+    tls: tuple[Path, Path] | None = None,
+) -> subprocess.Popen[bytes]:
     """Start nats-server on a loopback port with JetStream stored under ``folder``.
 
-    ``max_payload`` is raised to 16 MB so a 10 MB photo travels as one message. The call returns
-    once the server accepts connections.
+    ``max_payload`` is raised to 16 MB so a 10 MB photo travels as one message. ``tls`` is a
+    (certificate, key) pair to require TLS. The call returns once the server accepts connections.
     """
+    tls_block = [] if tls is None else ["tls {", f'  cert_file: "{tls[0]}"', f'  key_file: "{tls[1]}"', "}"]
     store = folder / "nats"
     store.mkdir(parents=True, exist_ok=True)
     config = folder / "nats.conf"
@@ -91,6 +97,7 @@ def start_nats_server(folder: Path, port: int, log: IO[bytes] | int = subprocess
                 "  max_memory_store: 64MB",
                 "  max_file_store: 10GB",
                 "}",
+                *tls_block,
                 "",
             ]
         )
@@ -241,8 +248,9 @@ class LocalStack:
                 handle.write(text)
 
     def _start_nats(self, port: int) -> int:
-        log = open(self.logs / "nats.log", "ab")
-        return start_nats_server(self.data, port, log).pid
+        # The child keeps its own copy of the descriptor; the parent's closes with the block.
+        with open(self.logs / "nats.log", "ab") as log:
+            return start_nats_server(self.data, port, log).pid
 
     def _service_env(self, name: str, state: StackState) -> dict[str, str]:
         env = {
@@ -264,14 +272,14 @@ class LocalStack:
         return env
 
     def _spawn_service(self, name: str, state: StackState) -> int:
-        log = open(self.logs / f"{name}.log", "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", f"candor_{name}"],
-            env=self._service_env(name, state),
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", f"candor_{name}"],
+                env=self._service_env(name, state),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         return process.pid
 
     def _wait_service(self, name: str, state: StackState, timeout_s: float) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 from candor_eval.dataset import Dataset
 from candor_eval.embedding import Embedded
 from candor_eval.evaluate import pair_scores
-from candor_eval.metrics import fmr_at, fnmr_at, per_group_rates, threshold_for_fmr
+from candor_eval.metrics import fmr_at, fnmr_at, threshold_for_fmr
 from candor_kit.model_registry import CalibrationRecord
 
 
@@ -32,12 +32,7 @@ def calibrate(
             f"{scores.impostor.size} non-mated pairs cannot measure an FMR of {target_fmr:g}; "
             f"it takes at least {round(1 / target_fmr)}"
         )
-    genuine_by_group: dict[str, list[float]] = {}
-    impostor_by_group: dict[str, list[float]] = {}
-    for distance, mated, group in zip(scores.distances, scores.mated, scores.groups, strict=True):
-        if group is not None:
-            (genuine_by_group if mated else impostor_by_group).setdefault(group, []).append(float(distance))
-    groups = per_group_rates(genuine_by_group, impostor_by_group, threshold, min_group_pairs)
+    groups = scores.group_rates(threshold, min_group_pairs)
     return CalibrationRecord(
         model_id=model_id,
         model_version=model_version,

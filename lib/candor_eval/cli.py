@@ -12,7 +12,7 @@ from candor_embedder import build_engine
 from candor_eval.calibration import CalibrationError, calibrate
 from candor_eval.dataset import load_dataset
 from candor_eval.embedding import CandorPipeline, PlainDlib, StackPipeline, embed_all
-from candor_eval.evaluate import curves, summarise
+from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
@@ -68,8 +68,9 @@ def run_eval(args: argparse.Namespace, nats_url: str | None = None) -> int:
     runs, plotted = {}, {}
     for pipeline in pipelines:
         embedded = embed_all(pipeline, dataset.images, _progress(pipeline.name, len(dataset.images)))
-        runs[pipeline.name] = summarise(dataset, embedded, threshold)
-        plotted[pipeline.name] = curves(dataset, embedded)
+        scores = pair_scores(dataset, embedded)
+        runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores)
+        plotted[pipeline.name] = curves(scores)
     report = write_report(args.out, runs, plotted)
     for name, metrics in runs.items():
         v, f = metrics["verification"], metrics["failure_to_enrol"]

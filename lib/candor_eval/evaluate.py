@@ -12,6 +12,7 @@ import numpy as np
 from candor_eval.dataset import Dataset, Pair
 from candor_eval.embedding import Embedded
 from candor_eval.metrics import (
+    GroupRates,
     SearchOutcome,
     equal_error_rate,
     error_curve,
@@ -48,6 +49,15 @@ class PairScores:
     def impostor(self) -> np.ndarray:
         """Non-mated-pair distances."""
         return self.distances[~self.mated]
+
+    def group_rates(self, threshold: float, min_pairs: int) -> list[GroupRates]:
+        """Each group's FMR and FNMR at one threshold, over the pairs that carry a group."""
+        genuine: dict[str, list[float]] = {}
+        impostor: dict[str, list[float]] = {}
+        for distance, mated, group in zip(self.distances, self.mated, self.groups, strict=True):
+            if group is not None:
+                (genuine if mated else impostor).setdefault(group, []).append(float(distance))
+        return per_group_rates(genuine, impostor, threshold, min_pairs)
 
 
 def pair_scores(dataset: Dataset, embedded: list[Embedded]) -> PairScores:
@@ -108,10 +118,14 @@ def identification(embedded: list[Embedded], hold_out_every: int = 5) -> list[Se
 
 
 def summarise(
-    dataset: Dataset, embedded: list[Embedded], operating_threshold: float, min_group_pairs: int = 20
+    dataset: Dataset,
+    embedded: list[Embedded],
+    operating_threshold: float,
+    min_group_pairs: int = 20,
+    scores: PairScores | None = None,
 ) -> dict[str, Any]:
-    """Every figure of the evaluation, as a JSON-ready dict."""
-    scores = pair_scores(dataset, embedded)
+    """Every figure of the evaluation, as a JSON-ready dict (``scores`` when already computed)."""
+    scores = scores or pair_scores(dataset, embedded)
     gen, imp = scores.genuine, scores.impostor
     eer, eer_threshold = equal_error_rate(gen, imp) if gen.size and imp.size else (float("nan"), float("nan"))
     tar = {}
@@ -147,15 +161,7 @@ def summarise(
         result = fnir_at_fpir(searches, target, CANDIDATE_LIST)
         ident["fnir_at_fpir"][f"{target:g}"] = None if result is None else {"fnir": result[0], "threshold": result[1]}
 
-    genuine_by_group: dict[str, list[float]] = {}
-    impostor_by_group: dict[str, list[float]] = {}
-    for distance, mated, group in zip(scores.distances, scores.mated, scores.groups, strict=True):
-        if group is not None:
-            (genuine_by_group if mated else impostor_by_group).setdefault(group, []).append(float(distance))
-    groups = [
-        rate.__dict__
-        for rate in per_group_rates(genuine_by_group, impostor_by_group, operating_threshold, min_group_pairs)
-    ]
+    groups = [rate.__dict__ for rate in scores.group_rates(operating_threshold, min_group_pairs)]
 
     failures = Counter(e.failure for e in embedded if e.vector is None)
     return {
@@ -177,9 +183,8 @@ def summarise(
     }
 
 
-def curves(dataset: Dataset, embedded: list[Embedded]) -> dict[str, Any]:
+def curves(scores: PairScores) -> dict[str, Any]:
     """The DET curves (overall and per group) and the raw distances, for plotting."""
-    scores = pair_scores(dataset, embedded)
     result: dict[str, Any] = {
         "overall": error_curve(scores.genuine, scores.impostor),
         "genuine": scores.genuine,

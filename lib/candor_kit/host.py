@@ -12,7 +12,6 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
 from typing import TypeVar
 
 import structlog
@@ -89,8 +88,7 @@ def run_service(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        async with AsyncExitStack():
-            await serve(settings, stop)
+        await serve(settings, stop)
 
     try:
         asyncio.run(main())

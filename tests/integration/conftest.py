@@ -33,6 +33,19 @@ PURPOSES = "investigation,missing-person"
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
+#: Each service's settings class and serve coroutine, as `python -m candor_<name>` pairs them.
+SERVICES: dict[str, tuple[Any, Any]] = {
+    module.__name__.removeprefix("candor_"): (settings, module.serve)
+    for module, settings in (
+        (candor_gateway, candor_gateway.GatewaySettings),
+        (candor_detector, candor_detector.DetectorSettings),
+        (candor_embedder, candor_embedder.EmbedderSettings),
+        (candor_matcher, candor_matcher.MatcherSettings),
+        (candor_audit, candor_audit.AuditSettings),
+    )
+}
+
+
 @dataclass
 class RunningService:
     """One service's serve() task and its stop switch."""
@@ -62,23 +75,10 @@ class InProcessStack:
         return {**base, **specific}
 
     async def start(self, name: str) -> None:
-        module: Any = {
-            "gateway": candor_gateway,
-            "detector": candor_detector,
-            "embedder": candor_embedder,
-            "matcher": candor_matcher,
-            "audit": candor_audit,
-        }[name]
-        settings_type = {
-            "gateway": candor_gateway.GatewaySettings,
-            "detector": candor_detector.DetectorSettings,
-            "embedder": candor_embedder.EmbedderSettings,
-            "matcher": candor_matcher.MatcherSettings,
-            "audit": candor_audit.AuditSettings,
-        }[name]
+        settings_type, serve = SERVICES[name]
         settings = settings_type.from_env(EnvReader(self.env(name)))
         stop = asyncio.Event()
-        task = asyncio.create_task(module.serve(settings, stop), name=f"serve-{name}")
+        task = asyncio.create_task(serve(settings, stop), name=f"serve-{name}")
         self.running[name] = RunningService(task, stop)
         await wait_serving(self.addresses[name], task)
 

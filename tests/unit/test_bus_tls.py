@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from candor.embedder.v1 import embedder_pb2
-from candor_cli.stack import free_port, nats_server_binary
+from candor_cli.stack import free_port, start_nats_server
 from candor_kit import Bus, ConfigError, EnvReader, ServiceUnavailable
 from candor_matcher import MatcherSettings
 from tests.conftest import self_signed
@@ -18,18 +17,7 @@ from tests.conftest import self_signed
 def tls_nats(tmp_path: Path):  # type: ignore[no-untyped-def]
     cert, key = self_signed(tmp_path)
     port = free_port()
-    config = tmp_path / "nats.conf"
-    config.write_text(f'listen: 127.0.0.1:{port}\ntls {{\n  cert_file: "{cert}"\n  key_file: "{key}"\n}}\n')
-    process = subprocess.Popen([nats_server_binary(), "-c", str(config)], stderr=subprocess.DEVNULL)
-    import socket
-    import time
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
+    process = start_nats_server(tmp_path, port, tls=(cert, key))
     yield f"tls://127.0.0.1:{port}", cert
     process.terminate()
     process.wait(10)

@@ -11,6 +11,9 @@ import numpy as np
 
 from candor_detector.decoding import DecodedImage
 
+#: Photos smaller than this are upsampled once, so faces down to about 40 px are found.
+UPSAMPLE_BELOW_PIXELS = 400_000
+
 
 @dataclass(frozen=True)
 class AlignmentSpec:
@@ -43,7 +46,7 @@ class FaceDetector:
         landmarks_model: Path,
         alignment: AlignmentSpec = AlignmentSpec(),
         min_score: float = 0.0,
-        upsample_below_pixels: int = 400_000,
+        upsample_below_pixels: int = UPSAMPLE_BELOW_PIXELS,
         crop_fallback: bool = False,
     ) -> None:
         self._detector = dlib.get_frontal_face_detector()

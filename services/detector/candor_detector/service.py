@@ -13,7 +13,7 @@ import structlog
 
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
-from candor_detector.decoding import DecodeLimits, decode_image
+from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
 from candor_detector.faces import AlignmentSpec, Face, FaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, rpc
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
@@ -65,7 +65,7 @@ class DetectionService:
         """Decode the image, find its faces and describe them as protos."""
         loop = asyncio.get_running_loop()
         start = time.perf_counter()
-        image, faces = await loop.run_in_executor(self._worker, self._run, request.image)
+        image, faces, digest = await loop.run_in_executor(self._worker, self._run, request.image)
         log.info(
             "faces_detected",
             count=len(faces),
@@ -77,12 +77,13 @@ class DetectionService:
             faces=[_face_proto(face, request.include_chips) for face in faces],
             image_width=image.original_width,
             image_height=image.original_height,
-            image_sha256=hashlib.sha256(request.image).hexdigest(),
+            image_sha256=digest,
         )
 
-    def _run(self, data: bytes):  # type: ignore[no-untyped-def]
+    def _run(self, data: bytes) -> tuple[DecodedImage, list[Face], str]:
+        """Decode, detect and hash on the worker thread, off the event loop."""
         image = decode_image(data, self._limits)
-        return image, self._detector.detect(image)
+        return image, self._detector.detect(image), hashlib.sha256(data).hexdigest()
 
     def close(self) -> None:
         """Stop the worker thread."""

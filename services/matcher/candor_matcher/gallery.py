@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, overload
 
 from candor_kit.errors import InvalidInput, PreconditionFailed
 
@@ -207,12 +207,21 @@ class Gallery:
         self._lock = threading.Lock()
         self._indexes = {model.id: GalleryIndex(backend.open(model), model) for model in backend.models()}
 
-    def index_for(self, model: GalleryModel) -> GalleryIndex:
-        """The collection for a model, created on first use; a version mismatch is refused."""
+    @overload
+    def index_for(self, model: GalleryModel) -> GalleryIndex: ...
+
+    @overload
+    def index_for(self, model: GalleryModel, create: bool) -> GalleryIndex | None: ...
+
+    def index_for(self, model: GalleryModel, create: bool = True) -> GalleryIndex | None:
+        """The collection for a model, created on first use unless ``create`` is false (then None
+        when there is none yet); a version mismatch is refused either way."""
         check_model(model)
         with self._lock:
             index = self._indexes.get(model.id)
             if index is None:
+                if not create:
+                    return None
                 index = self._indexes[model.id] = GalleryIndex(self._backend.open(model), model)
             elif index.model != model:
                 raise PreconditionFailed(
@@ -220,10 +229,6 @@ class Gallery:
                     f"{index.model.metric}); refusing version {model.version}"
                 )
             return index
-
-    def existing(self, model_id: str) -> GalleryIndex | None:
-        """The collection for a model id, if there is one."""
-        return self._indexes.get(model_id)
 
     def all_indexes(self) -> list[GalleryIndex]:
         """Every collection."""

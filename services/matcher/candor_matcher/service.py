@@ -114,10 +114,9 @@ class MatchingService:
         if request.max_distance <= 0:
             raise InvalidInput("max_distance must be positive")
         model = _model(request.model)
-        index = self._gallery.existing(model.id)
-        if index is None:
+        index = self._gallery.index_for(model, create=False)
+        if index is None:  # nothing enrolled for this model yet
             return matcher_pb2.SearchResponse()
-        index = self._gallery.index_for(model)  # checks the version
         hits = await asyncio.to_thread(
             index.search, list(request.embedding.values), request.limit, request.max_distance
         )
