@@ -20,7 +20,8 @@ import candor_embedder
 import candor_gateway
 import candor_matcher
 from candor.gateway.v1 import gateway_pb2_grpc
-from candor_cli.stack import free_port, service_settings
+from candor_cli.stack import StackError, free_port, service_settings
+from candor_cli.stack import wait_serving as stack_wait_serving
 from candor_gateway import token_digest
 from candor_kit import EnvReader
 
@@ -89,23 +90,13 @@ class InProcessStack:
 
 
 async def wait_serving(address: str, task: asyncio.Task[None], timeout_s: float = 60) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while asyncio.get_running_loop().time() < deadline:
-            if task.done():
-                task.result()
-                raise RuntimeError(f"service at {address} exited")
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(f"{address} never reported SERVING")
+    """The stack's own health wait, on a thread so the in-process service keeps running."""
+    try:
+        await asyncio.to_thread(stack_wait_serving, address, timeout_s, lambda: not task.done())
+    except StackError:
+        if task.done():
+            task.result()  # the service's own exception says more than "exited"
+        raise
 
 
 def calibrate_dlib(dataset: Path, registry: Path) -> str:
