@@ -15,7 +15,9 @@ from google.protobuf.json_format import MessageToDict
 
 from candor.gateway.v1 import gateway_pb2
 from candor_cli.client import GatewayClient
-from candor_cli.stack import DEFAULT_PURPOSES, LocalStack, StackError, default_data_dir
+from candor_cli.deploy_secrets import init_secrets
+from candor_cli.stack import DEFAULT_PURPOSES, SERVICES, LocalStack, StackError, default_data_dir
+from candor_kit import catalogue
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +39,13 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--purposes", default=DEFAULT_PURPOSES, help="comma-separated allowed purposes")
     up.add_argument(
         "--require-calibration", action="store_true", help="refuse searches with a model that has no calibration record"
+    )
+    up.add_argument(
+        "--compose",
+        type=Path,
+        action="append",
+        metavar="FILE",
+        help="run the services with the settings and NATS users of these compose files (repeatable)",
     )
     stack.add_parser("down", help="stop the stack", parents=[common])
     stack.add_parser("status", help="show the stack's processes", parents=[common])
@@ -70,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = audit.add_parser("verify", help="verify the hash chain", parents=[common])
     verify.add_argument("--json", action="store_true")
+
+    secrets_init = commands.add_parser("secrets", help="deployment secrets").add_subparsers(
+        dest="action", required=True
+    )
+    init = secrets_init.add_parser("init", help="generate NATS passwords and the first operator token into DIR")
+    init.add_argument("folder", type=Path, metavar="DIR")
+    init.add_argument("--force", action="store_true", help="replace secrets already there")
+
+    settings = commands.add_parser("settings", help="list the settings each service reads")
+    settings.add_argument("service", nargs="?", choices=sorted(catalogue.SERVICES), help="one service only")
     return parser
 
 
@@ -79,6 +98,7 @@ def _stack(args: argparse.Namespace) -> LocalStack:
         Path(data),
         purposes=getattr(args, "purposes", DEFAULT_PURPOSES),
         require_calibration=getattr(args, "require_calibration", False),
+        compose=getattr(args, "compose", None),
     )
 
 
@@ -98,6 +118,21 @@ def _client(args: argparse.Namespace) -> GatewayClient:
     return GatewayClient(address, token)
 
 
+def _print_settings(services: list[str]) -> None:
+    """A Markdown table per service: name, default or "required", and what the setting does."""
+    for service in services:
+        print(f"### {service}\n\n| setting | default | meaning |\n|---|---|---|")
+        for setting in catalogue.settings_for(service):
+            if setting.required:
+                default = "**required**"
+            elif setting.required_if:
+                default = f"required when {setting.required_if[0].name}={setting.required_if[1]}"
+            else:
+                default = f"`{setting.default}`" if setting.default else ""
+            print(f"| `{setting.name}` | {default} | {setting.doc} |")
+        print()
+
+
 def _print_json(message: object) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))  # type: ignore[arg-type]
 
@@ -108,8 +143,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.action == "up":
             state = stack.up()
             print(f"stack up in {stack.data}")
-            for name, address in state.addresses.items():
-                print(f"  {name:<9} {address}  SERVING")
+            for name in SERVICES:
+                print(f"  {name:<9} {state.addresses[name]}  SERVING")
             print(f"gateway: {state.gateway}")
             print(f"token:   {stack.token_file} (user local-operator)")
             if not stack.require_calibration:
@@ -120,6 +155,15 @@ def _run(args: argparse.Namespace) -> int:
         else:
             state = stack.state()
             print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
+        return 0
+
+    if args.command == "secrets":
+        for path in init_secrets(args.folder, force=args.force):
+            print(f"wrote {path}")
+        return 0
+
+    if args.command == "settings":
+        _print_settings([args.service] if args.service else sorted(catalogue.SERVICES))
         return 0
 
     if args.command in ("eval", "model"):

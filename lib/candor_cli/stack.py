@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
+import re
 import shutil
 import signal
 import socket
@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import IO
 
 import grpc
+from dotenv import dotenv_values
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from candor_gateway.access import ROLE_PERMISSIONS, token_digest
+from candor_cli import compose as compose_model
+from candor_cli.deploy_secrets import init_secrets, write_operator_token
 
 #: Start order; stop order is the reverse.
 SERVICES = ("audit", "matcher", "embedder", "detector", "gateway")
@@ -154,6 +156,7 @@ class LocalStack:
         purposes: str = DEFAULT_PURPOSES,
         extra_env: dict[str, str] | None = None,
         require_calibration: bool = False,
+        compose: list[Path] | None = None,
     ) -> None:
         self.data = data_dir.resolve()
         self.purposes = purposes
@@ -164,6 +167,11 @@ class LocalStack:
         self.logs = self.data / "logs"
         self.registry = self.data / "models"
         self.require_calibration = require_calibration
+        # Compose mode: the services get the settings the compose files give them, nats-server
+        # runs their nats.conf with its per-service users, and secrets come from `secrets init`.
+        self.compose = compose_model.load(compose) if compose else None
+        self.compose_dir = compose[0].resolve().parent if compose else None
+        self.deploy_secrets = self.data / "deploy-secrets"
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -205,6 +213,12 @@ class LocalStack:
             nats_url=f"nats://127.0.0.1:{nats_port}",
             addresses={name: f"127.0.0.1:{free_port()}" for name in SERVICES},
         )
+        if self.compose is not None:
+            if not self.deploy_secrets.exists():
+                init_secrets(self.deploy_secrets)
+            # The operator's token is the deployment's, so the CLI works against this stack as is.
+            shutil.copyfile(self.deploy_secrets / "operator-token", self.token_file)
+            state.addresses.update({f"{name}-health": f"127.0.0.1:{free_port()}" for name in SERVICES})
         try:
             state.pids["nats"] = self._start_nats(nats_port)
             self._save(state)
@@ -236,23 +250,54 @@ class LocalStack:
         self._save(state)
 
     def _ensure_tokens(self) -> None:
-        if self.tokens_file.exists() and self.token_file.exists():
-            return
-        token = secrets.token_urlsafe(32)
-        document = {
-            "tokens": [{"sha256": token_digest(token), "user": "local-operator", "roles": sorted(ROLE_PERMISSIONS)}]
-        }
-        for path, text in ((self.token_file, token + "\n"), (self.tokens_file, json.dumps(document, indent=2))):
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(text)
+        if not (self.tokens_file.exists() and self.token_file.exists()):
+            write_operator_token(self.token_file, self.tokens_file)
 
     def _start_nats(self, port: int) -> int:
         # The child keeps its own copy of the descriptor; the parent's closes with the block.
         with open(self.logs / "nats.log", "ab") as log:
-            return start_nats_server(self.data, port, log).pid
+            if self.compose is None:
+                return start_nats_server(self.data, port, log).pid
+            return self._start_compose_nats(port, log)
+
+    def _start_compose_nats(self, port: int, log: IO[bytes]) -> int:
+        """nats-server with the compose stack's own config files, on a loopback port."""
+        assert self.compose is not None and self.compose_dir is not None
+        folder = self.data / "nats-conf"
+        folder.mkdir(exist_ok=True)
+        base = self.compose_dir
+        for mount in self.compose["services"]["nats"]["volumes"]:
+            source, target = mount.split(":")[:2]
+            if target.startswith("/etc/nats/"):
+                shutil.copyfile(base / source, folder / Path(target).name)
+        config = folder / "nats.conf"
+        store = self.data / "nats"
+        config.write_text(re.sub(r'store_dir: "[^"]*"', f'store_dir: "{store}"', config.read_text()))
+        env = {**os.environ, **dotenv_values(self.deploy_secrets / "nats.env")}
+        command = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-m", "0"]
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
+        try:
+            _wait_port(port, 30)
+        except StackError:
+            process.kill()
+            raise
+        return process.pid
 
     def _service_env(self, name: str, state: StackState) -> dict[str, str]:
+        if self.compose is not None:
+            own = compose_model.local_environment(
+                self.compose,
+                name,
+                data=self.data,
+                secrets=self.deploy_secrets,
+                nats_url=state.nats_url,
+                grpc_address=state.addresses[name],
+                health_address=state.addresses[f"{name}-health"],
+            )
+            for volume in compose_model.volume_targets(self.compose, name).values():
+                (self.data / volume).mkdir(exist_ok=True)
+            inherited = {key: value for key, value in os.environ.items() if not key.startswith("CANDOR_")}
+            return {**inherited, "PYTHONUNBUFFERED": "1", **own, **self.extra_env}
         env = {
             **os.environ,
             "CANDOR_NATS_URL": state.nats_url,

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from candor_detector import DecodeLimits, FaceDetector, decode_image
 from candor_embedder import EmbeddingEngine
 from candor_eval.dataset import LabelledImage
-from candor_kit import CandorError
+from candor_kit import CandorError, subjects
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
 
 
@@ -135,7 +135,7 @@ class StackPipeline:
                 try:
                     data = as_jpeg_or_png(image.path.read_bytes())
                     detected = await bus.request(
-                        "candor.detector.v1.detect",
+                        subjects.DETECT,
                         detector_pb2.DetectRequest(image=data, include_chips=True),
                         detector_pb2.DetectResponse,
                         self._timeout,
@@ -144,7 +144,7 @@ class StackPipeline:
                         results.append(Embedded(image, None, "no face found"))
                     else:
                         reply = await bus.request(
-                            "candor.embedder.v1.embed",
+                            subjects.EMBED,
                             embedder_pb2.EmbedRequest(chips=[detected.faces[0].chip]),
                             embedder_pb2.EmbedResponse,
                             self._timeout,

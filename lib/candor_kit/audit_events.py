@@ -13,16 +13,18 @@ from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_kit.bus import Bus
+from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM
+from candor_kit.subjects import AUDIT_EVENT_PREFIX as AUDIT_SUBJECT_PREFIX
 from candor_kit.telemetry import current_trace_id
 
-AUDIT_STREAM = "CANDOR_AUDIT"
-AUDIT_SUBJECT_PREFIX = "candor.audit.v1.event"
-AUDIT_DEAD_LETTER = "candor.dlq.audit"
+__all__ = ["AUDIT_DEAD_LETTER", "AUDIT_STREAM", "AUDIT_SUBJECT_PREFIX", "AuditPublisher", "ensure_audit_stream"]
 
 
-async def ensure_audit_stream(bus: Bus) -> None:
-    """Create the audit stream if missing: file storage, nothing discarded, duplicates removed."""
+async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
+    """Create the audit stream if missing: file storage, nothing discarded, duplicates removed,
+    ``replicas`` copies across a JetStream cluster."""
     config = StreamConfig(
+        num_replicas=replicas,
         name=AUDIT_STREAM,
         subjects=[f"{AUDIT_SUBJECT_PREFIX}.>"],
         storage=StorageType.FILE,

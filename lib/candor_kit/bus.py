@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
@@ -50,15 +51,28 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, url: str, name: str, creds_file: str = "", ca_file: str = "", connect_deadline_s: float = 15.0
+        cls,
+        url: str,
+        name: str,
+        *,
+        creds_file: str = "",
+        ca_file: str = "",
+        user: str = "",
+        password_file: str = "",
+        inbox_prefix: str = "_INBOX",
+        connect_deadline_s: float = 15.0,
     ) -> Bus:
         """Connect to NATS; fails with ServiceUnavailable if the server cannot be reached.
 
-        ``creds_file`` is a NATS credentials file; ``ca_file`` verifies a tls:// server.
+        ``creds_file`` is a NATS credentials file, or ``user`` with the password in ``password_file``;
+        ``ca_file`` verifies a tls:// server.
         """
         options: dict[str, Any] = {}
         if creds_file:
             options["user_credentials"] = creds_file
+        if user:
+            options["user"] = user
+            options["password"] = (await asyncio.to_thread(Path(password_file).read_text)).strip()
         if ca_file or url.startswith("tls://"):
             options["tls"] = ssl.create_default_context(cafile=ca_file or None)
         errors: list[str] = []
@@ -79,6 +93,7 @@ class Bus:
                     reconnect_time_wait=0.5,
                     allow_reconnect=True,
                     error_cb=remember,
+                    inbox_prefix=inbox_prefix,
                     **options,
                 ),
                 timeout=connect_deadline_s,

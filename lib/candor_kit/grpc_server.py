@@ -64,6 +64,7 @@ class GrpcServer:
         service_names: list[str],
         tls_cert_file: str = "",
         tls_key_file: str = "",
+        health_address: str = "",
     ) -> None:
         self.server = grpc.aio.server(
             options=[
@@ -73,6 +74,13 @@ class GrpcServer:
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # A plaintext listener with nothing but health, for probes that cannot speak TLS (kubelet).
+        self._health_address = health_address
+        self.health_server: grpc.aio.Server | None = None
+        if health_address:
+            self.health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self.health_server)
+        self.health_port = 0
         self._service_names = ["", *service_names]
         self._address = address
         self._credentials = (
@@ -90,6 +98,11 @@ class GrpcServer:
             self.port = self.server.add_insecure_port(self._address)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC address {self._address}")
+        if self.health_server is not None:
+            self.health_port = self.health_server.add_insecure_port(self._health_address)
+            if self.health_port == 0:
+                raise OSError(f"cannot bind health address {self._health_address}")
+            await self.health_server.start()
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         return self.port
@@ -102,6 +115,8 @@ class GrpcServer:
         """Report NOT_SERVING, then stop, letting in-flight calls finish within the grace period."""
         await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
     async def _set(self, status: int) -> None:
         for name in self._service_names:

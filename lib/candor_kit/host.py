@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import structlog
 
+from candor_kit import subjects
 from candor_kit.bus import Bus
 from candor_kit.errors import CandorError, ConfigError
 from candor_kit.grpc_server import GrpcServer
@@ -38,6 +39,7 @@ class ServiceHost:
             grpc_services,
             settings.tls_cert_file,
             settings.tls_key_file,
+            settings.health_address,
         )
         self.bus: Bus | None = None
 
@@ -47,13 +49,16 @@ class ServiceHost:
             name=f"candor-{self.settings.service}",
             creds_file=self.settings.nats_creds_file,
             ca_file=self.settings.nats_ca_file,
+            user=self.settings.nats_user,
+            password_file=self.settings.nats_password_file,
+            inbox_prefix=subjects.inbox_prefix(self.settings.service),
         )
         return self
 
     async def start_grpc(self) -> int:
         """Start the gRPC server (health NOT_SERVING) once servicers are registered."""
         port = await self.grpc.start()
-        log.info("grpc_listening", address=self.settings.grpc_address, port=port)
+        log.info("grpc_listening", address=self.settings.grpc_address, port=port, health_port=self.grpc.health_port)
         return port
 
     async def mark_serving(self) -> None:

@@ -1,56 +1,65 @@
-"""Configuration from environment variables only, checked before a service starts."""
+"""Configuration from environment variables only, read through the declarations in ``catalogue``
+and checked before a service starts."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+from candor_kit import catalogue
+from candor_kit.catalogue import Setting
 from candor_kit.errors import ConfigError
-
-T = TypeVar("T")
-
-#: The largest message a service accepts or sends, gRPC and NATS alike (a 10 MB photo plus room).
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 class EnvReader:
-    """Reads typed values from an environment mapping and names every bad one at once."""
+    """Reads declared settings from an environment mapping and names every bad value at once."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
         self._problems: list[str] = []
 
-    def text(self, name: str, default: str | None = None) -> str:
-        """A string value; with no default a missing value is a problem."""
-        value = self._environ.get(name, "").strip()
+    def raw(self, setting: Setting) -> str:
+        """The value as given, or the declared default ("" for a required setting that is missing)."""
+        value = self._environ.get(setting.name, "").strip()
         if value:
             return value
-        if default is None:
-            self._problems.append(f"{name} is required")
+        if setting.required:
+            self._problems.append(f"{setting.name} is required")
             return ""
-        return default
+        if setting.required_if is not None:
+            other, when = setting.required_if
+            if (self._environ.get(other.name, "").strip() or other.default) == when:
+                self._problems.append(f"{setting.name} is required when {other.name}={when}")
+        return setting.default or ""
 
-    def number(self, name: str, default: T, parse: Callable[[str], T], low: T, high: T) -> T:
-        """A number within [low, high]."""
-        raw = self._environ.get(name, "").strip()
-        if not raw:
-            return default
+    def get(self, setting: Setting) -> Any:
+        """The typed value: int or float within bounds, a tuple for lists, a checked choice or file."""
+        raw = self.raw(setting)
+        if setting.kind in ("int", "float"):
+            return self._number(setting, raw)
+        if setting.kind == "list":
+            return tuple(v.strip() for v in raw.split(",") if v.strip())
+        if setting.kind == "choice" and raw not in setting.choices:
+            self._problems.append(f"{setting.name}={raw!r} must be one of {', '.join(setting.choices)}")
+        if setting.kind == "file" and raw and not os.path.isfile(raw):
+            self._problems.append(f"{setting.name}={raw} is not a file")
+        return raw
+
+    def _number(self, setting: Setting, raw: str) -> int | float:
+        parse = int if setting.kind == "int" else float
+        default = parse(setting.default or 0)
         try:
             value = parse(raw)
         except ValueError:
-            self._problems.append(f"{name}={raw!r} is not a number")
+            self._problems.append(f"{setting.name}={raw!r} is not a number")
             return default
-        if not low <= value <= high:  # type: ignore[operator]
-            self._problems.append(f"{name}={raw} is outside [{low}, {high}]")
+        if not setting.low <= value <= setting.high:  # type: ignore[operator]
+            self._problems.append(f"{setting.name}={raw} is outside [{setting.low:g}, {setting.high:g}]")
         return value
-
-    def items(self, name: str, default: str | None = None) -> tuple[str, ...]:
-        """A comma-separated list of non-empty values."""
-        return tuple(v.strip() for v in self.text(name, default).split(",") if v.strip())
 
     def problem(self, message: str) -> None:
         """Record a problem found by a cross-field check."""
@@ -78,57 +87,63 @@ class CommonSettings:
     #: NATS credentials file (JWT + nkey seed) and CA bundle for tls:// servers.
     nats_creds_file: str = ""
     nats_ca_file: str = ""
+    #: NATS user and the file holding its password (one per service in deployments).
+    nats_user: str = ""
+    nats_password_file: str = field(default="", repr=False)
+    #: host:port of a plaintext listener serving only gRPC health (for kubelet probes); "" for none.
+    health_address: str = ""
 
     @classmethod
     def read(cls, service: str, env: EnvReader) -> CommonSettings:
-        """Read CANDOR_NATS_URL, CANDOR_GRPC_ADDRESS and the shared limits."""
-        nats_url = env.text("CANDOR_NATS_URL")
+        """Read the shared settings (catalogue.COMMON) and check how they fit together."""
+        nats_url = env.get(catalogue.NATS_URL)
         if nats_url and not nats_url.startswith(("nats://", "tls://")):
             env.problem("CANDOR_NATS_URL must start with nats:// or tls://")
-        nats_creds, nats_ca = env.text("CANDOR_NATS_CREDS", ""), env.text("CANDOR_NATS_CA", "")
-        for name, path in (("CANDOR_NATS_CREDS", nats_creds), ("CANDOR_NATS_CA", nats_ca)):
-            if path and not os.path.isfile(path):
-                env.problem(f"{name}={path} is not a file")
+        nats_creds, nats_ca = env.get(catalogue.NATS_CREDS), env.get(catalogue.NATS_CA)
+        nats_user, nats_password = env.get(catalogue.NATS_USER), env.get(catalogue.NATS_PASSWORD_FILE)
+        if bool(nats_user) != bool(nats_password):
+            env.problem("CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE go together")
+        if nats_user and nats_creds:
+            env.problem("CANDOR_NATS_USER and CANDOR_NATS_CREDS are alternatives; set one")
         nats_host = urlsplit(nats_url).hostname or ""
-        nats_plaintext = env.text("CANDOR_NATS_PLAINTEXT", "loopback")
-        if nats_plaintext not in ("loopback", "allow"):
-            env.problem("CANDOR_NATS_PLAINTEXT must be loopback or allow")
+        nats_plaintext = env.get(catalogue.NATS_PLAINTEXT)
         if nats_url.startswith("nats://") and nats_host and not _is_loopback(nats_host) and nats_plaintext != "allow":
             # Photos, chips and audit events cross this connection.
             env.problem(
                 f"CANDOR_NATS_URL={nats_url} is plaintext to a network address; use tls:// with CANDOR_NATS_CA, "
                 "or CANDOR_NATS_PLAINTEXT=allow behind a mesh that encrypts"
             )
-        address = env.text("CANDOR_GRPC_ADDRESS", "127.0.0.1:0")
+        address = env.get(catalogue.GRPC_ADDRESS)
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             env.problem(f"CANDOR_GRPC_ADDRESS={address!r} is not host:port")
-        cert, key = env.text("CANDOR_GRPC_TLS_CERT", ""), env.text("CANDOR_GRPC_TLS_KEY", "")
+        cert, key = env.get(catalogue.GRPC_TLS_CERT), env.get(catalogue.GRPC_TLS_KEY)
         if bool(cert) != bool(key):
             env.problem("CANDOR_GRPC_TLS_CERT and CANDOR_GRPC_TLS_KEY go together")
-        for name, path in (("CANDOR_GRPC_TLS_CERT", cert), ("CANDOR_GRPC_TLS_KEY", key)):
-            if path and not os.path.isfile(path):
-                env.problem(f"{name}={path} is not a file")
-        plaintext_ok = env.text("CANDOR_GRPC_PLAINTEXT", "loopback")
-        if plaintext_ok not in ("loopback", "allow"):
-            env.problem("CANDOR_GRPC_PLAINTEXT must be loopback or allow")
+        plaintext_ok = env.get(catalogue.GRPC_PLAINTEXT)
         if host and not cert and plaintext_ok != "allow" and not _is_loopback(host):
             # Bearer tokens and probe photos must not cross a network in the clear by accident.
             env.problem(
                 f"CANDOR_GRPC_ADDRESS={address} is not a loopback address and no TLS certificate is set; "
                 "set CANDOR_GRPC_TLS_CERT/_KEY, or CANDOR_GRPC_PLAINTEXT=allow behind a mesh that encrypts"
             )
+        health_address = env.get(catalogue.HEALTH_ADDRESS)
+        if health_address and not health_address.rpartition(":")[2].isdigit():
+            env.problem(f"CANDOR_HEALTH_ADDRESS={health_address!r} is not host:port")
         return cls(
             service=service,
+            health_address=health_address,
             nats_url=nats_url,
             grpc_address=address,
-            max_message_bytes=env.number("CANDOR_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, int, 1 << 20, 64 << 20),
-            shutdown_grace_s=env.number("CANDOR_SHUTDOWN_GRACE_S", 5.0, float, 0.0, 120.0),
-            request_timeout_s=env.number("CANDOR_REQUEST_TIMEOUT_S", 30.0, float, 0.1, 600.0),
+            max_message_bytes=env.get(catalogue.MAX_MESSAGE_BYTES),
+            shutdown_grace_s=env.get(catalogue.SHUTDOWN_GRACE_S),
+            request_timeout_s=env.get(catalogue.REQUEST_TIMEOUT_S),
             tls_cert_file=cert,
             tls_key_file=key,
             nats_creds_file=nats_creds,
             nats_ca_file=nats_ca,
+            nats_user=nats_user,
+            nats_password_file=nats_password,
         )
 
 

@@ -110,7 +110,7 @@ def test_half_a_tls_configuration_is_refused() -> None:
             {"CANDOR_MATCHER_BACKEND": "server", "CANDOR_QDRANT_URL": "http://q:6333", "CANDOR_QDRANT_API_KEY": "k"},
             "in the clear",
         ),
-        ({"CANDOR_MATCHER_BACKEND": "faiss"}, "must be edge or server"),
+        ({"CANDOR_MATCHER_BACKEND": "faiss"}, "must be one of edge, server"),
     ],
 )
 def test_matcher_backend_settings_are_checked(extra: dict[str, str], message: str) -> None:

@@ -17,12 +17,23 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.chain import AuditChain, AuditEntry, StoredRecord
-from candor_kit import Bus, CommonSettings, EnvReader, InvalidInput, ServiceHost, ensure_audit_stream, rpc, settle
+from candor_kit import (
+    Bus,
+    CommonSettings,
+    EnvReader,
+    InvalidInput,
+    ServiceHost,
+    catalogue,
+    ensure_audit_stream,
+    rpc,
+    settle,
+    subjects,
+)
 from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
 
-VERIFY_SUBJECT = "candor.audit.v1.verify"
-QUERY_SUBJECT = "candor.audit.v1.query"
-CONSUMER = "audit-chain-writer"
+VERIFY_SUBJECT = subjects.AUDIT_VERIFY
+QUERY_SUBJECT = subjects.AUDIT_QUERY
+CONSUMER = subjects.AUDIT_CONSUMER
 log = structlog.get_logger("candor.audit")
 
 
@@ -33,15 +44,17 @@ class AuditSettings:
     common: CommonSettings
     database: Path
     batch: int
+    stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
-        """Read CANDOR_AUDIT_DB; raises ConfigError naming every bad value."""
+        """Read the audit settings (catalogue.SERVICES["audit"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
         settings = cls(
             common=CommonSettings.read("audit", env),
-            database=Path(env.text("CANDOR_AUDIT_DB")),
-            batch=env.number("CANDOR_AUDIT_FETCH_BATCH", 64, int, 1, 1000),
+            database=Path(env.get(catalogue.AUDIT_DB)),
+            batch=env.get(catalogue.AUDIT_FETCH_BATCH),
+            stream_replicas=env.get(catalogue.AUDIT_STREAM_REPLICAS),
         )
         env.done()
         return settings
@@ -194,7 +207,7 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
             await host.start_grpc()
             assert host.bus is not None
-            await ensure_audit_stream(host.bus)
+            await ensure_audit_stream(host.bus, settings.stream_replicas)
             await host.bus.serve(VERIFY_SUBJECT, "audit", audit_pb2.VerifyRequest, audit_log.verify)
             await host.bus.serve(QUERY_SUBJECT, "audit", audit_pb2.QueryRequest, audit_log.query)
             consumer = asyncio.create_task(consume(host.bus, audit_log, settings.batch, stop))

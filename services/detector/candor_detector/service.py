@@ -15,10 +15,10 @@ from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
 from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
 from candor_detector.faces import AlignmentSpec, Face, FaceDetector
-from candor_kit import CommonSettings, EnvReader, ServiceHost, rpc
+from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
 
-DETECT_SUBJECT = "candor.detector.v1.detect"
+DETECT_SUBJECT = subjects.DETECT
 log = structlog.get_logger("candor.detector")
 
 
@@ -33,20 +33,20 @@ class DetectorSettings:
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> DetectorSettings:
-        """Read CANDOR_DETECTOR_* variables; raises ConfigError naming every bad value."""
+        """Read the detector settings (catalogue.SERVICES["detector"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
         common = CommonSettings.read("detector", env)
         limits = DecodeLimits(
-            max_bytes=env.number("CANDOR_DETECTOR_MAX_IMAGE_BYTES", 15 << 20, int, 1024, 64 << 20),
-            max_pixels=env.number("CANDOR_DETECTOR_MAX_PIXELS", 50_000_000, int, 10_000, 200_000_000),
-            working_pixels=env.number("CANDOR_DETECTOR_WORKING_PIXELS", 1_500_000, int, 100_000, 20_000_000),
+            max_bytes=env.get(catalogue.DETECTOR_MAX_IMAGE_BYTES),
+            max_pixels=env.get(catalogue.DETECTOR_MAX_PIXELS),
+            working_pixels=env.get(catalogue.DETECTOR_WORKING_PIXELS),
         )
         if limits.max_bytes > common.max_message_bytes:
             env.problem("CANDOR_DETECTOR_MAX_IMAGE_BYTES exceeds CANDOR_MAX_MESSAGE_BYTES")
         settings = cls(
             common=common,
             limits=limits,
-            model_dir=env.text("CANDOR_DLIB_MODEL_DIR", "") or None,
+            model_dir=env.get(catalogue.DLIB_MODEL_DIR) or None,
             alignment=AlignmentSpec(),
         )
         env.done()

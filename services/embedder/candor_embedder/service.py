@@ -14,10 +14,10 @@ from candor.common.v1 import common_pb2
 from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor_embedder.batching import EmbeddingBatcher
 from candor_embedder.engines import EmbeddingEngine, ModelInfo, build_engine
-from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, rpc
+from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
 
-EMBED_SUBJECT = "candor.embedder.v1.embed"
-MODEL_SUBJECT = "candor.embedder.v1.model"
+EMBED_SUBJECT = subjects.EMBED
+MODEL_SUBJECT = subjects.EMBED_MODEL
 log = structlog.get_logger("candor.embedder")
 
 
@@ -33,15 +33,14 @@ class EmbedderSettings:
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> EmbedderSettings:
-        """Read CANDOR_EMBEDDER_* variables; raises ConfigError naming every bad value."""
+        """Read the embedder settings (catalogue.SERVICES["embedder"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
-        threshold = env.number("CANDOR_EMBEDDER_THRESHOLD", 0.0, float, 0.0, 4.0)
         settings = cls(
             common=CommonSettings.read("embedder", env),
-            engine=env.text("CANDOR_EMBEDDER_ENGINE", "dlib"),
-            model_dir=env.text("CANDOR_DLIB_MODEL_DIR", "") or None,
-            threshold=threshold or None,
-            max_batch=env.number("CANDOR_EMBEDDER_MAX_BATCH", 32, int, 1, 1024),
+            engine=env.get(catalogue.EMBEDDER_ENGINE),
+            model_dir=env.get(catalogue.DLIB_MODEL_DIR) or None,
+            threshold=env.get(catalogue.EMBEDDER_THRESHOLD) or None,
+            max_batch=env.get(catalogue.EMBEDDER_MAX_BATCH),
         )
         env.done()
         return settings

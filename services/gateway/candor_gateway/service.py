@@ -20,6 +20,7 @@ from candor_kit import (
     EnvReader,
     ServiceHost,
     Unauthenticated,
+    catalogue,
     current_trace_id,
     ensure_audit_stream,
     rpc,
@@ -41,31 +42,29 @@ class GatewaySettings:
     min_enrol_face_px: int
     max_inflight: int
     calibration: CalibrationGate
+    audit_stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GatewaySettings:
-        """Read CANDOR_GATEWAY_* variables; raises ConfigError naming every bad value."""
+        """Read the gateway settings (catalogue.SERVICES["gateway"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
         common = CommonSettings.read("gateway", env)
-        tokens_file = env.text("CANDOR_GATEWAY_TOKENS_FILE")
-        purposes = frozenset(env.items("CANDOR_GATEWAY_PURPOSES"))
+        tokens_file = env.get(catalogue.GATEWAY_TOKENS_FILE)
+        purposes = frozenset(env.get(catalogue.GATEWAY_PURPOSES))
         if not purposes:
             env.problem("CANDOR_GATEWAY_PURPOSES must list at least one allowed purpose")
-        default_candidates = env.number("CANDOR_GATEWAY_DEFAULT_CANDIDATES", 10, int, 1, 200)
-        max_candidates = env.number("CANDOR_GATEWAY_MAX_CANDIDATES", 50, int, 1, 200)
+        default_candidates = env.get(catalogue.GATEWAY_DEFAULT_CANDIDATES)
+        max_candidates = env.get(catalogue.GATEWAY_MAX_CANDIDATES)
         if default_candidates > max_candidates:
             env.problem("CANDOR_GATEWAY_DEFAULT_CANDIDATES exceeds CANDOR_GATEWAY_MAX_CANDIDATES")
-        max_image_bytes = env.number("CANDOR_GATEWAY_MAX_IMAGE_BYTES", 12 << 20, int, 1024, 64 << 20)
+        max_image_bytes = env.get(catalogue.GATEWAY_MAX_IMAGE_BYTES)
         if max_image_bytes + 4096 > common.max_message_bytes:
             env.problem("CANDOR_GATEWAY_MAX_IMAGE_BYTES must leave room under CANDOR_MAX_MESSAGE_BYTES")
-        min_face = env.number("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", 60, int, 20, 2000)
-        max_inflight = env.number("CANDOR_GATEWAY_MAX_INFLIGHT", 16, int, 1, 10_000)
-        registry_dir = env.text("CANDOR_MODEL_REGISTRY", "")
-        allow = env.text("CANDOR_GATEWAY_ALLOW_UNCALIBRATED", "false").lower()
-        if allow not in ("true", "false"):
-            env.problem("CANDOR_GATEWAY_ALLOW_UNCALIBRATED must be true or false")
-        if not registry_dir and allow != "true":
-            env.problem("CANDOR_MODEL_REGISTRY is required unless CANDOR_GATEWAY_ALLOW_UNCALIBRATED=true")
+        min_face = env.get(catalogue.GATEWAY_MIN_ENROL_FACE_PX)
+        max_inflight = env.get(catalogue.GATEWAY_MAX_INFLIGHT)
+        registry_dir = env.get(catalogue.GATEWAY_MODEL_REGISTRY)
+        allow = env.get(catalogue.GATEWAY_ALLOW_UNCALIBRATED)
+        stream_replicas = env.get(catalogue.AUDIT_STREAM_REPLICAS)
         env.done()
         return cls(
             common=common,
@@ -75,6 +74,7 @@ class GatewaySettings:
             min_enrol_face_px=min_face,
             max_inflight=max_inflight,
             calibration=CalibrationGate(ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true"),
+            audit_stream_replicas=stream_replicas,
         )
 
 
@@ -172,7 +172,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Run the gateway until ``stop`` is set."""
     async with ServiceHost(settings.common, [SERVICE]) as host:
         assert host.bus is not None
-        await ensure_audit_stream(host.bus)
+        await ensure_audit_stream(host.bus, settings.audit_stream_replicas)
         audit = AuditPublisher(host.bus)
         workflow = Workflow(
             host.bus,

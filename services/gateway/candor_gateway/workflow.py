@@ -24,16 +24,16 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import SearchPolicy
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, TooLarge
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, TooLarge, subjects
 from candor_kit.identifiers import check_subject_id
 
-DETECT = "candor.detector.v1.detect"
-EMBED = "candor.embedder.v1.embed"
-MATCH_ENROLL = "candor.matcher.v1.enroll"
-MATCH_SEARCH = "candor.matcher.v1.search"
-MATCH_DELETE = "candor.matcher.v1.delete_subject"
-MATCH_DELETE_RECORD = "candor.matcher.v1.delete_record"
-AUDIT_VERIFY = "candor.audit.v1.verify"
+DETECT = subjects.DETECT
+EMBED = subjects.EMBED
+MATCH_ENROLL = subjects.MATCH_ENROLL
+MATCH_SEARCH = subjects.MATCH_SEARCH
+MATCH_DELETE = subjects.MATCH_DELETE_SUBJECT
+MATCH_DELETE_RECORD = subjects.MATCH_DELETE_RECORD
+AUDIT_VERIFY = subjects.AUDIT_VERIFY
 
 log = structlog.get_logger("candor.gateway")
 

@@ -12,17 +12,17 @@ import structlog
 
 from candor.common.v1 import common_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
-from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, rpc
+from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
 from candor_kit.identifiers import check_subject_id
 from candor_matcher.edge_backend import EdgeBackend
 from candor_matcher.gallery import Gallery, GalleryBackend, GalleryModel
 from candor_matcher.server_backend import QdrantServerBackend
 
-ENROLL_SUBJECT = "candor.matcher.v1.enroll"
-SEARCH_SUBJECT = "candor.matcher.v1.search"
-DELETE_SUBJECT = "candor.matcher.v1.delete_subject"
-DELETE_RECORD = "candor.matcher.v1.delete_record"
-GALLERY_SUBJECT = "candor.matcher.v1.gallery"
+ENROLL_SUBJECT = subjects.MATCH_ENROLL
+SEARCH_SUBJECT = subjects.MATCH_SEARCH
+DELETE_SUBJECT = subjects.MATCH_DELETE_SUBJECT
+DELETE_RECORD = subjects.MATCH_DELETE_RECORD
+GALLERY_SUBJECT = subjects.MATCH_GALLERY
 MAX_LIMIT = 200
 log = structlog.get_logger("candor.matcher")
 
@@ -41,17 +41,17 @@ class MatcherSettings:
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> MatcherSettings:
-        """Read CANDOR_MATCHER_* and CANDOR_QDRANT_*; raises ConfigError naming every bad value."""
+        """Read the matcher settings (catalogue.SERVICES["matcher"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
         common = CommonSettings.read("matcher", env)
-        backend = env.text("CANDOR_MATCHER_BACKEND", "edge")
+        backend = env.get(catalogue.MATCHER_BACKEND)
         if backend == "edge":
-            settings = cls(common=common, backend=backend, data_dir=Path(env.text("CANDOR_MATCHER_DATA_DIR")))
-        elif backend == "server":
-            url = env.text("CANDOR_QDRANT_URL")
+            settings = cls(common=common, backend=backend, data_dir=Path(env.get(catalogue.MATCHER_DATA_DIR)))
+        else:
+            url = env.get(catalogue.QDRANT_URL)
             if url and not url.startswith(("http://", "https://")):
                 env.problem("CANDOR_QDRANT_URL must start with http:// or https://")
-            api_key = env.text("CANDOR_QDRANT_API_KEY", "")
+            api_key = env.get(catalogue.QDRANT_API_KEY)
             if url.startswith("http://") and api_key:
                 env.problem("CANDOR_QDRANT_API_KEY over plain http:// would send the key in the clear; use https://")
             settings = cls(
@@ -59,12 +59,9 @@ class MatcherSettings:
                 backend=backend,
                 qdrant_url=url,
                 qdrant_api_key=api_key,
-                shard_number=env.number("CANDOR_QDRANT_SHARDS", 1, int, 1, 1024),
-                replication_factor=env.number("CANDOR_QDRANT_REPLICAS", 1, int, 1, 16),
+                shard_number=env.get(catalogue.QDRANT_SHARDS),
+                replication_factor=env.get(catalogue.QDRANT_REPLICAS),
             )
-        else:
-            env.problem("CANDOR_MATCHER_BACKEND must be edge or server")
-            settings = cls(common=common, backend=backend)
         env.done()
         return settings
 

@@ -1,0 +1,18 @@
+# syntax=docker/dockerfile:1
+# The end-to-end test runner of compose.e2e.yaml. Build from the repository root.
+FROM python:3.11.14-slim-trixie
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /candor
+COPY requirements.lock pyproject.toml ./
+COPY gen gen
+COPY lib lib
+COPY services services
+COPY scripts scripts
+COPY tests tests
+# Sample face photos come from the face_recognition sdist on PyPI, fetched at build time.
+RUN pip install --constraint requirements.lock ".[dev]" \
+    && python scripts/fetch_sample_images.py .cache/samples \
+    && groupadd --system --gid 10001 candor \
+    && useradd --system --uid 10001 --gid candor --no-create-home --shell /usr/sbin/nologin candor
+USER 10001:10001
+ENTRYPOINT []

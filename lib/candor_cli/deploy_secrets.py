@@ -1,0 +1,61 @@
+"""``candor secrets init DIR``: the secrets a deployment needs, generated locally and never committed.
+
+One folder feeds docker-compose (file secrets and an env file), Kubernetes (``kubectl create secret
+--from-file``, see deploy/README.md) and the local process stack in compose mode:
+
+- ``nats-password-<service>``: each service's NATS password (CANDOR_NATS_PASSWORD_FILE);
+- ``nats.env``: the same passwords as NATS_PASSWORD_<SERVICE>=..., for the nats-server;
+- ``gateway-tokens.json``: the gateway's token hashes and roles (CANDOR_GATEWAY_TOKENS_FILE);
+- ``operator-token``: the bearer token of the first operator, whose hash is in gateway-tokens.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from candor_gateway.access import ROLE_PERMISSIONS, token_digest
+from candor_kit.subjects import ROLES
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Create or replace ``path`` with ``text``, readable only as ``mode`` allows."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def write_operator_token(token_file: Path, tokens_file: Path, user: str = "local-operator") -> str:
+    """A fresh operator token with every role: the token in one file, its hash in the tokens file."""
+    token = secrets.token_urlsafe(32)
+    document = {"tokens": [{"sha256": token_digest(token), "user": user, "roles": sorted(ROLE_PERMISSIONS)}]}
+    write_private(token_file, token + "\n")
+    write_private(tokens_file, json.dumps(document, indent=2) + "\n")
+    return token
+
+
+def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
+    """Write every secret into ``folder`` (mode 0700); refuses to overwrite unless ``force``.
+
+    The files are 0644 inside the 0700 folder: compose bind-mounts file secrets with the host's
+    permissions, and the services run as uid 10001, not as the folder's owner.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    if any(folder.iterdir()) and not force:
+        raise FileExistsError(f"{folder} already holds secrets; pass --force to replace them")
+    passwords = {service: secrets.token_urlsafe(24) for service in ROLES}
+    written = []
+    for service, password in passwords.items():
+        path = folder / f"nats-password-{service}"
+        write_private(path, password + "\n", 0o644)
+        written.append(path)
+    env = "".join(f"NATS_PASSWORD_{service.upper()}={password}\n" for service, password in passwords.items())
+    write_private(folder / "nats.env", env)
+    write_operator_token(folder / "operator-token", folder / "gateway-tokens.json", user="operator")
+    os.chmod(folder / "operator-token", 0o644)
+    os.chmod(folder / "gateway-tokens.json", 0o644)
+    return [*written, folder / "nats.env", folder / "operator-token", folder / "gateway-tokens.json"]

@@ -1,0 +1,224 @@
+"""Every setting each service reads, its default and whether it is required: declared once, here.
+
+The services read their configuration through these declarations (``EnvReader.get``), the deployment
+files are checked against them (``tests/deploy``), and ``candor settings`` prints them for operators.
+A setting with ``default=None`` is required; ``required_if`` makes one required only when another
+setting has a given value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["text", "int", "float", "list", "choice", "file"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable a service reads."""
+
+    name: str
+    doc: str
+    default: str | None = None
+    kind: Kind = "text"
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    #: (setting, value): required only while that other setting has that value.
+    required_if: tuple[Setting, str] | None = None
+    #: The value is, or names a file holding, a secret: it comes from a Secret, never a ConfigMap.
+    secret: bool = False
+
+    @property
+    def required(self) -> bool:
+        """Whether the setting must always be given."""
+        return self.default is None
+
+
+def _int(name: str, doc: str, default: int, low: int, high: int) -> Setting:
+    return Setting(name, doc, str(default), "int", low, high)
+
+
+def _float(name: str, doc: str, default: float, low: float, high: float) -> Setting:
+    return Setting(name, doc, str(default), "float", low, high)
+
+
+def _file(name: str, doc: str, *, secret: bool = False, required_if: tuple[Setting, str] | None = None) -> Setting:
+    return Setting(name, doc, "", "file", secret=secret, required_if=required_if)
+
+
+#: The port every service serves gRPC on inside a container or pod, and its health-only port.
+GRPC_PORT = 50051
+HEALTH_PORT = 50052
+#: Ports of the infrastructure the services reach.
+NATS_CLIENT_PORT = 4222
+NATS_CLUSTER_PORT = 6222
+NATS_MONITOR_PORT = 8222
+QDRANT_HTTP_PORT = 6333
+QDRANT_GRPC_PORT = 6334
+QDRANT_P2P_PORT = 6335
+OTLP_GRPC_PORT = 4317
+
+NATS_URL = Setting("CANDOR_NATS_URL", "NATS server URL, nats:// or tls://")
+NATS_CREDS = _file("CANDOR_NATS_CREDS", "NATS credentials file (JWT and nkey seed)", secret=True)
+NATS_USER = Setting("CANDOR_NATS_USER", "NATS user name, with CANDOR_NATS_PASSWORD_FILE", "")
+NATS_PASSWORD_FILE = _file("CANDOR_NATS_PASSWORD_FILE", "file holding the NATS user's password", secret=True)
+NATS_CA = _file("CANDOR_NATS_CA", "CA bundle that signed the NATS server's certificate")
+NATS_PLAINTEXT = Setting(
+    "CANDOR_NATS_PLAINTEXT",
+    "allow nats:// to a non-loopback address (only behind a mesh that encrypts)",
+    "loopback",
+    "choice",
+    choices=("loopback", "allow"),
+)
+GRPC_ADDRESS = Setting("CANDOR_GRPC_ADDRESS", "host:port the gRPC API listens on", "127.0.0.1:0")
+HEALTH_ADDRESS = Setting(
+    "CANDOR_HEALTH_ADDRESS", "host:port of a plaintext listener with only gRPC health, for probes; empty: none", ""
+)
+GRPC_TLS_CERT = _file("CANDOR_GRPC_TLS_CERT", "PEM certificate chain for serving gRPC over TLS")
+GRPC_TLS_KEY = _file("CANDOR_GRPC_TLS_KEY", "PEM private key for serving gRPC over TLS", secret=True)
+GRPC_PLAINTEXT = Setting(
+    "CANDOR_GRPC_PLAINTEXT",
+    "allow plaintext gRPC on a non-loopback address (only behind a mesh that encrypts)",
+    "loopback",
+    "choice",
+    choices=("loopback", "allow"),
+)
+MAX_MESSAGE_BYTES = _int(
+    "CANDOR_MAX_MESSAGE_BYTES", "largest gRPC or NATS message sent or accepted", 16 << 20, 1 << 20, 64 << 20
+)
+SHUTDOWN_GRACE_S = _float("CANDOR_SHUTDOWN_GRACE_S", "seconds in-flight calls get to finish on SIGTERM", 5.0, 0, 120)
+REQUEST_TIMEOUT_S = _float("CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to another service", 30.0, 0.1, 600)
+DLIB_MODEL_DIR = Setting("CANDOR_DLIB_MODEL_DIR", "folder of dlib model files; empty: face_recognition_models", "")
+MODEL_REGISTRY = Setting("CANDOR_MODEL_REGISTRY", "folder of model calibration records", "")
+
+#: Standard OpenTelemetry SDK variables; the SDK reads them itself.
+OTEL = (
+    Setting("OTEL_SERVICE_NAME", "service name on traces; default candor-<service>", ""),
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP gRPC endpoint for traces; empty: no export", ""),
+    Setting("OTEL_EXPORTER_OTLP_INSECURE", "send OTLP without TLS (collector on the same trusted network)", ""),
+    Setting("OTEL_TRACES_SAMPLER", "OpenTelemetry sampler name", ""),
+    Setting("OTEL_TRACES_SAMPLER_ARG", "OpenTelemetry sampler argument", ""),
+    Setting("OTEL_RESOURCE_ATTRIBUTES", "extra resource attributes, k=v,k=v", ""),
+)
+
+COMMON = (
+    NATS_URL,
+    NATS_CREDS,
+    NATS_USER,
+    NATS_PASSWORD_FILE,
+    NATS_CA,
+    NATS_PLAINTEXT,
+    GRPC_ADDRESS,
+    HEALTH_ADDRESS,
+    GRPC_TLS_CERT,
+    GRPC_TLS_KEY,
+    GRPC_PLAINTEXT,
+    MAX_MESSAGE_BYTES,
+    SHUTDOWN_GRACE_S,
+    REQUEST_TIMEOUT_S,
+    *OTEL,
+)
+
+DETECTOR_MAX_IMAGE_BYTES = _int(
+    "CANDOR_DETECTOR_MAX_IMAGE_BYTES", "largest photo file decoded", 15 << 20, 1024, 64 << 20
+)
+DETECTOR_MAX_PIXELS = _int(
+    "CANDOR_DETECTOR_MAX_PIXELS", "largest photo, in pixels, decoded", 50_000_000, 10_000, 200_000_000
+)
+DETECTOR_WORKING_PIXELS = _int(
+    "CANDOR_DETECTOR_WORKING_PIXELS",
+    "photos are scaled down to this size for detection",
+    1_500_000,
+    100_000,
+    20_000_000,
+)
+
+EMBEDDER_ENGINE = Setting("CANDOR_EMBEDDER_ENGINE", "embedding engine", "dlib", "choice", choices=("dlib",))
+EMBEDDER_THRESHOLD = _float(
+    "CANDOR_EMBEDDER_THRESHOLD", "model's nominal distance threshold; 0: the engine's own", 0.0, 0.0, 4.0
+)
+EMBEDDER_MAX_BATCH = _int("CANDOR_EMBEDDER_MAX_BATCH", "most chips embedded in one batch", 32, 1, 1024)
+
+MATCHER_BACKEND = Setting(
+    "CANDOR_MATCHER_BACKEND", "gallery index: embedded Qdrant Edge or a Qdrant server", "edge", "choice",
+    choices=("edge", "server"),
+)  # fmt: skip
+MATCHER_DATA_DIR = Setting(
+    "CANDOR_MATCHER_DATA_DIR", "folder of the embedded gallery", "", required_if=(MATCHER_BACKEND, "edge")
+)
+QDRANT_URL = Setting(
+    "CANDOR_QDRANT_URL", "Qdrant server URL, http:// or https://", "", required_if=(MATCHER_BACKEND, "server")
+)
+QDRANT_API_KEY = Setting("CANDOR_QDRANT_API_KEY", "Qdrant API key (https only)", "", secret=True)
+QDRANT_SHARDS = _int("CANDOR_QDRANT_SHARDS", "shards of a new collection", 1, 1, 1024)
+QDRANT_REPLICAS = _int("CANDOR_QDRANT_REPLICAS", "replication factor of a new collection", 1, 1, 16)
+
+AUDIT_STREAM_REPLICAS = _int(
+    "CANDOR_AUDIT_STREAM_REPLICAS", "replicas of the audit JetStream stream when it is created", 1, 1, 5
+)
+AUDIT_DB = Setting("CANDOR_AUDIT_DB", "SQLite file of the audit chain")
+AUDIT_FETCH_BATCH = _int("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
+
+GATEWAY_TOKENS_FILE = Setting("CANDOR_GATEWAY_TOKENS_FILE", "file of token hashes and roles", None, "file", secret=True)
+GATEWAY_PURPOSES = Setting("CANDOR_GATEWAY_PURPOSES", "allowed search purposes, comma-separated", None, "list")
+GATEWAY_DEFAULT_CANDIDATES = _int("CANDOR_GATEWAY_DEFAULT_CANDIDATES", "candidates when a search asks none", 10, 1, 200)
+GATEWAY_MAX_CANDIDATES = _int("CANDOR_GATEWAY_MAX_CANDIDATES", "largest candidate list", 50, 1, 200)
+GATEWAY_MAX_IMAGE_BYTES = _int("CANDOR_GATEWAY_MAX_IMAGE_BYTES", "largest photo accepted", 12 << 20, 1024, 64 << 20)
+GATEWAY_MIN_ENROL_FACE_PX = _int("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", "smallest face, in pixels, enrolled", 60, 20, 2000)
+GATEWAY_MAX_INFLIGHT = _int(
+    "CANDOR_GATEWAY_MAX_INFLIGHT", "photos processed at once before RESOURCE_EXHAUSTED", 16, 1, 10_000
+)
+GATEWAY_ALLOW_UNCALIBRATED = Setting(
+    "CANDOR_GATEWAY_ALLOW_UNCALIBRATED", "serve searches with an uncalibrated model (development only)", "false",
+    "choice", choices=("true", "false"),
+)  # fmt: skip
+GATEWAY_MODEL_REGISTRY = Setting(
+    MODEL_REGISTRY.name, MODEL_REGISTRY.doc, "", required_if=(GATEWAY_ALLOW_UNCALIBRATED, "false")
+)
+
+SERVICES: dict[str, tuple[Setting, ...]] = {
+    "detector": (DETECTOR_MAX_IMAGE_BYTES, DETECTOR_MAX_PIXELS, DETECTOR_WORKING_PIXELS, DLIB_MODEL_DIR),
+    "embedder": (EMBEDDER_ENGINE, EMBEDDER_THRESHOLD, EMBEDDER_MAX_BATCH, DLIB_MODEL_DIR),
+    "matcher": (MATCHER_BACKEND, MATCHER_DATA_DIR, QDRANT_URL, QDRANT_API_KEY, QDRANT_SHARDS, QDRANT_REPLICAS),
+    "audit": (AUDIT_DB, AUDIT_FETCH_BATCH, AUDIT_STREAM_REPLICAS),
+    "gateway": (
+        GATEWAY_TOKENS_FILE,
+        GATEWAY_PURPOSES,
+        GATEWAY_DEFAULT_CANDIDATES,
+        GATEWAY_MAX_CANDIDATES,
+        GATEWAY_MAX_IMAGE_BYTES,
+        GATEWAY_MIN_ENROL_FACE_PX,
+        GATEWAY_MAX_INFLIGHT,
+        GATEWAY_ALLOW_UNCALIBRATED,
+        GATEWAY_MODEL_REGISTRY,
+        AUDIT_STREAM_REPLICAS,
+    ),
+}
+
+
+def settings_for(service: str) -> tuple[Setting, ...]:
+    """Every setting ``service`` reads: the shared ones and its own."""
+    return COMMON + SERVICES[service]
+
+
+def check_environment(service: str, environ: dict[str, str]) -> list[str]:
+    """Problems with the settings a deployment gives ``service``: unknown names and missing required ones.
+
+    Values are not checked here (a deployment may name files that exist only in the container);
+    the service checks them at start-up.
+    """
+    known = {s.name: s for s in settings_for(service)}
+    problems = [f"{service}: {name} is not a setting {service} reads" for name in sorted(environ) if name not in known]
+    for setting in known.values():
+        given = str(environ.get(setting.name, "")).strip()
+        if given:
+            continue
+        if setting.required:
+            problems.append(f"{service}: {setting.name} is required")
+        elif setting.required_if is not None:
+            other, value = setting.required_if
+            if str(environ.get(other.name) or other.default) == value:
+                problems.append(f"{service}: {setting.name} is required when {other.name}={value}")
+    return problems

@@ -1,0 +1,83 @@
+"""The NATS subjects of the architecture, who serves and who calls each, declared once.
+
+Services import their subjects from here; the NATS permissions in ``deploy/`` are checked against
+``nats_permissions`` so a deployment grants each service exactly what this table says it uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DETECT = "candor.detector.v1.detect"
+EMBED = "candor.embedder.v1.embed"
+EMBED_MODEL = "candor.embedder.v1.model"
+MATCH_ENROLL = "candor.matcher.v1.enroll"
+MATCH_SEARCH = "candor.matcher.v1.search"
+MATCH_DELETE_SUBJECT = "candor.matcher.v1.delete_subject"
+MATCH_DELETE_RECORD = "candor.matcher.v1.delete_record"
+MATCH_GALLERY = "candor.matcher.v1.gallery"
+AUDIT_VERIFY = "candor.audit.v1.verify"
+AUDIT_QUERY = "candor.audit.v1.query"
+
+#: The JetStream stream of audit events, its subjects, its durable consumer and its dead letters.
+AUDIT_STREAM = "CANDOR_AUDIT"
+AUDIT_EVENT_PREFIX = "candor.audit.v1.event"
+AUDIT_CONSUMER = "audit-chain-writer"
+AUDIT_DEAD_LETTER = "candor.dlq.audit"
+
+
+@dataclass(frozen=True)
+class BusRole:
+    """What one service does on NATS."""
+
+    #: Request subjects it answers (in a queue group, so replicas share them).
+    serves: tuple[str, ...] = ()
+    #: Request subjects it calls.
+    calls: tuple[str, ...] = ()
+    #: Whether it publishes audit events (and may create the audit stream).
+    audits: bool = False
+    #: Whether it consumes the audit stream and writes the chain.
+    writes_chain: bool = False
+
+
+ROLES: dict[str, BusRole] = {
+    "detector": BusRole(serves=(DETECT,)),
+    "embedder": BusRole(serves=(EMBED, EMBED_MODEL)),
+    "matcher": BusRole(serves=(MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, MATCH_GALLERY)),
+    "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True),
+    "gateway": BusRole(
+        calls=(DETECT, EMBED, MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, AUDIT_VERIFY),
+        audits=True,
+    ),
+}
+
+
+def inbox_prefix(service: str) -> str:
+    """The reply-inbox prefix a service uses, so its permissions can name its own inboxes only."""
+    return f"_INBOX_{service}"
+
+
+def nats_permissions(service: str) -> dict[str, list[str]]:
+    """The least NATS permissions ``service`` needs: subjects it may publish to and subscribe to.
+
+    Replies to requests it serves go out through ``allow_responses``, so they need no entry.
+    """
+    role = ROLES[service]
+    stream_api = [f"$JS.API.STREAM.{verb}.{AUDIT_STREAM}" for verb in ("CREATE", "INFO")]
+    publish = list(role.calls)
+    subscribe = list(role.serves)
+    if role.calls or role.audits or role.writes_chain:
+        subscribe.append(f"{inbox_prefix(service)}.>")
+    if role.audits:
+        publish += [f"{AUDIT_EVENT_PREFIX}.>", *stream_api]
+    if role.writes_chain:
+        publish += [
+            *stream_api,
+            f"$JS.API.CONSUMER.CREATE.{AUDIT_STREAM}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
+            f"$JS.API.CONSUMER.INFO.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
+            f"$JS.ACK.{AUDIT_STREAM}.{AUDIT_CONSUMER}.>",
+            AUDIT_DEAD_LETTER,
+        ]
+    return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}
