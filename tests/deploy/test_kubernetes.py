@@ -1,0 +1,255 @@
+"""deploy/k8s: every overlay and component builds with kubectl kustomize, validates against the
+Kubernetes schemas, sets only known settings and every required one, and is locked down."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from candor_kit import catalogue
+from tests.deploy.manifests import (
+    CANDOR_SERVICES,
+    TARGETS,
+    container_environment,
+    kubectl,
+    named,
+    of_kind,
+    render,
+)
+
+#: The Kubernetes release the schemas are checked against (kubectl's own minor version).
+KUBERNETES_VERSION = "1.32.0"
+#: Resources of CRDs with no bundled schema, and the spec fields each must have.
+CUSTOM_RESOURCES = {
+    ("cert-manager.io/v1", "Issuer"): ("ca",),
+    ("cert-manager.io/v1", "Certificate"): ("secretName", "issuerRef", "dnsNames"),
+}
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
+def test_kubectl_has_a_kustomize_that_knows_components() -> None:
+    version = subprocess.run([kubectl(), "version", "--client"], capture_output=True, text=True).stdout
+    found = re.search(r"Kustomize Version: v(\d+)", version)
+    assert found and int(found.group(1)) >= 5, version
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_manifest_validates_against_the_kubernetes_schemas(target: str) -> None:
+    docs = render(target)
+    assert of_kind(docs, "Deployment"), f"{target} renders no Deployment"
+    for doc in docs:
+        key = (doc["apiVersion"], doc["kind"])
+        if key in CUSTOM_RESOURCES:
+            missing = [field for field in CUSTOM_RESOURCES[key] if field not in doc["spec"]]
+            assert not missing, f"{target}: {doc['kind']} {doc['metadata']['name']} lacks {missing}"
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_service_gets_only_known_settings_and_every_required_one(target: str) -> None:
+    docs = render(target)
+    problems = []
+    for service in CANDOR_SERVICES:
+        environment = container_environment(docs, named(docs, "Deployment", f"candor-{service}"))
+        problems += catalogue.check_environment(service, environment)
+    assert problems == []
+
+
+def test_the_settings_check_fails_on_an_unknown_or_a_missing_setting() -> None:
+    docs = render("overlays/prod")
+    environment = container_environment(docs, named(docs, "Deployment", "candor-gateway"))
+    typo = {**environment, "CANDOR_GATEWAY_MAX_CANDIDATE": "20"}
+    assert catalogue.check_environment("gateway", typo) == [
+        "gateway: CANDOR_GATEWAY_MAX_CANDIDATE is not a setting gateway reads"
+    ]
+    missing = {name: value for name, value in environment.items() if name != "CANDOR_GATEWAY_PURPOSES"}
+    assert catalogue.check_environment("gateway", missing) == ["gateway: CANDOR_GATEWAY_PURPOSES is required"]
+    edge = {
+        **container_environment(docs, named(docs, "Deployment", "candor-matcher")),
+        "CANDOR_MATCHER_BACKEND": "edge",
+    }
+    assert "matcher: CANDOR_MATCHER_DATA_DIR is required when CANDOR_MATCHER_BACKEND=edge" in (
+        catalogue.check_environment("matcher", edge)
+    )
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_workload_has_probes_limits_and_a_locked_down_security_context(target: str) -> None:
+    for workload in of_kind(render(target), *WORKLOADS):
+        name = workload["metadata"]["name"]
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod.get("automountServiceAccountToken") is False, name
+        for container in pod["containers"]:
+            where = f"{name}/{container['name']}"
+            assert "readinessProbe" in container and "livenessProbe" in container, where
+            resources = container["resources"]
+            assert {"cpu", "memory"} <= set(resources["limits"]) and {"cpu", "memory"} <= set(resources["requests"])
+            context = container["securityContext"]
+            assert context["runAsNonRoot"] is True, where
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"]["drop"] == ["ALL"], where
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_ports_and_addresses_agree_with_the_code(target: str) -> None:
+    docs = render(target)
+    for service in CANDOR_SERVICES:
+        deployment = named(docs, "Deployment", f"candor-{service}")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert ports == {"grpc": catalogue.GRPC_PORT, "health": catalogue.HEALTH_PORT}
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == catalogue.HEALTH_PORT
+        environment = container_environment(docs, deployment)
+        assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{catalogue.GRPC_PORT}")
+        assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{catalogue.HEALTH_PORT}")
+        assert re.fullmatch(rf"(nats|tls)://candor-nats:{catalogue.NATS_CLIENT_PORT}", environment["CANDOR_NATS_URL"])
+        assert environment["CANDOR_NATS_USER"] == service
+        service_doc = named(docs, "Service", f"candor-{service}")
+        assert service_doc["spec"]["ports"][0]["port"] == catalogue.GRPC_PORT
+    matcher = container_environment(docs, named(docs, "Deployment", "candor-matcher"))
+    assert matcher["CANDOR_QDRANT_URL"].endswith(f"candor-qdrant:{catalogue.QDRANT_HTTP_PORT}")
+    nats_ports = {
+        port["name"]: port["port"] for port in named(docs, "Service", "candor-nats-headless")["spec"]["ports"]
+    }
+    assert nats_ports == {
+        "client": catalogue.NATS_CLIENT_PORT,
+        "cluster": catalogue.NATS_CLUSTER_PORT,
+        "monitor": catalogue.NATS_MONITOR_PORT,
+    }
+
+
+def test_every_service_mounts_its_own_nats_password_only() -> None:
+    docs = render("overlays/prod")
+    for service in CANDOR_SERVICES:
+        pod = named(docs, "Deployment", f"candor-{service}")["spec"]["template"]["spec"]
+        secrets = {volume["secret"]["secretName"] for volume in pod["volumes"] if "secret" in volume}
+        assert f"candor-nats-{service}" in secrets
+        assert not {name for name in secrets if name.startswith("candor-nats-")} - {f"candor-nats-{service}"}
+
+
+def test_prod_runs_everything_over_tls() -> None:
+    docs = render("overlays/prod")
+    for service in CANDOR_SERVICES:
+        environment = container_environment(docs, named(docs, "Deployment", f"candor-{service}"))
+        assert environment["CANDOR_NATS_URL"].startswith("tls://")
+        assert environment["CANDOR_GRPC_PLAINTEXT"] == "loopback" and environment["CANDOR_NATS_PLAINTEXT"] == "loopback"
+        assert environment["CANDOR_GRPC_TLS_CERT"] and environment["CANDOR_GRPC_TLS_KEY"]
+    matcher = container_environment(docs, named(docs, "Deployment", "candor-matcher"))
+    assert matcher["CANDOR_QDRANT_URL"].startswith("https://")
+    nats_conf = named(docs, "ConfigMap", "candor-nats-config")["data"]["nats.conf"]
+    assert "verify: true" in nats_conf and "tls {" in nats_conf
+    assert {doc["metadata"]["name"] for doc in of_kind(docs, "PodDisruptionBudget")} >= {
+        f"candor-{name}" for name in (*CANDOR_SERVICES[:4], "nats", "qdrant")
+    }
+
+
+def test_nats_and_qdrant_run_as_three_node_clusters_with_replicated_streams() -> None:
+    docs = render("overlays/prod")
+    for name in ("candor-nats", "candor-qdrant"):
+        stateful = named(docs, "StatefulSet", name)
+        assert stateful["spec"]["replicas"] == 3
+        assert stateful["spec"]["volumeClaimTemplates"], name
+    nats_conf = named(docs, "ConfigMap", "candor-nats-config")["data"]["nats.conf"]
+    assert len(re.findall(r"candor-nats-\d\.candor-nats-headless:6222", nats_conf)) == 3
+    for service in ("gateway", "audit"):
+        environment = container_environment(docs, named(docs, "Deployment", f"candor-{service}"))
+        assert environment["CANDOR_AUDIT_STREAM_REPLICAS"] == "3"
+
+
+def test_dev_runs_one_replica_of_everything() -> None:
+    for workload in of_kind(render("overlays/dev"), *WORKLOADS):
+        assert workload["spec"]["replicas"] == 1, workload["metadata"]["name"]
+
+
+def _pods_of(selector: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str]:
+    labels = selector.get("matchLabels", {})
+    return {name for name, pod_labels in pods.items() if labels.items() <= pod_labels.items()}
+
+
+def _peer(peer: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str]:
+    """The names a NetworkPolicy peer stands for: local pods, or 'namespace/app' outside."""
+    if "namespaceSelector" in peer:
+        namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        app = next(iter(peer.get("podSelector", {}).get("matchLabels", {}).values()), "*")
+        return {f"{namespace}/{app}"}
+    return _pods_of(peer["podSelector"], pods)
+
+
+def network_edges(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str, int]]:
+    """(from, to, port) for every connection both sides' policies allow; 'any' is anyone outside."""
+    pods = {
+        workload["metadata"]["name"].removeprefix("candor-"): workload["spec"]["template"]["metadata"]["labels"]
+        for workload in of_kind(docs, *WORKLOADS)
+    }
+    egress: set[tuple[str, str, int]] = set()
+    ingress: set[tuple[str, str, int]] = set()
+    for policy in of_kind(docs, "NetworkPolicy"):
+        spec = policy["spec"]
+        selected = _pods_of(spec["podSelector"], pods) if spec["podSelector"] else set(pods)
+        for rule in spec.get("egress", []):
+            targets = set().union(*(_peer(peer, pods) for peer in rule["to"]))
+            egress |= {(pod, target, port["port"]) for pod in selected for target in targets for port in rule["ports"]}
+        for rule in spec.get("ingress", []):
+            sources = set().union(*(_peer(peer, pods) for peer in rule["from"])) if "from" in rule else {"any"}
+            ingress |= {(src, pod, port["port"]) for pod in selected for src in sources for port in rule["ports"]}
+    # Inside the namespace a connection needs both ends to allow it; outside, only our end counts.
+    inside = {edge for edge in egress if edge[1] in pods} & {edge for edge in ingress if edge[0] in pods}
+    leaving = {edge for edge in egress if edge[1] not in pods}
+    arriving = {edge for edge in ingress if edge[0] not in pods}
+    return inside | leaving | arriving
+
+
+def test_network_policies_allow_exactly_the_edges_of_the_architecture() -> None:
+    docs = render("components/network-policies")
+    everyone = (*CANDOR_SERVICES, "nats", "qdrant")
+    expected = {
+        ("any", "gateway", 50051),
+        *((service, "nats", 4222) for service in CANDOR_SERVICES),
+        *((service, "observability/otel-collector", 4317) for service in CANDOR_SERVICES),
+        ("nats", "nats", 6222),
+        ("matcher", "qdrant", 6333),
+        ("matcher", "qdrant", 6334),
+        ("qdrant", "qdrant", 6335),
+        *((pod, "kube-system/kube-dns", 53) for pod in everyone),
+    }
+    assert network_edges(docs) == expected
+    default_deny = named(docs, "NetworkPolicy", "default-deny-all")["spec"]
+    assert default_deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_without_the_component_only_the_qdrant_peer_port_is_fenced() -> None:
+    docs = render("components/gpu")
+    policies = of_kind(docs, "NetworkPolicy")
+    assert [policy["metadata"]["name"] for policy in policies] == ["candor-qdrant-peers"]
+    ingress = policies[0]["spec"]["ingress"]
+    assert ingress[0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "candor-qdrant"}}}]
+    assert ingress[0]["ports"] == [{"port": catalogue.QDRANT_P2P_PORT}]
+
+
+def test_the_gpu_component_puts_the_embedder_on_gpu_nodes() -> None:
+    docs = render("components/gpu")
+    pod = named(docs, "Deployment", "candor-embedder")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    others = [named(docs, "Deployment", f"candor-{name}") for name in CANDOR_SERVICES if name != "embedder"]
+    assert all(
+        "nvidia.com/gpu" not in d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] for d in others
+    )
+
+
+def test_the_autoscaling_component_scales_detector_and_embedder_on_cpu() -> None:
+    docs = render("components/autoscaling")
+    scalers = {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in of_kind(docs, "HorizontalPodAutoscaler")}
+    assert set(scalers) == {"candor-detector", "candor-embedder"}
+    for scaler in scalers.values():
+        assert scaler["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+        assert scaler["spec"]["minReplicas"] >= 2

@@ -1,0 +1,155 @@
+"""The NATS configurations of compose and of every Kubernetes overlay, run on a real nats-server:
+each service's user may publish and subscribe to exactly what candor_kit.subjects says it needs.
+
+Every user tries every subject of the architecture (and a few it must never touch, such as
+deleting the audit stream), and the server's answers are compared with the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from candor_cli.deploy_secrets import nats_password
+from candor_cli.stack import StackError, _wait_port, free_port, nats_server_binary
+from candor_kit import subjects
+from tests.conftest import self_signed
+from tests.deploy.manifests import COMPOSE_DIR, K8S, named, render
+
+#: Every subject the architecture uses, and some that no service may use.
+PROBES = sorted(
+    {
+        subjects.DETECT,
+        subjects.EMBED,
+        subjects.EMBED_MODEL,
+        subjects.MATCH_ENROLL,
+        subjects.MATCH_SEARCH,
+        subjects.MATCH_DELETE_SUBJECT,
+        subjects.MATCH_DELETE_RECORD,
+        subjects.MATCH_GALLERY,
+        subjects.AUDIT_VERIFY,
+        subjects.AUDIT_QUERY,
+        f"{subjects.AUDIT_EVENT_PREFIX}.search.completed",
+        subjects.AUDIT_DEAD_LETTER,
+        f"$JS.API.STREAM.CREATE.{subjects.AUDIT_STREAM}",
+        f"$JS.API.STREAM.DELETE.{subjects.AUDIT_STREAM}",
+        f"$JS.API.STREAM.PURGE.{subjects.AUDIT_STREAM}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{subjects.AUDIT_STREAM}.{subjects.AUDIT_CONSUMER}",
+        f"$JS.ACK.{subjects.AUDIT_STREAM}.{subjects.AUDIT_CONSUMER}.1.1.1.1.0",
+        *(f"{subjects.inbox_prefix(service)}.reply" for service in subjects.ROLES),
+        "_INBOX.reply",
+    }
+)
+
+
+def matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, ``>`` the rest."""
+    wanted, given = pattern.split("."), subject.split(".")
+    for index, token in enumerate(wanted):
+        if token == ">":
+            return len(given) > index
+        if index >= len(given) or (token != "*" and token != given[index]):
+            return False
+    return len(wanted) == len(given)
+
+
+def configurations() -> dict[str, tuple[str, str]]:
+    """(nats.conf, auth.conf) of compose and of each overlay, as the deployments ship them."""
+    found = {"compose": ((COMPOSE_DIR / "nats" / "nats.conf").read_text(), (K8S / "base/nats/auth.conf").read_text())}
+    for overlay in ("dev", "prod"):
+        data = named(render(f"overlays/{overlay}"), "ConfigMap", "candor-nats-config")["data"]
+        found[f"k8s-{overlay}"] = (data["nats.conf"], data["auth.conf"])
+    return found
+
+
+def local_config(text: str, folder: Path, cert: Path, key: Path) -> str:
+    """The same configuration with its paths, certificates and cluster port moved to this machine."""
+    text = re.sub(r'store_dir: "[^"]*"', f'store_dir: "{folder / "js"}"', text)
+    text = re.sub(r'pid_file: "[^"]*"', f'pid_file: "{folder / "nats.pid"}"', text)
+    text = text.replace("/etc/nats-tls/tls.crt", str(cert)).replace("/etc/nats-tls/tls.key", str(key))
+    text = text.replace("/etc/nats-tls/ca.crt", str(cert))
+    return re.sub(r"port: 6222", f"port: {free_port()}", text)
+
+
+async def allowed_operations(url: str, user: str, password: str, **options: Any) -> dict[tuple[str, str], bool]:
+    """Try to publish and to subscribe to every probe subject as ``user``; which did the server allow?"""
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc))
+
+    client = await nats.connect(url, user=user, password=password, error_cb=on_error, allow_reconnect=False, **options)
+    outcome = {}
+    try:
+        for subject in PROBES:
+            for action in ("publish", "subscribe"):
+                before = len(refused)
+                if action == "publish":
+                    await client.publish(subject, b"probe")
+                else:
+                    await client.subscribe(subject)
+                await client.flush()
+                await asyncio.sleep(0.01)
+                outcome[(action, subject)] = len(refused) == before
+    finally:
+        await client.close()
+    return outcome
+
+
+@contextlib.contextmanager
+def running(config: Path, env: dict[str, str]) -> Iterator[int]:
+    """nats-server on ``config`` with ``env``, on a free loopback port; yields the port."""
+    port = free_port()
+    command = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-m", "0"]
+    with open(config.parent / "nats.log", "wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        try:
+            try:
+                _wait_port(port, 20)
+            except StackError:
+                pytest.fail(f"nats-server refused {config}:\n{(config.parent / 'nats.log').read_text()[-1500:]}")
+            yield port
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+@pytest.mark.parametrize("name", ["compose", "k8s-dev", "k8s-prod"])
+async def test_each_service_user_gets_exactly_its_permissions(name: str, tmp_path: Path) -> None:
+    nats_conf, auth_conf = configurations()[name]
+    (tmp_path / "auth.conf").write_text(auth_conf)
+    config = tmp_path / "nats.conf"
+    cert, key = self_signed(tmp_path)
+    config.write_text(local_config(nats_conf, tmp_path, cert, key))
+    passwords = {service: nats_password() for service in subjects.ROLES}
+    env = {"POD_NAME": "candor-nats-0", **{f"NATS_PASSWORD_{s.upper()}": p for s, p in passwords.items()}}
+    with running(config, env) as port:
+        tls = "tls {" in nats_conf.split("cluster {")[0]
+        url = f"{'tls' if tls else 'nats'}://127.0.0.1:{port}"
+        options: dict[str, Any] = {"tls": ssl.create_default_context(cafile=str(cert))} if tls else {}
+        for service, password in passwords.items():
+            granted = subjects.nats_permissions(service)
+            expected = {
+                (action, subject): any(matches(pattern, subject) for pattern in granted[action])
+                for subject in PROBES
+                for action in ("publish", "subscribe")
+            }
+            assert await allowed_operations(url, service, password, **options) == expected, service
+        with pytest.raises(Exception, match=r"[Aa]uthorization"):
+            await nats.connect(url, user="gateway", password="wrong", allow_reconnect=False, **options)
+
+
+def test_no_service_may_delete_or_purge_the_audit_stream() -> None:
+    for service in subjects.ROLES:
+        granted = subjects.nats_permissions(service)["publish"]
+        for verb in ("DELETE", "PURGE"):
+            assert not any(matches(p, f"$JS.API.STREAM.{verb}.{subjects.AUDIT_STREAM}") for p in granted), service
