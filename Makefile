@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLES := .cache/samples
 
-.PHONY: setup demo test lint test-unit test-integration test-e2e protos protos-check bench clean
+.PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy protos protos-check bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -37,6 +37,10 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/python -m pytest tests/integration
+
+# Builds and validates every kustomize overlay and component, the compose files and the Dockerfiles.
+test-deploy: setup
+	$(BIN)/python -m pytest tests/deploy
 
 test-e2e: setup
 	$(BIN)/python -m pytest tests/e2e

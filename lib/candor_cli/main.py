@@ -119,17 +119,19 @@ def _client(args: argparse.Namespace) -> GatewayClient:
 
 
 def _print_settings(services: list[str]) -> None:
-    """A Markdown table per service: name, default or "required", and what the setting does."""
-    for service in services:
-        print(f"### {service}\n\n| setting | default | meaning |\n|---|---|---|")
-        for setting in catalogue.settings_for(service):
+    """Markdown tables: the settings every service shares, then each service's own."""
+    tables = [("every service", catalogue.COMMON)] + [(name, catalogue.SERVICES[name]) for name in services]
+    for title, settings in tables:
+        print(f"### {title}\n\n| setting | default | meaning |\n|---|---|---|")
+        for setting in settings:
             if setting.required:
                 default = "**required**"
             elif setting.required_if:
-                default = f"required when {setting.required_if[0].name}={setting.required_if[1]}"
+                default = f"required when `{setting.required_if[0].name}={setting.required_if[1]}`"
             else:
                 default = f"`{setting.default}`" if setting.default else ""
-            print(f"| `{setting.name}` | {default} | {setting.doc} |")
+            secret = " (secret: from a Secret, never a ConfigMap)" if setting.secret else ""
+            print(f"| `{setting.name}` | {default} | {setting.doc}{secret} |")
         print()
 
 
