@@ -1,4 +1,5 @@
-"""Shared fixtures: the sample photos, a real nats-server, and an in-memory span exporter."""
+"""Shared fixtures: the sample photos, a real nats-server, a real PostgreSQL server, and an
+in-memory span exporter."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_cli.stack import free_port, start_nats_server  # noqa: E402
+from tests.postgres import PostgresServer  # noqa: E402
 
 # Installed before anything asks for a tracer, so every span of every in-process service lands here.
 SPANS = InMemorySpanExporter()
@@ -49,6 +51,20 @@ def nats_url() -> Iterator[str]:
         yield f"nats://127.0.0.1:{port}"
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session."""
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the session's PostgreSQL server; its connection string."""
+    return postgres_server.new_database()
 
 
 @pytest.fixture(scope="session")

@@ -158,7 +158,25 @@ QDRANT_REPLICAS = _int("CANDOR_QDRANT_REPLICAS", "replication factor of a new co
 AUDIT_STREAM_REPLICAS = _int(
     "CANDOR_AUDIT_STREAM_REPLICAS", "replicas of the audit JetStream stream when it is created", 1, 1, 5
 )
-AUDIT_DB = Setting("CANDOR_AUDIT_DB", "SQLite file of the audit chain")
+AUDIT_BACKEND = Setting(
+    "CANDOR_AUDIT_BACKEND", "where the chain is kept", "sqlite", "choice", choices=("sqlite", "postgres")
+)
+AUDIT_DB = Setting("CANDOR_AUDIT_DB", "SQLite file of the audit chain", "", required_if=(AUDIT_BACKEND, "sqlite"))
+AUDIT_POSTGRES_DSN_FILE = Setting(
+    "CANDOR_AUDIT_POSTGRES_DSN_FILE",
+    "file holding the libpq connection string of the audit database",
+    "",
+    "file",
+    required_if=(AUDIT_BACKEND, "postgres"),
+    secret=True,
+)
+AUDIT_POSTGRES_PLAINTEXT = Setting(
+    "CANDOR_AUDIT_POSTGRES_PLAINTEXT",
+    "allow a PostgreSQL connection to a network host without sslmode=require or stronger",
+    "loopback",
+    "choice",
+    choices=("loopback", "allow"),
+)
 AUDIT_FETCH_BATCH = _int("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
 
 GATEWAY_TOKENS_FILE = Setting("CANDOR_GATEWAY_TOKENS_FILE", "file of token hashes and roles", None, "file", secret=True)
@@ -182,7 +200,14 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
     "detector": (DETECTOR_MAX_IMAGE_BYTES, DETECTOR_MAX_PIXELS, DETECTOR_WORKING_PIXELS, DLIB_MODEL_DIR),
     "embedder": (EMBEDDER_ENGINE, EMBEDDER_THRESHOLD, EMBEDDER_MAX_BATCH, DLIB_MODEL_DIR),
     "matcher": (MATCHER_BACKEND, MATCHER_DATA_DIR, QDRANT_URL, QDRANT_API_KEY, QDRANT_SHARDS, QDRANT_REPLICAS),
-    "audit": (AUDIT_DB, AUDIT_FETCH_BATCH, AUDIT_STREAM_REPLICAS),
+    "audit": (
+        AUDIT_BACKEND,
+        AUDIT_DB,
+        AUDIT_POSTGRES_DSN_FILE,
+        AUDIT_POSTGRES_PLAINTEXT,
+        AUDIT_FETCH_BATCH,
+        AUDIT_STREAM_REPLICAS,
+    ),
     "gateway": (
         GATEWAY_TOKENS_FILE,
         GATEWAY_PURPOSES,

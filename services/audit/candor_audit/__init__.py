@@ -1,6 +1,14 @@
 """Candor's audit service: an append-only, hash-chained, verifiable log of every event."""
 
-from candor_audit.chain import AuditChain, AuditEntry, StoredRecord, Verification, record_hash
+from candor_audit.chain import (
+    AuditChain,
+    AuditEntry,
+    PostgresAuditChain,
+    SqlAuditChain,
+    StoredRecord,
+    Verification,
+    record_hash,
+)
 from candor_audit.service import QUERY_SUBJECT, VERIFY_SUBJECT, AuditSettings, serve
 
 __all__ = [
@@ -9,6 +17,8 @@ __all__ = [
     "AuditChain",
     "AuditEntry",
     "AuditSettings",
+    "PostgresAuditChain",
+    "SqlAuditChain",
     "StoredRecord",
     "Verification",
     "record_hash",

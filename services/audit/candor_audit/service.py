@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psycopg
 import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
-from candor_audit.chain import AuditChain, AuditEntry, StoredRecord
+from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord
 from candor_kit import (
     Bus,
     CommonSettings,
@@ -42,22 +44,60 @@ class AuditSettings:
     """Audit configuration, from the environment."""
 
     common: CommonSettings
-    database: Path
+    database: Path | None
     batch: int
     stream_replicas: int = 1
+    #: libpq connection string when the chain is kept in PostgreSQL (read from a secret file).
+    postgres_dsn: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
         """Read the audit settings (catalogue.SERVICES["audit"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
+        common = CommonSettings.read("audit", env)
+        backend = env.get(catalogue.AUDIT_BACKEND)
+        database, dsn = env.get(catalogue.AUDIT_DB), ""
+        dsn_file = env.get(catalogue.AUDIT_POSTGRES_DSN_FILE)
+        if backend == "postgres" and dsn_file and Path(dsn_file).is_file():
+            dsn = Path(dsn_file).read_text().strip()
+            problem = postgres_dsn_problem(dsn, env.get(catalogue.AUDIT_POSTGRES_PLAINTEXT) == "allow")
+            if problem:
+                env.problem(f"CANDOR_AUDIT_POSTGRES_DSN_FILE: {problem}")
         settings = cls(
-            common=CommonSettings.read("audit", env),
-            database=Path(env.get(catalogue.AUDIT_DB)),
+            common=common,
+            database=Path(database) if backend == "sqlite" and database else None,
             batch=env.get(catalogue.AUDIT_FETCH_BATCH),
             stream_replicas=env.get(catalogue.AUDIT_STREAM_REPLICAS),
+            postgres_dsn=dsn,
         )
         env.done()
         return settings
+
+    def open_chain(self) -> SqlAuditChain:
+        """The configured chain: PostgreSQL when a DSN is set, else the SQLite file."""
+        if self.postgres_dsn:
+            return PostgresAuditChain(self.postgres_dsn)
+        assert self.database is not None
+        return AuditChain(self.database)
+
+
+def postgres_dsn_problem(dsn: str, plaintext_allowed: bool) -> str:
+    """Why a connection string is unusable or unsafe, or "" when it is fine.
+
+    A network host needs sslmode=require or stronger: audit records carry case numbers and users.
+    """
+    try:
+        options = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        return f"not a libpq connection string ({str(exc).splitlines()[0]})"
+    hosts = [h for h in str(options.get("host", "")).split(",") if h]
+    remote = [h for h in hosts if not h.startswith("/") and h not in ("localhost", "127.0.0.1", "::1")]
+    if remote and options.get("sslmode") not in ("require", "verify-ca", "verify-full") and not plaintext_allowed:
+        return (
+            f"host {remote[0]} without sslmode=require, verify-ca or verify-full; "
+            "or set CANDOR_AUDIT_POSTGRES_PLAINTEXT=allow behind a mesh that encrypts"
+        )
+    return ""
 
 
 def rfc3339(timestamp: Timestamp) -> str:
@@ -112,7 +152,7 @@ def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
 class AuditLog:
     """The chain behind the service's three doors: the stream, Verify and Query."""
 
-    def __init__(self, chain: AuditChain) -> None:
+    def __init__(self, chain: SqlAuditChain) -> None:
         self._chain = chain
 
     async def append_message(self, msg: Msg) -> None:
@@ -200,7 +240,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
 
 async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
     """Run the audit service until ``stop`` is set."""
-    chain = AuditChain(settings.database)
+    chain = await asyncio.to_thread(settings.open_chain)
     audit_log = AuditLog(chain)
     try:
         async with ServiceHost(settings.common, ["candor.audit.v1.AuditService"]) as host:
