@@ -108,12 +108,15 @@ def local_environment(
     nats_url: str,
     grpc_address: str,
     health_address: str,
+    postgres: bool = False,
 ) -> dict[str, str]:
     """The service's compose environment, rewritten for processes on this machine.
 
     Addresses become loopback ones, ``/run/secrets/X`` becomes ``secrets/X``, paths on a named
     volume move under ``data/<volume>``, and trace export is dropped (no collector here). No Qdrant
     server can run here, so a matcher set to ``server`` runs the embedded backend as a stand-in.
+    An audit service set to ``postgres`` keeps it when ``postgres`` says a server is provided (its
+    connection string in ``secrets``), and otherwise keeps its chain in SQLite under ``data``.
     """
     environment = service_environment(model, service)
     volumes = volume_targets(model, service)
@@ -131,4 +134,8 @@ def local_environment(
         for name in [name for name in local if name.startswith("CANDOR_QDRANT_")]:
             del local[name]
         local.update(CANDOR_MATCHER_BACKEND="edge", CANDOR_MATCHER_DATA_DIR=str(data / "gallery"))
+    if local.get("CANDOR_AUDIT_BACKEND") == "postgres" and not postgres:
+        for name in [name for name in local if name.startswith("CANDOR_AUDIT_POSTGRES_")]:
+            del local[name]
+        local.update(CANDOR_AUDIT_BACKEND="sqlite", CANDOR_AUDIT_DB=str(data / "audit" / "audit.db"))
     return local

@@ -6,7 +6,9 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
 - ``nats-password-<service>``: each service's NATS password (CANDOR_NATS_PASSWORD_FILE);
 - ``nats.env``: the same passwords as NATS_PASSWORD_<SERVICE>=..., for the nats-server;
 - ``gateway-tokens.json``: the gateway's token hashes and roles (CANDOR_GATEWAY_TOKENS_FILE);
-- ``operator-token``: the bearer token of the first operator, whose hash is in gateway-tokens.json.
+- ``operator-token``: the bearer token of the first operator, whose hash is in gateway-tokens.json;
+- ``postgres-password`` and ``audit-postgres-dsn``: the compose PostgreSQL's password, and the
+  connection string the audit service uses with it (CANDOR_AUDIT_POSTGRES_DSN_FILE).
 """
 
 from __future__ import annotations
@@ -67,4 +69,16 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_operator_token(folder / "operator-token", folder / "gateway-tokens.json", user="operator")
     os.chmod(folder / "operator-token", 0o644)
     os.chmod(folder / "gateway-tokens.json", 0o644)
-    return [*written, folder / "nats.env", folder / "operator-token", folder / "gateway-tokens.json"]
+    database_password = secrets.token_hex(24)
+    write_private(folder / "postgres-password", database_password + "\n", 0o644)
+    write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
+    return [
+        *written,
+        *(folder / name for name in ("nats.env", "operator-token", "gateway-tokens.json")),
+        *(folder / name for name in ("postgres-password", "audit-postgres-dsn")),
+    ]
+
+
+def compose_audit_dsn(password: str) -> str:
+    """The audit service's connection string to the compose stack's PostgreSQL."""
+    return f"host=postgres port=5432 dbname=candor_audit user=candor_audit password={password} sslmode=disable"

@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="run the services with the settings and NATS users of these compose files (repeatable)",
     )
+    up.add_argument(
+        "--postgres-dsn-file",
+        type=Path,
+        help="with --compose: keep the audit chain in this PostgreSQL (a file with its connection string)",
+    )
     stack.add_parser("down", help="stop the stack", parents=[common])
     stack.add_parser("status", help="show the stack's processes", parents=[common])
 
@@ -99,6 +104,7 @@ def _stack(args: argparse.Namespace) -> LocalStack:
         purposes=getattr(args, "purposes", DEFAULT_PURPOSES),
         require_calibration=getattr(args, "require_calibration", False),
         compose=getattr(args, "compose", None),
+        postgres_dsn=dsn_file.read_text().strip() if (dsn_file := getattr(args, "postgres_dsn_file", None)) else "",
     )
 
 

@@ -157,6 +157,7 @@ class LocalStack:
         extra_env: dict[str, str] | None = None,
         require_calibration: bool = False,
         compose: list[Path] | None = None,
+        postgres_dsn: str = "",
     ) -> None:
         self.data = data_dir.resolve()
         self.purposes = purposes
@@ -172,6 +173,8 @@ class LocalStack:
         self.compose = compose_model.load(compose) if compose else None
         self.compose_dir = compose[0].resolve().parent if compose else None
         self.deploy_secrets = self.data / "deploy-secrets"
+        # A PostgreSQL for the audit chain in compose mode (the compose `postgres` service cannot run here).
+        self.postgres_dsn = postgres_dsn
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -216,6 +219,8 @@ class LocalStack:
         if self.compose is not None:
             if not self.deploy_secrets.exists():
                 init_secrets(self.deploy_secrets)
+            if self.postgres_dsn:
+                (self.deploy_secrets / "audit-postgres-dsn").write_text(self.postgres_dsn + "\n")
             # The operator's token is the deployment's, so the CLI works against this stack as is.
             shutil.copyfile(self.deploy_secrets / "operator-token", self.token_file)
             state.addresses.update({f"{name}-health": f"127.0.0.1:{free_port()}" for name in SERVICES})
@@ -293,6 +298,7 @@ class LocalStack:
                 nats_url=state.nats_url,
                 grpc_address=state.addresses[name],
                 health_address=state.addresses[f"{name}-health"],
+                postgres=bool(self.postgres_dsn),
             )
             for volume in compose_model.volume_targets(self.compose, name).values():
                 (self.data / volume).mkdir(exist_ok=True)

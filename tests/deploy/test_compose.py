@@ -18,7 +18,7 @@ from candor_kit import catalogue
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, compose_model
 
 STACKS = {"compose.yaml": (), "compose.yaml + compose.e2e.yaml": ("compose.e2e.yaml",)}
-INFRASTRUCTURE = ("nats", "qdrant", "otel-collector", "jaeger")
+INFRASTRUCTURE = ("nats", "qdrant", "postgres", "otel-collector", "jaeger")
 
 
 def compose_schema() -> dict:  # type: ignore[type-arg]
@@ -101,6 +101,15 @@ def test_state_lives_on_named_volumes_and_only_loopback_ports_are_published() ->
     assert declared <= used
     matcher = compose.service_environment(model, "matcher")
     assert matcher["CANDOR_QDRANT_URL"] == f"http://qdrant:{catalogue.QDRANT_HTTP_PORT}"
+
+
+def test_the_audit_chain_lives_in_the_compose_postgres() -> None:
+    model = compose_model()
+    audit = compose.service_environment(model, "audit")
+    assert audit["CANDOR_AUDIT_BACKEND"] == "postgres"
+    assert audit["CANDOR_AUDIT_POSTGRES_DSN_FILE"] == "/run/secrets/audit-postgres-dsn"
+    assert model["services"]["audit"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert "ports" not in model["services"]["postgres"], "the database is not published"
 
 
 def test_nats_in_compose_uses_the_same_users_file_as_kubernetes() -> None:

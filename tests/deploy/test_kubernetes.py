@@ -177,6 +177,8 @@ def _pods_of(selector: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[s
 
 def _peer(peer: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str]:
     """The names a NetworkPolicy peer stands for: local pods, or 'namespace/app' outside."""
+    if "ipBlock" in peer:
+        return {f"cidr:{peer['ipBlock']['cidr']}"}
     if "namespaceSelector" in peer:
         namespace = peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
         app = next(iter(peer.get("podSelector", {}).get("matchLabels", {}).values()), "*")
@@ -224,6 +226,16 @@ def test_network_policies_allow_exactly_the_edges_of_the_architecture() -> None:
     assert network_edges(docs) == expected
     default_deny = named(docs, "NetworkPolicy", "default-deny-all")["spec"]
     assert default_deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_prod_adds_only_the_audit_database_edge() -> None:
+    prod = network_edges(render("overlays/prod"))
+    component = network_edges(render("components/network-policies"))
+    assert prod - component == {("audit", "cidr:10.0.0.0/8", 5432)}
+    environment = container_environment(
+        render("overlays/prod"), named(render("overlays/prod"), "Deployment", "candor-audit")
+    )
+    assert environment["CANDOR_AUDIT_BACKEND"] == "postgres"
 
 
 def test_without_the_component_only_the_qdrant_peer_port_is_fenced() -> None:

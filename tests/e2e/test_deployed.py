@@ -5,7 +5,7 @@ CANDOR_E2E_TOKEN_FILE and these tests call the containers. Everywhere else (CI h
 they run the local process stack in compose mode: the services get exactly the environment the
 compose files give them, nats-server runs the compose nats.conf with its per-service users and
 permissions, and only addresses, paths and the Qdrant server (the embedded backend stands in) are
-replaced.
+replaced. The audit chain goes to a real PostgreSQL server, as compose's does.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from candor_cli import LocalStack
@@ -26,28 +28,43 @@ COMPOSE = [ROOT / "deploy" / "compose" / "compose.yaml", ROOT / "deploy" / "comp
 pytestmark = pytest.mark.e2e
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """What the tests reach of the deployment under test."""
+
+    gateway: str
+    token: str
+    #: The audit database's connection string, to see the chain where the deployment keeps it.
+    audit_dsn: str
+
+
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(gateway address, operator token) of the deployment under test."""
+def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """The deployment under test: the compose containers, or the compose topology as processes."""
     address = os.environ.get("CANDOR_E2E_GATEWAY")
     if address:
-        yield address, Path(os.environ["CANDOR_E2E_TOKEN_FILE"]).read_text().strip()
+        token = Path(os.environ["CANDOR_E2E_TOKEN_FILE"]).read_text().strip()
+        yield Deployment(address, token, Path(os.environ["CANDOR_E2E_AUDIT_DSN_FILE"]).read_text().strip())
         return
-    stack = LocalStack(tmp_path_factory.mktemp("compose-topology"), compose=COMPOSE)
+    # The compose stack keeps the audit chain in PostgreSQL: a real server stands in for the container.
+    dsn = request.getfixturevalue("postgres_server").new_database()
+    stack = LocalStack(tmp_path_factory.mktemp("compose-topology"), compose=COMPOSE, postgres_dsn=dsn)
     try:
         state = stack.up()
-        yield state.gateway, stack.token()
+        yield Deployment(state.gateway, stack.token(), dsn)
     finally:
         stack.down()
 
 
 @pytest.fixture(scope="module")
-def client(deployed: tuple[str, str]) -> Iterator[GatewayClient]:
-    with GatewayClient(*deployed) as gateway:
+def client(deployed: Deployment) -> Iterator[GatewayClient]:
+    with GatewayClient(deployed.gateway, deployed.token) as gateway:
         yield gateway
 
 
-def test_enrol_search_and_verify_through_the_deployed_topology(client: GatewayClient, samples: Path) -> None:
+def test_enrol_search_and_verify_through_the_deployed_topology(
+    client: GatewayClient, deployed: Deployment, samples: Path
+) -> None:
     # Fresh ids per run: a compose stack keeps its gallery in volumes between runs.
     run = uuid.uuid4().hex[:8]
     obama, biden = f"E2E-{run}-obama", f"E2E-{run}-biden"
@@ -61,9 +78,12 @@ def test_enrol_search_and_verify_through_the_deployed_topology(client: GatewayCl
     assert biden not in ranked[: ranked.index(obama) + 1]
     verdict = client.verify_audit()
     assert verdict.ok and verdict.records_checked >= 3
+    with psycopg.connect(deployed.audit_dsn) as db:
+        cases = {row[0] for row in db.execute("SELECT case_number FROM audit_record")}
+    assert f"E2E-{run}" in cases, "the search's audit record is in the deployment's PostgreSQL"
 
 
-def test_a_wrong_token_is_refused_by_the_deployed_gateway(deployed: tuple[str, str], samples: Path) -> None:
-    with GatewayClient(deployed[0], "not-a-token") as stranger, pytest.raises(grpc.RpcError) as refused:
+def test_a_wrong_token_is_refused_by_the_deployed_gateway(deployed: Deployment, samples: Path) -> None:
+    with GatewayClient(deployed.gateway, "not-a-token") as stranger, pytest.raises(grpc.RpcError) as refused:
         stranger.search(samples / "obama2.jpg", case_number="E2E-X", purpose="investigation")
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

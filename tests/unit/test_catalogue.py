@@ -100,3 +100,45 @@ async def test_the_health_check_command_follows_the_health_only_listener() -> No
     finally:
         await server.stop(0)
     assert await asyncio.to_thread(healthcheck.main, [address]) == 1  # nothing listening
+
+
+@pytest.mark.parametrize(
+    ("dsn", "extra", "problem"),
+    [
+        ("host=db.internal dbname=audit user=audit", {}, "without sslmode=require"),
+        ("host=db.internal dbname=audit user=audit sslmode=verify-full", {}, ""),
+        ("host=db.internal dbname=audit user=audit", {"CANDOR_AUDIT_POSTGRES_PLAINTEXT": "allow"}, ""),
+        ("host=127.0.0.1 port=5432 dbname=audit", {}, ""),
+        ("host=/var/run/postgresql dbname=audit", {}, ""),
+        ("this is = not a = dsn", {}, "not a libpq connection string"),
+    ],
+)
+def test_the_audit_database_connection_is_checked_before_start(
+    dsn: str, extra: dict[str, str], problem: str, tmp_path: Path
+) -> None:
+    secret = tmp_path / "dsn"
+    secret.write_text(dsn + "\n")
+    env = {
+        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+        "CANDOR_AUDIT_BACKEND": "postgres",
+        "CANDOR_AUDIT_POSTGRES_DSN_FILE": str(secret),
+        **extra,
+    }
+    if problem:
+        with pytest.raises(ConfigError, match=problem):
+            AuditSettings.from_env(EnvReader(env))
+    else:
+        settings = AuditSettings.from_env(EnvReader(env))
+        assert settings.postgres_dsn == dsn and settings.database is None
+        assert dsn not in repr(settings)
+
+
+def test_the_audit_backend_needs_its_own_setting() -> None:
+    with pytest.raises(
+        ConfigError, match="CANDOR_AUDIT_POSTGRES_DSN_FILE is required when CANDOR_AUDIT_BACKEND=postgres"
+    ):
+        AuditSettings.from_env(
+            EnvReader({"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_AUDIT_BACKEND": "postgres"})
+        )
+    with pytest.raises(ConfigError, match="CANDOR_AUDIT_DB is required when CANDOR_AUDIT_BACKEND=sqlite"):
+        AuditSettings.from_env(EnvReader({"CANDOR_NATS_URL": "nats://127.0.0.1:4222"}))

@@ -58,9 +58,10 @@ class AuditSettings:
         backend = env.get(catalogue.AUDIT_BACKEND)
         database, dsn = env.get(catalogue.AUDIT_DB), ""
         dsn_file = env.get(catalogue.AUDIT_POSTGRES_DSN_FILE)
+        plaintext_allowed = env.get(catalogue.AUDIT_POSTGRES_PLAINTEXT) == "allow"
         if backend == "postgres" and dsn_file and Path(dsn_file).is_file():
             dsn = Path(dsn_file).read_text().strip()
-            problem = postgres_dsn_problem(dsn, env.get(catalogue.AUDIT_POSTGRES_PLAINTEXT) == "allow")
+            problem = postgres_dsn_problem(dsn, plaintext_allowed)
             if problem:
                 env.problem(f"CANDOR_AUDIT_POSTGRES_DSN_FILE: {problem}")
         settings = cls(
