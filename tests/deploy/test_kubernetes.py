@@ -152,6 +152,23 @@ def test_prod_runs_everything_over_tls() -> None:
     }
 
 
+def test_prod_keeps_replicas_of_one_service_on_different_nodes() -> None:
+    for workload in of_kind(render("overlays/prod"), *WORKLOADS):
+        anti = workload["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        terms = anti.get("requiredDuringSchedulingIgnoredDuringExecution") or [
+            term["podAffinityTerm"] for term in anti["preferredDuringSchedulingIgnoredDuringExecution"]
+        ]
+        own = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        assert any(
+            term["topologyKey"] == "kubernetes.io/hostname"
+            and (
+                term["labelSelector"]["matchLabels"].get("app.kubernetes.io/name") == own
+                or "app.kubernetes.io/name" in term.get("matchLabelKeys", [])
+            )
+            for term in terms
+        ), workload["metadata"]["name"]
+
+
 def test_nats_and_qdrant_run_as_three_node_clusters_with_replicated_streams() -> None:
     docs = render("overlays/prod")
     for name in ("candor-nats", "candor-qdrant"):
