@@ -65,9 +65,15 @@ class GatewayClient:
         request = gateway_pb2.DeleteRecordRequest(record_id=record_id, reason=reason)
         return self._stub.DeleteRecord(request, metadata=self._metadata, timeout=self._timeout)
 
-    def verify_audit(self) -> audit_pb2.VerifyResponse:
-        """Verify the audit chain."""
-        return self._stub.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=self._metadata, timeout=self._timeout)
+    def verify_audit(self, kept: list[audit_pb2.Checkpoint] | None = None) -> audit_pb2.VerifyResponse:
+        """Verify the audit chain, with checkpoints the caller kept."""
+        request = gateway_pb2.VerifyAuditRequest(checkpoints=kept or [])
+        return self._stub.VerifyAudit(request, metadata=self._metadata, timeout=self._timeout)
+
+    def export_case(self, case_number: str) -> gateway_pb2.ExportCaseResponse:
+        """The discovery export of one case."""
+        request = gateway_pb2.ExportCaseRequest(case_number=case_number)
+        return self._stub.ExportCase(request, metadata=self._metadata, timeout=self._timeout)
 
     def close(self) -> None:
         """Close the channel."""

@@ -120,10 +120,12 @@ def local_environment(
     """
     environment = service_environment(model, service)
     volumes = volume_targets(model, service)
+    secret_files = {name: Path(spec["file"]).name for name, spec in (model.get("secrets") or {}).items()}
     local: dict[str, str] = {}
     for name, value in environment.items():
         if value.startswith("/run/secrets/"):
-            value = str(secrets / value.removeprefix("/run/secrets/"))
+            secret = value.removeprefix("/run/secrets/")
+            value = str(secrets / secret_files.get(secret, secret))
         for target, volume in volumes.items():
             if value == target or value.startswith(target + "/"):
                 value = str(data / volume / value[len(target) :].lstrip("/"))

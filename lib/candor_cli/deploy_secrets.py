@@ -8,7 +8,10 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
 - ``gateway-tokens.json``: the gateway's token hashes and roles (CANDOR_GATEWAY_TOKENS_FILE);
 - ``operator-token``: the bearer token of the first operator, whose hash is in gateway-tokens.json;
 - ``postgres-password`` and ``audit-postgres-dsn``: the compose PostgreSQL's password, and the
-  connection string the audit service uses with it (CANDOR_AUDIT_POSTGRES_DSN_FILE).
+  connection string the audit service uses with it (CANDOR_AUDIT_POSTGRES_DSN_FILE);
+- ``audit-signing-key.pem``: the Ed25519 key that signs the audit chain (CANDOR_AUDIT_SIGNING_KEY_FILE).
+  Keep a copy offline: without it the chain can still be verified (with its public key), but not
+  continued under the same key.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import secrets
 from pathlib import Path
 
+from candor_audit.signing import generate_signing_key
 from candor_gateway.access import ROLE_PERMISSIONS, token_digest
 from candor_kit.subjects import ROLES
 
@@ -72,10 +76,12 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     database_password = secrets.token_hex(24)
     write_private(folder / "postgres-password", database_password + "\n", 0o644)
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
+    generate_signing_key(folder / "audit-signing-key.pem")
+    os.chmod(folder / "audit-signing-key.pem", 0o644)
     return [
         *written,
         *(folder / name for name in ("nats.env", "operator-token", "gateway-tokens.json")),
-        *(folder / name for name in ("postgres-password", "audit-postgres-dsn")),
+        *(folder / name for name in ("postgres-password", "audit-postgres-dsn", "audit-signing-key.pem")),
     ]
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import grpc
 from candor_eval.cli import add_commands as add_eval_commands
 from candor_eval.cli import run_calibrate, run_eval
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, MessageToJson, Parse
 
+from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
+from candor_audit.export import check_records, render_html
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.stack import DEFAULT_PURPOSES, SERVICES, LocalStack, StackError, default_data_dir
@@ -82,8 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     add_eval_commands(commands, common)
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
-    verify = audit.add_parser("verify", help="verify the hash chain", parents=[common])
+    verify = audit.add_parser("verify", help="verify the hash chain, signatures and checkpoints", parents=[common])
     verify.add_argument("--json", action="store_true")
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="checkpoints you kept (JSON lines, as published on candor.audit.v1.checkpoint)",
+    )
+
+    export = audit.add_parser("export", help="a case's discovery export, as JSON and HTML", parents=[common])
+    export.add_argument("--case", required=True, help="the case number")
+    export.add_argument("--out", type=Path, default=Path("."), help="folder for case-<CASE>.json and .html")
+    check = audit.add_parser("check-export", help="check an export's records offline against the audit key")
+    check.add_argument("export_file", type=Path, metavar="FILE", help="the case-<CASE>.json of `audit export`")
+    check.add_argument("--public-key", type=Path, help="the audit public key you pinned (PEM); default: the export's")
 
     secrets_init = commands.add_parser("secrets", help="deployment secrets").add_subparsers(
         dest="action", required=True
@@ -122,6 +138,33 @@ def _client(args: argparse.Namespace) -> GatewayClient:
             raise StackError("no token: set CANDOR_TOKEN or pass --token")
         token = stack.token()
     return GatewayClient(address, token)
+
+
+def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
+    """Write case-<CASE>.json (the records, each with hash and signature) and a readable .html."""
+    export = client.export_case(case_number)
+    problems = check_records(list(export.records), export.verification.public_key_pem)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / ("case-" + re.sub(r"[^A-Za-z0-9._-]", "_", case_number))
+    stem.with_suffix(".json").write_text(MessageToJson(export, preserving_proto_field_name=True) + "\n")
+    stem.with_suffix(".html").write_text(render_html(export, problems))
+    print(f"case {case_number}: {len(export.records)} records -> {stem}.json, {stem}.html")
+    print("chain OK" if export.verification.ok else f"chain BROKEN: {export.verification.problem}")
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    return 0 if export.verification.ok and not problems else 1
+
+
+def _check_export(path: Path, public_key: Path | None) -> int:
+    """Check every record of an export against the audit key, without the database."""
+    export = Parse(path.read_text(), gateway_pb2.ExportCaseResponse())
+    pem = public_key.read_text() if public_key else export.verification.public_key_pem
+    problems = check_records(list(export.records), pem)
+    for problem in problems:
+        print(f"PROBLEM: {problem}")
+    if not problems:
+        print(f"{len(export.records)} records of case {export.case_number}: hashes and signatures OK")
+    return 1 if problems else 0
 
 
 def _print_settings(services: list[str]) -> None:
@@ -164,6 +207,9 @@ def _run(args: argparse.Namespace) -> int:
             state = stack.state()
             print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
         return 0
+
+    if args.command == "audit" and args.action == "check-export":
+        return _check_export(args.export_file, args.public_key)
 
     if args.command == "secrets":
         for path in init_secrets(args.folder, force=args.force):
@@ -215,12 +261,22 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 deleted = client.delete_subject(args.subject, args.reason)
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+        elif args.command == "audit" and args.action == "export":
+            return _export_case(client, args.case, args.out)
         elif args.command == "audit":
-            result = client.verify_audit()
+            kept = [
+                Parse(line, audit_pb2.Checkpoint())
+                for line in (args.checkpoints.read_text().splitlines() if args.checkpoints else [])
+                if line.strip()
+            ]
+            result = client.verify_audit(kept)
             if args.json:
                 _print_json(result)
             elif result.ok:
-                print(f"audit chain OK: {result.records_checked} records, head {result.head_hash}")
+                print(
+                    f"audit chain OK: {result.records_checked} records, {result.signatures_checked} signatures, "
+                    f"{result.checkpoints_checked} checkpoints, head {result.head_hash}"
+                )
             else:
                 print(
                     f"audit chain BROKEN at record {result.first_bad_sequence}: {result.problem} "

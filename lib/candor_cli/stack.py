@@ -23,6 +23,7 @@ import grpc
 from dotenv import dotenv_values
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
 from candor_cli.deploy_secrets import init_secrets, write_operator_token
 
@@ -60,7 +61,14 @@ def nats_server_binary() -> str:
 def service_settings(
     name: str, data_dir: Path, *, tokens_file: Path, purposes: str, allow_uncalibrated: bool
 ) -> dict[str, str]:
-    """A service's own settings when its data lives under ``data_dir`` (the stack's layout)."""
+    """A service's own settings when its data lives under ``data_dir`` (the stack's layout).
+
+    The audit service's signing key is made on first use, in ``data_dir/secrets``.
+    """
+    signing_key = data_dir / "secrets" / "audit-signing-key.pem"
+    if name == "audit" and not signing_key.exists():
+        signing_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        generate_signing_key(signing_key)
     return {
         "gateway": {
             "CANDOR_GATEWAY_TOKENS_FILE": str(tokens_file),
@@ -70,7 +78,10 @@ def service_settings(
             "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true" if allow_uncalibrated else "false",
         },
         "matcher": {"CANDOR_MATCHER_DATA_DIR": str(data_dir / "gallery")},
-        "audit": {"CANDOR_AUDIT_DB": str(data_dir / "audit" / "audit.db")},
+        "audit": {
+            "CANDOR_AUDIT_DB": str(data_dir / "audit" / "audit.db"),
+            "CANDOR_AUDIT_SIGNING_KEY_FILE": str(signing_key),
+        },
     }.get(name, {})
 
 

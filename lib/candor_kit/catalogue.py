@@ -177,6 +177,16 @@ AUDIT_POSTGRES_PLAINTEXT = Setting(
     "choice",
     choices=("loopback", "allow"),
 )
+AUDIT_SIGNING_KEY_FILE = Setting(
+    "CANDOR_AUDIT_SIGNING_KEY_FILE",
+    "Ed25519 private key (PEM) that signs every record and checkpoint (`candor secrets init` makes one)",
+    None,
+    "file",
+    secret=True,
+)
+AUDIT_CHECKPOINT_INTERVAL_S = _float(
+    "CANDOR_AUDIT_CHECKPOINT_INTERVAL_S", "seconds between signed checkpoints of a moving head", 60.0, 1.0, 86400.0
+)
 AUDIT_FETCH_BATCH = _int("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
 
 GATEWAY_TOKENS_FILE = Setting("CANDOR_GATEWAY_TOKENS_FILE", "file of token hashes and roles", None, "file", secret=True)
@@ -205,6 +215,8 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         AUDIT_DB,
         AUDIT_POSTGRES_DSN_FILE,
         AUDIT_POSTGRES_PLAINTEXT,
+        AUDIT_SIGNING_KEY_FILE,
+        AUDIT_CHECKPOINT_INTERVAL_S,
         AUDIT_FETCH_BATCH,
         AUDIT_STREAM_REPLICAS,
     ),

@@ -24,6 +24,8 @@ AUDIT_STREAM = "CANDOR_AUDIT"
 AUDIT_EVENT_PREFIX = "candor.audit.v1.event"
 AUDIT_CONSUMER = "audit-chain-writer"
 AUDIT_DEAD_LETTER = "candor.dlq.audit"
+#: Signed checkpoints of the chain's head, for outside parties to keep.
+AUDIT_CHECKPOINT = "candor.audit.v1.checkpoint"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,16 @@ ROLES: dict[str, BusRole] = {
     "matcher": BusRole(serves=(MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, MATCH_GALLERY)),
     "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True),
     "gateway": BusRole(
-        calls=(DETECT, EMBED, MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, AUDIT_VERIFY),
+        calls=(
+            DETECT,
+            EMBED,
+            MATCH_ENROLL,
+            MATCH_SEARCH,
+            MATCH_DELETE_SUBJECT,
+            MATCH_DELETE_RECORD,
+            AUDIT_VERIFY,
+            AUDIT_QUERY,
+        ),
         audits=True,
     ),
 }
@@ -79,5 +90,6 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
             f"$JS.ACK.{AUDIT_STREAM}.{AUDIT_CONSUMER}.>",
             AUDIT_DEAD_LETTER,
+            AUDIT_CHECKPOINT,
         ]
     return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}

@@ -110,6 +110,9 @@ def test_the_audit_chain_lives_in_the_compose_postgres() -> None:
     assert audit["CANDOR_AUDIT_POSTGRES_DSN_FILE"] == "/run/secrets/audit-postgres-dsn"
     assert model["services"]["audit"]["depends_on"]["postgres"] == {"condition": "service_healthy"}
     assert "ports" not in model["services"]["postgres"], "the database is not published"
+    assert audit["CANDOR_AUDIT_SIGNING_KEY_FILE"] == "/run/secrets/audit-signing-key"
+    assert "audit-signing-key" in model["services"]["audit"]["secrets"]
+    assert model["secrets"]["audit-signing-key"]["file"] == "./secrets/audit-signing-key.pem"
 
 
 def test_nats_in_compose_uses_the_same_users_file_as_kubernetes() -> None:

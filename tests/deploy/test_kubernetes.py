@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -134,6 +135,18 @@ def test_every_service_mounts_its_own_nats_password_only() -> None:
         secrets = {volume["secret"]["secretName"] for volume in pod["volumes"] if "secret" in volume}
         assert f"candor-nats-{service}" in secrets
         assert not {name for name in secrets if name.startswith("candor-nats-")} - {f"candor-nats-{service}"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_audit_signing_key_comes_from_its_secret(target: str) -> None:
+    docs = render(target)
+    audit = named(docs, "Deployment", "candor-audit")
+    pod = audit["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    mounts = {mount["mountPath"]: mount["name"] for mount in pod["containers"][0]["volumeMounts"]}
+    key_file = container_environment(docs, audit)["CANDOR_AUDIT_SIGNING_KEY_FILE"]
+    volume = volumes[mounts[str(Path(key_file).parent)]]
+    assert volume["secret"]["secretName"] == "candor-audit-signing-key"
 
 
 def test_prod_runs_everything_over_tls() -> None:

@@ -40,6 +40,7 @@ PROBES = sorted(
         subjects.AUDIT_QUERY,
         f"{subjects.AUDIT_EVENT_PREFIX}.search.completed",
         subjects.AUDIT_DEAD_LETTER,
+        subjects.AUDIT_CHECKPOINT,
         f"$JS.API.STREAM.CREATE.{subjects.AUDIT_STREAM}",
         f"$JS.API.STREAM.DELETE.{subjects.AUDIT_STREAM}",
         f"$JS.API.STREAM.PURGE.{subjects.AUDIT_STREAM}",
@@ -153,3 +154,12 @@ def test_no_service_may_delete_or_purge_the_audit_stream() -> None:
         granted = subjects.nats_permissions(service)["publish"]
         for verb in ("DELETE", "PURGE"):
             assert not any(matches(p, f"$JS.API.STREAM.{verb}.{subjects.AUDIT_STREAM}") for p in granted), service
+
+
+def test_the_users_file_is_the_one_generated_from_the_subjects_table() -> None:
+    import sys
+
+    sys.path.insert(0, str(K8S.parents[1] / "scripts"))
+    from nats_auth import AUTH, render
+
+    assert AUTH.read_text() == render(), "deploy/k8s/base/nats/auth.conf is stale: run python scripts/nats_auth.py"

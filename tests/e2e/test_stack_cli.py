@@ -149,6 +149,29 @@ def test_logs_are_json_with_the_trace_id_and_never_hold_the_token(gallery: Local
             assert any(line["trace_id"] == found["trace_id"] for line in lines), name
 
 
+def test_a_case_export_is_written_and_checks_out_offline(gallery: LocalStack, samples: Path, tmp_path: Path) -> None:
+    found = search_json(gallery, samples / "obama2.jpg", "CASE-E2E-6/2026")
+    deadline = time.monotonic() + 20
+    while True:  # the audit service appends from the stream, a moment after the search
+        result = candor(gallery, "audit", "export", "--case", "CASE-E2E-6/2026", "--out", str(tmp_path))
+        exported = json.loads((tmp_path / "case-CASE-E2E-6_2026.json").read_text())
+        if exported.get("records") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "chain OK" in result.stdout
+    assert [r["event"]["event_id"] for r in exported["records"]][:1] == [found["search_id"]]
+    page = (tmp_path / "case-CASE-E2E-6_2026.html").read_text()
+    assert found["candidates"][0]["subject_id"] in page
+    checked = candor(gallery, "audit", "check-export", str(tmp_path / "case-CASE-E2E-6_2026.json"))
+    assert "hashes and signatures OK" in checked.stdout
+
+    exported["records"][0]["event"]["actor"] = "someone-else"
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(exported))
+    refused = candor(gallery, "audit", "check-export", str(forged), check=False)
+    assert refused.returncode == 1 and "content does not match its hash" in refused.stdout
+
+
 def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack) -> None:
     # Runs last in this module: it breaks the chain on purpose.
     assert candor(gallery, "audit", "verify").returncode == 0

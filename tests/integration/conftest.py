@@ -69,6 +69,7 @@ class InProcessStack:
             "CANDOR_NATS_URL": self.nats_url,
             "CANDOR_GRPC_ADDRESS": self.addresses[name],
             "CANDOR_SHUTDOWN_GRACE_S": "1",
+            **({"CANDOR_AUDIT_CHECKPOINT_INTERVAL_S": "1"} if name == "audit" else {}),
         }
         specific = service_settings(
             name, self.root, tokens_file=self.root / "tokens.json", purposes=PURPOSES, allow_uncalibrated=False

@@ -8,8 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from candor_audit import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain
+from candor_audit import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, record_hash
+from candor_audit.signing import Checkpoint, Signer, record_message
+
+SIGNER = Signer(Ed25519PrivateKey.generate())
 
 
 def entry(n: int) -> AuditEntry:
@@ -29,9 +33,9 @@ def entry(n: int) -> AuditEntry:
 def empty_chain(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlAuditChain]:
     """A new chain on each backend: a SQLite file, or a fresh database on the PostgreSQL server."""
     if request.param == "sqlite":
-        chain: SqlAuditChain = AuditChain(tmp_path / "audit.db")
+        chain: SqlAuditChain = AuditChain(tmp_path / "audit.db", SIGNER)
     else:
-        chain = PostgresAuditChain(request.getfixturevalue("postgres_database"))
+        chain = PostgresAuditChain(request.getfixturevalue("postgres_database"), SIGNER)
     yield chain
     chain.close()
 
@@ -95,7 +99,7 @@ def test_query_filters_by_case_and_time(chain: SqlAuditChain) -> None:
 
 
 def test_chain_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
-    chain = AuditChain(tmp_path / "a.db")
+    chain = AuditChain(tmp_path / "a.db", SIGNER)
     assert chain._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert chain._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -103,9 +107,9 @@ def test_chain_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
 def test_concurrent_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) -> None:
     """Two writers (two audit replicas on one database, say) never fork the chain."""
     second = (
-        AuditChain(empty_chain._path)  # type: ignore[attr-defined]
+        AuditChain(empty_chain._path, SIGNER)  # type: ignore[attr-defined]
         if isinstance(empty_chain, AuditChain)
-        else PostgresAuditChain(empty_chain._dsn)  # type: ignore[attr-defined]
+        else PostgresAuditChain(empty_chain._dsn, SIGNER)  # type: ignore[attr-defined]
     )
 
     def write(chain: SqlAuditChain, first: int) -> None:
@@ -120,3 +124,108 @@ def test_concurrent_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) 
     second.close()
     result = empty_chain.verify()
     assert result.ok and result.records_checked == 40
+
+
+def rewrite_tail(chain: SqlAuditChain, keep: int, signer: Signer | None) -> None:
+    """Cut the chain after record ``keep`` and append a fresh, self-consistent tail by hand, signed
+    with ``signer`` (an insider who holds the key) or not signed at all (anyone with database access)."""
+    tamper(chain, f"DELETE FROM audit_record WHERE sequence > {keep}")
+    previous = chain.query()[-1].record_hash
+    for sequence in range(keep + 1, keep + 4):
+        forged = entry(90 + sequence)
+        recorded_at = "2026-11-28T12:00:00.000000Z"
+        digest = record_hash(previous, sequence, forged, recorded_at)
+        key = signer.key_id if signer else ""
+        signature = signer.sign(record_message(sequence, digest)) if signer else ""
+        values = (
+            sequence, forged.event_id, forged.kind, forged.occurred_at, recorded_at, forged.actor,
+            forged.case_number, forged.purpose, forged.trace_id, forged.details_json, previous, digest, key, signature,
+        )  # fmt: skip
+        tamper(chain, "INSERT INTO audit_record VALUES (" + ", ".join(f"'{v}'" for v in values) + ")")
+        previous = digest
+
+
+def test_every_record_is_signed_by_the_audit_key(chain: SqlAuditChain) -> None:
+    result = chain.verify()
+    assert result.ok and result.signatures_checked == 5
+    assert all(record.key_id == SIGNER.key_id and record.signature for record in chain.query())
+
+
+def test_a_tail_rewritten_without_the_key_is_caught_by_its_signatures(chain: SqlAuditChain) -> None:
+    rewrite_tail(chain, keep=2, signer=None)
+    result = chain.verify()
+    assert not result.ok and result.first_bad_sequence == 3
+    assert "signature" in result.problem
+
+
+def test_a_tail_rewritten_with_the_key_is_caught_by_a_checkpoint(chain: SqlAuditChain) -> None:
+    checkpoint = chain.checkpoint("2026-11-28T11:00:00.000000Z")
+    assert checkpoint is not None and checkpoint.sequence == 5
+    rewrite_tail(chain, keep=2, signer=SIGNER)  # an insider with the key: hashes and signatures all valid
+    result = chain.verify()
+    assert not result.ok and result.first_bad_sequence == 5
+    assert "checkpoint" in result.problem
+
+
+def test_a_kept_checkpoint_still_catches_a_rewrite_when_the_stored_ones_are_gone(chain: SqlAuditChain) -> None:
+    kept = chain.checkpoint("2026-11-28T11:00:00.000000Z")
+    assert kept is not None
+    rewrite_tail(chain, keep=3, signer=SIGNER)
+    tamper(chain, "DELETE FROM audit_checkpoint")
+    assert chain.verify().ok  # without the kept checkpoint nothing shows
+    result = chain.verify([kept])
+    assert not result.ok and result.first_bad_sequence == 5
+
+
+def test_a_cut_tail_is_caught_by_a_checkpoint(chain: SqlAuditChain) -> None:
+    chain.checkpoint("2026-11-28T11:00:00.000000Z")
+    tamper(chain, "DELETE FROM audit_record WHERE sequence > 3")
+    result = chain.verify()
+    assert not result.ok and result.first_bad_sequence == 4
+    assert "tail cut" in result.problem
+
+
+def test_a_forged_checkpoint_is_refused(chain: SqlAuditChain) -> None:
+    made = chain.checkpoint("2026-11-28T11:00:00.000000Z")
+    assert made is not None
+    forged = Checkpoint(made.sequence, "f" * 64, made.made_at, made.key_id, made.signature)
+    result = chain.verify([forged])
+    assert not result.ok and result.first_bad_sequence == 5
+    assert "no valid signature" in result.problem
+
+
+def test_a_checkpoint_is_made_once_per_head(chain: SqlAuditChain) -> None:
+    first = chain.checkpoint("2026-11-28T11:00:00.000000Z")
+    again = chain.checkpoint("2026-11-28T11:05:00.000000Z")
+    assert first == again
+    chain.append(entry(6), "2026-11-28T11:06:00.000000Z")
+    moved = chain.checkpoint("2026-11-28T11:07:00.000000Z")
+    assert moved is not None and moved.sequence == 6
+    result = chain.verify()
+    assert result.ok and result.checkpoints_checked == 2
+
+
+def test_a_chain_from_before_signatures_gains_the_columns_and_fails_verification(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    legacy = sqlite3.connect(path)
+    legacy.execute(
+        "CREATE TABLE audit_record (sequence INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, kind TEXT NOT NULL, "
+        "occurred_at TEXT NOT NULL, recorded_at TEXT NOT NULL, actor TEXT NOT NULL, case_number TEXT NOT NULL, "
+        "purpose TEXT NOT NULL, trace_id TEXT NOT NULL, details_json TEXT NOT NULL, previous_hash TEXT NOT NULL, "
+        "record_hash TEXT NOT NULL)"
+    )
+    first = entry(1)
+    digest = record_hash("0" * 64, 1, first, "2026-01-01T00:00:00.000000Z")
+    legacy.execute(
+        "INSERT INTO audit_record VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (first.event_id, first.kind, first.occurred_at, "2026-01-01T00:00:00.000000Z", first.actor,
+         first.case_number, first.purpose, first.trace_id, first.details_json, "0" * 64, digest),
+    )  # fmt: skip
+    legacy.commit()
+    legacy.close()
+    chain = AuditChain(path, SIGNER)
+    result = chain.verify()
+    assert not result.ok and result.first_bad_sequence == 1 and "signature" in result.problem
+    chain.close()

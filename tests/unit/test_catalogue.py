@@ -122,6 +122,7 @@ def test_the_audit_database_connection_is_checked_before_start(
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
         "CANDOR_AUDIT_BACKEND": "postgres",
         "CANDOR_AUDIT_POSTGRES_DSN_FILE": str(secret),
+        "CANDOR_AUDIT_SIGNING_KEY_FILE": str(secret),  # only its presence is checked here
         **extra,
     }
     if problem:

@@ -1,7 +1,9 @@
 """The audit chain: an append-only, hash-chained log in SQLite (WAL, full sync) or PostgreSQL.
 
 Each record's hash is SHA-256 over the previous record's hash and the record's canonical JSON,
-so changing, deleting or reordering any record breaks verification at that record. Both backends
+so changing, deleting or reordering any record breaks verification at that record. Each record's
+hash is also signed with the audit service's Ed25519 key, and signed checkpoints of the head are
+kept and published (``signing``), so that a truncated and rewritten tail is caught too. Both backends
 share the SQL, the append protocol (one appender at a time, a redelivered event stored once) and
 the verification walk; they differ in how they connect and how they take the writer's lock.
 """
@@ -13,10 +15,14 @@ import hashlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from candor_audit.signing import Checkpoint, Signer, checkpoint_message, record_message, verify_signature
 
 GENESIS_HASH = "0" * 64
 
@@ -33,7 +39,16 @@ CREATE TABLE IF NOT EXISTS audit_record (
     trace_id      TEXT NOT NULL,
     details_json  TEXT NOT NULL,
     previous_hash TEXT NOT NULL,
-    record_hash   TEXT NOT NULL
+    record_hash   TEXT NOT NULL,
+    key_id        TEXT NOT NULL DEFAULT '',
+    signature     TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS audit_checkpoint (
+    sequence      BIGINT PRIMARY KEY,
+    head_hash     TEXT NOT NULL,
+    made_at       TEXT NOT NULL,
+    key_id        TEXT NOT NULL,
+    signature     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_record_case ON audit_record (case_number, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_actor ON audit_record (actor, sequence);
@@ -64,6 +79,8 @@ class StoredRecord:
     recorded_at: str
     previous_hash: str
     record_hash: str
+    key_id: str = ""
+    signature: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,8 @@ class Verification:
     first_bad_sequence: int = 0
     problem: str = ""
     head_hash: str = GENESIS_HASH
+    signatures_checked: int = 0
+    checkpoints_checked: int = 0
 
 
 def record_hash(previous_hash: str, sequence: int, entry: AuditEntry, recorded_at: str) -> str:
@@ -91,11 +110,21 @@ class SqlAuditChain:
     marker = "?"
     sequence_type = "BIGINT"
 
-    def __init__(self) -> None:
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
         self._lock = threading.Lock()
         self._db = self._connect()
         for statement in filter(str.strip, _SCHEMA.replace("BIGINT", self.sequence_type).split(";")):
             self._db.execute(statement)
+        columns = {column[0] for column in self._db.execute("SELECT * FROM audit_record LIMIT 0").description}
+        for column in ("key_id", "signature") if "key_id" not in columns else ():
+            # A chain from before signatures: its records stay unsigned and verification says so.
+            self._db.execute(f"ALTER TABLE audit_record ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+
+    @property
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The keys whose signatures this chain accepts, by key id."""
+        return {self._signer.key_id: self._signer.public_key}
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -122,8 +151,9 @@ class SqlAuditChain:
                 ).fetchone()
                 sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
                 digest = record_hash(previous, sequence, entry, recorded_at)
+                signature = self._signer.sign(record_message(sequence, digest))
                 self._db.execute(
-                    self._sql(f"INSERT INTO audit_record ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 12)})"),
+                    self._sql(f"INSERT INTO audit_record ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 14)})"),
                     (
                         sequence,
                         entry.event_id,
@@ -137,13 +167,48 @@ class SqlAuditChain:
                         entry.details_json,
                         previous,
                         digest,
+                        self._signer.key_id,
+                        signature,
                     ),
                 )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-        return StoredRecord(sequence, entry, recorded_at, previous, digest)
+        return StoredRecord(sequence, entry, recorded_at, previous, digest, self._signer.key_id, signature)
+
+    def checkpoint(self, made_at: str) -> Checkpoint | None:
+        """Sign the current head and keep it; None while the chain is empty.
+
+        Calling it again before the chain grows returns the checkpoint already made.
+        """
+        with self._lock:
+            head = self._db.execute(
+                "SELECT sequence, record_hash FROM audit_record ORDER BY sequence DESC LIMIT 1"
+            ).fetchone()
+            if head is None:
+                return None
+            existing = self._db.execute(
+                self._sql(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint WHERE sequence = ?"), (head[0],)
+            ).fetchone()
+            if existing:
+                return Checkpoint(*existing)
+            signature = self._signer.sign(checkpoint_message(head[0], head[1], made_at))
+            made = Checkpoint(head[0], head[1], made_at, self._signer.key_id, signature)
+            self._db.execute(
+                self._sql(
+                    f"INSERT INTO audit_checkpoint ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (sequence) DO NOTHING"
+                ),
+                (made.sequence, made.head_hash, made.made_at, made.key_id, made.signature),
+            )
+        return made
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """The checkpoints this chain has made, oldest first."""
+        with self._reader() as db:
+            rows = db.execute(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint ORDER BY sequence").fetchall()
+        return [Checkpoint(*row) for row in rows]
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
@@ -153,17 +218,29 @@ class SqlAuditChain:
         finally:
             db.close()
 
-    def verify(self) -> Verification:
-        """Walk the whole chain and report the first record that does not check out."""
+    def verify(self, kept: list[Checkpoint] | None = None) -> Verification:
+        """Walk the whole chain and report the first record that does not check out.
+
+        Hashes, links and signatures are checked, and the head hash at every checkpoint: those this
+        chain made, and ``kept`` ones that an outside party saved when they were published.
+        """
+        checkpoints = [*self.checkpoints(), *(kept or [])]
         with self._reader() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM audit_record ORDER BY sequence")
-            return verify_records(_row_to_record(row) for row in rows)
+            return verify_records((_row_to_record(row) for row in rows), self.public_keys, checkpoints)
 
     def query(
-        self, case_number: str = "", actor: str = "", since: str = "", until: str = "", limit: int = 1000
+        self,
+        case_number: str = "",
+        actor: str = "",
+        since: str = "",
+        until: str = "",
+        limit: int = 1000,
+        after: int = 0,
     ) -> list[StoredRecord]:
-        """Records filtered by case, actor and occurrence time (RFC 3339), oldest first."""
-        clauses, params = [], []
+        """Records filtered by case, actor and occurrence time (RFC 3339), oldest first, after
+        sequence ``after`` (to page through)."""
+        clauses, params = ["sequence > ?"], [after]
         for column, value, op in (
             ("case_number", case_number, "="),
             ("actor", actor, "="),
@@ -173,7 +250,7 @@ class SqlAuditChain:
             if value:
                 clauses.append(f"{column} {op} ?")
                 params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = f"WHERE {' AND '.join(clauses)}"
         with self._reader() as db:
             statement = self._sql(f"SELECT {_COLUMNS} FROM audit_record {where} ORDER BY sequence LIMIT ?")
             rows = db.execute(statement, (*params, limit)).fetchall()
@@ -191,10 +268,10 @@ class AuditChain(SqlAuditChain):
     # INTEGER PRIMARY KEY is SQLite's 64-bit rowid.
     sequence_type = "INTEGER"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, signer: Signer) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._path = path
-        super().__init__()
+        super().__init__(signer)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -214,9 +291,9 @@ class PostgresAuditChain(SqlAuditChain):
 
     marker = "%s"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, signer: Signer) -> None:
         self._dsn = dsn
-        super().__init__()
+        super().__init__(signer)
 
     def _connect(self) -> Any:
         import psycopg
@@ -229,31 +306,62 @@ class PostgresAuditChain(SqlAuditChain):
         db.execute("LOCK TABLE audit_record IN SHARE ROW EXCLUSIVE MODE")
 
 
-def verify_records(records: Iterator[StoredRecord] | Any) -> Verification:
-    """Check each record's sequence, link and hash in order; name the first that fails."""
-    expected_sequence, previous, checked = 1, GENESIS_HASH, 0
+def verify_records(
+    records: Iterable[StoredRecord],
+    keys: Mapping[str, Ed25519PublicKey],
+    checkpoints: Iterable[Checkpoint] = (),
+) -> Verification:
+    """Check each record's sequence, link, hash and signature in order, and the chain's hash at each
+    checkpoint; name the first record that fails."""
+    vouched: dict[int, Checkpoint] = {}
+    for checkpoint in sorted(checkpoints, key=lambda c: c.sequence):
+        message = checkpoint_message(checkpoint.sequence, checkpoint.head_hash, checkpoint.made_at)
+        if not verify_signature(keys, checkpoint.key_id, checkpoint.signature, message):
+            problem = f"the checkpoint of record {checkpoint.sequence} has no valid signature"
+            return Verification(False, 0, checkpoint.sequence, problem)
+        vouched[checkpoint.sequence] = checkpoint
+    expected_sequence, previous, checked, matched = 1, GENESIS_HASH, 0, 0
+
+    def failed(sequence: int, problem: str) -> Verification:
+        return Verification(False, checked, sequence, problem, previous, checked, matched)
+
     for record in records:
         if record.sequence != expected_sequence:
-            return Verification(False, checked, expected_sequence, f"record {expected_sequence} is missing", previous)
+            return failed(expected_sequence, f"record {expected_sequence} is missing")
         if record.previous_hash != previous:
-            problem = "previous-hash link is broken (record removed or reordered)"
-            return Verification(False, checked, record.sequence, problem, previous)
+            return failed(record.sequence, "previous-hash link is broken (record removed or reordered)")
         if record_hash(previous, record.sequence, record.entry, record.recorded_at) != record.record_hash:
-            return Verification(False, checked, record.sequence, "record content was altered", previous)
+            return failed(record.sequence, "record content was altered")
+        if not verify_signature(
+            keys, record.key_id, record.signature, record_message(record.sequence, record.record_hash)
+        ):
+            return failed(record.sequence, "record has no valid signature from the audit key (rewritten)")
+        checkpoint = vouched.get(record.sequence)
+        if checkpoint is not None:
+            if checkpoint.head_hash != record.record_hash:
+                return failed(
+                    record.sequence, f"record differs from the checkpoint made at {checkpoint.made_at} (rewritten)"
+                )
+            matched += 1
         previous = record.record_hash
         expected_sequence += 1
         checked += 1
-    return Verification(True, checked, head_hash=previous)
+    beyond = [sequence for sequence in vouched if sequence >= expected_sequence]
+    if beyond:
+        problem = f"the chain ends at record {expected_sequence - 1}, but a checkpoint vouches for record {beyond[0]}"
+        return failed(expected_sequence, problem + " (tail cut)")
+    return Verification(True, checked, head_hash=previous, signatures_checked=checked, checkpoints_checked=matched)
 
 
 _COLUMNS = (
     "sequence, event_id, kind, occurred_at, actor, case_number, purpose, trace_id, details_json, "
-    "recorded_at, previous_hash, record_hash"
+    "recorded_at, previous_hash, record_hash, key_id, signature"
 )
 _INSERT_COLUMNS = (
     "sequence, event_id, kind, occurred_at, recorded_at, actor, case_number, purpose, trace_id, details_json, "
-    "previous_hash, record_hash"
+    "previous_hash, record_hash, key_id, signature"
 )
+_CHECKPOINT_COLUMNS = "sequence, head_hash, made_at, key_id, signature"
 
 
 def _row_to_record(row: tuple[Any, ...]) -> StoredRecord:
@@ -263,4 +371,6 @@ def _row_to_record(row: tuple[Any, ...]) -> StoredRecord:
         recorded_at=row[9],
         previous_hash=row[10],
         record_hash=row[11],
+        key_id=row[12],
+        signature=row[13],
     )

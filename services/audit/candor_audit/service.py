@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord
+from candor_audit.signing import Checkpoint, Signer
 from candor_kit import (
     Bus,
     CommonSettings,
@@ -49,6 +51,9 @@ class AuditSettings:
     stream_replicas: int = 1
     #: libpq connection string when the chain is kept in PostgreSQL (read from a secret file).
     postgres_dsn: str = field(default="", repr=False)
+    #: The Ed25519 key that signs records and checkpoints.
+    signing_key_file: Path = Path()
+    checkpoint_interval_s: float = 60.0
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
@@ -70,16 +75,18 @@ class AuditSettings:
             batch=env.get(catalogue.AUDIT_FETCH_BATCH),
             stream_replicas=env.get(catalogue.AUDIT_STREAM_REPLICAS),
             postgres_dsn=dsn,
+            signing_key_file=Path(env.get(catalogue.AUDIT_SIGNING_KEY_FILE)),
+            checkpoint_interval_s=env.get(catalogue.AUDIT_CHECKPOINT_INTERVAL_S),
         )
         env.done()
         return settings
 
-    def open_chain(self) -> SqlAuditChain:
-        """The configured chain: PostgreSQL when a DSN is set, else the SQLite file."""
+    def open_chain(self, signer: Signer) -> SqlAuditChain:
+        """The configured chain, signing with ``signer``: PostgreSQL when a DSN is set, else SQLite."""
         if self.postgres_dsn:
-            return PostgresAuditChain(self.postgres_dsn)
+            return PostgresAuditChain(self.postgres_dsn, signer)
         assert self.database is not None
-        return AuditChain(self.database)
+        return AuditChain(self.database, signer)
 
 
 def postgres_dsn_problem(dsn: str, plaintext_allowed: bool) -> str:
@@ -147,14 +154,18 @@ def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
         recorded_at=_timestamp(record.recorded_at),
         previous_hash=record.previous_hash,
         record_hash=record.record_hash,
+        key_id=record.key_id,
+        signature=record.signature,
     )
 
 
 class AuditLog:
     """The chain behind the service's three doors: the stream, Verify and Query."""
 
-    def __init__(self, chain: SqlAuditChain) -> None:
+    def __init__(self, chain: SqlAuditChain, public_key_pem: str = "") -> None:
         self._chain = chain
+        self._public_key_pem = public_key_pem
+        self._last_published = 0
 
     async def append_message(self, msg: Msg) -> None:
         """Decode one stream message and append it; a duplicate delivery is a no-op."""
@@ -170,17 +181,46 @@ class AuditLog:
         if stored is not None:
             log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
 
-    async def verify(self, _: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
-        """Walk the chain."""
-        result = await asyncio.to_thread(self._chain.verify)
-        log.info("audit_verified", ok=result.ok, records=result.records_checked, first_bad=result.first_bad_sequence)
+    async def verify(self, request: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
+        """Walk the chain: hashes, links, signatures, and the chain's own and the caller's checkpoints."""
+        kept = [Checkpoint(c.sequence, c.head_hash, c.made_at, c.key_id, c.signature) for c in request.checkpoints]
+        result = await asyncio.to_thread(self._chain.verify, kept)
+        log.info(
+            "audit_verified",
+            ok=result.ok,
+            records=result.records_checked,
+            first_bad=result.first_bad_sequence,
+            checkpoints=result.checkpoints_checked,
+        )
         return audit_pb2.VerifyResponse(
             ok=result.ok,
             records_checked=result.records_checked,
             first_bad_sequence=result.first_bad_sequence,
             problem=result.problem,
             head_hash=result.head_hash,
+            signatures_checked=result.signatures_checked,
+            checkpoints_checked=result.checkpoints_checked,
+            public_key_pem=self._public_key_pem,
         )
+
+    async def checkpoint(self, bus: Bus) -> audit_pb2.Checkpoint | None:
+        """Sign the head if it moved, and publish the checkpoint for outside parties to keep."""
+        now = Timestamp()
+        now.GetCurrentTime()
+        made = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now))
+        if made is None or made.sequence == self._last_published:
+            return None
+        message = audit_pb2.Checkpoint(
+            sequence=made.sequence,
+            head_hash=made.head_hash,
+            made_at=made.made_at,
+            key_id=made.key_id,
+            signature=made.signature,
+        )
+        await bus.client.publish(subjects.AUDIT_CHECKPOINT, message.SerializeToString())
+        self._last_published = made.sequence
+        log.info("audit_checkpoint", sequence=made.sequence, head_hash=made.head_hash)
+        return message
 
     async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
         """Filter records by case, actor and time."""
@@ -194,6 +234,7 @@ class AuditLog:
             rfc3339(request.since) if request.HasField("since") else "",
             rfc3339(request.until) if request.HasField("until") else "",
             limit,
+            request.after_sequence,
         )
         return audit_pb2.QueryResponse(records=[record_proto(r) for r in records])
 
@@ -239,10 +280,24 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             await settle(msg, audit_log.append_message, AUDIT_DEAD_LETTER, bus)
 
 
+async def publish_checkpoints(bus: Bus, audit_log: AuditLog, interval_s: float, stop: asyncio.Event) -> None:
+    """Checkpoint the head every ``interval_s`` while it moves, and once more on the way out."""
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        try:
+            await audit_log.checkpoint(bus)
+        except Exception as exc:  # noqa: BLE001 - the next round tries again
+            log.warning("audit_checkpoint_failed", error=str(exc))
+        if stop.is_set():
+            return
+
+
 async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
     """Run the audit service until ``stop`` is set."""
-    chain = await asyncio.to_thread(settings.open_chain)
-    audit_log = AuditLog(chain)
+    signer = Signer.from_file(settings.signing_key_file)
+    chain = await asyncio.to_thread(settings.open_chain, signer)
+    audit_log = AuditLog(chain, signer.public_pem())
     try:
         async with ServiceHost(settings.common, ["candor.audit.v1.AuditService"]) as host:
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
@@ -252,8 +307,12 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(VERIFY_SUBJECT, "audit", audit_pb2.VerifyRequest, audit_log.verify)
             await host.bus.serve(QUERY_SUBJECT, "audit", audit_pb2.QueryRequest, audit_log.query)
             consumer = asyncio.create_task(consume(host.bus, audit_log, settings.batch, stop))
+            checkpoints = asyncio.create_task(
+                publish_checkpoints(host.bus, audit_log, settings.checkpoint_interval_s, stop)
+            )
             await host.mark_serving()
             await stop.wait()
             await consumer
+            await checkpoints
     finally:
         chain.close()

@@ -23,13 +23,14 @@ class Permission(enum.Enum):
     ENROLL = "enroll"
     DELETE = "delete"
     VERIFY_AUDIT = "verify_audit"
+    EXPORT_CASE = "export_case"
     DETECT = "detect"
 
 
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "investigator": frozenset({Permission.SEARCH, Permission.DETECT}),
     "enroller": frozenset({Permission.ENROLL, Permission.DELETE, Permission.DETECT}),
-    "auditor": frozenset({Permission.VERIFY_AUDIT}),
+    "auditor": frozenset({Permission.VERIFY_AUDIT, Permission.EXPORT_CASE}),
 }
 
 

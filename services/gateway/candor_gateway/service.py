@@ -165,7 +165,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.VerifyAuditRequest, context: grpc.aio.ServicerContext
     ):  # type: ignore[no-untyped-def]
         principal = await self._principal(context, "verify_audit")
-        return await self._workflow.verify_audit(principal)
+        return await self._workflow.verify_audit(principal, request.checkpoints)
+
+    @rpc(SERVICE)
+    async def ExportCase(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ExportCaseRequest, context: grpc.aio.ServicerContext
+    ):  # type: ignore[no-untyped-def]
+        principal = await self._principal(context, "export_case", case=request.case_number)
+        return await self._workflow.export_case(principal, request.case_number)
 
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:

@@ -10,16 +10,18 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2
 from candor.embedder.v1 import embedder_pb2
+from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.calibration import CalibrationGate
@@ -34,6 +36,9 @@ MATCH_SEARCH = subjects.MATCH_SEARCH
 MATCH_DELETE = subjects.MATCH_DELETE_SUBJECT
 MATCH_DELETE_RECORD = subjects.MATCH_DELETE_RECORD
 AUDIT_VERIFY = subjects.AUDIT_VERIFY
+AUDIT_QUERY = subjects.AUDIT_QUERY
+#: Records fetched per query while exporting a case.
+EXPORT_PAGE = 1000
 
 log = structlog.get_logger("candor.gateway")
 
@@ -342,12 +347,14 @@ class Workflow:
             await self.audit_refusal("detect", error, principal.user)
             raise
 
-    async def verify_audit(self, principal: Principal) -> audit_pb2.VerifyResponse:
-        """Ask the audit service to walk the chain."""
+    async def verify_audit(
+        self, principal: Principal, kept: Sequence[audit_pb2.Checkpoint] = ()
+    ) -> audit_pb2.VerifyResponse:
+        """Ask the audit service to walk the chain, with any checkpoints the caller kept."""
         try:
             principal.require(Permission.VERIFY_AUDIT)
             result = await self._bus.request(
-                AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
+                AUDIT_VERIFY, audit_pb2.VerifyRequest(checkpoints=kept), audit_pb2.VerifyResponse, self._timeout
             )
         except CandorError as error:
             await self.audit_refusal("verify_audit", error, principal.user)
@@ -358,6 +365,49 @@ class Workflow:
             details={"ok": result.ok, "records": result.records_checked, "first_bad": result.first_bad_sequence},
         )
         return result
+
+    async def export_case(self, principal: Principal, case_number: str) -> gateway_pb2.ExportCaseResponse:
+        """Every audit record naming a case, with the chain's verification; the export is audited."""
+        try:
+            principal.require(Permission.EXPORT_CASE)
+            if not case_number.strip():
+                raise InvalidInput("case_number is required")
+            verification = await self._bus.request(
+                AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
+            )
+            records: list[audit_pb2.AuditRecord] = []
+            while True:
+                page = await self._bus.request(
+                    AUDIT_QUERY,
+                    audit_pb2.QueryRequest(
+                        case_number=case_number,
+                        limit=EXPORT_PAGE,
+                        after_sequence=records[-1].sequence if records else 0,
+                    ),
+                    audit_pb2.QueryResponse,
+                    self._timeout,
+                )
+                records.extend(page.records)
+                if len(page.records) < EXPORT_PAGE:
+                    break
+        except CandorError as error:
+            await self.audit_refusal("export_case", error, principal.user, case_number=case_number)
+            raise
+        exported_at = Timestamp()
+        exported_at.GetCurrentTime()
+        await self._audit.publish(
+            "case.exported",
+            actor=principal.user,
+            case_number=case_number,
+            details={"records": len(records), "head_hash": verification.head_hash, "chain_ok": verification.ok},
+        )
+        return gateway_pb2.ExportCaseResponse(
+            case_number=case_number,
+            records=records,
+            verification=verification,
+            exported_at=exported_at,
+            exported_by=principal.user,
+        )
 
 
 def _box(box: common_pb2.Box) -> dict[str, int]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61ndor/audit/v1/audit.proto\x12\x0f\x63\x61ndor.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\"\xa8\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.candor.audit.v1.AuditEvent\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rprevious_hash\x18\x04 \x01(\t\x12\x13\n\x0brecord_hash\x18\x05 \x01(\t\"\x0f\n\rVerifyRequest\"u\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\"\x97\x01\n\x0cQueryRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\">\n\rQueryResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord2\xa1\x01\n\x0c\x41uditService\x12I\n\x06Verify\x12\x1e.candor.audit.v1.VerifyRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12\x46\n\x05Query\x12\x1d.candor.audit.v1.QueryRequest\x1a\x1e.candor.audit.v1.QueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61ndor/audit/v1/audit.proto\x12\x0f\x63\x61ndor.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\"\xcb\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.candor.audit.v1.AuditEvent\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rprevious_hash\x18\x04 \x01(\t\x12\x13\n\x0brecord_hash\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\"e\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x0f\n\x07made_at\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\t\"A\n\rVerifyRequest\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"\xc6\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1a\n\x12signatures_checked\x18\x06 \x01(\x03\x12\x1b\n\x13\x63heckpoints_checked\x18\x07 \x01(\x03\x12\x16\n\x0epublic_key_pem\x18\x08 \x01(\t\"\xaf\x01\n\x0cQueryRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x61\x66ter_sequence\x18\x06 \x01(\x03\">\n\rQueryResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord2\xa1\x01\n\x0c\x41uditService\x12I\n\x06Verify\x12\x1e.candor.audit.v1.VerifyRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12\x46\n\x05Query\x12\x1d.candor.audit.v1.QueryRequest\x1a\x1e.candor.audit.v1.QueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITEVENT']._serialized_start=82
   _globals['_AUDITEVENT']._serialized_end=268
   _globals['_AUDITRECORD']._serialized_start=271
-  _globals['_AUDITRECORD']._serialized_end=439
-  _globals['_VERIFYREQUEST']._serialized_start=441
-  _globals['_VERIFYREQUEST']._serialized_end=456
-  _globals['_VERIFYRESPONSE']._serialized_start=458
-  _globals['_VERIFYRESPONSE']._serialized_end=575
-  _globals['_QUERYREQUEST']._serialized_start=578
-  _globals['_QUERYREQUEST']._serialized_end=729
-  _globals['_QUERYRESPONSE']._serialized_start=731
-  _globals['_QUERYRESPONSE']._serialized_end=793
-  _globals['_AUDITSERVICE']._serialized_start=796
-  _globals['_AUDITSERVICE']._serialized_end=957
+  _globals['_AUDITRECORD']._serialized_end=474
+  _globals['_CHECKPOINT']._serialized_start=476
+  _globals['_CHECKPOINT']._serialized_end=577
+  _globals['_VERIFYREQUEST']._serialized_start=579
+  _globals['_VERIFYREQUEST']._serialized_end=644
+  _globals['_VERIFYRESPONSE']._serialized_start=647
+  _globals['_VERIFYRESPONSE']._serialized_end=845
+  _globals['_QUERYREQUEST']._serialized_start=848
+  _globals['_QUERYREQUEST']._serialized_end=1023
+  _globals['_QUERYRESPONSE']._serialized_start=1025
+  _globals['_QUERYRESPONSE']._serialized_end=1087
+  _globals['_AUDITSERVICE']._serialized_start=1090
+  _globals['_AUDITSERVICE']._serialized_end=1251
 # @@protoc_insertion_point(module_scope)

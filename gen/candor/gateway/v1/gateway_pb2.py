@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from candor.audit.v1 import audit_pb2 as candor_dot_audit_dot_v1_dot_audit__pb2
 from candor.common.v1 import common_pb2 as candor_dot_common_dot_v1_dot_common__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/gateway/v1/gateway.proto\x12\x11\x63\x61ndor.gateway.v1\x1a\x1b\x63\x61ndor/audit/v1/audit.proto\x1a\x1d\x63\x61ndor/common/v1/common.proto\"\xcd\x01\n\rEnrollRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x17\n\nface_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..candor.gateway.v1.EnrollRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_face_index\"\x8f\x01\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\x07quality\x18\x04 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"\x8a\x01\n\rSearchRequest\x12\x13\n\x0bprobe_image\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x17\n\nface_index\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0emax_candidates\x18\x05 \x01(\x05\x42\r\n\x0b_face_index\"\xed\x01\n\x0eSearchResponse\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12/\n\ncandidates\x18\x02 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12\x0e\n\x06notice\x18\x04 \x01(\t\x12\x14\n\x0cprobe_sha256\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x34\n\rprobe_quality\x18\x07 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"#\n\x12\x44\x65tectFacesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"o\n\x13\x44\x65tectFacesResponse\x12-\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x1e.candor.common.v1.DetectedFace\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\":\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"8\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"\x14\n\x12VerifyAuditRequest2\xa8\x04\n\x0eGatewayService\x12M\n\x06\x45nroll\x12 .candor.gateway.v1.EnrollRequest\x1a!.candor.gateway.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.gateway.v1.SearchRequest\x1a!.candor.gateway.v1.SearchResponse\x12\\\n\x0b\x44\x65tectFaces\x12%.candor.gateway.v1.DetectFacesRequest\x1a&.candor.gateway.v1.DetectFacesResponse\x12\x62\n\rDeleteSubject\x12\'.candor.gateway.v1.DeleteSubjectRequest\x1a(.candor.gateway.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.gateway.v1.DeleteRecordRequest\x1a\'.candor.gateway.v1.DeleteRecordResponse\x12U\n\x0bVerifyAudit\x12%.candor.gateway.v1.VerifyAuditRequest\x1a\x1f.candor.audit.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/gateway/v1/gateway.proto\x12\x11\x63\x61ndor.gateway.v1\x1a\x1b\x63\x61ndor/audit/v1/audit.proto\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n\rEnrollRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x17\n\nface_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..candor.gateway.v1.EnrollRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_face_index\"\x8f\x01\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\x07quality\x18\x04 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"\x8a\x01\n\rSearchRequest\x12\x13\n\x0bprobe_image\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x17\n\nface_index\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0emax_candidates\x18\x05 \x01(\x05\x42\r\n\x0b_face_index\"\xed\x01\n\x0eSearchResponse\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12/\n\ncandidates\x18\x02 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12\x0e\n\x06notice\x18\x04 \x01(\t\x12\x14\n\x0cprobe_sha256\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x34\n\rprobe_quality\x18\x07 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"#\n\x12\x44\x65tectFacesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"o\n\x13\x44\x65tectFacesResponse\x12-\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x1e.candor.common.v1.DetectedFace\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\":\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"8\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"F\n\x12VerifyAuditRequest\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"(\n\x11\x45xportCaseRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\"\xd5\x01\n\x12\x45xportCaseResponse\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12-\n\x07records\x18\x02 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord\x12\x35\n\x0cverification\x18\x03 \x01(\x0b\x32\x1f.candor.audit.v1.VerifyResponse\x12/\n\x0b\x65xported_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xported_by\x18\x05 \x01(\t2\x83\x05\n\x0eGatewayService\x12M\n\x06\x45nroll\x12 .candor.gateway.v1.EnrollRequest\x1a!.candor.gateway.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.gateway.v1.SearchRequest\x1a!.candor.gateway.v1.SearchResponse\x12\\\n\x0b\x44\x65tectFaces\x12%.candor.gateway.v1.DetectFacesRequest\x1a&.candor.gateway.v1.DetectFacesResponse\x12\x62\n\rDeleteSubject\x12\'.candor.gateway.v1.DeleteSubjectRequest\x1a(.candor.gateway.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.gateway.v1.DeleteRecordRequest\x1a\'.candor.gateway.v1.DeleteRecordResponse\x12U\n\x0bVerifyAudit\x12%.candor.gateway.v1.VerifyAuditRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12Y\n\nExportCase\x12$.candor.gateway.v1.ExportCaseRequest\x1a%.candor.gateway.v1.ExportCaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,30 +36,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENROLLREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ENROLLREQUEST']._serialized_start=115
-  _globals['_ENROLLREQUEST']._serialized_end=320
-  _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_start=258
-  _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_end=305
-  _globals['_ENROLLRESPONSE']._serialized_start=323
-  _globals['_ENROLLRESPONSE']._serialized_end=466
-  _globals['_SEARCHREQUEST']._serialized_start=469
-  _globals['_SEARCHREQUEST']._serialized_end=607
-  _globals['_SEARCHRESPONSE']._serialized_start=610
-  _globals['_SEARCHRESPONSE']._serialized_end=847
-  _globals['_DETECTFACESREQUEST']._serialized_start=849
-  _globals['_DETECTFACESREQUEST']._serialized_end=884
-  _globals['_DETECTFACESRESPONSE']._serialized_start=886
-  _globals['_DETECTFACESRESPONSE']._serialized_end=997
-  _globals['_DELETESUBJECTREQUEST']._serialized_start=999
-  _globals['_DELETESUBJECTREQUEST']._serialized_end=1057
-  _globals['_DELETESUBJECTRESPONSE']._serialized_start=1059
-  _globals['_DELETESUBJECTRESPONSE']._serialized_end=1107
-  _globals['_DELETERECORDREQUEST']._serialized_start=1109
-  _globals['_DELETERECORDREQUEST']._serialized_end=1165
-  _globals['_DELETERECORDRESPONSE']._serialized_start=1167
-  _globals['_DELETERECORDRESPONSE']._serialized_end=1226
-  _globals['_VERIFYAUDITREQUEST']._serialized_start=1228
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=1248
-  _globals['_GATEWAYSERVICE']._serialized_start=1251
-  _globals['_GATEWAYSERVICE']._serialized_end=1803
+  _globals['_ENROLLREQUEST']._serialized_start=148
+  _globals['_ENROLLREQUEST']._serialized_end=353
+  _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_start=291
+  _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_end=338
+  _globals['_ENROLLRESPONSE']._serialized_start=356
+  _globals['_ENROLLRESPONSE']._serialized_end=499
+  _globals['_SEARCHREQUEST']._serialized_start=502
+  _globals['_SEARCHREQUEST']._serialized_end=640
+  _globals['_SEARCHRESPONSE']._serialized_start=643
+  _globals['_SEARCHRESPONSE']._serialized_end=880
+  _globals['_DETECTFACESREQUEST']._serialized_start=882
+  _globals['_DETECTFACESREQUEST']._serialized_end=917
+  _globals['_DETECTFACESRESPONSE']._serialized_start=919
+  _globals['_DETECTFACESRESPONSE']._serialized_end=1030
+  _globals['_DELETESUBJECTREQUEST']._serialized_start=1032
+  _globals['_DELETESUBJECTREQUEST']._serialized_end=1090
+  _globals['_DELETESUBJECTRESPONSE']._serialized_start=1092
+  _globals['_DELETESUBJECTRESPONSE']._serialized_end=1140
+  _globals['_DELETERECORDREQUEST']._serialized_start=1142
+  _globals['_DELETERECORDREQUEST']._serialized_end=1198
+  _globals['_DELETERECORDRESPONSE']._serialized_start=1200
+  _globals['_DELETERECORDRESPONSE']._serialized_end=1259
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=1261
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=1331
+  _globals['_EXPORTCASEREQUEST']._serialized_start=1333
+  _globals['_EXPORTCASEREQUEST']._serialized_end=1373
+  _globals['_EXPORTCASERESPONSE']._serialized_start=1376
+  _globals['_EXPORTCASERESPONSE']._serialized_end=1589
+  _globals['_GATEWAYSERVICE']._serialized_start=1592
+  _globals['_GATEWAYSERVICE']._serialized_end=2235
 # @@protoc_insertion_point(module_scope)

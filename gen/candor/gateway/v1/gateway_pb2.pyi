@@ -1,5 +1,8 @@
+import datetime
+
 from candor.audit.v1 import audit_pb2 as _audit_pb2
 from candor.common.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -118,5 +121,27 @@ class DeleteRecordResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., subject_id: _Optional[str] = ...) -> None: ...
 
 class VerifyAuditRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("checkpoints",)
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: _containers.RepeatedCompositeFieldContainer[_audit_pb2.Checkpoint]
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[_audit_pb2.Checkpoint, _Mapping]]] = ...) -> None: ...
+
+class ExportCaseRequest(_message.Message):
+    __slots__ = ("case_number",)
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    def __init__(self, case_number: _Optional[str] = ...) -> None: ...
+
+class ExportCaseResponse(_message.Message):
+    __slots__ = ("case_number", "records", "verification", "exported_at", "exported_by")
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_FIELD_NUMBER: _ClassVar[int]
+    EXPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    records: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditRecord]
+    verification: _audit_pb2.VerifyResponse
+    exported_at: _timestamp_pb2.Timestamp
+    exported_by: str
+    def __init__(self, case_number: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ..., verification: _Optional[_Union[_audit_pb2.VerifyResponse, _Mapping]] = ..., exported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exported_by: _Optional[str] = ...) -> None: ...

@@ -65,6 +65,11 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=candor_dot_audit_dot_v1_dot_audit__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.ExportCase = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/ExportCase',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -112,6 +117,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportCase(self, request, context):
+        """The discovery export of one case for a defence request: every audit record that names the
+        case (searches, the candidates shown, refusals, ...), each with its hash and signature, and the
+        chain's verification. Auditors only; the export itself is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +158,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.VerifyAuditRequest.FromString,
                     response_serializer=candor_dot_audit_dot_v1_dot_audit__pb2.VerifyResponse.SerializeToString,
+            ),
+            'ExportCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCase,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -308,6 +327,33 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/VerifyAudit',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.VerifyAuditRequest.SerializeToString,
             candor_dot_audit_dot_v1_dot_audit__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/ExportCase',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,148 @@
+"""A case's discovery export: checking it without the database, and writing it for people.
+
+Each exported record carries its previous hash, its own hash and its signature, so the defence can
+check every record offline against the audit key (``check_records``) without the rest of the chain.
+``render_html`` writes the readable copy: what was searched, by whom, why, which candidates were
+shown, and what was refused.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from typing import Any
+
+from candor.audit.v1 import audit_pb2
+from candor.gateway.v1 import gateway_pb2
+from candor_audit.chain import AuditEntry, StoredRecord, record_hash
+from candor_audit.service import rfc3339
+from candor_audit.signing import key_id, load_public_key, record_message, verify_signature
+
+LEAD_NOTICE = "Investigative lead only: not a basis for arrest."
+
+
+def stored_record(record: audit_pb2.AuditRecord) -> StoredRecord:
+    """The chain's form of an exported record, with times in the exact form that was hashed."""
+    event = record.event
+    entry = AuditEntry(
+        event_id=event.event_id,
+        kind=event.kind,
+        occurred_at=rfc3339(event.occurred_at),
+        actor=event.actor,
+        case_number=event.case_number,
+        purpose=event.purpose,
+        trace_id=event.trace_id,
+        details_json=event.details_json,
+    )
+    return StoredRecord(
+        record.sequence,
+        entry,
+        rfc3339(record.recorded_at),
+        record.previous_hash,
+        record.record_hash,
+        record.key_id,
+        record.signature,
+    )
+
+
+def check_records(records: list[audit_pb2.AuditRecord], public_key_pem: str) -> list[str]:
+    """Problems with exported records: a hash that does not match its content, or a signature that
+    is not the audit key's. Empty when every record is authentic."""
+    public_key = load_public_key(public_key_pem)
+    keys = {key_id(public_key): public_key}
+    problems = []
+    for record in map(stored_record, records):
+        if record_hash(record.previous_hash, record.sequence, record.entry, record.recorded_at) != record.record_hash:
+            problems.append(f"record {record.sequence}: content does not match its hash")
+        elif not verify_signature(
+            keys, record.key_id, record.signature, record_message(record.sequence, record.record_hash)
+        ):
+            problems.append(f"record {record.sequence}: signature is not the audit key's")
+    return problems
+
+
+def _details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
+    try:
+        details = json.loads(record.event.details_json or "{}")
+    except ValueError:
+        return {"unreadable_details": record.event.details_json}
+    return details if isinstance(details, dict) else {"details": details}
+
+
+def _candidates_table(candidates: list[dict[str, Any]]) -> str:
+    if not candidates:
+        return "<p>No candidate was shown.</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(str(c.get('rank', '')))}</td><td>{html.escape(str(c.get('subject_id', '')))}</td>"
+        f"<td>{html.escape(str(c.get('distance', '')))}</td></tr>"
+        for c in candidates
+    )
+    return f"<table><tr><th>rank</th><th>subject</th><th>distance</th></tr>{rows}</table>"
+
+
+def _record_html(record: audit_pb2.AuditRecord) -> str:
+    event = record.event
+    details = _details(record)
+    body = ""
+    if event.kind == "search.completed":
+        model = details.get("model", {})
+        body = (
+            f"<p>Model {html.escape(str(model.get('id', '')))} {html.escape(str(model.get('version', '')))}, "
+            f"threshold {html.escape(str(details.get('threshold', '')))}, calibration "
+            f"{html.escape(str(details.get('calibration_id') or 'none'))}; probe SHA-256 "
+            f"<code>{html.escape(str(details.get('probe_sha256', '')))}</code>.</p>"
+            + _candidates_table(details.get("candidates", []))
+        )
+    elif event.kind.endswith(".refused"):
+        body = (
+            f"<p class='refused'>Refused ({html.escape(str(details.get('code', '')))}): "
+            f"{html.escape(str(details.get('reason', '')))}</p>"
+        )
+    else:
+        body = f"<pre>{html.escape(json.dumps(details, indent=2, sort_keys=True))}</pre>"
+    return (
+        f"<section><h3>#{record.sequence} {html.escape(event.kind)}</h3>"
+        f"<p>{html.escape(rfc3339(event.occurred_at))} by <b>{html.escape(event.actor)}</b>, "
+        f"purpose {html.escape(event.purpose or '-')}, trace {html.escape(event.trace_id or '-')}</p>"
+        f"{body}<p class='hash'>hash {html.escape(record.record_hash)} &middot; previous "
+        f"{html.escape(record.previous_hash)} &middot; key {html.escape(record.key_id)} &middot; signature "
+        f"{html.escape(record.signature)}</p></section>"
+    )
+
+
+def render_html(export: gateway_pb2.ExportCaseResponse, problems: list[str]) -> str:
+    """The export as a self-contained HTML page."""
+    kinds = Counter(record.event.kind for record in export.records)
+    shown = sum(len(_details(r).get("candidates", [])) for r in export.records if r.event.kind == "search.completed")
+    verification = export.verification
+    chain = (
+        f"the whole chain verified: {verification.records_checked} records, {verification.signatures_checked} "
+        f"signatures, {verification.checkpoints_checked} checkpoints, head {verification.head_hash}"
+        if verification.ok
+        else f"the chain FAILED verification at record {verification.first_bad_sequence}: {verification.problem}"
+    )
+    authenticity = (
+        "every record below matches its hash and carries the audit key's signature"
+        if not problems
+        else "PROBLEMS: " + "; ".join(problems)
+    )
+    summary = "".join(f"<li>{html.escape(kind)}: {count}</li>" for kind, count in sorted(kinds.items()))
+    case = html.escape(export.case_number)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Candor audit export: case {case}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #999; padding: 0.2em 0.6em; }}
+.hash {{ font-size: 0.75em; color: #555; word-break: break-all; }} .refused {{ color: #a00; }}
+</style></head><body>
+<h1>Audit export for case {case}</h1>
+<p>Exported {html.escape(rfc3339(export.exported_at))} by {html.escape(export.exported_by)}.
+{html.escape(LEAD_NOTICE)}</p>
+<h2>Integrity</h2><ul><li>{html.escape(chain)}</li><li>{html.escape(authenticity)}</li></ul>
+<h2>Summary</h2><ul>{summary}<li>candidates shown in all: {shown}</li></ul>
+<h2>Records ({len(export.records)})</h2>
+{"".join(_record_html(record) for record in export.records)}
+<h2>Audit public key</h2><pre>{html.escape(verification.public_key_pem)}</pre>
+</body></html>
+"""
