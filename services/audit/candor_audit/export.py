@@ -15,8 +15,8 @@ from typing import Any
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_audit.chain import AuditEntry, StoredRecord, record_hash
-from candor_audit.service import rfc3339
+from candor_audit.chain import StoredRecord, record_hash
+from candor_audit.service import entry_from_event, rfc3339
 from candor_audit.signing import key_id, load_public_key, record_message, verify_signature
 
 LEAD_NOTICE = "Investigative lead only: not a basis for arrest."
@@ -24,20 +24,9 @@ LEAD_NOTICE = "Investigative lead only: not a basis for arrest."
 
 def stored_record(record: audit_pb2.AuditRecord) -> StoredRecord:
     """The chain's form of an exported record, with times in the exact form that was hashed."""
-    event = record.event
-    entry = AuditEntry(
-        event_id=event.event_id,
-        kind=event.kind,
-        occurred_at=rfc3339(event.occurred_at),
-        actor=event.actor,
-        case_number=event.case_number,
-        purpose=event.purpose,
-        trace_id=event.trace_id,
-        details_json=event.details_json,
-    )
     return StoredRecord(
         record.sequence,
-        entry,
+        entry_from_event(record.event),
         rfc3339(record.recorded_at),
         record.previous_hash,
         record.record_hash,
