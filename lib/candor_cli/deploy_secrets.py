@@ -5,8 +5,10 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
 
 - ``nats-password-<service>``: each service's NATS password (CANDOR_NATS_PASSWORD_FILE);
 - ``nats.env``: the same passwords as NATS_PASSWORD_<SERVICE>=..., for the nats-server;
-- ``gateway-tokens.json``: the gateway's token hashes and roles (CANDOR_GATEWAY_TOKENS_FILE);
-- ``operator-token``: the bearer token of the first operator, whose hash is in gateway-tokens.json;
+- ``token-signing.pem``: the Ed25519 key that signs bearer tokens (``candor token issue --key``);
+  it stays with whoever issues tokens, never on the cluster. Production tokens usually come
+  from the agency's identity provider instead;
+- ``token-keys.pem``: its public key, which the gateway trusts (CANDOR_GATEWAY_JWT_KEYS_FILE);
 - ``postgres-password`` and ``audit-postgres-dsn``: the compose PostgreSQL's password, and the
   connection string the audit service uses with it (CANDOR_AUDIT_POSTGRES_DSN_FILE);
 - ``audit-signing-key.pem``: the Ed25519 key that signs the audit chain (CANDOR_AUDIT_SIGNING_KEY_FILE).
@@ -16,13 +18,12 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from pathlib import Path
 
 from candor_audit.signing import generate_signing_key
-from candor_gateway.access import ROLE_PERMISSIONS, token_digest
+from candor_gateway.access import generate_token_keys
 from candor_kit.subjects import ROLES
 
 
@@ -43,13 +44,11 @@ def nats_password() -> str:
     return "pw" + secrets.token_hex(24)
 
 
-def write_operator_token(token_file: Path, tokens_file: Path, user: str = "local-operator") -> str:
-    """A fresh operator token with every role: the token in one file, its hash in the tokens file."""
-    token = secrets.token_urlsafe(32)
-    document = {"tokens": [{"sha256": token_digest(token), "user": user, "roles": sorted(ROLE_PERMISSIONS)}]}
-    write_private(token_file, token + "\n")
-    write_private(tokens_file, json.dumps(document, indent=2) + "\n")
-    return token
+def write_token_keys(private_path: Path, public_path: Path) -> None:
+    """A new token-signing key pair: the private key 0600, the public key beside it."""
+    private, public = generate_token_keys()
+    write_private(private_path, private.decode("ascii"))
+    write_private(public_path, public.decode("ascii"), 0o644)
 
 
 def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
@@ -70,9 +69,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
         written.append(path)
     env = "".join(f"NATS_PASSWORD_{service.upper()}={password}\n" for service, password in passwords.items())
     write_private(folder / "nats.env", env)
-    write_operator_token(folder / "operator-token", folder / "gateway-tokens.json", user="operator")
-    os.chmod(folder / "operator-token", 0o644)
-    os.chmod(folder / "gateway-tokens.json", 0o644)
+    write_token_keys(folder / "token-signing.pem", folder / "token-keys.pem")
     database_password = secrets.token_hex(24)
     write_private(folder / "postgres-password", database_password + "\n", 0o644)
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
@@ -80,7 +77,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     os.chmod(folder / "audit-signing-key.pem", 0o644)
     return [
         *written,
-        *(folder / name for name in ("nats.env", "operator-token", "gateway-tokens.json")),
+        *(folder / name for name in ("nats.env", "token-signing.pem", "token-keys.pem")),
         *(folder / name for name in ("postgres-password", "audit-postgres-dsn", "audit-signing-key.pem")),
     ]
 

@@ -19,7 +19,16 @@ from candor.gateway.v1 import gateway_pb2
 from candor_audit.export import check_records, render_html
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
-from candor_cli.stack import DEFAULT_PURPOSES, SERVICES, LocalStack, StackError, default_data_dir
+from candor_cli.stack import (
+    AUDIENCE,
+    DEFAULT_PURPOSES,
+    LOCAL_ISSUER,
+    SERVICES,
+    LocalStack,
+    StackError,
+    default_data_dir,
+)
+from candor_gateway.access import ROLES, issue_token, load_private_key
 from candor_kit import catalogue
 
 
@@ -101,6 +110,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("export_file", type=Path, metavar="FILE", help="the case-<CASE>.json of `audit export`")
     check.add_argument("--public-key", type=Path, help="the audit public key you pinned (PEM); default: the export's")
 
+    token = commands.add_parser("token", help="bearer tokens").add_subparsers(dest="action", required=True)
+    issue = token.add_parser("issue", help="sign a JWT for a user (development and tests)", parents=[common])
+    issue.add_argument("--user", required=True)
+    issue.add_argument("--roles", required=True, help=f"comma-separated: {', '.join(ROLES)}")
+    issue.add_argument("--ttl", default="8h", help="lifetime: 3600, 90m, 8h (default 8h)")
+    issue.add_argument("--key", type=Path, help="signing key (PEM); default: the local stack's")
+    issue.add_argument("--issuer", help="default: the local stack's issuer")
+    issue.add_argument("--audience", default=AUDIENCE)
+
     secrets_init = commands.add_parser("secrets", help="deployment secrets").add_subparsers(
         dest="action", required=True
     )
@@ -134,10 +152,22 @@ def _client(args: argparse.Namespace) -> GatewayClient:
         address = state.gateway
     token = getattr(args, "token", None) or os.environ.get("CANDOR_TOKEN")
     if not token:
-        if not stack.token_file.exists():
-            raise StackError("no token: set CANDOR_TOKEN or pass --token")
         token = stack.token()
     return GatewayClient(address, token)
+
+
+def _issue_token(args: argparse.Namespace) -> str:
+    """A signed JWT from --key (or the local stack's key) with the given user, roles and lifetime."""
+    ttl = re.fullmatch(r"(\d+)([smhd]?)", args.ttl)
+    if ttl is None:
+        raise ValueError(f"--ttl {args.ttl!r} is not a lifetime like 3600, 90m or 8h")
+    seconds = int(ttl.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[ttl.group(2)]
+    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    stack = _stack(args)
+    state = stack.state()
+    key = args.key or (Path(state.token_key) if state else stack.token_key)
+    issuer = args.issuer or (state.issuer if state else LOCAL_ISSUER)
+    return issue_token(load_private_key(key.read_bytes()), args.user, roles, seconds, issuer, args.audience)
 
 
 def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
@@ -197,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
             for name in SERVICES:
                 print(f"  {name:<9} {state.addresses[name]}  SERVING")
             print(f"gateway: {state.gateway}")
-            print(f"token:   {stack.token_file} (user local-operator)")
+            print(f"tokens:  signed by {stack.token_key} (`candor token issue`; the CLI mints its own)")
             if not stack.require_calibration:
                 print("models:  uncalibrated models allowed (developer stack; see `candor model calibrate`)")
         elif args.action == "down":
@@ -210,6 +240,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "audit" and args.action == "check-export":
         return _check_export(args.export_file, args.public_key)
+
+    if args.command == "token":
+        print(_issue_token(args))
+        return 0
 
     if args.command == "secrets":
         for path in init_secrets(args.folder, force=args.force):

@@ -25,7 +25,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
-from candor_cli.deploy_secrets import init_secrets, write_operator_token
+from candor_cli.deploy_secrets import init_secrets, write_token_keys
+from candor_gateway.access import issue_token, load_private_key
+
+#: The issuer and audience of the local stack's tokens.
+LOCAL_ISSUER = "candor-local"
+AUDIENCE = "candor-gateway"
+#: The local operator's roles: enough for the demo (search, enrol, delete, verify, export).
+OPERATOR_ROLES = ("investigator", "gallery-admin", "auditor")
 
 #: Start order; stop order is the reverse.
 SERVICES = ("audit", "matcher", "embedder", "detector", "gateway")
@@ -58,20 +65,22 @@ def nats_server_binary() -> str:
     return found
 
 
-def service_settings(
-    name: str, data_dir: Path, *, tokens_file: Path, purposes: str, allow_uncalibrated: bool
-) -> dict[str, str]:
+def service_settings(name: str, data_dir: Path, *, purposes: str, allow_uncalibrated: bool) -> dict[str, str]:
     """A service's own settings when its data lives under ``data_dir`` (the stack's layout).
 
-    The audit service's signing key is made on first use, in ``data_dir/secrets``.
+    The audit service's signing key and the token keys are made on first use, in ``data_dir/secrets``.
     """
-    signing_key = data_dir / "secrets" / "audit-signing-key.pem"
+    secrets = data_dir / "secrets"
+    signing_key = secrets / "audit-signing-key.pem"
     if name == "audit" and not signing_key.exists():
-        signing_key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
         generate_signing_key(signing_key)
+    if name == "gateway":
+        ensure_token_keys(data_dir)
     return {
         "gateway": {
-            "CANDOR_GATEWAY_TOKENS_FILE": str(tokens_file),
+            "CANDOR_GATEWAY_JWT_ISSUER": LOCAL_ISSUER,
+            "CANDOR_GATEWAY_JWT_KEYS_FILE": str(secrets / "token-keys.pem"),
             "CANDOR_GATEWAY_PURPOSES": purposes,
             "CANDOR_MODEL_REGISTRY": str(data_dir / "models"),
             # A developer's stack runs before any calibration exists; production sets false.
@@ -83,6 +92,16 @@ def service_settings(
             "CANDOR_AUDIT_SIGNING_KEY_FILE": str(signing_key),
         },
     }.get(name, {})
+
+
+def ensure_token_keys(data_dir: Path) -> Path:
+    """The local stack's token-signing key (made on first use); returns the private key's path."""
+    secrets = data_dir / "secrets"
+    private = secrets / "token-signing.pem"
+    if not private.exists():
+        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_token_keys(private, secrets / "token-keys.pem")
+    return private
 
 
 def start_nats_server(
@@ -151,6 +170,9 @@ class StackState:
     nats_url: str
     addresses: dict[str, str]
     pids: dict[str, int] = field(default_factory=dict)
+    #: The key that signs tokens the gateway trusts, and their issuer.
+    token_key: str = ""
+    issuer: str = LOCAL_ISSUER
 
     @property
     def gateway(self) -> str:
@@ -174,8 +196,7 @@ class LocalStack:
         self.purposes = purposes
         self.extra_env = extra_env or {}
         self.state_file = self.data / "stack.json"
-        self.token_file = self.data / "secrets" / "token"
-        self.tokens_file = self.data / "secrets" / "tokens.json"
+        self.token_key = self.data / "secrets" / "token-signing.pem"
         self.logs = self.data / "logs"
         self.registry = self.data / "models"
         self.require_calibration = require_calibration
@@ -194,7 +215,13 @@ class LocalStack:
         if not self.state_file.exists():
             return None
         raw = json.loads(self.state_file.read_text())
-        return StackState(raw["nats_url"], raw["addresses"], raw.get("pids", {}))
+        return StackState(
+            raw["nats_url"],
+            raw["addresses"],
+            raw.get("pids", {}),
+            raw.get("token_key", str(self.token_key)),
+            raw.get("issuer", LOCAL_ISSUER),
+        )
 
     def _save(self, state: StackState) -> None:
         tmp = self.state_file.with_suffix(".tmp")
@@ -206,9 +233,15 @@ class LocalStack:
         state = self.state()
         return bool(state and state.pids and all(_alive(pid) for pid in state.pids.values()))
 
-    def token(self) -> str:
-        """The local operator's token (created at first start)."""
-        return self.token_file.read_text().strip()
+    def token(self, user: str = "local-operator", roles: tuple[str, ...] = OPERATOR_ROLES, ttl_s: int = 3600) -> str:
+        """A fresh token from this stack's signing key (made at first start), for ``user``."""
+        state = self.state()
+        if state is None:
+            raise StackError(f"no stack in {self.data}; run `candor stack up`")
+        key, issuer = Path(state.token_key), state.issuer
+        if not key.exists():
+            raise StackError(f"no token key in {key.parent}; start the stack first")
+        return issue_token(load_private_key(key.read_bytes()), user, roles, ttl_s, issuer, AUDIENCE)
 
     # --- start ---------------------------------------------------------------------------------
 
@@ -221,19 +254,20 @@ class LocalStack:
         for folder in (self.data, self.logs, self.data / "secrets"):
             folder.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data / "secrets", 0o700)
-        self._ensure_tokens()
+        ensure_token_keys(self.data)
         nats_port = free_port()
         state = StackState(
             nats_url=f"nats://127.0.0.1:{nats_port}",
             addresses={name: f"127.0.0.1:{free_port()}" for name in SERVICES},
+            token_key=str(self.token_key),
         )
         if self.compose is not None:
             if not self.deploy_secrets.exists():
                 init_secrets(self.deploy_secrets)
+            state.token_key = str(self.deploy_secrets / "token-signing.pem")
+            state.issuer = compose_model.service_environment(self.compose, "gateway")["CANDOR_GATEWAY_JWT_ISSUER"]
             if self.postgres_dsn:
                 (self.deploy_secrets / "audit-postgres-dsn").write_text(self.postgres_dsn + "\n")
-            # The operator's token is the deployment's, so the CLI works against this stack as is.
-            shutil.copyfile(self.deploy_secrets / "operator-token", self.token_file)
             state.addresses.update({f"{name}-health": f"127.0.0.1:{free_port()}" for name in SERVICES})
         try:
             state.pids["nats"] = self._start_nats(nats_port)
@@ -264,10 +298,6 @@ class LocalStack:
             return
         _terminate(state.pids.pop(name), timeout_s)
         self._save(state)
-
-    def _ensure_tokens(self) -> None:
-        if not (self.tokens_file.exists() and self.token_file.exists()):
-            write_operator_token(self.token_file, self.tokens_file)
 
     def _start_nats(self, port: int) -> int:
         # The child keeps its own copy of the descriptor; the parent's closes with the block.
@@ -326,7 +356,6 @@ class LocalStack:
             service_settings(
                 name,
                 self.data,
-                tokens_file=self.tokens_file,
                 purposes=self.purposes,
                 allow_uncalibrated=not self.require_calibration,
             )

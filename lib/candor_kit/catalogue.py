@@ -189,7 +189,21 @@ AUDIT_CHECKPOINT_INTERVAL_S = _float(
 )
 AUDIT_FETCH_BATCH = _int("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
 
-GATEWAY_TOKENS_FILE = Setting("CANDOR_GATEWAY_TOKENS_FILE", "file of token hashes and roles", None, "file", secret=True)
+GATEWAY_JWT_ISSUER = Setting("CANDOR_GATEWAY_JWT_ISSUER", "the `iss` every bearer token must carry")
+GATEWAY_JWT_AUDIENCE = Setting(
+    "CANDOR_GATEWAY_JWT_AUDIENCE", "the `aud` every bearer token must carry", "candor-gateway"
+)
+GATEWAY_JWT_KEYS_FILE = Setting(
+    "CANDOR_GATEWAY_JWT_KEYS_FILE",
+    "PEM file of the public keys (Ed25519 or RSA) whose signatures on tokens are trusted",
+    "",
+    "file",
+)
+GATEWAY_JWT_KEYS = Setting("CANDOR_GATEWAY_JWT_KEYS", "the same public keys as PEM text, instead of the file", "")
+GATEWAY_JWT_MAX_TTL_S = _int(
+    "CANDOR_GATEWAY_JWT_MAX_TTL_S", "longest token lifetime (exp - iat) accepted", 86400, 60, 2_592_000
+)
+GATEWAY_JWT_LEEWAY_S = _int("CANDOR_GATEWAY_JWT_LEEWAY_S", "clock skew allowed on exp and nbf", 30, 0, 300)
 GATEWAY_PURPOSES = Setting("CANDOR_GATEWAY_PURPOSES", "allowed search purposes, comma-separated", None, "list")
 GATEWAY_DEFAULT_CANDIDATES = _int("CANDOR_GATEWAY_DEFAULT_CANDIDATES", "candidates when a search asks none", 10, 1, 200)
 GATEWAY_MAX_CANDIDATES = _int("CANDOR_GATEWAY_MAX_CANDIDATES", "largest candidate list", 50, 1, 200)
@@ -221,7 +235,12 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         AUDIT_STREAM_REPLICAS,
     ),
     "gateway": (
-        GATEWAY_TOKENS_FILE,
+        GATEWAY_JWT_ISSUER,
+        GATEWAY_JWT_AUDIENCE,
+        GATEWAY_JWT_KEYS_FILE,
+        GATEWAY_JWT_KEYS,
+        GATEWAY_JWT_MAX_TTL_S,
+        GATEWAY_JWT_LEEWAY_S,
         GATEWAY_PURPOSES,
         GATEWAY_DEFAULT_CANDIDATES,
         GATEWAY_MAX_CANDIDATES,

@@ -22,6 +22,8 @@ import pytest
 
 from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
+from candor_cli.stack import AUDIENCE, OPERATOR_ROLES
+from candor_gateway import issue_token, load_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [ROOT / "deploy" / "compose" / "compose.yaml", ROOT / "deploy" / "compose" / "compose.e2e.yaml"]
@@ -43,7 +45,8 @@ def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """The deployment under test: the compose containers, or the compose topology as processes."""
     address = os.environ.get("CANDOR_E2E_GATEWAY")
     if address:
-        token = Path(os.environ["CANDOR_E2E_TOKEN_FILE"]).read_text().strip()
+        key = load_private_key(Path(os.environ["CANDOR_E2E_TOKEN_KEY_FILE"]).read_bytes())
+        token = issue_token(key, "e2e-runner", OPERATOR_ROLES, 3600, os.environ["CANDOR_E2E_TOKEN_ISSUER"], AUDIENCE)
         yield Deployment(address, token, Path(os.environ["CANDOR_E2E_AUDIT_DSN_FILE"]).read_text().strip())
         return
     # The compose stack keeps the audit chain in PostgreSQL: a real server stands in for the container.

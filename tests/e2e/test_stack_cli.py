@@ -60,11 +60,22 @@ def gallery(local_stack: LocalStack, samples: Path) -> LocalStack:
     return local_stack
 
 
-def test_every_service_reports_serving_and_the_token_is_private(local_stack: LocalStack) -> None:
+def test_every_service_reports_serving_and_the_signing_keys_are_private(local_stack: LocalStack) -> None:
     status = json.loads(candor(local_stack, "stack", "status").stdout)
     assert status["running"]
     assert set(status["pids"]) == {"nats", "gateway", "detector", "embedder", "matcher", "audit"}
-    assert local_stack.token_file.stat().st_mode & 0o077 == 0
+    for key in ("token-signing.pem", "audit-signing-key.pem"):
+        assert (local_stack.data / "secrets" / key).stat().st_mode & 0o077 == 0, key
+
+
+def test_a_token_issued_by_the_cli_carries_only_its_roles(local_stack: LocalStack, samples: Path) -> None:
+    token = candor(local_stack, "token", "issue", "--user", "zoe", "--roles", "auditor", "--ttl", "10m").stdout.strip()
+    assert candor(local_stack, "--token", token, "audit", "verify").returncode == 0
+    refused = candor(
+        local_stack, "--token", token, "search", str(samples / "obama2.jpg"), "--case", "C-Z", "--purpose",
+        "investigation", check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "PERMISSION_DENIED" in refused.stderr and "may not call Search" in refused.stderr
 
 
 def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, samples: Path) -> None:

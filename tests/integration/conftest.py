@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,15 +18,22 @@ import candor_embedder
 import candor_gateway
 import candor_matcher
 from candor.gateway.v1 import gateway_pb2_grpc
-from candor_cli.stack import StackError, free_port, service_settings
+from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, StackError, free_port, service_settings
 from candor_cli.stack import wait_serving as stack_wait_serving
-from candor_gateway import token_digest
+from candor_gateway import generate_token_keys, issue_token, load_private_key
 from candor_kit import EnvReader
 
-TOKENS = {
+#: The test users, by the name the tests call them by: (user, roles).
+USERS = {
     "investigator-token": ("ivy", ["investigator"]),
-    "enroller-token": ("eric", ["enroller"]),
+    "enroller-token": ("eric", ["gallery-admin"]),
     "auditor-token": ("audrey", ["auditor"]),
+}
+#: A token-signing key made for this test session; the gateway trusts its public half.
+TOKEN_KEY, TOKEN_PUBLIC_KEY = generate_token_keys()
+TOKENS = {
+    name: issue_token(load_private_key(TOKEN_KEY), user, roles, 3600, LOCAL_ISSUER, AUDIENCE)
+    for name, (user, roles) in USERS.items()
 }
 PURPOSES = "investigation,missing-person"
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -71,9 +76,7 @@ class InProcessStack:
             "CANDOR_SHUTDOWN_GRACE_S": "1",
             **({"CANDOR_AUDIT_CHECKPOINT_INTERVAL_S": "1"} if name == "audit" else {}),
         }
-        specific = service_settings(
-            name, self.root, tokens_file=self.root / "tokens.json", purposes=PURPOSES, allow_uncalibrated=False
-        )
+        specific = service_settings(name, self.root, purposes=PURPOSES, allow_uncalibrated=False)
         return {**base, **specific}
 
     async def start(self, name: str) -> None:
@@ -122,11 +125,9 @@ async def stack(
 ) -> AsyncIterator[InProcessStack]:
     root = tmp_path_factory.mktemp("stack")
     calibrate_dlib(sample_dataset, root / "models")
-    tokens = root / "tokens.json"
-    tokens.write_text(
-        json.dumps({"tokens": [{"sha256": token_digest(t), "user": u, "roles": r} for t, (u, r) in TOKENS.items()]})
-    )
-    os.chmod(tokens, 0o600)
+    (root / "secrets").mkdir(mode=0o700)
+    (root / "secrets" / "token-keys.pem").write_bytes(TOKEN_PUBLIC_KEY)
+    (root / "secrets" / "token-signing.pem").write_bytes(TOKEN_KEY)
     running = InProcessStack(root=root, nats_url=nats_url)
     for name in ("audit", "matcher", "embedder", "detector", "gateway"):
         running.addresses[name] = f"127.0.0.1:{free_port()}"
@@ -143,9 +144,9 @@ async def gateway(stack: InProcessStack) -> AsyncIterator[gateway_pb2_grpc.Gatew
         yield gateway_pb2_grpc.GatewayServiceStub(channel)
 
 
-def as_user(token: str) -> tuple[tuple[str, str]]:
-    """Call metadata for a bearer token."""
-    return (("authorization", f"Bearer {token}"),)
+def as_user(name: str) -> tuple[tuple[str, str]]:
+    """Call metadata with the bearer token of a test user (USERS), or ``name`` itself as the token."""
+    return (("authorization", f"Bearer {TOKENS.get(name, name)}"),)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:

@@ -1,67 +1,119 @@
-"""Tokens, roles and the search policy."""
+"""Signed bearer tokens, the per-RPC role allow-lists, and the search policy."""
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+import time
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from candor_gateway import Permission, SearchPolicy, TokenRegistry, token_digest
+from candor_gateway import (
+    ROLES,
+    RPC_ROLES,
+    Permission,
+    SearchPolicy,
+    TokenVerifier,
+    generate_token_keys,
+    issue_token,
+    load_private_key,
+)
+from candor_gateway.access import load_public_keys
 from candor_kit import ConfigError, InvalidInput, PolicyViolation, Unauthenticated
 
-
-def write_tokens(path: Path, entries: list[dict[str, object]], mode: int = 0o600) -> Path:
-    path.write_text(json.dumps({"tokens": entries}))
-    os.chmod(path, mode)
-    return path
+PRIVATE_PEM, PUBLIC_PEM = generate_token_keys()
+KEY = load_private_key(PRIVATE_PEM)
+VERIFIER = TokenVerifier(load_public_keys(PUBLIC_PEM.decode()), "candor-test", "candor-gateway", max_ttl_s=86400)
 
 
-def test_valid_token_maps_to_its_user(tmp_path: Path) -> None:
-    registry = TokenRegistry.load(
-        write_tokens(
-            tmp_path / "t.json", [{"sha256": token_digest("s3cret"), "user": "ann", "roles": ["investigator"]}]
-        )
-    )
-    assert registry.authenticate("Bearer s3cret").user == "ann"
+def bearer(token: str) -> str:
+    return f"Bearer {token}"
 
 
-@pytest.mark.parametrize("header", [None, "", "s3cret", "Bearer wrong", "Basic s3cret"])
-def test_missing_or_wrong_token_is_unauthenticated(tmp_path: Path, header: str | None) -> None:
-    registry = TokenRegistry.load(
-        write_tokens(
-            tmp_path / "t.json", [{"sha256": token_digest("s3cret"), "user": "ann", "roles": ["investigator"]}]
-        )
-    )
-    with pytest.raises(Unauthenticated):
-        registry.authenticate(header)
+def test_a_signed_token_names_its_user_and_roles() -> None:
+    token = issue_token(KEY, "ann", ["investigator", "reviewer"], 600, "candor-test", "candor-gateway")
+    principal = VERIFIER.authenticate(bearer(token))
+    assert principal.user == "ann" and principal.roles == {"investigator", "reviewer"}
 
 
-def test_role_without_permission_is_denied(tmp_path: Path) -> None:
-    registry = TokenRegistry.load(
-        write_tokens(tmp_path / "t.json", [{"sha256": token_digest("x"), "user": "aud", "roles": ["auditor"]}])
-    )
-    principal = registry.authenticate("Bearer x")
-    principal.require(Permission.VERIFY_AUDIT)
-    with pytest.raises(PolicyViolation):
-        principal.require(Permission.SEARCH)
+def test_an_rsa_signed_token_is_accepted_too() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    both = TokenVerifier(load_public_keys(PUBLIC_PEM.decode() + pem.decode()), "candor-test", "candor-gateway")
+    token = issue_token(rsa_key, "rob", ["auditor"], 600, "candor-test", "candor-gateway")
+    assert jwt.get_unverified_header(token)["alg"] == "RS256"
+    assert both.authenticate(bearer(token)).user == "rob"
+
+
+def claims(**changes: object) -> dict[str, object]:
+    now = int(time.time())
+    base: dict[str, object] = {
+        "iss": "candor-test", "aud": "candor-gateway", "sub": "ann", "roles": ["investigator"],
+        "iat": now, "exp": now + 600,
+    }  # fmt: skip
+    base.update(changes)
+    return {key: value for key, value in base.items() if value is not None}
 
 
 @pytest.mark.parametrize(
-    ("entries", "mode", "message"),
+    ("token", "message"),
     [
-        ([], 0o600, "lists no tokens"),
-        ([{"sha256": "abc", "user": "u", "roles": ["auditor"]}], 0o600, "64 hex"),
-        ([{"sha256": "a" * 64, "user": "u", "roles": ["superuser"]}], 0o600, "known roles"),
-        ([{"sha256": "a" * 64, "user": "u", "roles": ["auditor"]}], 0o666, "writable by others"),
+        (None, "bearer token is required"),
+        ("not a jwt", "not a JWT"),
+        (jwt.encode(claims(), key=None, algorithm="none"), "algorithm 'none'"),
+        (jwt.encode(claims(), "shared-secret-of-at-least-32-bytes!!", algorithm="HS256"), "algorithm 'HS256'"),
+        (jwt.encode(claims(exp=int(time.time()) - 3600), KEY, algorithm="EdDSA"), "expired"),
+        (jwt.encode(claims(aud="another-service"), KEY, algorithm="EdDSA"), "another audience"),
+        (jwt.encode(claims(iss="someone-else"), KEY, algorithm="EdDSA"), "unknown issuer"),
+        (jwt.encode(claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA"), "not from a trusted key"),
+        (jwt.encode(claims(exp=int(time.time()) + 30 * 86400), KEY, algorithm="EdDSA"), "lives longer"),
+        (jwt.encode(claims(roles=["superuser"]), KEY, algorithm="EdDSA"), "unknown roles"),
+        (jwt.encode(claims(roles=None), KEY, algorithm="EdDSA"), "no roles"),
+        (jwt.encode(claims(sub=None), KEY, algorithm="EdDSA"), "not valid"),
+    ],
+    ids=[
+        "missing",
+        "garbage",
+        "unsigned",
+        "hmac",
+        "expired",
+        "audience",
+        "issuer",
+        "untrusted-key",
+        "too-long",
+        "unknown-role",
+        "no-roles",
+        "no-subject",
     ],
 )
-def test_unsafe_or_invalid_tokens_file_is_refused(
-    tmp_path: Path, entries: list[dict[str, object]], mode: int, message: str
-) -> None:
-    with pytest.raises(ConfigError, match=message):
-        TokenRegistry.load(write_tokens(tmp_path / "t.json", entries, mode))
+def test_unsigned_expired_or_foreign_tokens_are_refused(token: str | None, message: str) -> None:
+    with pytest.raises(Unauthenticated, match=message):
+        VERIFIER.authenticate(bearer(token) if token else None)
+
+
+def test_every_rpc_has_an_allow_list_of_known_roles() -> None:
+    assert set(RPC_ROLES) == set(Permission)
+    for roles in RPC_ROLES.values():
+        assert roles and roles <= set(ROLES)
+
+
+def test_a_role_off_the_allow_list_is_denied() -> None:
+    principal = VERIFIER.authenticate(
+        bearer(issue_token(KEY, "aud", ["auditor"], 600, "candor-test", "candor-gateway"))
+    )
+    principal.require(Permission.VERIFY_AUDIT)
+    with pytest.raises(PolicyViolation, match="may not call Search"):
+        principal.require(Permission.SEARCH)
+
+
+def test_token_keys_must_be_public_ed25519_or_rsa() -> None:
+    with pytest.raises(ConfigError, match="no PEM public key"):
+        load_public_keys("")
+    with pytest.raises(ValueError, match="some of"):
+        issue_token(KEY, "ann", ["superuser"], 600, "candor-test", "candor-gateway")
 
 
 POLICY = SearchPolicy(frozenset({"investigation"}), default_candidates=10, max_candidates=20)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 
 from candor_audit import AuditSettings
 from candor_detector import DetectorSettings
-from candor_gateway import GatewaySettings, token_digest
+from candor_gateway import GatewaySettings, generate_token_keys
 from candor_kit import ConfigError, EnvReader
 from candor_matcher import MatcherSettings
 
@@ -35,19 +34,18 @@ def test_detector_limit_above_the_message_limit_is_refused() -> None:
         DetectorSettings.from_env(EnvReader(env))
 
 
-def investigator_tokens(folder: Path) -> Path:
-    """A private tokens file with one investigator."""
-    tokens = folder / "tokens.json"
-    tokens.write_text(json.dumps({"tokens": [{"sha256": token_digest("t"), "user": "u", "roles": ["investigator"]}]}))
-    os.chmod(tokens, 0o600)
-    return tokens
+def token_keys(folder: Path) -> Path:
+    """A PEM file with one trusted token public key."""
+    keys = folder / "token-keys.pem"
+    keys.write_bytes(generate_token_keys()[1])
+    return keys
 
 
 def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
-    tokens = investigator_tokens(tmp_path)
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
-        "CANDOR_GATEWAY_TOKENS_FILE": str(tokens),
+        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
+        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
         "CANDOR_MODEL_REGISTRY": str(tmp_path / "models"),
     }
     with pytest.raises(ConfigError, match="CANDOR_GATEWAY_PURPOSES"):
@@ -58,10 +56,10 @@ def test_gateway_without_purposes_is_refused(tmp_path: Path) -> None:
 
 
 def test_gateway_without_a_model_registry_is_refused_unless_uncalibrated_models_are_allowed(tmp_path: Path) -> None:
-    tokens = investigator_tokens(tmp_path)
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
-        "CANDOR_GATEWAY_TOKENS_FILE": str(tokens),
+        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
+        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
         "CANDOR_GATEWAY_PURPOSES": "investigation",
     }
     with pytest.raises(ConfigError, match="CANDOR_MODEL_REGISTRY is required"):
@@ -145,3 +143,21 @@ def test_service_exits_1_with_the_reason_when_nats_is_unreachable(tmp_path: Path
     )
     assert result.returncode == 1
     assert "startup_failed" in result.stderr and "cannot connect to NATS" in result.stderr
+
+
+def test_gateway_needs_exactly_one_source_of_token_keys_and_an_issuer(tmp_path: Path) -> None:
+    base = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_GATEWAY_PURPOSES": "investigation"}
+    base["CANDOR_GATEWAY_ALLOW_UNCALIBRATED"] = "true"
+    with pytest.raises(ConfigError) as refused:
+        GatewaySettings.from_env(EnvReader(base))
+    assert "CANDOR_GATEWAY_JWT_ISSUER is required" in str(refused.value)
+    assert "set one of CANDOR_GATEWAY_JWT_KEYS_FILE and CANDOR_GATEWAY_JWT_KEYS" in str(refused.value)
+    keys = token_keys(tmp_path)
+    inline = {**base, "CANDOR_GATEWAY_JWT_ISSUER": "i", "CANDOR_GATEWAY_JWT_KEYS": keys.read_text()}
+    assert GatewaySettings.from_env(EnvReader(inline)).tokens is not None
+    private = tmp_path / "private.pem"
+    private.write_bytes(generate_token_keys()[0])
+    with pytest.raises(ConfigError, match="token keys: no PEM public key"):
+        GatewaySettings.from_env(
+            EnvReader({**base, "CANDOR_GATEWAY_JWT_ISSUER": "i", "CANDOR_GATEWAY_JWT_KEYS_FILE": str(private)})
+        )

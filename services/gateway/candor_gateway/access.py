@@ -1,36 +1,54 @@
-"""Who is calling, and what their role lets them do.
+"""Who is calling, and what their roles let them do.
 
-Tokens are never stored: the tokens file holds the SHA-256 of each token with its user and roles.
+Callers present signed JWTs (EdDSA or RS256) as bearer tokens; the gateway checks the signature
+against its trusted public keys, the issuer, the audience, the expiry and the lifetime, and takes
+the user from ``sub`` and the roles from ``roles``. Each RPC has an explicit allow-list of roles.
+Tokens are never stored or logged.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
-import os
-import stat
+import time
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from candor_kit.errors import ConfigError, PolicyViolation, Unauthenticated
 
+#: The roles a token may carry.
+ROLES = ("investigator", "reviewer", "supervisor", "auditor", "gallery-admin", "admin")
+#: The signature algorithms accepted; "none" and the HMAC family never are.
+ALGORITHMS = ("EdDSA", "RS256")
+
 
 class Permission(enum.Enum):
-    """What a call needs."""
+    """What a call needs: one per RPC of the gateway."""
 
-    SEARCH = "search"
-    ENROLL = "enroll"
-    DELETE = "delete"
-    VERIFY_AUDIT = "verify_audit"
-    EXPORT_CASE = "export_case"
-    DETECT = "detect"
+    SEARCH = "Search"
+    DETECT = "DetectFaces"
+    ENROLL = "Enroll"
+    DELETE = "DeleteSubject"
+    DELETE_RECORD = "DeleteRecord"
+    VERIFY_AUDIT = "VerifyAudit"
+    EXPORT_CASE = "ExportCase"
 
 
-ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
-    "investigator": frozenset({Permission.SEARCH, Permission.DETECT}),
-    "enroller": frozenset({Permission.ENROLL, Permission.DELETE, Permission.DETECT}),
-    "auditor": frozenset({Permission.VERIFY_AUDIT, Permission.EXPORT_CASE}),
+#: Each RPC's allow-list of roles. Nobody else may call it.
+RPC_ROLES: dict[Permission, frozenset[str]] = {
+    Permission.SEARCH: frozenset({"investigator"}),
+    Permission.DETECT: frozenset({"investigator", "gallery-admin"}),
+    Permission.ENROLL: frozenset({"gallery-admin"}),
+    Permission.DELETE: frozenset({"gallery-admin"}),
+    Permission.DELETE_RECORD: frozenset({"gallery-admin"}),
+    Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),
+    Permission.EXPORT_CASE: frozenset({"auditor"}),
 }
 
 
@@ -42,53 +60,131 @@ class Principal:
     roles: frozenset[str]
 
     def require(self, permission: Permission) -> None:
-        """Raise PolicyViolation unless one of the roles grants the permission."""
-        if not any(permission in ROLE_PERMISSIONS.get(role, frozenset()) for role in self.roles):
-            raise PolicyViolation(f"user {self.user} may not {permission.value}")
+        """Raise PolicyViolation unless one of the roles is on the RPC's allow-list."""
+        if not self.roles & RPC_ROLES[permission]:
+            allowed = ", ".join(sorted(RPC_ROLES[permission]))
+            raise PolicyViolation(f"user {self.user} may not call {permission.value} (roles allowed: {allowed})")
 
 
-def token_digest(token: str) -> str:
-    """The form a token is stored in."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+PublicKey = Ed25519PublicKey | RSAPublicKey
+PrivateKey = Ed25519PrivateKey | RSAPrivateKey
 
 
-class TokenRegistry:
-    """Maps bearer tokens to principals by their SHA-256."""
+def load_public_keys(pem: str) -> list[PublicKey]:
+    """Every public key in a PEM bundle (several while keys rotate); Ed25519 or RSA only."""
+    keys: list[PublicKey] = []
+    for block in pem.split("-----END PUBLIC KEY-----"):
+        if "-----BEGIN PUBLIC KEY-----" not in block:
+            continue
+        key = serialization.load_pem_public_key((block.strip() + "\n-----END PUBLIC KEY-----\n").encode("ascii"))
+        if not isinstance(key, (Ed25519PublicKey, RSAPublicKey)):
+            raise ConfigError("token keys must be Ed25519 or RSA public keys")
+        if isinstance(key, RSAPublicKey) and key.key_size < 2048:
+            raise ConfigError("RSA token keys must have at least 2048 bits")
+        keys.append(key)
+    if not keys:
+        raise ConfigError("no PEM public key found for token verification")
+    return keys
 
-    def __init__(self, principals: dict[str, Principal]) -> None:
-        self._by_digest = principals
 
-    @classmethod
-    def load(cls, path: Path) -> TokenRegistry:
-        """Read ``{"tokens": [{"sha256": ..., "user": ..., "roles": [...]}]}``.
+class TokenVerifier:
+    """Checks bearer JWTs: signature by a trusted key, issuer, audience, expiry, lifetime, roles."""
 
-        Refuses a missing, malformed or group/world-writable file, unknown roles and an empty list.
-        """
-        try:
-            mode = path.stat().st_mode
-            document = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"tokens file {path} is unreadable: {exc}") from exc
-        if mode & (stat.S_IWGRP | stat.S_IWOTH) and os.name == "posix":
-            raise ConfigError(f"tokens file {path} is writable by others; chmod 600 it")
-        principals: dict[str, Principal] = {}
-        for item in document.get("tokens", []) if isinstance(document, dict) else []:
-            digest, user, roles = item.get("sha256", ""), item.get("user", ""), item.get("roles", [])
-            if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-                raise ConfigError(f"tokens file {path}: sha256 of user {user!r} is not 64 hex digits")
-            unknown = set(roles) - set(ROLE_PERMISSIONS)
-            if not user or not roles or unknown:
-                raise ConfigError(f"tokens file {path}: entry for {user!r} needs a user and known roles")
-            principals[digest] = Principal(user=user, roles=frozenset(roles))
-        if not principals:
-            raise ConfigError(f"tokens file {path} lists no tokens")
-        return cls(principals)
+    def __init__(
+        self, keys: Iterable[PublicKey], issuer: str, audience: str, max_ttl_s: int = 86400, leeway_s: int = 30
+    ) -> None:
+        self._keys = list(keys)
+        self._issuer = issuer
+        self._audience = audience
+        self._max_ttl_s = max_ttl_s
+        self._leeway_s = leeway_s
 
     def authenticate(self, authorization: str | None) -> Principal:
-        """The principal behind an ``authorization: Bearer <token>`` value."""
+        """The principal behind an ``authorization: Bearer <jwt>`` value."""
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthenticated("a bearer token is required")
-        principal = self._by_digest.get(token_digest(authorization.removeprefix("Bearer ").strip()))
-        if principal is None:
-            raise Unauthenticated("the token is not valid")
-        return principal
+        token = authorization.removeprefix("Bearer ").strip()
+        claims = self._claims(token)
+        if claims["exp"] - claims["iat"] > self._max_ttl_s:
+            raise Unauthenticated(f"the token lives longer than the {self._max_ttl_s} s allowed")
+        roles = claims.get("roles")
+        if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
+            raise Unauthenticated("the token carries no roles")
+        unknown = sorted(set(roles) - set(ROLES))
+        if unknown:
+            raise Unauthenticated(f"the token carries unknown roles: {', '.join(unknown)}")
+        return Principal(user=str(claims["sub"]), roles=frozenset(roles))
+
+    def _claims(self, token: str) -> Mapping[str, Any]:
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("the token is not a JWT") from exc
+        if algorithm not in ALGORITHMS:
+            raise Unauthenticated(f"the token's algorithm {algorithm!r} is not accepted")
+        last: Exception | None = None
+        family = Ed25519PublicKey if algorithm == "EdDSA" else RSAPublicKey
+        for key in (key for key in self._keys if isinstance(key, family)):
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[algorithm],
+                    audience=self._audience,
+                    issuer=self._issuer,
+                    leeway=self._leeway_s,
+                    options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+                )
+            except jwt.InvalidSignatureError as exc:
+                last = exc  # perhaps another trusted key signed it
+            except jwt.ExpiredSignatureError as exc:
+                raise Unauthenticated("the token has expired") from exc
+            except jwt.InvalidAudienceError as exc:
+                raise Unauthenticated("the token is for another audience") from exc
+            except jwt.InvalidIssuerError as exc:
+                raise Unauthenticated("the token is from an unknown issuer") from exc
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated(f"the token is not valid: {exc}") from exc
+        raise Unauthenticated("the token's signature is not from a trusted key") from last
+
+
+def issue_token(
+    private_key: PrivateKey, user: str, roles: Iterable[str], ttl_s: int, issuer: str, audience: str
+) -> str:
+    """A signed JWT for ``user`` with ``roles``, valid for ``ttl_s`` seconds (development and tests;
+    production tokens come from the agency's identity provider)."""
+    roles = sorted(set(roles))
+    unknown = sorted(set(roles) - set(ROLES))
+    if not roles or unknown:
+        raise ValueError(f"roles must be some of {', '.join(ROLES)}; unknown: {', '.join(unknown)}")
+    now = int(time.time())
+    claims = {
+        "iss": issuer,
+        "aud": audience,
+        "sub": user,
+        "roles": roles,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+        "jti": str(uuid.uuid4()),
+    }
+    algorithm = "EdDSA" if isinstance(private_key, Ed25519PrivateKey) else "RS256"
+    return jwt.encode(claims, private_key, algorithm=algorithm)
+
+
+def load_private_key(pem: bytes) -> PrivateKey:
+    """A token-signing key from PEM: Ed25519 or RSA."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, (Ed25519PrivateKey, RSAPrivateKey)):
+        raise ValueError("token keys must be Ed25519 or RSA")
+    return key
+
+
+def generate_token_keys() -> tuple[bytes, bytes]:
+    """A new Ed25519 key pair for signing tokens, as (private PEM, public PEM)."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private, public

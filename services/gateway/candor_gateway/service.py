@@ -10,13 +10,14 @@ import grpc
 import structlog
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_gateway.access import Principal, TokenRegistry
+from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.policy import LEAD_NOTICE, SearchPolicy
 from candor_gateway.workflow import Workflow
 from candor_kit import (
     AuditPublisher,
     CommonSettings,
+    ConfigError,
     EnvReader,
     ServiceHost,
     Unauthenticated,
@@ -36,7 +37,7 @@ class GatewaySettings:
     """Gateway configuration, from the environment."""
 
     common: CommonSettings
-    tokens: TokenRegistry
+    tokens: TokenVerifier
     policy: SearchPolicy
     max_image_bytes: int
     min_enrol_face_px: int
@@ -49,7 +50,7 @@ class GatewaySettings:
         """Read the gateway settings (catalogue.SERVICES["gateway"]); raises ConfigError naming every bad value."""
         env = env or EnvReader()
         common = CommonSettings.read("gateway", env)
-        tokens_file = env.get(catalogue.GATEWAY_TOKENS_FILE)
+        tokens = read_token_verifier(env)
         purposes = frozenset(env.get(catalogue.GATEWAY_PURPOSES))
         if not purposes:
             env.problem("CANDOR_GATEWAY_PURPOSES must list at least one allowed purpose")
@@ -68,7 +69,7 @@ class GatewaySettings:
         env.done()
         return cls(
             common=common,
-            tokens=TokenRegistry.load(Path(tokens_file)),
+            tokens=tokens,  # type: ignore[arg-type]  # None only when env.done() has raised
             policy=SearchPolicy(purposes, default_candidates, max_candidates),
             max_image_bytes=max_image_bytes,
             min_enrol_face_px=min_face,
@@ -78,10 +79,27 @@ class GatewaySettings:
         )
 
 
+def read_token_verifier(env: EnvReader) -> TokenVerifier | None:
+    """The JWT settings: the trusted public keys (file or environment), issuer, audience, limits."""
+    issuer, audience = env.get(catalogue.GATEWAY_JWT_ISSUER), env.get(catalogue.GATEWAY_JWT_AUDIENCE)
+    keys_file, keys_text = env.get(catalogue.GATEWAY_JWT_KEYS_FILE), env.get(catalogue.GATEWAY_JWT_KEYS)
+    max_ttl_s, leeway_s = env.get(catalogue.GATEWAY_JWT_MAX_TTL_S), env.get(catalogue.GATEWAY_JWT_LEEWAY_S)
+    if bool(keys_file) == bool(keys_text):
+        env.problem("set one of CANDOR_GATEWAY_JWT_KEYS_FILE and CANDOR_GATEWAY_JWT_KEYS (the trusted token keys)")
+        return None
+    try:
+        pem = Path(keys_file).read_text() if keys_file else keys_text
+        keys = load_public_keys(pem)
+    except (OSError, ValueError, ConfigError) as exc:
+        env.problem(f"token keys: {exc}")
+        return None
+    return TokenVerifier(keys, issuer, audience, max_ttl_s, leeway_s)
+
+
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """gRPC adapter: authenticates, then hands the request to the Workflow."""
 
-    def __init__(self, workflow: Workflow, tokens: TokenRegistry) -> None:
+    def __init__(self, workflow: Workflow, tokens: TokenVerifier) -> None:
         self._workflow = workflow
         self._tokens = tokens
 

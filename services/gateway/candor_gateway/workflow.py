@@ -314,7 +314,7 @@ class Workflow:
     ) -> matcher_pb2.DeleteRecordResponse:
         """Expunge one enrolled photo, keeping the subject's other records."""
         try:
-            principal.require(Permission.DELETE)
+            principal.require(Permission.DELETE_RECORD)
             if not reason.strip():
                 raise InvalidInput("a reason is required to delete a record")
             deleted = await self._bus.request(
