@@ -38,5 +38,10 @@ step "Verifying the audit chain"
 sleep 1  # the audit service appends asynchronously from JetStream
 candor audit verify
 
+step "Today's oversight report, from the audit log alone"
+today=$(date -u +%F)
+candor report --from "$today" --to "$today" --out "$CANDOR_DATA/report"
+sed -n '/## Searches by outcome/,/## Reviews/p' "$CANDOR_DATA/report/report.md" | grep '^|'
+
 step "Stopping the stack"
 candor stack down

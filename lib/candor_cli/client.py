@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -74,6 +75,18 @@ class GatewayClient:
         """The discovery export of one case."""
         request = gateway_pb2.ExportCaseRequest(case_number=case_number)
         return self._stub.ExportCase(request, metadata=self._metadata, timeout=self._timeout)
+
+    def audit_records(self, since: Timestamp, until: Timestamp) -> list[audit_pb2.AuditRecord]:
+        """Every audit record of a period, oldest first, fetched a page at a time."""
+        records: list[audit_pb2.AuditRecord] = []
+        while True:
+            request = gateway_pb2.ListAuditRecordsRequest(
+                since=since, until=until, after_sequence=records[-1].sequence if records else 0, limit=1000
+            )
+            page = self._stub.ListAuditRecords(request, metadata=self._metadata, timeout=self._timeout).records
+            records.extend(page)
+            if len(page) < 1000:
+                return records
 
     def close(self) -> None:
         """Close the channel."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import re
@@ -13,10 +14,12 @@ import grpc
 from candor_eval.cli import add_commands as add_eval_commands
 from candor_eval.cli import run_calibrate, run_eval
 from google.protobuf.json_format import MessageToDict, MessageToJson, Parse
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit.export import check_records, render_html
+from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.stack import (
@@ -110,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("export_file", type=Path, metavar="FILE", help="the case-<CASE>.json of `audit export`")
     check.add_argument("--public-key", type=Path, help="the audit public key you pinned (PEM); default: the export's")
 
+    report = commands.add_parser(
+        "report", help="the oversight report of a period, from the audit log", parents=[common]
+    )
+    report.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat, help="first day, YYYY-MM-DD")
+    report.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day, YYYY-MM-DD")
+    report.add_argument("--out", type=Path, default=Path("report"), help="folder for the report and its charts")
+    report.add_argument("--format", choices=("md", "html"), default="md")
+
     token = commands.add_parser("token", help="bearer tokens").add_subparsers(dest="action", required=True)
     issue = token.add_parser("issue", help="sign a JWT for a user (development and tests)", parents=[common])
     issue.add_argument("--user", required=True)
@@ -154,6 +165,25 @@ def _client(args: argparse.Namespace) -> GatewayClient:
     if not token:
         token = stack.token()
     return GatewayClient(address, token)
+
+
+def _report(client: GatewayClient, start: dt.date, end: dt.date, folder: Path, form: str) -> int:
+    """Fetch the period's audit records and write the oversight report with its charts."""
+    if end < start:
+        raise ValueError("--to is before --from")
+    since, until = Timestamp(), Timestamp()
+    since.FromDatetime(dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC))
+    until.FromDatetime(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
+    made = oversight.compute(client.audit_records(since, until), (start.isoformat(), end.isoformat()))
+    images = oversight.charts(made, folder)
+    text = oversight.markdown(made, images)
+    path = folder / ("report.md" if form == "md" else "report.html")
+    path.write_text(text if form == "md" else oversight.to_html(text, images))
+    print(f"oversight report {start} to {end}: {made.records} audit records -> {path}")
+    searches = sum(made.searches_by_purpose.values())
+    print(f"  searches {searches}, refused searches {made.outcomes['refused']}, deletions {len(made.deletions)}")
+    print(f"  refusals {sum(made.refusals_by_rule.values())}; busiest: {made.searches_by_user.most_common(3)}")
+    return 0
 
 
 def _issue_token(args: argparse.Namespace) -> str:
@@ -295,6 +325,8 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 deleted = client.delete_subject(args.subject, args.reason)
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+        elif args.command == "report":
+            return _report(client, args.start, args.end, args.out, args.format)
         elif args.command == "audit" and args.action == "export":
             return _export_case(client, args.case, args.out)
         elif args.command == "audit":

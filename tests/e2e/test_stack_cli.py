@@ -183,6 +183,17 @@ def test_a_case_export_is_written_and_checks_out_offline(gallery: LocalStack, sa
     assert refused.returncode == 1 and "content does not match its hash" in refused.stdout
 
 
+def test_the_oversight_report_counts_the_day_from_the_audit_log(gallery: LocalStack, tmp_path: Path) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    result = candor(gallery, "report", "--from", today, "--to", today, "--out", str(tmp_path), "--format", "html")
+    assert "audit records ->" in result.stdout
+    page = (tmp_path / "report.html").read_text()
+    assert "<td>investigation</td>" in page and "data:image/png;base64," in page
+    assert (tmp_path / "searches-by-purpose.png").read_bytes()[:4] == b"\x89PNG"
+    refused = candor(gallery, "report", "--from", today, "--to", "2000-01-01", check=False)
+    assert refused.returncode == 2 and "--to is before --from" in refused.stderr
+
+
 def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack) -> None:
     # Runs last in this module: it breaks the chain on purpose.
     assert candor(gallery, "audit", "verify").returncode == 0

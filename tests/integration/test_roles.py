@@ -31,6 +31,10 @@ CALLS: dict[Permission, tuple[str, Call]] = {
     ),
     Permission.VERIFY_AUDIT: ("verify_audit", lambda g, m: g.VerifyAudit(gateway_pb2.VerifyAuditRequest(), metadata=m)),
     Permission.EXPORT_CASE: ("export_case", lambda g, m: g.ExportCase(gateway_pb2.ExportCaseRequest(), metadata=m)),
+    Permission.LIST_AUDIT: (
+        "list_audit",
+        lambda g, m: g.ListAuditRecords(gateway_pb2.ListAuditRecordsRequest(limit=1), metadata=m),
+    ),
 }
 TABLE = [(rpc, role) for rpc in Permission for role in ROLES]
 

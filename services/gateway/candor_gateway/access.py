@@ -38,6 +38,7 @@ class Permission(enum.Enum):
     DELETE_RECORD = "DeleteRecord"
     VERIFY_AUDIT = "VerifyAudit"
     EXPORT_CASE = "ExportCase"
+    LIST_AUDIT = "ListAuditRecords"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -49,6 +50,7 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.DELETE_RECORD: frozenset({"gallery-admin"}),
     Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),
     Permission.EXPORT_CASE: frozenset({"auditor"}),
+    Permission.LIST_AUDIT: frozenset({"auditor"}),
 }
 
 

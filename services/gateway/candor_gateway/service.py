@@ -192,6 +192,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "export_case", case=request.case_number)
         return await self._workflow.export_case(principal, request.case_number)
 
+    @rpc(SERVICE)
+    async def ListAuditRecords(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
+    ):  # type: ignore[no-untyped-def]
+        principal = await self._principal(context, "list_audit")
+        return await self._workflow.list_audit_records(principal, request)
+
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Run the gateway until ``stop`` is set."""

@@ -409,6 +409,28 @@ class Workflow:
             exported_by=principal.user,
         )
 
+    async def list_audit_records(
+        self, principal: Principal, request: gateway_pb2.ListAuditRecordsRequest
+    ) -> gateway_pb2.ListAuditRecordsResponse:
+        """One page of the audit records of a period, for oversight reports; the read is audited."""
+        try:
+            principal.require(Permission.LIST_AUDIT)
+            query = audit_pb2.QueryRequest(limit=request.limit or EXPORT_PAGE, after_sequence=request.after_sequence)
+            if request.HasField("since"):
+                query.since.CopyFrom(request.since)
+            if request.HasField("until"):
+                query.until.CopyFrom(request.until)
+            page = await self._bus.request(AUDIT_QUERY, query, audit_pb2.QueryResponse, self._timeout)
+        except CandorError as error:
+            await self.audit_refusal("list_audit", error, principal.user)
+            raise
+        await self._audit.publish(
+            "audit.listed",
+            actor=principal.user,
+            details={"after_sequence": request.after_sequence, "records": len(page.records)},
+        )
+        return gateway_pb2.ListAuditRecordsResponse(records=page.records)
+
 
 def _box(box: common_pb2.Box) -> dict[str, int]:
     return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}

@@ -70,6 +70,11 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseResponse.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/ListAuditRecords',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -126,6 +131,14 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """Audit records of a period, oldest first, a page at a time: what oversight reports are made
+        from. Auditors only; each call is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +176,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ExportCase,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -354,6 +372,33 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/ExportCase',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.ExportCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/ListAuditRecords',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

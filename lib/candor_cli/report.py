@@ -1,0 +1,194 @@
+"""``candor report``: the oversight report of a period, computed from the audit log alone.
+
+It counts searches by purpose and by outcome (candidates returned, none, refused), reviews
+(confirmed, rejected, disputed), refusals by rule, the busiest users, and deletions, and writes
+them as Markdown or HTML with PNG charts. Nothing but the audit records feeds it, so anyone who can
+verify the chain can recompute every number.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from candor.audit.v1 import audit_pb2
+
+#: Review outcomes as the review workflow records them (review.confirmed, review.rejected, ...).
+REVIEW_OUTCOMES = ("confirmed", "rejected", "disputed")
+DELETIONS = ("subject.deleted", "record.deleted")
+
+
+@dataclass
+class OversightReport:
+    """The numbers of one period."""
+
+    period: tuple[str, str]
+    records: int = 0
+    searches_by_purpose: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    reviews: Counter[str] = field(default_factory=Counter)
+    refusals_by_rule: Counter[str] = field(default_factory=Counter)
+    searches_by_user: Counter[str] = field(default_factory=Counter)
+    deletions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
+    try:
+        details = json.loads(record.event.details_json or "{}")
+    except ValueError:
+        return {}
+    return details if isinstance(details, dict) else {}
+
+
+def compute(records: list[audit_pb2.AuditRecord], period: tuple[str, str]) -> OversightReport:
+    """The report's numbers from the period's audit records."""
+    report = OversightReport(period=period, records=len(records))
+    for record in records:
+        event, details = record.event, _details(record)
+        if event.kind == "search.completed":
+            report.searches_by_purpose[event.purpose or "(none)"] += 1
+            report.searches_by_user[event.actor] += 1
+            report.outcomes["candidates returned" if details.get("candidates") else "no candidate"] += 1
+        elif event.kind == "search.refused":
+            report.outcomes["refused"] += 1
+            report.searches_by_user[event.actor] += 1
+        if event.kind.endswith(".refused"):
+            action = event.kind.removesuffix(".refused")
+            report.refusals_by_rule[f"{action}: {details.get('code', '?')}: {details.get('reason', '?')}"] += 1
+        if event.kind.startswith("review.") and event.kind.removeprefix("review.") in REVIEW_OUTCOMES:
+            report.reviews[event.kind.removeprefix("review.")] += 1
+        if event.kind in DELETIONS:
+            report.deletions.append(
+                {
+                    "when": event.occurred_at.ToJsonString(),
+                    "by": event.actor,
+                    "what": f"record {details['record_id']}"
+                    if details.get("record_id")
+                    else details.get("subject_id", ""),
+                    "reason": details.get("reason", ""),
+                }
+            )
+    for outcome in ("candidates returned", "no candidate", "refused"):
+        report.outcomes.setdefault(outcome, 0)
+    for outcome in REVIEW_OUTCOMES:
+        report.reviews.setdefault(outcome, 0)
+    return report
+
+
+def _chart(counts: Counter[str], title: str, path: Path, top: int = 12) -> Path:
+    items = counts.most_common(top)
+    figure, axes = plt.subplots(figsize=(7, 0.45 * max(len(items), 2) + 1.2))
+    labels = [label if len(label) <= 60 else label[:57] + "..." for label, _ in items]
+    axes.barh(labels[::-1], [count for _, count in items][::-1], color="#4a6fa5")
+    axes.set_title(title)
+    axes.set_xlabel("count")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def charts(report: OversightReport, folder: Path) -> dict[str, Path]:
+    """PNG charts of the report, by section."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "purpose": _chart(report.searches_by_purpose, "Searches by purpose", folder / "searches-by-purpose.png"),
+        "outcome": _chart(report.outcomes, "Searches by outcome", folder / "searches-by-outcome.png"),
+        "reviews": _chart(report.reviews, "Reviews", folder / "reviews.png"),
+        "refusals": _chart(report.refusals_by_rule, "Refusals by rule", folder / "refusals-by-rule.png"),
+        "users": _chart(report.searches_by_user, "Busiest users (searches)", folder / "busiest-users.png", top=10),
+    }
+
+
+def _table(counts: Counter[str], heading: str, limit: int | None = None) -> list[str]:
+    rows = counts.most_common(limit)
+    return [f"| {heading} | count |", "|---|---|", *(f"| {name} | {count} |" for name, count in rows)] or []
+
+
+def markdown(report: OversightReport, images: dict[str, Path]) -> str:
+    """The report as Markdown, with the charts beside it."""
+    start, end = report.period
+    lines = [
+        f"# Candor oversight report, {start} to {end}",
+        "",
+        f"Computed from {report.records} audit records of the period, and nothing else.",
+        "",
+        "## Searches by purpose",
+        "",
+        *_table(report.searches_by_purpose, "purpose"),
+        "",
+        f"![searches by purpose]({images['purpose'].name})",
+        "",
+        "## Searches by outcome",
+        "",
+        *_table(report.outcomes, "outcome"),
+        "",
+        f"![searches by outcome]({images['outcome'].name})",
+        "",
+        "## Reviews",
+        "",
+        *_table(report.reviews, "outcome"),
+        "",
+        f"![reviews]({images['reviews'].name})",
+        "",
+        "## Refusals by rule",
+        "",
+        *(_table(report.refusals_by_rule, "action: status: rule") if report.refusals_by_rule else ["None."]),
+        "",
+        f"![refusals by rule]({images['refusals'].name})",
+        "",
+        "## Busiest users",
+        "",
+        *_table(report.searches_by_user, "user", limit=10),
+        "",
+        f"![busiest users]({images['users'].name})",
+        "",
+        "## Deletions",
+        "",
+    ]
+    if report.deletions:
+        lines += ["| when | by | what | reason |", "|---|---|---|---|"]
+        lines += [f"| {d['when']} | {d['by']} | {d['what']} | {d['reason']} |" for d in report.deletions]
+    else:
+        lines.append("None.")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(markdown_text: str, images: dict[str, Path]) -> str:
+    """A self-contained HTML page of the Markdown report, charts embedded."""
+    body: list[str] = []
+    table: list[str] = []
+    for line in [*markdown_text.splitlines(), ""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                cells = [html.escape(cell.strip()) for cell in line.strip("|").split("|")]
+                tag = "th" if not table else "td"
+                table.append("<tr>" + "".join(f"<{tag}>{cell}</{tag}>" for cell in cells) + "</tr>")
+            continue
+        if table:
+            body.append("<table>" + "".join(table) + "</table>")
+            table = []
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1 : -1]
+            path = next(p for p in images.values() if p.name == name)
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line:
+            body.append(f"<p>{html.escape(line)}</p>")
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{border:1px solid #999;padding:.2em .6em}"
+    head = f"<!doctype html><html lang='en'><head><meta charset='utf-8'><style>{style}</style></head>"
+    return f"{head}<body>{''.join(body)}</body></html>\n"
