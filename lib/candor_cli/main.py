@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="checkpoints you kept (JSON lines, as published on candor.audit.v1.checkpoint)",
     )
+    verify.add_argument(
+        "--keep", type=Path, metavar="FILE", help="append the chain's new signed checkpoint to FILE (JSON lines)"
+    )
 
     export = audit.add_parser("export", help="a case's discovery export, as JSON and HTML", parents=[common])
     export.add_argument("--case", required=True, help="the case number")
@@ -198,6 +201,16 @@ def _issue_token(args: argparse.Namespace) -> str:
     key = args.key or (Path(state.token_key) if state else stack.token_key)
     issuer = args.issuer or (state.issuer if state else LOCAL_ISSUER)
     return issue_token(load_private_key(key.read_bytes()), args.user, roles, seconds, issuer, args.audience)
+
+
+def _keep_checkpoint(path: Path, checkpoint: audit_pb2.Checkpoint) -> None:
+    """Append a checkpoint to a JSON-lines file unless one for that record is already there."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if any(Parse(line, audit_pb2.Checkpoint()).sequence == checkpoint.sequence for line in lines if line.strip()):
+        return
+    with path.open("a") as handle:
+        handle.write(MessageToJson(checkpoint, indent=None) + "\n")
+    print(f"kept the checkpoint of record {checkpoint.sequence} in {path}")
 
 
 def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
@@ -336,6 +349,8 @@ def _run(args: argparse.Namespace) -> int:
                 if line.strip()
             ]
             result = client.verify_audit(kept)
+            if args.keep and result.ok and result.HasField("latest_checkpoint"):
+                _keep_checkpoint(args.keep, result.latest_checkpoint)
             if args.json:
                 _print_json(result)
             elif result.ok:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -181,6 +182,18 @@ def test_a_case_export_is_written_and_checks_out_offline(gallery: LocalStack, sa
     forged.write_text(json.dumps(exported))
     refused = candor(gallery, "audit", "check-export", str(forged), check=False)
     assert refused.returncode == 1 and "content does not match its hash" in refused.stdout
+
+
+def test_an_outside_party_keeps_checkpoints_and_verifies_against_them(gallery: LocalStack, tmp_path: Path) -> None:
+    kept = tmp_path / "kept.jsonl"
+    candor(gallery, "audit", "verify", "--keep", str(kept))
+    time.sleep(1.5)  # each verification is itself audited, so the head moves on
+    candor(gallery, "audit", "verify", "--keep", str(kept))
+    sequences = [int(json.loads(line)["sequence"]) for line in kept.read_text().splitlines()]
+    assert len(sequences) == 2 and sequences[0] < sequences[1]
+    result = candor(gallery, "audit", "verify", "--checkpoints", str(kept))
+    checked = re.search(r"(\d+) checkpoints", result.stdout)
+    assert "audit chain OK" in result.stdout and checked and int(checked.group(1)) >= 2
 
 
 def test_the_oversight_report_counts_the_day_from_the_audit_log(gallery: LocalStack, tmp_path: Path) -> None:

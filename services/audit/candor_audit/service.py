@@ -159,6 +159,17 @@ def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
     )
 
 
+def checkpoint_proto(checkpoint: Checkpoint) -> audit_pb2.Checkpoint:
+    """The wire form of a checkpoint."""
+    return audit_pb2.Checkpoint(
+        sequence=checkpoint.sequence,
+        head_hash=checkpoint.head_hash,
+        made_at=checkpoint.made_at,
+        key_id=checkpoint.key_id,
+        signature=checkpoint.signature,
+    )
+
+
 class AuditLog:
     """The chain behind the service's three doors: the stream, Verify and Query."""
 
@@ -185,6 +196,9 @@ class AuditLog:
         """Walk the chain: hashes, links, signatures, and the chain's own and the caller's checkpoints."""
         kept = [Checkpoint(c.sequence, c.head_hash, c.made_at, c.key_id, c.signature) for c in request.checkpoints]
         result = await asyncio.to_thread(self._chain.verify, kept)
+        now = Timestamp()
+        now.GetCurrentTime()
+        latest = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now)) if result.ok else None
         log.info(
             "audit_verified",
             ok=result.ok,
@@ -201,6 +215,7 @@ class AuditLog:
             signatures_checked=result.signatures_checked,
             checkpoints_checked=result.checkpoints_checked,
             public_key_pem=self._public_key_pem,
+            latest_checkpoint=checkpoint_proto(latest) if latest else None,
         )
 
     async def checkpoint(self, bus: Bus) -> audit_pb2.Checkpoint | None:
@@ -210,13 +225,7 @@ class AuditLog:
         made = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now))
         if made is None or made.sequence == self._last_published:
             return None
-        message = audit_pb2.Checkpoint(
-            sequence=made.sequence,
-            head_hash=made.head_hash,
-            made_at=made.made_at,
-            key_id=made.key_id,
-            signature=made.signature,
-        )
+        message = checkpoint_proto(made)
         await bus.client.publish(subjects.AUDIT_CHECKPOINT, message.SerializeToString())
         self._last_published = made.sequence
         log.info("audit_checkpoint", sequence=made.sequence, head_hash=made.head_hash)

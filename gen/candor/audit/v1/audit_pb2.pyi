@@ -68,7 +68,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("ok", "records_checked", "first_bad_sequence", "problem", "head_hash", "signatures_checked", "checkpoints_checked", "public_key_pem")
+    __slots__ = ("ok", "records_checked", "first_bad_sequence", "problem", "head_hash", "signatures_checked", "checkpoints_checked", "public_key_pem", "latest_checkpoint")
     OK_FIELD_NUMBER: _ClassVar[int]
     RECORDS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class VerifyResponse(_message.Message):
     SIGNATURES_CHECKED_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    LATEST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     records_checked: int
     first_bad_sequence: int
@@ -85,7 +86,8 @@ class VerifyResponse(_message.Message):
     signatures_checked: int
     checkpoints_checked: int
     public_key_pem: str
-    def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ...) -> None: ...
+    latest_checkpoint: Checkpoint
+    def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ..., latest_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("case_number", "actor", "since", "until", "limit", "after_sequence")
