@@ -73,8 +73,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     database_password = secrets.token_hex(24)
     write_private(folder / "postgres-password", database_password + "\n", 0o644)
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
-    generate_signing_key(folder / "audit-signing-key.pem")
-    os.chmod(folder / "audit-signing-key.pem", 0o644)
+    write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
     return [
         *written,
         *(folder / name for name in ("nats.env", "token-signing.pem", "token-keys.pem")),

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
-from candor_cli.deploy_secrets import init_secrets, write_token_keys
+from candor_cli.deploy_secrets import init_secrets, write_private, write_token_keys
 from candor_gateway.access import issue_token, load_private_key
 
 #: The issuer and audience of the local stack's tokens.
@@ -74,7 +74,7 @@ def service_settings(name: str, data_dir: Path, *, purposes: str, allow_uncalibr
     signing_key = secrets / "audit-signing-key.pem"
     if name == "audit" and not signing_key.exists():
         secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        generate_signing_key(signing_key)
+        write_private(signing_key, generate_signing_key().decode("ascii"))
     if name == "gateway":
         ensure_token_keys(data_dir)
     return {

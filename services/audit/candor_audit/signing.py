@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +99,8 @@ def load_public_key(pem: str) -> Ed25519PublicKey:
     return key
 
 
-def generate_signing_key(path: Path) -> None:
-    """Write a new Ed25519 private key, PEM, readable by its owner only."""
-    pem = Ed25519PrivateKey.generate().private_bytes(
+def generate_signing_key() -> bytes:
+    """A new Ed25519 private key for the audit chain, PEM (PKCS #8)."""
+    return Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(pem)
