@@ -157,14 +157,16 @@ async def test_bad_probe_is_refused_cleanly_audited_and_the_stack_keeps_serving(
 
 
 @pytest.mark.parametrize(
-    ("case", "purpose", "metadata", "code"),
+    ("case", "purpose", "metadata", "code", "limit"),
     [
-        ("CASE-P1", "curiosity", INVESTIGATOR, grpc.StatusCode.PERMISSION_DENIED),
-        ("", "investigation", INVESTIGATOR, grpc.StatusCode.INVALID_ARGUMENT),
-        ("CASE-P3", "", INVESTIGATOR, grpc.StatusCode.INVALID_ARGUMENT),
-        ("CASE-P4", "investigation", as_user("stolen-token"), grpc.StatusCode.UNAUTHENTICATED),
-        ("CASE-P5", "investigation", (), grpc.StatusCode.UNAUTHENTICATED),
-        ("CASE-P6", "investigation", AUDITOR, grpc.StatusCode.PERMISSION_DENIED),
+        ("CASE-P1", "curiosity", INVESTIGATOR, grpc.StatusCode.PERMISSION_DENIED, 0),
+        ("", "investigation", INVESTIGATOR, grpc.StatusCode.INVALID_ARGUMENT, 0),
+        ("CASE-P3", "", INVESTIGATOR, grpc.StatusCode.INVALID_ARGUMENT, 0),
+        ("CASE-P4", "investigation", as_user("stolen-token"), grpc.StatusCode.UNAUTHENTICATED, 0),
+        ("CASE-P5", "investigation", (), grpc.StatusCode.UNAUTHENTICATED, 0),
+        ("CASE-P6", "investigation", AUDITOR, grpc.StatusCode.PERMISSION_DENIED, 0),
+        # An oversized candidate list is refused, not cut (the gateway's limit is 50 here).
+        ("CASE-P7", "investigation", INVESTIGATOR, grpc.StatusCode.PERMISSION_DENIED, 51),
     ],
 )
 async def test_search_outside_policy_is_refused_and_audited(
@@ -175,9 +177,10 @@ async def test_search_outside_policy_is_refused_and_audited(
     purpose: str,
     metadata: tuple[tuple[str, str], ...],
     code: grpc.StatusCode,
+    limit: int,
 ) -> None:
     request = gateway_pb2.SearchRequest(
-        probe_image=(samples / "obama2.jpg").read_bytes(), case_number=case, purpose=purpose
+        probe_image=(samples / "obama2.jpg").read_bytes(), case_number=case, purpose=purpose, max_candidates=limit
     )
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await gateway.Search(request, metadata=metadata)

@@ -133,6 +133,8 @@ def test_purpose_outside_the_allow_list_is_denied() -> None:
         POLICY.check("CASE-1", "curiosity", 0)
 
 
-def test_candidate_list_size_defaults_and_is_capped() -> None:
+def test_candidate_list_size_defaults_and_an_oversized_list_is_refused() -> None:
     assert POLICY.check("CASE-1", "investigation", 0) == 10
-    assert POLICY.check("CASE-1", "investigation", 500) == 20
+    assert POLICY.check("CASE-1", "investigation", 20) == 20
+    with pytest.raises(PolicyViolation, match="exceeds the policy's limit of 20"):
+        POLICY.check("CASE-1", "investigation", 21)

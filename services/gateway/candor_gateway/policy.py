@@ -33,4 +33,7 @@ class SearchPolicy:
             )
         if requested < 0:
             raise InvalidInput("max_candidates cannot be negative")
-        return min(requested or self.default_candidates, self.max_candidates)
+        if requested > self.max_candidates:
+            # Refused, not quietly cut: the requester learns the rule and the refusal is audited.
+            raise PolicyViolation(f"max_candidates {requested} exceeds the policy's limit of {self.max_candidates}")
+        return requested or self.default_candidates
