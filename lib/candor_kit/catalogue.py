@@ -8,6 +8,7 @@ setting has a given value.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,6 +35,18 @@ class Setting:
     def required(self) -> bool:
         """Whether the setting must always be given."""
         return self.default is None
+
+    def missing(self, environ: Mapping[str, str]) -> str:
+        """Why the setting must be given, when ``environ`` lacks it and needs it; "" otherwise."""
+        if str(environ.get(self.name, "")).strip():
+            return ""
+        if self.required:
+            return f"{self.name} is required"
+        if self.required_if is not None:
+            other, when = self.required_if
+            if (str(environ.get(other.name, "")).strip() or other.default) == when:
+                return f"{self.name} is required when {other.name}={when}"
+        return ""
 
 
 def _int(name: str, doc: str, default: int, low: int, high: int) -> Setting:
@@ -91,7 +104,6 @@ MAX_MESSAGE_BYTES = _int(
 SHUTDOWN_GRACE_S = _float("CANDOR_SHUTDOWN_GRACE_S", "seconds in-flight calls get to finish on SIGTERM", 5.0, 0, 120)
 REQUEST_TIMEOUT_S = _float("CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to another service", 30.0, 0.1, 600)
 DLIB_MODEL_DIR = Setting("CANDOR_DLIB_MODEL_DIR", "folder of dlib model files; empty: face_recognition_models", "")
-MODEL_REGISTRY = Setting("CANDOR_MODEL_REGISTRY", "folder of model calibration records", "")
 
 #: Standard OpenTelemetry SDK variables; the SDK reads them itself.
 OTEL = (
@@ -217,7 +229,10 @@ GATEWAY_ALLOW_UNCALIBRATED = Setting(
     "choice", choices=("true", "false"),
 )  # fmt: skip
 GATEWAY_MODEL_REGISTRY = Setting(
-    MODEL_REGISTRY.name, MODEL_REGISTRY.doc, "", required_if=(GATEWAY_ALLOW_UNCALIBRATED, "false")
+    "CANDOR_MODEL_REGISTRY",
+    "folder of model calibration records",
+    "",
+    required_if=(GATEWAY_ALLOW_UNCALIBRATED, "false"),
 )
 
 SERVICES: dict[str, tuple[Setting, ...]] = {
@@ -267,14 +282,4 @@ def check_environment(service: str, environ: dict[str, str]) -> list[str]:
     """
     known = {s.name: s for s in settings_for(service)}
     problems = [f"{service}: {name} is not a setting {service} reads" for name in sorted(environ) if name not in known]
-    for setting in known.values():
-        given = str(environ.get(setting.name, "")).strip()
-        if given:
-            continue
-        if setting.required:
-            problems.append(f"{service}: {setting.name} is required")
-        elif setting.required_if is not None:
-            other, value = setting.required_if
-            if str(environ.get(other.name) or other.default) == value:
-                problems.append(f"{service}: {setting.name} is required when {other.name}={value}")
-    return problems
+    return problems + [f"{service}: {why}" for setting in known.values() if (why := setting.missing(environ))]

@@ -27,13 +27,9 @@ class EnvReader:
         value = self._environ.get(setting.name, "").strip()
         if value:
             return value
-        if setting.required:
-            self._problems.append(f"{setting.name} is required")
-            return ""
-        if setting.required_if is not None:
-            other, when = setting.required_if
-            if (self._environ.get(other.name, "").strip() or other.default) == when:
-                self._problems.append(f"{setting.name} is required when {other.name}={when}")
+        why = setting.missing(self._environ)
+        if why:
+            self._problems.append(why)
         return setting.default or ""
 
     def get(self, setting: Setting) -> Any:
