@@ -9,19 +9,19 @@ verify the chain can recompute every number.
 from __future__ import annotations
 
 import base64
-import html
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+from markdown import markdown as render_markdown
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from candor.audit.v1 import audit_pb2
+from candor_audit.export import record_details
 
 #: Review outcomes as the review workflow records them (review.confirmed, review.rejected, ...).
 REVIEW_OUTCOMES = ("confirmed", "rejected", "disputed")
@@ -42,19 +42,11 @@ class OversightReport:
     deletions: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
-    try:
-        details = json.loads(record.event.details_json or "{}")
-    except ValueError:
-        return {}
-    return details if isinstance(details, dict) else {}
-
-
 def compute(records: list[audit_pb2.AuditRecord], period: tuple[str, str]) -> OversightReport:
     """The report's numbers from the period's audit records."""
     report = OversightReport(period=period, records=len(records))
     for record in records:
-        event, details = record.event, _details(record)
+        event, details = record.event, record_details(record)
         if event.kind == "search.completed":
             report.searches_by_purpose[event.purpose or "(none)"] += 1
             report.searches_by_user[event.actor] += 1
@@ -165,30 +157,11 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
 
 
 def to_html(markdown_text: str, images: dict[str, Path]) -> str:
-    """A self-contained HTML page of the Markdown report, charts embedded."""
-    body: list[str] = []
-    table: list[str] = []
-    for line in [*markdown_text.splitlines(), ""]:
-        if line.startswith("|"):
-            if not line.startswith("|---"):
-                cells = [html.escape(cell.strip()) for cell in line.strip("|").split("|")]
-                tag = "th" if not table else "td"
-                table.append("<tr>" + "".join(f"<{tag}>{cell}</{tag}>" for cell in cells) + "</tr>")
-            continue
-        if table:
-            body.append("<table>" + "".join(table) + "</table>")
-            table = []
-        if line.startswith("# "):
-            body.append(f"<h1>{html.escape(line[2:])}</h1>")
-        elif line.startswith("## "):
-            body.append(f"<h2>{html.escape(line[3:])}</h2>")
-        elif line.startswith("!["):
-            name = line[line.index("(") + 1 : -1]
-            path = next(p for p in images.values() if p.name == name)
-            data = base64.b64encode(path.read_bytes()).decode("ascii")
-            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-        elif line:
-            body.append(f"<p>{html.escape(line)}</p>")
+    """A self-contained HTML page of the Markdown report, its charts embedded as data URIs."""
+    for path in images.values():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        markdown_text = markdown_text.replace(f"({path.name})", f"(data:image/png;base64,{data})")
+    body = render_markdown(markdown_text, extensions=["tables"])
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{border:1px solid #999;padding:.2em .6em}"
     head = f"<!doctype html><html lang='en'><head><meta charset='utf-8'><style>{style}</style></head>"
-    return f"{head}<body>{''.join(body)}</body></html>\n"
+    return f"{head}<body>{body}</body></html>\n"

@@ -51,7 +51,8 @@ def check_records(records: list[audit_pb2.AuditRecord], public_key_pem: str) -> 
     return problems
 
 
-def _details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
+def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
+    """A record's details as a dict; unreadable details are kept as text, never dropped."""
     try:
         details = json.loads(record.event.details_json or "{}")
     except ValueError:
@@ -72,7 +73,7 @@ def _candidates_table(candidates: list[dict[str, Any]]) -> str:
 
 def _record_html(record: audit_pb2.AuditRecord) -> str:
     event = record.event
-    details = _details(record)
+    details = record_details(record)
     body = ""
     if event.kind == "search.completed":
         model = details.get("model", {})
@@ -103,7 +104,9 @@ def _record_html(record: audit_pb2.AuditRecord) -> str:
 def render_html(export: gateway_pb2.ExportCaseResponse, problems: list[str]) -> str:
     """The export as a self-contained HTML page."""
     kinds = Counter(record.event.kind for record in export.records)
-    shown = sum(len(_details(r).get("candidates", [])) for r in export.records if r.event.kind == "search.completed")
+    shown = sum(
+        len(record_details(r).get("candidates", [])) for r in export.records if r.event.kind == "search.completed"
+    )
     verification = export.verification
     chain = (
         f"the whole chain verified: {verification.records_checked} records, {verification.signatures_checked} "
