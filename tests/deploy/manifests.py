@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -59,11 +60,12 @@ def of_kind(docs: tuple[dict[str, Any], ...], *kinds: str) -> list[dict[str, Any
 
 
 def named(docs: tuple[dict[str, Any], ...], kind: str, name: str) -> dict[str, Any]:
-    """The manifest of a kind whose name starts with ``name`` (generated names carry a hash suffix)."""
-    matches = [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"].rsplit("-", 1)[0] == name]
-    matches += [doc for doc in of_kind(docs, kind) if doc["metadata"]["name"] == name]
-    assert matches, f"no {kind} {name}"
-    return matches[0]
+    """The manifest of a kind named ``name``, or ``name-<hash>`` for a generated ConfigMap."""
+    candidates = of_kind(docs, kind)
+    exact = [doc for doc in candidates if doc["metadata"]["name"] == name]
+    hashed = [doc for doc in candidates if re.fullmatch(rf"{re.escape(name)}-[a-z0-9]{{10}}", doc["metadata"]["name"])]
+    assert exact or hashed, f"no {kind} {name}"
+    return (exact or hashed)[0]
 
 
 def container_environment(docs: tuple[dict[str, Any], ...], workload: dict[str, Any]) -> dict[str, str]:
@@ -76,7 +78,7 @@ def container_environment(docs: tuple[dict[str, Any], ...], workload: dict[str, 
             environment.update(config_maps[source["configMapRef"]["name"]])
     for item in container.get("env", []):
         # A value from a Secret or the downward API is set, whatever it turns out to be.
-        environment[item["name"]] = item.get("value", "<from " + next(iter(item.get("valueFrom", {"?": 0}))) + ">")
+        environment[item["name"]] = item["value"] if "value" in item else "<from valueFrom>"
     return environment
 
 
