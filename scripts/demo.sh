@@ -25,14 +25,27 @@ for i in 0 1 2 3 4 5; do
   candor enroll "$samples/t1.jpg" --subject "t1-person-$i" --face "$i" --meta source=demo
 done
 
-step "Searching with obama2.jpg for case DEMO-2026-0001 (purpose: investigation)"
-candor search "$samples/obama2.jpg" --case DEMO-2026-0001 --purpose investigation
+step "Searching with obama2.jpg for case DEMO-2026-0001 (purpose: investigation, warrant W-2026-114)"
+found=$(candor search "$samples/obama2.jpg" --case DEMO-2026-0001 --purpose investigation --authorisation W-2026-114)
+echo "$found"
+search_id=$(sed -n 's/^search \([0-9a-f-]*\) .*/\1/p' <<<"$found")
 
 step "A search without an allowed purpose is refused, and the refusal is audited"
-if candor search "$samples/obama2.jpg" --case DEMO-2026-0001 --purpose curiosity; then
+if candor search "$samples/obama2.jpg" --case DEMO-2026-0001 --purpose curiosity --authorisation W-2026-114; then
   echo "unexpected: the search was not refused" >&2
   exit 1
 fi
+
+step "Two reviewers, neither of them the searcher, review the candidates blind"
+rita=$(candor token issue --user rita --roles reviewer --ttl 10m)
+rob=$(candor token issue --user rob --roles reviewer --ttl 10m)
+CANDOR_TOKEN="$rita" candor review list
+CANDOR_TOKEN="$rita" candor review submit "$search_id" --rank 1 --decision confirm
+echo "after one confirmation (the searcher's view):"
+candor review show "$search_id"
+CANDOR_TOKEN="$rob" candor review submit "$search_id" --rank 1 --decision confirm
+echo "after two different reviewers confirmed:"
+candor review show "$search_id"
 
 step "Verifying the audit chain"
 sleep 1  # the audit service appends asynchronously from JetStream
@@ -41,7 +54,7 @@ candor audit verify
 step "Today's oversight report, from the audit log alone"
 today=$(date -u +%F)
 candor report --from "$today" --to "$today" --out "$CANDOR_DATA/report"
-sed -n '/## Searches by outcome/,/## Reviews/p' "$CANDOR_DATA/report/report.md" | grep '^|'
+sed -n '/## Searches by outcome/,/## Refusals by rule/p' "$CANDOR_DATA/report/report.md" | grep '^|'
 
 step "Stopping the stack"
 candor stack down

@@ -41,15 +41,38 @@ class GatewayClient:
         purpose: str,
         face_index: int | None = None,
         max_candidates: int = 0,
+        authorisation: str = "",
     ) -> gateway_pb2.SearchResponse:
         """Search the gallery with a probe photo."""
         data = image if isinstance(image, bytes) else image.read_bytes()
         request = gateway_pb2.SearchRequest(
-            probe_image=data, case_number=case_number, purpose=purpose, max_candidates=max_candidates
+            probe_image=data,
+            case_number=case_number,
+            purpose=purpose,
+            max_candidates=max_candidates,
+            authorisation_reference=authorisation,
         )
         if face_index is not None:
             request.face_index = face_index
         return self._stub.Search(request, metadata=self._metadata, timeout=self._timeout)
+
+    def pending_reviews(self, limit: int = 0) -> gateway_pb2.ListPendingReviewsResponse:
+        """Searches whose candidates wait for this caller's review."""
+        request = gateway_pb2.ListPendingReviewsRequest(limit=limit)
+        return self._stub.ListPendingReviews(request, metadata=self._metadata, timeout=self._timeout)
+
+    def submit_review(
+        self, search_id: str, rank: int, confirm: bool, notes: str = ""
+    ) -> gateway_pb2.SubmitReviewResponse:
+        """One decision on one candidate of a search."""
+        decision = gateway_pb2.DECISION_CONFIRM if confirm else gateway_pb2.DECISION_REJECT
+        request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=rank, decision=decision, notes=notes)
+        return self._stub.SubmitReview(request, metadata=self._metadata, timeout=self._timeout)
+
+    def get_search(self, search_id: str) -> gateway_pb2.SearchReview:
+        """A search and its review state, as this caller may see it."""
+        request = gateway_pb2.GetSearchRequest(search_id=search_id)
+        return self._stub.GetSearch(request, metadata=self._metadata, timeout=self._timeout)
 
     def faces(self, image: Path) -> gateway_pb2.DetectFacesResponse:
         """List the faces of a photo."""

@@ -99,6 +99,24 @@ def volume_targets(model: Mapping[str, Any], service: str) -> dict[str, str]:
     return targets
 
 
+def config_targets(model: Mapping[str, Any], service: str, base: Path) -> dict[str, Path]:
+    """Container path → file on this machine, for the configs a service mounts."""
+    files = {name: base / spec["file"] for name, spec in (model.get("configs") or {}).items() if "file" in spec}
+    targets: dict[str, Path] = {}
+    for item in model["services"][service].get("configs") or []:
+        source, target = (
+            (item["source"], item.get("target", f"/{item['source']}"))
+            if isinstance(item, dict)
+            else (
+                item,
+                f"/{item}",
+            )
+        )
+        if source in files:
+            targets[target] = files[source]
+    return targets
+
+
 def local_environment(
     model: Mapping[str, Any],
     service: str,
@@ -109,10 +127,12 @@ def local_environment(
     grpc_address: str,
     health_address: str,
     postgres: bool = False,
+    base: Path = Path(),
 ) -> dict[str, str]:
     """The service's compose environment, rewritten for processes on this machine.
 
-    Addresses become loopback ones, ``/run/secrets/X`` becomes ``secrets/X``, paths on a named
+    Addresses become loopback ones, ``/run/secrets/X`` becomes ``secrets/X``, a config's target
+    becomes its file (relative to ``base``, the compose file's folder), paths on a named
     volume move under ``data/<volume>``, and trace export is dropped (no collector here). No Qdrant
     server can run here, so a matcher set to ``server`` runs the embedded backend as a stand-in.
     An audit service set to ``postgres`` keeps it when ``postgres`` says a server is provided (its
@@ -121,9 +141,12 @@ def local_environment(
     environment = service_environment(model, service)
     volumes = volume_targets(model, service)
     secret_files = {name: Path(spec["file"]).name for name, spec in (model.get("secrets") or {}).items()}
+    config_files = config_targets(model, service, base)
     local: dict[str, str] = {}
     for name, value in environment.items():
-        if value.startswith("/run/secrets/"):
+        if value in config_files:
+            value = str(config_files[value])
+        elif value.startswith("/run/secrets/"):
             secret = value.removeprefix("/run/secrets/")
             value = str(secrets / secret_files.get(secret, secret))
         for target, volume in volumes.items():

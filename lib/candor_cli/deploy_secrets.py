@@ -14,6 +14,8 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
 - ``audit-signing-key.pem``: the Ed25519 key that signs the audit chain (CANDOR_AUDIT_SIGNING_KEY_FILE).
   Keep a copy offline: without it the chain can still be verified (with its public key), but not
   continued under the same key.
+- ``probe-key``: the AES-256 key (base64) that encrypts retained probes
+  (CANDOR_GATEWAY_PROBE_KEY_FILE), for a policy that keeps probes; without it they cannot be read.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from candor_audit.signing import generate_signing_key
 from candor_gateway.access import generate_token_keys
+from candor_gateway.retention import generate_probe_key
 from candor_kit.subjects import ROLES
 
 
@@ -74,10 +77,11 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_private(folder / "postgres-password", database_password + "\n", 0o644)
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
     write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
+    write_private(folder / "probe-key", generate_probe_key().decode("ascii"), 0o644)
     return [
         *written,
         *(folder / name for name in ("nats.env", "token-signing.pem", "token-keys.pem")),
-        *(folder / name for name in ("postgres-password", "audit-postgres-dsn", "audit-signing-key.pem")),
+        *(folder / name for name in ("postgres-password", "audit-postgres-dsn", "audit-signing-key.pem", "probe-key")),
     ]
 
 

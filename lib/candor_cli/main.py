@@ -22,9 +22,9 @@ from candor_audit.export import check_records, render_html
 from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
+from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import (
     AUDIENCE,
-    DEFAULT_PURPOSES,
     LOCAL_ISSUER,
     SERVICES,
     LocalStack,
@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     up = stack.add_parser("up", help="start nats-server and the five services", parents=[common])
-    up.add_argument("--purposes", default=DEFAULT_PURPOSES, help="comma-separated allowed purposes")
+    up.add_argument(
+        "--policy", type=Path, help="the gateway's policy.yaml (default: the stack's own, written on first start)"
+    )
     up.add_argument(
         "--require-calibration", action="store_true", help="refuse searches with a model that has no calibration record"
     )
@@ -83,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--purpose", required=True, help="an allowed purpose")
     search.add_argument("--face", type=int, default=None, help="face index when the probe has several")
     search.add_argument("--max", type=int, default=0, help="most candidates to show")
+    search.add_argument(
+        "--authorisation", default="", metavar="REF", help="the warrant, order or approval the search rests on"
+    )
     search.add_argument("--json", action="store_true")
 
     faces = commands.add_parser("faces", parents=[common], help="list the faces of a photo")
@@ -95,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("--reason", required=True)
 
     add_eval_commands(commands, common)
+    add_review_commands(commands, common)
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = audit.add_parser("verify", help="verify the hash chain, signatures and checkpoints", parents=[common])
@@ -149,7 +155,7 @@ def _stack(args: argparse.Namespace) -> LocalStack:
     data = getattr(args, "data", None) or default_data_dir()
     return LocalStack(
         Path(data),
-        purposes=getattr(args, "purposes", DEFAULT_PURPOSES),
+        policy=getattr(args, "policy", None),
         require_calibration=getattr(args, "require_calibration", False),
         compose=getattr(args, "compose", None),
         postgres_dsn=dsn_file.read_text().strip() if (dsn_file := getattr(args, "postgres_dsn_file", None)) else "",
@@ -315,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
                 state = "enrolled" if enrolled.created else "already enrolled"
                 print(f"{state}: {args.subject} (record {enrolled.record_id}, face {enrolled.quality.face_size_px} px)")
         elif args.command == "search":
-            found = client.search(args.image, args.case, args.purpose, args.face, args.max)
+            found = client.search(args.image, args.case, args.purpose, args.face, args.max, args.authorisation)
             if args.json:
                 _print_json(found)
             else:
@@ -338,6 +344,8 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 deleted = client.delete_subject(args.subject, args.reason)
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+        elif args.command == "review":
+            return run_review(client, args)
         elif args.command == "report":
             return _report(client, args.start, args.end, args.out, args.format)
         elif args.command == "audit" and args.action == "export":

@@ -56,7 +56,9 @@ def compute(records: list[audit_pb2.AuditRecord], period: tuple[str, str]) -> Ov
             report.searches_by_user[event.actor] += 1
         if event.kind.endswith(".refused"):
             action = event.kind.removesuffix(".refused")
-            report.refusals_by_rule[f"{action}: {details.get('code', '?')}: {details.get('reason', '?')}"] += 1
+            # A policy refusal names its rule; any other refusal is counted by its status and reason.
+            rule = details.get("rule") or f"{details.get('code', '?')}: {details.get('reason', '?')}"
+            report.refusals_by_rule[f"{action}: {rule}"] += 1
         if event.kind.startswith("review.") and event.kind.removeprefix("review.") in REVIEW_OUTCOMES:
             report.reviews[event.kind.removeprefix("review.")] += 1
         if event.kind in DELETIONS:
@@ -135,7 +137,11 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
         "",
         "## Refusals by rule",
         "",
-        *(_table(report.refusals_by_rule, "action: status: rule") if report.refusals_by_rule else ["None."]),
+        *(
+            _table(report.refusals_by_rule, "action: rule (or status: reason)")
+            if report.refusals_by_rule
+            else ["None."]
+        ),
         "",
         f"![refusals by rule]({images['refusals'].name})",
         "",

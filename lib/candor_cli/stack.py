@@ -27,6 +27,7 @@ from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
 from candor_cli.deploy_secrets import init_secrets, write_private, write_token_keys
 from candor_gateway.access import issue_token, load_private_key
+from candor_gateway.policy import DEFAULT_POLICY_YAML
 
 #: The issuer and audience of the local stack's tokens.
 LOCAL_ISSUER = "candor-local"
@@ -36,7 +37,6 @@ OPERATOR_ROLES = ("investigator", "gallery-admin", "auditor")
 
 #: Start order; stop order is the reverse.
 SERVICES = ("audit", "matcher", "embedder", "detector", "gateway")
-DEFAULT_PURPOSES = "investigation,missing-person,victim-identification"
 MAX_PAYLOAD = 16 * 1024 * 1024
 
 
@@ -65,10 +65,14 @@ def nats_server_binary() -> str:
     return found
 
 
-def service_settings(name: str, data_dir: Path, *, purposes: str, allow_uncalibrated: bool) -> dict[str, str]:
+def service_settings(
+    name: str, data_dir: Path, *, policy: Path | None = None, allow_uncalibrated: bool
+) -> dict[str, str]:
     """A service's own settings when its data lives under ``data_dir`` (the stack's layout).
 
-    The audit service's signing key and the token keys are made on first use, in ``data_dir/secrets``.
+    The audit service's signing key and the token keys are made on first use, in ``data_dir/secrets``;
+    without a ``policy`` file the gateway gets ``data_dir/policy.yaml``, the default policy written
+    on first use.
     """
     secrets = data_dir / "secrets"
     signing_key = secrets / "audit-signing-key.pem"
@@ -77,11 +81,15 @@ def service_settings(name: str, data_dir: Path, *, purposes: str, allow_uncalibr
         write_private(signing_key, generate_signing_key().decode("ascii"))
     if name == "gateway":
         ensure_token_keys(data_dir)
+        if policy is None:
+            policy = data_dir / "policy.yaml"
+            if not policy.exists():
+                policy.write_text(DEFAULT_POLICY_YAML)
     return {
         "gateway": {
             "CANDOR_GATEWAY_JWT_ISSUER": LOCAL_ISSUER,
             "CANDOR_GATEWAY_JWT_KEYS_FILE": str(secrets / "token-keys.pem"),
-            "CANDOR_GATEWAY_PURPOSES": purposes,
+            "CANDOR_GATEWAY_POLICY_FILE": str(policy),
             "CANDOR_MODEL_REGISTRY": str(data_dir / "models"),
             # A developer's stack runs before any calibration exists; production sets false.
             "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true" if allow_uncalibrated else "false",
@@ -186,14 +194,14 @@ class LocalStack:
     def __init__(
         self,
         data_dir: Path,
-        purposes: str = DEFAULT_PURPOSES,
+        policy: Path | None = None,
         extra_env: dict[str, str] | None = None,
         require_calibration: bool = False,
         compose: list[Path] | None = None,
         postgres_dsn: str = "",
     ) -> None:
         self.data = data_dir.resolve()
-        self.purposes = purposes
+        self.policy = policy.resolve() if policy else None
         self.extra_env = extra_env or {}
         self.state_file = self.data / "stack.json"
         self.token_key = self.data / "secrets" / "token-signing.pem"
@@ -340,6 +348,7 @@ class LocalStack:
                 grpc_address=state.addresses[name],
                 health_address=state.addresses[f"{name}-health"],
                 postgres=bool(self.postgres_dsn),
+                base=self.compose_dir or Path(),
             )
             for volume in compose_model.volume_targets(self.compose, name).values():
                 (self.data / volume).mkdir(exist_ok=True)
@@ -356,7 +365,7 @@ class LocalStack:
             service_settings(
                 name,
                 self.data,
-                purposes=self.purposes,
+                policy=self.policy,
                 allow_uncalibrated=not self.require_calibration,
             )
         )

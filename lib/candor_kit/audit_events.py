@@ -44,6 +44,9 @@ class AuditPublisher:
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
+        #: The highest audit stream sequence this publisher's events were stored at: a reader that
+        #: waits for it (QueryRequest.wait_for_stream_sequence) sees everything published here.
+        self.last_sequence = 0
 
     async def publish(
         self,
@@ -71,5 +74,6 @@ class AuditPublisher:
             trace_id=current_trace_id(),
             details_json=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
         )
-        await self._bus.publish_durable(f"{AUDIT_SUBJECT_PREFIX}.{kind}", event, msg_id=event.event_id)
+        sequence = await self._bus.publish_durable(f"{AUDIT_SUBJECT_PREFIX}.{kind}", event, msg_id=event.event_id)
+        self.last_sequence = max(self.last_sequence, sequence)
         return event.event_id

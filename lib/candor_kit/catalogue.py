@@ -216,9 +216,29 @@ GATEWAY_JWT_MAX_TTL_S = _int(
     "CANDOR_GATEWAY_JWT_MAX_TTL_S", "longest token lifetime (exp - iat) accepted", 86400, 60, 2_592_000
 )
 GATEWAY_JWT_LEEWAY_S = _int("CANDOR_GATEWAY_JWT_LEEWAY_S", "clock skew allowed on exp and nbf", 30, 0, 300)
-GATEWAY_PURPOSES = Setting("CANDOR_GATEWAY_PURPOSES", "allowed search purposes, comma-separated", None, "list")
-GATEWAY_DEFAULT_CANDIDATES = _int("CANDOR_GATEWAY_DEFAULT_CANDIDATES", "candidates when a search asks none", 10, 1, 200)
-GATEWAY_MAX_CANDIDATES = _int("CANDOR_GATEWAY_MAX_CANDIDATES", "largest candidate list", 50, 1, 200)
+GATEWAY_POLICY_FILE = Setting(
+    "CANDOR_GATEWAY_POLICY_FILE",
+    "the search policy (policy.yaml): purposes, authorisation, candidates, thresholds, quality, quotas, "
+    "retention, reviews",
+    None,
+    "file",
+)
+GATEWAY_POLICY_RELOAD_S = _float(
+    "CANDOR_GATEWAY_POLICY_RELOAD_S", "seconds between checks of the policy file for a change", 10.0, 1.0, 3600.0
+)
+GATEWAY_PROBE_DIR = Setting(
+    "CANDOR_GATEWAY_PROBE_DIR", "folder of encrypted retained probes (needed when the policy keeps probes)", ""
+)
+GATEWAY_PROBE_KEY_FILE = Setting(
+    "CANDOR_GATEWAY_PROBE_KEY_FILE",
+    "file holding the AES-256 key (base64) that encrypts retained probes",
+    "",
+    "file",
+    secret=True,
+)
+GATEWAY_RETENTION_SWEEP_S = _float(
+    "CANDOR_GATEWAY_RETENTION_SWEEP_S", "seconds between sweeps for probes whose retention ended", 3600.0, 1.0, 86400.0
+)
 GATEWAY_MAX_IMAGE_BYTES = _int("CANDOR_GATEWAY_MAX_IMAGE_BYTES", "largest photo accepted", 12 << 20, 1024, 64 << 20)
 GATEWAY_MIN_ENROL_FACE_PX = _int("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", "smallest face, in pixels, enrolled", 60, 20, 2000)
 GATEWAY_MAX_INFLIGHT = _int(
@@ -256,9 +276,11 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         GATEWAY_JWT_KEYS,
         GATEWAY_JWT_MAX_TTL_S,
         GATEWAY_JWT_LEEWAY_S,
-        GATEWAY_PURPOSES,
-        GATEWAY_DEFAULT_CANDIDATES,
-        GATEWAY_MAX_CANDIDATES,
+        GATEWAY_POLICY_FILE,
+        GATEWAY_POLICY_RELOAD_S,
+        GATEWAY_PROBE_DIR,
+        GATEWAY_PROBE_KEY_FILE,
+        GATEWAY_RETENTION_SWEEP_S,
         GATEWAY_MAX_IMAGE_BYTES,
         GATEWAY_MIN_ENROL_FACE_PX,
         GATEWAY_MAX_INFLIGHT,

@@ -28,9 +28,11 @@ class CandorError(Exception):
 
     code: ErrorCode = ErrorCode.INTERNAL
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, rule: str = "") -> None:
         super().__init__(message)
         self.message = message
+        #: The policy rule the request broke (purpose, quota, ...), named in the audit record.
+        self.rule = rule
 
     @staticmethod
     def from_code(code: ErrorCode, message: str) -> CandorError:
@@ -57,6 +59,12 @@ class PolicyViolation(CandorError):
     """The caller is known but the policy forbids the request (role, purpose, quota)."""
 
     code = ErrorCode.PERMISSION_DENIED
+
+
+class QuotaExhausted(CandorError):
+    """The caller has used up a quota of the policy (searches per day, say)."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
 
 
 class NotFound(CandorError):
@@ -109,4 +117,5 @@ _ALL: tuple[type[CandorError], ...] = (
     Overloaded,
     DeadlineExceeded,
     ServiceUnavailable,
+    QuotaExhausted,
 )

@@ -68,8 +68,8 @@ def test_the_settings_check_fails_on_an_unknown_or_a_missing_setting() -> None:
     assert catalogue.check_environment("gateway", typo) == [
         "gateway: CANDOR_GATEWAY_MAX_CANDIDATE is not a setting gateway reads"
     ]
-    missing = {name: value for name, value in environment.items() if name != "CANDOR_GATEWAY_PURPOSES"}
-    assert catalogue.check_environment("gateway", missing) == ["gateway: CANDOR_GATEWAY_PURPOSES is required"]
+    missing = {name: value for name, value in environment.items() if name != "CANDOR_GATEWAY_POLICY_FILE"}
+    assert catalogue.check_environment("gateway", missing) == ["gateway: CANDOR_GATEWAY_POLICY_FILE is required"]
     edge = {
         **container_environment(docs, named(docs, "Deployment", "candor-matcher")),
         "CANDOR_MATCHER_BACKEND": "edge",

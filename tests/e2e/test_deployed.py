@@ -74,7 +74,13 @@ def test_enrol_search_and_verify_through_the_deployed_topology(
     client.enroll(samples / "obama.jpg", obama)
     client.enroll(samples / "biden.jpg", biden)
 
-    found = client.search(samples / "obama2.jpg", case_number=f"E2E-{run}", purpose="investigation", max_candidates=50)
+    found = client.search(
+        samples / "obama2.jpg",
+        case_number=f"E2E-{run}",
+        purpose="investigation",
+        max_candidates=20,
+        authorisation="W-E2E",
+    )
 
     ranked = [candidate.subject_id for candidate in found.candidates]
     assert obama in ranked

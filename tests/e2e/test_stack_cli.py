@@ -37,7 +37,9 @@ def candor(stack: LocalStack, *args: str, check: bool = True) -> subprocess.Comp
 
 def search_json(stack: LocalStack, probe: Path, case: str) -> dict:  # type: ignore[type-arg]
     """Run ``candor search --json`` for a case with the purpose "investigation"."""
-    result = candor(stack, "search", str(probe), "--case", case, "--purpose", "investigation", "--json")
+    result = candor(
+        stack, "search", str(probe), "--case", case, "--purpose", "investigation", "--authorisation", "W-E2E", "--json"
+    )
     return json.loads(result.stdout)
 
 
@@ -74,14 +76,24 @@ def test_a_token_issued_by_the_cli_carries_only_its_roles(local_stack: LocalStac
     assert candor(local_stack, "--token", token, "audit", "verify").returncode == 0
     refused = candor(
         local_stack, "--token", token, "search", str(samples / "obama2.jpg"), "--case", "C-Z", "--purpose",
-        "investigation", check=False,
+        "investigation",
+        "--authorisation",
+        "W-E2E", check=False,
     )  # fmt: skip
     assert refused.returncode == 2 and "PERMISSION_DENIED" in refused.stderr and "may not call Search" in refused.stderr
 
 
 def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, samples: Path) -> None:
     out = candor(
-        gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-1", "--purpose", "investigation"
+        gallery,
+        "search",
+        str(samples / "obama2.jpg"),
+        "--case",
+        "CASE-E2E-1",
+        "--purpose",
+        "investigation",
+        "--authorisation",
+        "W-E2E",
     ).stdout
     assert " 1. obama" in out
     assert "investigative lead only: not a basis for arrest" in out
@@ -92,7 +104,15 @@ def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, sam
 
 def test_unknown_person_gets_no_candidate(gallery: LocalStack, samples: Path) -> None:
     out = candor(
-        gallery, "search", str(samples / "biden.jpg"), "--case", "CASE-E2E-2", "--purpose", "investigation"
+        gallery,
+        "search",
+        str(samples / "biden.jpg"),
+        "--case",
+        "CASE-E2E-2",
+        "--purpose",
+        "investigation",
+        "--authorisation",
+        "W-E2E",
     ).stdout
     assert "no candidate above threshold" in out
 
@@ -106,7 +126,18 @@ def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not a photo")
-    refused = candor(gallery, "search", str(text), "--case", "CASE-E2E-3", "--purpose", "investigation", check=False)
+    refused = candor(
+        gallery,
+        "search",
+        str(text),
+        "--case",
+        "CASE-E2E-3",
+        "--purpose",
+        "investigation",
+        "--authorisation",
+        "W-E2E",
+        check=False,
+    )
     assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr
     denied = candor(
         gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "fishing", check=False
@@ -120,13 +151,25 @@ def test_bad_input_gets_a_status_code_and_the_stack_keeps_serving(
         "CASE-E2E-3",
         "--purpose",
         "investigation",
+        "--authorisation",
+        "W-E2E",
         "--token",
         "not-the-token",
         check=False,
     )
     assert stranger.returncode == 2 and "UNAUTHENTICATED" in stranger.stderr
     assert gallery.running()
-    candor(gallery, "search", str(samples / "obama2.jpg"), "--case", "CASE-E2E-3", "--purpose", "investigation")
+    candor(
+        gallery,
+        "search",
+        str(samples / "obama2.jpg"),
+        "--case",
+        "CASE-E2E-3",
+        "--purpose",
+        "investigation",
+        "--authorisation",
+        "W-E2E",
+    )
 
 
 def test_search_while_audit_is_stopped_lands_after_restart(gallery: LocalStack, samples: Path) -> None:
@@ -241,7 +284,16 @@ def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_a
     stack.up()
     try:
         candor(stack, "enroll", str(samples / "obama.jpg"), "--subject", "obama")
-        probe = ("search", str(samples / "obama2.jpg"), "--case", "CASE-CAL-1", "--purpose", "investigation")
+        probe = (
+            "search",
+            str(samples / "obama2.jpg"),
+            "--case",
+            "CASE-CAL-1",
+            "--purpose",
+            "investigation",
+            "--authorisation",
+            "W-E2E",
+        )
         refused = candor(stack, *probe, check=False)
         assert refused.returncode == 2 and "FAILED_PRECONDITION" in refused.stderr
         assert "no calibration record" in refused.stderr
@@ -267,3 +319,23 @@ def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_a
         )
     finally:
         stack.down()
+
+
+def test_two_reviewers_confirm_a_candidate_from_the_command_line(gallery: LocalStack, samples: Path) -> None:
+    found = search_json(gallery, samples / "obama2.jpg", "CASE-E2E-7")
+    reviewers = {
+        user: candor(gallery, "token", "issue", "--user", user, "--roles", "reviewer", "--ttl", "10m").stdout.strip()
+        for user in ("rita", "rob")
+    }
+    listed = candor(gallery, "--token", reviewers["rita"], "review", "list").stdout
+    assert found["search_id"] in listed and "(blind)" in listed
+    own = candor(gallery, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm", check=False)
+    assert own.returncode == 2 and "may not call SubmitReview" in own.stderr
+    for user, token in reviewers.items():
+        done = candor(
+            gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm"
+        )
+        assert "status (blind)" in done.stdout, user
+    shown = candor(gallery, "review", "show", found["search_id"]).stdout
+    assert re.search(r" 1\. obama +distance [0-9.]+  LEAD", shown)
+    assert "reviewer rita: confirm" in shown and "reviewer rob: confirm" in shown

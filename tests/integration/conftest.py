@@ -20,7 +20,8 @@ import candor_matcher
 from candor.gateway.v1 import gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, StackError, free_port, service_settings
 from candor_cli.stack import wait_serving as stack_wait_serving
-from candor_gateway import generate_token_keys, issue_token, load_private_key
+from candor_gateway import DEFAULT_POLICY_YAML, generate_token_keys, issue_token, load_private_key
+from candor_gateway.retention import generate_probe_key
 from candor_kit import EnvReader
 
 #: The test users, by the name the tests call them by: (user, roles).
@@ -28,6 +29,11 @@ USERS = {
     "investigator-token": ("ivy", ["investigator"]),
     "enroller-token": ("eric", ["gallery-admin"]),
     "auditor-token": ("audrey", ["auditor"]),
+    "reviewer-a": ("rita", ["reviewer"]),
+    "reviewer-b": ("rob", ["reviewer"]),
+    "supervisor": ("sue", ["supervisor"]),
+    # Both roles, to show that holding the reviewer role does not let one review one's own search.
+    "investigating-reviewer": ("iris", ["investigator", "reviewer"]),
 }
 #: A token-signing key made for this test session; the gateway trusts its public half.
 TOKEN_KEY, TOKEN_PUBLIC_KEY = generate_token_keys()
@@ -35,7 +41,13 @@ TOKENS = {
     name: issue_token(load_private_key(TOKEN_KEY), user, roles, 3600, LOCAL_ISSUER, AUDIENCE)
     for name, (user, roles) in USERS.items()
 }
-PURPOSES = "investigation,missing-person"
+#: The stack's policy: the default, except that tests need no authorisation reference and have no
+#: daily quota (the tests of those rules switch them on with InProcessStack.use_policy).
+POLICY = (
+    DEFAULT_POLICY_YAML.replace("authorisation_reference: required", "authorisation_reference: optional")
+    .replace("searches_per_user_per_day: 200", "searches_per_user_per_day: 0")
+    .replace("[investigation, missing-person, victim-identification]", "[investigation, missing-person]")
+)
 MAX_MESSAGE = 16 * 1024 * 1024
 
 
@@ -76,8 +88,21 @@ class InProcessStack:
             "CANDOR_SHUTDOWN_GRACE_S": "1",
             **({"CANDOR_AUDIT_CHECKPOINT_INTERVAL_S": "1"} if name == "audit" else {}),
         }
-        specific = service_settings(name, self.root, purposes=PURPOSES, allow_uncalibrated=False)
+        specific = service_settings(name, self.root, policy=self.root / "policy.yaml", allow_uncalibrated=False)
+        if name == "gateway":
+            specific.update(
+                CANDOR_GATEWAY_PROBE_DIR=str(self.root / "probes"),
+                CANDOR_GATEWAY_PROBE_KEY_FILE=str(self.root / "secrets" / "probe-key"),
+                CANDOR_GATEWAY_POLICY_RELOAD_S="1",
+                CANDOR_GATEWAY_RETENTION_SWEEP_S="1",
+            )
         return {**base, **specific}
+
+    async def use_policy(self, text: str) -> None:
+        """Put a policy in force: rewrite the file and restart the gateway on it."""
+        await self.stop("gateway")
+        (self.root / "policy.yaml").write_text(text)
+        await self.start("gateway")
 
     async def start(self, name: str) -> None:
         settings_type, serve = SERVICES[name]
@@ -128,6 +153,8 @@ async def stack(
     (root / "secrets").mkdir(mode=0o700)
     (root / "secrets" / "token-keys.pem").write_bytes(TOKEN_PUBLIC_KEY)
     (root / "secrets" / "token-signing.pem").write_bytes(TOKEN_KEY)
+    (root / "secrets" / "probe-key").write_bytes(generate_probe_key())
+    (root / "policy.yaml").write_text(POLICY)
     running = InProcessStack(root=root, nats_url=nats_url)
     for name in ("audit", "matcher", "embedder", "detector", "gateway"):
         running.addresses[name] = f"127.0.0.1:{free_port()}"

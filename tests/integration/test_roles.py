@@ -35,6 +35,12 @@ CALLS: dict[Permission, tuple[str, Call]] = {
         "list_audit",
         lambda g, m: g.ListAuditRecords(gateway_pb2.ListAuditRecordsRequest(limit=1), metadata=m),
     ),
+    Permission.LIST_REVIEWS: (
+        "review.list",
+        lambda g, m: g.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(limit=1), metadata=m),
+    ),
+    Permission.SUBMIT_REVIEW: ("review", lambda g, m: g.SubmitReview(gateway_pb2.SubmitReviewRequest(), metadata=m)),
+    Permission.GET_SEARCH: ("search.view", lambda g, m: g.GetSearch(gateway_pb2.GetSearchRequest(), metadata=m)),
 }
 TABLE = [(rpc, role) for rpc in Permission for role in ROLES]
 

@@ -24,7 +24,7 @@ NOTICE = "investigative lead only: not a basis for arrest"
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def audit_records(stack: InProcessStack, **filters: str) -> list[audit_pb2.AuditRecord]:
+async def audit_records(stack: InProcessStack, **filters: object) -> list[audit_pb2.AuditRecord]:
     async with grpc.aio.insecure_channel(stack.addresses["audit"]) as channel:
         reply = await audit_pb2_grpc.AuditServiceStub(channel).Query(audit_pb2.QueryRequest(**filters))
     return list(reply.records)

@@ -21,7 +21,13 @@ RECORDS = [
     record(2, "search.completed", "ivy", "investigation", candidates=[]),
     record(3, "search.completed", "sam", "missing-person", candidates=[{"rank": 1, "subject_id": "B-2"}]),
     record(
-        4, "search.refused", "sam", "curiosity", code="PERMISSION_DENIED", reason="purpose 'curiosity' is not allowed"
+        4,
+        "search.refused",
+        "sam",
+        "curiosity",
+        code="PERMISSION_DENIED",
+        reason="purpose 'curiosity' is not allowed",
+        rule="purpose",
     ),
     record(5, "enroll.refused", "eric", code="INVALID_ARGUMENT", reason="no face"),
     record(6, "subject.deleted", "eric", subject_id="B-9", reason="court order 42", records=2),
@@ -37,7 +43,7 @@ def test_the_numbers_come_from_the_records() -> None:
     assert made.outcomes == {"candidates returned": 2, "no candidate": 1, "refused": 1}
     assert made.reviews == {"confirmed": 1, "rejected": 0, "disputed": 0}
     assert made.refusals_by_rule == {
-        "search: PERMISSION_DENIED: purpose 'curiosity' is not allowed": 1,
+        "search: purpose": 1,
         "enroll: INVALID_ARGUMENT: no face": 1,
     }
     assert made.searches_by_user.most_common(1) == [("ivy", 2)]

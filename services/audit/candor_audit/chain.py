@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS audit_checkpoint (
 CREATE INDEX IF NOT EXISTS audit_record_case ON audit_record (case_number, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_actor ON audit_record (actor, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_occurred ON audit_record (occurred_at);
+CREATE INDEX IF NOT EXISTS audit_record_kind ON audit_record (kind, sequence);
 """
 
 
@@ -237,19 +238,26 @@ class SqlAuditChain:
         until: str = "",
         limit: int = 1000,
         after: int = 0,
+        kinds: Iterable[str] = (),
+        event_id: str = "",
     ) -> list[StoredRecord]:
-        """Records filtered by case, actor and occurrence time (RFC 3339), oldest first, after
-        sequence ``after`` (to page through)."""
+        """Records filtered by case, actor, occurrence time (RFC 3339), kind and event id, oldest
+        first, after sequence ``after`` (to page through)."""
         clauses, params = ["sequence > ?"], [after]
         for column, value, op in (
             ("case_number", case_number, "="),
             ("actor", actor, "="),
             ("occurred_at", since, ">="),
             ("occurred_at", until, "<"),
+            ("event_id", event_id, "="),
         ):
             if value:
                 clauses.append(f"{column} {op} ?")
                 params.append(value)
+        wanted = sorted(set(kinds))
+        if wanted:
+            clauses.append(f"kind IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
         where = f"WHERE {' AND '.join(clauses)}"
         with self._reader() as db:
             statement = self._sql(f"SELECT {_COLUMNS} FROM audit_record {where} ORDER BY sequence LIMIT ?")

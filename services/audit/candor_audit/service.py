@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError as NatsNotFoundError
 from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -27,6 +29,7 @@ from candor_kit import (
     EnvReader,
     InvalidInput,
     ServiceHost,
+    ServiceUnavailable,
     catalogue,
     ensure_audit_stream,
     rpc,
@@ -170,13 +173,26 @@ def checkpoint_proto(checkpoint: Checkpoint) -> audit_pb2.Checkpoint:
     )
 
 
+#: How long a read-your-writes query waits for the chain to catch up, and how often it looks.
+CATCH_UP_DEADLINE_S = 5.0
+CATCH_UP_POLL_S = 0.01
+
+
 class AuditLog:
     """The chain behind the service's three doors: the stream, Verify and Query."""
 
-    def __init__(self, chain: SqlAuditChain, public_key_pem: str = "") -> None:
+    def __init__(
+        self,
+        chain: SqlAuditChain,
+        public_key_pem: str = "",
+        settled_through: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
         self._chain = chain
         self._public_key_pem = public_key_pem
         self._last_published = 0
+        #: The stream sequence up to which every audit message is stored or settled (the writer
+        #: consumer's ack floor, shared by every audit replica).
+        self._settled_through = settled_through
 
     async def append_message(self, msg: Msg) -> None:
         """Decode one stream message and append it; a duplicate delivery is a no-op."""
@@ -232,10 +248,13 @@ class AuditLog:
         return message
 
     async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
-        """Filter records by case, actor and time."""
+        """Filter records by case, actor, time, kind and event id; first waits, when asked, until
+        the chain holds every message up to a stream sequence (read your writes)."""
         limit = request.limit or 1000
         if not 1 <= limit <= 10000:
             raise InvalidInput("limit must be between 1 and 10000")
+        if request.wait_for_stream_sequence:
+            await self.caught_up(request.wait_for_stream_sequence)
         records = await asyncio.to_thread(
             self._chain.query,
             request.case_number,
@@ -244,8 +263,23 @@ class AuditLog:
             rfc3339(request.until) if request.HasField("until") else "",
             limit,
             request.after_sequence,
+            list(request.kinds),
+            request.event_id,
         )
         return audit_pb2.QueryResponse(records=[record_proto(r) for r in records])
+
+    async def caught_up(self, stream_sequence: int) -> None:
+        """Return once every audit message up to ``stream_sequence`` is settled; UNAVAILABLE after
+        CATCH_UP_DEADLINE_S."""
+        if self._settled_through is None:
+            return
+        deadline = asyncio.get_running_loop().time() + CATCH_UP_DEADLINE_S
+        while (settled := await self._settled_through()) < stream_sequence:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ServiceUnavailable(
+                    f"the audit chain is behind: settled through stream message {settled}, asked {stream_sequence}"
+                )
+            await asyncio.sleep(CATCH_UP_POLL_S)
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -306,12 +340,21 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
     """Run the audit service until ``stop`` is set."""
     signer = Signer.from_file(settings.signing_key_file)
     chain = await asyncio.to_thread(settings.open_chain, signer)
-    audit_log = AuditLog(chain, signer.public_pem())
     try:
         async with ServiceHost(settings.common, ["candor.audit.v1.AuditService"]) as host:
+            assert host.bus is not None
+            jetstream = host.bus.jetstream
+
+            async def settled_through() -> int:
+                try:
+                    info = await jetstream.consumer_info(AUDIT_STREAM, CONSUMER)
+                except NatsNotFoundError:  # the writer has not made its consumer yet
+                    return 0
+                return int(info.ack_floor.stream_seq if info.ack_floor else 0)
+
+            audit_log = AuditLog(chain, signer.public_pem(), settled_through)
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
             await host.start_grpc()
-            assert host.bus is not None
             await ensure_audit_stream(host.bus, settings.stream_replicas)
             await host.bus.serve(VERIFY_SUBJECT, "audit", audit_pb2.VerifyRequest, audit_log.verify)
             await host.bus.serve(QUERY_SUBJECT, "audit", audit_pb2.QueryRequest, audit_log.query)

@@ -39,6 +39,9 @@ class Permission(enum.Enum):
     VERIFY_AUDIT = "VerifyAudit"
     EXPORT_CASE = "ExportCase"
     LIST_AUDIT = "ListAuditRecords"
+    LIST_REVIEWS = "ListPendingReviews"
+    SUBMIT_REVIEW = "SubmitReview"
+    GET_SEARCH = "GetSearch"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -51,6 +54,10 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),
     Permission.EXPORT_CASE: frozenset({"auditor"}),
     Permission.LIST_AUDIT: frozenset({"auditor"}),
+    Permission.LIST_REVIEWS: frozenset({"reviewer", "supervisor"}),
+    Permission.SUBMIT_REVIEW: frozenset({"reviewer", "supervisor"}),
+    # Investigators see only their own searches (the review desk checks).
+    Permission.GET_SEARCH: frozenset({"investigator", "reviewer", "supervisor", "auditor"}),
 }
 
 
@@ -65,7 +72,9 @@ class Principal:
         """Raise PolicyViolation unless one of the roles is on the RPC's allow-list."""
         if not self.roles & RPC_ROLES[permission]:
             allowed = ", ".join(sorted(RPC_ROLES[permission]))
-            raise PolicyViolation(f"user {self.user} may not call {permission.value} (roles allowed: {allowed})")
+            raise PolicyViolation(
+                f"user {self.user} may not call {permission.value} (roles allowed: {allowed})", rule="role"
+            )
 
 
 PublicKey = Ed25519PublicKey | RSAPublicKey

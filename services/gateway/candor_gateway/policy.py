@@ -1,39 +1,305 @@
-"""The search policy: case number, allowed purpose and candidate-list size."""
+"""The search policy: one YAML file, validated at start-up, that every search is checked against.
+
+It names the allowed purposes, whether an authorisation reference is required, the candidate-list
+size, a threshold per model, the minimum probe quality, the daily search quota per user, how long
+probe photos are kept (not at all by default) and how many reviewers must confirm a lead. A bad
+file stops the gateway with a message naming each problem; each refusal names the rule it broke.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
 
-from candor_kit.errors import InvalidInput, PolicyViolation
+import structlog
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from candor.common.v1 import common_pb2
+from candor_kit import AuditPublisher, CandorError
+from candor_kit.errors import ConfigError, InvalidInput, PolicyViolation
+
+log = structlog.get_logger("candor.gateway.policy")
 
 CASE_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$")
+PURPOSE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 LEAD_NOTICE = "investigative lead only: not a basis for arrest"
+#: The largest authorisation reference accepted (a warrant number, a court order's citation).
+MAX_AUTHORISATION_CHARS = 200
+
+
+class Rule:
+    """The names refusals give for the rule they broke (also the report's categories)."""
+
+    ROLE = "role"
+    CASE = "case_number"
+    PURPOSE = "purpose"
+    AUTHORISATION = "authorisation_reference"
+    CANDIDATES = "max_candidates"
+    PROBE_QUALITY = "probe_quality"
+    QUOTA = "quota"
+    OWN_SEARCH = "own_search"
+    REVIEW = "review"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Candidates(_Strict):
+    """How many candidates a search returns when it asks none, and the most it may ask."""
+
+    default: Annotated[int, Field(ge=1, le=200)] = 10
+    max: Annotated[int, Field(ge=1, le=200)] = 20
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> Candidates:
+        if self.default > self.max:
+            raise ValueError(f"default ({self.default}) exceeds max ({self.max})")
+        return self
+
+
+class ProbeQuality(_Strict):
+    """The least a probe's face must offer: its width in pixels and its sharpness (variance of
+    the Laplacian of the aligned chip)."""
+
+    min_face_px: Annotated[int, Field(ge=0, le=4096)] = 40
+    min_blur: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Quotas(_Strict):
+    """Searches one user may make per UTC day; 0 means no quota."""
+
+    searches_per_user_per_day: Annotated[int, Field(ge=0, le=100_000)] = 0
+
+
+class Retention(_Strict):
+    """Days a probe photo is kept, encrypted, after its search; 0 keeps none (the default)."""
+
+    probe_days: Annotated[int, Field(ge=0, le=3650)] = 0
+
+
+class Reviews(_Strict):
+    """Different reviewers who must confirm a candidate before it is a lead, and how far back
+    pending reviews are listed."""
+
+    needed: Annotated[int, Field(ge=2, le=5)] = 2
+    window_days: Annotated[int, Field(ge=1, le=365)] = 30
+
+
+class Policy(_Strict):
+    """The validated contents of policy.yaml."""
+
+    version: Literal[1]
+    purposes: Annotated[list[str], Field(min_length=1)]
+    authorisation_reference: Literal["required", "optional"] = "required"
+    candidates: Candidates = Candidates()
+    #: Per model id: the largest distance shown as a candidate. It can only tighten the model's
+    #: calibrated threshold, never loosen it.
+    thresholds: dict[str, Annotated[float, Field(gt=0, le=4)]] = {}
+    probe_quality: ProbeQuality = ProbeQuality()
+    quotas: Quotas = Quotas()
+    retention: Retention = Retention()
+    reviews: Reviews = Reviews()
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes_are_names(cls, purposes: list[str]) -> list[str]:
+        bad = [p for p in purposes if not PURPOSE.match(p)]
+        if bad:
+            raise ValueError(f"purposes must be lower-case words joined by '-': {bad}")
+        if len(set(purposes)) != len(purposes):
+            raise ValueError("purposes are listed twice")
+        return purposes
+
+    def check_search(self, case_number: str, purpose: str, authorisation: str, requested: int) -> int:
+        """Validate a search's case, purpose, authorisation and list size; returns the list size."""
+        if not case_number:
+            raise InvalidInput("a case number is required", rule=Rule.CASE)
+        if not CASE_NUMBER.match(case_number):
+            raise InvalidInput("the case number must be 2-64 letters, digits or ._/-", rule=Rule.CASE)
+        if not purpose:
+            raise InvalidInput("a purpose is required", rule=Rule.PURPOSE)
+        if purpose not in self.purposes:
+            raise PolicyViolation(
+                f"purpose {purpose!r} is not allowed; allowed: {', '.join(sorted(self.purposes))}", rule=Rule.PURPOSE
+            )
+        if len(authorisation) > MAX_AUTHORISATION_CHARS:
+            raise InvalidInput(f"the authorisation reference exceeds {MAX_AUTHORISATION_CHARS} characters")
+        if self.authorisation_reference == "required" and not authorisation.strip():
+            raise PolicyViolation(
+                "the policy requires an authorisation reference (warrant, order or approval)", rule=Rule.AUTHORISATION
+            )
+        if requested < 0:
+            raise InvalidInput("max_candidates cannot be negative", rule=Rule.CANDIDATES)
+        if requested > self.candidates.max:
+            # Refused, not quietly cut: the requester learns the rule and the refusal is audited.
+            raise PolicyViolation(
+                f"max_candidates {requested} exceeds the policy's limit of {self.candidates.max}", rule=Rule.CANDIDATES
+            )
+        return requested or self.candidates.default
+
+    def check_probe(self, quality: common_pb2.FaceQuality) -> None:
+        """Refuse a probe face that is smaller or blurrier than the policy allows."""
+        wanted = self.probe_quality
+        if quality.face_size_px < wanted.min_face_px:
+            raise PolicyViolation(
+                f"the probe face is {quality.face_size_px} px wide; the policy needs {wanted.min_face_px}",
+                rule=Rule.PROBE_QUALITY,
+            )
+        if quality.blur < wanted.min_blur:
+            raise PolicyViolation(
+                f"the probe face is too blurry ({quality.blur:.1f}); the policy needs {wanted.min_blur:g}",
+                rule=Rule.PROBE_QUALITY,
+            )
+
+    def threshold(self, model: common_pb2.ModelRef) -> common_pb2.ModelRef:
+        """The model reference with the policy's threshold applied where it is stricter."""
+        limit = self.thresholds.get(model.id)
+        if limit is None or (model.threshold and limit >= model.threshold):
+            return model
+        tightened = common_pb2.ModelRef()
+        tightened.CopyFrom(model)
+        tightened.threshold = limit
+        return tightened
 
 
 @dataclass(frozen=True)
-class SearchPolicy:
-    """What a search must carry, and how many candidates it may see."""
+class LoadedPolicy:
+    """A policy with the file it came from and the SHA-256 of the file's bytes."""
 
-    allowed_purposes: frozenset[str]
-    default_candidates: int = 10
-    max_candidates: int = 50
+    policy: Policy
+    path: Path
+    sha256: str
 
-    def check(self, case_number: str, purpose: str, requested: int) -> int:
-        """Validate a search's case and purpose; returns the candidate-list size to use."""
-        if not case_number:
-            raise InvalidInput("a case number is required")
-        if not CASE_NUMBER.match(case_number):
-            raise InvalidInput("the case number must be 2-64 letters, digits or ._/-")
-        if not purpose:
-            raise InvalidInput("a purpose is required")
-        if purpose not in self.allowed_purposes:
-            raise PolicyViolation(
-                f"purpose {purpose!r} is not allowed; allowed: {', '.join(sorted(self.allowed_purposes))}"
+
+def parse_policy(text: bytes, source: str = "policy") -> Policy:
+    """Validate a policy document; ConfigError lists every problem with its place in the file."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: must be a mapping of settings")
+    try:
+        return Policy.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top)'}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"{source}: {problems}") from exc
+
+
+def load_policy(path: Path) -> LoadedPolicy:
+    """Read and validate the policy file."""
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"policy file {path}: {exc.strerror or exc}") from exc
+    return LoadedPolicy(parse_policy(text, str(path)), path, hashlib.sha256(text).hexdigest())
+
+
+class PolicyHolder:
+    """The policy in force. It rereads its file when the file changes: a valid new policy takes
+    over and the change is audited with both hashes; an invalid one is refused (and audited), and
+    the policy in force stays."""
+
+    def __init__(self, loaded: LoadedPolicy, check: Callable[[Policy], None] | None = None) -> None:
+        self.loaded = loaded
+        #: Checks a policy against the deployment (a store for retained probes, say).
+        self._check = check or (lambda policy: None)
+        #: The hash of the last file refused, so a bad file is audited once, not every round.
+        self._rejected = ""
+        self._check(loaded.policy)
+
+    @property
+    def current(self) -> Policy:
+        """The policy in force."""
+        return self.loaded.policy
+
+    async def announce(self, audit: AuditPublisher) -> None:
+        """Audit the policy in force, with its hash and contents (at start-up)."""
+        await audit.publish("policy.loaded", actor="system", details=self._described(self.loaded))
+
+    async def reload(self, audit: AuditPublisher) -> bool:
+        """Reread the file; True when a new policy took over."""
+        try:
+            fresh = load_policy(self.loaded.path)
+            if fresh.sha256 == self.loaded.sha256:
+                return False
+            self._check(fresh.policy)
+        except ConfigError as problem:
+            digest = _file_sha256(self.loaded.path)
+            if digest == self._rejected:
+                return False
+            self._rejected = digest
+            log.warning("policy_rejected", problem=str(problem))
+            await audit.publish(
+                "policy.rejected",
+                actor="system",
+                details={"sha256": digest, "problem": str(problem), "in_force_sha256": self.loaded.sha256},
             )
-        if requested < 0:
-            raise InvalidInput("max_candidates cannot be negative")
-        if requested > self.max_candidates:
-            # Refused, not quietly cut: the requester learns the rule and the refusal is audited.
-            raise PolicyViolation(f"max_candidates {requested} exceeds the policy's limit of {self.max_candidates}")
-        return requested or self.default_candidates
+            return False
+        await audit.publish(
+            "policy.changed",
+            actor="system",
+            details={**self._described(fresh), "previous_sha256": self.loaded.sha256},
+        )
+        log.info("policy_changed", sha256=fresh.sha256, previous_sha256=self.loaded.sha256)
+        self.loaded = fresh
+        return True
+
+    async def watch(self, audit: AuditPublisher, interval_s: float, stop: asyncio.Event) -> None:
+        """Reread the file every ``interval_s`` until stopped."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+            if not stop.is_set():
+                try:
+                    await self.reload(audit)
+                except CandorError as exc:  # the audit is unreachable: try again next round
+                    log.warning("policy_reload_failed", error=exc.message)
+
+    @staticmethod
+    def _described(loaded: LoadedPolicy) -> dict[str, object]:
+        return {"sha256": loaded.sha256, "file": str(loaded.path), "policy": loaded.policy.model_dump()}
+
+
+def _file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+#: The policy a developer's stack starts with (`candor stack up` writes it when none is given).
+DEFAULT_POLICY_YAML = """\
+# Candor search policy. The gateway validates this file at start-up and refuses to start on a bad
+# one; while running it rereads the file when it changes (a change is audited with its SHA-256).
+version: 1
+# Offence categories a search may be made for.
+purposes: [investigation, missing-person, victim-identification]
+# "required": every search names the warrant, court order or approval it rests on.
+authorisation_reference: required
+candidates:
+  default: 10
+  max: 20
+# Per model id, the largest distance shown as a candidate; may only tighten the calibration.
+thresholds: {}
+probe_quality:
+  min_face_px: 40
+  min_blur: 0
+quotas:
+  searches_per_user_per_day: 200
+retention:
+  probe_days: 0
+reviews:
+  needed: 2
+  window_days: 30
+"""

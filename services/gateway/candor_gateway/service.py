@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import structlog
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
-from candor_gateway.policy import LEAD_NOTICE, SearchPolicy
+from candor_gateway.policy import LEAD_NOTICE, Policy, PolicyHolder, load_policy
+from candor_gateway.retention import ProbeStore, read_probe_key, sweep
 from candor_gateway.workflow import Workflow
 from candor_kit import (
     AuditPublisher,
+    CandorError,
     CommonSettings,
     ConfigError,
     EnvReader,
@@ -38,12 +41,15 @@ class GatewaySettings:
 
     common: CommonSettings
     tokens: TokenVerifier
-    policy: SearchPolicy
+    policy: PolicyHolder
     max_image_bytes: int
     min_enrol_face_px: int
     max_inflight: int
     calibration: CalibrationGate
     audit_stream_replicas: int = 1
+    probes: ProbeStore | None = None
+    policy_reload_s: float = 10.0
+    retention_sweep_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GatewaySettings:
@@ -51,13 +57,8 @@ class GatewaySettings:
         env = env or EnvReader()
         common = CommonSettings.read("gateway", env)
         tokens = read_token_verifier(env)
-        purposes = frozenset(env.get(catalogue.GATEWAY_PURPOSES))
-        if not purposes:
-            env.problem("CANDOR_GATEWAY_PURPOSES must list at least one allowed purpose")
-        default_candidates = env.get(catalogue.GATEWAY_DEFAULT_CANDIDATES)
-        max_candidates = env.get(catalogue.GATEWAY_MAX_CANDIDATES)
-        if default_candidates > max_candidates:
-            env.problem("CANDOR_GATEWAY_DEFAULT_CANDIDATES exceeds CANDOR_GATEWAY_MAX_CANDIDATES")
+        probes = read_probe_store(env)
+        policy = read_policy(env, probes)
         max_image_bytes = env.get(catalogue.GATEWAY_MAX_IMAGE_BYTES)
         if max_image_bytes + 4096 > common.max_message_bytes:
             env.problem("CANDOR_GATEWAY_MAX_IMAGE_BYTES must leave room under CANDOR_MAX_MESSAGE_BYTES")
@@ -66,17 +67,57 @@ class GatewaySettings:
         registry_dir = env.get(catalogue.GATEWAY_MODEL_REGISTRY)
         allow = env.get(catalogue.GATEWAY_ALLOW_UNCALIBRATED)
         stream_replicas = env.get(catalogue.AUDIT_STREAM_REPLICAS)
+        policy_reload_s = env.get(catalogue.GATEWAY_POLICY_RELOAD_S)
+        retention_sweep_s = env.get(catalogue.GATEWAY_RETENTION_SWEEP_S)
         env.done()
         return cls(
             common=common,
             tokens=tokens,  # type: ignore[arg-type]  # None only when env.done() has raised
-            policy=SearchPolicy(purposes, default_candidates, max_candidates),
+            policy=policy,  # type: ignore[arg-type]
+            probes=probes,
+            policy_reload_s=policy_reload_s,
+            retention_sweep_s=retention_sweep_s,
             max_image_bytes=max_image_bytes,
             min_enrol_face_px=min_face,
             max_inflight=max_inflight,
             calibration=CalibrationGate(ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true"),
             audit_stream_replicas=stream_replicas,
         )
+
+
+def read_probe_store(env: EnvReader) -> ProbeStore | None:
+    """The store of retained probes, when a folder and a key are configured."""
+    folder, key_file = env.get(catalogue.GATEWAY_PROBE_DIR), env.get(catalogue.GATEWAY_PROBE_KEY_FILE)
+    if not folder and not key_file:
+        return None
+    if not (folder and key_file):
+        env.problem("set both CANDOR_GATEWAY_PROBE_DIR and CANDOR_GATEWAY_PROBE_KEY_FILE, or neither")
+        return None
+    try:
+        return ProbeStore(Path(folder), read_probe_key(Path(key_file)))
+    except (OSError, ConfigError) as exc:
+        env.problem(f"probe store: {exc}")
+        return None
+
+
+def read_policy(env: EnvReader, probes: ProbeStore | None) -> PolicyHolder | None:
+    """The validated policy file, checked against what this deployment can do."""
+    path = env.get(catalogue.GATEWAY_POLICY_FILE)
+    if not path:
+        return None
+
+    def deployable(policy: Policy) -> None:
+        if policy.retention.probe_days and probes is None:
+            raise ConfigError(
+                f"the policy keeps probes {policy.retention.probe_days} days, but no probe store is configured "
+                "(CANDOR_GATEWAY_PROBE_DIR and CANDOR_GATEWAY_PROBE_KEY_FILE)"
+            )
+
+    try:
+        return PolicyHolder(load_policy(Path(path)), deployable)
+    except ConfigError as exc:
+        env.problem(f"CANDOR_GATEWAY_POLICY_FILE: {exc}")
+        return None
 
 
 def read_token_verifier(env: EnvReader) -> TokenVerifier | None:
@@ -118,14 +159,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchResponse:
         principal = await self._principal(context, "search", request.case_number, request.purpose)
-        matched = await self._workflow.search(
-            principal,
-            request.probe_image,
-            request.case_number,
-            request.purpose,
-            request.face_index if request.HasField("face_index") else None,
-            request.max_candidates,
-        )
+        matched = await self._workflow.search(principal, request)
         return gateway_pb2.SearchResponse(
             search_id=matched.search_id,
             candidates=matched.candidates,
@@ -199,6 +233,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "list_audit")
         return await self._workflow.list_audit_records(principal, request)
 
+    @rpc(SERVICE)
+    async def ListPendingReviews(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListPendingReviewsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListPendingReviewsResponse:
+        principal = await self._principal(context, "review.list")
+        return await self._workflow.reviews.list_pending(principal, request.limit)
+
+    @rpc(SERVICE)
+    async def SubmitReview(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SubmitReviewRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SubmitReviewResponse:
+        principal = await self._principal(context, "review")
+        return await self._workflow.reviews.submit(principal, request)
+
+    @rpc(SERVICE)
+    async def GetSearch(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetSearchRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SearchReview:
+        principal = await self._principal(context, "search.view")
+        return await self._workflow.reviews.get_search(principal, request.search_id)
+
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Run the gateway until ``stop`` is set."""
@@ -215,6 +270,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.max_image_bytes,
             settings.min_enrol_face_px,
             settings.max_inflight,
+            settings.probes,
         )
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
             GatewayServicer(workflow, settings.tokens), host.grpc.server
@@ -225,14 +281,33 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             actor="system",
             details={
                 "service": "gateway",
-                "allowed_purposes": sorted(settings.policy.allowed_purposes),
-                "default_candidates": settings.policy.default_candidates,
-                "max_candidates": settings.policy.max_candidates,
+                "policy_sha256": settings.policy.loaded.sha256,
                 "max_image_bytes": settings.max_image_bytes,
                 "max_inflight": settings.max_inflight,
                 "allow_uncalibrated_models": settings.calibration.allow_uncalibrated,
                 "calibrations": settings.calibration.summary(),
+                "probe_store": settings.probes is not None,
             },
         )
-        await host.mark_serving()
-        await stop.wait()
+        await settings.policy.announce(audit)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(settings.policy.watch(audit, settings.policy_reload_s, stop))
+            if settings.probes is not None:
+                tasks.create_task(
+                    sweep_probes(settings.probes, settings.policy, audit, settings.retention_sweep_s, stop)
+                )
+            await host.mark_serving()
+            await stop.wait()
+
+
+async def sweep_probes(
+    store: ProbeStore, policy: PolicyHolder, audit: AuditPublisher, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Delete probes whose retention (under the policy in force) has ended, every ``interval_s``."""
+    while not stop.is_set():
+        try:
+            await sweep(store, policy.current.retention.probe_days, audit)
+        except (CandorError, OSError, ValueError) as exc:  # the next round tries again
+            log.warning("probe_sweep_failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

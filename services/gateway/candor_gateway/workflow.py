@@ -6,8 +6,9 @@ result.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hashlib
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,9 +25,24 @@ from candor.embedder.v1 import embedder_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
+from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.calibration import CalibrationGate
-from candor_gateway.policy import SearchPolicy
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, TooLarge, subjects
+from candor_gateway.policy import PolicyHolder
+from candor_gateway.quota import SearchQuota
+from candor_gateway.refusals import audit_refusal
+from candor_gateway.retention import ProbeStore
+from candor_gateway.reviews import ReviewDesk
+from candor_kit import (
+    AuditPublisher,
+    Bus,
+    CandorError,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    ServiceUnavailable,
+    TooLarge,
+    subjects,
+)
 from candor_kit.identifiers import check_subject_id
 
 DETECT = subjects.DETECT
@@ -37,8 +53,6 @@ MATCH_DELETE = subjects.MATCH_DELETE_SUBJECT
 MATCH_DELETE_RECORD = subjects.MATCH_DELETE_RECORD
 AUDIT_VERIFY = subjects.AUDIT_VERIFY
 AUDIT_QUERY = subjects.AUDIT_QUERY
-#: Records fetched per query while exporting a case.
-EXPORT_PAGE = 1000
 
 log = structlog.get_logger("candor.gateway")
 
@@ -103,12 +117,13 @@ class Workflow:
         self,
         bus: Bus,
         audit: AuditPublisher,
-        policy: SearchPolicy,
+        policy: PolicyHolder,
         calibration: CalibrationGate,
         timeout_s: float,
         max_image_bytes: int,
         min_face_px: int,
         max_inflight: int = 16,
+        probes: ProbeStore | None = None,
     ) -> None:
         self._bus = bus
         self._audit = audit
@@ -118,6 +133,10 @@ class Workflow:
         self._max_image_bytes = max_image_bytes
         self._min_face_px = min_face_px
         self._slots = PhotoSlots(max_inflight)
+        self._reader = AuditReader(bus, audit, timeout_s)
+        self._quota = SearchQuota(self._reader)
+        self._probes = probes
+        self.reviews = ReviewDesk(self._reader, audit, policy, probes)
 
     # --- refusals ------------------------------------------------------------------------------
 
@@ -130,13 +149,8 @@ class Workflow:
         purpose: str = "",
         image: bytes | None = None,
     ) -> None:
-        """Record a refused call: who, what, why, and the photo's SHA-256 (never the photo)."""
-        details: dict[str, Any] = {"code": error.code.value, "reason": error.message}
-        if image:
-            details["image_sha256"] = hashlib.sha256(image).hexdigest()
-        await self._audit.publish(
-            f"{action}.refused", actor=actor, case_number=case_number, purpose=purpose, details=details
-        )
+        """Record a refused call: who, what, which rule, why, and the photo's SHA-256 (never the photo)."""
+        await audit_refusal(self._audit, action, error, actor, case_number=case_number, purpose=purpose, image=image)
 
     # --- detection -----------------------------------------------------------------------------
 
@@ -170,26 +184,24 @@ class Workflow:
 
     # --- use cases -----------------------------------------------------------------------------
 
-    async def search(
-        self,
-        principal: Principal,
-        image: bytes,
-        case_number: str,
-        purpose: str,
-        face_index: int | None,
-        max_candidates: int,
-    ) -> Matched:
-        """Search the gallery for a probe; refusals and results are both audited."""
+    async def search(self, principal: Principal, request: gateway_pb2.SearchRequest) -> Matched:
+        """Search the gallery for a probe under the policy in force; refusals and results are both audited."""
         search_id = str(uuid.uuid4())
         stages = StageClock()
+        policy = self._policy.current
+        case_number, purpose = request.case_number, request.purpose
+        authorisation = request.authorisation_reference.strip()
+        image = request.probe_image
         try:
             principal.require(Permission.SEARCH)
-            limit = self._policy.check(case_number, purpose, max_candidates)
-            with self._slots.claim():
-                chosen = await self._choose_face(image, face_index)
+            limit = policy.check_search(case_number, purpose, authorisation, request.max_candidates)
+            with self._slots.claim(), self._quota.claim(principal.user, policy.quotas.searches_per_user_per_day):
+                await self._quota.check(principal.user, policy.quotas.searches_per_user_per_day)
+                chosen = await self._choose_face(image, request.face_index if request.HasField("face_index") else None)
+                policy.check_probe(chosen.face.quality)
                 stages.mark("detect")
                 embedding, model = await self._embed(chosen.face)
-                model = self._calibration.calibrated(model)
+                model = policy.threshold(self._calibration.calibrated(model))
                 stages.mark("embed")
                 matched = await self._bus.request(
                     MATCH_SEARCH,
@@ -199,6 +211,7 @@ class Workflow:
                     matcher_pb2.SearchResponse,
                     self._timeout,
                 )
+                retained_until = await self._retain(search_id, image, chosen.image_sha256, policy.retention.probe_days)
         except CandorError as error:
             await self.audit_refusal("search", error, principal.user, case_number, purpose, image)
             raise
@@ -213,11 +226,16 @@ class Workflow:
             purpose=purpose,
             details={
                 "probe_sha256": probe_sha256,
+                "authorisation_reference": authorisation,
+                "policy_sha256": self._policy.loaded.sha256,
+                "probe_retained_until": retained_until,
+                "probe_quality": {"face_size_px": chosen.face.quality.face_size_px, "blur": chosen.face.quality.blur},
                 "face_box": _box(chosen.face.box),
                 "model": _model(model),
                 "threshold": model.threshold,
                 "calibration_id": model.calibration_id or None,
                 "max_candidates": limit,
+                "reviews_needed": policy.reviews.needed,
                 "candidates": [
                     {
                         "rank": c.rank,
@@ -232,6 +250,15 @@ class Workflow:
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, probe_sha256, chosen.face.quality)
+
+    async def _retain(self, search_id: str, image: bytes, sha256: str, keep_days: int) -> str | None:
+        """Keep the probe, encrypted, when the policy says so; returns until when (RFC 3339)."""
+        if keep_days == 0:
+            return None
+        if self._probes is None:
+            raise ServiceUnavailable("the policy keeps probes but the gateway has no probe store")
+        await asyncio.to_thread(self._probes.save, search_id, image, sha256)
+        return (dt.datetime.now(dt.UTC) + dt.timedelta(days=keep_days)).isoformat()
 
     async def enroll(
         self,
@@ -375,21 +402,7 @@ class Workflow:
             verification = await self._bus.request(
                 AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
             )
-            records: list[audit_pb2.AuditRecord] = []
-            while True:
-                page = await self._bus.request(
-                    AUDIT_QUERY,
-                    audit_pb2.QueryRequest(
-                        case_number=case_number,
-                        limit=EXPORT_PAGE,
-                        after_sequence=records[-1].sequence if records else 0,
-                    ),
-                    audit_pb2.QueryResponse,
-                    self._timeout,
-                )
-                records.extend(page.records)
-                if len(page.records) < EXPORT_PAGE:
-                    break
+            records = await self._reader.records(case_number=case_number)
         except CandorError as error:
             await self.audit_refusal("export_case", error, principal.user, case_number=case_number)
             raise
@@ -415,7 +428,7 @@ class Workflow:
         """One page of the audit records of a period, for oversight reports; the read is audited."""
         try:
             principal.require(Permission.LIST_AUDIT)
-            query = audit_pb2.QueryRequest(limit=request.limit or EXPORT_PAGE, after_sequence=request.after_sequence)
+            query = audit_pb2.QueryRequest(limit=request.limit or PAGE, after_sequence=request.after_sequence)
             if request.HasField("since"):
                 query.since.CopyFrom(request.since)
             if request.HasField("until"):

@@ -27,7 +27,7 @@ from candor.common.v1 import common_pb2 as candor_dot_common_dot_v1_dot_common__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/gateway/v1/gateway.proto\x12\x11\x63\x61ndor.gateway.v1\x1a\x1b\x63\x61ndor/audit/v1/audit.proto\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n\rEnrollRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x17\n\nface_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..candor.gateway.v1.EnrollRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_face_index\"\x8f\x01\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\x07quality\x18\x04 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"\x8a\x01\n\rSearchRequest\x12\x13\n\x0bprobe_image\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x17\n\nface_index\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0emax_candidates\x18\x05 \x01(\x05\x42\r\n\x0b_face_index\"\xed\x01\n\x0eSearchResponse\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12/\n\ncandidates\x18\x02 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12\x0e\n\x06notice\x18\x04 \x01(\t\x12\x14\n\x0cprobe_sha256\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x34\n\rprobe_quality\x18\x07 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"#\n\x12\x44\x65tectFacesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"o\n\x13\x44\x65tectFacesResponse\x12-\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x1e.candor.common.v1.DetectedFace\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\":\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"8\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"F\n\x12VerifyAuditRequest\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"(\n\x11\x45xportCaseRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\"\xd5\x01\n\x12\x45xportCaseResponse\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12-\n\x07records\x18\x02 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord\x12\x35\n\x0cverification\x18\x03 \x01(\x0b\x32\x1f.candor.audit.v1.VerifyResponse\x12/\n\x0b\x65xported_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xported_by\x18\x05 \x01(\t\"\x96\x01\n\x17ListAuditRecordsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\"I\n\x18ListAuditRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord2\xf0\x05\n\x0eGatewayService\x12M\n\x06\x45nroll\x12 .candor.gateway.v1.EnrollRequest\x1a!.candor.gateway.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.gateway.v1.SearchRequest\x1a!.candor.gateway.v1.SearchResponse\x12\\\n\x0b\x44\x65tectFaces\x12%.candor.gateway.v1.DetectFacesRequest\x1a&.candor.gateway.v1.DetectFacesResponse\x12\x62\n\rDeleteSubject\x12\'.candor.gateway.v1.DeleteSubjectRequest\x1a(.candor.gateway.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.gateway.v1.DeleteRecordRequest\x1a\'.candor.gateway.v1.DeleteRecordResponse\x12U\n\x0bVerifyAudit\x12%.candor.gateway.v1.VerifyAuditRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12Y\n\nExportCase\x12$.candor.gateway.v1.ExportCaseRequest\x1a%.candor.gateway.v1.ExportCaseResponse\x12k\n\x10ListAuditRecords\x12*.candor.gateway.v1.ListAuditRecordsRequest\x1a+.candor.gateway.v1.ListAuditRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/gateway/v1/gateway.proto\x12\x11\x63\x61ndor.gateway.v1\x1a\x1b\x63\x61ndor/audit/v1/audit.proto\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x01\n\rEnrollRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x17\n\nface_index\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12@\n\x08metadata\x18\x04 \x03(\x0b\x32..candor.gateway.v1.EnrollRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_face_index\"\x8f\x01\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\x07quality\x18\x04 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"\xab\x01\n\rSearchRequest\x12\x13\n\x0bprobe_image\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x17\n\nface_index\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\x0emax_candidates\x18\x05 \x01(\x05\x12\x1f\n\x17\x61uthorisation_reference\x18\x06 \x01(\tB\r\n\x0b_face_index\"\xed\x01\n\x0eSearchResponse\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12/\n\ncandidates\x18\x02 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12\x0e\n\x06notice\x18\x04 \x01(\t\x12\x14\n\x0cprobe_sha256\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12\x34\n\rprobe_quality\x18\x07 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"#\n\x12\x44\x65tectFacesRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\"o\n\x13\x44\x65tectFacesResponse\x12-\n\x05\x66\x61\x63\x65s\x18\x01 \x03(\x0b\x32\x1e.candor.common.v1.DetectedFace\x12\x13\n\x0bimage_width\x18\x02 \x01(\x05\x12\x14\n\x0cimage_height\x18\x03 \x01(\x05\":\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"8\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"F\n\x12VerifyAuditRequest\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"(\n\x11\x45xportCaseRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\"\xd5\x01\n\x12\x45xportCaseResponse\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12-\n\x07records\x18\x02 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord\x12\x35\n\x0cverification\x18\x03 \x01(\x0b\x32\x1f.candor.audit.v1.VerifyResponse\x12/\n\x0b\x65xported_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xported_by\x18\x05 \x01(\t\"\x96\x01\n\x17ListAuditRecordsRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x61\x66ter_sequence\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x05\"I\n\x18ListAuditRecordsResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord\"\x96\x01\n\x06Review\x12\x10\n\x08reviewer\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\x12-\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x1b.candor.gateway.v1.Decision\x12\r\n\x05notes\x18\x04 \x01(\t\x12.\n\ndecided_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x01\n\x11ReviewedCandidate\x12.\n\tcandidate\x18\x01 \x01(\x0b\x32\x1b.candor.common.v1.Candidate\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".candor.gateway.v1.CandidateStatus\x12*\n\x07reviews\x18\x03 \x03(\x0b\x32\x19.candor.gateway.v1.Review\"\xd6\x02\n\x0cSearchReview\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x13\n\x0bsearched_by\x18\x04 \x01(\t\x12/\n\x0bsearched_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05model\x18\x06 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12\x38\n\ncandidates\x18\x07 \x03(\x0b\x32$.candor.gateway.v1.ReviewedCandidate\x12\x16\n\x0ereviews_needed\x18\x08 \x01(\x05\x12\x1f\n\x17\x61uthorisation_reference\x18\t \x01(\t\x12\x14\n\x0cprobe_sha256\x18\n \x01(\t\x12\x13\n\x0bprobe_image\x18\x0b \x01(\x0c\"*\n\x19ListPendingReviewsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"O\n\x1aListPendingReviewsResponse\x12\x31\n\x08searches\x18\x01 \x03(\x0b\x32\x1f.candor.gateway.v1.SearchReview\"t\n\x13SubmitReviewRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\x12-\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32\x1b.candor.gateway.v1.Decision\x12\r\n\x05notes\x18\x04 \x01(\t\"]\n\x14SubmitReviewResponse\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x32\n\x06status\x18\x02 \x01(\x0e\x32\".candor.gateway.v1.CandidateStatus\"%\n\x10GetSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t*O\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_CONFIRM\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REJECT\x10\x02*\xaa\x01\n\x0f\x43\x61ndidateStatus\x12 \n\x1c\x43\x41NDIDATE_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43\x41NDIDATE_STATUS_PENDING\x10\x01\x12\x19\n\x15\x43\x41NDIDATE_STATUS_LEAD\x10\x02\x12\x1d\n\x19\x43\x41NDIDATE_STATUS_REJECTED\x10\x03\x12\x1d\n\x19\x43\x41NDIDATE_STATUS_DISPUTED\x10\x04\x32\x97\x08\n\x0eGatewayService\x12M\n\x06\x45nroll\x12 .candor.gateway.v1.EnrollRequest\x1a!.candor.gateway.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.gateway.v1.SearchRequest\x1a!.candor.gateway.v1.SearchResponse\x12\\\n\x0b\x44\x65tectFaces\x12%.candor.gateway.v1.DetectFacesRequest\x1a&.candor.gateway.v1.DetectFacesResponse\x12\x62\n\rDeleteSubject\x12\'.candor.gateway.v1.DeleteSubjectRequest\x1a(.candor.gateway.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.gateway.v1.DeleteRecordRequest\x1a\'.candor.gateway.v1.DeleteRecordResponse\x12U\n\x0bVerifyAudit\x12%.candor.gateway.v1.VerifyAuditRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12Y\n\nExportCase\x12$.candor.gateway.v1.ExportCaseRequest\x1a%.candor.gateway.v1.ExportCaseResponse\x12k\n\x10ListAuditRecords\x12*.candor.gateway.v1.ListAuditRecordsRequest\x1a+.candor.gateway.v1.ListAuditRecordsResponse\x12q\n\x12ListPendingReviews\x12,.candor.gateway.v1.ListPendingReviewsRequest\x1a-.candor.gateway.v1.ListPendingReviewsResponse\x12_\n\x0cSubmitReview\x12&.candor.gateway.v1.SubmitReviewRequest\x1a\'.candor.gateway.v1.SubmitReviewResponse\x12Q\n\tGetSearch\x12#.candor.gateway.v1.GetSearchRequest\x1a\x1f.candor.gateway.v1.SearchReviewb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENROLLREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_DECISION']._serialized_start=2893
+  _globals['_DECISION']._serialized_end=2972
+  _globals['_CANDIDATESTATUS']._serialized_start=2975
+  _globals['_CANDIDATESTATUS']._serialized_end=3145
   _globals['_ENROLLREQUEST']._serialized_start=148
   _globals['_ENROLLREQUEST']._serialized_end=353
   _globals['_ENROLLREQUEST_METADATAENTRY']._serialized_start=291
@@ -43,31 +47,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLRESPONSE']._serialized_start=356
   _globals['_ENROLLRESPONSE']._serialized_end=499
   _globals['_SEARCHREQUEST']._serialized_start=502
-  _globals['_SEARCHREQUEST']._serialized_end=640
-  _globals['_SEARCHRESPONSE']._serialized_start=643
-  _globals['_SEARCHRESPONSE']._serialized_end=880
-  _globals['_DETECTFACESREQUEST']._serialized_start=882
-  _globals['_DETECTFACESREQUEST']._serialized_end=917
-  _globals['_DETECTFACESRESPONSE']._serialized_start=919
-  _globals['_DETECTFACESRESPONSE']._serialized_end=1030
-  _globals['_DELETESUBJECTREQUEST']._serialized_start=1032
-  _globals['_DELETESUBJECTREQUEST']._serialized_end=1090
-  _globals['_DELETESUBJECTRESPONSE']._serialized_start=1092
-  _globals['_DELETESUBJECTRESPONSE']._serialized_end=1140
-  _globals['_DELETERECORDREQUEST']._serialized_start=1142
-  _globals['_DELETERECORDREQUEST']._serialized_end=1198
-  _globals['_DELETERECORDRESPONSE']._serialized_start=1200
-  _globals['_DELETERECORDRESPONSE']._serialized_end=1259
-  _globals['_VERIFYAUDITREQUEST']._serialized_start=1261
-  _globals['_VERIFYAUDITREQUEST']._serialized_end=1331
-  _globals['_EXPORTCASEREQUEST']._serialized_start=1333
-  _globals['_EXPORTCASEREQUEST']._serialized_end=1373
-  _globals['_EXPORTCASERESPONSE']._serialized_start=1376
-  _globals['_EXPORTCASERESPONSE']._serialized_end=1589
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=1592
-  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=1742
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=1744
-  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=1817
-  _globals['_GATEWAYSERVICE']._serialized_start=1820
-  _globals['_GATEWAYSERVICE']._serialized_end=2572
+  _globals['_SEARCHREQUEST']._serialized_end=673
+  _globals['_SEARCHRESPONSE']._serialized_start=676
+  _globals['_SEARCHRESPONSE']._serialized_end=913
+  _globals['_DETECTFACESREQUEST']._serialized_start=915
+  _globals['_DETECTFACESREQUEST']._serialized_end=950
+  _globals['_DETECTFACESRESPONSE']._serialized_start=952
+  _globals['_DETECTFACESRESPONSE']._serialized_end=1063
+  _globals['_DELETESUBJECTREQUEST']._serialized_start=1065
+  _globals['_DELETESUBJECTREQUEST']._serialized_end=1123
+  _globals['_DELETESUBJECTRESPONSE']._serialized_start=1125
+  _globals['_DELETESUBJECTRESPONSE']._serialized_end=1173
+  _globals['_DELETERECORDREQUEST']._serialized_start=1175
+  _globals['_DELETERECORDREQUEST']._serialized_end=1231
+  _globals['_DELETERECORDRESPONSE']._serialized_start=1233
+  _globals['_DELETERECORDRESPONSE']._serialized_end=1292
+  _globals['_VERIFYAUDITREQUEST']._serialized_start=1294
+  _globals['_VERIFYAUDITREQUEST']._serialized_end=1364
+  _globals['_EXPORTCASEREQUEST']._serialized_start=1366
+  _globals['_EXPORTCASEREQUEST']._serialized_end=1406
+  _globals['_EXPORTCASERESPONSE']._serialized_start=1409
+  _globals['_EXPORTCASERESPONSE']._serialized_end=1622
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_start=1625
+  _globals['_LISTAUDITRECORDSREQUEST']._serialized_end=1775
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_start=1777
+  _globals['_LISTAUDITRECORDSRESPONSE']._serialized_end=1850
+  _globals['_REVIEW']._serialized_start=1853
+  _globals['_REVIEW']._serialized_end=2003
+  _globals['_REVIEWEDCANDIDATE']._serialized_start=2006
+  _globals['_REVIEWEDCANDIDATE']._serialized_end=2169
+  _globals['_SEARCHREVIEW']._serialized_start=2172
+  _globals['_SEARCHREVIEW']._serialized_end=2514
+  _globals['_LISTPENDINGREVIEWSREQUEST']._serialized_start=2516
+  _globals['_LISTPENDINGREVIEWSREQUEST']._serialized_end=2558
+  _globals['_LISTPENDINGREVIEWSRESPONSE']._serialized_start=2560
+  _globals['_LISTPENDINGREVIEWSRESPONSE']._serialized_end=2639
+  _globals['_SUBMITREVIEWREQUEST']._serialized_start=2641
+  _globals['_SUBMITREVIEWREQUEST']._serialized_end=2757
+  _globals['_SUBMITREVIEWRESPONSE']._serialized_start=2759
+  _globals['_SUBMITREVIEWRESPONSE']._serialized_end=2852
+  _globals['_GETSEARCHREQUEST']._serialized_start=2854
+  _globals['_GETSEARCHREQUEST']._serialized_end=2891
+  _globals['_GATEWAYSERVICE']._serialized_start=3148
+  _globals['_GATEWAYSERVICE']._serialized_end=4195
 # @@protoc_insertion_point(module_scope)

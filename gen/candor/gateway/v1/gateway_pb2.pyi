@@ -4,12 +4,35 @@ from candor.audit.v1 import audit_pb2 as _audit_pb2
 from candor.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DECISION_UNSPECIFIED: _ClassVar[Decision]
+    DECISION_CONFIRM: _ClassVar[Decision]
+    DECISION_REJECT: _ClassVar[Decision]
+
+class CandidateStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CANDIDATE_STATUS_UNSPECIFIED: _ClassVar[CandidateStatus]
+    CANDIDATE_STATUS_PENDING: _ClassVar[CandidateStatus]
+    CANDIDATE_STATUS_LEAD: _ClassVar[CandidateStatus]
+    CANDIDATE_STATUS_REJECTED: _ClassVar[CandidateStatus]
+    CANDIDATE_STATUS_DISPUTED: _ClassVar[CandidateStatus]
+DECISION_UNSPECIFIED: Decision
+DECISION_CONFIRM: Decision
+DECISION_REJECT: Decision
+CANDIDATE_STATUS_UNSPECIFIED: CandidateStatus
+CANDIDATE_STATUS_PENDING: CandidateStatus
+CANDIDATE_STATUS_LEAD: CandidateStatus
+CANDIDATE_STATUS_REJECTED: CandidateStatus
+CANDIDATE_STATUS_DISPUTED: CandidateStatus
 
 class EnrollRequest(_message.Message):
     __slots__ = ("image", "subject_id", "face_index", "metadata")
@@ -43,18 +66,20 @@ class EnrollResponse(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., created: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("probe_image", "case_number", "purpose", "face_index", "max_candidates")
+    __slots__ = ("probe_image", "case_number", "purpose", "face_index", "max_candidates", "authorisation_reference")
     PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    AUTHORISATION_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     probe_image: bytes
     case_number: str
     purpose: str
     face_index: int
     max_candidates: int
-    def __init__(self, probe_image: _Optional[bytes] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., face_index: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
+    authorisation_reference: str
+    def __init__(self, probe_image: _Optional[bytes] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., face_index: _Optional[int] = ..., max_candidates: _Optional[int] = ..., authorisation_reference: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("search_id", "candidates", "model", "notice", "probe_sha256", "trace_id", "probe_quality")
@@ -163,3 +188,91 @@ class ListAuditRecordsResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditRecord]
     def __init__(self, records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ...) -> None: ...
+
+class Review(_message.Message):
+    __slots__ = ("reviewer", "role", "decision", "notes", "decided_at")
+    REVIEWER_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    reviewer: str
+    role: str
+    decision: Decision
+    notes: str
+    decided_at: _timestamp_pb2.Timestamp
+    def __init__(self, reviewer: _Optional[str] = ..., role: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., notes: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ReviewedCandidate(_message.Message):
+    __slots__ = ("candidate", "status", "reviews")
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    candidate: _common_pb2.Candidate
+    status: CandidateStatus
+    reviews: _containers.RepeatedCompositeFieldContainer[Review]
+    def __init__(self, candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., reviews: _Optional[_Iterable[_Union[Review, _Mapping]]] = ...) -> None: ...
+
+class SearchReview(_message.Message):
+    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SEARCHED_BY_FIELD_NUMBER: _ClassVar[int]
+    SEARCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    REVIEWS_NEEDED_FIELD_NUMBER: _ClassVar[int]
+    AUTHORISATION_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    case_number: str
+    purpose: str
+    searched_by: str
+    searched_at: _timestamp_pb2.Timestamp
+    model: _common_pb2.ModelRef
+    candidates: _containers.RepeatedCompositeFieldContainer[ReviewedCandidate]
+    reviews_needed: int
+    authorisation_reference: str
+    probe_sha256: str
+    probe_image: bytes
+    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ...) -> None: ...
+
+class ListPendingReviewsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ListPendingReviewsResponse(_message.Message):
+    __slots__ = ("searches",)
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    searches: _containers.RepeatedCompositeFieldContainer[SearchReview]
+    def __init__(self, searches: _Optional[_Iterable[_Union[SearchReview, _Mapping]]] = ...) -> None: ...
+
+class SubmitReviewRequest(_message.Message):
+    __slots__ = ("search_id", "rank", "decision", "notes")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    rank: int
+    decision: Decision
+    notes: str
+    def __init__(self, search_id: _Optional[str] = ..., rank: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class SubmitReviewResponse(_message.Message):
+    __slots__ = ("review_id", "status")
+    REVIEW_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    review_id: str
+    status: CandidateStatus
+    def __init__(self, review_id: _Optional[str] = ..., status: _Optional[_Union[CandidateStatus, str]] = ...) -> None: ...
+
+class GetSearchRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...

@@ -75,6 +75,21 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListPendingReviews = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/ListPendingReviews',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListPendingReviewsRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListPendingReviewsResponse.FromString,
+                _registered_method=True)
+        self.SubmitReview = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/SubmitReview',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewResponse.FromString,
+                _registered_method=True)
+        self.GetSearch = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/GetSearch',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -139,6 +154,30 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPendingReviews(self, request, context):
+        """Searches whose candidates wait for the caller's review: for a reviewer, candidates they have
+        not decided on in searches they did not make; for a supervisor, disputed candidates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitReview(self, request, context):
+        """One reviewer's decision on one candidate of a search. A candidate becomes a lead only when the
+        policy's number of different reviewers (2 by default) confirm it; a split goes to a supervisor,
+        whose decision settles it. The searcher may not review their own search. Every step is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSearch(self, request, context):
+        """A search and its review state. Reviews are blind: a reviewer sees only their own decisions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -181,6 +220,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'ListPendingReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingReviews,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListPendingReviewsRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListPendingReviewsResponse.SerializeToString,
+            ),
+            'SubmitReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReview,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewResponse.SerializeToString,
+            ),
+            'GetSearch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSearch,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -399,6 +453,87 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/ListAuditRecords',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/ListPendingReviews',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListPendingReviewsRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListPendingReviewsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/SubmitReview',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSearch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/GetSearch',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""Signed bearer tokens, the per-RPC role allow-lists, and the search policy."""
+"""Signed bearer tokens and the per-RPC role allow-lists."""
 
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ from candor_gateway import (
     ROLES,
     RPC_ROLES,
     Permission,
-    SearchPolicy,
     TokenVerifier,
     generate_token_keys,
     issue_token,
     load_private_key,
 )
 from candor_gateway.access import load_public_keys
-from candor_kit import ConfigError, InvalidInput, PolicyViolation, Unauthenticated
+from candor_kit import ConfigError, PolicyViolation, Unauthenticated
 
 PRIVATE_PEM, PUBLIC_PEM = generate_token_keys()
 KEY = load_private_key(PRIVATE_PEM)
@@ -114,27 +113,3 @@ def test_token_keys_must_be_public_ed25519_or_rsa() -> None:
         load_public_keys("")
     with pytest.raises(ValueError, match="some of"):
         issue_token(KEY, "ann", ["superuser"], 600, "candor-test", "candor-gateway")
-
-
-POLICY = SearchPolicy(frozenset({"investigation"}), default_candidates=10, max_candidates=20)
-
-
-def test_policy_requires_case_and_purpose() -> None:
-    with pytest.raises(InvalidInput, match="case number"):
-        POLICY.check("", "investigation", 0)
-    with pytest.raises(InvalidInput, match="purpose is required"):
-        POLICY.check("CASE-1", "", 0)
-    with pytest.raises(InvalidInput, match="case number must"):
-        POLICY.check("CASE 1; DROP", "investigation", 0)
-
-
-def test_purpose_outside_the_allow_list_is_denied() -> None:
-    with pytest.raises(PolicyViolation, match="not allowed"):
-        POLICY.check("CASE-1", "curiosity", 0)
-
-
-def test_candidate_list_size_defaults_and_an_oversized_list_is_refused() -> None:
-    assert POLICY.check("CASE-1", "investigation", 0) == 10
-    assert POLICY.check("CASE-1", "investigation", 20) == 20
-    with pytest.raises(PolicyViolation, match="exceeds the policy's limit of 20"):
-        POLICY.check("CASE-1", "investigation", 21)

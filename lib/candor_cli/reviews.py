@@ -1,0 +1,74 @@
+"""``candor review``: the two-reviewer workflow from the command line (list, show, submit)."""
+
+from __future__ import annotations
+
+import argparse
+
+from google.protobuf.json_format import MessageToJson
+
+from candor.gateway.v1 import gateway_pb2
+from candor_cli.client import GatewayClient
+
+STATUS = {
+    gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED: "(blind)",
+    gateway_pb2.CANDIDATE_STATUS_PENDING: "pending",
+    gateway_pb2.CANDIDATE_STATUS_LEAD: "LEAD",
+    gateway_pb2.CANDIDATE_STATUS_REJECTED: "rejected",
+    gateway_pb2.CANDIDATE_STATUS_DISPUTED: "DISPUTED",
+}
+DECISION = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
+
+
+def add_review_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
+    """``candor review list|show|submit``."""
+    review = commands.add_parser("review", help="review search candidates").add_subparsers(dest="action", required=True)
+    listing = review.add_parser("list", parents=[common], help="searches waiting for your review")
+    listing.add_argument("--json", action="store_true")
+    show = review.add_parser("show", parents=[common], help="a search and its review state")
+    show.add_argument("search_id")
+    show.add_argument("--json", action="store_true")
+    submit = review.add_parser("submit", parents=[common], help="confirm or reject one candidate")
+    submit.add_argument("search_id")
+    submit.add_argument("--rank", type=int, required=True, help="the candidate's rank in the search")
+    submit.add_argument("--decision", choices=("confirm", "reject"), required=True)
+    submit.add_argument("--notes", default="", help="why (required to reject, and for a supervisor)")
+
+
+def run_review(client: GatewayClient, args: argparse.Namespace) -> int:
+    """Run one ``candor review`` action."""
+    if args.action == "submit":
+        done = client.submit_review(args.search_id, args.rank, args.decision == "confirm", args.notes)
+        print(
+            f"review {done.review_id} recorded: candidate {args.rank} {args.decision}ed; status {STATUS[done.status]}"
+        )
+        return 0
+    if args.action == "show":
+        found = client.get_search(args.search_id)
+        print(MessageToJson(found) if args.json else describe(found))
+        return 0
+    pending = client.pending_reviews()
+    if args.json:
+        print(MessageToJson(pending))
+    else:
+        print(f"{len(pending.searches)} search(es) waiting for your review")
+        for found in pending.searches:
+            print(describe(found))
+    return 0
+
+
+def describe(found: gateway_pb2.SearchReview) -> str:
+    """A search's review state as text."""
+    lines = [
+        f"search {found.search_id}  case {found.case_number}  purpose {found.purpose}  by {found.searched_by}  "
+        f"({found.reviews_needed} confirmations make a lead)"
+    ]
+    for reviewed in found.candidates:
+        candidate = reviewed.candidate
+        status = STATUS[reviewed.status]
+        lines.append(f"  {candidate.rank:>2}. {candidate.subject_id:<24} distance {candidate.distance:.4f}  {status}")
+        lines.extend(
+            f"        {review.role} {review.reviewer}: {DECISION[review.decision]}"
+            + (f" ({review.notes})" if review.notes else "")
+            for review in reviewed.reviews
+        )
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Reading the audit chain back: the gateway's quotas, reviews and exports are computed from it.
+
+Reads wait, by default, until the chain holds every event this gateway has published (read your
+writes), so a review just submitted or a search just made is counted by the next call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+from candor.audit.v1 import audit_pb2
+from candor_kit import AuditPublisher, Bus, subjects
+
+#: Records fetched per query.
+PAGE = 1000
+
+
+class AuditReader:
+    """Filtered, paged reads of the audit chain over NATS."""
+
+    def __init__(self, bus: Bus, publisher: AuditPublisher, timeout_s: float) -> None:
+        self._bus = bus
+        self._publisher = publisher
+        self._timeout = timeout_s
+
+    async def records(
+        self,
+        *,
+        kinds: Iterable[str] = (),
+        case_number: str = "",
+        actor: str = "",
+        event_id: str = "",
+        since: dt.datetime | None = None,
+        at_most: int | None = None,
+        fresh: bool = True,
+    ) -> list[audit_pb2.AuditRecord]:
+        """Matching records, oldest first: all of them, or the first ``at_most``."""
+        query = audit_pb2.QueryRequest(
+            kinds=sorted(kinds),
+            case_number=case_number,
+            actor=actor,
+            event_id=event_id,
+            wait_for_stream_sequence=self._publisher.last_sequence if fresh else 0,
+        )
+        if since is not None:
+            query.since.FromDatetime(since)
+        found: list[audit_pb2.AuditRecord] = []
+        while at_most is None or len(found) < at_most:
+            query.limit = PAGE if at_most is None else min(PAGE, at_most - len(found))
+            query.after_sequence = found[-1].sequence if found else 0
+            page = await self._bus.request(subjects.AUDIT_QUERY, query, audit_pb2.QueryResponse, self._timeout)
+            found.extend(page.records)
+            if len(page.records) < query.limit:
+                break
+        return found

@@ -1,0 +1,368 @@
+"""The two-reviewer workflow, event-sourced from the audit chain.
+
+A search's candidates are reviewed by people other than the searcher. Each decision is an audit
+event (``review.submitted``); the state of every candidate is computed from those events alone, so
+the chain is the one record of who decided what, and the oversight report and the discovery export
+see exactly what the workflow saw. The rules:
+
+- a candidate is a lead only when ``needed`` different reviewers confirm it; when all reject, it is
+  rejected; when they split, it is disputed and a supervisor (not the searcher, not one of its
+  reviewers) settles it;
+- the searcher cannot review their own search, and nobody reviews the same candidate twice;
+- reviews are blind: a reviewer sees only their own decisions, never another's or the outcome.
+
+The outcome of each candidate is written as its own event (``review.confirmed``,
+``review.rejected``, ``review.disputed``) with an id derived from the search and rank, so two
+gateways that both see the last review record it once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from candor.audit.v1 import audit_pb2
+from candor.common.v1 import common_pb2
+from candor.gateway.v1 import gateway_pb2
+from candor_gateway.access import Permission, Principal
+from candor_gateway.audit_reader import AuditReader
+from candor_gateway.policy import PolicyHolder, Rule
+from candor_gateway.refusals import audit_refusal
+from candor_gateway.retention import ProbeStore
+from candor_kit import AuditPublisher, CandorError, InvalidInput, NotFound, PolicyViolation, PreconditionFailed
+
+SEARCHED = "search.completed"
+SUBMITTED = "review.submitted"
+#: The outcome events, by the status they record.
+OUTCOME_KINDS = {
+    gateway_pb2.CANDIDATE_STATUS_LEAD: "review.confirmed",
+    gateway_pb2.CANDIDATE_STATUS_REJECTED: "review.rejected",
+    gateway_pb2.CANDIDATE_STATUS_DISPUTED: "review.disputed",
+}
+DECISIONS = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
+DECISION_VALUES = {name: value for value, name in DECISIONS.items()}
+MAX_NOTES = 2000
+REJECTED = gateway_pb2.CANDIDATE_STATUS_REJECTED
+#: Roles that see every review of a search (everyone else who may look sees only their own).
+FULL_VIEW_ROLES = frozenset({"supervisor", "auditor"})
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One review of one candidate."""
+
+    review_id: str
+    reviewer: str
+    role: str
+    decision: str
+    notes: str
+    decided_at: Timestamp
+
+
+@dataclass
+class SearchFile:
+    """A search as the chain records it, with the reviews of its candidates so far."""
+
+    search_id: str
+    case_number: str
+    purpose: str
+    searched_by: str
+    searched_at: Timestamp
+    details: dict[str, Any]
+    reviews: dict[int, list[Decided]] = field(default_factory=dict)
+
+    @property
+    def candidates(self) -> list[dict[str, Any]]:
+        """The candidates shown, best first."""
+        return list(self.details.get("candidates", []))
+
+    def candidate(self, rank: int) -> dict[str, Any]:
+        """The candidate at ``rank``; NotFound when the search showed none there."""
+        for candidate in self.candidates:
+            if candidate["rank"] == rank:
+                return candidate
+        raise NotFound(f"search {self.search_id} has no candidate at rank {rank}")
+
+    def status(self, rank: int, needed: int) -> int:
+        """A candidate's CandidateStatus from its reviews: the first ``needed`` reviewers' decisions
+        decide, unless a supervisor settled a dispute."""
+        reviews = self.reviews.get(rank, [])
+        settled = [r for r in reviews if r.role == "supervisor"]
+        if settled:
+            return gateway_pb2.CANDIDATE_STATUS_LEAD if settled[0].decision == "confirm" else REJECTED
+        first = [r.decision for r in reviews if r.role == "reviewer"][:needed]
+        if len(first) < needed:
+            return gateway_pb2.CANDIDATE_STATUS_PENDING
+        if set(first) == {"confirm"}:
+            return gateway_pb2.CANDIDATE_STATUS_LEAD
+        if set(first) == {"reject"}:
+            return REJECTED
+        return gateway_pb2.CANDIDATE_STATUS_DISPUTED
+
+    def reviewers(self, rank: int) -> set[str]:
+        """Who has reviewed the candidate at ``rank``."""
+        return {r.reviewer for r in self.reviews.get(rank, [])}
+
+
+def fold(records: Iterable[audit_pb2.AuditRecord]) -> dict[str, SearchFile]:
+    """The searches and their reviews, from ``search.completed`` and ``review.submitted`` records."""
+    searches: dict[str, SearchFile] = {}
+    for record in records:
+        event = record.event
+        details = json.loads(event.details_json or "{}")
+        if event.kind == SEARCHED:
+            searches[event.event_id] = SearchFile(
+                event.event_id, event.case_number, event.purpose, event.actor, event.occurred_at, details
+            )
+        elif event.kind == SUBMITTED and details.get("search_id") in searches:
+            searches[details["search_id"]].reviews.setdefault(int(details["rank"]), []).append(
+                Decided(
+                    event.event_id,
+                    event.actor,
+                    details["role"],
+                    details["decision"],
+                    details.get("notes", ""),
+                    event.occurred_at,
+                )
+            )
+    return searches
+
+
+class ReviewDesk:
+    """The review use cases: what waits for review, one decision, and one search's state."""
+
+    def __init__(
+        self,
+        reader: AuditReader,
+        audit: AuditPublisher,
+        policy: PolicyHolder,
+        probes: ProbeStore | None = None,
+    ) -> None:
+        self._reader = reader
+        self._audit = audit
+        self._policy = policy
+        self._probes = probes
+
+    async def _search_file(self, search_id: str) -> SearchFile:
+        if not search_id.strip():
+            raise InvalidInput("search_id is required")
+        searched = await self._reader.records(kinds=[SEARCHED], event_id=search_id, at_most=1)
+        if not searched:
+            raise NotFound(f"no search {search_id}")
+        reviews = await self._reader.records(kinds=[SUBMITTED], case_number=searched[0].event.case_number, fresh=False)
+        return fold([*searched, *reviews])[search_id]
+
+    async def get_search(self, principal: Principal, search_id: str) -> gateway_pb2.SearchReview:
+        """A search and its reviews as the caller may see them; the look is audited."""
+        found: SearchFile | None = None
+        try:
+            principal.require(Permission.GET_SEARCH)
+            found = await self._search_file(search_id)
+            if principal.roles <= {"investigator"} and principal.user != found.searched_by:
+                raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
+            probe = self._probe_for(principal, found)
+        except CandorError as error:
+            await self._refused("search.view", error, principal, found)
+            raise
+        await self._audit.publish(
+            "search.viewed",
+            actor=principal.user,
+            case_number=found.case_number,
+            purpose=found.purpose,
+            details={"search_id": search_id, "probe_shown": bool(probe)},
+        )
+        return self._view(principal, found, probe)
+
+    async def list_pending(self, principal: Principal, limit: int) -> gateway_pb2.ListPendingReviewsResponse:
+        """Searches with candidates that wait for this caller: undecided ones for a reviewer,
+        disputed ones for a supervisor. Oldest first."""
+        try:
+            principal.require(Permission.LIST_REVIEWS)
+            if not 0 <= limit <= 500:
+                raise InvalidInput("limit must be between 1 and 500")
+            since = dt.datetime.now(dt.UTC) - dt.timedelta(days=self._policy.current.reviews.window_days)
+            searches = fold(await self._reader.records(kinds=[SEARCHED, SUBMITTED], since=since))
+        except CandorError as error:
+            await self._refused("review.list", error, principal)
+            raise
+        waiting = [found for found in searches.values() if self._waiting_for(principal, found)][: limit or 100]
+        await self._audit.publish(
+            "review.listed", actor=principal.user, details={"searches": [found.search_id for found in waiting]}
+        )
+        return gateway_pb2.ListPendingReviewsResponse(searches=[self._view(principal, found) for found in waiting])
+
+    async def submit(
+        self, principal: Principal, request: gateway_pb2.SubmitReviewRequest
+    ) -> gateway_pb2.SubmitReviewResponse:
+        """Record one decision on one candidate, then the candidate's outcome if this decided it."""
+        found: SearchFile | None = None
+        needed = self._policy.current.reviews.needed
+        try:
+            principal.require(Permission.SUBMIT_REVIEW)
+            decision = _decision(request)
+            found = await self._search_file(request.search_id)
+            candidate = found.candidate(request.rank)
+            role = self._reviewing_role(principal, found, request.rank, needed)
+            if (decision == "reject" or role == "supervisor") and not request.notes.strip():
+                raise InvalidInput("notes are required for a rejection and for a supervisor's decision")
+        except CandorError as error:
+            await self._refused("review", error, principal, found)
+            raise
+        review_id = await self._audit.publish(
+            SUBMITTED,
+            actor=principal.user,
+            case_number=found.case_number,
+            purpose=found.purpose,
+            details={
+                "search_id": found.search_id,
+                "rank": request.rank,
+                "subject_id": candidate["subject_id"],
+                "record_id": candidate.get("record_id", ""),
+                "decision": decision,
+                "role": role,
+                "notes": request.notes.strip(),
+            },
+        )
+        status = await self._record_outcome(found.search_id, request.rank, needed)
+        blind = not principal.roles & FULL_VIEW_ROLES
+        return gateway_pb2.SubmitReviewResponse(
+            review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
+        )
+
+    def _reviewing_role(self, principal: Principal, found: SearchFile, rank: int, needed: int) -> str:
+        """The capacity the caller reviews in ("reviewer" or "supervisor"), or why they may not."""
+        if principal.user == found.searched_by:
+            raise PolicyViolation("the searcher may not review their own search", rule=Rule.OWN_SEARCH)
+        if principal.user in found.reviewers(rank):
+            raise PreconditionFailed(f"{principal.user} has already reviewed this candidate", rule=Rule.REVIEW)
+        status = found.status(rank, needed)
+        if status == gateway_pb2.CANDIDATE_STATUS_PENDING and "reviewer" in principal.roles:
+            return "reviewer"
+        if status == gateway_pb2.CANDIDATE_STATUS_DISPUTED and "supervisor" in principal.roles:
+            return "supervisor"
+        waits = {
+            gateway_pb2.CANDIDATE_STATUS_PENDING: "waits for reviewers",
+            gateway_pb2.CANDIDATE_STATUS_DISPUTED: "is disputed and waits for a supervisor",
+        }.get(status, "is already decided")
+        raise PreconditionFailed(f"candidate {rank} of search {found.search_id} {waits}", rule=Rule.REVIEW)
+
+    async def _record_outcome(self, search_id: str, rank: int, needed: int) -> int:
+        """Read the candidate back (with every review stored so far) and record its outcome once."""
+        found = await self._search_file(search_id)
+        status = found.status(rank, needed)
+        kind = OUTCOME_KINDS.get(status)
+        if kind is not None:
+            reviews = found.reviews.get(rank, [])
+            await self._audit.publish(
+                kind,
+                event_id=f"{search_id}/{rank}/{kind}",
+                actor=reviews[-1].reviewer,
+                case_number=found.case_number,
+                purpose=found.purpose,
+                details={
+                    "search_id": search_id,
+                    "rank": rank,
+                    "subject_id": found.candidate(rank)["subject_id"],
+                    "reviewers": [r.reviewer for r in reviews if r.role == "reviewer"],
+                    "settled_by": next((r.reviewer for r in reviews if r.role == "supervisor"), None),
+                },
+            )
+        return status
+
+    def _waiting_for(self, principal: Principal, found: SearchFile) -> bool:
+        if principal.user == found.searched_by:
+            return False
+        needed = self._policy.current.reviews.needed
+        for candidate in found.candidates:
+            rank = candidate["rank"]
+            if principal.user in found.reviewers(rank):
+                continue
+            status = found.status(rank, needed)
+            if status == gateway_pb2.CANDIDATE_STATUS_PENDING and "reviewer" in principal.roles:
+                return True
+            if status == gateway_pb2.CANDIDATE_STATUS_DISPUTED and "supervisor" in principal.roles:
+                return True
+        return False
+
+    def _probe_for(self, principal: Principal, found: SearchFile) -> bytes:
+        """The retained probe, for those who compare it with the candidates."""
+        if self._probes is None or not principal.roles & {"reviewer", "supervisor"}:
+            return b""
+        return self._probes.load(found.search_id) or b""
+
+    def _view(self, principal: Principal, found: SearchFile, probe: bytes = b"") -> gateway_pb2.SearchReview:
+        full = bool(principal.roles & FULL_VIEW_ROLES) or principal.user == found.searched_by
+        needed = self._policy.current.reviews.needed
+        model = found.details.get("model", {})
+        view = gateway_pb2.SearchReview(
+            search_id=found.search_id,
+            case_number=found.case_number,
+            purpose=found.purpose,
+            searched_by=found.searched_by,
+            searched_at=found.searched_at,
+            model=common_pb2.ModelRef(
+                id=model.get("id", ""),
+                version=model.get("version", ""),
+                metric=model.get("metric", ""),
+                threshold=found.details.get("threshold", 0.0),
+                calibration_id=found.details.get("calibration_id") or "",
+            ),
+            reviews_needed=needed,
+            authorisation_reference=found.details.get("authorisation_reference", ""),
+            probe_sha256=found.details.get("probe_sha256", ""),
+            probe_image=probe,
+        )
+        for candidate in found.candidates:
+            rank = candidate["rank"]
+            reviews = [r for r in found.reviews.get(rank, []) if full or r.reviewer == principal.user]
+            view.candidates.append(
+                gateway_pb2.ReviewedCandidate(
+                    candidate=common_pb2.Candidate(
+                        rank=rank,
+                        subject_id=candidate["subject_id"],
+                        distance=candidate["distance"],
+                        record_id=candidate.get("record_id", ""),
+                        model_id=model.get("id", ""),
+                    ),
+                    status=found.status(rank, needed) if full else gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED,
+                    reviews=[
+                        gateway_pb2.Review(
+                            reviewer=r.reviewer,
+                            role=r.role,
+                            decision=DECISION_VALUES[r.decision],
+                            notes=r.notes,
+                            decided_at=r.decided_at,
+                        )
+                        for r in reviews
+                    ],
+                )
+            )
+        return view
+
+    async def _refused(
+        self, action: str, error: CandorError, principal: Principal, found: SearchFile | None = None
+    ) -> None:
+        await audit_refusal(
+            self._audit,
+            action,
+            error,
+            principal.user,
+            case_number=found.case_number if found else "",
+            purpose=found.purpose if found else "",
+            **({"search_id": found.search_id} if found else {}),
+        )
+
+
+def _decision(request: gateway_pb2.SubmitReviewRequest) -> str:
+    if request.decision not in DECISIONS:
+        raise InvalidInput("decision must be DECISION_CONFIRM or DECISION_REJECT")
+    if len(request.notes) > MAX_NOTES:
+        raise InvalidInput(f"notes exceed {MAX_NOTES} characters")
+    if request.rank < 1:
+        raise InvalidInput("rank must be 1 or more")
+    return DECISIONS[request.decision]

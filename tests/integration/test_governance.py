@@ -1,0 +1,312 @@
+"""The policy file's rules, its changes, the two-reviewer workflow and probe retention, through the
+running services: each refusal names its rule and is audited, and every review step is audited."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+import yaml
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
+from candor_gateway import issue_token, load_private_key
+from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user, eventually
+from tests.integration.test_search_flow import audit_records
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+INVESTIGATOR = as_user("investigator-token")
+ENROLLER = as_user("enroller-token")
+RITA, ROB, SUE = as_user("reviewer-a"), as_user("reviewer-b"), as_user("supervisor")
+IRIS = as_user("investigating-reviewer")
+AUDITOR = as_user("auditor-token")
+
+
+def policy_with(**changes: object) -> str:
+    """The test stack's policy with some top-level entries replaced."""
+    document = yaml.safe_load(POLICY)
+    document.update(changes)
+    return yaml.safe_dump(document)
+
+
+def fresh_investigator() -> tuple[str, tuple[tuple[str, str]]]:
+    """A user no other test has searched as (quotas count per user and day)."""
+    user = f"inv-{uuid.uuid4().hex[:8]}"
+    token = issue_token(load_private_key(TOKEN_KEY), user, ["investigator"], 600, LOCAL_ISSUER, AUDIENCE)
+    return user, (("authorization", f"Bearer {token}"),)
+
+
+@pytest.fixture
+async def restore_policy(stack: InProcessStack) -> AsyncIterator[None]:
+    """Put the stack's usual policy back after a test that changed it."""
+    yield
+    await stack.use_policy(POLICY)
+
+
+@pytest.fixture(scope="module")
+async def gallery(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path) -> None:
+    """obama.jpg enrolled (enrolment is idempotent, so other modules' enrolment does not matter)."""
+    request = gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="obama")
+    await gateway.Enroll(request, metadata=ENROLLER)
+
+
+def probe_request(samples: Path, case: str, **fields: object) -> gateway_pb2.SearchRequest:
+    image = (samples / "obama2.jpg").read_bytes()
+    return gateway_pb2.SearchRequest(probe_image=image, case_number=case, **{"purpose": "investigation", **fields})
+
+
+async def refusal_rule(stack: InProcessStack, actor: str, case: str, kind: str = "search.refused") -> list[str]:
+    """The rules named by ``actor``'s audited refusals in ``case``."""
+    records = await audit_records(stack, actor=actor, case_number=case, kinds=[kind])
+    return [json.loads(r.event.details_json).get("rule", "") for r in records]
+
+
+async def test_missing_case_bad_purpose_and_oversized_list_are_refused_naming_their_rule(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    user, metadata = fresh_investigator()
+    expected = [
+        (probe_request(samples, ""), grpc.StatusCode.INVALID_ARGUMENT, "case_number"),
+        (probe_request(samples, "GOV-1", purpose="curiosity"), grpc.StatusCode.PERMISSION_DENIED, "purpose"),
+        (probe_request(samples, "GOV-1", max_candidates=21), grpc.StatusCode.PERMISSION_DENIED, "max_candidates"),
+    ]
+    for request, code, _ in expected:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.Search(request, metadata=metadata)
+        assert refused.value.code() == code
+
+    async def audited() -> bool:
+        records = await audit_records(stack, actor=user, kinds=["search.refused"])
+        return sorted(json.loads(r.event.details_json)["rule"] for r in records) == sorted(r for *_, r in expected)
+
+    await eventually(audited)
+
+
+async def test_authorisation_quota_and_probe_quality_rules_refuse_and_are_audited(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    gallery: None,
+    restore_policy: None,
+) -> None:
+    await stack.use_policy(policy_with(authorisation_reference="required", quotas={"searches_per_user_per_day": 2}))
+    user, metadata = fresh_investigator()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.Search(probe_request(samples, "GOV-2"), metadata=metadata)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "authorisation reference" in (refused.value.details() or "")
+    # Back to back, so the count depends on reading the chain after this gateway's own writes.
+    for _ in range(2):
+        found = await gateway.Search(probe_request(samples, "GOV-2", authorisation_reference="W-77"), metadata=metadata)
+        assert found.candidates[0].subject_id == "obama"
+    with pytest.raises(grpc.aio.AioRpcError) as exhausted:
+        await gateway.Search(probe_request(samples, "GOV-2", authorisation_reference="W-77"), metadata=metadata)
+    assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "quota of 2 searches" in (exhausted.value.details() or "")
+
+    await stack.use_policy(policy_with(probe_quality={"min_face_px": 2000, "min_blur": 0}))
+    with pytest.raises(grpc.aio.AioRpcError) as poor:
+        await gateway.Search(probe_request(samples, "GOV-2"), metadata=metadata)
+    assert poor.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "the policy needs 2000" in (poor.value.details() or "")
+
+    async def audited() -> bool:
+        return await refusal_rule(stack, user, "GOV-2") == ["authorisation_reference", "quota", "probe_quality"]
+
+    await eventually(audited)
+    completed = await audit_records(stack, actor=user, kinds=["search.completed"])
+    assert [json.loads(r.event.details_json)["authorisation_reference"] for r in completed] == ["W-77", "W-77"]
+
+
+async def test_a_policy_change_is_audited_with_its_hash_and_a_bad_one_is_refused(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, restore_policy: None
+) -> None:
+    path = stack.root / "policy.yaml"
+    before = {r.event.event_id for r in await audit_records(stack, kinds=["policy.changed", "policy.rejected"])}
+
+    async def new(kind: str) -> list[dict[str, object]]:
+        records = await audit_records(stack, kinds=[kind])
+        return [json.loads(r.event.details_json) for r in records if r.event.event_id not in before]
+
+    path.write_text(policy_with(purposes=["investigation", "missing-person", "child-exploitation"]))
+
+    async def changed() -> bool:
+        return bool(await new("policy.changed"))
+
+    await eventually(changed)
+    [change] = await new("policy.changed")
+    assert change["sha256"] != change["previous_sha256"]
+    assert change["policy"]["purposes"] == ["investigation", "missing-person", "child-exploitation"]
+    _user, metadata = fresh_investigator()
+    await gateway.Search(probe_request(samples, "GOV-3", purpose="child-exploitation"), metadata=metadata)
+
+    path.write_text(policy_with(candidates={"default": 50, "max": 20}))
+
+    async def rejected() -> bool:
+        return bool(await new("policy.rejected"))
+
+    await eventually(rejected)
+    [refusal] = await new("policy.rejected")
+    assert "default (50) exceeds max (20)" in str(refusal["problem"])
+    assert refusal["in_force_sha256"] == change["sha256"]
+    # The policy in force is still the last good one.
+    await gateway.Search(probe_request(samples, "GOV-3", purpose="child-exploitation"), metadata=metadata)
+
+
+async def search_as(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, metadata: object, case: str) -> str:
+    found = await gateway.Search(probe_request(samples, case), metadata=metadata)
+    assert found.candidates and found.candidates[0].subject_id == "obama"
+    return found.search_id
+
+
+async def review(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    metadata: object,
+    search_id: str,
+    decision: int,
+    notes: str = "",
+) -> gateway_pb2.SubmitReviewResponse:
+    request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=1, decision=decision, notes=notes)
+    return await gateway.SubmitReview(request, metadata=metadata)
+
+
+async def status_seen_by(gateway: gateway_pb2_grpc.GatewayServiceStub, metadata: object, search_id: str) -> int:
+    found = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=metadata)
+    return found.candidates[0].status
+
+
+async def test_one_confirmation_is_not_a_lead_two_different_reviewers_make_one_and_reviews_are_blind(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None
+) -> None:
+    search_id = await search_as(gateway, samples, INVESTIGATOR, "REV-1")
+    pending = await gateway.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(), metadata=RITA)
+    assert search_id in [s.search_id for s in pending.searches]
+
+    first = await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM)
+    assert first.status == gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED  # blind: reviewers see no outcome
+    assert await status_seen_by(gateway, INVESTIGATOR, search_id) == gateway_pb2.CANDIDATE_STATUS_PENDING
+    with pytest.raises(grpc.aio.AioRpcError) as twice:
+        await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM)
+    assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    # Rob sees the candidate but neither Rita's decision nor a status.
+    blind = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=ROB)
+    assert blind.candidates[0].status == gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED
+    assert list(blind.candidates[0].reviews) == []
+    await review(gateway, ROB, search_id, gateway_pb2.DECISION_CONFIRM)
+
+    assert await status_seen_by(gateway, INVESTIGATOR, search_id) == gateway_pb2.CANDIDATE_STATUS_LEAD
+    full = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=SUE)
+    assert [(r.reviewer, r.decision) for r in full.candidates[0].reviews] == [
+        ("rita", gateway_pb2.DECISION_CONFIRM),
+        ("rob", gateway_pb2.DECISION_CONFIRM),
+    ]
+    pending = await gateway.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(), metadata=RITA)
+    assert search_id not in [s.search_id for s in pending.searches]
+
+    async def lead_recorded_once() -> bool:
+        leads = await audit_records(stack, case_number="REV-1", kinds=["review.confirmed"])
+        return [json.loads(r.event.details_json)["reviewers"] for r in leads] == [["rita", "rob"]]
+
+    await eventually(lead_recorded_once)
+    submitted = await audit_records(stack, case_number="REV-1", kinds=["review.submitted"])
+    assert [r.event.actor for r in submitted] == ["rita", "rob"]
+
+
+async def test_the_searcher_may_not_review_their_own_search(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None
+) -> None:
+    search_id = await search_as(gateway, samples, IRIS, "REV-2")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await review(gateway, IRIS, search_id, gateway_pb2.DECISION_CONFIRM)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "own search" in (refused.value.details() or "")
+    pending = await gateway.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(), metadata=IRIS)
+    assert search_id not in [s.search_id for s in pending.searches]
+
+    async def audited() -> bool:
+        return await refusal_rule(stack, "iris", "REV-2", "review.refused") == ["own_search"]
+
+    await eventually(audited)
+
+
+async def test_a_split_goes_to_a_supervisor_whose_decision_settles_it(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None
+) -> None:
+    search_id = await search_as(gateway, samples, INVESTIGATOR, "REV-3")
+    await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM)
+    with pytest.raises(grpc.aio.AioRpcError) as no_notes:
+        await review(gateway, ROB, search_id, gateway_pb2.DECISION_REJECT)
+    assert no_notes.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await review(gateway, ROB, search_id, gateway_pb2.DECISION_REJECT, "ear shape differs")
+    assert await status_seen_by(gateway, SUE, search_id) == gateway_pb2.CANDIDATE_STATUS_DISPUTED
+
+    disputed = await gateway.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(), metadata=SUE)
+    assert search_id in [s.search_id for s in disputed.searches]
+    settled = await review(gateway, SUE, search_id, gateway_pb2.DECISION_REJECT, "not enough to confirm")
+    assert settled.status == gateway_pb2.CANDIDATE_STATUS_REJECTED
+    with pytest.raises(grpc.aio.AioRpcError) as closed:
+        await review(gateway, SUE, search_id, gateway_pb2.DECISION_CONFIRM, "changed my mind")
+    assert closed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    async def every_step_audited() -> bool:
+        kinds = [r.event.kind for r in await audit_records(stack, case_number="REV-3")]
+        steps = [k for k in kinds if k.startswith("review.") or k == "search.completed"]
+        return steps == [
+            "search.completed",
+            "review.submitted",
+            "review.refused",
+            "review.submitted",
+            "review.disputed",
+            "review.submitted",
+            "review.rejected",
+            "review.refused",
+        ]
+
+    await eventually(every_step_audited)
+    export = await gateway.ExportCase(gateway_pb2.ExportCaseRequest(case_number="REV-3"), metadata=AUDITOR)
+    assert sum(r.event.kind == "review.submitted" for r in export.records) == 3
+
+
+async def test_probes_are_kept_encrypted_only_when_the_policy_says_and_deleted_when_retention_ends(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    gallery: None,
+    restore_policy: None,
+) -> None:
+    probes = stack.root / "probes"
+    not_kept = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
+    assert not (probes / f"{not_kept}.probe").exists()
+
+    await stack.use_policy(policy_with(retention={"probe_days": 30}))
+    kept = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
+    stored = (probes / f"{kept}.probe").read_bytes()
+    photo = (samples / "obama2.jpg").read_bytes()
+    assert photo[1000:1064] not in stored
+    shown = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=kept), metadata=RITA)
+    assert shown.probe_image == photo
+
+    # The policy now keeps none: the next sweep deletes the probe and audits it.
+    await stack.use_policy(POLICY)
+
+    async def deleted() -> bool:
+        records = await audit_records(stack, kinds=["probe.deleted"])
+        return not (probes / f"{kept}.probe").exists() and any(
+            json.loads(r.event.details_json)["search_id"] == kept for r in records
+        )
+
+    await eventually(deleted)
+
+
+async def test_a_read_your_writes_query_waits_for_the_chain(stack: InProcessStack) -> None:
+    records = await audit_records(stack, wait_for_stream_sequence=1, kinds=["config.loaded"])
+    assert records and all(r.event.kind == "config.loaded" for r in records)
+    with pytest.raises(grpc.aio.AioRpcError) as behind:
+        await audit_records(stack, wait_for_stream_sequence=10**9)
+    assert behind.value.code() == grpc.StatusCode.UNAVAILABLE
