@@ -1,9 +1,11 @@
 """The daily search quota per user, counted from the audit chain.
 
 The count is the user's ``search.completed`` records since midnight UTC, read after the chain holds
-everything this gateway published, plus the user's searches in flight here. So the quota holds
+everything this gateway published, plus the user's searches in flight here; so the quota holds
 across restarts and replicas (the chain is shared), and a burst of parallel calls cannot slip past
-it on one gateway. The check fails closed: when the chain cannot be read, the search is refused.
+it on one gateway. While the audit service cannot answer, searches go on (their events wait in
+JetStream) and the quota is counted from this gateway's own tally of the day instead; the search's
+audit record says which count was used.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterator
 
+import structlog
+
 from candor_gateway.audit_reader import AuditReader
 from candor_gateway.policy import Rule
-from candor_kit.errors import QuotaExhausted
+from candor_kit.errors import DeadlineExceeded, QuotaExhausted, ServiceUnavailable
+
+#: Where a quota count came from, as the search's audit record names it.
+FROM_CHAIN = "audit chain"
+FROM_GATEWAY = "gateway tally (audit unavailable)"
+log = structlog.get_logger("candor.gateway.quota")
 
 
 class SearchQuota:
@@ -24,6 +33,8 @@ class SearchQuota:
     def __init__(self, reader: AuditReader) -> None:
         self._reader = reader
         self._in_flight: Counter[str] = Counter()
+        #: This gateway's completed searches per (user, UTC day).
+        self._tally: Counter[tuple[str, dt.date]] = Counter()
 
     @contextlib.contextmanager
     def claim(self, user: str, quota: int) -> Iterator[None]:
@@ -39,14 +50,35 @@ class SearchQuota:
             if not self._in_flight[user]:
                 del self._in_flight[user]
 
-    async def check(self, user: str, quota: int) -> None:
-        """Refuse (RESOURCE_EXHAUSTED) when the user's searches today, with this one, exceed ``quota``."""
+    def completed(self, user: str) -> None:
+        """Add a completed search to this gateway's tally (yesterday's tallies are dropped)."""
+        today = _midnight().date()
+        for key in [key for key in self._tally if key[1] != today]:
+            del self._tally[key]
+        self._tally[user, today] += 1
+
+    async def check(self, user: str, quota: int) -> str:
+        """Refuse (RESOURCE_EXHAUSTED) when the user's searches today, with this one, exceed ``quota``;
+        returns where the count came from ("" without a quota)."""
         if not quota:
-            return
-        midnight = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        done = await self._reader.records(kinds=["search.completed"], actor=user, since=midnight, at_most=quota)
+            return ""
+        midnight = _midnight()
+        tallied = self._tally[user, midnight.date()]
+        try:
+            done = len(
+                await self._reader.records(kinds=["search.completed"], actor=user, since=midnight, at_most=quota)
+            )
+            source = FROM_CHAIN
+        except (ServiceUnavailable, DeadlineExceeded) as exc:
+            log.warning("quota_counted_locally", reason=exc.message)
+            done, source = 0, FROM_GATEWAY
         # This search is among the in-flight ones.
-        if len(done) + self._in_flight[user] > quota:
+        if max(done, tallied) + self._in_flight[user] > quota:
             raise QuotaExhausted(
                 f"user {user} has used the policy's quota of {quota} searches today (UTC)", rule=Rule.QUOTA
             )
+        return source
+
+
+def _midnight() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)

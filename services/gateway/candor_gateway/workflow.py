@@ -196,7 +196,7 @@ class Workflow:
             principal.require(Permission.SEARCH)
             limit = policy.check_search(case_number, purpose, authorisation, request.max_candidates)
             with self._slots.claim(), self._quota.claim(principal.user, policy.quotas.searches_per_user_per_day):
-                await self._quota.check(principal.user, policy.quotas.searches_per_user_per_day)
+                quota_source = await self._quota.check(principal.user, policy.quotas.searches_per_user_per_day)
                 chosen = await self._choose_face(image, request.face_index if request.HasField("face_index") else None)
                 policy.check_probe(chosen.face.quality)
                 stages.mark("detect")
@@ -236,6 +236,7 @@ class Workflow:
                 "calibration_id": model.calibration_id or None,
                 "max_candidates": limit,
                 "reviews_needed": policy.reviews.needed,
+                "quota_counted_from": quota_source or None,
                 "candidates": [
                     {
                         "rank": c.rank,
@@ -247,6 +248,7 @@ class Workflow:
                 ],
             },
         )
+        self._quota.completed(principal.user)
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, probe_sha256, chosen.face.quality)
