@@ -218,6 +218,20 @@ async def test_one_confirmation_is_not_a_lead_two_different_reviewers_make_one_a
     assert [r.event.actor for r in submitted] == ["rita", "rob"]
 
 
+async def test_an_investigator_sees_only_their_own_searches(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None
+) -> None:
+    search_id = await search_as(gateway, samples, INVESTIGATOR, "REV-4")
+    _, other = fresh_investigator()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=other)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    mine = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=INVESTIGATOR)
+    assert mine.searched_by == "ivy" and mine.case_number == "REV-4"
+    assert mine.candidates[0].status == gateway_pb2.CANDIDATE_STATUS_PENDING
+    assert not mine.probe_image  # the test stack's policy keeps no probes
+
+
 async def test_the_searcher_may_not_review_their_own_search(
     stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None
 ) -> None:

@@ -173,9 +173,69 @@ def checkpoint_proto(checkpoint: Checkpoint) -> audit_pb2.Checkpoint:
     )
 
 
-#: How long a read-your-writes query waits for the chain to catch up, and how often it looks.
+#: How long a read-your-writes query waits for the chain to catch up, and how often it asks the
+#: server (the consumer's ack floor covers every replica and dead-lettered messages).
 CATCH_UP_DEADLINE_S = 5.0
-CATCH_UP_POLL_S = 0.01
+CATCH_UP_REFRESH_S = 0.1
+#: Settled messages held beyond a gap before the ack floor is asked for.
+MAX_AHEAD = 1000
+
+
+class StreamWatermark:
+    """The stream sequence up to which every audit message is settled: advanced by this replica's
+    own appends as they happen, and from the server's ack floor (which also counts other replicas'
+    appends and dead-lettered messages) when a gap holds it back."""
+
+    def __init__(self, ack_floor: Callable[[], Awaitable[int]] | None = None) -> None:
+        self.settled = 0
+        self._ahead: set[int] = set()
+        self._ack_floor = ack_floor
+        self._moved = asyncio.Event()
+
+    def mark(self, sequence: int) -> None:
+        """One message settled here."""
+        if sequence > self.settled:
+            self._ahead.add(sequence)
+            self._advance(self.settled)
+
+    async def refresh(self) -> None:
+        """Advance to the server's ack floor."""
+        if self._ack_floor is None:
+            return
+        try:
+            floor = await self._ack_floor()
+        except Exception as exc:  # noqa: BLE001 - the local watermark still serves; the next refresh retries
+            log.warning("audit_ack_floor_unavailable", error=str(exc))
+            return
+        self._advance(floor)
+
+    def _advance(self, floor: int) -> None:
+        self.settled = max(self.settled, floor)
+        while self.settled + 1 in self._ahead:
+            self.settled += 1
+        self._ahead = {s for s in self._ahead if s > self.settled}
+        moved, self._moved = self._moved, asyncio.Event()
+        moved.set()
+
+    @property
+    def gapped(self) -> bool:
+        """Whether too many settled messages wait behind a gap."""
+        return len(self._ahead) > MAX_AHEAD
+
+    async def reached(self, sequence: int) -> None:
+        """Return once ``sequence`` is settled; UNAVAILABLE after CATCH_UP_DEADLINE_S."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CATCH_UP_DEADLINE_S
+        while self.settled < sequence:
+            if loop.time() > deadline:
+                raise ServiceUnavailable(
+                    f"the audit chain is behind: settled through stream message {self.settled}, asked {sequence}"
+                )
+            moved = self._moved
+            try:
+                await asyncio.wait_for(moved.wait(), CATCH_UP_REFRESH_S)
+            except TimeoutError:
+                await self.refresh()
 
 
 class AuditLog:
@@ -185,14 +245,12 @@ class AuditLog:
         self,
         chain: SqlAuditChain,
         public_key_pem: str = "",
-        settled_through: Callable[[], Awaitable[int]] | None = None,
+        watermark: StreamWatermark | None = None,
     ) -> None:
         self._chain = chain
         self._public_key_pem = public_key_pem
         self._last_published = 0
-        #: The stream sequence up to which every audit message is stored or settled (the writer
-        #: consumer's ack floor, shared by every audit replica).
-        self._settled_through = settled_through
+        self.watermark = watermark or StreamWatermark()
 
     async def append_message(self, msg: Msg) -> None:
         """Decode one stream message and append it; a duplicate delivery is a no-op."""
@@ -207,6 +265,8 @@ class AuditLog:
         stored = await asyncio.to_thread(self._chain.append, entry, rfc3339(now))
         if stored is not None:
             log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
+        if msg.metadata is not None:
+            self.watermark.mark(msg.metadata.sequence.stream)
 
     async def verify(self, request: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
         """Walk the chain: hashes, links, signatures, and the chain's own and the caller's checkpoints."""
@@ -254,7 +314,7 @@ class AuditLog:
         if not 1 <= limit <= 10000:
             raise InvalidInput("limit must be between 1 and 10000")
         if request.wait_for_stream_sequence:
-            await self.caught_up(request.wait_for_stream_sequence)
+            await self.watermark.reached(request.wait_for_stream_sequence)
         records = await asyncio.to_thread(
             self._chain.query,
             request.case_number,
@@ -267,19 +327,6 @@ class AuditLog:
             request.event_id,
         )
         return audit_pb2.QueryResponse(records=[record_proto(r) for r in records])
-
-    async def caught_up(self, stream_sequence: int) -> None:
-        """Return once every audit message up to ``stream_sequence`` is settled; UNAVAILABLE after
-        CATCH_UP_DEADLINE_S."""
-        if self._settled_through is None:
-            return
-        deadline = asyncio.get_running_loop().time() + CATCH_UP_DEADLINE_S
-        while (settled := await self._settled_through()) < stream_sequence:
-            if asyncio.get_running_loop().time() > deadline:
-                raise ServiceUnavailable(
-                    f"the audit chain is behind: settled through stream message {settled}, asked {stream_sequence}"
-                )
-            await asyncio.sleep(CATCH_UP_POLL_S)
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -310,6 +357,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
     subscription = await bus.jetstream.pull_subscribe(
         f"{AUDIT_SUBJECT_PREFIX}.>", durable=CONSUMER, stream=AUDIT_STREAM, config=config
     )
+    await audit_log.watermark.refresh()
     while not stop.is_set():
         try:
             messages = await subscription.fetch(batch, timeout=1)
@@ -321,6 +369,8 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             continue
         for msg in messages:
             await settle(msg, audit_log.append_message, AUDIT_DEAD_LETTER, bus)
+        if audit_log.watermark.gapped:
+            await audit_log.watermark.refresh()
 
 
 async def publish_checkpoints(bus: Bus, audit_log: AuditLog, interval_s: float, stop: asyncio.Event) -> None:
@@ -352,7 +402,7 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
                     return 0
                 return int(info.ack_floor.stream_seq if info.ack_floor else 0)
 
-            audit_log = AuditLog(chain, signer.public_pem(), settled_through)
+            audit_log = AuditLog(chain, signer.public_pem(), StreamWatermark(settled_through))
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
             await host.start_grpc()
             await ensure_audit_stream(host.bus, settings.stream_replicas)

@@ -3,17 +3,21 @@
 The count is the user's ``search.completed`` records since midnight UTC, read after the chain holds
 everything this gateway published, plus the user's searches in flight here; so the quota holds
 across restarts and replicas (the chain is shared), and a burst of parallel calls cannot slip past
-it on one gateway. While the audit service cannot answer, searches go on (their events wait in
-JetStream) and the quota is counted from this gateway's own tally of the day instead; the search's
-audit record says which count was used.
+it on one gateway. The chain is reread for a user at most every CHAIN_REREAD_S; in between, this
+gateway adds its own completed searches to the last read (so other replicas' searches of the last
+few seconds may be missed, never this one's). While the audit service cannot answer, searches go
+on (their events wait in JetStream) and the quota is counted from this gateway's own tally of the
+day instead; the search's audit record says which count was used.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import structlog
 
@@ -23,7 +27,22 @@ from candor_kit.errors import DeadlineExceeded, QuotaExhausted, ServiceUnavailab
 
 #: Where a quota count came from, as the search's audit record names it.
 FROM_CHAIN = "audit chain"
+FROM_RECENT_READ = "audit chain, read in the last 30 s, plus this gateway's tally since"
 FROM_GATEWAY = "gateway tally (audit unavailable)"
+#: Seconds a user's count read from the chain is reused (with this gateway's tally added).
+CHAIN_REREAD_S = 30.0
+
+
+@dataclass(frozen=True)
+class ChainCount:
+    """A user's searches of one day as the chain said, when, and this gateway's tally then."""
+
+    read_at: float
+    day: dt.date
+    searches: int
+    tallied: int
+
+
 log = structlog.get_logger("candor.gateway.quota")
 
 
@@ -35,6 +54,7 @@ class SearchQuota:
         self._in_flight: Counter[str] = Counter()
         #: This gateway's completed searches per (user, UTC day).
         self._tally: Counter[tuple[str, dt.date]] = Counter()
+        self._read: dict[str, ChainCount] = {}
 
     @contextlib.contextmanager
     def claim(self, user: str, quota: int) -> Iterator[None]:
@@ -55,6 +75,7 @@ class SearchQuota:
         today = _midnight().date()
         for key in [key for key in self._tally if key[1] != today]:
             del self._tally[key]
+        self._read = {who: read for who, read in self._read.items() if read.day == today}
         self._tally[user, today] += 1
 
     async def check(self, user: str, quota: int) -> str:
@@ -64,14 +85,20 @@ class SearchQuota:
             return ""
         midnight = _midnight()
         tallied = self._tally[user, midnight.date()]
-        try:
-            done = len(
-                await self._reader.records(kinds=["search.completed"], actor=user, since=midnight, at_most=quota)
-            )
-            source = FROM_CHAIN
-        except (ServiceUnavailable, DeadlineExceeded) as exc:
-            log.warning("quota_counted_locally", reason=exc.message)
-            done, source = 0, FROM_GATEWAY
+        now = time.monotonic()
+        last = self._read.get(user)
+        if last is not None and last.day == midnight.date() and now - last.read_at < CHAIN_REREAD_S:
+            done, source = last.searches + tallied - last.tallied, FROM_RECENT_READ
+        else:
+            try:
+                found = await self._reader.records(
+                    kinds=["search.completed"], actor=user, since=midnight, at_most=quota
+                )
+                done, source = len(found), FROM_CHAIN
+                self._read[user] = ChainCount(now, midnight.date(), done, tallied)
+            except (ServiceUnavailable, DeadlineExceeded) as exc:
+                log.warning("quota_counted_locally", reason=exc.message)
+                done, source = 0, FROM_GATEWAY
         # This search is among the in-flight ones.
         if max(done, tallied) + self._in_flight[user] > quota:
             raise QuotaExhausted(

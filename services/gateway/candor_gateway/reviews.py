@@ -50,6 +50,8 @@ MAX_NOTES = 2000
 REJECTED = gateway_pb2.CANDIDATE_STATUS_REJECTED
 #: Roles that see every review of a search (everyone else who may look sees only their own).
 FULL_VIEW_ROLES = frozenset({"supervisor", "auditor"})
+#: Roles that may look at any search; an investigator sees only their own.
+REVIEWING_ROLES = frozenset({"reviewer", "supervisor", "auditor"})
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class ReviewDesk:
         try:
             principal.require(Permission.GET_SEARCH)
             found = await self._search_file(search_id)
-            if principal.roles <= {"investigator"} and principal.user != found.searched_by:
+            if not principal.roles & REVIEWING_ROLES and principal.user != found.searched_by:
                 raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
             probe = self._probe_for(principal, found)
         except CandorError as error:

@@ -11,9 +11,9 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -55,6 +55,7 @@ AUDIT_VERIFY = subjects.AUDIT_VERIFY
 AUDIT_QUERY = subjects.AUDIT_QUERY
 
 log = structlog.get_logger("candor.gateway")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,19 @@ class PhotoSlots:
             yield
         finally:
             self._in_use -= 1
+
+
+@contextlib.asynccontextmanager
+async def background(work: Coroutine[Any, Any, T]) -> AsyncIterator[asyncio.Task[T]]:
+    """Run ``work`` as a task for the duration of the block; cancelled if the block leaves early."""
+    task = asyncio.create_task(work)
+    try:
+        yield task
+    finally:
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, CandorError):
+            await task
 
 
 class StageClock:
@@ -195,14 +209,20 @@ class Workflow:
         try:
             principal.require(Permission.SEARCH)
             limit = policy.check_search(case_number, purpose, authorisation, request.max_candidates)
-            with self._slots.claim(), self._quota.claim(principal.user, policy.quotas.searches_per_user_per_day):
-                quota_source = await self._quota.check(principal.user, policy.quotas.searches_per_user_per_day)
-                chosen = await self._choose_face(image, request.face_index if request.HasField("face_index") else None)
-                policy.check_probe(chosen.face.quality)
-                stages.mark("detect")
-                embedding, model = await self._embed(chosen.face)
-                model = policy.threshold(self._calibration.calibrated(model))
-                stages.mark("embed")
+            quota = policy.quotas.searches_per_user_per_day
+            with self._slots.claim(), self._quota.claim(principal.user, quota):
+                # The quota is read from the audit chain while the photo is detected and embedded;
+                # nothing is matched before it has answered.
+                async with background(self._quota.check(principal.user, quota)) as quota_check:
+                    chosen = await self._choose_face(
+                        image, request.face_index if request.HasField("face_index") else None
+                    )
+                    policy.check_probe(chosen.face.quality)
+                    stages.mark("detect")
+                    embedding, model = await self._embed(chosen.face)
+                    model = policy.threshold(self._calibration.calibrated(model))
+                    stages.mark("embed")
+                    quota_source = await quota_check
                 matched = await self._bus.request(
                     MATCH_SEARCH,
                     matcher_pb2.SearchRequest(
