@@ -54,7 +54,7 @@ candor audit verify
 step "Today's oversight report, from the audit log alone"
 today=$(date -u +%F)
 candor report --from "$today" --to "$today" --out "$CANDOR_DATA/report"
-sed -n '/## Searches by outcome/,/## Refusals by rule/p' "$CANDOR_DATA/report/report.md" | grep '^|'
+sed -n '/## Searches by outcome/,/## Refusals by rule/p' "$CANDOR_DATA/report/report.md" | grep -v '^$' | grep -v '^!\[' | grep -v '^## Refusals'
 
 step "Stopping the stack"
 candor stack down
