@@ -147,11 +147,13 @@ SEARCHED = record(1, "search.completed", "ivy", "s1", candidates=[{"rank": 1, "s
 def test_one_confirmation_is_not_a_lead_two_are_and_a_split_is_disputed(
     reviews: list[audit_pb2.AuditRecord], status: int
 ) -> None:
-    found = fold([SEARCHED, *reviews])["s1"]
-    assert found.status(1, needed=2) == status
+    found = fold([SEARCHED, *reviews], needed=2)["s1"]
+    assert found.status(1) == status
 
 
-def test_three_confirmations_are_needed_when_the_policy_says_three() -> None:
-    found = fold([SEARCHED, review(2, "rita", "confirm"), review(3, "rob", "confirm")])["s1"]
-    assert found.status(1, needed=3) == gateway_pb2.CANDIDATE_STATUS_PENDING
+def test_three_confirmations_are_needed_when_the_search_was_made_under_a_policy_of_three() -> None:
+    searched = record(1, "search.completed", "ivy", "s1", reviews_needed=3, candidates=[{"rank": 1, "subject_id": "x"}])
+    found = fold([searched, review(2, "rita", "confirm"), review(3, "rob", "confirm")], needed=2)["s1"]
+    assert found.status(1) == gateway_pb2.CANDIDATE_STATUS_PENDING
     assert found.reviewers(1) == {"rita", "rob"}
+    assert fold([SEARCHED, review(2, "rita", "confirm")], needed=1)["s1"].status(1) == gateway_pb2.CANDIDATE_STATUS_LEAD

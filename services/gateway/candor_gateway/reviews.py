@@ -76,6 +76,8 @@ class SearchFile:
     searched_by: str
     searched_at: Timestamp
     details: dict[str, Any]
+    #: Confirmations that make a lead: the policy's number when the search was made.
+    needed: int
     reviews: dict[int, list[Decided]] = field(default_factory=dict)
 
     @property
@@ -90,15 +92,15 @@ class SearchFile:
                 return candidate
         raise NotFound(f"search {self.search_id} has no candidate at rank {rank}")
 
-    def status(self, rank: int, needed: int) -> int:
+    def status(self, rank: int) -> int:
         """A candidate's CandidateStatus from its reviews: the first ``needed`` reviewers' decisions
         decide, unless a supervisor settled a dispute."""
         reviews = self.reviews.get(rank, [])
         settled = [r for r in reviews if r.role == "supervisor"]
         if settled:
             return gateway_pb2.CANDIDATE_STATUS_LEAD if settled[0].decision == "confirm" else REJECTED
-        first = [r.decision for r in reviews if r.role == "reviewer"][:needed]
-        if len(first) < needed:
+        first = [r.decision for r in reviews if r.role == "reviewer"][: self.needed]
+        if len(first) < self.needed:
             return gateway_pb2.CANDIDATE_STATUS_PENDING
         if set(first) == {"confirm"}:
             return gateway_pb2.CANDIDATE_STATUS_LEAD
@@ -111,15 +113,22 @@ class SearchFile:
         return {r.reviewer for r in self.reviews.get(rank, [])}
 
 
-def fold(records: Iterable[audit_pb2.AuditRecord]) -> dict[str, SearchFile]:
-    """The searches and their reviews, from ``search.completed`` and ``review.submitted`` records."""
+def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, SearchFile]:
+    """The searches and their reviews, from ``search.completed`` and ``review.submitted`` records;
+    ``needed`` serves searches recorded before the policy named its number of reviews."""
     searches: dict[str, SearchFile] = {}
     for record in records:
         event = record.event
         details = json.loads(event.details_json or "{}")
         if event.kind == SEARCHED:
             searches[event.event_id] = SearchFile(
-                event.event_id, event.case_number, event.purpose, event.actor, event.occurred_at, details
+                event.event_id,
+                event.case_number,
+                event.purpose,
+                event.actor,
+                event.occurred_at,
+                details,
+                int(details.get("reviews_needed") or needed),
             )
         elif event.kind == SUBMITTED and details.get("search_id") in searches:
             searches[details["search_id"]].reviews.setdefault(int(details["rank"]), []).append(
@@ -157,7 +166,7 @@ class ReviewDesk:
         if not searched:
             raise NotFound(f"no search {search_id}")
         reviews = await self._reader.records(kinds=[SUBMITTED], case_number=searched[0].event.case_number, fresh=False)
-        return fold([*searched, *reviews])[search_id]
+        return fold([*searched, *reviews], self._policy.current.reviews.needed)[search_id]
 
     async def get_search(self, principal: Principal, search_id: str) -> gateway_pb2.SearchReview:
         """A search and its reviews as the caller may see them; the look is audited."""
@@ -188,7 +197,8 @@ class ReviewDesk:
             if not 0 <= limit <= 500:
                 raise InvalidInput("limit must be between 1 and 500")
             since = dt.datetime.now(dt.UTC) - dt.timedelta(days=self._policy.current.reviews.window_days)
-            searches = fold(await self._reader.records(kinds=[SEARCHED, SUBMITTED], since=since))
+            records = await self._reader.records(kinds=[SEARCHED, SUBMITTED], since=since)
+            searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
             await self._refused("review.list", error, principal)
             raise
@@ -203,13 +213,12 @@ class ReviewDesk:
     ) -> gateway_pb2.SubmitReviewResponse:
         """Record one decision on one candidate, then the candidate's outcome if this decided it."""
         found: SearchFile | None = None
-        needed = self._policy.current.reviews.needed
         try:
             principal.require(Permission.SUBMIT_REVIEW)
             decision = _decision(request)
             found = await self._search_file(request.search_id)
             candidate = found.candidate(request.rank)
-            role = self._reviewing_role(principal, found, request.rank, needed)
+            role = self._reviewing_role(principal, found, request.rank)
             if (decision == "reject" or role == "supervisor") and not request.notes.strip():
                 raise InvalidInput("notes are required for a rejection and for a supervisor's decision")
         except CandorError as error:
@@ -230,19 +239,19 @@ class ReviewDesk:
                 "notes": request.notes.strip(),
             },
         )
-        status = await self._record_outcome(found.search_id, request.rank, needed)
+        status = await self._record_outcome(found.search_id, request.rank)
         blind = not principal.roles & FULL_VIEW_ROLES
         return gateway_pb2.SubmitReviewResponse(
             review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
         )
 
-    def _reviewing_role(self, principal: Principal, found: SearchFile, rank: int, needed: int) -> str:
+    def _reviewing_role(self, principal: Principal, found: SearchFile, rank: int) -> str:
         """The capacity the caller reviews in ("reviewer" or "supervisor"), or why they may not."""
         if principal.user == found.searched_by:
             raise PolicyViolation("the searcher may not review their own search", rule=Rule.OWN_SEARCH)
         if principal.user in found.reviewers(rank):
             raise PreconditionFailed(f"{principal.user} has already reviewed this candidate", rule=Rule.REVIEW)
-        status = found.status(rank, needed)
+        status = found.status(rank)
         if status == gateway_pb2.CANDIDATE_STATUS_PENDING and "reviewer" in principal.roles:
             return "reviewer"
         if status == gateway_pb2.CANDIDATE_STATUS_DISPUTED and "supervisor" in principal.roles:
@@ -253,10 +262,10 @@ class ReviewDesk:
         }.get(status, "is already decided")
         raise PreconditionFailed(f"candidate {rank} of search {found.search_id} {waits}", rule=Rule.REVIEW)
 
-    async def _record_outcome(self, search_id: str, rank: int, needed: int) -> int:
+    async def _record_outcome(self, search_id: str, rank: int) -> int:
         """Read the candidate back (with every review stored so far) and record its outcome once."""
         found = await self._search_file(search_id)
-        status = found.status(rank, needed)
+        status = found.status(rank)
         kind = OUTCOME_KINDS.get(status)
         if kind is not None:
             reviews = found.reviews.get(rank, [])
@@ -279,12 +288,11 @@ class ReviewDesk:
     def _waiting_for(self, principal: Principal, found: SearchFile) -> bool:
         if principal.user == found.searched_by:
             return False
-        needed = self._policy.current.reviews.needed
         for candidate in found.candidates:
             rank = candidate["rank"]
             if principal.user in found.reviewers(rank):
                 continue
-            status = found.status(rank, needed)
+            status = found.status(rank)
             if status == gateway_pb2.CANDIDATE_STATUS_PENDING and "reviewer" in principal.roles:
                 return True
             if status == gateway_pb2.CANDIDATE_STATUS_DISPUTED and "supervisor" in principal.roles:
@@ -299,7 +307,6 @@ class ReviewDesk:
 
     def _view(self, principal: Principal, found: SearchFile, probe: bytes = b"") -> gateway_pb2.SearchReview:
         full = bool(principal.roles & FULL_VIEW_ROLES) or principal.user == found.searched_by
-        needed = self._policy.current.reviews.needed
         model = found.details.get("model", {})
         view = gateway_pb2.SearchReview(
             search_id=found.search_id,
@@ -314,7 +321,7 @@ class ReviewDesk:
                 threshold=found.details.get("threshold", 0.0),
                 calibration_id=found.details.get("calibration_id") or "",
             ),
-            reviews_needed=needed,
+            reviews_needed=found.needed,
             authorisation_reference=found.details.get("authorisation_reference", ""),
             probe_sha256=found.details.get("probe_sha256", ""),
             probe_image=probe,
@@ -331,7 +338,7 @@ class ReviewDesk:
                         record_id=candidate.get("record_id", ""),
                         model_id=model.get("id", ""),
                     ),
-                    status=found.status(rank, needed) if full else gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED,
+                    status=found.status(rank) if full else gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED,
                     reviews=[
                         gateway_pb2.Review(
                             reviewer=r.reviewer,
