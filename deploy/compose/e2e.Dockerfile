@@ -3,6 +3,11 @@
 FROM python:3.11.14-slim-trixie
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /candor
+# opencv-python (the OpenCV build insightface requires) loads libGL and GLib when imported.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0t64 \
+    && rm -rf /var/lib/apt/lists/*
 COPY requirements.lock pyproject.toml ./
 COPY gen gen
 COPY lib lib

@@ -22,6 +22,7 @@ from candor_audit.export import check_records, render_html
 from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
+from candor_cli.models import add_models_commands, run_models
 from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import (
     AUDIENCE,
@@ -101,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eval_commands(commands, common)
     add_review_commands(commands, common)
+    add_models_commands(commands)
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     verify = audit.add_parser("verify", help="verify the hash chain, signatures and checkpoints", parents=[common])
@@ -286,6 +288,9 @@ def _run(args: argparse.Namespace) -> int:
             state = stack.state()
             print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
         return 0
+
+    if args.command == "models":
+        return run_models(args)
 
     if args.command == "audit" and args.action == "check-export":
         return _check_export(args.export_file, args.public_key)

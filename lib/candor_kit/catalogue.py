@@ -147,7 +147,26 @@ DETECTOR_WORKING_PIXELS = _int(
     20_000_000,
 )
 
-EMBEDDER_ENGINE = Setting("CANDOR_EMBEDDER_ENGINE", "embedding engine", "dlib", "choice", choices=("dlib",))
+EMBEDDER_ENGINE = Setting(
+    "CANDOR_EMBEDDER_ENGINE",
+    "embedding engine: dlib, or onnx (a model pack)",
+    "dlib",
+    "choice",
+    choices=("dlib", "onnx"),
+)
+MODEL_PACK = Setting(
+    "CANDOR_MODEL_PACK",
+    "folder of an ONNX model pack (manifest.json with SHA-256s); never downloaded at run time",
+    "",
+    required_if=(EMBEDDER_ENGINE, "onnx"),
+)
+ONNX_PROVIDERS = Setting(
+    "CANDOR_ONNX_PROVIDERS",
+    "onnxruntime providers: cpu, or cuda (falls back to CPU, and the log says so)",
+    "cpu",
+    "choice",
+    choices=("cpu", "cuda"),
+)
 EMBEDDER_THRESHOLD = _float(
     "CANDOR_EMBEDDER_THRESHOLD", "model's nominal distance threshold; 0: the engine's own", 0.0, 0.0, 4.0
 )
@@ -257,7 +276,7 @@ GATEWAY_MODEL_REGISTRY = Setting(
 
 SERVICES: dict[str, tuple[Setting, ...]] = {
     "detector": (DETECTOR_MAX_IMAGE_BYTES, DETECTOR_MAX_PIXELS, DETECTOR_WORKING_PIXELS, DLIB_MODEL_DIR),
-    "embedder": (EMBEDDER_ENGINE, EMBEDDER_THRESHOLD, EMBEDDER_MAX_BATCH, DLIB_MODEL_DIR),
+    "embedder": (EMBEDDER_ENGINE, EMBEDDER_THRESHOLD, EMBEDDER_MAX_BATCH, DLIB_MODEL_DIR, MODEL_PACK, ONNX_PROVIDERS),
     "matcher": (MATCHER_BACKEND, MATCHER_DATA_DIR, QDRANT_URL, QDRANT_API_KEY, QDRANT_SHARDS, QDRANT_REPLICAS),
     "audit": (
         AUDIT_BACKEND,

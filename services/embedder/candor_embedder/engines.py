@@ -71,8 +71,20 @@ class DlibResNetEngine:
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
 
 
-def build_engine(name: str, model_dir: str | None, threshold: float | None) -> EmbeddingEngine:
-    """The engine named by configuration."""
+def build_engine(
+    name: str,
+    model_dir: str | None,
+    threshold: float | None,
+    model_pack: str | None = None,
+    providers: str = "cpu",
+) -> EmbeddingEngine:
+    """The engine named by configuration: dlib's ResNet, or the recogniser of an ONNX model pack."""
     if name == "dlib":
         return DlibResNetEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6)
-    raise ConfigError(f"unknown embedding engine {name!r}; known: dlib")
+    if name == "onnx":
+        if not model_pack:
+            raise ConfigError("the onnx engine needs CANDOR_MODEL_PACK (a model pack folder)")
+        from candor_embedder.onnx_engine import build_onnx_engine
+
+        return build_onnx_engine(Path(model_pack), providers, threshold)
+    raise ConfigError(f"unknown embedding engine {name!r}; known: dlib, onnx")

@@ -30,6 +30,8 @@ class EmbedderSettings:
     model_dir: str | None
     threshold: float | None
     max_batch: int
+    model_pack: str | None = None
+    providers: str = "cpu"
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> EmbedderSettings:
@@ -41,6 +43,8 @@ class EmbedderSettings:
             model_dir=env.get(catalogue.DLIB_MODEL_DIR) or None,
             threshold=env.get(catalogue.EMBEDDER_THRESHOLD) or None,
             max_batch=env.get(catalogue.EMBEDDER_MAX_BATCH),
+            model_pack=env.get(catalogue.MODEL_PACK) or None,
+            providers=env.get(catalogue.ONNX_PROVIDERS),
         )
         env.done()
         return settings
@@ -107,7 +111,9 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 
 async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
     """Run the embedder until ``stop`` is set."""
-    engine = build_engine(settings.engine, settings.model_dir, settings.threshold)
+    engine = build_engine(
+        settings.engine, settings.model_dir, settings.threshold, settings.model_pack, settings.providers
+    )
     batcher = EmbeddingBatcher(engine, settings.max_batch)
     service = EmbeddingService(engine, batcher)
     batcher.start()

@@ -230,6 +230,18 @@ class Gallery:
                 )
             return index
 
+    def index_to_search(self, model: GalleryModel) -> GalleryIndex | None:
+        """The collection a search with ``model`` reads: None while the gallery is empty; refused
+        when the gallery holds only other models' vectors, so a search never silently misses."""
+        index = self.index_for(model, create=False)
+        if index is None and self._indexes:
+            held = ", ".join(sorted(f"{i.model.id} {i.model.version}" for i in self._indexes.values()))
+            raise PreconditionFailed(
+                f"the gallery holds vectors of {held}; model {model.id} {model.version} has none: "
+                "enrol or re-embed the gallery with it first"
+            )
+        return index
+
     def all_indexes(self) -> list[GalleryIndex]:
         """Every collection."""
         return list(self._indexes.values())

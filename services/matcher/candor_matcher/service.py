@@ -111,8 +111,8 @@ class MatchingService:
         if request.max_distance <= 0:
             raise InvalidInput("max_distance must be positive")
         model = _model(request.model)
-        index = self._gallery.index_for(model, create=False)
-        if index is None:  # nothing enrolled for this model yet
+        index = self._gallery.index_to_search(model)
+        if index is None:  # nothing enrolled yet
             return matcher_pb2.SearchResponse()
         hits = await asyncio.to_thread(
             index.search, list(request.embedding.values), request.limit, request.max_distance

@@ -1,0 +1,138 @@
+"""ONNX model packs: a local folder with a manifest, checked before any model in it is loaded.
+
+The manifest is insightface's ``manifest.json`` version 2 (``model_id``, ``license`` naming a
+``MODEL.LICENSE`` file, ``tasks.detection`` and ``tasks.recognition`` with ``file``, ``sha256``,
+``preprocessing`` {mean, std}, ``input_size``, ``embedding_dimension``), which insightface itself
+parses, with what Candor needs on top: a ``version``, the ``metric`` its vectors are compared
+with, and a SHA-256 for every file. A file whose hash does not match is refused. Packs are never
+downloaded at run time: ``candor models fetch`` does that, separately, where a network exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from candor_kit.errors import ConfigError
+
+MANIFEST = "manifest.json"
+METRICS = ("cosine", "euclidean")
+
+
+@dataclass(frozen=True)
+class PackFile:
+    """One model file of a pack and the SHA-256 the manifest gives it."""
+
+    task: str
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ModelPack:
+    """A validated pack; its files are checked by ``verify`` before a session is made."""
+
+    path: Path
+    model_id: str
+    version: str
+    metric: str
+    licence: str
+    embedding_dimension: int
+    #: Input normalisation of the recogniser: (pixel - mean) / std.
+    mean: float
+    std: float
+    input_size: int
+    files: Mapping[str, PackFile]
+
+    def verify(self) -> None:
+        """Refuse the pack (ConfigError) when a file is missing or its SHA-256 does not match."""
+        for item in self.files.values():
+            if not item.path.is_file():
+                raise ConfigError(f"model pack {self.model_id}: {item.task} file {item.path.name} is missing")
+            actual = sha256_file(item.path)
+            if actual != item.sha256:
+                raise ConfigError(
+                    f"model pack {self.model_id}: {item.path.name} has SHA-256 {actual}, "
+                    f"the manifest says {item.sha256}; refusing to load it"
+                )
+
+    def summary(self) -> dict[str, Any]:
+        """What ``candor models list`` shows and the audit records of a loaded model carry."""
+        return {
+            "model_id": self.model_id,
+            "version": self.version,
+            "metric": self.metric,
+            "dimension": self.embedding_dimension,
+            "licence": self.licence,
+            "tasks": sorted(self.files),
+            "path": str(self.path),
+        }
+
+
+def sha256_file(path: Path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB pieces."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_model_pack(folder: Path) -> ModelPack:
+    """Parse a pack's manifest with insightface's own parser, then Candor's additions."""
+    from insightface.model_zoo.package_manifest import load_model_package
+
+    try:
+        package = load_model_package(folder)
+        raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"model pack {folder}: {exc}") from exc
+    problems = []
+    version, metric = raw.get("version"), raw.get("metric")
+    if not isinstance(version, str) or not version.strip():
+        problems.append("version is required (a string)")
+    if metric not in METRICS:
+        problems.append(f"metric must be one of {', '.join(METRICS)}")
+    if "recognition" not in package.tasks:
+        problems.append("tasks.recognition is required")
+    missing_hash = [task for task, descriptor in package.tasks.items() if descriptor.sha256 is None]
+    if missing_hash:
+        problems.append(f"every file needs its sha256 (missing for {', '.join(missing_hash)})")
+    if problems:
+        raise ConfigError(f"model pack {folder}: {'; '.join(problems)}")
+    recognition = package.tasks["recognition"].metadata
+    preprocessing = recognition["preprocessing"]
+    if preprocessing == "embedded":
+        mean, std = 0.0, 1.0
+    else:
+        mean, std = float(preprocessing["mean"]), float(preprocessing["std"])
+    licence_file = package.license_path
+    licence = licence_file.read_text(encoding="utf-8").strip().splitlines()[0] if licence_file else ""
+    return ModelPack(
+        path=package.path,
+        model_id=package.model_id,
+        version=str(version),
+        metric=str(metric),
+        licence=licence,
+        embedding_dimension=int(recognition["embedding_dimension"]),
+        mean=mean,
+        std=std,
+        input_size=int(recognition["input_size"][0]),
+        files={
+            task: PackFile(task, descriptor.path, str(descriptor.sha256)) for task, descriptor in package.tasks.items()
+        },
+    )
+
+
+def find_model_packs(root: Path) -> Iterator[Path]:
+    """The folders under ``root`` (and ``root`` itself) that hold a pack manifest."""
+    if (root / MANIFEST).is_file():
+        yield root
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            if (child / MANIFEST).is_file():
+                yield child

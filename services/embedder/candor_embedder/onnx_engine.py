@@ -1,0 +1,79 @@
+"""An ArcFace-style recogniser from an ONNX model pack, run by onnxruntime through insightface.
+
+The pack is verified (every file against its SHA-256) before a session is made. Providers come
+from configuration: ``cpu``, or ``cuda`` with CPU as the fallback; the log says which provider
+actually runs. Batches are dynamic: a batch of chips is one session call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from candor_embedder.engines import ModelInfo
+from candor_kit.errors import ConfigError
+from candor_kit.model_pack import ModelPack, load_model_pack
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+log = structlog.get_logger("candor.embedder.onnx")
+
+
+def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
+    """onnxruntime providers for ``cpu`` or ``cuda``; CUDA falls back to CPU when it is missing."""
+    if requested == "cpu":
+        return [CPU]
+    if requested == "cuda":
+        if CUDA in available:
+            return [CUDA, CPU]
+        log.warning("onnx_cuda_unavailable", available=list(available), running="CPUExecutionProvider")
+        return [CPU]
+    raise ConfigError(f"unknown ONNX providers {requested!r}; use cpu or cuda")
+
+
+class OnnxRecognitionEngine:
+    """A pack's recognition model: aligned RGB chips (input_size square) in, L2-normalised vectors out."""
+
+    def __init__(self, pack: ModelPack, providers: str = "cpu", threshold: float | None = None) -> None:
+        import onnxruntime
+        from insightface.model_zoo import get_model
+
+        pack.verify()
+        self._pack = pack
+        chosen = choose_providers(providers, onnxruntime.get_available_providers())
+        self._model = get_model(str(pack.path), model_task="recognition", providers=chosen)
+        self.providers = list(self._model.session.get_providers())
+        log.info("onnx_model_loaded", model=pack.model_id, version=pack.version, providers=self.providers)
+        self._info = ModelInfo(
+            id=pack.model_id,
+            version=pack.version,
+            metric=pack.metric,
+            dimension=pack.embedding_dimension,
+            threshold=threshold or (0.6 if pack.metric == "cosine" else 1.0),
+            chip_size=pack.input_size,
+        )
+
+    @property
+    def model(self) -> ModelInfo:
+        """The pack's model id, version and metric."""
+        return self._info
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed a batch of chips in one session call."""
+        if not chips:
+            return np.zeros((0, self._info.dimension), dtype=np.float32)
+        batch = np.stack([np.asarray(chip, dtype=np.float32) for chip in chips]).transpose(0, 3, 1, 2)
+        vectors = np.asarray(self._model.forward(batch), dtype=np.float32)
+        if vectors.shape != (len(chips), self._info.dimension):
+            raise ConfigError(f"model {self._info.id} returned {vectors.shape}, expected ({len(chips)}, dim)")
+        if self._info.metric == "cosine":
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+
+def build_onnx_engine(pack_dir: Path, providers: str, threshold: float | None) -> OnnxRecognitionEngine:
+    """The recognition engine of the pack in ``pack_dir``."""
+    return OnnxRecognitionEngine(load_model_pack(pack_dir), providers, threshold)
