@@ -78,10 +78,47 @@ def synthetic_scrfd(path: Path) -> None:
     _save(graph, path)
 
 
-def write_pack(folder: Path, model_id: str = "synthetic-arcface", **overrides: object) -> Path:
-    """A pack folder: both models, a licence and a manifest with their SHA-256s."""
+#: Where the one-face detector "finds" its face in the 640x640 input: the stride-32 cell at
+#: column 10, row 8 (centre 320, 256), a 192 px box, and five keypoints around the centre.
+ONE_FACE_CELL = (8, 10)
+ONE_FACE_KEYPOINTS = [-1.0, -0.8, 1.0, -0.8, 0.0, 0.0, -0.8, 1.0, 0.8, 1.0]
+
+
+def synthetic_scrfd_one_face(path: Path) -> None:
+    """SCRFD's output layout on a fixed 640x640 input, constant but for a zero term taken from the
+    input: one face, always at the same place, whatever the photo."""
+    nodes = [
+        helper.make_node("ReduceMean", ["input.1"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+    ]
+    outputs, constants = [], [numpy_helper.from_array(np.zeros((), np.float32), "zero")]
+    row, column = ONE_FACE_CELL
+    for kind, width in (("score", 1), ("bbox", 4), ("kps", 10)):
+        for stride in (8, 16, 32):
+            cells = (640 // stride) ** 2
+            values = np.zeros((cells * 2, width), np.float32)
+            if stride == 32:
+                anchor = (row * (640 // stride) + column) * 2
+                values[anchor] = {"score": [0.9], "bbox": [3.0] * 4, "kps": ONE_FACE_KEYPOINTS}[kind]
+            name = f"{kind}_{stride}"
+            constants.append(numpy_helper.from_array(values, f"{name}_value"))
+            nodes.append(helper.make_node("Add", [f"{name}_value", "nothing"], [name]))
+            outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [cells * 2, width]))
+    graph = helper.make_graph(
+        nodes,
+        "synthetic-scrfd-one-face",
+        [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, 640, 640])],
+        outputs,
+        constants,
+    )
+    _save(graph, path)
+
+
+def write_pack(folder: Path, model_id: str = "synthetic-arcface", one_face: bool = False, **overrides: object) -> Path:
+    """A pack folder: both models, a licence and a manifest with their SHA-256s. ``one_face``
+    makes the detector find one face in every photo instead of none."""
     folder.mkdir(parents=True, exist_ok=True)
-    synthetic_scrfd(folder / "det.onnx")
+    (synthetic_scrfd_one_face if one_face else synthetic_scrfd)(folder / "det.onnx")
     synthetic_recogniser(folder / "rec.onnx")
     (folder / "MODEL.LICENSE").write_text("Synthetic test weights, no licence needed.\n")
 

@@ -160,6 +160,15 @@ MODEL_PACK = Setting(
     "",
     required_if=(EMBEDDER_ENGINE, "onnx"),
 )
+DETECTOR_ENGINE = Setting(
+    "CANDOR_DETECTOR_ENGINE",
+    "face detector: dlib (HOG, 150 px dlib chips), or onnx (a model pack's SCRFD, ArcFace chips)",
+    "dlib",
+    "choice",
+    choices=("dlib", "onnx"),
+)
+#: The same folder as MODEL_PACK, required when the detector runs the pack's SCRFD.
+DETECTOR_MODEL_PACK = Setting(MODEL_PACK.name, MODEL_PACK.doc, "", required_if=(DETECTOR_ENGINE, "onnx"))
 ONNX_PROVIDERS = Setting(
     "CANDOR_ONNX_PROVIDERS",
     "onnxruntime providers: cpu, or cuda (falls back to CPU, and the log says so)",
@@ -275,7 +284,15 @@ GATEWAY_MODEL_REGISTRY = Setting(
 )
 
 SERVICES: dict[str, tuple[Setting, ...]] = {
-    "detector": (DETECTOR_MAX_IMAGE_BYTES, DETECTOR_MAX_PIXELS, DETECTOR_WORKING_PIXELS, DLIB_MODEL_DIR),
+    "detector": (
+        DETECTOR_ENGINE,
+        DETECTOR_MAX_IMAGE_BYTES,
+        DETECTOR_MAX_PIXELS,
+        DETECTOR_WORKING_PIXELS,
+        DLIB_MODEL_DIR,
+        DETECTOR_MODEL_PACK,
+        ONNX_PROVIDERS,
+    ),
     "embedder": (EMBEDDER_ENGINE, EMBEDDER_THRESHOLD, EMBEDDER_MAX_BATCH, DLIB_MODEL_DIR, MODEL_PACK, ONNX_PROVIDERS),
     "matcher": (MATCHER_BACKEND, MATCHER_DATA_DIR, QDRANT_URL, QDRANT_API_KEY, QDRANT_SHARDS, QDRANT_REPLICAS),
     "audit": (

@@ -12,15 +12,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from candor_kit.errors import ConfigError
 
 MANIFEST = "manifest.json"
 METRICS = ("cosine", "euclidean")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+log = structlog.get_logger("candor.model_pack")
+
+
+def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
+    """onnxruntime providers for ``cpu`` or ``cuda``; CUDA falls back to CPU, with a warning, when
+    this machine's onnxruntime has no CUDA."""
+    if requested == "cpu":
+        return [CPU]
+    if requested == "cuda":
+        if CUDA in available:
+            return [CUDA, CPU]
+        log.warning("onnx_cuda_unavailable", available=list(available), running=CPU)
+        return [CPU]
+    raise ConfigError(f"unknown ONNX providers {requested!r}; use cpu or cuda")
 
 
 @dataclass(frozen=True)
@@ -71,6 +89,22 @@ class ModelPack:
             "tasks": sorted(self.files),
             "path": str(self.path),
         }
+
+
+def load_task_model(pack: ModelPack, task: str, providers: str) -> tuple[Any, list[str]]:
+    """Verify the pack, then load one task's model through insightface's model_zoo on the chosen
+    providers; returns the model and the providers its session really runs on (also logged)."""
+    import onnxruntime
+    from insightface.model_zoo import get_model
+
+    if task not in pack.files:
+        raise ConfigError(f"model pack {pack.model_id} has no {task} model")
+    pack.verify()
+    chosen = choose_providers(providers, onnxruntime.get_available_providers())
+    model = get_model(str(pack.path), model_task=task, providers=chosen)
+    running = list(model.session.get_providers())
+    log.info("onnx_model_loaded", model=pack.model_id, version=pack.version, task=task, providers=running)
+    return model, running
 
 
 def sha256_file(path: Path) -> str:

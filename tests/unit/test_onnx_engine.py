@@ -12,10 +12,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from candor_cli.main import main
+from candor_detector.decoding import DecodeLimits, decode_image
+from candor_detector.onnx_faces import OnnxFaceDetector
 from candor_embedder import build_engine
-from candor_embedder.onnx_engine import CPU, CUDA, choose_providers
 from candor_kit import ConfigError, PreconditionFailed
-from candor_kit.model_pack import load_model_pack
+from candor_kit.model_pack import CPU, CUDA, choose_providers, load_model_pack
 from candor_matcher import EdgeBackend, Gallery, GalleryModel
 from tests.onnx_packs import write_pack
 
@@ -119,3 +120,13 @@ def test_models_verify_and_list_from_the_command_line(pack: Path, capsys: pytest
     (pack / "det.onnx").write_bytes(b"not the detector")
     assert main(["models", "verify", str(pack)]) == 1
     assert "REFUSED: model pack synthetic-arcface: det.onnx has SHA-256" in capsys.readouterr().out
+
+
+def test_the_pack_detector_finds_keypoints_and_cuts_arcface_chips(tmp_path: Path, samples: Path) -> None:
+    pack = load_model_pack(write_pack(tmp_path / "one-face", one_face=True))
+    photo = decode_image((samples / "obama.jpg").read_bytes(), DecodeLimits())
+    [face] = OnnxFaceDetector(pack).detect(photo)
+    assert face.chip.shape == (112, 112, 3) and face.chip.dtype == np.uint8
+    assert len(face.landmarks) == 5 and face.detector_score == pytest.approx(0.9)
+    # The synthetic box is 192 px wide in the 640 px input, scaled back to the photo.
+    assert face.face_size_px == round(192 * max(photo.rgb.shape[:2]) / 640 * photo.scale)

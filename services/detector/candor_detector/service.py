@@ -7,6 +7,7 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import structlog
@@ -15,8 +16,10 @@ from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
 from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
 from candor_detector.faces import AlignmentSpec, Face, FaceDetector
+from candor_detector.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
+from candor_kit.model_pack import load_model_pack
 
 DETECT_SUBJECT = subjects.DETECT
 log = structlog.get_logger("candor.detector")
@@ -30,6 +33,9 @@ class DetectorSettings:
     limits: DecodeLimits
     model_dir: str | None
     alignment: AlignmentSpec
+    engine: str = "dlib"
+    model_pack: str | None = None
+    providers: str = "cpu"
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> DetectorSettings:
@@ -48,6 +54,9 @@ class DetectorSettings:
             limits=limits,
             model_dir=env.get(catalogue.DLIB_MODEL_DIR) or None,
             alignment=AlignmentSpec(),
+            engine=env.get(catalogue.DETECTOR_ENGINE),
+            model_pack=env.get(catalogue.DETECTOR_MODEL_PACK) or None,
+            providers=env.get(catalogue.ONNX_PROVIDERS),
         )
         env.done()
         return settings
@@ -56,7 +65,7 @@ class DetectorSettings:
 class DetectionService:
     """Runs decode + detect on one worker thread, so the event loop stays responsive."""
 
-    def __init__(self, detector: FaceDetector, limits: DecodeLimits) -> None:
+    def __init__(self, detector: FaceDetector | OnnxFaceDetector, limits: DecodeLimits) -> None:
         self._detector = detector
         self._limits = limits
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
@@ -119,10 +128,17 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
         return await self._service.detect(request)
 
 
+def build_detector(settings: DetectorSettings) -> FaceDetector | OnnxFaceDetector:
+    """dlib's HOG detector with dlib chips, or the SCRFD of an ONNX model pack with ArcFace chips."""
+    if settings.engine == "onnx":
+        assert settings.model_pack is not None  # required_if in the catalogue
+        return OnnxFaceDetector(load_model_pack(Path(settings.model_pack)), settings.providers)
+    return FaceDetector(dlib_model_file(DLIB_LANDMARKS_5, settings.model_dir), settings.alignment)
+
+
 async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
     """Run the detector until ``stop`` is set."""
-    detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5, settings.model_dir), settings.alignment)
-    service = DetectionService(detector, settings.limits)
+    service = DetectionService(build_detector(settings), settings.limits)
     try:
         async with ServiceHost(settings.common, ["candor.detector.v1.DetectorService"]) as host:
             detector_pb2_grpc.add_DetectorServiceServicer_to_server(DetectorServicer(service), host.grpc.server)

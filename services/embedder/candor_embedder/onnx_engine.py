@@ -11,42 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import structlog
 
 from candor_embedder.engines import ModelInfo
 from candor_kit.errors import ConfigError
-from candor_kit.model_pack import ModelPack, load_model_pack
-
-CUDA = "CUDAExecutionProvider"
-CPU = "CPUExecutionProvider"
-log = structlog.get_logger("candor.embedder.onnx")
-
-
-def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
-    """onnxruntime providers for ``cpu`` or ``cuda``; CUDA falls back to CPU when it is missing."""
-    if requested == "cpu":
-        return [CPU]
-    if requested == "cuda":
-        if CUDA in available:
-            return [CUDA, CPU]
-        log.warning("onnx_cuda_unavailable", available=list(available), running="CPUExecutionProvider")
-        return [CPU]
-    raise ConfigError(f"unknown ONNX providers {requested!r}; use cpu or cuda")
+from candor_kit.model_pack import ModelPack, load_model_pack, load_task_model
 
 
 class OnnxRecognitionEngine:
     """A pack's recognition model: aligned RGB chips (input_size square) in, L2-normalised vectors out."""
 
     def __init__(self, pack: ModelPack, providers: str = "cpu", threshold: float | None = None) -> None:
-        import onnxruntime
-        from insightface.model_zoo import get_model
-
-        pack.verify()
-        self._pack = pack
-        chosen = choose_providers(providers, onnxruntime.get_available_providers())
-        self._model = get_model(str(pack.path), model_task="recognition", providers=chosen)
-        self.providers = list(self._model.session.get_providers())
-        log.info("onnx_model_loaded", model=pack.model_id, version=pack.version, providers=self.providers)
+        self._model, self.providers = load_task_model(pack, "recognition", providers)
         self._info = ModelInfo(
             id=pack.model_id,
             version=pack.version,
