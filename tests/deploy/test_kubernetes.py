@@ -281,6 +281,7 @@ def test_the_gpu_component_puts_the_embedder_on_gpu_nodes() -> None:
     docs = render("components/gpu")
     pod = named(docs, "Deployment", "candor-embedder")["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"name": "CANDOR_ONNX_PROVIDERS", "value": "cuda"} in pod["containers"][0]["env"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     others = [named(docs, "Deployment", f"candor-{name}") for name in CANDOR_SERVICES if name != "embedder"]
     assert all(
