@@ -1,22 +1,19 @@
-"""Milliseconds per face for the default embedder (dlib-bin, no BLAS) and a fast path, same chips.
+"""Milliseconds per face for dlib's ResNet on dlib-bin (no BLAS) and on the embedder's default
+fast path (dlib's weights converted to ONNX, on onnxruntime), on the same chips, in one run.
 
-The fast path is dlib built from source against OpenBLAS, in its own virtual environment
-(`scripts/build_fast_dlib.sh`). Both run dlib's ResNet from the same model file on the same
-aligned chips; the benchmark alternates passes between them and prints each one's median ms per
-face (one thread, one face per call, and whole batches), their ratio, and the worst cosine
-between their vectors.
+Both engines are the embedder service's own (``dlib-native`` and ``dlib``). The benchmark
+alternates passes between them and prints each one's median ms per face (one face per call, and
+whole batches), their ratio, and the worst cosine between their vectors.
 
-    python bench/embedder_speed.py [--fast-python .cache/dlib-openblas/bin/python] [--rounds 3]
+    python bench/embedder_speed.py [--chips 40] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +24,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_detector import DecodeLimits, FaceDetector, decode_image  # noqa: E402
-from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file  # noqa: E402
-
-# Runs in the fast path's interpreter: only numpy and dlib there.
-TIMER = """
-import json, sys, time
-import numpy as np, dlib
-chips = np.load(sys.argv[1])
-net = dlib.face_recognition_model_v1(sys.argv[2])
-net.compute_face_descriptor(chips[0])
-single = []
-for chip in chips:
-    start = time.perf_counter(); net.compute_face_descriptor(chip); single.append((time.perf_counter() - start) * 1000)
-start = time.perf_counter()
-vectors = np.array([np.array(v) for v in net.compute_face_descriptor(list(chips))])
-batch = (time.perf_counter() - start) * 1000 / len(chips)
-np.save(sys.argv[3], vectors)
-print(json.dumps({"single": single, "batch": batch, "blas": bool(dlib.DLIB_USE_BLAS)}))
-"""
+from candor_embedder import EmbeddingEngine, build_engine  # noqa: E402
+from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file  # noqa: E402
 
 
 def collect_chips(datasets: Path, limit: int) -> np.ndarray:
@@ -64,47 +45,53 @@ def collect_chips(datasets: Path, limit: int) -> np.ndarray:
     return np.stack(chips[:limit])
 
 
-def run(python: str, chips_file: Path, vectors_file: Path) -> dict:  # type: ignore[type-arg]
-    """Time one pass in the given interpreter."""
-    model = str(dlib_model_file(DLIB_RESNET))
-    result = subprocess.run(
-        [python, "-c", TIMER, str(chips_file), model, str(vectors_file)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout)
+def timed_pass(engine: EmbeddingEngine, chips: np.ndarray) -> tuple[list[float], float, np.ndarray]:
+    """Per-face milliseconds one chip at a time, then per-face milliseconds of one whole batch."""
+    single = []
+    for chip in chips:
+        start = time.perf_counter()
+        engine.embed([chip])
+        single.append((time.perf_counter() - start) * 1000)
+    start = time.perf_counter()
+    vectors = engine.embed(list(chips))
+    return single, (time.perf_counter() - start) * 1000 / len(chips), vectors
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fast-python", default=str(ROOT / ".cache" / "dlib-openblas" / "bin" / "python"))
     parser.add_argument("--datasets", type=Path, default=ROOT.parent / "shared" / "datasets")
     parser.add_argument("--chips", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if not Path(args.fast_python).exists():
-        sys.exit(f"{args.fast_python} not found; build it with scripts/build_fast_dlib.sh")
 
     chips = collect_chips(args.datasets, args.chips)
-    with tempfile.TemporaryDirectory() as tmp:
-        chips_file, slow_vectors, fast_vectors = Path(tmp) / "chips.npy", Path(tmp) / "slow.npy", Path(tmp) / "fast.npy"
-        np.save(chips_file, chips)
-        slow_single, fast_single, slow_batch, fast_batch = [], [], [], []
-        for _ in range(args.rounds):
-            slow = run(sys.executable, chips_file, slow_vectors)
-            fast = run(args.fast_python, chips_file, fast_vectors)
-            slow_single += slow["single"]
-            fast_single += fast["single"]
-            slow_batch.append(slow["batch"])
-            fast_batch.append(fast["batch"])
-        a, b = np.load(slow_vectors), np.load(fast_vectors)
-    cosine = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-    slow_ms, fast_ms = statistics.median(slow_single), statistics.median(fast_single)
-    print(f"chips: {len(chips)} x {args.rounds} rounds; default BLAS: {slow['blas']}, fast path BLAS: {fast['blas']}")
-    print(f"dlib-bin           {slow_ms:7.1f} ms/face one at a time, {statistics.median(slow_batch):7.1f} in a batch")
-    print(f"dlib + OpenBLAS    {fast_ms:7.1f} ms/face one at a time, {statistics.median(fast_batch):7.1f} in a batch")
-    print(f"ratio {slow_ms / fast_ms:.2f}x (goal >= 5); worst cosine {cosine.min():.7f} (goal >= 0.9999)")
+    engines = {
+        "dlib-bin (dlib-native)": build_engine("dlib-native", None, None),
+        "ONNX (dlib)": build_engine("dlib", None, None),
+    }
+    single: dict[str, list[float]] = {name: [] for name in engines}
+    batch: dict[str, list[float]] = {name: [] for name in engines}
+    vectors: dict[str, np.ndarray] = {}
+    for engine in engines.values():  # warm both
+        engine.embed([chips[0]])
+    for _ in range(args.rounds):
+        for name, engine in engines.items():
+            one, whole, vectors[name] = timed_pass(engine, chips)
+            single[name] += one
+            batch[name].append(whole)
+    slow, fast = (vectors[name] for name in engines)
+    cosine = (slow * fast).sum(axis=1) / np.linalg.norm(slow, axis=1) / np.linalg.norm(fast, axis=1)
+    medians = {name: statistics.median(single[name]) for name in engines}
+    print(f"chips: {len(chips)} x {args.rounds} rounds, passes alternated")
+    for name in engines:
+        print(
+            f"{name:<24} {medians[name]:7.1f} ms/face one at a time, {statistics.median(batch[name]):7.1f} in a batch"
+        )
+    slow_ms, fast_ms = medians.values()
+    print(
+        f"ratio {slow_ms / fast_ms:.2f}x (goal >= 5); worst cosine {cosine.min():.7f} (goal >= 0.9999); "
+        f"max abs difference {np.abs(slow - fast).max():.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -149,10 +149,11 @@ DETECTOR_WORKING_PIXELS = _int(
 
 EMBEDDER_ENGINE = Setting(
     "CANDOR_EMBEDDER_ENGINE",
-    "embedding engine: dlib, or onnx (a model pack)",
+    "embedding engine: dlib (dlib's ResNet on onnxruntime), dlib-native (on dlib-bin, same vectors), "
+    "or onnx (a model pack)",
     "dlib",
     "choice",
-    choices=("dlib", "onnx"),
+    choices=("dlib", "dlib-native", "onnx"),
 )
 MODEL_PACK = Setting(
     "CANDOR_MODEL_PACK",

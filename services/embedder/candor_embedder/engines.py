@@ -40,23 +40,24 @@ class EmbeddingEngine(Protocol):
         ...
 
 
-class DlibResNetEngine:
-    """dlib's ResNet-34 face descriptor: 128-d, Euclidean, same person at about 0.6.
+def dlib_resnet_model(threshold: float) -> ModelInfo:
+    """dlib's ResNet face descriptor: 128-d, Euclidean, same person at about 0.6.
 
     The 0.6 threshold is dlib's published operating point (99.38% on LFW); an agency replaces
-    it with one from its own evaluation.
+    it with one from its own evaluation. Both engines that run it give the same vectors, so they
+    share this identity (and a gallery).
     """
+    return ModelInfo(
+        id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128, threshold=threshold, chip_size=150
+    )
+
+
+class DlibResNetEngine:
+    """dlib's ResNet run by dlib itself (dlib-bin, built without BLAS: 70-160 ms a face)."""
 
     def __init__(self, model_file: Path, threshold: float = 0.6) -> None:
         self._net = dlib.face_recognition_model_v1(str(model_file))
-        self._model = ModelInfo(
-            id="dlib-resnet-v1",
-            version="1.0",
-            metric="euclidean",
-            dimension=128,
-            threshold=threshold,
-            chip_size=150,
-        )
+        self._model = dlib_resnet_model(threshold)
 
     @property
     def model(self) -> ModelInfo:
@@ -71,6 +72,38 @@ class DlibResNetEngine:
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
 
 
+class DlibOnnxEngine:
+    """dlib's ResNet with dlib's own weights, converted to ONNX at start (``dlib_onnx``) and run
+    on onnxruntime: the same vectors as dlib (cosine 1.0), about 20 times faster on a small CPU."""
+
+    def __init__(self, model_file: Path, threshold: float = 0.6, providers: str = "cpu") -> None:
+        import onnxruntime
+        import structlog
+
+        from candor_embedder.dlib_onnx import read_dlib_resnet, to_onnx
+        from candor_kit.model_pack import choose_providers
+
+        chosen = choose_providers(providers, onnxruntime.get_available_providers())
+        self._session = onnxruntime.InferenceSession(to_onnx(read_dlib_resnet(model_file)), providers=chosen)
+        self.providers = list(self._session.get_providers())
+        self._model = dlib_resnet_model(threshold)
+        structlog.get_logger("candor.embedder").info(
+            "onnx_model_loaded", model=self._model.id, version=self._model.version, providers=self.providers
+        )
+
+    @property
+    def model(self) -> ModelInfo:
+        """dlib-resnet-v1, as dlib's own engine names it."""
+        return self._model
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed a batch of 150x150 chips in one session call."""
+        if not chips:
+            return np.zeros((0, self._model.dimension), dtype=np.float32)
+        batch = np.ascontiguousarray(np.stack(chips), dtype=np.uint8)
+        return np.asarray(self._session.run(None, {"chips": batch})[0], dtype=np.float32)
+
+
 def build_engine(
     name: str,
     model_dir: str | None,
@@ -78,8 +111,11 @@ def build_engine(
     model_pack: str | None = None,
     providers: str = "cpu",
 ) -> EmbeddingEngine:
-    """The engine named by configuration: dlib's ResNet, or the recogniser of an ONNX model pack."""
+    """The engine named by configuration: dlib's ResNet on onnxruntime (the default) or on dlib
+    itself, or the recogniser of an ONNX model pack."""
     if name == "dlib":
+        return DlibOnnxEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6, providers)
+    if name == "dlib-native":
         return DlibResNetEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6)
     if name == "onnx":
         if not model_pack:
@@ -87,4 +123,4 @@ def build_engine(
         from candor_embedder.onnx_engine import build_onnx_engine
 
         return build_onnx_engine(Path(model_pack), providers, threshold)
-    raise ConfigError(f"unknown embedding engine {name!r}; known: dlib, onnx")
+    raise ConfigError(f"unknown embedding engine {name!r}; known: dlib, dlib-native, onnx")
