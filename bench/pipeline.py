@@ -32,18 +32,20 @@ from fetch_sample_images import fetch  # noqa: E402
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
 from candor_detector import DecodeLimits, decode_image  # noqa: E402
 from candor_detector.faces import UPSAMPLE_BELOW_PIXELS  # noqa: E402
+from candor_embedder import build_engine  # noqa: E402
 from candor_gateway import DEFAULT_POLICY_YAML  # noqa: E402
 from candor_kit import CandorError  # noqa: E402
-from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file  # noqa: E402
+from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file  # noqa: E402
 
 
 class InProcessDlib:
-    """The anchor: dlib called directly, numpy for the gallery."""
+    """The anchor: dlib's detector and the embedder's own default engine called directly, numpy for
+    the gallery."""
 
     def __init__(self) -> None:
         self.detector = dlib.get_frontal_face_detector()
         self.predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_5)))
-        self.net = dlib.face_recognition_model_v1(str(dlib_model_file(DLIB_RESNET)))
+        self.engine = build_engine("dlib", None, None)
         self.limits = DecodeLimits()
         self.gallery: list[np.ndarray] = []
         self.subjects: list[str] = []
@@ -55,7 +57,7 @@ class InProcessDlib:
         vectors = []
         for rect in rects:
             chip = dlib.get_face_chip(rgb, self.predictor(rgb, rect), size=150, padding=0.25)
-            vectors.append(np.asarray(self.net.compute_face_descriptor(chip), dtype=np.float32))
+            vectors.append(self.engine.embed([chip])[0])
         return vectors
 
     def enroll(self, subject: str, vector: np.ndarray) -> None:
