@@ -40,6 +40,26 @@ class EmbeddingEngine(Protocol):
         ...
 
 
+class BatchEngine:
+    """What every engine shares: its model, and an empty batch answered without the model."""
+
+    _model: ModelInfo
+
+    @property
+    def model(self) -> ModelInfo:
+        """The model this engine runs."""
+        return self._model
+
+    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed chips (each chip_size x chip_size x 3 uint8 RGB) in one model call; (n, dimension) float32."""
+        if not chips:
+            return np.zeros((0, self._model.dimension), dtype=np.float32)
+        return self._embed(chips)
+
+    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
 def dlib_resnet_model(threshold: float) -> ModelInfo:
     """dlib's ResNet face descriptor: 128-d, Euclidean, same person at about 0.6.
 
@@ -52,27 +72,19 @@ def dlib_resnet_model(threshold: float) -> ModelInfo:
     )
 
 
-class DlibResNetEngine:
+class DlibResNetEngine(BatchEngine):
     """dlib's ResNet run by dlib itself (dlib-bin, built without BLAS: 70-160 ms a face)."""
 
     def __init__(self, model_file: Path, threshold: float = 0.6) -> None:
         self._net = dlib.face_recognition_model_v1(str(model_file))
         self._model = dlib_resnet_model(threshold)
 
-    @property
-    def model(self) -> ModelInfo:
-        """dlib-resnet-v1."""
-        return self._model
-
-    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed a batch of 150x150 chips in one dlib call."""
-        if not chips:
-            return np.zeros((0, self._model.dimension), dtype=np.float32)
+    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         vectors = self._net.compute_face_descriptor(list(chips))
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32)
 
 
-class DlibOnnxEngine:
+class DlibOnnxEngine(BatchEngine):
     """dlib's ResNet with dlib's own weights, converted to ONNX at start (``dlib_onnx``) and run
     on onnxruntime: the same vectors as dlib (cosine 1.0), about 20 times faster on a small CPU."""
 
@@ -91,15 +103,7 @@ class DlibOnnxEngine:
             "onnx_model_loaded", model=self._model.id, version=self._model.version, providers=self.providers
         )
 
-    @property
-    def model(self) -> ModelInfo:
-        """dlib-resnet-v1, as dlib's own engine names it."""
-        return self._model
-
-    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed a batch of 150x150 chips in one session call."""
-        if not chips:
-            return np.zeros((0, self._model.dimension), dtype=np.float32)
+    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.ascontiguousarray(np.stack(chips), dtype=np.uint8)
         return np.asarray(self._session.run(None, {"chips": batch})[0], dtype=np.float32)
 

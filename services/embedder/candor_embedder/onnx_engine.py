@@ -12,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from candor_embedder.engines import ModelInfo
+from candor_embedder.engines import BatchEngine, ModelInfo
 from candor_kit.errors import ConfigError
 from candor_kit.model_pack import ModelPack, load_model_pack, load_task_model
 
 
-class OnnxRecognitionEngine:
+class OnnxRecognitionEngine(BatchEngine):
     """A pack's recognition model: aligned RGB chips (input_size square) in, L2-normalised vectors out."""
 
     def __init__(self, pack: ModelPack, providers: str = "cpu", threshold: float | None = None) -> None:
-        self._model, self.providers = load_task_model(pack, "recognition", providers)
-        self._info = ModelInfo(
+        self._net, self.providers = load_task_model(pack, "recognition", providers)
+        self._model = ModelInfo(
             id=pack.model_id,
             version=pack.version,
             metric=pack.metric,
@@ -31,20 +31,12 @@ class OnnxRecognitionEngine:
             chip_size=pack.input_size,
         )
 
-    @property
-    def model(self) -> ModelInfo:
-        """The pack's model id, version and metric."""
-        return self._info
-
-    def embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed a batch of chips in one session call."""
-        if not chips:
-            return np.zeros((0, self._info.dimension), dtype=np.float32)
+    def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.stack([np.asarray(chip, dtype=np.float32) for chip in chips]).transpose(0, 3, 1, 2)
-        vectors = np.asarray(self._model.forward(batch), dtype=np.float32)
-        if vectors.shape != (len(chips), self._info.dimension):
-            raise ConfigError(f"model {self._info.id} returned {vectors.shape}, expected ({len(chips)}, dim)")
-        if self._info.metric == "cosine":
+        vectors = np.asarray(self._net.forward(batch), dtype=np.float32)
+        if vectors.shape != (len(chips), self._model.dimension):
+            raise ConfigError(f"model {self._model.id} returned {vectors.shape}, expected ({len(chips)}, dim)")
+        if self._model.metric == "cosine":
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
