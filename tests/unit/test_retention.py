@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from candor_gateway.retention import ProbeStore, generate_probe_key, read_probe_key
-from candor_kit import ConfigError
+from candor_kit import ConfigError, PreconditionFailed
 
 
 @pytest.fixture
@@ -35,10 +35,10 @@ def test_an_altered_probe_or_header_fails_its_integrity_check(store: ProbeStore,
     path = tmp_path / "probes" / f"{search_id}.probe"
     original = path.read_bytes()
     path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
-    with pytest.raises(ValueError, match="integrity"):
+    with pytest.raises(PreconditionFailed, match="integrity"):
         store.load(search_id)
     path.write_bytes(original.replace(b"cdcd", b"eeee", 1))
-    with pytest.raises(ValueError, match="integrity"):
+    with pytest.raises(PreconditionFailed, match="integrity"):
         store.load(search_id)
 
 
@@ -59,3 +59,10 @@ def test_a_malformed_key_is_refused(tmp_path: Path) -> None:
     key.write_text("not base64!")
     with pytest.raises(ConfigError, match="probe key"):
         read_probe_key(key)
+
+
+def test_an_unreadable_probe_file_does_not_stop_the_sweep_of_the_others(store: ProbeStore, tmp_path: Path) -> None:
+    (tmp_path / "probes" / "garbage.probe").write_bytes(b"\xff not a header\n")
+    kept = str(uuid.uuid4())
+    store.save(kept, b"photo", "00" * 32)
+    assert [probe.search_id for probe in store.expired(keep_days=0)] == [kept]

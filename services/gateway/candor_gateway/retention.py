@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from candor_kit import AuditPublisher
-from candor_kit.errors import ConfigError
+from candor_kit.errors import ConfigError, PreconditionFailed
 
 NONCE_BYTES = 12
 SEARCH_ID = re.compile(r"^[0-9a-f-]{36}$")
@@ -85,7 +85,8 @@ class ProbeStore:
         partial.replace(path)
 
     def load(self, search_id: str) -> bytes | None:
-        """The decrypted probe, or None when none is kept; ValueError when the file was altered."""
+        """The decrypted probe, or None when none is kept; PreconditionFailed when the file
+        was altered or another key made it."""
         try:
             data = self._path(search_id).read_bytes()
         except FileNotFoundError:
@@ -95,16 +96,21 @@ class ProbeStore:
         try:
             return self._aead.decrypt(rest[:NONCE_BYTES], rest[NONCE_BYTES:], header)
         except InvalidTag as exc:
-            raise ValueError(f"retained probe of search {search_id} fails its integrity check") from exc
+            raise PreconditionFailed(
+                f"the retained probe of search {search_id} fails its integrity check (altered, or another key)"
+            ) from exc
 
     def stored(self) -> Iterator[StoredProbe]:
         """Every retained probe's header."""
         for path in sorted(self._folder.glob("*.probe")):
-            with path.open("rb") as data:
-                header = json.loads(data.readline())
-            yield StoredProbe(
-                header["search_id"], dt.datetime.fromisoformat(header["stored_at"]), header["sha256"], path
-            )
+            try:
+                with path.open("rb") as data:
+                    header = json.loads(data.readline())
+                stored_at = dt.datetime.fromisoformat(header["stored_at"])
+                yield StoredProbe(header["search_id"], stored_at, header["sha256"], path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # One unreadable file must not stop the sweep of the others; it is left for a person.
+                log.warning("probe_unreadable", file=path.name, error=type(exc).__name__)
 
     def expired(self, keep_days: int, now: dt.datetime | None = None) -> list[StoredProbe]:
         """The probes stored more than ``keep_days`` ago (all of them when the policy keeps none)."""
