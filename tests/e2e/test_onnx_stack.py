@@ -43,7 +43,7 @@ def test_enrol_and_search_run_on_the_pack_and_name_its_model(onnx_stack: LocalSt
         found = client.search(samples / "obama.jpg", "ONNX-1", "investigation", authorisation="W-ONNX")
     assert found.model.id == "synthetic-arcface" and found.model.metric == "cosine"
     assert found.candidates[0].subject_id == "obama" and found.candidates[0].distance < 1e-4
-    assert found.candidates[0].model_id == "synthetic-arcface"
+    assert (found.candidates[0].model_id, found.candidates[0].model_version) == ("synthetic-arcface", "0.0-synthetic")
     deadline = time.monotonic() + 20
     while True:
         with sqlite3.connect(onnx_stack.data / "audit" / "audit.db") as db:

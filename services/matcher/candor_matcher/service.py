@@ -126,6 +126,7 @@ class MatchingService:
                     distance=hit.distance,
                     record_id=hit.record_id,
                     model_id=model.id,
+                    model_version=model.version,
                 )
                 for rank, hit in enumerate(hits, start=1)
             ]

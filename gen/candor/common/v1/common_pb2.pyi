@@ -81,15 +81,17 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "subject_id", "distance", "record_id", "model_id")
+    __slots__ = ("rank", "subject_id", "distance", "record_id", "model_id", "model_version")
     RANK_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     rank: int
     subject_id: str
     distance: float
     record_id: str
     model_id: str
-    def __init__(self, rank: _Optional[int] = ..., subject_id: _Optional[str] = ..., distance: _Optional[float] = ..., record_id: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+    model_version: str
+    def __init__(self, rank: _Optional[int] = ..., subject_id: _Optional[str] = ..., distance: _Optional[float] = ..., record_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
