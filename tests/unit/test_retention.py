@@ -52,6 +52,10 @@ def test_probes_expire_after_the_retention_days(store: ProbeStore) -> None:
     assert [p.search_id for p in store.expired(keep_days=0)] == [kept]
     assert store.delete(expired) and not store.delete(expired)
     assert store.load(kept) is None
+    unrecorded = str(uuid.uuid4())
+    store.save(unrecorded, b"photo", "11" * 32)
+    store.discard(unrecorded)
+    assert store.load(unrecorded) is None
 
 
 def test_a_malformed_key_is_refused(tmp_path: Path) -> None:

@@ -117,6 +117,10 @@ class ProbeStore:
         limit = (now or dt.datetime.now(dt.UTC)) - dt.timedelta(days=keep_days)
         return [probe for probe in self.stored() if probe.stored_at <= limit]
 
+    def discard(self, search_id: str) -> None:
+        """Remove a probe whose search was never recorded (nothing to audit: it was never kept)."""
+        self._path(search_id).unlink(missing_ok=True)
+
     @staticmethod
     def delete(probe: StoredProbe) -> bool:
         """Remove a probe's file; False when another replica removed it first."""

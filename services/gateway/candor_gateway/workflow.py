@@ -236,42 +236,33 @@ class Workflow:
             await self.audit_refusal("search", error, principal.user, case_number, purpose, image)
             raise
         stages.mark("match")
-        probe_sha256 = chosen.image_sha256
         candidates = list(matched.candidates)
-        await self._audit.publish(
-            "search.completed",
-            event_id=search_id,
-            actor=principal.user,
-            case_number=case_number,
-            purpose=purpose,
-            details={
-                "probe_sha256": probe_sha256,
-                "authorisation_reference": authorisation,
-                "policy_sha256": self._policy.loaded.sha256,
-                "probe_retained_until": retained_until,
-                "probe_quality": {"face_size_px": chosen.face.quality.face_size_px, "blur": chosen.face.quality.blur},
-                "face_box": _box(chosen.face.box),
-                "model": _model(model),
-                "threshold": model.threshold,
-                "calibration_id": model.calibration_id or None,
-                "max_candidates": limit,
-                "reviews_needed": policy.reviews.needed,
-                "quota_counted_from": quota_source or None,
-                "candidates": [
-                    {
-                        "rank": c.rank,
-                        "subject_id": c.subject_id,
-                        "distance": round(c.distance, 6),
-                        "record_id": c.record_id,
-                    }
-                    for c in candidates
-                ],
-            },
-        )
+        try:
+            await self._audit.publish(
+                "search.completed",
+                event_id=search_id,
+                actor=principal.user,
+                case_number=case_number,
+                purpose=purpose,
+                details={
+                    **_search_record(chosen, model, candidates),
+                    "authorisation_reference": authorisation,
+                    "policy_sha256": self._policy.loaded.sha256,
+                    "probe_retained_until": retained_until,
+                    "max_candidates": limit,
+                    "reviews_needed": policy.reviews.needed,
+                    "quota_counted_from": quota_source or None,
+                },
+            )
+        except CandorError:
+            # Unrecorded, the search did not happen: its probe is not kept either.
+            if retained_until and self._probes is not None:
+                await asyncio.to_thread(self._probes.discard, search_id)
+            raise
         self._quota.completed(principal.user)
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
-        return Matched(search_id, candidates, model, probe_sha256, chosen.face.quality)
+        return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
 
     async def _retain(self, search_id: str, image: bytes, sha256: str, keep_days: int) -> str | None:
         """Keep the probe, encrypted, when the policy says so; returns until when (RFC 3339)."""
@@ -465,6 +456,25 @@ class Workflow:
             details={"after_sequence": request.after_sequence, "records": len(page.records)},
         )
         return gateway_pb2.ListAuditRecordsResponse(records=page.records)
+
+
+def _search_record(
+    chosen: Chosen, model: common_pb2.ModelRef, candidates: Sequence[common_pb2.Candidate]
+) -> dict[str, Any]:
+    """What a search's audit record says of the probe, the model and the candidates shown."""
+    quality = chosen.face.quality
+    return {
+        "probe_sha256": chosen.image_sha256,
+        "probe_quality": {"face_size_px": quality.face_size_px, "blur": quality.blur},
+        "face_box": _box(chosen.face.box),
+        "model": _model(model),
+        "threshold": model.threshold,
+        "calibration_id": model.calibration_id or None,
+        "candidates": [
+            {"rank": c.rank, "subject_id": c.subject_id, "distance": round(c.distance, 6), "record_id": c.record_id}
+            for c in candidates
+        ],
+    }
 
 
 def _box(box: common_pb2.Box) -> dict[str, int]:
