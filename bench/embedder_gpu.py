@@ -19,7 +19,6 @@ script installs nothing and says when CUDA is missing.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import tempfile
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from candor_embedder.onnx_engine import OnnxRecognitionEngine  # noqa: E402
-from candor_kit.model_pack import load_model_pack  # noqa: E402
+from candor_kit.model_pack import load_model_pack, sha256_file  # noqa: E402
 
 STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))
 
@@ -108,7 +107,7 @@ def synthetic_pack(folder: Path) -> Path:
     """A pack holding only the IResNet-50-shaped recogniser."""
     iresnet50(folder / "rec.onnx")
     (folder / "MODEL.LICENSE").write_text("Random weights built by bench/embedder_gpu.py.\n")
-    digest = hashlib.sha256((folder / "rec.onnx").read_bytes()).hexdigest()
+    digest = sha256_file(folder / "rec.onnx")
     manifest = {
         "manifest_version": 2,
         "model_id": "iresnet50-shaped-random",

@@ -28,9 +28,13 @@ CPU = "CPUExecutionProvider"
 log = structlog.get_logger("candor.model_pack")
 
 
-def choose_providers(requested: str, available: Sequence[str]) -> list[str]:
+def choose_providers(requested: str, available: Sequence[str] | None = None) -> list[str]:
     """onnxruntime providers for ``cpu`` or ``cuda``; CUDA falls back to CPU, with a warning, when
-    this machine's onnxruntime has no CUDA."""
+    ``available`` (default: this machine's onnxruntime) has no CUDA."""
+    if available is None:
+        import onnxruntime
+
+        available = onnxruntime.get_available_providers()
     if requested == "cpu":
         return [CPU]
     if requested == "cuda":
@@ -94,14 +98,12 @@ class ModelPack:
 def load_task_model(pack: ModelPack, task: str, providers: str) -> tuple[Any, list[str]]:
     """Verify the pack, then load one task's model through insightface's model_zoo on the chosen
     providers; returns the model and the providers its session really runs on (also logged)."""
-    import onnxruntime
     from insightface.model_zoo import get_model
 
     if task not in pack.files:
         raise ConfigError(f"model pack {pack.model_id} has no {task} model")
     pack.verify()
-    chosen = choose_providers(providers, onnxruntime.get_available_providers())
-    model = get_model(str(pack.path), model_task=task, providers=chosen)
+    model = get_model(str(pack.path), model_task=task, providers=choose_providers(providers))
     running = list(model.session.get_providers())
     log.info("onnx_model_loaded", model=pack.model_id, version=pack.version, task=task, providers=running)
     return model, running

@@ -95,8 +95,8 @@ class DlibOnnxEngine(BatchEngine):
         from candor_embedder.dlib_onnx import read_dlib_resnet, to_onnx
         from candor_kit.model_pack import choose_providers
 
-        chosen = choose_providers(providers, onnxruntime.get_available_providers())
-        self._session = onnxruntime.InferenceSession(to_onnx(read_dlib_resnet(model_file)), providers=chosen)
+        network = to_onnx(read_dlib_resnet(model_file))
+        self._session = onnxruntime.InferenceSession(network, providers=choose_providers(providers))
         self.providers = list(self._session.get_providers())
         self._model = dlib_resnet_model(threshold)
         structlog.get_logger("candor.embedder").info(

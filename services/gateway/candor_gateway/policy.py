@@ -196,12 +196,17 @@ def parse_policy(text: bytes, source: str = "policy") -> Policy:
         raise ConfigError(f"{source}: {problems}") from exc
 
 
-def load_policy(path: Path) -> LoadedPolicy:
-    """Read and validate the policy file."""
+def read_policy_file(path: Path) -> bytes:
+    """The policy file's bytes; ConfigError when it cannot be read."""
     try:
-        text = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"policy file {path}: {exc.strerror or exc}") from exc
+
+
+def load_policy(path: Path) -> LoadedPolicy:
+    """Read and validate the policy file."""
+    text = read_policy_file(path)
     return LoadedPolicy(parse_policy(text, str(path)), path, hashlib.sha256(text).hexdigest())
 
 
@@ -229,13 +234,15 @@ class PolicyHolder:
 
     async def reload(self, audit: AuditPublisher) -> bool:
         """Reread the file; True when a new policy took over."""
+        path, digest = self.loaded.path, ""
         try:
-            fresh = load_policy(self.loaded.path)
-            if fresh.sha256 == self.loaded.sha256:
+            text = read_policy_file(path)
+            digest = hashlib.sha256(text).hexdigest()
+            if digest == self.loaded.sha256:
                 return False
+            fresh = LoadedPolicy(parse_policy(text, str(path)), path, digest)
             self._check(fresh.policy)
         except ConfigError as problem:
-            digest = _file_sha256(self.loaded.path)
             if digest == self._rejected:
                 return False
             self._rejected = digest
@@ -269,13 +276,6 @@ class PolicyHolder:
     @staticmethod
     def _described(loaded: LoadedPolicy) -> dict[str, object]:
         return {"sha256": loaded.sha256, "file": str(loaded.path), "policy": loaded.policy.model_dump()}
-
-
-def _file_sha256(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return ""
 
 
 #: The policy a developer's stack starts with (`candor stack up` writes it when none is given).

@@ -27,10 +27,10 @@ from candor_kit.errors import DeadlineExceeded, QuotaExhausted, ServiceUnavailab
 
 #: Where a quota count came from, as the search's audit record names it.
 FROM_CHAIN = "audit chain"
-FROM_RECENT_READ = "audit chain, read in the last 30 s, plus this gateway's tally since"
-FROM_GATEWAY = "gateway tally (audit unavailable)"
 #: Seconds a user's count read from the chain is reused (with this gateway's tally added).
 CHAIN_REREAD_S = 30.0
+FROM_RECENT_READ = f"audit chain, read in the last {CHAIN_REREAD_S:g} s, plus this gateway's tally since"
+FROM_GATEWAY = "gateway tally (audit unavailable)"
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,9 @@ class SearchQuota:
     def __init__(self, reader: AuditReader) -> None:
         self._reader = reader
         self._in_flight: Counter[str] = Counter()
-        #: This gateway's completed searches per (user, UTC day).
-        self._tally: Counter[tuple[str, dt.date]] = Counter()
+        #: This gateway's completed searches of the day (``_day``, UTC) per user.
+        self._day = _midnight().date()
+        self._tally: Counter[str] = Counter()
         self._read: dict[str, ChainCount] = {}
 
     @contextlib.contextmanager
@@ -71,12 +72,14 @@ class SearchQuota:
                 del self._in_flight[user]
 
     def completed(self, user: str) -> None:
-        """Add a completed search to this gateway's tally (yesterday's tallies are dropped)."""
-        today = _midnight().date()
-        for key in [key for key in self._tally if key[1] != today]:
-            del self._tally[key]
-        self._read = {who: read for who, read in self._read.items() if read.day == today}
-        self._tally[user, today] += 1
+        """Add a completed search to this gateway's tally of the day."""
+        self._tally_for(_midnight().date())[user] += 1
+
+    def _tally_for(self, day: dt.date) -> Counter[str]:
+        """The tally of ``day``; a new day starts empty, forgetting the last day's counts and reads."""
+        if day != self._day:
+            self._day, self._tally, self._read = day, Counter(), {}
+        return self._tally
 
     async def check(self, user: str, quota: int) -> str:
         """Refuse (RESOURCE_EXHAUSTED) when the user's searches today, with this one, exceed ``quota``;
@@ -84,7 +87,7 @@ class SearchQuota:
         if not quota:
             return ""
         midnight = _midnight()
-        tallied = self._tally[user, midnight.date()]
+        tallied = self._tally_for(midnight.date())[user]
         now = time.monotonic()
         last = self._read.get(user)
         if last is not None and last.day == midnight.date() and now - last.read_at < CHAIN_REREAD_S:
