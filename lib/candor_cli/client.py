@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.ingest.v1 import ingest_pb2
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -110,6 +111,34 @@ class GatewayClient:
             records.extend(page)
             if len(page) < 1000:
                 return records
+
+    def start_import(self, import_id: str, source: str, total: int) -> gateway_pb2.ImportStatus:
+        """Start a bulk import, or resume the one with this id."""
+        request = gateway_pb2.StartImportRequest(import_id=import_id, source=source, total=total)
+        return self._stub.StartImport(request, metadata=self._metadata, timeout=self._timeout)
+
+    def submit_import(
+        self, import_id: str, items: list[gateway_pb2.ImportItem]
+    ) -> gateway_pb2.SubmitImportItemsResponse:
+        """Queue a batch of an import's photos."""
+        request = gateway_pb2.SubmitImportItemsRequest(import_id=import_id, items=items)
+        return self._stub.SubmitImportItems(request, metadata=self._metadata, timeout=self._timeout)
+
+    def import_status(self, import_id: str, with_done_items: bool = False) -> gateway_pb2.ImportStatus:
+        """An import's progress."""
+        request = gateway_pb2.GetImportRequest(import_id=import_id, with_done_items=with_done_items)
+        return self._stub.GetImport(request, metadata=self._metadata, timeout=self._timeout)
+
+    def import_results(self, import_id: str, problems_only: bool = False) -> list[ingest_pb2.ItemResult]:
+        """Every result of an import (or only its rejections and failures), in item order."""
+        results: list[ingest_pb2.ItemResult] = []
+        request = gateway_pb2.ListImportResultsRequest(import_id=import_id, problems_only=problems_only, limit=1000)
+        while True:
+            page = self._stub.ListImportResults(request, metadata=self._metadata, timeout=self._timeout).results
+            results.extend(page)
+            if len(page) < request.limit:
+                return results
+            request.after_item = page[-1].item.item
 
     def close(self) -> None:
         """Close the channel."""

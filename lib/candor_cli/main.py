@@ -22,6 +22,7 @@ from candor_audit.export import check_records, render_html
 from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
+from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
 from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import (
@@ -102,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eval_commands(commands, common)
     add_review_commands(commands, common)
+    add_gallery_commands(commands, common)
     add_models_commands(commands)
 
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
@@ -351,6 +353,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
         elif args.command == "review":
             return run_review(client, args)
+        elif args.command == "gallery":
+            return run_gallery(client, args)
         elif args.command == "report":
             return _report(client, args.start, args.end, args.out, args.format)
         elif args.command == "audit" and args.action == "export":
@@ -402,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as error:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         return 2
-    except (StackError, OSError, ValueError) as error:
+    except (StackError, SourceError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

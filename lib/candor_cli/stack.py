@@ -299,6 +299,23 @@ class LocalStack:
         self._save(state)
         self._wait_service(name, state, timeout_s)
 
+    def add_replica(self, name: str, timeout_s: float = 120.0) -> str:
+        """Start one more process of a service beside the first (another import worker, another
+        request/reply responder in its queue group); returns its key in the state, ``<name>#<n>``.
+
+        Not for the matcher on the embedded backend: one process owns the gallery's shard.
+        """
+        state = self.state()
+        if state is None:
+            raise StackError("no stack here")
+        key = f"{name}#{1 + sum(1 for other in state.pids if other.split('#')[0] == name)}"
+        state.addresses[key] = f"127.0.0.1:{free_port()}"
+        env = self._service_env(name, state) | {"CANDOR_GRPC_ADDRESS": state.addresses[key]}
+        state.pids[key] = self._spawn_service(name, state, env, key)
+        self._save(state)
+        self._wait_service(key, state, timeout_s)
+        return key
+
     def stop_service(self, name: str, timeout_s: float = 20.0) -> None:
         """Stop one service gracefully (SIGTERM, then SIGKILL after the timeout)."""
         state = self.state()
@@ -371,11 +388,13 @@ class LocalStack:
         )
         return env
 
-    def _spawn_service(self, name: str, state: StackState) -> int:
-        with open(self.logs / f"{name}.log", "ab") as log:
+    def _spawn_service(
+        self, name: str, state: StackState, env: dict[str, str] | None = None, key: str = ""
+    ) -> int:
+        with open(self.logs / f"{key or name}.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", f"candor_{name}"],
-                env=self._service_env(name, state),
+                env=env or self._service_env(name, state),
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
@@ -397,7 +416,8 @@ class LocalStack:
         state = self.state()
         if state is None:
             return
-        for name in (*reversed(SERVICES), "nats"):
+        replicas = [key for key in state.pids if "#" in key]
+        for name in (*replicas, *reversed(SERVICES), "nats"):
             pid = state.pids.pop(name, None)
             if pid is not None:
                 _terminate(pid, timeout_s)

@@ -133,6 +133,22 @@ COMMON = (
     *OTEL,
 )
 
+IMPORT_WORKER = Setting(
+    "CANDOR_IMPORT_WORKER", "pull bulk-import work from the CANDOR_INGEST stream", "on", "choice", choices=("on", "off")
+)
+IMPORT_BATCH = _int("CANDOR_IMPORT_BATCH", "import work items a worker takes at once", 4, 1, 256)
+IMPORT_ACK_WAIT_S = _float(
+    "CANDOR_IMPORT_ACK_WAIT_S", "seconds before an unacknowledged import item is redelivered", 60.0, 1.0, 3600.0
+)
+IMPORT_MAX_DELIVER = _int(
+    "CANDOR_IMPORT_MAX_DELIVER", "deliveries of a failing import item before it is dead-lettered", 5, 1, 100
+)
+INGEST_STREAM_REPLICAS = _int(
+    "CANDOR_INGEST_STREAM_REPLICAS", "replicas of the import streams when they are created", 1, 1, 5
+)
+#: What every import worker (detector, embedder, matcher) reads.
+IMPORT_SETTINGS = (IMPORT_WORKER, IMPORT_BATCH, IMPORT_ACK_WAIT_S, IMPORT_MAX_DELIVER, INGEST_STREAM_REPLICAS)
+
 DETECTOR_MAX_IMAGE_BYTES = _int(
     "CANDOR_DETECTOR_MAX_IMAGE_BYTES", "largest photo file decoded", 15 << 20, 1024, 64 << 20
 )
@@ -196,6 +212,13 @@ QDRANT_API_KEY = Setting("CANDOR_QDRANT_API_KEY", "Qdrant API key (https only)",
 QDRANT_SHARDS = _int("CANDOR_QDRANT_SHARDS", "shards of a new collection", 1, 1, 1024)
 QDRANT_REPLICAS = _int("CANDOR_QDRANT_REPLICAS", "replication factor of a new collection", 1, 1, 16)
 
+MATCHER_OPTIMIZE_AFTER_S = _float(
+    "CANDOR_MATCHER_OPTIMIZE_AFTER_S",
+    "quiet seconds after gallery writes before the embedded index is quantized (searches stay exact)",
+    5.0,
+    0.1,
+    3600.0,
+)
 AUDIT_STREAM_REPLICAS = _int(
     "CANDOR_AUDIT_STREAM_REPLICAS", "replicas of the audit JetStream stream when it is created", 1, 1, 5
 )
@@ -270,6 +293,16 @@ GATEWAY_RETENTION_SWEEP_S = _float(
 )
 GATEWAY_MAX_IMAGE_BYTES = _int("CANDOR_GATEWAY_MAX_IMAGE_BYTES", "largest photo accepted", 12 << 20, 1024, 64 << 20)
 GATEWAY_MIN_ENROL_FACE_PX = _int("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", "smallest face, in pixels, enrolled", 60, 20, 2000)
+GATEWAY_MIN_ENROL_BLUR = _float(
+    "CANDOR_GATEWAY_MIN_ENROL_BLUR", "lowest sharpness (Laplacian variance of the chip) enrolled", 10.0, 0.0, 10_000.0
+)
+GATEWAY_IMPORT_BACKLOG = _int(
+    "CANDOR_GATEWAY_IMPORT_BACKLOG",
+    "queued import photos before submissions get RESOURCE_EXHAUSTED",
+    2000,
+    10,
+    1_000_000,
+)
 GATEWAY_MAX_INFLIGHT = _int(
     "CANDOR_GATEWAY_MAX_INFLIGHT", "photos processed at once before RESOURCE_EXHAUSTED", 16, 1, 10_000
 )
@@ -293,9 +326,27 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         DLIB_MODEL_DIR,
         DETECTOR_MODEL_PACK,
         ONNX_PROVIDERS,
+        *IMPORT_SETTINGS,
     ),
-    "embedder": (EMBEDDER_ENGINE, EMBEDDER_THRESHOLD, EMBEDDER_MAX_BATCH, DLIB_MODEL_DIR, MODEL_PACK, ONNX_PROVIDERS),
-    "matcher": (MATCHER_BACKEND, MATCHER_DATA_DIR, QDRANT_URL, QDRANT_API_KEY, QDRANT_SHARDS, QDRANT_REPLICAS),
+    "embedder": (
+        EMBEDDER_ENGINE,
+        EMBEDDER_THRESHOLD,
+        EMBEDDER_MAX_BATCH,
+        DLIB_MODEL_DIR,
+        MODEL_PACK,
+        ONNX_PROVIDERS,
+        *IMPORT_SETTINGS,
+    ),
+    "matcher": (
+        MATCHER_BACKEND,
+        MATCHER_DATA_DIR,
+        QDRANT_URL,
+        QDRANT_API_KEY,
+        QDRANT_SHARDS,
+        QDRANT_REPLICAS,
+        MATCHER_OPTIMIZE_AFTER_S,
+        *IMPORT_SETTINGS,
+    ),
     "audit": (
         AUDIT_BACKEND,
         AUDIT_DB,
@@ -320,10 +371,13 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         GATEWAY_RETENTION_SWEEP_S,
         GATEWAY_MAX_IMAGE_BYTES,
         GATEWAY_MIN_ENROL_FACE_PX,
+        GATEWAY_MIN_ENROL_BLUR,
+        GATEWAY_IMPORT_BACKLOG,
         GATEWAY_MAX_INFLIGHT,
         GATEWAY_ALLOW_UNCALIBRATED,
         GATEWAY_MODEL_REGISTRY,
         AUDIT_STREAM_REPLICAS,
+        INGEST_STREAM_REPLICAS,
     ),
 }
 

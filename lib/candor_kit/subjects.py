@@ -27,6 +27,16 @@ AUDIT_DEAD_LETTER = "candor.dlq.audit"
 #: Signed checkpoints of the chain's head, for outside parties to keep.
 AUDIT_CHECKPOINT = "candor.audit.v1.checkpoint"
 
+#: Bulk enrolment: the work-queue stream between the import workers, each photo's result, the
+#: dead letters, and the bucket of import records (see candor_kit.ingest).
+INGEST_STREAM = "CANDOR_INGEST"
+INGEST_WORK_PREFIX = "candor.ingest.v1.work"
+INGEST_RESULTS_STREAM = "CANDOR_IMPORT_RESULTS"
+INGEST_RESULT_PREFIX = "candor.ingest.v1.result"
+INGEST_DEAD_STREAM = "CANDOR_INGEST_DEAD"
+INGEST_DEAD_PREFIX = "candor.dlq.ingest"
+IMPORTS_BUCKET = "CANDOR_IMPORTS"
+
 
 @dataclass(frozen=True)
 class BusRole:
@@ -40,12 +50,22 @@ class BusRole:
     audits: bool = False
     #: Whether it consumes the audit stream and writes the chain.
     writes_chain: bool = False
+    #: The import stage it works (detect, embed or match), pulling from the CANDOR_INGEST stream.
+    import_stage: str = ""
+    #: The stage it hands each photo on to.
+    hands_on_to: str = ""
+    #: Whether it runs imports (starts them, queues photos, reads their results).
+    runs_imports: bool = False
 
 
 ROLES: dict[str, BusRole] = {
-    "detector": BusRole(serves=(DETECT,)),
-    "embedder": BusRole(serves=(EMBED, EMBED_MODEL)),
-    "matcher": BusRole(serves=(MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, MATCH_GALLERY)),
+    "detector": BusRole(serves=(DETECT,), audits=True, import_stage="detect", hands_on_to="embed"),
+    "embedder": BusRole(serves=(EMBED, EMBED_MODEL), audits=True, import_stage="embed", hands_on_to="match"),
+    "matcher": BusRole(
+        serves=(MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, MATCH_GALLERY),
+        audits=True,
+        import_stage="match",
+    ),
     "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True),
     "gateway": BusRole(
         calls=(
@@ -59,6 +79,8 @@ ROLES: dict[str, BusRole] = {
             AUDIT_QUERY,
         ),
         audits=True,
+        runs_imports=True,
+        hands_on_to="detect",
     ),
 }
 
@@ -77,8 +99,39 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
     stream_api = [f"$JS.API.STREAM.{verb}.{AUDIT_STREAM}" for verb in ("CREATE", "INFO")]
     publish = list(role.calls)
     subscribe = list(role.serves)
-    if role.calls or role.audits or role.writes_chain:
+    if role.calls or role.audits or role.writes_chain or role.import_stage:
         subscribe.append(f"{inbox_prefix(service)}.>")
+    if role.import_stage or role.runs_imports:
+        publish += [
+            f"$JS.API.STREAM.{verb}.{stream}"
+            for verb in ("CREATE", "INFO")
+            for stream in (INGEST_STREAM, INGEST_RESULTS_STREAM, INGEST_DEAD_STREAM)
+        ]
+        publish.append(f"{INGEST_RESULT_PREFIX}.>")
+    if role.hands_on_to:
+        publish.append(f"{INGEST_WORK_PREFIX}.{role.hands_on_to}")
+    if role.import_stage:
+        consumer = f"ingest-{role.import_stage}"
+        publish += [
+            f"$JS.API.CONSUMER.CREATE.{INGEST_STREAM}.{consumer}.{INGEST_WORK_PREFIX}.{role.import_stage}",
+            f"$JS.API.CONSUMER.INFO.{INGEST_STREAM}.{consumer}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_STREAM}.{consumer}",
+            f"$JS.ACK.{INGEST_STREAM}.{consumer}.>",
+            f"{INGEST_DEAD_PREFIX}.{role.import_stage}",
+        ]
+    if role.runs_imports:
+        kv_stream = f"KV_{IMPORTS_BUCKET}"
+        publish += [
+            f"$JS.API.STREAM.CREATE.{kv_stream}",
+            f"$JS.API.STREAM.INFO.{kv_stream}",
+            f"$JS.API.STREAM.MSG.GET.{kv_stream}",
+            f"$JS.API.DIRECT.GET.{kv_stream}.>",
+            f"$KV.{IMPORTS_BUCKET}.>",
+            f"$JS.API.CONSUMER.CREATE.{INGEST_RESULTS_STREAM}.>",
+            f"$JS.API.CONSUMER.INFO.{INGEST_RESULTS_STREAM}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",
+            f"$JS.API.STREAM.MSG.GET.{INGEST_RESULTS_STREAM}",
+        ]
     if role.audits:
         publish += [f"{AUDIT_EVENT_PREFIX}.>", *stream_api]
     if role.writes_chain:

@@ -361,7 +361,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
     while not stop.is_set():
         try:
             messages = await subscription.fetch(batch, timeout=1)
-        except NatsTimeoutError:
+        except (NatsTimeoutError, TimeoutError):
             continue
         except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
             log.warning("audit_fetch_failed", error=str(exc))

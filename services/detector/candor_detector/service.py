@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -14,10 +14,13 @@ import structlog
 
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
+from candor.ingest.v1 import ingest_pb2
 from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
 from candor_detector.faces import AlignmentSpec, Face, FaceDetector
+from candor_detector.ingest import DetectStage
 from candor_detector.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
+from candor_kit.ingest import DETECT, WorkerSettings, running_worker
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
 from candor_kit.model_pack import load_model_pack
 
@@ -36,6 +39,7 @@ class DetectorSettings:
     engine: str = "dlib"
     model_pack: str | None = None
     providers: str = "cpu"
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> DetectorSettings:
@@ -57,6 +61,7 @@ class DetectorSettings:
             engine=env.get(catalogue.DETECTOR_ENGINE),
             model_pack=env.get(catalogue.DETECTOR_MODEL_PACK) or None,
             providers=env.get(catalogue.ONNX_PROVIDERS),
+            worker=WorkerSettings.read(env),
         )
         env.done()
         return settings
@@ -145,7 +150,11 @@ async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
             await host.start_grpc()
             assert host.bus is not None
             await host.bus.serve(DETECT_SUBJECT, "detector", detector_pb2.DetectRequest, service.detect)
+            stage = DetectStage(host.bus, service.detect)
+            worker = running_worker(host.bus, DETECT, ingest_pb2.DetectWork, stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()
+            if worker is not None:
+                await worker
     finally:
         service.close()

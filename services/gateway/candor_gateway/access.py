@@ -42,6 +42,8 @@ class Permission(enum.Enum):
     LIST_REVIEWS = "ListPendingReviews"
     SUBMIT_REVIEW = "SubmitReview"
     GET_SEARCH = "GetSearch"
+    #: StartImport, SubmitImportItems, GetImport and ListImportResults.
+    IMPORT = "Import"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -49,6 +51,7 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.SEARCH: frozenset({"investigator"}),
     Permission.DETECT: frozenset({"investigator", "gallery-admin"}),
     Permission.ENROLL: frozenset({"gallery-admin"}),
+    Permission.IMPORT: frozenset({"gallery-admin"}),
     Permission.DELETE: frozenset({"gallery-admin"}),
     Permission.DELETE_RECORD: frozenset({"gallery-admin"}),
     Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import structlog
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.ingest.v1 import ingest_pb2
 from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
+from candor_gateway.imports import ImportDesk
 from candor_gateway.policy import LEAD_NOTICE, Policy, PolicyHolder, load_policy
 from candor_gateway.retention import ProbeStore, read_probe_key, sweep
 from candor_gateway.workflow import Workflow
@@ -22,6 +26,7 @@ from candor_kit import (
     CommonSettings,
     ConfigError,
     EnvReader,
+    Overloaded,
     ServiceHost,
     Unauthenticated,
     catalogue,
@@ -32,6 +37,8 @@ from candor_kit import (
 from candor_kit.model_registry import ModelRegistry
 
 SERVICE = "candor.gateway.v1.GatewayService"
+T = TypeVar("T")
+ImportCall = Callable[[Principal], Awaitable[T]]
 log = structlog.get_logger("candor.gateway")
 
 
@@ -50,6 +57,9 @@ class GatewaySettings:
     probes: ProbeStore | None = None
     policy_reload_s: float = 10.0
     retention_sweep_s: float = 3600.0
+    min_enrol_blur: float = 10.0
+    import_backlog: int = 2000
+    ingest_stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GatewaySettings:
@@ -69,6 +79,9 @@ class GatewaySettings:
         stream_replicas = env.get(catalogue.AUDIT_STREAM_REPLICAS)
         policy_reload_s = env.get(catalogue.GATEWAY_POLICY_RELOAD_S)
         retention_sweep_s = env.get(catalogue.GATEWAY_RETENTION_SWEEP_S)
+        min_enrol_blur = env.get(catalogue.GATEWAY_MIN_ENROL_BLUR)
+        import_backlog = env.get(catalogue.GATEWAY_IMPORT_BACKLOG)
+        ingest_replicas = env.get(catalogue.INGEST_STREAM_REPLICAS)
         env.done()
         return cls(
             common=common,
@@ -82,6 +95,9 @@ class GatewaySettings:
             max_inflight=max_inflight,
             calibration=CalibrationGate(ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true"),
             audit_stream_replicas=stream_replicas,
+            min_enrol_blur=min_enrol_blur,
+            import_backlog=import_backlog,
+            ingest_stream_replicas=ingest_replicas,
         )
 
 
@@ -140,9 +156,10 @@ def read_token_verifier(env: EnvReader) -> TokenVerifier | None:
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """gRPC adapter: authenticates, then hands the request to the Workflow."""
 
-    def __init__(self, workflow: Workflow, tokens: TokenVerifier) -> None:
+    def __init__(self, workflow: Workflow, tokens: TokenVerifier, imports: ImportDesk) -> None:
         self._workflow = workflow
         self._tokens = tokens
+        self._imports = imports
 
     async def _principal(
         self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = ""
@@ -254,6 +271,41 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "search.view")
         return await self._workflow.reviews.get_search(principal, request.search_id)
 
+    async def _import_call(self, context: grpc.aio.ServicerContext, action: str, call: ImportCall[T]) -> T:
+        """Authenticate, run an import use case, and audit a refusal (not a busy signal)."""
+        principal = await self._principal(context, action)
+        try:
+            return await call(principal)
+        except Overloaded:
+            raise
+        except CandorError as error:
+            await self._workflow.audit_refusal(action, error, principal.user)
+            raise
+
+    @rpc(SERVICE)
+    async def StartImport(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.StartImportRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ImportStatus:
+        return await self._import_call(context, "import.start", lambda p: self._imports.start(p, request))
+
+    @rpc(SERVICE)
+    async def SubmitImportItems(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SubmitImportItemsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SubmitImportItemsResponse:
+        return await self._import_call(context, "import.submit", lambda p: self._imports.submit(p, request))
+
+    @rpc(SERVICE)
+    async def GetImport(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetImportRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ImportStatus:
+        return await self._import_call(context, "import.status", lambda p: self._imports.status(p, request))
+
+    @rpc(SERVICE)
+    async def ListImportResults(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListImportResultsRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.ListImportResultsResponse:
+        return await self._import_call(context, "import.results", lambda p: self._imports.results(p, request))
+
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Run the gateway until ``stop`` is set."""
@@ -272,8 +324,13 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.max_inflight,
             settings.probes,
         )
+        rules = ingest_pb2.ImportRules(min_face_px=settings.min_enrol_face_px, min_blur=settings.min_enrol_blur)
+        imports = ImportDesk(
+            host.bus, audit, rules, settings.max_image_bytes, settings.import_backlog, settings.ingest_stream_replicas
+        )
+        await imports.open()
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(workflow, settings.tokens), host.grpc.server
+            GatewayServicer(workflow, settings.tokens, imports), host.grpc.server
         )
         await host.start_grpc()
         await audit.publish(

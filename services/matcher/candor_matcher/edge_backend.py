@@ -1,4 +1,14 @@
-"""The embedded backend: Qdrant Edge shards on local disk, one folder per model."""
+"""The embedded backend: Qdrant Edge shards on local disk, one folder per model.
+
+Search settings, chosen from `bench/gallery_scale.py` (figures in bench/RESULTS.md): no HNSW graph.
+A graph at this machine's budget loses true mates (recall@50 0.46-0.83 at hnsw_ef 64-512 on
+clustered face vectors), and forensic search must not silently miss one. Instead every vector is
+kept twice: float32 on disk and scalar-quantized int8 in RAM. A search scans every int8 code (an
+exhaustive scan: nothing is skipped), keeps ``OVERSAMPLING`` times the wanted number and rescores
+those with the float32 vectors, so the order and the distances are exact. New points live in an
+appendable segment scanned in float32 until `EdgeCollection.optimize` quantizes it, which the
+matcher runs in the background once writes settle.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +24,16 @@ from qdrant_edge import (
     EdgeVectorParams,
     FieldCondition,
     Filter,
+    HnswIndexConfig,
     MatchValue,
     PayloadSchemaType,
     Point,
+    QuantizationSearchParams,
     Query,
     QueryRequest,
+    ScalarQuantizationConfig,
+    ScalarType,
+    SearchParams,
     UpdateOperation,
 )
 
@@ -27,6 +42,19 @@ from candor_matcher.gallery import INDEXED_FIELDS, GalleryModel, ScoredRecord, c
 
 _DISTANCE = {"euclidean": Distance.Euclid, "cosine": Distance.Cosine}
 _SCHEMA = {"keyword": PayloadSchemaType.Keyword, "integer": PayloadSchemaType.Integer}
+#: Candidates kept from the int8 scan for every one wanted, then rescored in float32.
+OVERSAMPLING = 4.0
+#: Every search: scan the quantized codes, rescore the shortlist with the original vectors.
+SEARCH_PARAMS = SearchParams(quantization=QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
+
+
+def shard_config(dimension: int, metric: str) -> EdgeConfig:
+    """A gallery shard: float32 vectors on disk, int8 codes in RAM, no HNSW graph (m=0)."""
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dimension, distance=_DISTANCE[metric]),
+        hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+        quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, always_ram=True),
+    )
 
 
 def _subject(subject_id: str) -> Filter:
@@ -39,9 +67,10 @@ class EdgeCollection:
     def __init__(self, shard: EdgeShard) -> None:
         self._shard = shard
 
-    def contains(self, record_id: str) -> bool:
-        """Whether the record exists."""
-        return bool(self._shard.retrieve([record_id], with_payload=False, with_vector=False))
+    def origin(self, record_id: str) -> str | None:
+        """The record's origin, or None when it does not exist."""
+        found = self._shard.retrieve([record_id], with_payload=["origin"], with_vector=False)
+        return str((found[0].payload or {}).get("origin", "")) if found else None
 
     def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
         """Store one record and flush."""
@@ -51,7 +80,11 @@ class EdgeCollection:
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
         """Nearest records within the score threshold."""
         request = QueryRequest(
-            limit=limit, query=Query.Nearest(vector), with_payload=["subject_id"], score_threshold=score_threshold
+            limit=limit,
+            query=Query.Nearest(vector),
+            with_payload=["subject_id"],
+            score_threshold=score_threshold,
+            params=SEARCH_PARAMS,
         )
         return [
             ScoredRecord(str(p.id), float(p.score), str((p.payload or {}).get("subject_id", "")))
@@ -78,6 +111,11 @@ class EdgeCollection:
         self._shard.update(UpdateOperation.delete_points([record_id]))
         self._shard.flush()
         return str((found[0].payload or {}).get("subject_id", ""))
+
+    def optimize(self) -> bool:
+        """Quantize and merge the segments written since the last run; blocks. Searches stay exact
+        either way: this only makes them faster."""
+        return bool(self._shard.optimize())
 
     def close(self) -> None:
         """Flush and close the shard."""
@@ -110,8 +148,7 @@ class EdgeBackend:
                 )
             return EdgeCollection(EdgeShard.load(str(folder / "shard")))
         folder.mkdir(parents=True, exist_ok=True)
-        config = EdgeConfig(vectors=EdgeVectorParams(size=model.dimension, distance=_DISTANCE[model.metric]))
-        shard = EdgeShard.create(str(folder / "shard"), config)
+        shard = EdgeShard.create(str(folder / "shard"), shard_config(model.dimension, model.metric))
         for field, kind in INDEXED_FIELDS.items():
             shard.update(UpdateOperation.create_field_index(field, _SCHEMA[kind]))
         shard.flush()

@@ -43,6 +43,22 @@ class GalleryModel:
     metric: str
     dimension: int
 
+    @classmethod
+    def from_ref(cls, ref: ModelRefLike) -> GalleryModel:
+        """The gallery's view of a model reference (a common.v1.ModelRef); refuses an incomplete one."""
+        if not ref.id or not ref.version or ref.dimension <= 0:
+            raise InvalidInput("model id, version and dimension are required")
+        return cls(id=ref.id, version=ref.version, metric=ref.metric, dimension=ref.dimension)
+
+
+class ModelRefLike(Protocol):
+    """What a model reference carries (common.v1.ModelRef)."""
+
+    id: str
+    version: str
+    metric: str
+    dimension: int
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -65,8 +81,9 @@ class ScoredRecord:
 class VectorCollection(Protocol):
     """One model's vectors in a backend. Writes are durable when they return."""
 
-    def contains(self, record_id: str) -> bool:
-        """Whether the record exists."""
+    def origin(self, record_id: str) -> str | None:
+        """The record's origin (``<import id>/<item>``; "" when enrolled one by one), or None when
+        there is no such record."""
         ...
 
     def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
@@ -87,6 +104,10 @@ class VectorCollection(Protocol):
 
     def delete_record(self, record_id: str) -> str | None:
         """Remove one record; returns its subject id, or None when it did not exist."""
+        ...
+
+    def optimize(self) -> bool:
+        """Compact and index what was written lately, blocking; False when nothing needed it."""
         ...
 
     def close(self) -> None:
@@ -127,18 +148,30 @@ class GalleryIndex:
         self.model = model
         self._collection = collection
         self._write_lock = threading.Lock()
+        #: When the last write landed, and whether the index has been optimized since.
+        self.last_write = 0.0
+        self.optimized = True
 
     def _check(self, vector: list[float]) -> None:
         if len(vector) != self.model.dimension:
             raise InvalidInput(f"vector has {len(vector)} dimensions; {self.model.id} has {self.model.dimension}")
 
     def enroll(
-        self, subject_id: str, image_sha256: str, vector: list[float], metadata: Mapping[str, str]
+        self,
+        subject_id: str,
+        image_sha256: str,
+        vector: list[float],
+        metadata: Mapping[str, str],
+        origin: str = "",
+        image_ref: str = "",
     ) -> tuple[str, bool]:
-        """Store one face; returns the record id and whether it was new. Durable on return."""
+        """Store one face; returns the record id and whether this call (or an earlier delivery of
+        the same ``origin``, an import's item) created it. Durable on return."""
         self._check(vector)
         record_id = record_id_for(subject_id, image_sha256)
         payload: dict[str, object] = {
+            "origin": origin,
+            "image_ref": image_ref,
             "subject_id": subject_id,
             "image_sha256": image_sha256,
             "model_id": self.model.id,
@@ -149,10 +182,23 @@ class GalleryIndex:
             "metadata": dict(metadata),
         }
         with self._write_lock:
-            created = not self._collection.contains(record_id)
-            if created:
-                self._collection.upsert(record_id, vector, payload)
-        return record_id, created
+            existing = self._collection.origin(record_id)
+            if existing is not None:
+                return record_id, bool(origin) and existing == origin
+            self._collection.upsert(record_id, vector, payload)
+            self._wrote()
+        return record_id, True
+
+    def _wrote(self) -> None:
+        self.last_write = time.monotonic()
+        self.optimized = False
+
+    def optimize(self) -> bool:
+        """Index what was written since the last run (the embedded backend's int8 codes); enrolments
+        wait meanwhile, searches do not. Searches are exact either way."""
+        with self._write_lock:
+            self.optimized = True
+            return self._collection.optimize()
 
     def search(self, vector: list[float], limit: int, max_distance: float) -> list[Hit]:
         """The best record of each of up to ``limit`` subjects within ``max_distance``, nearest first."""
@@ -182,11 +228,13 @@ class GalleryIndex:
     def delete_subject(self, subject_id: str) -> int:
         """Remove every record of a subject; durable on return. Returns how many went."""
         with self._write_lock:
+            self._wrote()
             return self._collection.delete_subject(subject_id)
 
     def delete_record(self, record_id: str) -> str | None:
         """Remove one record (one photo of a subject); durable on return. Returns its subject id."""
         with self._write_lock:
+            self._wrote()
             return self._collection.delete_record(record_id)
 
     def count(self, subject_id: str | None = None) -> int:
@@ -241,6 +289,17 @@ class Gallery:
                 "enrol or re-embed the gallery with it first"
             )
         return index
+
+    def optimize_settled(self, quiet_s: float) -> int:
+        """Optimize every index written to and then left alone for ``quiet_s``; returns how many."""
+        due = [
+            index
+            for index in self.all_indexes()
+            if not index.optimized and time.monotonic() - index.last_write >= quiet_s
+        ]
+        for index in due:
+            index.optimize()
+        return len(due)
 
     def all_indexes(self) -> list[GalleryIndex]:
         """Every collection."""

@@ -30,9 +30,10 @@ class ServerCollection:
         self._client = client
         self._name = name
 
-    def contains(self, record_id: str) -> bool:
-        """Whether the record exists."""
-        return bool(self._client.retrieve(self._name, [record_id], with_payload=False, with_vectors=False))
+    def origin(self, record_id: str) -> str | None:
+        """The record's origin, or None when it does not exist."""
+        found = self._client.retrieve(self._name, [record_id], with_payload=["origin"], with_vectors=False)
+        return str((found[0].payload or {}).get("origin", "")) if found else None
 
     def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
         """Store one record; returns once the server has applied it."""
@@ -67,6 +68,10 @@ class ServerCollection:
             return None
         self._client.delete(self._name, points_selector=models.PointIdsList(points=[record_id]), wait=True)
         return str((found[0].payload or {}).get("subject_id", ""))
+
+    def optimize(self) -> bool:
+        """Nothing to do: the server's optimizers index in the background."""
+        return False
 
     def close(self) -> None:
         """Nothing to flush: the server owns durability."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,14 @@ import grpc
 import structlog
 
 from candor.common.v1 import common_pb2
+from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
-from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
+from candor_kit import AuditPublisher, CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
 from candor_kit.identifiers import check_subject_id
+from candor_kit.ingest import MATCH, WorkerSettings, running_worker
 from candor_matcher.edge_backend import EdgeBackend
 from candor_matcher.gallery import Gallery, GalleryBackend, GalleryModel
+from candor_matcher.ingest import MatchStage
 from candor_matcher.server_backend import QdrantServerBackend
 
 ENROLL_SUBJECT = subjects.MATCH_ENROLL
@@ -38,6 +42,8 @@ class MatcherSettings:
     qdrant_api_key: str = field(default="", repr=False)
     shard_number: int = 1
     replication_factor: int = 1
+    optimize_after_s: float = 5.0
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> MatcherSettings:
@@ -45,8 +51,12 @@ class MatcherSettings:
         env = env or EnvReader()
         common = CommonSettings.read("matcher", env)
         backend = env.get(catalogue.MATCHER_BACKEND)
+        shared = {
+            "optimize_after_s": env.get(catalogue.MATCHER_OPTIMIZE_AFTER_S),
+            "worker": WorkerSettings.read(env),
+        }
         if backend == "edge":
-            settings = cls(common=common, backend=backend, data_dir=Path(env.get(catalogue.MATCHER_DATA_DIR)))
+            settings = cls(common=common, backend=backend, data_dir=Path(env.get(catalogue.MATCHER_DATA_DIR)), **shared)
         else:
             url = env.get(catalogue.QDRANT_URL)
             if url and not url.startswith(("http://", "https://")):
@@ -61,6 +71,7 @@ class MatcherSettings:
                 qdrant_api_key=api_key,
                 shard_number=env.get(catalogue.QDRANT_SHARDS),
                 replication_factor=env.get(catalogue.QDRANT_REPLICAS),
+                **shared,
             )
         env.done()
         return settings
@@ -76,12 +87,6 @@ class MatcherSettings:
         return EdgeBackend(self.data_dir)
 
 
-def _model(ref: common_pb2.ModelRef) -> GalleryModel:
-    if not ref.id or not ref.version or ref.dimension <= 0:
-        raise InvalidInput("model id, version and dimension are required")
-    return GalleryModel(id=ref.id, version=ref.version, metric=ref.metric, dimension=ref.dimension)
-
-
 class MatchingService:
     """Runs gallery operations off the event loop."""
 
@@ -93,7 +98,7 @@ class MatchingService:
         check_subject_id(request.subject_id)
         if len(request.image_sha256) != 64:
             raise InvalidInput("image_sha256 must be 64 hex digits")
-        index = self._gallery.index_for(_model(request.model))
+        index = self._gallery.index_for(GalleryModel.from_ref(request.model))
         record_id, created = await asyncio.to_thread(
             index.enroll,
             request.subject_id,
@@ -110,7 +115,7 @@ class MatchingService:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
         if request.max_distance <= 0:
             raise InvalidInput("max_distance must be positive")
-        model = _model(request.model)
+        model = GalleryModel.from_ref(request.model)
         index = self._gallery.index_to_search(model)
         if index is None:  # nothing enrolled yet
             return matcher_pb2.SearchResponse()
@@ -192,6 +197,18 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         return await self._service.gallery(request)
 
 
+async def optimize_when_quiet(gallery: Gallery, quiet_s: float, stop: asyncio.Event) -> None:
+    """Index the embedded gallery's new points once writes have paused for ``quiet_s``."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), quiet_s)
+        try:
+            if await asyncio.to_thread(gallery.optimize_settled, quiet_s):
+                log.info("gallery_optimized")
+        except Exception as exc:  # noqa: BLE001 - searches stay exact without it; try again later
+            log.warning("gallery_optimize_failed", error=str(exc))
+
+
 async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     """Run the matcher until ``stop`` is set."""
     gallery = Gallery(settings.build_backend())
@@ -206,7 +223,13 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(DELETE_SUBJECT, "matcher", matcher_pb2.DeleteSubjectRequest, service.delete_subject)
             await host.bus.serve(DELETE_RECORD, "matcher", matcher_pb2.DeleteRecordRequest, service.delete_record)
             await host.bus.serve(GALLERY_SUBJECT, "matcher", matcher_pb2.GetGalleryRequest, service.gallery)
+            stage = MatchStage(host.bus, gallery, AuditPublisher(host.bus))
+            tasks = [
+                running_worker(host.bus, MATCH, ingest_pb2.MatchWork, stage, settings.worker, stop),
+                asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),
+            ]
             await host.mark_serving()
             await stop.wait()
+            await asyncio.gather(*(task for task in tasks if task is not None))
     finally:
         gallery.close()

@@ -2,6 +2,7 @@ import datetime
 
 from candor.audit.v1 import audit_pb2 as _audit_pb2
 from candor.common.v1 import common_pb2 as _common_pb2
+from candor.ingest.v1 import ingest_pb2 as _ingest_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -276,3 +277,106 @@ class GetSearchRequest(_message.Message):
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class StartImportRequest(_message.Message):
+    __slots__ = ("import_id", "source", "total")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    source: str
+    total: int
+    def __init__(self, import_id: _Optional[str] = ..., source: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ImportItem(_message.Message):
+    __slots__ = ("item", "subject_id", "image", "image_ref", "metadata", "unreadable")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    item: int
+    subject_id: str
+    image: bytes
+    image_ref: str
+    metadata: _containers.ScalarMap[str, str]
+    unreadable: str
+    def __init__(self, item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image: _Optional[bytes] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., unreadable: _Optional[str] = ...) -> None: ...
+
+class SubmitImportItemsRequest(_message.Message):
+    __slots__ = ("import_id", "items")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    items: _containers.RepeatedCompositeFieldContainer[ImportItem]
+    def __init__(self, import_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ImportItem, _Mapping]]] = ...) -> None: ...
+
+class SubmitImportItemsResponse(_message.Message):
+    __slots__ = ("queued", "settled")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    settled: int
+    def __init__(self, queued: _Optional[int] = ..., settled: _Optional[int] = ...) -> None: ...
+
+class GetImportRequest(_message.Message):
+    __slots__ = ("import_id", "with_done_items")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    WITH_DONE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    with_done_items: bool
+    def __init__(self, import_id: _Optional[str] = ..., with_done_items: _Optional[bool] = ...) -> None: ...
+
+class ReasonCount(_message.Message):
+    __slots__ = ("reason", "count")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    reason: _ingest_pb2.RejectReason
+    count: int
+    def __init__(self, reason: _Optional[_Union[_ingest_pb2.RejectReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ImportStatus(_message.Message):
+    __slots__ = ("record", "done", "enrolled", "duplicates", "rejected", "failed", "rejected_by_reason", "done_items")
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    ENROLLED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_BY_REASON_FIELD_NUMBER: _ClassVar[int]
+    DONE_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    record: _ingest_pb2.ImportRecord
+    done: int
+    enrolled: int
+    duplicates: int
+    rejected: int
+    failed: int
+    rejected_by_reason: _containers.RepeatedCompositeFieldContainer[ReasonCount]
+    done_items: bytes
+    def __init__(self, record: _Optional[_Union[_ingest_pb2.ImportRecord, _Mapping]] = ..., done: _Optional[int] = ..., enrolled: _Optional[int] = ..., duplicates: _Optional[int] = ..., rejected: _Optional[int] = ..., failed: _Optional[int] = ..., rejected_by_reason: _Optional[_Iterable[_Union[ReasonCount, _Mapping]]] = ..., done_items: _Optional[bytes] = ...) -> None: ...
+
+class ListImportResultsRequest(_message.Message):
+    __slots__ = ("import_id", "after_item", "limit", "problems_only")
+    IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ITEM_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    import_id: str
+    after_item: int
+    limit: int
+    problems_only: bool
+    def __init__(self, import_id: _Optional[str] = ..., after_item: _Optional[int] = ..., limit: _Optional[int] = ..., problems_only: _Optional[bool] = ...) -> None: ...
+
+class ListImportResultsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[_ingest_pb2.ItemResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[_ingest_pb2.ItemResult, _Mapping]]] = ...) -> None: ...

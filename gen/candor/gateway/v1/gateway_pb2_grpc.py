@@ -90,6 +90,26 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.FromString,
                 _registered_method=True)
+        self.StartImport = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/StartImport',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.StartImportRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ImportStatus.FromString,
+                _registered_method=True)
+        self.SubmitImportItems = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/SubmitImportItems',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitImportItemsRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitImportItemsResponse.FromString,
+                _registered_method=True)
+        self.GetImport = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/GetImport',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetImportRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ImportStatus.FromString,
+                _registered_method=True)
+        self.ListImportResults = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/ListImportResults',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -178,6 +198,35 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartImport(self, request, context):
+        """Starts a bulk import, or resumes one with the same id: the photos then arrive with
+        SubmitImportItems and are enrolled by the detector, embedder and matcher workers in the background.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitImportItems(self, request, context):
+        """Queues a batch of an import's photos on the work-queue stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImport(self, request, context):
+        """An import's progress: how many photos have a result, and which.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImportResults(self, request, context):
+        """An import's results, a page at a time, in item order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +284,26 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetSearch,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.SerializeToString,
+            ),
+            'StartImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartImport,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.StartImportRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ImportStatus.SerializeToString,
+            ),
+            'SubmitImportItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitImportItems,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitImportItemsRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitImportItemsResponse.SerializeToString,
+            ),
+            'GetImport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImport,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetImportRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ImportStatus.SerializeToString,
+            ),
+            'ListImportResults': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImportResults,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +603,114 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/GetSearch',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/StartImport',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.StartImportRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ImportStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitImportItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/SubmitImportItems',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitImportItemsRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitImportItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/GetImport',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.GetImportRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ImportStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImportResults(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/ListImportResults',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,346 @@
+"""Bulk enrolment's plumbing: the work-queue stream, the results stream and the worker loop.
+
+A photo of an import travels ``work.detect`` → ``work.embed`` → ``work.match`` on the
+CANDOR_INGEST work-queue stream; each stage is a durable pull consumer that any number of worker
+replicas share. A worker acks an item only after handing it on (or settling it), so a worker
+killed mid-item loses nothing: the item comes back after ``ack_wait``. A slow item is kept alive
+with ``in_progress``; a failing one is retried with a growing delay; one that fails
+``max_deliver`` times goes to the dead-letter stream with an audit event and a FAILED result.
+
+Every photo ends with one ItemResult on ``candor.ingest.v1.result.<import id>.<item>``; the
+results stream keeps one message per subject, so a photo processed twice still has one result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import structlog
+from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+from candor.ingest.v1 import ingest_pb2
+from candor_kit import catalogue
+from candor_kit.audit_events import AuditPublisher
+from candor_kit.bus import MESSAGE_HEADER, Bus
+from candor_kit.errors import InvalidInput
+from candor_kit.settings import EnvReader
+from candor_kit.subjects import (
+    IMPORTS_BUCKET,
+    INGEST_DEAD_PREFIX,
+    INGEST_DEAD_STREAM,
+    INGEST_RESULT_PREFIX,
+    INGEST_RESULTS_STREAM,
+    INGEST_STREAM,
+    INGEST_WORK_PREFIX,
+)
+
+log = structlog.get_logger("candor.ingest")
+W = TypeVar("W", ingest_pb2.DetectWork, ingest_pb2.EmbedWork, ingest_pb2.MatchWork)
+
+IMPORT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+#: The work stream's byte limit: a full stream refuses new photos (the gateway answers
+#: RESOURCE_EXHAUSTED) long before a disk fills.
+WORK_STREAM_BYTES = 1 << 30
+#: How long the results of an import are kept.
+RESULTS_MAX_AGE_S = 90 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the import pipeline: its work subject and the durable consumer its workers share."""
+
+    name: str
+
+    @property
+    def subject(self) -> str:
+        """The work-queue subject of this stage."""
+        return f"{INGEST_WORK_PREFIX}.{self.name}"
+
+    @property
+    def consumer(self) -> str:
+        """The durable consumer every replica of this stage's worker pulls from."""
+        return f"ingest-{self.name}"
+
+
+DETECT = Stage("detect")
+EMBED = Stage("embed")
+MATCH = Stage("match")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How an import worker pulls and retries (catalogue.IMPORT_SETTINGS)."""
+
+    enabled: bool = True
+    batch: int = 4
+    ack_wait_s: float = 60.0
+    max_deliver: int = 5
+    stream_replicas: int = 1
+
+    @classmethod
+    def read(cls, env: EnvReader) -> WorkerSettings:
+        """Read the import worker settings."""
+        return cls(
+            enabled=env.get(catalogue.IMPORT_WORKER) == "on",
+            batch=env.get(catalogue.IMPORT_BATCH),
+            ack_wait_s=env.get(catalogue.IMPORT_ACK_WAIT_S),
+            max_deliver=env.get(catalogue.IMPORT_MAX_DELIVER),
+            stream_replicas=env.get(catalogue.INGEST_STREAM_REPLICAS),
+        )
+
+
+def result_subject(import_id: str, item: int) -> str:
+    """Where one photo's result is kept."""
+    return f"{INGEST_RESULT_PREFIX}.{import_id}.{item}"
+
+
+def check_import_id(import_id: str) -> str:
+    """An import id is 8 to 64 of [A-Za-z0-9_-]: it becomes part of NATS subjects."""
+    if not IMPORT_ID.match(import_id):
+        raise InvalidInput("import_id must be 8 to 64 of A-Z, a-z, 0-9, _ and -")
+    return import_id
+
+
+async def _add_stream(bus: Bus, config: StreamConfig) -> None:
+    try:
+        await bus.jetstream.add_stream(config)
+    except BadRequestError:
+        # Already there, perhaps with an operator's limits: keep it as it is.
+        await bus.jetstream.stream_info(str(config.name))
+
+
+async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
+    """Create the work-queue, results and dead-letter streams when missing (every party calls this)."""
+    await _add_stream(
+        bus,
+        StreamConfig(
+            name=INGEST_STREAM,
+            subjects=[f"{INGEST_WORK_PREFIX}.>"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.NEW,
+            max_bytes=WORK_STREAM_BYTES,
+            duplicate_window=3600.0,
+            num_replicas=replicas,
+        ),
+    )
+    await _add_stream(
+        bus,
+        StreamConfig(
+            name=INGEST_RESULTS_STREAM,
+            subjects=[f"{INGEST_RESULT_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_msgs_per_subject=1,
+            max_age=RESULTS_MAX_AGE_S,
+            duplicate_window=600.0,
+            num_replicas=replicas,
+        ),
+    )
+    await _add_stream(
+        bus,
+        StreamConfig(
+            name=INGEST_DEAD_STREAM,
+            subjects=[f"{INGEST_DEAD_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=RESULTS_MAX_AGE_S,
+            num_replicas=replicas,
+        ),
+    )
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def rejection(
+    item: ingest_pb2.ItemRef, reason: ingest_pb2.RejectReason.ValueType, detail: str, stage: str
+) -> ingest_pb2.ItemResult:
+    """The result of a photo refused by a rule."""
+    return ingest_pb2.ItemResult(
+        item=item, outcome=ingest_pb2.OUTCOME_REJECTED, reason=reason, detail=detail[:300], stage=stage
+    )
+
+
+async def publish_result(bus: Bus, result: ingest_pb2.ItemResult) -> None:
+    """Store a photo's result (durably; one per photo)."""
+    if not result.HasField("finished_at"):
+        result.finished_at.CopyFrom(_now())
+    item = result.item
+    outcome = ingest_pb2.Outcome.Name(result.outcome)
+    await bus.publish_durable(
+        result_subject(item.import_id, item.item), result, msg_id=f"{item.import_id}.{item.item}.{outcome}"
+    )
+
+
+async def hand_on(bus: Bus, stage: Stage, work: W) -> None:
+    """Queue a photo for the next stage; a repeat within the duplicate window is stored once."""
+    await bus.publish_durable(stage.subject, work, msg_id=f"{work.item.import_id}.{work.item.item}.{stage.name}")
+
+
+class Worker(Generic[W]):
+    """Pulls one stage's work and settles every message: ack, retry later, or dead-letter."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        stage: Stage,
+        work_type: type[W],
+        handle: Callable[[W], Awaitable[None]],
+        settings: WorkerSettings,
+        audit: AuditPublisher,
+    ) -> None:
+        self._bus = bus
+        self._stage = stage
+        self._work_type = work_type
+        self._handle = handle
+        self._settings = settings
+        self._audit = audit
+
+    def _consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self._stage.consumer,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self._settings.ack_wait_s,
+            max_deliver=self._settings.max_deliver,
+            max_ack_pending=1000,
+            filter_subject=self._stage.subject,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set; a failure to set up (NATS unreachable, say) is logged and retried."""
+        while not stop.is_set():
+            try:
+                await self._work(stop)
+            except Exception as exc:  # noqa: BLE001 - keep the worker alive beside the service
+                log.error("import_worker_failed", stage=self._stage.name, error=str(exc) or type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+
+    async def _work(self, stop: asyncio.Event) -> None:
+        """Pull ``batch`` messages at a time until ``stop`` is set, settling each on its own."""
+        await ensure_ingest_streams(self._bus, self._settings.stream_replicas)
+        subscription = await self._bus.jetstream.pull_subscribe(
+            self._stage.subject, durable=self._stage.consumer, stream=INGEST_STREAM, config=self._consumer_config()
+        )
+        log.info("import_worker_started", stage=self._stage.name, batch=self._settings.batch)
+        while not stop.is_set():
+            try:
+                messages = await subscription.fetch(self._settings.batch, timeout=1)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
+                log.warning("import_fetch_failed", stage=self._stage.name, error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
+            await asyncio.gather(*(self._settle(msg) for msg in messages))
+
+    async def _keep_alive(self, msg: Msg) -> None:
+        """Tell JetStream the item is still being worked on, so a slow one is not redelivered."""
+        while True:
+            await asyncio.sleep(self._settings.ack_wait_s / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _settle(self, msg: Msg) -> None:
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        work = self._work_type()
+        try:
+            work.ParseFromString(msg.data)
+        except DecodeError:
+            await self._dead_letter(msg, None, "the work item cannot be decoded")
+            return
+        alive = asyncio.create_task(self._keep_alive(msg))
+        try:
+            await self._handle(work)
+        except Exception as exc:  # noqa: BLE001 - an item's failure is retried or dead-lettered, never lost
+            if delivered >= self._settings.max_deliver:
+                await self._dead_letter(msg, work.item, str(exc) or type(exc).__name__)
+                return
+            delay = min(60.0, 2.0 ** (delivered - 1))
+            log.warning("import_item_retry", stage=self._stage.name, delivered=delivered, delay_s=delay, error=str(exc))
+            await msg.nak(delay=delay)
+            return
+        finally:
+            alive.cancel()
+        await msg.ack()
+
+    async def _dead_letter(self, msg: Msg, item: ingest_pb2.ItemRef | None, why: str) -> None:
+        """Move a message that keeps failing to the dead-letter stream, audit it, record the failure."""
+        headers = {"Candor-Original-Subject": msg.subject, MESSAGE_HEADER: why[:500]}
+        seq = msg.metadata.sequence.stream if msg.metadata else 0
+        await self._bus.jetstream.publish(
+            f"{INGEST_DEAD_PREFIX}.{self._stage.name}", msg.data, headers=headers | {"Nats-Msg-Id": f"dead.{seq}"}
+        )
+        details = {"stage": self._stage.name, "stream_sequence": seq, "error": why[:300]}
+        actor = f"service:{self._stage.name}"
+        if item is not None:
+            details |= {"import_id": item.import_id, "item": item.item, "subject_id": item.subject_id}
+            actor = item.submitted_by or actor
+            failed = ingest_pb2.ItemResult(
+                item=item, outcome=ingest_pb2.OUTCOME_FAILED, detail=why[:300], stage=self._stage.name
+            )
+            await publish_result(self._bus, failed)
+        await self._audit.publish(
+            "gallery.import_item_failed",
+            actor=actor,
+            details=details,
+            event_id=f"{item.import_id}.{item.item}.failed" if item else f"dead.{self._stage.name}.{seq}",
+        )
+        log.error("import_item_dead_lettered", stage=self._stage.name, stream_sequence=seq, error=why[:300])
+        await msg.term()
+
+
+def running_worker(
+    bus: Bus,
+    stage: Stage,
+    work_type: type[W],
+    handle: Callable[[W], Awaitable[None]],
+    settings: WorkerSettings,
+    stop: asyncio.Event,
+) -> asyncio.Task[None] | None:
+    """Start a stage's worker beside a service's request/reply serving, unless turned off."""
+    if not settings.enabled:
+        return None
+    worker = Worker(bus, stage, work_type, handle, settings, AuditPublisher(bus))
+    return asyncio.create_task(worker.run(stop), name=f"import-{stage.name}")
+
+
+__all__ = [
+    "DETECT",
+    "EMBED",
+    "IMPORTS_BUCKET",
+    "MATCH",
+    "Stage",
+    "Worker",
+    "WorkerSettings",
+    "check_import_id",
+    "ensure_ingest_streams",
+    "hand_on",
+    "publish_result",
+    "rejection",
+    "result_subject",
+    "running_worker",
+]

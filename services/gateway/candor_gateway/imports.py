@@ -1,0 +1,352 @@
+"""Bulk imports: start or resume one, queue its photos, and tell its progress.
+
+The gateway checks who may import, fixes the import's rules, and queues each photo on the
+CANDOR_INGEST work-queue stream; the detector, embedder and matcher workers do the rest. What it
+knows about an import comes from JetStream alone (the import record in the CANDOR_IMPORTS bucket and
+one result per photo), so any gateway replica answers for any import, and a restarted one forgets
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
+from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from candor.gateway.v1 import gateway_pb2
+from candor.ingest.v1 import ingest_pb2
+from candor_gateway.access import Permission, Principal
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
+from candor_kit.identifiers import check_subject_id
+from candor_kit.ingest import (
+    DETECT,
+    check_import_id,
+    ensure_ingest_streams,
+    hand_on,
+    publish_result,
+    rejection,
+    result_subject,
+)
+from candor_kit.subjects import IMPORTS_BUCKET, INGEST_RESULT_PREFIX, INGEST_RESULTS_STREAM, INGEST_STREAM
+
+log = structlog.get_logger("candor.gateway.imports")
+#: The largest import one record describes.
+MAX_ITEMS = 50_000_000
+#: Imports whose tallies a gateway keeps in memory (a tally costs two bytes a photo).
+CACHED_TALLIES = 16
+PROBLEMS = (ingest_pb2.OUTCOME_REJECTED, ingest_pb2.OUTCOME_FAILED)
+
+
+@dataclass
+class Tally:
+    """Each photo's outcome and rejection reason (0 while it has none), read from the results stream."""
+
+    total: int
+    outcomes: np.ndarray = field(init=False)
+    reasons: np.ndarray = field(init=False)
+    #: The next results-stream sequence to read.
+    next_sequence: int = 1
+
+    def __post_init__(self) -> None:
+        self.outcomes = np.zeros(self.total, dtype=np.int8)
+        self.reasons = np.zeros(self.total, dtype=np.int8)
+
+    def add(self, result: ingest_pb2.ItemResult) -> None:
+        """Record a photo's latest result; a later one for the same photo replaces it."""
+        if 0 <= result.item.item < self.total:
+            self.outcomes[result.item.item] = result.outcome
+            self.reasons[result.item.item] = result.reason
+
+    def count(self, outcome: int) -> int:
+        """Photos with that outcome."""
+        return int(np.count_nonzero(self.outcomes == outcome))
+
+    def status(self, record: ingest_pb2.ImportRecord, with_done_items: bool) -> gateway_pb2.ImportStatus:
+        """The import's progress as the API gives it."""
+        done = self.outcomes != 0
+        rejected = self.outcomes == ingest_pb2.OUTCOME_REJECTED
+        reasons, counts = np.unique(self.reasons[rejected], return_counts=True)
+        return gateway_pb2.ImportStatus(
+            record=record,
+            done=int(np.count_nonzero(done)),
+            enrolled=self.count(ingest_pb2.OUTCOME_ENROLLED),
+            duplicates=self.count(ingest_pb2.OUTCOME_DUPLICATE),
+            rejected=int(np.count_nonzero(rejected)),
+            failed=self.count(ingest_pb2.OUTCOME_FAILED),
+            rejected_by_reason=[
+                gateway_pb2.ReasonCount(reason=int(r), count=int(c)) for r, c in zip(reasons, counts, strict=True)
+            ],
+            done_items=np.packbits(done, bitorder="little").tobytes() if with_done_items else b"",
+        )
+
+
+class ImportDesk:
+    """The gateway's import use cases."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        audit: AuditPublisher,
+        rules: ingest_pb2.ImportRules,
+        max_image_bytes: int,
+        backlog: int,
+        stream_replicas: int = 1,
+    ) -> None:
+        self._bus = bus
+        self._audit = audit
+        self._rules = rules
+        self._max_image_bytes = max_image_bytes
+        self._backlog = backlog
+        self._replicas = stream_replicas
+        self._bucket: KeyValue | None = None
+        self._tallies: OrderedDict[str, Tally] = OrderedDict()
+        self._tally_locks: dict[str, asyncio.Lock] = {}
+
+    async def open(self) -> None:
+        """Create the streams and the bucket of import records when missing."""
+        await ensure_ingest_streams(self._bus, self._replicas)
+        try:
+            self._bucket = await self._bus.jetstream.create_key_value(
+                bucket=IMPORTS_BUCKET, history=1, storage=StorageType.FILE, replicas=self._replicas
+            )
+        except BadRequestError:  # already there, perhaps with an operator's settings
+            self._bucket = await self._bus.jetstream.key_value(IMPORTS_BUCKET)
+
+    @property
+    def bucket(self) -> KeyValue:
+        """The bucket of import records."""
+        if self._bucket is None:
+            raise RuntimeError("ImportDesk.open() was not awaited")
+        return self._bucket
+
+    async def _record(self, import_id: str) -> tuple[ingest_pb2.ImportRecord, int]:
+        try:
+            entry = await self.bucket.get(check_import_id(import_id))
+        except KeyNotFoundError as exc:
+            raise NotFound(f"no import {import_id}") from exc
+        record = ingest_pb2.ImportRecord()
+        record.ParseFromString(entry.value or b"")
+        return record, int(entry.revision or 0)
+
+    # --- use cases -------------------------------------------------------------------------
+
+    async def start(self, principal: Principal, request: gateway_pb2.StartImportRequest) -> gateway_pb2.ImportStatus:
+        """Record a new import (audited), or resume the one with this id from the same source."""
+        principal.require(Permission.IMPORT)
+        check_import_id(request.import_id)
+        if not 1 <= request.total <= MAX_ITEMS:
+            raise InvalidInput(f"total must be between 1 and {MAX_ITEMS}")
+        if not request.source.strip() or len(request.source) > 1000:
+            raise InvalidInput("source must name the folder or manifest imported (at most 1000 characters)")
+        try:
+            record, _ = await self._record(request.import_id)
+        except NotFound:
+            started = Timestamp()
+            started.GetCurrentTime()
+            record = ingest_pb2.ImportRecord(
+                import_id=request.import_id,
+                source=request.source,
+                total=request.total,
+                started_by=principal.user,
+                started_at=started,
+                rules=self._rules,
+            )
+            try:
+                await self.bucket.create(request.import_id, record.SerializeToString())
+            except KeyWrongLastSequenceError:  # another gateway started it a moment ago
+                record, _ = await self._record(request.import_id)
+            else:
+                await self._audit.publish(
+                    "gallery.import_started",
+                    actor=principal.user,
+                    details={
+                        "import_id": record.import_id,
+                        "source": record.source,
+                        "total": record.total,
+                        "rules": {"min_face_px": self._rules.min_face_px, "min_blur": self._rules.min_blur},
+                    },
+                    event_id=f"{record.import_id}.started",
+                )
+        if record.total != request.total or record.source != request.source:
+            raise PreconditionFailed(
+                f"import {request.import_id} is of {record.source} ({record.total} photos); "
+                f"this request names {request.source} ({request.total} photos)"
+            )
+        return await self._status(record, with_done_items=True)
+
+    async def submit(
+        self, principal: Principal, request: gateway_pb2.SubmitImportItemsRequest
+    ) -> gateway_pb2.SubmitImportItemsResponse:
+        """Queue photos for the workers; settle at once the ones no worker could take."""
+        principal.require(Permission.IMPORT)
+        record, _ = await self._record(request.import_id)
+        if record.HasField("finished_at"):
+            raise PreconditionFailed(f"import {record.import_id} has finished")
+        queued = await self._queued()
+        if queued + len(request.items) > self._backlog:
+            raise Overloaded(f"{queued} photos are queued for import; try again shortly")
+        answer = gateway_pb2.SubmitImportItemsResponse()
+        for item in request.items:
+            if not 0 <= item.item < record.total:
+                raise InvalidInput(f"item {item.item} is outside the import's 0..{record.total - 1}")
+            ref = ingest_pb2.ItemRef(
+                import_id=record.import_id,
+                item=item.item,
+                subject_id=item.subject_id,
+                image_ref=item.image_ref[:1000],
+                metadata=dict(item.metadata),
+                submitted_by=principal.user,
+            )
+            refused = self._refusal(ref, item)
+            if refused is not None:
+                await publish_result(self._bus, refused)
+                answer.settled += 1
+                continue
+            await hand_on(self._bus, DETECT, ingest_pb2.DetectWork(item=ref, image=item.image, rules=record.rules))
+            answer.queued += 1
+        return answer
+
+    def _refusal(self, ref: ingest_pb2.ItemRef, item: gateway_pb2.ImportItem) -> ingest_pb2.ItemResult | None:
+        """The result of a photo the gateway refuses itself, or None when it goes to the workers."""
+        if item.unreadable or not item.image:
+            why = item.unreadable or "the file is empty"
+            return rejection(ref, ingest_pb2.REJECT_REASON_UNREADABLE, why, "gateway")
+        if len(item.image) > self._max_image_bytes:
+            why = f"the photo is {len(item.image)} bytes; the limit is {self._max_image_bytes}"
+            return rejection(ref, ingest_pb2.REJECT_REASON_TOO_LARGE, why, "gateway")
+        try:
+            check_subject_id(item.subject_id)
+            if len(item.metadata) > 32 or any(len(k) > 64 or len(v) > 512 for k, v in item.metadata.items()):
+                raise InvalidInput("metadata takes at most 32 keys of 64 characters, values of 512")
+        except CandorError as exc:
+            return rejection(ref, ingest_pb2.REJECT_REASON_INVALID, exc.message, "gateway")
+        return None
+
+    async def _queued(self) -> int:
+        """Photos waiting in the work-queue stream, at every stage."""
+        info = await self._bus.jetstream.stream_info(INGEST_STREAM)
+        return int(info.state.messages)
+
+    async def status(self, principal: Principal, request: gateway_pb2.GetImportRequest) -> gateway_pb2.ImportStatus:
+        """Progress of a running or finished import."""
+        principal.require(Permission.IMPORT)
+        record, _ = await self._record(request.import_id)
+        return await self._status(record, request.with_done_items)
+
+    async def _status(self, record: ingest_pb2.ImportRecord, with_done_items: bool) -> gateway_pb2.ImportStatus:
+        tally = await self._tally(record)
+        status = tally.status(record, with_done_items)
+        if status.done == record.total and not record.HasField("finished_at"):
+            status.record.CopyFrom(await self._finish(record, status))
+        return status
+
+    async def _finish(
+        self, record: ingest_pb2.ImportRecord, status: gateway_pb2.ImportStatus
+    ) -> ingest_pb2.ImportRecord:
+        """Mark the import finished and audit its counts, once."""
+        current, revision = await self._record(record.import_id)
+        if current.HasField("finished_at"):
+            return current
+        current.finished_at.GetCurrentTime()
+        with contextlib.suppress(KeyWrongLastSequenceError):  # another gateway finished it
+            await self.bucket.update(current.import_id, current.SerializeToString(), last=revision)
+        await self._audit.publish(
+            "gallery.import_finished",
+            actor=current.started_by,
+            details={
+                "import_id": current.import_id,
+                "source": current.source,
+                "total": current.total,
+                "enrolled": status.enrolled,
+                "duplicates": status.duplicates,
+                "rejected": status.rejected,
+                "failed": status.failed,
+                "rejected_by_reason": {
+                    ingest_pb2.RejectReason.Name(r.reason): r.count for r in status.rejected_by_reason
+                },
+            },
+            event_id=f"{current.import_id}.finished",
+        )
+        log.info("import_finished", import_id=current.import_id, total=current.total, enrolled=status.enrolled)
+        return current
+
+    async def results(
+        self, principal: Principal, request: gateway_pb2.ListImportResultsRequest
+    ) -> gateway_pb2.ListImportResultsResponse:
+        """A page of results in item order (only the rejected and failed ones, when asked)."""
+        principal.require(Permission.IMPORT)
+        record, _ = await self._record(request.import_id)
+        limit = request.limit or 1000
+        if not 1 <= limit <= 10_000:
+            raise InvalidInput("limit must be between 1 and 10000")
+        tally = await self._tally(record)
+        start = request.after_item + 1 if request.HasField("after_item") else 0
+        wanted = np.isin(tally.outcomes[start:], PROBLEMS) if request.problems_only else tally.outcomes[start:] != 0
+        items = (np.flatnonzero(wanted)[:limit] + start).tolist()
+        answer = gateway_pb2.ListImportResultsResponse()
+        for item in items:
+            message = await self._bus.jetstream.get_last_msg(
+                INGEST_RESULTS_STREAM, result_subject(record.import_id, item)
+            )
+            answer.results.add().ParseFromString(message.data or b"")
+        return answer
+
+    # --- the tally ---------------------------------------------------------------------------
+
+    async def _tally(self, record: ingest_pb2.ImportRecord) -> Tally:
+        """The import's tally, brought up to date with the results stored since the last read."""
+        lock = self._tally_locks.setdefault(record.import_id, asyncio.Lock())
+        async with lock:
+            tally = self._tallies.get(record.import_id)
+            if tally is None or tally.total != record.total:
+                tally = Tally(record.total)
+            await self._catch_up(record.import_id, tally)
+            self._tallies[record.import_id] = tally
+            self._tallies.move_to_end(record.import_id)
+            while len(self._tallies) > CACHED_TALLIES:
+                evicted, _ = self._tallies.popitem(last=False)
+                self._tally_locks.pop(evicted, None)
+            return tally
+
+    async def _catch_up(self, import_id: str, tally: Tally) -> None:
+        """Read the import's results stored after ``tally.next_sequence`` with a short-lived consumer."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=tally.next_sequence,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=30.0,
+            max_waiting=1,
+        )
+        try:
+            subscription = await self._bus.jetstream.pull_subscribe(
+                f"{INGEST_RESULT_PREFIX}.{import_id}.>", stream=INGEST_RESULTS_STREAM, config=config
+            )
+        except NotFoundError as exc:
+            raise PreconditionFailed("the import results stream is missing") from exc
+        try:
+            if (await subscription.consumer_info()).num_pending == 0:
+                return
+            while True:
+                try:
+                    messages = await subscription.fetch(1000, timeout=0.5)
+                except (NatsTimeoutError, TimeoutError):
+                    return
+                for msg in messages:
+                    result = ingest_pb2.ItemResult()
+                    result.ParseFromString(msg.data)
+                    tally.add(result)
+                    tally.next_sequence = msg.metadata.sequence.stream + 1
+                if messages[-1].metadata.num_pending == 0:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

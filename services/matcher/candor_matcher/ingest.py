@@ -1,0 +1,66 @@
+"""The matcher's import worker: enrols each photo's vector and records how the photo ended."""
+
+from __future__ import annotations
+
+import asyncio
+
+from candor.ingest.v1 import ingest_pb2
+from candor_kit import AuditPublisher, Bus, CandorError
+from candor_kit.identifiers import check_subject_id
+from candor_kit.ingest import publish_result, rejection
+from candor_matcher.gallery import Gallery, GalleryModel
+
+
+class MatchStage:
+    """Enrols an import's photo (idempotently: the record id derives from subject and photo)."""
+
+    def __init__(self, bus: Bus, gallery: Gallery, audit: AuditPublisher) -> None:
+        self._bus = bus
+        self._gallery = gallery
+        self._audit = audit
+
+    async def __call__(self, work: ingest_pb2.MatchWork) -> None:
+        """Enrol, audit the enrolment, and store the photo's result."""
+        item = work.item
+        try:
+            check_subject_id(item.subject_id)
+            model = GalleryModel.from_ref(work.model)
+        except CandorError as exc:
+            await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))
+            return
+        index = self._gallery.index_for(model)  # refuses a model version the gallery does not hold
+        record_id, created = await asyncio.to_thread(
+            index.enroll,
+            item.subject_id,
+            work.image_sha256,
+            list(work.embedding.values),
+            dict(item.metadata),
+            f"{item.import_id}/{item.item}",
+            item.image_ref,
+        )
+        await self._audit.publish(
+            "enroll.completed",
+            actor=item.submitted_by,
+            details={
+                "subject_id": item.subject_id,
+                "record_id": record_id,
+                "created": created,
+                "image_sha256": work.image_sha256,
+                "image_ref": item.image_ref,
+                "import_id": item.import_id,
+                "item": item.item,
+                "model": {"id": model.id, "version": model.version},
+            },
+            event_id=f"{item.import_id}.{item.item}.enroll",
+        )
+        outcome = ingest_pb2.OUTCOME_ENROLLED if created else ingest_pb2.OUTCOME_DUPLICATE
+        result = ingest_pb2.ItemResult(
+            item=item,
+            outcome=outcome,
+            record_id=record_id,
+            image_sha256=work.image_sha256,
+            model=work.model,
+            stage="matcher",
+            detail="" if created else "this subject's photo is already enrolled",
+        )
+        await publish_result(self._bus, result)
