@@ -388,9 +388,7 @@ class LocalStack:
         )
         return env
 
-    def _spawn_service(
-        self, name: str, state: StackState, env: dict[str, str] | None = None, key: str = ""
-    ) -> int:
+    def _spawn_service(self, name: str, state: StackState, env: dict[str, str] | None = None, key: str = "") -> int:
         with open(self.logs / f"{key or name}.log", "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", f"candor_{name}"],

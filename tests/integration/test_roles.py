@@ -41,6 +41,16 @@ CALLS: dict[Permission, tuple[str, Call]] = {
     ),
     Permission.SUBMIT_REVIEW: ("review", lambda g, m: g.SubmitReview(gateway_pb2.SubmitReviewRequest(), metadata=m)),
     Permission.GET_SEARCH: ("search.view", lambda g, m: g.GetSearch(gateway_pb2.GetSearchRequest(), metadata=m)),
+    Permission.START_IMPORT: ("import.start", lambda g, m: g.StartImport(gateway_pb2.StartImportRequest(), metadata=m)),
+    Permission.SUBMIT_IMPORT: (
+        "import.submit",
+        lambda g, m: g.SubmitImportItems(gateway_pb2.SubmitImportItemsRequest(), metadata=m),
+    ),
+    Permission.GET_IMPORT: ("import.status", lambda g, m: g.GetImport(gateway_pb2.GetImportRequest(), metadata=m)),
+    Permission.LIST_IMPORT_RESULTS: (
+        "import.results",
+        lambda g, m: g.ListImportResults(gateway_pb2.ListImportResultsRequest(), metadata=m),
+    ),
 }
 TABLE = [(rpc, role) for rpc in Permission for role in ROLES]
 

@@ -42,8 +42,10 @@ class Permission(enum.Enum):
     LIST_REVIEWS = "ListPendingReviews"
     SUBMIT_REVIEW = "SubmitReview"
     GET_SEARCH = "GetSearch"
-    #: StartImport, SubmitImportItems, GetImport and ListImportResults.
-    IMPORT = "Import"
+    START_IMPORT = "StartImport"
+    SUBMIT_IMPORT = "SubmitImportItems"
+    GET_IMPORT = "GetImport"
+    LIST_IMPORT_RESULTS = "ListImportResults"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -51,7 +53,11 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.SEARCH: frozenset({"investigator"}),
     Permission.DETECT: frozenset({"investigator", "gallery-admin"}),
     Permission.ENROLL: frozenset({"gallery-admin"}),
-    Permission.IMPORT: frozenset({"gallery-admin"}),
+    Permission.START_IMPORT: frozenset({"gallery-admin"}),
+    Permission.SUBMIT_IMPORT: frozenset({"gallery-admin"}),
+    # Auditors read import reports too.
+    Permission.GET_IMPORT: frozenset({"gallery-admin", "auditor"}),
+    Permission.LIST_IMPORT_RESULTS: frozenset({"gallery-admin", "auditor"}),
     Permission.DELETE: frozenset({"gallery-admin"}),
     Permission.DELETE_RECORD: frozenset({"gallery-admin"}),
     Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),

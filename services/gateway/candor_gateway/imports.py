@@ -141,7 +141,7 @@ class ImportDesk:
 
     async def start(self, principal: Principal, request: gateway_pb2.StartImportRequest) -> gateway_pb2.ImportStatus:
         """Record a new import (audited), or resume the one with this id from the same source."""
-        principal.require(Permission.IMPORT)
+        principal.require(Permission.START_IMPORT)
         check_import_id(request.import_id)
         if not 1 <= request.total <= MAX_ITEMS:
             raise InvalidInput(f"total must be between 1 and {MAX_ITEMS}")
@@ -187,7 +187,7 @@ class ImportDesk:
         self, principal: Principal, request: gateway_pb2.SubmitImportItemsRequest
     ) -> gateway_pb2.SubmitImportItemsResponse:
         """Queue photos for the workers; settle at once the ones no worker could take."""
-        principal.require(Permission.IMPORT)
+        principal.require(Permission.SUBMIT_IMPORT)
         record, _ = await self._record(request.import_id)
         if record.HasField("finished_at"):
             raise PreconditionFailed(f"import {record.import_id} has finished")
@@ -238,7 +238,7 @@ class ImportDesk:
 
     async def status(self, principal: Principal, request: gateway_pb2.GetImportRequest) -> gateway_pb2.ImportStatus:
         """Progress of a running or finished import."""
-        principal.require(Permission.IMPORT)
+        principal.require(Permission.GET_IMPORT)
         record, _ = await self._record(request.import_id)
         return await self._status(record, request.with_done_items)
 
@@ -283,7 +283,7 @@ class ImportDesk:
         self, principal: Principal, request: gateway_pb2.ListImportResultsRequest
     ) -> gateway_pb2.ListImportResultsResponse:
         """A page of results in item order (only the rejected and failed ones, when asked)."""
-        principal.require(Permission.IMPORT)
+        principal.require(Permission.LIST_IMPORT_RESULTS)
         record, _ = await self._record(request.import_id)
         limit = request.limit or 1000
         if not 1 <= limit <= 10_000:

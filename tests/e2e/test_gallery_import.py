@@ -1,0 +1,278 @@
+"""Bulk enrolment through the process stack: ``candor gallery import`` over the JetStream work
+queue, with real models on real photos, the report, idempotence, resuming, dead letters, and
+workers killed with SIGKILL mid-import."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from PIL import Image, ImageFilter
+
+from candor.common.v1 import common_pb2
+from candor.ingest.v1 import ingest_pb2
+from candor.matcher.v1 import matcher_pb2
+from candor_cli import LocalStack
+from candor_cli.client import GatewayClient
+from candor_cli.gallery import import_id_for, read_source
+from candor_kit import subjects
+from tests.e2e.test_stack_cli import CANDOR, candor, searching, wait_for_audit
+
+pytestmark = pytest.mark.e2e
+
+#: Short redelivery and few deliveries, so the tests see retries and dead letters in seconds.
+FAST_RETRIES = {"CANDOR_IMPORT_ACK_WAIT_S": "3", "CANDOR_IMPORT_MAX_DELIVER": "3"}
+
+
+def _stack(folder: Path) -> LocalStack:
+    stack = LocalStack(folder, extra_env=FAST_RETRIES)
+    stack.up()
+    return stack
+
+
+@pytest.fixture(scope="module")
+def import_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = _stack(tmp_path_factory.mktemp("import-stack"))
+    yield stack
+    stack.down()
+
+
+def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def source(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of <subject>/<image> with one photo for each way an import item can end."""
+    root = tmp_path_factory.mktemp("source")
+    obama = Image.open(samples / "obama.jpg")
+    photos = {
+        "obama/obama.jpg": (samples / "obama.jpg").read_bytes(),
+        "obama/obama2.jpg": (samples / "obama2.jpg").read_bytes(),
+        "biden/biden.jpg": (samples / "biden.jpg").read_bytes(),
+        "crowd/t1.jpg": (samples / "t1.jpg").read_bytes(),  # six faces
+        "obama/tiny.jpg": _jpeg(obama.resize((obama.width // 6, obama.height // 6))),  # a 44 px face
+        "obama/blurred.jpg": _jpeg(obama.filter(ImageFilter.GaussianBlur(8))),  # sharpness about 5
+        "nobody/wall.jpg": _jpeg(Image.new("RGB", (400, 400), (128, 128, 128))),  # no face
+        "broken/scan.jpg": b"\xff\xd8\xff not really a JPEG",
+    }
+    for name, data in photos.items():
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def client_for(stack: LocalStack) -> GatewayClient:
+    state = stack.state()
+    assert state is not None
+    return GatewayClient(state.gateway, stack.token())
+
+
+def test_an_import_enrols_the_good_photos_and_reports_each_rejection_with_its_reason(
+    import_stack: LocalStack, source: Path, tmp_path: Path
+) -> None:
+    report = tmp_path / "report.json"
+    result = candor(import_stack, "gallery", "import", str(source), "--report", str(report), "--quiet")
+    import_id = import_id_for(read_source(source))
+    assert f"import {import_id}: finished" in result.stdout
+    written = json.loads(report.read_text())
+    assert int(written["enrolled"]) == 3
+    assert int(written.get("duplicates", 0)) == 0
+    assert int(written["rejected"]) == 5
+    reasons = {p["item"]["image_ref"]: (p["reason"], p["detail"]) for p in written["problems"]}
+    assert {ref: reason for ref, (reason, _) in reasons.items()} == {
+        "crowd/t1.jpg": "REJECT_REASON_SEVERAL_FACES",
+        "obama/tiny.jpg": "REJECT_REASON_TOO_SMALL",
+        "obama/blurred.jpg": "REJECT_REASON_BLURRY",
+        "nobody/wall.jpg": "REJECT_REASON_NO_FACE",
+        "broken/scan.jpg": "REJECT_REASON_UNREADABLE",
+    }
+    assert "6 faces" in reasons["crowd/t1.jpg"][1]
+    for line in ("several faces", "too small", "blurry", "no face", "unreadable"):
+        assert line in result.stdout
+    # The enrolled photos are searchable, and each enrolment and the import are audited.
+    found = json.loads(candor(import_stack, *searching(source / "obama" / "obama2.jpg", "IMP-1"), "--json").stdout)
+    assert found["candidates"][0]["subject_id"] == "obama"
+    [(details,)] = wait_for_audit(
+        import_stack, "SELECT details_json FROM audit_record WHERE kind = 'gallery.import_finished'"
+    )
+    assert json.loads(details)["enrolled"] == 3
+    enrolled = wait_for_audit(
+        import_stack,
+        "SELECT details_json FROM audit_record WHERE kind = 'enroll.completed' AND details_json LIKE ?",
+        (f"%{import_id}%",),
+    )
+    assert len(enrolled) == 3
+
+
+def test_importing_the_same_source_again_changes_nothing(import_stack: LocalStack, source: Path) -> None:
+    with client_for(import_stack) as client:
+        before = _gallery_records(import_stack)
+        # The same command resumes the finished import: nothing is sent again.
+        again = candor(import_stack, "gallery", "import", str(source), "--quiet")
+        assert "enrolled    3" in again.stdout
+        # A new import of the same photos: every good photo is a duplicate, skipped.
+        candor(import_stack, "gallery", "import", str(source), "--import-id", "second-look", "--quiet")
+        status = client.import_status("second-look")
+        assert (status.enrolled, status.duplicates, status.rejected) == (0, 3, 5)
+        assert _gallery_records(import_stack) == before
+        shown = candor(import_stack, "gallery", "status", "second-look").stdout
+        assert "duplicates  3" in shown
+
+
+def test_a_photo_that_keeps_failing_is_dead_lettered_and_audited(import_stack: LocalStack) -> None:
+    with client_for(import_stack) as client:
+        client.start_import("poison-pill", "a hand-made work item", 1)
+
+        # A work item no matcher can enrol (a 3-d vector for a 128-d model), put on the queue directly.
+        poison = ingest_pb2.MatchWork(
+            item=ingest_pb2.ItemRef(import_id="poison-pill", item=0, subject_id="poison", submitted_by="tester"),
+            image_sha256="0" * 64,
+            model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
+            embedding=common_pb2.Embedding(values=[0.1, 0.2, 0.3]),
+        )
+        _publish(import_stack, f"{subjects.INGEST_WORK_PREFIX}.match", poison.SerializeToString())
+        deadline = time.monotonic() + 60
+        while (status := client.import_status("poison-pill")).done < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert status.failed == 1
+        [result] = client.import_results("poison-pill", problems_only=True)
+        assert result.outcome == ingest_pb2.OUTCOME_FAILED and "dimensions" in result.detail
+    [(actor, details)] = wait_for_audit(
+        import_stack, "SELECT actor, details_json FROM audit_record WHERE kind = 'gallery.import_item_failed'"
+    )
+    assert actor == "tester" and json.loads(details)["stage"] == "match"
+    assert _dead_letters(import_stack) == [(f"{subjects.INGEST_WORK_PREFIX}.match", poison.SerializeToString())]
+
+
+# --- the crash test ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many_photos(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About a hundred distinct photos: four real faces, each cropped, scaled and compressed 25 ways."""
+    root = tmp_path_factory.mktemp("many")
+    for name in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg"):
+        image = Image.open(samples / name).convert("RGB")
+        image = image.resize((500, round(500 * image.height / image.width)))
+        folder = root / name.removesuffix(".jpg")
+        folder.mkdir()
+        for variant in range(25):
+            crop = image.crop((variant % 5 * 4, variant // 5 * 4, image.width - variant % 3 * 4, image.height))
+            (folder / f"v{variant:02d}.jpg").write_bytes(_jpeg(crop, quality=70 + variant))
+    return root
+
+
+def test_workers_killed_mid_import_lose_nothing_and_double_nothing(
+    many_photos: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    stack = _stack(tmp_path_factory.mktemp("crash-stack"))
+    try:
+        total = len(read_source(many_photos))
+        importer = subprocess.Popen(
+            [
+                CANDOR,
+                "--data",
+                str(stack.data),
+                "gallery",
+                "import",
+                str(many_photos),
+                "--quiet",
+                "--import-id",
+                "crash-test",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with client_for(stack) as client:
+            for service, after in (("detector", 5), ("embedder", total // 3), ("matcher", total // 2)):
+                done = _wait_until(client, "crash-test", after)
+                assert done < total, f"the import finished before the {service} could be killed"
+                state = stack.state()
+                assert state is not None
+                os.kill(state.pids[service], signal.SIGKILL)
+                time.sleep(1.0)
+                stack.start_service(service)
+            out, err = importer.communicate(timeout=300)
+            assert importer.returncode == 0, out + err
+            status = client.import_status("crash-test")
+            results = client.import_results("crash-test")
+        assert status.done == total == len(results)  # the report accounts for every photo
+        assert (status.failed, status.rejected) == (0, 0)
+        assert status.enrolled == total, (status.enrolled, status.duplicates)
+        # Exactly one gallery record per accepted photo: nothing lost, nothing doubled.
+        assert len({r.record_id for r in results}) == total
+        assert _gallery_records(stack) == total
+    finally:
+        stack.down()
+
+
+def _wait_until(client: GatewayClient, import_id: str, done: int, timeout_s: float = 120) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            status = client.import_status(import_id)
+        except Exception:  # noqa: BLE001 - the import may not have started yet
+            time.sleep(0.2)
+            continue
+        if status.done >= done:
+            return int(status.done)
+        time.sleep(0.2)
+    pytest.fail(f"import {import_id} did not reach {done} results")
+
+
+# --- NATS helpers ---------------------------------------------------------------------------------
+
+
+def _nats(stack: LocalStack):  # type: ignore[no-untyped-def]
+    state = stack.state()
+    assert state is not None
+    return nats.connect(state.nats_url)
+
+
+def _publish(stack: LocalStack, subject: str, data: bytes) -> None:
+    async def run() -> None:
+        client = await _nats(stack)
+        await client.jetstream().publish(subject, data)
+        await client.close()
+
+    asyncio.run(run())
+
+
+def _gallery_records(stack: LocalStack) -> int:
+    async def run() -> int:
+        client = await _nats(stack)
+        reply = await client.request(subjects.MATCH_GALLERY, matcher_pb2.GetGalleryRequest().SerializeToString(), 10)
+        await client.close()
+        answer = matcher_pb2.GetGalleryResponse()
+        answer.ParseFromString(reply.data)
+        return int(answer.records)
+
+    return asyncio.run(run())
+
+
+def _dead_letters(stack: LocalStack) -> list[tuple[str, bytes]]:
+    async def run() -> list[tuple[str, bytes]]:
+        client = await _nats(stack)
+        js = client.jetstream()
+        info = await js.stream_info(subjects.INGEST_DEAD_STREAM)
+        found = []
+        for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+            message = await js.get_msg(subjects.INGEST_DEAD_STREAM, sequence)
+            found.append(((message.headers or {}).get("Candor-Original-Subject", ""), message.data or b""))
+        await client.close()
+        return found
+
+    return asyncio.run(run())
