@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,3 +118,66 @@ def test_vectors_of_another_model_version_are_refused(open_backend: BackendFacto
     gallery.index_for(DLIB)
     with pytest.raises(PreconditionFailed, match=r"refusing version 2\.0"):
         gallery.index_for(GalleryModel(id=DLIB.id, version="2.0", metric="euclidean", dimension=128))
+
+
+def test_a_redelivered_import_item_counts_as_enrolled_and_a_second_import_as_a_duplicate(
+    open_backend: BackendFactory,
+) -> None:
+    index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
+    record, created = index.enroll("A1", "a" * 64, vec(1), {}, origin="imp-one/7", image_ref="A1/a.jpg")
+    assert created
+    # The same item delivered again (its worker died before acking): still this import's enrolment.
+    assert index.enroll("A1", "a" * 64, vec(1), {}, origin="imp-one/7") == (record, True)
+    # Another import, or the one-by-one API, finds it already there.
+    assert index.enroll("A1", "a" * 64, vec(1), {}, origin="imp-two/0") == (record, False)
+    assert index.enroll("A1", "a" * 64, vec(1), {}) == (record, False)
+    assert index.count() == 1
+
+
+def test_search_is_exact_before_and_after_the_index_is_quantized(open_backend: BackendFactory) -> None:
+    """The embedded index scans int8 codes and rescores in float32: the top 50 must be exact
+    search's top 50, in order, whether or not the optimizer has run."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(400, 128)).astype(np.float32) * 0.1
+    vectors = np.repeat(centres, 5, axis=0) + rng.normal(size=(2000, 128)).astype(np.float32) * 0.03
+    gallery = Gallery(open_backend())  # type: ignore[arg-type]
+    index = gallery.index_for(DLIB)
+    for n, vector in enumerate(vectors):
+        index.enroll(f"S{n}", f"{n:064x}", vector.tolist(), {})
+    probes = centres[:20] + rng.normal(size=(20, 128)).astype(np.float32) * 0.03
+
+    def agrees_with_brute_force() -> None:
+        for probe in probes:
+            exact = np.argsort(np.linalg.norm(vectors - probe, axis=1))[:50]
+            hits = index.search(probe.tolist(), limit=50, max_distance=100.0)
+            assert [h.subject_id for h in hits] == [f"S{n}" for n in exact]
+
+    agrees_with_brute_force()
+    assert gallery.optimize_settled(quiet_s=0.0) == 1
+    agrees_with_brute_force()
+
+
+class RecordingStandIn(QdrantClient):
+    """The local-mode STAND-IN for a Qdrant server, recording how collections are created (local mode
+    itself drops the cluster settings a server keeps)."""
+
+    created: dict[str, Any]
+
+    def create_collection(self, collection_name: str, **kwargs: Any) -> bool:  # type: ignore[override]
+        self.created = kwargs
+        return super().create_collection(collection_name, **kwargs)
+
+
+def test_a_server_collection_is_made_for_the_cluster_and_forensic_search(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Payload indexes have no effect in the local Qdrant")
+        client = RecordingStandIn(path=str(tmp_path / "qdrant-stand-in"))
+        QdrantServerBackend(client, shard_number=3, replication_factor=2).open(DLIB)
+        client.close()
+    created = client.created
+    assert (created["shard_number"], created["replication_factor"]) == (3, 2)
+    # A write (a deletion above all) returns only once every copy has it.
+    assert created["write_consistency_factor"] == 2
+    assert created["hnsw_config"].m == 0  # no graph to miss a mate: int8 codes scanned in full
+    assert created["quantization_config"].scalar.type == "int8"
+    assert created["metadata"]["candor_model"]["id"] == DLIB.id

@@ -1,8 +1,11 @@
 """The server backend: a Qdrant server or cluster through qdrant-client.
 
 Collections are named ``candor_<model id>_<version>`` and carry the model in their metadata;
-shard number and replication factor are set when a collection is created. Writes wait for the
-server's acknowledgement (``wait=True``) so an enrolment or deletion is in effect on return.
+shard number and replication factor are set when a collection is created, with a write consistency
+factor equal to the replication factor: a write (an expunged record above all) returns only once
+every copy has applied it (``wait=True``). Search uses the embedded backend's settings (see
+`candor_matcher.edge_backend`): no HNSW graph, int8 codes in RAM scanned in full on every shard,
+the shortlist rescored with the original vectors.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from dataclasses import asdict
 from qdrant_client import QdrantClient, models
 
 from candor_kit.errors import PreconditionFailed
+from candor_matcher.edge_backend import OVERSAMPLING
 from candor_matcher.gallery import INDEXED_FIELDS, GalleryModel, ScoredRecord, check_model
 
 PREFIX = "candor_"
 _DISTANCE = {"euclidean": models.Distance.EUCLID, "cosine": models.Distance.COSINE}
 _SCHEMA = {"keyword": models.PayloadSchemaType.KEYWORD, "integer": models.PayloadSchemaType.INTEGER}
+_SEARCH = models.SearchParams(quantization=models.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
 
 def _subject(subject_id: str) -> models.Filter:
@@ -42,7 +47,12 @@ class ServerCollection:
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
         """Nearest records within the score threshold."""
         points = self._client.query_points(
-            self._name, query=vector, limit=limit, score_threshold=score_threshold, with_payload=["subject_id"]
+            self._name,
+            query=vector,
+            limit=limit,
+            score_threshold=score_threshold,
+            with_payload=["subject_id"],
+            search_params=_SEARCH,
         ).points
         return [ScoredRecord(str(p.id), float(p.score), str((p.payload or {}).get("subject_id", ""))) for p in points]
 
@@ -115,6 +125,11 @@ class QdrantServerBackend:
             vectors_config=models.VectorParams(size=model.dimension, distance=_DISTANCE[model.metric]),
             shard_number=self._shards,
             replication_factor=self._replicas,
+            write_consistency_factor=self._replicas,
+            hnsw_config=models.HnswConfigDiff(m=0, ef_construct=100, full_scan_threshold=10_000),
+            quantization_config=models.ScalarQuantization(
+                scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, quantile=0.99, always_ram=True)
+            ),
             metadata={"candor_model": asdict(model)},
         )
         for field, kind in INDEXED_FIELDS.items():

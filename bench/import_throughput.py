@@ -1,0 +1,124 @@
+"""Bulk import throughput: the JetStream pipeline with one and with two workers of each kind, beside
+the same detection and embedding called in-process (the anchor), on the same photos, in one run.
+
+    .venv/bin/python bench/import_throughput.py --photos 200 --rounds 2
+
+The photos are the package-shipped faces (obama x3, biden), each cropped, scaled to 600 px wide
+and compressed 50 ways, so every photo is distinct and has one face. Each stack run starts a fresh
+local stack (its start-up is not timed) and imports through the gateway, as `candor gallery import`
+does; the time runs from the first photo sent to the last result. "Two workers" is two detectors
+and two embedders; the matcher stays one process, because the embedded gallery's shard belongs to
+one process (with a Qdrant server, matchers scale out too). The anchors run the detector and
+embedder code of the services in this process, one photo after another: with the default (fast)
+embedder, and with dlib-bin's own ResNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from fetch_sample_images import fetch  # noqa: E402
+
+from candor_cli import LocalStack  # noqa: E402
+from candor_cli.client import GatewayClient  # noqa: E402
+from candor_cli.gallery import read_source, run_import  # noqa: E402
+
+BASES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
+
+
+def make_photos(samples: Path, folder: Path, count: int) -> Path:
+    """``count`` distinct one-face photos in ``<subject>/<image>`` folders."""
+    per_base = -(-count // len(BASES))
+    made = 0
+    for name in BASES:
+        image = Image.open(samples / name).convert("RGB")
+        image = image.resize((600, round(600 * image.height / image.width)))
+        subject = folder / name.removesuffix(".jpg")
+        subject.mkdir(parents=True, exist_ok=True)
+        for variant in range(per_base):
+            if made == count:
+                break
+            crop = image.crop((variant % 7 * 3, variant // 7 * 3, image.width - variant % 5 * 3, image.height))
+            buffer = io.BytesIO()
+            crop.save(buffer, format="JPEG", quality=60 + variant % 40)
+            (subject / f"v{variant:03d}.jpg").write_bytes(buffer.getvalue())
+            made += 1
+    return folder
+
+
+def anchor(source: Path, engine: str) -> float:
+    """Photos per second with the services' detection and embedding called in this process."""
+    from candor_detector import DecodeLimits, FaceDetector, decode_image
+    from candor_embedder.engines import build_engine
+    from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
+
+    detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5))
+    embedder = build_engine(engine, None, None)
+    photos = read_source(source)
+    start = time.perf_counter()
+    for photo in photos:
+        faces = detector.detect(decode_image(photo.path.read_bytes(), DecodeLimits()))
+        embedder.embed([faces[0].chip])
+    return len(photos) / (time.perf_counter() - start)
+
+
+def pipeline(source: Path, replicas: int, data: Path) -> float:
+    """Photos per second through a fresh local stack with ``replicas`` detectors and embedders."""
+    stack = LocalStack(data)
+    stack.up()
+    try:
+        for _ in range(replicas - 1):
+            stack.add_replica("detector")
+            stack.add_replica("embedder")
+        state = stack.state()
+        assert state is not None
+        with GatewayClient(state.gateway, stack.token()) as client:
+            start = time.perf_counter()
+            status = run_import(client, source, progress=False)
+            elapsed = time.perf_counter() - start
+        if status.enrolled != status.record.total:
+            raise SystemExit(f"only {status.enrolled} of {status.record.total} photos were enrolled")
+        return status.record.total / elapsed
+    finally:
+        stack.down()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, each running every variant once")
+    args = parser.parse_args()
+
+    samples = fetch(ROOT / ".cache" / "samples")
+    runs: dict[str, list[float]] = {"anchor": [], "anchor, dlib-bin": [], "1 worker": [], "2 workers": []}
+    with tempfile.TemporaryDirectory(prefix="candor-import-bench-") as tmp:
+        source = make_photos(samples, Path(tmp) / "photos", args.photos)
+        for round_ in range(args.rounds):
+            runs["anchor"].append(anchor(source, "dlib"))
+            runs["anchor, dlib-bin"].append(anchor(source, "dlib-native"))
+            runs["1 worker"].append(pipeline(source, 1, Path(tmp) / f"one-{round_}"))
+            runs["2 workers"].append(pipeline(source, 2, Path(tmp) / f"two-{round_}"))
+            print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()), flush=True)
+    best = {name: max(values) for name, values in runs.items()}
+    print(f"\n{args.photos} photos, best of {args.rounds} rounds (photos per second):")
+    for name, value in best.items():
+        print(f"  {name:<18} {value:7.2f}   (median {statistics.median(runs[name]):.2f})")
+    print(f"two workers / one worker:            {best['2 workers'] / best['1 worker']:.2f}  (goal >= 1.8)")
+    print(f"one worker / in-process anchor:      {best['1 worker'] / best['anchor']:.2f}  (goal >= 0.9)")
+    print(f"one worker / dlib-bin anchor:        {best['1 worker'] / best['anchor, dlib-bin']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
