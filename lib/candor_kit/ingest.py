@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue
@@ -288,29 +289,72 @@ class Worker(Generic[W]):
         await msg.ack()
 
     async def _dead_letter(self, msg: Msg, item: ingest_pb2.ItemRef | None, why: str) -> None:
-        """Move a message that keeps failing to the dead-letter stream, audit it, record the failure."""
-        headers = {"Candor-Original-Subject": msg.subject, MESSAGE_HEADER: why[:500]}
-        seq = msg.metadata.sequence.stream if msg.metadata else 0
-        await self._bus.jetstream.publish(
-            f"{INGEST_DEAD_PREFIX}.{self._stage.name}", msg.data, headers=headers | {"Nats-Msg-Id": f"dead.{seq}"}
-        )
-        details = {"stage": self._stage.name, "stream_sequence": seq, "error": why[:300]}
-        actor = f"service:{self._stage.name}"
-        if item is not None:
-            details |= {"import_id": item.import_id, "item": item.item, "subject_id": item.subject_id}
-            actor = item.submitted_by or actor
-            failed = ingest_pb2.ItemResult(
-                item=item, outcome=ingest_pb2.OUTCOME_FAILED, detail=why[:300], stage=self._stage.name
-            )
-            await publish_result(self._bus, failed)
-        await self._audit.publish(
-            "gallery.import_item_failed",
-            actor=actor,
-            details=details,
-            event_id=f"{item.import_id}.{item.item}.failed" if item else f"dead.{self._stage.name}.{seq}",
-        )
-        log.error("import_item_dead_lettered", stage=self._stage.name, stream_sequence=seq, error=why[:300])
+        sequence = msg.metadata.sequence.stream if msg.metadata else 0
+        await dead_letter(self._bus, self._audit, self._stage, msg.data, sequence, item, why)
         await msg.term()
+
+
+async def dead_letter(
+    bus: Bus,
+    audit: AuditPublisher,
+    stage: Stage,
+    data: bytes,
+    sequence: int,
+    item: ingest_pb2.ItemRef | None,
+    why: str,
+) -> None:
+    """Copy a work item that keeps failing to the dead-letter stream, record the photo as FAILED,
+    and audit it. Repeats (two parties dead-lettering one message) are stored once."""
+    headers = {"Candor-Original-Subject": stage.subject, MESSAGE_HEADER: why[:500], "Nats-Msg-Id": f"dead.{sequence}"}
+    await bus.jetstream.publish(f"{INGEST_DEAD_PREFIX}.{stage.name}", data, headers=headers)
+    details: dict[str, object] = {"stage": stage.name, "stream_sequence": sequence, "error": why[:300]}
+    actor = f"service:{stage.name}"
+    if item is not None:
+        details |= {"import_id": item.import_id, "item": item.item, "subject_id": item.subject_id}
+        actor = item.submitted_by or actor
+        failed = ingest_pb2.ItemResult(item=item, outcome=ingest_pb2.OUTCOME_FAILED, detail=why[:300], stage=stage.name)
+        await publish_result(bus, failed)
+    await audit.publish(
+        "gallery.import_item_failed",
+        actor=actor,
+        details=details,
+        event_id=f"{item.import_id}.{item.item}.failed" if item else f"dead.{stage.name}.{sequence}",
+    )
+    log.error("import_item_dead_lettered", stage=stage.name, stream_sequence=sequence, error=why[:300])
+
+
+#: Each stage's work message.
+WORK_TYPES: dict[str, type[ingest_pb2.DetectWork | ingest_pb2.EmbedWork | ingest_pb2.MatchWork]] = {
+    DETECT.name: ingest_pb2.DetectWork,
+    EMBED.name: ingest_pb2.EmbedWork,
+    MATCH.name: ingest_pb2.MatchWork,
+}
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}"
+
+
+async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
+    """Dead-letter the work items whose deliveries ran out without a worker settling them (a worker
+    that crashed on the item every time): JetStream announces each with an advisory and would
+    otherwise leave it in the queue for ever, its import never finishing."""
+
+    async def on_advisory(advisory: Msg) -> None:
+        try:
+            event = json.loads(advisory.data)
+            stage = Stage(str(event["consumer"]).removeprefix("ingest-"))
+            sequence = int(event["stream_seq"])
+            work = WORK_TYPES[stage.name]()
+            stored = await bus.jetstream.get_msg(INGEST_STREAM, sequence)
+            work.ParseFromString(stored.data or b"")
+            why = f"no worker settled it in {event.get('deliveries', '?')} deliveries"
+            await dead_letter(bus, audit, stage, stored.data or b"", sequence, work.item, why)
+            await bus.jetstream.delete_msg(INGEST_STREAM, sequence)
+        except NotFoundError:  # settled meanwhile
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad advisory must not stop the watch
+            log.error("import_advisory_failed", error=str(exc) or type(exc).__name__)
+
+    # In a queue group: one gateway replica handles each advisory.
+    await bus.client.subscribe(f"{MAX_DELIVERIES_ADVISORY}.*", queue="import-advisories", cb=on_advisory)
 
 
 def running_worker(
@@ -337,6 +381,7 @@ __all__ = [
     "Worker",
     "WorkerSettings",
     "check_import_id",
+    "dead_letter_exhausted",
     "ensure_ingest_streams",
     "hand_on",
     "publish_result",

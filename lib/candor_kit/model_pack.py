@@ -28,6 +28,18 @@ CPU = "CPUExecutionProvider"
 log = structlog.get_logger("candor.model_pack")
 
 
+def session_options() -> Any:
+    """onnxruntime session options for a service that shares its cores: the thread pool does not
+    spin between runs (by default it busy-waits after each call, burning the CPU the detector and
+    the other stages of an import need)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
 def choose_providers(requested: str, available: Sequence[str] | None = None) -> list[str]:
     """onnxruntime providers for ``cpu`` or ``cuda``; CUDA falls back to CPU, with a warning, when
     ``available`` (default: this machine's onnxruntime) has no CUDA."""
@@ -103,7 +115,9 @@ def load_task_model(pack: ModelPack, task: str, providers: str) -> tuple[Any, li
     if task not in pack.files:
         raise ConfigError(f"model pack {pack.model_id} has no {task} model")
     pack.verify()
-    model = get_model(str(pack.path), model_task=task, providers=choose_providers(providers))
+    model = get_model(
+        str(pack.path), model_task=task, providers=choose_providers(providers), sess_options=session_options()
+    )
     running = list(model.session.get_providers())
     log.info("onnx_model_loaded", model=pack.model_id, version=pack.version, task=task, providers=running)
     return model, running

@@ -131,7 +131,12 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.API.CONSUMER.INFO.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{INGEST_RESULTS_STREAM}",
+            # Items whose deliveries ran out: read, dead-letter, delete.
+            f"$JS.API.STREAM.MSG.GET.{INGEST_STREAM}",
+            f"$JS.API.STREAM.MSG.DELETE.{INGEST_STREAM}",
+            f"{INGEST_DEAD_PREFIX}.>",
         ]
+        subscribe.append(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}.>")
     if role.audits:
         publish += [f"{AUDIT_EVENT_PREFIX}.>", *stream_api]
     if role.writes_chain:

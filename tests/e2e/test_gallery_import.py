@@ -153,7 +153,30 @@ def test_a_photo_that_keeps_failing_is_dead_lettered_and_audited(import_stack: L
         import_stack, "SELECT actor, details_json FROM audit_record WHERE kind = 'gallery.import_item_failed'"
     )
     assert actor == "tester" and json.loads(details)["stage"] == "match"
-    assert _dead_letters(import_stack) == [(f"{subjects.INGEST_WORK_PREFIX}.match", poison.SerializeToString())]
+    assert (f"{subjects.INGEST_WORK_PREFIX}.match", poison.SerializeToString()) in _dead_letters(import_stack)
+
+
+def test_an_item_whose_worker_dies_on_it_every_time_is_dead_lettered(
+    import_stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    """A worker that crashes on an item never settles it; when its deliveries run out, JetStream's
+    advisory has the gateway dead-letter it, so the import still finishes."""
+    (tmp_path / "ghost").mkdir()
+    (tmp_path / "ghost" / "one.jpg").write_bytes(_jpeg(Image.open(samples / "obama3.jpg"), quality=77))
+    import_stack.stop_service("embedder")
+    try:
+        with client_for(import_stack) as client:
+            candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "crashing-embedder", "--no-wait")
+            _take_without_settling(import_stack, "ingest-embed", deliveries=3, ack_wait_s=3.0)
+            deadline = time.monotonic() + 30
+            while (status := client.import_status("crashing-embedder")).done < 1 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert (status.done, status.failed) == (1, 1)
+            [result] = client.import_results("crashing-embedder")
+            assert "no worker settled it in 3 deliveries" in result.detail
+    finally:
+        import_stack.start_service("embedder")
+    assert any(subject.endswith(".embed") for subject, _ in _dead_letters(import_stack))
 
 
 # --- the crash test ----------------------------------------------------------------------------------
@@ -246,6 +269,28 @@ def _publish(stack: LocalStack, subject: str, data: bytes) -> None:
     async def run() -> None:
         client = await _nats(stack)
         await client.jetstream().publish(subject, data)
+        await client.close()
+
+    asyncio.run(run())
+
+
+def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ack_wait_s: float) -> None:
+    """Act as a worker that dies on its item: take it ``deliveries`` times and never settle it."""
+
+    async def run() -> None:
+        client = await _nats(stack)
+        js = client.jetstream()
+        subscription = await js.pull_subscribe_bind(durable=consumer, stream=subjects.INGEST_STREAM)
+        for _ in range(deliveries):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    [msg] = await subscription.fetch(1, timeout=1)
+                    break
+                except (nats.errors.TimeoutError, TimeoutError):
+                    assert time.monotonic() < deadline, "the item was not redelivered"
+            assert msg.metadata.num_delivered <= deliveries
+            await asyncio.sleep(ack_wait_s + 0.5)
         await client.close()
 
     asyncio.run(run())

@@ -93,10 +93,12 @@ class DlibOnnxEngine(BatchEngine):
         import structlog
 
         from candor_embedder.dlib_onnx import read_dlib_resnet, to_onnx
-        from candor_kit.model_pack import choose_providers
+        from candor_kit.model_pack import choose_providers, session_options
 
         network = to_onnx(read_dlib_resnet(model_file))
-        self._session = onnxruntime.InferenceSession(network, providers=choose_providers(providers))
+        self._session = onnxruntime.InferenceSession(
+            network, sess_options=session_options(), providers=choose_providers(providers)
+        )
         self.providers = list(self._session.get_providers())
         self._model = dlib_resnet_model(threshold)
         structlog.get_logger("candor.embedder").info(

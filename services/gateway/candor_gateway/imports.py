@@ -30,6 +30,7 @@ from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import (
     DETECT,
     check_import_id,
+    dead_letter_exhausted,
     ensure_ingest_streams,
     hand_on,
     publish_result,
@@ -120,6 +121,7 @@ class ImportDesk:
             )
         except BadRequestError:  # already there, perhaps with an operator's settings
             self._bucket = await self._bus.jetstream.key_value(IMPORTS_BUCKET)
+        await dead_letter_exhausted(self._bus, self._audit)
 
     @property
     def bucket(self) -> KeyValue:
