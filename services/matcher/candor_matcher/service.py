@@ -163,11 +163,15 @@ class MatchingService:
         return matcher_pb2.DeleteRecordResponse(deleted=False)
 
     async def gallery(self, request: matcher_pb2.GetGalleryRequest) -> matcher_pb2.GetGalleryResponse:
-        """How many records a model's gallery holds (all models when none is named)."""
+        """How many records a model's gallery holds (all models when none is named), of one subject
+        when one is named."""
+        if request.subject_id:
+            check_subject_id(request.subject_id)
         indexes = self._gallery.all_indexes()
         if request.model_id:
             indexes = [index for index in indexes if index.model.id == request.model_id]
-        return matcher_pb2.GetGalleryResponse(records=sum(index.count() for index in indexes))
+        counted = await asyncio.to_thread(lambda: sum(index.count(request.subject_id or None) for index in indexes))
+        return matcher_pb2.GetGalleryResponse(records=counted)
 
 
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):

@@ -83,10 +83,12 @@ class DeleteRecordResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., subject_id: _Optional[str] = ...) -> None: ...
 
 class GetGalleryRequest(_message.Message):
-    __slots__ = ("model_id",)
+    __slots__ = ("model_id", "subject_id")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     model_id: str
-    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+    subject_id: str
+    def __init__(self, model_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
 
 class GetGalleryResponse(_message.Message):
     __slots__ = ("records",)
