@@ -14,11 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import nats
 import pytest
 from PIL import Image, ImageFilter
 
 from candor.common.v1 import common_pb2
+from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_cli import LocalStack
@@ -66,6 +68,7 @@ def source(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "obama/blurred.jpg": _jpeg(obama.filter(ImageFilter.GaussianBlur(8))),  # sharpness about 5
         "nobody/wall.jpg": _jpeg(Image.new("RGB", (400, 400), (128, 128, 128))),  # no face
         "broken/scan.jpg": b"\xff\xd8\xff not really a JPEG",
+        "big/huge.jpg": b"\xff\xd8\xff" + bytes(13 << 20),  # over the gateway's 12 MiB
     }
     for name, data in photos.items():
         (root / name).parent.mkdir(exist_ok=True)
@@ -89,7 +92,7 @@ def test_an_import_enrols_the_good_photos_and_reports_each_rejection_with_its_re
     written = json.loads(report.read_text())
     assert int(written["enrolled"]) == 3
     assert int(written.get("duplicates", 0)) == 0
-    assert int(written["rejected"]) == 5
+    assert int(written["rejected"]) == 6
     reasons = {p["item"]["image_ref"]: (p["reason"], p["detail"]) for p in written["problems"]}
     assert {ref: reason for ref, (reason, _) in reasons.items()} == {
         "crowd/t1.jpg": "REJECT_REASON_SEVERAL_FACES",
@@ -97,9 +100,10 @@ def test_an_import_enrols_the_good_photos_and_reports_each_rejection_with_its_re
         "obama/blurred.jpg": "REJECT_REASON_BLURRY",
         "nobody/wall.jpg": "REJECT_REASON_NO_FACE",
         "broken/scan.jpg": "REJECT_REASON_UNREADABLE",
+        "big/huge.jpg": "REJECT_REASON_TOO_LARGE",
     }
     assert "6 faces" in reasons["crowd/t1.jpg"][1]
-    for line in ("several faces", "too small", "blurry", "no face", "unreadable"):
+    for line in ("several faces", "too small", "blurry", "no face", "unreadable", "too large"):
         assert line in result.stdout
     # The enrolled photos are searchable, and each enrolment and the import are audited.
     found = json.loads(candor(import_stack, *searching(source / "obama" / "obama2.jpg", "IMP-1"), "--json").stdout)
@@ -125,11 +129,25 @@ def test_importing_the_same_source_again_changes_nothing(import_stack: LocalStac
         # A new import of the same photos: every good photo is a duplicate, skipped.
         candor(import_stack, "gallery", "import", str(source), "--import-id", "second-look", "--quiet")
         status = client.import_status("second-look")
-        assert (status.enrolled, status.duplicates, status.rejected) == (0, 3, 5)
+        assert (status.enrolled, status.duplicates, status.rejected) == (0, 3, 6)
         assert _gallery_records(import_stack) == before
         assert (_gallery_records(import_stack, "obama"), _gallery_records(import_stack, "biden")) == (2, 1)
         shown = candor(import_stack, "gallery", "status", "second-look").stdout
         assert "duplicates  3" in shown
+
+
+def test_a_batch_naming_an_item_outside_the_import_is_refused_whole(import_stack: LocalStack, samples: Path) -> None:
+    with client_for(import_stack) as client:
+        client.start_import("range-check", "two photos", 2)
+        items = [
+            gateway_pb2.ImportItem(item=0, subject_id="range", image=(samples / "biden.jpg").read_bytes()),
+            gateway_pb2.ImportItem(item=2, subject_id="range", image=(samples / "biden.jpg").read_bytes()),
+        ]
+        with pytest.raises(grpc.RpcError) as refused:
+            client.submit_import("range-check", items)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        time.sleep(2)
+        assert client.import_status("range-check").done == 0  # nothing of the batch was queued
 
 
 def test_a_photo_that_keeps_failing_is_dead_lettered_and_audited(import_stack: LocalStack) -> None:

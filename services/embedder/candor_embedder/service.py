@@ -15,8 +15,9 @@ from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor_embedder.batching import EmbeddingBatcher
 from candor_embedder.engines import EmbeddingEngine, ModelInfo, build_engine
-from candor_kit import Bus, CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
-from candor_kit.ingest import EMBED, MATCH, WorkerSettings, hand_on, running_worker
+from candor_embedder.ingest import EmbedStage
+from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
+from candor_kit.ingest import EMBED, WorkerSettings, running_worker
 
 EMBED_SUBJECT = subjects.EMBED
 MODEL_SUBJECT = subjects.EMBED_MODEL
@@ -94,25 +95,6 @@ class EmbeddingService:
         return model_proto(self._model)
 
 
-class EmbedStage:
-    """The embedder's import worker: each photo's face becomes a vector for the matcher."""
-
-    def __init__(self, bus: Bus, service: EmbeddingService) -> None:
-        self._bus = bus
-        self._service = service
-
-    async def __call__(self, work: ingest_pb2.EmbedWork) -> None:
-        """Embed one face (the batcher joins the faces of concurrent items) and queue it for enrolment."""
-        reply = await self._service.embed(embedder_pb2.EmbedRequest(chips=[work.chip]))
-        await hand_on(
-            self._bus,
-            MATCH,
-            ingest_pb2.MatchWork(
-                item=work.item, image_sha256=work.image_sha256, model=reply.model, embedding=reply.embeddings[0]
-            ),
-        )
-
-
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
     """gRPC adapter."""
 
@@ -150,7 +132,7 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
             assert host.bus is not None
             await host.bus.serve(EMBED_SUBJECT, "embedder", embedder_pb2.EmbedRequest, service.embed)
             await host.bus.serve(MODEL_SUBJECT, "embedder", embedder_pb2.GetModelRequest, service.model)
-            stage = EmbedStage(host.bus, service)
+            stage = EmbedStage(host.bus, service.embed)
             worker = running_worker(host.bus, EMBED, ingest_pb2.EmbedWork, stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()

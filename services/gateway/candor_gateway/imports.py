@@ -196,10 +196,11 @@ class ImportDesk:
         queued = await self._queued()
         if queued + len(request.items) > self._backlog:
             raise Overloaded(f"{queued} photos are queued for import; try again shortly")
+        outside = [item.item for item in request.items if not 0 <= item.item < record.total]
+        if outside:  # refuse the whole batch before queuing any of it
+            raise InvalidInput(f"item {outside[0]} is outside the import's 0..{record.total - 1}")
         answer = gateway_pb2.SubmitImportItemsResponse()
         for item in request.items:
-            if not 0 <= item.item < record.total:
-                raise InvalidInput(f"item {item.item} is outside the import's 0..{record.total - 1}")
             ref = ingest_pb2.ItemRef(
                 import_id=record.import_id,
                 item=item.item,
@@ -219,12 +220,13 @@ class ImportDesk:
 
     def _refusal(self, ref: ingest_pb2.ItemRef, item: gateway_pb2.ImportItem) -> ingest_pb2.ItemResult | None:
         """The result of a photo the gateway refuses itself, or None when it goes to the workers."""
+        size = item.file_bytes or len(item.image)
+        if size > self._max_image_bytes:
+            why = f"the photo is {size} bytes; the limit is {self._max_image_bytes}"
+            return rejection(ref, ingest_pb2.REJECT_REASON_TOO_LARGE, why, "gateway")
         if item.unreadable or not item.image:
             why = item.unreadable or "the file is empty"
             return rejection(ref, ingest_pb2.REJECT_REASON_UNREADABLE, why, "gateway")
-        if len(item.image) > self._max_image_bytes:
-            why = f"the photo is {len(item.image)} bytes; the limit is {self._max_image_bytes}"
-            return rejection(ref, ingest_pb2.REJECT_REASON_TOO_LARGE, why, "gateway")
         try:
             check_subject_id(item.subject_id)
             if len(item.metadata) > 32 or any(len(k) > 64 or len(v) > 512 for k, v in item.metadata.items()):

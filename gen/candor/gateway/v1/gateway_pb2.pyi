@@ -289,7 +289,7 @@ class StartImportRequest(_message.Message):
     def __init__(self, import_id: _Optional[str] = ..., source: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class ImportItem(_message.Message):
-    __slots__ = ("item", "subject_id", "image", "image_ref", "metadata", "unreadable")
+    __slots__ = ("item", "subject_id", "image", "image_ref", "metadata", "unreadable", "file_bytes")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -303,13 +303,15 @@ class ImportItem(_message.Message):
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     UNREADABLE_FIELD_NUMBER: _ClassVar[int]
+    FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
     item: int
     subject_id: str
     image: bytes
     image_ref: str
     metadata: _containers.ScalarMap[str, str]
     unreadable: str
-    def __init__(self, item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image: _Optional[bytes] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., unreadable: _Optional[str] = ...) -> None: ...
+    file_bytes: int
+    def __init__(self, item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image: _Optional[bytes] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., unreadable: _Optional[str] = ..., file_bytes: _Optional[int] = ...) -> None: ...
 
 class SubmitImportItemsRequest(_message.Message):
     __slots__ = ("import_id", "items")
