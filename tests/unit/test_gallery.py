@@ -134,13 +134,14 @@ def test_a_redelivered_import_item_counts_as_enrolled_and_a_second_import_as_a_d
     assert index.count() == 1
 
 
-def test_search_is_exact_before_and_after_the_index_is_quantized(open_backend: BackendFactory) -> None:
+def test_search_is_exact_before_and_after_the_index_is_quantized(tmp_path: Path) -> None:
     """The embedded index scans int8 codes and rescores in float32: the top 50 must be exact
-    search's top 50, in order, whether or not the optimizer has run."""
+    search's top 50, in order, whether or not the optimizer has quantized the points. (A small
+    indexing threshold makes 1,000 points enough to be quantized.)"""
     rng = np.random.default_rng(3)
-    centres = rng.normal(size=(400, 128)).astype(np.float32) * 0.1
-    vectors = np.repeat(centres, 5, axis=0) + rng.normal(size=(2000, 128)).astype(np.float32) * 0.03
-    gallery = Gallery(open_backend())  # type: ignore[arg-type]
+    centres = rng.normal(size=(200, 128)).astype(np.float32) * 0.1
+    vectors = np.repeat(centres, 5, axis=0) + rng.normal(size=(1000, 128)).astype(np.float32) * 0.03
+    gallery = Gallery(EdgeBackend(tmp_path / "gallery", indexing_threshold_kb=64))
     index = gallery.index_for(DLIB)
     for n, vector in enumerate(vectors):
         index.enroll(f"S{n}", f"{n:064x}", vector.tolist(), {})
@@ -152,8 +153,10 @@ def test_search_is_exact_before_and_after_the_index_is_quantized(open_backend: B
             hits = index.search(probe.tolist(), limit=50, max_distance=100.0)
             assert [h.subject_id for h in hits] == [f"S{n}" for n in exact]
 
+    assert index.indexed() == 0
     agrees_with_brute_force()
     assert gallery.optimize_settled(quiet_s=0.0) == 1
+    assert index.indexed() == len(vectors)  # every point now has its int8 code
     agrees_with_brute_force()
 
 

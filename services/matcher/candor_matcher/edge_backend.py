@@ -20,6 +20,7 @@ from qdrant_edge import (
     CountRequest,
     Distance,
     EdgeConfig,
+    EdgeOptimizersConfig,
     EdgeShard,
     EdgeVectorParams,
     FieldCondition,
@@ -48,12 +49,14 @@ OVERSAMPLING = 4.0
 SEARCH_PARAMS = SearchParams(quantization=QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
 
-def shard_config(dimension: int, metric: str) -> EdgeConfig:
-    """A gallery shard: float32 vectors on disk, int8 codes in RAM, no HNSW graph (m=0)."""
+def shard_config(dimension: int, metric: str, indexing_threshold_kb: int | None = None) -> EdgeConfig:
+    """A gallery shard: float32 vectors on disk, int8 codes in RAM, no HNSW graph (m=0). Segments
+    grow to ``indexing_threshold_kb`` (Qdrant's default when None) before they are quantized."""
     return EdgeConfig(
         vectors=EdgeVectorParams(size=dimension, distance=_DISTANCE[metric]),
         hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
         quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, always_ram=True),
+        optimizers=EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
     )
 
 
@@ -117,6 +120,10 @@ class EdgeCollection:
         either way: this only makes them faster."""
         return bool(self._shard.optimize())
 
+    def indexed(self) -> int:
+        """How many vectors have their int8 codes (the rest are scanned in float32)."""
+        return int(self._shard.info().indexed_vectors_count)
+
     def close(self) -> None:
         """Flush and close the shard."""
         self._shard.flush()
@@ -126,8 +133,9 @@ class EdgeCollection:
 class EdgeBackend:
     """Qdrant Edge under one data folder: ``<model id>/shard`` with ``model.json`` beside it."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, indexing_threshold_kb: int | None = None) -> None:
         self._data_dir = data_dir
+        self._indexing_threshold_kb = indexing_threshold_kb
         data_dir.mkdir(parents=True, exist_ok=True)
 
     def models(self) -> list[GalleryModel]:
@@ -148,7 +156,8 @@ class EdgeBackend:
                 )
             return EdgeCollection(EdgeShard.load(str(folder / "shard")))
         folder.mkdir(parents=True, exist_ok=True)
-        shard = EdgeShard.create(str(folder / "shard"), shard_config(model.dimension, model.metric))
+        config = shard_config(model.dimension, model.metric, self._indexing_threshold_kb)
+        shard = EdgeShard.create(str(folder / "shard"), config)
         for field, kind in INDEXED_FIELDS.items():
             shard.update(UpdateOperation.create_field_index(field, _SCHEMA[kind]))
         shard.flush()

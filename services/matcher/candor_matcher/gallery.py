@@ -110,6 +110,10 @@ class VectorCollection(Protocol):
         """Compact and index what was written lately, blocking; False when nothing needed it."""
         ...
 
+    def indexed(self) -> int:
+        """How many vectors are indexed (have their int8 codes)."""
+        ...
+
     def close(self) -> None:
         """Flush and release."""
         ...
@@ -240,6 +244,10 @@ class GalleryIndex:
     def count(self, subject_id: str | None = None) -> int:
         """How many records the collection holds (of one subject, when given)."""
         return self._collection.count(subject_id)
+
+    def indexed(self) -> int:
+        """How many of them are indexed (the others are scanned in float32)."""
+        return self._collection.indexed()
 
     def close(self) -> None:
         """Flush and release the collection."""

@@ -83,6 +83,10 @@ class ServerCollection:
         """Nothing to do: the server's optimizers index in the background."""
         return False
 
+    def indexed(self) -> int:
+        """How many vectors the server has indexed (quantized)."""
+        return int(self._client.get_collection(self._name).indexed_vectors_count or 0)
+
     def close(self) -> None:
         """Nothing to flush: the server owns durability."""
 
