@@ -3,7 +3,7 @@
 # probe, show the candidates and the audit verification, stop the stack.
 set -euo pipefail
 
-samples=${1:?usage: demo.sh SAMPLES_DIR}
+samples=$(cd "${1:?usage: demo.sh SAMPLES_DIR}" && pwd)
 data=$(mktemp -d "${TMPDIR:-/tmp}/candor-demo.XXXXXX")
 export CANDOR_DATA="$data"
 cleanup() {
@@ -17,9 +17,17 @@ step() { printf '\n== %s\n' "$*"; }
 step "Starting nats-server and the five services (data in $data)"
 candor stack up
 
-step "Enrolling the gallery: obama.jpg, biden.jpg and each face of t1.jpg"
-candor enroll "$samples/obama.jpg" --subject obama --meta source=demo
-candor enroll "$samples/biden.jpg" --subject biden --meta source=demo
+step "Bulk import of a booking manifest (the group photo is rejected: one face per booking photo)"
+cat >"$data/bookings.csv" <<CSV
+subject_id,image_path,source
+obama,$samples/obama.jpg,demo
+obama,$samples/obama3.jpg,demo
+biden,$samples/biden.jpg,demo
+group-photo,$samples/t1.jpg,demo
+CSV
+candor gallery import "$data/bookings.csv" --quiet
+
+step "Enrolling each face of t1.jpg one by one"
 candor faces "$samples/t1.jpg"
 for i in 0 1 2 3 4 5; do
   candor enroll "$samples/t1.jpg" --subject "t1-person-$i" --face "$i" --meta source=demo

@@ -223,7 +223,7 @@ def print_report(
     for result in problems:
         what = "failed" if result.outcome == ingest_pb2.OUTCOME_FAILED else REASONS[result.reason]
         print(
-            f"  - #{result.item.item} {result.item.subject_id}/{result.item.image_ref}: {what}: {result.detail}",
+            f"  - #{result.item.item} {result.item.subject_id} {result.item.image_ref}: {what}: {result.detail}",
             file=out,
         )
     return problems
