@@ -36,6 +36,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue
@@ -167,6 +168,16 @@ async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
             num_replicas=replicas,
         ),
     )
+
+
+async def open_bucket(bus: Bus, bucket: str, replicas: int = 1) -> KeyValue:
+    """A key-value bucket (file storage, latest value only), created when missing."""
+    try:
+        return await bus.jetstream.create_key_value(
+            bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
+        )
+    except BadRequestError:  # already there, perhaps with an operator's settings
+        return await bus.jetstream.key_value(bucket)
 
 
 def _now() -> Timestamp:
@@ -384,6 +395,7 @@ __all__ = [
     "dead_letter_exhausted",
     "ensure_ingest_streams",
     "hand_on",
+    "open_bucket",
     "publish_result",
     "rejection",
     "result_subject",

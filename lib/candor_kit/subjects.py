@@ -36,6 +36,8 @@ INGEST_RESULT_PREFIX = "candor.ingest.v1.result"
 INGEST_DEAD_STREAM = "CANDOR_INGEST_DEAD"
 INGEST_DEAD_PREFIX = "candor.dlq.ingest"
 IMPORTS_BUCKET = "CANDOR_IMPORTS"
+#: When each expunged subject and record was expunged, so queued import work cannot bring it back.
+TOMBSTONES_BUCKET = "CANDOR_GALLERY_TOMBSTONES"
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class BusRole:
     hands_on_to: str = ""
     #: Whether it runs imports (starts them, queues photos, reads their results).
     runs_imports: bool = False
+    #: Whether it keeps the tombstones of expunged subjects and records.
+    keeps_tombstones: bool = False
 
 
 ROLES: dict[str, BusRole] = {
@@ -65,6 +69,7 @@ ROLES: dict[str, BusRole] = {
         serves=(MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, MATCH_GALLERY),
         audits=True,
         import_stage="match",
+        keeps_tombstones=True,
     ),
     "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True),
     "gateway": BusRole(
@@ -88,6 +93,18 @@ ROLES: dict[str, BusRole] = {
 def inbox_prefix(service: str) -> str:
     """The reply-inbox prefix a service uses, so its permissions can name its own inboxes only."""
     return f"_INBOX_{service}"
+
+
+def _bucket_permissions(bucket: str) -> list[str]:
+    """Create, read and write one key-value bucket."""
+    stream = f"KV_{bucket}"
+    return [
+        f"$JS.API.STREAM.CREATE.{stream}",
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$KV.{bucket}.>",
+    ]
 
 
 def nats_permissions(service: str) -> dict[str, list[str]]:
@@ -119,14 +136,11 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.ACK.{INGEST_STREAM}.{consumer}.>",
             f"{INGEST_DEAD_PREFIX}.{role.import_stage}",
         ]
+    if role.keeps_tombstones:
+        publish += _bucket_permissions(TOMBSTONES_BUCKET)
     if role.runs_imports:
-        kv_stream = f"KV_{IMPORTS_BUCKET}"
         publish += [
-            f"$JS.API.STREAM.CREATE.{kv_stream}",
-            f"$JS.API.STREAM.INFO.{kv_stream}",
-            f"$JS.API.STREAM.MSG.GET.{kv_stream}",
-            f"$JS.API.DIRECT.GET.{kv_stream}.>",
-            f"$KV.{IMPORTS_BUCKET}.>",
+            *_bucket_permissions(IMPORTS_BUCKET),
             f"$JS.API.CONSUMER.CREATE.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.INFO.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",

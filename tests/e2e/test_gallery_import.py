@@ -199,6 +199,28 @@ def test_an_item_whose_worker_dies_on_it_every_time_is_dead_lettered(
     assert any(subject.endswith(".embed") for subject, _ in _dead_letters(import_stack))
 
 
+def test_a_subject_expunged_while_its_photo_waits_in_the_queue_is_not_enrolled_again(
+    import_stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "EXP-1").mkdir()
+    (tmp_path / "EXP-1" / "photo.jpg").write_bytes(_jpeg(Image.open(samples / "biden.jpg"), quality=81))
+    import_stack.stop_service("embedder")  # the photo waits in the queue before the matcher
+    try:
+        candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "before-expunge", "--no-wait")
+        candor(import_stack, "delete", "EXP-1", "--reason", "court order 7")
+    finally:
+        import_stack.start_service("embedder")
+    with client_for(import_stack) as client:
+        _wait_until(client, "before-expunge", 1)
+        [result] = client.import_results("before-expunge")
+        assert result.reason == ingest_pb2.REJECT_REASON_EXPUNGED
+        assert _gallery_records(import_stack, "EXP-1") == 0
+        # An import started after the deletion may enrol the subject again.
+        candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "after-expunge", "--quiet")
+        assert client.import_status("after-expunge").enrolled == 1
+        assert _gallery_records(import_stack, "EXP-1") == 1
+
+
 # --- the crash test ----------------------------------------------------------------------------------
 
 

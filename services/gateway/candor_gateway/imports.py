@@ -18,8 +18,8 @@ import numpy as np
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.gateway.v1 import gateway_pb2
@@ -33,6 +33,7 @@ from candor_kit.ingest import (
     dead_letter_exhausted,
     ensure_ingest_streams,
     hand_on,
+    open_bucket,
     publish_result,
     rejection,
     result_subject,
@@ -115,12 +116,7 @@ class ImportDesk:
     async def open(self) -> None:
         """Create the streams and the bucket of import records when missing."""
         await ensure_ingest_streams(self._bus, self._replicas)
-        try:
-            self._bucket = await self._bus.jetstream.create_key_value(
-                bucket=IMPORTS_BUCKET, history=1, storage=StorageType.FILE, replicas=self._replicas
-            )
-        except BadRequestError:  # already there, perhaps with an operator's settings
-            self._bucket = await self._bus.jetstream.key_value(IMPORTS_BUCKET)
+        self._bucket = await open_bucket(self._bus, IMPORTS_BUCKET, self._replicas)
         await dead_letter_exhausted(self._bus, self._audit)
 
     @property
@@ -208,6 +204,7 @@ class ImportDesk:
                 image_ref=item.image_ref[:1000],
                 metadata=dict(item.metadata),
                 submitted_by=principal.user,
+                import_started_at=record.started_at,
             )
             refused = self._refusal(ref, item)
             if refused is not None:

@@ -8,15 +8,17 @@ from candor.ingest.v1 import ingest_pb2
 from candor_kit import AuditPublisher, Bus, CandorError
 from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import publish_result, rejection
-from candor_matcher.gallery import Gallery, GalleryModel
+from candor_matcher.gallery import Gallery, GalleryModel, record_id_for
+from candor_matcher.tombstones import Tombstones
 
 
 class MatchStage:
     """Enrols an import's photo (idempotently: the record id derives from subject and photo)."""
 
-    def __init__(self, bus: Bus, gallery: Gallery, audit: AuditPublisher) -> None:
+    def __init__(self, bus: Bus, gallery: Gallery, tombstones: Tombstones, audit: AuditPublisher) -> None:
         self._bus = bus
         self._gallery = gallery
+        self._tombstones = tombstones
         self._audit = audit
 
     async def __call__(self, work: ingest_pb2.MatchWork) -> None:
@@ -27,6 +29,13 @@ class MatchStage:
             model = GalleryModel.from_ref(work.model)
         except CandorError as exc:
             await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))
+            return
+        expunged = await self._tombstones.expunged_since(
+            item.subject_id, record_id_for(item.subject_id, work.image_sha256), item.import_started_at
+        )
+        if expunged:
+            refused = rejection(item, ingest_pb2.REJECT_REASON_EXPUNGED, expunged, "matcher")
+            await publish_result(self._bus, refused)
             return
         index = self._gallery.index_for(model)  # refuses a model version the gallery does not hold
         record_id, created = await asyncio.to_thread(

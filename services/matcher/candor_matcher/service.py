@@ -16,11 +16,12 @@ from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_kit import AuditPublisher, CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
 from candor_kit.identifiers import check_subject_id
-from candor_kit.ingest import MATCH, WorkerSettings, running_worker
+from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
 from candor_matcher.edge_backend import EdgeBackend
 from candor_matcher.gallery import Gallery, GalleryBackend, GalleryModel
 from candor_matcher.ingest import MatchStage
 from candor_matcher.server_backend import QdrantServerBackend
+from candor_matcher.tombstones import Tombstones
 
 ENROLL_SUBJECT = subjects.MATCH_ENROLL
 SEARCH_SUBJECT = subjects.MATCH_SEARCH
@@ -90,8 +91,9 @@ class MatcherSettings:
 class MatchingService:
     """Runs gallery operations off the event loop."""
 
-    def __init__(self, gallery: Gallery) -> None:
+    def __init__(self, gallery: Gallery, tombstones: Tombstones) -> None:
         self._gallery = gallery
+        self._tombstones = tombstones
 
     async def enroll(self, request: matcher_pb2.EnrollRequest) -> matcher_pb2.EnrollResponse:
         """Add one face to the subject's records."""
@@ -143,6 +145,9 @@ class MatchingService:
         indexes = self._gallery.all_indexes()
         if request.model_id:
             indexes = [index for index in indexes if index.model.id == request.model_id]
+        # The tombstone first: an import's queued photo of this subject, arriving any time from
+        # now, is refused rather than enrolled again.
+        await self._tombstones.mark_subject(request.subject_id)
         deleted = 0
         for index in indexes:
             deleted += await asyncio.to_thread(index.delete_subject, request.subject_id)
@@ -155,6 +160,7 @@ class MatchingService:
             uuid.UUID(request.record_id)
         except ValueError as exc:
             raise InvalidInput("record_id must be a UUID") from exc
+        await self._tombstones.mark_record(request.record_id)
         for index in self._gallery.all_indexes():
             subject = await asyncio.to_thread(index.delete_record, request.record_id)
             if subject is not None:
@@ -216,18 +222,20 @@ async def optimize_when_quiet(gallery: Gallery, quiet_s: float, stop: asyncio.Ev
 async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     """Run the matcher until ``stop`` is set."""
     gallery = Gallery(settings.build_backend())
-    service = MatchingService(gallery)
     try:
         async with ServiceHost(settings.common, ["candor.matcher.v1.MatcherService"]) as host:
+            assert host.bus is not None
+            bucket = await open_bucket(host.bus, subjects.TOMBSTONES_BUCKET, settings.worker.stream_replicas)
+            tombstones = Tombstones(bucket)
+            service = MatchingService(gallery, tombstones)
             matcher_pb2_grpc.add_MatcherServiceServicer_to_server(MatcherServicer(service), host.grpc.server)
             await host.start_grpc()
-            assert host.bus is not None
             await host.bus.serve(ENROLL_SUBJECT, "matcher", matcher_pb2.EnrollRequest, service.enroll)
             await host.bus.serve(SEARCH_SUBJECT, "matcher", matcher_pb2.SearchRequest, service.search)
             await host.bus.serve(DELETE_SUBJECT, "matcher", matcher_pb2.DeleteSubjectRequest, service.delete_subject)
             await host.bus.serve(DELETE_RECORD, "matcher", matcher_pb2.DeleteRecordRequest, service.delete_record)
             await host.bus.serve(GALLERY_SUBJECT, "matcher", matcher_pb2.GetGalleryRequest, service.gallery)
-            stage = MatchStage(host.bus, gallery, AuditPublisher(host.bus))
+            stage = MatchStage(host.bus, gallery, tombstones, AuditPublisher(host.bus))
             tasks = [
                 running_worker(host.bus, MATCH, ingest_pb2.MatchWork, stage, settings.worker, stop),
                 asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),

@@ -29,6 +29,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_UNREADABLE: _ClassVar[RejectReason]
     REJECT_REASON_TOO_LARGE: _ClassVar[RejectReason]
     REJECT_REASON_INVALID: _ClassVar[RejectReason]
+    REJECT_REASON_EXPUNGED: _ClassVar[RejectReason]
 OUTCOME_UNSPECIFIED: Outcome
 OUTCOME_ENROLLED: Outcome
 OUTCOME_DUPLICATE: Outcome
@@ -42,6 +43,7 @@ REJECT_REASON_BLURRY: RejectReason
 REJECT_REASON_UNREADABLE: RejectReason
 REJECT_REASON_TOO_LARGE: RejectReason
 REJECT_REASON_INVALID: RejectReason
+REJECT_REASON_EXPUNGED: RejectReason
 
 class ImportRules(_message.Message):
     __slots__ = ("min_face_px", "min_blur")
@@ -52,7 +54,7 @@ class ImportRules(_message.Message):
     def __init__(self, min_face_px: _Optional[int] = ..., min_blur: _Optional[float] = ...) -> None: ...
 
 class ItemRef(_message.Message):
-    __slots__ = ("import_id", "item", "subject_id", "image_ref", "metadata", "submitted_by")
+    __slots__ = ("import_id", "item", "subject_id", "image_ref", "metadata", "submitted_by", "import_started_at")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -66,13 +68,15 @@ class ItemRef(_message.Message):
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     import_id: str
     item: int
     subject_id: str
     image_ref: str
     metadata: _containers.ScalarMap[str, str]
     submitted_by: str
-    def __init__(self, import_id: _Optional[str] = ..., item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., submitted_by: _Optional[str] = ...) -> None: ...
+    import_started_at: _timestamp_pb2.Timestamp
+    def __init__(self, import_id: _Optional[str] = ..., item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., submitted_by: _Optional[str] = ..., import_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DetectWork(_message.Message):
     __slots__ = ("item", "image", "rules")
