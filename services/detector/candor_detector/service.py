@@ -74,6 +74,14 @@ class DetectionService:
         self._detector = detector
         self._limits = limits
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+        # Import photos enter the worker thread's queue one at a time, so a search waits behind
+        # at most one of them however many the import worker has taken.
+        self._background = asyncio.Semaphore(1)
+
+    async def detect_in_background(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
+        """Detect for bulk work (an import): interactive requests go ahead of all but one of these."""
+        async with self._background:
+            return await self.detect(request)
 
     async def detect(self, request: detector_pb2.DetectRequest) -> detector_pb2.DetectResponse:
         """Decode the image, find its faces and describe them as protos."""
@@ -150,7 +158,7 @@ async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
             await host.start_grpc()
             assert host.bus is not None
             await host.bus.serve(DETECT_SUBJECT, "detector", detector_pb2.DetectRequest, service.detect)
-            stage = DetectStage(host.bus, service.detect)
+            stage = DetectStage(host.bus, service.detect_in_background)
             worker = running_worker(host.bus, DETECT, ingest_pb2.DetectWork, stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()
