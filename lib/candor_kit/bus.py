@@ -196,7 +196,10 @@ class Bus:
 
 
 async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter: str, bus: Bus) -> None:
-    """Run a JetStream handler and settle the message: the project's one ack policy.
+    """Run a JetStream handler and settle the message: the ack policy of the audit consumer.
+
+    (Import work settles through `candor_kit.ingest.Worker` instead: its dead letters must also
+    record the photo's result and an audit event, and it retries only ``max_deliver`` times.)
 
     Success acks. Any other failure naks with a delay that grows with each delivery, so the
     message comes back later. A poison message (one that cannot be decoded, or is rejected as invalid) is
