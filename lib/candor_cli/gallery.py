@@ -260,4 +260,6 @@ def run_gallery(client: GatewayClient, args: argparse.Namespace) -> int:
     problems = print_report(client, status)
     if args.report:
         write_report(args.report, status, problems)
-    return 0 if status.done == status.record.total or args.action == "status" or args.no_wait else 1
+    # An import that was waited for fails (1) unless every photo got a result.
+    waited = args.action == "import" and not args.no_wait
+    return 1 if waited and status.done < status.record.total else 0

@@ -195,6 +195,18 @@ class Bus:
                 await self.client.close()
 
 
+async def fetch_batch(subscription: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+    """Up to ``batch`` messages from a pull subscription; [] when none came within ``timeout``.
+
+    nats-py signals an empty pull with its own TimeoutError or asyncio's, depending on where the
+    wait ran out: both mean "nothing yet" to every consumer loop of the project.
+    """
+    try:
+        return await subscription.fetch(batch, timeout=timeout)
+    except (NatsTimeoutError, TimeoutError):
+        return []
+
+
 async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter: str, bus: Bus) -> None:
     """Run a JetStream handler and settle the message: the ack policy of the audit consumer.
 

@@ -25,7 +25,6 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -41,7 +40,7 @@ from nats.js.kv import KeyValue
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue
 from candor_kit.audit_events import AuditPublisher
-from candor_kit.bus import MESSAGE_HEADER, Bus
+from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch
 from candor_kit.errors import InvalidInput
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
@@ -218,14 +217,13 @@ class Worker(Generic[W]):
         self,
         bus: Bus,
         stage: Stage,
-        work_type: type[W],
         handle: Callable[[W], Awaitable[None]],
         settings: WorkerSettings,
         audit: AuditPublisher,
     ) -> None:
         self._bus = bus
         self._stage = stage
-        self._work_type = work_type
+        self._work_type = WORK_TYPES[stage.name]
         self._handle = handle
         self._settings = settings
         self._audit = audit
@@ -260,9 +258,7 @@ class Worker(Generic[W]):
         log.info("import_worker_started", stage=self._stage.name, batch=self._settings.batch)
         while not stop.is_set():
             try:
-                messages = await subscription.fetch(self._settings.batch, timeout=1)
-            except (NatsTimeoutError, TimeoutError):
-                continue
+                messages = await fetch_batch(subscription, self._settings.batch, timeout=1)
             except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
                 log.warning("import_fetch_failed", stage=self._stage.name, error=str(exc))
                 await asyncio.sleep(0.5)
@@ -371,7 +367,6 @@ async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
 def running_worker(
     bus: Bus,
     stage: Stage,
-    work_type: type[W],
     handle: Callable[[W], Awaitable[None]],
     settings: WorkerSettings,
     stop: asyncio.Event,
@@ -379,7 +374,7 @@ def running_worker(
     """Start a stage's worker beside a service's request/reply serving, unless turned off."""
     if not settings.enabled:
         return None
-    worker = Worker(bus, stage, work_type, handle, settings, AuditPublisher(bus))
+    worker: Worker[W] = Worker(bus, stage, handle, settings, AuditPublisher(bus))
     return asyncio.create_task(worker.run(stop), name=f"import-{stage.name}")
 
 

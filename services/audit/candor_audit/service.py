@@ -15,7 +15,6 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError as NatsNotFoundError
 from psycopg.conninfo import conninfo_to_dict
@@ -37,6 +36,7 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
+from candor_kit.bus import fetch_batch
 
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY
 QUERY_SUBJECT = subjects.AUDIT_QUERY
@@ -360,9 +360,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
     await audit_log.watermark.refresh()
     while not stop.is_set():
         try:
-            messages = await subscription.fetch(batch, timeout=1)
-        except (NatsTimeoutError, TimeoutError):
-            continue
+            messages = await fetch_batch(subscription, batch, timeout=1)
         except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
             log.warning("audit_fetch_failed", error=str(exc))
             await asyncio.sleep(0.5)

@@ -23,6 +23,7 @@ class DetectStage:
     async def __call__(self, work: ingest_pb2.DetectWork) -> None:
         """Settle one photo: rejected here, or queued for embedding."""
         reason, detail = ingest_pb2.REJECT_REASON_UNSPECIFIED, ""
+        decoded = False
         try:
             detected = await self._detect(detector_pb2.DetectRequest(image=work.image, include_chips=True))
         except TooLarge as exc:
@@ -30,6 +31,7 @@ class DetectStage:
         except InvalidInput as exc:
             reason, detail = ingest_pb2.REJECT_REASON_UNREADABLE, exc.message
         else:
+            decoded = True
             faces, rules = detected.faces, work.rules
             if not faces:
                 reason, detail = ingest_pb2.REJECT_REASON_NO_FACE, "no face was found"
@@ -43,7 +45,8 @@ class DetectStage:
                 detail = f"sharpness {faces[0].quality.blur:.1f} is under the {rules.min_blur:g} enrolment needs"
         if reason != ingest_pb2.REJECT_REASON_UNSPECIFIED:
             result = rejection(work.item, reason, detail, "detector")
-            result.image_sha256 = hashlib.sha256(work.image).hexdigest()
+            # The detector hashed the photo unless it could not decode it.
+            result.image_sha256 = detected.image_sha256 if decoded else hashlib.sha256(work.image).hexdigest()
             await publish_result(self._bus, result)
             return
         face = faces[0]

@@ -14,7 +14,6 @@ import structlog
 
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
-from candor.ingest.v1 import ingest_pb2
 from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
 from candor_detector.faces import AlignmentSpec, Face, FaceDetector
 from candor_detector.ingest import DetectStage
@@ -159,7 +158,7 @@ async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
             assert host.bus is not None
             await host.bus.serve(DETECT_SUBJECT, "detector", detector_pb2.DetectRequest, service.detect)
             stage = DetectStage(host.bus, service.detect_in_background)
-            worker = running_worker(host.bus, DETECT, ingest_pb2.DetectWork, stage, settings.worker, stop)
+            worker = running_worker(host.bus, DETECT, stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()
             if worker is not None:

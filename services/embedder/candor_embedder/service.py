@@ -12,7 +12,6 @@ import structlog
 
 from candor.common.v1 import common_pb2
 from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
-from candor.ingest.v1 import ingest_pb2
 from candor_embedder.batching import EmbeddingBatcher
 from candor_embedder.engines import EmbeddingEngine, ModelInfo, build_engine
 from candor_embedder.ingest import EmbedStage
@@ -133,7 +132,7 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(EMBED_SUBJECT, "embedder", embedder_pb2.EmbedRequest, service.embed)
             await host.bus.serve(MODEL_SUBJECT, "embedder", embedder_pb2.GetModelRequest, service.model)
             stage = EmbedStage(host.bus, service.embed)
-            worker = running_worker(host.bus, EMBED, ingest_pb2.EmbedWork, stage, settings.worker, stop)
+            worker = running_worker(host.bus, EMBED, stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()
             if worker is not None:

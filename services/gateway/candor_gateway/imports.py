@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
@@ -26,6 +25,7 @@ from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_gateway.access import Permission, Principal
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
+from candor_kit.bus import fetch_batch
 from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import (
     DETECT,
@@ -336,11 +336,7 @@ class ImportDesk:
         try:
             if (await subscription.consumer_info()).num_pending == 0:
                 return
-            while True:
-                try:
-                    messages = await subscription.fetch(1000, timeout=0.5)
-                except (NatsTimeoutError, TimeoutError):
-                    return
+            while messages := await fetch_batch(subscription, 1000, timeout=0.5):
                 for msg in messages:
                     result = ingest_pb2.ItemResult()
                     result.ParseFromString(msg.data)

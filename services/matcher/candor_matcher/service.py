@@ -12,7 +12,6 @@ import grpc
 import structlog
 
 from candor.common.v1 import common_pb2
-from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_kit import AuditPublisher, CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
 from candor_kit.identifiers import check_subject_id
@@ -237,7 +236,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(GALLERY_SUBJECT, "matcher", matcher_pb2.GetGalleryRequest, service.gallery)
             stage = MatchStage(host.bus, gallery, tombstones, AuditPublisher(host.bus))
             tasks = [
-                running_worker(host.bus, MATCH, ingest_pb2.MatchWork, stage, settings.worker, stop),
+                running_worker(host.bus, MATCH, stage, settings.worker, stop),
                 asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),
             ]
             await host.mark_serving()
