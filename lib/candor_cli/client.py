@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
+from candor.matcher.v1 import matcher_pb2
 
 MAX_MESSAGE = 16 * 1024 * 1024
 
@@ -29,8 +30,14 @@ class GatewayClient:
     def enroll(
         self, image: Path, subject_id: str, face_index: int | None = None, metadata: dict[str, str] | None = None
     ) -> gateway_pb2.EnrollResponse:
-        """Enrol one face of a photo."""
-        request = gateway_pb2.EnrollRequest(image=image.read_bytes(), subject_id=subject_id, metadata=metadata or {})
+        """Enrol one face of a photo; the gallery keeps the photo's absolute path as its reference,
+        so the record can be re-embedded with another model later."""
+        request = gateway_pb2.EnrollRequest(
+            image=image.read_bytes(),
+            subject_id=subject_id,
+            metadata=metadata or {},
+            image_ref=str(image.resolve())[:1000],
+        )
         if face_index is not None:
             request.face_index = face_index
         return self._stub.Enroll(request, metadata=self._metadata, timeout=self._timeout)
@@ -112,9 +119,10 @@ class GatewayClient:
             if len(page) < 1000:
                 return records
 
-    def start_import(self, import_id: str, source: str, total: int) -> gateway_pb2.ImportStatus:
-        """Start a bulk import, or resume the one with this id."""
-        request = gateway_pb2.StartImportRequest(import_id=import_id, source=source, total=total)
+    def start_import(self, import_id: str, source: str, total: int, model_id: str = "") -> gateway_pb2.ImportStatus:
+        """Start a bulk import (with the gallery's active model unless ``model_id`` names the one it
+        is being re-embedded into), or resume the one with this id."""
+        request = gateway_pb2.StartImportRequest(import_id=import_id, source=source, total=total, model_id=model_id)
         return self._stub.StartImport(request, metadata=self._metadata, timeout=self._timeout)
 
     def submit_import(
@@ -139,6 +147,33 @@ class GatewayClient:
             if len(page) < request.limit:
                 return results
             request.after_item = page[-1].item.item
+
+    def gallery_models(self) -> matcher_pb2.GalleryModels:
+        """The gallery's active model and any re-embedding under way."""
+        request = gateway_pb2.GetGalleryModelsRequest()
+        return self._stub.GetGalleryModels(request, metadata=self._metadata, timeout=self._timeout)
+
+    def start_reembed(self, model_id: str) -> matcher_pb2.GalleryModels:
+        """Begin (or continue) re-embedding the gallery into ``model_id``."""
+        request = gateway_pb2.StartReembedRequest(model_id=model_id)
+        return self._stub.StartReembed(request, metadata=self._metadata, timeout=self._timeout)
+
+    def reembed_work(self, model_id: str) -> list[matcher_pb2.GalleryRecord]:
+        """Every record the new model's collection does not hold yet."""
+        records: list[matcher_pb2.GalleryRecord] = []
+        request = gateway_pb2.ListReembedWorkRequest(model_id=model_id, limit=1000)
+        while True:
+            page = self._stub.ListReembedWork(request, metadata=self._metadata, timeout=self._timeout)
+            records.extend(page.records)
+            if not page.next:
+                return records
+            request.after = page.next
+
+    def switch_model(self, model_id: str, reason: str, left_out: list[str]) -> matcher_pb2.GalleryModels:
+        """Make ``model_id`` the gallery's active model, leaving out the records named."""
+        request = gateway_pb2.SwitchGalleryModelRequest(model_id=model_id, reason=reason, excused_record_ids=left_out)
+        # The switch checks every record of both collections.
+        return self._stub.SwitchGalleryModel(request, metadata=self._metadata, timeout=max(self._timeout, 600.0))
 
     def close(self) -> None:
         """Close the channel."""

@@ -49,6 +49,10 @@ class SourcePhoto:
     subject_id: str
     path: Path
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The reference the gallery keeps (default: the path, relative to the source's folder).
+    image_ref: str = ""
+    #: When the photo re-embeds an existing record: that record's origin, kept.
+    keep_origin: str = ""
 
     @property
     def line(self) -> str:
@@ -110,9 +114,11 @@ def _batches(photos: list[SourcePhoto], root: Path) -> Iterator[list[gateway_pb2
     batch: list[gateway_pb2.ImportItem] = []
     size = 0
     for photo in photos:
-        item = gateway_pb2.ImportItem(item=photo.item, subject_id=photo.subject_id, metadata=photo.metadata)
+        item = gateway_pb2.ImportItem(
+            item=photo.item, subject_id=photo.subject_id, metadata=photo.metadata, keep_origin=photo.keep_origin
+        )
         try:
-            item.image_ref = str(photo.path.relative_to(root))
+            item.image_ref = photo.image_ref or str(photo.path.relative_to(root))
         except ValueError:
             item.image_ref = str(photo.path)
         try:
@@ -166,9 +172,23 @@ def run_import(
 ) -> gateway_pb2.ImportStatus:
     """Start (or resume) the import of ``source``, send its photos, and wait for every result."""
     photos = read_source(source)
-    import_id = import_id or import_id_for(photos)
     root = source if source.is_dir() else source.parent
-    status = client.start_import(import_id, str(source.resolve()), len(photos))
+    return send_photos(client, photos, import_id or import_id_for(photos), str(source.resolve()), root, wait, progress)
+
+
+def send_photos(
+    client: GatewayClient,
+    photos: list[SourcePhoto],
+    import_id: str,
+    source: str,
+    root: Path,
+    wait: bool = True,
+    progress: bool = True,
+    model_id: str = "",
+) -> gateway_pb2.ImportStatus:
+    """Start (or resume) an import of ``photos`` (read from under ``root``; ``source`` names them),
+    send those without a result yet, and wait for every result unless told not to."""
+    status = client.start_import(import_id, source, len(photos), model_id)
     done = np.unpackbits(np.frombuffer(status.done_items, dtype=np.uint8), bitorder="little")[: len(photos)]
     waiting = [photo for photo in photos if not (photo.item < len(done) and done[photo.item])]
     bar = Progress(len(photos), int(status.done), progress)
@@ -238,7 +258,7 @@ def write_report(path: Path, status: gateway_pb2.ImportStatus, problems: list[in
 
 
 def add_gallery_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
-    """``candor gallery import|status``."""
+    """``candor gallery import|status|reembed|models``."""
     gallery = commands.add_parser("gallery", help="bulk enrolment").add_subparsers(dest="action", required=True)
     start = gallery.add_parser("import", parents=[common], help="enrol a folder of <subject>/<image> or a CSV manifest")
     start.add_argument("source", type=Path)
@@ -249,10 +269,21 @@ def add_gallery_commands(commands: argparse._SubParsersAction, common: argparse.
     status = gallery.add_parser("status", parents=[common], help="progress of a running or finished import")
     status.add_argument("import_id")
     status.add_argument("--report", type=Path, help="also write the report here as JSON")
+    reembed = gallery.add_parser(
+        "reembed", parents=[common], help="rebuild the gallery with another model, then switch searches to it"
+    )
+    reembed.add_argument("--to", required=True, dest="model_id", help="the new model's id (its embedder must run)")
+    reembed.add_argument("--reason", help="why the gallery changes model, for the audit record (needed to switch)")
+    reembed.add_argument("--no-switch", action="store_true", help="build the new collection but do not switch")
+    reembed.add_argument(
+        "--leave-out-missing", action="store_true", help="switch even if some records could not be re-embedded"
+    )
+    reembed.add_argument("--quiet", action="store_true", help="no progress bar")
+    gallery.add_parser("models", parents=[common], help="which model the gallery searches with")
 
 
 def run_gallery(client: GatewayClient, args: argparse.Namespace) -> int:
-    """Run one ``candor gallery`` action; exit code 0 once every photo has a result."""
+    """Run one ``candor gallery`` action; an import's exit code is 0 once every photo has a result."""
     if args.action == "import":
         status = run_import(client, args.source, args.import_id, wait=not args.no_wait, progress=not args.quiet)
     else:

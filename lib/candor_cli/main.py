@@ -24,6 +24,7 @@ from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
+from candor_cli.reembed import run_model_command
 from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import (
     AUDIENCE,
@@ -353,6 +354,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
         elif args.command == "review":
             return run_review(client, args)
+        elif args.command == "gallery" and args.action in ("reembed", "models"):
+            return run_model_command(client, args)
         elif args.command == "gallery":
             return run_gallery(client, args)
         elif args.command == "report":

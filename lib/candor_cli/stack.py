@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -299,9 +300,10 @@ class LocalStack:
         self._save(state)
         self._wait_service(name, state, timeout_s)
 
-    def add_replica(self, name: str, timeout_s: float = 120.0) -> str:
+    def add_replica(self, name: str, timeout_s: float = 120.0, settings: Mapping[str, str] | None = None) -> str:
         """Start one more process of a service beside the first (another import worker, another
-        request/reply responder in its queue group); returns its key in the state, ``<name>#<n>``.
+        request/reply responder in its queue group; with ``settings``, another model's detector or
+        embedder, say); returns its key in the state, ``<name>#<n>``.
 
         Not for the matcher on the embedded backend: one process owns the gallery's shard.
         """
@@ -310,7 +312,7 @@ class LocalStack:
             raise StackError("no stack here")
         key = f"{name}#{1 + sum(1 for other in state.pids if other.split('#')[0] == name)}"
         state.addresses[key] = f"127.0.0.1:{free_port()}"
-        env = self._service_env(name, state) | {"CANDOR_GRPC_ADDRESS": state.addresses[key]}
+        env = self._service_env(name, state) | dict(settings or {}) | {"CANDOR_GRPC_ADDRESS": state.addresses[key]}
         state.pids[key] = self._spawn_service(name, state, env, key)
         self._save(state)
         self._wait_service(key, state, timeout_s)

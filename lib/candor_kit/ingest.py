@@ -38,7 +38,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.ingest.v1 import ingest_pb2
-from candor_kit import catalogue
+from candor_kit import catalogue, subjects
 from candor_kit.audit_events import AuditPublisher
 from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch
 from candor_kit.errors import InvalidInput
@@ -66,23 +66,42 @@ RESULTS_MAX_AGE_S = 90 * 24 * 3600.0
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of the import pipeline: its work subject and the durable consumer its workers share."""
+    """One step of the import pipeline: its work subject and the durable consumer its workers
+    share. Detection and embedding depend on the model, so their work is routed by model id (the
+    ``lane``): a detector or embedder pulls only its own model's photos."""
 
     name: str
+    lane: str = ""
+
+    def __post_init__(self) -> None:
+        if self.name in ROUTED and not self.lane:
+            raise ValueError(f"the {self.name} stage is routed by model: name the model")
+        if self.lane:
+            subjects.lane(self.lane)
+
+    @classmethod
+    def from_consumer(cls, consumer: str) -> Stage:
+        """The stage a durable consumer name belongs to (``ingest-match``, ``ingest-detect-<lane>``)."""
+        name, _, lane = consumer.removeprefix("ingest-").partition("-")
+        return cls(name, lane)
+
+    def of(self, model_id: str) -> Stage:
+        """This stage for one model's lane."""
+        return Stage(self.name, model_id)
 
     @property
     def subject(self) -> str:
         """The work-queue subject of this stage."""
-        return f"{INGEST_WORK_PREFIX}.{self.name}"
+        return f"{INGEST_WORK_PREFIX}.{self.name}" + (f".{self.lane}" if self.lane else "")
 
     @property
     def consumer(self) -> str:
         """The durable consumer every replica of this stage's worker pulls from."""
-        return f"ingest-{self.name}"
+        return f"ingest-{self.name}" + (f"-{self.lane}" if self.lane else "")
 
 
-DETECT = Stage("detect")
-EMBED = Stage("embed")
+#: The stages whose work is routed by model.
+ROUTED = ("detect", "embed")
 MATCH = Stage("match")
 
 
@@ -332,9 +351,9 @@ async def dead_letter(
 
 #: Each stage's work message.
 WORK_TYPES: dict[str, type[ingest_pb2.DetectWork | ingest_pb2.EmbedWork | ingest_pb2.MatchWork]] = {
-    DETECT.name: ingest_pb2.DetectWork,
-    EMBED.name: ingest_pb2.EmbedWork,
-    MATCH.name: ingest_pb2.MatchWork,
+    "detect": ingest_pb2.DetectWork,
+    "embed": ingest_pb2.EmbedWork,
+    "match": ingest_pb2.MatchWork,
 }
 MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}"
 
@@ -347,7 +366,7 @@ async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
     async def on_advisory(advisory: Msg) -> None:
         try:
             event = json.loads(advisory.data)
-            stage = Stage(str(event["consumer"]).removeprefix("ingest-"))
+            stage = Stage.from_consumer(str(event["consumer"]))
             sequence = int(event["stream_seq"])
             work = WORK_TYPES[stage.name]()
             stored = await bus.jetstream.get_msg(INGEST_STREAM, sequence)
@@ -379,10 +398,10 @@ def running_worker(
 
 
 __all__ = [
-    "DETECT",
-    "EMBED",
     "IMPORTS_BUCKET",
+    "IMPORT_ID",
     "MATCH",
+    "ROUTED",
     "Stage",
     "Worker",
     "WorkerSettings",

@@ -13,6 +13,8 @@ from candor_kit.errors import ConfigError
 
 DLIB_LANDMARKS_5 = "shape_predictor_5_face_landmarks.dat"
 DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
+#: The model id of dlib's ResNet face descriptor, whichever engine runs it.
+DLIB_RESNET_MODEL_ID = "dlib-resnet-v1"
 
 
 def dlib_model_file(name: str, folder: str | None = None) -> Path:

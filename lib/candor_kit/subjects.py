@@ -6,7 +6,10 @@ Services import their subjects from here; the NATS permissions in ``deploy/`` ar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from candor_kit.errors import ConfigError
 
 DETECT = "candor.detector.v1.detect"
 EMBED = "candor.embedder.v1.embed"
@@ -16,6 +19,9 @@ MATCH_SEARCH = "candor.matcher.v1.search"
 MATCH_DELETE_SUBJECT = "candor.matcher.v1.delete_subject"
 MATCH_DELETE_RECORD = "candor.matcher.v1.delete_record"
 MATCH_GALLERY = "candor.matcher.v1.gallery"
+MATCH_BEGIN_REEMBED = "candor.matcher.v1.begin_reembed"
+MATCH_LIST_MISSING = "candor.matcher.v1.list_missing"
+MATCH_SWITCH_MODEL = "candor.matcher.v1.switch_model"
 AUDIT_VERIFY = "candor.audit.v1.verify"
 AUDIT_QUERY = "candor.audit.v1.query"
 
@@ -38,6 +44,34 @@ INGEST_DEAD_PREFIX = "candor.dlq.ingest"
 IMPORTS_BUCKET = "CANDOR_IMPORTS"
 #: When each expunged subject and record was expunged, so queued import work cannot bring it back.
 TOMBSTONES_BUCKET = "CANDOR_GALLERY_TOMBSTONES"
+#: Which model the gallery searches with and which it is being re-embedded into (key "models").
+GALLERY_BUCKET = "CANDOR_GALLERY"
+
+#: A model id that can name a NATS subject token and a consumer.
+LANE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def lane(model_id: str) -> str:
+    """The subject token of a model's detectors and embedders: the model id itself, which must be
+    1 to 64 of [A-Za-z0-9_-] (a dot would split the subject)."""
+    if not LANE.match(model_id):
+        raise ConfigError(f"model id {model_id!r} cannot route work: use 1 to 64 of A-Z, a-z, 0-9, _ and -")
+    return model_id
+
+
+def detect_for(model_id: str) -> str:
+    """The detectors that cut chips for ``model_id``."""
+    return f"{DETECT}.{lane(model_id)}"
+
+
+def embed_for(model_id: str) -> str:
+    """The embedders that run ``model_id``."""
+    return f"{EMBED}.{lane(model_id)}"
+
+
+def embed_model_for(model_id: str) -> str:
+    """Where an embedder of ``model_id`` describes its model."""
+    return f"{EMBED_MODEL}.{lane(model_id)}"
 
 
 @dataclass(frozen=True)
@@ -60,32 +94,57 @@ class BusRole:
     runs_imports: bool = False
     #: Whether it keeps the tombstones of expunged subjects and records.
     keeps_tombstones: bool = False
+    #: Whether it writes the gallery's model pointer (the matcher), or only reads it.
+    gallery_models: str = ""
 
 
 ROLES: dict[str, BusRole] = {
-    "detector": BusRole(serves=(DETECT,), audits=True, import_stage="detect", hands_on_to="embed"),
-    "embedder": BusRole(serves=(EMBED, EMBED_MODEL), audits=True, import_stage="embed", hands_on_to="match"),
+    "detector": BusRole(serves=(DETECT, f"{DETECT}.*"), audits=True, import_stage="detect", hands_on_to="embed"),
+    "embedder": BusRole(
+        serves=(EMBED, f"{EMBED}.*", EMBED_MODEL, f"{EMBED_MODEL}.*"),
+        audits=True,
+        import_stage="embed",
+        hands_on_to="match",
+    ),
     "matcher": BusRole(
-        serves=(MATCH_ENROLL, MATCH_SEARCH, MATCH_DELETE_SUBJECT, MATCH_DELETE_RECORD, MATCH_GALLERY),
+        serves=(
+            MATCH_ENROLL,
+            MATCH_SEARCH,
+            MATCH_DELETE_SUBJECT,
+            MATCH_DELETE_RECORD,
+            MATCH_GALLERY,
+            MATCH_BEGIN_REEMBED,
+            MATCH_LIST_MISSING,
+            MATCH_SWITCH_MODEL,
+        ),
         audits=True,
         import_stage="match",
         keeps_tombstones=True,
+        gallery_models="write",
     ),
     "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True),
     "gateway": BusRole(
         calls=(
             DETECT,
+            f"{DETECT}.*",
             EMBED,
+            f"{EMBED}.*",
+            EMBED_MODEL,
+            f"{EMBED_MODEL}.*",
             MATCH_ENROLL,
             MATCH_SEARCH,
             MATCH_DELETE_SUBJECT,
             MATCH_DELETE_RECORD,
+            MATCH_BEGIN_REEMBED,
+            MATCH_LIST_MISSING,
+            MATCH_SWITCH_MODEL,
             AUDIT_VERIFY,
             AUDIT_QUERY,
         ),
         audits=True,
         runs_imports=True,
         hands_on_to="detect",
+        gallery_models="read",
     ),
 }
 
@@ -95,15 +154,29 @@ def inbox_prefix(service: str) -> str:
     return f"_INBOX_{service}"
 
 
-def _bucket_permissions(bucket: str) -> list[str]:
-    """Create, read and write one key-value bucket."""
+def _bucket_permissions(bucket: str, write: bool = True) -> list[str]:
+    """Read one key-value bucket; with ``write``, also create it and write to it."""
     stream = f"KV_{bucket}"
+    read = [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>"]
+    if not write:
+        return read
+    return [f"$JS.API.STREAM.CREATE.{stream}", *read, f"$KV.{bucket}.>"]
+
+
+def _stage_consumer_permissions(stage: str) -> list[str]:
+    """Pull one import stage's work: ``ingest-match``, or ``ingest-<stage>-<lane>`` for a stage
+    routed by model. A lane's consumer name is one token, so its grants name any consumer of the
+    stream, while creating one is limited to the stage's own work subjects."""
+    if stage == "match":
+        consumer, work = "ingest-match", f"{INGEST_WORK_PREFIX}.match"
+    else:
+        consumer, work = "*", f"{INGEST_WORK_PREFIX}.{stage}.*"
     return [
-        f"$JS.API.STREAM.CREATE.{stream}",
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.MSG.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}.>",
-        f"$KV.{bucket}.>",
+        f"$JS.API.CONSUMER.CREATE.{INGEST_STREAM}.{consumer}.{work}",
+        f"$JS.API.CONSUMER.INFO.{INGEST_STREAM}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_STREAM}.{consumer}",
+        f"$JS.ACK.{INGEST_STREAM}.{consumer}.>",
+        f"{INGEST_DEAD_PREFIX}.{stage}",
     ]
 
 
@@ -126,18 +199,14 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         ]
         publish.append(f"{INGEST_RESULT_PREFIX}.>")
     if role.hands_on_to:
-        publish.append(f"{INGEST_WORK_PREFIX}.{role.hands_on_to}")
+        # Detect and embed work is routed by model (a lane); match work is not.
+        publish.append(f"{INGEST_WORK_PREFIX}.{role.hands_on_to}" + ("" if role.hands_on_to == "match" else ".*"))
     if role.import_stage:
-        consumer = f"ingest-{role.import_stage}"
-        publish += [
-            f"$JS.API.CONSUMER.CREATE.{INGEST_STREAM}.{consumer}.{INGEST_WORK_PREFIX}.{role.import_stage}",
-            f"$JS.API.CONSUMER.INFO.{INGEST_STREAM}.{consumer}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_STREAM}.{consumer}",
-            f"$JS.ACK.{INGEST_STREAM}.{consumer}.>",
-            f"{INGEST_DEAD_PREFIX}.{role.import_stage}",
-        ]
+        publish += _stage_consumer_permissions(role.import_stage)
     if role.keeps_tombstones:
         publish += _bucket_permissions(TOMBSTONES_BUCKET)
+    if role.gallery_models:
+        publish += _bucket_permissions(GALLERY_BUCKET, write=role.gallery_models == "write")
     if role.runs_imports:
         publish += [
             *_bucket_permissions(IMPORTS_BUCKET),

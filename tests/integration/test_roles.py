@@ -51,6 +51,22 @@ CALLS: dict[Permission, tuple[str, Call]] = {
         "import.results",
         lambda g, m: g.ListImportResults(gateway_pb2.ListImportResultsRequest(), metadata=m),
     ),
+    Permission.START_REEMBED: (
+        "reembed.start",
+        lambda g, m: g.StartReembed(gateway_pb2.StartReembedRequest(), metadata=m),
+    ),
+    Permission.LIST_REEMBED_WORK: (
+        "reembed.work",
+        lambda g, m: g.ListReembedWork(gateway_pb2.ListReembedWorkRequest(), metadata=m),
+    ),
+    Permission.SWITCH_MODEL: (
+        "reembed.switch",
+        lambda g, m: g.SwitchGalleryModel(gateway_pb2.SwitchGalleryModelRequest(), metadata=m),
+    ),
+    Permission.GET_GALLERY_MODELS: (
+        "gallery.models",
+        lambda g, m: g.GetGalleryModels(gateway_pb2.GetGalleryModelsRequest(), metadata=m),
+    ),
 }
 TABLE = [(rpc, role) for rpc in Permission for role in ROLES]
 

@@ -134,6 +134,39 @@ def test_a_redelivered_import_item_counts_as_enrolled_and_a_second_import_as_a_d
     assert index.count() == 1
 
 
+def test_the_records_another_model_lacks_are_listed_in_pages_with_their_references(
+    open_backend: BackendFactory,
+) -> None:
+    gallery = Gallery(open_backend())  # type: ignore[arg-type]
+    old, new = gallery.index_for(DLIB), gallery.index_for(ARC)
+    for n in range(23):
+        old.enroll(
+            f"S{n}", f"{n:064x}", vec(n), {"booking": f"B{n}"}, origin=f"imp-first/{n}", image_ref=f"S{n}/{n}.jpg"
+        )
+    carried = {n for n in range(23) if n % 3 == 0}
+    for n in carried:
+        new.enroll(f"S{n}", f"{n:064x}", vec(n, size=512), {}, origin=f"imp-first/{n}")
+    listed, cursor, pages = [], None, 0
+    while True:
+        page, cursor = old.missing_from(new, cursor, limit=4)
+        listed += page
+        pages += 1
+        if cursor is None:
+            break
+    assert pages > 2
+    assert sorted(r.subject_id for r in listed) == sorted(f"S{n}" for n in range(23) if n not in carried)
+    first = next(r for r in listed if r.subject_id == "S1")
+    assert (first.origin, first.image_ref, first.image_sha256, first.metadata) == (
+        "imp-first/1",
+        "S1/1.jpg",
+        f"{1:064x}",
+        {"booking": "B1"},
+    )
+    excused = {r.record_id for r in listed[:2]}
+    assert old.unmatched_in(new, excused)[0] == len(listed) - 2
+    assert old.unmatched_in(new, {r.record_id for r in listed}) == (0, [])
+
+
 def test_search_is_exact_before_and_after_the_index_is_quantized(tmp_path: Path) -> None:
     """The embedded index scans int8 codes and rescores in float32: the top 50 must be exact
     search's top 50, in order, whether or not the optimizer has quantized the points. (A small

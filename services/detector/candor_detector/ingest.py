@@ -8,17 +8,19 @@ from collections.abc import Awaitable, Callable
 from candor.detector.v1 import detector_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import Bus, InvalidInput, TooLarge
-from candor_kit.ingest import EMBED, hand_on, publish_result, rejection
+from candor_kit.ingest import Stage, hand_on, publish_result, rejection
 
 Detect = Callable[[detector_pb2.DetectRequest], Awaitable[detector_pb2.DetectResponse]]
 
 
 class DetectStage:
-    """Finds the face of an import's photo and hands it to the embedder, or records why not."""
+    """Finds the face of an import's photo and hands it to the embedder of the model its chips are
+    cut for, or records why not."""
 
-    def __init__(self, bus: Bus, detect: Detect) -> None:
+    def __init__(self, bus: Bus, detect: Detect, model_id: str) -> None:
         self._bus = bus
         self._detect = detect
+        self._next = Stage("embed", model_id)
 
     async def __call__(self, work: ingest_pb2.DetectWork) -> None:
         """Settle one photo: rejected here, or queued for embedding."""
@@ -52,7 +54,7 @@ class DetectStage:
         face = faces[0]
         await hand_on(
             self._bus,
-            EMBED,
+            self._next,
             ingest_pb2.EmbedWork(
                 item=work.item, image_sha256=detected.image_sha256, chip=face.chip, quality=face.quality
             ),

@@ -19,8 +19,8 @@ from candor_detector.faces import AlignmentSpec, Face, FaceDetector
 from candor_detector.ingest import DetectStage
 from candor_detector.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
-from candor_kit.ingest import DETECT, WorkerSettings, running_worker
-from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
+from candor_kit.ingest import Stage, WorkerSettings, running_worker
+from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET_MODEL_ID, dlib_model_file
 from candor_kit.model_pack import load_model_pack
 
 DETECT_SUBJECT = subjects.DETECT
@@ -140,25 +140,31 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
         return await self._service.detect(request)
 
 
-def build_detector(settings: DetectorSettings) -> FaceDetector | OnnxFaceDetector:
-    """dlib's HOG detector with dlib chips, or the SCRFD of an ONNX model pack with ArcFace chips."""
+def build_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceDetector, str]:
+    """dlib's HOG detector with dlib chips, or the SCRFD of an ONNX model pack with ArcFace chips;
+    with the id of the model the chips are cut for."""
     if settings.engine == "onnx":
         assert settings.model_pack is not None  # required_if in the catalogue
-        return OnnxFaceDetector(load_model_pack(Path(settings.model_pack)), settings.providers)
-    return FaceDetector(dlib_model_file(DLIB_LANDMARKS_5, settings.model_dir), settings.alignment)
+        pack = load_model_pack(Path(settings.model_pack))
+        return OnnxFaceDetector(pack, settings.providers), pack.model_id
+    return FaceDetector(dlib_model_file(DLIB_LANDMARKS_5, settings.model_dir), settings.alignment), DLIB_RESNET_MODEL_ID
 
 
 async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
     """Run the detector until ``stop`` is set."""
-    service = DetectionService(build_detector(settings), settings.limits)
+    detector, model_id = build_detector(settings)
+    service = DetectionService(detector, settings.limits)
     try:
         async with ServiceHost(settings.common, ["candor.detector.v1.DetectorService"]) as host:
             detector_pb2_grpc.add_DetectorServiceServicer_to_server(DetectorServicer(service), host.grpc.server)
             await host.start_grpc()
             assert host.bus is not None
-            await host.bus.serve(DETECT_SUBJECT, "detector", detector_pb2.DetectRequest, service.detect)
-            stage = DetectStage(host.bus, service.detect_in_background)
-            worker = running_worker(host.bus, DETECT, stage, settings.worker, stop)
+            # The plain subject serves a deployment with one model; the model's own subject and
+            # work lane let a second model's detectors run beside it (re-embedding a gallery).
+            for subject in (DETECT_SUBJECT, subjects.detect_for(model_id)):
+                await host.bus.serve(subject, "detector", detector_pb2.DetectRequest, service.detect)
+            stage = DetectStage(host.bus, service.detect_in_background, model_id)
+            worker = running_worker(host.bus, Stage("detect", model_id), stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()
             if worker is not None:

@@ -11,7 +11,7 @@ import dlib
 import numpy as np
 
 from candor_kit.errors import ConfigError
-from candor_kit.model_files import DLIB_RESNET, dlib_model_file
+from candor_kit.model_files import DLIB_RESNET, DLIB_RESNET_MODEL_ID, dlib_model_file
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def dlib_resnet_model(threshold: float) -> ModelInfo:
     share this identity (and a gallery).
     """
     return ModelInfo(
-        id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128, threshold=threshold, chip_size=150
+        id=DLIB_RESNET_MODEL_ID, version="1.0", metric="euclidean", dimension=128, threshold=threshold, chip_size=150
     )
 
 

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from candor.embedder.v1 import embedder_pb2
 from candor.ingest.v1 import ingest_pb2
-from candor_kit import Bus
+from candor_kit import Bus, InvalidInput
 from candor_kit.ingest import MATCH, hand_on
 
 Embed = Callable[[embedder_pb2.EmbedRequest], Awaitable[embedder_pb2.EmbedResponse]]
@@ -22,6 +22,8 @@ class EmbedStage:
     async def __call__(self, work: ingest_pb2.EmbedWork) -> None:
         """Embed one face (the batcher joins the faces of concurrent items) and hand it on."""
         reply = await self._embed(embedder_pb2.EmbedRequest(chips=[work.chip]))
+        if work.item.model_id and reply.model.id != work.item.model_id:
+            raise InvalidInput(f"the photo is for model {work.item.model_id}; this embedder runs {reply.model.id}")
         await hand_on(
             self._bus,
             MATCH,

@@ -16,7 +16,7 @@ from candor_embedder.batching import EmbeddingBatcher
 from candor_embedder.engines import EmbeddingEngine, ModelInfo, build_engine
 from candor_embedder.ingest import EmbedStage
 from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
-from candor_kit.ingest import EMBED, WorkerSettings, running_worker
+from candor_kit.ingest import Stage, WorkerSettings, running_worker
 
 EMBED_SUBJECT = subjects.EMBED
 MODEL_SUBJECT = subjects.EMBED_MODEL
@@ -129,10 +129,15 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
             size = engine.model.chip_size
             await batcher.embed([np.zeros((size, size, 3), dtype=np.uint8)])
             assert host.bus is not None
-            await host.bus.serve(EMBED_SUBJECT, "embedder", embedder_pb2.EmbedRequest, service.embed)
-            await host.bus.serve(MODEL_SUBJECT, "embedder", embedder_pb2.GetModelRequest, service.model)
+            model_id = engine.model.id
+            # The plain subjects serve a deployment with one model; the model's own subjects and
+            # work lane let a second model's embedders run beside it (re-embedding a gallery).
+            for subject in (EMBED_SUBJECT, subjects.embed_for(model_id)):
+                await host.bus.serve(subject, "embedder", embedder_pb2.EmbedRequest, service.embed)
+            for subject in (MODEL_SUBJECT, subjects.embed_model_for(model_id)):
+                await host.bus.serve(subject, "embedder", embedder_pb2.GetModelRequest, service.model)
             stage = EmbedStage(host.bus, service.embed)
-            worker = running_worker(host.bus, EMBED, stage, settings.worker, stop)
+            worker = running_worker(host.bus, Stage("embed", model_id), stage, settings.worker, stop)
             await host.mark_serving()
             await stop.wait()
             if worker is not None:

@@ -46,6 +46,10 @@ class Permission(enum.Enum):
     SUBMIT_IMPORT = "SubmitImportItems"
     GET_IMPORT = "GetImport"
     LIST_IMPORT_RESULTS = "ListImportResults"
+    START_REEMBED = "StartReembed"
+    LIST_REEMBED_WORK = "ListReembedWork"
+    SWITCH_MODEL = "SwitchGalleryModel"
+    GET_GALLERY_MODELS = "GetGalleryModels"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -58,6 +62,11 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     # Auditors read import reports too.
     Permission.GET_IMPORT: frozenset({"gallery-admin", "auditor"}),
     Permission.LIST_IMPORT_RESULTS: frozenset({"gallery-admin", "auditor"}),
+    Permission.START_REEMBED: frozenset({"gallery-admin"}),
+    Permission.LIST_REEMBED_WORK: frozenset({"gallery-admin"}),
+    Permission.SWITCH_MODEL: frozenset({"gallery-admin"}),
+    # Which model answers searches is no secret to anyone who works with them.
+    Permission.GET_GALLERY_MODELS: frozenset({"investigator", "reviewer", "supervisor", "auditor", "gallery-admin"}),
     Permission.DELETE: frozenset({"gallery-admin"}),
     Permission.DELETE_RECORD: frozenset({"gallery-admin"}),
     Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),

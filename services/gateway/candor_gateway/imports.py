@@ -24,11 +24,13 @@ from nats.js.kv import KeyValue
 from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_gateway.access import Permission, Principal
+from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
 from candor_kit.bus import fetch_batch
 from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import (
-    DETECT,
+    IMPORT_ID,
+    Stage,
     check_import_id,
     dead_letter_exhausted,
     ensure_ingest_streams,
@@ -91,6 +93,12 @@ class Tally:
         )
 
 
+def _is_origin(origin: str) -> bool:
+    """Whether ``origin`` has the form of a record's origin, ``<import id>/<item>``."""
+    import_id, _, item = origin.partition("/")
+    return bool(IMPORT_ID.match(import_id)) and item.isdigit() and len(item) <= 12
+
+
 class ImportDesk:
     """The gateway's import use cases."""
 
@@ -101,9 +109,11 @@ class ImportDesk:
         rules: ingest_pb2.ImportRules,
         max_image_bytes: int,
         backlog: int,
+        routes: ModelRoutes,
         stream_replicas: int = 1,
     ) -> None:
         self._bus = bus
+        self._routes = routes
         self._audit = audit
         self._rules = rules
         self._max_image_bytes = max_image_bytes
@@ -157,6 +167,7 @@ class ImportDesk:
                 started_by=principal.user,
                 started_at=started,
                 rules=self._rules,
+                model_id=await self._routes.import_model(request.model_id),
             )
             try:
                 await self.bucket.create(request.import_id, record.SerializeToString())
@@ -170,6 +181,7 @@ class ImportDesk:
                         "import_id": record.import_id,
                         "source": record.source,
                         "total": record.total,
+                        "model_id": record.model_id,
                         "rules": {"min_face_px": self._rules.min_face_px, "min_blur": self._rules.min_blur},
                     },
                     event_id=f"{record.import_id}.started",
@@ -178,6 +190,10 @@ class ImportDesk:
             raise PreconditionFailed(
                 f"import {request.import_id} is of {record.source} ({record.total} photos); "
                 f"this request names {request.source} ({request.total} photos)"
+            )
+        if request.model_id and request.model_id != record.model_id:
+            raise PreconditionFailed(
+                f"import {request.import_id} enrols with {record.model_id}, not {request.model_id}"
             )
         return await self._status(record, with_done_items=True)
 
@@ -196,6 +212,9 @@ class ImportDesk:
         if outside:  # refuse the whole batch before queuing any of it
             raise InvalidInput(f"item {outside[0]} is outside the import's 0..{record.total - 1}")
         answer = gateway_pb2.SubmitImportItemsResponse()
+        # An import recorded before imports named their model enrols with the active one.
+        model_id = record.model_id or await self._routes.import_model("")
+        detect = Stage("detect", model_id)
         for item in request.items:
             ref = ingest_pb2.ItemRef(
                 import_id=record.import_id,
@@ -205,13 +224,15 @@ class ImportDesk:
                 metadata=dict(item.metadata),
                 submitted_by=principal.user,
                 import_started_at=record.started_at,
+                model_id=model_id,
+                keep_origin=item.keep_origin,
             )
             refused = self._refusal(ref, item)
             if refused is not None:
                 await publish_result(self._bus, refused)
                 answer.settled += 1
                 continue
-            await hand_on(self._bus, DETECT, ingest_pb2.DetectWork(item=ref, image=item.image, rules=record.rules))
+            await hand_on(self._bus, detect, ingest_pb2.DetectWork(item=ref, image=item.image, rules=record.rules))
             answer.queued += 1
         return answer
 
@@ -226,6 +247,8 @@ class ImportDesk:
             return rejection(ref, ingest_pb2.REJECT_REASON_UNREADABLE, why, "gateway")
         try:
             check_subject_id(item.subject_id)
+            if item.keep_origin and not _is_origin(item.keep_origin):
+                raise InvalidInput("keep_origin must be <import id>/<item>")
             if len(item.metadata) > 32 or any(len(k) > 64 or len(v) > 512 for k, v in item.metadata.items()):
                 raise InvalidInput("metadata takes at most 32 keys of 64 characters, values of 512")
         except CandorError as exc:

@@ -14,10 +14,12 @@ import structlog
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
+from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.imports import ImportDesk
 from candor_gateway.policy import LEAD_NOTICE, Policy, PolicyHolder, load_policy
+from candor_gateway.reembed import ReembedDesk
 from candor_gateway.retention import ProbeStore, read_probe_key, sweep
 from candor_gateway.workflow import Workflow
 from candor_kit import (
@@ -38,7 +40,7 @@ from candor_kit.model_registry import ModelRegistry
 
 SERVICE = "candor.gateway.v1.GatewayService"
 T = TypeVar("T")
-ImportCall = Callable[[Principal], Awaitable[T]]
+DeskCall = Callable[[Principal], Awaitable[T]]
 log = structlog.get_logger("candor.gateway")
 
 
@@ -156,10 +158,11 @@ def read_token_verifier(env: EnvReader) -> TokenVerifier | None:
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """gRPC adapter: authenticates, then hands the request to the Workflow."""
 
-    def __init__(self, workflow: Workflow, tokens: TokenVerifier, imports: ImportDesk) -> None:
+    def __init__(self, workflow: Workflow, tokens: TokenVerifier, imports: ImportDesk, reembed: ReembedDesk) -> None:
         self._workflow = workflow
         self._tokens = tokens
         self._imports = imports
+        self._reembed = reembed
 
     async def _principal(
         self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = ""
@@ -198,6 +201,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             request.subject_id,
             request.face_index if request.HasField("face_index") else None,
             dict(request.metadata),
+            request.image_ref,
         )
         return gateway_pb2.EnrollResponse(
             record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
@@ -271,8 +275,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "search.view")
         return await self._workflow.reviews.get_search(principal, request.search_id)
 
-    async def _import_call(self, context: grpc.aio.ServicerContext, action: str, call: ImportCall[T]) -> T:
-        """Authenticate, run an import use case, and audit a refusal (not a busy signal)."""
+    async def _audited_call(self, context: grpc.aio.ServicerContext, action: str, call: DeskCall[T]) -> T:
+        """Authenticate, run an import or re-embedding use case, and audit a refusal (not a busy signal)."""
         principal = await self._principal(context, action)
         try:
             return await call(principal)
@@ -286,25 +290,49 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def StartImport(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.StartImportRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ImportStatus:
-        return await self._import_call(context, "import.start", lambda p: self._imports.start(p, request))
+        return await self._audited_call(context, "import.start", lambda p: self._imports.start(p, request))
 
     @rpc(SERVICE)
     async def SubmitImportItems(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.SubmitImportItemsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitImportItemsResponse:
-        return await self._import_call(context, "import.submit", lambda p: self._imports.submit(p, request))
+        return await self._audited_call(context, "import.submit", lambda p: self._imports.submit(p, request))
 
     @rpc(SERVICE)
     async def GetImport(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.GetImportRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ImportStatus:
-        return await self._import_call(context, "import.status", lambda p: self._imports.status(p, request))
+        return await self._audited_call(context, "import.status", lambda p: self._imports.status(p, request))
 
     @rpc(SERVICE)
     async def ListImportResults(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListImportResultsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListImportResultsResponse:
-        return await self._import_call(context, "import.results", lambda p: self._imports.results(p, request))
+        return await self._audited_call(context, "import.results", lambda p: self._imports.results(p, request))
+
+    @rpc(SERVICE)
+    async def StartReembed(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.StartReembedRequest, context: grpc.aio.ServicerContext
+    ) -> matcher_pb2.GalleryModels:
+        return await self._audited_call(context, "reembed.start", lambda p: self._reembed.start(p, request))
+
+    @rpc(SERVICE)
+    async def ListReembedWork(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.ListReembedWorkRequest, context: grpc.aio.ServicerContext
+    ) -> matcher_pb2.ListMissingRecordsResponse:
+        return await self._audited_call(context, "reembed.work", lambda p: self._reembed.work(p, request))
+
+    @rpc(SERVICE)
+    async def SwitchGalleryModel(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SwitchGalleryModelRequest, context: grpc.aio.ServicerContext
+    ) -> matcher_pb2.GalleryModels:
+        return await self._audited_call(context, "reembed.switch", lambda p: self._reembed.switch(p, request))
+
+    @rpc(SERVICE)
+    async def GetGalleryModels(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetGalleryModelsRequest, context: grpc.aio.ServicerContext
+    ) -> matcher_pb2.GalleryModels:
+        return await self._audited_call(context, "gallery.models", self._reembed.models)
 
 
 async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
@@ -325,12 +353,20 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.probes,
         )
         rules = ingest_pb2.ImportRules(min_face_px=settings.min_enrol_face_px, min_blur=settings.min_enrol_blur)
+        routes = workflow.routes
         imports = ImportDesk(
-            host.bus, audit, rules, settings.max_image_bytes, settings.import_backlog, settings.ingest_stream_replicas
+            host.bus,
+            audit,
+            rules,
+            settings.max_image_bytes,
+            settings.import_backlog,
+            routes,
+            settings.ingest_stream_replicas,
         )
         await imports.open()
+        reembed = ReembedDesk(host.bus, audit, settings.calibration, routes, settings.common.request_timeout_s)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(workflow, settings.tokens, imports), host.grpc.server
+            GatewayServicer(workflow, settings.tokens, imports, reembed), host.grpc.server
         )
         await host.start_grpc()
         await audit.publish(

@@ -32,6 +32,7 @@ from candor_gateway.quota import SearchQuota
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.retention import ProbeStore
 from candor_gateway.reviews import ReviewDesk
+from candor_gateway.routes import ModelRoutes, Route
 from candor_kit import (
     AuditPublisher,
     Bus,
@@ -45,8 +46,6 @@ from candor_kit import (
 )
 from candor_kit.identifiers import check_subject_id
 
-DETECT = subjects.DETECT
-EMBED = subjects.EMBED
 MATCH_ENROLL = subjects.MATCH_ENROLL
 MATCH_SEARCH = subjects.MATCH_SEARCH
 MATCH_DELETE = subjects.MATCH_DELETE_SUBJECT
@@ -64,6 +63,29 @@ class Chosen:
 
     face: common_pb2.DetectedFace
     image_sha256: str
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """One model's enrolment of a photo."""
+
+    response: matcher_pb2.EnrollResponse
+    model: common_pb2.ModelRef
+    chosen: Chosen
+
+
+#: How much of the chosen face's box (intersection over union) another model's detection must
+#: cover to be the same face.
+SAME_FACE_OVERLAP = 0.3
+
+
+def _overlap(a: common_pb2.Box, b: common_pb2.Box) -> float:
+    """Intersection over union of two boxes."""
+    width = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
+    height = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
+    inter = max(0, width) * max(0, height)
+    union = a.width * a.height + b.width * b.height - inter
+    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,7 @@ class Workflow:
         probes: ProbeStore | None = None,
     ) -> None:
         self._bus = bus
+        self.routes = ModelRoutes(bus, timeout_s)
         self._audit = audit
         self._policy = policy
         self._calibration = calibration
@@ -168,17 +191,17 @@ class Workflow:
 
     # --- detection -----------------------------------------------------------------------------
 
-    async def detect(self, image: bytes, include_chips: bool) -> detector_pb2.DetectResponse:
-        """All faces of a photo."""
+    async def detect(self, image: bytes, include_chips: bool, route: Route) -> detector_pb2.DetectResponse:
+        """All faces of a photo, found by the detector of the route's model."""
         if not image:
             raise InvalidInput("the image is empty")
         if len(image) > self._max_image_bytes:
             raise TooLarge(f"the image is {len(image)} bytes; the limit is {self._max_image_bytes}")
         request = detector_pb2.DetectRequest(image=image, include_chips=include_chips)
-        return await self._bus.request(DETECT, request, detector_pb2.DetectResponse, self._timeout)
+        return await self._bus.request(route.detect, request, detector_pb2.DetectResponse, self._timeout)
 
-    async def _choose_face(self, image: bytes, face_index: int | None) -> Chosen:
-        detected = await self.detect(image, include_chips=True)
+    async def _choose_face(self, image: bytes, face_index: int | None, route: Route) -> Chosen:
+        detected = await self.detect(image, include_chips=True, route=route)
         faces = detected.faces
         if not faces:
             raise InvalidInput("no face was found in the image")
@@ -190,10 +213,33 @@ class Workflow:
             raise InvalidInput(f"face_index {face_index} is out of range; the image has {len(faces)} faces")
         return Chosen(face=faces[face_index], image_sha256=detected.image_sha256)
 
-    async def _embed(self, face: common_pb2.DetectedFace) -> tuple[common_pb2.Embedding, common_pb2.ModelRef]:
-        reply = await self._bus.request(
-            EMBED, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
+    async def _same_face(self, image: bytes, chosen: Chosen, route: Route, picked: bool) -> Chosen:
+        """The face another model's detector finds for ``chosen``: its only face when the caller
+        did not pick one (``picked``), else the one whose box overlaps most; refused when none does."""
+        detected = await self.detect(image, include_chips=True, route=route)
+        faces = list(detected.faces)
+        if len(faces) == 1 and not picked:
+            return Chosen(face=faces[0], image_sha256=detected.image_sha256)
+        overlap, face = max(
+            ((_overlap(face.box, chosen.face.box), face) for face in faces),
+            key=lambda pair: pair[0],
+            default=(0.0, None),
         )
+        if face is None or overlap < SAME_FACE_OVERLAP:
+            raise InvalidInput(
+                f"the detector of {route.model_id}, which the gallery is being re-embedded into, "
+                f"does not find this face on its own ({len(faces)} faces found)"
+            )
+        return Chosen(face=face, image_sha256=detected.image_sha256)
+
+    async def _embed(
+        self, face: common_pb2.DetectedFace, route: Route
+    ) -> tuple[common_pb2.Embedding, common_pb2.ModelRef]:
+        reply = await self._bus.request(
+            route.embed, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
+        )
+        if route.model_id and reply.model.id != route.model_id:
+            raise ServiceUnavailable(f"an embedder of {reply.model.id} answered for {route.model_id}")
         return reply.embeddings[0], reply.model
 
     # --- use cases -----------------------------------------------------------------------------
@@ -214,12 +260,13 @@ class Workflow:
                 # The quota is read from the audit chain while the photo is detected and embedded;
                 # nothing is matched before it has answered.
                 async with background(self._quota.check(principal.user, quota)) as quota_check:
+                    route = await self.routes.for_search()
                     chosen = await self._choose_face(
-                        image, request.face_index if request.HasField("face_index") else None
+                        image, request.face_index if request.HasField("face_index") else None, route
                     )
                     policy.check_probe(chosen.face.quality)
                     stages.mark("detect")
-                    embedding, model = await self._embed(chosen.face)
+                    embedding, model = await self._embed(chosen.face, route)
                     model = policy.threshold(self._calibration.calibrated(model))
                     stages.mark("embed")
                     quota_source = await quota_check
@@ -280,51 +327,65 @@ class Workflow:
         subject_id: str,
         face_index: int | None,
         metadata: Mapping[str, str],
+        image_ref: str = "",
     ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
-        """Add one face of a photo to the gallery under a subject id."""
+        """Add one face of a photo to the gallery under a subject id: with the active model, and
+        with the model the gallery is being re-embedded into, if any, so the switch loses nothing."""
         try:
             principal.require(Permission.ENROLL)
             check_subject_id(subject_id)
+            if len(image_ref) > 1000:
+                raise InvalidInput("image_ref takes at most 1000 characters")
             with self._slots.claim():
-                enrolled, model, chosen = await self._enroll_face(image, subject_id, face_index, metadata)
+                enrolled = await self._enroll_face(image, subject_id, face_index, metadata, image_ref)
         except CandorError as error:
             await self.audit_refusal("enroll", error, principal.user, image=image)
             raise
-        await self._audit.publish(
-            "enroll.completed",
-            actor=principal.user,
-            details={
-                "subject_id": subject_id,
-                "record_id": enrolled.record_id,
-                "created": enrolled.created,
-                "image_sha256": chosen.image_sha256,
-                "model": _model(model),
-            },
-        )
-        return enrolled, model, chosen.face.quality
+        first = enrolled[0]
+        details: dict[str, Any] = {
+            "subject_id": subject_id,
+            "record_id": first.response.record_id,
+            "created": first.response.created,
+            "image_sha256": first.chosen.image_sha256,
+            "image_ref": image_ref or None,
+            "model": _model(first.model),
+        }
+        if len(enrolled) > 1:
+            details["also_enrolled_with"] = _model(enrolled[1].model)
+        await self._audit.publish("enroll.completed", actor=principal.user, details=details)
+        return first.response, first.model, first.chosen.face.quality
 
     async def _enroll_face(
-        self, image: bytes, subject_id: str, face_index: int | None, metadata: Mapping[str, str]
-    ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, Chosen]:
-        chosen = await self._choose_face(image, face_index)
+        self, image: bytes, subject_id: str, face_index: int | None, metadata: Mapping[str, str], image_ref: str
+    ) -> list[Enrolled]:
+        active, target = await self.routes.for_enrolment()
+        chosen = await self._choose_face(image, face_index, active)
         if chosen.face.quality.face_size_px < self._min_face_px:
             raise InvalidInput(
                 f"the face is {chosen.face.quality.face_size_px} px wide; enrolment needs {self._min_face_px}"
             )
-        embedding, model = await self._embed(chosen.face)
-        enrolled = await self._bus.request(
-            MATCH_ENROLL,
-            matcher_pb2.EnrollRequest(
-                subject_id=subject_id,
-                model=model,
-                embedding=embedding,
-                image_sha256=chosen.image_sha256,
-                metadata=dict(metadata),
-            ),
-            matcher_pb2.EnrollResponse,
-            self._timeout,
-        )
-        return enrolled, model, chosen
+        faces = [(active, chosen)]
+        if target is not None:
+            faces.append((target, await self._same_face(image, chosen, target, picked=face_index is not None)))
+        embedded = [(chosen_here, *await self._embed(chosen_here.face, route)) for route, chosen_here in faces]
+        enrolled = []
+        # The re-embedding's target first: a photo it cannot take is not enrolled at all.
+        for chosen_here, embedding, model in reversed(embedded):
+            response = await self._bus.request(
+                MATCH_ENROLL,
+                matcher_pb2.EnrollRequest(
+                    subject_id=subject_id,
+                    model=model,
+                    embedding=embedding,
+                    image_sha256=chosen_here.image_sha256,
+                    metadata=dict(metadata),
+                    image_ref=image_ref,
+                ),
+                matcher_pb2.EnrollResponse,
+                self._timeout,
+            )
+            enrolled.append(Enrolled(response, model, chosen_here))
+        return enrolled[::-1]
 
     async def delete_subject(self, principal: Principal, subject_id: str, reason: str) -> int:
         """Expunge a subject from every gallery."""
@@ -382,7 +443,7 @@ class Workflow:
         try:
             principal.require(Permission.DETECT)
             with self._slots.claim():
-                return await self.detect(image, include_chips=False)
+                return await self.detect(image, include_chips=False, route=await self.routes.for_search())
         except CandorError as error:
             await self.audit_refusal("detect", error, principal.user)
             raise

@@ -34,12 +34,13 @@ from qdrant_edge import (
     QueryRequest,
     ScalarQuantizationConfig,
     ScalarType,
+    ScrollRequest,
     SearchParams,
     UpdateOperation,
 )
 
 from candor_kit.errors import PreconditionFailed
-from candor_matcher.gallery import INDEXED_FIELDS, GalleryModel, ScoredRecord, check_model
+from candor_matcher.gallery import INDEXED_FIELDS, RECORD_FIELDS, GalleryModel, ScoredRecord, StoredRecord, check_model
 
 _DISTANCE = {"euclidean": Distance.Euclid, "cosine": Distance.Cosine}
 _SCHEMA = {"keyword": PayloadSchemaType.Keyword, "integer": PayloadSchemaType.Integer}
@@ -114,6 +115,18 @@ class EdgeCollection:
         self._shard.update(UpdateOperation.delete_points([record_id]))
         self._shard.flush()
         return str((found[0].payload or {}).get("subject_id", ""))
+
+    def page(self, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
+        """Records in id order from the cursor ``after``, and the next page's cursor."""
+        records, following = self._shard.scroll(
+            ScrollRequest(offset=after, limit=limit, with_payload=RECORD_FIELDS, with_vector=False)
+        )
+        found = [StoredRecord.from_payload(str(record.id), record.payload) for record in records]
+        return found, (str(following) if following is not None else None)
+
+    def existing(self, record_ids: list[str]) -> set[str]:
+        """Which of these records the shard holds."""
+        return {str(record.id) for record in self._shard.retrieve(record_ids, with_payload=False, with_vector=False)}
 
     def optimize(self) -> bool:
         """Quantize and merge the segments written since the last run; blocks. Searches stay exact

@@ -78,6 +78,48 @@ class ScoredRecord:
     subject_id: str
 
 
+@dataclass(frozen=True)
+class StoredRecord:
+    """A gallery record without its vector: what re-embedding it with another model needs."""
+
+    record_id: str
+    subject_id: str
+    image_sha256: str
+    origin: str
+    image_ref: str
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_payload(cls, record_id: str, payload: Mapping[str, object] | None) -> StoredRecord:
+        """A record from its stored payload."""
+        payload = payload or {}
+        metadata = payload.get("metadata")
+        return cls(
+            record_id=record_id,
+            subject_id=str(payload.get("subject_id", "")),
+            image_sha256=str(payload.get("image_sha256", "")),
+            origin=str(payload.get("origin", "")),
+            image_ref=str(payload.get("image_ref", "")),
+            metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """One face to store, and where it came from (``origin``: ``<import id>/<item>``)."""
+
+    subject_id: str
+    image_sha256: str
+    vector: list[float]
+    metadata: dict[str, str]
+    origin: str = ""
+    image_ref: str = ""
+
+
+#: The payload fields a StoredRecord is made of.
+RECORD_FIELDS = ["subject_id", "image_sha256", "origin", "image_ref", "metadata"]
+
+
 class VectorCollection(Protocol):
     """One model's vectors in a backend. Writes are durable when they return."""
 
@@ -104,6 +146,15 @@ class VectorCollection(Protocol):
 
     def delete_record(self, record_id: str) -> str | None:
         """Remove one record; returns its subject id, or None when it did not exist."""
+        ...
+
+    def page(self, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
+        """Up to ``limit`` records in id order from the cursor ``after`` (None: the start), and
+        the cursor of the next page (None after the last)."""
+        ...
+
+    def existing(self, record_ids: list[str]) -> set[str]:
+        """Which of these records the collection holds."""
         ...
 
     def optimize(self) -> bool:
@@ -244,6 +295,35 @@ class GalleryIndex:
     def count(self, subject_id: str | None = None) -> int:
         """How many records the collection holds (of one subject, when given)."""
         return self._collection.count(subject_id)
+
+    def missing_from(self, other: GalleryIndex, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
+        """Records of this collection that ``other`` lacks, reading from the cursor ``after``:
+        about ``limit`` of them, and the cursor to continue from (None when the scan is done)."""
+        missing: list[StoredRecord] = []
+        cursor = after
+        while len(missing) < limit:
+            page, cursor = self._collection.page(cursor, limit)
+            held = other._collection.existing([record.record_id for record in page]) if page else set()
+            missing += [record for record in page if record.record_id not in held]
+            if cursor is None:
+                break
+        return missing, cursor
+
+    def unmatched_in(self, other: GalleryIndex, excused: set[str], sample: int = 5) -> tuple[int, list[str]]:
+        """How many records of this collection ``other`` lacks, excused ones aside, with a few of
+        their ids. Enrolments into this collection wait meanwhile, so none lands unseen."""
+        with self._write_lock:
+            count, ids, cursor = 0, [], None
+            while True:
+                page, cursor = self._collection.page(cursor, 1000)
+                held = other._collection.existing([record.record_id for record in page]) if page else set()
+                for record in page:
+                    if record.record_id not in held and record.record_id not in excused:
+                        count += 1
+                        if len(ids) < sample:
+                            ids.append(record.record_id)
+                if cursor is None:
+                    return count, ids
 
     def indexed(self) -> int:
         """How many of them are indexed (the others are scanned in float32)."""

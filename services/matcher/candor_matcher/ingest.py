@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import TYPE_CHECKING
 
 from candor.ingest.v1 import ingest_pb2
-from candor_kit import AuditPublisher, Bus, CandorError
+from candor_kit import AuditPublisher, Bus, CandorError, PreconditionFailed
 from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import publish_result, rejection
-from candor_matcher.gallery import Gallery, GalleryModel, record_id_for
+from candor_matcher.gallery import Enrolment, GalleryModel, record_id_for
 from candor_matcher.tombstones import Tombstones
+
+if TYPE_CHECKING:
+    from candor_matcher.service import MatchingService
 
 
 class MatchStage:
     """Enrols an import's photo (idempotently: the record id derives from subject and photo)."""
 
-    def __init__(self, bus: Bus, gallery: Gallery, tombstones: Tombstones, audit: AuditPublisher) -> None:
+    def __init__(self, bus: Bus, service: MatchingService, tombstones: Tombstones, audit: AuditPublisher) -> None:
         self._bus = bus
-        self._gallery = gallery
+        self._service = service
         self._tombstones = tombstones
         self._audit = audit
 
@@ -37,16 +40,20 @@ class MatchStage:
             refused = rejection(item, ingest_pb2.REJECT_REASON_EXPUNGED, expunged, "matcher")
             await publish_result(self._bus, refused)
             return
-        index = self._gallery.index_for(model)  # refuses a model version the gallery does not hold
-        record_id, created = await asyncio.to_thread(
-            index.enroll,
-            item.subject_id,
-            work.image_sha256,
-            list(work.embedding.values),
-            dict(item.metadata),
-            f"{item.import_id}/{item.item}",
-            item.image_ref,
+        enrolment = Enrolment(
+            subject_id=item.subject_id,
+            image_sha256=work.image_sha256,
+            vector=list(work.embedding.values),
+            metadata=dict(item.metadata),
+            # A re-embedded record keeps its first origin, so its photo can still be found.
+            origin=item.keep_origin or f"{item.import_id}/{item.item}",
+            image_ref=item.image_ref,
         )
+        try:
+            _, record_id, created = await self._service.enrol_vector(work.model, enrolment)
+        except PreconditionFailed as exc:  # a model the gallery does not take
+            await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))
+            return
         await self._audit.publish(
             "enroll.completed",
             actor=item.submitted_by,

@@ -16,7 +16,7 @@ from qdrant_client import QdrantClient, models
 
 from candor_kit.errors import PreconditionFailed
 from candor_matcher.edge_backend import OVERSAMPLING
-from candor_matcher.gallery import INDEXED_FIELDS, GalleryModel, ScoredRecord, check_model
+from candor_matcher.gallery import INDEXED_FIELDS, RECORD_FIELDS, GalleryModel, ScoredRecord, StoredRecord, check_model
 
 PREFIX = "candor_"
 _DISTANCE = {"euclidean": models.Distance.EUCLID, "cosine": models.Distance.COSINE}
@@ -78,6 +78,19 @@ class ServerCollection:
             return None
         self._client.delete(self._name, points_selector=models.PointIdsList(points=[record_id]), wait=True)
         return str((found[0].payload or {}).get("subject_id", ""))
+
+    def page(self, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
+        """Records in id order from the cursor ``after``, and the next page's cursor."""
+        records, following = self._client.scroll(
+            self._name, limit=limit, offset=after, with_payload=RECORD_FIELDS, with_vectors=False
+        )
+        found = [StoredRecord.from_payload(str(record.id), record.payload) for record in records]
+        return found, (str(following) if following is not None else None)
+
+    def existing(self, record_ids: list[str]) -> set[str]:
+        """Which of these records the collection holds."""
+        found = self._client.retrieve(self._name, record_ids, with_payload=False, with_vectors=False)
+        return {str(record.id) for record in found}
 
     def optimize(self) -> bool:
         """Nothing to do: the server's optimizers index in the background."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,11 +14,22 @@ import structlog
 
 from candor.common.v1 import common_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
-from candor_kit import AuditPublisher, CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
+from candor_kit import (
+    AuditPublisher,
+    CommonSettings,
+    EnvReader,
+    InvalidInput,
+    PreconditionFailed,
+    ServiceHost,
+    catalogue,
+    rpc,
+    subjects,
+)
+from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, has
 from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
 from candor_matcher.edge_backend import EdgeBackend
-from candor_matcher.gallery import Gallery, GalleryBackend, GalleryModel
+from candor_matcher.gallery import Enrolment, Gallery, GalleryBackend, GalleryIndex, GalleryModel
 from candor_matcher.ingest import MatchStage
 from candor_matcher.server_backend import QdrantServerBackend
 from candor_matcher.tombstones import Tombstones
@@ -28,6 +40,8 @@ DELETE_SUBJECT = subjects.MATCH_DELETE_SUBJECT
 DELETE_RECORD = subjects.MATCH_DELETE_RECORD
 GALLERY_SUBJECT = subjects.MATCH_GALLERY
 MAX_LIMIT = 200
+#: The most records one page of ListMissingRecords holds.
+MAX_PAGE = 10_000
 log = structlog.get_logger("candor.matcher")
 
 
@@ -88,27 +102,142 @@ class MatcherSettings:
 
 
 class MatchingService:
-    """Runs gallery operations off the event loop."""
+    """Runs gallery operations off the event loop, under the gallery's model record: searches use
+    the active model, enrolments go to the active model or the one being re-embedded into."""
 
-    def __init__(self, gallery: Gallery, tombstones: Tombstones) -> None:
+    def __init__(self, gallery: Gallery, tombstones: Tombstones, models: GalleryModelsRecord) -> None:
         self._gallery = gallery
         self._tombstones = tombstones
+        self._models = models
+        # Enrolments and the switch take turns: no record lands in the old collection between
+        # the switch's completeness check and the switch itself.
+        self._turn = asyncio.Lock()
+
+    async def adopt_single_model(self) -> None:
+        """A gallery from before the model record, holding one model's collection, searches with it."""
+        indexes = self._gallery.all_indexes()
+        if len(indexes) == 1:
+            only = _ref(indexes[0].model)
+            await self._models.change(_claimed_by(only))
+
+    async def enrol_vector(self, model_ref: common_pb2.ModelRef, record: Enrolment) -> tuple[GalleryIndex, str, bool]:
+        """Store one face with a model the gallery record allows (the first enrolment of an empty
+        gallery makes its model the active one); returns the index, record id and whether it is new."""
+        model = GalleryModel.from_ref(model_ref)
+        async with self._turn:
+            models, _ = await self._models.read()
+            check_enrol_model(models, model.id)
+            index = self._gallery.index_for(model)
+            if not has(models.active):
+                await self._models.change(_claimed_by(_ref(model)))
+                check_enrol_model((await self._models.read())[0], model.id)
+            record_id, created = await asyncio.to_thread(
+                index.enroll,
+                record.subject_id,
+                record.image_sha256,
+                record.vector,
+                record.metadata,
+                record.origin,
+                record.image_ref,
+            )
+        return index, record_id, created
 
     async def enroll(self, request: matcher_pb2.EnrollRequest) -> matcher_pb2.EnrollResponse:
         """Add one face to the subject's records."""
         check_subject_id(request.subject_id)
         if len(request.image_sha256) != 64:
             raise InvalidInput("image_sha256 must be 64 hex digits")
-        index = self._gallery.index_for(GalleryModel.from_ref(request.model))
-        record_id, created = await asyncio.to_thread(
-            index.enroll,
-            request.subject_id,
-            request.image_sha256,
-            list(request.embedding.values),
-            dict(request.metadata),
+        enrolment = Enrolment(
+            subject_id=request.subject_id,
+            image_sha256=request.image_sha256,
+            vector=list(request.embedding.values),
+            metadata=dict(request.metadata),
+            image_ref=request.image_ref,
         )
+        index, record_id, created = await self.enrol_vector(request.model, enrolment)
         log.info("face_enrolled", record_id=record_id, created=created, model=index.model.id)
         return matcher_pb2.EnrollResponse(record_id=record_id, created=created)
+
+    async def begin_reembed(self, request: matcher_pb2.BeginReembedRequest) -> matcher_pb2.GalleryModels:
+        """Create the target model's collection beside the active one and name it the target."""
+        target = GalleryModel.from_ref(request.target)
+        self._gallery.index_for(target)  # created now; a version clash is refused here
+
+        def begin(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels | None:
+            if not has(models.active):
+                raise PreconditionFailed("the gallery is empty: there is nothing to re-embed")
+            if models.active.id == target.id:
+                raise InvalidInput(f"{target.id} is already the gallery's model")
+            if models.target.id == target.id and models.target.version == target.version:
+                return None
+            models.target.CopyFrom(_ref(target))
+            return models
+
+        models = await self._models.change(begin)
+        log.info("reembed_begun", active=models.active.id, target=models.target.id)
+        return models
+
+    def _migration(self, target_model_id: str, models: matcher_pb2.GalleryModels) -> tuple[GalleryIndex, GalleryIndex]:
+        if not has(models.target) or models.target.id != target_model_id:
+            raise PreconditionFailed(f"the gallery is not being re-embedded into {target_model_id or '(none)'}")
+        active = self._gallery.index_for(GalleryModel.from_ref(models.active))
+        return active, self._gallery.index_for(GalleryModel.from_ref(models.target))
+
+    async def list_missing(
+        self, request: matcher_pb2.ListMissingRecordsRequest
+    ) -> matcher_pb2.ListMissingRecordsResponse:
+        """Records of the active model the target's collection lacks, a page at a time."""
+        limit = request.limit or 1000
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+        if request.after:
+            _check_uuid(request.after, "after")
+        active, target = self._migration(request.target_model_id, (await self._models.read())[0])
+        records, following = await asyncio.to_thread(active.missing_from, target, request.after or None, limit)
+        return matcher_pb2.ListMissingRecordsResponse(
+            records=[
+                matcher_pb2.GalleryRecord(
+                    record_id=r.record_id,
+                    subject_id=r.subject_id,
+                    image_sha256=r.image_sha256,
+                    origin=r.origin,
+                    image_ref=r.image_ref,
+                    metadata=r.metadata,
+                )
+                for r in records
+            ],
+            next=following or "",
+        )
+
+    async def switch_model(self, request: matcher_pb2.SwitchModelRequest) -> matcher_pb2.GalleryModels:
+        """Make the target the active model, once its collection holds every record of the active
+        one but the excused; searches move over in the one write of the model record."""
+        excused = set(request.excused_record_ids)
+        for record_id in excused:
+            _check_uuid(record_id, "excused_record_ids")
+        async with self._turn:
+            models, _ = await self._models.read()
+            active, target = self._migration(request.target_model_id, models)
+            missing, examples = await asyncio.to_thread(active.unmatched_in, target, excused)
+            if missing:
+                raise PreconditionFailed(
+                    f"{missing} records of {active.model.id} are not in {target.model.id} yet "
+                    f"(for example {', '.join(examples)}); re-embed them or excuse them"
+                )
+
+            def switch(current: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels:
+                if current.target.id != request.target_model_id:
+                    raise PreconditionFailed("the re-embedding changed meanwhile; try again")
+                current.previous.CopyFrom(current.active)
+                current.active.CopyFrom(current.target)
+                current.ClearField("target")
+                return current
+
+            switched = await self._models.change(switch)
+        log.info(
+            "gallery_model_switched", active=switched.active.id, previous=switched.previous.id, excused=len(excused)
+        )
+        return switched
 
     async def search(self, request: matcher_pb2.SearchRequest) -> matcher_pb2.SearchResponse:
         """Ranked candidates, one per subject, within the distance limit."""
@@ -117,6 +246,7 @@ class MatchingService:
         if request.max_distance <= 0:
             raise InvalidInput("max_distance must be positive")
         model = GalleryModel.from_ref(request.model)
+        check_search_model((await self._models.read())[0], model.id)
         index = self._gallery.index_to_search(model)
         if index is None:  # nothing enrolled yet
             return matcher_pb2.SearchResponse()
@@ -154,18 +284,18 @@ class MatchingService:
         return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted)
 
     async def delete_record(self, request: matcher_pb2.DeleteRecordRequest) -> matcher_pb2.DeleteRecordResponse:
-        """Remove one record from whichever gallery holds it."""
-        try:
-            uuid.UUID(request.record_id)
-        except ValueError as exc:
-            raise InvalidInput("record_id must be a UUID") from exc
+        """Remove one record from every model's gallery that holds it."""
+        _check_uuid(request.record_id, "record_id")
         await self._tombstones.mark_record(request.record_id)
+        subject = None
         for index in self._gallery.all_indexes():
-            subject = await asyncio.to_thread(index.delete_record, request.record_id)
-            if subject is not None:
+            held = await asyncio.to_thread(index.delete_record, request.record_id)
+            if held is not None:
+                subject = held
                 log.info("record_deleted", record_id=request.record_id, model=index.model.id)
-                return matcher_pb2.DeleteRecordResponse(deleted=True, subject_id=subject)
-        return matcher_pb2.DeleteRecordResponse(deleted=False)
+        if subject is None:
+            return matcher_pb2.DeleteRecordResponse(deleted=False)
+        return matcher_pb2.DeleteRecordResponse(deleted=True, subject_id=subject)
 
     async def gallery(self, request: matcher_pb2.GetGalleryRequest) -> matcher_pb2.GetGalleryResponse:
         """How many records a model's gallery holds (all models when none is named), of one subject
@@ -177,6 +307,31 @@ class MatchingService:
             indexes = [index for index in indexes if index.model.id == request.model_id]
         counted = await asyncio.to_thread(lambda: sum(index.count(request.subject_id or None) for index in indexes))
         return matcher_pb2.GetGalleryResponse(records=counted)
+
+
+def _ref(model: GalleryModel) -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(id=model.id, version=model.version, metric=model.metric, dimension=model.dimension)
+
+
+def _claimed_by(
+    model: common_pb2.ModelRef,
+) -> Callable[[matcher_pb2.GalleryModels], matcher_pb2.GalleryModels | None]:
+    """An edit of the model record that makes ``model`` active unless a model already is."""
+
+    def claim(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels | None:
+        if has(models.active):
+            return None
+        models.active.CopyFrom(model)
+        return models
+
+    return claim
+
+
+def _check_uuid(value: str, name: str) -> None:
+    try:
+        uuid.UUID(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must hold record ids (UUIDs)") from exc
 
 
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
@@ -205,6 +360,18 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def GetGallery(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.gallery(request)
 
+    @rpc("candor.matcher.v1.MatcherService")
+    async def BeginReembed(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.begin_reembed(request)
+
+    @rpc("candor.matcher.v1.MatcherService")
+    async def ListMissingRecords(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.list_missing(request)
+
+    @rpc("candor.matcher.v1.MatcherService")
+    async def SwitchModel(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
+        return await self._service.switch_model(request)
+
 
 async def optimize_when_quiet(gallery: Gallery, quiet_s: float, stop: asyncio.Event) -> None:
     """Index the embedded gallery's new points once writes have paused for ``quiet_s``."""
@@ -224,9 +391,11 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     try:
         async with ServiceHost(settings.common, ["candor.matcher.v1.MatcherService"]) as host:
             assert host.bus is not None
-            bucket = await open_bucket(host.bus, subjects.TOMBSTONES_BUCKET, settings.worker.stream_replicas)
-            tombstones = Tombstones(bucket)
-            service = MatchingService(gallery, tombstones)
+            replicas = settings.worker.stream_replicas
+            tombstones = Tombstones(await open_bucket(host.bus, subjects.TOMBSTONES_BUCKET, replicas))
+            models = GalleryModelsRecord(await open_bucket(host.bus, subjects.GALLERY_BUCKET, replicas))
+            service = MatchingService(gallery, tombstones, models)
+            await service.adopt_single_model()
             matcher_pb2_grpc.add_MatcherServiceServicer_to_server(MatcherServicer(service), host.grpc.server)
             await host.start_grpc()
             await host.bus.serve(ENROLL_SUBJECT, "matcher", matcher_pb2.EnrollRequest, service.enroll)
@@ -234,7 +403,16 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(DELETE_SUBJECT, "matcher", matcher_pb2.DeleteSubjectRequest, service.delete_subject)
             await host.bus.serve(DELETE_RECORD, "matcher", matcher_pb2.DeleteRecordRequest, service.delete_record)
             await host.bus.serve(GALLERY_SUBJECT, "matcher", matcher_pb2.GetGalleryRequest, service.gallery)
-            stage = MatchStage(host.bus, gallery, tombstones, AuditPublisher(host.bus))
+            await host.bus.serve(
+                subjects.MATCH_BEGIN_REEMBED, "matcher", matcher_pb2.BeginReembedRequest, service.begin_reembed
+            )
+            await host.bus.serve(
+                subjects.MATCH_LIST_MISSING, "matcher", matcher_pb2.ListMissingRecordsRequest, service.list_missing
+            )
+            await host.bus.serve(
+                subjects.MATCH_SWITCH_MODEL, "matcher", matcher_pb2.SwitchModelRequest, service.switch_model
+            )
+            stage = MatchStage(host.bus, service, tombstones, AuditPublisher(host.bus))
             tasks = [
                 running_worker(host.bus, MATCH, stage, settings.worker, stop),
                 asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),

@@ -3,6 +3,7 @@ import datetime
 from candor.audit.v1 import audit_pb2 as _audit_pb2
 from candor.common.v1 import common_pb2 as _common_pb2
 from candor.ingest.v1 import ingest_pb2 as _ingest_pb2
+from candor.matcher.v1 import matcher_pb2 as _matcher_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -36,7 +37,7 @@ CANDIDATE_STATUS_REJECTED: CandidateStatus
 CANDIDATE_STATUS_DISPUTED: CandidateStatus
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("image", "subject_id", "face_index", "metadata")
+    __slots__ = ("image", "subject_id", "face_index", "metadata", "image_ref")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -48,11 +49,13 @@ class EnrollRequest(_message.Message):
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     subject_id: str
     face_index: int
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, image: _Optional[bytes] = ..., subject_id: _Optional[str] = ..., face_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    image_ref: str
+    def __init__(self, image: _Optional[bytes] = ..., subject_id: _Optional[str] = ..., face_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_ref: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("record_id", "created", "model", "quality")
@@ -279,17 +282,19 @@ class GetSearchRequest(_message.Message):
     def __init__(self, search_id: _Optional[str] = ...) -> None: ...
 
 class StartImportRequest(_message.Message):
-    __slots__ = ("import_id", "source", "total")
+    __slots__ = ("import_id", "source", "total", "model_id")
     IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     import_id: str
     source: str
     total: int
-    def __init__(self, import_id: _Optional[str] = ..., source: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+    model_id: str
+    def __init__(self, import_id: _Optional[str] = ..., source: _Optional[str] = ..., total: _Optional[int] = ..., model_id: _Optional[str] = ...) -> None: ...
 
 class ImportItem(_message.Message):
-    __slots__ = ("item", "subject_id", "image", "image_ref", "metadata", "unreadable", "file_bytes")
+    __slots__ = ("item", "subject_id", "image", "image_ref", "metadata", "unreadable", "file_bytes", "keep_origin")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +309,7 @@ class ImportItem(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     UNREADABLE_FIELD_NUMBER: _ClassVar[int]
     FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     item: int
     subject_id: str
     image: bytes
@@ -311,7 +317,8 @@ class ImportItem(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     unreadable: str
     file_bytes: int
-    def __init__(self, item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image: _Optional[bytes] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., unreadable: _Optional[str] = ..., file_bytes: _Optional[int] = ...) -> None: ...
+    keep_origin: str
+    def __init__(self, item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image: _Optional[bytes] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., unreadable: _Optional[str] = ..., file_bytes: _Optional[int] = ..., keep_origin: _Optional[str] = ...) -> None: ...
 
 class SubmitImportItemsRequest(_message.Message):
     __slots__ = ("import_id", "items")
@@ -382,3 +389,33 @@ class ListImportResultsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[_ingest_pb2.ItemResult]
     def __init__(self, results: _Optional[_Iterable[_Union[_ingest_pb2.ItemResult, _Mapping]]] = ...) -> None: ...
+
+class StartReembedRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ListReembedWorkRequest(_message.Message):
+    __slots__ = ("model_id", "after", "limit")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    after: str
+    limit: int
+    def __init__(self, model_id: _Optional[str] = ..., after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class SwitchGalleryModelRequest(_message.Message):
+    __slots__ = ("model_id", "excused_record_ids", "reason")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    EXCUSED_RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    excused_record_ids: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, model_id: _Optional[str] = ..., excused_record_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetGalleryModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

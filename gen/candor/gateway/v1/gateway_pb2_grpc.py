@@ -5,6 +5,7 @@ import warnings
 
 from candor.audit.v1 import audit_pb2 as candor_dot_audit_dot_v1_dot_audit__pb2
 from candor.gateway.v1 import gateway_pb2 as candor_dot_gateway_dot_v1_dot_gateway__pb2
+from candor.matcher.v1 import matcher_pb2 as candor_dot_matcher_dot_v1_dot_matcher__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -109,6 +110,26 @@ class GatewayServiceStub:
                 '/candor.gateway.v1.GatewayService/ListImportResults',
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsResponse.FromString,
+                _registered_method=True)
+        self.StartReembed = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/StartReembed',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.StartReembedRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+                _registered_method=True)
+        self.ListReembedWork = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/ListReembedWork',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListReembedWorkRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsResponse.FromString,
+                _registered_method=True)
+        self.SwitchGalleryModel = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/SwitchGalleryModel',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SwitchGalleryModelRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+                _registered_method=True)
+        self.GetGalleryModels = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/GetGalleryModels',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetGalleryModelsRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
                 _registered_method=True)
 
 
@@ -227,6 +248,35 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartReembed(self, request, context):
+        """Starts (or continues) re-embedding the gallery with another model, whose detector and
+        embedder must be running; searches keep the active model until the switch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReembedWork(self, request, context):
+        """Records the target model's collection does not hold yet, with their photo references.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SwitchGalleryModel(self, request, context):
+        """Makes the target the active model in one step, once it holds every record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetGalleryModels(self, request, context):
+        """Which model the gallery searches with, and any re-embedding under way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +354,26 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListImportResults,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsResponse.SerializeToString,
+            ),
+            'StartReembed': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartReembed,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.StartReembedRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.SerializeToString,
+            ),
+            'ListReembedWork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReembedWork,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.ListReembedWorkRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsResponse.SerializeToString,
+            ),
+            'SwitchGalleryModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwitchGalleryModel,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SwitchGalleryModelRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.SerializeToString,
+            ),
+            'GetGalleryModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetGalleryModels,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetGalleryModelsRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -711,6 +781,114 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/ListImportResults',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.ListImportResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartReembed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/StartReembed',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.StartReembedRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReembedWork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/ListReembedWork',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.ListReembedWorkRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SwitchGalleryModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/SwitchGalleryModel',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SwitchGalleryModelRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetGalleryModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/GetGalleryModels',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.GetGalleryModelsRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,7 +54,7 @@ class ImportRules(_message.Message):
     def __init__(self, min_face_px: _Optional[int] = ..., min_blur: _Optional[float] = ...) -> None: ...
 
 class ItemRef(_message.Message):
-    __slots__ = ("import_id", "item", "subject_id", "image_ref", "metadata", "submitted_by", "import_started_at")
+    __slots__ = ("import_id", "item", "subject_id", "image_ref", "metadata", "submitted_by", "import_started_at", "model_id", "keep_origin")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,8 @@ class ItemRef(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     SUBMITTED_BY_FIELD_NUMBER: _ClassVar[int]
     IMPORT_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_ORIGIN_FIELD_NUMBER: _ClassVar[int]
     import_id: str
     item: int
     subject_id: str
@@ -76,7 +78,9 @@ class ItemRef(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     submitted_by: str
     import_started_at: _timestamp_pb2.Timestamp
-    def __init__(self, import_id: _Optional[str] = ..., item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., submitted_by: _Optional[str] = ..., import_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    model_id: str
+    keep_origin: str
+    def __init__(self, import_id: _Optional[str] = ..., item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., submitted_by: _Optional[str] = ..., import_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_id: _Optional[str] = ..., keep_origin: _Optional[str] = ...) -> None: ...
 
 class DetectWork(_message.Message):
     __slots__ = ("item", "image", "rules")
@@ -135,7 +139,7 @@ class ItemResult(_message.Message):
     def __init__(self, item: _Optional[_Union[ItemRef, _Mapping]] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., reason: _Optional[_Union[RejectReason, str]] = ..., detail: _Optional[str] = ..., record_id: _Optional[str] = ..., image_sha256: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class ImportRecord(_message.Message):
-    __slots__ = ("import_id", "source", "total", "started_by", "started_at", "rules", "finished_at")
+    __slots__ = ("import_id", "source", "total", "started_by", "started_at", "rules", "finished_at", "model_id")
     IMPORT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
@@ -143,6 +147,7 @@ class ImportRecord(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     RULES_FIELD_NUMBER: _ClassVar[int]
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     import_id: str
     source: str
     total: int
@@ -150,4 +155,5 @@ class ImportRecord(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     rules: ImportRules
     finished_at: _timestamp_pb2.Timestamp
-    def __init__(self, import_id: _Optional[str] = ..., source: _Optional[str] = ..., total: _Optional[int] = ..., started_by: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rules: _Optional[_Union[ImportRules, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    model_id: str
+    def __init__(self, import_id: _Optional[str] = ..., source: _Optional[str] = ..., total: _Optional[int] = ..., started_by: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rules: _Optional[_Union[ImportRules, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_id: _Optional[str] = ...) -> None: ...

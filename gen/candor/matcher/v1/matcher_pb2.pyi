@@ -1,4 +1,7 @@
+import datetime
+
 from candor.common.v1 import common_pb2 as _common_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -8,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("subject_id", "model", "embedding", "image_sha256", "metadata")
+    __slots__ = ("subject_id", "model", "embedding", "image_sha256", "metadata", "image_ref")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,12 +24,14 @@ class EnrollRequest(_message.Message):
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     model: _common_pb2.ModelRef
     embedding: _common_pb2.Embedding
     image_sha256: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, subject_id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., image_sha256: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    image_ref: str
+    def __init__(self, subject_id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., image_sha256: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_ref: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("record_id", "created")
@@ -95,3 +100,70 @@ class GetGalleryResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: int
     def __init__(self, records: _Optional[int] = ...) -> None: ...
+
+class GalleryModels(_message.Message):
+    __slots__ = ("active", "target", "previous", "changed_at")
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    active: _common_pb2.ModelRef
+    target: _common_pb2.ModelRef
+    previous: _common_pb2.ModelRef
+    changed_at: _timestamp_pb2.Timestamp
+    def __init__(self, active: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., previous: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BeginReembedRequest(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: _common_pb2.ModelRef
+    def __init__(self, target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+
+class GalleryRecord(_message.Message):
+    __slots__ = ("record_id", "subject_id", "image_sha256", "origin", "image_ref", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    subject_id: str
+    image_sha256: str
+    origin: str
+    image_ref: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, record_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., image_sha256: _Optional[str] = ..., origin: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ListMissingRecordsRequest(_message.Message):
+    __slots__ = ("target_model_id", "after", "limit")
+    TARGET_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    target_model_id: str
+    after: str
+    limit: int
+    def __init__(self, target_model_id: _Optional[str] = ..., after: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListMissingRecordsResponse(_message.Message):
+    __slots__ = ("records", "next")
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[GalleryRecord]
+    next: str
+    def __init__(self, records: _Optional[_Iterable[_Union[GalleryRecord, _Mapping]]] = ..., next: _Optional[str] = ...) -> None: ...
+
+class SwitchModelRequest(_message.Message):
+    __slots__ = ("target_model_id", "excused_record_ids")
+    TARGET_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    EXCUSED_RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    target_model_id: str
+    excused_record_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, target_model_id: _Optional[str] = ..., excused_record_ids: _Optional[_Iterable[str]] = ...) -> None: ...

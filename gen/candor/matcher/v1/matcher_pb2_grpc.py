@@ -59,6 +59,21 @@ class MatcherServiceStub:
                 request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryRequest.SerializeToString,
                 response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryResponse.FromString,
                 _registered_method=True)
+        self.BeginReembed = channel.unary_unary(
+                '/candor.matcher.v1.MatcherService/BeginReembed',
+                request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.BeginReembedRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+                _registered_method=True)
+        self.ListMissingRecords = channel.unary_unary(
+                '/candor.matcher.v1.MatcherService/ListMissingRecords',
+                request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsResponse.FromString,
+                _registered_method=True)
+        self.SwitchModel = channel.unary_unary(
+                '/candor.matcher.v1.MatcherService/SwitchModel',
+                request_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.SwitchModelRequest.SerializeToString,
+                response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -94,6 +109,24 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginReembed(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMissingRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SwitchModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +154,21 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.GetGallery,
                     request_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryRequest.FromString,
                     response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryResponse.SerializeToString,
+            ),
+            'BeginReembed': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginReembed,
+                    request_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.BeginReembedRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.SerializeToString,
+            ),
+            'ListMissingRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMissingRecords,
+                    request_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsResponse.SerializeToString,
+            ),
+            'SwitchModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwitchModel,
+                    request_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.SwitchModelRequest.FromString,
+                    response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +306,87 @@ class MatcherService:
             '/candor.matcher.v1.MatcherService/GetGallery',
             candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryRequest.SerializeToString,
             candor_dot_matcher_dot_v1_dot_matcher__pb2.GetGalleryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginReembed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.matcher.v1.MatcherService/BeginReembed',
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.BeginReembedRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMissingRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.matcher.v1.MatcherService/ListMissingRecords',
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.ListMissingRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SwitchModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.matcher.v1.MatcherService/SwitchModel',
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.SwitchModelRequest.SerializeToString,
+            candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
             options,
             channel_credentials,
             insecure,

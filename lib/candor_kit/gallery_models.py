@@ -1,0 +1,110 @@
+"""Which model the gallery searches with, and the one it is being re-embedded into.
+
+One small record (``matcher.v1.GalleryModels``) in the CANDOR_GALLERY key-value bucket. The
+matcher writes it, with compare-and-set, and checks every search and enrolment against it; the
+gateway reads it to send a photo to the detectors and embedders of the right model. Switching the
+gallery to a re-embedded model is one write of this record, so every search either uses the old
+model's complete collection or the new one's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from candor.matcher.v1 import matcher_pb2
+from candor_kit.bus import Bus
+from candor_kit.errors import PreconditionFailed, ServiceUnavailable
+from candor_kit.subjects import GALLERY_BUCKET
+
+KEY = "models"
+
+
+async def read_gallery_models(bus: Bus) -> matcher_pb2.GalleryModels:
+    """The gallery's models as the bucket holds them now; empty before the first enrolment."""
+    try:
+        bucket = await bus.jetstream.key_value(GALLERY_BUCKET)
+    except BucketNotFoundError:
+        return matcher_pb2.GalleryModels()
+    return (await GalleryModelsRecord(bucket).read())[0]
+
+
+class GalleryModelsRecord:
+    """The record, read and changed with compare-and-set."""
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._bucket = bucket
+
+    async def read(self) -> tuple[matcher_pb2.GalleryModels, int]:
+        """The record and its revision (0 when there is none yet)."""
+        try:
+            entry = await self._bucket.get(KEY)
+        except KeyNotFoundError:
+            return matcher_pb2.GalleryModels(), 0
+        models = matcher_pb2.GalleryModels()
+        models.ParseFromString(entry.value or b"")
+        return models, int(entry.revision or 0)
+
+    async def change(
+        self, edit: Callable[[matcher_pb2.GalleryModels], matcher_pb2.GalleryModels | None], attempts: int = 5
+    ) -> matcher_pb2.GalleryModels:
+        """Apply ``edit`` to the current record and store the result unless another writer got there
+        first, in which case read again and retry. ``edit`` returns None to leave the record alone;
+        it raises to refuse the change."""
+        for _ in range(attempts):
+            current, revision = await self.read()
+            edited = edit(_copy(current))
+            if edited is None:
+                return current
+            edited.changed_at.GetCurrentTime()
+            try:
+                if revision == 0:
+                    await self._bucket.create(KEY, edited.SerializeToString())
+                else:
+                    await self._bucket.update(KEY, edited.SerializeToString(), last=revision)
+            except KeyWrongLastSequenceError:  # another writer, or a create racing a create
+                continue
+            return edited
+        raise ServiceUnavailable("the gallery's model record kept changing; retry")
+
+
+def _copy(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels:
+    copied = matcher_pb2.GalleryModels()
+    copied.CopyFrom(models)
+    return copied
+
+
+def has(ref: object) -> bool:
+    """Whether a ModelRef field is set (an unset one has no id)."""
+    return bool(getattr(ref, "id", ""))
+
+
+def check_search_model(models: matcher_pb2.GalleryModels, model_id: str) -> None:
+    """Refuse a search with a model other than the active one."""
+    if has(models.active) and model_id != models.active.id:
+        raise PreconditionFailed(
+            f"the gallery searches with {models.active.id} {models.active.version}; "
+            f"a search with {model_id} is refused"
+            + (" until the gallery is switched to it" if models.target.id == model_id else "")
+        )
+
+
+def check_enrol_model(models: matcher_pb2.GalleryModels, model_id: str) -> None:
+    """Refuse an enrolment with a model that is neither active nor being re-embedded into."""
+    if has(models.active) and model_id not in (models.active.id, models.target.id):
+        raise PreconditionFailed(
+            f"the gallery's model is {models.active.id} {models.active.version}; enrolling with {model_id} "
+            "is refused (re-embed the gallery into it first)"
+        )
+
+
+__all__ = [
+    "KEY",
+    "GalleryModelsRecord",
+    "check_enrol_model",
+    "check_search_model",
+    "has",
+    "read_gallery_models",
+]

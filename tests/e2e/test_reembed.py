@@ -1,0 +1,142 @@
+"""``candor gallery reembed``: the gallery rebuilt with another model beside the running one, then
+switched over in one step, through the process stack.
+
+The gallery starts on dlib's ResNet (real model, real photos). The second model is an ONNX pack
+with SYNTHETIC weights (tests/onnx_packs.py: its detector "finds" the same place in every photo,
+its recogniser is random), run by a second detector and embedder beside the dlib ones. It shows the
+plumbing of a model change: which collection answers searches and when, what is carried over, what
+is left out and why, and what the audit log says, not the accuracy of the new model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_cli import LocalStack
+from candor_cli.client import GatewayClient
+from tests.e2e.test_stack_cli import candor, search_json, wait_for_audit
+from tests.onnx_packs import write_pack
+
+pytestmark = pytest.mark.e2e
+
+NEW = "synthetic-arcface"
+OLD = "dlib-resnet-v1"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = LocalStack(tmp_path_factory.mktemp("reembed-stack"))
+    stack.up()
+    yield stack
+    stack.down()
+
+
+@pytest.fixture(scope="module")
+def source(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three subjects, four photos, as an import folder."""
+    root = tmp_path_factory.mktemp("booking")
+    for subject, photo in (("obama", "obama.jpg"), ("obama", "obama2.jpg"), ("biden", "biden.jpg")):
+        (root / subject).mkdir(exist_ok=True)
+        shutil.copyfile(samples / photo, root / subject / photo)
+    return root
+
+
+def _models(stack: LocalStack) -> str:
+    return candor(stack, "gallery", "models").stdout
+
+
+def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
+    stack: LocalStack, source: Path, samples: Path, tmp_path: Path
+) -> None:
+    # A gallery on dlib: an import, one photo enrolled by itself (its path kept), and one enrolled
+    # through the API without any reference, which cannot be re-embedded.
+    candor(stack, "gallery", "import", str(source), "--quiet")
+    candor(stack, "enroll", str(samples / "obama3.jpg"), "--subject", "obama")
+    state = stack.state()
+    assert state is not None
+    with grpc.insecure_channel(state.gateway) as channel:
+        bare = gateway_pb2.EnrollRequest(image=(samples / "t1.jpg").read_bytes(), subject_id="crowd", face_index=0)
+        token = (("authorization", f"Bearer {stack.token()}"),)
+        unreferenced = gateway_pb2_grpc.GatewayServiceStub(channel).Enroll(bare, metadata=token).record_id
+    assert f"active             {OLD} 1.0 (128-d euclidean)" in _models(stack)
+
+    # Without the new model's services there is nothing to re-embed into.
+    refused = candor(stack, "gallery", "reembed", "--to", NEW, "--no-switch", check=False)
+    assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr + refused.stdout
+
+    pack = write_pack(tmp_path / "pack", model_id=NEW, one_face=True)
+    settings = {"CANDOR_DETECTOR_ENGINE": "onnx", "CANDOR_EMBEDDER_ENGINE": "onnx", "CANDOR_MODEL_PACK": str(pack)}
+    stack.add_replica("detector", settings=settings)
+    stack.add_replica("embedder", settings=settings)
+
+    # Build only: every record with a photo is carried over; the one without is named, not lost.
+    built = candor(stack, "gallery", "reembed", "--to", NEW, "--no-switch", "--quiet")
+    assert "round 1: 5 records to re-embed" in built.stdout
+    assert f"left out {unreferenced} (crowd): no photo reference was kept with the record" in built.stdout
+    assert f"built: {NEW} holds every record but 1; not switched" in built.stdout
+    assert f"re-embedding into  {NEW} 0.0-synthetic (512-d cosine)" in _models(stack)
+
+    # Searches still use the old model's complete collection while the new one is built.
+    during = search_json(stack, samples / "obama2.jpg", "CASE-RMB-1")
+    assert during["model"]["id"] == OLD and during["candidates"][0]["subject_id"] == "obama"
+
+    # An enrolment during the re-embedding goes to both models, so the switch loses nothing.
+    candor(stack, "enroll", str(source / "biden" / "biden.jpg"), "--subject", "biden-2")
+    both = wait_for_audit(
+        stack,
+        "SELECT details_json FROM audit_record WHERE kind = 'enroll.completed' AND details_json LIKE ?",
+        ('%"biden-2"%',),
+    )
+    assert json.loads(both[-1][0])["also_enrolled_with"]["id"] == NEW
+
+    # The matcher refuses a switch while a record of the old model is missing from the new one.
+    with GatewayClient(state.gateway, stack.token()) as client:
+        with pytest.raises(grpc.RpcError) as missing:
+            client.switch_model(NEW, "model upgrade", [])
+        assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        assert "1 records of dlib-resnet-v1 are not in synthetic-arcface yet" in missing.value.details()  # type: ignore[attr-defined]
+        # Nor does the command switch while a record could not be re-embedded, unless told to.
+        held = candor(stack, "gallery", "reembed", "--to", NEW, "--reason", "model upgrade", check=False)
+        assert held.returncode == 1 and "not switched: 1 records could not be re-embedded" in held.stdout
+        assert "round 1: 1 records to re-embed" in held.stdout  # only the unreferenced record is missing
+        assert search_json(stack, samples / "obama2.jpg", "CASE-RMB-2")["model"]["id"] == OLD
+
+        switched = candor(
+            stack, "gallery", "reembed", "--to", NEW, "--reason", "model upgrade", "--leave-out-missing", "--quiet"
+        )
+        assert f"switched: searches now use {NEW} 0.0-synthetic ({OLD} 1.0 is kept); 1 records left out" in (
+            switched.stdout
+        )
+        after = search_json(stack, source / "obama" / "obama2.jpg", "CASE-RMB-3")
+        assert after["model"]["id"] == NEW
+        # The same photo, embedded by the same (synthetic) model, is at distance zero.
+        assert after["candidates"][0]["subject_id"] == "obama" and after["candidates"][0]["distance"] < 1e-4
+        assert {c["model_id"] for c in after["candidates"]} == {NEW}
+        models = client.gallery_models()
+        assert (models.active.id, models.previous.id, models.target.id) == (NEW, OLD, "")
+        # Imports now enrol with the new model; one asking for the old model is refused.
+        with pytest.raises(grpc.RpcError) as stale:
+            client.start_import("imp-old-model-1", str(source), 3, model_id=OLD)
+        assert stale.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+
+    record = wait_for_audit(stack, "SELECT actor, details_json FROM audit_record WHERE kind = 'gallery.model_switched'")
+    actor, details = record[0][0], json.loads(record[0][1])
+    assert actor == "local-operator"
+    assert details["active"] == {"id": NEW, "version": "0.0-synthetic"}
+    assert details["previous"] == {"id": OLD, "version": "1.0"}
+    assert details["reason"] == "model upgrade" and details["records_left_out"] == [unreferenced]
+    started = wait_for_audit(stack, "SELECT details_json FROM audit_record WHERE kind = 'gallery.reembed_started'")
+    assert len(started) == 1  # the later runs continued the same re-embedding
+
+    # Back to the old model: its collection was kept, so only what was enrolled since is re-embedded.
+    back = candor(stack, "gallery", "reembed", "--to", OLD, "--reason", "roll back", "--quiet")
+    assert "records to re-embed" not in back.stdout, back.stdout
+    assert f"switched: searches now use {OLD} 1.0 ({NEW} 0.0-synthetic is kept); 0 records left out" in back.stdout
+    assert search_json(stack, samples / "obama2.jpg", "CASE-RMB-4")["model"]["id"] == OLD
