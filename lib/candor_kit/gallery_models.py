@@ -22,13 +22,22 @@ from candor_kit.subjects import GALLERY_BUCKET
 KEY = "models"
 
 
-async def read_gallery_models(bus: Bus) -> matcher_pb2.GalleryModels:
-    """The gallery's models as the bucket holds them now; empty before the first enrolment."""
-    try:
-        bucket = await bus.jetstream.key_value(GALLERY_BUCKET)
-    except BucketNotFoundError:
-        return matcher_pb2.GalleryModels()
-    return (await GalleryModelsRecord(bucket).read())[0]
+class GalleryModelsReader:
+    """Reads the record for a service that does not write it (the gateway): one key-value read a
+    call, once the matcher has made the bucket."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self._record: GalleryModelsRecord | None = None
+
+    async def read(self) -> matcher_pb2.GalleryModels:
+        """The gallery's models as the bucket holds them now; empty before the first enrolment."""
+        if self._record is None:
+            try:
+                self._record = GalleryModelsRecord(await self._bus.jetstream.key_value(GALLERY_BUCKET))
+            except BucketNotFoundError:
+                return matcher_pb2.GalleryModels()
+        return (await self._record.read())[0]
 
 
 class GalleryModelsRecord:
@@ -102,9 +111,9 @@ def check_enrol_model(models: matcher_pb2.GalleryModels, model_id: str) -> None:
 
 __all__ = [
     "KEY",
+    "GalleryModelsReader",
     "GalleryModelsRecord",
     "check_enrol_model",
     "check_search_model",
     "has",
-    "read_gallery_models",
 ]

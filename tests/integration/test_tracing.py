@@ -9,16 +9,21 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_kit import subjects
+from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 from tests.integration.conftest import as_user, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SEARCH = "candor.gateway.v1.GatewayService/Search"
+#: Once the gallery has a model, searches go to that model's detectors and embedders.
+DETECT = subjects.detect_for(DLIB_RESNET_MODEL_ID)
+EMBED = subjects.embed_for(DLIB_RESNET_MODEL_ID)
 EXPECTED_EDGES = {
-    (SEARCH, "candor.detector.v1.detect request"),
-    ("candor.detector.v1.detect request", "candor.detector.v1.detect process"),
-    (SEARCH, "candor.embedder.v1.embed request"),
-    ("candor.embedder.v1.embed request", "candor.embedder.v1.embed process"),
+    (SEARCH, f"{DETECT} request"),
+    (f"{DETECT} request", f"{DETECT} process"),
+    (SEARCH, f"{EMBED} request"),
+    (f"{EMBED} request", f"{EMBED} process"),
     (SEARCH, "candor.matcher.v1.search request"),
     ("candor.matcher.v1.search request", "candor.matcher.v1.search process"),
     (SEARCH, "candor.audit.v1.event.search.completed publish"),
@@ -38,6 +43,8 @@ def edges(spans: list[ReadableSpan]) -> set[tuple[str, str]]:
 async def test_search_spans_form_one_trace_with_the_expected_edges(
     gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, span_exporter: InMemorySpanExporter
 ) -> None:
+    enrol = gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="obama")
+    await gateway.Enroll(enrol, metadata=as_user("enroller-token"))  # the gallery has a model from here on
     found = await gateway.Search(
         gateway_pb2.SearchRequest(
             probe_image=(samples / "obama2.jpg").read_bytes(), case_number="CASE-TRACE", purpose="investigation"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import jwt
 import pytest
@@ -59,19 +60,20 @@ def claims(**changes: object) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     ("token", "message"),
+    # Tokens are made when the test runs, not when it is collected: a long run must not expire them.
     [
-        (None, "bearer token is required"),
-        ("not a jwt", "not a JWT"),
-        (jwt.encode(claims(), key=None, algorithm="none"), "algorithm 'none'"),
-        (jwt.encode(claims(), "shared-secret-of-at-least-32-bytes!!", algorithm="HS256"), "algorithm 'HS256'"),
-        (jwt.encode(claims(exp=int(time.time()) - 3600), KEY, algorithm="EdDSA"), "expired"),
-        (jwt.encode(claims(aud="another-service"), KEY, algorithm="EdDSA"), "another audience"),
-        (jwt.encode(claims(iss="someone-else"), KEY, algorithm="EdDSA"), "unknown issuer"),
-        (jwt.encode(claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA"), "not from a trusted key"),
-        (jwt.encode(claims(exp=int(time.time()) + 30 * 86400), KEY, algorithm="EdDSA"), "lives longer"),
-        (jwt.encode(claims(roles=["superuser"]), KEY, algorithm="EdDSA"), "unknown roles"),
-        (jwt.encode(claims(roles=None), KEY, algorithm="EdDSA"), "no roles"),
-        (jwt.encode(claims(sub=None), KEY, algorithm="EdDSA"), "not valid"),
+        (lambda: None, "bearer token is required"),
+        (lambda: "not a jwt", "not a JWT"),
+        (lambda: jwt.encode(claims(), key=None, algorithm="none"), "algorithm 'none'"),
+        (lambda: jwt.encode(claims(), "shared-secret-of-at-least-32-bytes!!", algorithm="HS256"), "algorithm 'HS256'"),
+        (lambda: jwt.encode(claims(exp=int(time.time()) - 3600), KEY, algorithm="EdDSA"), "expired"),
+        (lambda: jwt.encode(claims(aud="another-service"), KEY, algorithm="EdDSA"), "another audience"),
+        (lambda: jwt.encode(claims(iss="someone-else"), KEY, algorithm="EdDSA"), "unknown issuer"),
+        (lambda: jwt.encode(claims(), Ed25519PrivateKey.generate(), algorithm="EdDSA"), "not from a trusted key"),
+        (lambda: jwt.encode(claims(exp=int(time.time()) + 30 * 86400), KEY, algorithm="EdDSA"), "lives longer"),
+        (lambda: jwt.encode(claims(roles=["superuser"]), KEY, algorithm="EdDSA"), "unknown roles"),
+        (lambda: jwt.encode(claims(roles=None), KEY, algorithm="EdDSA"), "no roles"),
+        (lambda: jwt.encode(claims(sub=None), KEY, algorithm="EdDSA"), "not valid"),
     ],
     ids=[
         "missing",
@@ -88,9 +90,10 @@ def claims(**changes: object) -> dict[str, object]:
         "no-subject",
     ],
 )
-def test_unsigned_expired_or_foreign_tokens_are_refused(token: str | None, message: str) -> None:
+def test_unsigned_expired_or_foreign_tokens_are_refused(token: Callable[[], str | None], message: str) -> None:
+    made = token()
     with pytest.raises(Unauthenticated, match=message):
-        VERIFIER.authenticate(bearer(token) if token else None)
+        VERIFIER.authenticate(bearer(made) if made else None)
 
 
 def test_every_rpc_has_an_allow_list_of_known_roles() -> None:

@@ -15,7 +15,7 @@ from candor.common.v1 import common_pb2
 from candor.embedder.v1 import embedder_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_kit import Bus, InvalidInput, PreconditionFailed, subjects
-from candor_kit.gallery_models import has, read_gallery_models
+from candor_kit.gallery_models import GalleryModelsReader, has
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,11 @@ class ModelRoutes:
     def __init__(self, bus: Bus, timeout_s: float) -> None:
         self._bus = bus
         self._timeout = timeout_s
+        self._reader = GalleryModelsReader(bus)
 
     async def models(self) -> matcher_pb2.GalleryModels:
         """The gallery's active model and any re-embedding under way."""
-        return await read_gallery_models(self._bus)
+        return await self._reader.read()
 
     async def for_search(self) -> Route:
         """Where a probe goes."""
