@@ -26,6 +26,8 @@ biden,$samples/biden.jpg,demo
 group-photo,$samples/t1.jpg,demo
 CSV
 candor gallery import "$data/bookings.csv" --quiet
+echo "the gallery's model (searches use it; \`candor gallery reembed --to MODEL\` changes it):"
+candor gallery models
 
 step "Enrolling each face of t1.jpg one by one"
 candor faces "$samples/t1.jpg"
