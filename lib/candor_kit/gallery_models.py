@@ -64,7 +64,7 @@ class GalleryModelsRecord:
         it raises to refuse the change."""
         for _ in range(attempts):
             current, revision = await self.read()
-            edited = edit(_copy(current))
+            edited = edit(copy_of(current))
             if edited is None:
                 return current
             edited.changed_at.GetCurrentTime()
@@ -79,7 +79,8 @@ class GalleryModelsRecord:
         raise ServiceUnavailable("the gallery's model record kept changing; retry")
 
 
-def _copy(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels:
+def copy_of(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels:
+    """A copy to edit, leaving the record read untouched."""
     copied = matcher_pb2.GalleryModels()
     copied.CopyFrom(models)
     return copied
@@ -115,5 +116,6 @@ __all__ = [
     "GalleryModelsRecord",
     "check_enrol_model",
     "check_search_model",
+    "copy_of",
     "has",
 ]

@@ -122,7 +122,7 @@ def test_an_import_enrols_the_good_photos_and_reports_each_rejection_with_its_re
 
 def test_importing_the_same_source_again_changes_nothing(import_stack: LocalStack, source: Path) -> None:
     with client_for(import_stack) as client:
-        before = _gallery_records(import_stack)
+        before = gallery_records(import_stack)
         # The same command resumes the finished import: nothing is sent again.
         again = candor(import_stack, "gallery", "import", str(source), "--quiet")
         assert "enrolled    3" in again.stdout
@@ -130,8 +130,8 @@ def test_importing_the_same_source_again_changes_nothing(import_stack: LocalStac
         candor(import_stack, "gallery", "import", str(source), "--import-id", "second-look", "--quiet")
         status = client.import_status("second-look")
         assert (status.enrolled, status.duplicates, status.rejected) == (0, 3, 6)
-        assert _gallery_records(import_stack) == before
-        assert (_gallery_records(import_stack, "obama"), _gallery_records(import_stack, "biden")) == (2, 1)
+        assert gallery_records(import_stack) == before
+        assert (gallery_records(import_stack, "obama"), gallery_records(import_stack, "biden")) == (2, 1)
         shown = candor(import_stack, "gallery", "status", "second-look").stdout
         assert "duplicates  3" in shown
 
@@ -217,11 +217,11 @@ def test_a_subject_expunged_while_its_photo_waits_in_the_queue_is_not_enrolled_a
         _wait_until(client, "before-expunge", 1)
         [result] = client.import_results("before-expunge")
         assert result.reason == ingest_pb2.REJECT_REASON_EXPUNGED
-        assert _gallery_records(import_stack, "EXP-1") == 0
+        assert gallery_records(import_stack, "EXP-1") == 0
         # An import started after the deletion may enrol the subject again.
         candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "after-expunge", "--quiet")
         assert client.import_status("after-expunge").enrolled == 1
-        assert _gallery_records(import_stack, "EXP-1") == 1
+        assert gallery_records(import_stack, "EXP-1") == 1
 
 
 # --- the crash test ----------------------------------------------------------------------------------
@@ -282,7 +282,7 @@ def test_workers_killed_mid_import_lose_nothing_and_double_nothing(
         assert status.enrolled == total, (status.enrolled, status.duplicates)
         # Exactly one gallery record per accepted photo: nothing lost, nothing doubled.
         assert len({r.record_id for r in results}) == total
-        assert _gallery_records(stack) == total
+        assert gallery_records(stack) == total
     finally:
         stack.down()
 
@@ -349,12 +349,12 @@ def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ac
     asyncio.run(run())
 
 
-def _gallery_records(stack: LocalStack, subject_id: str = "") -> int:
-    """The matcher's count of gallery records (of one subject, when given)."""
+def gallery_records(stack: LocalStack, subject_id: str = "", model_id: str = "") -> int:
+    """The matcher's count of gallery records (of one subject, of one model, when given)."""
 
     async def run() -> int:
         client = await _nats(stack)
-        request = matcher_pb2.GetGalleryRequest(subject_id=subject_id)
+        request = matcher_pb2.GetGalleryRequest(subject_id=subject_id, model_id=model_id)
         reply = await client.request(subjects.MATCH_GALLERY, request.SerializeToString(), 10)
         await client.close()
         answer = matcher_pb2.GetGalleryResponse()

@@ -10,6 +10,7 @@ is left out and why, and what the audit log says, not the accuracy of the new mo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -21,6 +22,8 @@ import pytest
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
+from candor_matcher.gallery import record_id_for
+from tests.e2e.test_gallery_import import gallery_records
 from tests.e2e.test_stack_cli import candor, search_json, wait_for_audit
 from tests.onnx_packs import write_pack
 
@@ -140,3 +143,10 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     assert "records to re-embed" not in back.stdout, back.stdout
     assert f"switched: searches now use {OLD} 1.0 ({NEW} 0.0-synthetic is kept); 0 records left out" in back.stdout
     assert search_json(stack, samples / "obama2.jpg", "CASE-RMB-4")["model"]["id"] == OLD
+
+    # Expunging a record reaches every model's collection that holds it.
+    obama3 = record_id_for("obama", hashlib.sha256((samples / "obama3.jpg").read_bytes()).hexdigest())
+    held = {model: gallery_records(stack, "obama", model) for model in (OLD, NEW)}
+    assert held == {OLD: 3, NEW: 3}
+    candor(stack, "delete", "--record", obama3, "--reason", "wrong person")
+    assert {model: gallery_records(stack, "obama", model) for model in (OLD, NEW)} == {OLD: 2, NEW: 2}

@@ -25,7 +25,7 @@ from candor_kit import (
     rpc,
     subjects,
 )
-from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, has
+from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, copy_of, has
 from candor_kit.identifiers import check_subject_id
 from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
 from candor_matcher.edge_backend import EdgeBackend
@@ -161,7 +161,6 @@ class MatchingService:
     async def begin_reembed(self, request: matcher_pb2.BeginReembedRequest) -> matcher_pb2.GalleryModels:
         """Create the target model's collection beside the active one and name it the target."""
         target = GalleryModel.from_ref(request.target)
-        self._gallery.index_for(target)  # created now; a version clash is refused here
 
         def begin(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels | None:
             if not has(models.active):
@@ -173,6 +172,8 @@ class MatchingService:
             models.target.CopyFrom(_ref(target))
             return models
 
+        begin(copy_of((await self._models.read())[0]))  # refuse before making anything
+        self._gallery.index_for(target)  # the new collection, made now; a version clash is refused here
         models = await self._models.change(begin)
         log.info("reembed_begun", active=models.active.id, target=models.target.id)
         return models
