@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, overload
 
@@ -296,16 +296,28 @@ class GalleryIndex:
         """How many records the collection holds (of one subject, when given)."""
         return self._collection.count(subject_id)
 
+    def _missing_pages(
+        self, other: GalleryIndex, after: str | None, size: int
+    ) -> Iterator[tuple[list[StoredRecord], str | None]]:
+        """Page by page from the cursor ``after``: the records of the page that ``other`` lacks,
+        and the cursor after the page (None after the last)."""
+        cursor = after
+        while True:
+            page, cursor = self._collection.page(cursor, size)
+            held = other._collection.existing([record.record_id for record in page]) if page else set()
+            yield [record for record in page if record.record_id not in held], cursor
+            if cursor is None:
+                return
+
     def missing_from(self, other: GalleryIndex, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
         """Records of this collection that ``other`` lacks, reading from the cursor ``after``:
         about ``limit`` of them, and the cursor to continue from (None when the scan is done)."""
         missing: list[StoredRecord] = []
         cursor = after
-        while len(missing) < limit:
-            page, cursor = self._collection.page(cursor, limit)
-            held = other._collection.existing([record.record_id for record in page]) if page else set()
-            missing += [record for record in page if record.record_id not in held]
-            if cursor is None:
+        for found, following in self._missing_pages(other, after, limit):
+            missing += found
+            cursor = following
+            if len(missing) >= limit:
                 break
         return missing, cursor
 
@@ -313,17 +325,13 @@ class GalleryIndex:
         """How many records of this collection ``other`` lacks, excused ones aside, with a few of
         their ids. Enrolments into this collection wait meanwhile, so none lands unseen."""
         with self._write_lock:
-            count, ids, cursor = 0, [], None
-            while True:
-                page, cursor = self._collection.page(cursor, 1000)
-                held = other._collection.existing([record.record_id for record in page]) if page else set()
-                for record in page:
-                    if record.record_id not in held and record.record_id not in excused:
-                        count += 1
-                        if len(ids) < sample:
-                            ids.append(record.record_id)
-                if cursor is None:
-                    return count, ids
+            unmatched = [
+                record.record_id
+                for found, _ in self._missing_pages(other, None, 1000)
+                for record in found
+                if record.record_id not in excused
+            ]
+        return len(unmatched), unmatched[:sample]
 
     def indexed(self) -> int:
         """How many of them are indexed (the others are scanned in float32)."""
