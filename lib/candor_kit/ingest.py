@@ -51,6 +51,7 @@ from candor_kit.subjects import (
     INGEST_RESULTS_STREAM,
     INGEST_STREAM,
     INGEST_WORK_PREFIX,
+    ROUTED_STAGES,
 )
 
 log = structlog.get_logger("candor.ingest")
@@ -74,7 +75,7 @@ class Stage:
     lane: str = ""
 
     def __post_init__(self) -> None:
-        if self.name in ROUTED and not self.lane:
+        if self.name in ROUTED_STAGES and not self.lane:
             raise ValueError(f"the {self.name} stage is routed by model: name the model")
         if self.lane:
             subjects.lane(self.lane)
@@ -100,8 +101,6 @@ class Stage:
         return f"ingest-{self.name}" + (f"-{self.lane}" if self.lane else "")
 
 
-#: The stages whose work is routed by model.
-ROUTED = ("detect", "embed")
 MATCH = Stage("match")
 
 
@@ -401,7 +400,6 @@ __all__ = [
     "IMPORTS_BUCKET",
     "IMPORT_ID",
     "MATCH",
-    "ROUTED",
     "Stage",
     "Worker",
     "WorkerSettings",

@@ -47,6 +47,10 @@ TOMBSTONES_BUCKET = "CANDOR_GALLERY_TOMBSTONES"
 #: Which model the gallery searches with and which it is being re-embedded into (key "models").
 GALLERY_BUCKET = "CANDOR_GALLERY"
 
+#: The import stages whose work is routed by model (detection and embedding depend on it; the
+#: matcher's enrolment takes every model's vectors).
+ROUTED_STAGES = ("detect", "embed")
+
 #: A model id that can name a NATS subject token and a consumer.
 LANE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -167,10 +171,10 @@ def _stage_consumer_permissions(stage: str) -> list[str]:
     """Pull one import stage's work: ``ingest-match``, or ``ingest-<stage>-<lane>`` for a stage
     routed by model. A lane's consumer name is one token, so its grants name any consumer of the
     stream, while creating one is limited to the stage's own work subjects."""
-    if stage == "match":
-        consumer, work = "ingest-match", f"{INGEST_WORK_PREFIX}.match"
-    else:
+    if stage in ROUTED_STAGES:
         consumer, work = "*", f"{INGEST_WORK_PREFIX}.{stage}.*"
+    else:
+        consumer, work = f"ingest-{stage}", f"{INGEST_WORK_PREFIX}.{stage}"
     return [
         f"$JS.API.CONSUMER.CREATE.{INGEST_STREAM}.{consumer}.{work}",
         f"$JS.API.CONSUMER.INFO.{INGEST_STREAM}.{consumer}",
@@ -200,7 +204,7 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         publish.append(f"{INGEST_RESULT_PREFIX}.>")
     if role.hands_on_to:
         # Detect and embed work is routed by model (a lane); match work is not.
-        publish.append(f"{INGEST_WORK_PREFIX}.{role.hands_on_to}" + ("" if role.hands_on_to == "match" else ".*"))
+        publish.append(f"{INGEST_WORK_PREFIX}.{role.hands_on_to}" + (".*" if role.hands_on_to in ROUTED_STAGES else ""))
     if role.import_stage:
         publish += _stage_consumer_permissions(role.import_stage)
     if role.keeps_tombstones:

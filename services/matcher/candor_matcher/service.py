@@ -127,10 +127,9 @@ class MatchingService:
         async with self._turn:
             models, _ = await self._models.read()
             check_enrol_model(models, model.id)
-            index = self._gallery.index_for(model)
-            if not has(models.active):
-                await self._models.change(_claimed_by(_ref(model)))
-                check_enrol_model((await self._models.read())[0], model.id)
+            index = self._gallery.index_for(model)  # refuses a version the gallery does not hold
+            if not has(models.active):  # claimed now, unless another matcher claimed it first
+                check_enrol_model(await self._models.change(_claimed_by(_ref(model))), model.id)
             record_id, created = await asyncio.to_thread(
                 index.enroll,
                 record.subject_id,
