@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_audit.export import check_records, render_html
+from candor_audit.export import check_records, export_file_stem, render_html
 from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
@@ -229,10 +229,11 @@ def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
     export = client.export_case(case_number)
     problems = check_records(list(export.records), export.verification.public_key_pem)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / ("case-" + re.sub(r"[^A-Za-z0-9._-]", "_", case_number))
-    stem.with_suffix(".json").write_text(MessageToJson(export, preserving_proto_field_name=True) + "\n")
-    stem.with_suffix(".html").write_text(render_html(export, problems))
-    print(f"case {case_number}: {len(export.records)} records -> {stem}.json, {stem}.html")
+    stem = export_file_stem(case_number)
+    json_file, html_file = folder / f"{stem}.json", folder / f"{stem}.html"
+    json_file.write_text(MessageToJson(export, preserving_proto_field_name=True) + "\n")
+    html_file.write_text(render_html(export, problems))
+    print(f"case {case_number}: {len(export.records)} records -> {json_file}, {html_file}")
     print("chain OK" if export.verification.ok else f"chain BROKEN: {export.verification.problem}")
     for problem in problems:
         print(f"PROBLEM: {problem}")

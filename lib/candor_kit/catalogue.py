@@ -105,10 +105,12 @@ SHUTDOWN_GRACE_S = _float("CANDOR_SHUTDOWN_GRACE_S", "seconds in-flight calls ge
 REQUEST_TIMEOUT_S = _float("CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to another service", 30.0, 0.1, 600)
 DLIB_MODEL_DIR = Setting("CANDOR_DLIB_MODEL_DIR", "folder of dlib model files; empty: face_recognition_models", "")
 
-#: Standard OpenTelemetry SDK variables; the SDK reads them itself.
+#: Standard OpenTelemetry variables; `candor_kit.telemetry` and the SDK read them.
 OTEL = (
     Setting("OTEL_SERVICE_NAME", "service name on traces; default candor-<service>", ""),
-    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP gRPC endpoint for traces; empty: no export", ""),
+    Setting("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP endpoint for traces; empty: no export", ""),
+    Setting("OTEL_EXPORTER_OTLP_PROTOCOL", "OTLP transport: grpc (default) or http/protobuf", ""),
+    Setting("OTEL_TRACES_EXPORTER", "otlp, console or none; empty: otlp when an endpoint is set", ""),
     Setting("OTEL_EXPORTER_OTLP_INSECURE", "send OTLP without TLS (collector on the same trusted network)", ""),
     Setting("OTEL_TRACES_SAMPLER", "OpenTelemetry sampler name", ""),
     Setting("OTEL_TRACES_SAMPLER_ARG", "OpenTelemetry sampler argument", ""),

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import enum
 
+#: The longest error message kept; longer ones are cut.
+MAX_MESSAGE_CHARS = 1000
+
 
 class ErrorCode(enum.Enum):
     """The status codes Candor uses; names match gRPC's ``StatusCode`` names."""
@@ -29,6 +32,10 @@ class CandorError(Exception):
     code: ErrorCode = ErrorCode.INTERNAL
 
     def __init__(self, message: str, *, rule: str = "") -> None:
+        if len(message) > MAX_MESSAGE_CHARS:
+            # A message may quote the caller's input; it travels in a gRPC trailer (8 KB by default)
+            # and in audit records, so it is bounded here, once, for every error.
+            message = message[:MAX_MESSAGE_CHARS] + "…"
         super().__init__(message)
         self.message = message
         #: The policy rule the request broke (purpose, quota, ...), named in the audit record.

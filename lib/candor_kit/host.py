@@ -83,10 +83,10 @@ def run_service(
     configure_logging(name)
     try:
         settings = load_settings()
+        configure_tracing(name)
     except ConfigError as exc:
         log.error("config_invalid", error=str(exc))
         sys.exit(2)
-    configure_tracing(name)
 
     async def main() -> None:
         stop = asyncio.Event()

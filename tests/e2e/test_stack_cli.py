@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from candor_audit.export import export_file_stem
 from candor_cli import LocalStack
 from candor_gateway import quota
 from candor_kit.model_registry import ModelRegistry
@@ -164,18 +165,20 @@ def test_logs_are_json_with_the_trace_id_and_never_hold_the_token(gallery: Local
 
 def test_a_case_export_is_written_and_checks_out_offline(gallery: LocalStack, samples: Path, tmp_path: Path) -> None:
     found = search_json(gallery, samples / "obama2.jpg", "CASE-E2E-6/2026")
+    stem = export_file_stem("CASE-E2E-6/2026")
+    assert stem.startswith("case-CASE-E2E-6_2026-")
     deadline = time.monotonic() + 20
     while True:  # the audit service appends from the stream, a moment after the search
         result = candor(gallery, "audit", "export", "--case", "CASE-E2E-6/2026", "--out", str(tmp_path))
-        exported = json.loads((tmp_path / "case-CASE-E2E-6_2026.json").read_text())
+        exported = json.loads((tmp_path / f"{stem}.json").read_text())
         if exported.get("records") or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert "chain OK" in result.stdout
     assert [r["event"]["event_id"] for r in exported["records"]][:1] == [found["search_id"]]
-    page = (tmp_path / "case-CASE-E2E-6_2026.html").read_text()
+    page = (tmp_path / f"{stem}.html").read_text()
     assert found["candidates"][0]["subject_id"] in page
-    checked = candor(gallery, "audit", "check-export", str(tmp_path / "case-CASE-E2E-6_2026.json"))
+    checked = candor(gallery, "audit", "check-export", str(tmp_path / f"{stem}.json"))
     assert "hashes and signatures OK" in checked.stdout
 
     exported["records"][0]["event"]["actor"] = "someone-else"

@@ -119,6 +119,12 @@ def faceless_png() -> bytes:
 BAD_PROBES = {
     "empty bytes": (lambda s: b"", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     "truncated jpeg": (truncated_jpeg, grpc.StatusCode.INVALID_ARGUMENT, "truncated"),
+    # Cut inside its header (JFIF and quantisation tables), before any pixel: Pillow fails in open().
+    "jpeg cut in its header": (
+        lambda s: (s / "obama.jpg").read_bytes()[:200],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "header is truncated",
+    ),
     "text file": (
         lambda s: b"Suspect description: tall, dark coat.\n" * 10,
         grpc.StatusCode.INVALID_ARGUMENT,

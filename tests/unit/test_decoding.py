@@ -52,6 +52,14 @@ def test_truncated_jpeg_is_refused(samples: Path) -> None:
         decode_image(data[: len(data) // 3], LIMITS)
 
 
+@pytest.mark.parametrize("name", ["obama.jpg", "32bit.png"])
+def test_a_photo_cut_anywhere_in_its_first_kilobytes_is_invalid_input(samples: Path, name: str) -> None:
+    data = (samples / name).read_bytes()
+    for length in range(1, 4096, 7):
+        with pytest.raises(InvalidInput):
+            decode_image(data[:length], LIMITS)
+
+
 def test_decompression_bomb_png_is_refused_from_its_header() -> None:
     bomb = giant_png()
     assert len(bomb) < 2 << 20

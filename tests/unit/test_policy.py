@@ -81,6 +81,39 @@ def test_each_search_rule_refuses_naming_its_rule() -> None:
     assert optional.check_search("CASE-1", "investigation", "", 0) == 10
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["a/../../../tmp/x", "../x", "A//B", "A/", "/A", ".hidden", "A/.x", "CASE\x1b[31m", "C\u202eX", "x" * 65, "A"],
+)
+def test_a_case_number_a_path_or_a_terminal_would_read_is_refused(case: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        POLICY.check_search(case, "investigation", "W-1", 0)
+    assert refused.value.rule == Rule.CASE
+
+
+@pytest.mark.parametrize("case", ["2026.000123", "CASE-E2E-6/2026", "A1", "HQ/2026/17_b", "x" * 64])
+def test_case_numbers_of_usual_shapes_are_accepted(case: str) -> None:
+    assert POLICY.check_search(case, "investigation", "W-1", 0) == 10
+
+
+def test_a_ten_kilobyte_purpose_is_permission_denied_without_echoing_it() -> None:
+    purpose = "p" * 10_240
+    with pytest.raises(PolicyViolation) as refused:
+        POLICY.check_search("CASE-1", purpose, "W-1", 0)
+    assert refused.value.rule == Rule.PURPOSE
+    assert purpose not in refused.value.message and len(refused.value.message) < 200
+    with pytest.raises(PolicyViolation, match="'curiosity' is not allowed"):
+        POLICY.check_search("CASE-1", "curiosity", "W-1", 0)
+
+
+@pytest.mark.parametrize("reference", ["W-1\x1b[2J", "W-1\u202e", "W-1\nforged line", "W\x00"])
+def test_an_authorisation_reference_with_control_characters_is_refused(reference: str) -> None:
+    with pytest.raises(InvalidInput, match="control or formatting") as refused:
+        POLICY.check_search("CASE-1", "investigation", reference, 0)
+    assert refused.value.rule == Rule.AUTHORISATION
+    assert POLICY.check_search("CASE-1", "investigation", "Warrant 2026/17 (Judge Smith), §4", 0) == 10
+
+
 def test_a_small_or_blurry_probe_is_refused_as_probe_quality() -> None:
     strict = parse_policy(with_changes(probe_quality={"min_face_px": 80, "min_blur": 50}))
     strict.check_probe(common_pb2.FaceQuality(face_size_px=80, blur=50))

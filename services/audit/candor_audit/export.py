@@ -8,8 +8,11 @@ shown, and what was refused.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import re
+import unicodedata
 from collections import Counter
 from typing import Any
 
@@ -60,12 +63,34 @@ def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
     return details if isinstance(details, dict) else {"details": details}
 
 
+def export_file_stem(case_number: str) -> str:
+    """The file name, without suffix, of a case's export: ``case-<CASE>``.
+
+    Characters a file name cannot safely hold become "_", and then a short hash of the case number
+    is added, so two case numbers never share a file (``A/1`` and ``A_1``) and none can leave the
+    folder. The name keeps every dot: case ``2026.000123`` is ``case-2026.000123``.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", case_number).lstrip(".")
+    if safe != case_number:
+        safe += "-" + hashlib.sha256(case_number.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"case-{safe}"
+
+
+def _text(value: object) -> str:
+    """``value`` as HTML text: markup escaped, and control or formatting characters (an ANSI
+    escape, a bidi override) shown as their escape code instead of acting on the page."""
+    shown = "".join(
+        ascii(ch)[1:-1] if unicodedata.category(ch)[0] == "C" and ch not in "\n\t" else ch for ch in str(value)
+    )
+    return html.escape(shown)
+
+
 def _candidates_table(candidates: list[dict[str, Any]]) -> str:
     if not candidates:
         return "<p>No candidate was shown.</p>"
     rows = "".join(
-        f"<tr><td>{html.escape(str(c.get('rank', '')))}</td><td>{html.escape(str(c.get('subject_id', '')))}</td>"
-        f"<td>{html.escape(str(c.get('distance', '')))}</td></tr>"
+        f"<tr><td>{_text(str(c.get('rank', '')))}</td><td>{_text(str(c.get('subject_id', '')))}</td>"
+        f"<td>{_text(str(c.get('distance', '')))}</td></tr>"
         for c in candidates
     )
     return f"<table><tr><th>rank</th><th>subject</th><th>distance</th></tr>{rows}</table>"
@@ -78,26 +103,26 @@ def _record_html(record: audit_pb2.AuditRecord) -> str:
     if event.kind == "search.completed":
         model = details.get("model", {})
         body = (
-            f"<p>Model {html.escape(str(model.get('id', '')))} {html.escape(str(model.get('version', '')))}, "
-            f"threshold {html.escape(str(details.get('threshold', '')))}, calibration "
-            f"{html.escape(str(details.get('calibration_id') or 'none'))}; probe SHA-256 "
-            f"<code>{html.escape(str(details.get('probe_sha256', '')))}</code>.</p>"
+            f"<p>Model {_text(str(model.get('id', '')))} {_text(str(model.get('version', '')))}, "
+            f"threshold {_text(str(details.get('threshold', '')))}, calibration "
+            f"{_text(str(details.get('calibration_id') or 'none'))}; probe SHA-256 "
+            f"<code>{_text(str(details.get('probe_sha256', '')))}</code>.</p>"
             + _candidates_table(details.get("candidates", []))
         )
     elif event.kind.endswith(".refused"):
         body = (
-            f"<p class='refused'>Refused ({html.escape(str(details.get('code', '')))}): "
-            f"{html.escape(str(details.get('reason', '')))}</p>"
+            f"<p class='refused'>Refused ({_text(str(details.get('code', '')))}): "
+            f"{_text(str(details.get('reason', '')))}</p>"
         )
     else:
-        body = f"<pre>{html.escape(json.dumps(details, indent=2, sort_keys=True))}</pre>"
+        body = f"<pre>{_text(json.dumps(details, indent=2, sort_keys=True))}</pre>"
     return (
-        f"<section><h3>#{record.sequence} {html.escape(event.kind)}</h3>"
-        f"<p>{html.escape(rfc3339(event.occurred_at))} by <b>{html.escape(event.actor)}</b>, "
-        f"purpose {html.escape(event.purpose or '-')}, trace {html.escape(event.trace_id or '-')}</p>"
-        f"{body}<p class='hash'>hash {html.escape(record.record_hash)} &middot; previous "
-        f"{html.escape(record.previous_hash)} &middot; key {html.escape(record.key_id)} &middot; signature "
-        f"{html.escape(record.signature)}</p></section>"
+        f"<section><h3>#{record.sequence} {_text(event.kind)}</h3>"
+        f"<p>{_text(rfc3339(event.occurred_at))} by <b>{_text(event.actor)}</b>, "
+        f"purpose {_text(event.purpose or '-')}, trace {_text(event.trace_id or '-')}</p>"
+        f"{body}<p class='hash'>hash {_text(record.record_hash)} &middot; previous "
+        f"{_text(record.previous_hash)} &middot; key {_text(record.key_id)} &middot; signature "
+        f"{_text(record.signature)}</p></section>"
     )
 
 
@@ -119,8 +144,8 @@ def render_html(export: gateway_pb2.ExportCaseResponse, problems: list[str]) -> 
         if not problems
         else "PROBLEMS: " + "; ".join(problems)
     )
-    summary = "".join(f"<li>{html.escape(kind)}: {count}</li>" for kind, count in sorted(kinds.items()))
-    case = html.escape(export.case_number)
+    summary = "".join(f"<li>{_text(kind)}: {count}</li>" for kind, count in sorted(kinds.items()))
+    case = _text(export.case_number)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Candor audit export: case {case}</title>
 <style>
@@ -129,12 +154,12 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #999; padding
 .hash {{ font-size: 0.75em; color: #555; word-break: break-all; }} .refused {{ color: #a00; }}
 </style></head><body>
 <h1>Audit export for case {case}</h1>
-<p>Exported {html.escape(rfc3339(export.exported_at))} by {html.escape(export.exported_by)}.
-{html.escape(LEAD_NOTICE)}</p>
-<h2>Integrity</h2><ul><li>{html.escape(chain)}</li><li>{html.escape(authenticity)}</li></ul>
+<p>Exported {_text(rfc3339(export.exported_at))} by {_text(export.exported_by)}.
+{_text(LEAD_NOTICE)}</p>
+<h2>Integrity</h2><ul><li>{_text(chain)}</li><li>{_text(authenticity)}</li></ul>
 <h2>Summary</h2><ul>{summary}<li>candidates shown in all: {shown}</li></ul>
 <h2>Records ({len(export.records)})</h2>
 {"".join(_record_html(record) for record in export.records)}
-<h2>Audit public key</h2><pre>{html.escape(verification.public_key_pem)}</pre>
+<h2>Audit public key</h2><pre>{_text(verification.public_key_pem)}</pre>
 </body></html>
 """

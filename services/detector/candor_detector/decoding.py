@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from candor_kit.errors import InvalidInput, TooLarge
 
 SUPPORTED_FORMATS = ("JPEG", "PNG")
+#: What Pillow raises on data cut short or mangled: header parsing, pixel decoding, EXIF.
+_CORRUPT = (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError)
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -62,6 +65,9 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
         raise TooLarge(f"the image has over {limits.max_pixels / 1e6:.0f} MP, the limit") from exc
     except UnidentifiedImageError as exc:
         raise InvalidInput("the data is not a readable JPEG or PNG image") from exc
+    except _CORRUPT as exc:
+        # A file cut short or mangled inside its header fails here, before any pixel is read.
+        raise InvalidInput("the image header is truncated or corrupt") from exc
     if image.format not in SUPPORTED_FORMATS:
         raise InvalidInput(f"unsupported image format {image.format}; send JPEG or PNG")
     width, height = image.size
@@ -81,7 +87,7 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
         quarter_turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
         image = ImageOps.exif_transpose(image) or image
         rgb = _to_rgb8(image)
-    except (OSError, ValueError, SyntaxError) as exc:
+    except _CORRUPT as exc:
         raise InvalidInput("the image data is truncated or corrupt") from exc
     oriented_w, oriented_h = (height, width) if quarter_turned else (width, height)
     rgb = _shrink_to(rgb, limits.working_pixels)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,10 @@ from candor_kit.errors import ConfigError, InvalidInput, PolicyViolation
 
 log = structlog.get_logger("candor.gateway.policy")
 
-CASE_NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$")
+#: A case number: 2-64 characters, "/"-separated parts that each start with a letter or digit (so
+#: no "..", no empty part and nothing a file name or a terminal would read specially).
+MAX_CASE_CHARS = 64
+CASE_NUMBER = re.compile(r"^(?=.{2,64}$)[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 PURPOSE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 LEAD_NOTICE = "investigative lead only: not a basis for arrest"
 #: The largest authorisation reference accepted (a warrant number, a court order's citation).
@@ -123,15 +127,26 @@ class Policy(_Strict):
         if not case_number:
             raise InvalidInput("a case number is required", rule=Rule.CASE)
         if not CASE_NUMBER.match(case_number):
-            raise InvalidInput("the case number must be 2-64 letters, digits or ._/-", rule=Rule.CASE)
+            raise InvalidInput(
+                "the case number must be 2-64 letters, digits or ._- in parts separated by /, each part "
+                "starting with a letter or digit",
+                rule=Rule.CASE,
+            )
         if not purpose:
             raise InvalidInput("a purpose is required", rule=Rule.PURPOSE)
         if purpose not in self.purposes:
+            # Named back only when it is a purpose's shape: the refusal's message travels in a gRPC
+            # trailer, and a 10 KB "purpose" would overflow it.
+            named = f"purpose {purpose!r}" if PURPOSE.match(purpose) else "the purpose"
             raise PolicyViolation(
-                f"purpose {purpose!r} is not allowed; allowed: {', '.join(sorted(self.purposes))}", rule=Rule.PURPOSE
+                f"{named} is not allowed; allowed: {', '.join(sorted(self.purposes))}", rule=Rule.PURPOSE
             )
         if len(authorisation) > MAX_AUTHORISATION_CHARS:
             raise InvalidInput(f"the authorisation reference exceeds {MAX_AUTHORISATION_CHARS} characters")
+        if not is_printable(authorisation):
+            raise InvalidInput(
+                "the authorisation reference holds control or formatting characters", rule=Rule.AUTHORISATION
+            )
         if self.authorisation_reference == "required" and not authorisation.strip():
             raise PolicyViolation(
                 "the policy requires an authorisation reference (warrant, order or approval)", rule=Rule.AUTHORISATION
@@ -303,3 +318,9 @@ reviews:
   needed: 2
   window_days: 30
 """
+
+
+def is_printable(text: str) -> bool:
+    """True when ``text`` holds no control, formatting (bidi overrides, zero-width) or separator
+    characters other than the plain space: nothing that rewrites a terminal or a page."""
+    return all(ch == " " or unicodedata.category(ch)[0] not in "CZ" for ch in text)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,7 @@ from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import AuditReader
-from candor_gateway.policy import PolicyHolder, Rule
+from candor_gateway.policy import PolicyHolder, Rule, is_printable
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.retention import ProbeStore
 from candor_kit import AuditPublisher, CandorError, InvalidInput, NotFound, PolicyViolation, PreconditionFailed
@@ -372,6 +373,8 @@ def _decision(request: gateway_pb2.SubmitReviewRequest) -> str:
         raise InvalidInput("decision must be DECISION_CONFIRM or DECISION_REJECT")
     if len(request.notes) > MAX_NOTES:
         raise InvalidInput(f"notes exceed {MAX_NOTES} characters")
+    if not is_printable(re.sub(r"\r?\n|\t", " ", request.notes)):
+        raise InvalidInput("notes may hold line breaks and tabs but no other control or formatting characters")
     if request.rank < 1:
         raise InvalidInput("rank must be 1 or more")
     return DECISIONS[request.decision]

@@ -27,7 +27,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.calibration import CalibrationGate
-from candor_gateway.policy import PolicyHolder
+from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, is_printable
 from candor_gateway.quota import SearchQuota
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.retention import ProbeStore
@@ -473,6 +473,10 @@ class Workflow:
             principal.require(Permission.EXPORT_CASE)
             if not case_number.strip():
                 raise InvalidInput("case_number is required")
+            # Looser than a search's grammar, so that a case recorded under an older rule can still
+            # be exported; but never a text that no search could have carried.
+            if len(case_number) > MAX_CASE_CHARS or not is_printable(case_number):
+                raise InvalidInput(f"a case number is at most {MAX_CASE_CHARS} printable characters")
             verification = await self._bus.request(
                 AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
             )
