@@ -8,10 +8,9 @@ Usage: python scripts/nats_auth.py
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from candor_kit.subjects import ROLES, nats_permissions
+from candor_kit.subjects import nats_authorization
 
 AUTH = Path(__file__).resolve().parents[1] / "deploy" / "k8s" / "base" / "nats" / "auth.conf"
 HEADER = """\
@@ -23,19 +22,8 @@ HEADER = """\
 
 
 def render() -> str:
-    """The authorization block for every service."""
-    lines = [HEADER.rstrip("\n"), "authorization {", "  users: ["]
-    for service in ROLES:
-        granted = nats_permissions(service)
-        publish = f"allow: {json.dumps(granted['publish'])}" if granted["publish"] else 'deny: [">"]'
-        lines += [
-            f"    {{user: {service}, password: $NATS_PASSWORD_{service.upper()}, permissions: {{",
-            f"      publish: {{{publish}}}",
-            f"      subscribe: {{allow: {json.dumps(granted['subscribe'])}}}",
-            "      allow_responses: true",
-            "    }}",
-        ]
-    return "\n".join([*lines, "  ]", "}", ""])
+    """The generated file: its header and the authorization block for every service."""
+    return HEADER + nats_authorization()
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ from candor_cli.stack import (
 )
 from candor_gateway.access import ROLES, issue_token, load_private_key
 from candor_kit import catalogue
+from candor_kit.bus import NatsLogin
+from candor_kit.subjects import inbox_prefix
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -224,6 +226,19 @@ def _keep_checkpoint(path: Path, checkpoint: audit_pb2.Checkpoint) -> None:
     print(f"kept the checkpoint of record {checkpoint.sequence} in {path}")
 
 
+def _operator_login(stack: LocalStack) -> NatsLogin | None:
+    """How `candor eval --via-stack` and `candor model calibrate` reach NATS: CANDOR_NATS_URL with
+    CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE when set, else the running local stack as its
+    ``operator`` user; None when neither is there."""
+    url = os.environ.get("CANDOR_NATS_URL")
+    if url:
+        user = os.environ.get("CANDOR_NATS_USER", "")
+        return NatsLogin(
+            url, user, os.environ.get("CANDOR_NATS_PASSWORD_FILE", ""), inbox_prefix(user) if user else "_INBOX"
+        )
+    return stack.nats_login("operator") if stack.running() else None
+
+
 def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
     """Write case-<CASE>.json (the records, each with hash and signature) and a readable .html."""
     export = client.export_case(case_number)
@@ -314,11 +329,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command in ("eval", "model"):
         stack = _stack(args)
-        state = stack.state()
-        nats_url = os.environ.get("CANDOR_NATS_URL") or (state.nats_url if state and stack.running() else None)
+        login = _operator_login(stack)
         if args.command == "eval":
-            return run_eval(args, nats_url)
-        return run_calibrate(args, stack.registry, nats_url)
+            return run_eval(args, login)
+        return run_calibrate(args, stack.registry, login)
 
     with _client(args) as client:
         if args.command == "enroll":

@@ -26,9 +26,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
-from candor_cli.deploy_secrets import init_secrets, write_private, write_token_keys
+from candor_cli.deploy_secrets import init_secrets, nats_password, write_private, write_token_keys
 from candor_gateway.access import issue_token, load_private_key
 from candor_gateway.policy import DEFAULT_POLICY_YAML
+from candor_kit import subjects
+from candor_kit.bus import NatsLogin
 
 #: The issuer and audience of the local stack's tokens.
 LOCAL_ISSUER = "candor-local"
@@ -113,18 +115,42 @@ def ensure_token_keys(data_dir: Path) -> Path:
     return private
 
 
+def ensure_nats_passwords(data_dir: Path) -> dict[str, str]:
+    """Each NATS user's password (every role of ``subjects.ROLES``), made on first use in
+    ``data_dir/secrets/nats-password-<role>`` (0600), as ``candor secrets init`` names them."""
+    secrets = data_dir / "secrets"
+    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+    passwords = {}
+    for role in subjects.ROLES:
+        path = nats_password_file(data_dir, role)
+        if not path.exists():
+            write_private(path, nats_password() + "\n")
+        passwords[role] = path.read_text().strip()
+    return passwords
+
+
+def nats_password_file(data_dir: Path, role: str) -> Path:
+    """Where the local stack keeps ``role``'s NATS password."""
+    return data_dir / "secrets" / f"nats-password-{role}"
+
+
 def start_nats_server(
     folder: Path,
     port: int,
     log: IO[bytes] | int = subprocess.DEVNULL,
     tls: tuple[Path, Path] | None = None,
+    passwords: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start nats-server on a loopback port with JetStream stored under ``folder``.
 
     ``max_payload`` is raised to 16 MB so a 10 MB photo travels as one message. ``tls`` is a
-    (certificate, key) pair to require TLS. The call returns once the server accepts connections.
+    (certificate, key) pair to require TLS. With ``passwords`` (role: password), the server has
+    the deployment's users, one per role with its least permissions (``subjects.nats_authorization``);
+    the passwords reach it through its environment, never its config file. The call returns once
+    the server accepts connections.
     """
     tls_block = [] if tls is None else ["tls {", f'  cert_file: "{tls[0]}"', f'  key_file: "{tls[1]}"', "}"]
+    auth_block = [] if passwords is None else [subjects.nats_authorization()]
     store = folder / "nats"
     store.mkdir(parents=True, exist_ok=True)
     config = folder / "nats.conf"
@@ -139,12 +165,14 @@ def start_nats_server(
                 "  max_file_store: 10GB",
                 "}",
                 *tls_block,
+                *auth_block,
                 "",
             ]
         )
     )
+    env = {**os.environ, **{subjects.password_variable(role): pw for role, pw in (passwords or {}).items()}}
     process = subprocess.Popen(
-        [nats_server_binary(), "-c", str(config)], stdout=log, stderr=log, start_new_session=True
+        [nats_server_binary(), "-c", str(config)], env=env, stdout=log, stderr=log, start_new_session=True
     )
     try:
         _wait_port(port, 30)
@@ -242,6 +270,17 @@ class LocalStack:
         state = self.state()
         return bool(state and state.pids and all(_alive(pid) for pid in state.pids.values()))
 
+    def nats_login(self, role: str = "operator") -> NatsLogin:
+        """How ``role`` (a key of ``subjects.ROLES``) logs in to this stack's nats-server."""
+        state = self.state()
+        if state is None:
+            raise StackError(f"no stack in {self.data}; run `candor stack up`")
+        if self.compose is not None:
+            password = self.deploy_secrets / f"nats-password-{role}"
+        else:
+            password = nats_password_file(self.data, role)
+        return NatsLogin(state.nats_url, role, str(password), subjects.inbox_prefix(role))
+
     def token(self, user: str = "local-operator", roles: tuple[str, ...] = OPERATOR_ROLES, ttl_s: int = 3600) -> str:
         """A fresh token from this stack's signing key (made at first start), for ``user``."""
         state = self.state()
@@ -330,7 +369,7 @@ class LocalStack:
         # The child keeps its own copy of the descriptor; the parent's closes with the block.
         with open(self.logs / "nats.log", "ab") as log:
             if self.compose is None:
-                return start_nats_server(self.data, port, log).pid
+                return start_nats_server(self.data, port, log, passwords=ensure_nats_passwords(self.data)).pid
             return self._start_compose_nats(port, log)
 
     def _start_compose_nats(self, port: int, log: IO[bytes]) -> int:
@@ -376,6 +415,9 @@ class LocalStack:
         env = {
             **os.environ,
             "CANDOR_NATS_URL": state.nats_url,
+            # Each service logs in as its own NATS user, as in compose and Kubernetes.
+            "CANDOR_NATS_USER": name,
+            "CANDOR_NATS_PASSWORD_FILE": str(nats_password_file(self.data, name)),
             "CANDOR_GRPC_ADDRESS": state.addresses[name],
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,

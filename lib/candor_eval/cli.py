@@ -14,6 +14,7 @@ from candor_eval.dataset import load_dataset
 from candor_eval.embedding import CandorPipeline, PlainDlib, StackPipeline, embed_all
 from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
+from candor_kit.bus import NatsLogin
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
 
@@ -50,7 +51,7 @@ def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
     return show
 
 
-def run_eval(args: argparse.Namespace, nats_url: str | None = None) -> int:
+def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
     """Embed the dataset with Candor's pipeline (and plain dlib with --anchor) and write the report."""
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
     engine = build_engine("dlib", None, None)
@@ -59,10 +60,10 @@ def run_eval(args: argparse.Namespace, nats_url: str | None = None) -> int:
         CandorPipeline(engine, crop_fallback=args.crop_fallback)
     ]
     if args.via_stack:
-        if not nats_url:
+        if login is None:
             print("error: --via-stack needs a running stack (candor stack up) or CANDOR_NATS_URL", file=sys.stderr)
             return 2
-        pipelines = [StackPipeline(nats_url)]
+        pipelines = [StackPipeline(login)]
     if args.anchor:
         pipelines.append(PlainDlib())
     runs, plotted = {}, {}
@@ -86,7 +87,7 @@ def run_eval(args: argparse.Namespace, nats_url: str | None = None) -> int:
     return 0
 
 
-def run_calibrate(args: argparse.Namespace, default_registry: Path, nats_url: str | None) -> int:
+def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsLogin | None) -> int:
     """Calibrate a model, store the record, and audit it when a stack is reachable."""
     engine = build_engine("dlib", None, None)
     if args.model != engine.model.id:
@@ -115,20 +116,20 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, nats_url: st
     for group in record.per_group:
         print(f"  group {group['group']}: FMR {group['fmr']}  FNMR {group['fnmr']}")
     print(f"calibration {record.calibration_id[:16]}… written to {path}; restart the gateway to use it")
-    if nats_url:
-        asyncio.run(audit_calibration(nats_url, record, os.environ.get("USER", "operator")))
+    if login is not None:
+        asyncio.run(audit_calibration(login, record, os.environ.get("USER", "operator")))
         print("calibration audited as model.calibrated")
     return 0
 
 
-async def audit_calibration(nats_url: str, record: CalibrationRecord, actor: str) -> None:
-    """Publish the ``model.calibrated`` audit event."""
-    from candor_kit import AuditPublisher, Bus, ensure_audit_stream
+async def audit_calibration(login: NatsLogin, record: CalibrationRecord, actor: str) -> None:
+    """Publish the ``model.calibrated`` audit event, as the NATS user ``operator``."""
+    from candor_kit import AuditPublisher, ensure_audit_stream
 
-    bus = await Bus.connect(nats_url, "candor-cli")
+    bus = await login.connect("candor-cli")
     try:
         await ensure_audit_stream(bus)
-        await AuditPublisher(bus).publish(
+        await AuditPublisher(bus, "operator").publish(
             "model.calibrated",
             actor=actor,
             details={

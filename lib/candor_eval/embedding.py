@@ -15,6 +15,7 @@ from candor_detector import DecodeLimits, FaceDetector, decode_image
 from candor_embedder import EmbeddingEngine
 from candor_eval.dataset import LabelledImage
 from candor_kit import CandorError, subjects
+from candor_kit.bus import NatsLogin
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
 
 
@@ -115,8 +116,8 @@ class StackPipeline:
 
     name = "candor-stack"
 
-    def __init__(self, nats_url: str, timeout_s: float = 60.0) -> None:
-        self._nats_url = nats_url
+    def __init__(self, login: NatsLogin, timeout_s: float = 60.0) -> None:
+        self._login = login
         self._timeout = timeout_s
 
     def embed_all(self, images: list[LabelledImage], progress: Callable[[int], None] | None = None) -> list[Embedded]:
@@ -126,9 +127,8 @@ class StackPipeline:
     async def _embed_all(self, images: list[LabelledImage], progress: Callable[[int], None] | None) -> list[Embedded]:
         from candor.detector.v1 import detector_pb2
         from candor.embedder.v1 import embedder_pb2
-        from candor_kit import Bus
 
-        bus = await Bus.connect(self._nats_url, "candor-eval")
+        bus = await self._login.connect("candor-eval")
         results = []
         try:
             for count, image in enumerate(images, start=1):

@@ -13,7 +13,7 @@ from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_kit.bus import Bus
-from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM
+from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM, ROLES, audit_subject
 from candor_kit.subjects import AUDIT_EVENT_PREFIX as AUDIT_SUBJECT_PREFIX
 from candor_kit.telemetry import current_trace_id
 
@@ -42,8 +42,14 @@ async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
 class AuditPublisher:
     """Publishes audit events durably; a failed publish raises, so callers fail closed."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, source: str) -> None:
+        """``source`` is the publishing service's name (a key of ``subjects.ROLES``): events go
+        out on ``candor.audit.v1.event.<source>.<kind>``, the only audit subjects its NATS user
+        may publish to."""
+        if source not in ROLES or not ROLES[source].audit_kinds:
+            raise ValueError(f"{source!r} is not a service that writes audit events")
         self._bus = bus
+        self.source = source
         #: The highest audit stream sequence this publisher's events were stored at: a reader that
         #: waits for it (QueryRequest.wait_for_stream_sequence) sees everything published here.
         self.last_sequence = 0
@@ -74,6 +80,6 @@ class AuditPublisher:
             trace_id=current_trace_id(),
             details_json=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
         )
-        sequence = await self._bus.publish_durable(f"{AUDIT_SUBJECT_PREFIX}.{kind}", event, msg_id=event.event_id)
+        sequence = await self._bus.publish_durable(audit_subject(self.source, kind), event, msg_id=event.event_id)
         self.last_sequence = max(self.last_sequence, sequence)
         return event.event_id

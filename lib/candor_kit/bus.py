@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +41,24 @@ Resp = TypeVar("Resp", bound=Message)
 
 log = structlog.get_logger("candor.bus")
 _tracer = trace.get_tracer("candor.bus")
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """How a client that is not a service (the command line, a test) logs in to NATS."""
+
+    url: str
+    #: The NATS user, with its password in ``password_file``; empty for a server without users.
+    user: str = ""
+    password_file: str = ""
+    #: The user's own reply inboxes (``subjects.inbox_prefix``): its permissions allow no others.
+    inbox_prefix: str = "_INBOX"
+
+    async def connect(self, name: str) -> Bus:
+        """A Bus logged in as this user."""
+        return await Bus.connect(
+            self.url, name, user=self.user, password_file=self.password_file, inbox_prefix=self.inbox_prefix
+        )
 
 
 class Bus:

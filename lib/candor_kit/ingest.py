@@ -392,7 +392,8 @@ def running_worker(
     """Start a stage's worker beside a service's request/reply serving, unless turned off."""
     if not settings.enabled:
         return None
-    worker: Worker[W] = Worker(bus, stage, handle, settings, AuditPublisher(bus))
+    service = next(name for name, role in subjects.ROLES.items() if role.import_stage == stage.name)
+    worker: Worker[W] = Worker(bus, stage, handle, settings, AuditPublisher(bus, service))
     return asyncio.create_task(worker.run(stop), name=f"import-{stage.name}")
 
 

@@ -6,6 +6,8 @@ Services import their subjects from here; the NATS permissions in ``deploy/`` ar
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import re
 from dataclasses import dataclass
 
@@ -86,8 +88,10 @@ class BusRole:
     serves: tuple[str, ...] = ()
     #: Request subjects it calls.
     calls: tuple[str, ...] = ()
-    #: Whether it publishes audit events (and may create the audit stream).
-    audits: bool = False
+    #: The audit event kinds it may write (shell patterns). It publishes them under its own name,
+    #: ``candor.audit.v1.event.<service>.<kind>``, which its NATS user alone may publish to, and the
+    #: audit service refuses any kind the publishing service does not own.
+    audit_kinds: tuple[str, ...] = ()
     #: Whether it consumes the audit stream and writes the chain.
     writes_chain: bool = False
     #: The import stage it works (detect, embed or match), pulling from the CANDOR_INGEST stream.
@@ -100,13 +104,20 @@ class BusRole:
     keeps_tombstones: bool = False
     #: Whether it writes the gallery's model pointer (the matcher), or only reads it.
     gallery_models: str = ""
+    #: Whether it may read the dead-lettered import work (an operator looking into failures).
+    reads_dead_letters: bool = False
 
+
+#: Dead-lettered import work is audited by the stage that gave up on it.
+_IMPORT_ITEM_FAILED = "gallery.import_item_failed"
 
 ROLES: dict[str, BusRole] = {
-    "detector": BusRole(serves=(DETECT, f"{DETECT}.*"), audits=True, import_stage="detect", hands_on_to="embed"),
+    "detector": BusRole(
+        serves=(DETECT, f"{DETECT}.*"), audit_kinds=(_IMPORT_ITEM_FAILED,), import_stage="detect", hands_on_to="embed"
+    ),
     "embedder": BusRole(
         serves=(EMBED, f"{EMBED}.*", EMBED_MODEL, f"{EMBED_MODEL}.*"),
-        audits=True,
+        audit_kinds=(_IMPORT_ITEM_FAILED,),
         import_stage="embed",
         hands_on_to="match",
     ),
@@ -121,7 +132,7 @@ ROLES: dict[str, BusRole] = {
             MATCH_LIST_MISSING,
             MATCH_SWITCH_MODEL,
         ),
-        audits=True,
+        audit_kinds=("enroll.completed", _IMPORT_ITEM_FAILED, "matcher.*"),
         import_stage="match",
         keeps_tombstones=True,
         gallery_models="write",
@@ -145,12 +156,69 @@ ROLES: dict[str, BusRole] = {
             AUDIT_VERIFY,
             AUDIT_QUERY,
         ),
-        audits=True,
+        # Every use of the public API: searches, enrolments, reviews, deletions, exports, imports,
+        # re-embeddings and their refusals, the policy in force, probe retention.
+        audit_kinds=(
+            "search.*",
+            "enroll.*",
+            "detect.*",
+            "delete.*",
+            "delete_record.*",
+            "subject.deleted",
+            "record.deleted",
+            "review.*",
+            "verify_audit.*",
+            "export_case.*",
+            "list_audit.*",
+            "audit.verified",
+            "audit.listed",
+            "case.exported",
+            "policy.*",
+            "probe.deleted",
+            "import.*",
+            "reembed.*",
+            "gallery.import_started",
+            "gallery.import_finished",
+            "gallery.reembed_started",
+            "gallery.model_switched",
+            # Import work whose deliveries ran out, which the gateway hears of by advisory.
+            _IMPORT_ITEM_FAILED,
+        ),
         runs_imports=True,
         hands_on_to="detect",
         gallery_models="read",
     ),
+    # A person at the command line (`candor eval`, `candor model calibrate`): calls the detector
+    # and embedder, counts the gallery's records, reads dead-lettered import work, and records a
+    # calibration. Never a search, an enrolment, a deletion or the audit log.
+    "operator": BusRole(
+        calls=(DETECT, f"{DETECT}.*", EMBED, f"{EMBED}.*", EMBED_MODEL, f"{EMBED_MODEL}.*", MATCH_GALLERY),
+        audit_kinds=("model.calibrated",),
+        reads_dead_letters=True,
+    ),
 }
+
+
+def audit_subject(source: str, kind: str) -> str:
+    """The subject ``source`` publishes an audit event of ``kind`` on."""
+    return f"{AUDIT_EVENT_PREFIX}.{source}.{kind}"
+
+
+def audit_publisher_problem(subject: str, kind: str) -> str | None:
+    """Why an audit event of ``kind`` that arrived on ``subject`` must not enter the chain, or None.
+
+    The subject names its publisher (NATS lets each service's user publish under its own name
+    only); the event's kind must be the subject's and one its publisher owns.
+    """
+    prefix = AUDIT_EVENT_PREFIX + "."
+    source, _, subject_kind = subject.removeprefix(prefix).partition(".")
+    if not subject.startswith(prefix) or source not in ROLES or not ROLES[source].audit_kinds:
+        return "the subject names no service that writes audit events"
+    if subject_kind != kind:
+        return "the event's kind is not the one its subject names"
+    if not any(fnmatch.fnmatchcase(kind, pattern) for pattern in ROLES[source].audit_kinds):
+        return f"{source} does not own audit events of this kind"
+    return None
 
 
 def inbox_prefix(service: str) -> str:
@@ -193,7 +261,7 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
     stream_api = [f"$JS.API.STREAM.{verb}.{AUDIT_STREAM}" for verb in ("CREATE", "INFO")]
     publish = list(role.calls)
     subscribe = list(role.serves)
-    if role.calls or role.audits or role.writes_chain or role.import_stage:
+    if role.calls or role.audit_kinds or role.writes_chain or role.import_stage:
         subscribe.append(f"{inbox_prefix(service)}.>")
     if role.import_stage or role.runs_imports:
         publish += [
@@ -224,8 +292,10 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"{INGEST_DEAD_PREFIX}.>",
         ]
         subscribe.append(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}.>")
-    if role.audits:
-        publish += [f"{AUDIT_EVENT_PREFIX}.>", *stream_api]
+    if role.audit_kinds:
+        publish += [f"{AUDIT_EVENT_PREFIX}.{service}.>", *stream_api]
+    if role.reads_dead_letters:
+        publish += [f"$JS.API.STREAM.{verb}.{INGEST_DEAD_STREAM}" for verb in ("INFO", "MSG.GET")]
     if role.writes_chain:
         publish += [
             *stream_api,
@@ -238,3 +308,26 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             AUDIT_CHECKPOINT,
         ]
     return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}
+
+
+def nats_authorization() -> str:
+    """nats-server's ``authorization`` block: one user per role of ROLES with exactly the
+    permissions of ``nats_permissions``, each password read from the server's environment
+    (``NATS_PASSWORD_<ROLE>``), so the file holds no secret."""
+    lines = ["authorization {", "  users: ["]
+    for service in ROLES:
+        granted = nats_permissions(service)
+        publish = f"allow: {json.dumps(granted['publish'])}" if granted["publish"] else 'deny: [">"]'
+        lines += [
+            f"    {{user: {service}, password: ${password_variable(service)}, permissions: {{",
+            f"      publish: {{{publish}}}",
+            f"      subscribe: {{allow: {json.dumps(granted['subscribe'])}}}",
+            "      allow_responses: true",
+            "    }}",
+        ]
+    return "\n".join([*lines, "  ]", "}", ""])
+
+
+def password_variable(service: str) -> str:
+    """The nats-server environment variable that holds ``service``'s NATS password."""
+    return f"NATS_PASSWORD_{service.upper()}"

@@ -20,7 +20,14 @@ import nats
 import pytest
 
 from candor_cli.deploy_secrets import nats_password
-from candor_cli.stack import StackError, _wait_port, free_port, nats_server_binary
+from candor_cli.stack import (
+    StackError,
+    _wait_port,
+    ensure_nats_passwords,
+    free_port,
+    nats_server_binary,
+    start_nats_server,
+)
 from candor_kit import subjects
 from tests.conftest import self_signed
 from tests.deploy.manifests import COMPOSE_DIR, K8S, named, render
@@ -39,6 +46,11 @@ PROBES = sorted(
         subjects.AUDIT_VERIFY,
         subjects.AUDIT_QUERY,
         f"{subjects.AUDIT_EVENT_PREFIX}.search.completed",
+        *(subjects.audit_subject(service, "review.submitted") for service in subjects.ROLES),
+        f"$JS.API.STREAM.UPDATE.{subjects.AUDIT_STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{subjects.AUDIT_STREAM}",
+        f"$JS.API.CONSUMER.DELETE.{subjects.AUDIT_STREAM}.{subjects.AUDIT_CONSUMER}",
+        f"$JS.API.STREAM.MSG.GET.{subjects.INGEST_DEAD_STREAM}",
         subjects.AUDIT_DEAD_LETTER,
         subjects.AUDIT_CHECKPOINT,
         f"$JS.API.STREAM.CREATE.{subjects.AUDIT_STREAM}",
@@ -124,6 +136,20 @@ def running(config: Path, env: dict[str, str]) -> Iterator[int]:
             server.wait(10)
 
 
+async def check_every_user(url: str, passwords: dict[str, str], **options: Any) -> None:
+    """Each role's user may do exactly what nats_permissions grants it; a wrong password is refused."""
+    for service, password in passwords.items():
+        granted = subjects.nats_permissions(service)
+        expected = {
+            (action, subject): any(matches(pattern, subject) for pattern in granted[action])
+            for subject in PROBES
+            for action in ("publish", "subscribe")
+        }
+        assert await allowed_operations(url, service, password, **options) == expected, service
+    with pytest.raises(Exception, match=r"[Aa]uthorization"):
+        await nats.connect(url, user="gateway", password="wrong", allow_reconnect=False, **options)
+
+
 @pytest.mark.parametrize("name", ["compose", "k8s-dev", "k8s-prod"])
 async def test_each_service_user_gets_exactly_its_permissions(name: str, tmp_path: Path) -> None:
     nats_conf, auth_conf = configurations()[name]
@@ -137,22 +163,38 @@ async def test_each_service_user_gets_exactly_its_permissions(name: str, tmp_pat
         tls = "tls {" in nats_conf.split("cluster {")[0]
         url = f"{'tls' if tls else 'nats'}://127.0.0.1:{port}"
         options: dict[str, Any] = {"tls": ssl.create_default_context(cafile=str(cert))} if tls else {}
-        for service, password in passwords.items():
-            granted = subjects.nats_permissions(service)
-            expected = {
-                (action, subject): any(matches(pattern, subject) for pattern in granted[action])
-                for subject in PROBES
-                for action in ("publish", "subscribe")
-            }
-            assert await allowed_operations(url, service, password, **options) == expected, service
+        await check_every_user(url, passwords, **options)
+
+
+async def test_the_local_stack_nats_server_has_the_same_users(tmp_path: Path) -> None:
+    passwords = ensure_nats_passwords(tmp_path)
+    assert set(passwords) == set(subjects.ROLES)
+    for role in subjects.ROLES:
+        assert (tmp_path / "secrets" / f"nats-password-{role}").stat().st_mode & 0o077 == 0, role
+    port = free_port()
+    server = start_nats_server(tmp_path, port, passwords=passwords)
+    try:
+        assert "pw" not in (tmp_path / "nats.conf").read_text().replace("password: $NATS_PASSWORD", "")
+        await check_every_user(f"nats://127.0.0.1:{port}", passwords)
         with pytest.raises(Exception, match=r"[Aa]uthorization"):
-            await nats.connect(url, user="gateway", password="wrong", allow_reconnect=False, **options)
+            await nats.connect(f"nats://127.0.0.1:{port}", allow_reconnect=False)
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
-def test_no_service_may_delete_or_purge_the_audit_stream() -> None:
+def test_each_service_may_write_audit_events_under_its_own_name_only() -> None:
     for service in subjects.ROLES:
         granted = subjects.nats_permissions(service)["publish"]
-        for verb in ("DELETE", "PURGE"):
+        for other in subjects.ROLES:
+            allowed = any(matches(p, subjects.audit_subject(other, "review.submitted")) for p in granted)
+            assert allowed == (other == service and bool(subjects.ROLES[service].audit_kinds)), (service, other)
+
+
+def test_no_service_may_delete_purge_or_change_the_audit_stream() -> None:
+    for service in subjects.ROLES:
+        granted = subjects.nats_permissions(service)["publish"]
+        for verb in ("DELETE", "PURGE", "UPDATE", "MSG.DELETE"):
             assert not any(matches(p, f"$JS.API.STREAM.{verb}.{subjects.AUDIT_STREAM}") for p in granted), service
 
 

@@ -304,15 +304,18 @@ def _wait_until(client: GatewayClient, import_id: str, done: int, timeout_s: flo
 # --- NATS helpers ---------------------------------------------------------------------------------
 
 
-def _nats(stack: LocalStack):  # type: ignore[no-untyped-def]
-    state = stack.state()
-    assert state is not None
-    return nats.connect(state.nats_url)
+def _nats(stack: LocalStack, role: str):  # type: ignore[no-untyped-def]
+    """A NATS connection as ``role``'s user: the stack's nats-server has no anonymous access."""
+    login = stack.nats_login(role)
+    password = Path(login.password_file).read_text().strip()
+    return nats.connect(login.url, user=login.user, password=password, inbox_prefix=login.inbox_prefix)
 
 
 def _publish(stack: LocalStack, subject: str, data: bytes) -> None:
+    """Publish import work as the embedder would hand it on to the matcher."""
+
     async def run() -> None:
-        client = await _nats(stack)
+        client = await _nats(stack, "embedder")
         await client.jetstream().publish(subject, data)
         await client.close()
 
@@ -331,7 +334,7 @@ def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ac
     """Act as a worker that dies on its item: take it ``deliveries`` times and never settle it."""
 
     async def run() -> None:
-        client = await _nats(stack)
+        client = await _nats(stack, "embedder")
         js = client.jetstream()
         subscription = await js.pull_subscribe_bind(durable=consumer, stream=subjects.INGEST_STREAM)
         for _ in range(deliveries):
@@ -353,7 +356,7 @@ def gallery_records(stack: LocalStack, subject_id: str = "", model_id: str = "")
     """The matcher's count of gallery records (of one subject, of one model, when given)."""
 
     async def run() -> int:
-        client = await _nats(stack)
+        client = await _nats(stack, "operator")
         request = matcher_pb2.GetGalleryRequest(subject_id=subject_id, model_id=model_id)
         reply = await client.request(subjects.MATCH_GALLERY, request.SerializeToString(), 10)
         await client.close()
@@ -366,7 +369,7 @@ def gallery_records(stack: LocalStack, subject_id: str = "", model_id: str = "")
 
 def _dead_letters(stack: LocalStack) -> list[tuple[str, bytes]]:
     async def run() -> list[tuple[str, bytes]]:
-        client = await _nats(stack)
+        client = await _nats(stack, "operator")
         js = client.jetstream()
         info = await js.stream_info(subjects.INGEST_DEAD_STREAM)
         found = []

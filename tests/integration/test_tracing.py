@@ -26,8 +26,11 @@ EXPECTED_EDGES = {
     (f"{EMBED} request", f"{EMBED} process"),
     (SEARCH, "candor.matcher.v1.search request"),
     ("candor.matcher.v1.search request", "candor.matcher.v1.search process"),
-    (SEARCH, "candor.audit.v1.event.search.completed publish"),
-    ("candor.audit.v1.event.search.completed publish", "candor.audit.v1.event.search.completed process"),
+    (SEARCH, "candor.audit.v1.event.gateway.search.completed publish"),
+    (
+        "candor.audit.v1.event.gateway.search.completed publish",
+        "candor.audit.v1.event.gateway.search.completed process",
+    ),
 }
 
 

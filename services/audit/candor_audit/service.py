@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,8 @@ from candor_kit.bus import fetch_batch
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY
 QUERY_SUBJECT = subjects.AUDIT_QUERY
 CONSUMER = subjects.AUDIT_CONSUMER
+#: The record of an audit event refused for its publisher (audit_publisher_problem).
+REFUSED_KIND = "audit.event_refused"
 log = structlog.get_logger("candor.audit")
 
 
@@ -136,6 +140,38 @@ def entry_from_event(event: audit_pb2.AuditEvent) -> AuditEntry:
         purpose=event.purpose,
         trace_id=event.trace_id,
         details_json=event.details_json or "{}",
+    )
+
+
+#: How much of a refused event's subject and claims its refusal record keeps.
+REFUSED_FIELD_CHARS = 200
+
+
+def refused_entry(subject: str, event: audit_pb2.AuditEvent, problem: str, now: str) -> AuditEntry:
+    """The chain entry that records a refused audit event: where it came from and what it claimed,
+    bounded, never its details."""
+
+    def bounded(text: str) -> str:
+        return ascii(text[:REFUSED_FIELD_CHARS])[1:-1]
+
+    details = {
+        "subject": bounded(subject),
+        "claimed_kind": bounded(event.kind),
+        "claimed_actor": bounded(event.actor),
+        "claimed_event_id": bounded(event.event_id),
+        "reason": problem,
+    }
+    return AuditEntry(
+        # Its own id, derived from the claimed one, so a redelivery is stored once and the claim
+        # cannot take the id of the genuine event it imitates.
+        event_id="refused." + hashlib.sha256(f"{subject}\n{event.event_id}".encode()).hexdigest(),
+        kind=REFUSED_KIND,
+        occurred_at=now,
+        actor="service:audit",
+        case_number="",
+        purpose="",
+        trace_id=event.trace_id if len(event.trace_id) == 32 else "",
+        details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
     )
 
 
@@ -259,9 +295,16 @@ class AuditLog:
             event.ParseFromString(msg.data)
         except DecodeError as exc:
             raise InvalidInput("audit message is not an AuditEvent") from exc
-        entry = entry_from_event(event)
         now = Timestamp()
         now.GetCurrentTime()
+        problem = subjects.audit_publisher_problem(msg.subject, event.kind)
+        if problem is None:
+            entry = entry_from_event(event)
+        else:
+            # Not the publisher's to write: a forged review, say. It stays out of the chain, and
+            # the attempt goes in instead.
+            entry = refused_entry(msg.subject, event, problem, rfc3339(now))
+            log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
         stored = await asyncio.to_thread(self._chain.append, entry, rfc3339(now))
         if stored is not None:
             log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)

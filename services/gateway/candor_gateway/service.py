@@ -340,7 +340,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     async with ServiceHost(settings.common, [SERVICE]) as host:
         assert host.bus is not None
         await ensure_audit_stream(host.bus, settings.audit_stream_replicas)
-        audit = AuditPublisher(host.bus)
+        audit = AuditPublisher(host.bus, "gateway")
         workflow = Workflow(
             host.bus,
             audit,

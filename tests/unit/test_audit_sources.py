@@ -1,0 +1,35 @@
+"""Each audit event enters the chain only from the service that owns its kind."""
+
+from __future__ import annotations
+
+import pytest
+
+from candor_kit import subjects
+from candor_kit.audit_events import AuditPublisher
+
+
+@pytest.mark.parametrize(
+    ("subject", "kind", "problem"),
+    [
+        ("candor.audit.v1.event.gateway.review.submitted", "review.submitted", None),
+        ("candor.audit.v1.event.matcher.enroll.completed", "enroll.completed", None),
+        ("candor.audit.v1.event.operator.model.calibrated", "model.calibrated", None),
+        ("candor.audit.v1.event.detector.review.submitted", "review.submitted", "does not own"),
+        ("candor.audit.v1.event.operator.search.completed", "search.completed", "does not own"),
+        ("candor.audit.v1.event.gateway.search.completed", "review.submitted", "not the one its subject names"),
+        ("candor.audit.v1.event.review.submitted", "review.submitted", "names no service"),
+        ("candor.audit.v1.event.audit.review.submitted", "review.submitted", "names no service"),
+        ("candor.elsewhere.gateway.review.submitted", "review.submitted", "names no service"),
+    ],
+)
+def test_an_audit_event_enters_the_chain_only_from_the_service_that_owns_its_kind(
+    subject: str, kind: str, problem: str | None
+) -> None:
+    found = subjects.audit_publisher_problem(subject, kind)
+    assert found is None if problem is None else problem in (found or "")
+
+
+def test_every_service_publishes_audit_events_under_its_own_name() -> None:
+    assert subjects.audit_subject("gateway", "search.completed") == "candor.audit.v1.event.gateway.search.completed"
+    with pytest.raises(ValueError, match="not a service that writes audit events"):
+        AuditPublisher(None, "audit")  # type: ignore[arg-type]
