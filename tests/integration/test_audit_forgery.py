@@ -46,7 +46,10 @@ def forged_review(search_id: str, reviewer: str) -> audit_pb2.AuditEvent:
 
 
 async def test_reviews_forged_by_another_service_stay_out_of_the_chain_and_the_attempt_is_recorded(
-    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None  # noqa: F811
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    gallery: None,  # noqa: F811
 ) -> None:
     search_id = await search_as(gateway, samples, INVESTIGATOR, "FORGE-1")
     forged = {
