@@ -23,6 +23,11 @@ from fetch_sample_images import fetch  # noqa: E402
 from candor_cli.stack import free_port, start_nats_server  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
 
+#: For tests that build an internal service's settings: a service token file that lasts the session.
+SERVICE_TOKEN_FILE = Path(tempfile.mkdtemp(prefix="candor-token-")) / "service-token"
+SERVICE_TOKEN_FILE.write_text("test-service-token-" + "0" * 45 + "\n")
+INTERNAL = {"CANDOR_SERVICE_TOKEN_FILE": str(SERVICE_TOKEN_FILE)}
+
 # Installed before anything asks for a tracer, so every span of every in-process service lands here.
 SPANS = InMemorySpanExporter()
 _provider = TracerProvider()

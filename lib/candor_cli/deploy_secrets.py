@@ -14,6 +14,8 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
 - ``audit-signing-key.pem``: the Ed25519 key that signs the audit chain (CANDOR_AUDIT_SIGNING_KEY_FILE).
   Keep a copy offline: without it the chain can still be verified (with its public key), but not
   continued under the same key.
+- ``service-token``: the bearer token every call to an internal service's gRPC API (detector,
+  embedder, matcher, audit) must carry (CANDOR_SERVICE_TOKEN_FILE);
 - ``probe-key``: the AES-256 key (base64) that encrypts retained probes
   (CANDOR_GATEWAY_PROBE_KEY_FILE), for a policy that keeps probes; without it they cannot be read.
 """
@@ -47,6 +49,11 @@ def nats_password() -> str:
     return "pw" + secrets.token_hex(24)
 
 
+def service_token() -> str:
+    """256 random bits as 64 hex digits: the token internal gRPC APIs require."""
+    return secrets.token_hex(32)
+
+
 def write_token_keys(private_path: Path, public_path: Path) -> None:
     """A new token-signing key pair: the private key 0600, the public key beside it."""
     private, public = generate_token_keys()
@@ -78,10 +85,20 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
     write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
     write_private(folder / "probe-key", generate_probe_key().decode("ascii"), 0o644)
+    write_private(folder / "service-token", service_token() + "\n", 0o644)
     return [
         *written,
         *(folder / name for name in ("nats.env", "token-signing.pem", "token-keys.pem")),
-        *(folder / name for name in ("postgres-password", "audit-postgres-dsn", "audit-signing-key.pem", "probe-key")),
+        *(
+            folder / name
+            for name in (
+                "postgres-password",
+                "audit-postgres-dsn",
+                "audit-signing-key.pem",
+                "probe-key",
+                "service-token",
+            )
+        ),
     ]
 
 

@@ -26,11 +26,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
-from candor_cli.deploy_secrets import init_secrets, nats_password, write_private, write_token_keys
+from candor_cli.deploy_secrets import init_secrets, nats_password, service_token, write_private, write_token_keys
 from candor_gateway.access import issue_token, load_private_key
 from candor_gateway.policy import DEFAULT_POLICY_YAML
 from candor_kit import subjects
 from candor_kit.bus import NatsLogin
+from candor_kit.settings import INTERNAL_SERVICES
 
 #: The issuer and audience of the local stack's tokens.
 LOCAL_ISSUER = "candor-local"
@@ -82,13 +83,16 @@ def service_settings(
     if name == "audit" and not signing_key.exists():
         secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(signing_key, generate_signing_key().decode("ascii"))
+    internal = {}
+    if name in INTERNAL_SERVICES:
+        internal = {"CANDOR_SERVICE_TOKEN_FILE": str(ensure_service_token(data_dir))}
     if name == "gateway":
         ensure_token_keys(data_dir)
         if policy is None:
             policy = data_dir / "policy.yaml"
             if not policy.exists():
                 policy.write_text(DEFAULT_POLICY_YAML)
-    return {
+    return internal | {
         "gateway": {
             "CANDOR_GATEWAY_JWT_ISSUER": LOCAL_ISSUER,
             "CANDOR_GATEWAY_JWT_KEYS_FILE": str(secrets / "token-keys.pem"),
@@ -103,6 +107,15 @@ def service_settings(
             "CANDOR_AUDIT_SIGNING_KEY_FILE": str(signing_key),
         },
     }.get(name, {})
+
+
+def ensure_service_token(data_dir: Path) -> Path:
+    """The token the internal services' gRPC APIs require (made on first use, 0600); its path."""
+    path = data_dir / "secrets" / "service-token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(path, service_token() + "\n")
+    return path
 
 
 def ensure_token_keys(data_dir: Path) -> Path:

@@ -89,6 +89,14 @@ GRPC_ADDRESS = Setting("CANDOR_GRPC_ADDRESS", "host:port the gRPC API listens on
 HEALTH_ADDRESS = Setting(
     "CANDOR_HEALTH_ADDRESS", "host:port of a plaintext listener with only gRPC health, for probes; empty: none", ""
 )
+SERVICE_TOKEN_FILE = Setting(
+    "CANDOR_SERVICE_TOKEN_FILE",
+    "file holding the bearer token every call to an internal service's gRPC API must carry "
+    "(`candor secrets init` makes it); gRPC health stays open",
+    None,
+    "file",
+    secret=True,
+)
 GRPC_TLS_CERT = _file("CANDOR_GRPC_TLS_CERT", "PEM certificate chain for serving gRPC over TLS")
 GRPC_TLS_KEY = _file("CANDOR_GRPC_TLS_KEY", "PEM private key for serving gRPC over TLS", secret=True)
 GRPC_PLAINTEXT = Setting(
@@ -321,6 +329,7 @@ GATEWAY_MODEL_REGISTRY = Setting(
 
 SERVICES: dict[str, tuple[Setting, ...]] = {
     "detector": (
+        SERVICE_TOKEN_FILE,
         DETECTOR_ENGINE,
         DETECTOR_MAX_IMAGE_BYTES,
         DETECTOR_MAX_PIXELS,
@@ -331,6 +340,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         *IMPORT_SETTINGS,
     ),
     "embedder": (
+        SERVICE_TOKEN_FILE,
         EMBEDDER_ENGINE,
         EMBEDDER_THRESHOLD,
         EMBEDDER_MAX_BATCH,
@@ -340,6 +350,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         *IMPORT_SETTINGS,
     ),
     "matcher": (
+        SERVICE_TOKEN_FILE,
         MATCHER_BACKEND,
         MATCHER_DATA_DIR,
         QDRANT_URL,
@@ -350,6 +361,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         *IMPORT_SETTINGS,
     ),
     "audit": (
+        SERVICE_TOKEN_FILE,
         AUDIT_BACKEND,
         AUDIT_DB,
         AUDIT_POSTGRES_DSN_FILE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,8 @@ _tracer = trace.get_tracer("candor.grpc")
 GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {code: grpc.StatusCode[code.value] for code in ErrorCode}
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+#: gRPC health's methods, open without the service token (probes carry none).
+HEALTH_METHODS = "/grpc.health.v1.Health/"
 
 
 def rpc(service: str) -> Callable[[Handler], Handler]:
@@ -54,6 +57,32 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
     return decorate
 
 
+class ServiceTokenCheck(grpc.aio.ServerInterceptor):
+    """Admits a call to the service's API only with ``authorization: Bearer <service token>``;
+    gRPC health stays open for probes."""
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this internal API needs the service token")
+
+        self._refusal = grpc.unary_unary_rpc_method_handler(refuse)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """Continue to the method when the call is health's or carries the token; refuse otherwise."""
+        if details.method.startswith(HEALTH_METHODS):
+            return await continuation(details)
+        presented = dict(details.invocation_metadata or ()).get("authorization", "")
+        if isinstance(presented, str) and hmac.compare_digest(presented.encode(), self._expected):
+            return await continuation(details)
+        return self._refusal
+
+
 class GrpcServer:
     """An aio gRPC server with the health service; starts NOT_SERVING until marked ready."""
 
@@ -65,12 +94,14 @@ class GrpcServer:
         tls_cert_file: str = "",
         tls_key_file: str = "",
         health_address: str = "",
+        service_token: str = "",
     ) -> None:
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
-            ]
+            ],
+            interceptors=[ServiceTokenCheck(service_token)] if service_token else None,
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -40,6 +40,7 @@ class ServiceHost:
             settings.tls_cert_file,
             settings.tls_key_file,
             settings.health_address,
+            settings.service_token,
         )
         self.bus: Bus | None = None
 

@@ -7,6 +7,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +68,12 @@ class EnvReader:
             raise ConfigError("invalid configuration: " + "; ".join(self._problems))
 
 
+#: The services behind the gateway: their gRPC APIs take only calls that carry the service token.
+INTERNAL_SERVICES = ("detector", "embedder", "matcher", "audit")
+#: The shortest service token accepted (`candor secrets init` makes 64 hex digits).
+MIN_SERVICE_TOKEN_CHARS = 32
+
+
 @dataclass(frozen=True)
 class CommonSettings:
     """Settings every service shares."""
@@ -88,6 +95,9 @@ class CommonSettings:
     nats_password_file: str = field(default="", repr=False)
     #: host:port of a plaintext listener serving only gRPC health (for kubelet probes); "" for none.
     health_address: str = ""
+    #: The token every call to an internal service's gRPC API must carry; "" for the gateway,
+    #: whose callers bring the users' own tokens.
+    service_token: str = field(default="", repr=False)
 
     @classmethod
     def read(cls, service: str, env: EnvReader) -> CommonSettings:
@@ -126,8 +136,16 @@ class CommonSettings:
         health_address = env.get(catalogue.HEALTH_ADDRESS)
         if health_address and not health_address.rpartition(":")[2].isdigit():
             env.problem(f"CANDOR_HEALTH_ADDRESS={health_address!r} is not host:port")
+        service_token = ""
+        if service in INTERNAL_SERVICES:
+            token_file = env.get(catalogue.SERVICE_TOKEN_FILE)
+            if token_file and os.path.isfile(token_file):
+                service_token = Path(token_file).read_text().strip()
+                if len(service_token) < MIN_SERVICE_TOKEN_CHARS:
+                    env.problem(f"CANDOR_SERVICE_TOKEN_FILE holds under {MIN_SERVICE_TOKEN_CHARS} characters")
         return cls(
             service=service,
+            service_token=service_token,
             health_address=health_address,
             nats_url=nats_url,
             grpc_address=address,

@@ -32,8 +32,10 @@ AUDIT_STREAM = "CANDOR_AUDIT"
 AUDIT_EVENT_PREFIX = "candor.audit.v1.event"
 AUDIT_CONSUMER = "audit-chain-writer"
 AUDIT_DEAD_LETTER = "candor.dlq.audit"
-#: Signed checkpoints of the chain's head, for outside parties to keep.
+#: Signed checkpoints of the chain's head, for outside parties to keep; the stream that keeps them
+#: outside the chain's database, so a cut tail is caught even when its checkpoints went with it.
 AUDIT_CHECKPOINT = "candor.audit.v1.checkpoint"
+AUDIT_CHECKPOINT_STREAM = "CANDOR_AUDIT_CHECKPOINTS"
 
 #: Bulk enrolment: the work-queue stream between the import workers, each photo's result, the
 #: dead letters, and the bucket of import records (see candor_kit.ingest).
@@ -174,6 +176,8 @@ ROLES: dict[str, BusRole] = {
             "audit.listed",
             "case.exported",
             "policy.*",
+            "config.loaded",
+            "gallery.models.refused",
             "probe.deleted",
             "import.*",
             "reembed.*",
@@ -306,6 +310,7 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.ACK.{AUDIT_STREAM}.{AUDIT_CONSUMER}.>",
             AUDIT_DEAD_LETTER,
             AUDIT_CHECKPOINT,
+            *(f"$JS.API.STREAM.{verb}.{AUDIT_CHECKPOINT_STREAM}" for verb in ("CREATE", "INFO", "MSG.GET")),
         ]
     return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}
 

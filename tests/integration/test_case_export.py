@@ -3,6 +3,7 @@ the audit key, with a readable HTML copy; only auditors may export, and the expo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -47,14 +48,19 @@ async def test_a_case_export_holds_its_searches_candidates_and_refusals(
         metadata=INVESTIGATOR,
     )
 
-    async def both_recorded() -> bool:
-        return len(await audit_records(stack, case_number=CASE)) >= 2
+    async def all_recorded() -> bool:
+        return len(await audit_records(stack, case_number=CASE)) >= 3
 
-    await eventually(both_recorded)
+    await eventually(all_recorded)
     export = await gateway.ExportCase(gateway_pb2.ExportCaseRequest(case_number=CASE), metadata=AUDITOR)
 
+    # The matcher's own record of the search comes first (it is made before the gateway answers),
+    # paired with the gateway's by the search id.
     kinds = [record.event.kind for record in export.records]
-    assert kinds[:2] == ["search.completed", "search.refused"]
+    assert kinds[:3] == ["matcher.searched", "search.completed", "search.refused"]
+    matched, searched = export.records[0].event, export.records[1].event
+    assert json.loads(matched.details_json)["request_id"] == searched.event_id == found.search_id
+    assert matched.actor == searched.actor == "ivy"
     assert {record.event.case_number for record in export.records} == {CASE}
     assert export.verification.ok and export.exported_by == "audrey"
     assert check_records(list(export.records), export.verification.public_key_pem) == []
@@ -63,7 +69,7 @@ async def test_a_case_export_holds_its_searches_candidates_and_refusals(
     assert f"<td>{shown}</td>" in page and "curiosity" in page and "Investigative lead only" in page
 
     tampered = audit_pb2.AuditRecord()
-    tampered.CopyFrom(export.records[0])
+    tampered.CopyFrom(export.records[1])  # the gateway's search.completed, which names the candidates
     tampered.event.details_json = tampered.event.details_json.replace(shown, "SOMEONE-ELSE")
     assert check_records([tampered], export.verification.public_key_pem) == [
         f"record {tampered.sequence}: content does not match its hash"

@@ -25,8 +25,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def audit_records(stack: InProcessStack, **filters: object) -> list[audit_pb2.AuditRecord]:
+    token = (stack.root / "secrets" / "service-token").read_text().strip()
     async with grpc.aio.insecure_channel(stack.addresses["audit"]) as channel:
-        reply = await audit_pb2_grpc.AuditServiceStub(channel).Query(audit_pb2.QueryRequest(**filters))
+        reply = await audit_pb2_grpc.AuditServiceStub(channel).Query(
+            audit_pb2.QueryRequest(**filters), metadata=(("authorization", f"Bearer {token}"),)
+        )
     return list(reply.records)
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from candor_kit import subjects
 from candor_kit.audit_events import AuditPublisher
+
+GATEWAY = Path(__file__).resolve().parents[2] / "services" / "gateway" / "candor_gateway"
 
 
 @pytest.mark.parametrize(
@@ -33,3 +38,20 @@ def test_every_service_publishes_audit_events_under_its_own_name() -> None:
     assert subjects.audit_subject("gateway", "search.completed") == "candor.audit.v1.event.gateway.search.completed"
     with pytest.raises(ValueError, match="not a service that writes audit events"):
         AuditPublisher(None, "audit")  # type: ignore[arg-type]
+
+
+#: Where the gateway names the kinds it audits: published kinds, and actions whose refusals it audits.
+_GATEWAY_KINDS = re.compile(r'publish\(\s*"([a-z_.]+)"|(?:SUBMITTED|SEARCHED) = "([a-z_.]+)"')
+_GATEWAY_ACTIONS = re.compile(
+    r'(?:_principal|_audited_call)\(context, "([a-z_.]+)"|(?:audit_refusal|_refused)\(\s*"([a-z_.]+)"'
+)
+
+
+def test_every_kind_the_gateway_audits_is_one_it_owns() -> None:
+    sources = "".join(path.read_text() for path in GATEWAY.glob("*.py"))
+    kinds = {a or b for a, b in _GATEWAY_KINDS.findall(sources)}
+    kinds |= {f"{a or b}.refused" for a, b in _GATEWAY_ACTIONS.findall(sources)}
+    assert {"search.completed", "config.loaded", "gallery.models.refused", "review.submitted"} <= kinds
+    topic = "candor.audit.v1.event.gateway."
+    unowned = sorted(kind for kind in kinds if subjects.audit_publisher_problem(topic + kind, kind))
+    assert unowned == []

@@ -10,7 +10,7 @@ from candor.embedder.v1 import embedder_pb2
 from candor_cli.stack import free_port, start_nats_server
 from candor_kit import Bus, ConfigError, EnvReader, ServiceUnavailable
 from candor_matcher import MatcherSettings
-from tests.conftest import self_signed
+from tests.conftest import INTERNAL, self_signed
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ async def test_a_server_certificate_outside_the_trust_store_is_refused(tls_nats)
 
 
 def test_plaintext_nats_to_a_network_address_is_refused() -> None:
-    base = {"CANDOR_MATCHER_DATA_DIR": "/tmp/g"}
+    base = {"CANDOR_MATCHER_DATA_DIR": "/tmp/g", **INTERNAL}
     with pytest.raises(ConfigError, match="plaintext to a network address"):
         MatcherSettings.from_env(EnvReader({**base, "CANDOR_NATS_URL": "nats://10.0.0.5:4222"}))
     for allowed in (

@@ -15,6 +15,7 @@ from candor_gateway.service import GatewaySettings
 from candor_kit import ConfigError, EnvReader, catalogue, healthcheck
 from candor_kit.grpc_server import GrpcServer
 from candor_matcher.service import MatcherSettings
+from tests.conftest import INTERNAL
 
 READERS = {
     "audit": AuditSettings,
@@ -55,13 +56,14 @@ def test_each_service_reads_exactly_the_settings_the_catalogue_declares(service:
 def test_required_and_conditionally_required_settings_are_named() -> None:
     assert catalogue.check_environment("matcher", {}) == [
         "matcher: CANDOR_NATS_URL is required",
+        "matcher: CANDOR_SERVICE_TOKEN_FILE is required",
         "matcher: CANDOR_MATCHER_DATA_DIR is required when CANDOR_MATCHER_BACKEND=edge",
     ]
-    server = {"CANDOR_NATS_URL": "nats://n:4222", "CANDOR_MATCHER_BACKEND": "server"}
+    server = {"CANDOR_NATS_URL": "nats://n:4222", "CANDOR_MATCHER_BACKEND": "server", **INTERNAL}
     assert catalogue.check_environment("matcher", server) == [
         "matcher: CANDOR_QDRANT_URL is required when CANDOR_MATCHER_BACKEND=server"
     ]
-    assert catalogue.check_environment("detector", {"CANDOR_NATS_URL": "x", "CANDOR_AUDIT_DB": "/a"}) == [
+    assert catalogue.check_environment("detector", {"CANDOR_NATS_URL": "x", "CANDOR_AUDIT_DB": "/a", **INTERNAL}) == [
         "detector: CANDOR_AUDIT_DB is not a setting detector reads"
     ]
 
@@ -77,7 +79,7 @@ def test_a_setting_outside_its_bounds_or_choices_is_refused() -> None:
 
 
 def test_nats_user_and_password_file_go_together(tmp_path: Path) -> None:
-    base = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": str(tmp_path)}
+    base = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": str(tmp_path), **INTERNAL}
     with pytest.raises(ConfigError, match="CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE go together"):
         MatcherSettings.from_env(EnvReader({**base, "CANDOR_NATS_USER": "matcher"}))
     password = tmp_path / "password"
@@ -123,6 +125,7 @@ def test_the_audit_database_connection_is_checked_before_start(
         "CANDOR_AUDIT_BACKEND": "postgres",
         "CANDOR_AUDIT_POSTGRES_DSN_FILE": str(secret),
         "CANDOR_AUDIT_SIGNING_KEY_FILE": str(secret),  # only its presence is checked here
+        **INTERNAL,
         **extra,
     }
     if problem:

@@ -50,3 +50,30 @@ async def test_tls_server_answers_only_over_tls(tmp_path: Path) -> None:
 def test_every_error_code_maps_to_the_grpc_status_of_the_same_name() -> None:
     assert {code.name for code in GRPC_STATUS.values()} == {code.value for code in ErrorCode}
     assert GRPC_STATUS[ErrorCode.PERMISSION_DENIED] is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_internal_api_answers_only_calls_that_carry_the_service_token() -> None:
+    port = free_port()
+    token = "s" * 64
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"], service_token=token)
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler("svc", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+    server.server.add_generic_rpc_handlers((handler,))
+    await server.start()
+    await server.mark_serving()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/svc/Echo")
+            for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", token),)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call(b"ping", metadata=metadata, timeout=5)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert "service token" in (refused.value.details() or "")
+            assert await call(b"ping", metadata=(("authorization", f"Bearer {token}"),), timeout=5) == b"ping"
+            # Probes carry no token: health stays open.
+            assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(0)

@@ -15,6 +15,7 @@ from candor_gateway import DEFAULT_POLICY_YAML, GatewaySettings, generate_token_
 from candor_gateway.retention import generate_probe_key
 from candor_kit import ConfigError, EnvReader
 from candor_matcher import MatcherSettings
+from tests.conftest import INTERNAL
 
 
 def test_missing_nats_url_is_named() -> None:
@@ -110,7 +111,7 @@ def test_service_process_exits_2_on_invalid_configuration() -> None:
 
 
 def test_plaintext_grpc_on_a_network_address_is_refused() -> None:
-    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g"}
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g", **INTERNAL}
     with pytest.raises(ConfigError, match="not a loopback address and no TLS"):
         MatcherSettings.from_env(EnvReader({**env, "CANDOR_GRPC_ADDRESS": "0.0.0.0:50051"}))
     allowed = MatcherSettings.from_env(
@@ -158,6 +159,7 @@ def test_server_backend_settings_keep_the_api_key_out_of_their_repr() -> None:
                 "CANDOR_QDRANT_API_KEY": "sekrit-key",
                 "CANDOR_QDRANT_SHARDS": "6",
                 "CANDOR_QDRANT_REPLICAS": "3",
+                **INTERNAL,
             }
         )
     )
@@ -169,7 +171,9 @@ def test_service_exits_1_with_the_reason_when_nats_is_unreachable(tmp_path: Path
     from candor_cli.stack import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
-    env.update({"CANDOR_NATS_URL": f"nats://127.0.0.1:{free_port()}", "CANDOR_MATCHER_DATA_DIR": str(tmp_path)})
+    env.update(
+        {"CANDOR_NATS_URL": f"nats://127.0.0.1:{free_port()}", "CANDOR_MATCHER_DATA_DIR": str(tmp_path), **INTERNAL}
+    )
     result = subprocess.run(
         [sys.executable, "-m", "candor_matcher"], env=env, capture_output=True, text=True, timeout=90
     )
@@ -193,3 +197,15 @@ def test_gateway_needs_exactly_one_source_of_token_keys_and_an_issuer(tmp_path: 
         GatewaySettings.from_env(
             EnvReader({**base, "CANDOR_GATEWAY_JWT_ISSUER": "i", "CANDOR_GATEWAY_JWT_KEYS_FILE": str(private)})
         )
+
+
+def test_an_internal_service_refuses_to_start_without_a_service_token_of_length(tmp_path: Path) -> None:
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g"}
+    with pytest.raises(ConfigError, match="CANDOR_SERVICE_TOKEN_FILE is required"):
+        MatcherSettings.from_env(EnvReader(env))
+    short = tmp_path / "token"
+    short.write_text("guessable\n")
+    with pytest.raises(ConfigError, match="under 32 characters"):
+        MatcherSettings.from_env(EnvReader({**env, "CANDOR_SERVICE_TOKEN_FILE": str(short)}))
+    settings = MatcherSettings.from_env(EnvReader({**env, **INTERNAL}))
+    assert settings.common.service_token and settings.common.service_token not in repr(settings)

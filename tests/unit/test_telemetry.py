@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from candor_cli.stack import free_port
 from candor_kit.errors import ConfigError
 from candor_kit.telemetry import tracing_exporter
+from tests.conftest import INTERNAL
 
 EMIT = """
 from opentelemetry import trace
@@ -137,6 +138,7 @@ def test_a_service_refuses_to_start_on_an_export_it_cannot_honour(variable: str,
     env = {
         **os.environ,
         "CANDOR_NATS_URL": "nats://127.0.0.1:1",
+        **INTERNAL,
         "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
         variable: value,
     }

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,21 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
 from nats.js.errors import NotFoundError as NatsNotFoundError
 from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
-from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord
+from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord, Verification
 from candor_audit.signing import Checkpoint, Signer
 from candor_kit import (
     Bus,
@@ -32,6 +42,7 @@ from candor_kit import (
     ServiceHost,
     ServiceUnavailable,
     catalogue,
+    current_trace_id,
     ensure_audit_stream,
     rpc,
     settle,
@@ -145,6 +156,8 @@ def entry_from_event(event: audit_pb2.AuditEvent) -> AuditEntry:
 
 #: How much of a refused event's subject and claims its refusal record keeps.
 REFUSED_FIELD_CHARS = 200
+#: The longest text a query may filter by or name as its origin (event ids included).
+MAX_TEXT_CHARS = 256
 
 
 def refused_entry(subject: str, event: audit_pb2.AuditEvent, problem: str, now: str) -> AuditEntry:
@@ -274,6 +287,45 @@ class StreamWatermark:
                 await self.refresh()
 
 
+class CheckpointStream:
+    """The chain's checkpoints kept in a JetStream stream, a second store beside the database.
+
+    Whoever can rewrite the database (and its checkpoint table) cannot reach this stream, which no
+    NATS user may purge or delete from; verifying against its latest checkpoint catches a cut tail.
+    """
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def ensure(self, replicas: int = 1) -> None:
+        """Create the stream if missing: file storage, every checkpoint kept."""
+        config = StreamConfig(
+            name=subjects.AUDIT_CHECKPOINT_STREAM,
+            subjects=[subjects.AUDIT_CHECKPOINT],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.NEW,
+            num_replicas=replicas,
+        )
+        try:
+            await self._bus.jetstream.add_stream(config)
+        except BadRequestError:  # already there with an operator's limits: keep them
+            await self._bus.jetstream.stream_info(subjects.AUDIT_CHECKPOINT_STREAM)
+
+    async def keep(self, checkpoint: audit_pb2.Checkpoint) -> None:
+        """Store one checkpoint (acknowledged by the server before this returns)."""
+        await self._bus.jetstream.publish(subjects.AUDIT_CHECKPOINT, checkpoint.SerializeToString(), timeout=5)
+
+    async def latest(self) -> Checkpoint | None:
+        """The newest checkpoint kept, or None before the first."""
+        try:
+            stored = await self._bus.jetstream.get_last_msg(subjects.AUDIT_CHECKPOINT_STREAM, subjects.AUDIT_CHECKPOINT)
+        except NatsNotFoundError:
+            return None
+        kept = audit_pb2.Checkpoint.FromString(stored.data or b"")
+        return Checkpoint(kept.sequence, kept.head_hash, kept.made_at, kept.key_id, kept.signature)
+
+
 class AuditLog:
     """The chain behind the service's three doors: the stream, Verify and Query."""
 
@@ -282,14 +334,37 @@ class AuditLog:
         chain: SqlAuditChain,
         public_key_pem: str = "",
         watermark: StreamWatermark | None = None,
+        outside: CheckpointStream | None = None,
     ) -> None:
         self._chain = chain
         self._public_key_pem = public_key_pem
         self._last_published = 0
         self.watermark = watermark or StreamWatermark()
+        #: The second store of checkpoints, outside the chain's database (None: the chain's own only).
+        self._outside = outside
+        #: Why the chain failed verification; while set, nothing is appended (events wait on the
+        #: stream) until someone examines the chain and restarts the service.
+        self.broken = ""
+
+    async def check(self) -> Verification:
+        """Verify the whole chain against its own and the outside store's checkpoints; a failure
+        stops appending (``broken``)."""
+        result = await asyncio.to_thread(self._chain.verify, await self._outside_checkpoints())
+        if not result.ok and not self.broken:
+            self.broken = f"record {result.first_bad_sequence}: {result.problem}"
+            log.error("audit_chain_broken", first_bad=result.first_bad_sequence, problem=result.problem)
+        return result
+
+    async def _outside_checkpoints(self) -> list[Checkpoint]:
+        if self._outside is None:
+            return []
+        latest = await self._outside.latest()
+        return [latest] if latest is not None else []
 
     async def append_message(self, msg: Msg) -> None:
         """Decode one stream message and append it; a duplicate delivery is a no-op."""
+        if self.broken:
+            raise ServiceUnavailable(f"the audit chain is broken ({self.broken}); nothing is appended to it")
         event = audit_pb2.AuditEvent()
         try:
             event.ParseFromString(msg.data)
@@ -314,7 +389,11 @@ class AuditLog:
     async def verify(self, request: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
         """Walk the chain: hashes, links, signatures, and the chain's own and the caller's checkpoints."""
         kept = [Checkpoint(c.sequence, c.head_hash, c.made_at, c.key_id, c.signature) for c in request.checkpoints]
-        result = await asyncio.to_thread(self._chain.verify, kept)
+        result = await asyncio.to_thread(self._chain.verify, [*kept, *await self._outside_checkpoints()])
+        if not result.ok and not self.broken:
+            # A caller's checkpoint may be forged; whether appending stops is decided by the
+            # checkpoints the service trusts (its own and the outside store's) alone.
+            await self.check()
         now = Timestamp()
         now.GetCurrentTime()
         latest = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now)) if result.ok else None
@@ -337,18 +416,39 @@ class AuditLog:
             latest_checkpoint=checkpoint_proto(latest) if latest else None,
         )
 
-    async def checkpoint(self, bus: Bus) -> audit_pb2.Checkpoint | None:
-        """Sign the head if it moved, and publish the checkpoint for outside parties to keep."""
+    async def checkpoint(self) -> audit_pb2.Checkpoint | None:
+        """Sign the head if it moved, and store the checkpoint outside the database (where outside
+        parties may also keep it); never over a broken chain."""
+        if self.broken:
+            return None
         now = Timestamp()
         now.GetCurrentTime()
         made = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now))
         if made is None or made.sequence == self._last_published:
             return None
         message = checkpoint_proto(made)
-        await bus.client.publish(subjects.AUDIT_CHECKPOINT, message.SerializeToString())
+        if self._outside is not None:
+            await self._outside.keep(message)
         self._last_published = made.sequence
         log.info("audit_checkpoint", sequence=made.sequence, head_hash=made.head_hash)
         return message
+
+    async def _record_query(self, request: audit_pb2.QueryRequest) -> None:
+        """Append the record of a read before answering it (a broken chain takes no record, and
+        its reads are how the break is examined)."""
+        for name in ("actor", "case_number", "purpose", "request_id"):
+            if len(getattr(request.origin, name)) > MAX_TEXT_CHARS:
+                raise InvalidInput(f"origin.{name} is longer than {MAX_TEXT_CHARS} characters")
+        if len(request.case_number) > MAX_TEXT_CHARS or len(request.actor) > MAX_TEXT_CHARS:
+            raise InvalidInput(f"case_number and actor take at most {MAX_TEXT_CHARS} characters")
+        if len(request.kinds) > 50 or any(len(kind) > MAX_TEXT_CHARS for kind in request.kinds):
+            raise InvalidInput(f"at most 50 kinds of at most {MAX_TEXT_CHARS} characters")
+        if self.broken:
+            log.warning("audit_query_unrecorded", reason="the chain is broken")
+            return
+        now = Timestamp()
+        now.GetCurrentTime()
+        await asyncio.to_thread(self._chain.append, query_entry(request, rfc3339(now)), rfc3339(now))
 
     async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
         """Filter records by case, actor, time, kind and event id; first waits, when asked, until
@@ -358,6 +458,7 @@ class AuditLog:
             raise InvalidInput("limit must be between 1 and 10000")
         if request.wait_for_stream_sequence:
             await self.watermark.reached(request.wait_for_stream_sequence)
+        await self._record_query(request)
         records = await asyncio.to_thread(
             self._chain.query,
             request.case_number,
@@ -370,6 +471,36 @@ class AuditLog:
             request.event_id,
         )
         return audit_pb2.QueryResponse(records=[record_proto(r) for r in records])
+
+
+QUERIED_KIND = "audit.queried"
+
+
+def query_entry(request: audit_pb2.QueryRequest, now: str) -> AuditEntry:
+    """The chain entry that records one read of the chain: for whom, and what it asked for."""
+    origin = request.origin
+    asked = {
+        "case_number": request.case_number,
+        "actor": request.actor,
+        "kinds": list(request.kinds),
+        "event_id": request.event_id,
+        "since": rfc3339(request.since) if request.HasField("since") else "",
+        "until": rfc3339(request.until) if request.HasField("until") else "",
+        "after_sequence": request.after_sequence,
+        "limit": request.limit,
+    }
+    return AuditEntry(
+        event_id=str(uuid.uuid4()),
+        kind=QUERIED_KIND,
+        occurred_at=now,
+        actor=origin.actor or "unstated",
+        case_number="",
+        purpose=origin.purpose,
+        trace_id=current_trace_id(),
+        details_json=json.dumps(
+            {"request_id": origin.request_id, "asked": asked}, sort_keys=True, separators=(",", ":")
+        ),
+    )
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -402,6 +533,10 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
     )
     await audit_log.watermark.refresh()
     while not stop.is_set():
+        if audit_log.broken:
+            # Events wait on the stream, unacknowledged, until the chain is examined.
+            await asyncio.sleep(1)
+            continue
         try:
             messages = await fetch_batch(subscription, batch, timeout=1)
         except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
@@ -420,7 +555,7 @@ async def publish_checkpoints(bus: Bus, audit_log: AuditLog, interval_s: float, 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
         try:
-            await audit_log.checkpoint(bus)
+            await audit_log.checkpoint()
         except Exception as exc:  # noqa: BLE001 - the next round tries again
             log.warning("audit_checkpoint_failed", error=str(exc))
         if stop.is_set():
@@ -443,17 +578,24 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
                     return 0
                 return int(info.ack_floor.stream_seq if info.ack_floor else 0)
 
-            audit_log = AuditLog(chain, signer.public_pem(), StreamWatermark(settled_through))
+            outside = CheckpointStream(host.bus)
+            audit_log = AuditLog(chain, signer.public_pem(), StreamWatermark(settled_through), outside)
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
             await host.start_grpc()
             await ensure_audit_stream(host.bus, settings.stream_replicas)
+            await outside.ensure(settings.stream_replicas)
+            # A chain that fails verification is not appended to: the service still answers Verify
+            # and Query, so the break can be examined, but never reports SERVING.
+            started = await audit_log.check()
+            log.info("audit_chain_checked", ok=started.ok, records=started.records_checked)
             await host.bus.serve(VERIFY_SUBJECT, "audit", audit_pb2.VerifyRequest, audit_log.verify)
             await host.bus.serve(QUERY_SUBJECT, "audit", audit_pb2.QueryRequest, audit_log.query)
             consumer = asyncio.create_task(consume(host.bus, audit_log, settings.batch, stop))
             checkpoints = asyncio.create_task(
                 publish_checkpoints(host.bus, audit_log, settings.checkpoint_interval_s, stop)
             )
-            await host.mark_serving()
+            if not audit_log.broken:
+                await host.mark_serving()
             await stop.wait()
             await consumer
             await checkpoints

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Iterable
 
 from candor.audit.v1 import audit_pb2
+from candor.common.v1 import common_pb2
 from candor_kit import AuditPublisher, Bus, subjects
 
 #: Records fetched per query.
@@ -27,6 +28,7 @@ class AuditReader:
     async def records(
         self,
         *,
+        on_behalf_of: str,
         kinds: Iterable[str] = (),
         case_number: str = "",
         actor: str = "",
@@ -35,8 +37,10 @@ class AuditReader:
         at_most: int | None = None,
         fresh: bool = True,
     ) -> list[audit_pb2.AuditRecord]:
-        """Matching records, oldest first: all of them, or the first ``at_most``."""
+        """Matching records, oldest first: all of them, or the first ``at_most``. The audit
+        service records each read as made for the user ``on_behalf_of``."""
         query = audit_pb2.QueryRequest(
+            origin=common_pb2.Origin(actor=on_behalf_of),
             kinds=sorted(kinds),
             case_number=case_number,
             actor=actor,

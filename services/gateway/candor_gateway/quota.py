@@ -95,7 +95,7 @@ class SearchQuota:
         else:
             try:
                 found = await self._reader.records(
-                    kinds=["search.completed"], actor=user, since=midnight, at_most=quota
+                    on_behalf_of=user, kinds=["search.completed"], actor=user, since=midnight, at_most=quota
                 )
                 done, source = len(found), FROM_CHAIN
                 self._read[user] = ChainCount(now, midnight.date(), done, tallied)

@@ -11,6 +11,7 @@ collection is kept, so a switch back needs no second re-embedding.
 
 from __future__ import annotations
 
+from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
@@ -52,7 +53,7 @@ class ReembedDesk:
         before = await self._routes.models()
         models = await self._bus.request(
             subjects.MATCH_BEGIN_REEMBED,
-            matcher_pb2.BeginReembedRequest(target=target),
+            matcher_pb2.BeginReembedRequest(target=target, origin=common_pb2.Origin(actor=principal.user)),
             matcher_pb2.GalleryModels,
             self._timeout,
         )
@@ -92,7 +93,9 @@ class ReembedDesk:
         models = await self._bus.request(
             subjects.MATCH_SWITCH_MODEL,
             matcher_pb2.SwitchModelRequest(
-                target_model_id=request.model_id, excused_record_ids=request.excused_record_ids
+                target_model_id=request.model_id,
+                excused_record_ids=request.excused_record_ids,
+                origin=common_pb2.Origin(actor=principal.user),
             ),
             matcher_pb2.GalleryModels,
             # The check reads every record of both collections.

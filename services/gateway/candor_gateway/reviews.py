@@ -160,13 +160,16 @@ class ReviewDesk:
         self._policy = policy
         self._probes = probes
 
-    async def _search_file(self, search_id: str) -> SearchFile:
+    async def _search_file(self, search_id: str, reader: str) -> SearchFile:
+        """A search and its reviews, read from the chain for the user ``reader``."""
         if not search_id.strip():
             raise InvalidInput("search_id is required")
-        searched = await self._reader.records(kinds=[SEARCHED], event_id=search_id, at_most=1)
+        searched = await self._reader.records(on_behalf_of=reader, kinds=[SEARCHED], event_id=search_id, at_most=1)
         if not searched:
             raise NotFound(f"no search {search_id}")
-        reviews = await self._reader.records(kinds=[SUBMITTED], case_number=searched[0].event.case_number, fresh=False)
+        reviews = await self._reader.records(
+            on_behalf_of=reader, kinds=[SUBMITTED], case_number=searched[0].event.case_number, fresh=False
+        )
         return fold([*searched, *reviews], self._policy.current.reviews.needed)[search_id]
 
     async def get_search(self, principal: Principal, search_id: str) -> gateway_pb2.SearchReview:
@@ -174,7 +177,7 @@ class ReviewDesk:
         found: SearchFile | None = None
         try:
             principal.require(Permission.GET_SEARCH)
-            found = await self._search_file(search_id)
+            found = await self._search_file(search_id, principal.user)
             if not principal.roles & REVIEWING_ROLES and principal.user != found.searched_by:
                 raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
             probe = self._probe_for(principal, found)
@@ -198,7 +201,7 @@ class ReviewDesk:
             if not 0 <= limit <= 500:
                 raise InvalidInput("limit must be between 1 and 500")
             since = dt.datetime.now(dt.UTC) - dt.timedelta(days=self._policy.current.reviews.window_days)
-            records = await self._reader.records(kinds=[SEARCHED, SUBMITTED], since=since)
+            records = await self._reader.records(on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED], since=since)
             searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
             await self._refused("review.list", error, principal)
@@ -217,7 +220,7 @@ class ReviewDesk:
         try:
             principal.require(Permission.SUBMIT_REVIEW)
             decision = _decision(request)
-            found = await self._search_file(request.search_id)
+            found = await self._search_file(request.search_id, principal.user)
             candidate = found.candidate(request.rank)
             role = self._reviewing_role(principal, found, request.rank)
             if (decision == "reject" or role == "supervisor") and not request.notes.strip():
@@ -240,7 +243,7 @@ class ReviewDesk:
                 "notes": request.notes.strip(),
             },
         )
-        status = await self._record_outcome(found.search_id, request.rank)
+        status = await self._record_outcome(found.search_id, request.rank, principal.user)
         blind = not principal.roles & FULL_VIEW_ROLES
         return gateway_pb2.SubmitReviewResponse(
             review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
@@ -263,9 +266,9 @@ class ReviewDesk:
         }.get(status, "is already decided")
         raise PreconditionFailed(f"candidate {rank} of search {found.search_id} {waits}", rule=Rule.REVIEW)
 
-    async def _record_outcome(self, search_id: str, rank: int) -> int:
+    async def _record_outcome(self, search_id: str, rank: int, reviewer: str) -> int:
         """Read the candidate back (with every review stored so far) and record its outcome once."""
-        found = await self._search_file(search_id)
+        found = await self._search_file(search_id, reviewer)
         status = found.status(rank)
         kind = OUTCOME_KINDS.get(status)
         if kind is not None:

@@ -273,7 +273,13 @@ class Workflow:
                 matched = await self._bus.request(
                     MATCH_SEARCH,
                     matcher_pb2.SearchRequest(
-                        model=model, embedding=embedding, limit=limit, max_distance=model.threshold
+                        model=model,
+                        embedding=embedding,
+                        limit=limit,
+                        max_distance=model.threshold,
+                        origin=common_pb2.Origin(
+                            actor=principal.user, case_number=case_number, purpose=purpose, request_id=search_id
+                        ),
                     ),
                     matcher_pb2.SearchResponse,
                     self._timeout,
@@ -337,7 +343,7 @@ class Workflow:
             if len(image_ref) > 1000:
                 raise InvalidInput("image_ref takes at most 1000 characters")
             with self._slots.claim():
-                enrolled = await self._enroll_face(image, subject_id, face_index, metadata, image_ref)
+                enrolled = await self._enroll_face(image, subject_id, face_index, metadata, image_ref, principal.user)
         except CandorError as error:
             await self.audit_refusal("enroll", error, principal.user, image=image)
             raise
@@ -356,7 +362,13 @@ class Workflow:
         return first.response, first.model, first.chosen.face.quality
 
     async def _enroll_face(
-        self, image: bytes, subject_id: str, face_index: int | None, metadata: Mapping[str, str], image_ref: str
+        self,
+        image: bytes,
+        subject_id: str,
+        face_index: int | None,
+        metadata: Mapping[str, str],
+        image_ref: str,
+        actor: str,
     ) -> list[Enrolled]:
         active, target = await self.routes.for_enrolment()
         chosen = await self._choose_face(image, face_index, active)
@@ -380,6 +392,7 @@ class Workflow:
                     image_sha256=chosen_here.image_sha256,
                     metadata=dict(metadata),
                     image_ref=image_ref,
+                    origin=common_pb2.Origin(actor=actor),
                 ),
                 matcher_pb2.EnrollResponse,
                 self._timeout,
@@ -396,7 +409,7 @@ class Workflow:
                 raise InvalidInput("a reason is required to delete a subject")
             deleted = await self._bus.request(
                 MATCH_DELETE,
-                matcher_pb2.DeleteSubjectRequest(subject_id=subject_id),
+                matcher_pb2.DeleteSubjectRequest(subject_id=subject_id, origin=common_pb2.Origin(actor=principal.user)),
                 matcher_pb2.DeleteSubjectResponse,
                 self._timeout,
             )
@@ -420,7 +433,7 @@ class Workflow:
                 raise InvalidInput("a reason is required to delete a record")
             deleted = await self._bus.request(
                 MATCH_DELETE_RECORD,
-                matcher_pb2.DeleteRecordRequest(record_id=record_id),
+                matcher_pb2.DeleteRecordRequest(record_id=record_id, origin=common_pb2.Origin(actor=principal.user)),
                 matcher_pb2.DeleteRecordResponse,
                 self._timeout,
             )
@@ -480,7 +493,7 @@ class Workflow:
             verification = await self._bus.request(
                 AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
             )
-            records = await self._reader.records(case_number=case_number)
+            records = await self._reader.records(on_behalf_of=principal.user, case_number=case_number)
         except CandorError as error:
             await self.audit_refusal("export_case", error, principal.user, case_number=case_number)
             raise
@@ -506,7 +519,11 @@ class Workflow:
         """One page of the audit records of a period, for oversight reports; the read is audited."""
         try:
             principal.require(Permission.LIST_AUDIT)
-            query = audit_pb2.QueryRequest(limit=request.limit or PAGE, after_sequence=request.after_sequence)
+            query = audit_pb2.QueryRequest(
+                limit=request.limit or PAGE,
+                after_sequence=request.after_sequence,
+                origin=common_pb2.Origin(actor=principal.user),
+            )
             if request.HasField("since"):
                 query.since.CopyFrom(request.since)
             if request.HasField("until"):

@@ -105,10 +105,15 @@ class MatchingService:
     """Runs gallery operations off the event loop, under the gallery's model record: searches use
     the active model, enrolments go to the active model or the one being re-embedded into."""
 
-    def __init__(self, gallery: Gallery, tombstones: Tombstones, models: GalleryModelsRecord) -> None:
+    def __init__(
+        self, gallery: Gallery, tombstones: Tombstones, models: GalleryModelsRecord, audit: AuditPublisher
+    ) -> None:
         self._gallery = gallery
         self._tombstones = tombstones
         self._models = models
+        #: Every search and change asked for over the bus or gRPC is audited here, where it
+        #: happens, besides the gateway's own record (an import's enrolments, by its stage).
+        self._audit = audit
         # Enrolments and the switch take turns: no record lands in the old collection between
         # the switch's completeness check and the switch itself.
         self._turn = asyncio.Lock()
@@ -153,12 +158,34 @@ class MatchingService:
             metadata=dict(request.metadata),
             image_ref=request.image_ref,
         )
+        check_origin(request.origin)
         index, record_id, created = await self.enrol_vector(request.model, enrolment)
         log.info("face_enrolled", record_id=record_id, created=created, model=index.model.id)
+        await self._audited(
+            "matcher.enrolled",
+            request.origin,
+            subject_id=request.subject_id,
+            record_id=record_id,
+            created=created,
+            image_sha256=request.image_sha256,
+            model=index.model.id,
+        )
         return matcher_pb2.EnrollResponse(record_id=record_id, created=created)
+
+    async def _audited(self, kind: str, origin: common_pb2.Origin, **details: object) -> None:
+        """Record one action of the matcher's, for whom the caller says it was; when the record
+        cannot be stored the call fails, so the caller never takes an unrecorded action as done."""
+        await self._audit.publish(
+            kind,
+            actor=origin.actor or UNSTATED,
+            case_number=origin.case_number,
+            purpose=origin.purpose,
+            details={"request_id": origin.request_id, **details},
+        )
 
     async def begin_reembed(self, request: matcher_pb2.BeginReembedRequest) -> matcher_pb2.GalleryModels:
         """Create the target model's collection beside the active one and name it the target."""
+        check_origin(request.origin)
         target = GalleryModel.from_ref(request.target)
 
         def begin(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels | None:
@@ -175,6 +202,7 @@ class MatchingService:
         self._gallery.index_for(target)  # the new collection, made now; a version clash is refused here
         models = await self._models.change(begin)
         log.info("reembed_begun", active=models.active.id, target=models.target.id)
+        await self._audited("matcher.reembed_begun", request.origin, active=models.active.id, target=models.target.id)
         return models
 
     def _migration(self, target_model_id: str, models: matcher_pb2.GalleryModels) -> tuple[GalleryIndex, GalleryIndex]:
@@ -212,6 +240,7 @@ class MatchingService:
     async def switch_model(self, request: matcher_pb2.SwitchModelRequest) -> matcher_pb2.GalleryModels:
         """Make the target the active model, once its collection holds every record of the active
         one but the excused; searches move over in the one write of the model record."""
+        check_origin(request.origin)
         excused = set(request.excused_record_ids)
         for record_id in excused:
             _check_uuid(record_id, "excused_record_ids")
@@ -237,6 +266,13 @@ class MatchingService:
         log.info(
             "gallery_model_switched", active=switched.active.id, previous=switched.previous.id, excused=len(excused)
         )
+        await self._audited(
+            "matcher.model_switched",
+            request.origin,
+            active=switched.active.id,
+            previous=switched.previous.id,
+            excused=len(excused),
+        )
         return switched
 
     async def search(self, request: matcher_pb2.SearchRequest) -> matcher_pb2.SearchResponse:
@@ -245,15 +281,24 @@ class MatchingService:
             raise InvalidInput(f"limit must be between 1 and {MAX_LIMIT}")
         if request.max_distance <= 0:
             raise InvalidInput("max_distance must be positive")
+        check_origin(request.origin)
         model = GalleryModel.from_ref(request.model)
         check_search_model((await self._models.read())[0], model.id)
         index = self._gallery.index_to_search(model)
-        if index is None:  # nothing enrolled yet
-            return matcher_pb2.SearchResponse()
-        hits = await asyncio.to_thread(
-            index.search, list(request.embedding.values), request.limit, request.max_distance
-        )
+        hits = []
+        if index is not None:  # None: nothing enrolled yet
+            hits = await asyncio.to_thread(
+                index.search, list(request.embedding.values), request.limit, request.max_distance
+            )
         log.info("gallery_searched", candidates=len(hits), model=model.id)
+        await self._audited(
+            "matcher.searched",
+            request.origin,
+            model=model.id,
+            limit=request.limit,
+            max_distance=round(float(request.max_distance), 6),
+            record_ids=[hit.record_id for hit in hits],
+        )
         return matcher_pb2.SearchResponse(
             candidates=[
                 common_pb2.Candidate(
@@ -271,6 +316,7 @@ class MatchingService:
     async def delete_subject(self, request: matcher_pb2.DeleteSubjectRequest) -> matcher_pb2.DeleteSubjectResponse:
         """Remove a subject from one model's gallery or from all of them."""
         check_subject_id(request.subject_id)
+        check_origin(request.origin)
         indexes = self._gallery.all_indexes()
         if request.model_id:
             indexes = [index for index in indexes if index.model.id == request.model_id]
@@ -281,11 +327,19 @@ class MatchingService:
         for index in indexes:
             deleted += await asyncio.to_thread(index.delete_subject, request.subject_id)
         log.info("subject_deleted", records=deleted)
+        await self._audited(
+            "matcher.subject_deleted",
+            request.origin,
+            subject_id=request.subject_id,
+            model=request.model_id,
+            records=deleted,
+        )
         return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted)
 
     async def delete_record(self, request: matcher_pb2.DeleteRecordRequest) -> matcher_pb2.DeleteRecordResponse:
         """Remove one record from every model's gallery that holds it."""
         _check_uuid(request.record_id, "record_id")
+        check_origin(request.origin)
         await self._tombstones.mark_record(request.record_id)
         subject = None
         for index in self._gallery.all_indexes():
@@ -293,6 +347,9 @@ class MatchingService:
             if held is not None:
                 subject = held
                 log.info("record_deleted", record_id=request.record_id, model=index.model.id)
+        await self._audited(
+            "matcher.record_deleted", request.origin, record_id=request.record_id, subject_id=subject or ""
+        )
         if subject is None:
             return matcher_pb2.DeleteRecordResponse(deleted=False)
         return matcher_pb2.DeleteRecordResponse(deleted=True, subject_id=subject)
@@ -325,6 +382,20 @@ def _claimed_by(
         return models
 
     return claim
+
+
+#: The actor of a matcher record whose caller named nobody.
+UNSTATED = "unstated"
+#: The longest origin field accepted: the matcher records them, so they are bounded.
+MAX_ORIGIN_CHARS = 128
+
+
+def check_origin(origin: common_pb2.Origin) -> None:
+    """Refuse an origin whose fields are too long or hold control characters to be recorded."""
+    for name in ("actor", "case_number", "purpose", "request_id"):
+        value = getattr(origin, name)
+        if len(value) > MAX_ORIGIN_CHARS or not value.isprintable():
+            raise InvalidInput(f"origin.{name} must be at most {MAX_ORIGIN_CHARS} printable characters")
 
 
 def _check_uuid(value: str, name: str) -> None:
@@ -394,7 +465,8 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             replicas = settings.worker.stream_replicas
             tombstones = Tombstones(await open_bucket(host.bus, subjects.TOMBSTONES_BUCKET, replicas))
             models = GalleryModelsRecord(await open_bucket(host.bus, subjects.GALLERY_BUCKET, replicas))
-            service = MatchingService(gallery, tombstones, models)
+            audit = AuditPublisher(host.bus, "matcher")
+            service = MatchingService(gallery, tombstones, models, audit)
             await service.adopt_single_model()
             matcher_pb2_grpc.add_MatcherServiceServicer_to_server(MatcherServicer(service), host.grpc.server)
             await host.start_grpc()
@@ -412,7 +484,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(
                 subjects.MATCH_SWITCH_MODEL, "matcher", matcher_pb2.SwitchModelRequest, service.switch_model
             )
-            stage = MatchStage(host.bus, service, tombstones, AuditPublisher(host.bus, "matcher"))
+            stage = MatchStage(host.bus, service, tombstones, audit)
             tasks = [
                 running_worker(host.bus, MATCH, stage, settings.worker, stop),
                 asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),

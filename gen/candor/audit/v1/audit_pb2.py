@@ -22,30 +22,31 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from candor.common.v1 import common_pb2 as candor_dot_common_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61ndor/audit/v1/audit.proto\x12\x0f\x63\x61ndor.audit.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\"\xcb\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.candor.audit.v1.AuditEvent\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rprevious_hash\x18\x04 \x01(\t\x12\x13\n\x0brecord_hash\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\"e\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x0f\n\x07made_at\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\t\"A\n\rVerifyRequest\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"\xfe\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1a\n\x12signatures_checked\x18\x06 \x01(\x03\x12\x1b\n\x13\x63heckpoints_checked\x18\x07 \x01(\x03\x12\x16\n\x0epublic_key_pem\x18\x08 \x01(\t\x12\x36\n\x11latest_checkpoint\x18\t \x01(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"\xf2\x01\n\x0cQueryRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x61\x66ter_sequence\x18\x06 \x01(\x03\x12\r\n\x05kinds\x18\x07 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12 \n\x18wait_for_stream_sequence\x18\t \x01(\x04\">\n\rQueryResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord2\xa1\x01\n\x0c\x41uditService\x12I\n\x06Verify\x12\x1e.candor.audit.v1.VerifyRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12\x46\n\x05Query\x12\x1d.candor.audit.v1.QueryRequest\x1a\x1e.candor.audit.v1.QueryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61ndor/audit/v1/audit.proto\x12\x0f\x63\x61ndor.audit.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xba\x01\n\nAuditEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\x0f\n\x07purpose\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65tails_json\x18\x08 \x01(\t\"\xcb\x01\n\x0b\x41uditRecord\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.candor.audit.v1.AuditEvent\x12/\n\x0brecorded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rprevious_hash\x18\x04 \x01(\t\x12\x13\n\x0brecord_hash\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\"e\n\nCheckpoint\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12\x11\n\thead_hash\x18\x02 \x01(\t\x12\x0f\n\x07made_at\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12\x11\n\tsignature\x18\x05 \x01(\t\"A\n\rVerifyRequest\x12\x30\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"\xfe\x01\n\x0eVerifyResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0frecords_checked\x18\x02 \x01(\x03\x12\x1a\n\x12\x66irst_bad_sequence\x18\x03 \x01(\x03\x12\x0f\n\x07problem\x18\x04 \x01(\t\x12\x11\n\thead_hash\x18\x05 \x01(\t\x12\x1a\n\x12signatures_checked\x18\x06 \x01(\x03\x12\x1b\n\x13\x63heckpoints_checked\x18\x07 \x01(\x03\x12\x16\n\x0epublic_key_pem\x18\x08 \x01(\t\x12\x36\n\x11latest_checkpoint\x18\t \x01(\x0b\x32\x1b.candor.audit.v1.Checkpoint\"\x9c\x02\n\x0cQueryRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12)\n\x05since\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x16\n\x0e\x61\x66ter_sequence\x18\x06 \x01(\x03\x12\r\n\x05kinds\x18\x07 \x03(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12 \n\x18wait_for_stream_sequence\x18\t \x01(\x04\x12(\n\x06origin\x18\n \x01(\x0b\x32\x18.candor.common.v1.Origin\">\n\rQueryResponse\x12-\n\x07records\x18\x01 \x03(\x0b\x32\x1c.candor.audit.v1.AuditRecord2\xa1\x01\n\x0c\x41uditService\x12I\n\x06Verify\x12\x1e.candor.audit.v1.VerifyRequest\x1a\x1f.candor.audit.v1.VerifyResponse\x12\x46\n\x05Query\x12\x1d.candor.audit.v1.QueryRequest\x1a\x1e.candor.audit.v1.QueryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'candor.audit.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITEVENT']._serialized_start=82
-  _globals['_AUDITEVENT']._serialized_end=268
-  _globals['_AUDITRECORD']._serialized_start=271
-  _globals['_AUDITRECORD']._serialized_end=474
-  _globals['_CHECKPOINT']._serialized_start=476
-  _globals['_CHECKPOINT']._serialized_end=577
-  _globals['_VERIFYREQUEST']._serialized_start=579
-  _globals['_VERIFYREQUEST']._serialized_end=644
-  _globals['_VERIFYRESPONSE']._serialized_start=647
-  _globals['_VERIFYRESPONSE']._serialized_end=901
-  _globals['_QUERYREQUEST']._serialized_start=904
-  _globals['_QUERYREQUEST']._serialized_end=1146
-  _globals['_QUERYRESPONSE']._serialized_start=1148
-  _globals['_QUERYRESPONSE']._serialized_end=1210
-  _globals['_AUDITSERVICE']._serialized_start=1213
-  _globals['_AUDITSERVICE']._serialized_end=1374
+  _globals['_AUDITEVENT']._serialized_start=113
+  _globals['_AUDITEVENT']._serialized_end=299
+  _globals['_AUDITRECORD']._serialized_start=302
+  _globals['_AUDITRECORD']._serialized_end=505
+  _globals['_CHECKPOINT']._serialized_start=507
+  _globals['_CHECKPOINT']._serialized_end=608
+  _globals['_VERIFYREQUEST']._serialized_start=610
+  _globals['_VERIFYREQUEST']._serialized_end=675
+  _globals['_VERIFYRESPONSE']._serialized_start=678
+  _globals['_VERIFYRESPONSE']._serialized_end=932
+  _globals['_QUERYREQUEST']._serialized_start=935
+  _globals['_QUERYREQUEST']._serialized_end=1219
+  _globals['_QUERYRESPONSE']._serialized_start=1221
+  _globals['_QUERYRESPONSE']._serialized_end=1283
+  _globals['_AUDITSERVICE']._serialized_start=1286
+  _globals['_AUDITSERVICE']._serialized_end=1447
 # @@protoc_insertion_point(module_scope)

@@ -1,5 +1,6 @@
 import datetime
 
+from candor.common.v1 import common_pb2 as _common_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -90,7 +91,7 @@ class VerifyResponse(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ..., latest_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("case_number", "actor", "since", "until", "limit", "after_sequence", "kinds", "event_id", "wait_for_stream_sequence")
+    __slots__ = ("case_number", "actor", "since", "until", "limit", "after_sequence", "kinds", "event_id", "wait_for_stream_sequence", "origin")
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -100,6 +101,7 @@ class QueryRequest(_message.Message):
     KINDS_FIELD_NUMBER: _ClassVar[int]
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_FOR_STREAM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     case_number: str
     actor: str
     since: _timestamp_pb2.Timestamp
@@ -109,7 +111,8 @@ class QueryRequest(_message.Message):
     kinds: _containers.RepeatedScalarFieldContainer[str]
     event_id: str
     wait_for_stream_sequence: int
-    def __init__(self, case_number: _Optional[str] = ..., actor: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., after_sequence: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., wait_for_stream_sequence: _Optional[int] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, case_number: _Optional[str] = ..., actor: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., after_sequence: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., wait_for_stream_sequence: _Optional[int] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("records",)

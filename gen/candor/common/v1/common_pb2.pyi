@@ -58,6 +58,18 @@ class DetectedFace(_message.Message):
     quality: FaceQuality
     def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., chip: _Optional[_Union[FaceChip, _Mapping]] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ...) -> None: ...
 
+class Origin(_message.Message):
+    __slots__ = ("actor", "case_number", "purpose", "request_id")
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    actor: str
+    case_number: str
+    purpose: str
+    request_id: str
+    def __init__(self, actor: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
 class ModelRef(_message.Message):
     __slots__ = ("id", "version", "metric", "dimension", "threshold", "calibration_id")
     ID_FIELD_NUMBER: _ClassVar[int]

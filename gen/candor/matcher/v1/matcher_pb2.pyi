@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("subject_id", "model", "embedding", "image_sha256", "metadata", "image_ref")
+    __slots__ = ("subject_id", "model", "embedding", "image_sha256", "metadata", "image_ref", "origin")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,13 +25,15 @@ class EnrollRequest(_message.Message):
     IMAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     model: _common_pb2.ModelRef
     embedding: _common_pb2.Embedding
     image_sha256: str
     metadata: _containers.ScalarMap[str, str]
     image_ref: str
-    def __init__(self, subject_id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., image_sha256: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_ref: _Optional[str] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, subject_id: _Optional[str] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., image_sha256: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_ref: _Optional[str] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("record_id", "created")
@@ -42,16 +44,18 @@ class EnrollResponse(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("model", "embedding", "limit", "max_distance")
+    __slots__ = ("model", "embedding", "limit", "max_distance", "origin")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     model: _common_pb2.ModelRef
     embedding: _common_pb2.Embedding
     limit: int
     max_distance: float
-    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., limit: _Optional[int] = ..., max_distance: _Optional[float] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., embedding: _Optional[_Union[_common_pb2.Embedding, _Mapping]] = ..., limit: _Optional[int] = ..., max_distance: _Optional[float] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("candidates",)
@@ -60,12 +64,14 @@ class SearchResponse(_message.Message):
     def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ...) -> None: ...
 
 class DeleteSubjectRequest(_message.Message):
-    __slots__ = ("subject_id", "model_id")
+    __slots__ = ("subject_id", "model_id", "origin")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     model_id: str
-    def __init__(self, subject_id: _Optional[str] = ..., model_id: _Optional[str] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, subject_id: _Optional[str] = ..., model_id: _Optional[str] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class DeleteSubjectResponse(_message.Message):
     __slots__ = ("deleted_records",)
@@ -74,10 +80,12 @@ class DeleteSubjectResponse(_message.Message):
     def __init__(self, deleted_records: _Optional[int] = ...) -> None: ...
 
 class DeleteRecordRequest(_message.Message):
-    __slots__ = ("record_id",)
+    __slots__ = ("record_id", "origin")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     record_id: str
-    def __init__(self, record_id: _Optional[str] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, record_id: _Optional[str] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class DeleteRecordResponse(_message.Message):
     __slots__ = ("deleted", "subject_id")
@@ -114,10 +122,12 @@ class GalleryModels(_message.Message):
     def __init__(self, active: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., previous: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class BeginReembedRequest(_message.Message):
-    __slots__ = ("target",)
+    __slots__ = ("target", "origin")
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     target: _common_pb2.ModelRef
-    def __init__(self, target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class GalleryRecord(_message.Message):
     __slots__ = ("record_id", "subject_id", "image_sha256", "origin", "image_ref", "metadata")
@@ -161,9 +171,11 @@ class ListMissingRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[GalleryRecord, _Mapping]]] = ..., next: _Optional[str] = ...) -> None: ...
 
 class SwitchModelRequest(_message.Message):
-    __slots__ = ("target_model_id", "excused_record_ids")
+    __slots__ = ("target_model_id", "excused_record_ids", "origin")
     TARGET_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     EXCUSED_RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     target_model_id: str
     excused_record_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, target_model_id: _Optional[str] = ..., excused_record_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, target_model_id: _Optional[str] = ..., excused_record_ids: _Optional[_Iterable[str]] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
