@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLES := .cache/samples
 
-.PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy protos protos-check bench clean
+.PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy protos protos-check bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -53,6 +53,14 @@ protos-check: $(STAMP)
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
+
+# A fuzz campaign: FUZZ_SECONDS of atheris on the photo decoder, then on every gRPC request message.
+FUZZ_SECONDS ?= 300
+fuzz: setup
+	$(BIN)/python fuzz/seeds.py $(SAMPLES) .cache/fuzz/decode
+	mkdir -p .cache/fuzz/requests
+	$(BIN)/python fuzz/decode_image.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .cache/fuzz/decode
+	$(BIN)/python fuzz/requests.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .cache/fuzz/requests
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

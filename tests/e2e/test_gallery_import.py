@@ -27,6 +27,7 @@ from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
 from candor_cli.gallery import import_id_for, read_source
 from candor_kit import subjects
+from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import CANDOR, candor, searching, wait_for_audit
 
 pytestmark = pytest.mark.e2e
@@ -305,10 +306,7 @@ def _wait_until(client: GatewayClient, import_id: str, done: int, timeout_s: flo
 
 
 def _nats(stack: LocalStack, role: str):  # type: ignore[no-untyped-def]
-    """A NATS connection as ``role``'s user: the stack's nats-server has no anonymous access."""
-    login = stack.nats_login(role)
-    password = Path(login.password_file).read_text().strip()
-    return nats.connect(login.url, user=login.user, password=password, inbox_prefix=login.inbox_prefix)
+    return connect_as(stack, role)
 
 
 def _publish(stack: LocalStack, subject: str, data: bytes) -> None:

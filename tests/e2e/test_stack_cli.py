@@ -171,11 +171,15 @@ def test_a_case_export_is_written_and_checks_out_offline(gallery: LocalStack, sa
     while True:  # the audit service appends from the stream, a moment after the search
         result = candor(gallery, "audit", "export", "--case", "CASE-E2E-6/2026", "--out", str(tmp_path))
         exported = json.loads((tmp_path / f"{stem}.json").read_text())
-        if exported.get("records") or time.monotonic() > deadline:
+        kinds = {r["event"]["kind"] for r in exported.get("records", [])}
+        if {"matcher.searched", "search.completed"} <= kinds or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert "chain OK" in result.stdout
-    assert [r["event"]["event_id"] for r in exported["records"]][:1] == [found["search_id"]]
+    # Both ends recorded the search: the gateway under its search id, the matcher where it ran.
+    by_kind = {r["event"]["kind"]: r["event"] for r in exported["records"]}
+    assert by_kind["search.completed"]["event_id"] == found["search_id"]
+    assert by_kind["matcher.searched"]["case_number"] == "CASE-E2E-6/2026"
     page = (tmp_path / f"{stem}.html").read_text()
     assert found["candidates"][0]["subject_id"] in page
     checked = candor(gallery, "audit", "check-export", str(tmp_path / f"{stem}.json"))
@@ -209,19 +213,6 @@ def test_the_oversight_report_counts_the_day_from_the_audit_log(gallery: LocalSt
     assert (tmp_path / "searches-by-purpose.png").read_bytes()[:4] == b"\x89PNG"
     refused = candor(gallery, "report", "--from", today, "--to", "2000-01-01", check=False)
     assert refused.returncode == 2 and "--to is before --from" in refused.stderr
-
-
-def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack) -> None:
-    # Runs last in this module: it breaks the chain on purpose.
-    assert candor(gallery, "audit", "verify").returncode == 0
-    database = gallery.data / "audit" / "audit.db"
-    with sqlite3.connect(database) as db:
-        target = db.execute("SELECT sequence FROM audit_record WHERE kind = 'search.completed' LIMIT 1").fetchone()[0]
-        db.execute("UPDATE audit_record SET details_json = '{\"candidates\":[]}' WHERE sequence = ?", (target,))
-    result = candor(gallery, "audit", "verify", check=False)
-    assert result.returncode == 1
-    assert f"BROKEN at record {target}:" in result.stdout
-    assert "altered" in result.stdout
 
 
 def test_stack_down_stops_every_process_gracefully(tmp_path: Path) -> None:
@@ -291,3 +282,27 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(gallery: LocalS
     shown = candor(gallery, "review", "show", found["search_id"]).stdout
     assert re.search(r" 1\. obama +distance [0-9.]+  LEAD", shown)
     assert "reviewer rita: confirm" in shown and "reviewer rob: confirm" in shown
+
+
+def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack, samples: Path) -> None:
+    # Runs last in this module (it is the last test of the file): it breaks the chain on purpose,
+    # and the audit service appends nothing more to a broken chain.
+    assert candor(gallery, "audit", "verify").returncode == 0
+    database = gallery.data / "audit" / "audit.db"
+    with sqlite3.connect(database) as db:
+        target = db.execute("SELECT sequence FROM audit_record WHERE kind = 'search.completed' LIMIT 1").fetchone()[0]
+        db.execute("UPDATE audit_record SET details_json = '{\"candidates\":[]}' WHERE sequence = ?", (target,))
+    result = candor(gallery, "audit", "verify", check=False)
+    assert result.returncode == 1
+    assert f"BROKEN at record {target}:" in result.stdout
+    assert "altered" in result.stdout
+    # The break stops the chain: a search still succeeds (its event waits on the stream), but
+    # nothing more is appended.
+    count = "SELECT COUNT(*) FROM audit_record"
+    with sqlite3.connect(database) as db:
+        before = db.execute(count).fetchone()[0]
+    assert search_json(gallery, samples / "obama2.jpg", "CASE-E2E-BROKEN")["candidates"]
+    time.sleep(2)
+    with sqlite3.connect(database) as db:
+        assert db.execute(count).fetchone()[0] == before
+    assert "audit_chain_broken" in (gallery.logs / "audit.log").read_text()

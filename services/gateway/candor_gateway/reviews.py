@@ -219,7 +219,7 @@ class ReviewDesk:
         found: SearchFile | None = None
         try:
             principal.require(Permission.SUBMIT_REVIEW)
-            decision = _decision(request)
+            decision = review_decision(request)
             found = await self._search_file(request.search_id, principal.user)
             candidate = found.candidate(request.rank)
             role = self._reviewing_role(principal, found, request.rank)
@@ -371,7 +371,8 @@ class ReviewDesk:
         )
 
 
-def _decision(request: gateway_pb2.SubmitReviewRequest) -> str:
+def review_decision(request: gateway_pb2.SubmitReviewRequest) -> str:
+    """The decision ("confirm" or "reject") of a well-formed review request; InvalidInput otherwise."""
     if request.decision not in DECISIONS:
         raise InvalidInput("decision must be DECISION_CONFIRM or DECISION_REJECT")
     if len(request.notes) > MAX_NOTES:

@@ -1,0 +1,123 @@
+"""Fuzz every gRPC request message of every service, and the audit stream's event, with atheris.
+
+Each input picks a message type, is parsed as that message, and the parsed message goes through
+the checks its service makes before any I/O (policy, identifiers, origins, review decisions, the
+audit event's publisher check, the refusal record's bounding, the export page). Parsing may fail
+with DecodeError and a check with a CandorError; any other exception is a finding.
+
+    .venv/bin/python fuzz/requests.py -atheris_runs=N [-max_total_time=S]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import atheris
+from google.protobuf.json_format import MessageToJson
+from google.protobuf.message import DecodeError, Message
+
+#: Smoke runs (the tests) instrument only Candor's own modules; campaigns instrument everything.
+SMOKE = os.environ.get("CANDOR_FUZZ_SMOKE") == "1"
+CANDOR = ["candor", "candor_audit", "candor_gateway", "candor_kit", "candor_matcher"]
+with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcontext():
+    from candor.audit.v1 import audit_pb2
+    from candor.detector.v1 import detector_pb2
+    from candor.embedder.v1 import embedder_pb2
+    from candor.gateway.v1 import gateway_pb2
+    from candor.matcher.v1 import matcher_pb2
+    from candor_audit.export import export_file_stem, render_html
+    from candor_audit.service import entry_from_event, query_entry, refused_entry
+    from candor_gateway.policy import DEFAULT_POLICY_YAML, parse_policy
+    from candor_gateway.refusals import describe_malformed
+    from candor_gateway.reviews import review_decision
+    from candor_kit import subjects
+    from candor_kit.errors import CandorError
+    from candor_kit.identifiers import check_subject_id
+    from candor_matcher.service import check_origin
+
+POLICY = parse_policy(DEFAULT_POLICY_YAML.encode())
+NOW = "2026-12-01T00:00:00.000000Z"
+
+
+def _search(request: gateway_pb2.SearchRequest) -> None:
+    describe_malformed(request.case_number)
+    POLICY.check_search(
+        request.case_number, request.purpose, request.authorisation_reference.strip(), request.max_candidates
+    )
+
+
+def _export(request: gateway_pb2.ExportCaseRequest) -> None:
+    export_file_stem(request.case_number)
+    render_html(gateway_pb2.ExportCaseResponse(case_number=request.case_number), [])
+
+
+def _event(event: audit_pb2.AuditEvent) -> None:
+    subject = subjects.audit_subject("gateway", event.kind)
+    if subjects.audit_publisher_problem(subject, event.kind) is None:
+        entry_from_event(event)
+    refused_entry(subject, event, "fuzz", NOW)
+    render_html(gateway_pb2.ExportCaseResponse(records=[audit_pb2.AuditRecord(event=event)]), [])
+
+
+def _with_origin(check: Callable[[Any], None] | None = None) -> Callable[[Any], None]:
+    def run(request: Any) -> None:
+        check_origin(request.origin)
+        if check is not None:
+            check(request)
+
+    return run
+
+
+#: Each request message type and the checks its service makes before any I/O.
+TARGETS: list[tuple[type[Message], Callable[[Any], None]]] = [
+    (gateway_pb2.SearchRequest, _search),
+    (gateway_pb2.EnrollRequest, lambda r: check_subject_id(r.subject_id)),
+    (gateway_pb2.SubmitReviewRequest, review_decision),
+    (gateway_pb2.ExportCaseRequest, _export),
+    (gateway_pb2.DeleteSubjectRequest, lambda r: check_subject_id(r.subject_id)),
+    (matcher_pb2.SearchRequest, _with_origin()),
+    (matcher_pb2.EnrollRequest, _with_origin(lambda r: check_subject_id(r.subject_id))),
+    (matcher_pb2.DeleteSubjectRequest, _with_origin(lambda r: check_subject_id(r.subject_id))),
+    (matcher_pb2.DeleteRecordRequest, _with_origin()),
+    (matcher_pb2.SwitchModelRequest, _with_origin()),
+    (audit_pb2.QueryRequest, lambda r: query_entry(r, NOW)),
+    (audit_pb2.AuditEvent, _event),
+]
+#: Every other request message of every service's API: parsed and written back out.
+for module in (gateway_pb2, matcher_pb2, detector_pb2, embedder_pb2, audit_pb2):
+    for service in module.DESCRIPTOR.services_by_name.values():
+        for method in service.methods:
+            message = getattr(module, method.input_type.name, None)
+            if message is not None and all(message is not known for known, _ in TARGETS):
+                TARGETS.append((message, lambda r: None))
+
+
+def one_input(data: bytes) -> None:
+    """Parse one input as a chosen request message and run its checks."""
+    provider = atheris.FuzzedDataProvider(data)
+    message_type, check = TARGETS[provider.ConsumeIntInRange(0, len(TARGETS) - 1)]
+    try:
+        message = message_type.FromString(provider.ConsumeBytes(provider.remaining_bytes()))
+    except DecodeError:
+        return
+    MessageToJson(message)
+    try:
+        check(message)
+    except CandorError:
+        pass
+
+
+def main() -> None:
+    """Run the fuzzer with libFuzzer's command line."""
+    if not SMOKE:
+        atheris.instrument_all()  # coverage from every Python function loaded, the libraries' included
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

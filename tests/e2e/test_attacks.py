@@ -1,0 +1,395 @@
+"""An attacker on the network against the local process stack: each way around the safeguards that
+was found open is now closed, and what already held still holds.
+
+The stack is the one `candor stack up` runs: nats-server with the per-service users, the five
+services as processes, the service token on the internal gRPC APIs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import nats
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from candor.audit.v1 import audit_pb2, audit_pb2_grpc
+from candor.common.v1 import common_pb2
+from candor.detector.v1 import detector_pb2, detector_pb2_grpc
+from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
+from candor_cli import LocalStack
+from candor_cli.stack import StackError
+from candor_kit import subjects
+from tests.e2e.nats_login import connect_as
+from tests.e2e.test_stack_cli import candor, search_json, searching, wait_for_audit
+
+pytestmark = pytest.mark.e2e
+
+#: Every user of the stack's nats-server.
+ROLES = tuple(subjects.ROLES)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Iterator[LocalStack]:
+    stack = LocalStack(tmp_path_factory.mktemp("attacked"), extra_env={"CANDOR_AUDIT_CHECKPOINT_INTERVAL_S": "1"})
+    stack.up()
+    candor(stack, "enroll", str(samples / "obama.jpg"), "--subject", "obama")
+    yield stack
+    stack.down()
+
+
+def gateway_stub(stack: LocalStack) -> tuple[grpc.Channel, gateway_pb2_grpc.GatewayServiceStub]:
+    state = stack.state()
+    assert state is not None
+    channel = grpc.insecure_channel(
+        state.gateway,
+        options=[("grpc.max_send_message_length", 32 << 20), ("grpc.max_receive_message_length", 32 << 20)],
+    )
+    return channel, gateway_pb2_grpc.GatewayServiceStub(channel)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def audit_rows(stack: LocalStack, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(stack.data / "audit" / "audit.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
+def database_bytes(stack: LocalStack) -> int:
+    """The audit database's size on disk, its write-ahead log included."""
+    database = stack.data / "audit" / "audit.db"
+    return sum(path.stat().st_size for path in (database, Path(f"{database}-wal")) if path.exists())
+
+
+def violations(run: Any) -> list[str]:
+    """Run ``run(errors)`` and return the permission violations the server reported."""
+    errors: list[str] = []
+    asyncio.run(run(errors))
+    return [e for e in errors if "permissions violation" in e.lower()]
+
+
+# --- 3: the bus has users; none may empty the audit stream ----------------------------------------
+
+
+def test_the_bus_takes_no_anonymous_or_wrong_login(stack: LocalStack) -> None:
+    state = stack.state()
+    assert state is not None
+
+    async def attempt(**login: str) -> None:
+        client = await nats.connect(state.nats_url, allow_reconnect=False, max_reconnect_attempts=0, **login)
+        await client.close()
+
+    for login in ({}, {"user": "gateway", "password": "guess"}, {"user": "admin", "password": "admin"}):
+        with pytest.raises(Exception, match=r"[Aa]uthorization"):
+            asyncio.run(attempt(**login))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_no_user_may_purge_or_delete_the_audit_streams(stack: LocalStack, role: str) -> None:
+    before = audit_rows(stack, "SELECT COUNT(*) FROM audit_record")[0][0]
+
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = await connect_as(stack, role, error_cb=remember)
+        js = client.jetstream()
+        for stream in (subjects.AUDIT_STREAM, subjects.AUDIT_CHECKPOINT_STREAM):
+            for attack in (js.purge_stream(stream), js.delete_stream(stream), js.delete_msg(stream, 1)):
+                with pytest.raises(Exception):  # noqa: B017 - refused: no reply comes, or an error
+                    await asyncio.wait_for(attack, 0.5)
+        await client.flush()
+        await asyncio.sleep(0.2)
+        await client.close()
+
+    assert len(violations(run)) >= 6, role
+    info = asyncio.run(stream_state(stack))
+    assert info[subjects.AUDIT_STREAM] >= before and info[subjects.AUDIT_CHECKPOINT_STREAM] >= 1
+
+
+async def stream_state(stack: LocalStack) -> dict[str, int]:
+    """How many messages each audit stream holds, read as the audit service's own user."""
+    client = await connect_as(stack, "audit")
+    js = client.jetstream()
+    try:
+        return {
+            name: (await js.stream_info(name)).state.messages
+            for name in (subjects.AUDIT_STREAM, subjects.AUDIT_CHECKPOINT_STREAM)
+        }
+    finally:
+        await client.close()
+
+
+def test_no_other_user_may_read_probe_photos_on_the_bus(stack: LocalStack) -> None:
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        for role in ("embedder", "matcher", "audit", "operator"):
+            client = await connect_as(stack, role, error_cb=remember)
+            await client.subscribe(subjects.DETECT)  # where every probe photo travels
+            await client.flush()
+            await asyncio.sleep(0.1)
+            await client.close()
+
+    assert len(violations(run)) == 4
+
+
+# --- 1: only the owner of an event kind may write it ----------------------------------------------
+
+
+def forged_review(search_id: str, reviewer: str) -> audit_pb2.AuditEvent:
+    now = Timestamp()
+    now.GetCurrentTime()
+    details = {"search_id": search_id, "rank": 1, "subject_id": "obama", "decision": "confirm", "role": "reviewer"}
+    return audit_pb2.AuditEvent(
+        event_id=str(uuid.uuid4()),
+        kind="review.submitted",
+        occurred_at=now,
+        actor=reviewer,
+        case_number="ATK-1",
+        purpose="investigation",
+        details_json=json.dumps({**details, "notes": ""}),
+    )
+
+
+def test_a_review_forged_from_the_detectors_user_makes_no_lead(stack: LocalStack, samples: Path) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "ATK-1")
+    as_gateway = forged_review(found["search_id"], "rita")
+    as_itself = forged_review(found["search_id"], "rob")
+
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = await connect_as(stack, "detector", error_cb=remember)
+        js = client.jetstream()
+        # Under the gateway's name: the server refuses the publish itself.
+        with pytest.raises(Exception):  # noqa: B017 - no acknowledgement comes
+            await js.publish(
+                subjects.audit_subject("gateway", "review.submitted"), as_gateway.SerializeToString(), timeout=3
+            )
+        # Under its own name: stored on the stream, refused by the audit service.
+        await js.publish(subjects.audit_subject("detector", "review.submitted"), as_itself.SerializeToString())
+        await client.close()
+
+    assert violations(run)
+    rows = wait_for_audit(
+        stack,
+        "SELECT details_json FROM audit_record WHERE kind = 'audit.event_refused' AND details_json LIKE ?",
+        (f"%{as_itself.event_id}%",),
+    )
+    refused = json.loads(rows[0][0])
+    assert refused["reason"] == "detector does not own audit events of this kind"
+    assert refused["subject"] == subjects.audit_subject("detector", "review.submitted")
+    forged_ids = (as_gateway.event_id, as_itself.event_id)
+    assert audit_rows(stack, "SELECT COUNT(*) FROM audit_record WHERE event_id IN (?, ?)", forged_ids)[0][0] == 0
+    shown = candor(stack, "review", "show", found["search_id"]).stdout
+    assert "LEAD" not in shown and "rita" not in shown and "rob" not in shown
+    assert "audit chain OK" in candor(stack, "audit", "verify").stdout
+
+
+# --- 2: around the gateway, still audited; internal APIs need the service token -------------------
+
+
+def test_a_search_and_a_read_made_around_the_gateway_are_audited_where_they_happen(stack: LocalStack) -> None:
+    request_id = str(uuid.uuid4())
+
+    async def run() -> tuple[int, int]:
+        client = await connect_as(stack, "gateway")
+        try:
+            search = matcher_pb2.SearchRequest(
+                model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
+                embedding=common_pb2.Embedding(values=[0.0] * 128),
+                limit=10,
+                max_distance=2.0,
+                origin=common_pb2.Origin(request_id=request_id),
+            )
+            reply = await client.request(subjects.MATCH_SEARCH, search.SerializeToString(), timeout=10)
+            found = matcher_pb2.SearchResponse.FromString(reply.data)
+            query = audit_pb2.QueryRequest(kinds=["search.completed"], origin=common_pb2.Origin(request_id=request_id))
+            read = await client.request(subjects.AUDIT_QUERY, query.SerializeToString(), timeout=10)
+            return len(found.candidates), len(audit_pb2.QueryResponse.FromString(read.data).records)
+        finally:
+            await client.close()
+
+    candidates, records = asyncio.run(run())
+    assert candidates >= 1 and records >= 1  # the attacker got answers...
+    searched = wait_for_audit(
+        stack, "SELECT actor, details_json FROM audit_record WHERE kind = 'matcher.searched' AND details_json LIKE ?",
+        (f"%{request_id}%",),
+    )  # fmt: skip
+    assert searched[0][0] == "unstated" and len(json.loads(searched[0][1])["record_ids"]) == candidates
+    queried = wait_for_audit(
+        stack, "SELECT actor FROM audit_record WHERE kind = 'audit.queried' AND details_json LIKE ?",
+        (f"%{request_id}%",),
+    )  # fmt: skip
+    assert queried[0][0] == "unstated"  # ...and each left a record naming no user
+
+
+def internal_calls(stack: LocalStack, samples: Path) -> dict[str, Any]:
+    """One call to each internal service's gRPC API."""
+    state = stack.state()
+    assert state is not None
+    photo = (samples / "obama2.jpg").read_bytes()
+    return {
+        "detector": lambda channel, md: detector_pb2_grpc.DetectorServiceStub(channel).Detect(
+            detector_pb2.DetectRequest(image=photo), metadata=md, timeout=30
+        ),
+        "embedder": lambda channel, md: embedder_pb2_grpc.EmbedderServiceStub(channel).GetModel(
+            embedder_pb2.GetModelRequest(), metadata=md, timeout=30
+        ),
+        "matcher": lambda channel, md: matcher_pb2_grpc.MatcherServiceStub(channel).GetGallery(
+            matcher_pb2.GetGalleryRequest(), metadata=md, timeout=30
+        ),
+        "audit": lambda channel, md: audit_pb2_grpc.AuditServiceStub(channel).Verify(
+            audit_pb2.VerifyRequest(), metadata=md, timeout=30
+        ),
+    }
+
+
+def test_internal_grpc_apis_answer_only_with_the_service_token(stack: LocalStack, samples: Path) -> None:
+    state = stack.state()
+    assert state is not None
+    token = (stack.data / "secrets" / "service-token").read_text().strip()
+    for name, call in internal_calls(stack, samples).items():
+        with grpc.insecure_channel(state.addresses[name]) as channel:
+            for metadata in ((), bearer("not-the-token"), bearer(stack.token())):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call(channel, metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+            assert call(channel, bearer(token)) is not None, name
+
+
+# --- 4: what a refusal records is bounded; hostile text is refused --------------------------------
+
+
+def test_an_unauthenticated_search_with_an_8_mb_case_number_costs_the_chain_a_few_hundred_bytes(
+    stack: LocalStack, samples: Path
+) -> None:
+    case = "C" * (8 << 20)
+    channel, gateway = gateway_stub(stack)
+    before = database_bytes(stack)
+    with channel:
+        request = gateway_pb2.SearchRequest(
+            probe_image=(samples / "obama2.jpg").read_bytes(), case_number=case, purpose="investigation"
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.Search(request, metadata=bearer("forged.token.value"), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    rows = wait_for_audit(
+        stack,
+        "SELECT case_number, details_json FROM audit_record WHERE kind = 'search.refused' AND actor = 'anonymous' "
+        "AND details_json LIKE '%case_number_malformed%'",
+    )
+    recorded_case, details = rows[-1]
+    assert recorded_case == ""
+    malformed = json.loads(details)["case_number_malformed"]
+    assert malformed["length"] == len(case) and len(details) < 1000
+    assert database_bytes(stack) - before < 256 << 10  # not 8 MB: a few pages of SQLite
+
+
+@pytest.mark.parametrize(
+    ("case", "purpose", "authorisation", "code", "text"),
+    [
+        ("ATK-4", "p" * 10_240, "W-1", grpc.StatusCode.PERMISSION_DENIED, "the purpose is not allowed"),
+        ("a/../../../tmp/x", "investigation", "W-1", grpc.StatusCode.INVALID_ARGUMENT, "case number"),
+        ("ATK-4\x1b[2J", "investigation", "W-1", grpc.StatusCode.INVALID_ARGUMENT, "case number"),
+        ("ATK-4", "investigation", "W-1\x1b]0;owned\x07", grpc.StatusCode.INVALID_ARGUMENT, "control"),
+        ("ATK-4", "investigation", "W-1\u202e", grpc.StatusCode.INVALID_ARGUMENT, "control"),
+    ],
+)
+def test_hostile_text_in_a_search_is_refused_with_a_clear_status(
+    stack: LocalStack, samples: Path, case: str, purpose: str, authorisation: str, code: grpc.StatusCode, text: str
+) -> None:
+    channel, gateway = gateway_stub(stack)
+    with channel:
+        request = gateway_pb2.SearchRequest(
+            probe_image=(samples / "obama2.jpg").read_bytes(),
+            case_number=case,
+            purpose=purpose,
+            authorisation_reference=authorisation,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway.Search(request, metadata=bearer(stack.token()), timeout=30)
+    assert refused.value.code() == code
+    assert text in (refused.value.details() or "")
+    assert len(refused.value.details() or "") < 1100
+
+
+# --- 5: each case's export has its own file -------------------------------------------------------
+
+
+def test_two_cases_exported_into_one_folder_keep_two_files(stack: LocalStack, samples: Path, tmp_path: Path) -> None:
+    for case in ("2026.000123", "2026.000124"):
+        search_json(stack, samples / "obama2.jpg", case)
+    for case in ("2026.000123", "2026.000124"):
+        wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE case_number = ?", (case,))
+        candor(stack, "audit", "export", "--case", case, "--out", str(tmp_path))
+    for case in ("2026.000123", "2026.000124"):
+        exported = json.loads((tmp_path / f"case-{case}.json").read_text())
+        assert exported["case_number"] == case
+        assert {r["event"]["case_number"] for r in exported["records"]} == {case}
+
+
+# --- 7: a photo cut in its header -----------------------------------------------------------------
+
+
+def test_a_jpeg_cut_inside_its_header_is_invalid_argument(stack: LocalStack, samples: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((samples / "obama2.jpg").read_bytes()[:300])
+    refused = candor(stack, *searching(cut, "ATK-7"), check=False)
+    assert refused.returncode == 2 and "INVALID_ARGUMENT" in refused.stderr and "truncated" in refused.stderr
+
+
+# --- 8: no reflection -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", ["gateway", "detector", "embedder", "matcher", "audit"])
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_no_service_describes_itself_by_reflection(stack: LocalStack, service: str, version: str) -> None:
+    state = stack.state()
+    assert state is not None
+    token = (stack.data / "secrets" / "service-token").read_text().strip()
+    with grpc.insecure_channel(state.addresses[service]) as channel:
+        reflect = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(reflect(iter([b""]), metadata=bearer(token), timeout=10))
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+# --- 6: a cut tail is caught at start, and nothing is appended to a broken chain ------------------
+
+
+def test_a_tail_cut_with_its_checkpoints_is_caught_when_the_audit_service_starts(stack: LocalStack) -> None:
+    # Last in the module: it breaks the chain.
+    time.sleep(2)  # a checkpoint of the current head is in the outside store
+    stack.stop_service("audit")
+    head = audit_rows(stack, "SELECT MAX(sequence) FROM audit_record")[0][0]
+    with sqlite3.connect(stack.data / "audit" / "audit.db") as db:
+        db.execute("DELETE FROM audit_record WHERE sequence > ?", (head - 3,))
+        db.execute("DELETE FROM audit_checkpoint WHERE sequence > ?", (head - 3,))
+    assert audit_rows(stack, "SELECT COUNT(*) FROM audit_record")[0][0] == head - 3
+    with pytest.raises(StackError, match="did not report SERVING"):
+        stack.start_service("audit", timeout_s=20)
+    broken = [
+        json.loads(line)
+        for line in (stack.logs / "audit.log").read_text().splitlines()
+        if line.startswith("{") and '"audit_chain_broken"' in line
+    ]
+    assert broken and "tail cut" in broken[-1]["problem"]
+    verified = candor(stack, "audit", "verify", check=False)
+    assert verified.returncode == 1 and "tail cut" in verified.stdout
+    assert audit_rows(stack, "SELECT COUNT(*) FROM audit_record")[0][0] == head - 3
