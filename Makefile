@@ -57,10 +57,9 @@ bench: setup
 # A fuzz campaign: FUZZ_SECONDS of atheris on the photo decoder, then on every gRPC request message.
 FUZZ_SECONDS ?= 300
 fuzz: setup
-	$(BIN)/python fuzz/seeds.py $(SAMPLES) .cache/fuzz/decode
-	mkdir -p .cache/fuzz/requests
-	$(BIN)/python fuzz/decode_image.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .cache/fuzz/decode
-	$(BIN)/python fuzz/requests.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 .cache/fuzz/requests
+	$(BIN)/python fuzz/seeds.py $(SAMPLES) .cache/fuzz/decode .cache/fuzz/requests
+	$(BIN)/python fuzz/decode_image.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz/ .cache/fuzz/decode
+	$(BIN)/python fuzz/grpc_requests.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz/ .cache/fuzz/requests
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -1,13 +1,15 @@
-"""Write the image fuzzer's seed corpus: each sample photo shrunk, as JPEG and PNG.
+"""Write the fuzzers' seed corpora: each sample photo shrunk, as JPEG and PNG, for the image
+fuzzer; a well-formed request of each kind for the request fuzzer.
 
 Small seeds keep every execution fast while starting the fuzzer inside real JPEG and PNG
-structure (markers, Huffman tables, chunks) instead of random bytes.
+structure (markers, Huffman tables, chunks) and past the protobuf parser instead of random bytes.
 
-    .venv/bin/python fuzz/seeds.py SAMPLES_FOLDER CORPUS_FOLDER
+    .venv/bin/python fuzz/seeds.py SAMPLES_FOLDER IMAGE_CORPUS REQUEST_CORPUS
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import sys
 from pathlib import Path
@@ -34,11 +36,22 @@ def write_seeds(samples: Path, corpus: Path) -> int:
     return written
 
 
+def write_inputs(inputs: list[bytes], corpus: Path) -> int:
+    """Write each input into ``corpus`` under its SHA-1, as libFuzzer names corpus files."""
+    corpus.mkdir(parents=True, exist_ok=True)
+    for data in inputs:
+        (corpus / hashlib.sha1(data, usedforsecurity=False).hexdigest()).write_bytes(data)
+    return len(inputs)
+
+
 def main() -> None:
-    """Command line: SAMPLES_FOLDER CORPUS_FOLDER."""
-    if len(sys.argv) != 3:
+    """Command line: SAMPLES_FOLDER IMAGE_CORPUS REQUEST_CORPUS."""
+    if len(sys.argv) != 4:
         sys.exit(__doc__)
-    print(f"{write_seeds(Path(sys.argv[1]), Path(sys.argv[2]))} seeds written to {sys.argv[2]}")
+    from grpc_requests import seed_inputs  # beside this file, which Python puts on the path
+
+    print(f"{write_seeds(Path(sys.argv[1]), Path(sys.argv[2]))} image seeds written to {sys.argv[2]}")
+    print(f"{write_inputs(seed_inputs(), Path(sys.argv[3]))} request seeds written to {sys.argv[3]}")
 
 
 if __name__ == "__main__":

@@ -40,20 +40,28 @@ def fuzz(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_image_fuzzer_runs_from_the_sample_seeds_without_a_finding(samples: Path, tmp_path: Path) -> None:
     written = harness("seeds").write_seeds(samples, tmp_path / "corpus")
-    assert written == 2 * len([p for p in samples.iterdir() if p.suffix in {".jpg", ".png"}])
+    assert written == 2 * len([p for p in samples.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}])
     result = fuzz("decode_image", str(tmp_path / "corpus"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Done {RUNS} in" in result.stderr
 
 
-def test_the_request_fuzzer_runs_every_request_message_without_a_finding() -> None:
-    result = fuzz("requests")
+def test_the_request_fuzzer_runs_from_a_well_formed_request_of_every_kind_without_a_finding(tmp_path: Path) -> None:
+    requests = harness("grpc_requests")
+    seeds = requests.seed_inputs()
+    assert len(seeds) == len(requests.TARGETS)
+    for index, seed in enumerate(seeds):  # each seed reaches its own target, parsed and checked
+        message_type, check = requests.TARGETS[seed[-1]]
+        assert seed[-1] == index
+        check(message_type.FromString(seed[:-1]))
+    harness("seeds").write_inputs(seeds, tmp_path / "corpus")
+    result = fuzz("grpc_requests", str(tmp_path / "corpus"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Done {RUNS} in" in result.stderr
 
 
 def test_the_request_fuzzer_covers_every_request_message_of_every_service() -> None:
-    targets = {message.DESCRIPTOR.full_name for message, _ in harness("requests").TARGETS}
+    targets = {message.DESCRIPTOR.full_name for message, _ in harness("grpc_requests").TARGETS}
     from candor.audit.v1 import audit_pb2
     from candor.detector.v1 import detector_pb2
     from candor.embedder.v1 import embedder_pb2
@@ -87,7 +95,7 @@ def test_a_refusal_with_a_status_passes_but_any_other_exception_is_a_finding(mon
 
 
 def test_a_request_check_that_raises_unexpectedly_is_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
-    requests = harness("requests")
+    requests = harness("grpc_requests")
 
     def crash(request: object) -> None:
         raise KeyError("unexpected")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit.export import export_file_stem, render_html
+from candor_audit.service import entry_from_event, query_entry, rfc3339
 from candor_gateway.refusals import EXCERPT_CHARS, describe_malformed
 from candor_kit.errors import MAX_MESSAGE_CHARS, InvalidInput
 
@@ -53,3 +57,34 @@ def test_the_export_page_shows_control_characters_as_escape_codes() -> None:
     for raw in ("\x1b", "\u202e", "\x07", "<script>"):
         assert raw not in page, ascii(raw)
     assert "anonymous\\x1b[2J" in page and "C\\u202e1" in page and "&lt;script&gt;" in page
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"), [(39_400_515_438_739_404, 0), (-62_135_596_801, 0), (253_402_300_800, 0), (0, -1), (0, 10**9)]
+)
+def test_a_time_a_timestamp_cannot_hold_is_invalid_input_not_a_crash(seconds: int, nanos: int) -> None:
+    # Found by fuzz/grpc_requests.py: an audit event (or a query's since) far outside the years a
+    # Timestamp may hold raised OverflowError from deep inside datetime.
+    stamp = Timestamp(seconds=seconds, nanos=nanos)
+    event = audit_pb2.AuditEvent(event_id="e-1", kind="search.completed", occurred_at=stamp)
+    with pytest.raises(InvalidInput):
+        entry_from_event(event)
+    with pytest.raises(InvalidInput):
+        query_entry(audit_pb2.QueryRequest(since=stamp), "2026-12-01T00:00:00.000000Z")
+
+
+def test_the_first_and_last_moments_a_timestamp_may_hold_keep_the_fixed_width() -> None:
+    assert rfc3339(Timestamp(seconds=-62_135_596_800)) == "0001-01-01T00:00:00.000000Z"
+    assert rfc3339(Timestamp(seconds=253_402_300_799, nanos=999_999_999)) == "9999-12-31T23:59:59.999999Z"
+    assert rfc3339(Timestamp(seconds=1_764_547_200, nanos=1_000)) == "2025-12-01T00:00:00.000001Z"
+
+
+@pytest.mark.parametrize(
+    "details", ['{"candidates": 3}', '{"candidates": [1, "x", null]}', '{"model": "dlib"}', "[1, 2]", "not json"]
+)
+def test_the_export_page_renders_search_details_of_any_shape(details: str) -> None:
+    # Found by fuzz/grpc_requests.py's seeds: a count where a list of candidates was expected
+    # raised TypeError and lost the whole export page.
+    event = audit_pb2.AuditEvent(event_id="e-1", kind="search.completed", details_json=details)
+    page = render_html(gateway_pb2.ExportCaseResponse(records=[audit_pb2.AuditRecord(event=event)]), [])
+    assert "No candidate was shown." in page

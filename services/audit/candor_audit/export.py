@@ -85,6 +85,13 @@ def _text(value: object) -> str:
     return html.escape(shown)
 
 
+def shown_candidates(details: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates a search.completed record lists; whatever else its details hold there
+    (a record written by an older or faulty publisher) shows as none rather than breaking the page."""
+    candidates = details.get("candidates")
+    return [c for c in candidates if isinstance(c, dict)] if isinstance(candidates, list) else []
+
+
 def _candidates_table(candidates: list[dict[str, Any]]) -> str:
     if not candidates:
         return "<p>No candidate was shown.</p>"
@@ -101,13 +108,13 @@ def _record_html(record: audit_pb2.AuditRecord) -> str:
     details = record_details(record)
     body = ""
     if event.kind == "search.completed":
-        model = details.get("model", {})
+        model = details.get("model") if isinstance(details.get("model"), dict) else {}
         body = (
             f"<p>Model {_text(str(model.get('id', '')))} {_text(str(model.get('version', '')))}, "
             f"threshold {_text(str(details.get('threshold', '')))}, calibration "
             f"{_text(str(details.get('calibration_id') or 'none'))}; probe SHA-256 "
             f"<code>{_text(str(details.get('probe_sha256', '')))}</code>.</p>"
-            + _candidates_table(details.get("candidates", []))
+            + _candidates_table(shown_candidates(details))
         )
     elif event.kind.endswith(".refused"):
         body = (
@@ -129,9 +136,7 @@ def _record_html(record: audit_pb2.AuditRecord) -> str:
 def render_html(export: gateway_pb2.ExportCaseResponse, problems: list[str]) -> str:
     """The export as a self-contained HTML page."""
     kinds = Counter(record.event.kind for record in export.records)
-    shown = sum(
-        len(record_details(r).get("candidates", [])) for r in export.records if r.event.kind == "search.completed"
-    )
+    shown = sum(len(shown_candidates(record_details(r))) for r in export.records if r.event.kind == "search.completed")
     verification = export.verification
     chain = (
         f"the whole chain verified: {verification.records_checked} records, {verification.signatures_checked} "

@@ -126,10 +126,17 @@ def postgres_dsn_problem(dsn: str, plaintext_allowed: bool) -> str:
     return ""
 
 
+#: The seconds a protobuf Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
+
+
 def rfc3339(timestamp: Timestamp) -> str:
-    """A fixed-width UTC time string, so text order is time order."""
+    """A fixed-width UTC time string, so text order is time order; InvalidInput outside the range
+    a Timestamp may hold (a sender's, not the service's, mistake)."""
+    if timestamp.seconds not in TIMESTAMP_SECONDS or not 0 <= timestamp.nanos < 1_000_000_000:
+        raise InvalidInput("a timestamp is outside 0001-01-01 to 9999-12-31 or has invalid nanoseconds")
     moment = dt.datetime.fromtimestamp(timestamp.seconds, tz=dt.UTC).replace(microsecond=timestamp.nanos // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _timestamp(text: str) -> Timestamp:

@@ -5,7 +5,7 @@ the checks its service makes before any I/O (policy, identifiers, origins, revie
 audit event's publisher check, the refusal record's bounding, the export page). Parsing may fail
 with DecodeError and a check with a CandorError; any other exception is a finding.
 
-    .venv/bin/python fuzz/requests.py -atheris_runs=N [-max_total_time=S]
+    .venv/bin/python fuzz/grpc_requests.py -atheris_runs=N [-max_total_time=S]
 """
 
 from __future__ import annotations
@@ -13,18 +13,20 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import atheris
-from google.protobuf.json_format import MessageToJson
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 #: Smoke runs (the tests) instrument only Candor's own modules; campaigns instrument everything.
 SMOKE = os.environ.get("CANDOR_FUZZ_SMOKE") == "1"
 CANDOR = ["candor", "candor_audit", "candor_gateway", "candor_kit", "candor_matcher"]
 with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcontext():
     from candor.audit.v1 import audit_pb2
+    from candor.common.v1 import common_pb2
     from candor.detector.v1 import detector_pb2
     from candor.embedder.v1 import embedder_pb2
     from candor.gateway.v1 import gateway_pb2
@@ -87,13 +89,60 @@ TARGETS: list[tuple[type[Message], Callable[[Any], None]]] = [
     (audit_pb2.QueryRequest, lambda r: query_entry(r, NOW)),
     (audit_pb2.AuditEvent, _event),
 ]
-#: Every other request message of every service's API: parsed and written back out.
+#: Every other request message of every service's API: parsed and written back out only.
 for module in (gateway_pb2, matcher_pb2, detector_pb2, embedder_pb2, audit_pb2):
     for service in module.DESCRIPTOR.services_by_name.values():
         for method in service.methods:
             message = getattr(module, method.input_type.name, None)
             if message is not None and all(message is not known for known, _ in TARGETS):
                 TARGETS.append((message, lambda r: None))
+
+
+def _examples() -> dict[type[Message], Message]:
+    """A well-formed request of each checked kind, so the fuzzer starts past the parser."""
+    origin = common_pb2.Origin(
+        actor="alice", case_number="CASE-1/2026", purpose="investigation", request_id=str(uuid.UUID(int=1))
+    )
+    stamp = Timestamp(seconds=1_764_547_200)
+    return {
+        gateway_pb2.SearchRequest: gateway_pb2.SearchRequest(
+            case_number="CASE-1/2026", purpose="investigation", authorisation_reference="WARRANT-7", max_candidates=5
+        ),
+        gateway_pb2.EnrollRequest: gateway_pb2.EnrollRequest(subject_id="S-0001"),
+        gateway_pb2.SubmitReviewRequest: gateway_pb2.SubmitReviewRequest(
+            search_id=str(uuid.UUID(int=2)), rank=1, decision=gateway_pb2.DECISION_REJECT, notes="different ears"
+        ),
+        gateway_pb2.ExportCaseRequest: gateway_pb2.ExportCaseRequest(case_number="2026.000123"),
+        gateway_pb2.DeleteSubjectRequest: gateway_pb2.DeleteSubjectRequest(subject_id="S-0001"),
+        matcher_pb2.SearchRequest: matcher_pb2.SearchRequest(origin=origin),
+        matcher_pb2.EnrollRequest: matcher_pb2.EnrollRequest(origin=origin, subject_id="S-0001"),
+        matcher_pb2.DeleteSubjectRequest: matcher_pb2.DeleteSubjectRequest(origin=origin, subject_id="S-0001"),
+        matcher_pb2.DeleteRecordRequest: matcher_pb2.DeleteRecordRequest(origin=origin),
+        matcher_pb2.SwitchModelRequest: matcher_pb2.SwitchModelRequest(origin=origin),
+        audit_pb2.QueryRequest: audit_pb2.QueryRequest(
+            case_number="CASE-1/2026", since=stamp, until=stamp, limit=10, kinds=["search.completed"]
+        ),
+        audit_pb2.AuditEvent: audit_pb2.AuditEvent(
+            event_id=str(uuid.UUID(int=3)),
+            kind="search.completed",
+            occurred_at=stamp,
+            actor="alice",
+            case_number="CASE-1/2026",
+            purpose="investigation",
+            details_json='{"candidates": 3}',
+        ),
+    }
+
+
+def seed_inputs() -> list[bytes]:
+    """One input per target: its example (or an empty message) followed by the target's index,
+    which the FuzzedDataProvider reads from the end."""
+    examples = _examples()
+    inputs = []
+    for index, (message_type, _) in enumerate(TARGETS):
+        example = examples.get(message_type, message_type())
+        inputs.append(example.SerializeToString() + bytes([index]))
+    return inputs
 
 
 def one_input(data: bytes) -> None:
@@ -104,7 +153,7 @@ def one_input(data: bytes) -> None:
         message = message_type.FromString(provider.ConsumeBytes(provider.remaining_bytes()))
     except DecodeError:
         return
-    MessageToJson(message)
+    message.SerializeToString()  # forwarded as parsed
     try:
         check(message)
     except CandorError:
