@@ -53,6 +53,11 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("CANDOR_DATA") or Path.home() / ".local" / "share" / "candor")
 
 
+def metrics_key(service: str) -> str:
+    """The key of a service's Prometheus listener in the stack's addresses."""
+    return f"{service}-metrics"
+
+
 def free_port() -> int:
     """A TCP port on loopback that is free right now."""
     with socket.socket() as sock:
@@ -322,6 +327,8 @@ class LocalStack:
             addresses={name: f"127.0.0.1:{free_port()}" for name in SERVICES},
             token_key=str(self.token_key),
         )
+        # Each service's Prometheus /metrics listener, on loopback like everything else here.
+        state.addresses.update({metrics_key(name): f"127.0.0.1:{free_port()}" for name in SERVICES})
         if self.compose is not None:
             if not self.deploy_secrets.exists():
                 init_secrets(self.deploy_secrets)
@@ -364,7 +371,9 @@ class LocalStack:
             raise StackError("no stack here")
         key = f"{name}#{1 + sum(1 for other in state.pids if other.split('#')[0] == name)}"
         state.addresses[key] = f"127.0.0.1:{free_port()}"
-        env = self._service_env(name, state) | dict(settings or {}) | {"CANDOR_GRPC_ADDRESS": state.addresses[key]}
+        state.addresses[metrics_key(key)] = f"127.0.0.1:{free_port()}"
+        own = {"CANDOR_GRPC_ADDRESS": state.addresses[key], "CANDOR_METRICS_ADDRESS": state.addresses[metrics_key(key)]}
+        env = self._service_env(name, state) | dict(settings or {}) | own
         state.pids[key] = self._spawn_service(name, state, env, key)
         self._save(state)
         self._wait_service(key, state, timeout_s)
@@ -423,6 +432,7 @@ class LocalStack:
             )
             for volume in compose_model.volume_targets(self.compose, name).values():
                 (self.data / volume).mkdir(exist_ok=True)
+            own["CANDOR_METRICS_ADDRESS"] = state.addresses.get(metrics_key(name), "")
             inherited = {key: value for key, value in os.environ.items() if not key.startswith("CANDOR_")}
             return {**inherited, "PYTHONUNBUFFERED": "1", **own, **self.extra_env}
         env = {
@@ -432,6 +442,7 @@ class LocalStack:
             "CANDOR_NATS_USER": name,
             "CANDOR_NATS_PASSWORD_FILE": str(nats_password_file(self.data, name)),
             "CANDOR_GRPC_ADDRESS": state.addresses[name],
+            "CANDOR_METRICS_ADDRESS": state.addresses.get(metrics_key(name), ""),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from nats.js import JetStreamContext
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from candor_kit import metrics
 from candor_kit.errors import (
     CandorError,
     DeadlineExceeded,
@@ -161,6 +163,8 @@ class Bus:
 
         async def on_message(msg: Msg) -> None:
             parent = extract_context(msg.headers)
+            started = time.perf_counter()
+            code = "OK"
             with _tracer.start_as_current_span(f"{subject} process", context=parent, kind=SpanKind.SERVER) as span:
                 span.set_attribute("messaging.system", "nats")
                 span.set_attribute("messaging.destination.name", subject)
@@ -173,12 +177,17 @@ class Bus:
                     response = await handler(request)
                     await self.client.publish(msg.reply, response.SerializeToString())
                 except CandorError as exc:
+                    code = exc.code.value
                     span.set_status(Status(StatusCode.ERROR, exc.code.value))
                     await self._reply_error(msg, exc.code, exc.message)
                 except Exception:
+                    code = ErrorCode.INTERNAL.value
                     log.exception("request_failed", subject=subject)
                     span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
                     await self._reply_error(msg, ErrorCode.INTERNAL, "internal error")
+                finally:
+                    metrics.NATS_HANDLED.labels(subject, code).inc()
+                    metrics.NATS_SECONDS.labels(subject).observe(time.perf_counter() - started)
 
         await self.client.subscribe(subject, queue=queue, cb=on_message)
         # Wait until the server has the subscription, so "SERVING" never precedes "reachable".
@@ -214,16 +223,24 @@ class Bus:
                 await self.client.close()
 
 
-async def fetch_batch(subscription: JetStreamContext.PullSubscription, batch: int, timeout: float) -> list[Msg]:
+async def fetch_batch(
+    subscription: JetStreamContext.PullSubscription, batch: int, timeout: float, consumer: str = ""
+) -> list[Msg]:
     """Up to ``batch`` messages from a pull subscription; [] when none came within ``timeout``.
 
     nats-py signals an empty pull with its own TimeoutError or asyncio's, depending on where the
-    wait ran out: both mean "nothing yet" to every consumer loop of the project.
+    wait ran out: both mean "nothing yet" to every consumer loop of the project. With a durable
+    ``consumer`` named, its backlog (the last message's count of those still waiting behind it, 0
+    after an empty pull) goes to the ``candor_jetstream_consumer_pending`` gauge.
     """
     try:
-        return await subscription.fetch(batch, timeout=timeout)
+        messages = await subscription.fetch(batch, timeout=timeout)
     except (NatsTimeoutError, TimeoutError):
-        return []
+        messages = []
+    if consumer:
+        last = messages[-1].metadata if messages else None
+        metrics.CONSUMER_PENDING.labels(consumer).set(last.num_pending if last is not None else 0)
+    return messages
 
 
 async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter: str, bus: Bus) -> None:

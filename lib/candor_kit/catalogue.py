@@ -64,6 +64,8 @@ def _file(name: str, doc: str, *, secret: bool = False, required_if: tuple[Setti
 #: The port every service serves gRPC on inside a container or pod, and its health-only port.
 GRPC_PORT = 50051
 HEALTH_PORT = 50052
+#: The port every service serves Prometheus metrics on (HTTP, /metrics) inside a container or pod.
+METRICS_PORT = 9464
 #: Ports of the infrastructure the services reach.
 NATS_CLIENT_PORT = 4222
 NATS_CLUSTER_PORT = 6222
@@ -88,6 +90,11 @@ NATS_PLAINTEXT = Setting(
 GRPC_ADDRESS = Setting("CANDOR_GRPC_ADDRESS", "host:port the gRPC API listens on", "127.0.0.1:0")
 HEALTH_ADDRESS = Setting(
     "CANDOR_HEALTH_ADDRESS", "host:port of a plaintext listener with only gRPC health, for probes; empty: none", ""
+)
+METRICS_ADDRESS = Setting(
+    "CANDOR_METRICS_ADDRESS",
+    "host:port of the plaintext HTTP listener serving Prometheus metrics at /metrics; empty: none",
+    "",
 )
 SERVICE_TOKEN_FILE = Setting(
     "CANDOR_SERVICE_TOKEN_FILE",
@@ -134,6 +141,7 @@ COMMON = (
     NATS_PLAINTEXT,
     GRPC_ADDRESS,
     HEALTH_ADDRESS,
+    METRICS_ADDRESS,
     GRPC_TLS_CERT,
     GRPC_TLS_KEY,
     GRPC_PLAINTEXT,

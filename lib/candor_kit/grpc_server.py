@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from candor_kit import metrics
 from candor_kit.errors import CandorError, ErrorCode
 from candor_kit.telemetry import extract_context
 
@@ -24,6 +26,8 @@ _tracer = trace.get_tracer("candor.grpc")
 GRPC_STATUS: dict[ErrorCode, grpc.StatusCode] = {code: grpc.StatusCode[code.value] for code in ErrorCode}
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+#: The rule a call without the service token breaks, in the refusals metric.
+SERVICE_TOKEN_RULE = "service_token"
 #: gRPC health's methods, open without the service token (probes carry none).
 HEALTH_METHODS = "/grpc.health.v1.Health/"
 
@@ -38,23 +42,39 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
         @functools.wraps(method)
         async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
             parent = extract_context(context.invocation_metadata() or ())
+            started = time.perf_counter()
+            code = "OK"
             with _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
                 span.set_attribute("rpc.system", "grpc")
                 try:
                     return await method(self, request, context)
                 except CandorError as exc:
+                    code = exc.code.value
+                    if exc.rule:
+                        metrics.REFUSALS.labels(exc.rule).inc()
                     span.set_status(Status(StatusCode.ERROR, exc.code.value))
                     await context.abort(GRPC_STATUS[exc.code], exc.message)
                 except grpc.aio.AbortError:
+                    code = _aborted_code(context)
                     raise
                 except Exception:
+                    code = "INTERNAL"
                     log.exception("rpc_failed", rpc=name)
                     span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
                     await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                finally:
+                    metrics.GRPC_HANDLED.labels(name, code).inc()
+                    metrics.GRPC_SECONDS.labels(name).observe(time.perf_counter() - started)
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _aborted_code(context: grpc.aio.ServicerContext) -> str:
+    """The status a handler aborted with itself."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
 
 
 class ServiceTokenCheck(grpc.aio.ServerInterceptor):
@@ -63,8 +83,11 @@ class ServiceTokenCheck(grpc.aio.ServerInterceptor):
 
     def __init__(self, token: str) -> None:
         self._expected = f"Bearer {token}".encode()
+        # The series exists from the start at 0, so the first refusal is an increase Prometheus sees.
+        metrics.REFUSALS.labels(SERVICE_TOKEN_RULE)
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metrics.REFUSALS.labels(SERVICE_TOKEN_RULE).inc()
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "this internal API needs the service token")
 
         self._refusal = grpc.unary_unary_rpc_method_handler(refuse)

@@ -21,6 +21,7 @@ from candor_kit.bus import Bus
 from candor_kit.errors import CandorError, ConfigError
 from candor_kit.grpc_server import GrpcServer
 from candor_kit.logging import configure_logging
+from candor_kit.metrics import MetricsServer
 from candor_kit.settings import CommonSettings
 from candor_kit.telemetry import configure_tracing
 
@@ -43,6 +44,7 @@ class ServiceHost:
             settings.service_token,
         )
         self.bus: Bus | None = None
+        self.metrics = MetricsServer(settings.metrics_address) if settings.metrics_address else None
 
     async def __aenter__(self) -> ServiceHost:
         self.bus = await Bus.connect(
@@ -60,6 +62,9 @@ class ServiceHost:
         """Start the gRPC server (health NOT_SERVING) once servicers are registered."""
         port = await self.grpc.start()
         log.info("grpc_listening", address=self.settings.grpc_address, port=port, health_port=self.grpc.health_port)
+        if self.metrics is not None:
+            metrics_port = await asyncio.to_thread(self.metrics.start)
+            log.info("metrics_listening", address=self.settings.metrics_address, port=metrics_port)
         return port
 
     async def mark_serving(self) -> None:
@@ -72,6 +77,8 @@ class ServiceHost:
         await self.grpc.stop(self.settings.shutdown_grace_s)
         if self.bus is not None:
             await self.bus.close()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         log.info("stopped")
 
 

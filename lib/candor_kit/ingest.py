@@ -276,7 +276,9 @@ class Worker(Generic[W]):
         log.info("import_worker_started", stage=self._stage.name, batch=self._settings.batch)
         while not stop.is_set():
             try:
-                messages = await fetch_batch(subscription, self._settings.batch, timeout=1)
+                messages = await fetch_batch(
+                    subscription, self._settings.batch, timeout=1, consumer=self._stage.consumer
+                )
             except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
                 log.warning("import_fetch_failed", stage=self._stage.name, error=str(exc))
                 await asyncio.sleep(0.5)

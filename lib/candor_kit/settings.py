@@ -95,6 +95,8 @@ class CommonSettings:
     nats_password_file: str = field(default="", repr=False)
     #: host:port of a plaintext listener serving only gRPC health (for kubelet probes); "" for none.
     health_address: str = ""
+    #: host:port of the Prometheus /metrics listener; "" for none.
+    metrics_address: str = ""
     #: The token every call to an internal service's gRPC API must carry; "" for the gateway,
     #: whose callers bring the users' own tokens.
     service_token: str = field(default="", repr=False)
@@ -136,6 +138,9 @@ class CommonSettings:
         health_address = env.get(catalogue.HEALTH_ADDRESS)
         if health_address and not health_address.rpartition(":")[2].isdigit():
             env.problem(f"CANDOR_HEALTH_ADDRESS={health_address!r} is not host:port")
+        metrics_address = env.get(catalogue.METRICS_ADDRESS)
+        if metrics_address and not metrics_address.rpartition(":")[2].isdigit():
+            env.problem(f"CANDOR_METRICS_ADDRESS={metrics_address!r} is not host:port")
         service_token = ""
         if service in INTERNAL_SERVICES:
             token_file = env.get(catalogue.SERVICE_TOKEN_FILE)
@@ -147,6 +152,7 @@ class CommonSettings:
             service=service,
             service_token=service_token,
             health_address=health_address,
+            metrics_address=metrics_address,
             nats_url=nats_url,
             grpc_address=address,
             max_message_bytes=env.get(catalogue.MAX_MESSAGE_BYTES),

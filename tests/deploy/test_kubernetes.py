@@ -28,6 +28,9 @@ KUBERNETES_VERSION = "1.32.0"
 CUSTOM_RESOURCES = {
     ("cert-manager.io/v1", "Issuer"): ("ca",),
     ("cert-manager.io/v1", "Certificate"): ("secretName", "issuerRef", "dnsNames"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): ("selector", "endpoints"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): ("groups",),
+    ("keda.sh/v1alpha1", "ScaledObject"): ("scaleTargetRef", "triggers"),
 }
 WORKLOADS = ("Deployment", "StatefulSet")
 
@@ -106,16 +109,22 @@ def test_ports_and_addresses_agree_with_the_code(target: str) -> None:
         deployment = named(docs, "Deployment", f"candor-{service}")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        assert ports == {"grpc": catalogue.GRPC_PORT, "health": catalogue.HEALTH_PORT}
+        assert ports == {
+            "grpc": catalogue.GRPC_PORT,
+            "health": catalogue.HEALTH_PORT,
+            "metrics": catalogue.METRICS_PORT,
+        }
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == catalogue.HEALTH_PORT
         environment = container_environment(docs, deployment)
         assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{catalogue.GRPC_PORT}")
         assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{catalogue.HEALTH_PORT}")
+        assert environment["CANDOR_METRICS_ADDRESS"].endswith(f":{catalogue.METRICS_PORT}")
         assert re.fullmatch(rf"(nats|tls)://candor-nats:{catalogue.NATS_CLIENT_PORT}", environment["CANDOR_NATS_URL"])
         assert environment["CANDOR_NATS_USER"] == service
         service_doc = named(docs, "Service", f"candor-{service}")
-        assert service_doc["spec"]["ports"][0]["port"] == catalogue.GRPC_PORT
+        service_ports = {port["name"]: port["port"] for port in service_doc["spec"]["ports"]}
+        assert service_ports == {"grpc": catalogue.GRPC_PORT, "metrics": catalogue.METRICS_PORT}
     matcher = container_environment(docs, named(docs, "Deployment", "candor-matcher"))
     assert matcher["CANDOR_QDRANT_URL"].endswith(f"candor-qdrant:{catalogue.QDRANT_HTTP_PORT}")
     nats_ports = {
@@ -247,6 +256,7 @@ def test_network_policies_allow_exactly_the_edges_of_the_architecture() -> None:
         ("any", "gateway", 50051),
         *((service, "nats", 4222) for service in CANDOR_SERVICES),
         *((service, "observability/otel-collector", 4317) for service in CANDOR_SERVICES),
+        *(("monitoring/prometheus", service, catalogue.METRICS_PORT) for service in CANDOR_SERVICES),
         ("nats", "nats", 6222),
         ("matcher", "qdrant", 6333),
         ("matcher", "qdrant", 6334),

@@ -80,6 +80,8 @@ class InProcessStack:
     nats_url: str
     addresses: dict[str, str] = field(default_factory=dict)
     running: dict[str, RunningService] = field(default_factory=dict)
+    #: The gateway's Prometheus listener (one per process: the services here share a registry).
+    metrics_address: str = ""
 
     def env(self, name: str) -> dict[str, str]:
         base = {
@@ -91,6 +93,7 @@ class InProcessStack:
         specific = service_settings(name, self.root, policy=self.root / "policy.yaml", allow_uncalibrated=False)
         if name == "gateway":
             specific.update(
+                CANDOR_METRICS_ADDRESS=self.metrics_address,
                 CANDOR_GATEWAY_PROBE_DIR=str(self.root / "probes"),
                 CANDOR_GATEWAY_PROBE_KEY_FILE=str(self.root / "secrets" / "probe-key"),
                 CANDOR_GATEWAY_POLICY_RELOAD_S="1",
@@ -155,7 +158,7 @@ async def stack(
     (root / "secrets" / "token-signing.pem").write_bytes(TOKEN_KEY)
     (root / "secrets" / "probe-key").write_bytes(generate_probe_key())
     (root / "policy.yaml").write_text(POLICY)
-    running = InProcessStack(root=root, nats_url=nats_url)
+    running = InProcessStack(root=root, nats_url=nats_url, metrics_address=f"127.0.0.1:{free_port()}")
     for name in ("audit", "matcher", "embedder", "detector", "gateway"):
         running.addresses[name] = f"127.0.0.1:{free_port()}"
         await running.start(name)

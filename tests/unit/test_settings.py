@@ -121,6 +121,15 @@ def test_plaintext_grpc_on_a_network_address_is_refused() -> None:
     assert MatcherSettings.from_env(EnvReader({**env, "CANDOR_GRPC_ADDRESS": "[::1]:50051"}))
 
 
+def test_a_metrics_address_must_be_host_and_port() -> None:
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g", **INTERNAL}
+    with pytest.raises(ConfigError, match="CANDOR_METRICS_ADDRESS='9464:x' is not host:port"):
+        MatcherSettings.from_env(EnvReader({**env, "CANDOR_METRICS_ADDRESS": "9464:x"}))
+    assert MatcherSettings.from_env(EnvReader(env)).common.metrics_address == ""
+    served = MatcherSettings.from_env(EnvReader({**env, "CANDOR_METRICS_ADDRESS": "0.0.0.0:9464"}))
+    assert served.common.metrics_address == "0.0.0.0:9464"
+
+
 def test_half_a_tls_configuration_is_refused() -> None:
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",

@@ -44,6 +44,7 @@ from candor_kit import (
     catalogue,
     current_trace_id,
     ensure_audit_stream,
+    metrics,
     rpc,
     settle,
     subjects,
@@ -360,6 +361,7 @@ class AuditLog:
         if not result.ok and not self.broken:
             self.broken = f"record {result.first_bad_sequence}: {result.problem}"
             log.error("audit_chain_broken", first_bad=result.first_bad_sequence, problem=result.problem)
+        metrics.AUDIT_CHAIN_BROKEN.set(1 if self.broken else 0)
         return result
 
     async def _outside_checkpoints(self) -> list[Checkpoint]:
@@ -387,7 +389,8 @@ class AuditLog:
             # the attempt goes in instead.
             entry = refused_entry(msg.subject, event, problem, rfc3339(now))
             log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
-        stored = await asyncio.to_thread(self._chain.append, entry, rfc3339(now))
+        with metrics.AUDIT_APPEND_SECONDS.time():
+            stored = await asyncio.to_thread(self._chain.append, entry, rfc3339(now))
         if stored is not None:
             log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
         if msg.metadata is not None:
@@ -545,7 +548,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             await asyncio.sleep(1)
             continue
         try:
-            messages = await fetch_batch(subscription, batch, timeout=1)
+            messages = await fetch_batch(subscription, batch, timeout=1, consumer=CONSUMER)
         except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
             log.warning("audit_fetch_failed", error=str(exc))
             await asyncio.sleep(0.5)

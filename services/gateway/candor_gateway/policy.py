@@ -51,6 +51,11 @@ class Rule:
     OWN_SEARCH = "own_search"
     REVIEW = "review"
 
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every rule's name."""
+        return tuple(value for key, value in vars(cls).items() if key.isupper())
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

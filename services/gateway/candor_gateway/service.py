@@ -18,7 +18,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.imports import ImportDesk
-from candor_gateway.policy import LEAD_NOTICE, Policy, PolicyHolder, load_policy
+from candor_gateway.policy import LEAD_NOTICE, Policy, PolicyHolder, Rule, load_policy
 from candor_gateway.reembed import ReembedDesk
 from candor_gateway.retention import ProbeStore, read_probe_key, sweep
 from candor_gateway.workflow import Workflow
@@ -34,6 +34,7 @@ from candor_kit import (
     catalogue,
     current_trace_id,
     ensure_audit_stream,
+    metrics,
     rpc,
 )
 from candor_kit.model_registry import ModelRegistry
@@ -339,6 +340,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
     """Run the gateway until ``stop`` is set."""
     async with ServiceHost(settings.common, [SERVICE]) as host:
         assert host.bus is not None
+        for rule in Rule.names():  # each rule's refusal count exists from the start, at 0
+            metrics.REFUSALS.labels(rule)
         await ensure_audit_stream(host.bus, settings.audit_stream_replicas)
         audit = AuditPublisher(host.bus, "gateway")
         workflow = Workflow(

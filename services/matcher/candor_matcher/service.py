@@ -22,6 +22,7 @@ from candor_kit import (
     PreconditionFailed,
     ServiceHost,
     catalogue,
+    metrics,
     rpc,
     subjects,
 )
@@ -456,6 +457,22 @@ async def optimize_when_quiet(gallery: Gallery, quiet_s: float, stop: asyncio.Ev
             log.warning("gallery_optimize_failed", error=str(exc))
 
 
+#: Seconds between counts of the gallery for the ``candor_gallery_records`` gauge.
+GALLERY_COUNT_INTERVAL_S = 15.0
+
+
+async def count_gallery(gallery: Gallery, stop: asyncio.Event, interval_s: float = GALLERY_COUNT_INTERVAL_S) -> None:
+    """Keep the gallery-size gauge current: every model's record count, now and every ``interval_s``."""
+    while not stop.is_set():
+        try:
+            for index in gallery.all_indexes():
+                metrics.GALLERY_RECORDS.labels(index.model.id).set(await asyncio.to_thread(index.count, None))
+        except Exception as exc:  # noqa: BLE001 - the gauge goes stale, searches go on; try again later
+            log.warning("gallery_count_failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+
+
 async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     """Run the matcher until ``stop`` is set."""
     gallery = Gallery(settings.build_backend())
@@ -488,6 +505,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             tasks = [
                 running_worker(host.bus, MATCH, stage, settings.worker, stop),
                 asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),
+                asyncio.create_task(count_gallery(gallery, stop)),
             ]
             await host.mark_serving()
             await stop.wait()

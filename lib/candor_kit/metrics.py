@@ -1,0 +1,91 @@
+"""Prometheus metrics of one service, served over HTTP at ``/metrics`` (``CANDOR_METRICS_ADDRESS``).
+
+Every service counts its gRPC calls and the NATS requests it answers, by method or subject and
+by status code, with their latency; the gateway counts its refusals by policy rule and the audit
+service times its appends. Labels name methods, subjects, codes and rules only: never a user, a
+case number, an image or a token.
+"""
+
+from __future__ import annotations
+
+import threading
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+#: Latency buckets in seconds, from a cached health check to a search of a large gallery.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+GRPC_HANDLED = Counter(
+    "candor_grpc_server_handled",
+    "gRPC calls finished, by method and status code",
+    ["grpc_method", "grpc_code"],
+)
+GRPC_SECONDS = Histogram(
+    "candor_grpc_server_handling_seconds",
+    "time from a gRPC call's arrival to its answer, by method",
+    ["grpc_method"],
+    buckets=LATENCY_BUCKETS,
+)
+NATS_HANDLED = Counter(
+    "candor_nats_requests_handled",
+    "NATS requests answered, by subject and status code",
+    ["subject", "code"],
+)
+NATS_SECONDS = Histogram(
+    "candor_nats_request_handling_seconds",
+    "time from a NATS request's arrival to its reply, by subject",
+    ["subject"],
+    buckets=LATENCY_BUCKETS,
+)
+REFUSALS = Counter(
+    "candor_refusals",
+    "requests refused by a policy rule (purpose, authorisation, quota, ...), by rule",
+    ["rule"],
+)
+AUDIT_APPEND_SECONDS = Histogram(
+    "candor_audit_append_seconds",
+    "time to append one event to the audit chain (hash, sign, commit)",
+    buckets=LATENCY_BUCKETS,
+)
+
+
+AUDIT_CHAIN_BROKEN = Gauge(
+    "candor_audit_chain_broken",
+    "1 while the audit chain has failed verification (nothing is appended until it is examined), else 0",
+)
+CONSUMER_PENDING = Gauge(
+    "candor_jetstream_consumer_pending",
+    "messages waiting for a durable JetStream consumer (audit chain writer, import stages), as of its last pull",
+    ["consumer"],
+)
+GALLERY_RECORDS = Gauge(
+    "candor_gallery_records",
+    "face records in the gallery, by model, as of the last enrolment, deletion or count",
+    ["model"],
+)
+
+
+class MetricsServer:
+    """The ``/metrics`` HTTP listener, on a thread of its own."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._host = host.strip("[]") or "0.0.0.0"  # the operator chose the address
+        self._port = int(port)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    def start(self) -> int:
+        """Bind and serve; returns the bound port (an ephemeral one for port 0)."""
+        self._server, self._thread = start_http_server(self._port, self._host)
+        self.port = self._server.server_port
+        return self.port
+
+    def stop(self) -> None:
+        """Stop serving and release the port."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
