@@ -57,7 +57,7 @@ def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: s
             'CMD ["python", "-m", "candor_kit.healthcheck"]') in runtime  # fmt: skip
     assert ("ENTRYPOINT", f'["python", "-m", "candor_{service}"]') in runtime
     exposed = {int(port) for keyword, args in runtime if keyword == "EXPOSE" for port in args.split()}
-    assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT}
+    assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT, catalogue.METRICS_PORT}
     assert not any(keyword == "ADD" for keyword, _ in steps), "COPY only: nothing fetched at build by ADD"
 
 
