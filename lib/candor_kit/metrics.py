@@ -1,8 +1,10 @@
 """Prometheus metrics of one service, served over HTTP at ``/metrics`` (``CANDOR_METRICS_ADDRESS``).
 
 Every service counts its gRPC calls and the NATS requests it answers, by method or subject and
-by status code, with their latency; the gateway counts its refusals by policy rule and the audit
-service times its appends. Labels name methods, subjects, codes and rules only: never a user, a
+by status code, with their latency; the gateway counts its refusals by policy rule, the internal
+services the calls they refuse for want of the service token; the audit service times its appends
+and says whether its chain is broken; consumers report their JetStream backlog; the matcher
+counts its gallery. Labels name methods, subjects, codes and rules only: never a user, a
 case number, an image or a token.
 """
 
@@ -48,8 +50,6 @@ AUDIT_APPEND_SECONDS = Histogram(
     "time to append one event to the audit chain (hash, sign, commit)",
     buckets=LATENCY_BUCKETS,
 )
-
-
 AUDIT_CHAIN_BROKEN = Gauge(
     "candor_audit_chain_broken",
     "1 while the audit chain has failed verification (nothing is appended until it is examined), else 0",
@@ -61,7 +61,7 @@ CONSUMER_PENDING = Gauge(
 )
 GALLERY_RECORDS = Gauge(
     "candor_gallery_records",
-    "face records in the gallery, by model, as of the last enrolment, deletion or count",
+    "face records in the gallery, by model, counted every 15 s by the matcher",
     ["model"],
 )
 
