@@ -8,10 +8,12 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from candor_embedder import build_engine
 from candor_eval.calibration import CalibrationError, calibrate
-from candor_eval.dataset import load_dataset
-from candor_eval.embedding import CandorPipeline, PlainDlib, StackPipeline, embed_all
+from candor_eval.dataset import LabelledImage, load_dataset
+from candor_eval.embedding import Embedded, PipelineSpec, StackPipeline, available_cores, embed_parallel
 from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
 from candor_kit.bus import NatsLogin
@@ -28,6 +30,7 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     evaluate.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
     evaluate.add_argument("--crop-fallback", action="store_true", help="treat a faceless tight crop as one face")
     evaluate.add_argument("--anchor", action="store_true", help="also run plain dlib on the same images")
+    _add_embedding_options(evaluate)
     evaluate.add_argument(
         "--via-stack", action="store_true", help="embed through the running services instead of in-process"
     )
@@ -41,34 +44,52 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     cal.add_argument("--groups", type=Path, default=None)
     cal.add_argument("--crop-fallback", action="store_true")
     cal.add_argument("--registry", type=Path, default=None, help="registry folder (CANDOR_MODEL_REGISTRY)")
+    cal.add_argument(
+        "--per-group",
+        action="store_true",
+        help="the threshold at which every group (groups.csv) meets the target FMR, not only all pairs together",
+    )
+    _add_embedding_options(cal)
 
 
-def _progress(label: str, total: int):  # type: ignore[no-untyped-def]
-    def show(done: int) -> None:
-        if sys.stderr.isatty() or done == total:
-            print(f"\r{label}: {done}/{total} images", end="\n" if done == total else "", file=sys.stderr)
+def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workers", type=int, default=available_cores(), help="processes embedding images (default: every core)"
+    )
+    parser.add_argument(
+        "--detector", choices=("yunet", "dlib"), default="yunet", help="face finder before dlib's chips (default yunet)"
+    )
 
-    return show
+
+def _embed(spec: PipelineSpec, images: list[LabelledImage], workers: int) -> list[Embedded]:
+    """Embed on ``workers`` processes with a progress bar (on a terminal) and a closing count."""
+    with tqdm(total=len(images), desc=spec.name, unit="image", disable=not sys.stderr.isatty()) as bar:
+        results = []
+        for embedded in embed_parallel(spec, images, max(1, workers)):
+            results.append(embedded)
+            bar.update()
+    print(f"{spec.name}: {len(results)} images embedded on {max(1, workers)} processes", file=sys.stderr)
+    return results
 
 
 def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
     """Embed the dataset with Candor's pipeline (and plain dlib with --anchor) and write the report."""
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
-    engine = build_engine("dlib", None, None)
-    threshold = args.threshold if args.threshold is not None else engine.model.threshold
-    pipelines: list[CandorPipeline | PlainDlib | StackPipeline] = [
-        CandorPipeline(engine, crop_fallback=args.crop_fallback)
-    ]
+    threshold = args.threshold if args.threshold is not None else build_engine("dlib", None, None).model.threshold
+    pipelines: list[PipelineSpec | StackPipeline] = [PipelineSpec("candor", args.detector, args.crop_fallback)]
     if args.via_stack:
         if login is None:
             print("error: --via-stack needs a running stack (candor stack up) or CANDOR_NATS_URL", file=sys.stderr)
             return 2
         pipelines = [StackPipeline(login)]
     if args.anchor:
-        pipelines.append(PlainDlib())
+        pipelines.append(PipelineSpec("plain-dlib"))
     runs, plotted = {}, {}
     for pipeline in pipelines:
-        embedded = embed_all(pipeline, dataset.images, _progress(pipeline.name, len(dataset.images)))
+        if isinstance(pipeline, StackPipeline):
+            embedded = pipeline.embed_all(dataset.images)
+        else:
+            embedded = _embed(pipeline, dataset.images, args.workers)
         scores = pair_scores(dataset, embedded)
         runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores)
         plotted[pipeline.name] = curves(scores)
@@ -94,14 +115,16 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsL
         print(f"error: unknown model {args.model!r}; known: {engine.model.id}", file=sys.stderr)
         return 2
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
-    embedded = embed_all(
-        CandorPipeline(engine, crop_fallback=args.crop_fallback),
-        dataset.images,
-        _progress("candor", len(dataset.images)),
-    )
+    embedded = _embed(PipelineSpec("candor", args.detector, args.crop_fallback), dataset.images, args.workers)
     try:
         record = calibrate(
-            dataset, embedded, engine.model.id, engine.model.version, engine.model.metric, args.target_fmr
+            dataset,
+            embedded,
+            engine.model.id,
+            engine.model.version,
+            engine.model.metric,
+            args.target_fmr,
+            per_group=args.per_group,
         )
     except CalibrationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -110,11 +133,13 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsL
     path = registry.save(record)
     print(
         f"{record.model_id} {record.model_version}: threshold {record.threshold:.4f} for FMR {record.target_fmr:g} "
+        f"{'in every group' if args.per_group else 'over all pairs'} "
         f"(measured {record.achieved_fmr:.4g} on {record.non_mated_pairs} non-mated pairs; "
         f"TAR {record.tar_at_threshold:.4f} on {record.mated_pairs} mated pairs)"
     )
     for group in record.per_group:
-        print(f"  group {group['group']}: FMR {group['fmr']}  FNMR {group['fnmr']}")
+        fmr, fnmr = _rate(group["fmr"], group["fmr_ci"]), _rate(group["fnmr"], group["fnmr_ci"])
+        print(f"  group {group['group']}: FMR {fmr}  FNMR {fnmr}")
     print(f"calibration {record.calibration_id[:16]}… written to {path}; restart the gateway to use it")
     if login is not None:
         asyncio.run(audit_calibration(login, record, os.environ.get("USER", "operator")))
@@ -144,3 +169,10 @@ async def audit_calibration(login: NatsLogin, record: CalibrationRecord, actor: 
         )
     finally:
         await bus.close()
+
+
+def _rate(value: float | None, interval: tuple[float, float] | None) -> str:
+    """A rate with its 95 % interval, or why there is none."""
+    if value is None or interval is None:
+        return "n/a (too few pairs)"
+    return f"{value:.4g} [{interval[0]:.2g}, {interval[1]:.2g}]"

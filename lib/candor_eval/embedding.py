@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable, Iterable
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import dlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from candor_detector import DecodeLimits, FaceDetector, decode_image
-from candor_embedder import EmbeddingEngine
+from candor_detector import DecodeLimits, decode_image, dlib_chip_detector
+from candor_embedder import EmbeddingEngine, build_engine
 from candor_eval.dataset import LabelledImage
 from candor_kit import CandorError, subjects
 from candor_kit.bus import NatsLogin
@@ -52,9 +55,13 @@ class CandorPipeline:
     name = "candor"
 
     def __init__(
-        self, engine: EmbeddingEngine, crop_fallback: bool = False, limits: DecodeLimits | None = None
+        self,
+        engine: EmbeddingEngine,
+        crop_fallback: bool = False,
+        limits: DecodeLimits | None = None,
+        finder: str = "yunet",
     ) -> None:
-        self._detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5), crop_fallback=crop_fallback)
+        self._detector = dlib_chip_detector(finder, crop_fallback=crop_fallback)
         self._engine = engine
         self._limits = limits or DecodeLimits()
 
@@ -100,7 +107,7 @@ def embed_all(
     images: Iterable[LabelledImage],
     progress: Callable[[int], None] | None = None,
 ) -> list[Embedded]:
-    """Embed every image, reporting progress after each."""
+    """Embed every image on this process, reporting progress after each."""
     if isinstance(pipeline, StackPipeline):
         return pipeline.embed_all(list(images), progress)
     results = []
@@ -109,6 +116,62 @@ def embed_all(
         if progress:
             progress(count)
     return results
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """How to build an in-process pipeline, so each worker process can build its own."""
+
+    kind: str = "candor"  # or "plain-dlib", the anchor
+    finder: str = "yunet"
+    crop_fallback: bool = False
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name in the report."""
+        return PlainDlib.name if self.kind == "plain-dlib" else CandorPipeline.name
+
+    def build(self) -> CandorPipeline | PlainDlib:
+        """The pipeline, with its models loaded."""
+        if self.kind == "plain-dlib":
+            return PlainDlib()
+        return CandorPipeline(build_engine("dlib", None, None), crop_fallback=self.crop_fallback, finder=self.finder)
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+_worker_pipeline: CandorPipeline | PlainDlib | None = None
+
+
+def _start_worker(spec: PipelineSpec) -> None:
+    global _worker_pipeline
+    import cv2
+
+    cv2.setNumThreads(1)  # one image per core: OpenCV's own threads would only contend
+    _worker_pipeline = spec.build()
+
+
+def _embed_in_worker(image: LabelledImage) -> Embedded:
+    assert _worker_pipeline is not None
+    return _worker_pipeline.embed(image)
+
+
+def embed_parallel(spec: PipelineSpec, images: list[LabelledImage], workers: int) -> Iterator[Embedded]:
+    """Embed the images on ``workers`` processes, yielding results in the images' order.
+
+    Each worker loads the models once and reads its images itself; only paths go out and one
+    vector per image comes back, so memory is the workers' models plus 128 floats an image.
+    """
+    if workers <= 1:
+        pipeline = spec.build()
+        yield from (pipeline.embed(image) for image in images)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(spec,)) as pool:
+        yield from pool.map(_embed_in_worker, images, chunksize=4)
 
 
 class StackPipeline:

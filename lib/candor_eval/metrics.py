@@ -13,6 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import beta
+
+#: Confidence of the intervals given with each group's rates.
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -179,9 +183,24 @@ def fnir_at_fpir(searches: Sequence[SearchOutcome], target_fpir: float, max_rank
     return fnir_at(searches, threshold, max_rank), threshold
 
 
+def clopper_pearson(errors: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) binomial interval for a rate of ``errors`` in ``trials``.
+
+    With no errors in n trials the upper end is about 3/n at 95 % (the rule of three). Pairs
+    that share an image are not independent, so the interval is a lower bound on the uncertainty.
+    """
+    if trials <= 0:
+        return (0.0, 1.0)
+    tail = (1.0 - confidence) / 2
+    low = 0.0 if errors == 0 else float(beta.ppf(tail, errors, trials - errors + 1))
+    high = 1.0 if errors == trials else float(beta.ppf(1 - tail, errors + 1, trials - errors))
+    return (low, high)
+
+
 @dataclass(frozen=True)
 class GroupRates:
-    """One demographic group's error rates at the shared operating threshold."""
+    """One demographic group's error rates at the shared operating threshold, each with its
+    95 % Clopper-Pearson interval (None where the group has too few pairs to measure the rate)."""
 
     group: str
     mated_pairs: int
@@ -189,6 +208,8 @@ class GroupRates:
     fmr: float | None
     fnmr: float | None
     fmr_ratio_to_lowest: float | None
+    fmr_ci: tuple[float, float] | None = None
+    fnmr_ci: tuple[float, float] | None = None
 
 
 def per_group_rates(
@@ -205,21 +226,31 @@ def per_group_rates(
     groups = sorted(set(genuine_by_group) | set(impostor_by_group))
     raw = []
     for group in groups:
-        gen = _as_array(genuine_by_group.get(group, ()))
-        imp = _as_array(impostor_by_group.get(group, ()))
-        fmr = fmr_at(imp, threshold) if imp.size >= min_pairs else None
-        fnmr = fnmr_at(gen, threshold) if gen.size >= min_pairs else None
+        gen = np.asarray(genuine_by_group.get(group, ())).ravel()
+        imp = np.asarray(impostor_by_group.get(group, ())).ravel()
+        false_matches, false_non_matches = (
+            int(np.count_nonzero(imp <= threshold)),
+            int(np.count_nonzero(gen > threshold)),
+        )
+        fmr = (false_matches / imp.size, clopper_pearson(false_matches, imp.size)) if imp.size >= min_pairs else None
+        fnmr = (
+            (false_non_matches / gen.size, clopper_pearson(false_non_matches, gen.size))
+            if gen.size >= min_pairs
+            else None
+        )
         raw.append((group, gen.size, imp.size, fmr, fnmr))
-    measured = [fmr for *_, fmr, _ in raw if fmr is not None and fmr > 0]
+    measured = [fmr[0] for *_, fmr, _ in raw if fmr is not None and fmr[0] > 0]
     lowest = min(measured) if measured else None
     return [
         GroupRates(
             group=group,
             mated_pairs=int(n_gen),
             non_mated_pairs=int(n_imp),
-            fmr=fmr,
-            fnmr=fnmr,
-            fmr_ratio_to_lowest=(fmr / lowest) if (fmr is not None and lowest) else None,
+            fmr=fmr and fmr[0],
+            fnmr=fnmr and fnmr[0],
+            fmr_ratio_to_lowest=(fmr[0] / lowest) if (fmr is not None and lowest) else None,
+            fmr_ci=fmr and fmr[1],
+            fnmr_ci=fnmr and fnmr[1],
         )
         for group, n_gen, n_imp, fmr, fnmr in raw
     ]

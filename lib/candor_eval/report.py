@@ -22,12 +22,31 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+#: A curve is drawn through at most this many of its points (millions of pairs give millions).
+PLOTTED_POINTS = 4000
+
+
+def _thinned(values: np.ndarray) -> np.ndarray:
+    """Evenly spaced points of a curve, its first and last kept."""
+    if values.size <= PLOTTED_POINTS:
+        return values
+    return values[np.linspace(0, values.size - 1, PLOTTED_POINTS).round().astype(int)]
+
+
+def _interval(value: Any, interval: Any) -> str:
+    """A rate with its 95 % interval."""
+    if value is None or interval is None:
+        return _fmt(value)
+    return f"{_fmt(value)} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def _plot_curves(curves: dict[str, Any], path: Path, title: str, roc: bool) -> None:
     """DET (FNMR against FMR, both log) or ROC (TAR against log FMR), overall and per group."""
     figure, axes = plt.subplots(figsize=(6, 5))
     for label, curve in [("overall", curves["overall"]), *curves["groups"].items()]:
-        y = 1 - curve.fnmr if roc else np.clip(curve.fnmr, 1e-6, 1)
-        axes.plot(np.clip(curve.fmr, 1e-6, 1), y, label=label, linewidth=2 if label == "overall" else 1)
+        fmr, fnmr = _thinned(curve.fmr), _thinned(curve.fnmr)
+        y = 1 - fnmr if roc else np.clip(fnmr, 1e-6, 1)
+        axes.plot(np.clip(fmr, 1e-6, 1), y, label=label, linewidth=2 if label == "overall" else 1)
     axes.set_xscale("log")
     if not roc:
         axes.set_yscale("log")
@@ -122,13 +141,18 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
                 "",
                 f"### Per group at threshold {threshold:.3f} (one threshold for everyone)",
                 "",
-                "| group | mated pairs | non-mated pairs | FMR | FNMR | FMR ÷ lowest FMR |",
+                "Non-mated pairs are every pair of different people within the group; each rate has its exact "
+                "95 % binomial interval (pairs that share an image are not independent, so it is a lower bound "
+                "on the uncertainty).",
+                "",
+                "| group | mated pairs | non-mated pairs | FMR [95 % CI] | FNMR [95 % CI] | FMR ÷ lowest FMR |",
                 "|---|---|---|---|---|---|",
             ]
             for g in groups:
                 lines.append(
-                    f"| {g['group']} | {g['mated_pairs']} | {g['non_mated_pairs']} | {_fmt(g['fmr'])} | "
-                    f"{_fmt(g['fnmr'])} | {_fmt(g['fmr_ratio_to_lowest'], 2)} |"
+                    f"| {g['group']} | {g['mated_pairs']} | {g['non_mated_pairs']} | "
+                    f"{_interval(g['fmr'], g['fmr_ci'])} | {_interval(g['fnmr'], g['fnmr_ci'])} | "
+                    f"{_fmt(g['fmr_ratio_to_lowest'], 2)} |"
                 )
         lines += ["", f"![DET](det-{name}.png) ![ROC](roc-{name}.png) ![distances](hist-{name}.png)", ""]
     report = out / "report.md"

@@ -35,11 +35,20 @@ class CalibrationRecord:
     dataset_fingerprint: str
     created_at: str
     per_group: list[dict[str, Any]] = field(default_factory=list)
+    #: "overall": the target FMR is met over all non-mated pairs; "every-group": it is also met
+    #: within each group (``candor model calibrate --per-group``).
+    rule: str = "overall"
 
     @property
     def calibration_id(self) -> str:
-        """SHA-256 of the record's canonical JSON: names exactly this calibration."""
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """SHA-256 of the record's canonical JSON: names exactly this calibration.
+
+        The default rule is left out, so records written before the rule existed keep their ids.
+        """
+        fields = asdict(self)
+        if fields["rule"] == "overall":
+            del fields["rule"]
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from candor_eval.metrics import (
     SearchOutcome,
+    clopper_pearson,
     equal_error_rate,
     fmr_at,
     fnir_at,
@@ -113,3 +114,18 @@ def test_per_group_rates_use_one_threshold_and_compare_to_the_lowest_fmr() -> No
     assert by_group["g2"].fmr_ratio_to_lowest == pytest.approx(4.0)
     assert by_group["g1"].fmr_ratio_to_lowest == pytest.approx(1.0)
     assert by_group["g3"].fmr is None and by_group["g3"].fnmr is None  # too few pairs for a figure
+
+
+def test_group_rates_carry_exact_binomial_intervals() -> None:
+    rates = {r.group: r for r in per_group_rates({"g": [0.1] * 100}, {"g": [0.5] * 5 + [0.9] * 95}, threshold=0.6)}
+    low, high = rates["g"].fmr_ci  # type: ignore[misc]
+    assert low < rates["g"].fmr < high  # type: ignore[operator]
+    assert (low, high) == pytest.approx((0.01643, 0.11284), abs=1e-4)  # Clopper-Pearson 5 of 100
+    assert rates["g"].fnmr_ci == pytest.approx((0.0, 0.03622), abs=1e-4)
+
+
+def test_no_errors_in_n_trials_still_bounds_the_rate_above() -> None:
+    """The rule of three: no false match in 3,000 pairs is an FMR under about 1 in 1,000."""
+    low, high = clopper_pearson(0, 3000)
+    assert low == 0.0 and high == pytest.approx(1 - 0.025 ** (1 / 3000)) and 0.001 < high < 0.00125
+    assert clopper_pearson(3000, 3000)[1] == 1.0

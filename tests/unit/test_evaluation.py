@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from candor_eval import CandorPipeline, PlainDlib, embed_all, load_dataset, summarise
+from candor_eval import CandorPipeline, PipelineSpec, PlainDlib, embed_all, embed_parallel, load_dataset, summarise
 from candor_eval.calibration import CalibrationError, calibrate
-from candor_eval.embedding import as_jpeg_or_png
+from candor_eval.dataset import Dataset, LabelledImage
+from candor_eval.embedding import Embedded, as_jpeg_or_png
+from candor_eval.evaluate import pair_scores
 
 from candor_embedder import build_engine
-from candor_kit.model_registry import ModelRegistry
+from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
 CANDOR = str(Path(sys.executable).parent / "candor")
 
@@ -97,7 +102,9 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
         p.name for p in out.iterdir()
     }
     assert json.loads((out / "metrics.json").read_text())["candor"]["verification"]["mated_pairs"] == 3
-    assert "Per group at threshold 0.600" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Per group at threshold 0.600" in report and "| FMR [95 % CI] |" in report
+    assert "| A | 3 | 12 | n/a (too few pairs) |" in report  # under 20 pairs: no figure, no interval
 
     registry = tmp_path / "models"
     calibrated = subprocess.run(
@@ -114,6 +121,15 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert refused.returncode == 2 and "cannot measure an FMR" in refused.stderr
+    per_group = subprocess.run(
+        [CANDOR, "--data", str(tmp_path / "no-stack"), "model", "calibrate", "dlib-resnet-v1", "--dataset",
+         str(sample_dataset), "--target-fmr", "0.2", "--per-group", "--workers", "1", "--registry", str(registry)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert per_group.returncode == 0, per_group.stderr
+    assert "in every group" in per_group.stdout and "group B: FMR" in per_group.stdout
+    record = ModelRegistry(registry).get("dlib-resnet-v1", "1.0")
+    assert record is not None and record.rule == "every-group"
 
 
 def test_pair_list_with_folds_gives_the_k_fold_accuracy(sample_dataset: Path, tmp_path: Path) -> None:
@@ -135,3 +151,74 @@ def test_pair_list_with_folds_gives_the_k_fold_accuracy(sample_dataset: Path, tm
     metrics = summarise(dataset, items, 0.6)
     assert metrics["verification"]["mated_pairs"] == 2 and metrics["verification"]["non_mated_pairs"] == 2
     assert metrics["verification"]["kfold_accuracy"]["per_fold"] == [1.0, 1.0]
+
+
+def _synthetic(count: int, identities: int, seed: int = 7) -> tuple[Dataset, list[Embedded]]:
+    """Vectors clustered by identity, with groups by identity parity; no images behind them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 0.2, (identities, 128))
+    people = [i % identities for i in range(count)]
+    images = [LabelledImage(f"p{p:05d}", Path(f"/nowhere/{i}.jpg")) for i, p in enumerate(people)]
+    vectors = [centres[p] + rng.normal(0, 0.03, 128) for p in people]
+    dataset = Dataset(
+        root=Path("/nowhere"), images=images, groups={f"p{p:05d}": "AB"[p % 2] for p in range(identities)}
+    )
+    return dataset, [Embedded(image, vector.astype(np.float32)) for image, vector in zip(images, vectors, strict=True)]
+
+
+def test_every_pair_in_blocks_is_every_pair_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from candor_eval import evaluate
+
+    monkeypatch.setattr(evaluate, "BLOCK_ROWS", 7)  # several blocks, the last one short
+    dataset, items = _synthetic(60, 23)
+    scores = pair_scores(dataset, items)
+    ordered = sorted(items, key=lambda e: e.image.key)
+    expected = [
+        (float(np.linalg.norm(a.vector - b.vector)), a.image.identity == b.image.identity,
+         dataset.group_of(a.image) if dataset.group_of(a.image) == dataset.group_of(b.image) else None)
+        for a, b in itertools.combinations(ordered, 2)
+    ]  # fmt: skip
+    assert scores.distances.size == 60 * 59 // 2 == len(expected)
+    np.testing.assert_allclose(scores.distances, [d for d, _, _ in expected], rtol=1e-5, atol=1e-5)
+    assert scores.mated.tolist() == [m for _, m, _ in expected]
+    names = [scores.group_names[c] if c >= 0 else None for c in scores.group_codes]
+    assert names == [g for _, _, g in expected]
+
+
+def test_pair_scores_take_seven_bytes_a_pair() -> None:
+    dataset, items = _synthetic(500, 300)
+    scores = pair_scores(dataset, items)
+    held = scores.distances.nbytes + scores.mated.nbytes + scores.group_codes.nbytes
+    assert held == 7 * (500 * 499 // 2)
+
+
+def test_embedding_on_two_processes_gives_what_one_gives(sample_dataset: Path) -> None:
+    images = load_dataset(sample_dataset).images
+    one = list(embed_parallel(PipelineSpec(), images, 1))
+    two = list(embed_parallel(PipelineSpec(), images, 2))
+    assert [e.image for e in two] == images
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a.vector, b.vector, atol=1e-6)
+
+
+def test_per_group_calibration_holds_every_group_to_the_target(embedded) -> None:  # type: ignore[no-untyped-def]
+    dataset, items = embedded
+    overall = calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.2)
+    strict = calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.2, per_group=True)
+    assert strict.rule == "every-group" and strict.threshold <= overall.threshold
+    split = pair_scores(dataset, items).by_group()
+    for group, (_, impostor) in split.items():
+        assert np.mean(impostor <= strict.threshold) <= 0.2, group
+    with pytest.raises(CalibrationError, match=r"too few in: B \(6 non-mated pairs\)"):
+        calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.1, per_group=True)
+
+
+def test_records_without_a_rule_keep_their_calibration_id() -> None:
+    fields = dict(
+        model_id="m", model_version="1", metric="euclidean", threshold=0.5, target_fmr=1e-3, achieved_fmr=1e-3,
+        tar_at_threshold=0.9, mated_pairs=1, non_mated_pairs=1000, dataset_root="/d", dataset_fingerprint="f",
+        created_at="2026-11-28T00:00:00Z",
+    )  # fmt: skip
+    old = hashlib.sha256(json.dumps({**fields, "per_group": []}, sort_keys=True, separators=(",", ":")).encode())
+    assert CalibrationRecord(**fields).calibration_id == old.hexdigest()  # type: ignore[arg-type]
+    assert CalibrationRecord(**fields, rule="every-group").calibration_id != old.hexdigest()  # type: ignore[arg-type]
