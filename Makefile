@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLES := .cache/samples
+# The OpenCV Zoo model files (YuNet, SFace), fetched once into the venv, SHA-256 checked.
+MODELS  := $(VENV)/share/candor/models
 
 .PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy protos protos-check bench fuzz clean
 
@@ -20,7 +22,10 @@ $(STAMP): requirements.lock pyproject.toml
 $(SAMPLES)/t1.jpg: | $(STAMP)
 	$(BIN)/python scripts/fetch_sample_images.py $(SAMPLES)
 
-setup: $(STAMP) $(SAMPLES)/t1.jpg
+$(MODELS)/face_detection_yunet_2023mar.onnx: | $(STAMP)
+	$(BIN)/python -m candor_kit.model_fetch --dest $(MODELS)
+
+setup: $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/face_detection_yunet_2023mar.onnx
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(SAMPLES)

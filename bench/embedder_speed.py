@@ -23,14 +23,13 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
 
-from candor_detector import DecodeLimits, FaceDetector, decode_image  # noqa: E402
+from candor_detector import DecodeLimits, decode_image, dlib_chip_detector  # noqa: E402
 from candor_embedder import EmbeddingEngine, build_engine  # noqa: E402
-from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file  # noqa: E402
 
 
 def collect_chips(datasets: Path, limit: int) -> np.ndarray:
     """Aligned 150 px chips from the sample photos and, where present, deepface_unit."""
-    detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5))
+    detector = dlib_chip_detector()
     samples = fetch(ROOT / ".cache" / "samples")
     paths = [samples / n for n in ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg")]
     paths += sorted((datasets / "deepface_unit").glob("*/*.jpg"))

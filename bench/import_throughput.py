@@ -59,11 +59,10 @@ def make_photos(samples: Path, folder: Path, count: int) -> Path:
 
 def anchor(source: Path, engine: str) -> float:
     """Photos per second with the services' detection and embedding called in this process."""
-    from candor_detector import DecodeLimits, FaceDetector, decode_image
+    from candor_detector import DecodeLimits, decode_image, dlib_chip_detector
     from candor_embedder.engines import build_engine
-    from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
 
-    detector = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5))
+    detector = dlib_chip_detector()
     embedder = build_engine(engine, None, None)
     photos = read_source(source)
     start = time.perf_counter()

@@ -1,10 +1,10 @@
-"""Search latency through the running stack against the same work done in-process with dlib.
+"""Search latency through the running stack against the same work done in-process with its models.
 
 Both sides do the same work on the same 20 photos: decode (with the same limits and JPEG draft
-scaling), HOG detection, 5-point alignment, the ResNet descriptor and a nearest-neighbour search
-over the same gallery. The stack adds gRPC, three NATS request/reply hops, Qdrant Edge and a
-durable JetStream audit publish. The two sides alternate pass by pass (or photo by photo with
---interleave), so machine noise hits both alike.
+scaling), YuNet detection (the detector's default), dlib's 5-point alignment, the ResNet
+descriptor and a nearest-neighbour search over the same gallery. The stack adds gRPC, three NATS
+request/reply hops, Qdrant Edge and a durable JetStream audit publish. The two sides alternate
+pass by pass (or photo by photo with --interleave), so machine noise hits both alike.
 
     python bench/pipeline.py [--datasets ../shared/datasets] [--rounds 5] [--interleave]
 
@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import dlib
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,35 +29,26 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
-from candor_detector import DecodeLimits, decode_image  # noqa: E402
-from candor_detector.faces import UPSAMPLE_BELOW_PIXELS  # noqa: E402
+from candor_detector import DecodeLimits, decode_image, dlib_chip_detector  # noqa: E402
 from candor_embedder import build_engine  # noqa: E402
 from candor_gateway import DEFAULT_POLICY_YAML  # noqa: E402
 from candor_kit import CandorError  # noqa: E402
-from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file  # noqa: E402
 
 
 class InProcessDlib:
-    """The anchor: dlib's detector and the embedder's own default engine called directly, numpy for
-    the gallery."""
+    """The anchor: the detector's and the embedder's default models called directly (YuNet, dlib's
+    landmarks and chips, dlib's ResNet on onnxruntime), numpy for the gallery."""
 
     def __init__(self) -> None:
-        self.detector = dlib.get_frontal_face_detector()
-        self.predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_5)))
+        self.detector = dlib_chip_detector()
         self.engine = build_engine("dlib", None, None)
         self.limits = DecodeLimits()
         self.gallery: list[np.ndarray] = []
         self.subjects: list[str] = []
 
     def faces(self, data: bytes) -> list[np.ndarray]:
-        rgb = decode_image(data, self.limits).rgb
-        upsample = 1 if rgb.shape[0] * rgb.shape[1] < UPSAMPLE_BELOW_PIXELS else 0
-        rects, _, _ = self.detector.run(rgb, upsample, 0.0)
-        vectors = []
-        for rect in rects:
-            chip = dlib.get_face_chip(rgb, self.predictor(rgb, rect), size=150, padding=0.25)
-            vectors.append(self.engine.embed([chip])[0])
-        return vectors
+        faces = self.detector.detect(decode_image(data, self.limits))
+        return [self.engine.embed([face.chip])[0] for face in faces]
 
     def enroll(self, subject: str, vector: np.ndarray) -> None:
         self.gallery.append(vector)
@@ -72,7 +62,7 @@ class InProcessDlib:
 
 
 def pick_photos(datasets: Path, anchor: InProcessDlib, count: int, samples: Path) -> list[Path]:
-    """The first ``count`` colour photos in which dlib finds exactly one face."""
+    """The first ``count`` colour photos in which the detector finds exactly one face."""
     candidates = sorted((datasets / "deepface_unit").glob("*/*.jpg")) + sorted(
         (datasets / "face_recognition_examples").glob("*/*.jpg")
     )
@@ -160,7 +150,7 @@ def main() -> None:
     mode = "photo by photo" if args.interleave else "pass by pass"
     print(f"photos: {len(photos)} x {args.rounds} rounds, alternating {mode}, gallery of 8 faces")
     print(f"stack Search p50     {stack_p50:8.1f} ms   (p90 {np.percentile(stack_ms, 90):.1f})")
-    print(f"in-process dlib p50  {anchor_p50:8.1f} ms   (p90 {np.percentile(anchor_ms, 90):.1f})")
+    print(f"in-process p50       {anchor_p50:8.1f} ms   (p90 {np.percentile(anchor_ms, 90):.1f})")
     print(f"ratio stack / in-process: {stack_p50 / anchor_p50:.3f}  (goal <= 1.05)")
 
 

@@ -78,8 +78,7 @@ def sample_dataset(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     t1.jpg cropped one per folder, with groups.csv splitting the identities in two groups."""
     from PIL import Image
 
-    from candor_detector import DecodeLimits, FaceDetector, decode_image
-    from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
+    from candor_detector import DecodeLimits, decode_image, dlib_chip_detector
 
     root = tmp_path_factory.mktemp("dataset")
     for identity, names in {"obama": ["obama.jpg", "obama2.jpg", "obama3.jpg"], "biden": ["biden.jpg"]}.items():
@@ -87,9 +86,7 @@ def sample_dataset(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         for name in names:
             (root / identity / name).write_bytes((samples / name).read_bytes())
     group_photo = Image.open(samples / "t1.jpg")
-    faces = FaceDetector(dlib_model_file(DLIB_LANDMARKS_5)).detect(
-        decode_image((samples / "t1.jpg").read_bytes(), DecodeLimits())
-    )
+    faces = dlib_chip_detector().detect(decode_image((samples / "t1.jpg").read_bytes(), DecodeLimits()))
     for index, face in enumerate(faces):
         x, y, w, h = face.box
         crop = group_photo.crop((max(0, x - w), max(0, y - h), x + 2 * w, y + 2 * h))

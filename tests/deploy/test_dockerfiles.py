@@ -67,6 +67,11 @@ def test_model_files_are_baked_in_and_checked_at_build(service: str) -> None:
     assert "dlib_model_file" in runs and "DLIB_RESNET" in runs
 
 
+def test_the_detector_image_fetches_yunet_at_build_and_checks_its_pin() -> None:
+    runs = " ".join(args for keyword, args in instructions(DOCKERFILES["detector"]) if keyword == "RUN")
+    assert "python -m candor_kit.model_fetch" in runs and "pinned_model_file(YUNET)" in runs
+
+
 def test_the_build_context_carries_only_what_the_images_copy() -> None:
     ignore = [line for line in (ROOT / ".dockerignore").read_text().splitlines() if line and line[0] != "#"]
     assert ignore[0] == "*", "everything is excluded first"

@@ -1,7 +1,7 @@
-"""Candor's detector service: decoding with limits, HOG face detection, alignment, quality."""
+"""Candor's detector service: decoding with limits, face detection (YuNet or HOG), alignment, quality."""
 
 from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
-from candor_detector.faces import AlignmentSpec, Face, FaceDetector
+from candor_detector.faces import AlignmentSpec, Face, FaceDetector, dlib_chip_detector
 from candor_detector.service import DETECT_SUBJECT, DetectorSettings, serve
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "Face",
     "FaceDetector",
     "decode_image",
+    "dlib_chip_detector",
     "serve",
 ]

@@ -1,17 +1,27 @@
-"""Face detection with dlib's HOG detector, 5-point landmarks, alignment and quality figures."""
+"""Faces for dlib's ResNet: a face finder (YuNet or dlib's HOG), 5-point landmarks, aligned chips.
+
+Whichever finder locates a face, dlib's 5-point shape predictor places the landmarks and dlib cuts
+the chip, exactly as dlib's own ResNet was trained and as Candor has always done it: the finder
+changes where faces are found, never how a found face is turned into a vector.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import dlib
 import numpy as np
 
 from candor_detector.decoding import DecodedImage
+from candor_kit.model_files import DLIB_LANDMARKS_5, YUNET, dlib_model_file, pinned_model_file
 
-#: Photos smaller than this are upsampled once, so faces down to about 40 px are found.
+#: The finders that lead to dlib chips, by the name CANDOR_DETECTOR_ENGINE gives them.
+DLIB_CHIP_FINDERS = ("yunet", "dlib")
+
+#: Photos smaller than this are upsampled once for HOG, so faces down to about 40 px are found.
 UPSAMPLE_BELOW_PIXELS = 400_000
 
 
@@ -35,8 +45,58 @@ class Face:
     detector_score: float
 
 
+@dataclass(frozen=True)
+class Found:
+    """A face a finder located, in the pixels of the image it was given.
+
+    ``box`` is what the finder reports (x, y, width, height); ``rect`` is the square that dlib's
+    5-point shape predictor expects, which is the box of dlib's HOG detector.
+    """
+
+    box: tuple[float, float, float, float]
+    rect: dlib.rectangle
+    score: float
+    #: The finder's own five points (eyes, nose tip, mouth corners; the person's right first),
+    #: where it gives them: what ArcFace-style alignment needs.
+    points: tuple[tuple[float, float], ...] | None = None
+
+
+class FaceFinder(Protocol):
+    """Locates faces in an RGB image."""
+
+    name: str
+
+    def find(self, rgb: np.ndarray) -> list[Found]:
+        """Every face found."""
+        ...
+
+
+class HogFinder:
+    """dlib's HOG frontal face detector; small photos are upsampled once."""
+
+    name = "dlib-hog"
+
+    def __init__(self, min_score: float = 0.0, upsample_below_pixels: int = UPSAMPLE_BELOW_PIXELS) -> None:
+        self._detector = dlib.get_frontal_face_detector()
+        self._min_score = min_score
+        self._upsample_below = upsample_below_pixels
+
+    def find(self, rgb: np.ndarray) -> list[Found]:
+        """Every face HOG finds, with its detection score."""
+        height, width = rgb.shape[:2]
+        upsample = 1 if height * width < self._upsample_below else 0
+        rects, scores, _ = self._detector.run(rgb, upsample, self._min_score)
+        found = []
+        for rect, score in zip(rects, scores, strict=True):
+            left, top = max(0, rect.left()), max(0, rect.top())
+            right, bottom = min(width, rect.right()), min(height, rect.bottom())
+            found.append(Found((left, top, right - left, bottom - top), rect, float(score)))
+        return found
+
+
 class FaceDetector:
-    """Finds faces with dlib's HOG detector and aligns them with the 5-point shape predictor.
+    """Finds faces (dlib's HOG unless another finder is given) and aligns them with dlib's 5-point
+    shape predictor into the chips dlib's ResNet expects.
 
     Not thread-safe: callers run it on one thread at a time.
     """
@@ -48,42 +108,31 @@ class FaceDetector:
         min_score: float = 0.0,
         upsample_below_pixels: int = UPSAMPLE_BELOW_PIXELS,
         crop_fallback: bool = False,
+        finder: FaceFinder | None = None,
     ) -> None:
-        self._detector = dlib.get_frontal_face_detector()
+        self.finder: FaceFinder = finder or HogFinder(min_score, upsample_below_pixels)
         self._predictor = dlib.shape_predictor(str(landmarks_model))
         self._alignment = alignment
-        self._min_score = min_score
-        self._upsample_below = upsample_below_pixels
         self._crop_fallback = crop_fallback
 
     def detect(self, image: DecodedImage) -> list[Face]:
         """Every face in the image, largest first."""
         rgb = image.rgb
-        height, width = rgb.shape[:2]
-        # Small images are upsampled once so faces down to ~40 px are found.
-        upsample = 1 if height * width < self._upsample_below else 0
-        rects, scores, _ = self._detector.run(rgb, upsample, self._min_score)
-        faces = [self._describe(rgb, rect, score, image.scale) for rect, score in zip(rects, scores, strict=True)]
+        faces = [self._describe(rgb, found, image.scale) for found in self.finder.find(rgb)]
         if not faces and self._crop_fallback:
-            # A tightly cropped face (a passport-style crop) often defeats HOG: treat the whole
-            # frame as the face box and let the landmarks align it. Score 0 marks the fallback.
+            # A tightly cropped face (a passport-style crop) often defeats a detector: treat the
+            # whole frame as the face box and let the landmarks align it. Score 0 marks the fallback.
+            height, width = rgb.shape[:2]
             whole = dlib.rectangle(0, 0, width - 1, height - 1)
-            faces = [self._describe(rgb, whole, 0.0, image.scale)]
+            faces = [self._describe(rgb, Found((0, 0, width, height), whole, 0.0), image.scale)]
         faces.sort(key=lambda face: face.face_size_px, reverse=True)
         return faces
 
-    def _describe(self, rgb: np.ndarray, rect: dlib.rectangle, score: float, scale: float) -> Face:
-        shape = self._predictor(rgb, rect)
+    def _describe(self, rgb: np.ndarray, found: Found, scale: float) -> Face:
+        shape = self._predictor(rgb, found.rect)
         chip = dlib.get_face_chip(rgb, shape, size=self._alignment.size, padding=self._alignment.padding)
-        height, width = rgb.shape[:2]
-        left, top = max(0, rect.left()), max(0, rect.top())
-        right, bottom = min(width, rect.right()), min(height, rect.bottom())
-        box = (
-            round(left * scale),
-            round(top * scale),
-            round((right - left) * scale),
-            round((bottom - top) * scale),
-        )
+        x, y, width, height = found.box
+        box = (round(x * scale), round(y * scale), round(width * scale), round(height * scale))
         landmarks = tuple((shape.part(i).x * scale, shape.part(i).y * scale) for i in range(shape.num_parts))
         grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
         blur = float(cv2.Laplacian(grey, cv2.CV_64F).var())
@@ -93,5 +142,25 @@ class FaceDetector:
             chip=np.ascontiguousarray(chip),
             face_size_px=box[2],
             blur=blur,
-            detector_score=float(score),
+            detector_score=found.score,
         )
+
+
+def dlib_chip_detector(
+    finder: str = "yunet",
+    dlib_dir: str | None = None,
+    model_files_dir: str | None = None,
+    alignment: AlignmentSpec = AlignmentSpec(),
+    crop_fallback: bool = False,
+) -> FaceDetector:
+    """A detector cutting dlib chips, finding faces with YuNet (``yunet``) or dlib's HOG (``dlib``).
+
+    Raises ConfigError when a model file is missing or is not the pinned upstream file.
+    """
+    from candor_detector.yunet import YuNetFinder
+
+    if finder not in DLIB_CHIP_FINDERS:
+        raise ValueError(f"unknown face finder {finder!r}; known: {', '.join(DLIB_CHIP_FINDERS)}")
+    landmarks = dlib_model_file(DLIB_LANDMARKS_5, dlib_dir)
+    chosen = YuNetFinder(pinned_model_file(YUNET, model_files_dir)) if finder == "yunet" else None
+    return FaceDetector(landmarks, alignment, crop_fallback=crop_fallback, finder=chosen)

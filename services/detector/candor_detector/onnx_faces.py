@@ -1,42 +1,72 @@
-"""Face detection with an ONNX model pack's SCRFD detector (5 keypoints) and ArcFace alignment.
+"""Face detection for an ONNX model pack: the pack's detector, and alignment to its recogniser.
 
-The pack's detection model is loaded through insightface's model_zoo (after every file of the
-pack is checked against its SHA-256); faces are aligned to the recogniser's square input size
-with insightface's ``norm_crop``, which is what the pack's recogniser was trained on.
+The pack's detector is SCRFD (insightface's, loaded through insightface's model_zoo) or, for a
+pack whose manifest says ``preprocessing_version: opencv-yunet-1`` (the SFace pack), YuNet through
+OpenCV. Either gives five points per face, and faces are aligned to the recogniser's square input
+with insightface's ``norm_crop`` (the ArcFace template, which SFace was trained on too). Every
+file of the pack is checked against its SHA-256 first.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable
 
 import cv2
 import numpy as np
 
 from candor_detector.decoding import DecodedImage
 from candor_detector.faces import Face
-from candor_kit.model_pack import ModelPack, load_task_model
+from candor_detector.yunet import YuNetFinder
+from candor_kit.model_pack import YUNET_DETECTION, ModelPack, load_task_model
 
 #: SCRFD's input: each photo is scaled to fit this square.
 DETECTION_SIZE = 640
 
 
 class OnnxFaceDetector:
-    """A pack's SCRFD detector. Not thread-safe: callers run it on one thread at a time."""
+    """A pack's face detector. Not thread-safe: callers run it on one thread at a time."""
 
-    def __init__(self, pack: ModelPack, providers: str = "cpu", min_score: float = 0.5) -> None:
-        self._model, self.providers = load_task_model(pack, "detection", providers)
-        self._model.prepare(0, input_size=(DETECTION_SIZE, DETECTION_SIZE), det_thresh=min_score)
+    def __init__(
+        self,
+        pack: ModelPack,
+        providers: str = "cpu",
+        min_score: float = 0.5,
+        accepted_licences: Iterable[str] = (),
+    ) -> None:
         self._chip_size = pack.input_size
+        self._yunet: YuNetFinder | None = None
+        if pack.detection_family == YUNET_DETECTION:
+            pack.check_licence(accepted_licences)
+            pack.verify()
+            self._yunet = YuNetFinder(pack.files["detection"].path)
+            self.providers = ["opencv"]
+        else:
+            self._model, self.providers = load_task_model(pack, "detection", providers, accepted_licences)
+            self._model.prepare(0, input_size=(DETECTION_SIZE, DETECTION_SIZE), det_thresh=min_score)
+
+    def _find(self, image: DecodedImage) -> list[tuple[tuple[float, float, float, float], float, np.ndarray]]:
+        """(x1, y1, x2, y2), score and five points of every face, in the decoded image's pixels."""
+        if self._yunet is not None:
+            return [
+                ((x, y, x + w, y + h), found.score, np.array(found.points, dtype=np.float32))
+                for found in self._yunet.find(image.rgb)
+                for x, y, w, h in [found.box]
+            ]
+        bgr = np.ascontiguousarray(image.rgb[:, :, ::-1])
+        boxes, keypoints = self._model.detect(bgr, input_size=(DETECTION_SIZE, DETECTION_SIZE))
+        return [
+            ((x1, y1, x2, y2), score, points) for (x1, y1, x2, y2, score), points in zip(boxes, keypoints, strict=True)
+        ]
 
     def detect(self, image: DecodedImage) -> list[Face]:
         """Every face in the image, largest first."""
         from insightface.utils.face_align import norm_crop
 
         bgr = np.ascontiguousarray(image.rgb[:, :, ::-1])
-        boxes, keypoints = self._model.detect(bgr, input_size=(DETECTION_SIZE, DETECTION_SIZE))
         height, width = bgr.shape[:2]
         faces = []
-        for (x1, y1, x2, y2, score), points in zip(boxes, keypoints, strict=True):
+        for (x1, y1, x2, y2), score, points in self._find(image):
             with warnings.catch_warnings():
                 # scikit-image deprecates the estimate() that insightface's norm_crop calls.
                 warnings.simplefilter("ignore", FutureWarning)

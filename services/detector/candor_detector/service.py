@@ -15,12 +15,12 @@ import structlog
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
 from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
-from candor_detector.faces import AlignmentSpec, Face, FaceDetector
+from candor_detector.faces import AlignmentSpec, Face, FaceDetector, dlib_chip_detector
 from candor_detector.ingest import DetectStage
 from candor_detector.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
 from candor_kit.ingest import Stage, WorkerSettings, running_worker
-from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET_MODEL_ID, dlib_model_file
+from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 from candor_kit.model_pack import load_model_pack
 
 DETECT_SUBJECT = subjects.DETECT
@@ -35,9 +35,11 @@ class DetectorSettings:
     limits: DecodeLimits
     model_dir: str | None
     alignment: AlignmentSpec
-    engine: str = "dlib"
+    engine: str = "yunet"
+    model_files_dir: str | None = None
     model_pack: str | None = None
     providers: str = "cpu"
+    accepted_licences: tuple[str, ...] = ()
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
@@ -56,10 +58,12 @@ class DetectorSettings:
             common=common,
             limits=limits,
             model_dir=env.get(catalogue.DLIB_MODEL_DIR) or None,
+            model_files_dir=env.get(catalogue.MODEL_FILES_DIR) or None,
             alignment=AlignmentSpec(),
             engine=env.get(catalogue.DETECTOR_ENGINE),
             model_pack=env.get(catalogue.DETECTOR_MODEL_PACK) or None,
             providers=env.get(catalogue.ONNX_PROVIDERS),
+            accepted_licences=tuple(env.get(catalogue.ACCEPT_MODEL_LICENCES)),
             worker=WorkerSettings.read(env),
         )
         env.done()
@@ -141,13 +145,14 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
 
 
 def build_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceDetector, str]:
-    """dlib's HOG detector with dlib chips, or the SCRFD of an ONNX model pack with ArcFace chips;
-    with the id of the model the chips are cut for."""
+    """YuNet or dlib's HOG detector with dlib chips, or the SCRFD of an ONNX model pack with
+    ArcFace chips; with the id of the model the chips are cut for."""
     if settings.engine == "onnx":
         assert settings.model_pack is not None  # required_if in the catalogue
         pack = load_model_pack(Path(settings.model_pack))
-        return OnnxFaceDetector(pack, settings.providers), pack.model_id
-    return FaceDetector(dlib_model_file(DLIB_LANDMARKS_5, settings.model_dir), settings.alignment), DLIB_RESNET_MODEL_ID
+        return OnnxFaceDetector(pack, settings.providers, accepted_licences=settings.accepted_licences), pack.model_id
+    detector = dlib_chip_detector(settings.engine, settings.model_dir, settings.model_files_dir, settings.alignment)
+    return detector, DLIB_RESNET_MODEL_ID
 
 
 async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:

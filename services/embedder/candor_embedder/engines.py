@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -116,6 +116,7 @@ def build_engine(
     threshold: float | None,
     model_pack: str | None = None,
     providers: str = "cpu",
+    accepted_licences: Iterable[str] = (),
 ) -> EmbeddingEngine:
     """The engine named by configuration: dlib's ResNet on onnxruntime (the default) or on dlib
     itself, or the recogniser of an ONNX model pack."""
@@ -128,5 +129,5 @@ def build_engine(
             raise ConfigError("the onnx engine needs CANDOR_MODEL_PACK (a model pack folder)")
         from candor_embedder.onnx_engine import build_onnx_engine
 
-        return build_onnx_engine(Path(model_pack), providers, threshold)
+        return build_onnx_engine(Path(model_pack), providers, threshold, accepted_licences)
     raise ConfigError(f"unknown embedding engine {name!r}; known: dlib, dlib-native, onnx")

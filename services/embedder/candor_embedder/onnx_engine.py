@@ -7,7 +7,7 @@ actually runs. Batches are dynamic: a batch of chips is one session call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,14 @@ from candor_kit.model_pack import ModelPack, load_model_pack, load_task_model
 class OnnxRecognitionEngine(BatchEngine):
     """A pack's recognition model: aligned RGB chips (input_size square) in, L2-normalised vectors out."""
 
-    def __init__(self, pack: ModelPack, providers: str = "cpu", threshold: float | None = None) -> None:
-        self._net, self.providers = load_task_model(pack, "recognition", providers)
+    def __init__(
+        self,
+        pack: ModelPack,
+        providers: str = "cpu",
+        threshold: float | None = None,
+        accepted_licences: Iterable[str] = (),
+    ) -> None:
+        self._net, self.providers = load_task_model(pack, "recognition", providers, accepted_licences)
         self._model = ModelInfo(
             id=pack.model_id,
             version=pack.version,
@@ -41,6 +47,8 @@ class OnnxRecognitionEngine(BatchEngine):
         return vectors
 
 
-def build_onnx_engine(pack_dir: Path, providers: str, threshold: float | None) -> OnnxRecognitionEngine:
+def build_onnx_engine(
+    pack_dir: Path, providers: str, threshold: float | None, accepted_licences: Iterable[str] = ()
+) -> OnnxRecognitionEngine:
     """The recognition engine of the pack in ``pack_dir``."""
-    return OnnxRecognitionEngine(load_model_pack(pack_dir), providers, threshold)
+    return OnnxRecognitionEngine(load_model_pack(pack_dir), providers, threshold, accepted_licences)

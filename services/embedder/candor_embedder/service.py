@@ -34,6 +34,7 @@ class EmbedderSettings:
     max_batch: int
     model_pack: str | None = None
     providers: str = "cpu"
+    accepted_licences: tuple[str, ...] = ()
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     @classmethod
@@ -48,6 +49,7 @@ class EmbedderSettings:
             max_batch=env.get(catalogue.EMBEDDER_MAX_BATCH),
             model_pack=env.get(catalogue.MODEL_PACK) or None,
             providers=env.get(catalogue.ONNX_PROVIDERS),
+            accepted_licences=tuple(env.get(catalogue.ACCEPT_MODEL_LICENCES)),
             worker=WorkerSettings.read(env),
         )
         env.done()
@@ -116,7 +118,12 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
 async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
     """Run the embedder until ``stop`` is set."""
     engine = build_engine(
-        settings.engine, settings.model_dir, settings.threshold, settings.model_pack, settings.providers
+        settings.engine,
+        settings.model_dir,
+        settings.threshold,
+        settings.model_pack,
+        settings.providers,
+        settings.accepted_licences,
     )
     batcher = EmbeddingBatcher(engine, settings.max_batch)
     service = EmbeddingService(engine, batcher)

