@@ -31,7 +31,7 @@ def calibrate(
     non-mated pairs, meets the target too: the strictest group sets it. Every group must then
     have enough non-mated pairs to measure the target.
     """
-    scores = pair_scores(dataset, embedded)
+    scores = pair_scores(dataset, embedded, metric)
     threshold = threshold_for_fmr(scores.impostor, target_fmr)
     if threshold is None:
         raise CalibrationError(

@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
 
 from candor_embedder import build_engine
+from candor_embedder.engines import ModelInfo
 from candor_eval.calibration import CalibrationError, calibrate
 from candor_eval.dataset import LabelledImage, load_dataset
-from candor_eval.embedding import Embedded, PipelineSpec, StackPipeline, available_cores, embed_parallel
+from candor_eval.embedding import Embedded, PipelineSpec, PlainDlib, StackPipeline, available_cores, embed_parallel
 from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
+from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
@@ -59,6 +62,23 @@ def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector", choices=("yunet", "dlib"), default="yunet", help="face finder before dlib's chips (default yunet)"
     )
+    parser.add_argument(
+        "--model-pack",
+        type=Path,
+        default=None,
+        help="an ONNX model pack's folder: its detector and recogniser instead of dlib's "
+        "(a restricted licence must be accepted in CANDOR_ACCEPT_MODEL_LICENCES)",
+    )
+
+
+def _model_and_spec(args: argparse.Namespace) -> tuple[ModelInfo, PipelineSpec]:
+    """The model the run measures and how each worker builds its pipeline; ConfigError if the
+    pack is invalid or its licence not accepted."""
+    if args.model_pack is None:
+        return build_engine("dlib", None, None).model, PipelineSpec("candor", args.detector, args.crop_fallback)
+    accepted = EnvReader().get(catalogue.ACCEPT_MODEL_LICENCES)
+    engine = build_engine("onnx", None, None, str(args.model_pack), accepted_licences=accepted)
+    return engine.model, PipelineSpec("candor", pack=str(args.model_pack), accepted_licences=accepted)
 
 
 def _embed(spec: PipelineSpec, images: list[LabelledImage], workers: int) -> list[Embedded]:
@@ -75,8 +95,13 @@ def _embed(spec: PipelineSpec, images: list[LabelledImage], workers: int) -> lis
 def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
     """Embed the dataset with Candor's pipeline (and plain dlib with --anchor) and write the report."""
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
-    threshold = args.threshold if args.threshold is not None else build_engine("dlib", None, None).model.threshold
-    pipelines: list[PipelineSpec | StackPipeline] = [PipelineSpec("candor", args.detector, args.crop_fallback)]
+    try:
+        model, spec = _model_and_spec(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    threshold = args.threshold if args.threshold is not None else model.threshold
+    pipelines: list[PipelineSpec | StackPipeline] = [spec]
     if args.via_stack:
         if login is None:
             print("error: --via-stack needs a running stack (candor stack up) or CANDOR_NATS_URL", file=sys.stderr)
@@ -90,8 +115,14 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
             embedded = pipeline.embed_all(dataset.images)
         else:
             embedded = _embed(pipeline, dataset.images, args.workers)
-        scores = pair_scores(dataset, embedded)
-        runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores)
+        metric = "euclidean" if pipeline.name == PlainDlib.name else model.metric
+        try:
+            scores = pair_scores(dataset, embedded, metric)
+        except ValueError as error:
+            failures = Counter(e.failure for e in embedded if e.vector is None)
+            print(f"error: {pipeline.name}: {error}; failures to enrol: {dict(failures)}", file=sys.stderr)
+            return 1
+        runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores, metric=metric)
         plotted[pipeline.name] = curves(scores)
     report = write_report(args.out, runs, plotted)
     for name, metrics in runs.items():
@@ -110,19 +141,26 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
 
 def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsLogin | None) -> int:
     """Calibrate a model, store the record, and audit it when a stack is reachable."""
-    engine = build_engine("dlib", None, None)
-    if args.model != engine.model.id:
-        print(f"error: unknown model {args.model!r}; known: {engine.model.id}", file=sys.stderr)
+    try:
+        model, spec = _model_and_spec(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.model != model.id:
+        print(
+            f"error: {args.model!r} is not the model measured here ({model.id}; --model-pack for a pack's)",
+            file=sys.stderr,
+        )
         return 2
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
-    embedded = _embed(PipelineSpec("candor", args.detector, args.crop_fallback), dataset.images, args.workers)
+    embedded = _embed(spec, dataset.images, args.workers)
     try:
         record = calibrate(
             dataset,
             embedded,
-            engine.model.id,
-            engine.model.version,
-            engine.model.metric,
+            model.id,
+            model.version,
+            model.metric,
             args.target_fmr,
             per_group=args.per_group,
         )

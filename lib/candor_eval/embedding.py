@@ -9,17 +9,22 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from candor_detector import DecodeLimits, decode_image, dlib_chip_detector
+from candor_detector import DecodeLimits, FaceDetector, decode_image, dlib_chip_detector
 from candor_embedder import EmbeddingEngine, build_engine
 from candor_eval.dataset import LabelledImage
 from candor_kit import CandorError, subjects
 from candor_kit.bus import NatsLogin
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
+
+if TYPE_CHECKING:
+    from candor_detector.onnx_faces import OnnxFaceDetector
 
 
 @dataclass(frozen=True)
@@ -60,8 +65,9 @@ class CandorPipeline:
         crop_fallback: bool = False,
         limits: DecodeLimits | None = None,
         finder: str = "yunet",
+        detector: FaceDetector | OnnxFaceDetector | None = None,
     ) -> None:
-        self._detector = dlib_chip_detector(finder, crop_fallback=crop_fallback)
+        self._detector = detector or dlib_chip_detector(finder, crop_fallback=crop_fallback)
         self._engine = engine
         self._limits = limits or DecodeLimits()
 
@@ -125,6 +131,9 @@ class PipelineSpec:
     kind: str = "candor"  # or "plain-dlib", the anchor
     finder: str = "yunet"
     crop_fallback: bool = False
+    #: An ONNX model pack's folder: its detector and recogniser instead of YuNet and dlib's.
+    pack: str | None = None
+    accepted_licences: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -135,6 +144,13 @@ class PipelineSpec:
         """The pipeline, with its models loaded."""
         if self.kind == "plain-dlib":
             return PlainDlib()
+        if self.pack is not None:
+            from candor_detector.onnx_faces import OnnxFaceDetector
+            from candor_kit.model_pack import load_model_pack
+
+            engine = build_engine("onnx", None, None, self.pack, accepted_licences=self.accepted_licences)
+            detector = OnnxFaceDetector(load_model_pack(Path(self.pack)), accepted_licences=self.accepted_licences)
+            return CandorPipeline(engine, detector=detector)
         return CandorPipeline(build_engine("dlib", None, None), crop_fallback=self.crop_fallback, finder=self.finder)
 
 

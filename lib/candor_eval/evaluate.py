@@ -83,7 +83,15 @@ def _group_codes(dataset: Dataset, images: list[LabelledImage]) -> tuple[np.ndar
     return np.array([index.get(label, NO_GROUP) for label in labels], dtype=np.int16), names  # type: ignore[arg-type]
 
 
-def _every_pair(vectors: np.ndarray, identities: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, ...]:
+def _as_metric(squared: np.ndarray, metric: str) -> np.ndarray:
+    """Distances in the model's metric from squared Euclidean distances: the Euclidean distance,
+    or for a cosine model (unit vectors) the cosine distance, 1 - cos = |a - b|^2 / 2."""
+    return squared / 2.0 if metric == "cosine" else np.sqrt(squared)
+
+
+def _every_pair(
+    vectors: np.ndarray, identities: np.ndarray, groups: np.ndarray, metric: str = "euclidean"
+) -> tuple[np.ndarray, ...]:
     """Distances, matedness and group codes of every unordered pair, in blocks of rows.
 
     Pair (i, j), i < j, lands in row-major order of the upper triangle. A non-mated pair carries
@@ -105,15 +113,16 @@ def _every_pair(vectors: np.ndarray, identities: np.ndarray, groups: np.ndarray)
         for row in range(start, stop):
             width = count - row - 1
             right = slice(row + 1, count)
-            distances[at : at + width] = np.sqrt(block[row - start, row - start + 1 :])
+            distances[at : at + width] = _as_metric(block[row - start, row - start + 1 :], metric)
             mated[at : at + width] = identities[right] == identities[row]
             codes[at : at + width] = np.where(groups[right] == groups[row], groups[row], NO_GROUP)
             at += width
     return distances, mated, codes
 
 
-def pair_scores(dataset: Dataset, embedded: list[Embedded]) -> PairScores:
-    """Distances for the dataset's pair list, or for every pair of enrolled images when it has none.
+def pair_scores(dataset: Dataset, embedded: list[Embedded], metric: str = "euclidean") -> PairScores:
+    """Distances (in the model's ``metric``) for the dataset's pair list, or for every pair of
+    enrolled images when it has none.
 
     A pair with a failed image is left out (failures are reported on their own). Without a pair
     list, a non-mated pair's group is set only when both identities share it.
@@ -127,7 +136,7 @@ def pair_scores(dataset: Dataset, embedded: list[Embedded]) -> PairScores:
         identity_index = {name: code for code, name in enumerate(names)}
         identities = np.array([identity_index[e.image.identity] for e in enrolled], dtype=np.int32)
         groups, group_names = _group_codes(dataset, [e.image for e in enrolled])
-        distances, mated, codes = _every_pair(vectors, identities, groups)
+        distances, mated, codes = _every_pair(vectors, identities, groups, metric)
         return PairScores(distances, mated, codes, group_names, None)
     position = {e.image.key: i for i, e in enumerate(enrolled)}
     pairs = [p for p in dataset.pairs if p.left in position and p.right in position]
@@ -136,14 +145,15 @@ def pair_scores(dataset: Dataset, embedded: list[Embedded]) -> PairScores:
     vectors = np.stack([e.vector for e in enrolled]).astype(np.float32)  # type: ignore[misc]
     left = np.array([position[p.left] for p in pairs])
     right = np.array([position[p.right] for p in pairs])
-    distances = np.linalg.norm(vectors[left] - vectors[right], axis=1).astype(np.float32)
+    squared = np.sum((vectors[left].astype(np.float64) - vectors[right]) ** 2, axis=1)
+    distances = _as_metric(squared, metric).astype(np.float32)
     groups, group_names = _group_codes(dataset, [e.image for e in enrolled])
     codes = np.where(groups[left] == groups[right], groups[left], NO_GROUP).astype(np.int16)
     folds = np.array([p.fold for p in pairs]) if all(p.fold is not None for p in pairs) else None
     return PairScores(distances, np.array([p.mated for p in pairs]), codes, group_names, folds)
 
 
-def identification(embedded: list[Embedded], hold_out_every: int = 5) -> list[SearchOutcome]:
+def identification(embedded: list[Embedded], hold_out_every: int = 5, metric: str = "euclidean") -> list[SearchOutcome]:
     """1:N searches: each identity's first enrolled image is its gallery entry, except every
     ``hold_out_every``-th identity, kept out of the gallery so its images are non-mated probes."""
     by_identity: dict[str, list[Embedded]] = {}
@@ -160,7 +170,7 @@ def identification(embedded: list[Embedded], hold_out_every: int = 5) -> list[Se
     probes += [(item, True) for i in gallery_ids for item in by_identity[i][1:]]
     outcomes = []
     for item, mated in probes:
-        distances = np.linalg.norm(gallery - item.vector, axis=1)
+        distances = _as_metric(np.sum((gallery - item.vector) ** 2, axis=1), metric)
         order = np.argsort(distances)[:CANDIDATE_LIST]
         outcomes.append(
             SearchOutcome(
@@ -179,9 +189,11 @@ def summarise(
     operating_threshold: float,
     min_group_pairs: int = 20,
     scores: PairScores | None = None,
+    metric: str = "euclidean",
 ) -> dict[str, Any]:
-    """Every figure of the evaluation, as a JSON-ready dict (``scores`` when already computed)."""
-    scores = scores or pair_scores(dataset, embedded)
+    """Every figure of the evaluation, as a JSON-ready dict (``scores`` when already computed),
+    with distances in the model's ``metric``."""
+    scores = scores or pair_scores(dataset, embedded, metric)
     gen, imp = scores.genuine, scores.impostor
     eer, eer_threshold = equal_error_rate(gen, imp) if gen.size and imp.size else (float("nan"), float("nan"))
     tar = {}
@@ -204,7 +216,7 @@ def summarise(
         mean, std, per_fold = kfold_accuracy(scores.distances, scores.mated, scores.folds)
         verification["kfold_accuracy"] = {"mean": mean, "std": std, "per_fold": per_fold}
 
-    searches = identification(embedded)
+    searches = identification(embedded, metric=metric)
     ident: dict[str, Any] = {
         "mated_searches": sum(1 for s in searches if s.mated),
         "non_mated_searches": sum(1 for s in searches if not s.mated),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from candor_eval import CandorPipeline, PipelineSpec, PlainDlib, embed_all, embed_parallel, load_dataset, summarise
 from candor_eval.calibration import CalibrationError, calibrate
-from candor_eval.dataset import Dataset, LabelledImage
+from candor_eval.dataset import Dataset, LabelledImage, Pair
 from candor_eval.embedding import Embedded, as_jpeg_or_png
 from candor_eval.evaluate import pair_scores
 
@@ -222,3 +222,15 @@ def test_records_without_a_rule_keep_their_calibration_id() -> None:
     old = hashlib.sha256(json.dumps({**fields, "per_group": []}, sort_keys=True, separators=(",", ":")).encode())
     assert CalibrationRecord(**fields).calibration_id == old.hexdigest()  # type: ignore[arg-type]
     assert CalibrationRecord(**fields, rule="every-group").calibration_id != old.hexdigest()  # type: ignore[arg-type]
+
+
+def test_a_cosine_model_is_scored_in_cosine_distance() -> None:
+    dataset, items = _synthetic(40, 13)
+    unit = [Embedded(e.image, (e.vector / np.linalg.norm(e.vector)).astype(np.float32)) for e in items]
+    scores = pair_scores(dataset, unit, "cosine")
+    ordered = sorted(unit, key=lambda e: e.image.key)
+    expected = [1.0 - float(a.vector @ b.vector) for a, b in itertools.combinations(ordered, 2)]
+    np.testing.assert_allclose(scores.distances, expected, atol=1e-5)
+    dataset.pairs = [Pair(ordered[0].image.key, ordered[1].image.key, False)]
+    [listed] = pair_scores(dataset, unit, "cosine").distances
+    assert listed == pytest.approx(expected[0], abs=1e-5)

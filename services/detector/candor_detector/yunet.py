@@ -56,6 +56,8 @@ class YuNetFinder:
         detect_pixels: int = DETECT_PIXELS,
         min_long_side: int = MIN_LONG_SIDE,
     ) -> None:
+        # OpenCV warns on stderr, at every start, that its new DNN engine ignores target hints.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), min_score, NMS_THRESHOLD, TOP_K)
         self._detect_pixels = detect_pixels
         self._min_long_side = min_long_side
