@@ -190,7 +190,19 @@ class Bus:
                     metrics.NATS_SECONDS.labels(subject).observe(time.perf_counter() - started)
 
         await self.client.subscribe(subject, queue=queue, cb=on_message)
-        # Wait until the server has the subscription, so "SERVING" never precedes "reachable".
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Return once the server has processed every command sent so far (a subscription above
+        all), so "SERVING" never precedes "reachable".
+
+        nats-py's flush() alone does not promise that: it writes its PING straight to the socket
+        while a SUB may still wait in the client's pending buffer for the flusher task, and the
+        PONG can then come back before the server has seen the SUB (1 request in 10 found no
+        responder right after serve() on a fresh TLS server). So the pending buffer is written
+        out first, then the PING round trip proves the server has read past it.
+        """
+        await self.client._flush_pending(force_flush=True)
         await self.client.flush()
 
     async def _reply_error(self, msg: Msg, code: ErrorCode, message: str) -> None:

@@ -103,6 +103,8 @@ class ModelPack:
                 f"({self.licence}); to accept those terms for this deployment, add {self.model_id} to "
                 "CANDOR_ACCEPT_MODEL_LICENCES"
             )
+        if self.licence_terms:
+            log.warning("model_licence_accepted", model=self.model_id, terms=self.licence_terms, licence=self.licence)
 
     def verify(self) -> None:
         """Refuse the pack (ConfigError) when a file is missing or its SHA-256 does not match."""

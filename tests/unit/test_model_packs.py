@@ -135,3 +135,12 @@ def test_eval_and_calibrate_measure_a_pack_in_its_own_metric(packs: Path, sample
     assert record["metric"] == "cosine" and 0.0 < record["threshold"] < 1.0 and record["achieved_fmr"] <= 0.05
     wrong = subprocess.run([*calibrate, "dlib-resnet-v1", *common], capture_output=True, text=True, timeout=300)
     assert wrong.returncode == 2 and "is not the model measured here (sface" in wrong.stderr
+
+
+def test_an_accepted_restricted_licence_is_logged_when_the_pack_loads(packs: Path) -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        build_engine("onnx", None, None, str(packs / "w600k_mbf"), accepted_licences=("w600k_mbf",))
+    [accepted] = [entry for entry in logs if entry["event"] == "model_licence_accepted"]
+    assert (accepted["model"], accepted["terms"]) == ("w600k_mbf", "non-commercial")
