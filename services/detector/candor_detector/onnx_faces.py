@@ -18,7 +18,7 @@ import numpy as np
 from candor_detector.decoding import DecodedImage
 from candor_detector.faces import Face
 from candor_detector.yunet import YuNetFinder
-from candor_kit.model_pack import YUNET_DETECTION, ModelPack, load_task_model
+from candor_kit.model_pack import YUNET_DETECTION, ModelPack, checked_task_file, load_task_model
 
 #: SCRFD's input: each photo is scaled to fit this square.
 DETECTION_SIZE = 640
@@ -41,9 +41,7 @@ class OnnxFaceDetector:
         self._chip_size = pack.input_size
         self._yunet: YuNetFinder | None = None
         if pack.detection_family == YUNET_DETECTION:
-            pack.check_licence(accepted_licences)
-            pack.verify()
-            self._yunet = YuNetFinder(pack.files["detection"].path)
+            self._yunet = YuNetFinder(checked_task_file(pack, "detection", accepted_licences))
             self.providers = ["opencv"]
         else:
             self._model, self.providers = load_task_model(pack, "detection", providers, accepted_licences)
