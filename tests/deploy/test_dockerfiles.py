@@ -1,7 +1,8 @@
-"""The service images: hadolint finds nothing, and each Dockerfile is multi-stage on a pinned slim
-Python, runs as a non-root user, checks gRPC health, and starts its own service.
+"""The service images: hadolint finds nothing, and each Dockerfile is multi-stage on the BASE_IMAGE
+build argument (a pinned slim Python by default), runs as a non-root user, checks gRPC health, and
+starts its own service.
 
-No Docker engine runs here, so the images are not built in CI; deploy/README.md says how to."""
+These are static checks; `make test-containers` builds every image and runs them."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from candor_kit import catalogue
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, ROOT
 
 DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in CANDOR_SERVICES}
+#: The images of `make test-containers` built from Debian's packages.
+INFRASTRUCTURE_DOCKERFILES = sorted((ROOT / "deploy" / "images").glob("*.Dockerfile"))
 
 
 def hadolint() -> str:
@@ -38,7 +41,11 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
-@pytest.mark.parametrize("path", [*DOCKERFILES.values(), COMPOSE_DIR / "e2e.Dockerfile"], ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "path",
+    [*DOCKERFILES.values(), COMPOSE_DIR / "e2e.Dockerfile", *INFRASTRUCTURE_DOCKERFILES],
+    ids=lambda p: p.parent.name if p.name == "Dockerfile" else p.name,
+)
 def test_hadolint_finds_nothing(path: Path) -> None:
     result = subprocess.run([hadolint(), "--no-color", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -49,7 +56,8 @@ def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: s
     steps = instructions(DOCKERFILES[service])
     bases = [args.split()[0] for keyword, args in steps if keyword == "FROM"]
     assert len(bases) >= 2, "multi-stage: a build stage and a runtime stage"
-    assert all(re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base) for base in bases), bases
+    assert set(bases) == {"${BASE_IMAGE}"}, bases
+    assert re.fullmatch(r"BASE_IMAGE=python:3\.11\.\d+-slim-[a-z]+", base_image_argument(steps))
     runtime = steps[max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM") :]
     user = [args for keyword, args in runtime if keyword == "USER"]
     assert user and user[-1].split(":")[0].isdigit() and int(user[-1].split(":")[0]) >= 1000
@@ -59,6 +67,28 @@ def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: s
     exposed = {int(port) for keyword, args in runtime if keyword == "EXPOSE" for port in args.split()}
     assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT, catalogue.METRICS_PORT}
     assert not any(keyword == "ADD" for keyword, _ in steps), "COPY only: nothing fetched at build by ADD"
+
+
+def base_image_argument(steps: list[tuple[str, str]]) -> str:
+    """The ARG before the first FROM that names the base image, with its default."""
+    first_from = next(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    arguments = [args for keyword, args in steps[:first_from] if keyword == "ARG"]
+    assert len(arguments) == 1, arguments
+    return arguments[0]
+
+
+@pytest.mark.parametrize("path", [*DOCKERFILES.values(), COMPOSE_DIR / "e2e.Dockerfile"], ids=lambda p: p.parent.name)
+def test_every_build_stage_opens_alike_so_one_dependency_layer_serves_all(path: Path) -> None:
+    steps = instructions(path)
+    opening = steps[
+        : next(i for i, (keyword, args) in enumerate(steps) if keyword == "RUN" and "requirements.lock" in args) + 1
+    ]
+    assert opening == instructions(DOCKERFILES["gateway"])[: len(opening)]
+    assert opening[-1] == (
+        "RUN",
+        "/opt/candor/bin/pip install --constraint requirements.lock . "
+        "&& /opt/candor/bin/python -m compileall -q /opt/candor/lib",
+    )
 
 
 @pytest.mark.parametrize("service", ["detector", "embedder"])
