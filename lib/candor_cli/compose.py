@@ -99,21 +99,13 @@ def volume_targets(model: Mapping[str, Any], service: str) -> dict[str, str]:
     return targets
 
 
-def config_targets(model: Mapping[str, Any], service: str, base: Path) -> dict[str, Path]:
-    """Container path → file on this machine, for the configs a service mounts."""
-    files = {name: base / spec["file"] for name, spec in (model.get("configs") or {}).items() if "file" in spec}
-    targets: dict[str, Path] = {}
-    for item in model["services"][service].get("configs") or []:
-        source, target = (
-            (item["source"], item.get("target", f"/{item['source']}"))
-            if isinstance(item, dict)
-            else (
-                item,
-                f"/{item}",
-            )
-        )
-        if source in files:
-            targets[target] = files[source]
+def bind_targets(model: Mapping[str, Any], service: str, base: Path) -> dict[str, Path]:
+    """Container path → file or folder on this machine, for the host paths a service binds."""
+    targets = {}
+    for item in model["services"][service].get("volumes") or []:
+        source, target = (item["source"], item["target"]) if isinstance(item, dict) else item.split(":")[:2]
+        if source.startswith((".", "/")):
+            targets[target] = base / source
     return targets
 
 
@@ -131,7 +123,7 @@ def local_environment(
 ) -> dict[str, str]:
     """The service's compose environment, rewritten for processes on this machine.
 
-    Addresses become loopback ones, ``/run/secrets/X`` becomes ``secrets/X``, a config's target
+    Addresses become loopback ones, ``/run/secrets/X`` becomes ``secrets/X``, a bind mount's target
     becomes its file (relative to ``base``, the compose file's folder), paths on a named
     volume move under ``data/<volume>``, and trace export is dropped (no collector here). No Qdrant
     server can run here, so a matcher set to ``server`` runs the embedded backend as a stand-in.
@@ -141,11 +133,11 @@ def local_environment(
     environment = service_environment(model, service)
     volumes = volume_targets(model, service)
     secret_files = {name: Path(spec["file"]).name for name, spec in (model.get("secrets") or {}).items()}
-    config_files = config_targets(model, service, base)
+    bound_files = bind_targets(model, service, base)
     local: dict[str, str] = {}
     for name, value in environment.items():
-        if value in config_files:
-            value = str(config_files[value])
+        if value in bound_files:
+            value = str(bound_files[value])
         elif value.startswith("/run/secrets/"):
             secret = value.removeprefix("/run/secrets/")
             value = str(secrets / secret_files.get(secret, secret))

@@ -1,23 +1,33 @@
 """deploy/compose: the files validate against the Compose Specification after interpolation (the
-offline equivalent of `docker compose config`), set only known settings and every required one,
-and give every service a health check, healthy dependencies, a memory limit and named volumes."""
+offline equivalent of `docker compose config`), Debian's docker-compose 1.29 reads them without
+ignoring anything, they set only known settings and every required one, and give every service a
+health check, healthy dependencies, a memory limit and named volumes."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 from importlib import resources
 from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 from dotenv import dotenv_values
 
 from candor_cli import compose
+from candor_cli.deploy_secrets import init_secrets
 from candor_kit import catalogue
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, compose_model
 
-STACKS = {"compose.yaml": (), "compose.yaml + compose.e2e.yaml": ("compose.e2e.yaml",)}
+STACKS = {
+    "compose.yaml": (),
+    "compose.yaml + compose.e2e.yaml": ("compose.e2e.yaml",),
+    "the container run": ("compose.e2e.yaml", "compose.containers.yaml"),
+}
 INFRASTRUCTURE = ("nats", "qdrant", "postgres", "otel-collector", "jaeger")
 
 
@@ -32,6 +42,31 @@ def test_the_compose_files_validate_against_the_compose_specification(extra: tup
     model = compose_model(*extra)
     jsonschema.validate(model, compose_schema())
     assert set(model["services"]) >= {*CANDOR_SERVICES, *INFRASTRUCTURE}
+
+
+@pytest.mark.parametrize("extra", STACKS.values(), ids=STACKS.keys())
+def test_debian_docker_compose_reads_the_files_and_ignores_nothing(extra: tuple[str, ...], tmp_path: Path) -> None:
+    docker_compose = shutil.which("docker-compose")
+    if docker_compose is None:
+        pytest.fail("docker-compose is not installed (Debian package docker-compose; .ci/run installs it)")
+    init_secrets(tmp_path / "secrets")  # compose reads nats.env itself
+    files = [arg for name in ("compose.yaml", *extra) for arg in ("--file", str(COMPOSE_DIR / name))]
+    result = subprocess.run(
+        [docker_compose, "--compatibility", *files, "config"],
+        env={**os.environ, "SECRETS_DIR": str(tmp_path / "secrets")},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ignored" not in result.stderr and "unsupported" not in result.stderr.lower(), result.stderr
+    assert set(yaml.safe_load(result.stdout)["services"]) >= {*CANDOR_SERVICES, *INFRASTRUCTURE}
+
+
+def test_the_container_run_keeps_every_container_on_one_internal_network() -> None:
+    model = compose_model("compose.e2e.yaml", "compose.containers.yaml")
+    assert model["networks"] == {"candor": {"internal": True}}
+    assert all(service["networks"] == ["candor"] for service in model["services"].values())
+    assert compose.service_environment(model, "matcher")["CANDOR_MATCHER_BACKEND"] == "edge"
 
 
 def test_an_invalid_compose_file_is_caught(tmp_path: Path) -> None:
@@ -58,7 +93,7 @@ def test_every_dot_env_variable_is_used_and_every_used_one_is_defined() -> None:
     defined = set(dotenv_values(COMPOSE_DIR / ".env"))
     text = "".join((COMPOSE_DIR / name).read_text() for name in ("compose.yaml", "compose.e2e.yaml"))
     used = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
-    assert used == defined
+    assert used | {"COMPOSE_PROJECT_NAME"} == defined, "compose itself reads COMPOSE_PROJECT_NAME"
 
 
 def test_every_candor_setting_in_dot_env_is_one_the_services_read() -> None:
