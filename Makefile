@@ -7,7 +7,7 @@ SAMPLES := .cache/samples
 # The OpenCV Zoo model files (YuNet, SFace), fetched once into the venv, SHA-256 checked.
 MODELS  := $(VENV)/share/candor/models
 
-.PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy protos protos-check bench fuzz clean
+.PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy test-containers protos protos-check bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -49,6 +49,11 @@ test-deploy: setup
 
 test-e2e: setup
 	$(BIN)/python -m pytest tests/e2e
+
+# Builds every image without a registry (a Debian base made with debootstrap) and runs the compose
+# e2e suite in containers. Needs root and Debian's docker.io, docker-compose and debootstrap.
+test-containers: setup
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/test_containers.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -1,8 +1,8 @@
 """The end-to-end suite against the compose topology.
 
-Inside ``docker compose -f compose.yaml -f compose.e2e.yaml`` the runner sets CANDOR_E2E_GATEWAY and
-CANDOR_E2E_TOKEN_FILE and these tests call the containers. Everywhere else (CI has no Docker engine)
-they run the local process stack in compose mode: the services get exactly the environment the
+Inside ``docker compose -f compose.yaml -f compose.e2e.yaml`` (``make test-containers``) the runner
+sets CANDOR_E2E_GATEWAY and CANDOR_E2E_TOKEN_KEY_FILE and these tests call the containers. In
+``make test`` they run the local process stack in compose mode: the services get exactly the environment the
 compose files give them, nats-server runs the compose nats.conf with its per-service users and
 permissions, and only addresses, paths and the Qdrant server (the embedded backend stands in) are
 replaced. The audit chain goes to a real PostgreSQL server, as compose's does.

@@ -1,0 +1,204 @@
+"""Builds Candor's images without a registry and runs the compose end-to-end suite in containers.
+
+`make test-containers` runs this from the repository root, with it on PYTHONPATH (.ci/run runs that). Steps, each timed:
+
+1. a Docker engine: the running one, or Debian's dockerd started here and stopped at the end;
+2. the Debian base image, made with debootstrap (deploy/images/build-base.sh), unless
+   CANDOR_BASE_IMAGE names one already there;
+3. nats-server and PostgreSQL images from Debian's packages (deploy/images), the five service
+   images and the e2e runner, all FROM that base (the BASE_IMAGE build argument);
+4. compose.yaml + compose.e2e.yaml + compose.containers.yaml: the stack up, on an internal network,
+   with secrets made for this run only, then the e2e runner; its exit status is the run's;
+5. the stand-in trace sink's log must show one trace that crossed the five services;
+6. everything is taken down, volumes included.
+
+Builds use the host's network (for PyPI and the Debian mirror); the containers of the run reach only
+each other. Stops by itself: every step has a time limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from candor_cli.deploy_secrets import init_secrets
+from tests.e2e.otlp_sink import traces_in_log
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_DIR = ROOT / "deploy" / "compose"
+IMAGES_DIR = ROOT / "deploy" / "images"
+COMPOSE_FILES = ("compose.yaml", "compose.e2e.yaml", "compose.containers.yaml")
+SERVICES = ("gateway", "detector", "embedder", "matcher", "audit")
+#: The uid the Candor images run as (their Dockerfiles' USER); the e2e runner reads the token key.
+CANDOR_UID = 10001
+PROJECT = "candor-containers-test"
+BUILD_TIMEOUT_S = 1200
+RUN_TIMEOUT_S = 900
+TRACE_WAIT_S = 30
+
+
+def step(message: str) -> None:
+    """Prints a progress line, timestamped."""
+    print(f"[test-containers {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(command: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, quiet: bool = False) -> None:
+    """Runs a command to completion; its output goes to ours unless ``quiet``, where only a failure shows it."""
+    started = time.monotonic()
+    if quiet:
+        result = subprocess.run(command, env=env, timeout=timeout, capture_output=True, text=True)
+        if result.returncode:
+            sys.stdout.write(result.stdout[-20000:] + result.stderr[-20000:])
+    else:
+        result = subprocess.run(command, env=env, timeout=timeout)
+    if result.returncode:
+        raise SystemExit(f"test-containers: {' '.join(command[:3])} … exited {result.returncode}")
+    step(f"  done in {time.monotonic() - started:.0f} s: {' '.join(command[:2])} {command[-1]}")
+
+
+def docker_answers(env: dict[str, str]) -> bool:
+    """Whether a Docker engine answers the client."""
+    return subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0
+
+
+@contextmanager
+def docker_engine(env: dict[str, str], log: Path) -> Iterator[None]:
+    """A Docker engine for the run: the one already answering, or dockerd started (and stopped) here."""
+    if docker_answers(env):
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise SystemExit("test-containers: no Docker engine answers and dockerd is not installed (Debian docker.io)")
+    step(f"starting dockerd (log: {log})")
+    with log.open("ab") as output:
+        daemon = subprocess.Popen([dockerd], stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not docker_answers(env):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"test-containers: dockerd did not come up; see {log}")
+            time.sleep(0.5)
+        yield
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+
+
+def image_exists(image: str, env: dict[str, str]) -> bool:
+    """Whether the engine holds ``image``."""
+    return subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True).returncode == 0
+
+
+def build(image: str, dockerfile: Path, context: Path, base: str, env: dict[str, str]) -> None:
+    """Builds one image FROM ``base`` (the BASE_IMAGE build argument), with the host's network."""
+    step(f"building {image}")
+    command = ["docker", "build", "--quiet", "--network", "host", "--build-arg", f"BASE_IMAGE={base}"]
+    run([*command, "--tag", image, "--file", str(dockerfile), str(context)], timeout=BUILD_TIMEOUT_S, env=env)
+
+
+def compose_command(env: dict[str, str]) -> list[str]:
+    """docker-compose over the three files, with the memory limits of ``deploy`` applied."""
+    files = [arg for name in COMPOSE_FILES for arg in ("--file", str(COMPOSE_DIR / name))]
+    return ["docker-compose", "--compatibility", "--project-name", PROJECT, *files]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Builds, runs and checks; returns the e2e runner's exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep-images", action="store_true", help="leave the built images in the engine")
+    args = parser.parse_args(argv)
+    settings = dotenv_values(COMPOSE_DIR / ".env")
+    version = settings["CANDOR_VERSION"] or "0.1.0"
+    base = os.environ.get("CANDOR_BASE_IMAGE", "candor/debian:bookworm")
+    infrastructure = {"nats": "candor/nats-debian:bookworm", "postgres": "candor/postgres-debian:bookworm"}
+    work = Path(tempfile.mkdtemp(prefix="candor-containers-"))
+    # The legacy builder: BuildKit would need the buildx plugin, which Debian's docker.io lacks.
+    env = {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
+    started = time.monotonic()
+    try:
+        with docker_engine(env, work / "dockerd.log"):
+            if not image_exists(base, env):
+                step(f"building the Debian base image {base} with debootstrap")
+                run(["bash", str(IMAGES_DIR / "build-base.sh"), base], timeout=BUILD_TIMEOUT_S, env=env, quiet=True)
+            for name, image in infrastructure.items():
+                build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
+            for name in SERVICES:
+                build(f"candor/{name}:{version}", ROOT / "services" / name / "Dockerfile", ROOT, base, env)
+            build(f"candor/e2e:{version}", COMPOSE_DIR / "e2e.Dockerfile", ROOT, base, env)
+            status = run_compose(work, base, version, infrastructure, env)
+            if not args.keep_images:
+                removed = [f"candor/{name}:{version}" for name in (*SERVICES, "e2e")]
+                subprocess.run(["docker", "image", "rm", *removed], env=env, capture_output=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    step(f"finished in {time.monotonic() - started:.0f} s with status {status}")
+    return status
+
+
+def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, str], env: dict[str, str]) -> int:
+    """Runs the compose e2e suite in containers and checks the traces; always takes the stack down."""
+    secrets = work / "secrets"
+    init_secrets(secrets)
+    os.chown(secrets / "token-signing.pem", CANDOR_UID, CANDOR_UID)
+    compose_env = {
+        **env,
+        "SECRETS_DIR": str(secrets),
+        "NATS_IMAGE": infrastructure["nats"],
+        "POSTGRES_IMAGE": infrastructure["postgres"],
+        # Stand-ins (see compose.containers.yaml): no Qdrant server, Collector or Jaeger image here.
+        "QDRANT_IMAGE": base,
+        "OTEL_COLLECTOR_IMAGE": f"candor/e2e:{version}",
+        "JAEGER_IMAGE": base,
+    }
+    compose = compose_command(compose_env)
+    try:
+        step("compose up: the stack, each service once the services it depends on are healthy")
+        run([*compose, "up", "--detach", "--no-build", "gateway"], timeout=RUN_TIMEOUT_S, env=compose_env)
+        step("compose run: the e2e runner against the stack")
+        status = subprocess.run([*compose, "run", "--rm", "e2e"], env=compose_env, timeout=RUN_TIMEOUT_S).returncode
+        step(f"the e2e runner exited {status}")
+        if status == 0 and not traces_crossed_every_service(compose, compose_env):
+            status = 1
+        subprocess.run([*compose, "ps"], env=compose_env)
+        if status:
+            subprocess.run([*compose, "logs", "--no-color", "--tail", "40"], env=compose_env)
+        return status
+    finally:
+        subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=compose_env, capture_output=True)
+
+
+def traces_crossed_every_service(compose: list[str], env: dict[str, str]) -> bool:
+    """Whether the trace sink saw one trace with spans of all five services (within TRACE_WAIT_S:
+    the services export their spans in batches)."""
+    expected = {f"candor-{name}" for name in SERVICES}
+    deadline = time.monotonic() + TRACE_WAIT_S
+    while True:
+        log = subprocess.run(
+            [*compose, "logs", "--no-color", "otel-collector"], env=env, capture_output=True, text=True
+        )
+        widest = max(traces_in_log(log.stdout), key=len, default=set())
+        if expected <= widest or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    step(f"the trace sink's widest trace crossed: {', '.join(sorted(widest)) or 'nothing'}")
+    if not expected <= widest:
+        step(f"FAILED: no trace crossed every service; missing {', '.join(sorted(expected - widest))}")
+    return expected <= widest
+
+
+if __name__ == "__main__":
+    sys.exit(main())
