@@ -270,7 +270,7 @@ class Worker(Generic[W]):
     async def _work(self, stop: asyncio.Event) -> None:
         """Pull ``batch`` messages at a time until ``stop`` is set, settling each on its own."""
         await ensure_ingest_streams(self._bus, self._settings.stream_replicas)
-        subscription = await self._bus.jetstream.pull_subscribe(
+        subscription = await self._bus.pull_subscribe(
             self._stage.subject, durable=self._stage.consumer, stream=INGEST_STREAM, config=self._consumer_config()
         )
         log.info("import_worker_started", stage=self._stage.name, batch=self._settings.batch)

@@ -538,7 +538,7 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
         max_deliver=20,
         max_ack_pending=1000,
     )
-    subscription = await bus.jetstream.pull_subscribe(
+    subscription = await bus.pull_subscribe(
         f"{AUDIT_SUBJECT_PREFIX}.>", durable=CONSUMER, stream=AUDIT_STREAM, config=config
     )
     await audit_log.watermark.refresh()
