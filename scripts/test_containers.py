@@ -1,15 +1,17 @@
 """Builds Candor's images without a registry and runs the compose end-to-end suite in containers.
 
-`make test-containers` runs this from the repository root, with it on PYTHONPATH (.ci/run runs that). Steps, each timed:
+`make test-containers` runs this from the repository root, with it on PYTHONPATH (.ci/run runs
+that). Steps, each timed:
 
 1. a Docker engine: the running one, or Debian's dockerd started here and stopped at the end;
 2. the Debian base image, made with debootstrap (deploy/images/build-base.sh), unless
    CANDOR_BASE_IMAGE names one already there;
-3. nats-server and PostgreSQL images from Debian's packages (deploy/images), the five service
-   images and the e2e runner, all FROM that base (the BASE_IMAGE build argument);
+3. nats-server, PostgreSQL and Prometheus images from Debian's packages (deploy/images), the five
+   service images and the e2e runner, all FROM that base (the BASE_IMAGE build argument);
 4. compose.yaml + compose.e2e.yaml + compose.containers.yaml: the stack up, on an internal network,
    with secrets made for this run only, then the e2e runner; its exit status is the run's;
-5. the stand-in trace sink's log must show one trace that crossed the five services;
+5. the stand-in trace sink's log must show one trace that crossed the five services, and the
+   stack's Prometheus (Debian's package) must have scraped all five and counted the searches;
 6. everything is taken down, volumes included.
 
 Builds use the host's network (for PyPI and the Debian mirror); the containers of the run reach only
@@ -19,15 +21,18 @@ each other. Stops by itself: every step has a time limit.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from dotenv import dotenv_values
 
@@ -45,6 +50,7 @@ PROJECT = "candor-containers-test"
 BUILD_TIMEOUT_S = 1200
 RUN_TIMEOUT_S = 900
 TRACE_WAIT_S = 30
+PROMETHEUS_WAIT_S = 60
 
 
 def step(message: str) -> None:
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = dotenv_values(COMPOSE_DIR / ".env")
     version = settings["CANDOR_VERSION"] or "0.1.0"
     base = os.environ.get("CANDOR_BASE_IMAGE", "candor/debian:bookworm")
-    infrastructure = {"nats": "candor/nats-debian:bookworm", "postgres": "candor/postgres-debian:bookworm"}
+    infrastructure = {name: f"candor/{name}-debian:bookworm" for name in ("nats", "postgres", "prometheus")}
     work = Path(tempfile.mkdtemp(prefix="candor-containers-"))
     # The legacy builder: BuildKit would need the buildx plugin, which Debian's docker.io lacks.
     env = {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
@@ -159,6 +165,7 @@ def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, s
         "SECRETS_DIR": str(secrets),
         "NATS_IMAGE": infrastructure["nats"],
         "POSTGRES_IMAGE": infrastructure["postgres"],
+        "PROMETHEUS_IMAGE": infrastructure["prometheus"],
         # Stand-ins (see compose.containers.yaml): no Qdrant server, Collector or Jaeger image here.
         "QDRANT_IMAGE": base,
         "OTEL_COLLECTOR_IMAGE": f"candor/e2e:{version}",
@@ -166,12 +173,14 @@ def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, s
     }
     compose = compose_command(compose_env)
     try:
-        step("compose up: the stack, each service once the services it depends on are healthy")
-        run([*compose, "up", "--detach", "--no-build", "gateway"], timeout=RUN_TIMEOUT_S, env=compose_env)
+        step("compose up: the stack and its Prometheus, each service once those it depends on are healthy")
+        run([*compose, "up", "--detach", "--no-build", "gateway", "prometheus"], timeout=RUN_TIMEOUT_S, env=compose_env)
         step("compose run: the e2e runner against the stack")
         status = subprocess.run([*compose, "run", "--rm", "e2e"], env=compose_env, timeout=RUN_TIMEOUT_S).returncode
         step(f"the e2e runner exited {status}")
         if status == 0 and not traces_crossed_every_service(compose, compose_env):
+            status = 1
+        if status == 0 and not prometheus_scraped_every_service(compose, compose_env):
             status = 1
         subprocess.run([*compose, "ps"], env=compose_env)
         if status:
@@ -179,6 +188,38 @@ def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, s
         return status
     finally:
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=compose_env, capture_output=True)
+
+
+def prometheus_query(compose: list[str], env: dict[str, str], expression: str) -> list[dict[str, Any]]:
+    """An instant query to the stack's Prometheus, asked from inside its container (the network is internal)."""
+    url = f"http://127.0.0.1:9090/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
+    answer = subprocess.run(
+        [*compose, "exec", "-T", "prometheus", "wget", "-q", "-O", "-", url], env=env, capture_output=True, text=True
+    )
+    if answer.returncode:
+        return []
+    result: list[dict[str, Any]] = json.loads(answer.stdout)["data"]["result"]
+    return result
+
+
+def prometheus_scraped_every_service(compose: list[str], env: dict[str, str]) -> bool:
+    """Whether the stack's Prometheus has every service up and counted the runner's searches
+    (within PROMETHEUS_WAIT_S: it scrapes every 15 s)."""
+    expected = {f"candor-{name}": "1" for name in SERVICES}
+    searches = 'sum(candor_grpc_server_handled_total{job="candor-gateway", grpc_method=~".*/Search", grpc_code="OK"})'
+    deadline = time.monotonic() + PROMETHEUS_WAIT_S
+    while True:
+        up = {series["metric"]["job"]: series["value"][1] for series in prometheus_query(compose, env, "up")}
+        counted = prometheus_query(compose, env, searches)
+        searched = float(counted[0]["value"][1]) if counted else 0.0
+        if (up == expected and searched >= 1) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    step(f"Prometheus: up {dict(sorted(up.items()))}; searches counted at the gateway: {searched:g}")
+    if up != expected or searched < 1:
+        step("FAILED: Prometheus did not scrape every service, or did not count the searches")
+        return False
+    return True
 
 
 def traces_crossed_every_service(compose: list[str], env: dict[str, str]) -> bool:

@@ -28,7 +28,7 @@ STACKS = {
     "compose.yaml + compose.e2e.yaml": ("compose.e2e.yaml",),
     "the container run": ("compose.e2e.yaml", "compose.containers.yaml"),
 }
-INFRASTRUCTURE = ("nats", "qdrant", "postgres", "otel-collector", "jaeger")
+INFRASTRUCTURE = ("nats", "qdrant", "postgres", "otel-collector", "jaeger", "prometheus")
 
 
 def compose_schema() -> dict:  # type: ignore[type-arg]
@@ -148,6 +148,22 @@ def test_the_audit_chain_lives_in_the_compose_postgres() -> None:
     assert audit["CANDOR_AUDIT_SIGNING_KEY_FILE"] == "/run/secrets/audit-signing-key"
     assert "audit-signing-key" in model["services"]["audit"]["secrets"]
     assert model["secrets"]["audit-signing-key"]["file"] == "./secrets/audit-signing-key.pem"
+
+
+def test_prometheus_scrapes_every_services_metrics_port_under_the_alert_rules_job_names() -> None:
+    model = compose_model()
+    mount = next(m for m in model["services"]["prometheus"]["volumes"] if m.endswith("/prometheus.yml:ro"))
+    config = yaml.safe_load((COMPOSE_DIR / mount.split(":")[0]).read_text())
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets == {f"candor-{name}": [f"{name}:{catalogue.METRICS_PORT}"] for name in CANDOR_SERVICES}
+    for name in CANDOR_SERVICES:
+        address = compose.service_environment(model, name)["CANDOR_METRICS_ADDRESS"]
+        assert address == f"0.0.0.0:{catalogue.METRICS_PORT}", name
+    # The service-down alert selects its jobs by this pattern: every compose job must fall under it.
+    rules = (COMPOSE_DIR.parent / "k8s/components/monitoring/prometheus-rule.yaml").read_text()
+    found = re.search(r'up\{job=~"([^"]+)"\}', rules)
+    assert found is not None
+    assert all(re.fullmatch(found.group(1), job) for job in targets), (found.group(1), list(targets))
 
 
 def test_nats_in_compose_uses_the_same_users_file_as_kubernetes() -> None:
