@@ -11,7 +11,8 @@ that). Steps, each timed:
 4. compose.yaml + compose.e2e.yaml + compose.containers.yaml: the stack up, on an internal network,
    with secrets made for this run only, then the e2e runner; its exit status is the run's;
 5. the stand-in trace sink's log must show one trace that crossed the five services, and the
-   stack's Prometheus (Debian's package) must have scraped all five and counted the searches;
+   stack's Prometheus (Debian's package) must have scraped all five, counted the searches and
+   loaded the alert rules;
 6. everything is taken down, volumes included.
 
 Builds use the host's network (for PyPI and the Debian mirror); the containers of the run reach only
@@ -37,6 +38,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from candor_cli.deploy_secrets import init_secrets
+from tests.deploy.test_monitoring import alert_rules
 from tests.e2e.otlp_sink import traces_in_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,15 +192,24 @@ def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, s
         subprocess.run([*compose, "down", "--volumes", "--remove-orphans"], env=compose_env, capture_output=True)
 
 
-def prometheus_query(compose: list[str], env: dict[str, str], expression: str) -> list[dict[str, Any]]:
-    """An instant query to the stack's Prometheus, asked from inside its container (the network is internal)."""
-    url = f"http://127.0.0.1:9090/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
+def prometheus_api(compose: list[str], env: dict[str, str], path: str) -> dict[str, Any]:
+    """The data of one call to the stack's Prometheus API, made from inside its container (the
+    network is internal); {} when it does not answer."""
+    url = f"http://127.0.0.1:9090/api/v1/{path}"
     answer = subprocess.run(
         [*compose, "exec", "-T", "prometheus", "wget", "-q", "-O", "-", url], env=env, capture_output=True, text=True
     )
     if answer.returncode:
-        return []
-    result: list[dict[str, Any]] = json.loads(answer.stdout)["data"]["result"]
+        return {}
+    data: dict[str, Any] = json.loads(answer.stdout)["data"]
+    return data
+
+
+def prometheus_query(compose: list[str], env: dict[str, str], expression: str) -> list[dict[str, Any]]:
+    """An instant query's result vector ([] when Prometheus does not answer)."""
+    result: list[dict[str, Any]] = prometheus_api(
+        compose, env, f"query?{urllib.parse.urlencode({'query': expression})}"
+    ).get("result", [])
     return result
 
 
@@ -215,9 +226,14 @@ def prometheus_scraped_every_service(compose: list[str], env: dict[str, str]) ->
         if (up == expected and searched >= 1) or time.monotonic() > deadline:
             break
         time.sleep(2)
-    step(f"Prometheus: up {dict(sorted(up.items()))}; searches counted at the gateway: {searched:g}")
-    if up != expected or searched < 1:
-        step("FAILED: Prometheus did not scrape every service, or did not count the searches")
+    rules = prometheus_api(compose, env, "rules")
+    loaded = sum(len(group["rules"]) for group in rules.get("groups", []))
+    step(
+        f"Prometheus: up {dict(sorted(up.items()))}; searches counted at the gateway: {searched:g}; "
+        f"alert rules loaded: {loaded}"
+    )
+    if up != expected or searched < 1 or loaded != sum(len(group["rules"]) for group in alert_rules()["groups"]):
+        step("FAILED: Prometheus did not scrape every service, count the searches or load the alert rules")
         return False
     return True
 

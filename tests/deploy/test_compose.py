@@ -22,6 +22,7 @@ from candor_cli import compose
 from candor_cli.deploy_secrets import init_secrets
 from candor_kit import catalogue
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, compose_model
+from tests.deploy.test_monitoring import alert_rules
 
 STACKS = {
     "compose.yaml": (),
@@ -164,6 +165,14 @@ def test_prometheus_scrapes_every_services_metrics_port_under_the_alert_rules_jo
     found = re.search(r'up\{job=~"([^"]+)"\}', rules)
     assert found is not None
     assert all(re.fullmatch(found.group(1), job) for job in targets), (found.group(1), list(targets))
+
+
+def test_compose_prometheus_loads_the_same_alert_rules_as_kubernetes() -> None:
+    mounts = compose_model()["services"]["prometheus"]["volumes"]
+    rules = next(m for m in mounts if m.endswith(":/etc/prometheus/alerts.yaml:ro"))
+    assert yaml.safe_load((COMPOSE_DIR / rules.split(":")[0]).read_text()) == alert_rules()
+    config = yaml.safe_load((COMPOSE_DIR / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
 
 
 def test_nats_in_compose_uses_the_same_users_file_as_kubernetes() -> None:
