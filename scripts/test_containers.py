@@ -38,6 +38,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from candor_cli.deploy_secrets import init_secrets
+from candor_cli.stack import SERVICES
 from tests.deploy.test_monitoring import alert_rules
 from tests.e2e.otlp_sink import traces_in_log
 
@@ -45,7 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_DIR = ROOT / "deploy" / "compose"
 IMAGES_DIR = ROOT / "deploy" / "images"
 COMPOSE_FILES = ("compose.yaml", "compose.e2e.yaml", "compose.containers.yaml")
-SERVICES = ("gateway", "detector", "embedder", "matcher", "audit")
 #: The uid the Candor images run as (their Dockerfiles' USER); the e2e runner reads the token key.
 CANDOR_UID = 10001
 PROJECT = "candor-containers-test"
