@@ -89,24 +89,25 @@ def service_environment(model: Mapping[str, Any], service: str) -> dict[str, str
     return {str(name): "" if value is None else str(value) for name, value in environment.items()}
 
 
+def mounts(model: Mapping[str, Any], service: str) -> dict[str, str]:
+    """Container path → source (a named volume or a host path), for every mount of a service, in
+    either compose form (``source:target[:mode]`` or a map)."""
+    pairs = (
+        (item["source"], item["target"]) if isinstance(item, dict) else item.split(":")[:2]
+        for item in model["services"][service].get("volumes") or []
+    )
+    return {target: source for source, target in pairs}
+
+
 def volume_targets(model: Mapping[str, Any], service: str) -> dict[str, str]:
     """Container path → named volume, for the named volumes a service mounts."""
-    targets = {}
-    for item in model["services"][service].get("volumes") or []:
-        source, target = (item["source"], item["target"]) if isinstance(item, dict) else item.split(":")[:2]
-        if source in (model.get("volumes") or {}):
-            targets[target] = source
-    return targets
+    named = model.get("volumes") or {}
+    return {target: source for target, source in mounts(model, service).items() if source in named}
 
 
 def bind_targets(model: Mapping[str, Any], service: str, base: Path) -> dict[str, Path]:
     """Container path → file or folder on this machine, for the host paths a service binds."""
-    targets = {}
-    for item in model["services"][service].get("volumes") or []:
-        source, target = (item["source"], item["target"]) if isinstance(item, dict) else item.split(":")[:2]
-        if source.startswith((".", "/")):
-            targets[target] = base / source
-    return targets
+    return {target: base / source for target, source in mounts(model, service).items() if source[0] in "./"}
 
 
 def local_environment(

@@ -153,8 +153,9 @@ def test_the_audit_chain_lives_in_the_compose_postgres() -> None:
 
 def test_prometheus_scrapes_every_services_metrics_port_under_the_alert_rules_job_names() -> None:
     model = compose_model()
-    mount = next(m for m in model["services"]["prometheus"]["volumes"] if m.endswith("/prometheus.yml:ro"))
-    config = yaml.safe_load((COMPOSE_DIR / mount.split(":")[0]).read_text())
+    config = yaml.safe_load(
+        (COMPOSE_DIR / compose.mounts(model, "prometheus")["/etc/prometheus/prometheus.yml"]).read_text()
+    )
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert targets == {f"candor-{name}": [f"{name}:{catalogue.METRICS_PORT}"] for name in CANDOR_SERVICES}
     for name in CANDOR_SERVICES:
@@ -168,10 +169,9 @@ def test_prometheus_scrapes_every_services_metrics_port_under_the_alert_rules_jo
 
 
 def test_compose_prometheus_loads_the_same_alert_rules_as_kubernetes() -> None:
-    mounts = compose_model()["services"]["prometheus"]["volumes"]
-    rules = next(m for m in mounts if m.endswith(":/etc/prometheus/alerts.yaml:ro"))
-    assert yaml.safe_load((COMPOSE_DIR / rules.split(":")[0]).read_text()) == alert_rules()
-    config = yaml.safe_load((COMPOSE_DIR / "prometheus" / "prometheus.yml").read_text())
+    mounts = compose.mounts(compose_model(), "prometheus")
+    assert yaml.safe_load((COMPOSE_DIR / mounts["/etc/prometheus/alerts.yaml"]).read_text()) == alert_rules()
+    config = yaml.safe_load((COMPOSE_DIR / mounts["/etc/prometheus/prometheus.yml"]).read_text())
     assert config["rule_files"] == ["/etc/prometheus/alerts.yaml"]
 
 

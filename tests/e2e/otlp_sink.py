@@ -4,7 +4,8 @@ STAND-IN for the OpenTelemetry Collector and Jaeger, which have no Debian packag
 no registry here can supply. It is a real OTLP/gRPC receiver: the services export their spans to it
 exactly as they would to the Collector. It keeps, for each recent trace, the set of services whose
 spans carry that trace id, and prints one JSON line whenever a trace gains a service, so the run's
-log shows which services met in one trace. Span contents (names aside) are not kept or printed.
+log shows which services met in one trace. Nothing else of a span (not even its name) is kept or
+printed.
 
     python -m tests.e2e.otlp_sink --listen 0.0.0.0:4317
 """
