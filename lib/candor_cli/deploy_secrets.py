@@ -16,8 +16,8 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
   continued under the same key.
 - ``service-token``: the bearer token every call to an internal service's gRPC API (detector,
   embedder, matcher, audit) must carry (CANDOR_SERVICE_TOKEN_FILE);
-- ``probe-key``: the AES-256 key (base64) that encrypts retained probes
-  (CANDOR_GATEWAY_PROBE_KEY_FILE), for a policy that keeps probes; without it they cannot be read.
+- ``photo-key``: the AES-256 key (base64) that encrypts the stored gallery photos and retained
+  probes (CANDOR_GATEWAY_PHOTO_KEY_FILE); without it they cannot be read. Keep a copy offline.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from candor_audit.signing import generate_signing_key
 from candor_gateway.access import generate_token_keys
-from candor_gateway.retention import generate_probe_key
+from candor_gateway.photos import generate_photo_key
 from candor_kit.subjects import ROLES
 
 
@@ -84,7 +84,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_private(folder / "postgres-password", database_password + "\n", 0o644)
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
     write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
-    write_private(folder / "probe-key", generate_probe_key().decode("ascii"), 0o644)
+    write_private(folder / "photo-key", generate_photo_key().decode("ascii"), 0o644)
     write_private(folder / "service-token", service_token() + "\n", 0o644)
     return [
         *written,
@@ -95,7 +95,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
                 "postgres-password",
                 "audit-postgres-dsn",
                 "audit-signing-key.pem",
-                "probe-key",
+                "photo-key",
                 "service-token",
             )
         ),

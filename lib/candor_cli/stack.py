@@ -28,6 +28,7 @@ from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
 from candor_cli.deploy_secrets import init_secrets, nats_password, service_token, write_private, write_token_keys
 from candor_gateway.access import issue_token, load_private_key
+from candor_gateway.photos import generate_photo_key
 from candor_gateway.policy import DEFAULT_POLICY_YAML
 from candor_kit import subjects
 from candor_kit.bus import NatsLogin
@@ -93,6 +94,7 @@ def service_settings(
         internal = {"CANDOR_SERVICE_TOKEN_FILE": str(ensure_service_token(data_dir))}
     if name == "gateway":
         ensure_token_keys(data_dir)
+        ensure_photo_key(data_dir)
         if policy is None:
             policy = data_dir / "policy.yaml"
             if not policy.exists():
@@ -101,6 +103,7 @@ def service_settings(
         "gateway": {
             "CANDOR_GATEWAY_JWT_ISSUER": LOCAL_ISSUER,
             "CANDOR_GATEWAY_JWT_KEYS_FILE": str(secrets / "token-keys.pem"),
+            "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(secrets / "photo-key"),
             "CANDOR_GATEWAY_POLICY_FILE": str(policy),
             "CANDOR_MODEL_REGISTRY": str(data_dir / "models"),
             # A developer's stack runs before any calibration exists; production sets false.
@@ -131,6 +134,16 @@ def ensure_token_keys(data_dir: Path) -> Path:
         secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_token_keys(private, secrets / "token-keys.pem")
     return private
+
+
+def ensure_photo_key(data_dir: Path) -> Path:
+    """The local stack's photo-encryption key (made on first use), as ``candor secrets init``
+    names it."""
+    key = data_dir / "secrets" / "photo-key"
+    if not key.exists():
+        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_private(key, generate_photo_key().decode("ascii"))
+    return key
 
 
 def ensure_nats_passwords(data_dir: Path) -> dict[str, str]:

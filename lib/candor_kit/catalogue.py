@@ -310,18 +310,22 @@ GATEWAY_POLICY_FILE = Setting(
 GATEWAY_POLICY_RELOAD_S = _float(
     "CANDOR_GATEWAY_POLICY_RELOAD_S", "seconds between checks of the policy file for a change", 10.0, 1.0, 3600.0
 )
-GATEWAY_PROBE_DIR = Setting(
-    "CANDOR_GATEWAY_PROBE_DIR", "folder of encrypted retained probes (needed when the policy keeps probes)", ""
-)
-GATEWAY_PROBE_KEY_FILE = Setting(
-    "CANDOR_GATEWAY_PROBE_KEY_FILE",
-    "file holding the AES-256 key (base64) that encrypts retained probes",
-    "",
+GATEWAY_PHOTO_KEY_FILE = Setting(
+    "CANDOR_GATEWAY_PHOTO_KEY_FILE",
+    "file holding the AES-256 key (base64) that encrypts the stored gallery photos and retained probes",
+    None,
     "file",
     secret=True,
 )
+PHOTO_STORE_REPLICAS = _int(
+    "CANDOR_PHOTO_STORE_REPLICAS", "replicas of the photo object store when it is created", 1, 1, 5
+)
 GATEWAY_RETENTION_SWEEP_S = _float(
-    "CANDOR_GATEWAY_RETENTION_SWEEP_S", "seconds between sweeps for probes whose retention ended", 3600.0, 1.0, 86400.0
+    "CANDOR_GATEWAY_RETENTION_SWEEP_S",
+    "seconds between sweeps for probes whose retention ended and photos of rejected import items",
+    3600.0,
+    1.0,
+    86400.0,
 )
 GATEWAY_MAX_IMAGE_BYTES = _int("CANDOR_GATEWAY_MAX_IMAGE_BYTES", "largest photo accepted", 12 << 20, 1024, 64 << 20)
 GATEWAY_MIN_ENROL_FACE_PX = _int("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", "smallest face, in pixels, enrolled", 60, 20, 2000)
@@ -405,8 +409,8 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         GATEWAY_JWT_LEEWAY_S,
         GATEWAY_POLICY_FILE,
         GATEWAY_POLICY_RELOAD_S,
-        GATEWAY_PROBE_DIR,
-        GATEWAY_PROBE_KEY_FILE,
+        GATEWAY_PHOTO_KEY_FILE,
+        PHOTO_STORE_REPLICAS,
         GATEWAY_RETENTION_SWEEP_S,
         GATEWAY_MAX_IMAGE_BYTES,
         GATEWAY_MIN_ENROL_FACE_PX,

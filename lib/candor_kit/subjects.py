@@ -50,6 +50,8 @@ IMPORTS_BUCKET = "CANDOR_IMPORTS"
 TOMBSTONES_BUCKET = "CANDOR_GALLERY_TOMBSTONES"
 #: Which model the gallery searches with and which it is being re-embedded into (key "models").
 GALLERY_BUCKET = "CANDOR_GALLERY"
+#: The object store of encrypted gallery photos and retained probes (the gateway's alone).
+PHOTOS_BUCKET = "CANDOR_PHOTOS"
 
 #: The import stages whose work is routed by model (detection and embedding depend on it; the
 #: matcher's enrolment takes every model's vectors).
@@ -108,6 +110,8 @@ class BusRole:
     gallery_models: str = ""
     #: Whether it may read the dead-lettered import work (an operator looking into failures).
     reads_dead_letters: bool = False
+    #: Whether it keeps the encrypted photo store (gallery photos and retained probes).
+    keeps_photos: bool = False
 
 
 #: Dead-lettered import work is audited by the stage that gave up on it.
@@ -179,6 +183,8 @@ ROLES: dict[str, BusRole] = {
             "config.loaded",
             "gallery.models.refused",
             "probe.deleted",
+            "photo.*",
+            "case.view*",
             "import.*",
             "reembed.*",
             "gallery.import_started",
@@ -191,6 +197,7 @@ ROLES: dict[str, BusRole] = {
         runs_imports=True,
         hands_on_to="detect",
         gallery_models="read",
+        keeps_photos=True,
     ),
     # A person at the command line (`candor eval`, `candor model calibrate`): calls the detector
     # and embedder, counts the gallery's records, reads dead-lettered import work, and records a
@@ -237,6 +244,21 @@ def _bucket_permissions(bucket: str, write: bool = True) -> list[str]:
     if not write:
         return read
     return [f"$JS.API.STREAM.CREATE.{stream}", *read, f"$KV.{bucket}.>"]
+
+
+def _object_store_permissions(bucket: str) -> list[str]:
+    """Create, write, read, list and delete the objects of one object store: its stream's API,
+    the short-lived ordered consumers that read an object's chunks, and its subjects."""
+    stream = f"OBJ_{bucket}"
+    return [
+        *(f"$JS.API.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET", "PURGE")),
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$O.{bucket}.>",
+    ]
 
 
 def _stage_consumer_permissions(stage: str) -> list[str]:
@@ -296,6 +318,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"{INGEST_DEAD_PREFIX}.>",
         ]
         subscribe.append(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}.>")
+    if role.keeps_photos:
+        publish += _object_store_permissions(PHOTOS_BUCKET)
     if role.audit_kinds:
         publish += [f"{AUDIT_EVENT_PREFIX}.{service}.>", *stream_api]
     if role.reads_dead_letters:

@@ -21,7 +21,6 @@ from candor.gateway.v1 import gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, StackError, free_port, service_settings
 from candor_cli.stack import wait_serving as stack_wait_serving
 from candor_gateway import DEFAULT_POLICY_YAML, generate_token_keys, issue_token, load_private_key
-from candor_gateway.retention import generate_probe_key
 from candor_kit import EnvReader
 
 #: The test users, by the name the tests call them by: (user, roles).
@@ -94,8 +93,6 @@ class InProcessStack:
         if name == "gateway":
             specific.update(
                 CANDOR_METRICS_ADDRESS=self.metrics_address,
-                CANDOR_GATEWAY_PROBE_DIR=str(self.root / "probes"),
-                CANDOR_GATEWAY_PROBE_KEY_FILE=str(self.root / "secrets" / "probe-key"),
                 CANDOR_GATEWAY_POLICY_RELOAD_S="1",
                 CANDOR_GATEWAY_RETENTION_SWEEP_S="1",
             )
@@ -156,7 +153,6 @@ async def stack(
     (root / "secrets").mkdir(mode=0o700)
     (root / "secrets" / "token-keys.pem").write_bytes(TOKEN_PUBLIC_KEY)
     (root / "secrets" / "token-signing.pem").write_bytes(TOKEN_KEY)
-    (root / "secrets" / "probe-key").write_bytes(generate_probe_key())
     (root / "policy.yaml").write_text(POLICY)
     running = InProcessStack(root=root, nats_url=nats_url, metrics_address=f"127.0.0.1:{free_port()}")
     for name in ("audit", "matcher", "embedder", "detector", "gateway"):

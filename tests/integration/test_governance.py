@@ -287,37 +287,6 @@ async def test_a_split_goes_to_a_supervisor_whose_decision_settles_it(
     assert sum(r.event.kind == "review.submitted" for r in export.records) == 3
 
 
-async def test_probes_are_kept_encrypted_only_when_the_policy_says_and_deleted_when_retention_ends(
-    stack: InProcessStack,
-    gateway: gateway_pb2_grpc.GatewayServiceStub,
-    samples: Path,
-    gallery: None,
-    restore_policy: None,
-) -> None:
-    probes = stack.root / "probes"
-    not_kept = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
-    assert not (probes / f"{not_kept}.probe").exists()
-
-    await stack.use_policy(policy_with(retention={"probe_days": 30}))
-    kept = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
-    stored = (probes / f"{kept}.probe").read_bytes()
-    photo = (samples / "obama2.jpg").read_bytes()
-    assert photo[1000:1064] not in stored
-    shown = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=kept), metadata=RITA)
-    assert shown.probe_image == photo
-
-    # The policy now keeps none: the next sweep deletes the probe and audits it.
-    await stack.use_policy(POLICY)
-
-    async def deleted() -> bool:
-        records = await audit_records(stack, kinds=["probe.deleted"])
-        return not (probes / f"{kept}.probe").exists() and any(
-            json.loads(r.event.details_json)["search_id"] == kept for r in records
-        )
-
-    await eventually(deleted)
-
-
 async def test_a_read_your_writes_query_waits_for_the_chain(stack: InProcessStack) -> None:
     records = await audit_records(stack, wait_for_stream_sequence=1, kinds=["config.loaded"])
     assert records and all(r.event.kind == "config.loaded" for r in records)

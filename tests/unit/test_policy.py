@@ -12,7 +12,7 @@ import yaml
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway import DEFAULT_POLICY_YAML, PolicyHolder, load_policy, parse_policy
+from candor_gateway import DEFAULT_POLICY_YAML, load_policy, parse_policy
 from candor_gateway.policy import Rule
 from candor_gateway.reviews import fold
 from candor_kit import ConfigError, InvalidInput, PolicyViolation
@@ -31,7 +31,7 @@ def with_changes(**changes: object) -> bytes:
 def test_the_default_and_the_deployed_policies_are_valid_and_keep_no_probes() -> None:
     deployed = load_policy(DEPLOYED_POLICY)
     assert deployed.policy == POLICY
-    assert POLICY.retention.probe_days == 0 and POLICY.reviews.needed == 2
+    assert POLICY.retention.keep_probes and POLICY.reviews.needed == 2
     assert POLICY.authorisation_reference == "required" and POLICY.candidates.max == 20
     assert len(deployed.sha256) == 64
 
@@ -131,15 +131,12 @@ def test_a_policy_threshold_only_tightens_the_calibrated_one() -> None:
     assert policy.threshold(common_pb2.ModelRef(id="other", threshold=0.7)).threshold == pytest.approx(0.7)
 
 
-def test_a_policy_that_keeps_probes_needs_a_probe_store(tmp_path: Path) -> None:
-    path = tmp_path / "policy.yaml"
-    path.write_bytes(with_changes(retention={"probe_days": 30}))
-
-    def no_store(policy: object) -> None:
-        raise ConfigError("no probe store is configured")
-
-    with pytest.raises(ConfigError, match="no probe store"):
-        PolicyHolder(load_policy(path), no_store)
+def test_probes_are_kept_until_reviewed_plus_a_period_by_default_and_the_period_is_bounded() -> None:
+    assert POLICY.retention.keep_probes and POLICY.retention.probe_days_after_decision == 30
+    with pytest.raises(ConfigError, match="probe_days_after_decision"):
+        parse_policy(with_changes(retention={"keep_probes": True, "probe_days_after_decision": -1}))
+    with pytest.raises(ConfigError, match="probe_days"):
+        parse_policy(with_changes(retention={"probe_days": 30}))
 
 
 def record(sequence: int, kind: str, actor: str, event_id: str, **details: object) -> audit_pb2.AuditRecord:

@@ -12,7 +12,7 @@ import pytest
 from candor_audit import AuditSettings
 from candor_detector import DetectorSettings
 from candor_gateway import DEFAULT_POLICY_YAML, GatewaySettings, generate_token_keys
-from candor_gateway.retention import generate_probe_key
+from candor_gateway.photos import generate_photo_key
 from candor_kit import ConfigError, EnvReader
 from candor_matcher import MatcherSettings
 from tests.conftest import INTERNAL
@@ -43,6 +43,13 @@ def token_keys(folder: Path) -> Path:
     return keys
 
 
+def photo_key(folder: Path) -> Path:
+    """A photo-store key file."""
+    key = folder / "photo-key"
+    key.write_bytes(generate_photo_key())
+    return key
+
+
 def policy_file(folder: Path, text: str = DEFAULT_POLICY_YAML) -> Path:
     """A policy.yaml in ``folder``."""
     path = folder / "policy.yaml"
@@ -55,6 +62,7 @@ def test_gateway_without_a_valid_policy_file_is_refused(tmp_path: Path) -> None:
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
         "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
         "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
+        "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(photo_key(tmp_path)),
         "CANDOR_MODEL_REGISTRY": str(tmp_path / "models"),
     }
     with pytest.raises(ConfigError, match="CANDOR_GATEWAY_POLICY_FILE is required"):
@@ -64,28 +72,27 @@ def test_gateway_without_a_valid_policy_file_is_refused(tmp_path: Path) -> None:
         GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_POLICY_FILE": str(bad)}))
     settings = GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path))}))
     assert settings.policy.current.purposes == ["investigation", "missing-person", "victim-identification"]
-    assert settings.probes is None
+    assert settings.photos.bucket_name == "CANDOR_PHOTOS"
     assert not settings.calibration.allow_uncalibrated
 
 
-def test_a_policy_that_keeps_probes_needs_a_probe_store_and_its_key(tmp_path: Path) -> None:
-    keeping = policy_file(tmp_path, DEFAULT_POLICY_YAML.replace("probe_days: 0", "probe_days: 30"))
+def test_the_gateway_needs_a_well_formed_photo_key(tmp_path: Path) -> None:
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
         "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
         "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
         "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true",
-        "CANDOR_GATEWAY_POLICY_FILE": str(keeping),
+        "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path)),
     }
-    with pytest.raises(ConfigError, match="keeps probes 30 days, but no probe store is configured"):
+    with pytest.raises(ConfigError, match="CANDOR_GATEWAY_PHOTO_KEY_FILE is required"):
         GatewaySettings.from_env(EnvReader(env))
-    key = tmp_path / "probe-key"
+    key = tmp_path / "photo-key"
     key.write_text("c2hvcnQ=\n")
-    store = {**env, "CANDOR_GATEWAY_PROBE_DIR": str(tmp_path / "probes"), "CANDOR_GATEWAY_PROBE_KEY_FILE": str(key)}
     with pytest.raises(ConfigError, match="must be 32 bytes"):
-        GatewaySettings.from_env(EnvReader(store))
-    key.write_bytes(generate_probe_key())
-    assert GatewaySettings.from_env(EnvReader(store)).probes is not None
+        GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(key)}))
+    key.write_text("not base64!")
+    with pytest.raises(ConfigError, match="photo key"):
+        GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(key)}))
 
 
 def test_gateway_without_a_model_registry_is_refused_unless_uncalibrated_models_are_allowed(tmp_path: Path) -> None:
@@ -93,6 +100,7 @@ def test_gateway_without_a_model_registry_is_refused_unless_uncalibrated_models_
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
         "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
         "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
+        "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(photo_key(tmp_path)),
         "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path)),
     }
     with pytest.raises(ConfigError, match="CANDOR_MODEL_REGISTRY is required"):
@@ -193,6 +201,7 @@ def test_service_exits_1_with_the_reason_when_nats_is_unreachable(tmp_path: Path
 def test_gateway_needs_exactly_one_source_of_token_keys_and_an_issuer(tmp_path: Path) -> None:
     base = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path))}
     base["CANDOR_GATEWAY_ALLOW_UNCALIBRATED"] = "true"
+    base["CANDOR_GATEWAY_PHOTO_KEY_FILE"] = str(photo_key(tmp_path))
     with pytest.raises(ConfigError) as refused:
         GatewaySettings.from_env(EnvReader(base))
     assert "CANDOR_GATEWAY_JWT_ISSUER is required" in str(refused.value)

@@ -50,6 +50,9 @@ class Permission(enum.Enum):
     LIST_REEMBED_WORK = "ListReembedWork"
     SWITCH_MODEL = "SwitchGalleryModel"
     GET_GALLERY_MODELS = "GetGalleryModels"
+    GET_SEARCH_PHOTO = "GetSearchPhoto"
+    GET_RECORD_PHOTO = "GetRecordPhoto"
+    GET_CASE = "GetCase"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -76,6 +79,11 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.SUBMIT_REVIEW: frozenset({"reviewer", "supervisor"}),
     # Investigators see only their own searches (the review desk checks).
     Permission.GET_SEARCH: frozenset({"investigator", "reviewer", "supervisor", "auditor"}),
+    # Faces are shown to those who judge them and to those who oversee the judging, not to the
+    # searcher (the review desk checks) nor to anyone browsing the gallery.
+    Permission.GET_SEARCH_PHOTO: frozenset({"reviewer", "supervisor", "auditor"}),
+    Permission.GET_RECORD_PHOTO: frozenset({"gallery-admin"}),
+    Permission.GET_CASE: frozenset({"supervisor", "auditor"}),
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -24,10 +25,11 @@ from nats.js.kv import KeyValue
 from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_gateway.access import Permission, Principal
+from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
 from candor_kit.bus import fetch_batch
-from candor_kit.identifiers import check_subject_id
+from candor_kit.identifiers import check_subject_id, record_id_for
 from candor_kit.ingest import (
     IMPORT_ID,
     Stage,
@@ -110,9 +112,11 @@ class ImportDesk:
         max_image_bytes: int,
         backlog: int,
         routes: ModelRoutes,
-        stream_replicas: int = 1,
+        stream_replicas: int,
+        photos: PhotoStore,
     ) -> None:
         self._bus = bus
+        self._photos = photos
         self._routes = routes
         self._audit = audit
         self._rules = rules
@@ -232,9 +236,34 @@ class ImportDesk:
                 await publish_result(self._bus, refused)
                 answer.settled += 1
                 continue
+            await self._keep_photo(ref, item.image)
             await hand_on(self._bus, detect, ingest_pb2.DetectWork(item=ref, image=item.image, rules=record.rules))
             answer.queued += 1
         return answer
+
+    async def _keep_photo(self, ref: ingest_pb2.ItemRef, image: bytes) -> None:
+        """Store the photo, encrypted, under the record it will make, before it is queued; one
+        already stored for that record (the same photo of the same subject) is kept. A photo whose
+        item ends rejected or failed is taken back when its result is read (``_catch_up``)."""
+        sha256 = hashlib.sha256(image).hexdigest()
+        header = PhotoHeader(
+            "gallery",
+            record_id_for(ref.subject_id, sha256),
+            sha256,
+            subject_id=ref.subject_id,
+            origin=f"{ref.import_id}/{ref.item}",
+        )
+        await self._photos.put(header, image, replace=False)
+
+    async def _take_back_photo(self, result: ingest_pb2.ItemResult) -> None:
+        """Delete the photo stored for an item that made no record, if this item stored it."""
+        image_sha256 = result.image_sha256
+        if not image_sha256 or result.outcome not in PROBLEMS:
+            return
+        record_id = record_id_for(result.item.subject_id, image_sha256)
+        header = await self._photos.header("gallery", record_id)
+        if header is not None and header.origin == f"{result.item.import_id}/{result.item.item}":
+            await self._photos.delete("gallery", record_id)
 
     def _refusal(self, ref: ingest_pb2.ItemRef, item: gateway_pb2.ImportItem) -> ingest_pb2.ItemResult | None:
         """The result of a photo the gateway refuses itself, or None when it goes to the workers."""
@@ -364,6 +393,7 @@ class ImportDesk:
                     result = ingest_pb2.ItemResult()
                     result.ParseFromString(msg.data)
                     tally.add(result)
+                    await self._take_back_photo(result)
                     tally.next_sequence = msg.metadata.sequence.stream + 1
                 if messages[-1].metadata.num_pending == 0:
                     return

@@ -2,8 +2,9 @@
 
 It names the allowed purposes, whether an authorisation reference is required, the candidate-list
 size, a threshold per model, the minimum probe quality, the daily search quota per user, how long
-probe photos are kept (not at all by default) and how many reviewers must confirm a lead. A bad
-file stops the gateway with a message naming each problem; each refusal names the rule it broke.
+probe photos are kept (until reviewed, plus 30 days, by default) and how many reviewers must
+confirm a lead. A bad file stops the gateway with a message naming each problem; each refusal
+names the rule it broke.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import hashlib
 import re
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -89,9 +89,13 @@ class Quotas(_Strict):
 
 
 class Retention(_Strict):
-    """Days a probe photo is kept, encrypted, after its search; 0 keeps none (the default)."""
+    """Whether a search's probe photo is kept, encrypted, for the people who review its
+    candidates, and for how many days after the last of them is decided. A search whose candidates
+    are never all decided counts as decided when its review window closes; one with no candidates,
+    when it is made."""
 
-    probe_days: Annotated[int, Field(ge=0, le=3650)] = 0
+    keep_probes: bool = True
+    probe_days_after_decision: Annotated[int, Field(ge=0, le=3650)] = 30
 
 
 class Reviews(_Strict):
@@ -235,13 +239,10 @@ class PolicyHolder:
     over and the change is audited with both hashes; an invalid one is refused (and audited), and
     the policy in force stays."""
 
-    def __init__(self, loaded: LoadedPolicy, check: Callable[[Policy], None] | None = None) -> None:
+    def __init__(self, loaded: LoadedPolicy) -> None:
         self.loaded = loaded
-        #: Checks a policy against the deployment (a store for retained probes, say).
-        self._check = check or (lambda policy: None)
         #: The hash of the last file refused, so a bad file is audited once, not every round.
         self._rejected = ""
-        self._check(loaded.policy)
 
     @property
     def current(self) -> Policy:
@@ -261,7 +262,6 @@ class PolicyHolder:
             if digest == self.loaded.sha256:
                 return False
             fresh = LoadedPolicy(parse_policy(text, str(path)), path, digest)
-            self._check(fresh.policy)
         except ConfigError as problem:
             if digest == self._rejected:
                 return False
@@ -317,8 +317,11 @@ probe_quality:
   min_blur: 0
 quotas:
   searches_per_user_per_day: 200
+# Probes are kept, encrypted, for their reviewers: until every candidate is decided (or the
+# review window closes), then this many days more; every deletion is audited.
 retention:
-  probe_days: 0
+  keep_probes: true
+  probe_days_after_decision: 30
 reviews:
   needed: 2
   window_days: 30

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +32,9 @@ from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import AuditReader
-from candor_gateway.policy import PolicyHolder, Rule, is_printable
+from candor_gateway.photos import PhotoStore
+from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, Rule, is_printable
 from candor_gateway.refusals import audit_refusal
-from candor_gateway.retention import ProbeStore
 from candor_kit import AuditPublisher, CandorError, InvalidInput, NotFound, PolicyViolation, PreconditionFailed
 
 SEARCHED = "search.completed"
@@ -113,6 +113,20 @@ class SearchFile:
         """Who has reviewed the candidate at ``rank``."""
         return {r.reviewer for r in self.reviews.get(rank, [])}
 
+    def decided_at(self, window_days: int, now: dt.datetime) -> dt.datetime | None:
+        """When the last of the candidates was decided (when the search was made, if it showed
+        none); when its review window closed, if that has passed with a candidate undecided; None
+        while one still waits within the window."""
+        searched = self.searched_at.ToDatetime(tzinfo=dt.UTC)
+        decided = [searched]
+        for candidate in self.candidates:
+            rank = candidate["rank"]
+            if self.status(rank) in (gateway_pb2.CANDIDATE_STATUS_PENDING, gateway_pb2.CANDIDATE_STATUS_DISPUTED):
+                closed = searched + dt.timedelta(days=window_days)
+                return closed if closed <= now else None
+            decided.append(self.reviews[rank][-1].decided_at.ToDatetime(tzinfo=dt.UTC))
+        return max(decided)
+
 
 def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, SearchFile]:
     """The searches and their reviews, from ``search.completed`` and ``review.submitted`` records;
@@ -153,12 +167,14 @@ class ReviewDesk:
         reader: AuditReader,
         audit: AuditPublisher,
         policy: PolicyHolder,
-        probes: ProbeStore | None = None,
+        photos: PhotoStore,
+        locate: Callable[[bytes], Awaitable[common_pb2.Box | None]],
     ) -> None:
+        self._locate = locate
         self._reader = reader
         self._audit = audit
         self._policy = policy
-        self._probes = probes
+        self._photos = photos
 
     async def _search_file(self, search_id: str, reader: str) -> SearchFile:
         """A search and its reviews, read from the chain for the user ``reader``."""
@@ -172,6 +188,14 @@ class ReviewDesk:
         )
         return fold([*searched, *reviews], self._policy.current.reviews.needed)[search_id]
 
+    async def search_file(self, search_id: str) -> SearchFile | None:
+        """A search and every review of it, read for the system's own sweeps; None when the chain
+        holds no such search."""
+        try:
+            return await self._search_file(search_id, "system")
+        except NotFound:
+            return None
+
     async def get_search(self, principal: Principal, search_id: str) -> gateway_pb2.SearchReview:
         """A search and its reviews as the caller may see them; the look is audited."""
         found: SearchFile | None = None
@@ -180,7 +204,7 @@ class ReviewDesk:
             found = await self._search_file(search_id, principal.user)
             if not principal.roles & REVIEWING_ROLES and principal.user != found.searched_by:
                 raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
-            probe = self._probe_for(principal, found)
+            probe = await self._probe_for(principal, found)
         except CandorError as error:
             await self._refused("search.view", error, principal, found)
             raise
@@ -303,11 +327,79 @@ class ReviewDesk:
                 return True
         return False
 
-    def _probe_for(self, principal: Principal, found: SearchFile) -> bytes:
+    async def _probe_for(self, principal: Principal, found: SearchFile) -> bytes:
         """The retained probe, for those who compare it with the candidates."""
-        if self._probes is None or not principal.roles & {"reviewer", "supervisor"}:
+        if not principal.roles & {"reviewer", "supervisor"} or principal.user == found.searched_by:
             return b""
-        return self._probes.load(found.search_id) or b""
+        kept = await self._photos.get("probe", found.search_id)
+        return kept.image if kept else b""
+
+    async def get_search_photo(self, principal: Principal, search_id: str, rank: int) -> gateway_pb2.Photo:
+        """The probe (rank 0) or a candidate's enrolled photo, for someone who may judge or
+        oversee the search; every view is audited, and so is every refusal."""
+        found: SearchFile | None = None
+        try:
+            principal.require(Permission.GET_SEARCH_PHOTO)
+            if rank < 0:
+                raise InvalidInput("rank must be 0 (the probe) or a candidate's rank")
+            found = await self._search_file(search_id, principal.user)
+            if principal.user == found.searched_by:
+                raise PolicyViolation(
+                    "the searcher does not review the faces of their own search", rule=Rule.OWN_SEARCH
+                )
+            kind, key = ("probe", search_id) if rank == 0 else ("gallery", found.candidate(rank).get("record_id", ""))
+            photo = await self._photos.get(kind, key) if key else None
+            if photo is None:
+                what = "the probe is not kept" if rank == 0 else f"candidate {rank}'s photo is not stored"
+                raise NotFound(f"search {search_id}: {what}")
+        except CandorError as error:
+            await self._refused("photo.view", error, principal, found)
+            raise
+        candidate = found.candidate(rank) if rank else {}
+        # An imported photo's box was not known when it was stored: its one face is found now.
+        box = photo.header.box() or await self._locate(photo.image)
+        await self._audit.publish(
+            "photo.viewed",
+            actor=principal.user,
+            case_number=found.case_number,
+            purpose=found.purpose,
+            details={
+                "search_id": search_id,
+                "rank": rank,
+                "photo": "probe" if rank == 0 else "candidate",
+                "record_id": candidate.get("record_id"),
+                "subject_id": candidate.get("subject_id"),
+                "sha256": photo.header.sha256,
+            },
+        )
+        return gateway_pb2.Photo(
+            image=photo.image,
+            sha256=photo.header.sha256,
+            face_box=box,
+            record_id=candidate.get("record_id", ""),
+            search_id=search_id,
+            subject_id=candidate.get("subject_id", ""),
+        )
+
+    async def get_case(self, principal: Principal, case_number: str) -> gateway_pb2.CaseView:
+        """A case's searches with their whole review trails; the look is audited."""
+        try:
+            principal.require(Permission.GET_CASE)
+            if not case_number.strip() or len(case_number) > MAX_CASE_CHARS or not is_printable(case_number):
+                raise InvalidInput(f"a case number is 1 to {MAX_CASE_CHARS} printable characters")
+            records = await self._reader.records(
+                on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED], case_number=case_number
+            )
+            searches = fold(records, self._policy.current.reviews.needed)
+        except CandorError as error:
+            await audit_refusal(self._audit, "case.view", error, principal.user, case_number=case_number)
+            raise
+        await self._audit.publish(
+            "case.viewed", actor=principal.user, case_number=case_number, details={"searches": list(searches)}
+        )
+        return gateway_pb2.CaseView(
+            case_number=case_number, searches=[self._view(principal, found) for found in searches.values()]
+        )
 
     def _view(self, principal: Principal, found: SearchFile, probe: bytes = b"") -> gateway_pb2.SearchReview:
         full = bool(principal.roles & FULL_VIEW_ROLES) or principal.user == found.searched_by

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import grpc
 import structlog
+from nats.errors import Error as NatsError
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
@@ -18,9 +19,11 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.imports import ImportDesk
-from candor_gateway.policy import LEAD_NOTICE, Policy, PolicyHolder, Rule, load_policy
+from candor_gateway.photos import PhotoStore, read_photo_key
+from candor_gateway.policy import LEAD_NOTICE, PolicyHolder, Rule, load_policy
 from candor_gateway.reembed import ReembedDesk
-from candor_gateway.retention import ProbeStore, read_probe_key, sweep
+from candor_gateway.retention import sweep
+from candor_gateway.reviews import ReviewDesk
 from candor_gateway.workflow import Workflow
 from candor_kit import (
     AuditPublisher,
@@ -56,8 +59,9 @@ class GatewaySettings:
     min_enrol_face_px: int
     max_inflight: int
     calibration: CalibrationGate
+    photos: PhotoStore
     audit_stream_replicas: int = 1
-    probes: ProbeStore | None = None
+    photo_store_replicas: int = 1
     policy_reload_s: float = 10.0
     retention_sweep_s: float = 3600.0
     min_enrol_blur: float = 10.0
@@ -70,8 +74,8 @@ class GatewaySettings:
         env = env or EnvReader()
         common = CommonSettings.read("gateway", env)
         tokens = read_token_verifier(env)
-        probes = read_probe_store(env)
-        policy = read_policy(env, probes)
+        photos = read_photo_store(env)
+        policy = read_policy(env)
         max_image_bytes = env.get(catalogue.GATEWAY_MAX_IMAGE_BYTES)
         if max_image_bytes + 4096 > common.max_message_bytes:
             env.problem("CANDOR_GATEWAY_MAX_IMAGE_BYTES must leave room under CANDOR_MAX_MESSAGE_BYTES")
@@ -85,12 +89,14 @@ class GatewaySettings:
         min_enrol_blur = env.get(catalogue.GATEWAY_MIN_ENROL_BLUR)
         import_backlog = env.get(catalogue.GATEWAY_IMPORT_BACKLOG)
         ingest_replicas = env.get(catalogue.INGEST_STREAM_REPLICAS)
+        photo_replicas = env.get(catalogue.PHOTO_STORE_REPLICAS)
         env.done()
         return cls(
             common=common,
             tokens=tokens,  # type: ignore[arg-type]  # None only when env.done() has raised
             policy=policy,  # type: ignore[arg-type]
-            probes=probes,
+            photos=photos,  # type: ignore[arg-type]
+            photo_store_replicas=photo_replicas,
             policy_reload_s=policy_reload_s,
             retention_sweep_s=retention_sweep_s,
             max_image_bytes=max_image_bytes,
@@ -104,36 +110,25 @@ class GatewaySettings:
         )
 
 
-def read_probe_store(env: EnvReader) -> ProbeStore | None:
-    """The store of retained probes, when a folder and a key are configured."""
-    folder, key_file = env.get(catalogue.GATEWAY_PROBE_DIR), env.get(catalogue.GATEWAY_PROBE_KEY_FILE)
-    if not folder and not key_file:
-        return None
-    if not (folder and key_file):
-        env.problem("set both CANDOR_GATEWAY_PROBE_DIR and CANDOR_GATEWAY_PROBE_KEY_FILE, or neither")
+def read_photo_store(env: EnvReader) -> PhotoStore | None:
+    """The encrypted store of gallery photos and retained probes, with its key."""
+    key_file = env.get(catalogue.GATEWAY_PHOTO_KEY_FILE)
+    if not key_file:
         return None
     try:
-        return ProbeStore(Path(folder), read_probe_key(Path(key_file)))
-    except (OSError, ConfigError) as exc:
-        env.problem(f"probe store: {exc}")
+        return PhotoStore(read_photo_key(Path(key_file)))
+    except ConfigError as exc:
+        env.problem(f"CANDOR_GATEWAY_PHOTO_KEY_FILE: {exc}")
         return None
 
 
-def read_policy(env: EnvReader, probes: ProbeStore | None) -> PolicyHolder | None:
-    """The validated policy file, checked against what this deployment can do."""
+def read_policy(env: EnvReader) -> PolicyHolder | None:
+    """The validated policy file."""
     path = env.get(catalogue.GATEWAY_POLICY_FILE)
     if not path:
         return None
-
-    def deployable(policy: Policy) -> None:
-        if policy.retention.probe_days and probes is None:
-            raise ConfigError(
-                f"the policy keeps probes {policy.retention.probe_days} days, but no probe store is configured "
-                "(CANDOR_GATEWAY_PROBE_DIR and CANDOR_GATEWAY_PROBE_KEY_FILE)"
-            )
-
     try:
-        return PolicyHolder(load_policy(Path(path)), deployable)
+        return PolicyHolder(load_policy(Path(path)))
     except ConfigError as exc:
         env.problem(f"CANDOR_GATEWAY_POLICY_FILE: {exc}")
         return None
@@ -276,6 +271,27 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "search.view")
         return await self._workflow.reviews.get_search(principal, request.search_id)
 
+    @rpc(SERVICE)
+    async def GetSearchPhoto(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetSearchPhotoRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Photo:
+        principal = await self._principal(context, "photo.view")
+        return await self._workflow.reviews.get_search_photo(principal, request.search_id, request.rank)
+
+    @rpc(SERVICE)
+    async def GetRecordPhoto(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetRecordPhotoRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.Photo:
+        principal = await self._principal(context, "photo.read")
+        return await self._workflow.record_photo(principal, request.record_id)
+
+    @rpc(SERVICE)
+    async def GetCase(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.GetCaseRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.CaseView:
+        principal = await self._principal(context, "case.view", case=request.case_number)
+        return await self._workflow.reviews.get_case(principal, request.case_number)
+
     async def _audited_call(self, context: grpc.aio.ServicerContext, action: str, call: DeskCall[T]) -> T:
         """Authenticate, run an import or re-embedding use case, and audit a refusal (not a busy signal)."""
         principal = await self._principal(context, action)
@@ -343,6 +359,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         for rule in Rule.names():  # each rule's refusal count exists from the start, at 0
             metrics.REFUSALS.labels(rule)
         await ensure_audit_stream(host.bus, settings.audit_stream_replicas)
+        await settings.photos.open(host.bus, settings.photo_store_replicas)
         audit = AuditPublisher(host.bus, "gateway")
         workflow = Workflow(
             host.bus,
@@ -352,8 +369,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.common.request_timeout_s,
             settings.max_image_bytes,
             settings.min_enrol_face_px,
+            settings.photos,
             settings.max_inflight,
-            settings.probes,
         )
         rules = ingest_pb2.ImportRules(min_face_px=settings.min_enrol_face_px, min_blur=settings.min_enrol_blur)
         routes = workflow.routes
@@ -365,6 +382,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.import_backlog,
             routes,
             settings.ingest_stream_replicas,
+            settings.photos,
         )
         await imports.open()
         reembed = ReembedDesk(host.bus, audit, settings.calibration, routes, settings.common.request_timeout_s)
@@ -382,28 +400,34 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 "max_inflight": settings.max_inflight,
                 "allow_uncalibrated_models": settings.calibration.allow_uncalibrated,
                 "calibrations": settings.calibration.summary(),
-                "probe_store": settings.probes is not None,
+                "photo_store": settings.photos.bucket_name,
             },
         )
         await settings.policy.announce(audit)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(settings.policy.watch(audit, settings.policy_reload_s, stop))
-            if settings.probes is not None:
-                tasks.create_task(
-                    sweep_probes(settings.probes, settings.policy, audit, settings.retention_sweep_s, stop)
+            tasks.create_task(
+                sweep_probes(
+                    settings.photos, workflow.reviews, settings.policy, audit, settings.retention_sweep_s, stop
                 )
+            )
             await host.mark_serving()
             await stop.wait()
 
 
 async def sweep_probes(
-    store: ProbeStore, policy: PolicyHolder, audit: AuditPublisher, interval_s: float, stop: asyncio.Event
+    photos: PhotoStore,
+    desk: ReviewDesk,
+    policy: PolicyHolder,
+    audit: AuditPublisher,
+    interval_s: float,
+    stop: asyncio.Event,
 ) -> None:
     """Delete probes whose retention (under the policy in force) has ended, every ``interval_s``."""
     while not stop.is_set():
         try:
-            await sweep(store, policy.current.retention.probe_days, audit)
-        except (CandorError, OSError, ValueError) as exc:  # the next round tries again
+            await sweep(photos, policy.current, desk, audit)
+        except (CandorError, NatsError, OSError, ValueError) as exc:  # the next round tries again
             log.warning("probe_sweep_failed", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)

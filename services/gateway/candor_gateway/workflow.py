@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
@@ -27,10 +26,10 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.calibration import CalibrationGate
+from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, is_printable
 from candor_gateway.quota import SearchQuota
 from candor_gateway.refusals import audit_refusal
-from candor_gateway.retention import ProbeStore
 from candor_gateway.reviews import ReviewDesk
 from candor_gateway.routes import ModelRoutes, Route
 from candor_kit import (
@@ -44,7 +43,7 @@ from candor_kit import (
     TooLarge,
     subjects,
 )
-from candor_kit.identifiers import check_subject_id
+from candor_kit.identifiers import check_subject_id, record_id_for
 
 MATCH_ENROLL = subjects.MATCH_ENROLL
 MATCH_SEARCH = subjects.MATCH_SEARCH
@@ -158,8 +157,8 @@ class Workflow:
         timeout_s: float,
         max_image_bytes: int,
         min_face_px: int,
+        photos: PhotoStore,
         max_inflight: int = 16,
-        probes: ProbeStore | None = None,
     ) -> None:
         self._bus = bus
         self.routes = ModelRoutes(bus, timeout_s)
@@ -172,8 +171,8 @@ class Workflow:
         self._slots = PhotoSlots(max_inflight)
         self._reader = AuditReader(bus, audit, timeout_s)
         self._quota = SearchQuota(self._reader)
-        self._probes = probes
-        self.reviews = ReviewDesk(self._reader, audit, policy, probes)
+        self.photos = photos
+        self.reviews = ReviewDesk(self._reader, audit, policy, photos, self.locate_face)
 
     # --- refusals ------------------------------------------------------------------------------
 
@@ -199,6 +198,12 @@ class Workflow:
             raise TooLarge(f"the image is {len(image)} bytes; the limit is {self._max_image_bytes}")
         request = detector_pb2.DetectRequest(image=image, include_chips=include_chips)
         return await self._bus.request(route.detect, request, detector_pb2.DetectResponse, self._timeout)
+
+    async def locate_face(self, image: bytes) -> common_pb2.Box | None:
+        """The box of a stored photo's one face, found by the active model's detector; None when
+        it does not have exactly one."""
+        detected = await self.detect(image, include_chips=False, route=await self.routes.for_search())
+        return detected.faces[0].box if len(detected.faces) == 1 else None
 
     async def _choose_face(self, image: bytes, face_index: int | None, route: Route) -> Chosen:
         detected = await self.detect(image, include_chips=True, route=route)
@@ -284,7 +289,7 @@ class Workflow:
                     matcher_pb2.SearchResponse,
                     self._timeout,
                 )
-                retained_until = await self._retain(search_id, image, chosen.image_sha256, policy.retention.probe_days)
+                retained = await self._retain(search_id, image, chosen, policy.retention.keep_probes)
         except CandorError as error:
             await self.audit_refusal("search", error, principal.user, case_number, purpose, image)
             raise
@@ -301,7 +306,7 @@ class Workflow:
                     **_search_record(chosen, model, candidates),
                     "authorisation_reference": authorisation,
                     "policy_sha256": self._policy.loaded.sha256,
-                    "probe_retained_until": retained_until,
+                    "probe_retained": retained,
                     "max_candidates": limit,
                     "reviews_needed": policy.reviews.needed,
                     "quota_counted_from": quota_source or None,
@@ -309,22 +314,22 @@ class Workflow:
             )
         except CandorError:
             # Unrecorded, the search did not happen: its probe is not kept either.
-            if retained_until and self._probes is not None:
-                await asyncio.to_thread(self._probes.discard, search_id)
+            if retained:
+                await self.photos.delete("probe", search_id)
             raise
         self._quota.completed(principal.user)
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
 
-    async def _retain(self, search_id: str, image: bytes, sha256: str, keep_days: int) -> str | None:
-        """Keep the probe, encrypted, when the policy says so; returns until when (RFC 3339)."""
-        if keep_days == 0:
-            return None
-        if self._probes is None:
-            raise ServiceUnavailable("the policy keeps probes but the gateway has no probe store")
-        await asyncio.to_thread(self._probes.save, search_id, image, sha256)
-        return (dt.datetime.now(dt.UTC) + dt.timedelta(days=keep_days)).isoformat()
+    async def _retain(self, search_id: str, image: bytes, chosen: Chosen, keep: bool) -> bool:
+        """Keep the probe, encrypted, for its reviewers when the policy says so."""
+        if keep:
+            header = PhotoHeader(
+                "probe", search_id, chosen.image_sha256, face_box=_box(chosen.face.box), origin="search"
+            )
+            await self.photos.put(header, image)
+        return keep
 
     async def enroll(
         self,
@@ -355,6 +360,7 @@ class Workflow:
             "image_sha256": first.chosen.image_sha256,
             "image_ref": image_ref or None,
             "model": _model(first.model),
+            "photo_stored": True,
         }
         if len(enrolled) > 1:
             details["also_enrolled_with"] = _model(enrolled[1].model)
@@ -380,6 +386,34 @@ class Workflow:
         if target is not None:
             faces.append((target, await self._same_face(image, chosen, target, picked=face_index is not None)))
         embedded = [(chosen_here, *await self._embed(chosen_here.face, route)) for route, chosen_here in faces]
+        # The photo is stored before the record exists, so no record is ever without its photo;
+        # a photo stored here for a record that then fails to enrol is taken back.
+        record_id = record_id_for(subject_id, chosen.image_sha256)
+        had_photo = await self.photos.header("gallery", record_id) is not None
+        header = PhotoHeader(
+            "gallery",
+            record_id,
+            chosen.image_sha256,
+            face_box=_box(chosen.face.box),
+            subject_id=subject_id,
+            origin="enroll",
+        )
+        await self.photos.put(header, image)
+        try:
+            return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, actor)
+        except BaseException:
+            if not had_photo:
+                await self.photos.delete("gallery", record_id)
+            raise
+
+    async def _enroll_embedded(
+        self,
+        embedded: list[tuple[Chosen, common_pb2.Embedding, common_pb2.ModelRef]],
+        subject_id: str,
+        metadata: Mapping[str, str],
+        image_ref: str,
+        actor: str,
+    ) -> list[Enrolled]:
         enrolled = []
         # The re-embedding's target first: a photo it cannot take is not enrolled at all.
         for chosen_here, embedding, model in reversed(embedded):
@@ -416,12 +450,24 @@ class Workflow:
         except CandorError as error:
             await self.audit_refusal("delete", error, principal.user)
             raise
+        photos = await self._delete_photos(
+            [h.key for h in await self.photos.headers("gallery") if h.subject_id == subject_id]
+        )
         await self._audit.publish(
             "subject.deleted",
             actor=principal.user,
-            details={"subject_id": subject_id, "reason": reason, "records": deleted.deleted_records},
+            details={
+                "subject_id": subject_id,
+                "reason": reason,
+                "records": deleted.deleted_records,
+                "photos_deleted": photos,
+            },
         )
         return int(deleted.deleted_records)
+
+    async def _delete_photos(self, record_ids: Sequence[str]) -> int:
+        """Delete the stored photos of expunged records; returns how many there were."""
+        return sum([await self.photos.delete("gallery", record_id) for record_id in record_ids])
 
     async def delete_record(
         self, principal: Principal, record_id: str, reason: str
@@ -444,12 +490,41 @@ class Workflow:
             error = NotFound(f"no gallery holds record {record_id}")
             await self.audit_refusal("delete_record", error, principal.user)
             raise error
+        photos = await self._delete_photos([record_id])
         await self._audit.publish(
             "record.deleted",
             actor=principal.user,
-            details={"record_id": record_id, "subject_id": deleted.subject_id, "reason": reason},
+            details={
+                "record_id": record_id,
+                "subject_id": deleted.subject_id,
+                "reason": reason,
+                "photos_deleted": photos,
+            },
         )
         return deleted
+
+    async def record_photo(self, principal: Principal, record_id: str) -> gateway_pb2.Photo:
+        """An enrolled record's stored photo, for a gallery admin (to re-embed it); audited."""
+        try:
+            principal.require(Permission.GET_RECORD_PHOTO)
+            photo = await self.photos.get("gallery", record_id)
+            if photo is None:
+                raise NotFound(f"no photo is stored for record {record_id}")
+        except CandorError as error:
+            await self.audit_refusal("photo.read", error, principal.user)
+            raise
+        await self._audit.publish(
+            "photo.read",
+            actor=principal.user,
+            details={"record_id": record_id, "subject_id": photo.header.subject_id, "sha256": photo.header.sha256},
+        )
+        return gateway_pb2.Photo(
+            image=photo.image,
+            sha256=photo.header.sha256,
+            face_box=photo.header.box(),
+            record_id=record_id,
+            subject_id=photo.header.subject_id,
+        )
 
     async def list_faces(self, principal: Principal, image: bytes) -> detector_pb2.DetectResponse:
         """The faces of a photo, without chips, so a caller can choose one by index."""

@@ -11,15 +11,14 @@ from __future__ import annotations
 import re
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol, overload
 
 from candor_kit.errors import InvalidInput, PreconditionFailed
+from candor_kit.identifiers import record_id_for
 
 #: Record ids derive from subject id and image hash, so re-enrolling the same photo is a no-op.
-RECORD_NAMESPACE = uuid.UUID("6f1c3d52-8a61-4c0e-9b7e-2a4d5e6f7a80")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 METRICS = ("euclidean", "cosine")
 #: The most records one search reads while collecting distinct subjects.
@@ -180,11 +179,6 @@ class GalleryBackend(Protocol):
     def open(self, model: GalleryModel) -> VectorCollection:
         """The model's collection, created on first use; refuses one made for another model."""
         ...
-
-
-def record_id_for(subject_id: str, image_sha256: str) -> str:
-    """The stable record id of one subject's image."""
-    return str(uuid.uuid5(RECORD_NAMESPACE, f"{subject_id}\x00{image_sha256}"))
 
 
 def check_model(model: GalleryModel) -> GalleryModel:

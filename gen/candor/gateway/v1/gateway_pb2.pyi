@@ -36,6 +36,50 @@ CANDIDATE_STATUS_LEAD: CandidateStatus
 CANDIDATE_STATUS_REJECTED: CandidateStatus
 CANDIDATE_STATUS_DISPUTED: CandidateStatus
 
+class GetSearchPhotoRequest(_message.Message):
+    __slots__ = ("search_id", "rank")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    rank: int
+    def __init__(self, search_id: _Optional[str] = ..., rank: _Optional[int] = ...) -> None: ...
+
+class GetRecordPhotoRequest(_message.Message):
+    __slots__ = ("record_id",)
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    def __init__(self, record_id: _Optional[str] = ...) -> None: ...
+
+class Photo(_message.Message):
+    __slots__ = ("image", "sha256", "face_box", "record_id", "search_id", "subject_id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    sha256: str
+    face_box: _common_pb2.Box
+    record_id: str
+    search_id: str
+    subject_id: str
+    def __init__(self, image: _Optional[bytes] = ..., sha256: _Optional[str] = ..., face_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., record_id: _Optional[str] = ..., search_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+
+class GetCaseRequest(_message.Message):
+    __slots__ = ("case_number",)
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    def __init__(self, case_number: _Optional[str] = ...) -> None: ...
+
+class CaseView(_message.Message):
+    __slots__ = ("case_number", "searches")
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    searches: _containers.RepeatedCompositeFieldContainer[SearchReview]
+    def __init__(self, case_number: _Optional[str] = ..., searches: _Optional[_Iterable[_Union[SearchReview, _Mapping]]] = ...) -> None: ...
+
 class EnrollRequest(_message.Message):
     __slots__ = ("image", "subject_id", "face_index", "metadata", "image_ref")
     class MetadataEntry(_message.Message):

@@ -131,6 +131,21 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetGalleryModelsRequest.SerializeToString,
                 response_deserializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
                 _registered_method=True)
+        self.GetSearchPhoto = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/GetSearchPhoto',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchPhotoRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.Photo.FromString,
+                _registered_method=True)
+        self.GetRecordPhoto = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/GetRecordPhoto',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetRecordPhotoRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.Photo.FromString,
+                _registered_method=True)
+        self.GetCase = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/GetCase',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.CaseView.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -277,6 +292,31 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSearchPhoto(self, request, context):
+        """The photo a reviewer compares: a search's retained probe (rank 0) or the enrolled photo of
+        one of its candidates, decrypted, with the face's box. Reviewers and supervisors of searches
+        they may review, and auditors; every view is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecordPhoto(self, request, context):
+        """An enrolled record's stored photo, for re-embedding it with another model. Gallery admins;
+        audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCase(self, request, context):
+        """A case's searches, each with its candidates and its whole review trail. Supervisors and
+        auditors; audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -374,6 +414,21 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetGalleryModels,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetGalleryModelsRequest.FromString,
                     response_serializer=candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.SerializeToString,
+            ),
+            'GetSearchPhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSearchPhoto,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchPhotoRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.Photo.SerializeToString,
+            ),
+            'GetRecordPhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecordPhoto,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetRecordPhotoRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.Photo.SerializeToString,
+            ),
+            'GetCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCase,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetCaseRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.CaseView.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -889,6 +944,87 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/GetGalleryModels',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.GetGalleryModelsRequest.SerializeToString,
             candor_dot_matcher_dot_v1_dot_matcher__pb2.GalleryModels.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSearchPhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/GetSearchPhoto',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchPhotoRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.Photo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecordPhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/GetRecordPhoto',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.GetRecordPhotoRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.Photo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/GetCase',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.GetCaseRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.CaseView.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,215 @@
+"""The photo store: every enrolled photo and every retained probe, encrypted at rest in a
+JetStream object store that every gateway replica shares.
+
+An object is named ``gallery/<record id>`` or ``probe/<search id>``. Its description holds a JSON
+header (what it is, its SHA-256, when it was stored, the face's box, the subject, where it came
+from) in the clear, so sweeps and listings need no decryption; its content is a 12-byte nonce and
+the AES-256-GCM ciphertext of the photo, with the header as associated data, so neither the photo
+nor its header can be altered unnoticed. The key is 32 random bytes, base64, in a secret file
+(``candor secrets init`` makes one). Only the gateway holds the key and may use the bucket.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
+from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
+
+from candor.common.v1 import common_pb2
+from candor_kit import Bus
+from candor_kit.errors import ConfigError, InvalidInput, PreconditionFailed, ServiceUnavailable
+from candor_kit.subjects import PHOTOS_BUCKET
+
+NONCE_BYTES = 12
+#: What a photo is kept as: a gallery record's photo, or a search's probe.
+Kind = Literal["gallery", "probe"]
+KEY = re.compile(r"^[0-9a-f-]{36}$")
+log = structlog.get_logger("candor.gateway.photos")
+
+
+def generate_photo_key() -> bytes:
+    """A new photo-encryption key, as the base64 text its secret file holds."""
+    return base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n"
+
+
+def read_photo_key(path: Path) -> bytes:
+    """The 32-byte key from its secret file; ConfigError when it is missing or malformed."""
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, ValueError, binascii.Error) as exc:
+        raise ConfigError(f"photo key {path}: {exc}") from exc
+    if len(key) != 32:
+        raise ConfigError(f"photo key {path}: must be 32 bytes of base64 (`candor secrets init` makes one)")
+    return key
+
+
+@dataclass(frozen=True)
+class PhotoHeader:
+    """What is known of a stored photo without decrypting it."""
+
+    kind: Kind
+    #: The record id (gallery) or the search id (probe).
+    key: str
+    sha256: str
+    stored_at: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    #: The chosen face's box in the photo, {x, y, width, height}; None when not known.
+    face_box: dict[str, int] | None = None
+    subject_id: str = ""
+    #: Where it came from: "enroll" or "<import id>/<item>" (gallery), "search" (probe).
+    origin: str = ""
+
+    @property
+    def name(self) -> str:
+        """The object's name in the bucket."""
+        return object_name(self.kind, self.key)
+
+    @property
+    def stored(self) -> dt.datetime:
+        """When it was stored."""
+        return dt.datetime.fromisoformat(self.stored_at)
+
+    def box(self) -> common_pb2.Box | None:
+        """The face box as a message, or None."""
+        return common_pb2.Box(**self.face_box) if self.face_box else None
+
+    def encoded(self) -> str:
+        """The header as its object's description (and the ciphertext's associated data)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> PhotoHeader:
+        """Parse a description; ValueError when it is not a photo header."""
+        try:
+            values: dict[str, Any] = json.loads(text)
+            header = cls(**values)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a photo header: {exc}") from exc
+        if header.kind not in ("gallery", "probe"):
+            raise ValueError(f"not a photo kind: {header.kind!r}")
+        return header
+
+
+def object_name(kind: Kind, key: str) -> str:
+    """``gallery/<record id>`` or ``probe/<search id>``; InvalidInput for anything else."""
+    if not KEY.match(key):
+        raise InvalidInput("not a record or search id")
+    return f"{kind}/{key}"
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A decrypted photo and its header."""
+
+    header: PhotoHeader
+    image: bytes
+
+
+class PhotoStore:
+    """Encrypted photos in the CANDOR_PHOTOS object store."""
+
+    def __init__(self, key: bytes, bucket: str = PHOTOS_BUCKET) -> None:
+        self._aead = AESGCM(key)
+        self._bucket_name = bucket
+        self._bucket: ObjectStore | None = None
+
+    async def open(self, bus: Bus, replicas: int = 1) -> None:
+        """Bind to the bucket, creating it (file storage, ``replicas`` copies) on first use."""
+        config = ObjectStoreConfig(
+            description="Candor's encrypted gallery photos and retained probes",
+            storage=StorageType.FILE,
+            replicas=replicas,
+        )
+        try:
+            self._bucket = await bus.jetstream.create_object_store(self._bucket_name, config)
+        except BadRequestError:  # made by another replica with other settings: use it as it is
+            self._bucket = await bus.jetstream.object_store(self._bucket_name)
+
+    @property
+    def bucket_name(self) -> str:
+        """The object store's name."""
+        return self._bucket_name
+
+    @property
+    def bucket(self) -> ObjectStore:
+        """The bound bucket; ServiceUnavailable before ``open``."""
+        if self._bucket is None:
+            raise ServiceUnavailable("the photo store is not open yet")
+        return self._bucket
+
+    async def put(self, header: PhotoHeader, image: bytes, *, replace: bool = True) -> bool:
+        """Encrypt and store a photo; with ``replace`` False, keep one already stored under its
+        name. Returns whether it was written."""
+        if not replace and await self.header(header.kind, header.key) is not None:
+            return False
+        description = header.encoded()
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = nonce + self._aead.encrypt(nonce, image, description.encode())
+        await self.bucket.put(header.name, sealed, meta=ObjectMeta(name=header.name, description=description))
+        return True
+
+    async def header(self, kind: Kind, key: str) -> PhotoHeader | None:
+        """The stored photo's header, or None when none is stored."""
+        try:
+            info = await self.bucket.get_info(object_name(kind, key))
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        return PhotoHeader.decode(info.description or "")
+
+    async def get(self, kind: Kind, key: str) -> Photo | None:
+        """The decrypted photo, or None when none is stored; PreconditionFailed when the object
+        was altered or another key made it."""
+        name = object_name(kind, key)
+        try:
+            result = await self.bucket.get(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return None
+        description = result.info.description or ""
+        try:
+            header = PhotoHeader.decode(description)
+            data = result.data or b""
+            image = self._aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], description.encode())
+        except (ValueError, InvalidTag) as exc:
+            raise PreconditionFailed(
+                f"the stored photo {name} fails its integrity check (altered, or another key)"
+            ) from exc
+        if header.name != name:
+            raise PreconditionFailed(f"the stored photo {name} carries the header of {header.name}")
+        return Photo(header, image)
+
+    async def delete(self, kind: Kind, key: str) -> bool:
+        """Delete a photo (its chunks are purged); False when none was stored."""
+        try:
+            await self.bucket.delete(object_name(kind, key))
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        return True
+
+    async def headers(self, kind: Kind) -> list[PhotoHeader]:
+        """Every stored photo of a kind (deleted ones left out); one unreadable header is logged
+        and skipped, so it cannot stop a sweep of the others."""
+        try:
+            infos = await self.bucket.list(ignore_deletes=True)
+        except NotFoundError:  # an empty bucket
+            return []
+        found = []
+        for info in infos:
+            if info.deleted or not (info.name or "").startswith(f"{kind}/"):
+                continue
+            try:
+                found.append(PhotoHeader.decode(info.description or ""))
+            except ValueError:
+                log.warning("photo_header_unreadable", name=info.name)
+        return found

@@ -1,0 +1,272 @@
+"""The photo store through the running services: enrolled photos and retained probes are kept
+encrypted in the JetStream object store, shown to reviewers with their face boxes (every view
+audited), deleted with their record or subject, and probes swept once their candidates are decided
+and the policy's days have passed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import nats
+import pytest
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_gateway.photos import PhotoHeader, PhotoStore, generate_photo_key, read_photo_key
+from candor_kit import Bus, PreconditionFailed
+from candor_kit.identifiers import record_id_for
+from candor_kit.subjects import PHOTOS_BUCKET
+from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.test_governance import (
+    AUDITOR,
+    ENROLLER,
+    INVESTIGATOR,
+    RITA,
+    ROB,
+    SUE,
+    policy_with,
+    restore_policy,  # noqa: F401 - a fixture
+    review,
+    search_as,
+)
+from tests.integration.test_search_flow import audit_records
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture(scope="module")
+async def enrolled(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path) -> gateway_pb2.EnrollResponse:
+    """obama.jpg enrolled as "obama" (idempotent: other modules may have enrolled it too)."""
+    request = gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="obama")
+    return await gateway.Enroll(request, metadata=ENROLLER)
+
+
+@pytest.fixture
+async def store(stack: InProcessStack) -> AsyncIterator[PhotoStore]:
+    """The stack's photo store, read with the gateway's key over a connection of the test's own."""
+    bus = await Bus.connect(stack.nats_url, "photo-test")
+    photos = PhotoStore(read_photo_key(stack.root / "secrets" / "photo-key"))
+    await photos.open(bus)
+    yield photos
+    await bus.close()
+
+
+async def raw_object(stack: InProcessStack, name: str) -> bytes:
+    """An object's stored bytes, as anyone with access to NATS would read them."""
+    client = await nats.connect(stack.nats_url)
+    try:
+        bucket = await client.jetstream().object_store(PHOTOS_BUCKET)
+        return (await bucket.get(name)).data or b""
+    finally:
+        await client.close()
+
+
+async def test_an_enrolled_photo_is_kept_encrypted_and_shown_to_a_reviewer_with_its_face_box_each_view_audited(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: gateway_pb2.EnrollResponse,
+    store: PhotoStore,
+) -> None:
+    photo = (samples / "obama.jpg").read_bytes()
+    sha256 = hashlib.sha256(photo).hexdigest()
+    assert enrolled.record_id == record_id_for("obama", sha256)
+    stored = await raw_object(stack, f"gallery/{enrolled.record_id}")
+    assert photo[2000:2064] not in stored and len(stored) == len(photo) + 12 + 16
+
+    search_id = await search_as(gateway, samples, INVESTIGATOR, "PHOTO-1")
+    shown = await gateway.GetSearchPhoto(gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=1), metadata=RITA)
+    assert shown.image == photo and shown.sha256 == sha256 and shown.subject_id == "obama"
+    assert shown.HasField("face_box") and shown.face_box.width > 60
+    probe = await gateway.GetSearchPhoto(gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=0), metadata=RITA)
+    assert probe.image == (samples / "obama2.jpg").read_bytes() and probe.face_box.width > 60
+
+    async def both_views_audited() -> bool:
+        records = await audit_records(stack, kinds=["photo.viewed"], case_number="PHOTO-1")
+        seen = [json.loads(r.event.details_json) for r in records if r.event.actor == "rita"]
+        return sorted(d["photo"] for d in seen) == ["candidate", "probe"] and all(d["sha256"] for d in seen)
+
+    await eventually(both_views_audited)
+
+
+async def test_the_searcher_other_roles_and_unknown_candidates_are_refused_a_photo_and_the_refusal_audited(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: object
+) -> None:
+    iris = as_user("investigating-reviewer")
+    own = await search_as(gateway, samples, iris, "PHOTO-2")
+    refusals = [
+        (iris, own, 1, grpc.StatusCode.PERMISSION_DENIED),  # the searcher, though a reviewer too
+        (INVESTIGATOR, own, 1, grpc.StatusCode.PERMISSION_DENIED),  # no reviewing role
+        (ENROLLER, own, 0, grpc.StatusCode.PERMISSION_DENIED),
+        (as_user("not-a-token"), own, 0, grpc.StatusCode.UNAUTHENTICATED),
+        (RITA, own, 17, grpc.StatusCode.NOT_FOUND),  # no such candidate
+        (RITA, own, -1, grpc.StatusCode.INVALID_ARGUMENT),
+    ]
+    for metadata, search_id, rank, code in refusals:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.GetSearchPhoto(
+                gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=rank), metadata=metadata
+            )
+        assert refused.value.code() == code, (metadata, rank)
+
+    async def refusals_audited() -> bool:
+        records = await audit_records(stack, kinds=["photo.view.refused"])
+        return {"iris", "ivy", "eric", "anonymous", "rita"} <= {r.event.actor for r in records}
+
+    await eventually(refusals_audited)
+
+
+async def test_an_altered_or_foreign_keyed_photo_fails_its_integrity_check(
+    stack: InProcessStack, enrolled: gateway_pb2.EnrollResponse, store: PhotoStore
+) -> None:
+    foreign = PhotoStore(read_photo_key(stack.root / "secrets" / "photo-key"))
+    foreign._bucket = store.bucket  # the same bucket read with the right key: the photo is fine
+    assert (await foreign.get("gallery", enrolled.record_id)) is not None
+    other_key = stack.root / "other-photo-key"
+    other_key.write_bytes(generate_photo_key())
+    wrong = PhotoStore(read_photo_key(other_key))
+    wrong._bucket = store.bucket
+    with pytest.raises(PreconditionFailed, match="integrity"):
+        await wrong.get("gallery", enrolled.record_id)
+
+    # A header swapped onto another object's ciphertext is caught too.
+    fake = PhotoHeader("gallery", "00000000-0000-0000-0000-000000000001", "ab" * 32, subject_id="someone")
+    await store.put(fake, b"a photo")
+    original = await store.bucket.get(f"gallery/{enrolled.record_id}")
+    info = await store.bucket.get_info(fake.name)
+    info.description = original.info.description
+    await store.bucket.update_meta(fake.name, info)
+    with pytest.raises(PreconditionFailed):
+        await store.get("gallery", fake.key)
+    assert await store.delete("gallery", fake.key)
+
+
+async def test_deleting_a_record_or_a_subject_deletes_its_photos_and_says_so_in_the_audit(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, store: PhotoStore
+) -> None:
+    t1 = (samples / "t1.jpg").read_bytes()
+    first = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=t1, subject_id="photo-del-a", face_index=0), metadata=ENROLLER
+    )
+    kept = await store.get("gallery", first.record_id)
+    assert kept is not None and kept.header.face_box and kept.header.origin == "enroll"
+    await gateway.DeleteRecord(
+        gateway_pb2.DeleteRecordRequest(record_id=first.record_id, reason="test"), metadata=ENROLLER
+    )
+    assert await store.header("gallery", first.record_id) is None
+
+    other = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "biden.jpg").read_bytes(), subject_id="photo-del-b"),
+        metadata=ENROLLER,
+    )
+    assert await store.header("gallery", other.record_id) is not None
+    await gateway.DeleteSubject(
+        gateway_pb2.DeleteSubjectRequest(subject_id="photo-del-b", reason="court order"), metadata=ENROLLER
+    )
+    assert await store.header("gallery", other.record_id) is None
+
+    async def audited() -> bool:
+        records = await audit_records(stack, kinds=["record.deleted", "subject.deleted"])
+        details = [json.loads(r.event.details_json) for r in records]
+        return any(d.get("record_id") == first.record_id and d["photos_deleted"] == 1 for d in details) and any(
+            d.get("subject_id") == "photo-del-b" and d.get("photos_deleted") == 1 for d in details
+        )
+
+    await eventually(audited)
+
+
+async def test_a_gallery_admin_reads_a_record_photo_for_re_embedding_and_nobody_else_does(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: gateway_pb2.EnrollResponse
+) -> None:
+    request = gateway_pb2.GetRecordPhotoRequest(record_id=enrolled.record_id)
+    photo = await gateway.GetRecordPhoto(request, metadata=ENROLLER)
+    assert photo.image == (samples / "obama.jpg").read_bytes() and photo.subject_id == "obama"
+    for metadata in (RITA, AUDITOR, INVESTIGATOR):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.GetRecordPhoto(request, metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    for bad, code in (
+        ("../../etc", grpc.StatusCode.INVALID_ARGUMENT),
+        ("0" * 8 + "-0000-0000-0000-" + "0" * 12, grpc.StatusCode.NOT_FOUND),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.GetRecordPhoto(gateway_pb2.GetRecordPhotoRequest(record_id=bad), metadata=ENROLLER)
+        assert refused.value.code() == code
+
+
+async def test_a_case_page_shows_each_search_with_its_review_trail_to_supervisors_and_auditors(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, enrolled: object
+) -> None:
+    search_id = await search_as(gateway, samples, INVESTIGATOR, "PHOTO-CASE-1")
+    await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM, "same scar")
+    await review(gateway, ROB, search_id, gateway_pb2.DECISION_REJECT, "ears differ")
+    for metadata in (SUE, AUDITOR):
+        case = await gateway.GetCase(gateway_pb2.GetCaseRequest(case_number="PHOTO-CASE-1"), metadata=metadata)
+        [shown] = case.searches
+        assert shown.search_id == search_id
+        top = shown.candidates[0]
+        assert top.status == gateway_pb2.CANDIDATE_STATUS_DISPUTED
+        assert [(r.reviewer, r.notes) for r in top.reviews] == [("rita", "same scar"), ("rob", "ears differ")]
+    for metadata in (RITA, INVESTIGATOR):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.GetCase(gateway_pb2.GetCaseRequest(case_number="PHOTO-CASE-1"), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    async def audited() -> bool:
+        records = await audit_records(stack, kinds=["case.viewed", "case.view.refused"], case_number="PHOTO-CASE-1")
+        return {r.event.actor for r in records} == {"sue", "audrey", "rita", "ivy"}
+
+    await eventually(audited)
+
+
+async def test_a_probe_is_kept_until_its_candidates_are_decided_plus_the_policy_days_then_swept_and_audited(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 0}))
+    decided = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
+    waiting = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
+    stored = await raw_object(stack, f"probe/{decided}")
+    assert (samples / "obama2.jpg").read_bytes()[1000:1064] not in stored
+    shown = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=decided), metadata=RITA)
+    assert shown.probe_image == (samples / "obama2.jpg").read_bytes()
+    for rank in range(1, len(shown.candidates) + 1):
+        for reviewer in (RITA, ROB):
+            request = gateway_pb2.SubmitReviewRequest(
+                search_id=decided, rank=rank, decision=gateway_pb2.DECISION_REJECT, notes="not him"
+            )
+            await gateway.SubmitReview(request, metadata=reviewer)
+
+    async def swept() -> bool:
+        records = await audit_records(stack, kinds=["probe.deleted"])
+        reasons = {json.loads(r.event.details_json)["search_id"]: r for r in records}
+        return decided in reasons and await store.header("probe", decided) is None
+
+    await eventually(swept)
+    # The other search's candidates still wait for review: its probe stays.
+    assert await store.header("probe", waiting) is not None
+
+    # A policy that keeps no probes sweeps the rest.
+    await stack.use_policy(policy_with(retention={"keep_probes": False}))
+    kept_none = await gateway.Search(
+        gateway_pb2.SearchRequest(
+            probe_image=(samples / "obama2.jpg").read_bytes(), case_number="RET-1", purpose="investigation"
+        ),
+        metadata=INVESTIGATOR,
+    )
+    assert await store.header("probe", kept_none.search_id) is None
+
+    async def all_swept() -> bool:
+        return await store.header("probe", waiting) is None
+
+    await eventually(all_swept)
+    records = await audit_records(stack, kinds=["probe.deleted"])
+    why = {json.loads(r.event.details_json)["search_id"]: json.loads(r.event.details_json)["reason"] for r in records}
+    assert why[waiting] == "the policy keeps no probes" and why[decided].startswith("decided ")
