@@ -67,6 +67,15 @@ CALLS: dict[Permission, tuple[str, Call]] = {
         "gallery.models",
         lambda g, m: g.GetGalleryModels(gateway_pb2.GetGalleryModelsRequest(), metadata=m),
     ),
+    Permission.GET_SEARCH_PHOTO: (
+        "photo.view",
+        lambda g, m: g.GetSearchPhoto(gateway_pb2.GetSearchPhotoRequest(), metadata=m),
+    ),
+    Permission.GET_RECORD_PHOTO: (
+        "photo.read",
+        lambda g, m: g.GetRecordPhoto(gateway_pb2.GetRecordPhotoRequest(), metadata=m),
+    ),
+    Permission.GET_CASE: ("case.view", lambda g, m: g.GetCase(gateway_pb2.GetCaseRequest(), metadata=m)),
 }
 TABLE = [(rpc, role) for rpc in Permission for role in ROLES]
 

@@ -93,6 +93,8 @@ class Principal:
 
     user: str
     roles: frozenset[str]
+    #: When the token expires (Unix seconds); 0 when not known.
+    expires_at: int = 0
 
     def require(self, permission: Permission) -> None:
         """Raise PolicyViolation unless one of the roles is on the RPC's allow-list."""
@@ -150,7 +152,7 @@ class TokenVerifier:
         unknown = sorted(set(roles) - set(ROLES))
         if unknown:
             raise Unauthenticated(f"the token carries unknown roles: {', '.join(unknown)}")
-        return Principal(user=str(claims["sub"]), roles=frozenset(roles))
+        return Principal(user=str(claims["sub"]), roles=frozenset(roles), expires_at=int(claims["exp"]))
 
     def _claims(self, token: str) -> Mapping[str, Any]:
         try:
