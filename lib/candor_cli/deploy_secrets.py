@@ -18,6 +18,8 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
   embedder, matcher, audit) must carry (CANDOR_SERVICE_TOKEN_FILE);
 - ``photo-key``: the AES-256 key (base64) that encrypts the stored gallery photos and retained
   probes (CANDOR_GATEWAY_PHOTO_KEY_FILE); without it they cannot be read. Keep a copy offline.
+- ``review-session-key``: the AES-256 key (base64) that seals the review desk's session cookies
+  (CANDOR_REVIEW_SESSION_KEY_FILE); replacing it signs everyone out.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
     write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
     write_private(folder / "photo-key", generate_photo_key().decode("ascii"), 0o644)
+    write_private(folder / "review-session-key", generate_photo_key().decode("ascii"), 0o644)
     write_private(folder / "service-token", service_token() + "\n", 0o644)
     return [
         *written,
@@ -96,6 +99,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
                 "audit-postgres-dsn",
                 "audit-signing-key.pem",
                 "photo-key",
+                "review-session-key",
                 "service-token",
             )
         ),

@@ -154,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--force", action="store_true", help="replace secrets already there")
 
     settings = commands.add_parser("settings", help="list the settings each service reads")
-    settings.add_argument("service", nargs="?", choices=sorted(catalogue.SERVICES), help="one service only")
+    settings.add_argument(
+        "service", nargs="?", choices=sorted([*catalogue.SERVICES, *catalogue.WEB_SERVICES]), help="one service only"
+    )
     return parser
 
 
@@ -269,7 +271,12 @@ def _check_export(path: Path, public_key: Path | None) -> int:
 
 def _print_settings(services: list[str]) -> None:
     """Markdown tables: the settings every service shares, then each service's own."""
-    tables = [("every service", catalogue.COMMON)] + [(name, catalogue.SERVICES[name]) for name in services]
+    tables = [("every service", catalogue.COMMON)]
+    for name in services:
+        if name in catalogue.WEB_SERVICES:
+            tables.append((f"{name}: none of the shared settings, only these", catalogue.WEB_SERVICES[name]))
+        else:
+            tables.append((name, catalogue.SERVICES[name]))
     for title, settings in tables:
         print(f"### {title}\n\n| setting | default | meaning |\n|---|---|---|")
         for setting in settings:
@@ -324,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "settings":
-        _print_settings([args.service] if args.service else sorted(catalogue.SERVICES))
+        _print_settings([args.service] if args.service else [*sorted(catalogue.SERVICES), *catalogue.WEB_SERVICES])
         return 0
 
     if args.command in ("eval", "model"):

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ OPERATOR_ROLES = ("investigator", "gallery-admin", "auditor")
 
 #: Start order; stop order is the reverse.
 SERVICES = ("audit", "matcher", "embedder", "detector", "gateway")
+#: The review desk, started once the gateway serves: an HTTP app on loopback, not on the bus.
+REVIEW = "review"
 MAX_PAYLOAD = 16 * 1024 * 1024
 
 
@@ -92,6 +95,9 @@ def service_settings(
     internal = {}
     if name in INTERNAL_SERVICES:
         internal = {"CANDOR_SERVICE_TOKEN_FILE": str(ensure_service_token(data_dir))}
+    if name == REVIEW:
+        ensure_token_keys(data_dir)
+        ensure_photo_key(data_dir, "review-session-key")
     if name == "gateway":
         ensure_token_keys(data_dir)
         ensure_photo_key(data_dir)
@@ -110,6 +116,11 @@ def service_settings(
             "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true" if allow_uncalibrated else "false",
         },
         "matcher": {"CANDOR_MATCHER_DATA_DIR": str(data_dir / "gallery")},
+        REVIEW: {
+            "CANDOR_GATEWAY_JWT_ISSUER": LOCAL_ISSUER,
+            "CANDOR_GATEWAY_JWT_KEYS_FILE": str(secrets / "token-keys.pem"),
+            "CANDOR_REVIEW_SESSION_KEY_FILE": str(secrets / "review-session-key"),
+        },
         "audit": {
             "CANDOR_AUDIT_DB": str(data_dir / "audit" / "audit.db"),
             "CANDOR_AUDIT_SIGNING_KEY_FILE": str(signing_key),
@@ -136,10 +147,10 @@ def ensure_token_keys(data_dir: Path) -> Path:
     return private
 
 
-def ensure_photo_key(data_dir: Path) -> Path:
-    """The local stack's photo-encryption key (made on first use), as ``candor secrets init``
-    names it."""
-    key = data_dir / "secrets" / "photo-key"
+def ensure_photo_key(data_dir: Path, name: str = "photo-key") -> Path:
+    """One of the local stack's AES-256 keys (made on first use), named as ``candor secrets init``
+    names it: ``photo-key`` (the photo store) or ``review-session-key`` (the review desk's cookies)."""
+    key = data_dir / "secrets" / name
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_private(key, generate_photo_key().decode("ascii"))
@@ -211,6 +222,22 @@ def start_nats_server(
         process.kill()
         raise
     return process
+
+
+def wait_http(address: str, timeout_s: float, alive: callable | None = None) -> None:  # type: ignore[valid-type]
+    """Block until the web app at ``address`` answers its health page."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise StackError(f"the process behind {address} exited")
+        try:
+            with urllib.request.urlopen(f"http://{address}/healthz", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise StackError(f"http://{address}/healthz did not answer within {timeout_s:.0f}s")
 
 
 def wait_serving(address: str, timeout_s: float, alive: callable | None = None) -> None:  # type: ignore[valid-type]
@@ -358,6 +385,10 @@ class LocalStack:
                 self._save(state)
             for name in SERVICES:
                 self._wait_service(name, state, timeout_s)
+            state.addresses[REVIEW] = f"127.0.0.1:{free_port()}"
+            state.pids[REVIEW] = self._spawn_service(REVIEW, state)
+            self._save(state)
+            self._wait_service(REVIEW, state, timeout_s)
         except BaseException:
             self.down()
             raise
@@ -431,6 +462,8 @@ class LocalStack:
         return process.pid
 
     def _service_env(self, name: str, state: StackState) -> dict[str, str]:
+        if name == REVIEW:
+            return self._review_env(state)
         if self.compose is not None:
             own = compose_model.local_environment(
                 self.compose,
@@ -469,6 +502,25 @@ class LocalStack:
         )
         return env
 
+    def _review_env(self, state: StackState) -> dict[str, str]:
+        """The review desk's settings: on loopback, calling this stack's gateway."""
+        if self.compose is not None:
+            own = {
+                name: str(self.deploy_secrets / Path(value).name) if value.startswith("/run/secrets/") else value
+                for name, value in compose_model.service_environment(self.compose, REVIEW).items()
+            }
+            own.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        else:
+            own = service_settings(REVIEW, self.data, allow_uncalibrated=False)
+        inherited = {key: value for key, value in os.environ.items() if not key.startswith("CANDOR_")}
+        return {
+            **inherited,
+            "PYTHONUNBUFFERED": "1",
+            **own,
+            "CANDOR_REVIEW_ADDRESS": state.addresses[REVIEW],
+            "CANDOR_REVIEW_GATEWAY": state.addresses["gateway"],
+        }
+
     def _spawn_service(self, name: str, state: StackState, env: dict[str, str] | None = None, key: str = "") -> int:
         with open(self.logs / f"{key or name}.log", "ab") as log:
             process = subprocess.Popen(
@@ -482,8 +534,9 @@ class LocalStack:
 
     def _wait_service(self, name: str, state: StackState, timeout_s: float) -> None:
         pid = state.pids[name]
+        wait = wait_http if name == REVIEW else wait_serving
         try:
-            wait_serving(state.addresses[name], timeout_s, alive=lambda: _alive(pid))
+            wait(state.addresses[name], timeout_s, alive=lambda: _alive(pid))
         except StackError as exc:
             tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
             raise StackError(f"{name} failed to start: {exc}\n--- {name}.log (tail) ---\n{tail}") from exc
@@ -496,7 +549,7 @@ class LocalStack:
         if state is None:
             return
         replicas = [key for key in state.pids if "#" in key]
-        for name in (*replicas, *reversed(SERVICES), "nats"):
+        for name in (*replicas, REVIEW, *reversed(SERVICES), "nats"):
             pid = state.pids.pop(name, None)
             if pid is not None:
                 _terminate(pid, timeout_s)

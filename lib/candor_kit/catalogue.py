@@ -425,8 +425,82 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
 }
 
 
+#: The reviewer web app: on no bus and serving no gRPC, it reads none of COMMON's settings but the
+#: tracing ones. It checks tokens as the gateway does, so it reads the gateway's token settings.
+REVIEW_ADDRESS = Setting("CANDOR_REVIEW_ADDRESS", "host:port the reviewer web app listens on (HTTP)", "127.0.0.1:8443")
+REVIEW_TLS_CERT = _file("CANDOR_REVIEW_TLS_CERT", "PEM certificate chain for serving the web app over HTTPS")
+REVIEW_TLS_KEY = _file("CANDOR_REVIEW_TLS_KEY", "PEM private key for serving the web app over HTTPS", secret=True)
+REVIEW_PLAINTEXT = Setting(
+    "CANDOR_REVIEW_PLAINTEXT",
+    "allow plain HTTP on a non-loopback address (only behind an ingress that terminates TLS)",
+    "loopback",
+    "choice",
+    choices=("loopback", "allow"),
+)
+REVIEW_GATEWAY = Setting("CANDOR_REVIEW_GATEWAY", "host:port of the gateway's gRPC API")
+REVIEW_GATEWAY_CA = _file(
+    "CANDOR_REVIEW_GATEWAY_CA", "CA bundle that signed the gateway's certificate; empty: plaintext gRPC"
+)
+REVIEW_GATEWAY_PLAINTEXT = Setting(
+    "CANDOR_REVIEW_GATEWAY_PLAINTEXT",
+    "allow plaintext gRPC to a non-loopback gateway (only behind a mesh that encrypts)",
+    "loopback",
+    "choice",
+    choices=("loopback", "allow"),
+)
+REVIEW_SESSION_KEY_FILE = Setting(
+    "CANDOR_REVIEW_SESSION_KEY_FILE",
+    "file holding the AES-256 key (base64) that seals session cookies (`candor secrets init` makes one)",
+    None,
+    "file",
+    secret=True,
+)
+REVIEW_SESSION_TTL_S = _int(
+    "CANDOR_REVIEW_SESSION_TTL_S", "longest session, in seconds (never past the token's own expiry)", 28800, 300, 86400
+)
+REVIEW_OIDC_ISSUER = Setting(
+    "CANDOR_REVIEW_OIDC_ISSUER", "the OpenID Connect provider's issuer URL; empty: sign-in with a token only", ""
+)
+REVIEW_OIDC_CLIENT_ID = Setting(
+    "CANDOR_REVIEW_OIDC_CLIENT_ID", "the web app's client id at the OpenID Connect provider", ""
+)
+REVIEW_OIDC_CLIENT_SECRET_FILE = _file(
+    "CANDOR_REVIEW_OIDC_CLIENT_SECRET_FILE", "file holding the web app's OpenID Connect client secret", secret=True
+)
+REVIEW_PUBLIC_URL = Setting(
+    "CANDOR_REVIEW_PUBLIC_URL", "the web app's address as browsers reach it (OpenID Connect redirects)", ""
+)
+WEB_SERVICES: dict[str, tuple[Setting, ...]] = {
+    "review": (
+        REVIEW_ADDRESS,
+        REVIEW_TLS_CERT,
+        REVIEW_TLS_KEY,
+        REVIEW_PLAINTEXT,
+        REVIEW_GATEWAY,
+        REVIEW_GATEWAY_CA,
+        REVIEW_GATEWAY_PLAINTEXT,
+        REVIEW_SESSION_KEY_FILE,
+        REVIEW_SESSION_TTL_S,
+        GATEWAY_JWT_ISSUER,
+        GATEWAY_JWT_AUDIENCE,
+        GATEWAY_JWT_KEYS_FILE,
+        GATEWAY_JWT_KEYS,
+        GATEWAY_JWT_MAX_TTL_S,
+        GATEWAY_JWT_LEEWAY_S,
+        REVIEW_OIDC_ISSUER,
+        REVIEW_OIDC_CLIENT_ID,
+        REVIEW_OIDC_CLIENT_SECRET_FILE,
+        REVIEW_PUBLIC_URL,
+        REQUEST_TIMEOUT_S,
+        *OTEL,
+    ),
+}
+
+
 def settings_for(service: str) -> tuple[Setting, ...]:
-    """Every setting ``service`` reads: the shared ones and its own."""
+    """Every setting ``service`` reads: the shared ones and its own (a web service's own only)."""
+    if service in WEB_SERVICES:
+        return WEB_SERVICES[service]
     return COMMON + SERVICES[service]
 
 

@@ -252,6 +252,8 @@ def _object_store_permissions(bucket: str) -> list[str]:
     stream = f"OBJ_{bucket}"
     return [
         *(f"$JS.API.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET", "PURGE")),
+        # nats-py finds the stream behind an object's subjects by name lookup before reading it.
+        "$JS.API.STREAM.NAMES",
         f"$JS.API.DIRECT.GET.{stream}.>",
         f"$JS.API.CONSUMER.CREATE.{stream}",
         f"$JS.API.CONSUMER.CREATE.{stream}.>",

@@ -71,7 +71,7 @@ def gallery(local_stack: LocalStack, samples: Path) -> LocalStack:
 def test_every_service_reports_serving_and_the_signing_keys_are_private(local_stack: LocalStack) -> None:
     status = json.loads(candor(local_stack, "stack", "status").stdout)
     assert status["running"]
-    assert set(status["pids"]) == {"nats", "gateway", "detector", "embedder", "matcher", "audit"}
+    assert set(status["pids"]) == {"nats", "gateway", "detector", "embedder", "matcher", "audit", "review"}
     for key in ("token-signing.pem", "audit-signing-key.pem"):
         assert (local_stack.data / "secrets" / key).stat().st_mode & 0o077 == 0, key
 

@@ -1,0 +1,415 @@
+"""The reviewer web app: server-rendered pages over the gateway's API.
+
+Reviewers work through the searches that wait for them, comparing the probe with each candidate's
+enrolled photo side by side (face boxes drawn, zoomable to the faces), and record a decision with
+notes; supervisors settle disputes; supervisors and auditors read a case's searches with their
+whole review trail; auditors read the oversight report. Every call goes to the gateway with the
+user's own token, so the gateway decides and audits each one (every photo view included); the app
+refuses earlier what the user's roles cannot do, every form needs the session's CSRF token, and
+every page carries a strict Content-Security-Policy: no script at all, no outside asset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import grpc
+import httpx
+import structlog
+from opentelemetry import trace
+from starlette.applications import Starlette
+from starlette.datastructures import FormData
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from candor.gateway.v1 import gateway_pb2
+from candor_cli.report import compute
+from candor_gateway.policy import CASE_NUMBER
+from candor_kit import Unauthenticated
+from candor_review.gateway import Gateway, open_channel
+from candor_review.oidc import OidcClient
+from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, new_csrf, same_token
+from candor_review.settings import ReviewSettings
+from candor_review.views import DECISION_WORDS, STATUS_WORDS, figure, when
+
+HERE = Path(__file__).resolve().parent
+#: The roles this desk serves; anyone else is refused at sign-in.
+DESK_ROLES = ("reviewer", "supervisor", "auditor")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; img-src 'self' data:; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+#: The largest request body taken (a form: a token, or notes).
+MAX_BODY = 64 * 1024
+MAX_NOTES = 2000
+#: The longest period an oversight report covers.
+MAX_REPORT_DAYS = 366
+#: HTTP statuses for the gateway's refusals.
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+log = structlog.get_logger("candor.review")
+tracer = trace.get_tracer("candor.review")
+
+
+class Refused(Exception):
+    """A request the app turns down, with the HTTP status and the reason shown to the user."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class SignInFirst(Exception):
+    """The request needs a session and has none (or its token expired)."""
+
+
+def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) -> Starlette:
+    """The web app, talking to the gateway (and the OpenID Connect provider, when configured)."""
+    sealer = Sealer(settings.session_key)
+    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.globals.update(status_words=STATUS_WORDS, decision_words=DECISION_WORDS, when=when)
+    shared: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        shared["channel"] = open_channel(settings.gateway, settings.gateway_ca)
+        client = http or httpx.AsyncClient(timeout=settings.timeout_s)
+        shared["oidc"] = OidcClient(settings.oidc, client) if settings.oidc else None
+        try:
+            yield
+        finally:
+            await shared["channel"].close()
+            if http is None:
+                await client.aclose()
+
+    def gateway_for(session: Session) -> Gateway:
+        return Gateway(shared["channel"], session.token, settings.timeout_s)
+
+    def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+        session = request.scope.get("candor.session")
+        return templates.TemplateResponse(
+            request, name, {"session": session, "oidc": settings.oidc is not None, **context}, status_code=status
+        )
+
+    def need(request: Request, *roles: str) -> Session:
+        session: Session | None = request.scope.get("candor.session")
+        if session is None:
+            raise SignInFirst()
+        if not session.has(*roles):
+            allowed = " or ".join(f"{role}s" for role in roles)
+            raise Refused(403, f"this page is for {allowed}; you are signed in as {', '.join(session.roles)}")
+        return session
+
+    async def checked_form(request: Request, session: Session | None) -> FormData:
+        """The posted form, refused unless it is small, same-origin and carries the CSRF token."""
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            raise Refused(413, "the form is too large")
+        # Same-origin posts carry their origin (the referrer policy is same-origin); behind an
+        # ingress that terminates TLS the scheme differs from ours, so the host is what is compared.
+        origin = request.headers.get("origin")
+        if origin and urlsplit(origin).netloc != request.headers.get("host"):
+            raise Refused(403, "the form was posted from another site")
+        form = await request.form(max_files=0, max_fields=8, max_part_size=MAX_BODY)
+        if session is not None:
+            expected = session.csrf
+        else:  # the sign-in form: its token is in the sign-in cookie
+            expected = str((sealer.open(LOGIN_COOKIE, request.cookies.get(LOGIN_COOKIE)) or {}).get("csrf", ""))
+        if not same_token(expected, form.get("csrf")):
+            raise Refused(403, "the form's CSRF token is missing or wrong; reload the page and try again")
+        return form
+
+    def start_session(token: str) -> Session:
+        """A session for a token the gateway would accept, held by someone this desk serves."""
+        try:
+            principal = settings.tokens.authenticate(f"Bearer {token}")
+        except Unauthenticated as exc:
+            raise Refused(401, f"sign-in refused: {exc.message}") from exc
+        if not principal.roles & set(DESK_ROLES):
+            raise Refused(403, "this desk is for reviewers, supervisors and auditors")
+        expires = min(principal.expires_at or 0, int(time.time()) + settings.session_ttl_s)
+        session = Session(principal.user, tuple(sorted(principal.roles)), token, new_csrf(), expires)
+        log.info("signed_in", user=session.user, roles=list(session.roles))
+        return session
+
+    def set_session(response: Response, session: Session) -> None:
+        response.set_cookie(
+            SESSION_COOKIE,
+            sealer.seal_session(session),
+            max_age=max(1, session.expires_at - int(time.time())),
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+        response.delete_cookie(LOGIN_COOKIE, path="/", secure=True, httponly=True, samesite="lax")
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def no_icon(_: Request) -> Response:
+        return Response(status_code=204)
+
+    async def login_page(request: Request) -> Response:
+        if request.scope.get("candor.session") is not None:
+            return RedirectResponse("/", status_code=303)
+        return login_form(request)
+
+    def login_form(request: Request, status: int = 200, error: str = "") -> Response:
+        csrf = new_csrf()
+        response = render(request, "login.html", status, csrf=csrf, error=error)
+        response.set_cookie(
+            LOGIN_COOKIE,
+            sealer.seal(LOGIN_COOKIE, {"csrf": csrf}),
+            max_age=600,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def login(request: Request) -> Response:
+        form = await checked_form(request, None)
+        token = str(form.get("token") or "").strip()
+        if not token:
+            return login_form(request, 400, "paste the token your identity provider issued")
+        try:
+            session = start_session(token)
+        except Refused as refused:
+            return login_form(request, refused.status, refused.reason)
+        response = RedirectResponse("/", status_code=303)
+        set_session(response, session)
+        return response
+
+    async def logout(request: Request) -> Response:
+        session = request.scope.get("candor.session")
+        if session is not None:
+            await checked_form(request, session)
+            log.info("signed_out", user=session.user)
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    async def oidc_start(request: Request) -> Response:
+        oidc: OidcClient | None = shared["oidc"]
+        if oidc is None:
+            raise Refused(404, "sign-in through an identity provider is not configured")
+        url, remembered = await oidc.start()
+        response = RedirectResponse(url, status_code=303)
+        # Lax, so the browser sends it back on the provider's redirect to /oidc/callback.
+        response.set_cookie(
+            LOGIN_COOKIE,
+            sealer.seal(LOGIN_COOKIE, remembered),
+            max_age=600,
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    async def oidc_callback(request: Request) -> Response:
+        oidc: OidcClient | None = shared["oidc"]
+        if oidc is None:
+            raise Refused(404, "sign-in through an identity provider is not configured")
+        remembered = sealer.open(LOGIN_COOKIE, request.cookies.get(LOGIN_COOKIE))
+        try:
+            token = await oidc.finish(
+                request.query_params.get("code", ""), request.query_params.get("state", ""), remembered
+            )
+        except Unauthenticated as exc:
+            return login_form(request, 401, f"sign-in refused: {exc.message}")
+        session = start_session(token)
+        # A page, not a redirect: the Strict session cookie is then sent on a same-site navigation.
+        response = render(request, "signed_in.html", user=session.user)
+        set_session(response, session)
+        return response
+
+    async def queue(request: Request) -> Response:
+        session = need(request, *DESK_ROLES)
+        pending = None
+        if session.has("reviewer", "supervisor"):
+            pending = (await gateway_for(session).pending()).searches
+        return render(request, "queue.html", pending=pending, today=dt.date.today().isoformat())
+
+    async def search_page(request: Request) -> Response:
+        session = need(request, *DESK_ROLES)
+        search_id = request.path_params["search_id"]
+        zoom = request.query_params.get("zoom") == "faces"
+        gateway = gateway_for(session)
+        review = await gateway.search(search_id)
+        probe, probe_missing = await photo_figure(gateway, search_id, 0, zoom)
+        rows = []
+        for reviewed in review.candidates:
+            rank = reviewed.candidate.rank
+            shown, missing = await photo_figure(gateway, search_id, rank, zoom)
+            mine = [r for r in reviewed.reviews if r.reviewer == session.user]
+            may_decide = (
+                session.user != review.searched_by
+                and not mine
+                and (
+                    ("reviewer" in session.roles and reviewed.status == gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED)
+                    or ("supervisor" in session.roles and reviewed.status == gateway_pb2.CANDIDATE_STATUS_DISPUTED)
+                )
+            )
+            rows.append({"reviewed": reviewed, "figure": shown, "missing": missing, "may_decide": may_decide})
+        decided = request.query_params.get("decided", "")
+        return render(
+            request,
+            "search.html",
+            review=review,
+            probe=probe,
+            probe_missing=probe_missing,
+            rows=rows,
+            zoom=zoom,
+            decided=int(decided) if decided.isdigit() else None,
+        )
+
+    async def photo_figure(gateway: Gateway, search_id: str, rank: int, zoom: bool) -> tuple[Any, str]:
+        """A photo's figure, or why there is none to show (not kept, or not an image)."""
+        try:
+            photo = await gateway.photo(search_id, rank)
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
+                raise
+            return None, error.details() or "not shown"
+        shown = figure(photo, zoom)
+        return shown, "" if shown else "the stored photo is not an image a browser can show"
+
+    async def decide(request: Request) -> Response:
+        session = need(request, "reviewer", "supervisor")
+        form = await checked_form(request, session)
+        search_id, rank = request.path_params["search_id"], request.path_params["rank"]
+        decision = {"confirm": gateway_pb2.DECISION_CONFIRM, "reject": gateway_pb2.DECISION_REJECT}.get(
+            str(form.get("decision") or "")
+        )
+        if decision is None:
+            raise Refused(400, "choose confirm or reject")
+        notes = str(form.get("notes") or "").strip()
+        if len(notes) > MAX_NOTES:
+            raise Refused(400, f"notes take at most {MAX_NOTES} characters")
+        await gateway_for(session).decide(search_id, rank, decision, notes)
+        return RedirectResponse(f"/searches/{search_id}?decided={rank}", status_code=303)
+
+    async def case_page(request: Request) -> Response:
+        session = need(request, "supervisor", "auditor")
+        number = request.query_params.get("number", "").strip()
+        if not number:
+            return render(request, "case.html", case=None, number="")
+        if not CASE_NUMBER.match(number):
+            raise Refused(400, "a case number is 2 to 64 letters, digits and ._-/")
+        case = await gateway_for(session).case(number)
+        return render(request, "case.html", case=case, number=number)
+
+    async def report_page(request: Request) -> Response:
+        session = need(request, "auditor")
+        today = dt.date.today()
+        try:
+            start = dt.date.fromisoformat(request.query_params.get("from") or today.isoformat())
+            end = dt.date.fromisoformat(request.query_params.get("to") or today.isoformat())
+        except ValueError as exc:
+            raise Refused(400, "dates are YYYY-MM-DD") from exc
+        if end < start or (end - start).days >= MAX_REPORT_DAYS:
+            raise Refused(400, f"the period runs forward and covers at most {MAX_REPORT_DAYS} days")
+        records = await gateway_for(session).audit_records(
+            f"{start.isoformat()}T00:00:00Z", f"{(end + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
+        )
+        report = compute(records, (start.isoformat(), end.isoformat()))
+        return render(request, "report.html", report=report, start=start.isoformat(), end=end.isoformat())
+
+    # --- errors and headers --------------------------------------------------------------------
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        return render(request, "error.html", exc.status, reason=exc.reason)
+
+    async def sign_in_first(request: Request, _: Exception) -> Response:
+        if request.method == "GET":
+            return RedirectResponse("/login", status_code=303)
+        return render(request, "error.html", 401, reason="sign in first")
+
+    async def gateway_refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, grpc.aio.AioRpcError)
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            # The token expired or was revoked: the session goes with it.
+            response = login_form(request, 401, f"signed out: {exc.details()}")
+            response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+            return response
+        status = HTTP_STATUS.get(exc.code(), 502)
+        return render(request, "error.html", status, reason=exc.details() or exc.code().name)
+
+    async def around(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        request.scope["candor.session"] = sealer.open_session(request.cookies.get(SESSION_COOKIE))
+        with tracer.start_as_current_span(f"{request.method} {request.url.path}", kind=trace.SpanKind.SERVER):
+            response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Opener-Policy"] = "same-origin"
+        response.headers["Cross-Origin-Resource-Policy"] = "same-origin"
+        response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+        if not request.url.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-store"
+        if settings.https:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        session, route = request.scope.get("candor.session"), request.scope.get("route")
+        log.info(
+            "request",
+            method=request.method,
+            path=getattr(route, "path", request.url.path),
+            status=response.status_code,
+            user=session.user if session else None,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        return response
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/favicon.ico", no_icon),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/oidc/start", oidc_start),
+        Route("/oidc/callback", oidc_callback),
+        Route("/", queue),
+        Route("/searches/{search_id:str}", search_page),
+        Route("/searches/{search_id:str}/candidates/{rank:int}", decide, methods=["POST"]),
+        Route("/case", case_page),
+        Route("/report", report_page),
+        Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=around)],
+        exception_handlers={
+            Refused: refused,
+            SignInFirst: sign_in_first,
+            grpc.aio.AioRpcError: gateway_refused,
+        },
+        lifespan=lifespan,
+    )

@@ -1,0 +1,76 @@
+"""The web app's calls to the gateway: each one made with the signed-in user's own token, so the
+gateway authorises and audits every call as that user, with the trace context carried along."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+
+from candor.audit.v1 import audit_pb2
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_kit.telemetry import inject_headers
+
+#: Photos come back whole: allow a little over the gateway's largest photo.
+MAX_MESSAGE = 16 * 1024 * 1024
+
+
+def open_channel(address: str, ca_file: str = "") -> grpc.aio.Channel:
+    """A channel to the gateway: TLS checked against ``ca_file`` when given, plaintext otherwise."""
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+    if ca_file:
+        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+        return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.insecure_channel(address, options=options)
+
+
+class Gateway:
+    """The gateway's API as one user sees it."""
+
+    def __init__(self, channel: grpc.aio.Channel, token: str, timeout_s: float) -> None:
+        self._stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        self._token = token
+        self._timeout = timeout_s
+
+    def _metadata(self) -> Iterable[tuple[str, str]]:
+        return (("authorization", f"Bearer {self._token}"), *inject_headers().items())
+
+    async def pending(self) -> gateway_pb2.ListPendingReviewsResponse:
+        """Searches waiting for this user's review."""
+        request = gateway_pb2.ListPendingReviewsRequest(limit=100)
+        return await self._stub.ListPendingReviews(request, metadata=self._metadata(), timeout=self._timeout)
+
+    async def search(self, search_id: str) -> gateway_pb2.SearchReview:
+        """One search and its reviews, as this user may see them."""
+        request = gateway_pb2.GetSearchRequest(search_id=search_id)
+        return await self._stub.GetSearch(request, metadata=self._metadata(), timeout=self._timeout)
+
+    async def photo(self, search_id: str, rank: int) -> gateway_pb2.Photo:
+        """The probe (rank 0) or a candidate's photo; the gateway audits the view."""
+        request = gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=rank)
+        return await self._stub.GetSearchPhoto(request, metadata=self._metadata(), timeout=self._timeout)
+
+    async def decide(self, search_id: str, rank: int, decision: int, notes: str) -> gateway_pb2.SubmitReviewResponse:
+        """Record this user's decision on a candidate."""
+        request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=rank, decision=decision, notes=notes)
+        return await self._stub.SubmitReview(request, metadata=self._metadata(), timeout=self._timeout)
+
+    async def case(self, case_number: str) -> gateway_pb2.CaseView:
+        """A case's searches and review trails."""
+        request = gateway_pb2.GetCaseRequest(case_number=case_number)
+        return await self._stub.GetCase(request, metadata=self._metadata(), timeout=self._timeout)
+
+    async def audit_records(self, since: str, until: str) -> list[audit_pb2.AuditRecord]:
+        """Every audit record of a period (RFC 3339 bounds), a page at a time."""
+        records: list[audit_pb2.AuditRecord] = []
+        while True:
+            request = gateway_pb2.ListAuditRecordsRequest(
+                after_sequence=records[-1].sequence if records else 0, limit=1000
+            )
+            request.since.FromJsonString(since)
+            request.until.FromJsonString(until)
+            page = await self._stub.ListAuditRecords(request, metadata=self._metadata(), timeout=self._timeout)
+            records.extend(page.records)
+            if len(page.records) < 1000:
+                return records

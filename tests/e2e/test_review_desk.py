@@ -1,0 +1,305 @@
+"""The review desk in a real browser: Playwright drives Debian's Chromium through the whole review
+of ``make demo``'s search (two reviewers confirm, a dispute goes to a supervisor, an auditor reads
+the case and the oversight report), taking screenshots on the way; unauthenticated, wrong-role,
+CSRF-less and cross-site requests are refused, and every photo view is in the audit log."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from candor_cli import LocalStack
+from tests.conftest import ROOT
+from tests.e2e.test_stack_cli import candor, searching, wait_for_audit
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Chromium as the machine's closed network needs it: no sandbox as root, no background traffic.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Where the screenshots of the review are kept (ignored by git).
+SCREENSHOTS = ROOT / ".cache" / "screenshots" / "review-desk"
+DEMO_CASE = "DEMO-2026-0001"
+DISPUTE_CASE = "DEMO-2026-0002"
+
+
+@pytest.fixture(scope="module")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Iterator[LocalStack]:
+    """The stack after ``make demo``'s enrolments and search (scripts/demo.sh)."""
+    stack = LocalStack(tmp_path_factory.mktemp("review-desk"))
+    stack.up()
+    manifest = stack.data / "bookings.csv"
+    rows = [("obama", "obama.jpg"), ("obama", "obama3.jpg"), ("biden", "biden.jpg"), ("group-photo", "t1.jpg")]
+    manifest.write_text("subject_id,image_path,source\n" + "".join(f"{s},{samples / f},demo\n" for s, f in rows))
+    candor(stack, "gallery", "import", str(manifest), "--quiet")
+    for index in range(6):
+        candor(stack, "enroll", str(samples / "t1.jpg"), "--subject", f"t1-person-{index}", "--face", str(index))
+    yield stack
+    stack.down()
+
+
+def search(stack: LocalStack, samples: Path, case: str, probe: str = "obama2.jpg") -> str:
+    """A search as the demo makes it (the CLI's operator is the searcher); its id."""
+    found = candor(stack, *searching(samples / probe, case)).stdout
+    search_id = re.search(r"^search ([0-9a-f-]{36}) ", found, re.MULTILINE)
+    assert search_id, found
+    return search_id.group(1)
+
+
+@pytest.fixture(scope="module")
+def demo_search(demo_stack: LocalStack, samples: Path) -> str:
+    return search(demo_stack, samples, DEMO_CASE)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def desk(stack: LocalStack) -> str:
+    state = stack.state()
+    assert state is not None
+    return f"http://{state.addresses['review']}"
+
+
+def token(stack: LocalStack, user: str, *roles: str) -> str:
+    return stack.token(user, roles, ttl_s=1800)
+
+
+def signed_in(browser: Browser, stack: LocalStack, user: str, *roles: str) -> tuple[BrowserContext, Page]:
+    """A fresh browser profile signed in as ``user`` through the sign-in form."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(desk(stack) + "/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.fill("#token", token(stack, user, *roles))
+    page.click("form.login button[type=submit]")
+    expect(page.locator("header .who span")).to_contain_text(user)
+    return context, page
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def decide(page: Page, rank: int, decision: str, notes: str) -> None:
+    form = page.locator(f"#candidate-{rank} form.decision")
+    form.locator(f"input[value={decision}]").check()
+    form.locator("textarea").fill(notes)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("p.done")).to_contain_text(f"candidate {rank} is recorded")
+
+
+def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_and_an_auditor_reads_it_all(
+    browser: Browser, demo_stack: LocalStack, demo_search: str, samples: Path
+) -> None:
+    if SCREENSHOTS.exists():
+        shutil.rmtree(SCREENSHOTS)
+    SCREENSHOTS.mkdir(parents=True)
+
+    # Rita, a reviewer, finds the demo's search in her queue and compares the faces.
+    rita, page = signed_in(browser, demo_stack, "rita", "reviewer")
+    expect(page.locator("table.queue")).to_contain_text(DEMO_CASE)
+    shot(page, "01-rita-queue")
+    page.click(f"a[href='/searches/{demo_search}']")
+    top = page.locator("#candidate-1")
+    expect(top.locator("h2")).to_contain_text("obama")
+    expect(top.locator("svg.photo")).to_have_count(2)  # probe and candidate, side by side
+    expect(top.locator("svg.photo rect.face")).to_have_count(2)  # each face boxed
+    whole = top.locator("svg.photo").first.get_attribute("viewBox")
+    assert whole and whole.startswith("0 0 ")
+    shot(page, "02-rita-side-by-side")
+    page.click("text=Zoom to the faces")
+    zoomed = page.locator("#candidate-1 svg.photo").first.get_attribute("viewBox")
+    assert zoomed and zoomed != whole
+    shot(page, "03-rita-zoomed")
+    decide(page, 1, "confirm", "same ears, scar over the left eyebrow")
+    # Blind review: she sees her own decision and no status.
+    trail = page.locator("#candidate-1 table.trail")
+    expect(trail).to_contain_text("rita")
+    expect(page.locator("#candidate-1 .status")).to_have_count(0)
+    expect(page.locator("#candidate-1 form.decision")).to_have_count(0)
+    shot(page, "04-rita-decided")
+    rita.close()
+
+    rob, page = signed_in(browser, demo_stack, "rob", "reviewer")
+    page.goto(f"{desk(demo_stack)}/searches/{demo_search}")
+    expect(page.locator("#candidate-1 table.trail")).to_have_count(0)  # rita's review is hidden from him
+    decide(page, 1, "confirm", "agree: same person")
+    shot(page, "05-rob-decided")
+
+    # A second search of the demo's probe, on which the reviewers split.
+    disputed = search(demo_stack, samples, DISPUTE_CASE)
+    page.goto(f"{desk(demo_stack)}/searches/{disputed}")
+    decide(page, 1, "reject", "the jawline differs")
+    rob.close()
+    rita, page = signed_in(browser, demo_stack, "rita", "reviewer")
+    page.goto(f"{desk(demo_stack)}/searches/{disputed}")
+    decide(page, 1, "confirm", "same person")
+    rita.close()
+
+    # Sue, a supervisor, finds the dispute in her queue, reads both reviews and settles it.
+    sue, page = signed_in(browser, demo_stack, "sue", "supervisor")
+    expect(page.locator("table.queue")).to_contain_text(DISPUTE_CASE)
+    page.click(f"a[href='/searches/{disputed}']")
+    expect(page.locator("#candidate-1 .status")).to_have_text("disputed")
+    expect(page.locator("#candidate-1 table.trail")).to_contain_text("the jawline differs")
+    shot(page, "06-sue-dispute")
+    decide(page, 1, "confirm", "the scar settles it; lead confirmed")
+    expect(page.locator("#candidate-1 .status")).to_have_text("lead")
+    page.goto(f"{desk(demo_stack)}/case?number={DEMO_CASE}")
+    expect(page.locator("table.trail")).to_contain_text("lead")
+    expect(page.locator("table.trail")).to_contain_text("scar over the left eyebrow")
+    shot(page, "07-sue-case")
+    sue.close()
+
+    # Audrey, an auditor, reads the case, opens the photos (audited) and the oversight report.
+    audrey, page = signed_in(browser, demo_stack, "audrey", "auditor")
+    page.goto(f"{desk(demo_stack)}/case?number={DISPUTE_CASE}")
+    trail = page.locator("table.trail")
+    for seen in ("rita", "rob", "sue", "supervisor", "lead"):
+        expect(trail).to_contain_text(seen)
+    page.click(f"a[href='/searches/{disputed}']")
+    expect(page.locator("#candidate-1 svg.photo")).to_have_count(2)
+    expect(page.locator("#candidate-1 form.decision")).to_have_count(0)
+    page.goto(f"{desk(demo_stack)}/report")
+    reviews = page.locator("table.counts", has_text="Review outcomes")
+    expect(reviews.locator("tr", has_text="confirmed")).to_contain_text("2")
+    expect(reviews.locator("tr", has_text="disputed")).to_contain_text("1")
+    shot(page, "08-audrey-report")
+    audrey.close()
+
+    # Every photo view is in the chain, under the viewer's name, with the photo's hash.
+    viewed = wait_for_audit(
+        demo_stack,
+        "SELECT actor, details_json FROM audit_record WHERE kind = 'photo.viewed' AND case_number = ?",
+        (DEMO_CASE,),
+    )
+    seen = {(actor, json.loads(details)["photo"]) for actor, details in viewed}
+    assert {("rita", "probe"), ("rita", "candidate"), ("rob", "probe"), ("rob", "candidate")} <= seen
+    assert all(json.loads(details)["sha256"] for _, details in viewed)
+    assert sorted(path.name for path in SCREENSHOTS.glob("*.png")) == [
+        "01-rita-queue.png",
+        "02-rita-side-by-side.png",
+        "03-rita-zoomed.png",
+        "04-rita-decided.png",
+        "05-rob-decided.png",
+        "06-sue-dispute.png",
+        "07-sue-case.png",
+        "08-audrey-report.png",
+    ]
+
+
+class AttackerPage(BaseHTTPRequestHandler):
+    """Another site, which posts a decision to the desk from the visitor's browser."""
+
+    target = ""
+
+    def do_GET(self) -> None:
+        body = (
+            f'<form id="f" method="post" action="{self.target}">'
+            '<input name="decision" value="reject"><input name="notes" value="forged"></form>'
+            "<script>document.getElementById('f').submit()</script>"
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_unauthenticated_wrong_role_csrf_less_and_cross_site_requests_are_refused(
+    browser: Browser, demo_stack: LocalStack, samples: Path
+) -> None:
+    base = desk(demo_stack)
+    search_id = search(demo_stack, samples, "DEMO-2026-0003")
+    decision_url = f"{base}/searches/{search_id}/candidates/1"
+
+    # Unauthenticated: pages send the browser to sign in; a posted decision is refused.
+    anonymous = browser.new_context()
+    page = anonymous.new_page()
+    page.goto(f"{base}/searches/{search_id}")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    assert anonymous.request.post(decision_url, form={"decision": "confirm"}).status == 401
+    # The sign-in form needs its own CSRF token, and a token the gateway would accept.
+    assert anonymous.request.post(f"{base}/login", form={"token": "x"}).status == 403
+    page.fill("#token", "not-a-jwt")
+    page.click("form.login button[type=submit]")
+    expect(page.locator("p.error")).to_contain_text("sign-in refused")
+    # An investigator is not let in at all.
+    page.fill("#token", token(demo_stack, "ivan", "investigator"))
+    page.click("form.login button[type=submit]")
+    expect(page.locator("p.error")).to_contain_text("for reviewers, supervisors and auditors")
+    anonymous.close()
+
+    # Wrong role: an auditor may read but not decide, and a reviewer may not read the report.
+    audrey, page = signed_in(browser, demo_stack, "audrey-2", "auditor")
+    csrf = page.locator("form.who input[name=csrf]").get_attribute("value")
+    assert csrf
+    refused = page.request.post(decision_url, form={"decision": "confirm", "notes": "x", "csrf": csrf})
+    assert refused.status == 403 and "reviewers or supervisors" in refused.text()
+    audrey.close()
+    rita, page = signed_in(browser, demo_stack, "rita-2", "reviewer")
+    assert page.goto(f"{base}/report").status == 403
+    assert page.goto(f"{base}/case?number=DEMO-2026-0003").status == 403
+
+    # The session cookie is __Host-, Secure, HttpOnly and SameSite=Strict; pages carry the CSP.
+    [cookie] = [c for c in rita.cookies() if c["name"] == "__Host-candor-session"]
+    assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    response = page.goto(f"{base}/searches/{search_id}")
+    assert response is not None
+    assert "script-src" not in response.headers["content-security-policy"]
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+
+    # CSRF-less: the page's own form with its token taken out is refused.
+    form = page.locator("#candidate-1 form.decision")
+    form.locator("input[name=csrf]").evaluate("input => input.remove()")
+    form.locator("input[value=confirm]").check()
+    form.locator("button[type=submit]").click()
+    expect(page.locator("p.error")).to_contain_text("CSRF token is missing or wrong")
+    # A wrong token is refused too.
+    assert page.request.post(decision_url, form={"decision": "confirm", "csrf": "guess"}).status == 403
+
+    # Cross-site: another site's page posting from Rita's browser carries no session cookie.
+    AttackerPage.target = decision_url
+    attacker = ThreadingHTTPServer(("127.0.0.1", 0), AttackerPage)
+    threading.Thread(target=attacker.serve_forever, daemon=True).start()
+    try:
+        page.goto(f"http://localhost:{attacker.server_address[1]}/")
+        page.wait_for_url(decision_url)
+        expect(page.locator("p.error")).to_contain_text("sign in first")
+    finally:
+        attacker.shutdown()
+
+    # None of it reached the review: Rita may still decide, and the chain holds no review of hers.
+    page.goto(f"{base}/searches/{search_id}")
+    expect(page.locator("#candidate-1 form.decision")).to_have_count(1)
+    rita.close()
+    rows = wait_for_audit(
+        demo_stack, "SELECT count(*) FROM audit_record WHERE kind = 'review.submitted' AND actor = ?", ("rita-2",)
+    )
+    assert rows == [(0,)]
