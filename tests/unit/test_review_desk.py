@@ -1,0 +1,137 @@
+"""The review desk's parts: its settings refuse unsafe set-ups, sessions are sealed and expire,
+and photos become figures whose zoom stays on the face and inside the photo."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+from candor_review import ReviewSettings
+from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, same_token
+from candor_review.views import figure
+from PIL import Image
+
+from candor.common.v1 import common_pb2
+from candor.gateway.v1 import gateway_pb2
+from candor_gateway import generate_token_keys
+from candor_gateway.photos import generate_photo_key
+from candor_kit import ConfigError, EnvReader
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    keys, session_key = tmp_path / "token-keys.pem", tmp_path / "session-key"
+    keys.write_bytes(generate_token_keys()[1])
+    session_key.write_bytes(generate_photo_key())
+    return {
+        "CANDOR_REVIEW_GATEWAY": "127.0.0.1:50051",
+        "CANDOR_REVIEW_SESSION_KEY_FILE": str(session_key),
+        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
+        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(keys),
+    }
+
+
+def test_a_loopback_desk_starts_with_its_defaults(env: dict[str, str]) -> None:
+    settings = ReviewSettings.from_env(EnvReader(env))
+    assert (settings.host, settings.port, settings.gateway) == ("127.0.0.1", 8443, "127.0.0.1:50051")
+    assert settings.oidc is None and not settings.https and len(settings.session_key) == 32
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"CANDOR_REVIEW_ADDRESS": "0.0.0.0:8443"}, "not a loopback address and no TLS certificate"),
+        ({"CANDOR_REVIEW_GATEWAY": "gateway:50051"}, "is a network address and no CA is set"),
+        ({"CANDOR_REVIEW_SESSION_KEY_FILE": ""}, "CANDOR_REVIEW_SESSION_KEY_FILE is required"),
+        ({"CANDOR_GATEWAY_JWT_KEYS_FILE": ""}, "set one of CANDOR_GATEWAY_JWT_KEYS_FILE"),
+        ({"CANDOR_REVIEW_ADDRESS": "nowhere"}, "is not host:port"),
+        ({"CANDOR_REVIEW_OIDC_ISSUER": "https://idp.example"}, "OpenID Connect needs all four settings"),
+        ({"CANDOR_REVIEW_TLS_CERT": "/etc/hostname"}, "go together"),
+    ],
+)
+def test_an_unsafe_or_incomplete_configuration_is_refused(
+    env: dict[str, str], changes: dict[str, str], problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        ReviewSettings.from_env(EnvReader({**env, **changes}))
+
+
+def test_a_malformed_session_key_is_refused(env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "short-key"
+    bad.write_text("c2hvcnQ=\n")
+    with pytest.raises(ConfigError, match=r"session key .* must be 32 bytes"):
+        ReviewSettings.from_env(EnvReader({**env, "CANDOR_REVIEW_SESSION_KEY_FILE": str(bad)}))
+
+
+def test_network_addresses_are_allowed_only_when_said_and_oidc_needs_https(env: dict[str, str], tmp_path: Path) -> None:
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret\n")
+    allowed = {
+        **env,
+        "CANDOR_REVIEW_ADDRESS": "0.0.0.0:8443",
+        "CANDOR_REVIEW_PLAINTEXT": "allow",
+        "CANDOR_REVIEW_GATEWAY": "gateway:50051",
+        "CANDOR_REVIEW_GATEWAY_PLAINTEXT": "allow",
+        "CANDOR_REVIEW_OIDC_ISSUER": "https://idp.example/realms/candor/",
+        "CANDOR_REVIEW_OIDC_CLIENT_ID": "review-desk",
+        "CANDOR_REVIEW_OIDC_CLIENT_SECRET_FILE": str(secret),
+        "CANDOR_REVIEW_PUBLIC_URL": "https://review.example",
+    }
+    settings = ReviewSettings.from_env(EnvReader(allowed))
+    assert settings.oidc is not None
+    assert settings.oidc.issuer == "https://idp.example/realms/candor"
+    assert settings.oidc.redirect_uri == "https://review.example/oidc/callback"
+    assert "s3cret" not in repr(settings)
+    with pytest.raises(ConfigError, match="must be an https:// URL"):
+        ReviewSettings.from_env(EnvReader({**allowed, "CANDOR_REVIEW_OIDC_ISSUER": "http://idp.example"}))
+
+
+def test_a_session_is_sealed_and_opens_only_unaltered_unexpired_and_under_its_own_name() -> None:
+    sealer = Sealer(bytes(range(32)))
+    session = Session("rita", ("reviewer",), "header.claims.signature", "csrf-token", int(time.time()) + 60)
+    sealed = sealer.seal_session(session)
+    assert "rita" not in sealed and "header.claims" not in sealed
+    assert sealer.open_session(sealed) == session
+    tampered = sealed[:-2] + ("A" if sealed[-2] != "A" else "B") + sealed[-1]
+    assert sealer.open_session(tampered) is None
+    assert sealer.open_session(sealed, now=time.time() + 61) is None
+    assert Sealer(bytes(32)).open_session(sealed) is None  # another key
+    assert sealer.open(LOGIN_COOKIE, sealed) is None  # moved to another cookie
+    assert sealer.open(SESSION_COOKIE, "%%%") is None and sealer.open(SESSION_COOKIE, "x" * 9000) is None
+
+
+def test_csrf_tokens_compare_exactly() -> None:
+    assert same_token("abc", "abc")
+    assert not same_token("abc", "abd") and not same_token("abc", None) and not same_token("", "")
+
+
+def _photo(width: int, height: int, box: tuple[int, int, int, int] | None) -> gateway_pb2.Photo:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 90, 90)).save(buffer, format="JPEG")
+    photo = gateway_pb2.Photo(image=buffer.getvalue(), sha256="ab" * 32)
+    if box:
+        photo.face_box.CopyFrom(common_pb2.Box(x=box[0], y=box[1], width=box[2], height=box[3]))
+    return photo
+
+
+def test_a_figure_draws_the_face_box_and_its_zoom_stays_on_the_face_inside_the_photo() -> None:
+    whole = figure(_photo(600, 800, (500, 20, 90, 100)), zoom=False)
+    assert whole is not None and whole.view_box == "0 0 600 800" and whole.box == (500, 20, 90, 100)
+    assert whole.data_uri.startswith("data:image/jpeg;base64,")
+    zoomed = figure(_photo(600, 800, (500, 20, 90, 100)), zoom=True)
+    assert zoomed is not None
+    left, top, width, height = map(float, zoomed.view_box.split())
+    assert width == height == 180.0  # 1.8 times the face
+    assert left + width <= 600 and top >= 0  # pushed back inside the photo
+    assert left <= 500 and left + width >= 590 and top <= 20 and top + height >= 120  # the face is in view
+    unboxed = figure(_photo(300, 300, None), zoom=True)
+    assert unboxed is not None and unboxed.box is None and unboxed.view_box == "0 0 300 300"
+
+
+def test_what_is_not_an_image_is_not_embedded() -> None:
+    assert figure(gateway_pb2.Photo(image=b"<svg onload=alert(1)>"), zoom=False) is None
+    buffer = io.BytesIO()
+    Image.new("RGB", (10, 10)).save(buffer, format="TIFF")
+    assert figure(gateway_pb2.Photo(image=buffer.getvalue()), zoom=False) is None
