@@ -87,6 +87,11 @@ class GatewayClient:
         request = gateway_pb2.DetectFacesRequest(image=image.read_bytes())
         return self._stub.DetectFaces(request, metadata=self._metadata, timeout=self._timeout)
 
+    def record_photo(self, record_id: str) -> gateway_pb2.Photo:
+        """An enrolled record's photo from the photo store (gallery admins; audited)."""
+        request = gateway_pb2.GetRecordPhotoRequest(record_id=record_id)
+        return self._stub.GetRecordPhoto(request, metadata=self._metadata, timeout=self._timeout)
+
     def delete_subject(self, subject_id: str, reason: str) -> gateway_pb2.DeleteSubjectResponse:
         """Expunge a subject."""
         request = gateway_pb2.DeleteSubjectRequest(subject_id=subject_id, reason=reason)

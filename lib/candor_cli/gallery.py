@@ -53,6 +53,8 @@ class SourcePhoto:
     image_ref: str = ""
     #: When the photo re-embeds an existing record: that record's origin, kept.
     keep_origin: str = ""
+    #: The photo itself, when it comes from the photo store rather than from ``path``.
+    image: bytes | None = None
 
     @property
     def line(self) -> str:
@@ -118,11 +120,13 @@ def _batches(photos: list[SourcePhoto], root: Path) -> Iterator[list[gateway_pb2
             item=photo.item, subject_id=photo.subject_id, metadata=photo.metadata, keep_origin=photo.keep_origin
         )
         try:
-            item.image_ref = photo.image_ref or str(photo.path.relative_to(root))
+            item.image_ref = photo.image_ref or ("" if photo.image is not None else str(photo.path.relative_to(root)))
         except ValueError:
             item.image_ref = str(photo.path)
         try:
-            if photo.path.stat().st_size > BATCH_BYTES:  # the gateway records it as too large, unsent
+            if photo.image is not None:
+                item.image = photo.image
+            elif photo.path.stat().st_size > BATCH_BYTES:  # the gateway records it as too large, unsent
                 item.file_bytes = photo.path.stat().st_size
             else:
                 item.image = photo.path.read_bytes()

@@ -1,14 +1,15 @@
 """``candor gallery reembed --to MODEL``: rebuild the gallery with another model, then switch.
 
 The new model's detectors and embedders must be running beside the old ones. The command asks the
-gateway which records the new model's collection lacks, finds each record's photo from its
-reference (an imported record: its import's source folder and its path there; one enrolled by
-itself: the path it was enrolled from), checks the photo is the one enrolled (SHA-256), and imports
-those photos with the new model. Searches keep using the old model meanwhile, and new enrolments go
-to both. Records enrolled during the run are picked up by the next round. Once the new collection
-holds every record, the gallery switches to it in one step, unless some records could not be
-re-embedded (no stored photo, or the new model finds no face in it): those are listed, and the
-switch needs ``--leave-out-missing`` to go ahead without them.
+gateway which records the new model's collection lacks, reads each record's photo from the photo
+store (or, for a record enrolled before the store kept photos, from its reference: an imported
+record's import source folder and its path there, or the path it was enrolled from), checks the
+photo is the one enrolled (SHA-256), and imports those photos with the new model. Searches keep
+using the old model meanwhile, and new enrolments go to both. Records enrolled during the run are
+picked up by the next round. Once the new collection holds every record, the gallery switches to
+it in one step, unless some records could not be re-embedded (no stored photo, or the new model
+finds no face in it): those are listed, and the switch needs ``--leave-out-missing`` to go ahead
+without them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class LeftOut:
 
 
 class PhotoFinder:
-    """Finds a record's photo from its reference, checking it is the photo that was enrolled."""
+    """Finds a record's photo in the photo store, or else from its reference, checking it is the
+    photo that was enrolled."""
 
     def __init__(self, client: GatewayClient) -> None:
         self._client = client
@@ -57,10 +59,23 @@ class PhotoFinder:
                 self._roots[import_id] = source if source.is_dir() else source.parent
         return self._roots[import_id]
 
-    def find(self, record: matcher_pb2.GalleryRecord) -> Path | str:
-        """The photo's path, or why there is none."""
+    def stored(self, record: matcher_pb2.GalleryRecord) -> bytes | None:
+        """The record's photo from the photo store, or None when the store holds no such photo."""
+        try:
+            photo = self._client.record_photo(record.record_id)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return None
+            raise
+        return photo.image if photo.sha256 == record.image_sha256 else None
+
+    def find(self, record: matcher_pb2.GalleryRecord) -> bytes | Path | str:
+        """The photo (from the store) or its path, or why there is none."""
+        stored = self.stored(record)
+        if stored is not None:
+            return stored
         if not record.image_ref:
-            return "no photo reference was kept with the record"
+            return "no photo is stored and no photo reference was kept with the record"
         if record.origin:
             root = self._root(record.origin.partition("/")[0])
             if root is None:
@@ -100,10 +115,11 @@ def reembed_round(
             SourcePhoto(
                 item=len(photos),
                 subject_id=record.subject_id,
-                path=found,
+                path=found if isinstance(found, Path) else Path("photo-store") / record.record_id,
                 metadata=dict(record.metadata),
                 image_ref=record.image_ref,
                 keep_origin=record.origin,
+                image=found if isinstance(found, bytes) else None,
             )
         )
         sent.append(record)

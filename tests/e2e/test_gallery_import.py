@@ -5,6 +5,7 @@ workers killed with SIGKILL mid-import."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
 from candor_cli.gallery import import_id_for, read_source
 from candor_kit import subjects
+from candor_kit.identifiers import record_id_for
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import CANDOR, candor, searching, wait_for_audit
 
@@ -119,6 +121,18 @@ def test_an_import_enrols_the_good_photos_and_reports_each_rejection_with_its_re
         (f"%{import_id}%",),
     )
     assert len(enrolled) == 3
+    # Each enrolled photo is kept in the photo store under its record; the photos the workers
+    # rejected were stored when queued and taken back when their result was read.
+    with client_for(import_stack) as client:
+        for name in ("obama/obama.jpg", "obama/obama2.jpg", "biden/biden.jpg"):
+            photo = (source / name).read_bytes()
+            record_id = record_id_for(name.split("/")[0], hashlib.sha256(photo).hexdigest())
+            assert client.record_photo(record_id).image == photo
+        for name in ("crowd/t1.jpg", "obama/tiny.jpg", "obama/blurred.jpg", "nobody/wall.jpg"):
+            record_id = record_id_for(name.split("/")[0], hashlib.sha256((source / name).read_bytes()).hexdigest())
+            with pytest.raises(grpc.RpcError) as gone:
+                client.record_photo(record_id)
+            assert gone.value.code() == grpc.StatusCode.NOT_FOUND, name  # type: ignore[attr-defined]
 
 
 def test_importing_the_same_source_again_changes_nothing(import_stack: LocalStack, source: Path) -> None:
