@@ -38,7 +38,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from candor_cli.deploy_secrets import init_secrets
-from candor_cli.stack import SERVICES
+from candor_cli.stack import REVIEW, SERVICES
 from tests.deploy.test_monitoring import alert_rules
 from tests.e2e.otlp_sink import traces_in_log
 
@@ -144,12 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                 run(["bash", str(IMAGES_DIR / "build-base.sh"), base], timeout=BUILD_TIMEOUT_S, env=env, quiet=True)
             for name, image in infrastructure.items():
                 build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
-            for name in SERVICES:
+            for name in (*SERVICES, REVIEW):
                 build(f"candor/{name}:{version}", ROOT / "services" / name / "Dockerfile", ROOT, base, env)
             build(f"candor/e2e:{version}", COMPOSE_DIR / "e2e.Dockerfile", ROOT, base, env)
             status = run_compose(work, base, version, infrastructure, env)
             if not args.keep_images:
-                removed = [f"candor/{name}:{version}" for name in (*SERVICES, "e2e")]
+                removed = [f"candor/{name}:{version}" for name in (*SERVICES, REVIEW, "e2e")]
                 subprocess.run(["docker", "image", "rm", *removed], env=env, capture_output=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -175,8 +175,12 @@ def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, s
     }
     compose = compose_command(compose_env)
     try:
-        step("compose up: the stack and its Prometheus, each service once those it depends on are healthy")
-        run([*compose, "up", "--detach", "--no-build", "gateway", "prometheus"], timeout=RUN_TIMEOUT_S, env=compose_env)
+        step("compose up: the stack, its review desk and its Prometheus, each once those it depends on are healthy")
+        run(
+            [*compose, "up", "--detach", "--no-build", "gateway", REVIEW, "prometheus"],
+            timeout=RUN_TIMEOUT_S,
+            env=compose_env,
+        )
         step("compose run: the e2e runner against the stack")
         status = subprocess.run([*compose, "run", "--rm", "e2e"], env=compose_env, timeout=RUN_TIMEOUT_S).returncode
         step(f"the e2e runner exited {status}")

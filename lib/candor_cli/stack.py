@@ -505,11 +505,18 @@ class LocalStack:
     def _review_env(self, state: StackState) -> dict[str, str]:
         """The review desk's settings: on loopback, calling this stack's gateway."""
         if self.compose is not None:
-            own = {
-                name: str(self.deploy_secrets / Path(value).name) if value.startswith("/run/secrets/") else value
-                for name, value in compose_model.service_environment(self.compose, REVIEW).items()
-            }
-            own.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+            own = compose_model.local_environment(
+                self.compose,
+                REVIEW,
+                data=self.data,
+                secrets=self.deploy_secrets,
+                nats_url="",
+                grpc_address="",
+                health_address="",
+                base=self.compose_dir or Path(),
+            )
+            for unread in ("CANDOR_NATS_URL", "CANDOR_GRPC_ADDRESS", "CANDOR_HEALTH_ADDRESS"):  # not on the bus
+                del own[unread]
         else:
             own = service_settings(REVIEW, self.data, allow_uncalibrated=False)
         inherited = {key: value for key, value in os.environ.items() if not key.startswith("CANDOR_")}

@@ -74,6 +74,8 @@ QDRANT_HTTP_PORT = 6333
 QDRANT_GRPC_PORT = 6334
 QDRANT_P2P_PORT = 6335
 OTLP_GRPC_PORT = 4317
+#: The port the review desk serves HTTP(S) on inside a container or pod.
+REVIEW_PORT = 8443
 
 NATS_URL = Setting("CANDOR_NATS_URL", "NATS server URL, nats:// or tls://")
 NATS_CREDS = _file("CANDOR_NATS_CREDS", "NATS credentials file (JWT and nkey seed)", secret=True)

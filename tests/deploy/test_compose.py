@@ -85,7 +85,7 @@ def test_an_invalid_compose_file_is_caught(tmp_path: Path) -> None:
 def test_each_service_gets_only_known_settings_and_every_required_one(extra: tuple[str, ...]) -> None:
     model = compose_model(*extra)
     problems = []
-    for service in CANDOR_SERVICES:
+    for service in (*CANDOR_SERVICES, "review"):
         problems += catalogue.check_environment(service, compose.service_environment(model, service))
     assert problems == []
 
@@ -98,7 +98,7 @@ def test_every_dot_env_variable_is_used_and_every_used_one_is_defined() -> None:
 
 
 def test_every_candor_setting_in_dot_env_is_one_the_services_read() -> None:
-    known = {setting.name for service in CANDOR_SERVICES for setting in catalogue.settings_for(service)}
+    known = {setting.name for service in (*CANDOR_SERVICES, "review") for setting in catalogue.settings_for(service)}
     tunables = {name for name in dotenv_values(COMPOSE_DIR / ".env") if name.startswith("CANDOR_")} - {"CANDOR_VERSION"}
     assert tunables <= known, tunables - known
 

@@ -17,7 +17,7 @@ import pytest
 from candor_kit import catalogue
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, ROOT
 
-DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in CANDOR_SERVICES}
+DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in (*CANDOR_SERVICES, "review")}
 #: The images of `make test-containers` built from Debian's packages.
 INFRASTRUCTURE_DOCKERFILES = sorted((ROOT / "deploy" / "images").glob("*.Dockerfile"))
 
@@ -51,7 +51,7 @@ def test_hadolint_finds_nothing(path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("service", CANDOR_SERVICES)
+@pytest.mark.parametrize("service", (*CANDOR_SERVICES, "review"))
 def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: str) -> None:
     steps = instructions(DOCKERFILES[service])
     bases = [args.split()[0] for keyword, args in steps if keyword == "FROM"]
@@ -61,11 +61,17 @@ def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: s
     runtime = steps[max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM") :]
     user = [args for keyword, args in runtime if keyword == "USER"]
     assert user and user[-1].split(":")[0].isdigit() and int(user[-1].split(":")[0]) >= 1000
-    assert ("HEALTHCHECK", "--interval=10s --timeout=5s --start-period=60s --retries=3 "
-            'CMD ["python", "-m", "candor_kit.healthcheck"]') in runtime  # fmt: skip
+    health = [args for keyword, args in runtime if keyword == "HEALTHCHECK"]
     assert ("ENTRYPOINT", f'["python", "-m", "candor_{service}"]') in runtime
     exposed = {int(port) for keyword, args in runtime if keyword == "EXPOSE" for port in args.split()}
-    assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT, catalogue.METRICS_PORT}
+    if service == "review":  # an HTTP app: its own health page, its own port
+        assert health == ['--interval=10s --timeout=5s --start-period=30s --retries=3 '
+                          'CMD ["python", "-m", "candor_review.healthcheck"]']  # fmt: skip
+        assert exposed == {catalogue.REVIEW_PORT}
+    else:
+        assert health == ['--interval=10s --timeout=5s --start-period=60s --retries=3 '
+                          'CMD ["python", "-m", "candor_kit.healthcheck"]']  # fmt: skip
+        assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT, catalogue.METRICS_PORT}
     assert not any(keyword == "ADD" for keyword, _ in steps), "COPY only: nothing fetched at build by ADD"
 
 

@@ -64,6 +64,34 @@ def test_each_service_gets_only_known_settings_and_every_required_one(target: st
     assert problems == []
 
 
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_review_desk_gets_only_its_settings_and_serves_where_its_probes_and_service_look(target: str) -> None:
+    docs = render(target)
+    deployment = named(docs, "Deployment", "candor-review")
+    environment = container_environment(docs, deployment)
+    assert catalogue.check_environment("review", environment) == []
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert environment["CANDOR_REVIEW_ADDRESS"] == f"0.0.0.0:{catalogue.REVIEW_PORT}"
+    assert environment["CANDOR_REVIEW_GATEWAY"] == f"candor-gateway:{catalogue.GRPC_PORT}"
+    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {"http": catalogue.REVIEW_PORT}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+        assert container[probe]["httpGet"].get("scheme", "HTTP") == (
+            "HTTPS" if "CANDOR_REVIEW_TLS_CERT" in environment else "HTTP"
+        )
+    assert {port["port"] for port in named(docs, "Service", "candor-review")["spec"]["ports"]} == {
+        catalogue.REVIEW_PORT
+    }
+
+
+def test_prod_serves_the_review_desk_over_tls_and_checks_the_gateways_certificate() -> None:
+    docs = render("overlays/prod")
+    environment = container_environment(docs, named(docs, "Deployment", "candor-review"))
+    assert environment["CANDOR_REVIEW_PLAINTEXT"] == environment["CANDOR_REVIEW_GATEWAY_PLAINTEXT"] == "loopback"
+    assert environment["CANDOR_REVIEW_TLS_CERT"] and environment["CANDOR_REVIEW_GATEWAY_CA"]
+    assert "candor-review" in named(docs, "Certificate", "candor-grpc-tls")["spec"]["dnsNames"]
+
+
 def test_the_settings_check_fails_on_an_unknown_or_a_missing_setting() -> None:
     docs = render("overlays/prod")
     environment = container_environment(docs, named(docs, "Deployment", "candor-gateway"))
@@ -240,7 +268,8 @@ def network_edges(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str, int]]
             targets = set().union(*(_peer(peer, pods) for peer in rule["to"]))
             egress |= {(pod, target, port["port"]) for pod in selected for target in targets for port in rule["ports"]}
         for rule in spec.get("ingress", []):
-            sources = set().union(*(_peer(peer, pods) for peer in rule["from"])) if "from" in rule else {"any"}
+            # A rule naming no source admits anyone: outside, and every pod inside.
+            sources = set().union(*(_peer(peer, pods) for peer in rule["from"])) if "from" in rule else {"any", *pods}
             ingress |= {(src, pod, port["port"]) for pod in selected for src in sources for port in rule["ports"]}
     # Inside the namespace a connection needs both ends to allow it; outside, only our end counts.
     inside = {edge for edge in egress if edge[1] in pods} & {edge for edge in ingress if edge[0] in pods}
@@ -251,9 +280,12 @@ def network_edges(docs: tuple[dict[str, Any], ...]) -> set[tuple[str, str, int]]
 
 def test_network_policies_allow_exactly_the_edges_of_the_architecture() -> None:
     docs = render("components/network-policies")
-    everyone = (*CANDOR_SERVICES, "nats", "qdrant")
+    everyone = (*CANDOR_SERVICES, "review", "nats", "qdrant")
     expected = {
         ("any", "gateway", 50051),
+        ("any", "review", catalogue.REVIEW_PORT),
+        ("review", "gateway", 50051),
+        ("review", "observability/otel-collector", 4317),
         *((service, "nats", 4222) for service in CANDOR_SERVICES),
         *((service, "observability/otel-collector", 4317) for service in CANDOR_SERVICES),
         *(("monitoring/prometheus", service, catalogue.METRICS_PORT) for service in CANDOR_SERVICES),
