@@ -29,6 +29,7 @@ from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import (
     AUDIENCE,
     LOCAL_ISSUER,
+    REVIEW,
     SERVICES,
     LocalStack,
     StackError,
@@ -304,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
             for name in SERVICES:
                 print(f"  {name:<9} {state.addresses[name]}  SERVING")
             print(f"gateway: {state.gateway}")
+            print(f"review:  http://{state.addresses[REVIEW]}/  (the review desk; sign in with `candor token issue`)")
             print(f"tokens:  signed by {stack.token_key} (`candor token issue`; the CLI mints its own)")
             if not stack.require_calibration:
                 print("models:  uncalibrated models allowed (developer stack; see `candor model calibrate`)")

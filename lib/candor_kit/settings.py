@@ -115,7 +115,7 @@ class CommonSettings:
             env.problem("CANDOR_NATS_USER and CANDOR_NATS_CREDS are alternatives; set one")
         nats_host = urlsplit(nats_url).hostname or ""
         nats_plaintext = env.get(catalogue.NATS_PLAINTEXT)
-        if nats_url.startswith("nats://") and nats_host and not _is_loopback(nats_host) and nats_plaintext != "allow":
+        if nats_url.startswith("nats://") and nats_host and not is_loopback(nats_host) and nats_plaintext != "allow":
             # Photos, chips and audit events cross this connection.
             env.problem(
                 f"CANDOR_NATS_URL={nats_url} is plaintext to a network address; use tls:// with CANDOR_NATS_CA, "
@@ -129,7 +129,7 @@ class CommonSettings:
         if bool(cert) != bool(key):
             env.problem("CANDOR_GRPC_TLS_CERT and CANDOR_GRPC_TLS_KEY go together")
         plaintext_ok = env.get(catalogue.GRPC_PLAINTEXT)
-        if host and not cert and plaintext_ok != "allow" and not _is_loopback(host):
+        if host and not cert and plaintext_ok != "allow" and not is_loopback(host):
             # Bearer tokens and probe photos must not cross a network in the clear by accident.
             env.problem(
                 f"CANDOR_GRPC_ADDRESS={address} is not a loopback address and no TLS certificate is set; "
@@ -167,7 +167,8 @@ class CommonSettings:
         )
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, bracketed or not) is this machine's loopback."""
     host = host.strip("[]")
     if host == "localhost":
         return True

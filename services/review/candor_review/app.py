@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import grpc
@@ -180,16 +180,20 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
     def login_form(request: Request, status: int = 200, error: str = "") -> Response:
         csrf = new_csrf()
         response = render(request, "login.html", status, csrf=csrf, error=error)
+        remember_sign_in(response, {"csrf": csrf}, "strict")
+        return response
+
+    def remember_sign_in(response: Response, value: dict[str, object], samesite: Literal["strict", "lax"]) -> None:
+        """Keep what a sign-in under way needs, for ten minutes, in the sealed sign-in cookie."""
         response.set_cookie(
             LOGIN_COOKIE,
-            sealer.seal(LOGIN_COOKIE, {"csrf": csrf}),
+            sealer.seal(LOGIN_COOKIE, value),
             max_age=600,
             path="/",
             secure=True,
             httponly=True,
-            samesite="strict",
+            samesite=samesite,
         )
-        return response
 
     async def login(request: Request) -> Response:
         form = await checked_form(request, None)
@@ -220,15 +224,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         url, remembered = await oidc.start()
         response = RedirectResponse(url, status_code=303)
         # Lax, so the browser sends it back on the provider's redirect to /oidc/callback.
-        response.set_cookie(
-            LOGIN_COOKIE,
-            sealer.seal(LOGIN_COOKIE, remembered),
-            max_age=600,
-            path="/",
-            secure=True,
-            httponly=True,
-            samesite="lax",
-        )
+        remember_sign_in(response, remembered, "lax")
         return response
 
     async def oidc_callback(request: Request) -> Response:

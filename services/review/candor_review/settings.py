@@ -8,7 +8,6 @@ half an OpenID Connect configuration.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ from candor_gateway.access import TokenVerifier
 from candor_gateway.photos import read_photo_key
 from candor_gateway.service import read_token_verifier
 from candor_kit import ConfigError, EnvReader, catalogue
+from candor_kit.settings import is_loopback
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ReviewSettings:
         cert, key = env.get(catalogue.REVIEW_TLS_CERT), env.get(catalogue.REVIEW_TLS_KEY)
         if bool(cert) != bool(key):
             env.problem("CANDOR_REVIEW_TLS_CERT and CANDOR_REVIEW_TLS_KEY go together")
-        if host and not cert and not _is_loopback(host) and env.get(catalogue.REVIEW_PLAINTEXT) != "allow":
+        if host and not cert and not is_loopback(host) and env.get(catalogue.REVIEW_PLAINTEXT) != "allow":
             # Session cookies and faces must not cross a network in the clear by accident.
             env.problem(
                 f"CANDOR_REVIEW_ADDRESS={host}:{port} is not a loopback address and no TLS certificate is set; "
@@ -69,7 +69,7 @@ class ReviewSettings:
         gateway_host, gateway_port = _host_port(env, catalogue.REVIEW_GATEWAY)
         gateway_ca = env.get(catalogue.REVIEW_GATEWAY_CA)
         plaintext = env.get(catalogue.REVIEW_GATEWAY_PLAINTEXT)
-        if gateway_host and not gateway_ca and not _is_loopback(gateway_host) and plaintext != "allow":
+        if gateway_host and not gateway_ca and not is_loopback(gateway_host) and plaintext != "allow":
             env.problem(
                 f"CANDOR_REVIEW_GATEWAY={gateway_host}:{gateway_port} is a network address and no CA is set; set "
                 "CANDOR_REVIEW_GATEWAY_CA, or CANDOR_REVIEW_GATEWAY_PLAINTEXT=allow behind a mesh that encrypts"
@@ -129,7 +129,7 @@ def _read_oidc(env: EnvReader) -> OidcSettings | None:
     issuer, public = values["CANDOR_REVIEW_OIDC_ISSUER"], values["CANDOR_REVIEW_PUBLIC_URL"]
     for name, url in (("CANDOR_REVIEW_OIDC_ISSUER", issuer), ("CANDOR_REVIEW_PUBLIC_URL", public)):
         parts = urlsplit(url)
-        if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(parts.hostname or "")):
             env.problem(f"{name} must be an https:// URL (http:// only on a loopback address)")
     try:
         secret = Path(values["CANDOR_REVIEW_OIDC_CLIENT_SECRET_FILE"]).read_text().strip()
@@ -139,12 +139,3 @@ def _read_oidc(env: EnvReader) -> OidcSettings | None:
     return OidcSettings(
         issuer.rstrip("/"), values["CANDOR_REVIEW_OIDC_CLIENT_ID"], secret, public.rstrip("/") + "/oidc/callback"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
