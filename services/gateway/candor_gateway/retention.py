@@ -25,6 +25,10 @@ async def _why_delete(header: PhotoHeader, policy: Policy, desk: ReviewDesk, now
     retention = policy.retention
     if not retention.keep_probes:
         return "the policy keeps no probes"
+    if header.stored + dt.timedelta(days=retention.probe_days_after_decision) > now:
+        # Decided no earlier than it was stored: its days cannot have run out yet, so the chain
+        # need not be asked (a sweep reads the chain only for probes that may be due).
+        return None
     found = await desk.search_file(header.key)
     if found is None:
         return "its search was never recorded" if header.stored + UNRECORDED_GRACE <= now else None
