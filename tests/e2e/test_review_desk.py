@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from candor_cli import LocalStack
+from candor_cli.client import GatewayClient
 from tests.conftest import ROOT
 from tests.e2e.test_stack_cli import candor, searching, wait_for_audit
 
@@ -48,8 +49,12 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Itera
     rows = [("obama", "obama.jpg"), ("obama", "obama3.jpg"), ("biden", "biden.jpg"), ("group-photo", "t1.jpg")]
     manifest.write_text("subject_id,image_path,source\n" + "".join(f"{s},{samples / f},demo\n" for s, f in rows))
     candor(stack, "gallery", "import", str(manifest), "--quiet")
-    for index in range(6):
-        candor(stack, "enroll", str(samples / "t1.jpg"), "--subject", f"t1-person-{index}", "--face", str(index))
+    # The same six enrolments `candor enroll --face N` makes, through one client.
+    state = stack.state()
+    assert state is not None
+    with GatewayClient(state.gateway, stack.token()) as client:
+        for index in range(6):
+            client.enroll(samples / "t1.jpg", f"t1-person-{index}", face_index=index, metadata={"source": "demo"})
     yield stack
     stack.down()
 
