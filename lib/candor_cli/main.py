@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 import grpc
-from candor_eval.cli import add_commands as add_eval_commands
-from candor_eval.cli import run_calibrate, run_eval
 from google.protobuf.json_format import MessageToDict, MessageToJson, Parse
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -22,6 +20,7 @@ from candor_audit.export import check_records, export_file_stem, render_html
 from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
+from candor_cli.eval_commands import add_commands as add_eval_commands
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
 from candor_cli.reembed import run_model_command
@@ -337,6 +336,9 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command in ("eval", "model"):
+        # Loaded only here: the models, SciPy and matplotlib take seconds that no other command needs.
+        from candor_eval.cli import run_calibrate, run_eval
+
         stack = _stack(args)
         login = _operator_login(stack)
         if args.command == "eval":

@@ -14,11 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 from markdown import markdown as render_markdown
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from candor.audit.v1 import audit_pb2
 from candor_audit.export import record_details
@@ -81,6 +77,12 @@ def compute(records: list[audit_pb2.AuditRecord], period: tuple[str, str]) -> Ov
 
 def _chart(counts: Counter[str], title: str, path: Path, top: int = 12) -> Path:
     items = counts.most_common(top)
+    # Loaded when a chart is drawn, not when the report's numbers are computed (the review desk).
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(7, 0.45 * max(len(items), 2) + 1.2))
     labels = [label if len(label) <= 60 else label[:57] + "..." for label, _ in items]
     axes.barh(labels[::-1], [count for _, count in items][::-1], color="#4a6fa5")

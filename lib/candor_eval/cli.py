@@ -15,60 +15,12 @@ from candor_embedder import build_engine
 from candor_embedder.engines import ModelInfo
 from candor_eval.calibration import CalibrationError, calibrate
 from candor_eval.dataset import LabelledImage, load_dataset
-from candor_eval.embedding import Embedded, PipelineSpec, PlainDlib, StackPipeline, available_cores, embed_parallel
+from candor_eval.embedding import Embedded, PipelineSpec, PlainDlib, StackPipeline, embed_parallel
 from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
-
-
-def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
-    """Register ``eval`` and ``model calibrate`` on the ``candor`` parser."""
-    evaluate = commands.add_parser("eval", parents=[common], help="measure accuracy and per-group error rates")
-    evaluate.add_argument("dataset", type=Path, help="folder of <identity>/<image>")
-    evaluate.add_argument("--out", type=Path, default=Path("eval-report"))
-    evaluate.add_argument("--pairs", type=Path, default=None, help="pair list (default: DATASET/pairs.csv if present)")
-    evaluate.add_argument("--groups", type=Path, default=None, help="group labels (default: DATASET/groups.csv)")
-    evaluate.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
-    evaluate.add_argument("--crop-fallback", action="store_true", help="treat a faceless tight crop as one face")
-    evaluate.add_argument("--anchor", action="store_true", help="also run plain dlib on the same images")
-    _add_embedding_options(evaluate)
-    evaluate.add_argument(
-        "--via-stack", action="store_true", help="embed through the running services instead of in-process"
-    )
-
-    model = commands.add_parser("model", help="face models").add_subparsers(dest="action", required=True)
-    cal = model.add_parser("calibrate", parents=[common], help="set a model's threshold from labelled data")
-    cal.add_argument("model", help="model id, e.g. dlib-resnet-v1")
-    cal.add_argument("--dataset", type=Path, required=True)
-    cal.add_argument("--target-fmr", type=float, required=True)
-    cal.add_argument("--pairs", type=Path, default=None)
-    cal.add_argument("--groups", type=Path, default=None)
-    cal.add_argument("--crop-fallback", action="store_true")
-    cal.add_argument("--registry", type=Path, default=None, help="registry folder (CANDOR_MODEL_REGISTRY)")
-    cal.add_argument(
-        "--per-group",
-        action="store_true",
-        help="the threshold at which every group (groups.csv) meets the target FMR, not only all pairs together",
-    )
-    _add_embedding_options(cal)
-
-
-def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers", type=int, default=available_cores(), help="processes embedding images (default: every core)"
-    )
-    parser.add_argument(
-        "--detector", choices=("yunet", "dlib"), default="yunet", help="face finder before dlib's chips (default yunet)"
-    )
-    parser.add_argument(
-        "--model-pack",
-        type=Path,
-        default=None,
-        help="an ONNX model pack's folder: its detector and recogniser instead of dlib's "
-        "(a restricted licence must be accepted in CANDOR_ACCEPT_MODEL_LICENCES)",
-    )
 
 
 def _model_and_spec(args: argparse.Namespace) -> tuple[ModelInfo, PipelineSpec]:
