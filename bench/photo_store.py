@@ -27,8 +27,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_cli.stack import free_port, start_nats_server  # noqa: E402
-from candor_gateway.photos import PhotoHeader, PhotoStore, generate_photo_key, read_photo_key  # noqa: E402
+from candor_gateway.photos import PhotoHeader, PhotoStore  # noqa: E402
 from candor_kit import Bus  # noqa: E402
+from candor_kit.aes_keys import generate_aes_key, read_aes_key  # noqa: E402
 
 PHOTOS = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg", "t1.jpg")
 
@@ -41,8 +42,8 @@ async def measure(photos: list[bytes], rounds: int, folder: Path) -> dict[str, l
     try:
         bus = await Bus.connect(f"nats://127.0.0.1:{port}", "bench-photo-store")
         key = folder / "photo-key"
-        key.write_bytes(generate_photo_key())
-        store = PhotoStore(read_photo_key(key))
+        key.write_bytes(generate_aes_key())
+        store = PhotoStore(read_aes_key(key, "photo key"))
         await store.open(bus)
         plain = await bus.jetstream.create_object_store("BENCH_PLAIN")
         for _ in range(rounds):

@@ -116,17 +116,18 @@ def local_environment(
     *,
     data: Path,
     secrets: Path,
-    nats_url: str,
-    grpc_address: str,
-    health_address: str,
+    nats_url: str = "",
+    grpc_address: str = "",
+    health_address: str = "",
     postgres: bool = False,
     base: Path = Path(),
 ) -> dict[str, str]:
     """The service's compose environment, rewritten for processes on this machine.
 
-    Addresses become loopback ones, ``/run/secrets/X`` becomes ``secrets/X``, a bind mount's target
-    becomes its file (relative to ``base``, the compose file's folder), paths on a named
-    volume move under ``data/<volume>``, and trace export is dropped (no collector here). No Qdrant
+    Addresses become the loopback ones given (the review desk, on no bus, is given none),
+    ``/run/secrets/X`` becomes ``secrets/X``, a bind mount's target becomes its file (relative to
+    ``base``, the compose file's folder), paths on a named volume move under ``data/<volume>``, and
+    trace export is dropped (no collector here). No Qdrant
     server can run here, so a matcher set to ``server`` runs the embedded backend as a stand-in.
     An audit service set to ``postgres`` keeps it when ``postgres`` says a server is provided (its
     connection string in ``secrets``), and otherwise keeps its chain in SQLite under ``data``.
@@ -146,7 +147,13 @@ def local_environment(
             if value == target or value.startswith(target + "/"):
                 value = str(data / volume / value[len(target) :].lstrip("/"))
         local[name] = value
-    local.update(CANDOR_NATS_URL=nats_url, CANDOR_GRPC_ADDRESS=grpc_address, CANDOR_HEALTH_ADDRESS=health_address)
+    # A service on the bus gets this machine's addresses; the review desk, on none, gets none.
+    addresses = {
+        "CANDOR_NATS_URL": nats_url,
+        "CANDOR_GRPC_ADDRESS": grpc_address,
+        "CANDOR_HEALTH_ADDRESS": health_address,
+    }
+    local.update({name: address for name, address in addresses.items() if address})
     local.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     if local.get("CANDOR_MATCHER_BACKEND") == "server":
         for name in [name for name in local if name.startswith("CANDOR_QDRANT_")]:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from candor_audit.signing import generate_signing_key
 from candor_gateway.access import generate_token_keys
-from candor_gateway.photos import generate_photo_key
+from candor_kit.aes_keys import generate_aes_key
 from candor_kit.subjects import ROLES
 
 
@@ -86,8 +86,8 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_private(folder / "postgres-password", database_password + "\n", 0o644)
     write_private(folder / "audit-postgres-dsn", compose_audit_dsn(database_password) + "\n", 0o644)
     write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
-    write_private(folder / "photo-key", generate_photo_key().decode("ascii"), 0o644)
-    write_private(folder / "review-session-key", generate_photo_key().decode("ascii"), 0o644)
+    write_private(folder / "photo-key", generate_aes_key().decode("ascii"), 0o644)
+    write_private(folder / "review-session-key", generate_aes_key().decode("ascii"), 0o644)
     write_private(folder / "service-token", service_token() + "\n", 0o644)
     return [
         *written,

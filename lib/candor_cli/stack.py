@@ -29,9 +29,9 @@ from candor_audit.signing import generate_signing_key
 from candor_cli import compose as compose_model
 from candor_cli.deploy_secrets import init_secrets, nats_password, service_token, write_private, write_token_keys
 from candor_gateway.access import issue_token, load_private_key
-from candor_gateway.photos import generate_photo_key
 from candor_gateway.policy import DEFAULT_POLICY_YAML
 from candor_kit import subjects
+from candor_kit.aes_keys import generate_aes_key
 from candor_kit.bus import NatsLogin
 from candor_kit.settings import INTERNAL_SERVICES
 
@@ -97,10 +97,10 @@ def service_settings(
         internal = {"CANDOR_SERVICE_TOKEN_FILE": str(ensure_service_token(data_dir))}
     if name == REVIEW:
         ensure_token_keys(data_dir)
-        ensure_photo_key(data_dir, "review-session-key")
+        ensure_aes_key(data_dir, "review-session-key")
     if name == "gateway":
         ensure_token_keys(data_dir)
-        ensure_photo_key(data_dir)
+        ensure_aes_key(data_dir, "photo-key")
         if policy is None:
             policy = data_dir / "policy.yaml"
             if not policy.exists():
@@ -147,13 +147,13 @@ def ensure_token_keys(data_dir: Path) -> Path:
     return private
 
 
-def ensure_photo_key(data_dir: Path, name: str = "photo-key") -> Path:
+def ensure_aes_key(data_dir: Path, name: str) -> Path:
     """One of the local stack's AES-256 keys (made on first use), named as ``candor secrets init``
     names it: ``photo-key`` (the photo store) or ``review-session-key`` (the review desk's cookies)."""
     key = data_dir / "secrets" / name
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(key, generate_photo_key().decode("ascii"))
+        write_private(key, generate_aes_key().decode("ascii"))
     return key
 
 
@@ -506,17 +506,8 @@ class LocalStack:
         """The review desk's settings: on loopback, calling this stack's gateway."""
         if self.compose is not None:
             own = compose_model.local_environment(
-                self.compose,
-                REVIEW,
-                data=self.data,
-                secrets=self.deploy_secrets,
-                nats_url="",
-                grpc_address="",
-                health_address="",
-                base=self.compose_dir or Path(),
+                self.compose, REVIEW, data=self.data, secrets=self.deploy_secrets, base=self.compose_dir or Path()
             )
-            for unread in ("CANDOR_NATS_URL", "CANDOR_GRPC_ADDRESS", "CANDOR_HEALTH_ADDRESS"):  # not on the bus
-                del own[unread]
         else:
             own = service_settings(REVIEW, self.data, allow_uncalibrated=False)
         inherited = {key: value for key, value in os.environ.items() if not key.startswith("CANDOR_")}

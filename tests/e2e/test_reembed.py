@@ -23,7 +23,8 @@ import pytest
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
-from candor_gateway.photos import PhotoStore, read_photo_key
+from candor_gateway.photos import PhotoStore
+from candor_kit.aes_keys import read_aes_key
 from candor_matcher.gallery import record_id_for
 from tests.e2e.test_gallery_import import gallery_records
 from tests.e2e.test_stack_cli import candor, search_json, wait_for_audit
@@ -57,7 +58,7 @@ async def _forget_photo(stack: LocalStack, record_id: str) -> None:
     """Delete a record's photo from the store, as the gateway can."""
     bus = await stack.nats_login("gateway").connect("test-forget-photo")
     try:
-        photos = PhotoStore(read_photo_key(stack.data / "secrets" / "photo-key"))
+        photos = PhotoStore(read_aes_key(stack.data / "secrets" / "photo-key", "photo key"))
         await photos.open(bus)
         assert await photos.delete("gallery", record_id)
     finally:

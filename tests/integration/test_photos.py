@@ -15,8 +15,9 @@ import nats
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_gateway.photos import PhotoHeader, PhotoStore, generate_photo_key, read_photo_key
+from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_kit import Bus, PreconditionFailed
+from candor_kit.aes_keys import generate_aes_key, read_aes_key
 from candor_kit.identifiers import record_id_for
 from candor_kit.subjects import PHOTOS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user, eventually
@@ -48,7 +49,7 @@ async def enrolled(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path) 
 async def store(stack: InProcessStack) -> AsyncIterator[PhotoStore]:
     """The stack's photo store, read with the gateway's key over a connection of the test's own."""
     bus = await Bus.connect(stack.nats_url, "photo-test")
-    photos = PhotoStore(read_photo_key(stack.root / "secrets" / "photo-key"))
+    photos = PhotoStore(read_aes_key(stack.root / "secrets" / "photo-key", "photo key"))
     await photos.open(bus)
     yield photos
     await bus.close()
@@ -122,12 +123,12 @@ async def test_the_searcher_other_roles_and_unknown_candidates_are_refused_a_pho
 async def test_an_altered_or_foreign_keyed_photo_fails_its_integrity_check(
     stack: InProcessStack, enrolled: gateway_pb2.EnrollResponse, store: PhotoStore
 ) -> None:
-    foreign = PhotoStore(read_photo_key(stack.root / "secrets" / "photo-key"))
+    foreign = PhotoStore(read_aes_key(stack.root / "secrets" / "photo-key", "photo key"))
     foreign._bucket = store.bucket  # the same bucket read with the right key: the photo is fine
     assert (await foreign.get("gallery", enrolled.record_id)) is not None
     other_key = stack.root / "other-photo-key"
-    other_key.write_bytes(generate_photo_key())
-    wrong = PhotoStore(read_photo_key(other_key))
+    other_key.write_bytes(generate_aes_key())
+    wrong = PhotoStore(read_aes_key(other_key, "photo key"))
     wrong._bucket = store.bucket
     with pytest.raises(PreconditionFailed, match="integrity"):
         await wrong.get("gallery", enrolled.record_id)

@@ -16,15 +16,15 @@ from PIL import Image
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway import generate_token_keys
-from candor_gateway.photos import generate_photo_key
 from candor_kit import ConfigError, EnvReader
+from candor_kit.aes_keys import generate_aes_key
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     keys, session_key = tmp_path / "token-keys.pem", tmp_path / "session-key"
     keys.write_bytes(generate_token_keys()[1])
-    session_key.write_bytes(generate_photo_key())
+    session_key.write_bytes(generate_aes_key())
     return {
         "CANDOR_REVIEW_GATEWAY": "127.0.0.1:50051",
         "CANDOR_REVIEW_SESSION_KEY_FILE": str(session_key),

@@ -12,8 +12,8 @@ import pytest
 from candor_audit import AuditSettings
 from candor_detector import DetectorSettings
 from candor_gateway import DEFAULT_POLICY_YAML, GatewaySettings, generate_token_keys
-from candor_gateway.photos import generate_photo_key
 from candor_kit import ConfigError, EnvReader
+from candor_kit.aes_keys import generate_aes_key
 from candor_matcher import MatcherSettings
 from tests.conftest import INTERNAL
 
@@ -46,7 +46,7 @@ def token_keys(folder: Path) -> Path:
 def photo_key(folder: Path) -> Path:
     """A photo-store key file."""
     key = folder / "photo-key"
-    key.write_bytes(generate_photo_key())
+    key.write_bytes(generate_aes_key())
     return key
 
 

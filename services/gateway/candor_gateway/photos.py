@@ -11,14 +11,11 @@ nor its header can be altered unnoticed. The key is 32 random bytes, base64, in 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -29,8 +26,9 @@ from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from candor.common.v1 import common_pb2
+from candor.gateway.v1 import gateway_pb2
 from candor_kit import Bus
-from candor_kit.errors import ConfigError, InvalidInput, PreconditionFailed, ServiceUnavailable
+from candor_kit.errors import InvalidInput, PreconditionFailed, ServiceUnavailable
 from candor_kit.subjects import PHOTOS_BUCKET
 
 NONCE_BYTES = 12
@@ -38,22 +36,6 @@ NONCE_BYTES = 12
 Kind = Literal["gallery", "probe"]
 KEY = re.compile(r"^[0-9a-f-]{36}$")
 log = structlog.get_logger("candor.gateway.photos")
-
-
-def generate_photo_key() -> bytes:
-    """A new photo-encryption key, as the base64 text its secret file holds."""
-    return base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n"
-
-
-def read_photo_key(path: Path) -> bytes:
-    """The 32-byte key from its secret file; ConfigError when it is missing or malformed."""
-    try:
-        key = base64.b64decode(path.read_text().strip(), validate=True)
-    except (OSError, ValueError, binascii.Error) as exc:
-        raise ConfigError(f"photo key {path}: {exc}") from exc
-    if len(key) != 32:
-        raise ConfigError(f"photo key {path}: must be 32 bytes of base64 (`candor secrets init` makes one)")
-    return key
 
 
 @dataclass(frozen=True)
@@ -115,6 +97,19 @@ class Photo:
 
     header: PhotoHeader
     image: bytes
+
+    def message(self, face_box: common_pb2.Box | None = None, search_id: str = "") -> gateway_pb2.Photo:
+        """The photo as the API returns it: with the stored face box unless ``face_box`` is
+        given, its record (a gallery photo) or search (a probe, or the search it is shown for)."""
+        gallery = self.header.kind == "gallery"
+        return gateway_pb2.Photo(
+            image=self.image,
+            sha256=self.header.sha256,
+            face_box=face_box or self.header.box(),
+            record_id=self.header.key if gallery else "",
+            search_id=search_id or ("" if gallery else self.header.key),
+            subject_id=self.header.subject_id,
+        )
 
 
 class PhotoStore:

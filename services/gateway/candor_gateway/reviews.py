@@ -372,14 +372,7 @@ class ReviewDesk:
                 "sha256": photo.header.sha256,
             },
         )
-        return gateway_pb2.Photo(
-            image=photo.image,
-            sha256=photo.header.sha256,
-            face_box=box,
-            record_id=candidate.get("record_id", ""),
-            search_id=search_id,
-            subject_id=candidate.get("subject_id", ""),
-        )
+        return photo.message(box, search_id)
 
     async def get_case(self, principal: Principal, case_number: str) -> gateway_pb2.CaseView:
         """A case's searches with their whole review trails; the look is audited."""

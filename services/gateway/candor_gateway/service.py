@@ -19,7 +19,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Principal, TokenVerifier, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.imports import ImportDesk
-from candor_gateway.photos import PhotoStore, read_photo_key
+from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import LEAD_NOTICE, PolicyHolder, Rule, load_policy
 from candor_gateway.reembed import ReembedDesk
 from candor_gateway.retention import sweep
@@ -40,6 +40,7 @@ from candor_kit import (
     metrics,
     rpc,
 )
+from candor_kit.aes_keys import read_aes_key
 from candor_kit.model_registry import ModelRegistry
 
 SERVICE = "candor.gateway.v1.GatewayService"
@@ -116,7 +117,7 @@ def read_photo_store(env: EnvReader) -> PhotoStore | None:
     if not key_file:
         return None
     try:
-        return PhotoStore(read_photo_key(Path(key_file)))
+        return PhotoStore(read_aes_key(Path(key_file), "photo key"))
     except ConfigError as exc:
         env.problem(f"CANDOR_GATEWAY_PHOTO_KEY_FILE: {exc}")
         return None

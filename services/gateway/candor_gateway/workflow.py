@@ -518,13 +518,7 @@ class Workflow:
             actor=principal.user,
             details={"record_id": record_id, "subject_id": photo.header.subject_id, "sha256": photo.header.sha256},
         )
-        return gateway_pb2.Photo(
-            image=photo.image,
-            sha256=photo.header.sha256,
-            face_box=photo.header.box(),
-            record_id=record_id,
-            subject_id=photo.header.subject_id,
-        )
+        return photo.message()
 
     async def list_faces(self, principal: Principal, image: bytes) -> detector_pb2.DetectResponse:
         """The faces of a photo, without chips, so a caller can choose one by index."""

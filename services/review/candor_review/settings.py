@@ -13,9 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from candor_gateway.access import TokenVerifier
-from candor_gateway.photos import read_photo_key
 from candor_gateway.service import read_token_verifier
 from candor_kit import ConfigError, EnvReader, catalogue
+from candor_kit.aes_keys import read_aes_key
 from candor_kit.settings import is_loopback
 
 
@@ -78,9 +78,9 @@ class ReviewSettings:
         key_file = env.get(catalogue.REVIEW_SESSION_KEY_FILE)
         if key_file:
             try:
-                session_key = read_photo_key(Path(key_file))
+                session_key = read_aes_key(Path(key_file), "session key")
             except ConfigError as exc:
-                env.problem(f"CANDOR_REVIEW_SESSION_KEY_FILE: {str(exc).replace('photo key', 'session key')}")
+                env.problem(f"CANDOR_REVIEW_SESSION_KEY_FILE: {exc}")
         tokens = read_token_verifier(env)
         oidc = _read_oidc(env)
         ttl = env.get(catalogue.REVIEW_SESSION_TTL_S)
