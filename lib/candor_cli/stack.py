@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -62,11 +63,38 @@ def metrics_key(service: str) -> str:
     return f"{service}-metrics"
 
 
+#: Ports handed out by free_port in this process, never handed out twice.
+_HANDED_OUT: set[int] = set()
+#: The lowest port free_port hands out.
+LOWEST_PORT = 20000
+
+
+def _ephemeral_start() -> int:
+    """Where the kernel's ephemeral ports (the local ends of outgoing connections) begin."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A TCP port on loopback that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on loopback that is free right now, below the kernel's ephemeral range: a port
+    the kernel hands out itself (bind to 0) can be taken by any outgoing connection before the
+    service that was given it binds it, and the service then fails to start."""
+    high = _ephemeral_start()
+    for _ in range(200):
+        port = random.randrange(LOWEST_PORT, high) if high > LOWEST_PORT + 100 else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])
+        _HANDED_OUT.add(port)
+        return port
+    raise StackError("no free TCP port on loopback")
 
 
 def nats_server_binary() -> str:
