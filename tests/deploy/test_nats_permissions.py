@@ -7,7 +7,6 @@ deleting the audit stream), and the server's answers are compared with the table
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import ssl
@@ -29,6 +28,7 @@ from candor_cli.stack import (
     start_nats_server,
 )
 from candor_kit import subjects
+from candor_kit.bus import round_trip
 from tests.conftest import self_signed
 from tests.deploy.manifests import COMPOSE_DIR, K8S, named, render
 
@@ -93,29 +93,39 @@ def local_config(text: str, folder: Path, cert: Path, key: Path) -> str:
     return re.sub(r"port: 6222", f"port: {free_port()}", text)
 
 
+#: How the server words a refusal (nats-py hands it over lower-cased).
+REFUSAL = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"')
+
+
 async def allowed_operations(url: str, user: str, password: str, **options: Any) -> dict[tuple[str, str], bool]:
-    """Try to publish and to subscribe to every probe subject as ``user``; which did the server allow?"""
-    refused: list[str] = []
+    """Try to publish and to subscribe to every probe subject as ``user``; which did the server allow?
+
+    Each refusal names its action and subject, and a round trip after the last probe proves that
+    every refusal the server sent has reached the error callback.
+    """
+    by_name = {subject.lower(): subject for subject in PROBES}
+    refused: set[tuple[str, str]] = set()
+    other_errors: list[str] = []
 
     async def on_error(exc: Exception) -> None:
-        refused.append(str(exc))
+        found = REFUSAL.search(str(exc).lower())
+        if not found:
+            other_errors.append(str(exc))
+            return
+        refused.add(("publish" if found.group(1) == "publish" else "subscribe", by_name[found.group(2)]))
 
     client = await nats.connect(url, user=user, password=password, error_cb=on_error, allow_reconnect=False, **options)
-    outcome = {}
     try:
         for subject in PROBES:
-            for action in ("publish", "subscribe"):
-                before = len(refused)
-                if action == "publish":
-                    await client.publish(subject, b"probe")
-                else:
-                    await client.subscribe(subject)
-                await client.flush()
-                await asyncio.sleep(0.01)
-                outcome[(action, subject)] = len(refused) == before
+            await client.publish(subject, b"probe")
+            await client.subscribe(subject)
+        await round_trip(client)
     finally:
         await client.close()
-    return outcome
+    assert not other_errors, other_errors
+    return {
+        (action, subject): (action, subject) not in refused for subject in PROBES for action in ("publish", "subscribe")
+    }
 
 
 @contextlib.contextmanager

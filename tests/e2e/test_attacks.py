@@ -30,6 +30,7 @@ from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_cli import LocalStack
 from candor_cli.stack import StackError
 from candor_kit import subjects
+from candor_kit.bus import round_trip
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import candor, search_json, searching, wait_for_audit
 
@@ -110,8 +111,7 @@ def test_no_user_may_purge_or_delete_the_audit_streams(stack: LocalStack, role: 
             for attack in (js.purge_stream(stream), js.delete_stream(stream), js.delete_msg(stream, 1)):
                 with pytest.raises(Exception):  # noqa: B017 - refused: no reply comes, or an error
                     await asyncio.wait_for(attack, 0.5)
-        await client.flush()
-        await asyncio.sleep(0.2)
+        await round_trip(client)
         await client.close()
 
     assert len(violations(run)) >= 6, role
@@ -140,8 +140,7 @@ def test_no_other_user_may_read_probe_photos_on_the_bus(stack: LocalStack) -> No
         for role in ("embedder", "matcher", "audit", "operator"):
             client = await connect_as(stack, role, error_cb=remember)
             await client.subscribe(subjects.DETECT)  # where every probe photo travels
-            await client.flush()
-            await asyncio.sleep(0.1)
+            await round_trip(client)
             await client.close()
 
     assert len(violations(run)) == 4

@@ -1,14 +1,17 @@
-"""The bus over TLS to a real nats-server, and the refusal of plaintext NATS off loopback."""
+"""The bus over TLS to a real nats-server, the refusal of plaintext NATS off loopback, and a round
+trip that proves the server has read every command sent."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import nats
 import pytest
 
 from candor.embedder.v1 import embedder_pb2
-from candor_cli.stack import free_port, start_nats_server
-from candor_kit import Bus, ConfigError, EnvReader, ServiceUnavailable
+from candor_cli.stack import ensure_nats_passwords, free_port, start_nats_server
+from candor_kit import Bus, ConfigError, EnvReader, ServiceUnavailable, subjects
+from candor_kit.bus import round_trip
 from candor_matcher import MatcherSettings
 from tests.conftest import INTERNAL, self_signed
 
@@ -87,3 +90,29 @@ def test_plaintext_nats_to_a_network_address_is_refused() -> None:
         {"CANDOR_NATS_URL": "nats://localhost:4222"},
     ):
         assert MatcherSettings.from_env(EnvReader({**base, **allowed})).common.nats_url == allowed["CANDOR_NATS_URL"]
+
+
+async def test_a_round_trip_returns_after_the_servers_answer_to_every_command_sent(tmp_path: Path) -> None:
+    """round_trip() is what the permission tests rely on: once it returns, the refusal of a
+    subscription sent just before has reached the error callback. With flush() alone, 26
+    refusals in 300 came after it returned."""
+    passwords = ensure_nats_passwords(tmp_path)
+    port = free_port()
+    process = start_nats_server(tmp_path, port, passwords=passwords)
+    refusals: list[str] = []
+
+    async def remember(exc: Exception) -> None:
+        refusals.append(str(exc))
+
+    try:
+        client = await nats.connect(
+            f"nats://127.0.0.1:{port}", user="operator", password=passwords["operator"], error_cb=remember
+        )
+        for sent in range(1, 301):
+            await client.subscribe(subjects.DETECT)  # the operator's user may not read probe photos
+            await round_trip(client)
+            assert len(refusals) == sent, "a refusal came after round_trip() returned"
+        await client.close()
+    finally:
+        process.terminate()
+        process.wait(10)
