@@ -11,8 +11,8 @@ that). Steps, each timed:
 4. compose.yaml + compose.e2e.yaml + compose.containers.yaml: the stack up, on an internal network,
    with secrets made for this run only, then the e2e runner; its exit status is the run's;
 5. the stand-in trace sink's log must show one trace that crossed the five services, and the
-   stack's Prometheus (Debian's package) must have scraped all five, counted the searches and
-   loaded the alert rules;
+   stack's Prometheus (Debian's package) must have scraped all five and the review desk, counted
+   the searches and the desk's requests, and loaded the alert rules;
 6. everything is taken down, volumes included.
 
 Builds use the host's network (for PyPI and the Debian mirror); the containers of the run reach only
@@ -217,27 +217,37 @@ def prometheus_query(compose: list[str], env: dict[str, str], expression: str) -
     return result
 
 
+def sum_of(vector: list[dict[str, Any]]) -> float:
+    """The value of a one-element result vector from a sum() query; 0 when it is empty."""
+    return float(vector[0]["value"][1]) if vector else 0.0
+
+
 def prometheus_scraped_every_service(compose: list[str], env: dict[str, str]) -> bool:
-    """Whether the stack's Prometheus has every service up and counted the runner's searches
-    (within PROMETHEUS_WAIT_S: it scrapes every 15 s)."""
-    expected = {f"candor-{name}": "1" for name in SERVICES}
+    """Whether the stack's Prometheus has every service and the review desk up, and counted the
+    runner's searches and its requests to the desk (within PROMETHEUS_WAIT_S: it scrapes every 15 s)."""
+    expected = {f"candor-{name}": "1" for name in (*SERVICES, REVIEW)}
     searches = 'sum(candor_grpc_server_handled_total{job="candor-gateway", grpc_method=~".*/Search", grpc_code="OK"})'
+    pages = 'sum(candor_http_requests_handled_total{job="candor-review"})'
     deadline = time.monotonic() + PROMETHEUS_WAIT_S
     while True:
         up = {series["metric"]["job"]: series["value"][1] for series in prometheus_query(compose, env, "up")}
-        counted = prometheus_query(compose, env, searches)
-        searched = float(counted[0]["value"][1]) if counted else 0.0
-        if (up == expected and searched >= 1) or time.monotonic() > deadline:
+        searched, served = (sum_of(prometheus_query(compose, env, expression)) for expression in (searches, pages))
+        if (up == expected and searched >= 1 and served >= 1) or time.monotonic() > deadline:
             break
         time.sleep(2)
     rules = prometheus_api(compose, env, "rules")
     loaded = sum(len(group["rules"]) for group in rules.get("groups", []))
     step(
         f"Prometheus: up {dict(sorted(up.items()))}; searches counted at the gateway: {searched:g}; "
-        f"alert rules loaded: {loaded}"
+        f"requests counted at the review desk: {served:g}; alert rules loaded: {loaded}"
     )
-    if up != expected or searched < 1 or loaded != sum(len(group["rules"]) for group in alert_rules()["groups"]):
-        step("FAILED: Prometheus did not scrape every service, count the searches or load the alert rules")
+    if (
+        up != expected
+        or searched < 1
+        or served < 1
+        or loaded != sum(len(group["rules"]) for group in alert_rules()["groups"])
+    ):
+        step("FAILED: Prometheus did not scrape every service, count the searches and desk requests, or load the rules")
         return False
     return True
 

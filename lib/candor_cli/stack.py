@@ -414,6 +414,7 @@ class LocalStack:
             for name in SERVICES:
                 self._wait_service(name, state, timeout_s)
             state.addresses[REVIEW] = f"127.0.0.1:{free_port()}"
+            state.addresses[metrics_key(REVIEW)] = f"127.0.0.1:{free_port()}"
             state.pids[REVIEW] = self._spawn_service(REVIEW, state)
             self._save(state)
             self._wait_service(REVIEW, state, timeout_s)
@@ -545,6 +546,7 @@ class LocalStack:
             **own,
             "CANDOR_REVIEW_ADDRESS": state.addresses[REVIEW],
             "CANDOR_REVIEW_GATEWAY": state.addresses["gateway"],
+            "CANDOR_METRICS_ADDRESS": state.addresses.get(metrics_key(REVIEW), ""),
         }
 
     def _spawn_service(self, name: str, state: StackState, env: dict[str, str] | None = None, key: str = "") -> int:

@@ -494,6 +494,7 @@ WEB_SERVICES: dict[str, tuple[Setting, ...]] = {
         REVIEW_OIDC_CLIENT_SECRET_FILE,
         REVIEW_PUBLIC_URL,
         REQUEST_TIMEOUT_S,
+        METRICS_ADDRESS,
         *OTEL,
     ),
 }

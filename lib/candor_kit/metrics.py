@@ -4,8 +4,9 @@ Every service counts its gRPC calls and the NATS requests it answers, by method 
 by status code, with their latency; the gateway counts its refusals by policy rule, the internal
 services the calls they refuse for want of the service token; the audit service times its appends
 and says whether its chain is broken; consumers report their JetStream backlog; the matcher
-counts its gallery. Labels name methods, subjects, codes and rules only: never a user, a
-case number, an image or a token.
+counts its gallery; the review desk counts its HTTP requests by route and status. Labels name
+methods, routes, subjects, codes and rules only: never a user, a case number, a search id, an
+image or a token.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ NATS_SECONDS = Histogram(
     "candor_nats_request_handling_seconds",
     "time from a NATS request's arrival to its reply, by subject",
     ["subject"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_HANDLED = Counter(
+    "candor_http_requests_handled",
+    "HTTP requests the review desk answered, by route template, method and status code",
+    ["route", "method", "code"],
+)
+HTTP_SECONDS = Histogram(
+    "candor_http_request_handling_seconds",
+    "time from an HTTP request's arrival at the review desk to its answer, by route template",
+    ["route"],
     buckets=LATENCY_BUCKETS,
 )
 REFUSALS = Counter(

@@ -138,9 +138,7 @@ class CommonSettings:
         health_address = env.get(catalogue.HEALTH_ADDRESS)
         if health_address and not health_address.rpartition(":")[2].isdigit():
             env.problem(f"CANDOR_HEALTH_ADDRESS={health_address!r} is not host:port")
-        metrics_address = env.get(catalogue.METRICS_ADDRESS)
-        if metrics_address and not metrics_address.rpartition(":")[2].isdigit():
-            env.problem(f"CANDOR_METRICS_ADDRESS={metrics_address!r} is not host:port")
+        metrics_address = read_metrics_address(env)
         service_token = ""
         if service in INTERNAL_SERVICES:
             token_file = env.get(catalogue.SERVICE_TOKEN_FILE)
@@ -176,3 +174,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def read_metrics_address(env: EnvReader) -> str:
+    """CANDOR_METRICS_ADDRESS, checked to be host:port; empty when no metrics are served."""
+    address: str = env.get(catalogue.METRICS_ADDRESS)
+    if address and not address.rpartition(":")[2].isdigit():
+        env.problem(f"CANDOR_METRICS_ADDRESS={address!r} is not host:port")
+    return address

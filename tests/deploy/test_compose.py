@@ -157,8 +157,9 @@ def test_prometheus_scrapes_every_services_metrics_port_under_the_alert_rules_jo
         (COMPOSE_DIR / compose.mounts(model, "prometheus")["/etc/prometheus/prometheus.yml"]).read_text()
     )
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
-    assert targets == {f"candor-{name}": [f"{name}:{catalogue.METRICS_PORT}"] for name in CANDOR_SERVICES}
-    for name in CANDOR_SERVICES:
+    scraped = (*CANDOR_SERVICES, "review")
+    assert targets == {f"candor-{name}": [f"{name}:{catalogue.METRICS_PORT}"] for name in scraped}
+    for name in scraped:
         address = compose.service_environment(model, name)["CANDOR_METRICS_ADDRESS"]
         assert address == f"0.0.0.0:{catalogue.METRICS_PORT}", name
     # The service-down alert selects its jobs by this pattern: every compose job must fall under it.

@@ -67,7 +67,7 @@ def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: s
     if service == "review":  # an HTTP app: its own health page, its own port
         assert health == ['--interval=10s --timeout=5s --start-period=30s --retries=3 '
                           'CMD ["python", "-m", "candor_review.healthcheck"]']  # fmt: skip
-        assert exposed == {catalogue.REVIEW_PORT}
+        assert exposed == {catalogue.REVIEW_PORT, catalogue.METRICS_PORT}
     else:
         assert health == ['--interval=10s --timeout=5s --start-period=60s --retries=3 '
                           'CMD ["python", "-m", "candor_kit.healthcheck"]']  # fmt: skip

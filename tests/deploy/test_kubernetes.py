@@ -73,14 +73,19 @@ def test_the_review_desk_gets_only_its_settings_and_serves_where_its_probes_and_
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert environment["CANDOR_REVIEW_ADDRESS"] == f"0.0.0.0:{catalogue.REVIEW_PORT}"
     assert environment["CANDOR_REVIEW_GATEWAY"] == f"candor-gateway:{catalogue.GRPC_PORT}"
-    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {"http": catalogue.REVIEW_PORT}
+    assert environment["CANDOR_METRICS_ADDRESS"] == f"0.0.0.0:{catalogue.METRICS_PORT}"
+    assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
+        "http": catalogue.REVIEW_PORT,
+        "metrics": catalogue.METRICS_PORT,
+    }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
         assert container[probe]["httpGet"].get("scheme", "HTTP") == (
             "HTTPS" if "CANDOR_REVIEW_TLS_CERT" in environment else "HTTP"
         )
     assert {port["port"] for port in named(docs, "Service", "candor-review")["spec"]["ports"]} == {
-        catalogue.REVIEW_PORT
+        catalogue.REVIEW_PORT,
+        catalogue.METRICS_PORT,
     }
 
 
@@ -238,8 +243,22 @@ def test_dev_runs_one_replica_of_everything() -> None:
 
 
 def _pods_of(selector: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str]:
+    """The pods a label selector picks: all its matchLabels, and each matchExpression."""
     labels = selector.get("matchLabels", {})
-    return {name for name, pod_labels in pods.items() if labels.items() <= pod_labels.items()}
+    tests = {
+        "In": lambda value, values: value in values,
+        "NotIn": lambda value, values: value is not None and value not in values,
+        "Exists": lambda value, _: value is not None,
+        "DoesNotExist": lambda value, _: value is None,
+    }
+
+    def picks(pod_labels: dict[str, str]) -> bool:
+        return labels.items() <= pod_labels.items() and all(
+            tests[expression["operator"]](pod_labels.get(expression["key"]), expression.get("values", []))
+            for expression in selector.get("matchExpressions", [])
+        )
+
+    return {name for name, pod_labels in pods.items() if picks(pod_labels)}
 
 
 def _peer(peer: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str]:
@@ -288,7 +307,7 @@ def test_network_policies_allow_exactly_the_edges_of_the_architecture() -> None:
         ("review", "observability/otel-collector", 4317),
         *((service, "nats", 4222) for service in CANDOR_SERVICES),
         *((service, "observability/otel-collector", 4317) for service in CANDOR_SERVICES),
-        *(("monitoring/prometheus", service, catalogue.METRICS_PORT) for service in CANDOR_SERVICES),
+        *(("monitoring/prometheus", service, catalogue.METRICS_PORT) for service in (*CANDOR_SERVICES, "review")),
         ("nats", "nats", 6222),
         ("matcher", "qdrant", 6333),
         ("matcher", "qdrant", 6334),

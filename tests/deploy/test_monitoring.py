@@ -108,9 +108,9 @@ def test_the_service_monitor_scrapes_every_services_metrics_port() -> None:
     docs = render("components/monitoring")
     monitor = named(docs, "ServiceMonitor", "candor")
     selected = set(monitor["spec"]["selector"]["matchExpressions"][0]["values"])
-    assert selected == {f"candor-{service}" for service in CANDOR_SERVICES}
+    assert selected == {f"candor-{service}" for service in (*CANDOR_SERVICES, "review")}
     assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
-    for service in CANDOR_SERVICES:
+    for service in (*CANDOR_SERVICES, "review"):
         ports = named(docs, "Service", f"candor-{service}")["spec"]["ports"]
         assert {"name": "metrics", "port": catalogue.METRICS_PORT, "targetPort": "metrics"} in ports
 

@@ -1,5 +1,6 @@
-"""A real Prometheus (Debian's package) scrapes the local process stack's five services, loads
-Candor's alert rules, sees a search, and fires the alert for calls made without the service token.
+"""A real Prometheus (Debian's package) scrapes the local process stack's five services and its
+review desk, loads Candor's alert rules, sees a search and a desk request, and fires the alert for
+calls made without the service token.
 
 Every listener is on 127.0.0.1; Prometheus stops with the module.
 """
@@ -12,17 +13,19 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 import yaml
 
 from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor_cli import LocalStack
-from candor_cli.stack import SERVICES, free_port, metrics_key
+from candor_cli.stack import REVIEW, SERVICES, free_port, metrics_key
 from tests.deploy.test_monitoring import alert_rules, write_rule_file
 from tests.e2e.test_stack_cli import candor, searching
 
@@ -53,7 +56,7 @@ def prometheus(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> I
         "rule_files": [str(write_rule_file(folder))],
         "scrape_configs": [
             {"job_name": f"candor-{name}", "static_configs": [{"targets": [state.addresses[metrics_key(name)]]}]}
-            for name in SERVICES
+            for name in (*SERVICES, REVIEW)
         ],
     }
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -108,13 +111,30 @@ def eventually(check: Callable[[], bool], what: str, timeout_s: float = 30) -> N
     pytest.fail(f"not in {timeout_s:g} s: {what}")
 
 
-def test_prometheus_scrapes_all_five_services(prometheus: str) -> None:
+def test_prometheus_scrapes_all_five_services_and_the_review_desk(prometheus: str) -> None:
     def all_up() -> bool:
         return {r["metric"]["job"]: r["value"][1] for r in query(prometheus, "up")} == {
-            f"candor-{name}": "1" for name in SERVICES
+            f"candor-{name}": "1" for name in (*SERVICES, REVIEW)
         }
 
-    eventually(all_up, "up == 1 for every service")
+    eventually(all_up, "up == 1 for every service and the desk")
+
+
+def test_a_desk_request_is_counted_under_its_route_never_its_path(prometheus: str, stack: LocalStack) -> None:
+    state = stack.state()
+    assert state is not None
+    search_id = str(uuid.uuid4())
+    answer = httpx.get(f"http://{state.addresses[REVIEW]}/searches/{search_id}", follow_redirects=False, timeout=10)
+    assert answer.status_code == 303  # not signed in: to the sign-in page
+    counted = (
+        'candor_http_requests_handled_total{job="candor-review", '
+        'route="/searches/{search_id:str}", method="GET", code="303"}'
+    )
+    eventually(lambda: value(prometheus, counted) >= 1, "the desk's request counted under its route")
+    timed = 'candor_http_request_handling_seconds_count{job="candor-review", route="/searches/{search_id:str}"}'
+    assert value(prometheus, timed) >= 1
+    labels = [series["metric"] for series in query(prometheus, '{job="candor-review"}')]
+    assert labels and not any(search_id in label for metric in labels for label in metric.values())
 
 
 def test_a_search_shows_in_every_services_metrics(prometheus: str, stack: LocalStack, samples: Path) -> None:

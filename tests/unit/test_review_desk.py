@@ -1,23 +1,32 @@
 """The review desk's parts: its settings refuse unsafe set-ups, sessions are sealed and expire,
-and photos become figures whose zoom stays on the face and inside the photo."""
+photos become figures whose zoom stays on the face and inside the photo, and its requests are
+counted by route template, never by path."""
 
 from __future__ import annotations
 
 import io
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 from candor_review import ReviewSettings
+from candor_review.app import create_app
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, same_token
 from candor_review.views import figure
 from PIL import Image
+from prometheus_client import REGISTRY
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway import generate_token_keys
 from candor_kit import ConfigError, EnvReader
 from candor_kit.aes_keys import generate_aes_key
+
+with warnings.catch_warnings():
+    # Starlette would have its TestClient on httpx2; httpx, which the desk itself uses, still serves.
+    warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient` is deprecated")
+    from starlette.testclient import TestClient
 
 
 @pytest.fixture
@@ -37,6 +46,9 @@ def test_a_loopback_desk_starts_with_its_defaults(env: dict[str, str]) -> None:
     settings = ReviewSettings.from_env(EnvReader(env))
     assert (settings.host, settings.port, settings.gateway) == ("127.0.0.1", 8443, "127.0.0.1:50051")
     assert settings.oidc is None and not settings.https and len(settings.session_key) == 32
+    assert settings.metrics_address == ""
+    served = ReviewSettings.from_env(EnvReader({**env, "CANDOR_METRICS_ADDRESS": "127.0.0.1:9464"}))
+    assert served.metrics_address == "127.0.0.1:9464"
 
 
 @pytest.mark.parametrize(
@@ -49,6 +61,7 @@ def test_a_loopback_desk_starts_with_its_defaults(env: dict[str, str]) -> None:
         ({"CANDOR_REVIEW_ADDRESS": "nowhere"}, "is not host:port"),
         ({"CANDOR_REVIEW_OIDC_ISSUER": "https://idp.example"}, "OpenID Connect needs all four settings"),
         ({"CANDOR_REVIEW_TLS_CERT": "/etc/hostname"}, "go together"),
+        ({"CANDOR_METRICS_ADDRESS": "9464:x"}, "CANDOR_METRICS_ADDRESS='9464:x' is not host:port"),
     ],
 )
 def test_an_unsafe_or_incomplete_configuration_is_refused(
@@ -135,3 +148,29 @@ def test_what_is_not_an_image_is_not_embedded() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (10, 10)).save(buffer, format="TIFF")
     assert figure(gateway_pb2.Photo(image=buffer.getvalue()), zoom=False) is None
+
+
+def handled(route: str, method: str, code: str) -> float:
+    """The desk's request count for one route template, method and status code."""
+    labels = {"route": route, "method": method, "code": code}
+    return REGISTRY.get_sample_value("candor_http_requests_handled_total", labels) or 0.0
+
+
+def test_requests_are_counted_by_route_template_and_never_by_path(env: dict[str, str]) -> None:
+    settings = ReviewSettings.from_env(EnvReader(env))
+    search, unknown, other = (
+        ("/searches/{search_id:str}", "GET", "303"),
+        ("unmatched", "GET", "404"),
+        ("/", "other", "405"),
+    )
+    before = [handled(*labels) for labels in (search, unknown, other)]
+    with TestClient(create_app(settings), base_url="https://127.0.0.1") as desk:
+        assert desk.get("/searches/4d1f0c2e-case-77", follow_redirects=False).status_code == 303  # sign in first
+        assert desk.get("/private/CASE-2026-0042").status_code == 404
+        assert desk.request("PURGE", "/").status_code == 405
+    after = [handled(*labels) for labels in (search, unknown, other)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 1]
+    timed = {"route": "/searches/{search_id:str}"}
+    assert (REGISTRY.get_sample_value("candor_http_request_handling_seconds_count", timed) or 0) >= 1
+    values = {value for family in REGISTRY.collect() for sample in family.samples for value in sample.labels.values()}
+    assert not {"/searches/4d1f0c2e-case-77", "/private/CASE-2026-0042", "PURGE"} & values

@@ -1,13 +1,16 @@
-"""``python -m candor_review``: serve the review desk until SIGTERM or SIGINT."""
+"""``python -m candor_review``: serve the review desk (and its Prometheus metrics, where an
+address is set) until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import sys
 
+import structlog
 import uvicorn
 
 from candor_kit import ConfigError
 from candor_kit.logging import configure_logging
+from candor_kit.metrics import MetricsServer
 from candor_kit.telemetry import configure_tracing
 from candor_review.app import create_app
 from candor_review.settings import ReviewSettings
@@ -34,7 +37,15 @@ def main() -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
-    uvicorn.Server(config).run()
+    metrics = MetricsServer(settings.metrics_address) if settings.metrics_address else None
+    if metrics is not None:
+        port = metrics.start()
+        structlog.get_logger("candor.review").info("metrics_listening", address=settings.metrics_address, port=port)
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 

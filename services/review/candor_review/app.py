@@ -36,7 +36,7 @@ from starlette.templating import Jinja2Templates
 from candor.gateway.v1 import gateway_pb2
 from candor_cli.report import compute
 from candor_gateway.policy import CASE_NUMBER
-from candor_kit import Unauthenticated
+from candor_kit import Unauthenticated, metrics
 from candor_review.gateway import Gateway, open_channel
 from candor_review.oidc import OidcClient
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, new_csrf, same_token
@@ -67,6 +67,8 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+#: The methods counted by name in the metrics; anything else is "other".
+COUNTED_METHODS = frozenset({"GET", "HEAD", "POST"})
 log = structlog.get_logger("candor.review")
 tracer = trace.get_tracer("candor.review")
 
@@ -374,13 +376,20 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         if settings.https:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
         session, route = request.scope.get("candor.session"), request.scope.get("route")
+        seconds = time.perf_counter() - started
+        # The route's template, never the path itself: a path holds search ids, and an unmatched
+        # one is whatever a client sent.
+        template = getattr(route, "path", None) or "unmatched"
+        method = request.method if request.method in COUNTED_METHODS else "other"
+        metrics.HTTP_HANDLED.labels(template, method, str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(template).observe(seconds)
         log.info(
             "request",
             method=request.method,
             path=getattr(route, "path", request.url.path),
             status=response.status_code,
             user=session.user if session else None,
-            ms=round((time.perf_counter() - started) * 1000, 1),
+            ms=round(seconds * 1000, 1),
         )
         return response
 

@@ -16,7 +16,7 @@ from candor_gateway.access import TokenVerifier
 from candor_gateway.service import read_token_verifier
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.aes_keys import read_aes_key
-from candor_kit.settings import is_loopback
+from candor_kit.settings import is_loopback, read_metrics_address
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class ReviewSettings:
     gateway_ca: str = ""
     oidc: OidcSettings | None = None
     timeout_s: float = 30.0
+    #: host:port of the Prometheus /metrics listener; empty: none.
+    metrics_address: str = ""
 
     @property
     def https(self) -> bool:
@@ -85,6 +87,7 @@ class ReviewSettings:
         oidc = _read_oidc(env)
         ttl = env.get(catalogue.REVIEW_SESSION_TTL_S)
         timeout = env.get(catalogue.REQUEST_TIMEOUT_S)
+        metrics_address = read_metrics_address(env)
         env.done()
         return cls(
             host=host,
@@ -98,6 +101,7 @@ class ReviewSettings:
             gateway_ca=gateway_ca,
             oidc=oidc,
             timeout_s=timeout,
+            metrics_address=metrics_address,
         )
 
 
