@@ -236,8 +236,18 @@ async def test_a_probe_is_kept_until_its_candidates_are_decided_plus_the_policy_
     waiting = await search_as(gateway, samples, INVESTIGATOR, "RET-1")
     stored = await raw_object(stack, f"probe/{decided}")
     assert (samples / "obama2.jpg").read_bytes()[1000:1064] not in stored
-    shown = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=decided), metadata=RITA)
+    without = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=decided), metadata=RITA)
+    assert not without.probe_image  # only when asked for: the desk shows it through GetSearchPhoto
+    request = gateway_pb2.GetSearchRequest(search_id=decided, include_probe=True)
+    shown = await gateway.GetSearch(request, metadata=RITA)
     assert shown.probe_image == (samples / "obama2.jpg").read_bytes()
+
+    async def both_looks_audited() -> bool:
+        records = await audit_records(stack, kinds=["search.viewed"], case_number="RET-1")
+        looks = [json.loads(r.event.details_json) for r in records if r.event.actor == "rita"]
+        return [look["probe_shown"] for look in looks if look["search_id"] == decided] == [False, True]
+
+    await eventually(both_looks_audited)
     for rank in range(1, len(shown.candidates) + 1):
         for reviewer in (RITA, ROB):
             request = gateway_pb2.SubmitReviewRequest(

@@ -196,15 +196,18 @@ class ReviewDesk:
         except NotFound:
             return None
 
-    async def get_search(self, principal: Principal, search_id: str) -> gateway_pb2.SearchReview:
-        """A search and its reviews as the caller may see them; the look is audited."""
+    async def get_search(
+        self, principal: Principal, search_id: str, include_probe: bool = False
+    ) -> gateway_pb2.SearchReview:
+        """A search and its reviews as the caller may see them, with the retained probe when asked
+        for (and the caller may compare it); the look is audited, saying whether the probe went."""
         found: SearchFile | None = None
         try:
             principal.require(Permission.GET_SEARCH)
             found = await self._search_file(search_id, principal.user)
             if not principal.roles & REVIEWING_ROLES and principal.user != found.searched_by:
                 raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
-            probe = await self._probe_for(principal, found)
+            probe = await self._probe_for(principal, found) if include_probe else b""
         except CandorError as error:
             await self._refused("search.view", error, principal, found)
             raise

@@ -270,7 +270,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GetSearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchReview:
         principal = await self._principal(context, "search.view")
-        return await self._workflow.reviews.get_search(principal, request.search_id)
+        return await self._workflow.reviews.get_search(principal, request.search_id, request.include_probe)
 
     @rpc(SERVICE)
     async def GetSearchPhoto(  # noqa: N802 - gRPC method name

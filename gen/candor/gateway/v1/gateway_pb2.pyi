@@ -320,10 +320,12 @@ class SubmitReviewResponse(_message.Message):
     def __init__(self, review_id: _Optional[str] = ..., status: _Optional[_Union[CandidateStatus, str]] = ...) -> None: ...
 
 class GetSearchRequest(_message.Message):
-    __slots__ = ("search_id",)
+    __slots__ = ("search_id", "include_probe")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_PROBE_FIELD_NUMBER: _ClassVar[int]
     search_id: str
-    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+    include_probe: bool
+    def __init__(self, search_id: _Optional[str] = ..., include_probe: _Optional[bool] = ...) -> None: ...
 
 class StartImportRequest(_message.Message):
     __slots__ = ("import_id", "source", "total", "model_id")
