@@ -375,18 +375,18 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             response.headers["Cache-Control"] = "no-store"
         if settings.https:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        session, route = request.scope.get("candor.session"), request.scope.get("route")
+        session = request.scope.get("candor.session")
+        template: str | None = getattr(request.scope.get("route"), "path", None)
         seconds = time.perf_counter() - started
-        # The route's template, never the path itself: a path holds search ids, and an unmatched
-        # one is whatever a client sent.
-        template = getattr(route, "path", None) or "unmatched"
+        # Metrics take the route's template, never the path itself: a path holds search ids, and
+        # an unmatched one is whatever a client sent.
         method = request.method if request.method in COUNTED_METHODS else "other"
-        metrics.HTTP_HANDLED.labels(template, method, str(response.status_code)).inc()
-        metrics.HTTP_SECONDS.labels(template).observe(seconds)
+        metrics.HTTP_HANDLED.labels(template or "unmatched", method, str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(template or "unmatched").observe(seconds)
         log.info(
             "request",
             method=request.method,
-            path=getattr(route, "path", request.url.path),
+            path=template or request.url.path,
             status=response.status_code,
             user=session.user if session else None,
             ms=round(seconds * 1000, 1),
