@@ -19,7 +19,9 @@ gateways that both see the last review record it once.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import uuid
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -65,6 +67,8 @@ class Decided:
     decision: str
     notes: str
     decided_at: Timestamp
+    #: The id of the call that recorded it, so that call (and only it) knows its decision stands.
+    submission: str = ""
 
 
 @dataclass
@@ -146,17 +150,28 @@ def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, Sea
                 int(details.get("reviews_needed") or needed),
             )
         elif event.kind == SUBMITTED and details.get("search_id") in searches:
-            searches[details["search_id"]].reviews.setdefault(int(details["rank"]), []).append(
-                Decided(
-                    event.event_id,
-                    event.actor,
-                    details["role"],
-                    details["decision"],
-                    details.get("notes", ""),
-                    event.occurred_at,
+            reviews = searches[details["search_id"]].reviews.setdefault(int(details["rank"]), [])
+            # One reviewer counts once: their first decision stands, whatever else the chain holds.
+            if all(review.reviewer != event.actor for review in reviews):
+                reviews.append(
+                    Decided(
+                        event.event_id,
+                        event.actor,
+                        details["role"],
+                        details["decision"],
+                        details.get("notes", ""),
+                        event.occurred_at,
+                        details.get("submission", ""),
+                    )
                 )
-            )
     return searches
+
+
+def review_event_id(search_id: str, rank: int, reviewer: str) -> str:
+    """The one event id a reviewer's decision on a candidate can have: the stream stores it once
+    (Nats-Msg-Id) and the chain once (its unique event id), however many gateways are asked at once."""
+    who = hashlib.sha256(reviewer.encode("utf-8")).hexdigest()[:32]
+    return f"{search_id}/{rank}/review/{who}"
 
 
 class ReviewDesk:
@@ -255,8 +270,10 @@ class ReviewDesk:
         except CandorError as error:
             await self._refused("review", error, principal, found)
             raise
+        submission = str(uuid.uuid4())
         review_id = await self._audit.publish(
             SUBMITTED,
+            event_id=review_event_id(found.search_id, request.rank, principal.user),
             actor=principal.user,
             case_number=found.case_number,
             purpose=found.purpose,
@@ -268,9 +285,10 @@ class ReviewDesk:
                 "decision": decision,
                 "role": role,
                 "notes": request.notes.strip(),
+                "submission": submission,
             },
         )
-        status = await self._record_outcome(found.search_id, request.rank, principal.user)
+        status = await self._record_outcome(found.search_id, request.rank, principal.user, submission)
         blind = not principal.roles & FULL_VIEW_ROLES
         return gateway_pb2.SubmitReviewResponse(
             review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
@@ -293,9 +311,21 @@ class ReviewDesk:
         }.get(status, "is already decided")
         raise PreconditionFailed(f"candidate {rank} of search {found.search_id} {waits}", rule=Rule.REVIEW)
 
-    async def _record_outcome(self, search_id: str, rank: int, reviewer: str) -> int:
-        """Read the candidate back (with every review stored so far) and record its outcome once."""
+    async def _record_outcome(self, search_id: str, rank: int, reviewer: str, submission: str) -> int:
+        """Read the candidate back (with every review stored so far) and record its outcome once.
+
+        Refused when the chain holds another call's decision by the same reviewer: of calls made
+        at once, through any number of gateways, only the one whose event was stored stands.
+        """
         found = await self._search_file(search_id, reviewer)
+        mine = next((r for r in found.reviews.get(rank, []) if r.reviewer == reviewer), None)
+        if mine is None or mine.submission != submission:
+            error = PreconditionFailed(f"{reviewer} has already reviewed this candidate", rule=Rule.REVIEW)
+            await audit_refusal(
+                self._audit, "review", error, reviewer, case_number=found.case_number, purpose=found.purpose,
+                search_id=search_id,
+            )  # fmt: skip
+            raise error
         status = found.status(rank)
         kind = OUTCOME_KINDS.get(status)
         if kind is not None:
