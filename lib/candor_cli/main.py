@@ -409,6 +409,11 @@ def _run(args: argparse.Namespace) -> int:
                     f"audit chain BROKEN at record {result.first_bad_sequence}: {result.problem} "
                     f"({result.records_checked} records checked before it)"
                 )
+                for missing in result.missing:
+                    where = f"stream message {missing.stream_sequence}"
+                    print(f"  missing from the chain: {where}: {missing.kind} {missing.event_id}")
+                if result.missing_events > len(result.missing):
+                    print(f"  ... and {result.missing_events - len(result.missing)} more")
             return 0 if result.ok else 1
     return 0
 

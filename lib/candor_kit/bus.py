@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
@@ -309,3 +309,43 @@ async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter
             await msg.nak(delay=delay)
             return
         await msg.ack()
+
+
+#: Messages a stream read asks the server for at a time.
+READ_BATCH = 500
+
+
+async def read_stream(
+    jetstream: JetStreamContext, stream: str, subject: str, *, first: int = 1, last: int | None = None
+) -> AsyncIterator[Msg]:
+    """Every message of ``stream`` on ``subject`` from stream sequence ``first`` through ``last``
+    (the stream's end when None), in order, through a short-lived consumer that acknowledges
+    nothing and that the server removes by itself once it is left idle."""
+    info = await jetstream.stream_info(stream)
+    end = info.state.last_seq if last is None else min(last, info.state.last_seq)
+    if end < max(first, info.state.first_seq):
+        return
+    config = ConsumerConfig(
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=max(first, 1),
+        ack_policy=AckPolicy.NONE,
+        inactive_threshold=30.0,
+        mem_storage=True,
+    )
+    subscription = await jetstream.pull_subscribe(subject, stream=stream, config=config)
+    try:
+        while True:
+            try:
+                messages = await subscription.fetch(READ_BATCH, timeout=2)
+            except (TimeoutError, NatsTimeoutError):
+                return  # what was below ``end`` at the start is gone (a limit removed it)
+            for msg in messages:
+                assert msg.metadata is not None
+                if msg.metadata.sequence.stream > end:
+                    return
+                yield msg
+                if msg.metadata.sequence.stream == end or msg.metadata.num_pending == 0:
+                    return
+    finally:
+        with contextlib.suppress(Exception):
+            await subscription.unsubscribe()

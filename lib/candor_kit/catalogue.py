@@ -160,7 +160,11 @@ COMMON = (
 )
 
 IMPORT_WORKER = Setting(
-    "CANDOR_IMPORT_WORKER", "pull bulk-import work from the CANDOR_INGEST stream", "on", "choice", choices=("on", "off")
+    "CANDOR_IMPORT_WORKER",
+    "pull bulk-import work from its stage's stream (CANDOR_INGEST_DETECT, _EMBED or _MATCH)",
+    "on",
+    "choice",
+    choices=("on", "off"),
 )
 IMPORT_BATCH = _int("CANDOR_IMPORT_BATCH", "import work items a worker takes at once", 4, 1, 256)
 IMPORT_ACK_WAIT_S = _float(

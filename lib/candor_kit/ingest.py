@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -44,14 +45,16 @@ from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch
 from candor_kit.errors import InvalidInput
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
+    IMPORT_ITEMS_BUCKET,
     IMPORTS_BUCKET,
     INGEST_DEAD_PREFIX,
     INGEST_DEAD_STREAM,
     INGEST_RESULT_PREFIX,
     INGEST_RESULTS_STREAM,
-    INGEST_STREAM,
+    INGEST_STAGES,
     INGEST_WORK_PREFIX,
     ROUTED_STAGES,
+    ingest_stream,
 )
 
 log = structlog.get_logger("candor.ingest")
@@ -147,20 +150,24 @@ async def _add_stream(bus: Bus, config: StreamConfig) -> None:
 
 
 async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
-    """Create the work-queue, results and dead-letter streams when missing (every party calls this)."""
-    await _add_stream(
-        bus,
-        StreamConfig(
-            name=INGEST_STREAM,
-            subjects=[f"{INGEST_WORK_PREFIX}.>"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            discard=DiscardPolicy.NEW,
-            max_bytes=WORK_STREAM_BYTES,
-            duplicate_window=3600.0,
-            num_replicas=replicas,
-        ),
-    )
+    """Create each stage's work-queue stream, the results and the dead-letter streams when missing
+    (every party calls this)."""
+    for stage in INGEST_STAGES:
+        work = f"{INGEST_WORK_PREFIX}.{stage}" + (".*" if stage in ROUTED_STAGES else "")
+        await _add_stream(
+            bus,
+            StreamConfig(
+                name=ingest_stream(stage),
+                subjects=[work],
+                retention=RetentionPolicy.WORK_QUEUE,
+                storage=StorageType.FILE,
+                discard=DiscardPolicy.NEW,
+                # Photos travel as detect work; the later stages carry a chip or a vector.
+                max_bytes=WORK_STREAM_BYTES if stage == "detect" else WORK_STREAM_BYTES // 4,
+                duplicate_window=3600.0,
+                num_replicas=replicas,
+            ),
+        )
     await _add_stream(
         bus,
         StreamConfig(
@@ -187,11 +194,12 @@ async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
     )
 
 
-async def open_bucket(bus: Bus, bucket: str, replicas: int = 1) -> KeyValue:
-    """A key-value bucket (file storage, latest value only), created when missing."""
+async def open_bucket(bus: Bus, bucket: str, replicas: int = 1, ttl: float | None = None) -> KeyValue:
+    """A key-value bucket (file storage, latest value only, entries kept ``ttl`` seconds or for
+    ever), created when missing."""
     try:
         return await bus.jetstream.create_key_value(
-            bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas
+            bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, ttl=ttl
         )
     except BadRequestError:  # already there, perhaps with an operator's settings
         return await bus.jetstream.key_value(bucket)
@@ -271,7 +279,10 @@ class Worker(Generic[W]):
         """Pull ``batch`` messages at a time until ``stop`` is set, settling each on its own."""
         await ensure_ingest_streams(self._bus, self._settings.stream_replicas)
         subscription = await self._bus.pull_subscribe(
-            self._stage.subject, durable=self._stage.consumer, stream=INGEST_STREAM, config=self._consumer_config()
+            self._stage.subject,
+            durable=self._stage.consumer,
+            stream=ingest_stream(self._stage.name),
+            config=self._consumer_config(),
         )
         log.info("import_worker_started", stage=self._stage.name, batch=self._settings.batch)
         while not stop.is_set():
@@ -356,7 +367,7 @@ WORK_TYPES: dict[str, type[ingest_pb2.DetectWork | ingest_pb2.EmbedWork | ingest
     "embed": ingest_pb2.EmbedWork,
     "match": ingest_pb2.MatchWork,
 }
-MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}"
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
 
 async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
@@ -370,18 +381,71 @@ async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
             stage = Stage.from_consumer(str(event["consumer"]))
             sequence = int(event["stream_seq"])
             work = WORK_TYPES[stage.name]()
-            stored = await bus.jetstream.get_msg(INGEST_STREAM, sequence)
+            stream = ingest_stream(stage.name)
+            stored = await bus.jetstream.get_msg(stream, sequence)
             work.ParseFromString(stored.data or b"")
             why = f"no worker settled it in {event.get('deliveries', '?')} deliveries"
             await dead_letter(bus, audit, stage, stored.data or b"", sequence, work.item, why)
-            await bus.jetstream.delete_msg(INGEST_STREAM, sequence)
+            await bus.jetstream.delete_msg(stream, sequence)
         except NotFoundError:  # settled meanwhile
             return
         except Exception as exc:  # noqa: BLE001 - one bad advisory must not stop the watch
             log.error("import_advisory_failed", error=str(exc) or type(exc).__name__)
 
     # In a queue group: one gateway replica handles each advisory.
-    await bus.client.subscribe(f"{MAX_DELIVERIES_ADVISORY}.*", queue="import-advisories", cb=on_advisory)
+    for stage in INGEST_STAGES:
+        await bus.client.subscribe(
+            f"{MAX_DELIVERIES_ADVISORY}.{ingest_stream(stage)}.*", queue="import-advisories", cb=on_advisory
+        )
+
+
+def item_digest(item: ingest_pb2.ItemRef, image_sha256: str) -> str:
+    """What the gateway registers for a queued item: SHA-256 over the item as queued and its
+    photo's SHA-256, so a stage that changes the item, or makes one up, is found out."""
+    body = item.SerializeToString(deterministic=True)
+    return hashlib.sha256(body + b"\n" + image_sha256.encode("ascii", "replace")).hexdigest()
+
+
+def item_key(item: ingest_pb2.ItemRef) -> str:
+    """An item's key in the register of queued items."""
+    return f"{item.import_id}.{item.item}"
+
+
+class ItemRegister:
+    """The gateway's register of the import items it queued (IMPORT_ITEMS_BUCKET): the gateway
+    writes it, and the matcher enrols an item only when it finds it there unchanged."""
+
+    def __init__(self, bus: Bus, replicas: int = 1) -> None:
+        self._bus = bus
+        self._replicas = replicas
+        self._bucket: KeyValue | None = None
+
+    async def _open(self, create: bool) -> KeyValue:
+        if self._bucket is None:
+            if create:
+                self._bucket = await open_bucket(self._bus, IMPORT_ITEMS_BUCKET, self._replicas, ttl=RESULTS_MAX_AGE_S)
+            else:
+                self._bucket = await self._bus.jetstream.key_value(IMPORT_ITEMS_BUCKET)
+        return self._bucket
+
+    async def register(self, item: ingest_pb2.ItemRef, image_sha256: str) -> None:
+        """Record an item the gateway queues (before it is queued)."""
+        bucket = await self._open(create=True)
+        await bucket.put(item_key(item), item_digest(item, image_sha256).encode("ascii"))
+
+    async def problem(self, item: ingest_pb2.ItemRef, image_sha256: str) -> tuple[str, bool]:
+        """Why a match stage must not enrol an item ("" when the gateway queued it as it is), and
+        whether the gateway queued an item of that number (whose import waits for its result)."""
+        if not IMPORT_ID.match(item.import_id) or item.item < 0:
+            return "the item names no import the gateway opened", False
+        try:
+            bucket = await self._open(create=False)
+            entry = await bucket.get(item_key(item))
+        except NotFoundError:
+            return "the item was not queued by the gateway", False
+        if entry.value is None or entry.value.decode("ascii", "replace") != item_digest(item, image_sha256):
+            return "the item differs from the one queued by the gateway", True
+        return "", True
 
 
 def running_worker(
@@ -403,6 +467,7 @@ __all__ = [
     "IMPORTS_BUCKET",
     "IMPORT_ID",
     "MATCH",
+    "ItemRegister",
     "Stage",
     "Worker",
     "WorkerSettings",

@@ -66,6 +66,12 @@ AUDIT_CHAIN_BROKEN = Gauge(
     "candor_audit_chain_broken",
     "1 while the audit chain has failed verification (nothing is appended until it is examined), else 0",
 )
+AUDIT_ALARMS = Counter(
+    "candor_audit_alarms_total",
+    "things the audit service refused to trust: checkpoints that fail their check or go backwards, "
+    "events on the stream missing from the chain",
+    ["alarm"],
+)
 CONSUMER_PENDING = Gauge(
     "candor_jetstream_consumer_pending",
     "messages waiting for a durable JetStream consumer (audit chain writer, import stages), as of its last pull",

@@ -37,15 +37,19 @@ AUDIT_DEAD_LETTER = "candor.dlq.audit"
 AUDIT_CHECKPOINT = "candor.audit.v1.checkpoint"
 AUDIT_CHECKPOINT_STREAM = "CANDOR_AUDIT_CHECKPOINTS"
 
-#: Bulk enrolment: the work-queue stream between the import workers, each photo's result, the
-#: dead letters, and the bucket of import records (see candor_kit.ingest).
-INGEST_STREAM = "CANDOR_INGEST"
+#: Bulk enrolment: a work-queue stream for each stage of the import workers (so a stage's NATS user
+#: can reach no other stage's work), each photo's result, the dead letters, the bucket of import
+#: records and the gateway's register of the items it queued (see candor_kit.ingest).
+INGEST_STAGES = ("detect", "embed", "match")
 INGEST_WORK_PREFIX = "candor.ingest.v1.work"
 INGEST_RESULTS_STREAM = "CANDOR_IMPORT_RESULTS"
 INGEST_RESULT_PREFIX = "candor.ingest.v1.result"
 INGEST_DEAD_STREAM = "CANDOR_INGEST_DEAD"
 INGEST_DEAD_PREFIX = "candor.dlq.ingest"
 IMPORTS_BUCKET = "CANDOR_IMPORTS"
+#: Each queued item's digest, by ``<import id>.<item>``: written by the gateway alone, read by the
+#: matcher, which enrols only the items the gateway queued, unchanged.
+IMPORT_ITEMS_BUCKET = "CANDOR_IMPORT_ITEMS"
 #: When each expunged subject and record was expunged, so queued import work cannot bring it back.
 TOMBSTONES_BUCKET = "CANDOR_GALLERY_TOMBSTONES"
 #: Which model the gallery searches with and which it is being re-embedded into (key "models").
@@ -56,6 +60,14 @@ PHOTOS_BUCKET = "CANDOR_PHOTOS"
 #: The import stages whose work is routed by model (detection and embedding depend on it; the
 #: matcher's enrolment takes every model's vectors).
 ROUTED_STAGES = ("detect", "embed")
+
+
+def ingest_stream(stage: str) -> str:
+    """The work-queue stream of one import stage."""
+    if stage not in INGEST_STAGES:
+        raise ValueError(f"no import stage {stage!r}")
+    return f"CANDOR_INGEST_{stage.upper()}"
+
 
 #: A model id that can name a NATS subject token and a consumer.
 LANE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -98,7 +110,7 @@ class BusRole:
     audit_kinds: tuple[str, ...] = ()
     #: Whether it consumes the audit stream and writes the chain.
     writes_chain: bool = False
-    #: The import stage it works (detect, embed or match), pulling from the CANDOR_INGEST stream.
+    #: The import stage it works (detect, embed or match), pulling from that stage's own stream.
     import_stage: str = ""
     #: The stage it hands each photo on to.
     hands_on_to: str = ""
@@ -267,15 +279,17 @@ def _stage_consumer_permissions(stage: str) -> list[str]:
     """Pull one import stage's work: ``ingest-match``, or ``ingest-<stage>-<lane>`` for a stage
     routed by model. A lane's consumer name is one token, so its grants name any consumer of the
     stream, while creating one is limited to the stage's own work subjects."""
+    stream = ingest_stream(stage)
     if stage in ROUTED_STAGES:
+        # A lane's consumer is one token, so grants name any consumer of the stage's own stream.
         consumer, work = "*", f"{INGEST_WORK_PREFIX}.{stage}.*"
     else:
         consumer, work = f"ingest-{stage}", f"{INGEST_WORK_PREFIX}.{stage}"
     return [
-        f"$JS.API.CONSUMER.CREATE.{INGEST_STREAM}.{consumer}.{work}",
-        f"$JS.API.CONSUMER.INFO.{INGEST_STREAM}.{consumer}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_STREAM}.{consumer}",
-        f"$JS.ACK.{INGEST_STREAM}.{consumer}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.{work}",
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.{consumer}.>",
         f"{INGEST_DEAD_PREFIX}.{stage}",
     ]
 
@@ -295,7 +309,7 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         publish += [
             f"$JS.API.STREAM.{verb}.{stream}"
             for verb in ("CREATE", "INFO")
-            for stream in (INGEST_STREAM, INGEST_RESULTS_STREAM, INGEST_DEAD_STREAM)
+            for stream in (*map(ingest_stream, INGEST_STAGES), INGEST_RESULTS_STREAM, INGEST_DEAD_STREAM)
         ]
         publish.append(f"{INGEST_RESULT_PREFIX}.>")
     if role.hands_on_to:
@@ -305,6 +319,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         publish += _stage_consumer_permissions(role.import_stage)
     if role.keeps_tombstones:
         publish += _bucket_permissions(TOMBSTONES_BUCKET)
+    if role.import_stage == "match":
+        publish += _bucket_permissions(IMPORT_ITEMS_BUCKET, write=False)
     if role.gallery_models:
         publish += _bucket_permissions(GALLERY_BUCKET, write=role.gallery_models == "write")
     if role.runs_imports:
@@ -315,11 +331,11 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{INGEST_RESULTS_STREAM}",
             # Items whose deliveries ran out: read, dead-letter, delete.
-            f"$JS.API.STREAM.MSG.GET.{INGEST_STREAM}",
-            f"$JS.API.STREAM.MSG.DELETE.{INGEST_STREAM}",
+            *(f"$JS.API.STREAM.{verb}.{ingest_stream(s)}" for verb in ("MSG.GET", "MSG.DELETE") for s in INGEST_STAGES),
             f"{INGEST_DEAD_PREFIX}.>",
+            *_bucket_permissions(IMPORT_ITEMS_BUCKET),
         ]
-        subscribe.append(f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{INGEST_STREAM}.>")
+        subscribe += [f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ingest_stream(s)}.>" for s in INGEST_STAGES]
     if role.keeps_photos:
         publish += _object_store_permissions(PHOTOS_BUCKET)
     if role.audit_kinds:
@@ -332,11 +348,15 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.API.CONSUMER.CREATE.{AUDIT_STREAM}.>",
             f"$JS.API.CONSUMER.DURABLE.CREATE.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
             f"$JS.API.CONSUMER.INFO.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_STREAM}.{AUDIT_CONSUMER}",
+            # Its own durable consumer, and the short-lived ones that read both streams whole
+            # (every event on the stream must be in the chain; checkpoints never go backwards).
+            f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_STREAM}.*",
             f"$JS.ACK.{AUDIT_STREAM}.{AUDIT_CONSUMER}.>",
             AUDIT_DEAD_LETTER,
             AUDIT_CHECKPOINT,
             *(f"$JS.API.STREAM.{verb}.{AUDIT_CHECKPOINT_STREAM}" for verb in ("CREATE", "INFO", "MSG.GET")),
+            f"$JS.API.CONSUMER.CREATE.{AUDIT_CHECKPOINT_STREAM}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_CHECKPOINT_STREAM}.*",
         ]
     return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}
 

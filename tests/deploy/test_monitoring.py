@@ -123,7 +123,7 @@ def test_keda_scales_the_import_workers_on_their_consumers_lag_and_on_cpu(servic
     assert scaled["minReplicaCount"] >= 2
     queue, cpu = scaled["triggers"]
     assert queue["type"] == "nats-jetstream" and cpu["type"] == "cpu"
-    assert queue["metadata"]["stream"] == subjects.INGEST_STREAM
+    assert queue["metadata"]["stream"] == subjects.ingest_stream(stage)
     assert queue["metadata"]["consumer"] == Stage(stage, DLIB_RESNET_MODEL_ID).consumer
     host, _, port = queue["metadata"]["natsServerMonitoringEndpoint"].partition(":")
     monitor_ports = {p["name"]: p["port"] for p in named(docs, "Service", host)["spec"]["ports"]}

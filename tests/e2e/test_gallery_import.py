@@ -29,6 +29,7 @@ from candor_cli.client import GatewayClient
 from candor_cli.gallery import import_id_for, read_source
 from candor_kit import subjects
 from candor_kit.identifiers import record_id_for
+from candor_kit.ingest import Stage
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import CANDOR, candor, searching, wait_for_audit
 
@@ -348,7 +349,9 @@ def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ac
     async def run() -> None:
         client = await _nats(stack, "embedder")
         js = client.jetstream()
-        subscription = await js.pull_subscribe_bind(durable=consumer, stream=subjects.INGEST_STREAM)
+        subscription = await js.pull_subscribe_bind(
+            durable=consumer, stream=subjects.ingest_stream(Stage.from_consumer(consumer).name)
+        )
         for _ in range(deliveries):
             deadline = time.monotonic() + 30
             while True:

@@ -4,7 +4,13 @@ stack with two gateway processes: the rules hold by construction, not only on th
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import shutil
+import signal
+import sqlite3
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,9 +18,16 @@ from pathlib import Path
 import grpc
 import pytest
 
+from candor.audit.v1 import audit_pb2
+from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.ingest.v1 import ingest_pb2
 from candor_cli import LocalStack
-from tests.e2e.test_attacks import audit_rows
+from candor_cli.stack import StackError
+from candor_kit import subjects
+from candor_kit.bus import round_trip
+from tests.e2e.nats_login import connect_as
+from tests.e2e.test_attacks import audit_rows, violations
 from tests.e2e.test_stack_cli import candor, search_json, wait_for_audit
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +136,184 @@ def test_one_reviewer_confirming_and_rejecting_at_once_keeps_one_decision(stack:
     codes = submit_in_parallel(stack, rita, found["search_id"], 1, mixed)
     assert codes.count(grpc.StatusCode.OK) == 1, codes
     assert len(reviews_in_chain(stack, found["search_id"])) == 1
+
+
+# --- 3: junk on the checkpoint subject is refused and alarmed, not trusted -------------------------
+
+
+def test_junk_and_forged_checkpoints_are_refused_and_alarmed_and_the_chain_keeps_going(
+    stack: LocalStack, samples: Path
+) -> None:
+    forged = audit_pb2.Checkpoint(sequence=10**6, head_hash="f" * 64, made_at="2026-01-01T00:00:00.000000Z")
+    forged.key_id, forged.signature = "not-the-key", "AAAA"
+
+    async def publish_junk() -> None:
+        client = await connect_as(stack, "audit")
+        try:
+            for junk in (b"", b"\xff\x00not a checkpoint", forged.SerializeToString()):
+                await client.jetstream().publish(subjects.AUDIT_CHECKPOINT, junk, timeout=5)
+        finally:
+            await client.close()
+
+    # Published while the audit service is down, so the junk is the newest thing on the store.
+    stack.stop_service("audit")
+    asyncio.run(publish_junk())
+    stack.start_service("audit", timeout_s=60)  # raises unless it reports SERVING again
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-3")
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE event_id = ?", (found["search_id"],))
+    assert "audit chain OK" in candor(stack, "audit", "verify").stdout
+    stack.stop_service("audit")
+    stack.start_service("audit", timeout_s=60)
+    assert "audit chain OK" in candor(stack, "audit", "verify").stdout
+    refused = wait_for_audit(stack, "SELECT details_json FROM audit_record WHERE kind = 'audit.checkpoint_refused'")
+    assert len(refused) == 3, refused  # each refused once, however often the stream is read
+    later = search_json(stack, samples / "obama2.jpg", "SAFE-3B")
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE event_id = ?", (later["search_id"],))
+
+
+# --- 2: the audit tail cannot be cut without trace --------------------------------------------------
+
+
+@pytest.fixture
+def restorable_chain(stack: LocalStack) -> Iterator[Path]:
+    """The audit database, put back as it was (and the service restarted) after a test tampers with it."""
+    database = stack.data / "audit" / "audit.db"
+    yield database
+    stack.stop_service("audit")
+    for suffix in ("", "-wal", "-shm"):
+        saved = Path(f"{database}{suffix}.saved")
+        if saved.exists():
+            saved.replace(Path(f"{database}{suffix}"))
+        else:
+            Path(f"{database}{suffix}").unlink(missing_ok=True)
+    stack.start_service("audit", timeout_s=60)
+    assert "audit chain OK" in candor(stack, "audit", "verify").stdout
+
+
+def kill_audit_and_save_chain(stack: LocalStack, database: Path) -> None:
+    """Stop the audit service as a crash would (no last checkpoint) and keep a copy of its database."""
+    state = stack.state()
+    assert state is not None
+    os.kill(state.pids["audit"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{state.pids['audit']}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stack.stop_service("audit")
+    for suffix in ("", "-wal", "-shm"):
+        if Path(f"{database}{suffix}").exists():
+            shutil.copyfile(f"{database}{suffix}", f"{database}{suffix}.saved")
+
+
+def test_a_tail_cut_after_the_newest_checkpoint_is_named_from_the_stream(
+    stack: LocalStack, samples: Path, restorable_chain: Path
+) -> None:
+    # Checkpoints far apart, so the newest records are not yet vouched for by any.
+    stack.stop_service("audit")
+    stack.extra_env["CANDOR_AUDIT_CHECKPOINT_INTERVAL_S"] = "3600"
+    try:
+        stack.start_service("audit")
+    finally:
+        stack.extra_env["CANDOR_AUDIT_CHECKPOINT_INTERVAL_S"] = "1"
+    cut = [search_json(stack, samples / "obama2.jpg", f"SAFE-2A.{i}")["search_id"] for i in range(2)]
+    for search_id in cut:
+        wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE event_id = ?", (search_id,))
+    kill_audit_and_save_chain(stack, restorable_chain)
+    with sqlite3.connect(restorable_chain) as db:
+        newest = db.execute("SELECT MAX(sequence) FROM audit_checkpoint").fetchone()[0]
+        db.execute("DELETE FROM audit_record WHERE sequence > ?", (newest,))
+    with pytest.raises(StackError, match="did not report SERVING"):
+        stack.start_service("audit", timeout_s=20)
+    verified = candor(stack, "audit", "verify", check=False)
+    assert verified.returncode == 1 and "missing from the chain" in verified.stdout, verified.stdout
+    assert cut[0] in verified.stdout
+
+
+def test_an_older_checkpoint_published_again_does_not_hide_a_cut_tail(
+    stack: LocalStack, samples: Path, restorable_chain: Path
+) -> None:
+    old = asyncio.run(first_checkpoint(stack))
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-2B")
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE event_id = ?", (found["search_id"],))
+    time.sleep(2)  # checkpointed
+    kill_audit_and_save_chain(stack, restorable_chain)
+    with sqlite3.connect(restorable_chain) as db:
+        db.execute("DELETE FROM audit_record WHERE sequence > ?", (old.sequence,))
+        db.execute("DELETE FROM audit_checkpoint WHERE sequence > ?", (old.sequence,))
+
+    async def republish() -> None:
+        client = await connect_as(stack, "audit")
+        try:
+            await client.jetstream().publish(subjects.AUDIT_CHECKPOINT, old.SerializeToString(), timeout=5)
+        finally:
+            await client.close()
+
+    asyncio.run(republish())
+    with pytest.raises(StackError, match="did not report SERVING"):
+        stack.start_service("audit", timeout_s=20)
+    verified = candor(stack, "audit", "verify", check=False)
+    assert verified.returncode == 1 and "tail cut" in verified.stdout, verified.stdout
+    log = (stack.logs / "audit.log").read_text()
+    assert '"audit_checkpoint_went_backwards"' in log
+
+
+async def first_checkpoint(stack: LocalStack) -> audit_pb2.Checkpoint:
+    """The oldest checkpoint on the outside store, read as the audit service's own user."""
+    client = await connect_as(stack, "audit")
+    try:
+        stored = await client.jetstream().get_msg(subjects.AUDIT_CHECKPOINT_STREAM, 1)
+        return audit_pb2.Checkpoint.FromString(stored.data or b"")
+    finally:
+        await client.close()
+
+
+# --- 5: a service user can neither enrol a person nor take another stage's work ---------------------
+
+
+def test_match_work_made_up_by_the_embedders_user_enrols_no_one(stack: LocalStack) -> None:
+    planted = ingest_pb2.MatchWork(
+        item=ingest_pb2.ItemRef(
+            import_id="planted-import-0001", item=0, subject_id="PLANTED-BY-EMBEDDER",
+            submitted_by="gallery-admin-alice", model_id="dlib-resnet-v1",
+        ),
+        image_sha256="ab" * 32,
+        model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
+        embedding=common_pb2.Embedding(values=[0.05] * 128),
+    )  # fmt: skip
+
+    async def plant() -> None:
+        client = await connect_as(stack, "embedder")
+        try:
+            await client.jetstream().publish("candor.ingest.v1.work.match", planted.SerializeToString(), timeout=5)
+        finally:
+            await client.close()
+
+    asyncio.run(plant())
+    refused = wait_for_audit(
+        stack,
+        "SELECT actor, details_json FROM audit_record "
+        "WHERE kind = 'matcher.import_item_refused' AND details_json LIKE ?",
+        ("%planted-import-0001%",),
+    )
+    assert "not queued by the gateway" in json.loads(refused[0][1])["reason"]
+    enrolled = audit_rows(
+        stack, "SELECT COUNT(*) FROM audit_record WHERE kind = 'enroll.completed' AND details_json LIKE ?",
+        ("%PLANTED-BY-EMBEDDER%",),
+    )  # fmt: skip
+    assert enrolled[0][0] == 0
+
+
+@pytest.mark.parametrize("role", ["detector", "embedder"])
+def test_a_stage_may_not_pull_or_ack_the_matchers_import_work(stack: LocalStack, role: str) -> None:
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = await connect_as(stack, role, error_cb=remember)
+        for stream in ("CANDOR_INGEST", "CANDOR_INGEST_MATCH"):
+            await client.publish(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.ingest-match", b'{"batch":1,"no_wait":true}')
+            await client.publish(f"$JS.ACK.{stream}.ingest-match.1.1.1.0.0", b"+ACK")
+        await round_trip(client)
+        await client.close()
+
+    errors = violations(run)
+    assert len(errors) == 4, errors

@@ -230,6 +230,19 @@ class SqlAuditChain:
             rows = db.execute(f"SELECT {_COLUMNS} FROM audit_record ORDER BY sequence")
             return verify_records((_row_to_record(row) for row in rows), self.public_keys, checkpoints)
 
+    def present(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` the chain holds."""
+        wanted = sorted(set(event_ids))
+        found: set[str] = set()
+        with self._reader() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                statement = self._sql(
+                    f"SELECT event_id FROM audit_record WHERE event_id IN ({', '.join('?' * len(chunk))})"
+                )
+                found.update(row[0] for row in db.execute(statement, chunk).fetchall())
+        return found
+
     def query(
         self,
         case_number: str = "",

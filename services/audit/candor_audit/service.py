@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,17 +22,13 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
-    DiscardPolicy,
-    RetentionPolicy,
-    StorageType,
-    StreamConfig,
 )
-from nats.js.errors import BadRequestError
 from nats.js.errors import NotFoundError as NatsNotFoundError
 from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord, Verification
+from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
 from candor_audit.signing import Checkpoint, Signer
 from candor_kit import (
     Bus,
@@ -138,6 +134,13 @@ def rfc3339(timestamp: Timestamp) -> str:
         raise InvalidInput("a timestamp is outside 0001-01-01 to 9999-12-31 or has invalid nanoseconds")
     moment = dt.datetime.fromtimestamp(timestamp.seconds, tz=dt.UTC).replace(microsecond=timestamp.nanos // 1000)
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _now() -> str:
+    """The current time as the chain writes it."""
+    now = Timestamp()
+    now.GetCurrentTime()
+    return rfc3339(now)
 
 
 def _timestamp(text: str) -> Timestamp:
@@ -295,45 +298,6 @@ class StreamWatermark:
                 await self.refresh()
 
 
-class CheckpointStream:
-    """The chain's checkpoints kept in a JetStream stream, a second store beside the database.
-
-    Whoever can rewrite the database (and its checkpoint table) cannot reach this stream, which no
-    NATS user may purge or delete from; verifying against its latest checkpoint catches a cut tail.
-    """
-
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
-
-    async def ensure(self, replicas: int = 1) -> None:
-        """Create the stream if missing: file storage, every checkpoint kept."""
-        config = StreamConfig(
-            name=subjects.AUDIT_CHECKPOINT_STREAM,
-            subjects=[subjects.AUDIT_CHECKPOINT],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            discard=DiscardPolicy.NEW,
-            num_replicas=replicas,
-        )
-        try:
-            await self._bus.jetstream.add_stream(config)
-        except BadRequestError:  # already there with an operator's limits: keep them
-            await self._bus.jetstream.stream_info(subjects.AUDIT_CHECKPOINT_STREAM)
-
-    async def keep(self, checkpoint: audit_pb2.Checkpoint) -> None:
-        """Store one checkpoint (acknowledged by the server before this returns)."""
-        await self._bus.jetstream.publish(subjects.AUDIT_CHECKPOINT, checkpoint.SerializeToString(), timeout=5)
-
-    async def latest(self) -> Checkpoint | None:
-        """The newest checkpoint kept, or None before the first."""
-        try:
-            stored = await self._bus.jetstream.get_last_msg(subjects.AUDIT_CHECKPOINT_STREAM, subjects.AUDIT_CHECKPOINT)
-        except NatsNotFoundError:
-            return None
-        kept = audit_pb2.Checkpoint.FromString(stored.data or b"")
-        return Checkpoint(kept.sequence, kept.head_hash, kept.made_at, kept.key_id, kept.signature)
-
-
 class AuditLog:
     """The chain behind the service's three doors: the stream, Verify and Query."""
 
@@ -343,6 +307,7 @@ class AuditLog:
         public_key_pem: str = "",
         watermark: StreamWatermark | None = None,
         outside: CheckpointStream | None = None,
+        stream: AuditStreamCheck | None = None,
     ) -> None:
         self._chain = chain
         self._public_key_pem = public_key_pem
@@ -350,25 +315,45 @@ class AuditLog:
         self.watermark = watermark or StreamWatermark()
         #: The second store of checkpoints, outside the chain's database (None: the chain's own only).
         self._outside = outside
+        #: The audit stream, whose settled events must all be in the chain (None: not checked).
+        self._stream = stream
         #: Why the chain failed verification; while set, nothing is appended (events wait on the
         #: stream) until someone examines the chain and restarts the service.
         self.broken = ""
 
     async def check(self) -> Verification:
-        """Verify the whole chain against its own and the outside store's checkpoints; a failure
-        stops appending (``broken``)."""
-        result = await asyncio.to_thread(self._chain.verify, await self._outside_checkpoints())
+        """Verify the whole chain against its own and the outside store's checkpoints, and against
+        the events the stream still holds; a failure stops appending (``broken``)."""
+        result, _ = await self._verified([])
         if not result.ok and not self.broken:
             self.broken = f"record {result.first_bad_sequence}: {result.problem}"
             log.error("audit_chain_broken", first_bad=result.first_bad_sequence, problem=result.problem)
         metrics.AUDIT_CHAIN_BROKEN.set(1 if self.broken else 0)
         return result
 
-    async def _outside_checkpoints(self) -> list[Checkpoint]:
-        if self._outside is None:
-            return []
-        latest = await self._outside.latest()
-        return [latest] if latest is not None else []
+    async def _verified(self, kept: list[Checkpoint]) -> tuple[Verification, tuple[list[Missing], int]]:
+        """Walk the chain with ``kept`` and the outside checkpoints, then look for settled stream
+        events the chain lacks; the alarms the checkpoint stream raised are recorded when the
+        chain holds."""
+        alarms = await self._outside.read(_now()) if self._outside is not None else []
+        vouching = [self._outside.highest] if self._outside is not None and self._outside.highest else []
+        result = await asyncio.to_thread(self._chain.verify, [*kept, *vouching])
+        missing: tuple[list[Missing], int] = ([], 0)
+        if result.ok and self._stream is not None:
+            missing = await self._stream.missing(self._present)
+            if missing[1]:
+                problem = missing_problem(*missing)
+                result = Verification(
+                    False, result.records_checked, result.records_checked + 1, problem, result.head_hash,
+                    result.signatures_checked, result.checkpoints_checked,
+                )  # fmt: skip
+        if result.ok and not self.broken:
+            for alarm in alarms:
+                await asyncio.to_thread(self._chain.append, alarm, alarm.occurred_at)
+        return result, missing
+
+    async def _present(self, event_ids: Iterable[str]) -> set[str]:
+        return await asyncio.to_thread(self._chain.present, list(event_ids))
 
     async def append_message(self, msg: Msg) -> None:
         """Decode one stream message and append it; a duplicate delivery is a no-op."""
@@ -397,22 +382,22 @@ class AuditLog:
             self.watermark.mark(msg.metadata.sequence.stream)
 
     async def verify(self, request: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
-        """Walk the chain: hashes, links, signatures, and the chain's own and the caller's checkpoints."""
+        """Walk the chain: hashes, links, signatures, the chain's own, the outside store's and the
+        caller's checkpoints, and the events the stream still holds."""
         kept = [Checkpoint(c.sequence, c.head_hash, c.made_at, c.key_id, c.signature) for c in request.checkpoints]
-        result = await asyncio.to_thread(self._chain.verify, [*kept, *await self._outside_checkpoints()])
+        result, (missing, missing_total) = await self._verified(kept)
         if not result.ok and not self.broken:
             # A caller's checkpoint may be forged; whether appending stops is decided by the
             # checkpoints the service trusts (its own and the outside store's) alone.
             await self.check()
-        now = Timestamp()
-        now.GetCurrentTime()
-        latest = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now)) if result.ok else None
+        latest = await asyncio.to_thread(self._chain.checkpoint, _now()) if result.ok else None
         log.info(
             "audit_verified",
             ok=result.ok,
             records=result.records_checked,
             first_bad=result.first_bad_sequence,
             checkpoints=result.checkpoints_checked,
+            missing=missing_total,
         )
         return audit_pb2.VerifyResponse(
             ok=result.ok,
@@ -424,6 +409,11 @@ class AuditLog:
             checkpoints_checked=result.checkpoints_checked,
             public_key_pem=self._public_key_pem,
             latest_checkpoint=checkpoint_proto(latest) if latest else None,
+            missing=[
+                audit_pb2.MissingEvent(stream_sequence=m.stream_sequence, event_id=m.event_id, kind=m.kind)
+                for m in missing
+            ],
+            missing_events=missing_total,
         )
 
     async def checkpoint(self) -> audit_pb2.Checkpoint | None:
@@ -588,8 +578,9 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
                     return 0
                 return int(info.ack_floor.stream_seq if info.ack_floor else 0)
 
-            outside = CheckpointStream(host.bus)
-            audit_log = AuditLog(chain, signer.public_pem(), StreamWatermark(settled_through), outside)
+            outside = CheckpointStream(jetstream, chain.public_keys)
+            stream = AuditStreamCheck(jetstream, settled_through)
+            audit_log = AuditLog(chain, signer.public_pem(), StreamWatermark(settled_through), outside, stream)
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
             await host.start_grpc()
             await ensure_audit_stream(host.bus, settings.stream_replicas)

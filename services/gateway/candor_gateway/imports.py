@@ -32,6 +32,7 @@ from candor_kit.bus import fetch_batch
 from candor_kit.identifiers import check_subject_id, record_id_for
 from candor_kit.ingest import (
     IMPORT_ID,
+    ItemRegister,
     Stage,
     check_import_id,
     dead_letter_exhausted,
@@ -42,7 +43,13 @@ from candor_kit.ingest import (
     rejection,
     result_subject,
 )
-from candor_kit.subjects import IMPORTS_BUCKET, INGEST_RESULT_PREFIX, INGEST_RESULTS_STREAM, INGEST_STREAM
+from candor_kit.subjects import (
+    IMPORTS_BUCKET,
+    INGEST_RESULT_PREFIX,
+    INGEST_RESULTS_STREAM,
+    INGEST_STAGES,
+    ingest_stream,
+)
 
 log = structlog.get_logger("candor.gateway.imports")
 #: The largest import one record describes.
@@ -124,6 +131,7 @@ class ImportDesk:
         self._backlog = backlog
         self._replicas = stream_replicas
         self._bucket: KeyValue | None = None
+        self._register = ItemRegister(bus, stream_replicas)
         self._tallies: OrderedDict[str, Tally] = OrderedDict()
         self._tally_locks: dict[str, asyncio.Lock] = {}
 
@@ -236,16 +244,17 @@ class ImportDesk:
                 await publish_result(self._bus, refused)
                 answer.settled += 1
                 continue
-            await self._keep_photo(ref, item.image)
+            sha256 = hashlib.sha256(item.image).hexdigest()
+            await self._keep_photo(ref, item.image, sha256)
+            await self._register.register(ref, sha256)
             await hand_on(self._bus, detect, ingest_pb2.DetectWork(item=ref, image=item.image, rules=record.rules))
             answer.queued += 1
         return answer
 
-    async def _keep_photo(self, ref: ingest_pb2.ItemRef, image: bytes) -> None:
+    async def _keep_photo(self, ref: ingest_pb2.ItemRef, image: bytes, sha256: str) -> None:
         """Store the photo, encrypted, under the record it will make, before it is queued; one
         already stored for that record (the same photo of the same subject) is kept. A photo whose
         item ends rejected or failed is taken back when its result is read (``_catch_up``)."""
-        sha256 = hashlib.sha256(image).hexdigest()
         header = PhotoHeader(
             "gallery",
             record_id_for(ref.subject_id, sha256),
@@ -285,9 +294,9 @@ class ImportDesk:
         return None
 
     async def _queued(self) -> int:
-        """Photos waiting in the work-queue stream, at every stage."""
-        info = await self._bus.jetstream.stream_info(INGEST_STREAM)
-        return int(info.state.messages)
+        """Photos waiting in the work-queue streams, at every stage."""
+        infos = [await self._bus.jetstream.stream_info(ingest_stream(stage)) for stage in INGEST_STAGES]
+        return sum(int(info.state.messages) for info in infos)
 
     async def status(self, principal: Principal, request: gateway_pb2.GetImportRequest) -> gateway_pb2.ImportStatus:
         """Progress of a running or finished import."""

@@ -21,8 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import uuid
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import AuditPublisher, Bus, CandorError, PreconditionFailed
 from candor_kit.identifiers import check_subject_id
-from candor_kit.ingest import publish_result, rejection
+from candor_kit.ingest import ItemRegister, publish_result, rejection
 from candor_matcher.gallery import Enrolment, GalleryModel, record_id_for
 from candor_matcher.tombstones import Tombstones
 
@@ -23,10 +23,28 @@ class MatchStage:
         self._service = service
         self._tombstones = tombstones
         self._audit = audit
+        self._register = ItemRegister(bus)
 
     async def __call__(self, work: ingest_pb2.MatchWork) -> None:
-        """Enrol, audit the enrolment, and store the photo's result."""
+        """Enrol, audit the enrolment, and store the photo's result: only an item the gateway
+        queued, as it queued it (another stage's user could otherwise make one up)."""
         item = work.item
+        problem, queued = await self._register.problem(item, work.image_sha256)
+        if problem:
+            await self._audit.publish(
+                "matcher.import_item_refused",
+                actor="service:matcher",
+                details={
+                    "import_id": item.import_id[:100],
+                    "item": item.item,
+                    "subject_id": item.subject_id[:200],
+                    "claimed_submitted_by": item.submitted_by[:200],
+                    "reason": problem,
+                },
+            )
+            if queued:  # the gateway's item was changed on the way: it ends here, rejected
+                await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, problem, "matcher"))
+            return
         try:
             check_subject_id(item.subject_id)
             model = GalleryModel.from_ref(work.model)

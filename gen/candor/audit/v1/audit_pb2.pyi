@@ -69,7 +69,7 @@ class VerifyRequest(_message.Message):
     def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("ok", "records_checked", "first_bad_sequence", "problem", "head_hash", "signatures_checked", "checkpoints_checked", "public_key_pem", "latest_checkpoint")
+    __slots__ = ("ok", "records_checked", "first_bad_sequence", "problem", "head_hash", "signatures_checked", "checkpoints_checked", "public_key_pem", "latest_checkpoint", "missing", "missing_events")
     OK_FIELD_NUMBER: _ClassVar[int]
     RECORDS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,8 @@ class VerifyResponse(_message.Message):
     CHECKPOINTS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
     LATEST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    MISSING_EVENTS_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     records_checked: int
     first_bad_sequence: int
@@ -88,7 +90,19 @@ class VerifyResponse(_message.Message):
     checkpoints_checked: int
     public_key_pem: str
     latest_checkpoint: Checkpoint
-    def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ..., latest_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ...) -> None: ...
+    missing: _containers.RepeatedCompositeFieldContainer[MissingEvent]
+    missing_events: int
+    def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ..., latest_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., missing: _Optional[_Iterable[_Union[MissingEvent, _Mapping]]] = ..., missing_events: _Optional[int] = ...) -> None: ...
+
+class MissingEvent(_message.Message):
+    __slots__ = ("stream_sequence", "event_id", "kind")
+    STREAM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    stream_sequence: int
+    event_id: str
+    kind: str
+    def __init__(self, stream_sequence: _Optional[int] = ..., event_id: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
     __slots__ = ("case_number", "actor", "since", "until", "limit", "after_sequence", "kinds", "event_id", "wait_for_stream_sequence", "origin")
@@ -115,7 +129,9 @@ class QueryRequest(_message.Message):
     def __init__(self, case_number: _Optional[str] = ..., actor: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., after_sequence: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., wait_for_stream_sequence: _Optional[int] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "more")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[AuditRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[AuditRecord, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
