@@ -119,9 +119,9 @@ class GatewayClient:
             request = gateway_pb2.ListAuditRecordsRequest(
                 since=since, until=until, after_sequence=records[-1].sequence if records else 0, limit=1000
             )
-            page = self._stub.ListAuditRecords(request, metadata=self._metadata, timeout=self._timeout).records
-            records.extend(page)
-            if len(page) < 1000:
+            page = self._stub.ListAuditRecords(request, metadata=self._metadata, timeout=self._timeout)
+            records.extend(page.records)
+            if not page.more or not page.records:
                 return records
 
     def start_import(self, import_id: str, source: str, total: int, model_id: str = "") -> gateway_pb2.ImportStatus:

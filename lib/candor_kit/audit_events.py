@@ -13,11 +13,23 @@ from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_kit.bus import Bus
+from candor_kit.errors import InvalidInput
 from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM, ROLES, audit_subject
 from candor_kit.subjects import AUDIT_EVENT_PREFIX as AUDIT_SUBJECT_PREFIX
 from candor_kit.telemetry import current_trace_id
 
-__all__ = ["AUDIT_DEAD_LETTER", "AUDIT_STREAM", "AUDIT_SUBJECT_PREFIX", "AuditPublisher", "ensure_audit_stream"]
+__all__ = [
+    "AUDIT_DEAD_LETTER",
+    "AUDIT_STREAM",
+    "AUDIT_SUBJECT_PREFIX",
+    "MAX_EVENT_BYTES",
+    "AuditPublisher",
+    "ensure_audit_stream",
+]
+
+#: The largest audit event the chain takes: ids, hashes and counts fit many times over; an event
+#: beyond it is refused by the audit service (and by a publisher before it is sent).
+MAX_EVENT_BYTES = 64 * 1024
 
 
 async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
@@ -80,6 +92,8 @@ class AuditPublisher:
             trace_id=current_trace_id(),
             details_json=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
         )
+        if event.ByteSize() > MAX_EVENT_BYTES:
+            raise InvalidInput(f"the {kind} audit event is {event.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}")
         sequence = await self._bus.publish_durable(audit_subject(self.source, kind), event, msg_id=event.event_id)
         self.last_sequence = max(self.last_sequence, sequence)
         return event.event_id

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -16,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
@@ -27,7 +30,7 @@ from candor_cli.stack import StackError
 from candor_kit import subjects
 from candor_kit.bus import round_trip
 from tests.e2e.nats_login import connect_as
-from tests.e2e.test_attacks import audit_rows, violations
+from tests.e2e.test_attacks import audit_rows, database_bytes, violations
 from tests.e2e.test_stack_cli import candor, search_json, wait_for_audit
 
 pytestmark = pytest.mark.e2e
@@ -317,3 +320,105 @@ def test_a_stage_may_not_pull_or_ack_the_matchers_import_work(stack: LocalStack,
 
     errors = violations(run)
     assert len(errors) == 4, errors
+
+
+# --- 6: the desk and the gateway refuse empty identities and answer odd requests with 400 ---------
+
+
+def desk_address(stack: LocalStack) -> str:
+    state = stack.state()
+    assert state is not None
+    return f"http://{state.addresses['review']}"
+
+
+def desk_sign_in(stack: LocalStack, token: str) -> tuple[httpx.Client, dict[str, str], int]:
+    """Sign in to the desk with a token as a browser would (the cookies are sent by hand: they are
+    Secure, and the desk here is on loopback HTTP); the client, the session cookie and the status."""
+    client = httpx.Client(base_url=desk_address(stack), timeout=30)
+    page = client.get("/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf is not None
+    login = {"__Host-candor-login": page.cookies["__Host-candor-login"]}
+    answer = client.post("/login", data={"token": token, "csrf": csrf.group(1)}, cookies=login)
+    session = {"__Host-candor-session": answer.cookies.get("__Host-candor-session", "")}
+    return client, session, answer.status_code
+
+
+@pytest.mark.parametrize("user", ["", " ", "\t"])
+def test_a_token_with_an_empty_user_name_is_refused_by_the_gateway_and_the_desk(stack: LocalStack, user: str) -> None:
+    token = stack.token(user, ("reviewer",))
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ListPendingReviews(
+                gateway_pb2.ListPendingReviewsRequest(), metadata=(("authorization", f"Bearer {token}"),), timeout=30
+            )
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "user" in (refused.value.details() or "")
+    client, session, status = desk_sign_in(stack, token)
+    client.close()
+    assert status == 401 and not session["__Host-candor-session"]
+
+
+def test_odd_query_values_and_huge_ranks_are_400_with_the_security_headers(stack: LocalStack, samples: Path) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-6")
+    client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
+    assert status == 303
+    try:
+        page = client.get(f"/searches/{found['search_id']}?decided=%C2%B2", cookies=session)
+        assert page.status_code == 400, page.text[:500]
+        assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
+        form = client.get(f"/searches/{found['search_id']}", cookies=session)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        posted = client.post(
+            f"/searches/{found['search_id']}/candidates/99999999999999999999",
+            data={"decision": "confirm", "notes": "", "csrf": csrf.group(1)},
+            cookies=session,
+        )
+        assert posted.status_code == 400, posted.text[:500]
+        assert posted.headers["X-Frame-Options"] == "DENY"
+    finally:
+        client.close()
+
+
+# --- 4: one user's oversized events cannot stuff the chain or stop the reports ----------------------
+
+
+def test_oversized_events_are_refused_small_and_the_oversight_report_still_reads_the_chain(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    before = database_bytes(stack)
+    ids = [f"stuffing-{index}" for index in range(8)]
+
+    async def stuff() -> None:
+        client = await connect_as(stack, "operator")
+        try:
+            for event_id in ids:
+                now = Timestamp()
+                now.GetCurrentTime()
+                event = audit_pb2.AuditEvent(
+                    event_id=event_id, kind="model.calibrated", occurred_at=now, actor="operator",
+                    details_json=json.dumps({"curve": "x" * (1 << 20)}),
+                )  # fmt: skip
+                subject = subjects.audit_subject("operator", "model.calibrated")
+                await client.jetstream().publish(subject, event.SerializeToString(), timeout=10)
+        finally:
+            await client.close()
+
+    asyncio.run(stuff())
+    for event_id in ids:
+        rows = wait_for_audit(
+            stack,
+            "SELECT details_json FROM audit_record WHERE kind = 'audit.event_refused' AND details_json LIKE ?",
+            (f"%{event_id}%",),
+        )
+        assert "the limit is 65536" in json.loads(rows[0][0])["reason"]
+    assert (
+        audit_rows(stack, "SELECT COUNT(*) FROM audit_record WHERE event_id IN (?,?,?,?,?,?,?,?)", tuple(ids))[0][0]
+        == 0
+    )
+    assert database_bytes(stack) - before < 1 << 20  # not 8 MB
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    report = candor(stack, "report", "--from", today, "--to", today, "--out", str(tmp_path))
+    assert report.returncode == 0

@@ -139,8 +139,10 @@ class CheckpointStream:
 def genuine_event_id(subject: str, data: bytes) -> tuple[str, str] | None:
     """The event id and kind of an audit stream message that the chain must hold as itself: a
     well-formed event from the service that owns its kind. None for anything the chain refuses."""
-    from candor_audit.service import entry_from_event  # the one definition of a well-formed event
+    from candor_audit.service import entry_from_event, size_problem  # one definition of a well-formed event
 
+    if size_problem(data):
+        return None
     try:
         event = audit_pb2.AuditEvent.FromString(data)
         entry_from_event(event)

@@ -45,7 +45,7 @@ from candor_kit import (
     settle,
     subjects,
 )
-from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
+from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, MAX_EVENT_BYTES
 from candor_kit.bus import fetch_batch
 
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY
@@ -366,7 +366,7 @@ class AuditLog:
             raise InvalidInput("audit message is not an AuditEvent") from exc
         now = Timestamp()
         now.GetCurrentTime()
-        problem = subjects.audit_publisher_problem(msg.subject, event.kind)
+        problem = size_problem(msg.data) or subjects.audit_publisher_problem(msg.subject, event.kind)
         if problem is None:
             entry = entry_from_event(event)
         else:
@@ -456,6 +456,7 @@ class AuditLog:
         limit = request.limit or 1000
         if not 1 <= limit <= 10000:
             raise InvalidInput("limit must be between 1 and 10000")
+        # One more than asked, to tell whether more match.
         if request.wait_for_stream_sequence:
             await self.watermark.reached(request.wait_for_stream_sequence)
         await self._record_query(request)
@@ -465,12 +466,39 @@ class AuditLog:
             request.actor,
             rfc3339(request.since) if request.HasField("since") else "",
             rfc3339(request.until) if request.HasField("until") else "",
-            limit,
+            limit + 1,
             request.after_sequence,
             list(request.kinds),
             request.event_id,
         )
-        return audit_pb2.QueryResponse(records=[record_proto(r) for r in records])
+        return page_of(records, limit)
+
+
+#: The records of one query answer, at most, in bytes: far below NATS's message limit, so any
+#: volume of records is read by paging, never refused for its size.
+PAGE_BYTES = 4 * 1024 * 1024
+
+
+def page_of(records: list[StoredRecord], limit: int) -> audit_pb2.QueryResponse:
+    """A query's answer: up to ``limit`` records and PAGE_BYTES, and whether more match."""
+    page = audit_pb2.QueryResponse()
+    size = 0
+    for record in records[:limit]:
+        wire = record_proto(record)
+        size += wire.ByteSize()
+        if page.records and size > PAGE_BYTES:
+            page.more = True
+            return page
+        page.records.append(wire)
+    page.more = len(records) > limit
+    return page
+
+
+def size_problem(data: bytes) -> str | None:
+    """Why an audit message is too large for the chain, or None."""
+    if len(data) > MAX_EVENT_BYTES:
+        return f"the event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}"
+    return None
 
 
 QUERIED_KIND = "audit.queried"

@@ -28,6 +28,10 @@ ROLES = ("investigator", "reviewer", "supervisor", "auditor", "gallery-admin", "
 ALGORITHMS = ("EdDSA", "RS256")
 
 
+#: The longest user name a token may carry.
+MAX_USER_CHARS = 256
+
+
 class Permission(enum.Enum):
     """What a call needs: one per RPC of the gateway."""
 
@@ -152,7 +156,13 @@ class TokenVerifier:
         unknown = sorted(set(roles) - set(ROLES))
         if unknown:
             raise Unauthenticated(f"the token carries unknown roles: {', '.join(unknown)}")
-        return Principal(user=str(claims["sub"]), roles=frozenset(roles), expires_at=int(claims["exp"]))
+        user = str(claims["sub"])
+        if not user.strip() or user != user.strip() or len(user) > MAX_USER_CHARS or not user.isprintable():
+            # Every rule that counts people (two different reviewers, not the searcher) needs a name.
+            raise Unauthenticated(
+                f"the token's user (sub) must be 1 to {MAX_USER_CHARS} printable characters, not blank"
+            )
+        return Principal(user=user, roles=frozenset(roles), expires_at=int(claims["exp"]))
 
     def _claims(self, token: str) -> Mapping[str, Any]:
         try:

@@ -55,6 +55,6 @@ class AuditReader:
             query.after_sequence = found[-1].sequence if found else 0
             page = await self._bus.request(subjects.AUDIT_QUERY, query, audit_pb2.QueryResponse, self._timeout)
             found.extend(page.records)
-            if len(page.records) < query.limit:
+            if not page.more or not page.records:
                 break
         return found

@@ -606,7 +606,7 @@ class Workflow:
             actor=principal.user,
             details={"after_sequence": request.after_sequence, "records": len(page.records)},
         )
-        return gateway_pb2.ListAuditRecordsResponse(records=page.records)
+        return gateway_pb2.ListAuditRecordsResponse(records=page.records, more=page.more)
 
 
 def _search_record(

@@ -53,6 +53,8 @@ CONTENT_SECURITY_POLICY = (
 #: The largest request body taken (a form: a token, or notes).
 MAX_BODY = 64 * 1024
 MAX_NOTES = 2000
+#: The highest candidate rank a form may name (a search shows at most a few dozen).
+MAX_RANK = 1000
 #: The longest period an oversight report covers.
 MAX_REPORT_DAYS = 366
 #: HTTP statuses for the gateway's refusals.
@@ -275,6 +277,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             )
             rows.append({"reviewed": reviewed, "figure": shown, "missing": missing, "may_decide": may_decide})
         decided = request.query_params.get("decided", "")
+        if decided and not (decided.isascii() and decided.isdigit() and len(decided) <= 6):
+            raise Refused(400, "decided names a candidate's rank: a number")
         return render(
             request,
             "search.html",
@@ -301,6 +305,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         session = need(request, "reviewer", "supervisor")
         form = await checked_form(request, session)
         search_id, rank = request.path_params["search_id"], request.path_params["rank"]
+        if not 1 <= rank <= MAX_RANK:
+            raise Refused(400, f"a candidate's rank is 1 to {MAX_RANK}")
         decision = {"confirm": gateway_pb2.DECISION_CONFIRM, "reject": gateway_pb2.DECISION_REJECT}.get(
             str(form.get("decision") or "")
         )
@@ -362,8 +368,15 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
     async def around(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
         request.scope["candor.session"] = sealer.open_session(request.cookies.get(SESSION_COOKIE))
-        with tracer.start_as_current_span(f"{request.method} {request.url.path}", kind=trace.SpanKind.SERVER):
-            response = await call_next(request)
+        # Named by the method until the route is known: a path holds search ids and case numbers.
+        with tracer.start_as_current_span(f"{request.method}", kind=trace.SpanKind.SERVER) as span:
+            try:
+                response = await call_next(request)
+            except Exception:
+                route = getattr(request.scope.get("route"), "path", None)
+                log.exception("request_failed", method=request.method, path=route or "unmatched")
+                response = render(request, "error.html", 500, reason="the desk failed on this request; try again")
+            span.update_name(f"{request.method} {getattr(request.scope.get('route'), 'path', None) or 'unmatched'}")
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["X-Frame-Options"] = "DENY"
@@ -376,7 +389,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         if settings.https:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
         session = request.scope.get("candor.session")
-        template: str | None = getattr(request.scope.get("route"), "path", None)
+        template = getattr(request.scope.get("route"), "path", None)
         seconds = time.perf_counter() - started
         # Metrics take the route's template, never the path itself: a path holds search ids, and
         # an unmatched one is whatever a client sent.

@@ -72,5 +72,5 @@ class Gateway:
             request.until.FromJsonString(until)
             page = await self._stub.ListAuditRecords(request, metadata=self._metadata(), timeout=self._timeout)
             records.extend(page.records)
-            if len(page.records) < 1000:
+            if not page.more or not page.records:
                 return records

@@ -232,10 +232,12 @@ class ListAuditRecordsRequest(_message.Message):
     def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., after_sequence: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class ListAuditRecordsResponse(_message.Message):
-    __slots__ = ("records",)
+    __slots__ = ("records", "more")
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditRecord]
-    def __init__(self, records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ...) -> None: ...
+    more: bool
+    def __init__(self, records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class Review(_message.Message):
     __slots__ = ("reviewer", "role", "decision", "notes", "decided_at")
