@@ -50,9 +50,12 @@ step "Two reviewers, neither of them the searcher, review the candidates blind"
 rita=$(candor token issue --user rita --roles reviewer --ttl 10m)
 rob=$(candor token issue --user rob --roles reviewer --ttl 10m)
 CANDOR_TOKEN="$rita" candor review list
+echo "rita compares the probe with the candidate (a decision needs both photos shown):"
+CANDOR_TOKEN="$rita" candor review show "$search_id" --photos "$CANDOR_DATA/review-rita"
 CANDOR_TOKEN="$rita" candor review submit "$search_id" --rank 1 --decision confirm
-echo "after one confirmation (the searcher's view):"
+echo "after one confirmation (the searcher's view: blind until the candidate is decided):"
 candor review show "$search_id"
+CANDOR_TOKEN="$rob" candor review show "$search_id" --photos "$CANDOR_DATA/review-rob" >/dev/null
 CANDOR_TOKEN="$rob" candor review submit "$search_id" --rank 1 --decision confirm
 echo "after two different reviewers confirmed:"
 candor review show "$search_id"

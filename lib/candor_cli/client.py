@@ -82,6 +82,11 @@ class GatewayClient:
         request = gateway_pb2.GetSearchRequest(search_id=search_id)
         return self._stub.GetSearch(request, metadata=self._metadata, timeout=self._timeout)
 
+    def search_photo(self, search_id: str, rank: int) -> gateway_pb2.Photo:
+        """The probe (rank 0) or a candidate's photo of a search, for its reviewers (audited)."""
+        request = gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=rank)
+        return self._stub.GetSearchPhoto(request, metadata=self._metadata, timeout=self._timeout)
+
     def faces(self, image: Path) -> gateway_pb2.DetectFacesResponse:
         """List the faces of a photo."""
         request = gateway_pb2.DetectFacesRequest(image=image.read_bytes())

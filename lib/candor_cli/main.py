@@ -16,7 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_audit.export import check_records, export_file_stem, render_html
+from candor_audit.export import check_complete, check_records, export_file_stem, render_html
 from candor_cli import report as oversight
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
@@ -245,6 +245,8 @@ def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
     """Write case-<CASE>.json (the records, each with hash and signature) and a readable .html."""
     export = client.export_case(case_number)
     problems = check_records(list(export.records), export.verification.public_key_pem)
+    if export.verification.ok:
+        problems += check_complete(export, export.verification.public_key_pem)[0]
     folder.mkdir(parents=True, exist_ok=True)
     stem = export_file_stem(case_number)
     json_file, html_file = folder / f"{stem}.json", folder / f"{stem}.html"
@@ -262,10 +264,13 @@ def _check_export(path: Path, public_key: Path | None) -> int:
     export = Parse(path.read_text(), gateway_pb2.ExportCaseResponse())
     pem = public_key.read_text() if public_key else export.verification.public_key_pem
     problems = check_records(list(export.records), pem)
+    incomplete, covers = check_complete(export, pem)
+    problems += incomplete
     for problem in problems:
         print(f"PROBLEM: {problem}")
     if not problems:
         print(f"{len(export.records)} records of case {export.case_number}: hashes and signatures OK")
+        print(covers)
     return 1 if problems else 0
 
 

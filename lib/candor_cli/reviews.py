@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import io
+from pathlib import Path
 
+import grpc
 from google.protobuf.json_format import MessageToJson
+from PIL import Image, UnidentifiedImageError
 
 from candor.gateway.v1 import gateway_pb2
 from candor_cli.client import GatewayClient
@@ -27,6 +31,13 @@ def add_review_commands(commands: argparse._SubParsersAction, common: argparse.A
     show = review.add_parser("show", parents=[common], help="a search and its review state")
     show.add_argument("search_id")
     show.add_argument("--json", action="store_true")
+    show.add_argument(
+        "--photos",
+        type=Path,
+        metavar="DIR",
+        help="save the probe and each candidate's photo here to compare them (reviewers and supervisors; "
+        "a decision is recorded only after both photos were shown to you)",
+    )
     submit = review.add_parser("submit", parents=[common], help="confirm or reject one candidate")
     submit.add_argument("search_id")
     submit.add_argument("--rank", type=int, required=True, help="the candidate's rank in the search")
@@ -45,6 +56,8 @@ def run_review(client: GatewayClient, args: argparse.Namespace) -> int:
     if args.action == "show":
         found = client.get_search(args.search_id)
         print(MessageToJson(found) if args.json else describe(found))
+        if args.photos:
+            save_photos(client, found, args.photos)
         return 0
     pending = client.pending_reviews()
     if args.json:
@@ -54,6 +67,27 @@ def run_review(client: GatewayClient, args: argparse.Namespace) -> int:
         for found in pending.searches:
             print(describe(found))
     return 0
+
+
+def save_photos(client: GatewayClient, found: gateway_pb2.SearchReview, folder: Path) -> None:
+    """Save the probe and every candidate's photo of a search in ``folder`` (each view audited),
+    naming each file by the search and rank; say which could not be shown and why."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for rank in [0, *(reviewed.candidate.rank for reviewed in found.candidates)]:
+        what = "probe" if rank == 0 else f"candidate {rank}"
+        try:
+            photo = client.search_photo(found.search_id, rank)
+        except grpc.RpcError as refused:
+            print(f"  {what}: not shown ({refused.details()})")  # type: ignore[attr-defined]
+            continue
+        try:
+            kind = (Image.open(io.BytesIO(photo.image)).format or "img").lower()
+        except (UnidentifiedImageError, OSError):
+            kind = "img"
+        path = folder / f"{found.search_id}-{'probe' if rank == 0 else f'candidate-{rank}'}.{kind}"
+        path.write_bytes(photo.image)
+        box = photo.face_box
+        print(f"  {what}: {path} (face at x={box.x} y={box.y}, {box.width}x{box.height} px)")
 
 
 def describe(found: gateway_pb2.SearchReview) -> str:

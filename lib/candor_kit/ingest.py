@@ -428,6 +428,10 @@ class ItemRegister:
                 self._bucket = await self._bus.jetstream.key_value(IMPORT_ITEMS_BUCKET)
         return self._bucket
 
+    async def ensure(self) -> None:
+        """Create the register when missing (the gateway, at start)."""
+        await self._open(create=True)
+
     async def register(self, item: ingest_pb2.ItemRef, image_sha256: str) -> None:
         """Record an item the gateway queues (before it is queued)."""
         bucket = await self._open(create=True)

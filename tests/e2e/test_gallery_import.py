@@ -29,7 +29,7 @@ from candor_cli.client import GatewayClient
 from candor_cli.gallery import import_id_for, read_source
 from candor_kit import subjects
 from candor_kit.identifiers import record_id_for
-from candor_kit.ingest import Stage
+from candor_kit.ingest import Stage, item_digest, item_key
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import CANDOR, candor, searching, wait_for_audit
 
@@ -177,6 +177,7 @@ def test_a_photo_that_keeps_failing_is_dead_lettered_and_audited(import_stack: L
             model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
             embedding=common_pb2.Embedding(values=[0.1, 0.2, 0.3]),
         )
+        _register_as_queued(import_stack, poison.item, poison.image_sha256)
         _publish(import_stack, f"{subjects.INGEST_WORK_PREFIX}.match", poison.SerializeToString())
         deadline = time.monotonic() + 60
         while (status := client.import_status("poison-pill")).done < 1 and time.monotonic() < deadline:
@@ -331,6 +332,21 @@ def _publish(stack: LocalStack, subject: str, data: bytes) -> None:
         client = await _nats(stack, "embedder")
         await client.jetstream().publish(subject, data)
         await client.close()
+
+    asyncio.run(run())
+
+
+def _register_as_queued(stack: LocalStack, item: ingest_pb2.ItemRef, image_sha256: str) -> None:
+    """Enter an item in the gateway's register of queued items, as the gateway does when it queues
+    one (the matcher enrols nothing else)."""
+
+    async def run() -> None:
+        client = await _nats(stack, "gateway")
+        try:
+            register = await client.jetstream().key_value(subjects.IMPORT_ITEMS_BUCKET)
+            await register.put(item_key(item), item_digest(item, image_sha256).encode("ascii"))
+        finally:
+            await client.close()
 
     asyncio.run(run())
 

@@ -25,6 +25,7 @@ from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
+from candor.matcher.v1 import matcher_pb2
 from candor_cli import LocalStack
 from candor_cli.stack import StackError
 from candor_kit import subjects
@@ -113,6 +114,7 @@ def test_one_reviewer_submitting_at_once_through_two_gateways_is_recorded_once_a
     # Three bursts: a race that a single burst can miss by luck has to be missed three times.
     for attempt in range(3):
         found = search_json(stack, samples / "obama2.jpg", f"SAFE-1.{attempt}")
+        look_at_photos(stack, rita, found["search_id"])
         codes = submit_in_parallel(stack, rita, found["search_id"], 1, confirm)
         assert codes.count(grpc.StatusCode.OK) == 1, codes
         assert set(codes) - {grpc.StatusCode.OK} <= {grpc.StatusCode.FAILED_PRECONDITION}, codes
@@ -122,6 +124,7 @@ def test_one_reviewer_submitting_at_once_through_two_gateways_is_recorded_once_a
 
     # A second reviewer, as hurried, makes it a lead with two different names on it.
     rob = stack.token("rob", ("reviewer",))
+    look_at_photos(stack, rob, found["search_id"])
     codes = submit_in_parallel(stack, rob, found["search_id"], 1, confirm)
     assert codes.count(grpc.StatusCode.OK) == 1, codes
     lead = wait_for_audit(
@@ -135,6 +138,7 @@ def test_one_reviewer_submitting_at_once_through_two_gateways_is_recorded_once_a
 def test_one_reviewer_confirming_and_rejecting_at_once_keeps_one_decision(stack: LocalStack, samples: Path) -> None:
     found = search_json(stack, samples / "obama2.jpg", "SAFE-1B")
     rita = stack.token("rita", ("reviewer",))
+    look_at_photos(stack, rita, found["search_id"])
     mixed = [gateway_pb2.DECISION_CONFIRM, gateway_pb2.DECISION_REJECT] * (PARALLEL // 2)
     codes = submit_in_parallel(stack, rita, found["search_id"], 1, mixed)
     assert codes.count(grpc.StatusCode.OK) == 1, codes
@@ -422,3 +426,111 @@ def test_oversized_events_are_refused_small_and_the_oversight_report_still_reads
     today = time.strftime("%Y-%m-%d", time.gmtime())
     report = candor(stack, "report", "--from", today, "--to", today, "--out", str(tmp_path))
     assert report.returncode == 0
+
+
+# --- 6: no decision without both photos shown; the searcher stays blind until decided --------------
+
+
+def look_at_photos(stack: LocalStack, token: str, search_id: str, rank: int = 1) -> None:
+    """Open the probe and a candidate's photo as a reviewer does before deciding (each view audited)."""
+    with grpc.insecure_channel(gateways(stack)[1]) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        for shown in (0, rank):
+            stub.GetSearchPhoto(
+                gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=shown),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
+
+
+def submit(stack: LocalStack, token: str, search_id: str, decision: int = gateway_pb2.DECISION_CONFIRM) -> None:
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        gateway_pb2_grpc.GatewayServiceStub(channel).SubmitReview(
+            gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=1, decision=decision, notes="compared"),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=30,
+        )
+
+
+def test_a_decision_needs_both_photos_shown_to_its_reviewer_and_still_stored(stack: LocalStack, samples: Path) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-6B")
+    rita = stack.token("rita", ("reviewer",))
+    with pytest.raises(grpc.RpcError) as unseen:
+        submit(stack, rita, found["search_id"])
+    assert unseen.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "look at the probe and candidate 1" in (unseen.value.details() or "")
+    look_at_photos(stack, rita, found["search_id"])
+    submit(stack, rita, found["search_id"])
+
+    # The probe is gone (taken from the store) after Rob looked: he may not decide on memory.
+    rob = stack.token("rob", ("reviewer",))
+    look_at_photos(stack, rob, found["search_id"])
+
+    async def take_probe() -> None:
+        client = await connect_as(stack, "gateway")
+        try:
+            store = await client.jetstream().object_store(subjects.PHOTOS_BUCKET)
+            await store.delete(f"probe/{found['search_id']}")
+        finally:
+            await client.close()
+
+    asyncio.run(take_probe())
+    with pytest.raises(grpc.RpcError) as gone:
+        submit(stack, rob, found["search_id"])
+    assert gone.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no longer" in (gone.value.details() or "")
+
+
+def test_the_searcher_sees_no_interim_decision_or_reviewer_until_the_candidate_is_decided(
+    stack: LocalStack, samples: Path
+) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-6C")  # by the local operator, an auditor too
+    rita, rob = stack.token("rita", ("reviewer",)), stack.token("rob", ("reviewer",))
+    look_at_photos(stack, rita, found["search_id"])
+    submit(stack, rita, found["search_id"], gateway_pb2.DECISION_CONFIRM)
+    interim = candor(stack, "review", "show", found["search_id"]).stdout
+    assert "pending" in interim and "rita" not in interim and ": confirm" not in interim, interim
+    look_at_photos(stack, rob, found["search_id"])
+    submit(stack, rob, found["search_id"], gateway_pb2.DECISION_CONFIRM)
+    decided = candor(stack, "review", "show", found["search_id"]).stdout
+    assert "LEAD" in decided and "reviewer rita: confirm" in decided and "reviewer rob: confirm" in decided
+
+
+# --- 7: smaller ones ---------------------------------------------------------------------------------
+
+
+def test_asking_the_gallery_whether_a_person_is_in_it_is_audited(stack: LocalStack) -> None:
+    async def ask() -> int:
+        client = await connect_as(stack, "operator")
+        try:
+            request = matcher_pb2.GetGalleryRequest(subject_id="obama")
+            reply = await client.request(subjects.MATCH_GALLERY, request.SerializeToString(), timeout=10)
+            return matcher_pb2.GetGalleryResponse.FromString(reply.data).records
+        finally:
+            await client.close()
+
+    assert asyncio.run(ask()) >= 1  # the operator got an answer...
+    rows = wait_for_audit(
+        stack,
+        "SELECT actor, details_json FROM audit_record WHERE kind = 'matcher.gallery_read' AND details_json LIKE ?",
+        ('%"subject_id":"obama"%',),
+    )  # fmt: skip
+    assert rows[-1][0] == "unstated" and json.loads(rows[-1][1])["records"] >= 1  # ...and it is on record
+
+
+def test_an_export_with_one_record_removed_fails_its_offline_check(
+    stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    search_json(stack, samples / "obama2.jpg", "SAFE-7B")
+    search_json(stack, samples / "obama2.jpg", "SAFE-7B")
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE case_number = 'SAFE-7B' LIMIT 1 OFFSET 1")
+    candor(stack, "audit", "export", "--case", "SAFE-7B", "--out", str(tmp_path))
+    exported = tmp_path / "case-SAFE-7B.json"
+    whole = candor(stack, "audit", "check-export", str(exported))
+    assert "complete" in whole.stdout, whole.stdout
+    cut = json.loads(exported.read_text())
+    removed = cut["records"].pop(0)
+    exported.write_text(json.dumps(cut))
+    checked = candor(stack, "audit", "check-export", str(exported), check=False)
+    assert checked.returncode == 1, checked.stdout
+    assert "lacks 1 record" in checked.stdout and str(removed["sequence"]) in checked.stdout, checked.stdout

@@ -265,7 +265,9 @@ def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_a
         stack.down()
 
 
-def test_two_reviewers_confirm_a_candidate_from_the_command_line(gallery: LocalStack, samples: Path) -> None:
+def test_two_reviewers_confirm_a_candidate_from_the_command_line(
+    gallery: LocalStack, samples: Path, tmp_path: Path
+) -> None:
     found = search_json(gallery, samples / "obama2.jpg", "CASE-E2E-7")
     reviewers = {
         user: candor(gallery, "token", "issue", "--user", user, "--roles", "reviewer", "--ttl", "10m").stdout.strip()
@@ -276,6 +278,16 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(gallery: LocalS
     own = candor(gallery, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm", check=False)
     assert own.returncode == 2 and "may not call SubmitReview" in own.stderr
     for user, token in reviewers.items():
+        unseen = candor(
+            gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm",
+            check=False,
+        )  # fmt: skip
+        assert unseen.returncode == 2 and "look at the probe and candidate 1 first" in unseen.stderr
+        saved = candor(
+            gallery, "--token", token, "review", "show", found["search_id"], "--photos", str(tmp_path / user)
+        )
+        assert f"probe: {tmp_path / user / (found['search_id'] + '-probe.jpeg')}" in saved.stdout, saved.stdout
+        assert (tmp_path / user / f"{found['search_id']}-candidate-1.jpeg").exists()
         done = candor(
             gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm"
         )

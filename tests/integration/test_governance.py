@@ -3,6 +3,7 @@ running services: each refusal names its rule and is audited, and every review s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -171,6 +172,11 @@ async def review(
     decision: int,
     notes: str = "",
 ) -> gateway_pb2.SubmitReviewResponse:
+    for rank in (0, 1):  # a decision needs both photos shown to the reviewer
+        with contextlib.suppress(grpc.aio.AioRpcError):  # refused to the searcher, say: the review says why
+            await gateway.GetSearchPhoto(
+                gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=rank), metadata=metadata
+            )
     request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=1, decision=decision, notes=notes)
     return await gateway.SubmitReview(request, metadata=metadata)
 

@@ -250,6 +250,10 @@ async def test_a_probe_is_kept_until_its_candidates_are_decided_plus_the_policy_
     await eventually(both_looks_audited)
     for rank in range(1, len(shown.candidates) + 1):
         for reviewer in (RITA, ROB):
+            for shown in (0, rank):  # a decision needs both photos shown
+                await gateway.GetSearchPhoto(
+                    gateway_pb2.GetSearchPhotoRequest(search_id=decided, rank=shown), metadata=reviewer
+                )
             request = gateway_pb2.SubmitReviewRequest(
                 search_id=decided, rank=rank, decision=gateway_pb2.DECISION_REJECT, notes="not him"
             )

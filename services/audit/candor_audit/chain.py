@@ -230,6 +230,15 @@ class SqlAuditChain:
             rows = db.execute(f"SELECT {_COLUMNS} FROM audit_record ORDER BY sequence")
             return verify_records((_row_to_record(row) for row in rows), self.public_keys, checkpoints)
 
+    def case_records(self, case_number: str, through: int) -> list[tuple[int, str]]:
+        """(sequence, record hash) of every record of a case up to sequence ``through``, in order."""
+        with self._reader() as db:
+            statement = self._sql(
+                "SELECT sequence, record_hash FROM audit_record "
+                "WHERE case_number = ? AND sequence <= ? ORDER BY sequence"
+            )
+            return [(int(row[0]), str(row[1])) for row in db.execute(statement, (case_number, through)).fetchall()]
+
     def present(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` the chain holds."""
         wanted = sorted(set(event_ids))

@@ -20,7 +20,14 @@ from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit.chain import StoredRecord, record_hash
 from candor_audit.service import entry_from_event, rfc3339
-from candor_audit.signing import key_id, load_public_key, record_message, verify_signature
+from candor_audit.signing import (
+    case_manifest_message,
+    case_records_sha256,
+    key_id,
+    load_public_key,
+    record_message,
+    verify_signature,
+)
 
 LEAD_NOTICE = "Investigative lead only: not a basis for arrest."
 
@@ -52,6 +59,41 @@ def check_records(records: list[audit_pb2.AuditRecord], public_key_pem: str) -> 
         ):
             problems.append(f"record {record.sequence}: signature is not the audit key's")
     return problems
+
+
+def check_complete(export: gateway_pb2.ExportCaseResponse, public_key_pem: str) -> tuple[list[str], str]:
+    """Problems with an export's completeness against the audit service's signed manifest of the
+    case (a record left out, or one that is not the case's), and a line saying what it covers."""
+    manifest = export.verification.case_manifest
+    if not export.verification.HasField("case_manifest"):
+        return ["the export carries no signed manifest of the case: its completeness cannot be shown"], ""
+    public_key = load_public_key(public_key_pem)
+    message = case_manifest_message(
+        manifest.case_number, manifest.through_sequence, list(manifest.sequences), manifest.records_sha256,
+        manifest.made_at,
+    )  # fmt: skip
+    if not verify_signature({key_id(public_key): public_key}, manifest.key_id, manifest.signature, message):
+        return ["the case manifest's signature is not the audit key's"], ""
+    problems = []
+    if manifest.case_number != export.case_number:
+        problems.append(f"the manifest is of case {manifest.case_number!r}, not {export.case_number!r}")
+    covered = [r for r in export.records if r.sequence <= manifest.through_sequence]
+    held = {record.sequence for record in covered}
+    lacking = [sequence for sequence in manifest.sequences if sequence not in held]
+    extra = sorted(held - set(manifest.sequences))
+    if lacking:
+        named = ", ".join(map(str, lacking[:20])) + (" ..." if len(lacking) > 20 else "")
+        problems.append(f"the export lacks {len(lacking)} record(s) of the case: {named}")
+    if extra:
+        problems.append(f"the export holds {len(extra)} record(s) not of the case: {', '.join(map(str, extra[:20]))}")
+    ordered = sorted(covered, key=lambda record: record.sequence)
+    if not problems and case_records_sha256((r.sequence, r.record_hash) for r in ordered) != manifest.records_sha256:
+        problems.append("the export's records differ from those the manifest vouches for")
+    covers = (
+        f"complete: all {len(manifest.sequences)} records of case {manifest.case_number} through chain record "
+        f"{manifest.through_sequence}, as signed by the audit service at {manifest.made_at}"
+    )
+    return problems, covers
 
 
 def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord, Verification
 from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
-from candor_audit.signing import Checkpoint, Signer
+from candor_audit.signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
 from candor_kit import (
     Bus,
     CommonSettings,
@@ -304,13 +304,14 @@ class AuditLog:
     def __init__(
         self,
         chain: SqlAuditChain,
-        public_key_pem: str = "",
+        signer: Signer,
         watermark: StreamWatermark | None = None,
         outside: CheckpointStream | None = None,
         stream: AuditStreamCheck | None = None,
     ) -> None:
         self._chain = chain
-        self._public_key_pem = public_key_pem
+        self._signer = signer
+        self._public_key_pem = signer.public_pem()
         self._last_published = 0
         self.watermark = watermark or StreamWatermark()
         #: The second store of checkpoints, outside the chain's database (None: the chain's own only).
@@ -391,6 +392,11 @@ class AuditLog:
             # checkpoints the service trusts (its own and the outside store's) alone.
             await self.check()
         latest = await asyncio.to_thread(self._chain.checkpoint, _now()) if result.ok else None
+        manifest = None
+        if result.ok and request.case_number:
+            if len(request.case_number) > MAX_TEXT_CHARS:
+                raise InvalidInput(f"case_number takes at most {MAX_TEXT_CHARS} characters")
+            manifest = await self._case_manifest(request.case_number, result.records_checked)
         log.info(
             "audit_verified",
             ok=result.ok,
@@ -414,6 +420,24 @@ class AuditLog:
                 for m in missing
             ],
             missing_events=missing_total,
+            case_manifest=manifest,
+        )
+
+    async def _case_manifest(self, case_number: str, through: int) -> audit_pb2.CaseManifest:
+        """The signed list of a case's records up to record ``through`` of a verified chain."""
+        records = await asyncio.to_thread(self._chain.case_records, case_number, through)
+        digest = case_records_sha256(records)
+        sequences = [sequence for sequence, _ in records]
+        made_at = _now()
+        message = case_manifest_message(case_number, through, sequences, digest, made_at)
+        return audit_pb2.CaseManifest(
+            case_number=case_number,
+            through_sequence=through,
+            sequences=sequences,
+            records_sha256=digest,
+            made_at=made_at,
+            key_id=self._signer.key_id,
+            signature=self._signer.sign(message),
         )
 
     async def checkpoint(self) -> audit_pb2.Checkpoint | None:
@@ -608,7 +632,7 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
 
             outside = CheckpointStream(jetstream, chain.public_keys)
             stream = AuditStreamCheck(jetstream, settled_through)
-            audit_log = AuditLog(chain, signer.public_pem(), StreamWatermark(settled_through), outside, stream)
+            audit_log = AuditLog(chain, signer, StreamWatermark(settled_through), outside, stream)
             audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(audit_log), host.grpc.server)
             await host.start_grpc()
             await ensure_audit_stream(host.bus, settings.stream_replicas)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,22 @@ def record_message(sequence: int, record_hash: str) -> bytes:
 def checkpoint_message(sequence: int, head_hash: str, made_at: str) -> bytes:
     """What a checkpoint's signature covers."""
     return f"candor-audit-checkpoint:{sequence}:{head_hash}:{made_at}".encode("ascii")
+
+
+def case_records_sha256(records: Iterable[tuple[int, str]]) -> str:
+    """The digest of a case's records, (sequence, record hash) in chain order, that its manifest signs."""
+    digest = hashlib.sha256()
+    for sequence, record_hash in records:
+        digest.update(f"{sequence}:{record_hash}\n".encode("ascii"))
+    return digest.hexdigest()
+
+
+def case_manifest_message(
+    case_number: str, through_sequence: int, sequences: Sequence[int], records_sha256: str, made_at: str
+) -> bytes:
+    """What a case manifest's signature covers (JSON, so no case number can be read two ways)."""
+    body = json.dumps([case_number, through_sequence, list(sequences), records_sha256, made_at], separators=(",", ":"))
+    return b"candor-audit-case-manifest:" + body.encode("utf-8")
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,7 @@ class ImportDesk:
         """Create the streams and the bucket of import records when missing."""
         await ensure_ingest_streams(self._bus, self._replicas)
         self._bucket = await open_bucket(self._bus, IMPORTS_BUCKET, self._replicas)
+        await self._register.ensure()
         await dead_letter_exhausted(self._bus, self._audit)
 
     @property

@@ -51,6 +51,8 @@ DECISIONS = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJEC
 DECISION_VALUES = {name: value for value, name in DECISIONS.items()}
 MAX_NOTES = 2000
 REJECTED = gateway_pb2.CANDIDATE_STATUS_REJECTED
+#: The statuses that end a candidate's review.
+DECIDED = frozenset({gateway_pb2.CANDIDATE_STATUS_LEAD, REJECTED})
 #: Roles that see every review of a search (everyone else who may look sees only their own).
 FULL_VIEW_ROLES = frozenset({"supervisor", "auditor"})
 #: Roles that may look at any search; an investigator sees only their own.
@@ -267,6 +269,7 @@ class ReviewDesk:
             role = self._reviewing_role(principal, found, request.rank)
             if (decision == "reject" or role == "supervisor") and not request.notes.strip():
                 raise InvalidInput("notes are required for a rejection and for a supervisor's decision")
+            await self._require_photos_shown(principal.user, found, request.rank)
         except CandorError as error:
             await self._refused("review", error, principal, found)
             raise
@@ -293,6 +296,38 @@ class ReviewDesk:
         return gateway_pb2.SubmitReviewResponse(
             review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
         )
+
+    async def _require_photos_shown(self, reviewer: str, found: SearchFile, rank: int) -> None:
+        """Refused unless the faces to compare are still stored and this reviewer has been shown
+        them: the candidate's photo, and the probe when the search kept it (a policy may keep none,
+        and then the probe is compared from the case file)."""
+        record_id = found.candidate(rank).get("record_id", "")
+        probe_kept = bool(found.details.get("probe_retained"))
+        if not record_id or await self._photos.header("gallery", record_id) is None:
+            raise PreconditionFailed(
+                f"candidate {rank}'s photo is no longer stored; there is nothing to compare the probe with",
+                rule=Rule.REVIEW,
+            )
+        if probe_kept and await self._photos.header("probe", found.search_id) is None:
+            raise PreconditionFailed(
+                "the probe is no longer kept; there is nothing to compare the candidate with", rule=Rule.REVIEW
+            )
+        views = await self._reader.records(
+            on_behalf_of=reviewer, kinds=["photo.viewed"], case_number=found.case_number, actor=reviewer
+        )
+        shown = {
+            int(details.get("rank", -1))
+            for details in (json.loads(view.event.details_json or "{}") for view in views)
+            if details.get("search_id") == found.search_id
+        }
+        needed = {rank, 0} if probe_kept else {rank}
+        if not needed <= shown:
+            what = "the probe and candidate" if probe_kept else "candidate"
+            raise PreconditionFailed(
+                f"look at {what} {rank} first: a decision is recorded only after both photos were shown to "
+                "you (the review desk shows them; `candor review show --photos DIR` saves them)",
+                rule=Rule.REVIEW,
+            )
 
     def _reviewing_role(self, principal: Principal, found: SearchFile, rank: int) -> str:
         """The capacity the caller reviews in ("reviewer" or "supervisor"), or why they may not."""
@@ -428,7 +463,8 @@ class ReviewDesk:
         )
 
     def _view(self, principal: Principal, found: SearchFile, probe: bytes = b"") -> gateway_pb2.SearchReview:
-        full = bool(principal.roles & FULL_VIEW_ROLES) or principal.user == found.searched_by
+        searcher = principal.user == found.searched_by
+        full = bool(principal.roles & FULL_VIEW_ROLES) or searcher
         model = found.details.get("model", {})
         view = gateway_pb2.SearchReview(
             search_id=found.search_id,
@@ -450,7 +486,12 @@ class ReviewDesk:
         )
         for candidate in found.candidates:
             rank = candidate["rank"]
+            status = found.status(rank)
             reviews = [r for r in found.reviews.get(rank, []) if full or r.reviewer == principal.user]
+            if searcher and status not in DECIDED:
+                # Whatever other roles they hold, the searcher learns nothing until the outcome:
+                # no interim decision, no reviewer's name, no dispute.
+                status, reviews = gateway_pb2.CANDIDATE_STATUS_PENDING, []
             view.candidates.append(
                 gateway_pb2.ReviewedCandidate(
                     candidate=common_pb2.Candidate(
@@ -460,7 +501,7 @@ class ReviewDesk:
                         record_id=candidate.get("record_id", ""),
                         model_id=model.get("id", ""),
                     ),
-                    status=found.status(rank) if full else gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED,
+                    status=status if full else gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED,
                     reviews=[
                         gateway_pb2.Review(
                             reviewer=r.reviewer,

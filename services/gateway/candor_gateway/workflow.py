@@ -560,7 +560,7 @@ class Workflow:
             if len(case_number) > MAX_CASE_CHARS or not is_printable(case_number):
                 raise InvalidInput(f"a case number is at most {MAX_CASE_CHARS} printable characters")
             verification = await self._bus.request(
-                AUDIT_VERIFY, audit_pb2.VerifyRequest(), audit_pb2.VerifyResponse, self._timeout
+                AUDIT_VERIFY, audit_pb2.VerifyRequest(case_number=case_number), audit_pb2.VerifyResponse, self._timeout
             )
             records = await self._reader.records(on_behalf_of=principal.user, case_number=case_number)
         except CandorError as error:

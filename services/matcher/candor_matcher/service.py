@@ -364,6 +364,13 @@ class MatchingService:
         if request.model_id:
             indexes = [index for index in indexes if index.model.id == request.model_id]
         counted = await asyncio.to_thread(lambda: sum(index.count(request.subject_id or None) for index in indexes))
+        if request.subject_id:
+            # Whether a person is in the gallery is itself a fact about them: on record, like a search.
+            check_origin(request.origin)
+            await self._audited(
+                "matcher.gallery_read", request.origin, subject_id=request.subject_id, model=request.model_id,
+                records=counted,
+            )  # fmt: skip
         return matcher_pb2.GetGalleryResponse(records=counted)
 
 

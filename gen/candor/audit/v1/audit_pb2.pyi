@@ -63,13 +63,33 @@ class Checkpoint(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., head_hash: _Optional[str] = ..., made_at: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
-    __slots__ = ("checkpoints",)
+    __slots__ = ("checkpoints", "case_number")
     CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     checkpoints: _containers.RepeatedCompositeFieldContainer[Checkpoint]
-    def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ...) -> None: ...
+    case_number: str
+    def __init__(self, checkpoints: _Optional[_Iterable[_Union[Checkpoint, _Mapping]]] = ..., case_number: _Optional[str] = ...) -> None: ...
+
+class CaseManifest(_message.Message):
+    __slots__ = ("case_number", "through_sequence", "sequences", "records_sha256", "made_at", "key_id", "signature")
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MADE_AT_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    case_number: str
+    through_sequence: int
+    sequences: _containers.RepeatedScalarFieldContainer[int]
+    records_sha256: str
+    made_at: str
+    key_id: str
+    signature: str
+    def __init__(self, case_number: _Optional[str] = ..., through_sequence: _Optional[int] = ..., sequences: _Optional[_Iterable[int]] = ..., records_sha256: _Optional[str] = ..., made_at: _Optional[str] = ..., key_id: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
 
 class VerifyResponse(_message.Message):
-    __slots__ = ("ok", "records_checked", "first_bad_sequence", "problem", "head_hash", "signatures_checked", "checkpoints_checked", "public_key_pem", "latest_checkpoint", "missing", "missing_events")
+    __slots__ = ("ok", "records_checked", "first_bad_sequence", "problem", "head_hash", "signatures_checked", "checkpoints_checked", "public_key_pem", "latest_checkpoint", "missing", "missing_events", "case_manifest")
     OK_FIELD_NUMBER: _ClassVar[int]
     RECORDS_CHECKED_FIELD_NUMBER: _ClassVar[int]
     FIRST_BAD_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +101,7 @@ class VerifyResponse(_message.Message):
     LATEST_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     MISSING_FIELD_NUMBER: _ClassVar[int]
     MISSING_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CASE_MANIFEST_FIELD_NUMBER: _ClassVar[int]
     ok: bool
     records_checked: int
     first_bad_sequence: int
@@ -92,7 +113,8 @@ class VerifyResponse(_message.Message):
     latest_checkpoint: Checkpoint
     missing: _containers.RepeatedCompositeFieldContainer[MissingEvent]
     missing_events: int
-    def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ..., latest_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., missing: _Optional[_Iterable[_Union[MissingEvent, _Mapping]]] = ..., missing_events: _Optional[int] = ...) -> None: ...
+    case_manifest: CaseManifest
+    def __init__(self, ok: _Optional[bool] = ..., records_checked: _Optional[int] = ..., first_bad_sequence: _Optional[int] = ..., problem: _Optional[str] = ..., head_hash: _Optional[str] = ..., signatures_checked: _Optional[int] = ..., checkpoints_checked: _Optional[int] = ..., public_key_pem: _Optional[str] = ..., latest_checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., missing: _Optional[_Iterable[_Union[MissingEvent, _Mapping]]] = ..., missing_events: _Optional[int] = ..., case_manifest: _Optional[_Union[CaseManifest, _Mapping]] = ...) -> None: ...
 
 class MissingEvent(_message.Message):
     __slots__ = ("stream_sequence", "event_id", "kind")

@@ -96,12 +96,14 @@ class DeleteRecordResponse(_message.Message):
     def __init__(self, deleted: _Optional[bool] = ..., subject_id: _Optional[str] = ...) -> None: ...
 
 class GetGalleryRequest(_message.Message):
-    __slots__ = ("model_id", "subject_id")
+    __slots__ = ("model_id", "subject_id", "origin")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     subject_id: str
-    def __init__(self, model_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+    origin: _common_pb2.Origin
+    def __init__(self, model_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class GetGalleryResponse(_message.Message):
     __slots__ = ("records",)
