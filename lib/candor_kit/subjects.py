@@ -54,6 +54,9 @@ IMPORT_ITEMS_BUCKET = "CANDOR_IMPORT_ITEMS"
 TOMBSTONES_BUCKET = "CANDOR_GALLERY_TOMBSTONES"
 #: Which model the gallery searches with and which it is being re-embedded into (key "models").
 GALLERY_BUCKET = "CANDOR_GALLERY"
+#: The tokens revoked by their users' sign-out, by SHA-256, kept until they would have expired
+#: (the gateway's alone).
+REVOKED_TOKENS_BUCKET = "CANDOR_REVOKED_TOKENS"
 #: The object store of encrypted gallery photos and retained probes (the gateway's alone).
 PHOTOS_BUCKET = "CANDOR_PHOTOS"
 
@@ -116,6 +119,8 @@ class BusRole:
     hands_on_to: str = ""
     #: Whether it runs imports (starts them, queues photos, reads their results).
     runs_imports: bool = False
+    #: Whether it keeps the register of revoked tokens (the gateway, which checks every call).
+    revokes_tokens: bool = False
     #: Whether it keeps the tombstones of expunged subjects and records.
     keeps_tombstones: bool = False
     #: Whether it writes the gallery's model pointer (the matcher), or only reads it.
@@ -197,6 +202,7 @@ ROLES: dict[str, BusRole] = {
             "probe.deleted",
             "photo.*",
             "case.view*",
+            "session.end*",
             "import.*",
             "reembed.*",
             "gallery.import_started",
@@ -210,6 +216,7 @@ ROLES: dict[str, BusRole] = {
         hands_on_to="detect",
         gallery_models="read",
         keeps_photos=True,
+        revokes_tokens=True,
     ),
     # A person at the command line (`candor eval`, `candor model calibrate`): calls the detector
     # and embedder, counts the gallery's records, reads dead-lettered import work, and records a
@@ -338,6 +345,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         subscribe += [f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ingest_stream(s)}.>" for s in INGEST_STAGES]
     if role.keeps_photos:
         publish += _object_store_permissions(PHOTOS_BUCKET)
+    if role.revokes_tokens:
+        publish += _bucket_permissions(REVOKED_TOKENS_BUCKET)
     if role.audit_kinds:
         publish += [f"{AUDIT_EVENT_PREFIX}.{service}.>", *stream_api]
     if role.reads_dead_letters:

@@ -534,3 +534,31 @@ def test_an_export_with_one_record_removed_fails_its_offline_check(
     checked = candor(stack, "audit", "check-export", str(exported), check=False)
     assert checked.returncode == 1, checked.stdout
     assert "lacks 1 record" in checked.stdout and str(removed["sequence"]) in checked.stdout, checked.stdout
+
+
+def test_a_desk_session_is_dead_on_the_server_once_its_user_signs_out(stack: LocalStack, samples: Path) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-6D")
+    client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
+    assert status == 303
+    try:
+        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf is not None
+        signed_out = client.post("/logout", data={"csrf": csrf.group(1)}, cookies=session)
+        assert signed_out.status_code == 303
+        # The old cookie, replayed (kept by an attacker, or a browser that ignored the deletion):
+        replayed = client.post(
+            f"/searches/{found['search_id']}/candidates/1",
+            data={"decision": "confirm", "notes": "", "csrf": csrf.group(1)},
+            cookies=session,
+        )
+        assert replayed.status_code == 401, replayed.text[:300]
+        assert client.get("/", cookies=session).status_code in (303, 401)
+    finally:
+        client.close()
+    decided = audit_rows(
+        stack, "SELECT COUNT(*) FROM audit_record WHERE kind = 'review.submitted' AND details_json LIKE ?",
+        (f"%{found['search_id']}%",),
+    )  # fmt: skip
+    assert decided[0][0] == 0
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE kind = 'session.ended' AND actor = 'rita'")

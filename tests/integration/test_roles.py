@@ -76,6 +76,8 @@ CALLS: dict[Permission, tuple[str, Call]] = {
         lambda g, m: g.GetRecordPhoto(gateway_pb2.GetRecordPhotoRequest(), metadata=m),
     ),
     Permission.GET_CASE: ("case.view", lambda g, m: g.GetCase(gateway_pb2.GetCaseRequest(), metadata=m)),
+    # Revokes the token it is called with: each call of this table has a fresh one.
+    Permission.END_SESSION: ("session.end", lambda g, m: g.EndSession(gateway_pb2.EndSessionRequest(), metadata=m)),
 }
 TABLE = [(rpc, role) for rpc in Permission for role in ROLES]
 

@@ -28,6 +28,13 @@ ROLES = ("investigator", "reviewer", "supervisor", "auditor", "gallery-admin", "
 ALGORITHMS = ("EdDSA", "RS256")
 
 
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``authorization: Bearer <jwt>`` value; Unauthenticated when there is none."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthenticated("a bearer token is required")
+    return authorization.removeprefix("Bearer ").strip()
+
+
 #: The longest user name a token may carry.
 MAX_USER_CHARS = 256
 
@@ -57,6 +64,7 @@ class Permission(enum.Enum):
     GET_SEARCH_PHOTO = "GetSearchPhoto"
     GET_RECORD_PHOTO = "GetRecordPhoto"
     GET_CASE = "GetCase"
+    END_SESSION = "EndSession"
 
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
@@ -88,6 +96,8 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.GET_SEARCH_PHOTO: frozenset({"reviewer", "supervisor", "auditor"}),
     Permission.GET_RECORD_PHOTO: frozenset({"gallery-admin"}),
     Permission.GET_CASE: frozenset({"supervisor", "auditor"}),
+    # Anyone may end their own session.
+    Permission.END_SESSION: frozenset(ROLES),
 }
 
 
@@ -142,12 +152,14 @@ class TokenVerifier:
         self._max_ttl_s = max_ttl_s
         self._leeway_s = leeway_s
 
+    @property
+    def longest_life_s(self) -> int:
+        """The longest any accepted token stays valid, leeway included."""
+        return int(self._max_ttl_s + self._leeway_s)
+
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal behind an ``authorization: Bearer <jwt>`` value."""
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthenticated("a bearer token is required")
-        token = authorization.removeprefix("Bearer ").strip()
-        claims = self._claims(token)
+        claims = self._claims(bearer_token(authorization))
         if claims["exp"] - claims["iat"] > self._max_ttl_s:
             raise Unauthenticated(f"the token lives longer than the {self._max_ttl_s} s allowed")
         roles = claims.get("roles")

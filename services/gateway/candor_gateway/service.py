@@ -16,7 +16,7 @@ from nats.errors import Error as NatsError
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
-from candor_gateway.access import Principal, TokenVerifier, load_public_keys
+from candor_gateway.access import Principal, TokenVerifier, bearer_token, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
@@ -24,6 +24,7 @@ from candor_gateway.policy import LEAD_NOTICE, PolicyHolder, Rule, load_policy
 from candor_gateway.reembed import ReembedDesk
 from candor_gateway.retention import sweep
 from candor_gateway.reviews import ReviewDesk
+from candor_gateway.revocations import TokenRevocations
 from candor_gateway.workflow import Workflow
 from candor_kit import (
     AuditPublisher,
@@ -155,21 +156,41 @@ def read_token_verifier(env: EnvReader) -> TokenVerifier | None:
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     """gRPC adapter: authenticates, then hands the request to the Workflow."""
 
-    def __init__(self, workflow: Workflow, tokens: TokenVerifier, imports: ImportDesk, reembed: ReembedDesk) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        tokens: TokenVerifier,
+        imports: ImportDesk,
+        reembed: ReembedDesk,
+        revocations: TokenRevocations,
+    ) -> None:
         self._workflow = workflow
         self._tokens = tokens
         self._imports = imports
         self._reembed = reembed
+        self._revocations = revocations
 
     async def _principal(
         self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = ""
     ) -> Principal:
-        metadata = dict(context.invocation_metadata() or ())
+        authorization = dict(context.invocation_metadata() or ()).get("authorization")
         try:
-            return self._tokens.authenticate(metadata.get("authorization"))
+            principal = self._tokens.authenticate(authorization)
+            if await self._revocations.revoked(bearer_token(authorization)):
+                raise Unauthenticated("the token was revoked when its user signed out; sign in again")
         except Unauthenticated as error:
             await self._workflow.audit_refusal(action, error, "anonymous", case, purpose)
             raise
+        return principal
+
+    @rpc(SERVICE)
+    async def EndSession(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.EndSessionResponse:
+        principal = await self._principal(context, "session.end")
+        await self._revocations.revoke(bearer_token(dict(context.invocation_metadata() or ()).get("authorization")))
+        await self._workflow.audit_session_ended(principal)
+        return gateway_pb2.EndSessionResponse()
 
     @rpc(SERVICE)
     async def Search(  # noqa: N802 - gRPC method name
@@ -386,9 +407,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.photos,
         )
         await imports.open()
+        revocations = TokenRevocations(host.bus, settings.tokens.longest_life_s, settings.photo_store_replicas)
+        await revocations.open()
         reembed = ReembedDesk(host.bus, audit, settings.calibration, routes, settings.common.request_timeout_s)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(workflow, settings.tokens, imports, reembed), host.grpc.server
+            GatewayServicer(workflow, settings.tokens, imports, reembed, revocations), host.grpc.server
         )
         await host.start_grpc()
         await audit.publish(

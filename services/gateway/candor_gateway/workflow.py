@@ -188,6 +188,12 @@ class Workflow:
         """Record a refused call: who, what, which rule, why, and the photo's SHA-256 (never the photo)."""
         await audit_refusal(self._audit, action, error, actor, case_number=case_number, purpose=purpose, image=image)
 
+    async def audit_session_ended(self, principal: Principal) -> None:
+        """Record a sign-out: the user's token is revoked from now on."""
+        await self._audit.publish(
+            "session.ended", actor=principal.user, details={"token_expires_at": principal.expires_at or None}
+        )
+
     # --- detection -----------------------------------------------------------------------------
 
     async def detect(self, image: bytes, include_chips: bool, route: Route) -> detector_pb2.DetectResponse:

@@ -214,10 +214,22 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
 
     async def logout(request: Request) -> Response:
         session = request.scope.get("candor.session")
+        response: Response = RedirectResponse("/login", status_code=303)
         if session is not None:
             await checked_form(request, session)
-            log.info("signed_out", user=session.user)
-        response = RedirectResponse("/login", status_code=303)
+            try:
+                # The token is revoked at the gateway, so the cookie is dead on the server side
+                # too: replayed from anywhere, it records nothing.
+                await gateway_for(session).end_session()
+                log.info("signed_out", user=session.user)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAUTHENTICATED:  # else it was dead already
+                    log.error("sign_out_not_recorded", user=session.user, code=error.code().name)
+                    reason = (
+                        "you are signed out in this browser, but the gateway could not revoke your sign-in "
+                        f"({error.details()}); sign in and out again, or ask an administrator to revoke it"
+                    )
+                    response = render(request, "error.html", 502, reason=reason)
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
 

@@ -56,6 +56,10 @@ class Gateway:
         request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=rank, decision=decision, notes=notes)
         return await self._stub.SubmitReview(request, metadata=self._metadata(), timeout=self._timeout)
 
+    async def end_session(self) -> None:
+        """Revoke this user's token at the gateway (sign-out): the session cookie dies with it."""
+        await self._stub.EndSession(gateway_pb2.EndSessionRequest(), metadata=self._metadata(), timeout=self._timeout)
+
     async def case(self, case_number: str) -> gateway_pb2.CaseView:
         """A case's searches and review trails."""
         request = gateway_pb2.GetCaseRequest(case_number=case_number)

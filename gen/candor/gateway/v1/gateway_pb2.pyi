@@ -36,6 +36,14 @@ CANDIDATE_STATUS_LEAD: CandidateStatus
 CANDIDATE_STATUS_REJECTED: CandidateStatus
 CANDIDATE_STATUS_DISPUTED: CandidateStatus
 
+class EndSessionRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class EndSessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class GetSearchPhotoRequest(_message.Message):
     __slots__ = ("search_id", "rank")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]

@@ -146,6 +146,11 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetCaseRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.CaseView.FromString,
                 _registered_method=True)
+        self.EndSession = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/EndSession',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.EndSessionResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -317,6 +322,13 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndSession(self, request, context):
+        """Revoke the caller's own token, on every gateway replica, until it would have expired: sign-out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +441,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetCase,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetCaseRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.CaseView.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.EndSessionRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.EndSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1025,6 +1042,33 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/GetCase',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.GetCaseRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.CaseView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/EndSession',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.EndSessionRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.EndSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
