@@ -311,6 +311,10 @@ class Worker(Generic[W]):
         except DecodeError:
             await self._dead_letter(msg, None, "the work item cannot be decoded")
             return
+        if not IMPORT_ID.match(work.item.import_id) or work.item.item < 0:
+            # Nothing to retry and no import to tell: an empty or made-up message goes at once.
+            await self._dead_letter(msg, None, "the work item names no import")
+            return
         alive = asyncio.create_task(self._keep_alive(msg))
         try:
             await self._handle(work)

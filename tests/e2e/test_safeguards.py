@@ -5,6 +5,7 @@ stack with two gateway processes: the rules hold by construction, not only on th
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
 
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
@@ -562,3 +565,79 @@ def test_a_desk_session_is_dead_on_the_server_once_its_user_signs_out(stack: Loc
     )  # fmt: skip
     assert decided[0][0] == 0
     wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE kind = 'session.ended' AND actor = 'rita'")
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in KiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) for name in ("VmRSS", "VmHWM")}
+
+
+def test_a_small_16_bit_png_of_49_megapixels_costs_the_detector_little_memory(stack: LocalStack) -> None:
+    image = Image.fromarray(np.zeros((7000, 7000), dtype=np.uint16))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 400_000 and image.mode.startswith("I;16")
+    state = stack.state()
+    assert state is not None
+    before = memory_kib(state.pids["detector"])
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        found = gateway_pb2_grpc.GatewayServiceStub(channel).DetectFaces(
+            gateway_pb2.DetectFacesRequest(image=buffer.getvalue()),
+            metadata=(("authorization", f"Bearer {stack.token()}"),),
+            timeout=60,
+        )
+    assert len(found.faces) == 0
+    after = memory_kib(state.pids["detector"])
+    assert after["VmHWM"] - before["VmRSS"] < 400 * 1024, (before, after)  # it was 1.3 GiB
+    assert after["VmRSS"] - before["VmRSS"] < 150 * 1024, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("subject", "metadata", "text"),
+    [
+        ("a/../../b", {}, "subject_id"),
+        ("/rooted", {}, "subject_id"),
+        ("ok-subject", {"k" * 5000: "v"}, "metadata"),
+        ("ok-subject", {"note": "v" * 100_000}, "metadata"),
+        ("ok-subject", {"note": "\x1b[2Jwiped"}, "metadata"),
+        ("ok-subject", {"note": "<script>alert(1)</script>"}, "metadata"),
+        ("ok-subject", {f"k{i}": "v" for i in range(40)}, "metadata"),
+    ],
+)
+def test_enrolment_refuses_hostile_subject_ids_and_metadata(
+    stack: LocalStack, samples: Path, subject: str, metadata: dict[str, str], text: str
+) -> None:
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway_pb2_grpc.GatewayServiceStub(channel).Enroll(
+                gateway_pb2.EnrollRequest(
+                    image=(samples / "biden.jpg").read_bytes(), subject_id=subject, metadata=metadata
+                ),
+                metadata=(("authorization", f"Bearer {stack.token()}"),),
+                timeout=60,
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert text in (refused.value.details() or "") and len(refused.value.details() or "") < 300
+
+
+@pytest.mark.parametrize(("role", "subject"), [("embedder", "match"), ("gateway", "detect.dlib-resnet-v1")])
+def test_an_empty_import_work_message_is_dead_lettered_at_once_not_retried(
+    stack: LocalStack, role: str, subject: str
+) -> None:
+    async def publish() -> int:
+        client = await connect_as(stack, role)
+        try:
+            ack = await client.jetstream().publish(f"{subjects.INGEST_WORK_PREFIX}.{subject}", b"", timeout=5)
+            return ack.seq
+        finally:
+            await client.close()
+
+    sequence = asyncio.run(publish())
+    stage = subject.split(".")[0]
+    rows = wait_for_audit(
+        stack,
+        "SELECT details_json FROM audit_record WHERE kind = 'gallery.import_item_failed' AND details_json LIKE ?",
+        (f'%"stage":"{stage}","stream_sequence":{sequence}}}%',),
+    )
+    assert "names no import" in json.loads(rows[0][0])["error"], rows

@@ -30,6 +30,9 @@ class DecodeLimits:
 
     max_bytes: int = 15 * 1024 * 1024
     max_pixels: int = 50_000_000
+    #: The memory the decoded pixels may take at their own depth (a 16-bit or 32-bit image takes
+    #: two or four times an 8-bit one of the same size): what decoding costs, not only its pixels.
+    max_decoded_bytes: int = 200 * 1024 * 1024
     #: The pixel count to work at; larger photos are scaled down to about this.
     working_pixels: int = 1_500_000
 
@@ -78,6 +81,12 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
             f"the image is {width}x{height} ({width * height / 1e6:.0f} MP); "
             f"the limit is {limits.max_pixels / 1e6:.0f} MP"
         )
+    decoded = int(width * height * _bytes_per_pixel(image.mode))
+    if decoded > limits.max_decoded_bytes:
+        raise TooLarge(
+            f"the image is {width}x{height} in {image.mode} mode: {decoded / 2**20:.0f} MiB decoded; "
+            f"the limit is {limits.max_decoded_bytes / 2**20:.0f} MiB (send it as an 8-bit JPEG or PNG)"
+        )
     if image.format == "JPEG" and width * height > limits.working_pixels:
         shrink = math.sqrt(limits.working_pixels / (width * height))
         # draft() picks the smallest DCT scale that still gives at least the requested size.
@@ -86,9 +95,11 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
         image.load()
         quarter_turned = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
         image = ImageOps.exif_transpose(image) or image
-        rgb = _to_rgb8(image)
+        rgb = _to_rgb8(image, limits.working_pixels)
     except _CORRUPT as exc:
         raise InvalidInput("the image data is truncated or corrupt") from exc
+    finally:
+        image.close()  # the full-size pixels go now, not when the collector gets round to them
     oriented_w, oriented_h = (height, width) if quarter_turned else (width, height)
     rgb = _shrink_to(rgb, limits.working_pixels)
     return DecodedImage(
@@ -99,13 +110,28 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
     )
 
 
-def _to_rgb8(image: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode to a contiguous 8-bit RGB array."""
+#: Bytes per decoded pixel of Pillow's modes (anything else counts as four).
+_MODE_BYTES = {"1": 0.125, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}
+
+
+def _bytes_per_pixel(mode: str) -> float:
+    if mode.startswith("I;16"):
+        return 2
+    return _MODE_BYTES.get(mode, 4)
+
+
+def _to_rgb8(image: Image.Image, working_pixels: int) -> np.ndarray:
+    """Convert any Pillow mode to a contiguous 8-bit RGB array (grey images of more than 8 bits are
+    brought down to the working size before their three channels are made)."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # Pillow's own convert("L") clips 16-bit values at 255; scale the range instead.
-        grey = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or grey.max() > 255 else 255.0
-        grey8 = np.clip(grey * (255.0 / top), 0, 255).astype(np.uint8)
+        # Pillow's own convert("L") clips 16-bit values at 255; scale the range instead, at the
+        # image's own depth (no float64 copy of a large image).
+        grey = np.asarray(image)
+        if grey.dtype.byteorder == ">" or grey.dtype == np.int32:
+            grey = grey.astype(np.float32)
+        grey = _shrink_to(grey, working_pixels)
+        top = 65535.0 if image.mode.startswith("I;16") or float(grey.max(initial=0)) > 255 else 255.0
+        grey8 = np.clip(grey.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.stack([grey8] * 3, axis=-1))
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -117,7 +143,7 @@ def _to_rgb8(image: Image.Image) -> np.ndarray:
 
 
 def _shrink_to(rgb: np.ndarray, max_pixels: int) -> np.ndarray:
-    """Scale an RGB array down (area interpolation) so it holds at most about max_pixels."""
+    """Scale an image array down (area interpolation) so it holds at most about max_pixels."""
     import cv2
 
     height, width = rgb.shape[:2]

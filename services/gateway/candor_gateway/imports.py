@@ -29,7 +29,7 @@ from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
 from candor_kit.bus import fetch_batch
-from candor_kit.identifiers import check_subject_id, record_id_for
+from candor_kit.identifiers import check_metadata, check_new_subject_id, record_id_for
 from candor_kit.ingest import (
     IMPORT_ID,
     ItemRegister,
@@ -285,11 +285,10 @@ class ImportDesk:
             why = item.unreadable or "the file is empty"
             return rejection(ref, ingest_pb2.REJECT_REASON_UNREADABLE, why, "gateway")
         try:
-            check_subject_id(item.subject_id)
+            check_new_subject_id(item.subject_id)
             if item.keep_origin and not _is_origin(item.keep_origin):
                 raise InvalidInput("keep_origin must be <import id>/<item>")
-            if len(item.metadata) > 32 or any(len(k) > 64 or len(v) > 512 for k, v in item.metadata.items()):
-                raise InvalidInput("metadata takes at most 32 keys of 64 characters, values of 512")
+            check_metadata(item.metadata)
         except CandorError as exc:
             return rejection(ref, ingest_pb2.REJECT_REASON_INVALID, exc.message, "gateway")
         return None

@@ -43,7 +43,7 @@ from candor_kit import (
     TooLarge,
     subjects,
 )
-from candor_kit.identifiers import check_subject_id, record_id_for
+from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 
 MATCH_ENROLL = subjects.MATCH_ENROLL
 MATCH_SEARCH = subjects.MATCH_SEARCH
@@ -350,7 +350,8 @@ class Workflow:
         with the model the gallery is being re-embedded into, if any, so the switch loses nothing."""
         try:
             principal.require(Permission.ENROLL)
-            check_subject_id(subject_id)
+            check_new_subject_id(subject_id)
+            check_metadata(metadata)
             if len(image_ref) > 1000:
                 raise InvalidInput("image_ref takes at most 1000 characters")
             with self._slots.claim():

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import AuditPublisher, Bus, CandorError, PreconditionFailed
-from candor_kit.identifiers import check_subject_id
+from candor_kit.identifiers import check_metadata, check_new_subject_id
 from candor_kit.ingest import ItemRegister, publish_result, rejection
 from candor_matcher.gallery import Enrolment, GalleryModel, record_id_for
 from candor_matcher.tombstones import Tombstones
@@ -46,7 +46,8 @@ class MatchStage:
                 await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, problem, "matcher"))
             return
         try:
-            check_subject_id(item.subject_id)
+            check_new_subject_id(item.subject_id)
+            check_metadata(item.metadata)
             model = GalleryModel.from_ref(work.model)
         except CandorError as exc:
             await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))

@@ -27,7 +27,7 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, copy_of, has
-from candor_kit.identifiers import check_subject_id
+from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id
 from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
 from candor_matcher.edge_backend import EdgeBackend
 from candor_matcher.gallery import Enrolment, Gallery, GalleryBackend, GalleryIndex, GalleryModel
@@ -149,7 +149,8 @@ class MatchingService:
 
     async def enroll(self, request: matcher_pb2.EnrollRequest) -> matcher_pb2.EnrollResponse:
         """Add one face to the subject's records."""
-        check_subject_id(request.subject_id)
+        check_new_subject_id(request.subject_id)
+        check_metadata(request.metadata)
         if len(request.image_sha256) != 64:
             raise InvalidInput("image_sha256 must be 64 hex digits")
         enrolment = Enrolment(
