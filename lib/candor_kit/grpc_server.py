@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from candor_kit import metrics
-from candor_kit.errors import CandorError, ErrorCode
+from candor_kit.errors import CandorError, ErrorCode, InvalidInput
 from candor_kit.telemetry import extract_context
 
 log = structlog.get_logger("candor.grpc")
@@ -47,6 +47,8 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
             with _tracer.start_as_current_span(name, context=parent, kind=SpanKind.SERVER) as span:
                 span.set_attribute("rpc.system", "grpc")
                 try:
+                    if isinstance(request, UndecodableRequest):
+                        raise InvalidInput(f"the request body is not a valid {request.message_type} message")
                     return await method(self, request, context)
                 except CandorError as exc:
                     code = exc.code.value
@@ -75,6 +77,43 @@ def _aborted_code(context: grpc.aio.ServicerContext) -> str:
     """The status a handler aborted with itself."""
     code = context.code()
     return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
+class UndecodableRequest:
+    """What a request that is not a valid protobuf message of its type is decoded to: the method
+    then answers INVALID_ARGUMENT in plain words, instead of gRPC's UNKNOWN naming a Python class."""
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+
+class RequestDecoding(grpc.aio.ServerInterceptor):
+    """Decodes every unary request so that a body which is not its message becomes an
+    ``UndecodableRequest`` (answered by ``rpc`` as INVALID_ARGUMENT)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        """The method's handler with a deserializer that never raises."""
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
+            return handler
+        decode = handler.request_deserializer
+        # Generated code passes the message class's FromString: its class names the type.
+        owner = getattr(decode, "__self__", None)
+        message_type = owner.__name__ if isinstance(owner, type) else "request"
+
+        def tolerant(data: bytes) -> Any:
+            try:
+                return decode(data)
+            except Exception:  # noqa: BLE001 - protobuf raises DecodeError and others on bad bytes
+                return UndecodableRequest(message_type)
+
+        return grpc.unary_unary_rpc_method_handler(
+            handler.unary_unary, request_deserializer=tolerant, response_serializer=handler.response_serializer
+        )
 
 
 class ServiceTokenCheck(grpc.aio.ServerInterceptor):
@@ -124,7 +163,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
             ],
-            interceptors=[ServiceTokenCheck(service_token)] if service_token else None,
+            interceptors=[RequestDecoding(), *([ServiceTokenCheck(service_token)] if service_token else [])],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

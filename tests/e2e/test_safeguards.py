@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
@@ -641,3 +641,31 @@ def test_an_empty_import_work_message_is_dead_lettered_at_once_not_retried(
         (f'%"stage":"{stage}","stream_sequence":{sequence}}}%',),
     )
     assert "names no import" in json.loads(rows[0][0])["error"], rows
+
+
+def test_a_body_that_is_not_protobuf_is_invalid_argument_in_plain_words(stack: LocalStack) -> None:
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        raw = channel.unary_unary("/candor.gateway.v1.GatewayService/Search")
+        with pytest.raises(grpc.RpcError) as refused:
+            raw(
+                b"\xff\xff\xff\xff not a protobuf", metadata=(("authorization", f"Bearer {stack.token()}"),), timeout=30
+            )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = refused.value.details() or ""
+    assert "not a valid SearchRequest" in details and "Error" not in details and "Exception" not in details
+
+
+def test_a_png_whose_metadata_decompresses_to_20_mb_is_refused_as_such(stack: LocalStack) -> None:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "a" * (20 << 20), zip=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG", pnginfo=info)
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        with pytest.raises(grpc.RpcError) as refused:
+            gateway_pb2_grpc.GatewayServiceStub(channel).DetectFaces(
+                gateway_pb2.DetectFacesRequest(image=buffer.getvalue()),
+                metadata=(("authorization", f"Bearer {stack.token()}"),),
+                timeout=30,
+            )
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "metadata" in (refused.value.details() or "") and "corrupt" not in (refused.value.details() or "")

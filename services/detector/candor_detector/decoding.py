@@ -69,6 +69,7 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
     except UnidentifiedImageError as exc:
         raise InvalidInput("the data is not a readable JPEG or PNG image") from exc
     except _CORRUPT as exc:
+        _refuse_metadata_bomb(exc)
         # A file cut short or mangled inside its header fails here, before any pixel is read.
         raise InvalidInput("the image header is truncated or corrupt") from exc
     if image.format not in SUPPORTED_FORMATS:
@@ -97,6 +98,7 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
         image = ImageOps.exif_transpose(image) or image
         rgb = _to_rgb8(image, limits.working_pixels)
     except _CORRUPT as exc:
+        _refuse_metadata_bomb(exc)
         raise InvalidInput("the image data is truncated or corrupt") from exc
     finally:
         image.close()  # the full-size pixels go now, not when the collector gets round to them
@@ -108,6 +110,16 @@ def decode_image(data: bytes, limits: DecodeLimits) -> DecodedImage:
         original_height=oriented_h,
         scale=oriented_w / rgb.shape[1],
     )
+
+
+def _refuse_metadata_bomb(exc: BaseException) -> None:
+    """TooLarge when Pillow stopped inflating a metadata chunk (a compressed text or colour profile
+    of a PNG) at its limit: a decompression bomb in the metadata, not a damaged file."""
+    if isinstance(exc, ValueError) and "Decompressed data too large" in str(exc):
+        raise TooLarge(
+            "the image's metadata (a compressed text or colour-profile chunk) inflates beyond the 1 MB "
+            "allowed; strip the metadata and send the photo again"
+        ) from exc
 
 
 #: Bytes per decoded pixel of Pillow's modes (anything else counts as four).
