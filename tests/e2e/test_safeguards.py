@@ -669,3 +669,45 @@ def test_a_png_whose_metadata_decompresses_to_20_mb_is_refused_as_such(stack: Lo
             )
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "metadata" in (refused.value.details() or "") and "corrupt" not in (refused.value.details() or "")
+
+
+def test_a_flood_of_forged_events_is_folded_into_a_few_records_that_count_them_all(stack: LocalStack) -> None:
+    flood = 300
+    marker = f"flood-{time.time_ns()}"
+
+    async def forge() -> None:
+        client = await connect_as(stack, "detector")
+        js = client.jetstream()
+        now = Timestamp()
+        now.GetCurrentTime()
+        try:
+            for index in range(flood):
+                event = audit_pb2.AuditEvent(
+                    event_id=f"{marker}-{index}", kind="review.submitted", occurred_at=now, actor="rita",
+                    details_json="{}",
+                )  # fmt: skip
+                await js.publish(subjects.audit_subject("detector", "review.submitted"), event.SerializeToString())
+        finally:
+            await client.close()
+
+    asyncio.run(forge())
+    subject = subjects.audit_subject("detector", "review.submitted")
+
+    def counted() -> tuple[int, int]:
+        single = audit_rows(
+            stack, "SELECT COUNT(*) FROM audit_record WHERE kind = 'audit.event_refused' AND details_json LIKE ?",
+            (f"%{marker}%",),
+        )[0][0]  # fmt: skip
+        folded = audit_rows(
+            stack,
+            "SELECT details_json FROM audit_record WHERE kind = 'audit.events_refused_folded' AND details_json LIKE ?",
+            (f"%{subject}%",),
+        )
+        return single, sum(json.loads(details)["count"] for (details,) in folded)
+
+    deadline = time.monotonic() + 60
+    while sum(counted()) < flood and time.monotonic() < deadline:
+        time.sleep(0.5)
+    single, folded = counted()
+    assert single + folded == flood, (single, folded)
+    assert single <= 20 and folded >= flood - 20, (single, folded)

@@ -29,6 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord, Verification
 from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
+from candor_audit.refusals import RefusalFolder
 from candor_audit.signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
 from candor_kit import (
     Bus,
@@ -318,6 +319,7 @@ class AuditLog:
         self._outside = outside
         #: The audit stream, whose settled events must all be in the chain (None: not checked).
         self._stream = stream
+        self._refusals = RefusalFolder()
         #: Why the chain failed verification; while set, nothing is appended (events wait on the
         #: stream) until someone examines the chain and restarts the service.
         self.broken = ""
@@ -372,7 +374,13 @@ class AuditLog:
             entry = entry_from_event(event)
         else:
             # Not the publisher's to write: a forged review, say. It stays out of the chain, and
-            # the attempt goes in instead.
+            # the attempt goes in instead (a flood of them is folded into a count).
+            metrics.AUDIT_ALARMS.labels("event_refused").inc()
+            position = msg.metadata.sequence.stream if msg.metadata is not None else 0
+            if not self._refusals.admit(msg.subject, position, problem):
+                if msg.metadata is not None:
+                    self.watermark.mark(position)
+                return
             entry = refused_entry(msg.subject, event, problem, rfc3339(now))
             log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
         with metrics.AUDIT_APPEND_SECONDS.time():
@@ -381,6 +389,14 @@ class AuditLog:
             log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
         if msg.metadata is not None:
             self.watermark.mark(msg.metadata.sequence.stream)
+
+    async def flush_refusals(self) -> None:
+        """Append the counts of the refusals folded since the last flush (after each batch)."""
+        if self.broken:
+            return
+        for entry in self._refusals.flush(_now()):
+            await asyncio.to_thread(self._chain.append, entry, entry.occurred_at)
+            log.warning("audit_events_refused_folded", details=entry.details_json)
 
     async def verify(self, request: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
         """Walk the chain: hashes, links, signatures, the chain's own, the outside store's and the
@@ -597,6 +613,10 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             continue
         for msg in messages:
             await settle(msg, audit_log.append_message, AUDIT_DEAD_LETTER, bus)
+        try:
+            await audit_log.flush_refusals()
+        except Exception as exc:  # noqa: BLE001 - the counts are lost, the refused messages stay on the stream
+            log.error("audit_refusal_counts_not_recorded", error=str(exc))
         if audit_log.watermark.gapped:
             await audit_log.watermark.refresh()
 
