@@ -64,12 +64,14 @@ protos-check: $(STAMP)
 bench: setup
 	$(BIN)/python bench/pipeline.py
 
-# A fuzz campaign: FUZZ_SECONDS of atheris on the photo decoder, then on every gRPC request message.
+# A fuzz campaign: FUZZ_SECONDS of atheris on the photo decoder, on every gRPC request message, and
+# on the messages of the bus (audit events, checkpoints, import work).
 FUZZ_SECONDS ?= 300
 fuzz: setup
-	$(BIN)/python fuzz/seeds.py $(SAMPLES) .cache/fuzz/decode .cache/fuzz/requests
+	$(BIN)/python fuzz/seeds.py $(SAMPLES) .cache/fuzz/decode .cache/fuzz/requests .cache/fuzz/bus
 	$(BIN)/python fuzz/decode_image.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz/ .cache/fuzz/decode
 	$(BIN)/python fuzz/grpc_requests.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz/ .cache/fuzz/requests
+	$(BIN)/python fuzz/bus_messages.py -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=.cache/fuzz/ .cache/fuzz/bus
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

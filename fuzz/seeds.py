@@ -1,10 +1,11 @@
 """Write the fuzzers' seed corpora: each sample photo shrunk, as JPEG and PNG, for the image
-fuzzer; a well-formed request of each kind for the request fuzzer.
+fuzzer; a well-formed request of each kind for the request fuzzer; a well-formed message of each
+kind for the bus message fuzzer.
 
 Small seeds keep every execution fast while starting the fuzzer inside real JPEG and PNG
 structure (markers, Huffman tables, chunks) and past the protobuf parser instead of random bytes.
 
-    .venv/bin/python fuzz/seeds.py SAMPLES_FOLDER IMAGE_CORPUS REQUEST_CORPUS
+    .venv/bin/python fuzz/seeds.py SAMPLES_FOLDER IMAGE_CORPUS REQUEST_CORPUS BUS_CORPUS
 """
 
 from __future__ import annotations
@@ -45,13 +46,16 @@ def write_inputs(inputs: list[bytes], corpus: Path) -> int:
 
 
 def main() -> None:
-    """Command line: SAMPLES_FOLDER IMAGE_CORPUS REQUEST_CORPUS."""
-    if len(sys.argv) != 4:
+    """Command line: SAMPLES_FOLDER IMAGE_CORPUS REQUEST_CORPUS BUS_CORPUS."""
+    if len(sys.argv) != 5:
         sys.exit(__doc__)
-    from grpc_requests import seed_inputs  # beside this file, which Python puts on the path
+    # Beside this file, which Python puts on the path.
+    from bus_messages import seed_inputs as bus_seeds
+    from grpc_requests import seed_inputs as request_seeds
 
     print(f"{write_seeds(Path(sys.argv[1]), Path(sys.argv[2]))} image seeds written to {sys.argv[2]}")
-    print(f"{write_inputs(seed_inputs(), Path(sys.argv[3]))} request seeds written to {sys.argv[3]}")
+    print(f"{write_inputs(request_seeds(), Path(sys.argv[3]))} request seeds written to {sys.argv[3]}")
+    print(f"{write_inputs(bus_seeds(), Path(sys.argv[4]))} bus message seeds written to {sys.argv[4]}")
 
 
 if __name__ == "__main__":

@@ -104,3 +104,27 @@ def test_a_request_check_that_raises_unexpectedly_is_a_finding(monkeypatch: pyte
     data = gateway_pb2.SearchRequest(case_number="C-1").SerializeToString()
     with pytest.raises(KeyError):
         requests.one_input(data)
+
+
+def test_the_bus_fuzzer_runs_from_a_well_formed_message_of_every_kind_without_a_finding(tmp_path: Path) -> None:
+    bus = harness("bus_messages")
+    seeds = bus.seed_inputs()
+    assert [seed[-1] for seed in seeds] == list(range(len(bus.TARGETS)))
+    for seed in seeds:  # each seed reaches its receiver and is taken, not refused
+        _, receive = bus.TARGETS[seed[-1]]
+        receive(seed[:-1])
+    harness("seeds").write_inputs(seeds, tmp_path / "corpus")
+    result = fuzz("bus_messages", str(tmp_path / "corpus"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Done {RUNS} in" in result.stderr
+
+
+def test_the_bus_fuzzer_counts_an_unexpected_exception_as_a_finding(monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = harness("bus_messages")
+
+    def crash(data: bytes) -> None:
+        raise KeyError("unexpected")
+
+    monkeypatch.setattr(bus, "TARGETS", [("crash", crash)])
+    with pytest.raises(KeyError):
+        bus.one_input(b"\x00")
