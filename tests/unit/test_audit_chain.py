@@ -229,3 +229,28 @@ def test_a_chain_from_before_signatures_gains_the_columns_and_fails_verification
     result = chain.verify()
     assert not result.ok and result.first_bad_sequence == 1 and "signature" in result.problem
     chain.close()
+
+
+def test_a_query_page_stops_by_size_and_says_more_so_any_volume_is_read_by_paging(tmp_path: Path) -> None:
+    from candor_audit.service import PAGE_BYTES, page_of
+
+    chain = AuditChain(tmp_path / "big.db", Signer(Ed25519PrivateKey.generate()))
+    big = "x" * 60_000  # near the 64 KiB an event may hold
+    for n in range(150):
+        chain.append(
+            AuditEntry(
+                f"e{n}", "model.calibrated", "2026-12-01T00:00:00.000000Z", "op", "", "", "", f'{{"b":"{big}"}}'
+            ),
+            "2026-12-01T00:00:01.000000Z",
+        )
+    pages, after = [], 0
+    while True:
+        page = page_of(chain.query(limit=1001, after=after), 1000)
+        pages.append(page)
+        assert page.ByteSize() <= PAGE_BYTES + 70_000
+        if not page.more:
+            break
+        after = page.records[-1].sequence
+    assert len(pages) >= 2 and sum(len(p.records) for p in pages) == 150
+    assert [r.sequence for p in pages for r in p.records] == list(range(1, 151))
+    chain.close()

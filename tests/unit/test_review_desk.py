@@ -14,6 +14,7 @@ from candor_review import ReviewSettings
 from candor_review.app import create_app
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, same_token
 from candor_review.views import figure
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from PIL import Image
 from prometheus_client import REGISTRY
 
@@ -174,3 +175,36 @@ def test_requests_are_counted_by_route_template_and_never_by_path(env: dict[str,
     assert (REGISTRY.get_sample_value("candor_http_request_handling_seconds_count", timed) or 0) >= 1
     values = {value for family in REGISTRY.collect() for sample in family.samples for value in sample.labels.values()}
     assert not {"/searches/4d1f0c2e-case-77", "/private/CASE-2026-0042", "PURGE"} & values
+
+
+def test_a_failure_inside_the_desk_is_a_500_page_with_the_security_headers_and_counted(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import candor_review.app as desk_app
+
+    def broken() -> str:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(desk_app, "new_csrf", broken)
+    settings = ReviewSettings.from_env(EnvReader(env))
+    before = handled("/login", "GET", "500")
+    with TestClient(create_app(settings), base_url="https://127.0.0.1", raise_server_exceptions=False) as desk:
+        failed = desk.get("/login")
+    assert failed.status_code == 500
+    assert failed.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert failed.headers["X-Frame-Options"] == "DENY" and failed.headers["Cache-Control"] == "no-store"
+    assert "a bug" not in failed.text and "RuntimeError" not in failed.text and "try again" in failed.text
+    assert handled("/login", "GET", "500") - before == 1
+
+
+def test_the_desks_spans_are_named_by_route_never_by_path(
+    env: dict[str, str], span_exporter: InMemorySpanExporter
+) -> None:
+    settings = ReviewSettings.from_env(EnvReader(env))
+    span_exporter.clear()
+    with TestClient(create_app(settings), base_url="https://127.0.0.1") as desk:
+        desk.get("/searches/4d1f0c2e-case-77", follow_redirects=False)
+        desk.get("/private/CASE-2026-0042")
+    names = {span.name for span in span_exporter.get_finished_spans()}
+    assert {"GET /searches/{search_id:str}", "GET unmatched"} <= names, names
+    assert not any("4d1f0c2e" in name or "CASE-2026" in name for name in names)
