@@ -36,16 +36,23 @@ class AuditReader:
         since: dt.datetime | None = None,
         at_most: int | None = None,
         fresh: bool = True,
+        everyones: bool = False,
     ) -> list[audit_pb2.AuditRecord]:
         """Matching records, oldest first: all of them, or the first ``at_most``. The audit
-        service records each read as made for the user ``on_behalf_of``."""
+        service records each read as made for the user ``on_behalf_of``. ``fresh`` waits for what
+        this gateway published; ``everyones`` for everything on the stream now, other gateway
+        replicas' events included."""
+        wait_for = self._publisher.last_sequence if fresh else 0
+        if everyones:
+            info = await self._bus.jetstream.stream_info(subjects.AUDIT_STREAM)
+            wait_for = max(wait_for, int(info.state.last_seq))
         query = audit_pb2.QueryRequest(
             origin=common_pb2.Origin(actor=on_behalf_of),
             kinds=sorted(kinds),
             case_number=case_number,
             actor=actor,
             event_id=event_id,
-            wait_for_stream_sequence=self._publisher.last_sequence if fresh else 0,
+            wait_for_stream_sequence=wait_for,
         )
         if since is not None:
             query.since.FromDatetime(since)

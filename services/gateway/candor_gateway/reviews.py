@@ -312,22 +312,30 @@ class ReviewDesk:
             raise PreconditionFailed(
                 "the probe is no longer kept; there is nothing to compare the candidate with", rule=Rule.REVIEW
             )
-        views = await self._reader.records(
-            on_behalf_of=reviewer, kinds=["photo.viewed"], case_number=found.case_number, actor=reviewer
-        )
-        shown = {
-            int(details.get("rank", -1))
-            for details in (json.loads(view.event.details_json or "{}") for view in views)
-            if details.get("search_id") == found.search_id
-        }
         needed = {rank, 0} if probe_kept else {rank}
-        if not needed <= shown:
-            what = "the probe and candidate" if probe_kept else "candidate"
-            raise PreconditionFailed(
-                f"look at {what} {rank} first: a decision is recorded only after both photos were shown to "
-                "you (the review desk shows them; `candor review show --photos DIR` saves them)",
-                rule=Rule.REVIEW,
+        # The views may have gone through another gateway replica: if this one's own events do
+        # not show them, read again once the chain holds everything on the stream.
+        for everyones in (False, True):
+            views = await self._reader.records(
+                on_behalf_of=reviewer,
+                kinds=["photo.viewed"],
+                case_number=found.case_number,
+                actor=reviewer,
+                everyones=everyones,
             )
+            shown = {
+                int(details.get("rank", -1))
+                for details in (json.loads(view.event.details_json or "{}") for view in views)
+                if details.get("search_id") == found.search_id
+            }
+            if needed <= shown:
+                return
+        what = "the probe and candidate" if probe_kept else "candidate"
+        raise PreconditionFailed(
+            f"look at {what} {rank} first: a decision is recorded only after both photos were shown to "
+            "you (the review desk shows them; `candor review show --photos DIR` saves them)",
+            rule=Rule.REVIEW,
+        )
 
     def _reviewing_role(self, principal: Principal, found: SearchFile, rank: int) -> str:
         """The capacity the caller reviews in ("reviewer" or "supervisor"), or why they may not."""
