@@ -1,14 +1,15 @@
-"""Bulk enrolment's plumbing: the work-queue stream, the results stream and the worker loop.
+"""Bulk enrolment's plumbing: the work-queue streams, the results stream and the worker loop.
 
-A photo of an import travels ``work.detect`` → ``work.embed`` → ``work.match`` on the
-CANDOR_INGEST work-queue stream; each stage is a durable pull consumer that any number of worker
-replicas share. A worker acks an item only after handing it on (or settling it), so a worker
-killed mid-item loses nothing: the item comes back after ``ack_wait``. A slow item is kept alive
-with ``in_progress``; a failing one is retried with a growing delay; one that fails
-``max_deliver`` times goes to the dead-letter stream with an audit event and a FAILED result.
+A photo of an import travels ``work.detect`` → ``work.embed`` → ``work.match``, each stage on its
+own CANDOR_INGEST_<STAGE> work-queue stream (so a stage's NATS user reaches no other stage's work);
+each stage is a durable pull consumer that any number of worker replicas share. A worker acks an
+item only after handing it on (or settling it), so a worker killed mid-item loses nothing: the item
+comes back after ``ack_wait``. A slow item is kept alive with ``in_progress``; a failing one is
+retried with a growing delay; one that fails ``max_deliver`` times goes to the dead-letter stream
+with an audit event and a FAILED result.
 
-Every photo ends with one ItemResult on ``candor.ingest.v1.result.<import id>.<item>``; the
-results stream keeps one message per subject, so a photo processed twice still has one result.
+Every photo ends with one ItemResult on ``candor.ingest.v1.result.<import id>.<item>``; the results
+stream keeps one message per subject, so a photo processed twice still has one result.
 """
 
 from __future__ import annotations

@@ -97,6 +97,21 @@ class Verification:
     checkpoints_checked: int = 0
 
 
+def service_entry(kind: str, event_id: str, details: Mapping[str, object], now: str) -> AuditEntry:
+    """A record the audit service makes itself (an alarm, a folded count). Alarms derive their id
+    from what raised them, so reading the same message again records nothing more."""
+    return AuditEntry(
+        event_id=event_id,
+        kind=kind,
+        occurred_at=now,
+        actor="service:audit",
+        case_number="",
+        purpose="",
+        trace_id="",
+        details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
+    )
+
+
 def record_hash(previous_hash: str, sequence: int, entry: AuditEntry, recorded_at: str) -> str:
     """SHA-256 over the previous hash and the record's canonical JSON."""
     body: dict[str, Any] = {"sequence": sequence, "recorded_at": recorded_at, **asdict(entry)}

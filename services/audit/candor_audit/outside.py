@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
-from candor_audit.chain import AuditEntry
+from candor_audit.chain import AuditEntry, service_entry
 from candor_audit.signing import Checkpoint, checkpoint_message, verify_signature
 from candor_kit import InvalidInput, metrics, subjects
 from candor_kit.audit_events import AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
@@ -36,21 +35,6 @@ CHECKPOINT_REFUSED = "audit.checkpoint_refused"
 CHECKPOINT_BACKWARDS = "audit.checkpoint_went_backwards"
 #: Missing events named in a verification, at most.
 MISSING_NAMED = 20
-
-
-def alarm_entry(kind: str, event_id: str, details: Mapping[str, object], now: str) -> AuditEntry:
-    """The chain record of an alarm: its id is derived from what raised it, so reading the same
-    message again records nothing more."""
-    return AuditEntry(
-        event_id=event_id,
-        kind=kind,
-        occurred_at=now,
-        actor="service:audit",
-        case_number="",
-        purpose="",
-        trace_id="",
-        details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
-    )
 
 
 class CheckpointStream:
@@ -102,7 +86,7 @@ class CheckpointStream:
                 metrics.AUDIT_ALARMS.labels("checkpoint_refused").inc()
                 log.error("audit_checkpoint_refused", stream_sequence=position, problem=problem)
                 details = {"stream_sequence": position, "reason": problem, "bytes": len(msg.data)}
-                alarms.append(alarm_entry(CHECKPOINT_REFUSED, f"checkpoint.refused.{position}", details, now))
+                alarms.append(service_entry(CHECKPOINT_REFUSED, f"checkpoint.refused.{position}", details, now))
                 continue
             if self.highest is not None and checkpoint.sequence < self.highest.sequence:
                 metrics.AUDIT_ALARMS.labels("checkpoint_backwards").inc()
@@ -117,7 +101,7 @@ class CheckpointStream:
                     "sequence": checkpoint.sequence,
                     "highest_sequence": self.highest.sequence,
                 }
-                alarms.append(alarm_entry(CHECKPOINT_BACKWARDS, f"checkpoint.backwards.{position}", details, now))
+                alarms.append(service_entry(CHECKPOINT_BACKWARDS, f"checkpoint.backwards.{position}", details, now))
                 continue
             self.highest = checkpoint
         return alarms

@@ -9,12 +9,11 @@ ends. The refused messages themselves stay on the audit stream, which no user ma
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
 
-from candor_audit.chain import AuditEntry
+from candor_audit.chain import AuditEntry, service_entry
 
 FOLDED_KIND = "audit.events_refused_folded"
 #: Individual refusal records per publisher subject and window.
@@ -65,17 +64,6 @@ class RefusalFolder:
                 "last_stream_sequence": folded.last_sequence,
                 "reasons": sorted(folded.reasons),
             }
-            entries.append(
-                AuditEntry(
-                    event_id=f"folded.{uuid.uuid4()}",
-                    kind=FOLDED_KIND,
-                    occurred_at=now,
-                    actor="service:audit",
-                    case_number="",
-                    purpose="",
-                    trace_id="",
-                    details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
-                )
-            )
+            entries.append(service_entry(FOLDED_KIND, f"folded.{uuid.uuid4()}", details, now))
         self._folded.clear()
         return entries

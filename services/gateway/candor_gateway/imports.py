@@ -1,10 +1,10 @@
 """Bulk imports: start or resume one, queue its photos, and tell its progress.
 
-The gateway checks who may import, fixes the import's rules, and queues each photo on the
-CANDOR_INGEST work-queue stream; the detector, embedder and matcher workers do the rest. What it
-knows about an import comes from JetStream alone (the import record in the CANDOR_IMPORTS bucket and
-one result per photo), so any gateway replica answers for any import, and a restarted one forgets
-nothing.
+The gateway checks who may import, fixes the import's rules, registers each photo's item (the
+matcher enrols only registered items) and queues it on the detect stage's work-queue stream; the
+detector, embedder and matcher workers do the rest. What it knows about an import comes from
+JetStream alone (the import record in the CANDOR_IMPORTS bucket and one result per photo), so any
+gateway replica answers for any import, and a restarted one forgets nothing.
 """
 
 from __future__ import annotations
