@@ -50,8 +50,6 @@ with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcon
     from candor_kit.identifiers import check_metadata, check_new_subject_id
     from candor_kit.ingest import IMPORT_ID, item_digest, rejection, result_subject
 
-# The services log every refusal; a campaign makes millions.
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
 SIGNER = Signer(Ed25519PrivateKey.generate())
 CHECKPOINTS = CheckpointStream(None, {SIGNER.key_id: SIGNER.public_key})  # type: ignore[arg-type]
 LOOP = asyncio.new_event_loop()
@@ -161,6 +159,9 @@ def one_input(data: bytes) -> None:
 
 def main() -> None:
     """Run the fuzzer with libFuzzer's command line."""
+    # The services log every refusal; a campaign makes millions. (Here, not at import: the tests
+    # import this module into their own process.)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     if not SMOKE:
         atheris.instrument_all()
     atheris.Setup(sys.argv, one_input)

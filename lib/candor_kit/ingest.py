@@ -348,7 +348,11 @@ async def dead_letter(
 ) -> None:
     """Copy a work item that keeps failing to the dead-letter stream, record the photo as FAILED,
     and audit it. Repeats (two parties dead-lettering one message) are stored once."""
-    headers = {"Candor-Original-Subject": stage.subject, MESSAGE_HEADER: why[:500], "Nats-Msg-Id": f"dead.{sequence}"}
+    headers = {
+        "Candor-Original-Subject": stage.subject,
+        MESSAGE_HEADER: why[:500],
+        "Nats-Msg-Id": f"dead.{stage.name}.{sequence}",
+    }
     await bus.jetstream.publish(f"{INGEST_DEAD_PREFIX}.{stage.name}", data, headers=headers)
     details: dict[str, object] = {"stage": stage.name, "stream_sequence": sequence, "error": why[:300]}
     actor = f"service:{stage.name}"
