@@ -199,6 +199,12 @@ class ReviewDesk:
             raise InvalidInput("search_id is required")
         searched = await self._reader.records(on_behalf_of=reader, kinds=[SEARCHED], event_id=search_id, at_most=1)
         if not searched:
+            # Made through another gateway replica a moment ago, perhaps: read again once the
+            # chain holds everything on the audit stream.
+            searched = await self._reader.records(
+                on_behalf_of=reader, kinds=[SEARCHED], event_id=search_id, at_most=1, everyones=True
+            )
+        if not searched:
             raise NotFound(f"no search {search_id}")
         reviews = await self._reader.records(
             on_behalf_of=reader, kinds=[SUBMITTED], case_number=searched[0].event.case_number, fresh=False
