@@ -711,3 +711,30 @@ def test_a_flood_of_forged_events_is_folded_into_a_few_records_that_count_them_a
     single, folded = counted()
     assert single + folded == flood, (single, folded)
     assert single <= 20 and folded >= flood - 20, (single, folded)
+
+
+def test_five_parallel_decision_posts_from_one_desk_session_record_one_decision(
+    stack: LocalStack, samples: Path
+) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "SAFE-1C")
+    client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
+    assert status == 303
+    try:
+        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and csrf is not None
+
+        def post(_: int) -> int:
+            with httpx.Client(base_url=desk_address(stack), timeout=60) as one:
+                return one.post(
+                    f"/searches/{found['search_id']}/candidates/1",
+                    data={"decision": "confirm", "notes": "", "csrf": csrf.group(1)},
+                    cookies=session,
+                ).status_code
+
+        with ThreadPoolExecutor(max_workers=5) as pool:
+            codes = list(pool.map(post, range(5)))
+    finally:
+        client.close()
+    assert codes.count(303) == 1 and codes.count(409) == 4, codes  # 409: "already reviewed", on the page
+    assert reviews_in_chain(stack, found["search_id"]) == [("rita", "confirm")]
