@@ -19,7 +19,7 @@ from typing import Any
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit.chain import StoredRecord, record_hash
-from candor_audit.service import entry_from_event, rfc3339
+from candor_audit.events import entry_from_event, rfc3339
 from candor_audit.signing import (
     case_manifest_message,
     case_records_sha256,

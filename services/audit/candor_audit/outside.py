@@ -23,6 +23,7 @@ from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_audit.chain import AuditEntry, service_entry
+from candor_audit.events import entry_from_event, size_problem
 from candor_audit.signing import Checkpoint, checkpoint_message, verify_signature
 from candor_kit import InvalidInput, metrics, subjects
 from candor_kit.audit_events import AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
@@ -123,8 +124,6 @@ class CheckpointStream:
 def genuine_event_id(subject: str, data: bytes) -> tuple[str, str] | None:
     """The event id and kind of an audit stream message that the chain must hold as itself: a
     well-formed event from the service that owns its kind. None for anything the chain refuses."""
-    from candor_audit.service import entry_from_event, size_problem  # one definition of a well-formed event
-
     if size_problem(data):
         return None
     try:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import hashlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -16,7 +14,6 @@ import grpc
 import psycopg
 import structlog
 from google.protobuf.message import DecodeError
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
 from nats.js.api import (
     AckPolicy,
@@ -28,6 +25,14 @@ from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord, Verification
+from candor_audit.events import (
+    entry_from_event,
+    now_rfc3339,
+    refused_entry,
+    rfc3339,
+    size_problem,
+    timestamp_of,
+)
 from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
 from candor_audit.refusals import RefusalFolder
 from candor_audit.signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
@@ -46,14 +51,12 @@ from candor_kit import (
     settle,
     subjects,
 )
-from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX, MAX_EVENT_BYTES
+from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
 from candor_kit.bus import fetch_batch
 
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY
 QUERY_SUBJECT = subjects.AUDIT_QUERY
 CONSUMER = subjects.AUDIT_CONSUMER
-#: The record of an audit event refused for its publisher (audit_publisher_problem).
-REFUSED_KIND = "audit.event_refused"
 log = structlog.get_logger("candor.audit")
 
 
@@ -124,80 +127,8 @@ def postgres_dsn_problem(dsn: str, plaintext_allowed: bool) -> str:
     return ""
 
 
-#: The seconds a protobuf Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
-
-
-def rfc3339(timestamp: Timestamp) -> str:
-    """A fixed-width UTC time string, so text order is time order; InvalidInput outside the range
-    a Timestamp may hold (a sender's, not the service's, mistake)."""
-    if timestamp.seconds not in TIMESTAMP_SECONDS or not 0 <= timestamp.nanos < 1_000_000_000:
-        raise InvalidInput("a timestamp is outside 0001-01-01 to 9999-12-31 or has invalid nanoseconds")
-    moment = dt.datetime.fromtimestamp(timestamp.seconds, tz=dt.UTC).replace(microsecond=timestamp.nanos // 1000)
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _now() -> str:
-    """The current time as the chain writes it."""
-    now = Timestamp()
-    now.GetCurrentTime()
-    return rfc3339(now)
-
-
-def _timestamp(text: str) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC))
-    return stamp
-
-
-def entry_from_event(event: audit_pb2.AuditEvent) -> AuditEntry:
-    """Validate an incoming event and turn it into a chain entry."""
-    if not event.event_id or not event.kind or not event.HasField("occurred_at"):
-        raise InvalidInput("audit event lacks event_id, kind or occurred_at")
-    return AuditEntry(
-        event_id=event.event_id,
-        kind=event.kind,
-        occurred_at=rfc3339(event.occurred_at),
-        actor=event.actor,
-        case_number=event.case_number,
-        purpose=event.purpose,
-        trace_id=event.trace_id,
-        details_json=event.details_json or "{}",
-    )
-
-
-#: How much of a refused event's subject and claims its refusal record keeps.
-REFUSED_FIELD_CHARS = 200
 #: The longest text a query may filter by or name as its origin (event ids included).
 MAX_TEXT_CHARS = 256
-
-
-def refused_entry(subject: str, event: audit_pb2.AuditEvent, problem: str, now: str) -> AuditEntry:
-    """The chain entry that records a refused audit event: where it came from and what it claimed,
-    bounded, never its details."""
-
-    def bounded(text: str) -> str:
-        return ascii(text[:REFUSED_FIELD_CHARS])[1:-1]
-
-    details = {
-        "subject": bounded(subject),
-        "claimed_kind": bounded(event.kind),
-        "claimed_actor": bounded(event.actor),
-        "claimed_event_id": bounded(event.event_id),
-        "reason": problem,
-    }
-    return AuditEntry(
-        # Its own id, derived from the claimed one, so a redelivery is stored once and the claim
-        # cannot take the id of the genuine event it imitates.
-        event_id="refused." + hashlib.sha256(f"{subject}\n{event.event_id}".encode()).hexdigest(),
-        kind=REFUSED_KIND,
-        occurred_at=now,
-        actor="service:audit",
-        case_number="",
-        purpose="",
-        trace_id=event.trace_id if len(event.trace_id) == 32 else "",
-        details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
-    )
 
 
 def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
@@ -208,14 +139,14 @@ def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
         event=audit_pb2.AuditEvent(
             event_id=entry.event_id,
             kind=entry.kind,
-            occurred_at=_timestamp(entry.occurred_at),
+            occurred_at=timestamp_of(entry.occurred_at),
             actor=entry.actor,
             case_number=entry.case_number,
             purpose=entry.purpose,
             trace_id=entry.trace_id,
             details_json=entry.details_json,
         ),
-        recorded_at=_timestamp(record.recorded_at),
+        recorded_at=timestamp_of(record.recorded_at),
         previous_hash=record.previous_hash,
         record_hash=record.record_hash,
         key_id=record.key_id,
@@ -338,7 +269,7 @@ class AuditLog:
         """Walk the chain with ``kept`` and the outside checkpoints, then look for settled stream
         events the chain lacks; the alarms the checkpoint stream raised are recorded when the
         chain holds."""
-        alarms = await self._outside.read(_now()) if self._outside is not None else []
+        alarms = await self._outside.read(now_rfc3339()) if self._outside is not None else []
         vouching = [self._outside.highest] if self._outside is not None and self._outside.highest else []
         result = await asyncio.to_thread(self._chain.verify, [*kept, *vouching])
         missing: tuple[list[Missing], int] = ([], 0)
@@ -367,34 +298,30 @@ class AuditLog:
             event.ParseFromString(msg.data)
         except DecodeError as exc:
             raise InvalidInput("audit message is not an AuditEvent") from exc
-        now = Timestamp()
-        now.GetCurrentTime()
+        now = now_rfc3339()
+        position = msg.metadata.sequence.stream if msg.metadata is not None else 0
         problem = size_problem(msg.data) or subjects.audit_publisher_problem(msg.subject, event.kind)
-        if problem is None:
-            entry = entry_from_event(event)
-        else:
+        entry: AuditEntry | None = entry_from_event(event) if problem is None else None
+        if problem is not None:
             # Not the publisher's to write: a forged review, say. It stays out of the chain, and
             # the attempt goes in instead (a flood of them is folded into a count).
             metrics.AUDIT_ALARMS.labels("event_refused").inc()
-            position = msg.metadata.sequence.stream if msg.metadata is not None else 0
-            if not self._refusals.admit(msg.subject, position, problem):
-                if msg.metadata is not None:
-                    self.watermark.mark(position)
-                return
-            entry = refused_entry(msg.subject, event, problem, rfc3339(now))
-            log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
-        with metrics.AUDIT_APPEND_SECONDS.time():
-            stored = await asyncio.to_thread(self._chain.append, entry, rfc3339(now))
-        if stored is not None:
-            log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
-        if msg.metadata is not None:
-            self.watermark.mark(msg.metadata.sequence.stream)
+            if self._refusals.admit(msg.subject, position, problem):
+                entry = refused_entry(msg.subject, event, problem, now)
+                log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
+        if entry is not None:
+            with metrics.AUDIT_APPEND_SECONDS.time():
+                stored = await asyncio.to_thread(self._chain.append, entry, now)
+            if stored is not None:
+                log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
+        if position:
+            self.watermark.mark(position)
 
     async def flush_refusals(self) -> None:
         """Append the counts of the refusals folded since the last flush (after each batch)."""
         if self.broken:
             return
-        for entry in self._refusals.flush(_now()):
+        for entry in self._refusals.flush(now_rfc3339()):
             await asyncio.to_thread(self._chain.append, entry, entry.occurred_at)
             log.warning("audit_events_refused_folded", details=entry.details_json)
 
@@ -407,7 +334,7 @@ class AuditLog:
             # A caller's checkpoint may be forged; whether appending stops is decided by the
             # checkpoints the service trusts (its own and the outside store's) alone.
             await self.check()
-        latest = await asyncio.to_thread(self._chain.checkpoint, _now()) if result.ok else None
+        latest = await asyncio.to_thread(self._chain.checkpoint, now_rfc3339()) if result.ok else None
         manifest = None
         if result.ok and request.case_number:
             if len(request.case_number) > MAX_TEXT_CHARS:
@@ -444,7 +371,7 @@ class AuditLog:
         records = await asyncio.to_thread(self._chain.case_records, case_number, through)
         digest = case_records_sha256(records)
         sequences = [sequence for sequence, _ in records]
-        made_at = _now()
+        made_at = now_rfc3339()
         message = case_manifest_message(case_number, through, sequences, digest, made_at)
         return audit_pb2.CaseManifest(
             case_number=case_number,
@@ -461,9 +388,7 @@ class AuditLog:
         parties may also keep it); never over a broken chain."""
         if self.broken:
             return None
-        now = Timestamp()
-        now.GetCurrentTime()
-        made = await asyncio.to_thread(self._chain.checkpoint, rfc3339(now))
+        made = await asyncio.to_thread(self._chain.checkpoint, now_rfc3339())
         if made is None or made.sequence == self._last_published:
             return None
         message = checkpoint_proto(made)
@@ -486,9 +411,8 @@ class AuditLog:
         if self.broken:
             log.warning("audit_query_unrecorded", reason="the chain is broken")
             return
-        now = Timestamp()
-        now.GetCurrentTime()
-        await asyncio.to_thread(self._chain.append, query_entry(request, rfc3339(now)), rfc3339(now))
+        now = now_rfc3339()
+        await asyncio.to_thread(self._chain.append, query_entry(request, now), now)
 
     async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
         """Filter records by case, actor, time, kind and event id; first waits, when asked, until
@@ -532,13 +456,6 @@ def page_of(records: list[StoredRecord], limit: int) -> audit_pb2.QueryResponse:
         page.records.append(wire)
     page.more = len(records) > limit
     return page
-
-
-def size_problem(data: bytes) -> str | None:
-    """Why an audit message is too large for the chain, or None."""
-    if len(data) > MAX_EVENT_BYTES:
-        return f"the event is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}"
-    return None
 
 
 QUERIED_KIND = "audit.queried"
