@@ -143,7 +143,7 @@ def _to_rgb8(image: Image.Image, working_pixels: int) -> np.ndarray:
             grey = grey.astype(np.float32)
         grey = _shrink_to(grey, working_pixels)
         top = 65535.0 if image.mode.startswith("I;16") or float(grey.max(initial=0)) > 255 else 255.0
-        grey8 = np.clip(grey.astype(np.float32) * (255.0 / top), 0, 255).astype(np.uint8)
+        grey8 = np.clip(grey.astype(np.float32, copy=False) * (255.0 / top), 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.stack([grey8] * 3, axis=-1))
     if image.mode != "RGB":
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
