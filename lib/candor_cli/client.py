@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
@@ -117,13 +118,18 @@ class GatewayClient:
         request = gateway_pb2.ExportCaseRequest(case_number=case_number)
         return self._stub.ExportCase(request, metadata=self._metadata, timeout=self._timeout)
 
-    def audit_records(self, since: Timestamp, until: Timestamp) -> list[audit_pb2.AuditRecord]:
-        """Every audit record of a period, oldest first, fetched a page at a time."""
+    def audit_records(
+        self, since: Timestamp | None, until: Timestamp, kinds: Sequence[str] = ()
+    ) -> list[audit_pb2.AuditRecord]:
+        """Every audit record of a period (from the start of the chain when ``since`` is None), of
+        the given kinds or all, oldest first, fetched a page at a time."""
         records: list[audit_pb2.AuditRecord] = []
         while True:
             request = gateway_pb2.ListAuditRecordsRequest(
-                since=since, until=until, after_sequence=records[-1].sequence if records else 0, limit=1000
+                until=until, after_sequence=records[-1].sequence if records else 0, limit=1000, kinds=list(kinds)
             )
+            if since is not None:
+                request.since.CopyFrom(since)
             page = self._stub.ListAuditRecords(request, metadata=self._metadata, timeout=self._timeout)
             records.extend(page.records)
             if not page.more or not page.records:

@@ -19,6 +19,12 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
     evaluate.add_argument("--threshold", type=float, default=None, help="operating threshold (default: the model's)")
     evaluate.add_argument("--crop-fallback", action="store_true", help="treat a faceless tight crop as one face")
     evaluate.add_argument("--anchor", action="store_true", help="also run plain dlib on the same images")
+    evaluate.add_argument(
+        "--model",
+        choices=("sface", "dlib-resnet-v1"),
+        default="sface",
+        help="the model of Candor's pipeline: sface (the default) or dlib's ResNet; --model-pack for a pack's",
+    )
     _add_embedding_options(evaluate)
     evaluate.add_argument(
         "--via-stack", action="store_true", help="embed through the running services instead of in-process"
@@ -26,9 +32,15 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
 
     model = commands.add_parser("model", help="face models").add_subparsers(dest="action", required=True)
     cal = model.add_parser("calibrate", parents=[common], help="set a model's threshold from labelled data")
-    cal.add_argument("model", help="model id, e.g. dlib-resnet-v1")
+    cal.add_argument("model", help="model id: sface (the default model), dlib-resnet-v1, or a pack's (--model-pack)")
     cal.add_argument("--dataset", type=Path, required=True)
     cal.add_argument("--target-fmr", type=float, required=True)
+    cal.add_argument(
+        "--target-fpir",
+        type=float,
+        default=0.01,
+        help="with --per-group: the FPIR of 1:N searches every group must meet too (default 0.01)",
+    )
     cal.add_argument("--pairs", type=Path, default=None)
     cal.add_argument("--groups", type=Path, default=None)
     cal.add_argument("--crop-fallback", action="store_true")
@@ -49,7 +61,7 @@ def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
         help="processes embedding images (default: every core)",
     )
     parser.add_argument(
-        "--detector", choices=("yunet", "dlib"), default="yunet", help="face finder before dlib's chips (default yunet)"
+        "--detector", choices=("yunet", "dlib"), default="yunet", help="face finder for dlib-resnet-v1's chips"
     )
     parser.add_argument(
         "--model-pack",

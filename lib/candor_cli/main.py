@@ -76,6 +76,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     stack.add_parser("down", help="stop the stack", parents=[common])
     stack.add_parser("status", help="show the stack's processes", parents=[common])
+    add = stack.add_parser(
+        "add",
+        help="start one more process of a service: another import worker, or another model's detector or embedder",
+        parents=[common],
+    )
+    add.add_argument("service", choices=("detector", "embedder", "gateway", "audit"))
+    add.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of this process only, e.g. CANDOR_EMBEDDER_ENGINE=sface (repeatable)",
+    )
 
     enroll = commands.add_parser("enroll", parents=[common], help="add a face to the gallery")
     enroll.add_argument("image", type=Path)
@@ -192,7 +206,8 @@ def _report(client: GatewayClient, start: dt.date, end: dt.date, folder: Path, f
     since, until = Timestamp(), Timestamp()
     since.FromDatetime(dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC))
     until.FromDatetime(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
-    made = oversight.compute(client.audit_records(since, until), (start.isoformat(), end.isoformat()))
+    calibrations = client.audit_records(None, until, kinds=["model.calibrated"])
+    made = oversight.compute(client.audit_records(since, until), (start.isoformat(), end.isoformat()), calibrations)
     images = oversight.charts(made, folder)
     text = oversight.markdown(made, images)
     path = folder / ("report.md" if form == "md" else "report.html")
@@ -316,6 +331,11 @@ def _run(args: argparse.Namespace) -> int:
         elif args.action == "down":
             stack.down()
             print("stack down")
+        elif args.action == "add":
+            settings = dict(_setting(text) for text in args.settings)
+            key = stack.add_replica(args.service, settings=settings)
+            state = stack.state()
+            print(f"  {key:<11} {state.addresses[key] if state else ''}  SERVING")
         else:
             state = stack.state()
             print(json.dumps({"running": stack.running(), **(state.__dict__ if state else {})}, indent=2))
@@ -423,15 +443,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setting(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` of ``candor stack add --set``; ValueError (a usage error) otherwise."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("CANDOR_"):
+        raise ValueError(f"--set {text!r}: give a Candor setting as NAME=VALUE, e.g. CANDOR_EMBEDDER_ENGINE=sface")
+    return name, value
+
+
 def _print_search(found: gateway_pb2.SearchResponse) -> None:
     model = found.model
     calibration = f"calibration {model.calibration_id[:12]}" if model.calibration_id else "UNCALIBRATED"
     print(
         f"search {found.search_id}  model {model.id} {model.version}  "
-        f"threshold {model.threshold:g} ({model.metric}, {calibration})"
+        f"threshold {model.threshold:g} ({model.metric} distance, lower is closer; {calibration})"
     )
     if not found.candidates:
-        print("  no candidate above threshold")
+        print(f"  no candidate within the threshold ({model.metric} distance {model.threshold:g} or less)")
     for candidate in found.candidates:
         print(f"  {candidate.rank:>2}. {candidate.subject_id:<24} distance {candidate.distance:.4f}")
     print(f"NOTICE: {found.notice}")

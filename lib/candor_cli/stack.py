@@ -427,7 +427,7 @@ class LocalStack:
         """(Re)start one service of a running stack."""
         state = self.state()
         if state is None:
-            raise StackError("no stack here")
+            raise StackError(f"no stack is running in {self.data}; start one with `candor stack up`")
         state.pids[name] = self._spawn_service(name, state)
         self._save(state)
         self._wait_service(name, state, timeout_s)
@@ -441,7 +441,7 @@ class LocalStack:
         """
         state = self.state()
         if state is None:
-            raise StackError("no stack here")
+            raise StackError(f"no stack is running in {self.data}; start one with `candor stack up`")
         key = f"{name}#{1 + sum(1 for other in state.pids if other.split('#')[0] == name)}"
         state.addresses[key] = f"127.0.0.1:{free_port()}"
         state.addresses[metrics_key(key)] = f"127.0.0.1:{free_port()}"

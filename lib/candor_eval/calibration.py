@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from math import inf
 
 from candor_eval.dataset import Dataset
 from candor_eval.embedding import Embedded
-from candor_eval.evaluate import PairScores, pair_scores
-from candor_eval.metrics import fmr_at, fnmr_at, threshold_for_fmr
+from candor_eval.evaluate import PairScores, identification, identification_summary, identity_groups, pair_scores
+from candor_eval.metrics import SearchOutcome, fmr_at, fnmr_at, threshold_for_fmr
 from candor_kit.model_registry import CalibrationRecord
 
 
@@ -24,14 +26,18 @@ def calibrate(
     target_fmr: float,
     min_group_pairs: int = 20,
     per_group: bool = False,
+    target_fpir: float = 0.01,
 ) -> CalibrationRecord:
     """The largest threshold whose overall FMR meets the target, with per-group rates at it.
 
     With ``per_group``, the largest threshold at which every group's FMR, over its within-group
-    non-mated pairs, meets the target too: the strictest group sets it. Every group must then
-    have enough non-mated pairs to measure the target.
+    non-mated pairs, meets the target, and every group's FPIR, over the non-mated 1:N searches of
+    its members, meets ``target_fpir``: the strictest group sets it. Every group must then have
+    enough non-mated pairs and searches to measure both. The record carries the 1:N figures at
+    the threshold, overall and per group, with their intervals.
     """
     scores = pair_scores(dataset, embedded, metric)
+    searches = identification(embedded, metric, identity_groups(dataset))
     threshold = threshold_for_fmr(scores.impostor, target_fmr)
     if threshold is None:
         raise CalibrationError(
@@ -39,13 +45,33 @@ def calibrate(
             f"it takes at least {round(1 / target_fmr)}"
         )
     if per_group:
-        threshold = min(threshold, _every_group_threshold(scores, target_fmr))
+        threshold = min(
+            threshold,
+            _every_group_threshold(scores, target_fmr),
+            _every_group_fpir_threshold(dataset, searches, target_fpir),
+        )
+    # Rounded down, as written in the record: rounded to nearest, a threshold just under the next
+    # non-mated distance could land on or past it and accept one non-mated pair too many.
+    threshold = _round_down(threshold)
     groups = scores.group_rates(threshold, min_group_pairs)
+    ident = identification_summary(dataset, searches, threshold, min_group_pairs)
+    figures = {
+        "threshold": threshold,
+        "mated_searches": ident["mated_searches"],
+        "non_mated_searches": ident["non_mated_searches"],
+        "rank1": ident["rank1"],
+        **ident["at_live_threshold"],
+        "per_group": [
+            {key: row[key] for key in ("group", "mated_searches", "non_mated_searches", "rank1")}
+            | {"fnir": row["at_live_threshold"]["fnir"], "fpir": row["at_live_threshold"]["fpir"]}
+            for row in ident["per_group"]
+        ],
+    }
     return CalibrationRecord(
         model_id=model_id,
         model_version=model_version,
         metric=metric,
-        threshold=round(threshold, 6),
+        threshold=_round_down(threshold),
         target_fmr=target_fmr,
         achieved_fmr=fmr_at(scores.impostor, threshold),
         tar_at_threshold=1.0 - fnmr_at(scores.genuine, threshold),
@@ -56,6 +82,8 @@ def calibrate(
         created_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         per_group=[g.__dict__ for g in groups],
         rule="every-group" if per_group else "overall",
+        target_fpir=target_fpir if per_group else None,
+        identification=figures,
     )
 
 
@@ -77,3 +105,35 @@ def _every_group_threshold(scores: PairScores, target_fmr: float) -> float:
             f"too few in: {', '.join(unmeasurable)}"
         )
     return min(thresholds)
+
+
+def _every_group_fpir_threshold(dataset: Dataset, searches: list[SearchOutcome], target_fpir: float) -> float:
+    """The largest threshold at which the non-mated 1:N searches of each group's members return
+    a candidate no more often than ``target_fpir``."""
+    identities = identity_groups(dataset)
+    tops: dict[str, list[float]] = {}
+    for search in searches:
+        group = identities.get(search.probe_identity)
+        if group is not None and not search.mated:
+            tops.setdefault(group, []).append(search.candidate_distances[0] if search.candidate_distances else inf)
+    groups = sorted(set(identities.values()))
+    thresholds, unmeasurable = [], []
+    for group in groups:
+        found = threshold_for_fmr(tops.get(group, []), target_fpir)
+        if found is None:
+            unmeasurable.append(f"{group} ({len(tops.get(group, []))} non-mated searches)")
+        else:
+            thresholds.append(found)
+    if unmeasurable:
+        raise CalibrationError(
+            f"an FPIR of {target_fpir:g} takes at least {round(1 / target_fpir)} non-mated searches in each "
+            f"group; too few in: {', '.join(unmeasurable)} (a larger --target-fpir, or more people per group)"
+        )
+    return min(thresholds)
+
+
+def _round_down(value: float, places: int = 6) -> float:
+    """``value`` to ``places`` decimals, never above it."""
+    scale = 10**places
+    rounded = math.floor(value * scale) / scale
+    return rounded if rounded <= value else rounded - 1 / scale

@@ -8,6 +8,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -20,14 +21,19 @@ from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.bus import NatsLogin
+from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
+from candor_kit.wheel_packs import SFACE_MODEL_ID
 
 
 def _model_and_spec(args: argparse.Namespace) -> tuple[ModelInfo, PipelineSpec]:
-    """The model the run measures and how each worker builds its pipeline; ConfigError if the
-    pack is invalid or its licence not accepted."""
+    """The model the run measures and how each worker builds its pipeline: a pack's (--model-pack),
+    dlib's ResNet, or the default SFace; ConfigError if a pack is invalid or its licence not accepted."""
+    if args.model_pack is None and args.model == DLIB_RESNET_MODEL_ID:
+        model = build_engine("dlib", None, None).model
+        return model, PipelineSpec("candor", DLIB_RESNET_MODEL_ID, args.detector, args.crop_fallback)
     if args.model_pack is None:
-        return build_engine("dlib", None, None).model, PipelineSpec("candor", args.detector, args.crop_fallback)
+        return build_engine("sface", None, None).model, PipelineSpec("candor", SFACE_MODEL_ID)
     accepted = EnvReader().get(catalogue.ACCEPT_MODEL_LICENCES)
     engine = build_engine("onnx", None, None, str(args.model_pack), accepted_licences=accepted)
     return engine.model, PipelineSpec("candor", pack=str(args.model_pack), accepted_licences=accepted)
@@ -86,7 +92,11 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
             else f"{name:<11} EER {v['eer']:.4f}  ",
             end="",
         )
-        print(f"rank-1 {metrics['identification']['rank1']:.4f}  failures {f['count']}")
+        ident = metrics["identification"]
+        print(f"rank-1 {ident['rank1']:.4f}  failures {f['count']}")
+        _print_searches("all", ident)
+        for row in ident["per_group"]:
+            _print_searches(f"group {row['group']}", row)
     print(f"report: {report}")
     return 0
 
@@ -115,6 +125,7 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsL
             model.metric,
             args.target_fmr,
             per_group=args.per_group,
+            target_fpir=args.target_fpir,
         )
     except CalibrationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -155,10 +166,38 @@ async def audit_calibration(login: NatsLogin, record: CalibrationRecord, actor: 
                 "achieved_fmr": record.achieved_fmr,
                 "calibration_id": record.calibration_id,
                 "dataset_fingerprint": record.dataset_fingerprint,
+                "rule": record.rule,
+                "target_fpir": record.target_fpir,
+                "metric": record.metric,
+                # The evidence an oversight report shows beside the searches run under it.
+                "per_group": record.per_group,
+                "identification": record.identification,
             },
         )
     finally:
         await bus.close()
+
+
+def _print_searches(label: str, figures: dict[str, Any]) -> None:
+    """One line of 1:N figures: rank-1, FNIR at FPIR 0.01 overall's threshold, FNIR and FPIR live."""
+    rank1 = figures["rank1"]
+    rank1_text = f"{rank1:.4f}" if isinstance(rank1, float) else _rate(rank1 and rank1["rate"], rank1 and rank1["ci"])
+    fixed = figures.get("at_fpir_0.01") or {}
+    if "fnir_at_fpir" in figures:
+        overall = figures["fnir_at_fpir"].get("0.01")
+        fixed_text = f"{overall['fnir']:.4f}" if overall else "n/a (too few searches)"
+    else:
+        fixed_text = _measured(fixed.get("fnir"))
+    live = figures["at_live_threshold"]
+    print(
+        f"  1:N {label}: rank-1 {rank1_text}  FNIR@FPIR0.01 {fixed_text}  at the live threshold "
+        f"FNIR {_measured(live['fnir'])} FPIR {_measured(live['fpir'])}"
+    )
+
+
+def _measured(measured: dict[str, Any] | None) -> str:
+    """A measured rate with its interval."""
+    return "n/a (too few searches)" if measured is None else _rate(measured["rate"], measured["ci"])
 
 
 def _rate(value: float | None, interval: tuple[float, float] | None) -> str:

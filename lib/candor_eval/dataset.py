@@ -66,7 +66,7 @@ def load_dataset(root: Path, pairs_file: Path | None = None, groups_file: Path |
     pairs.csv columns: ``left,right,mated[,fold]``, where left/right are ``identity/file`` keys or
     bare file names (when unique), and mated is yes/no/true/false/1/0 (``file_x,file_y,Decision``
     as in the deepface pair lists works too). groups.csv columns: ``identity,group`` or
-    ``image,group``.
+    ``image,group``; lines starting with ``#`` are comments.
     """
     images = [
         LabelledImage(identity=folder.name, path=path)
@@ -84,7 +84,7 @@ def load_dataset(root: Path, pairs_file: Path | None = None, groups_file: Path |
     if groups_path.exists():
         with groups_path.open(newline="") as handle:
             for row in csv.reader(handle):
-                if len(row) >= 2 and row[0] not in ("identity", "image"):
+                if len(row) >= 2 and row[0] not in ("identity", "image") and not row[0].startswith("#"):
                     dataset.groups[row[0].strip()] = row[1].strip()
     return dataset
 

@@ -22,6 +22,7 @@ from candor_eval.dataset import LabelledImage
 from candor_kit import CandorError, subjects
 from candor_kit.bus import NatsLogin
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
+from candor_kit.wheel_packs import SFACE_MODEL_ID, default_pack
 
 if TYPE_CHECKING:
     from candor_detector.onnx_faces import OnnxFaceDetector
@@ -129,6 +130,9 @@ class PipelineSpec:
     """How to build an in-process pipeline, so each worker process can build its own."""
 
     kind: str = "candor"  # or "plain-dlib", the anchor
+    #: The model of Candor's pipeline: the default SFace, or dlib's ResNet (``dlib-resnet-v1``).
+    model: str = SFACE_MODEL_ID
+    #: The face finder before dlib's chips (dlib's ResNet only): YuNet or dlib's HOG.
     finder: str = "yunet"
     crop_fallback: bool = False
     #: An ONNX model pack's folder: its detector and recogniser instead of YuNet and dlib's.
@@ -144,12 +148,13 @@ class PipelineSpec:
         """The pipeline, with its models loaded."""
         if self.kind == "plain-dlib":
             return PlainDlib()
-        if self.pack is not None:
+        pack = self.pack or (str(default_pack().path) if self.model == SFACE_MODEL_ID else None)
+        if pack is not None:
             from candor_detector.onnx_faces import OnnxFaceDetector
             from candor_kit.model_pack import load_model_pack
 
-            engine = build_engine("onnx", None, None, self.pack, accepted_licences=self.accepted_licences)
-            detector = OnnxFaceDetector(load_model_pack(Path(self.pack)), accepted_licences=self.accepted_licences)
+            engine = build_engine("onnx", None, None, pack, accepted_licences=self.accepted_licences)
+            detector = OnnxFaceDetector(load_model_pack(Path(pack)), accepted_licences=self.accepted_licences)
             return CandorPipeline(engine, detector=detector)
         return CandorPipeline(build_engine("dlib", None, None), crop_fallback=self.crop_fallback, finder=self.finder)
 

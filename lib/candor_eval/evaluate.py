@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,11 @@ from candor_eval.metrics import (
     fnir_at,
     fnir_at_fpir,
     fnmr_at,
+    group_search_rates,
     kfold_accuracy,
     per_group_rates,
     rank_hit_rate,
+    search_rates,
     tar_at_fmr,
 )
 
@@ -153,25 +156,45 @@ def pair_scores(dataset: Dataset, embedded: list[Embedded], metric: str = "eucli
     return PairScores(distances, np.array([p.mated for p in pairs]), codes, group_names, folds)
 
 
-def identification(embedded: list[Embedded], hold_out_every: int = 5, metric: str = "euclidean") -> list[SearchOutcome]:
-    """1:N searches: each identity's first enrolled image is its gallery entry, except every
-    ``hold_out_every``-th identity, kept out of the gallery so its images are non-mated probes."""
+def identification(
+    embedded: list[Embedded], metric: str = "euclidean", group_of: Mapping[str, str] | None = None
+) -> list[SearchOutcome]:
+    """1:N searches as the NIST FRTE protocol builds them from a labelled set, in two folds.
+
+    Of the identities with two or more enrolled images, every other one (in name order, within
+    each group of ``group_of`` so every group has mated and non-mated searches) is in the gallery
+    with its first image, and its other images are mated probes; the others are not in the
+    gallery, and each of their images is a non-mated probe. An identity with one image is in the
+    gallery as a distractor. The second fold swaps the halves, so every person is searched for
+    both as one enrolled and as a stranger: twice the searches a small set would give. Each
+    search returns the nearest ``CANDIDATE_LIST`` entries.
+    """
     by_identity: dict[str, list[Embedded]] = {}
     for item in embedded:
         if item.vector is not None:
             by_identity.setdefault(item.image.identity, []).append(item)
-    identities = sorted(by_identity)
-    held_out = set(identities[hold_out_every - 1 :: hold_out_every])
-    gallery_ids = [i for i in identities if i not in held_out]
+    strata: dict[str | None, list[str]] = {}
+    for identity in sorted(identity for identity, items in by_identity.items() if len(items) > 1):
+        strata.setdefault((group_of or {}).get(identity), []).append(identity)
+    outcomes = []
+    for fold in (1, 0):
+        held_out = {identity for members in strata.values() for identity in members[fold::2]}
+        outcomes += _one_fold(by_identity, held_out, metric)
+    return outcomes
+
+
+def _one_fold(by_identity: dict[str, list[Embedded]], held_out: set[str], metric: str) -> list[SearchOutcome]:
+    """The searches of one gallery: every identity but ``held_out``, by its first image."""
+    gallery_ids = sorted(identity for identity in by_identity if identity not in held_out)
     if not gallery_ids:
         return []
     gallery = np.stack([by_identity[i][0].vector for i in gallery_ids])  # type: ignore[misc]
-    probes = [(item, False) for i in held_out for item in by_identity[i]]
+    probes = [(item, False) for i in sorted(held_out) for item in by_identity[i]]
     probes += [(item, True) for i in gallery_ids for item in by_identity[i][1:]]
     outcomes = []
     for item, mated in probes:
         distances = _as_metric(np.sum((gallery - item.vector) ** 2, axis=1), metric)
-        order = np.argsort(distances)[:CANDIDATE_LIST]
+        order = np.argsort(distances, kind="stable")[:CANDIDATE_LIST]
         outcomes.append(
             SearchOutcome(
                 probe_identity=item.image.identity,
@@ -181,6 +204,46 @@ def identification(embedded: list[Embedded], hold_out_every: int = 5, metric: st
             )
         )
     return outcomes
+
+
+def identification_summary(
+    dataset: Dataset,
+    searches: list[SearchOutcome],
+    operating_threshold: float,
+    min_searches: int = 20,
+) -> dict[str, Any]:
+    """Rank-1 and rank-10 hit rates, FNIR at fixed FPIRs, and FNIR and FPIR at the live threshold
+    (with intervals), overall and for each group of the probes' identities at the same thresholds."""
+    ident: dict[str, Any] = {
+        "protocol": "two folds: every other identity with several images in the gallery (its first image), "
+        "the rest non-mated, then the halves swapped; single-image identities as gallery distractors",
+        "mated_searches": sum(1 for s in searches if s.mated),
+        "non_mated_searches": sum(1 for s in searches if not s.mated),
+        "rank1": rank_hit_rate(searches, 1),
+        "rank10": rank_hit_rate(searches, 10),
+        "investigation_rank1_miss_rate": fnir_at(searches, float("inf"), 1),
+        "fnir_at_fpir": {},
+        "at_live_threshold": search_rates(searches, operating_threshold, CANDIDATE_LIST, min_searches),
+    }
+    thresholds = {"at_live_threshold": operating_threshold}
+    for target in FPIR_TARGETS:
+        result = fnir_at_fpir(searches, target, CANDIDATE_LIST)
+        ident["fnir_at_fpir"][f"{target:g}"] = None if result is None else {"fnir": result[0], "threshold": result[1]}
+        if result is not None:
+            thresholds[f"at_fpir_{target:g}"] = result[1]
+    groups = identity_groups(dataset)
+    ident["per_group"] = group_search_rates(searches, groups, thresholds, CANDIDATE_LIST, min_searches)
+    return ident
+
+
+def identity_groups(dataset: Dataset) -> dict[str, str]:
+    """Each labelled identity's group (that of its first image)."""
+    groups: dict[str, str] = {}
+    for image in dataset.images:
+        group = dataset.group_of(image)
+        if group is not None:
+            groups.setdefault(image.identity, group)
+    return groups
 
 
 def summarise(
@@ -216,18 +279,8 @@ def summarise(
         mean, std, per_fold = kfold_accuracy(scores.distances, scores.mated, scores.folds)
         verification["kfold_accuracy"] = {"mean": mean, "std": std, "per_fold": per_fold}
 
-    searches = identification(embedded, metric=metric)
-    ident: dict[str, Any] = {
-        "mated_searches": sum(1 for s in searches if s.mated),
-        "non_mated_searches": sum(1 for s in searches if not s.mated),
-        "rank1": rank_hit_rate(searches, 1),
-        "rank10": rank_hit_rate(searches, 10),
-        "investigation_rank1_miss_rate": fnir_at(searches, float("inf"), 1),
-        "fnir_at_fpir": {},
-    }
-    for target in FPIR_TARGETS:
-        result = fnir_at_fpir(searches, target, CANDIDATE_LIST)
-        ident["fnir_at_fpir"][f"{target:g}"] = None if result is None else {"fnir": result[0], "threshold": result[1]}
+    searches = identification(embedded, metric, identity_groups(dataset))
+    ident = identification_summary(dataset, searches, operating_threshold)
 
     groups = [rate.__dict__ for rate in scores.group_rates(operating_threshold, min_group_pairs)]
 

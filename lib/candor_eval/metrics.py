@@ -254,3 +254,60 @@ def per_group_rates(
         )
         for group, n_gen, n_imp, fmr, fnmr in raw
     ]
+
+
+def measured_rate(count: int, trials: int, min_trials: int) -> dict[str, object] | None:
+    """``count`` of ``trials`` as a rate with its 95 % Clopper-Pearson interval, or None under
+    ``min_trials``."""
+    if trials < min_trials or trials == 0:
+        return None
+    return {"rate": count / trials, "ci": clopper_pearson(count, trials), "count": count, "trials": trials}
+
+
+def search_rates(
+    searches: Sequence[SearchOutcome], threshold: float, max_rank: int, min_searches: int = 20
+) -> dict[str, object]:
+    """FNIR and FPIR at one threshold, each with its interval (None with too few searches)."""
+    mated = [s for s in searches if s.mated]
+    non_mated = [s for s in searches if not s.mated]
+    misses = round(fnir_at(mated, threshold, max_rank) * len(mated)) if mated else 0
+    false_positives = round(fpir_at(non_mated, threshold) * len(non_mated)) if non_mated else 0
+    return {
+        "threshold": threshold,
+        "fnir": measured_rate(misses, len(mated), min_searches),
+        "fpir": measured_rate(false_positives, len(non_mated), min_searches),
+    }
+
+
+def group_search_rates(
+    searches: Sequence[SearchOutcome],
+    group_of: Mapping[str, str],
+    thresholds: Mapping[str, float],
+    max_rank: int,
+    min_searches: int = 20,
+) -> list[dict[str, object]]:
+    """1:N figures per group of the probe's identity, every group at the same thresholds.
+
+    Each group gets its rank-1 hit rate and, at each named threshold (the one giving a fixed FPIR
+    overall, the live threshold), its FNIR and FPIR, all with 95 % intervals; a rate over fewer
+    than ``min_searches`` searches is None rather than a figure that would mislead.
+    """
+    by_group: dict[str, list[SearchOutcome]] = {}
+    for search in searches:
+        group = group_of.get(search.probe_identity)
+        if group is not None:
+            by_group.setdefault(group, []).append(search)
+    rows = []
+    for group, own in sorted(by_group.items()):
+        mated = [s for s in own if s.mated]
+        hits = sum(1 for s in mated if (rank := s.mate_rank()) is not None and rank <= 1)
+        rows.append(
+            {
+                "group": group,
+                "mated_searches": len(mated),
+                "non_mated_searches": len(own) - len(mated),
+                "rank1": measured_rate(hits, len(mated), min_searches),
+                **{name: search_rates(own, value, max_rank, min_searches) for name, value in thresholds.items()},
+            }
+        )
+    return rows

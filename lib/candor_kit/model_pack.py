@@ -94,6 +94,8 @@ class ModelPack:
     detection_family: str = "insightface-scrfd-1"
     #: A key of RESTRICTED_TERMS, or "" for a licence that asks nothing of the deployment.
     licence_terms: str = ""
+    #: The threshold the pack's maker gives (``nominal_threshold`` in the manifest), in its metric.
+    nominal_threshold: float | None = None
 
     def check_licence(self, accepted: Iterable[str]) -> None:
         """Refuse (ConfigError) a pack with restricted terms the deployment has not accepted."""
@@ -159,6 +161,40 @@ def load_task_model(
     return model, running
 
 
+def recognition_session(
+    pack: ModelPack, providers: str, accepted_licences: Iterable[str] = ()
+) -> tuple[Any, list[str]]:
+    """An onnxruntime session of the pack's recogniser, once its licence terms are accepted and its
+    files verified; with the providers it really runs on (also logged).
+
+    Some exports (SFace's) list every weight as a graph input too. onnxruntime must then treat
+    each weight as something a caller may replace, and folds and fuses none of them: taking the
+    weights out of the inputs (the file on disk is unchanged) makes SFace about a fifth faster on
+    a CPU, with the same vectors. An export fixed to batches of one (SFace's, again) gets a free
+    batch size where no Reshape could depend on it; otherwise its session stays at one a call.
+    """
+    import onnx
+    import onnxruntime
+
+    path = checked_task_file(pack, "recognition", accepted_licences)
+    model = onnx.load(str(path))
+    weights = {initializer.name for initializer in model.graph.initializer}
+    inputs = [item for item in model.graph.input if item.name not in weights]
+    if len(inputs) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+    batch = [value.type.tensor_type.shape.dim[0] for value in (*model.graph.input[:1], *model.graph.output[:1])]
+    if all(dim.dim_value == 1 for dim in batch) and not any(node.op_type == "Reshape" for node in model.graph.node):
+        for dim in batch:
+            dim.dim_param = "batch"  # replaces the fixed size (the two are one field's alternatives)
+    session = onnxruntime.InferenceSession(
+        model.SerializeToString(), sess_options=session_options(), providers=choose_providers(providers)
+    )
+    running = list(session.get_providers())
+    log.info("onnx_model_loaded", model=pack.model_id, version=pack.version, task="recognition", providers=running)
+    return session, running
+
+
 def sha256_file(path: Path) -> str:
     """The hex SHA-256 of a file, read in 1 MiB pieces."""
     digest = hashlib.sha256()
@@ -180,6 +216,9 @@ def load_model_pack(folder: Path) -> ModelPack:
     problems = []
     version, metric = raw.get("version"), raw.get("metric")
     terms = raw.get("licence_terms", "")
+    nominal = raw.get("nominal_threshold")
+    if nominal is not None and (isinstance(nominal, bool) or not isinstance(nominal, int | float) or nominal <= 0):
+        problems.append("nominal_threshold must be a positive number when given")
     if terms and terms not in RESTRICTED_TERMS:
         problems.append(f"licence_terms must be one of {', '.join(RESTRICTED_TERMS)} when given")
     if not isinstance(version, str) or not version.strip():
@@ -218,6 +257,7 @@ def load_model_pack(folder: Path) -> ModelPack:
         },
         detection_family=family,
         licence_terms=str(terms),
+        nominal_threshold=None if nominal is None else float(nominal),
     )
 
 

@@ -38,16 +38,22 @@ class CalibrationRecord:
     #: "overall": the target FMR is met over all non-mated pairs; "every-group": it is also met
     #: within each group (``candor model calibrate --per-group``).
     rule: str = "overall"
+    #: With the every-group rule: the FPIR each group's non-mated 1:N searches meet too.
+    target_fpir: float | None = None
+    #: 1:N figures at the threshold (rank-1, FNIR, FPIR with intervals), overall and per group.
+    identification: dict[str, Any] = field(default_factory=dict)
 
     @property
     def calibration_id(self) -> str:
         """SHA-256 of the record's canonical JSON: names exactly this calibration.
 
-        The default rule is left out, so records written before the rule existed keep their ids.
+        Fields at their defaults are left out, so records written before a field existed keep
+        their ids.
         """
         fields = asdict(self)
-        if fields["rule"] == "overall":
-            del fields["rule"]
+        for name, default in (("rule", "overall"), ("target_fpir", None), ("identification", {})):
+            if fields[name] == default:
+                del fields[name]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 

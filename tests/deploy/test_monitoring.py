@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from candor_kit import catalogue, metrics, subjects
 from candor_kit.ingest import Stage
-from candor_kit.model_files import DLIB_RESNET_MODEL_ID
+from candor_kit.wheel_packs import SFACE_MODEL_ID
 from tests.deploy.manifests import CANDOR_SERVICES, K8S, named, of_kind, render
 
 MONITORING = K8S / "components" / "monitoring"
@@ -124,7 +124,7 @@ def test_keda_scales_the_import_workers_on_their_consumers_lag_and_on_cpu(servic
     queue, cpu = scaled["triggers"]
     assert queue["type"] == "nats-jetstream" and cpu["type"] == "cpu"
     assert queue["metadata"]["stream"] == subjects.ingest_stream(stage)
-    assert queue["metadata"]["consumer"] == Stage(stage, DLIB_RESNET_MODEL_ID).consumer
+    assert queue["metadata"]["consumer"] == Stage(stage, SFACE_MODEL_ID).consumer
     host, _, port = queue["metadata"]["natsServerMonitoringEndpoint"].partition(":")
     monitor_ports = {p["name"]: p["port"] for p in named(docs, "Service", host)["spec"]["ports"]}
     assert monitor_ports["monitor"] == int(port) == catalogue.NATS_MONITOR_PORT

@@ -210,8 +210,8 @@ def test_a_search_and_a_read_made_around_the_gateway_are_audited_where_they_happ
         client = await connect_as(stack, "gateway")
         try:
             search = matcher_pb2.SearchRequest(
-                model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
-                embedding=common_pb2.Embedding(values=[0.0] * 128),
+                model=common_pb2.ModelRef(id="sface", version="1", metric="cosine", dimension=128),
+                embedding=common_pb2.Embedding(values=[0.0] * 127 + [1.0]),
                 limit=10,
                 max_distance=2.0,
                 origin=common_pb2.Origin(request_id=request_id),

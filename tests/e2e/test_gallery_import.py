@@ -174,7 +174,7 @@ def test_a_photo_that_keeps_failing_is_dead_lettered_and_audited(import_stack: L
         poison = ingest_pb2.MatchWork(
             item=ingest_pb2.ItemRef(import_id="poison-pill", item=0, subject_id="poison", submitted_by="tester"),
             image_sha256="0" * 64,
-            model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
+            model=common_pb2.ModelRef(id="sface", version="1", metric="cosine", dimension=128),
             embedding=common_pb2.Embedding(values=[0.1, 0.2, 0.3]),
         )
         _register_as_queued(import_stack, poison.item, poison.image_sha256)
@@ -203,7 +203,7 @@ def test_an_item_whose_worker_dies_on_it_every_time_is_dead_lettered(
     import_stack.stop_service("embedder")
     try:
         candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "crashing-embedder", "--no-wait")
-        _take_without_settling(import_stack, "ingest-embed-dlib-resnet-v1", deliveries=3, ack_wait_s=3.0)
+        _take_without_settling(import_stack, "ingest-embed-sface", deliveries=3, ack_wait_s=3.0)
     finally:
         # The next pull for the stage (the restarted embedder's) finds the item out of deliveries.
         import_stack.start_service("embedder")
@@ -214,7 +214,7 @@ def test_an_item_whose_worker_dies_on_it_every_time_is_dead_lettered(
         assert (status.done, status.failed) == (1, 1)
         [result] = client.import_results("crashing-embedder")
         assert "no worker settled it in 3 deliveries" in result.detail
-    embed_work = f"{subjects.INGEST_WORK_PREFIX}.embed.dlib-resnet-v1"
+    embed_work = f"{subjects.INGEST_WORK_PREFIX}.embed.sface"
     assert any(subject == embed_work for subject, _ in _dead_letters(import_stack))
 
 

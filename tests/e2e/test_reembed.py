@@ -1,11 +1,11 @@
 """``candor gallery reembed``: the gallery rebuilt with another model beside the running one, then
 switched over in one step, through the process stack.
 
-The gallery starts on dlib's ResNet (real model, real photos). The second model is an ONNX pack
-with SYNTHETIC weights (tests/onnx_packs.py: its detector "finds" the same place in every photo,
-its recogniser is random), run by a second detector and embedder beside the dlib ones. It shows the
-plumbing of a model change: which collection answers searches and when, what is carried over, what
-is left out and why, and what the audit log says, not the accuracy of the new model.
+The gallery starts on dlib's ResNet (real model, real photos), as a gallery made before SFace
+became the default did. The second model is the default one, SFace (real model), run by a second
+detector and embedder beside the dlib ones: the move every such gallery makes. It shows which
+collection answers searches and when, what is carried over, what is left out and why, and what the
+audit log says.
 """
 
 from __future__ import annotations
@@ -27,18 +27,19 @@ from candor_gateway.photos import PhotoStore
 from candor_kit.aes_keys import read_aes_key
 from candor_matcher.gallery import record_id_for
 from tests.e2e.test_gallery_import import gallery_records
-from tests.e2e.test_stack_cli import candor, search_json, wait_for_audit
-from tests.onnx_packs import write_pack
+from tests.e2e.test_stack_cli import candor, search_json, searching, wait_for_audit
 
 pytestmark = pytest.mark.e2e
 
-NEW = "synthetic-arcface"
+NEW = "sface"
 OLD = "dlib-resnet-v1"
+#: The engines of a gallery made before SFace became the default: dlib's ResNet on YuNet's faces.
+DLIB_ENGINES = {"CANDOR_DETECTOR_ENGINE": "yunet", "CANDOR_EMBEDDER_ENGINE": "dlib"}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp("reembed-stack"))
+    stack = LocalStack(tmp_path_factory.mktemp("reembed-stack"), extra_env=DLIB_ENGINES)
     stack.up()
     yield stack
     stack.down()
@@ -92,8 +93,7 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     refused = candor(stack, "gallery", "reembed", "--to", NEW, "--no-switch", check=False)
     assert refused.returncode != 0 and "UNAVAILABLE" in refused.stderr + refused.stdout
 
-    pack = write_pack(tmp_path / "pack", model_id=NEW, one_face=True)
-    settings = {"CANDOR_DETECTOR_ENGINE": "onnx", "CANDOR_EMBEDDER_ENGINE": "onnx", "CANDOR_MODEL_PACK": str(pack)}
+    settings = {"CANDOR_DETECTOR_ENGINE": "sface", "CANDOR_EMBEDDER_ENGINE": "sface"}
     stack.add_replica("detector", settings=settings)
     stack.add_replica("embedder", settings=settings)
 
@@ -102,7 +102,7 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     assert "round 1: 5 records to re-embed" in built.stdout
     assert f"left out {unreferenced} (crowd): no photo is stored and no photo reference was kept" in built.stdout
     assert f"built: {NEW} holds every record but 1; not switched" in built.stdout
-    assert f"re-embedding into  {NEW} 0.0-synthetic (512-d cosine)" in _models(stack)
+    assert f"re-embedding into  {NEW} 1 (128-d cosine)" in _models(stack)
 
     # Searches still use the old model's complete collection while the new one is built.
     during = search_json(stack, samples / "obama2.jpg", "CASE-RMB-1")
@@ -122,7 +122,7 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
         with pytest.raises(grpc.RpcError) as missing:
             client.switch_model(NEW, "model upgrade", [])
         assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
-        assert "1 records of dlib-resnet-v1 are not in synthetic-arcface yet" in missing.value.details()  # type: ignore[attr-defined]
+        assert "1 records of dlib-resnet-v1 are not in sface yet" in missing.value.details()  # type: ignore[attr-defined]
         # Nor does the command switch while a record could not be re-embedded, unless told to.
         held = candor(stack, "gallery", "reembed", "--to", NEW, "--reason", "model upgrade", check=False)
         assert held.returncode == 1 and "not switched: 1 records could not be re-embedded" in held.stdout
@@ -132,12 +132,10 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
         switched = candor(
             stack, "gallery", "reembed", "--to", NEW, "--reason", "model upgrade", "--leave-out-missing", "--quiet"
         )
-        assert f"switched: searches now use {NEW} 0.0-synthetic ({OLD} 1.0 is kept); 1 records left out" in (
-            switched.stdout
-        )
+        assert f"switched: searches now use {NEW} 1 ({OLD} 1.0 is kept); 1 records left out" in (switched.stdout)
         after = search_json(stack, source / "obama" / "obama2.jpg", "CASE-RMB-3")
         assert after["model"]["id"] == NEW
-        # The same photo, embedded by the same (synthetic) model, is at distance zero.
+        # The same photo, embedded by the same model on import and on search, is at distance zero.
         assert after["candidates"][0]["subject_id"] == "obama" and after["candidates"][0]["distance"] < 1e-4
         assert {c["model_id"] for c in after["candidates"]} == {NEW}
         models = client.gallery_models()
@@ -150,7 +148,7 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     record = wait_for_audit(stack, "SELECT actor, details_json FROM audit_record WHERE kind = 'gallery.model_switched'")
     actor, details = record[0][0], json.loads(record[0][1])
     assert actor == "local-operator"
-    assert details["active"] == {"id": NEW, "version": "0.0-synthetic"}
+    assert details["active"] == {"id": NEW, "version": "1"}
     assert details["previous"] == {"id": OLD, "version": "1.0"}
     assert details["reason"] == "model upgrade" and details["records_left_out"] == [unreferenced]
     started = wait_for_audit(stack, "SELECT details_json FROM audit_record WHERE kind = 'gallery.reembed_started'")
@@ -159,7 +157,7 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     # Back to the old model: its collection was kept, so only what was enrolled since is re-embedded.
     back = candor(stack, "gallery", "reembed", "--to", OLD, "--reason", "roll back", "--quiet")
     assert "records to re-embed" not in back.stdout, back.stdout
-    assert f"switched: searches now use {OLD} 1.0 ({NEW} 0.0-synthetic is kept); 0 records left out" in back.stdout
+    assert f"switched: searches now use {OLD} 1.0 ({NEW} 1 is kept); 0 records left out" in back.stdout
     assert search_json(stack, samples / "obama2.jpg", "CASE-RMB-4")["model"]["id"] == OLD
 
     # Expunging a record reaches every model's collection that holds it.
@@ -168,3 +166,12 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     assert held == {OLD: 3, NEW: 3}
     candor(stack, "delete", "--record", obama3, "--reason", "wrong person")
     assert {model: gallery_records(stack, "obama", model) for model in (OLD, NEW)} == {OLD: 2, NEW: 2}
+
+    # A gallery on dlib whose dlib detector is gone (services restarted on the default SFace, say):
+    # searches are refused with what to do, not a bare "no responders".
+    stack.stop_service("detector")
+    refused = candor(stack, *searching(samples / "obama2.jpg", "CASE-RMB-5"), check=False)
+    assert refused.returncode == 2 and "UNAVAILABLE" in refused.stderr
+    assert "no detector of dlib-resnet-v1, the gallery's model, is running" in refused.stderr
+    assert "CANDOR_DETECTOR_ENGINE=yunet and CANDOR_EMBEDDER_ENGINE=dlib" in refused.stderr
+    assert "candor gallery reembed --to MODEL" in refused.stderr

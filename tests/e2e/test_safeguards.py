@@ -283,11 +283,11 @@ def test_match_work_made_up_by_the_embedders_user_enrols_no_one(stack: LocalStac
     planted = ingest_pb2.MatchWork(
         item=ingest_pb2.ItemRef(
             import_id="planted-import-0001", item=0, subject_id="PLANTED-BY-EMBEDDER",
-            submitted_by="gallery-admin-alice", model_id="dlib-resnet-v1",
+            submitted_by="gallery-admin-alice", model_id="sface",
         ),
         image_sha256="ab" * 32,
-        model=common_pb2.ModelRef(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128),
-        embedding=common_pb2.Embedding(values=[0.05] * 128),
+        model=common_pb2.ModelRef(id="sface", version="1", metric="cosine", dimension=128),
+        embedding=common_pb2.Embedding(values=[0.0884] * 128),
     )  # fmt: skip
 
     async def plant() -> None:
@@ -621,7 +621,7 @@ def test_enrolment_refuses_hostile_subject_ids_and_metadata(
     assert text in (refused.value.details() or "") and len(refused.value.details() or "") < 300
 
 
-@pytest.mark.parametrize(("role", "subject"), [("embedder", "match"), ("gateway", "detect.dlib-resnet-v1")])
+@pytest.mark.parametrize(("role", "subject"), [("embedder", "match"), ("gateway", "detect.sface")])
 def test_an_empty_import_work_message_is_dead_lettered_at_once_not_retried(
     stack: LocalStack, role: str, subject: str
 ) -> None:

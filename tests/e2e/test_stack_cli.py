@@ -96,7 +96,7 @@ def test_search_prints_ranked_candidates_and_the_notice(gallery: LocalStack, sam
 
 def test_unknown_person_gets_no_candidate(gallery: LocalStack, samples: Path) -> None:
     out = candor(gallery, *searching(samples / "biden.jpg", "CASE-E2E-2")).stdout
-    assert "no candidate above threshold" in out
+    assert "no candidate within the threshold (cosine distance 0.642 or less)" in out
 
 
 def test_group_photo_lists_six_faces(local_stack: LocalStack, samples: Path) -> None:
@@ -243,7 +243,7 @@ def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_a
         assert "no calibration record" in refused.stderr
 
         calibrated = candor(
-            stack, "model", "calibrate", "dlib-resnet-v1", "--dataset", str(sample_dataset), "--target-fmr", "0.05"
+            stack, "model", "calibrate", "sface", "--dataset", str(sample_dataset), "--target-fmr", "0.05"
         )
         assert "calibration audited" in calibrated.stdout
         stack.stop_service("gateway")
@@ -251,7 +251,7 @@ def test_uncalibrated_model_is_refused_until_calibrated_and_the_calibration_is_a
 
         found = json.loads(candor(stack, *probe, "--json").stdout)
         assert found["candidates"][0]["subject_id"] == "obama"
-        record = ModelRegistry(stack.registry).get("dlib-resnet-v1", "1.0")
+        record = ModelRegistry(stack.registry).get("sface", "1")
         assert record is not None and found["model"]["calibration_id"] == record.calibration_id
         assert found["model"]["threshold"] == pytest.approx(record.threshold, abs=1e-6)
 

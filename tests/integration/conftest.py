@@ -41,10 +41,13 @@ TOKENS = {
     for name, (user, roles) in USERS.items()
 }
 #: The stack's policy: the default, except that tests need no authorisation reference and have no
-#: daily quota (the tests of those rules switch them on with InProcessStack.use_policy).
+#: daily quota (the tests of those rules switch them on with InProcessStack.use_policy), and that
+#: SFace's threshold is held to its nominal 0.642: the calibration on ten sample photos (42
+#: non-mated pairs, FMR 0.05) allows 0.76, loose enough to show biden a stranger from t1.jpg.
 POLICY = (
     DEFAULT_POLICY_YAML.replace("authorisation_reference: required", "authorisation_reference: optional")
     .replace("searches_per_user_per_day: 200", "searches_per_user_per_day: 0")
+    .replace("thresholds: {}", "thresholds: {sface: 0.642}")
     .replace("[investigation, missing-person, victim-identification]", "[investigation, missing-person]")
 )
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -128,17 +131,17 @@ async def wait_serving(address: str, task: asyncio.Task[None], timeout_s: float 
         raise
 
 
-def calibrate_dlib(dataset: Path, registry: Path) -> str:
-    """A real calibration of the dlib model on the sample dataset, stored in the registry."""
-    from candor_eval import CandorPipeline, embed_all, load_dataset
+def calibrate_default(dataset: Path, registry: Path) -> str:
+    """A real calibration of the default model (SFace) on the sample dataset, stored in the registry."""
+    from candor_eval import PipelineSpec, embed_all, load_dataset
     from candor_eval.calibration import calibrate
 
     from candor_embedder import build_engine
     from candor_kit.model_registry import ModelRegistry
 
-    engine = build_engine("dlib", None, None)
+    engine = build_engine("sface", None, None)
     labelled = load_dataset(dataset)
-    embedded = embed_all(CandorPipeline(engine), labelled.images)
+    embedded = embed_all(PipelineSpec().build(), labelled.images)
     record = calibrate(labelled, embedded, engine.model.id, engine.model.version, engine.model.metric, 0.05)
     ModelRegistry(registry).save(record)
     return record.calibration_id
@@ -149,7 +152,7 @@ async def stack(
     nats_url: str, tmp_path_factory: pytest.TempPathFactory, sample_dataset: Path
 ) -> AsyncIterator[InProcessStack]:
     root = tmp_path_factory.mktemp("stack")
-    calibrate_dlib(sample_dataset, root / "models")
+    calibrate_default(sample_dataset, root / "models")
     (root / "secrets").mkdir(mode=0o700)
     (root / "secrets" / "token-keys.pem").write_bytes(TOKEN_PUBLIC_KEY)
     (root / "secrets" / "token-signing.pem").write_bytes(TOKEN_KEY)

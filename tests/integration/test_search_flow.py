@@ -64,7 +64,7 @@ async def test_obama_probe_returns_obama_at_rank_one_under_threshold(
     assert found.candidates[0].subject_id == "obama"
     assert found.candidates[0].rank == 1
     assert found.candidates[0].distance < found.model.threshold
-    assert found.model.id == "dlib-resnet-v1" and found.model.metric == "euclidean"
+    assert found.model.id == "sface" and found.model.metric == "cosine"
     assert len(found.model.calibration_id) == 64  # the threshold comes from a calibration record
     assert found.notice == NOTICE
 
@@ -226,7 +226,7 @@ async def test_search_is_audited_with_hash_candidates_model_and_trace(
     assert record.event.trace_id == found.trace_id
     assert details["probe_sha256"] == found.probe_sha256
     assert details["candidates"][0]["subject_id"] == "obama"
-    assert details["model"]["id"] == "dlib-resnet-v1"
+    assert details["model"]["id"] == "sface"
     assert details["threshold"] == pytest.approx(found.model.threshold)
     assert details["calibration_id"] == found.model.calibration_id
     # Never the image: the record holds no large blob.

@@ -10,15 +10,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_kit import subjects
-from candor_kit.model_files import DLIB_RESNET_MODEL_ID
+from candor_kit.wheel_packs import SFACE_MODEL_ID
 from tests.integration.conftest import as_user, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 SEARCH = "candor.gateway.v1.GatewayService/Search"
 #: Once the gallery has a model, searches go to that model's detectors and embedders.
-DETECT = subjects.detect_for(DLIB_RESNET_MODEL_ID)
-EMBED = subjects.embed_for(DLIB_RESNET_MODEL_ID)
+DETECT = subjects.detect_for(SFACE_MODEL_ID)
+EMBED = subjects.embed_for(SFACE_MODEL_ID)
 EXPECTED_EDGES = {
     (SEARCH, f"{DETECT} request"),
     (f"{DETECT} request", f"{DETECT} process"),

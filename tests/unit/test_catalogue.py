@@ -75,7 +75,7 @@ def test_a_setting_outside_its_bounds_or_choices_is_refused() -> None:
     with pytest.raises(ConfigError) as refused:
         env.done()
     assert "CANDOR_EMBEDDER_MAX_BATCH=0 is outside [1, 1024]" in str(refused.value)
-    assert "CANDOR_EMBEDDER_ENGINE='magic' must be one of dlib" in str(refused.value)
+    assert "CANDOR_EMBEDDER_ENGINE='magic' must be one of sface, dlib" in str(refused.value)
 
 
 def test_nats_user_and_password_file_go_together(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from candor_eval import CandorPipeline, PipelineSpec, PlainDlib, embed_all, embe
 from candor_eval.calibration import CalibrationError, calibrate
 from candor_eval.dataset import Dataset, LabelledImage, Pair
 from candor_eval.embedding import Embedded, as_jpeg_or_png
-from candor_eval.evaluate import pair_scores
+from candor_eval.evaluate import identification, identity_groups, pair_scores
+from candor_eval.metrics import fpir_at
 
 from candor_embedder import build_engine
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
@@ -103,7 +104,7 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
     }
     assert json.loads((out / "metrics.json").read_text())["candor"]["verification"]["mated_pairs"] == 3
     report = (out / "report.md").read_text()
-    assert "Per group at threshold 0.600" in report and "| FMR [95 % CI] |" in report
+    assert "Per group at threshold 0.642" in report and "| FMR [95 % CI] |" in report  # SFace, the default
     assert "| A | 3 | 12 | n/a (too few pairs) |" in report  # under 20 pairs: no figure, no interval
 
     registry = tmp_path / "models"
@@ -126,10 +127,8 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
          str(sample_dataset), "--target-fmr", "0.2", "--per-group", "--workers", "1", "--registry", str(registry)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert per_group.returncode == 0, per_group.stderr
-    assert "in every group" in per_group.stdout and "group B: FMR" in per_group.stdout
-    record = ModelRegistry(registry).get("dlib-resnet-v1", "1.0")
-    assert record is not None and record.rule == "every-group"
+    # Only obama has several photos, so no group has a non-mated 1:N search to measure FPIR on.
+    assert per_group.returncode == 2 and "an FPIR of 0.01 takes at least 100 non-mated searches" in per_group.stderr
 
 
 def test_pair_list_with_folds_gives_the_k_fold_accuracy(sample_dataset: Path, tmp_path: Path) -> None:
@@ -157,6 +156,7 @@ def _synthetic(count: int, identities: int, seed: int = 7) -> tuple[Dataset, lis
     """Vectors clustered by identity, with groups by identity parity; no images behind them."""
     rng = np.random.default_rng(seed)
     centres = rng.normal(0, 0.2, (identities, 128))
+    centres[1::2] = centres[1::2] * 0.6  # group B's people lie closer together
     people = [i % identities for i in range(count)]
     images = [LabelledImage(f"p{p:05d}", Path(f"/nowhere/{i}.jpg")) for i, p in enumerate(people)]
     vectors = [centres[p] + rng.normal(0, 0.03, 128) for p in people]
@@ -201,16 +201,47 @@ def test_embedding_on_two_processes_gives_what_one_gives(sample_dataset: Path) -
         np.testing.assert_allclose(a.vector, b.vector, atol=1e-6)
 
 
-def test_per_group_calibration_holds_every_group_to_the_target(embedded) -> None:  # type: ignore[no-untyped-def]
-    dataset, items = embedded
-    overall = calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.2)
-    strict = calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.2, per_group=True)
-    assert strict.rule == "every-group" and strict.threshold <= overall.threshold
+def test_per_group_calibration_holds_every_group_to_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Dataset, "fingerprint", lambda self: "synthetic: no image files behind it")
+    # 100 people of four photos each, two groups; a second, looser cluster for group B's people
+    # makes its non-mated searches and pairs the ones that set the threshold.
+    dataset, items = _synthetic(400, 100)
+    overall = calibrate(dataset, items, "m", "1", "euclidean", target_fmr=0.01)
+    strict = calibrate(dataset, items, "m", "1", "euclidean", target_fmr=0.01, per_group=True, target_fpir=0.01)
+    assert strict.rule == "every-group" and strict.target_fpir == 0.01 and strict.threshold <= overall.threshold
     split = pair_scores(dataset, items).by_group()
     for group, (_, impostor) in split.items():
-        assert np.mean(impostor <= strict.threshold) <= 0.2, group
-    with pytest.raises(CalibrationError, match=r"too few in: B \(6 non-mated pairs\)"):
-        calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.1, per_group=True)
+        assert np.mean(impostor <= strict.threshold) <= 0.01, group
+    searches = identification(items, "euclidean", identity_groups(dataset))
+    for group in ("A", "B"):
+        non_mated = [s for s in searches if not s.mated and dataset.groups[s.probe_identity] == group]
+        assert len(non_mated) == 200  # each of a group's 50 people a stranger in one fold, four photos each
+        assert fpir_at(non_mated, strict.threshold) <= 0.01, group
+    figures = {row["group"]: row for row in strict.identification["per_group"]}
+    assert figures["A"]["fpir"]["trials"] == 200 and figures["A"]["fpir"]["rate"] <= 0.01
+    assert figures["B"]["rank1"]["trials"] == 150 and strict.identification["threshold"] == strict.threshold
+    with pytest.raises(CalibrationError, match=r"FPIR of 0.001 takes at least 1000 .* too few in: A \(200"):
+        calibrate(dataset, items, "m", "1", "euclidean", target_fmr=0.01, per_group=True, target_fpir=0.001)
+    with pytest.raises(CalibrationError, match=r"too few in: A \(\d+ non-mated pairs\)"):
+        calibrate(dataset, items, "m", "1", "euclidean", target_fmr=2e-5, per_group=True)
+
+
+def test_one_n_figures_are_given_per_group_with_intervals() -> None:
+    dataset, items = _synthetic(400, 100)
+    ident = summarise(dataset, items, operating_threshold=0.2)["identification"]
+    assert ident["mated_searches"] == 300 and ident["non_mated_searches"] == 400
+    live = ident["at_live_threshold"]
+    assert live["threshold"] == 0.2 and live["fpir"]["trials"] == 400
+    low, high = live["fnir"]["ci"]
+    assert low <= live["fnir"]["rate"] <= high
+    rows = {row["group"]: row for row in ident["per_group"]}
+    assert set(rows) == {"A", "B"} and rows["A"]["non_mated_searches"] == 200
+    assert rows["A"]["at_live_threshold"]["threshold"] == 0.2
+    fixed = ident["fnir_at_fpir"]["0.01"]
+    assert fixed is not None and rows["B"]["at_fpir_0.01"]["threshold"] == fixed["threshold"]
+    # Fewer than 20 searches of a kind: no figure rather than one that would mislead.
+    small, small_items = _synthetic(30, 10)
+    assert summarise(small, small_items, 0.2)["identification"]["per_group"][0]["rank1"] is None
 
 
 def test_records_without_a_rule_keep_their_calibration_id() -> None:

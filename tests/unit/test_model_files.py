@@ -88,12 +88,41 @@ def test_the_command_fetches_from_a_local_wheel_and_refuses_a_bad_one(tmp_path: 
     assert not (tmp_path / "models" / YUNET.name).exists()
 
 
-def test_the_detector_refuses_to_start_without_the_pinned_yunet(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "refusal"),
+    [("sface", "the manifest says"), ("yunet", "not the upstream file's")],
+)
+def test_the_detector_refuses_to_start_without_the_pinned_yunet(tmp_path: Path, engine: str, refusal: str) -> None:
+    for item in default_model_dir().iterdir():  # the default model's pack, as set-up fetched it
+        shutil.copyfile(item, tmp_path / item.name)
     (tmp_path / YUNET.name).write_bytes(b"an onnx file, supposedly")
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
     env |= {"CANDOR_NATS_URL": "nats://127.0.0.1:9", "CANDOR_MODEL_FILES_DIR": str(tmp_path), **INTERNAL}
     result = subprocess.run(
-        [sys.executable, "-m", "candor_detector"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "candor_detector"],
+        env=env | {"CANDOR_DETECTOR_ENGINE": engine},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
-    assert "config_invalid" in result.stderr and "not the upstream file's" in result.stderr
+    assert "config_invalid" in result.stderr and refusal in result.stderr
+
+
+@pytest.mark.parametrize("service", ["candor_detector", "candor_embedder"])
+def test_a_service_without_the_default_model_says_how_to_fetch_it(tmp_path: Path, service: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
+    env |= {"CANDOR_NATS_URL": "nats://127.0.0.1:9", "CANDOR_MODEL_FILES_DIR": str(tmp_path), **INTERNAL}
+    result = subprocess.run([sys.executable, "-m", service], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "the default face model (SFace) is not in" in result.stderr
+    assert f"python -m candor_kit.model_fetch --dest {tmp_path}" in result.stderr
+
+
+def test_set_up_makes_the_model_folder_the_default_models_pack() -> None:
+    from candor_kit.wheel_packs import SFACE_THRESHOLD, default_pack
+
+    pack = default_pack()
+    pack.verify()
+    assert (pack.model_id, pack.version, pack.metric, pack.embedding_dimension) == ("sface", "1", "cosine", 128)
+    assert pack.nominal_threshold == SFACE_THRESHOLD and pack.input_size == 112

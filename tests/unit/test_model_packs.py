@@ -21,6 +21,7 @@ from candor_embedder import build_engine
 from candor_kit import ConfigError
 from candor_kit.model_fetch import FetchError
 from candor_kit.model_pack import load_model_pack
+from candor_kit.wheel_packs import default_pack
 from tests.conftest import INTERNAL
 
 CANDOR = str(Path(sys.executable).parent / "candor")
@@ -58,6 +59,15 @@ def test_sface_gives_what_opencvs_own_sface_gives(packs: Path, samples: Path) ->
         ours = engine.embed([chip])[0]
         theirs = reference.feature(cv2.cvtColor(chip, cv2.COLOR_RGB2BGR)).ravel()
         assert float(ours @ theirs / np.linalg.norm(theirs)) > 0.9999
+
+
+def test_sface_embeds_a_batch_as_it_embeds_each_chip(samples: Path) -> None:
+    """SFace's export is fixed to one chip a call; the import's embed stage sends several."""
+    engine = build_engine("sface", None, None)
+    chips = [face.chip for face in _faces(OnnxFaceDetector(default_pack()), samples, "t1.jpg")]
+    batch = engine.embed(chips)
+    assert batch.shape == (6, 128)
+    np.testing.assert_allclose(batch, np.stack([engine.embed([chip])[0] for chip in chips]), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["sface", "w600k_mbf"])

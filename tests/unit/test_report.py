@@ -59,3 +59,33 @@ def test_markdown_and_html_carry_the_tables_and_the_charts(tmp_path: Path) -> No
     assert "![busiest users](busiest-users.png)" in text
     page = report.to_html(text, images)
     assert page.count("data:image/png;base64,") == len(images) and "<td>investigation</td>" in page
+
+
+def test_the_calibration_searches_ran_under_is_shown_with_its_per_group_figures(tmp_path: Path) -> None:
+    sface = {"id": "sface", "version": "1", "metric": "cosine"}
+    searches = [
+        record(1, "search.completed", "ivy", "investigation", model=sface, threshold=0.61, calibration_id="c" * 64),
+        record(2, "search.completed", "ivy", "investigation", model=sface, threshold=0.61, calibration_id="c" * 64),
+        record(3, "search.completed", "sam", "investigation", model=sface, threshold=0.642, calibration_id=None),
+    ]
+    female = {"rate": 0.0, "ci": [0.0, 0.0925], "count": 0, "trials": 38}
+    calibrations = [
+        record(
+            1, "model.calibrated", "op", model="sface", version="1", metric="cosine", threshold=0.61,
+            calibration_id="c" * 64, rule="every-group", target_fmr=0.001, target_fpir=0.03,
+            dataset_fingerprint="f" * 64,
+            per_group=[
+                {"group": "female", "fmr": 0.0006, "fmr_ci": [7.7e-05, 0.0023], "fnmr": 0.0, "fnmr_ci": [0, 0.011]}
+            ],
+            identification={"per_group": [{"group": "female", "rank1": None, "fnir": None, "fpir": female}]},
+        ),
+        record(2, "model.calibrated", "op", model="sface", version="1", threshold=0.7, calibration_id="d" * 64),
+    ]  # fmt: skip
+    made = report.compute(searches, ("2026-11-01", "2026-11-30"), calibrations)
+    text = report.markdown(made, report.charts(made, tmp_path))
+    assert "| sface 1 | cosine | 0.6100 | cccccccccccc | 2 |" in text
+    assert "| sface 1 | cosine | 0.6420 | UNCALIBRATED (the model's nominal threshold) | 1 |" in text
+    assert "rule every-group: FMR at most 0.001, FPIR at most 0.03" in text
+    assert "| female | 0.0006 [7.7e-05, 0.0023] | 0 [0, 0.011] | n/a (too few searches) |" in text
+    assert "0 [0, 0.092] (0/38) |" in text
+    assert "dddddddddddd" not in text  # a calibration no search of the period used is not shown

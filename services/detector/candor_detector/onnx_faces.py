@@ -26,6 +26,8 @@ DETECTION_SIZE = 640
 #: before SCRFD sees it: scaled up to 640 px, a face that fills a small frame (a 92 x 112 mugshot
 #: thumbnail) is found in none of 60 att_orl photos without the border and in all 60 with it.
 PAD_BELOW = 320
+#: Chips are scaled to this size (dlib's chips') before their sharpness is measured.
+SHARPNESS_SIZE = 150
 
 
 class OnnxFaceDetector:
@@ -71,15 +73,15 @@ class OnnxFaceDetector:
         """Every face in the image, largest first."""
         from insightface.utils.face_align import norm_crop
 
-        bgr = np.ascontiguousarray(image.rgb[:, :, ::-1])
-        height, width = bgr.shape[:2]
+        height, width = image.rgb.shape[:2]
         faces = []
         for (x1, y1, x2, y2), score, points in self._find(image):
             with warnings.catch_warnings():
                 # scikit-image deprecates the estimate() that insightface's norm_crop calls.
                 warnings.simplefilter("ignore", FutureWarning)
-                aligned = norm_crop(bgr, landmark=points, image_size=self._chip_size)
-            chip = cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB)
+                # A warp moves pixels whatever their channel order: the RGB chip comes straight
+                # from the RGB photo, with no copy of the whole photo as BGR first.
+                chip = norm_crop(image.rgb, landmark=points, image_size=self._chip_size)
             left, top = max(0.0, float(x1)), max(0.0, float(y1))
             right, bottom = min(float(width), float(x2)), min(float(height), float(y2))
             scale = image.scale
@@ -89,7 +91,12 @@ class OnnxFaceDetector:
                 round((right - left) * scale),
                 round((bottom - top) * scale),
             )
-            grey = cv2.cvtColor(chip, cv2.COLOR_RGB2GRAY)
+            # Sharpness at dlib's chip size, whatever this recogniser's: the enrolment and probe
+            # rules (CANDOR_GATEWAY_MIN_ENROL_BLUR, the policy's min_blur) then mean one thing for
+            # every model. On a tighter 112 px chip the same blurred photo scores twice as sharp.
+            grey = cv2.cvtColor(
+                cv2.resize(chip, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY
+            )
             faces.append(
                 Face(
                     box=box,

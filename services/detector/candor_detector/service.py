@@ -22,6 +22,7 @@ from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, s
 from candor_kit.ingest import Stage, WorkerSettings, running_worker
 from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 from candor_kit.model_pack import load_model_pack
+from candor_kit.wheel_packs import default_pack
 
 DETECT_SUBJECT = subjects.DETECT
 log = structlog.get_logger("candor.detector")
@@ -35,7 +36,7 @@ class DetectorSettings:
     limits: DecodeLimits
     model_dir: str | None
     alignment: AlignmentSpec
-    engine: str = "yunet"
+    engine: str = "sface"
     model_files_dir: str | None = None
     model_pack: str | None = None
     providers: str = "cpu"
@@ -145,11 +146,14 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
 
 
 def build_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceDetector, str]:
-    """YuNet or dlib's HOG detector with dlib chips, or the SCRFD of an ONNX model pack with
-    ArcFace chips; with the id of the model the chips are cut for."""
-    if settings.engine == "onnx":
-        assert settings.model_pack is not None  # required_if in the catalogue
-        pack = load_model_pack(Path(settings.model_pack))
+    """The default model's YuNet with ArcFace chips for SFace, YuNet or dlib's HOG with dlib chips,
+    or an ONNX model pack's detector; with the id of the model the chips are cut for."""
+    if settings.engine in ("sface", "onnx"):
+        if settings.engine == "sface":
+            pack = default_pack(settings.model_files_dir)
+        else:
+            assert settings.model_pack is not None  # required_if in the catalogue
+            pack = load_model_pack(Path(settings.model_pack))
         return OnnxFaceDetector(pack, settings.providers, accepted_licences=settings.accepted_licences), pack.model_id
     detector = dlib_chip_detector(settings.engine, settings.model_dir, settings.model_files_dir, settings.alignment)
     return detector, DLIB_RESNET_MODEL_ID

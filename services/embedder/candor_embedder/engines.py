@@ -117,9 +117,16 @@ def build_engine(
     model_pack: str | None = None,
     providers: str = "cpu",
     accepted_licences: Iterable[str] = (),
+    model_files_dir: str | None = None,
 ) -> EmbeddingEngine:
-    """The engine named by configuration: dlib's ResNet on onnxruntime (the default) or on dlib
-    itself, or the recogniser of an ONNX model pack."""
+    """The engine named by configuration: SFace (the default model, from the pack set-up fetched
+    into ``model_files_dir``), dlib's ResNet on onnxruntime or on dlib itself, or the recogniser
+    of an ONNX model pack."""
+    if name == "sface":
+        from candor_embedder.onnx_engine import build_onnx_engine
+        from candor_kit.wheel_packs import default_pack
+
+        return build_onnx_engine(default_pack(model_files_dir).path, providers, threshold, accepted_licences)
     if name == "dlib":
         return DlibOnnxEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6, providers)
     if name == "dlib-native":
@@ -130,4 +137,4 @@ def build_engine(
         from candor_embedder.onnx_engine import build_onnx_engine
 
         return build_onnx_engine(Path(model_pack), providers, threshold, accepted_licences)
-    raise ConfigError(f"unknown embedding engine {name!r}; known: dlib, dlib-native, onnx")
+    raise ConfigError(f"unknown embedding engine {name!r}; known: sface, dlib, dlib-native, onnx")

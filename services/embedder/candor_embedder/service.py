@@ -33,6 +33,7 @@ class EmbedderSettings:
     threshold: float | None
     max_batch: int
     model_pack: str | None = None
+    model_files_dir: str | None = None
     providers: str = "cpu"
     accepted_licences: tuple[str, ...] = ()
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -48,6 +49,7 @@ class EmbedderSettings:
             threshold=env.get(catalogue.EMBEDDER_THRESHOLD) or None,
             max_batch=env.get(catalogue.EMBEDDER_MAX_BATCH),
             model_pack=env.get(catalogue.MODEL_PACK) or None,
+            model_files_dir=env.get(catalogue.MODEL_FILES_DIR) or None,
             providers=env.get(catalogue.ONNX_PROVIDERS),
             accepted_licences=tuple(env.get(catalogue.ACCEPT_MODEL_LICENCES)),
             worker=WorkerSettings.read(env),
@@ -124,6 +126,7 @@ async def serve(settings: EmbedderSettings, stop: asyncio.Event) -> None:
         settings.model_pack,
         settings.providers,
         settings.accepted_licences,
+        model_files_dir=settings.model_files_dir,
     )
     batcher = EmbeddingBatcher(engine, settings.max_batch)
     service = EmbeddingService(engine, batcher)

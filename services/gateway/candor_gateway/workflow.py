@@ -44,6 +44,7 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
+from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 
 MATCH_ENROLL = subjects.MATCH_ENROLL
 MATCH_SEARCH = subjects.MATCH_SEARCH
@@ -203,7 +204,10 @@ class Workflow:
         if len(image) > self._max_image_bytes:
             raise TooLarge(f"the image is {len(image)} bytes; the limit is {self._max_image_bytes}")
         request = detector_pb2.DetectRequest(image=image, include_chips=include_chips)
-        return await self._bus.request(route.detect, request, detector_pb2.DetectResponse, self._timeout)
+        try:
+            return await self._bus.request(route.detect, request, detector_pb2.DetectResponse, self._timeout)
+        except ServiceUnavailable as error:
+            raise _model_not_running(route, "detector") from error
 
     async def locate_face(self, image: bytes) -> common_pb2.Box | None:
         """The box of a stored photo's one face, found by the active model's detector; None when
@@ -246,9 +250,12 @@ class Workflow:
     async def _embed(
         self, face: common_pb2.DetectedFace, route: Route
     ) -> tuple[common_pb2.Embedding, common_pb2.ModelRef]:
-        reply = await self._bus.request(
-            route.embed, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
-        )
+        try:
+            reply = await self._bus.request(
+                route.embed, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
+            )
+        except ServiceUnavailable as error:
+            raise _model_not_running(route, "embedder") from error
         if route.model_id and reply.model.id != route.model_id:
             raise ServiceUnavailable(f"an embedder of {reply.model.id} answered for {route.model_id}")
         return reply.embeddings[0], reply.model
@@ -598,6 +605,7 @@ class Workflow:
             query = audit_pb2.QueryRequest(
                 limit=request.limit or PAGE,
                 after_sequence=request.after_sequence,
+                kinds=list(request.kinds),
                 origin=common_pb2.Origin(actor=principal.user),
             )
             if request.HasField("since"):
@@ -614,6 +622,22 @@ class Workflow:
             details={"after_sequence": request.after_sequence, "records": len(page.records)},
         )
         return gateway_pb2.ListAuditRecordsResponse(records=page.records, more=page.more)
+
+
+def _model_not_running(route: Route, service: str) -> ServiceUnavailable:
+    """What to do when no service of the gallery's model answers: a gallery made with dlib's
+    ResNet, say, under services now started on the default SFace."""
+    if not route.model_id:
+        return ServiceUnavailable(f"no {service} is running")
+    hint = (
+        " (dlib's ResNet runs with CANDOR_DETECTOR_ENGINE=yunet and CANDOR_EMBEDDER_ENGINE=dlib)"
+        if route.model_id == DLIB_RESNET_MODEL_ID
+        else ""
+    )
+    return ServiceUnavailable(
+        f"no {service} of {route.model_id}, the gallery's model, is running; start its detectors and "
+        f"embedders{hint}, or move the gallery to the running model with `candor gallery reembed --to MODEL`"
+    )
 
 
 def _search_record(
