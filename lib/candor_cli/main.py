@@ -312,7 +312,10 @@ def _print_settings(services: list[str]) -> None:
 
 
 def _print_json(message: object) -> None:
-    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))  # type: ignore[arg-type]
+    """A reply as JSON with every field, zeros included: a candidate at distance 0 (the enrolled
+    photo itself) keeps its ``distance``, an uncalibrated model its empty ``calibration_id``."""
+    as_dict = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)  # type: ignore[arg-type]
+    print(json.dumps(as_dict, indent=2))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -73,10 +73,12 @@ def _models(stack: LocalStack) -> str:
 def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     stack: LocalStack, source: Path, samples: Path, tmp_path: Path
 ) -> None:
-    # A gallery on dlib: an import, one photo enrolled by itself (its path kept), and one enrolled
-    # through the API without any reference, which cannot be re-embedded.
+    # A gallery on dlib: an import, one photo enrolled by itself (its path kept), one face of a
+    # group photo, and one enrolled through the API without any reference, which cannot be
+    # re-embedded.
     candor(stack, "gallery", "import", str(source), "--quiet")
     candor(stack, "enroll", str(samples / "obama3.jpg"), "--subject", "obama")
+    candor(stack, "enroll", str(samples / "t1.jpg"), "--subject", "t1-person-3", "--face", "3")
     state = stack.state()
     assert state is not None
     with grpc.insecure_channel(state.gateway) as channel:
@@ -99,7 +101,7 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
 
     # Build only: every record with a photo is carried over; the one without is named, not lost.
     built = candor(stack, "gallery", "reembed", "--to", NEW, "--no-switch", "--quiet")
-    assert "round 1: 5 records to re-embed" in built.stdout
+    assert "round 1: 6 records to re-embed" in built.stdout
     assert f"left out {unreferenced} (crowd): no photo is stored and no photo reference was kept" in built.stdout
     assert f"built: {NEW} holds every record but 1; not switched" in built.stdout
     assert f"re-embedding into  {NEW} 1 (128-d cosine)" in _models(stack)
@@ -138,6 +140,10 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
         # The same photo, embedded by the same model on import and on search, is at distance zero.
         assert after["candidates"][0]["subject_id"] == "obama" and after["candidates"][0]["distance"] < 1e-4
         assert {c["model_id"] for c in after["candidates"]} == {NEW}
+        # The face of the group photo was re-embedded from that face, not refused as one of six:
+        # the gateway gave the new detector the face's box from the photo store.
+        face = json.loads(candor(stack, *searching(samples / "t1.jpg", "CASE-RMB-6"), "--face", "3", "--json").stdout)
+        assert face["candidates"][0]["subject_id"] == "t1-person-3" and face["candidates"][0]["distance"] < 1e-4
         models = client.gallery_models()
         assert (models.active.id, models.previous.id, models.target.id) == (NEW, OLD, "")
         # Imports now enrol with the new model; one asking for the old model is refused.

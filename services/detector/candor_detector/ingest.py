@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from candor.detector.v1 import detector_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import Bus, InvalidInput, TooLarge
+from candor_kit.boxes import same_face
 from candor_kit.ingest import Stage, hand_on, publish_result, rejection
 
 Detect = Callable[[detector_pb2.DetectRequest], Awaitable[detector_pb2.DetectResponse]]
@@ -34,11 +35,17 @@ class DetectStage:
             reason, detail = ingest_pb2.REJECT_REASON_UNREADABLE, exc.message
         else:
             decoded = True
-            faces, rules = detected.faces, work.rules
+            faces, rules = list(detected.faces), work.rules
+            if len(faces) > 1 and work.item.HasField("face_box"):
+                # A record enrolled from one face of a group photo: that face, found by this model.
+                index = same_face(faces, work.item.face_box)
+                faces = faces if index is None else [faces[index]]
             if not faces:
                 reason, detail = ingest_pb2.REJECT_REASON_NO_FACE, "no face was found"
             elif len(faces) > 1:
                 reason, detail = ingest_pb2.REJECT_REASON_SEVERAL_FACES, f"{len(faces)} faces were found"
+                if work.item.HasField("face_box"):
+                    detail += ", none of them where the record's face is"
             elif faces[0].quality.face_size_px < rules.min_face_px:
                 reason = ingest_pb2.REJECT_REASON_TOO_SMALL
                 detail = f"the face is {faces[0].quality.face_size_px} px wide; enrolment needs {rules.min_face_px}"

@@ -246,11 +246,21 @@ class ImportDesk:
                 answer.settled += 1
                 continue
             sha256 = hashlib.sha256(item.image).hexdigest()
+            await self._carry_face_box(ref, sha256)
             await self._keep_photo(ref, item.image, sha256)
             await self._register.register(ref, sha256)
             await hand_on(self._bus, detect, ingest_pb2.DetectWork(item=ref, image=item.image, rules=record.rules))
             answer.queued += 1
         return answer
+
+    async def _carry_face_box(self, ref: ingest_pb2.ItemRef, sha256: str) -> None:
+        """For a photo already enrolled under this subject (a record being re-embedded): the face
+        box its stored photo was enrolled with, read from the photo store (never taken from the
+        caller), so the new model's detector picks that face of a group photo."""
+        header = await self._photos.header("gallery", record_id_for(ref.subject_id, sha256))
+        box = header.box() if header is not None else None
+        if box is not None:
+            ref.face_box.CopyFrom(box)
 
     async def _keep_photo(self, ref: ingest_pb2.ItemRef, image: bytes, sha256: str) -> None:
         """Store the photo, encrypted, under the record it will make, before it is queued; one

@@ -43,6 +43,7 @@ from candor_kit import (
     TooLarge,
     subjects,
 )
+from candor_kit.boxes import same_face
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 
@@ -72,20 +73,6 @@ class Enrolled:
     response: matcher_pb2.EnrollResponse
     model: common_pb2.ModelRef
     chosen: Chosen
-
-
-#: How much of the chosen face's box (intersection over union) another model's detection must
-#: cover to be the same face.
-SAME_FACE_OVERLAP = 0.3
-
-
-def _overlap(a: common_pb2.Box, b: common_pb2.Box) -> float:
-    """Intersection over union of two boxes."""
-    width = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
-    height = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
-    inter = max(0, width) * max(0, height)
-    union = a.width * a.height + b.width * b.height - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -235,17 +222,13 @@ class Workflow:
         faces = list(detected.faces)
         if len(faces) == 1 and not picked:
             return Chosen(face=faces[0], image_sha256=detected.image_sha256)
-        overlap, face = max(
-            ((_overlap(face.box, chosen.face.box), face) for face in faces),
-            key=lambda pair: pair[0],
-            default=(0.0, None),
-        )
-        if face is None or overlap < SAME_FACE_OVERLAP:
+        index = same_face(faces, chosen.face.box)
+        if index is None:
             raise InvalidInput(
                 f"the detector of {route.model_id}, which the gallery is being re-embedded into, "
                 f"does not find this face on its own ({len(faces)} faces found)"
             )
-        return Chosen(face=face, image_sha256=detected.image_sha256)
+        return Chosen(face=faces[index], image_sha256=detected.image_sha256)
 
     async def _embed(
         self, face: common_pb2.DetectedFace, route: Route

@@ -26,7 +26,7 @@ from candor.common.v1 import common_pb2 as candor_dot_common_dot_v1_dot_common__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61ndor/ingest/v1/ingest.proto\x12\x10\x63\x61ndor.ingest.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x0bImportRules\x12\x13\n\x0bmin_face_px\x18\x01 \x01(\x05\x12\x10\n\x08min_blur\x18\x02 \x01(\x02\"\xb1\x02\n\x07ItemRef\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\x03\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x11\n\timage_ref\x18\x04 \x01(\t\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32\'.candor.ingest.v1.ItemRef.MetadataEntry\x12\x14\n\x0csubmitted_by\x18\x06 \x01(\t\x12\x35\n\x11import_started_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x13\n\x0bkeep_origin\x18\t \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\nDetectWork\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12\r\n\x05image\x18\x02 \x01(\x0c\x12,\n\x05rules\x18\x03 \x01(\x0b\x32\x1d.candor.ingest.v1.ImportRules\"\xa4\x01\n\tEmbedWork\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12\x14\n\x0cimage_sha256\x18\x02 \x01(\t\x12(\n\x04\x63hip\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.FaceChip\x12.\n\x07quality\x18\x04 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"\xa5\x01\n\tMatchWork\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12\x14\n\x0cimage_sha256\x18\x02 \x01(\t\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x04 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\"\xb5\x02\n\nItemResult\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.candor.ingest.v1.Outcome\x12.\n\x06reason\x18\x03 \x01(\x0e\x32\x1e.candor.ingest.v1.RejectReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x06 \x01(\t\x12)\n\x05model\x18\x07 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05stage\x18\t \x01(\t\"\xf5\x01\n\x0cImportRecord\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x12\n\nstarted_by\x18\x04 \x01(\t\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05rules\x18\x06 \x01(\x0b\x32\x1d.candor.ingest.v1.ImportRules\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08model_id\x18\x08 \x01(\t*y\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ENROLLED\x10\x01\x12\x15\n\x11OUTCOME_DUPLICATE\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x12\n\x0eOUTCOME_FAILED\x10\x04*\x92\x02\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REJECT_REASON_NO_FACE\x10\x01\x12\x1f\n\x1bREJECT_REASON_SEVERAL_FACES\x10\x02\x12\x1b\n\x17REJECT_REASON_TOO_SMALL\x10\x03\x12\x18\n\x14REJECT_REASON_BLURRY\x10\x04\x12\x1c\n\x18REJECT_REASON_UNREADABLE\x10\x05\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x06\x12\x19\n\x15REJECT_REASON_INVALID\x10\x07\x12\x1a\n\x16REJECT_REASON_EXPUNGED\x10\x08\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63\x61ndor/ingest/v1/ingest.proto\x12\x10\x63\x61ndor.ingest.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x0bImportRules\x12\x13\n\x0bmin_face_px\x18\x01 \x01(\x05\x12\x10\n\x08min_blur\x18\x02 \x01(\x02\"\xda\x02\n\x07ItemRef\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x0c\n\x04item\x18\x02 \x01(\x03\x12\x12\n\nsubject_id\x18\x03 \x01(\t\x12\x11\n\timage_ref\x18\x04 \x01(\t\x12\x39\n\x08metadata\x18\x05 \x03(\x0b\x32\'.candor.ingest.v1.ItemRef.MetadataEntry\x12\x14\n\x0csubmitted_by\x18\x06 \x01(\t\x12\x35\n\x11import_started_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08model_id\x18\x08 \x01(\t\x12\x13\n\x0bkeep_origin\x18\t \x01(\t\x12\'\n\x08\x66\x61\x63\x65_box\x18\n \x01(\x0b\x32\x15.candor.common.v1.Box\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"r\n\nDetectWork\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12\r\n\x05image\x18\x02 \x01(\x0c\x12,\n\x05rules\x18\x03 \x01(\x0b\x32\x1d.candor.ingest.v1.ImportRules\"\xa4\x01\n\tEmbedWork\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12\x14\n\x0cimage_sha256\x18\x02 \x01(\t\x12(\n\x04\x63hip\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.FaceChip\x12.\n\x07quality\x18\x04 \x01(\x0b\x32\x1d.candor.common.v1.FaceQuality\"\xa5\x01\n\tMatchWork\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12\x14\n\x0cimage_sha256\x18\x02 \x01(\t\x12)\n\x05model\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x04 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\"\xb5\x02\n\nItemResult\x12\'\n\x04item\x18\x01 \x01(\x0b\x32\x19.candor.ingest.v1.ItemRef\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.candor.ingest.v1.Outcome\x12.\n\x06reason\x18\x03 \x01(\x0e\x32\x1e.candor.ingest.v1.RejectReason\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x11\n\trecord_id\x18\x05 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x06 \x01(\t\x12)\n\x05model\x18\x07 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05stage\x18\t \x01(\t\"\xf5\x01\n\x0cImportRecord\x12\x11\n\timport_id\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\x12\x12\n\nstarted_by\x18\x04 \x01(\t\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x05rules\x18\x06 \x01(\x0b\x32\x1d.candor.ingest.v1.ImportRules\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08model_id\x18\x08 \x01(\t*y\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_ENROLLED\x10\x01\x12\x15\n\x11OUTCOME_DUPLICATE\x10\x02\x12\x14\n\x10OUTCOME_REJECTED\x10\x03\x12\x12\n\x0eOUTCOME_FAILED\x10\x04*\x92\x02\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x19\n\x15REJECT_REASON_NO_FACE\x10\x01\x12\x1f\n\x1bREJECT_REASON_SEVERAL_FACES\x10\x02\x12\x1b\n\x17REJECT_REASON_TOO_SMALL\x10\x03\x12\x18\n\x14REJECT_REASON_BLURRY\x10\x04\x12\x1c\n\x18REJECT_REASON_UNREADABLE\x10\x05\x12\x1b\n\x17REJECT_REASON_TOO_LARGE\x10\x06\x12\x19\n\x15REJECT_REASON_INVALID\x10\x07\x12\x1a\n\x16REJECT_REASON_EXPUNGED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,24 +35,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ITEMREF_METADATAENTRY']._loaded_options = None
   _globals['_ITEMREF_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=1488
-  _globals['_OUTCOME']._serialized_end=1609
-  _globals['_REJECTREASON']._serialized_start=1612
-  _globals['_REJECTREASON']._serialized_end=1886
+  _globals['_OUTCOME']._serialized_start=1529
+  _globals['_OUTCOME']._serialized_end=1650
+  _globals['_REJECTREASON']._serialized_start=1653
+  _globals['_REJECTREASON']._serialized_end=1927
   _globals['_IMPORTRULES']._serialized_start=115
   _globals['_IMPORTRULES']._serialized_end=167
   _globals['_ITEMREF']._serialized_start=170
-  _globals['_ITEMREF']._serialized_end=475
-  _globals['_ITEMREF_METADATAENTRY']._serialized_start=428
-  _globals['_ITEMREF_METADATAENTRY']._serialized_end=475
-  _globals['_DETECTWORK']._serialized_start=477
-  _globals['_DETECTWORK']._serialized_end=591
-  _globals['_EMBEDWORK']._serialized_start=594
-  _globals['_EMBEDWORK']._serialized_end=758
-  _globals['_MATCHWORK']._serialized_start=761
-  _globals['_MATCHWORK']._serialized_end=926
-  _globals['_ITEMRESULT']._serialized_start=929
-  _globals['_ITEMRESULT']._serialized_end=1238
-  _globals['_IMPORTRECORD']._serialized_start=1241
-  _globals['_IMPORTRECORD']._serialized_end=1486
+  _globals['_ITEMREF']._serialized_end=516
+  _globals['_ITEMREF_METADATAENTRY']._serialized_start=469
+  _globals['_ITEMREF_METADATAENTRY']._serialized_end=516
+  _globals['_DETECTWORK']._serialized_start=518
+  _globals['_DETECTWORK']._serialized_end=632
+  _globals['_EMBEDWORK']._serialized_start=635
+  _globals['_EMBEDWORK']._serialized_end=799
+  _globals['_MATCHWORK']._serialized_start=802
+  _globals['_MATCHWORK']._serialized_end=967
+  _globals['_ITEMRESULT']._serialized_start=970
+  _globals['_ITEMRESULT']._serialized_end=1279
+  _globals['_IMPORTRECORD']._serialized_start=1282
+  _globals['_IMPORTRECORD']._serialized_end=1527
 # @@protoc_insertion_point(module_scope)

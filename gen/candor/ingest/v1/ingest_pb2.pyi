@@ -54,7 +54,7 @@ class ImportRules(_message.Message):
     def __init__(self, min_face_px: _Optional[int] = ..., min_blur: _Optional[float] = ...) -> None: ...
 
 class ItemRef(_message.Message):
-    __slots__ = ("import_id", "item", "subject_id", "image_ref", "metadata", "submitted_by", "import_started_at", "model_id", "keep_origin")
+    __slots__ = ("import_id", "item", "subject_id", "image_ref", "metadata", "submitted_by", "import_started_at", "model_id", "keep_origin", "face_box")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class ItemRef(_message.Message):
     IMPORT_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     KEEP_ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
     import_id: str
     item: int
     subject_id: str
@@ -80,7 +81,8 @@ class ItemRef(_message.Message):
     import_started_at: _timestamp_pb2.Timestamp
     model_id: str
     keep_origin: str
-    def __init__(self, import_id: _Optional[str] = ..., item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., submitted_by: _Optional[str] = ..., import_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_id: _Optional[str] = ..., keep_origin: _Optional[str] = ...) -> None: ...
+    face_box: _common_pb2.Box
+    def __init__(self, import_id: _Optional[str] = ..., item: _Optional[int] = ..., subject_id: _Optional[str] = ..., image_ref: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., submitted_by: _Optional[str] = ..., import_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model_id: _Optional[str] = ..., keep_origin: _Optional[str] = ..., face_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ...) -> None: ...
 
 class DetectWork(_message.Message):
     __slots__ = ("item", "image", "rules")
