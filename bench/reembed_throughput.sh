@@ -6,13 +6,7 @@
 set -euo pipefail
 shared=$(cd "${1:-../shared/datasets}" && pwd)
 export PATH="$PWD/.venv/bin:$PATH"
-data=$(mktemp -d "${TMPDIR:-/tmp}/candor-reembed-bench.XXXXXX")
-export CANDOR_DATA="$data"
-cleanup() {
-  if ! candor stack down >/dev/null 2>&1; then echo "warning: could not stop the stack in $data" >&2; fi
-  rm -rf "$data"
-}
-trap cleanup EXIT
+source scripts/local_stack.sh candor-reembed-bench
 gallery="$data/gallery"
 for set in deepface_unit face_recognition_examples yalefaces; do
   for person in "$shared/$set"/*/; do

@@ -4,15 +4,7 @@
 set -euo pipefail
 
 samples=$(cd "${1:?usage: demo.sh SAMPLES_DIR}" && pwd)
-data=$(mktemp -d "${TMPDIR:-/tmp}/candor-demo.XXXXXX")
-export CANDOR_DATA="$data"
-cleanup() {
-  if ! candor stack down >/dev/null 2>&1; then echo "warning: could not stop the stack in $data" >&2; fi
-  rm -rf "$data"
-}
-trap cleanup EXIT
-
-step() { printf '\n== %s\n' "$*"; }
+source "$(dirname "$0")/local_stack.sh" candor-demo
 
 step "Starting nats-server and the five services (data in $data)"
 candor stack up

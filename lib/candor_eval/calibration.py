@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Mapping, Sequence
 from math import inf
 
 from candor_eval.dataset import Dataset
@@ -92,42 +93,38 @@ def _every_group_threshold(scores: PairScores, target_fmr: float) -> float:
     split = scores.by_group()
     if not split:
         raise CalibrationError("--per-group needs group labels (groups.csv or --groups)")
-    thresholds, unmeasurable = [], []
-    for group, (_, impostor) in split.items():
-        found = threshold_for_fmr(impostor, target_fmr)
-        if found is None:
-            unmeasurable.append(f"{group} ({impostor.size} non-mated pairs)")
-        else:
-            thresholds.append(found)
-    if unmeasurable:
-        raise CalibrationError(
-            f"an FMR of {target_fmr:g} takes at least {round(1 / target_fmr)} non-mated pairs in each group; "
-            f"too few in: {', '.join(unmeasurable)}"
-        )
-    return min(thresholds)
+    impostors = {group: impostor for group, (_, impostor) in split.items()}
+    return _strictest(impostors, target_fmr, "FMR", "non-mated pairs", "")
 
 
 def _every_group_fpir_threshold(dataset: Dataset, searches: list[SearchOutcome], target_fpir: float) -> float:
     """The largest threshold at which the non-mated 1:N searches of each group's members return
     a candidate no more often than ``target_fpir``."""
     identities = identity_groups(dataset)
-    tops: dict[str, list[float]] = {}
+    tops: dict[str, list[float]] = {group: [] for group in identities.values()}
     for search in searches:
         group = identities.get(search.probe_identity)
         if group is not None and not search.mated:
-            tops.setdefault(group, []).append(search.candidate_distances[0] if search.candidate_distances else inf)
-    groups = sorted(set(identities.values()))
+            tops[group].append(search.candidate_distances[0] if search.candidate_distances else inf)
+    return _strictest(
+        tops, target_fpir, "FPIR", "non-mated searches", " (a larger --target-fpir, or more people per group)"
+    )
+
+
+def _strictest(non_mated: Mapping[str, Sequence[float]], target: float, rate: str, what: str, hint: str) -> float:
+    """The smallest of the groups' thresholds that keep the share of their non-mated distances
+    at or under it within ``target``; refused naming every group too small to measure it."""
     thresholds, unmeasurable = [], []
-    for group in groups:
-        found = threshold_for_fmr(tops.get(group, []), target_fpir)
+    for group in sorted(non_mated):
+        found = threshold_for_fmr(non_mated[group], target)
         if found is None:
-            unmeasurable.append(f"{group} ({len(tops.get(group, []))} non-mated searches)")
+            unmeasurable.append(f"{group} ({len(non_mated[group])} {what})")
         else:
             thresholds.append(found)
     if unmeasurable:
         raise CalibrationError(
-            f"an FPIR of {target_fpir:g} takes at least {round(1 / target_fpir)} non-mated searches in each "
-            f"group; too few in: {', '.join(unmeasurable)} (a larger --target-fpir, or more people per group)"
+            f"an {rate} of {target:g} takes at least {round(1 / target)} {what} in each group; "
+            f"too few in: {', '.join(unmeasurable)}{hint}"
         )
     return min(thresholds)
 

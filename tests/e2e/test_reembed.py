@@ -178,6 +178,6 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     stack.stop_service("detector")
     refused = candor(stack, *searching(samples / "obama2.jpg", "CASE-RMB-5"), check=False)
     assert refused.returncode == 2 and "UNAVAILABLE" in refused.stderr
-    assert "no detector of dlib-resnet-v1, the gallery's model, is running" in refused.stderr
+    assert "no detector of dlib-resnet-v1, the gallery's model, is answering" in refused.stderr
     assert "CANDOR_DETECTOR_ENGINE=yunet and CANDOR_EMBEDDER_ENGINE=dlib" in refused.stderr
     assert "candor gallery reembed --to MODEL" in refused.stderr

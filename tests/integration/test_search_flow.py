@@ -372,7 +372,7 @@ async def test_search_while_the_detector_is_down_is_unavailable_audited_and_reco
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await search(gateway, (samples / "obama2.jpg").read_bytes(), case="CASE-DOWN-1")
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "no service is answering" in error.value.details()
+        assert "no detector of sface, the gallery's model, is answering" in error.value.details()
     finally:
         await stack.start("detector")
 

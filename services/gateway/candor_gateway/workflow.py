@@ -611,15 +611,16 @@ def _model_not_running(route: Route, service: str) -> ServiceUnavailable:
     """What to do when no service of the gallery's model answers: a gallery made with dlib's
     ResNet, say, under services now started on the default SFace."""
     if not route.model_id:
-        return ServiceUnavailable(f"no {service} is running")
+        return ServiceUnavailable(f"no {service} is answering; it may be restarting: try again shortly")
     hint = (
         " (dlib's ResNet runs with CANDOR_DETECTOR_ENGINE=yunet and CANDOR_EMBEDDER_ENGINE=dlib)"
         if route.model_id == DLIB_RESNET_MODEL_ID
         else ""
     )
     return ServiceUnavailable(
-        f"no {service} of {route.model_id}, the gallery's model, is running; start its detectors and "
-        f"embedders{hint}, or move the gallery to the running model with `candor gallery reembed --to MODEL`"
+        f"no {service} of {route.model_id}, the gallery's model, is answering; it may be restarting: try "
+        f"again shortly. If the services now run another model, start {route.model_id}'s detectors and "
+        f"embedders{hint}, or move the gallery with `candor gallery reembed --to MODEL`"
     )
 
 
