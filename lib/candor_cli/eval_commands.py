@@ -50,10 +50,23 @@ def add_commands(commands: argparse._SubParsersAction, common: argparse.Argument
         action="store_true",
         help="the threshold at which every group (groups.csv) meets the target FMR, not only all pairs together",
     )
+    cal.add_argument(
+        "--leave-out-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="with --per-group: a group too small to measure the targets, left out by name (repeatable; recorded)",
+    )
     _add_embedding_options(cal)
 
 
 def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--face",
+        choices=("centre", "largest"),
+        default="centre",
+        help="which face of a photo with several is measured: the one nearest the centre (default) or the widest",
+    )
     parser.add_argument(
         "--workers",
         type=int,

@@ -37,6 +37,7 @@ from candor_cli.stack import (
 from candor_gateway.access import ROLES, issue_token, load_private_key
 from candor_kit import catalogue
 from candor_kit.bus import NatsLogin
+from candor_kit.logging import configure_command_logging
 from candor_kit.subjects import inbox_prefix
 
 
@@ -470,6 +471,7 @@ def _print_search(found: gateway_pb2.SearchResponse) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    configure_command_logging()
     args = _parser().parse_args(argv)
     try:
         return _run(args)

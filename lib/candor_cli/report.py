@@ -226,7 +226,7 @@ def _interval(value: Any, interval: Any) -> str:
     """A rate with its 95 % interval, or why there is none."""
     if value is None or not interval:
         return "n/a (too few pairs)"
-    return f"{float(value):.4g} [{float(interval[0]):.2g}, {float(interval[1]):.2g}]"
+    return f"{float(value):.4g} [{float(interval[0]):.4g}, {float(interval[1]):.4g}]"
 
 
 def _measured(measured: Any) -> str:
@@ -235,7 +235,7 @@ def _measured(measured: Any) -> str:
         return "n/a (too few searches)"
     low, high = measured["ci"]
     counts = f"({measured['count']}/{measured['trials']})"
-    return f"{float(measured['rate']):.4g} [{float(low):.2g}, {float(high):.2g}] {counts}"
+    return f"{float(measured['rate']):.4g} [{float(low):.4g}, {float(high):.4g}] {counts}"
 
 
 def to_html(markdown_text: str, images: dict[str, Path]) -> str:

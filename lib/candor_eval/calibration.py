@@ -28,6 +28,7 @@ def calibrate(
     min_group_pairs: int = 20,
     per_group: bool = False,
     target_fpir: float = 0.01,
+    groups_left_out: list[str] | None = None,
 ) -> CalibrationRecord:
     """The largest threshold whose overall FMR meets the target, with per-group rates at it.
 
@@ -85,7 +86,50 @@ def calibrate(
         rule="every-group" if per_group else "overall",
         target_fpir=target_fpir if per_group else None,
         identification=figures,
+        groups_left_out=sorted(groups_left_out or []),
     )
+
+
+def check_groups(dataset: Dataset, target_fmr: float, target_fpir: float) -> None:
+    """Before anything is embedded: refuse (CalibrationError, naming each short group) an
+    every-group calibration whose groups hold too few within-group non-mated pairs for
+    ``target_fmr`` or too few strangers' searches for ``target_fpir``, counted as if every image
+    enrols (failures to enrol can only lower the counts)."""
+    by_group: dict[str, dict[str, int]] = {}
+    for image in dataset.images:
+        group = dataset.group_of(image)
+        if group is not None:
+            people = by_group.setdefault(group, {})
+            people[image.identity] = people.get(image.identity, 0) + 1
+    if not by_group:
+        raise CalibrationError("--per-group needs group labels (groups.csv or --groups)")
+    short = []
+    for group, people in sorted(by_group.items()):
+        images = sum(people.values())
+        pairs = images * (images - 1) // 2 - sum(n * (n - 1) // 2 for n in people.values())
+        searches = sum(n for n in people.values() if n > 1)  # each person a stranger in one fold
+        if pairs < round(1 / target_fmr):
+            short.append(f"{group} ({pairs} non-mated pairs; FMR {target_fmr:g} takes {round(1 / target_fmr)})")
+        if searches < round(1 / target_fpir):
+            short.append(
+                f"{group} ({searches} strangers' searches; FPIR {target_fpir:g} takes {round(1 / target_fpir)})"
+            )
+    if short:
+        raise CalibrationError(
+            f"too few in: {'; '.join(short)}. Use more people per group, looser targets, or leave a group "
+            "out by name with --leave-out-group"
+        )
+
+
+def leave_out_groups(dataset: Dataset, names: list[str]) -> None:
+    """Drop the labels of the named groups (CalibrationError naming any group the labels lack)."""
+    known = set(dataset.groups.values())
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise CalibrationError(
+            f"no group {', '.join(unknown)} in the labels; the groups are {', '.join(sorted(known))}"
+        )
+    dataset.groups = {key: group for key, group in dataset.groups.items() if group not in names}
 
 
 def _every_group_threshold(scores: PairScores, target_fmr: float) -> float:

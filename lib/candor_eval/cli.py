@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from candor_embedder import build_engine
 from candor_embedder.engines import ModelInfo
-from candor_eval.calibration import CalibrationError, calibrate
+from candor_eval.calibration import CalibrationError, calibrate, check_groups, leave_out_groups
 from candor_eval.dataset import LabelledImage, load_dataset
 from candor_eval.embedding import Embedded, PipelineSpec, PlainDlib, StackPipeline, embed_parallel
 from candor_eval.evaluate import curves, pair_scores, summarise
@@ -31,22 +31,31 @@ def _model_and_spec(args: argparse.Namespace) -> tuple[ModelInfo, PipelineSpec]:
     dlib's ResNet, or the default SFace; ConfigError if a pack is invalid or its licence not accepted."""
     if args.model_pack is None and args.model == DLIB_RESNET_MODEL_ID:
         model = build_engine("dlib", None, None).model
-        return model, PipelineSpec("candor", DLIB_RESNET_MODEL_ID, args.detector, args.crop_fallback)
+        return model, PipelineSpec(
+            "candor", DLIB_RESNET_MODEL_ID, args.detector, args.crop_fallback, face_rule=args.face
+        )
     if args.model_pack is None:
-        return build_engine("sface", None, None).model, PipelineSpec("candor", SFACE_MODEL_ID)
+        return build_engine("sface", None, None).model, PipelineSpec("candor", SFACE_MODEL_ID, face_rule=args.face)
     accepted = EnvReader().get(catalogue.ACCEPT_MODEL_LICENCES)
     engine = build_engine("onnx", None, None, str(args.model_pack), accepted_licences=accepted)
-    return engine.model, PipelineSpec("candor", pack=str(args.model_pack), accepted_licences=accepted)
+    spec = PipelineSpec("candor", pack=str(args.model_pack), accepted_licences=accepted, face_rule=args.face)
+    return engine.model, spec
 
 
 def _embed(spec: PipelineSpec, images: list[LabelledImage], workers: int) -> list[Embedded]:
-    """Embed on ``workers`` processes with a progress bar (on a terminal) and a closing count."""
-    with tqdm(total=len(images), desc=spec.name, unit="image", disable=not sys.stderr.isatty()) as bar:
+    """Embed on ``workers`` processes with a progress bar on a terminal (a line every tenth of the
+    way into a log otherwise) and a closing count."""
+    terminal = sys.stderr.isatty()
+    step = max(1, len(images) // 10)
+    with tqdm(total=len(images), desc=spec.name, unit="image", disable=not terminal) as bar:
         results = []
         for embedded in embed_parallel(spec, images, max(1, workers)):
             results.append(embedded)
             bar.update()
-    print(f"{spec.name}: {len(results)} images embedded on {max(1, workers)} processes", file=sys.stderr)
+            if not terminal and (len(results) % step == 0 or len(results) == len(images)):
+                print(f"{spec.name}: {len(results)} of {len(images)} images embedded", file=sys.stderr, flush=True)
+    count = max(1, workers)
+    print(f"{spec.name}: {len(results)} images embedded on {count} process{'es' if count > 1 else ''}", file=sys.stderr)
     return results
 
 
@@ -66,7 +75,7 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
             return 2
         pipelines = [StackPipeline(login)]
     if args.anchor:
-        pipelines.append(PipelineSpec("plain-dlib"))
+        pipelines.append(PipelineSpec("plain-dlib", face_rule=args.face))
     runs, plotted = {}, {}
     for pipeline in pipelines:
         if isinstance(pipeline, StackPipeline):
@@ -81,6 +90,7 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
             print(f"error: {pipeline.name}: {error}; failures to enrol: {dict(failures)}", file=sys.stderr)
             return 1
         runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores, metric=metric)
+        runs[pipeline.name]["face_rule"] = args.face
         plotted[pipeline.name] = curves(scores)
     report = write_report(args.out, runs, plotted)
     for name, metrics in runs.items():
@@ -115,6 +125,14 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsL
         )
         return 2
     dataset = load_dataset(args.dataset, args.pairs, args.groups)
+    try:
+        if args.leave_out_group:
+            leave_out_groups(dataset, args.leave_out_group)
+        if args.per_group and dataset.pairs is None:
+            check_groups(dataset, args.target_fmr, args.target_fpir)
+    except CalibrationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     embedded = _embed(spec, dataset.images, args.workers)
     try:
         record = calibrate(
@@ -126,6 +144,7 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsL
             args.target_fmr,
             per_group=args.per_group,
             target_fpir=args.target_fpir,
+            groups_left_out=args.leave_out_group,
         )
     except CalibrationError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -204,4 +223,4 @@ def _rate(value: float | None, interval: tuple[float, float] | None) -> str:
     """A rate with its 95 % interval, or why there is none."""
     if value is None or interval is None:
         return "n/a (too few pairs)"
-    return f"{value:.4g} [{interval[0]:.2g}, {interval[1]:.2g}]"
+    return f"{value:.4g} [{interval[0]:.4g}, {interval[1]:.4g}]"

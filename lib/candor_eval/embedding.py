@@ -21,6 +21,7 @@ from candor_embedder import EmbeddingEngine, build_engine
 from candor_eval.dataset import LabelledImage
 from candor_kit import CandorError, subjects
 from candor_kit.bus import NatsLogin
+from candor_kit.logging import configure_command_logging
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
 from candor_kit.wheel_packs import SFACE_MODEL_ID, default_pack
 
@@ -55,6 +56,26 @@ def as_jpeg_or_png(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
+#: Which face of a photo with several an evaluation measures: ``centre``, the face whose box's
+#: centre is nearest the photo's (what a cropped, centred dataset such as LFW means), or
+#: ``largest``, the widest face (what a booking photo with a bystander means).
+FACE_RULES = ("centre", "largest")
+
+
+def chosen_face(boxes: list[tuple[float, float, float, float]], width: int, height: int, rule: str) -> int:
+    """The index of the face the rule picks among ``boxes`` (x, y, width, height)."""
+    if rule == "largest":
+        return max(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3])
+    if rule == "centre":
+
+        def off_centre(i: int) -> float:
+            x, y, w, h = boxes[i]
+            return (x + w / 2 - width / 2) ** 2 + (y + h / 2 - height / 2) ** 2
+
+        return min(range(len(boxes)), key=off_centre)
+    raise ValueError(f"unknown face rule {rule!r}; known: {', '.join(FACE_RULES)}")
+
+
 class CandorPipeline:
     """The detector and embedder code the services run, called in-process."""
 
@@ -67,13 +88,15 @@ class CandorPipeline:
         limits: DecodeLimits | None = None,
         finder: str = "yunet",
         detector: FaceDetector | OnnxFaceDetector | None = None,
+        face_rule: str = "centre",
     ) -> None:
         self._detector = detector or dlib_chip_detector(finder, crop_fallback=crop_fallback)
         self._engine = engine
         self._limits = limits or DecodeLimits()
+        self._face_rule = face_rule
 
     def embed(self, image: LabelledImage) -> Embedded:
-        """The largest face's vector."""
+        """The vector of the face the rule picks."""
         try:
             decoded = decode_image(as_jpeg_or_png(image.path.read_bytes()), self._limits)
         except (CandorError, ValueError) as exc:
@@ -81,15 +104,19 @@ class CandorPipeline:
         faces = self._detector.detect(decoded)
         if not faces:
             return Embedded(image, None, "no face found")
-        return Embedded(image, self._engine.embed([faces[0].chip])[0], faces_found=len(faces))
+        size = (decoded.original_width, decoded.original_height)
+        face = faces[chosen_face([f.box for f in faces], *size, self._face_rule)]
+        return Embedded(image, self._engine.embed([face.chip])[0], faces_found=len(faces))
 
 
 class PlainDlib:
-    """The anchor: dlib as a plain user calls it (full resolution, upsampled once, dlib's own chip)."""
+    """The anchor: dlib as a plain user calls it (full resolution, upsampled once, dlib's own chip),
+    on the face the same rule picks."""
 
     name = "plain-dlib"
 
-    def __init__(self) -> None:
+    def __init__(self, face_rule: str = "centre") -> None:
+        self._face_rule = face_rule
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(dlib_model_file(DLIB_LANDMARKS_5)))
         self._net = dlib.face_recognition_model_v1(str(dlib_model_file(DLIB_RESNET)))
@@ -103,8 +130,9 @@ class PlainDlib:
         rects = list(self._detector(rgb, 1))
         if not rects:
             return Embedded(image, None, "no face found")
-        largest = max(rects, key=lambda rect: rect.width() * rect.height())
-        shape = self._predictor(rgb, largest)
+        boxes = [(rect.left(), rect.top(), rect.width(), rect.height()) for rect in rects]
+        chosen = rects[chosen_face(boxes, rgb.shape[1], rgb.shape[0], self._face_rule)]
+        shape = self._predictor(rgb, chosen)
         vector = np.asarray(self._net.compute_face_descriptor(rgb, shape), dtype=np.float32)
         return Embedded(image, vector, faces_found=len(rects))
 
@@ -138,6 +166,8 @@ class PipelineSpec:
     #: An ONNX model pack's folder: its detector and recogniser instead of YuNet and dlib's.
     pack: str | None = None
     accepted_licences: tuple[str, ...] = ()
+    #: Which face of a photo with several is measured (FACE_RULES).
+    face_rule: str = "centre"
 
     @property
     def name(self) -> str:
@@ -147,7 +177,7 @@ class PipelineSpec:
     def build(self) -> CandorPipeline | PlainDlib:
         """The pipeline, with its models loaded."""
         if self.kind == "plain-dlib":
-            return PlainDlib()
+            return PlainDlib(self.face_rule)
         pack = self.pack or (str(default_pack().path) if self.model == SFACE_MODEL_ID else None)
         if pack is not None:
             from candor_detector.onnx_faces import OnnxFaceDetector
@@ -155,8 +185,9 @@ class PipelineSpec:
 
             engine = build_engine("onnx", None, None, pack, accepted_licences=self.accepted_licences)
             detector = OnnxFaceDetector(load_model_pack(Path(pack)), accepted_licences=self.accepted_licences)
-            return CandorPipeline(engine, detector=detector)
-        return CandorPipeline(build_engine("dlib", None, None), crop_fallback=self.crop_fallback, finder=self.finder)
+            return CandorPipeline(engine, detector=detector, face_rule=self.face_rule)
+        engine = build_engine("dlib", None, None)
+        return CandorPipeline(engine, crop_fallback=self.crop_fallback, finder=self.finder, face_rule=self.face_rule)
 
 
 def available_cores() -> int:
@@ -172,6 +203,7 @@ def _start_worker(spec: PipelineSpec) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one image per core: OpenCV's own threads would only contend
+    configure_command_logging()  # a spawned worker starts with structlog's default, stdout
     _worker_pipeline = spec.build()
 
 

@@ -40,6 +40,21 @@ def _interval(value: Any, interval: Any) -> str:
     return f"{_fmt(value)} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
+def _far_from_balance(v: dict[str, Any]) -> list[str]:
+    """A warning when the operating threshold sits far from this data's equal-error point: one
+    error rate there is more than twice the EER and a point above it (a pack's nominal threshold
+    made for other photos, say)."""
+    op, eer = v["at_operating_threshold"], v["eer"]
+    if math.isnan(eer) or max(op["fmr"], op["fnmr"]) <= 2 * eer + 0.01:
+        return []
+    return [
+        "",
+        f"**The operating threshold is far from this data's balance point** (EER {eer:.4f} at distance "
+        f"{v['eer_threshold']:.3f}): calibrate the model on photos like these before using it "
+        "(`candor model calibrate`).",
+    ]
+
+
 def _search_rate(measured: dict[str, Any] | None) -> str:
     """A 1:N rate with its interval and counts, or why there is none."""
     if measured is None:
@@ -135,6 +150,10 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
             f"{metrics['dataset']['images']} images of {metrics['dataset']['identities']} identities; "
             f"failure to enrol: {f['count']} ({_fmt(f['rate'], 3)}) {f['reasons'] or ''}",
             "",
+            f"Face measured in a photo with several: the {metrics.get('face_rule', 'centre')} one "
+            f"({'nearest the photo centre' if metrics.get('face_rule', 'centre') == 'centre' else 'widest'}); "
+            f"{metrics.get('images_with_several_faces', 0)} photos held several faces.",
+            "",
             "### Verification (1:1)",
             "",
             f"{v['mated_pairs']} mated and {v['non_mated_pairs']} non-mated pairs. "
@@ -149,6 +168,7 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
         lines += [
             "",
             f"At the operating threshold {op['threshold']:.3f}: FMR {_fmt(op['fmr'])}, FNMR {_fmt(op['fnmr'])}.",
+            *_far_from_balance(v),
         ]
         if "kfold_accuracy" in v:
             k = v["kfold_accuracy"]
@@ -188,11 +208,12 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
                 "| group | mated pairs | non-mated pairs | FMR [95 % CI] | FNMR [95 % CI] | FMR ÷ lowest FMR |",
                 "|---|---|---|---|---|---|",
             ]
+            all_zero = all(g["fmr"] == 0 for g in groups)  # every FMR measured, and every one zero
             for g in groups:
+                ratio = "all zero" if all_zero else _fmt(g["fmr_ratio_to_lowest"], 2)
                 lines.append(
                     f"| {g['group']} | {g['mated_pairs']} | {g['non_mated_pairs']} | "
-                    f"{_interval(g['fmr'], g['fmr_ci'])} | {_interval(g['fnmr'], g['fnmr_ci'])} | "
-                    f"{_fmt(g['fmr_ratio_to_lowest'], 2)} |"
+                    f"{_interval(g['fmr'], g['fmr_ci'])} | {_interval(g['fnmr'], g['fnmr_ci'])} | {ratio} |"
                 )
         lines += ["", f"![DET](det-{name}.png) ![ROC](roc-{name}.png) ![distances](hist-{name}.png)", ""]
     report = out / "report.md"

@@ -354,6 +354,14 @@ GATEWAY_ALLOW_UNCALIBRATED = Setting(
     "CANDOR_GATEWAY_ALLOW_UNCALIBRATED", "serve searches with an uncalibrated model (development only)", "false",
     "choice", choices=("true", "false"),
 )  # fmt: skip
+GATEWAY_CALIBRATION_RULE = Setting(
+    "CANDOR_GATEWAY_CALIBRATION_RULE",
+    "the rule a model's calibration must follow to be searched with: any, or every-group (each group of "
+    "the labelled data held to the target FMR and FPIR: candor model calibrate --per-group)",
+    "any",
+    "choice",
+    choices=("any", "every-group"),
+)
 GATEWAY_MODEL_REGISTRY = Setting(
     "CANDOR_MODEL_REGISTRY",
     "folder of model calibration records",
@@ -428,6 +436,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         GATEWAY_MAX_INFLIGHT,
         GATEWAY_ALLOW_UNCALIBRATED,
         GATEWAY_MODEL_REGISTRY,
+        GATEWAY_CALIBRATION_RULE,
         AUDIT_STREAM_REPLICAS,
         INGEST_STREAM_REPLICAS,
     ),

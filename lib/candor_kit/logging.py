@@ -33,3 +33,9 @@ def configure_logging(service: str, level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def configure_command_logging() -> None:
+    """For a command a person runs (``candor``, its worker processes): the libraries' log lines
+    (a model loaded, say) go to stderr, so stdout carries the results alone."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))

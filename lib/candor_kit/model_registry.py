@@ -42,6 +42,8 @@ class CalibrationRecord:
     target_fpir: float | None = None
     #: 1:N figures at the threshold (rank-1, FNIR, FPIR with intervals), overall and per group.
     identification: dict[str, Any] = field(default_factory=dict)
+    #: Groups of the labels left out of an every-group calibration by name (--leave-out-group).
+    groups_left_out: list[str] = field(default_factory=list)
 
     @property
     def calibration_id(self) -> str:
@@ -51,7 +53,8 @@ class CalibrationRecord:
         their ids.
         """
         fields = asdict(self)
-        for name, default in (("rule", "overall"), ("target_fpir", None), ("identification", {})):
+        defaults = (("rule", "overall"), ("target_fpir", None), ("identification", {}), ("groups_left_out", []))
+        for name, default in defaults:
             if fields[name] == default:
                 del fields[name]
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,13 @@ def test_another_version_is_not_covered_by_the_calibration(tmp_path: Path) -> No
     newer.version = "2.0"
     with pytest.raises(PreconditionFailed):
         CalibrationGate(registry, allow_uncalibrated=False).calibrated(newer)
+
+
+def test_a_deployment_can_demand_the_every_group_rule(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path)
+    registry.save(record(0.55))  # the overall rule
+    with pytest.raises(PreconditionFailed, match="follows the rule overall; this deployment requires every-group"):
+        CalibrationGate(registry, allow_uncalibrated=False, required_rule="every-group").calibrated(MODEL)
+    registry.save(dataclasses.replace(record(0.5), rule="every-group"))
+    model = CalibrationGate(registry, allow_uncalibrated=False, required_rule="every-group").calibrated(MODEL)
+    assert model.threshold == pytest.approx(0.5)

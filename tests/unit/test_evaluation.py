@@ -127,8 +127,9 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
          str(sample_dataset), "--target-fmr", "0.2", "--per-group", "--workers", "1", "--registry", str(registry)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    # Only obama has several photos, so no group has a non-mated 1:N search to measure FPIR on.
-    assert per_group.returncode == 2 and "an FPIR of 0.01 takes at least 100 non-mated searches" in per_group.stderr
+    # Only obama has several photos: the groups cannot measure an FPIR, said before any embedding.
+    assert per_group.returncode == 2 and "A (3 strangers' searches; FPIR 0.01 takes 100)" in per_group.stderr
+    assert "B (0 strangers' searches; FPIR 0.01 takes 100)" in per_group.stderr
 
 
 def test_pair_list_with_folds_gives_the_k_fold_accuracy(sample_dataset: Path, tmp_path: Path) -> None:
@@ -265,3 +266,26 @@ def test_a_cosine_model_is_scored_in_cosine_distance() -> None:
     dataset.pairs = [Pair(ordered[0].image.key, ordered[1].image.key, False)]
     [listed] = pair_scores(dataset, unit, "cosine").distances
     assert listed == pytest.approx(expected[0], abs=1e-5)
+
+
+def test_group_sizes_are_checked_before_anything_is_embedded_and_a_group_can_be_left_out(
+    sample_dataset: Path, tmp_path: Path
+) -> None:
+    from candor_eval.calibration import check_groups, leave_out_groups
+
+    dataset = load_dataset(sample_dataset)  # group A: 6 photos of 4 people; B: 4 photos of 4
+    with pytest.raises(CalibrationError, match=r"A \(12 non-mated pairs; FMR 0.1 takes 10\)|B \(6 non-mated pairs"):
+        check_groups(dataset, 0.1, 0.5)
+    leave_out_groups(dataset, ["B"])
+    with pytest.raises(CalibrationError, match=r"A \(3 strangers' searches; FPIR 0.1 takes 10\)"):
+        check_groups(dataset, 0.1, 0.1)
+    with pytest.raises(CalibrationError, match="no group C in the labels; the groups are A"):
+        leave_out_groups(dataset, ["C"])
+    # Through the command, the refusal comes before any photo is embedded (no progress line).
+    refused = subprocess.run(
+        [CANDOR, "--data", str(tmp_path / "no-stack"), "model", "calibrate", "sface", "--dataset",
+         str(sample_dataset), "--target-fmr", "0.1", "--per-group", "--registry", str(tmp_path / "models")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "B (6 non-mated pairs; FMR 0.1 takes 10)" in refused.stderr
+    assert "embedded" not in refused.stderr

@@ -10,9 +10,11 @@ from candor_kit.model_registry import ModelRegistry
 class CalibrationGate:
     """Looks up a model's calibration; refuses an uncalibrated model unless allowed for testing."""
 
-    def __init__(self, registry: ModelRegistry | None, allow_uncalibrated: bool) -> None:
+    def __init__(self, registry: ModelRegistry | None, allow_uncalibrated: bool, required_rule: str = "any") -> None:
         self._registry = registry
         self.allow_uncalibrated = allow_uncalibrated
+        #: "every-group": only a calibration that held every group to its targets is used.
+        self.required_rule = required_rule
 
     def summary(self) -> list[dict[str, object]]:
         """What the registry holds, for the audit record of the gateway's configuration."""
@@ -23,6 +25,7 @@ class CalibrationGate:
                 "version": r.model_version,
                 "threshold": r.threshold,
                 "calibration_id": r.calibration_id,
+                "rule": r.rule,
             }
             for r in records
         ]
@@ -37,6 +40,11 @@ class CalibrationGate:
                     "on labelled data first"
                 )
             return model
+        if self.required_rule != "any" and record.rule != self.required_rule:
+            raise PreconditionFailed(
+                f"the calibration of {model.id} {model.version} follows the rule {record.rule}; this deployment "
+                f"requires {self.required_rule}: run `candor model calibrate {model.id} --per-group` with groups.csv"
+            )
         if record.metric != model.metric:
             raise PreconditionFailed(
                 f"calibration of {model.id} is for {record.metric}, the model reports {model.metric}"

@@ -85,6 +85,7 @@ class GatewaySettings:
         max_inflight = env.get(catalogue.GATEWAY_MAX_INFLIGHT)
         registry_dir = env.get(catalogue.GATEWAY_MODEL_REGISTRY)
         allow = env.get(catalogue.GATEWAY_ALLOW_UNCALIBRATED)
+        required_rule = env.get(catalogue.GATEWAY_CALIBRATION_RULE)
         stream_replicas = env.get(catalogue.AUDIT_STREAM_REPLICAS)
         policy_reload_s = env.get(catalogue.GATEWAY_POLICY_RELOAD_S)
         retention_sweep_s = env.get(catalogue.GATEWAY_RETENTION_SWEEP_S)
@@ -104,7 +105,9 @@ class GatewaySettings:
             max_image_bytes=max_image_bytes,
             min_enrol_face_px=min_face,
             max_inflight=max_inflight,
-            calibration=CalibrationGate(ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true"),
+            calibration=CalibrationGate(
+                ModelRegistry(Path(registry_dir)) if registry_dir else None, allow == "true", required_rule
+            ),
             audit_stream_replicas=stream_replicas,
             min_enrol_blur=min_enrol_blur,
             import_backlog=import_backlog,
@@ -423,6 +426,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
                 "max_image_bytes": settings.max_image_bytes,
                 "max_inflight": settings.max_inflight,
                 "allow_uncalibrated_models": settings.calibration.allow_uncalibrated,
+                "required_calibration_rule": settings.calibration.required_rule,
                 "calibrations": settings.calibration.summary(),
                 "photo_store": settings.photos.bucket_name,
             },
