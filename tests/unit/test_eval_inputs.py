@@ -90,5 +90,6 @@ def test_a_threshold_far_from_the_balance_point_is_flagged() -> None:
     # w600k_mbf at its nominal 0.6 on aligned crops: no false match, but 5.3 % of mates missed.
     far = {"eer": 0.004, "eer_threshold": 0.84, "at_operating_threshold": {"threshold": 0.6, "fmr": 0.0, "fnmr": 0.053}}
     assert "far from this data's balance point" in "".join(_far_from_balance(far))
-    near = {"eer": 0.004, "eer_threshold": 0.64, "at_operating_threshold": {"threshold": 0.642, "fmr": 0.001, "fnmr": 0.0}}
+    balanced = {"threshold": 0.642, "fmr": 0.001, "fnmr": 0.0}
+    near = {"eer": 0.004, "eer_threshold": 0.64, "at_operating_threshold": balanced}
     assert _far_from_balance(near) == []
