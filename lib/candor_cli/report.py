@@ -200,7 +200,9 @@ def _models_section(report: OversightReport) -> list[str]:
             f"Threshold {float(details.get('threshold', 0)):.4f} ({details.get('metric', '')} distance), rule "
             f"{details.get('rule', 'overall')}: FMR at most {details.get('target_fmr')}"
             + (f", FPIR at most {details['target_fpir']}" if details.get("target_fpir") else "")
-            + f"; dataset {str(details.get('dataset_fingerprint', ''))[:12]}.",
+            + f"; dataset {str(details.get('dataset_fingerprint', ''))[:12]}"
+            + (f", calibrated {details['created_at']}" if details.get("created_at") else "")
+            + ".",
             "",
         ]
         ident = {row.get("group"): row for row in (details.get("identification") or {}).get("per_group", [])}

@@ -91,6 +91,9 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
             return 1
         runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores, metric=metric)
         runs[pipeline.name]["face_rule"] = args.face
+        runs[pipeline.name]["threshold_rule"] = (
+            "given with --threshold" if args.threshold is not None else f"{model.id}'s nominal threshold"
+        )
         plotted[pipeline.name] = curves(scores)
     report = write_report(args.out, runs, plotted)
     for name, metrics in runs.items():
@@ -186,6 +189,7 @@ async def audit_calibration(login: NatsLogin, record: CalibrationRecord, actor: 
                 "calibration_id": record.calibration_id,
                 "dataset_fingerprint": record.dataset_fingerprint,
                 "rule": record.rule,
+                "created_at": record.created_at,
                 "target_fpir": record.target_fpir,
                 "metric": record.metric,
                 # The evidence an oversight report shows beside the searches run under it.

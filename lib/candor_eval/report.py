@@ -40,6 +40,52 @@ def _interval(value: Any, interval: Any) -> str:
     return f"{_fmt(value)} [{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
+def _fairness_first(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """The report's first table: each group's FMR and FNMR with intervals and the worst-to-best
+    FMR ratio, at the threshold named with the rule that set it, and plainly whether the pairs
+    can show a difference between the groups at all."""
+    lines = []
+    for name, metrics in runs.items():
+        groups = metrics["per_group"]["groups"]
+        if not groups:
+            continue
+        threshold = metrics["per_group"]["threshold"]
+        rule = metrics.get("threshold_rule", "the operating threshold")
+        lines += [
+            f"## Per group first: {name} at {threshold:.3f} ({rule})",
+            "",
+            "| group | FMR [95 % CI] | FNMR [95 % CI] | FMR ÷ lowest |",
+            "|---|---|---|---|",
+        ]
+        measured = [g for g in groups if g["fmr"] is not None]
+        all_zero = bool(measured) and all(g["fmr"] == 0 for g in measured)
+        for g in groups:
+            ratio = "all zero" if all_zero and g["fmr"] is not None else _fmt(g["fmr_ratio_to_lowest"], 2)
+            fmr, fnmr = _interval(g["fmr"], g["fmr_ci"]), _interval(g["fnmr"], g["fnmr_ci"])
+            lines.append(f"| {g['group']} | {fmr} | {fnmr} | {ratio} |")
+        ratios = [g["fmr_ratio_to_lowest"] for g in measured if g["fmr_ratio_to_lowest"] is not None]
+        if ratios:
+            lines.append(f"\nWorst-to-best FMR ratio: {max(ratios):.2f}.")
+        lines += ["", _difference_shown(measured), ""]
+    return lines
+
+
+def _difference_shown(groups: list[dict[str, Any]]) -> str:
+    """Whether the groups' FMR intervals are apart: if every pair overlaps, the pairs are too few
+    to show a difference, whatever the figures look like."""
+    if len(groups) < 2:
+        return "Fewer than two groups have enough non-mated pairs to compare."
+    apart = [
+        (a["group"], b["group"])
+        for index, a in enumerate(groups)
+        for b in groups[index + 1 :]
+        if a["fmr_ci"][1] < b["fmr_ci"][0] or b["fmr_ci"][1] < a["fmr_ci"][0]
+    ]
+    if not apart:
+        return "Every group's FMR interval overlaps every other's: these pairs are too few to show a difference."
+    return "FMR intervals apart (a real difference at 95 %): " + ", ".join(f"{a} and {b}" for a, b in apart) + "."
+
+
 def _far_from_balance(v: dict[str, Any]) -> list[str]:
     """A warning when the operating threshold sits far from this data's equal-error point: one
     error rate there is more than twice the EER and a point above it (a pack's nominal threshold
@@ -137,7 +183,7 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], curves_by_run: dict
     """Write metrics.json, the plots and report.md for one or more pipelines; returns report.md."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(runs, indent=2, sort_keys=True, default=float))
-    lines = ["# Face recognition evaluation", ""]
+    lines = ["# Face recognition evaluation", "", *_fairness_first(runs)]
     for name, metrics in runs.items():
         threshold = metrics["per_group"]["threshold"]
         plot_det(curves_by_run[name], out / f"det-{name}.png", f"DET ({name})")

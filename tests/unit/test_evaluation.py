@@ -105,6 +105,10 @@ def test_eval_command_writes_the_report_and_calibrate_command_the_registry(
     assert json.loads((out / "metrics.json").read_text())["candor"]["verification"]["mated_pairs"] == 3
     report = (out / "report.md").read_text()
     assert "Per group at threshold 0.642" in report and "| FMR [95 % CI] |" in report  # SFace, the default
+    # The fairness table comes first, naming the threshold's rule and what the pairs can show.
+    assert report.index("## Per group first: candor at 0.642 (sface's nominal threshold)") < report.index("## candor")
+    assert "Fewer than two groups have enough non-mated pairs to compare." in report
+    assert "Face measured in a photo with several: the centre one" in report
     assert "| A | 3 | 12 | n/a (too few pairs) |" in report  # under 20 pairs: no figure, no interval
 
     registry = tmp_path / "models"
