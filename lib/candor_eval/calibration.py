@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping, Sequence
 from math import inf
 
+import numpy as np
+
 from candor_eval.dataset import Dataset
 from candor_eval.embedding import Embedded
 from candor_eval.evaluate import PairScores, identification, identification_summary, identity_groups, pair_scores
@@ -73,7 +75,7 @@ def calibrate(
         model_id=model_id,
         model_version=model_version,
         metric=metric,
-        threshold=_round_down(threshold),
+        threshold=threshold,
         target_fmr=target_fmr,
         achieved_fmr=fmr_at(scores.impostor, threshold),
         tar_at_threshold=1.0 - fnmr_at(scores.genuine, threshold),
@@ -174,7 +176,13 @@ def _strictest(non_mated: Mapping[str, Sequence[float]], target: float, rate: st
 
 
 def _round_down(value: float, places: int = 6) -> float:
-    """``value`` to ``places`` decimals, never above it."""
+    """``value`` to ``places`` decimals, never above it, then the float32 at or under that: the
+    one number the record, the gateway's float32 ModelRef and the float32 distances all compare
+    against, so a threshold means the same everywhere."""
     scale = 10**places
     rounded = math.floor(value * scale) / scale
-    return rounded if rounded <= value else rounded - 1 / scale
+    rounded = rounded if rounded <= value else rounded - 1 / scale
+    single = np.float32(rounded)
+    if float(single) > rounded:
+        single = np.nextafter(single, np.float32(-np.inf))
+    return float(single)

@@ -47,6 +47,11 @@ def test_the_packs_are_listed_with_their_terms(packs: Path) -> None:
     listed = subprocess.run([CANDOR, "models", "list", "--root", str(packs)], capture_output=True, text=True).stdout
     assert "sface 1  cosine 128-d  detection, recognition  OpenCV Zoo SFace 2021dec (Apache-2.0)" in listed
     assert "w600k_mbf 1  cosine 512-d" in listed and "[non-commercial research use only: needs acceptance]" in listed
+    accepted = subprocess.run(
+        [CANDOR, "models", "list", "--root", str(packs)],
+        capture_output=True, text=True, env={**os.environ, "CANDOR_ACCEPT_MODEL_LICENCES": "w600k_mbf"},
+    ).stdout  # fmt: skip
+    assert "[non-commercial research use only: accepted in CANDOR_ACCEPT_MODEL_LICENCES]" in accepted
 
 
 def test_sface_gives_what_opencvs_own_sface_gives(packs: Path, samples: Path) -> None:
