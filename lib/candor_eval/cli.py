@@ -25,6 +25,9 @@ from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 from candor_kit.wheel_packs import SFACE_MODEL_ID
 
+#: dlib's published operating point (Euclidean), at which the plain-dlib anchor is measured.
+DLIB_THRESHOLD = 0.6
+
 
 def _model_and_spec(args: argparse.Namespace) -> tuple[ModelInfo, PipelineSpec]:
     """The model the run measures and how each worker builds its pipeline: a pack's (--model-pack),
@@ -82,18 +85,25 @@ def run_eval(args: argparse.Namespace, login: NatsLogin | None = None) -> int:
             embedded = pipeline.embed_all(dataset.images)
         else:
             embedded = _embed(pipeline, dataset.images, args.workers)
-        metric = "euclidean" if pipeline.name == PlainDlib.name else model.metric
+        anchor = pipeline.name == PlainDlib.name
+        metric = "euclidean" if anchor else model.metric
+        # The anchor is plain dlib, measured at dlib's published threshold whatever model runs beside it.
+        used = DLIB_THRESHOLD if anchor and model.metric != "euclidean" else threshold
+        if anchor and model.metric != "euclidean":
+            rule = f"dlib's published {DLIB_THRESHOLD}"
+        elif args.threshold is not None:
+            rule = "given with --threshold"
+        else:
+            rule = f"{model.id}'s nominal threshold"
         try:
             scores = pair_scores(dataset, embedded, metric)
         except ValueError as error:
             failures = Counter(e.failure for e in embedded if e.vector is None)
             print(f"error: {pipeline.name}: {error}; failures to enrol: {dict(failures)}", file=sys.stderr)
             return 1
-        runs[pipeline.name] = summarise(dataset, embedded, threshold, scores=scores, metric=metric)
+        runs[pipeline.name] = summarise(dataset, embedded, used, scores=scores, metric=metric)
         runs[pipeline.name]["face_rule"] = args.face
-        runs[pipeline.name]["threshold_rule"] = (
-            "given with --threshold" if args.threshold is not None else f"{model.id}'s nominal threshold"
-        )
+        runs[pipeline.name]["threshold_rule"] = rule
         plotted[pipeline.name] = curves(scores)
     report = write_report(args.out, runs, plotted)
     for name, metrics in runs.items():
