@@ -182,45 +182,72 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class CalibrationView:
+    """One calibration searches ran under, ready to show: a title, a summary line, and per group
+    the cells FMR, FNMR, rank-1, FNIR and FPIR (each with its interval, or why there is none)."""
+
+    title: str
+    summary: str
+    rows: list[tuple[str, str, str, str, str, str]]
+
+
+def models_view(report: OversightReport) -> tuple[list[tuple[str, str, str, str, int]], list[CalibrationView]]:
+    """The models and calibrations searches ran under, as the Markdown report and the review desk
+    show them: (model, metric, threshold, calibration, searches) rows, and each calibration."""
+    models = [
+        (name, metric, f"{threshold:.4f}", calibration[:12] or "UNCALIBRATED (the model's nominal threshold)", count)
+        for (name, metric, threshold, calibration), count in sorted(report.models.items())
+    ]
+    views = []
+    for calibration, details in sorted(report.calibrations.items()):
+        summary = (
+            f"Threshold {float(details.get('threshold', 0)):.4f} ({details.get('metric', '')} distance), rule "
+            f"{details.get('rule', 'overall')}: FMR at most {details.get('target_fmr')}"
+            + (f", FPIR at most {details['target_fpir']}" if details.get("target_fpir") else "")
+            + f"; dataset {str(details.get('dataset_fingerprint', ''))[:12]}"
+            + (f", calibrated {details['created_at']}" if details.get("created_at") else "")
+            + "."
+        )
+        ident = {row.get("group"): row for row in (details.get("identification") or {}).get("per_group", [])}
+        groups = {row.get("group"): row for row in details.get("per_group") or []}
+        rows = []
+        for group in sorted(set(groups) | set(ident), key=str):
+            pair, search = groups.get(group, {}), ident.get(group, {})
+            rows.append(
+                (
+                    str(group),
+                    _interval(pair.get("fmr"), pair.get("fmr_ci")),
+                    _interval(pair.get("fnmr"), pair.get("fnmr_ci")),
+                    _measured(search.get("rank1")),
+                    _measured(search.get("fnir")),
+                    _measured(search.get("fpir")),
+                )
+            )
+        title = f"Calibration {calibration[:12]}: {details.get('model')} {details.get('version')}"
+        views.append(CalibrationView(title, summary, rows))
+    return models, views
+
+
 def _models_section(report: OversightReport) -> list[str]:
     """The models and calibrations searches ran under, each calibration with its measured error
     rates per group, verification (FMR, FNMR) and 1:N (rank-1, FNIR, FPIR) at its threshold."""
     lines = ["## Models and calibrations in force", ""]
     if not report.models:
         return [*lines, "No search in this period."]
+    models, views = models_view(report)
     lines += ["| model | distance | threshold | calibration | searches |", "|---|---|---|---|---|"]
-    for (name, metric, threshold, calibration), count in sorted(report.models.items()):
-        shown = calibration[:12] if calibration else "UNCALIBRATED (the model's nominal threshold)"
-        lines.append(f"| {name} | {metric} | {threshold:.4f} | {shown} | {count} |")
-    for calibration, details in sorted(report.calibrations.items()):
-        lines += [
-            "",
-            f"### Calibration {calibration[:12]}: {details.get('model')} {details.get('version')}",
-            "",
-            f"Threshold {float(details.get('threshold', 0)):.4f} ({details.get('metric', '')} distance), rule "
-            f"{details.get('rule', 'overall')}: FMR at most {details.get('target_fmr')}"
-            + (f", FPIR at most {details['target_fpir']}" if details.get("target_fpir") else "")
-            + f"; dataset {str(details.get('dataset_fingerprint', ''))[:12]}"
-            + (f", calibrated {details['created_at']}" if details.get("created_at") else "")
-            + ".",
-            "",
-        ]
-        ident = {row.get("group"): row for row in (details.get("identification") or {}).get("per_group", [])}
-        groups = {row.get("group"): row for row in details.get("per_group") or []}
-        if not groups and not ident:
+    lines += [f"| {' | '.join(str(cell) for cell in row)} |" for row in models]
+    for view in views:
+        lines += ["", f"### {view.title}", "", view.summary, ""]
+        if not view.rows:
             lines.append("The calibration record carries no per-group figures.")
             continue
         lines += [
             "| group | FMR [95 % CI] | FNMR [95 % CI] | rank-1 | FNIR (1:N) | FPIR (1:N) |",
             "|---|---|---|---|---|---|",
         ]
-        for group in sorted(set(groups) | set(ident), key=str):
-            pair, search = groups.get(group, {}), ident.get(group, {})
-            lines.append(
-                f"| {group} | {_interval(pair.get('fmr'), pair.get('fmr_ci'))} | "
-                f"{_interval(pair.get('fnmr'), pair.get('fnmr_ci'))} | {_measured(search.get('rank1'))} | "
-                f"{_measured(search.get('fnir'))} | {_measured(search.get('fpir'))} |"
-            )
+        lines += [f"| {' | '.join(row)} |" for row in view.rows]
     return lines
 
 

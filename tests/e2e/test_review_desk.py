@@ -193,6 +193,9 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     reviews = page.locator("table.counts", has_text="Review outcomes")
     expect(reviews.locator("tr", has_text="confirmed")).to_contain_text("2")
     expect(reviews.locator("tr", has_text="disputed")).to_contain_text("1")
+    # The model and threshold the period's searches ran under (the demo stack's: uncalibrated).
+    models = page.locator("table.trail", has_text="Searches")
+    expect(models.locator("tr", has_text="sface 1")).to_contain_text("UNCALIBRATED")
     shot(page, "08-audrey-report")
     audrey.close()
 

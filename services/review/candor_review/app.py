@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from candor.gateway.v1 import gateway_pb2
-from candor_cli.report import compute
+from candor_cli.report import compute, models_view
 from candor_gateway.policy import CASE_NUMBER
 from candor_kit import Unauthenticated, metrics
 from candor_review.gateway import Gateway, open_channel
@@ -350,11 +350,17 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             raise Refused(400, "dates are YYYY-MM-DD") from exc
         if end < start or (end - start).days >= MAX_REPORT_DAYS:
             raise Refused(400, f"the period runs forward and covers at most {MAX_REPORT_DAYS} days")
-        records = await gateway_for(session).audit_records(
-            f"{start.isoformat()}T00:00:00Z", f"{(end + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
-        )
-        report = compute(records, (start.isoformat(), end.isoformat()))
-        return render(request, "report.html", report=report, start=start.isoformat(), end=end.isoformat())
+        gateway = gateway_for(session)
+        until = f"{(end + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
+        records = await gateway.audit_records(f"{start.isoformat()}T00:00:00Z", until)
+        # The evidence of each calibration the period's searches ran under, whenever it was made.
+        calibrations = await gateway.audit_records(None, until, kinds=["model.calibrated"])
+        report = compute(records, (start.isoformat(), end.isoformat()), calibrations)
+        models, calibrated = models_view(report)
+        return render(
+            request, "report.html", report=report, start=start.isoformat(), end=end.isoformat(),
+            models=models, calibrated=calibrated,
+        )  # fmt: skip
 
     # --- errors and headers --------------------------------------------------------------------
 

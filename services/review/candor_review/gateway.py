@@ -3,7 +3,7 @@ gateway authorises and audits every call as that user, with the trace context ca
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -65,14 +65,18 @@ class Gateway:
         request = gateway_pb2.GetCaseRequest(case_number=case_number)
         return await self._stub.GetCase(request, metadata=self._metadata(), timeout=self._timeout)
 
-    async def audit_records(self, since: str, until: str) -> list[audit_pb2.AuditRecord]:
-        """Every audit record of a period (RFC 3339 bounds), a page at a time."""
+    async def audit_records(
+        self, since: str | None, until: str, kinds: Sequence[str] = ()
+    ) -> list[audit_pb2.AuditRecord]:
+        """Every audit record of a period (RFC 3339 bounds; from the chain's start when ``since`` is
+        None), of the given kinds or all, a page at a time."""
         records: list[audit_pb2.AuditRecord] = []
         while True:
             request = gateway_pb2.ListAuditRecordsRequest(
-                after_sequence=records[-1].sequence if records else 0, limit=1000
+                after_sequence=records[-1].sequence if records else 0, limit=1000, kinds=list(kinds)
             )
-            request.since.FromJsonString(since)
+            if since is not None:
+                request.since.FromJsonString(since)
             request.until.FromJsonString(until)
             page = await self._stub.ListAuditRecords(request, metadata=self._metadata(), timeout=self._timeout)
             records.extend(page.records)
