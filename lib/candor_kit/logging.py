@@ -35,7 +35,18 @@ def configure_logging(service: str, level: str = "info") -> None:
     structlog.contextvars.bind_contextvars(service=service)
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a line is written, not when logging was set up
+    (a test's captured stream is closed after it; a redirected one replaced)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_command_logging() -> None:
     """For a command a person runs (``candor``, its worker processes): the libraries' log lines
     (a model loaded, say) go to stderr, so stdout carries the results alone."""
-    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(_CurrentStderr()))  # type: ignore[arg-type]
