@@ -16,7 +16,7 @@ from pathlib import Path
 
 from candor_kit.errors import ConfigError
 from candor_kit.model_files import SFACE, YUNET, default_model_dir
-from candor_kit.model_pack import MANIFEST, YUNET_DETECTION, ModelPack, load_model_pack
+from candor_kit.model_pack import MANIFEST, YUNET_DETECTION, ModelPack, load_model_pack, sha256_file
 
 #: The default model's id and version: they name its gallery collection, vectors and calibration.
 SFACE_MODEL_ID = "sface"
@@ -104,10 +104,16 @@ def write_wheel_manifest(name: str, known: WheelPack, target: Path) -> Path:
         manifest["licence_terms"] = known.licence_terms
     if known.nominal_threshold is not None:
         manifest["nominal_threshold"] = known.nominal_threshold
+    # Each file checked against its pin before the manifest vouches for it. Not through
+    # load_model_pack: insightface's parser imports OpenCV, which an image's build stage, without
+    # libGL, cannot load; the services parse and verify the pack at every start.
+    for item in (known.detection, known.recognition):
+        actual = sha256_file(target / item.name)
+        if actual != item.sha256:
+            raise ConfigError(f"{target / item.name} has SHA-256 {actual}, not the pinned {item.sha256}")
     partial = target / (MANIFEST + ".partial")
     partial.write_text(json.dumps(manifest, indent=2) + "\n")
     partial.replace(target / MANIFEST)
-    load_model_pack(target).verify()
     return target
 
 
