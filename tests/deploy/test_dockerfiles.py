@@ -103,9 +103,12 @@ def test_model_files_are_baked_in_and_checked_at_build(service: str) -> None:
     assert "dlib_model_file" in runs and "DLIB_RESNET" in runs
 
 
-def test_the_detector_image_fetches_yunet_at_build_and_checks_its_pin() -> None:
-    runs = " ".join(args for keyword, args in instructions(DOCKERFILES["detector"]) if keyword == "RUN")
-    assert "python -m candor_kit.model_fetch" in runs and "pinned_model_file(YUNET)" in runs
+@pytest.mark.parametrize("service", ["detector", "embedder"])
+def test_the_model_images_fetch_the_default_pack_at_build(service: str) -> None:
+    """model_fetch writes each file only if its SHA-256 is the pin, and the manifest only over
+    pinned files (tests/unit/test_model_files.py); the build fails otherwise."""
+    runs = " ".join(args for keyword, args in instructions(DOCKERFILES[service]) if keyword == "RUN")
+    assert "python -m candor_kit.model_fetch" in runs
 
 
 def test_the_build_context_carries_only_what_the_images_copy() -> None:

@@ -126,3 +126,17 @@ def test_set_up_makes_the_model_folder_the_default_models_pack() -> None:
     pack.verify()
     assert (pack.model_id, pack.version, pack.metric, pack.embedding_dimension) == ("sface", "1", "cosine", 128)
     assert pack.nominal_threshold == SFACE_THRESHOLD and pack.input_size == 112
+
+
+def test_the_default_packs_manifest_is_written_only_over_pinned_files(tmp_path: Path) -> None:
+    from candor_kit.wheel_packs import SFACE_MODEL_ID, SFACE_PACK, write_wheel_manifest
+
+    for pinned in OPENCV_ZOO_FILES:
+        shutil.copyfile(default_model_dir() / pinned.name, tmp_path / pinned.name)
+    write_wheel_manifest(SFACE_MODEL_ID, SFACE_PACK, tmp_path)
+    assert (tmp_path / "manifest.json").is_file()
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / YUNET.name).write_bytes(b"an onnx file, supposedly")
+    with pytest.raises(ConfigError, match="not the pinned"):
+        write_wheel_manifest(SFACE_MODEL_ID, SFACE_PACK, tmp_path)
+    assert not (tmp_path / "manifest.json").exists()
