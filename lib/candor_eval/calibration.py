@@ -41,7 +41,8 @@ def calibrate(
     the threshold, overall and per group, with their intervals.
     """
     scores = pair_scores(dataset, embedded, metric)
-    searches = identification(embedded, metric, identity_groups(dataset))
+    identities = identity_groups(dataset)
+    searches = identification(embedded, metric, identities)
     threshold = threshold_for_fmr(scores.impostor, target_fmr)
     if threshold is None:
         raise CalibrationError(
@@ -52,13 +53,13 @@ def calibrate(
         threshold = min(
             threshold,
             _every_group_threshold(scores, target_fmr),
-            _every_group_fpir_threshold(dataset, searches, target_fpir),
+            _every_group_fpir_threshold(identities, searches, target_fpir),
         )
     # Rounded down, as written in the record: rounded to nearest, a threshold just under the next
     # non-mated distance could land on or past it and accept one non-mated pair too many.
     threshold = _round_down(threshold)
     groups = scores.group_rates(threshold, min_group_pairs)
-    ident = identification_summary(dataset, searches, threshold, min_group_pairs)
+    ident = identification_summary(identities, searches, threshold, min_group_pairs)
     figures = {
         "threshold": threshold,
         "mated_searches": ident["mated_searches"],
@@ -143,10 +144,11 @@ def _every_group_threshold(scores: PairScores, target_fmr: float) -> float:
     return _strictest(impostors, target_fmr, "FMR", "non-mated pairs", "")
 
 
-def _every_group_fpir_threshold(dataset: Dataset, searches: list[SearchOutcome], target_fpir: float) -> float:
-    """The largest threshold at which the non-mated 1:N searches of each group's members return
-    a candidate no more often than ``target_fpir``."""
-    identities = identity_groups(dataset)
+def _every_group_fpir_threshold(
+    identities: Mapping[str, str], searches: list[SearchOutcome], target_fpir: float
+) -> float:
+    """The largest threshold at which the non-mated 1:N searches of each group's members
+    (``identities``: identity to group) return a candidate no more often than ``target_fpir``."""
     tops: dict[str, list[float]] = {group: [] for group in identities.values()}
     for search in searches:
         group = identities.get(search.probe_identity)

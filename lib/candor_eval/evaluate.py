@@ -207,13 +207,14 @@ def _one_fold(by_identity: dict[str, list[Embedded]], held_out: set[str], metric
 
 
 def identification_summary(
-    dataset: Dataset,
+    groups: Mapping[str, str],
     searches: list[SearchOutcome],
     operating_threshold: float,
     min_searches: int = 20,
 ) -> dict[str, Any]:
     """Rank-1 and rank-10 hit rates, FNIR at fixed FPIRs, and FNIR and FPIR at the live threshold
-    (with intervals), overall and for each group of the probes' identities at the same thresholds."""
+    (with intervals), overall and for each group of the probes' identities (``groups``, identity to
+    group) at the same thresholds."""
     ident: dict[str, Any] = {
         "protocol": "two folds: every other identity with several images in the gallery (its first image), "
         "the rest non-mated, then the halves swapped; single-image identities as gallery distractors",
@@ -231,7 +232,6 @@ def identification_summary(
         ident["fnir_at_fpir"][f"{target:g}"] = None if result is None else {"fnir": result[0], "threshold": result[1]}
         if result is not None:
             thresholds[f"at_fpir_{target:g}"] = result[1]
-    groups = identity_groups(dataset)
     ident["per_group"] = group_search_rates(searches, groups, thresholds, CANDIDATE_LIST, min_searches)
     return ident
 
@@ -279,8 +279,9 @@ def summarise(
         mean, std, per_fold = kfold_accuracy(scores.distances, scores.mated, scores.folds)
         verification["kfold_accuracy"] = {"mean": mean, "std": std, "per_fold": per_fold}
 
-    searches = identification(embedded, metric, identity_groups(dataset))
-    ident = identification_summary(dataset, searches, operating_threshold)
+    identities = identity_groups(dataset)
+    searches = identification(embedded, metric, identities)
+    ident = identification_summary(identities, searches, operating_threshold)
 
     groups = [rate.__dict__ for rate in scores.group_rates(operating_threshold, min_group_pairs)]
 
