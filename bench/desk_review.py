@@ -103,7 +103,9 @@ def main() -> None:
         try:
             run = [str(CANDOR), "--data", str(stack.data)]
             for subject, photo in (("obama", "obama.jpg"), ("biden", "biden.jpg")):
-                subprocess.run([*run, "enroll", str(samples / photo), "--subject", subject], check=True, capture_output=True)
+                subprocess.run(
+                    [*run, "enroll", str(samples / photo), "--subject", subject], check=True, capture_output=True
+                )
             searches = []
             for index in range(args.searches):
                 found = subprocess.run(

@@ -150,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--from", dest="start", required=True, type=dt.date.fromisoformat, help="first day, YYYY-MM-DD")
     report.add_argument("--to", dest="end", required=True, type=dt.date.fromisoformat, help="last day, YYYY-MM-DD")
     report.add_argument("--out", type=Path, default=Path("report"), help="folder for the report and its charts")
-    report.add_argument("--format", choices=("md", "html"), default="md")
+    report.add_argument(
+        "--format", choices=("md", "html", "csv", "pdf"), default="md", help="md and html come with PNG charts"
+    )
 
     token = commands.add_parser("token", help="bearer tokens").add_subparsers(dest="action", required=True)
     issue = token.add_parser("issue", help="sign a JWT for a user (development and tests)", parents=[common])
@@ -209,14 +211,23 @@ def _report(client: GatewayClient, start: dt.date, end: dt.date, folder: Path, f
     until.FromDatetime(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
     calibrations = client.audit_records(None, until, kinds=["model.calibrated"])
     made = oversight.compute(client.audit_records(since, until), (start.isoformat(), end.isoformat()), calibrations)
-    images = oversight.charts(made, folder)
-    text = oversight.markdown(made, images)
-    path = folder / ("report.md" if form == "md" else "report.html")
-    path.write_text(text if form == "md" else oversight.to_html(text, images))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"report.{form}"
+    if form == "csv":
+        path.write_text(oversight.to_csv(made))
+    elif form == "pdf":
+        path.write_bytes(oversight.to_pdf(made))
+    else:
+        images = oversight.charts(made, folder)
+        text = oversight.markdown(made, images)
+        path.write_text(text if form == "md" else oversight.to_html(text, images))
     print(f"oversight report {start} to {end}: {made.records} audit records -> {path}")
     searches = sum(made.searches_by_purpose.values())
     print(f"  searches {searches}, refused searches {made.outcomes['refused']}, deletions {len(made.deletions)}")
-    print(f"  refusals {sum(made.refusals_by_rule.values())}; busiest: {made.searches_by_user.most_common(3)}")
+    print(
+        f"  policy refusals {sum(made.refusals_by_rule.values())}, interface errors {sum(made.errors.values())}; "
+        f"busiest: {made.searches_by_user.most_common(3)}"
+    )
     return 0
 
 

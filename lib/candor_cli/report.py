@@ -1,20 +1,26 @@
 """``candor report``: the oversight report of a period, computed from the audit log alone.
 
-It counts searches by purpose and by outcome (candidates returned, none, refused), reviews
-(confirmed, rejected, disputed), refusals by rule, the busiest users, deletions, and the models
-and calibrations searches ran under, each calibration with its per-group error rates (from its
-``model.calibrated`` record), and writes them as Markdown or HTML with PNG charts. Nothing but
-the audit records feeds it, so anyone who can verify the chain can recompute every number.
+It counts searches by purpose and by outcome (candidates returned, none, refused), each reviewed
+candidate once by its latest outcome (confirmed, rejected, disputed), policy refusals by rule apart
+from interface errors (a malformed call, a missing search), the busiest users, deletions, and the
+models and calibrations searches ran under, each calibration with its per-group error rates (from
+its ``model.calibrated`` record), and writes them as Markdown, HTML with PNG charts, CSV or PDF.
+Nothing but the audit records feeds it, so anyone who can verify the chain can recompute every
+number. Every time it shows is UTC, in one format (:func:`utc`).
 """
 
 from __future__ import annotations
 
 import base64
+import csv
+import datetime as dt
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from markdown import markdown as render_markdown
 
 from candor.audit.v1 import audit_pb2
@@ -22,6 +28,10 @@ from candor_audit.export import record_details
 
 #: Review outcomes as the review workflow records them (review.confirmed, review.rejected, ...).
 REVIEW_OUTCOMES = ("confirmed", "rejected", "disputed")
+#: What the review outcomes count, said beside them.
+REVIEWS_NOTE = (
+    "Each reviewed candidate once, by its latest outcome; {settled} of them were disputes a supervisor settled."
+)
 DELETIONS = ("subject.deleted", "record.deleted")
 
 
@@ -33,8 +43,14 @@ class OversightReport:
     records: int = 0
     searches_by_purpose: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    #: Reviewed candidates by their latest outcome: each candidate counted once.
     reviews: Counter[str] = field(default_factory=Counter)
+    #: Of those, the disputes a supervisor settled (counted under the settled outcome).
+    settled_disputes: int = 0
+    #: Calls refused by a policy rule (purpose, role, own search, ...), as "action: rule".
     refusals_by_rule: Counter[str] = field(default_factory=Counter)
+    #: Calls refused as malformed or naming what does not exist, as "action: STATUS: reason".
+    errors: Counter[str] = field(default_factory=Counter)
     searches_by_user: Counter[str] = field(default_factory=Counter)
     deletions: list[dict[str, Any]] = field(default_factory=list)
     #: Searches by the model and calibration they ran under: (model, metric, threshold, calibration id).
@@ -52,6 +68,9 @@ def compute(
     its searches ran under from ``calibrations`` (``model.calibrated`` records up to the period's end)."""
     report = OversightReport(period=period, records=len(records))
     calibrated = {record_details(r).get("calibration_id"): record_details(r) for r in calibrations}
+    #: The latest outcome of each reviewed candidate, by (search, rank); whether it was disputed.
+    latest: dict[tuple[str, int], str] = {}
+    disputed: set[tuple[str, int]] = set()
     for record in records:
         event, details = record.event, record_details(record)
         if event.kind == "search.completed":
@@ -69,15 +88,21 @@ def compute(
             report.searches_by_user[event.actor] += 1
         if event.kind.endswith(".refused"):
             action = event.kind.removesuffix(".refused")
-            # A policy refusal names its rule; any other refusal is counted by its status and reason.
-            rule = details.get("rule") or f"{details.get('code', '?')}: {details.get('reason', '?')}"
-            report.refusals_by_rule[f"{action}: {rule}"] += 1
+            # A policy refusal names its rule; any other refusal is an interface error, counted by
+            # its status and reason.
+            if details.get("rule"):
+                report.refusals_by_rule[f"{action}: {details['rule']}"] += 1
+            else:
+                report.errors[f"{action}: {details.get('code', '?')}: {details.get('reason', '?')}"] += 1
         if event.kind.startswith("review.") and event.kind.removeprefix("review.") in REVIEW_OUTCOMES:
-            report.reviews[event.kind.removeprefix("review.")] += 1
+            candidate = (str(details.get("search_id", event.event_id)), int(details.get("rank", 0)))
+            latest[candidate] = event.kind.removeprefix("review.")
+            if latest[candidate] == "disputed":
+                disputed.add(candidate)
         if event.kind in DELETIONS:
             report.deletions.append(
                 {
-                    "when": event.occurred_at.ToJsonString(),
+                    "when": utc(event.occurred_at),
                     "by": event.actor,
                     "what": f"record {details['record_id']}"
                     if details.get("record_id")
@@ -85,11 +110,20 @@ def compute(
                     "reason": details.get("reason", ""),
                 }
             )
+    report.reviews.update(latest.values())
+    report.settled_disputes = sum(1 for candidate in disputed if latest[candidate] != "disputed")
     for outcome in ("candidates returned", "no candidate", "refused"):
         report.outcomes.setdefault(outcome, 0)
     for outcome in REVIEW_OUTCOMES:
         report.reviews.setdefault(outcome, 0)
     return report
+
+
+def utc(stamp: Timestamp) -> str:
+    """A timestamp as the one format every report and page shows: ``2026-11-28 10:00:06 UTC``."""
+    if not stamp.seconds and not stamp.nanos:
+        return ""
+    return stamp.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _chart(counts: Counter[str], title: str, path: Path, top: int = 12) -> Path:
@@ -118,7 +152,7 @@ def charts(report: OversightReport, folder: Path) -> dict[str, Path]:
         "purpose": _chart(report.searches_by_purpose, "Searches by purpose", folder / "searches-by-purpose.png"),
         "outcome": _chart(report.outcomes, "Searches by outcome", folder / "searches-by-outcome.png"),
         "reviews": _chart(report.reviews, "Reviews", folder / "reviews.png"),
-        "refusals": _chart(report.refusals_by_rule, "Refusals by rule", folder / "refusals-by-rule.png"),
+        "refusals": _chart(report.refusals_by_rule, "Policy refusals by rule", folder / "refusals-by-rule.png"),
         "users": _chart(report.searches_by_user, "Busiest users (searches)", folder / "busiest-users.png", top=10),
     }
 
@@ -150,19 +184,25 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
         "",
         "## Reviews",
         "",
+        REVIEWS_NOTE.format(settled=report.settled_disputes),
+        "",
         *_table(report.reviews, "outcome"),
         "",
         f"![reviews]({images['reviews'].name})",
         "",
-        "## Refusals by rule",
+        "## Policy refusals",
         "",
-        *(
-            _table(report.refusals_by_rule, "action: rule (or status: reason)")
-            if report.refusals_by_rule
-            else ["None."]
-        ),
+        "Calls the policy refused, by the rule that refused them.",
+        "",
+        *(_table(report.refusals_by_rule, "action: rule") if report.refusals_by_rule else ["None."]),
         "",
         f"![refusals by rule]({images['refusals'].name})",
+        "",
+        "## Interface errors",
+        "",
+        "Calls refused as malformed or naming what does not exist: no policy was at stake.",
+        "",
+        *(_table(report.errors, "action: status: reason") if report.errors else ["None."]),
         "",
         "## Busiest users",
         "",
@@ -276,3 +316,105 @@ def to_html(markdown_text: str, images: dict[str, Path]) -> str:
     style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td,th{border:1px solid #999;padding:.2em .6em}"
     head = f"<!doctype html><html lang='en'><head><meta charset='utf-8'><style>{style}</style></head>"
     return f"{head}<body>{body}</body></html>\n"
+
+
+#: The report's counted sections as CSV and PDF show them: (title, the counter's attribute).
+SECTIONS = (
+    ("searches by outcome", "outcomes"),
+    ("searches by purpose", "searches_by_purpose"),
+    ("review outcomes", "reviews"),
+    ("policy refusals", "refusals_by_rule"),
+    ("interface errors", "errors"),
+    ("searches by user", "searches_by_user"),
+)
+#: A spreadsheet runs a cell starting with one of these as a formula: such cells get a quote first.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> str:
+    text = str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def to_csv(report: OversightReport) -> str:
+    """The report as one CSV table: section, name, count, detail; every section's rows, the
+    deletions and the models searches ran under. A cell a spreadsheet would run as a formula is
+    quoted (a user name or a refusal's reason is the caller's word)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "name", "count", "detail"])
+    for title, attribute in SECTIONS:
+        for name, count in getattr(report, attribute).most_common():
+            writer.writerow([title, _cell(name), count, ""])
+    writer.writerow(["review outcomes", "settled disputes (within the outcomes above)", report.settled_disputes, ""])
+    for deletion in report.deletions:
+        detail = f"{deletion['when']} by {deletion['by']}: {deletion['reason']}"
+        writer.writerow(["deletions", _cell(deletion["what"]), "", _cell(detail)])
+    models, _ = models_view(report)
+    for name, metric, threshold, calibration, count in models:
+        writer.writerow(["models", name, count, f"{metric} distance, threshold {threshold}, calibration {calibration}"])
+    return out.getvalue()
+
+
+def to_pdf(report: OversightReport) -> bytes:
+    """The report as a PDF: every section's table, the deletions, and the models and calibrations
+    searches ran under with their per-group figures. Set in DejaVu Sans (matplotlib's own copy), so
+    any name in the records prints."""
+    from fpdf import FPDF  # loaded when a PDF is made, not whenever the numbers are computed
+    from matplotlib import get_data_path
+
+    fonts = Path(get_data_path()) / "fonts" / "ttf"
+    pdf = FPDF(format="A4")
+    pdf.set_title(f"Candor oversight report, {report.period[0]} to {report.period[1]}")
+    pdf.add_font("DejaVu", "", str(fonts / "DejaVuSans.ttf"))
+    pdf.add_font("DejaVu", "B", str(fonts / "DejaVuSans-Bold.ttf"))
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.add_page()
+
+    def heading(text: str, size: int = 12) -> None:
+        pdf.set_font("DejaVu", "B", size)
+        pdf.multi_cell(0, 7, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("DejaVu", "", 9)
+
+    def table(header: tuple[str, ...], rows: list[tuple[str, ...]], widths: tuple[int, ...]) -> None:
+        if not rows:
+            pdf.multi_cell(0, 5, "None.", new_x="LMARGIN", new_y="NEXT")
+        else:
+            with pdf.table(col_widths=widths, text_align="LEFT", line_height=5) as grid:
+                for row in (header, *rows):
+                    cells = grid.row()
+                    for value in row:
+                        cells.cell(str(value))
+        pdf.ln(3)
+
+    heading(f"Candor oversight report, {report.period[0]} to {report.period[1]}", 15)
+    pdf.multi_cell(
+        0, 5, f"Computed from {report.records} audit records of the period, and nothing else. Times are UTC.",
+        new_x="LMARGIN", new_y="NEXT",
+    )  # fmt: skip
+    pdf.ln(3)
+    for title, attribute in SECTIONS:
+        heading(title.capitalize())
+        if attribute == "reviews":
+            pdf.multi_cell(0, 5, REVIEWS_NOTE.format(settled=report.settled_disputes), new_x="LMARGIN", new_y="NEXT")
+        rows = [(name, str(count)) for name, count in getattr(report, attribute).most_common()]
+        table(("", "count"), rows, (5, 1))
+    heading("Deletions")
+    rows = [(d["when"], d["by"], d["what"], d["reason"]) for d in report.deletions]
+    table(("when", "by", "what", "reason"), rows, (3, 2, 3, 4))
+    heading("Models and calibrations in force")
+    models, views = models_view(report)
+    table(
+        ("model", "distance", "threshold", "calibration", "searches"),
+        [tuple(str(cell) for cell in row) for row in models],
+        (2, 2, 2, 4, 1),
+    )
+    for view in views:
+        heading(view.title, 10)
+        pdf.multi_cell(0, 5, view.summary, new_x="LMARGIN", new_y="NEXT")
+        table(
+            ("group", "FMR [95 % CI]", "FNMR [95 % CI]", "rank-1", "FNIR (1:N)", "FPIR (1:N)"),
+            view.rows,
+            (2, 3, 3, 3, 3, 3),
+        )
+    return bytes(pdf.output())

@@ -190,9 +190,20 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     expect(page.locator("#candidate-1 svg.photo")).to_have_count(2)
     expect(page.locator("#candidate-1 form.decision")).to_have_count(0)
     page.goto(f"{desk(demo_stack)}/report")
+    # Each candidate once, by its latest outcome: the settled dispute is a lead, not also a dispute.
     reviews = page.locator("table.counts", has_text="Review outcomes")
     expect(reviews.locator("tr", has_text="confirmed")).to_contain_text("2")
-    expect(reviews.locator("tr", has_text="disputed")).to_contain_text("1")
+    expect(reviews.locator("tr", has_text="disputed")).to_contain_text("0")
+    expect(page.locator("p.note")).to_contain_text("1 of them were disputes a supervisor settled")
+    # Policy refusals apart from interface errors; the report as CSV and as PDF.
+    expect(page.locator("table.counts caption", has_text="Policy refusals by rule")).to_have_count(1)
+    expect(page.locator("table.counts caption", has_text="Interface errors")).to_have_count(1)
+    with page.expect_download() as csv_download:
+        page.click("p.downloads a:text('CSV')")
+    assert "review outcomes,confirmed,2," in Path(csv_download.value.path()).read_text()
+    pdf = page.request.get(desk(demo_stack) + (page.locator("p.downloads a:text('PDF')").get_attribute("href") or ""))
+    assert pdf.status == 200 and pdf.body().startswith(b"%PDF-")
+    assert pdf.headers["content-type"] == "application/pdf"
     # The model and threshold the period's searches ran under (the demo stack's: uncalibrated).
     models = page.locator("table.trail", has_text="Searches")
     expect(models.locator("tr", has_text="sface 1")).to_contain_text("UNCALIBRATED")
@@ -311,3 +322,36 @@ def test_unauthenticated_wrong_role_csrf_less_and_cross_site_requests_are_refuse
         demo_stack, "SELECT count(*) FROM audit_record WHERE kind = 'review.submitted' AND actor = ?", ("rita-2",)
     )
     assert rows == [(0,)]
+
+
+def test_error_pages_sign_in_and_out_say_what_happened(browser: Browser, demo_stack: LocalStack) -> None:
+    """Point 8: the desk's own 404 page, "not found" for a missing search, a sign-out that says so,
+    "Bearer " before a pasted token, and a token inside the clock leeway refused with the reason."""
+    base = desk(demo_stack)
+    rita, page = signed_in(browser, demo_stack, "rita-8", "reviewer")
+    response = page.goto(f"{base}/no/such/page")
+    assert response is not None and response.status == 404
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("header .who")).to_contain_text("rita-8")  # the desk's own page, signed in
+    response = page.goto(f"{base}/searches/00000000-0000-4000-8000-000000000000")
+    assert response is not None and response.status == 404
+    expect(page.locator("h1")).to_have_text("Not found")
+    expect(page.locator("p.error")).to_contain_text("no search")
+    page.click("header form.who button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/login\?signed_out=1$"))
+    expect(page.locator("p.done")).to_have_text("You are signed out.")
+    rita.close()
+
+    anonymous = browser.new_context()
+    page = anonymous.new_page()
+    page.goto(f"{base}/login")
+    page.fill("#token", "Bearer " + token(demo_stack, "rita-8", "reviewer"))
+    page.click("form.login button[type=submit]")
+    expect(page.locator("header .who span")).to_contain_text("rita-8")
+    page.click("header form.who button[type=submit]")
+    # Expired ten seconds ago: inside the gateway's 30 s leeway, too little for a session.
+    page.fill("#token", demo_stack.token("rita-8", ("reviewer",), ttl_s=-10))
+    page.click("form.login button[type=submit]")
+    expect(page.locator("p.error")).to_contain_text("your token expired at")
+    expect(page.locator("p.error")).to_contain_text("ask your identity provider for a new token")
+    anonymous.close()

@@ -211,6 +211,10 @@ def test_the_oversight_report_counts_the_day_from_the_audit_log(gallery: LocalSt
     page = (tmp_path / "report.html").read_text()
     assert "<td>investigation</td>" in page and "data:image/png;base64," in page
     assert (tmp_path / "searches-by-purpose.png").read_bytes()[:4] == b"\x89PNG"
+    candor(gallery, "report", "--from", today, "--to", today, "--out", str(tmp_path), "--format", "csv")
+    assert "searches by purpose,investigation," in (tmp_path / "report.csv").read_text()
+    candor(gallery, "report", "--from", today, "--to", today, "--out", str(tmp_path), "--format", "pdf")
+    assert (tmp_path / "report.pdf").read_bytes().startswith(b"%PDF-")
     refused = candor(gallery, "report", "--from", today, "--to", "2000-01-01", check=False)
     assert refused.returncode == 2 and "--to is before --from" in refused.stderr
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -31,7 +33,7 @@ RECORDS = [
     ),
     record(5, "enroll.refused", "eric", code="INVALID_ARGUMENT", reason="no face"),
     record(6, "subject.deleted", "eric", subject_id="B-9", reason="court order 42", records=2),
-    record(7, "review.confirmed", "rita"),
+    record(7, "review.confirmed", "rita", search_id="s1", rank=1),
     record(8, "audit.verified", "audrey", ok=True),
 ]
 
@@ -42,10 +44,8 @@ def test_the_numbers_come_from_the_records() -> None:
     assert made.searches_by_purpose == {"investigation": 2, "missing-person": 1}
     assert made.outcomes == {"candidates returned": 2, "no candidate": 1, "refused": 1}
     assert made.reviews == {"confirmed": 1, "rejected": 0, "disputed": 0}
-    assert made.refusals_by_rule == {
-        "search: purpose": 1,
-        "enroll: INVALID_ARGUMENT: no face": 1,
-    }
+    assert made.refusals_by_rule == {"search: purpose": 1}
+    assert made.errors == {"enroll: INVALID_ARGUMENT: no face": 1}
     assert made.searches_by_user.most_common(1) == [("ivy", 2)]
     assert [(d["by"], d["what"], d["reason"]) for d in made.deletions] == [("eric", "B-9", "court order 42")]
 
@@ -89,3 +89,59 @@ def test_the_calibration_searches_ran_under_is_shown_with_its_per_group_figures(
     assert "| female | 0.0006 [7.7e-05, 0.0023] | 0 [0, 0.011] | n/a (too few searches) |" in text
     assert "0 [0, 0.0925] (0/38) |" in text
     assert "dddddddddddd" not in text  # a calibration no search of the period used is not shown
+
+
+def test_each_candidate_counts_once_in_review_outcomes_by_its_latest_outcome() -> None:
+    """A dispute a supervisor settled is one candidate: counted under its settled outcome, with the
+    settlement said beside it, never as both disputed and confirmed."""
+    records = [
+        record(1, "review.disputed", "rob", search_id="s1", rank=1),
+        record(2, "review.confirmed", "sue", search_id="s1", rank=1, settled_by="sue"),
+        record(3, "review.rejected", "rob", search_id="s1", rank=2),
+        record(4, "review.disputed", "rob", search_id="s2", rank=1),
+        # A second gateway's copy of the same outcome (the same event id) is the same candidate.
+        record(5, "review.rejected", "rob", search_id="s1", rank=2),
+    ]
+    made = report.compute(records, ("2026-11-01", "2026-11-30"))
+    assert made.reviews == {"confirmed": 1, "rejected": 1, "disputed": 1}
+    assert made.settled_disputes == 1
+
+
+def test_one_time_format_everywhere() -> None:
+    made = report.compute(RECORDS, ("2026-11-01", "2026-11-30"))
+    assert made.deletions[0]["when"] == "2026-11-28 10:00:06 UTC"
+
+
+def test_csv_holds_every_table_row_by_section() -> None:
+    made = report.compute(RECORDS, ("2026-11-01", "2026-11-30"))
+    rows = list(csv.reader(io.StringIO(report.to_csv(made))))
+    assert rows[0] == ["section", "name", "count", "detail"]
+    assert ["searches by purpose", "investigation", "2", ""] in rows
+    assert ["policy refusals", "search: purpose", "1", ""] in rows
+    assert ["interface errors", "enroll: INVALID_ARGUMENT: no face", "1", ""] in rows
+    assert ["review outcomes", "confirmed", "1", ""] in rows
+    assert ["deletions", "B-9", "", "2026-11-28 10:00:06 UTC by eric: court order 42"] in rows
+
+
+def test_pdf_is_a_pdf_with_the_report_text() -> None:
+    made = report.compute(RECORDS, ("2026-11-01", "2026-11-30"))
+    data = report.to_pdf(made)
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    text = pdf_text(data)
+    for expected in ("Candor oversight report, 2026-11-01 to 2026-11-30", "Policy refusals", "court order 42"):
+        assert expected in text
+
+
+def pdf_text(data: bytes) -> str:
+    """The text of a PDF, read back with pypdf (an independent reader)."""
+    from pypdf import PdfReader
+
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
+
+
+def test_csv_quotes_a_cell_a_spreadsheet_would_run_as_a_formula() -> None:
+    made = report.compute(
+        [record(1, "search.refused", "=HYPERLINK(1)", code="INVALID_ARGUMENT", reason="x")], ("a", "b")
+    )
+    rows = list(csv.reader(io.StringIO(report.to_csv(made))))
+    assert ["searches by user", "'=HYPERLINK(1)", "1", ""] in rows

@@ -153,6 +153,11 @@ class TokenVerifier:
         self._leeway_s = leeway_s
 
     @property
+    def leeway_s(self) -> int:
+        """How long past its expiry a token is still accepted (clock skew between machines)."""
+        return int(self._leeway_s)
+
+    @property
     def longest_life_s(self) -> int:
         """The longest any accepted token stays valid, leeway included."""
         return int(self._max_ttl_s + self._leeway_s)

@@ -12,6 +12,7 @@ every page carries a strict Content-Security-Policy: no script at all, no outsid
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -22,9 +23,11 @@ from urllib.parse import urlsplit
 import grpc
 import httpx
 import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -34,14 +37,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from candor.gateway.v1 import gateway_pb2
-from candor_cli.report import compute, models_view
+from candor_cli.report import REVIEWS_NOTE, OversightReport, compute, models_view, to_csv, to_pdf, utc
 from candor_gateway.policy import CASE_NUMBER
 from candor_kit import Unauthenticated, metrics
 from candor_review.gateway import Gateway, open_channel
 from candor_review.oidc import OidcClient
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, new_csrf, same_token
 from candor_review.settings import ReviewSettings
-from candor_review.views import DECISION_WORDS, STATUS_WORDS, figure, when
+from candor_review.views import DECISION_WORDS, STATUS_WORDS, error_title, figure
 
 HERE = Path(__file__).resolve().parent
 #: The roles this desk serves; anyone else is refused at sign-in.
@@ -55,6 +58,10 @@ MAX_BODY = 64 * 1024
 MAX_NOTES = 2000
 #: The highest candidate rank a form may name (a search shows at most a few dozen).
 MAX_RANK = 1000
+#: The shortest session worth starting: a token with less life left (leeway included) is refused.
+MIN_SESSION_S = 60
+#: "Bearer " pasted before a token, as an Authorization header shows it.
+BEARER_PREFIX = re.compile(r"^bearer\s+", re.IGNORECASE)
 #: The longest period an oversight report covers.
 MAX_REPORT_DAYS = 366
 #: HTTP statuses for the gateway's refusals.
@@ -92,7 +99,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
     """The web app, talking to the gateway (and the OpenID Connect provider, when configured)."""
     sealer = Sealer(settings.session_key)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(status_words=STATUS_WORDS, decision_words=DECISION_WORDS, when=when)
+    templates.env.globals.update(status_words=STATUS_WORDS, decision_words=DECISION_WORDS, when=utc)
     shared: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -115,6 +122,11 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         return templates.TemplateResponse(
             request, name, {"session": session, "oidc": settings.oidc is not None, **context}, status_code=status
         )
+
+    def error_page(request: Request, status: int, reason: str) -> Response:
+        """The desk's own page for a request it cannot serve: a heading that says what happened
+        (not found, refused, unavailable...) and the reason."""
+        return render(request, "error.html", status, title=error_title(status), reason=reason)
 
     def need(request: Request, *roles: str) -> Session:
         session: Session | None = request.scope.get("candor.session")
@@ -151,7 +163,18 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             raise Refused(401, f"sign-in refused: {exc.message}") from exc
         if not principal.roles & set(DESK_ROLES):
             raise Refused(403, "this desk is for reviewers, supervisors and auditors")
-        expires = min(principal.expires_at or 0, int(time.time()) + settings.session_ttl_s)
+        now = int(time.time())
+        # The gateway accepts a token until its expiry plus the clock leeway; a session lasts no
+        # longer, and is not started for less than a minute's work.
+        usable_until = principal.expires_at + settings.tokens.leeway_s
+        if usable_until - now < MIN_SESSION_S:
+            raise Refused(
+                401,
+                f"sign-in refused: your token expired at {utc(Timestamp(seconds=principal.expires_at))} and "
+                f"the gateway stops accepting it within a minute (clock leeway {settings.tokens.leeway_s} s); "
+                "ask your identity provider for a new token",
+            )
+        expires = min(usable_until, now + settings.session_ttl_s)
         session = Session(principal.user, tuple(sorted(principal.roles)), token, new_csrf(), expires)
         log.info("signed_in", user=session.user, roles=list(session.roles))
         return session
@@ -179,11 +202,12 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
     async def login_page(request: Request) -> Response:
         if request.scope.get("candor.session") is not None:
             return RedirectResponse("/", status_code=303)
-        return login_form(request)
+        said = "You are signed out." if request.query_params.get("signed_out") else ""
+        return login_form(request, said=said)
 
-    def login_form(request: Request, status: int = 200, error: str = "") -> Response:
+    def login_form(request: Request, status: int = 200, error: str = "", said: str = "") -> Response:
         csrf = new_csrf()
-        response = render(request, "login.html", status, csrf=csrf, error=error)
+        response = render(request, "login.html", status, csrf=csrf, error=error, said=said)
         remember_sign_in(response, {"csrf": csrf}, "strict")
         return response
 
@@ -201,7 +225,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
 
     async def login(request: Request) -> Response:
         form = await checked_form(request, None)
-        token = str(form.get("token") or "").strip()
+        token = BEARER_PREFIX.sub("", str(form.get("token") or "").strip())
         if not token:
             return login_form(request, 400, "paste the token your identity provider issued")
         try:
@@ -214,7 +238,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
 
     async def logout(request: Request) -> Response:
         session = request.scope.get("candor.session")
-        response: Response = RedirectResponse("/login", status_code=303)
+        response: Response = RedirectResponse("/login?signed_out=1", status_code=303)
         if session is not None:
             await checked_form(request, session)
             try:
@@ -229,7 +253,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
                         "you are signed out in this browser, but the gateway could not revoke your sign-in "
                         f"({error.details()}); sign in and out again, or ask an administrator to revoke it"
                     )
-                    response = render(request, "error.html", 502, reason=reason)
+                    response = error_page(request, 502, reason)
         response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
         return response
 
@@ -340,7 +364,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         case = await gateway_for(session).case(number)
         return render(request, "case.html", case=case, number=number)
 
-    async def report_page(request: Request) -> Response:
+    async def report_of(request: Request) -> tuple[OversightReport, str, str]:
+        """The oversight report of the period the query names (today by default), for an auditor."""
         session = need(request, "auditor")
         today = dt.date.today()
         try:
@@ -355,23 +380,36 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         records = await gateway.audit_records(f"{start.isoformat()}T00:00:00Z", until)
         # The evidence of each calibration the period's searches ran under, whenever it was made.
         calibrations = await gateway.audit_records(None, until, kinds=["model.calibrated"])
-        report = compute(records, (start.isoformat(), end.isoformat()), calibrations)
+        return compute(records, (start.isoformat(), end.isoformat()), calibrations), start.isoformat(), end.isoformat()
+
+    async def report_page(request: Request) -> Response:
+        report, start, end = await report_of(request)
         models, calibrated = models_view(report)
         return render(
-            request, "report.html", report=report, start=start.isoformat(), end=end.isoformat(),
-            models=models, calibrated=calibrated,
+            request, "report.html", report=report, start=start, end=end, models=models, calibrated=calibrated,
+            reviews_note=REVIEWS_NOTE.format(settled=report.settled_disputes),
         )  # fmt: skip
+
+    async def report_download(request: Request) -> Response:
+        report, start, end = await report_of(request)
+        form = request.url.path.rsplit(".", 1)[-1]
+        name = f"candor-oversight-{start}-to-{end}.{form}"
+        if form == "csv":
+            body, media = to_csv(report).encode(), "text/csv; charset=utf-8"
+        else:
+            body, media = to_pdf(report), "application/pdf"
+        return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     # --- errors and headers --------------------------------------------------------------------
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Refused)
-        return render(request, "error.html", exc.status, reason=exc.reason)
+        return error_page(request, exc.status, exc.reason)
 
     async def sign_in_first(request: Request, _: Exception) -> Response:
         if request.method == "GET":
             return RedirectResponse("/login", status_code=303)
-        return render(request, "error.html", 401, reason="sign in first")
+        return error_page(request, 401, "sign in first")
 
     async def gateway_refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, grpc.aio.AioRpcError)
@@ -381,7 +419,15 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             response.delete_cookie(SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
             return response
         status = HTTP_STATUS.get(exc.code(), 502)
-        return render(request, "error.html", status, reason=exc.details() or exc.code().name)
+        return error_page(request, status, exc.details() or "the gateway failed on this request; try again")
+
+    async def no_such_page(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return error_page(request, 404, "there is no such page on the review desk; check the address")
+        if exc.status_code == 405:
+            return error_page(request, 405, "this page is opened with a link or a form, not that kind of request")
+        return error_page(request, exc.status_code, str(exc.detail))
 
     async def around(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
@@ -393,7 +439,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             except Exception:
                 route = getattr(request.scope.get("route"), "path", None)
                 log.exception("request_failed", method=request.method, path=route or "unmatched")
-                response = render(request, "error.html", 500, reason="the desk failed on this request; try again")
+                response = error_page(request, 500, "the desk failed on this request; try again")
             span.update_name(f"{request.method} {getattr(request.scope.get('route'), 'path', None) or 'unmatched'}")
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -437,6 +483,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         Route("/searches/{search_id:str}/candidates/{rank:int}", decide, methods=["POST"]),
         Route("/case", case_page),
         Route("/report", report_page),
+        Route("/report.csv", report_download),
+        Route("/report.pdf", report_download),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]
     return Starlette(
@@ -446,6 +494,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             Refused: refused,
             SignInFirst: sign_in_first,
             grpc.aio.AioRpcError: gateway_refused,
+            HTTPException: no_such_page,
         },
         lifespan=lifespan,
     )

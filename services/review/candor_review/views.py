@@ -4,11 +4,9 @@ boxes (and a zoomed view box), candidate statuses and decisions in words."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import io
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image, UnidentifiedImageError
 
 from candor.gateway.v1 import gateway_pb2
@@ -73,8 +71,21 @@ def _around(box: tuple[int, int, int, int], width: int, height: int) -> tuple[fl
     return (round(left, 1), round(top, 1), round(side, 1), round(side, 1))
 
 
-def when(stamp: Timestamp) -> str:
-    """A timestamp as UTC text for a page."""
-    if not stamp.seconds:
-        return ""
-    return stamp.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+#: An error page's heading, by its HTTP status: what happened, in a word or two.
+ERROR_TITLES = {
+    400: "Check the request",
+    401: "Sign in first",
+    403: "Refused",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Not possible now",
+    413: "Too large",
+    429: "Too many requests",
+    503: "Unavailable",
+    504: "The gateway did not answer in time",
+}
+
+
+def error_title(status: int) -> str:
+    """The heading of an error page with ``status``."""
+    return ERROR_TITLES.get(status, "Something failed")
