@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -65,10 +66,21 @@ class GatewayClient:
             request.face_index = face_index
         return self._stub.Search(request, metadata=self._metadata, timeout=self._timeout)
 
-    def pending_reviews(self, limit: int = 0) -> gateway_pb2.ListPendingReviewsResponse:
-        """Searches whose candidates wait for this caller's review."""
-        request = gateway_pb2.ListPendingReviewsRequest(limit=limit)
+    def pending_reviews(self, **filters: Any) -> gateway_pb2.ListPendingReviewsResponse:
+        """One page of the searches whose candidates wait for this caller's review
+        (``ListPendingReviewsRequest``'s fields: limit, offset, order, case_prefix, ...)."""
+        request = gateway_pb2.ListPendingReviewsRequest(**filters)
         return self._stub.ListPendingReviews(request, metadata=self._metadata, timeout=self._timeout)
+
+    def all_pending_reviews(self, **filters: Any) -> tuple[list[gateway_pb2.SearchReview], int]:
+        """Every search waiting for this caller's review that matches ``filters``, page after
+        page, and the total the gateway counted."""
+        searches: list[gateway_pb2.SearchReview] = []
+        while True:
+            page = self.pending_reviews(**filters, offset=len(searches), limit=500)
+            searches.extend(page.searches)
+            if not page.more or not page.searches:
+                return searches, page.total
 
     def submit_review(
         self, search_id: str, rank: int, confirm: bool, notes: str = ""

@@ -21,13 +21,23 @@ STATUS = {
     gateway_pb2.CANDIDATE_STATUS_DISPUTED: "DISPUTED",
 }
 DECISION = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
+ORDERS = {
+    "oldest": gateway_pb2.PENDING_ORDER_OLDEST_FIRST,
+    "newest": gateway_pb2.PENDING_ORDER_NEWEST_FIRST,
+    "case": gateway_pb2.PENDING_ORDER_CASE,
+}
 
 
 def add_review_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
     """``candor review list|show|submit``."""
     review = commands.add_parser("review", help="review search candidates").add_subparsers(dest="action", required=True)
-    listing = review.add_parser("list", parents=[common], help="searches waiting for your review")
+    listing = review.add_parser("list", parents=[common], help="searches waiting for your review (all of them)")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument("--case", default="", help="only cases whose number starts with this")
+    listing.add_argument("--purpose", default="", help="only searches made for this purpose")
+    listing.add_argument("--order", choices=tuple(ORDERS), default="oldest")
+    listing.add_argument("--disputed", action="store_true", help="only disputes waiting for you (supervisors)")
+    listing.add_argument("--partly-reviewed", action="store_true", help="only searches you decided some candidates of")
     show = review.add_parser("show", parents=[common], help="a search and its review state")
     show.add_argument("search_id")
     show.add_argument("--json", action="store_true")
@@ -59,12 +69,18 @@ def run_review(client: GatewayClient, args: argparse.Namespace) -> int:
         if args.photos:
             save_photos(client, found, args.photos)
         return 0
-    pending = client.pending_reviews()
+    searches, total = client.all_pending_reviews(
+        case_prefix=args.case,
+        purpose=args.purpose,
+        order=ORDERS[args.order],
+        disputed_only=args.disputed,
+        partly_reviewed_only=args.partly_reviewed,
+    )
     if args.json:
-        print(MessageToJson(pending))
+        print(MessageToJson(gateway_pb2.ListPendingReviewsResponse(searches=searches, total=total)))
     else:
-        print(f"{len(pending.searches)} search(es) waiting for your review")
-        for found in pending.searches:
+        print(f"{total} search(es) waiting for your review")
+        for found in searches:
             print(describe(found))
     return 0
 

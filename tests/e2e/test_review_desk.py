@@ -133,13 +133,28 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     expect(top.locator("h2")).to_contain_text("obama")
     expect(top.locator("svg.photo")).to_have_count(2)  # probe and candidate, side by side
     expect(top.locator("svg.photo rect.face")).to_have_count(2)  # each face boxed
-    whole = top.locator("svg.photo").first.get_attribute("viewBox")
-    assert whole and whole.startswith("0 0 ")
+    zoomed = top.locator("svg.photo").first.get_attribute("viewBox")  # it opens on the faces
     shot(page, "02-rita-side-by-side")
-    page.click("text=Zoom to the faces")
-    zoomed = page.locator("#candidate-1 svg.photo").first.get_attribute("viewBox")
-    assert zoomed and zoomed != whole
+    page.click(".tools a:text('Whole photo')")
+    whole = page.locator("#candidate-1 svg.photo").first.get_attribute("viewBox")
+    assert whole and whole.startswith("0 0 ") and zoomed != whole
+    page.click(".tools a:text('Face')")
     shot(page, "03-rita-zoomed")
+    # Aligned on the eyes: both drawn on one canvas, each turned and scaled by its own eyes.
+    page.click(".tools a:text('Aligned on the eyes')")
+    aligned = page.locator("#candidate-1 svg.photo g[transform^='matrix(']")
+    expect(aligned).to_have_count(2)
+    shot(page, "03a-rita-aligned")
+    # Overlaid: the candidate over the probe at the opacity chosen (the slider, with the script).
+    page.click(".tools a:text('Overlay')")
+    top_layer = page.locator("#overlay-1 g.top")
+    expect(top_layer).to_have_attribute("opacity", "0.5")
+    page.locator("input[data-opacity-for='overlay-1']").fill("30")
+    expect(top_layer).to_have_attribute("opacity", "0.3")
+    shot(page, "03b-rita-overlaid")
+    page.click(".tools a:text('Flicker')")
+    expect(page.locator("svg.overlay.flicker")).to_have_count(1)
+    page.click(".tools a:text('Side by side')")
     decide(page, 1, "confirm", "same ears, scar over the left eyebrow")
     # Blind review: she sees her own decision and no status.
     trail = page.locator("#candidate-1 table.trail")
@@ -223,6 +238,8 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
         "01-rita-queue.png",
         "02-rita-side-by-side.png",
         "03-rita-zoomed.png",
+        "03a-rita-aligned.png",
+        "03b-rita-overlaid.png",
         "04-rita-decided.png",
         "05-rob-decided.png",
         "06-sue-dispute.png",
@@ -291,8 +308,8 @@ def test_unauthenticated_wrong_role_csrf_less_and_cross_site_requests_are_refuse
     assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     response = page.goto(f"{base}/searches/{search_id}")
     assert response is not None
-    assert "script-src" not in response.headers["content-security-policy"]
-    assert "default-src 'none'" in response.headers["content-security-policy"]
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
 
     # CSRF-less: the page's own form with its token taken out is refused.
     form = page.locator("#candidate-1 form.decision")

@@ -8,12 +8,13 @@ import io
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 import pytest
 from candor_review import ReviewSettings
 from candor_review.app import create_app
+from candor_review.compare import CANVAS, LEFT_EYE, RIGHT_EYE, Look, LookError, shown
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, same_token
-from candor_review.views import figure
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -130,25 +131,52 @@ def _photo(width: int, height: int, box: tuple[int, int, int, int] | None) -> ga
     return photo
 
 
-def test_a_figure_draws_the_face_box_and_its_zoom_stays_on_the_face_inside_the_photo() -> None:
-    whole = figure(_photo(600, 800, (500, 20, 90, 100)), zoom=False)
-    assert whole is not None and whole.view_box == "0 0 600 800" and whole.box == (500, 20, 90, 100)
-    assert whole.data_uri.startswith("data:image/jpeg;base64,")
-    zoomed = figure(_photo(600, 800, (500, 20, 90, 100)), zoom=True)
-    assert zoomed is not None
-    left, top, width, height = map(float, zoomed.view_box.split())
+def test_a_photo_draws_the_face_box_and_its_zoom_stays_on_the_face_inside_the_photo() -> None:
+    face = shown(_photo(600, 800, (500, 20, 90, 100)))
+    assert face is not None and face.box == (500, 20, 90, 100)
+    assert face.view_box(Look(zoom=0)) == "0 0 600 800"
+    assert face.data_uri.startswith("data:image/jpeg;base64,")
+    left, top, width, height = map(float, face.view_box(Look()).split())
     assert width == height == 180.0  # 1.8 times the face
     assert left + width <= 600 and top >= 0  # pushed back inside the photo
     assert left <= 500 and left + width >= 590 and top <= 20 and top + height >= 120  # the face is in view
-    unboxed = figure(_photo(300, 300, None), zoom=True)
-    assert unboxed is not None and unboxed.box is None and unboxed.view_box == "0 0 300 300"
+    assert float(face.view_box(Look(zoom=4)).split()[2]) == 45.0  # closer: a quarter of the side
+    panned = list(map(float, face.view_box(Look(dx=1)).split()))
+    assert panned[0] == 500 + 45 - 90 + 45  # a quarter of the view to the right of the face's centre
+    unboxed = shown(_photo(300, 300, None))
+    assert unboxed is not None and unboxed.box is None and unboxed.view_box(Look()) == "0 0 300 300"
+
+
+def test_aligned_faces_land_their_eyes_on_the_same_canvas_points() -> None:
+    """Two photos of different size, scale and tilt: after each one's transform, both pairs of eyes
+    lie on the canvas's two eye points, so the faces can be overlaid."""
+    for eyes in (((100.0, 200.0), (160.0, 180.0)), ((310.0, 95.0), (420.0, 130.0))):
+        photo = _photo(600, 800, (50, 50, 200, 200))
+        photo.eyes.extend([common_pb2.Point(x=x, y=y) for x, y in eyes])
+        face = shown(photo)
+        assert face is not None and face.can_align
+        a, b, c, d, e, f = map(float, face.transform().removeprefix("matrix(").removesuffix(")").split())
+        landed = [(a * x + c * y + e, b * x + d * y + f) for x, y in eyes]
+        assert [tuple(round(v, 3) for v in point) for point in landed] == [LEFT_EYE, RIGHT_EYE]
+        assert face.view_box(Look(mode="overlay")) == f"0 0 {CANVAS:g} {CANVAS:g}"
+    assert shown(_photo(100, 100, None)).can_align is False  # type: ignore[union-attr]
+
+
+def test_a_look_is_read_from_links_and_written_back_without_its_defaults() -> None:
+    look = Look.parse({"view": "overlay", "zoom": "2", "dx": "-1", "box": "off", "opacity": "75"})
+    assert look == Look(mode="overlay", zoom=2, dx=-1, box=False, opacity=75)
+    assert Look.parse(dict(parse_qsl(look.query()))) == look
+    assert Look().query() == "" and Look().query(zoom=0) == "zoom=0"
+    for bad in ({"view": "x"}, {"zoom": "3"}, {"dx": "99"}, {"opacity": "1e3"}, {"zoom": "01234"}):
+        with pytest.raises(LookError):
+            Look.parse(bad)
 
 
 def test_what_is_not_an_image_is_not_embedded() -> None:
-    assert figure(gateway_pb2.Photo(image=b"<svg onload=alert(1)>"), zoom=False) is None
+    assert shown(gateway_pb2.Photo(image=b"<svg onload=alert(1)>")) is None
     buffer = io.BytesIO()
     Image.new("RGB", (10, 10)).save(buffer, format="TIFF")
-    assert figure(gateway_pb2.Photo(image=buffer.getvalue()), zoom=False) is None
+    assert shown(gateway_pb2.Photo(image=buffer.getvalue())) is None
 
 
 def handled(route: str, method: str, code: str) -> float:

@@ -43,6 +43,22 @@ class Face:
     face_size_px: int
     blur: float
     detector_score: float
+    #: The centres of the two eyes, the image's left first: what a reviewer's aligned view turns
+    #: and scales both faces by, whichever model's points the landmarks are.
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+
+def ordered_eyes(first: tuple[float, float], second: tuple[float, float]) -> tuple[tuple[float, float], ...]:
+    """Two eye centres, the image's left first."""
+    return (first, second) if first[0] <= second[0] else (second, first)
+
+
+def dlib_eyes(landmarks: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The eye centres of dlib's 5-point landmarks (two corners of each eye, then the nose)."""
+    (a, b), (c, d) = landmarks[0:2], landmarks[2:4]
+    first = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+    second = ((c[0] + d[0]) / 2, (c[1] + d[1]) / 2)
+    return ordered_eyes(first, second)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -143,6 +159,7 @@ class FaceDetector:
             face_size_px=box[2],
             blur=blur,
             detector_score=found.score,
+            eyes=dlib_eyes(landmarks),
         )
 
 

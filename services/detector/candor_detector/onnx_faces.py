@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from candor_detector.decoding import DecodedImage
-from candor_detector.faces import Face
+from candor_detector.faces import Face, ordered_eyes
 from candor_detector.yunet import YuNetFinder
 from candor_kit.model_pack import YUNET_DETECTION, ModelPack, checked_task_file, load_task_model
 
@@ -97,10 +97,13 @@ class OnnxFaceDetector:
             grey = cv2.cvtColor(
                 cv2.resize(chip, (SHARPNESS_SIZE, SHARPNESS_SIZE), interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2GRAY
             )
+            landmarks = tuple((float(x) * scale, float(y) * scale) for x, y in points)
             faces.append(
                 Face(
                     box=box,
-                    landmarks=tuple((float(x) * scale, float(y) * scale) for x, y in points),
+                    landmarks=landmarks,
+                    # The finder's five points start with the two eye centres.
+                    eyes=ordered_eyes(landmarks[0], landmarks[1]),  # type: ignore[arg-type]
                     chip=np.ascontiguousarray(chip),
                     face_size_px=box[2],
                     blur=float(cv2.Laplacian(grey, cv2.CV_64F).var()),

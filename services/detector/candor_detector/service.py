@@ -121,6 +121,7 @@ def _face_proto(face: Face, include_chip: bool) -> common_pb2.DetectedFace:
     proto = common_pb2.DetectedFace(
         box=common_pb2.Box(x=x, y=y, width=width, height=height),
         landmarks=[common_pb2.Point(x=px, y=py) for px, py in face.landmarks],
+        eyes=[common_pb2.Point(x=px, y=py) for px, py in face.eyes or ()],
         quality=common_pb2.FaceQuality(
             face_size_px=face.face_size_px, blur=face.blur, detector_score=face.detector_score
         ),

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +53,9 @@ class PhotoHeader:
     subject_id: str = ""
     #: Where it came from: "enroll" or "<import id>/<item>" (gallery), "search" (probe).
     origin: str = ""
+    #: The chosen face's two eye centres, [[x, y], [x, y]], the image's left first; None when not
+    #: known (stored before eyes were kept, or imported: found when the photo is shown).
+    eyes: list[list[float]] | None = None
 
     @property
     def name(self) -> str:
@@ -66,6 +70,10 @@ class PhotoHeader:
     def box(self) -> common_pb2.Box | None:
         """The face box as a message, or None."""
         return common_pb2.Box(**self.face_box) if self.face_box else None
+
+    def eye_points(self) -> list[common_pb2.Point]:
+        """The eye centres as messages; empty when not known."""
+        return [common_pb2.Point(x=x, y=y) for x, y in self.eyes or ()]
 
     def encoded(self) -> str:
         """The header as its object's description (and the ciphertext's associated data)."""
@@ -98,18 +106,28 @@ class Photo:
     header: PhotoHeader
     image: bytes
 
-    def message(self, face_box: common_pb2.Box | None = None, search_id: str = "") -> gateway_pb2.Photo:
-        """The photo as the API returns it: with the stored face box unless ``face_box`` is
-        given, its record (a gallery photo) or search (a probe, or the search it is shown for)."""
+    def message(
+        self,
+        face_box: common_pb2.Box | None = None,
+        search_id: str = "",
+        eyes: Sequence[common_pb2.Point] = (),
+    ) -> gateway_pb2.Photo:
+        """The photo as the API returns it: with the stored face box and eyes unless given, its
+        record (a gallery photo) or search (a probe, or the search it is shown for), where it came
+        from and when it was stored."""
         gallery = self.header.kind == "gallery"
-        return gateway_pb2.Photo(
+        message = gateway_pb2.Photo(
             image=self.image,
             sha256=self.header.sha256,
             face_box=face_box or self.header.box(),
             record_id=self.header.key if gallery else "",
             search_id=search_id or ("" if gallery else self.header.key),
             subject_id=self.header.subject_id,
+            eyes=list(eyes) or self.header.eye_points(),
+            origin=self.header.origin,
         )
+        message.stored_at.FromDatetime(self.header.stored)
+        return message
 
 
 class PhotoStore:

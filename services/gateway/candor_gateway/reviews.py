@@ -50,6 +50,9 @@ OUTCOME_KINDS = {
 DECISIONS = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
 DECISION_VALUES = {name: value for value, name in DECISIONS.items()}
 MAX_NOTES = 2000
+#: The pending list's page: the default and the largest a caller may ask for.
+DEFAULT_PAGE = 100
+MAX_PAGE = 500
 REJECTED = gateway_pb2.CANDIDATE_STATUS_REJECTED
 #: The statuses that end a candidate's review.
 DECIDED = frozenset({gateway_pb2.CANDIDATE_STATUS_LEAD, REJECTED})
@@ -185,7 +188,7 @@ class ReviewDesk:
         audit: AuditPublisher,
         policy: PolicyHolder,
         photos: PhotoStore,
-        locate: Callable[[bytes], Awaitable[common_pb2.Box | None]],
+        locate: Callable[[bytes, common_pb2.Box | None], Awaitable[common_pb2.DetectedFace | None]],
     ) -> None:
         self._locate = locate
         self._reader = reader
@@ -243,24 +246,39 @@ class ReviewDesk:
         )
         return self._view(principal, found, probe)
 
-    async def list_pending(self, principal: Principal, limit: int) -> gateway_pb2.ListPendingReviewsResponse:
-        """Searches with candidates that wait for this caller: undecided ones for a reviewer,
-        disputed ones for a supervisor. Oldest first."""
+    async def list_pending(
+        self, principal: Principal, request: gateway_pb2.ListPendingReviewsRequest
+    ) -> gateway_pb2.ListPendingReviewsResponse:
+        """Searches with candidates that wait for this caller (undecided ones for a reviewer,
+        disputed ones for a supervisor), filtered, ordered and a page at a time, with the total."""
         try:
             principal.require(Permission.LIST_REVIEWS)
-            if not 0 <= limit <= 500:
-                raise InvalidInput("limit must be between 1 and 500")
+            matches = pending_filter(request)
+            if not 0 <= request.limit <= MAX_PAGE:
+                raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
+            if request.offset < 0:
+                raise InvalidInput("offset must be 0 or more")
             since = dt.datetime.now(dt.UTC) - dt.timedelta(days=self._policy.current.reviews.window_days)
             records = await self._reader.records(on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED], since=since)
             searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
             await self._refused("review.list", error, principal)
             raise
-        waiting = [found for found in searches.values() if self._waiting_for(principal, found)][: limit or 100]
+        waiting = [
+            found for found in searches.values() if self._waiting_for(principal, found) and matches(principal, found)
+        ]
+        waiting.sort(key=PENDING_ORDERS.get(request.order, PENDING_ORDERS[gateway_pb2.PENDING_ORDER_OLDEST_FIRST]))
+        page = waiting[request.offset : request.offset + (request.limit or DEFAULT_PAGE)]
         await self._audit.publish(
-            "review.listed", actor=principal.user, details={"searches": [found.search_id for found in waiting]}
+            "review.listed",
+            actor=principal.user,
+            details={"searches": [found.search_id for found in page], "total": len(waiting), "offset": request.offset},
         )
-        return gateway_pb2.ListPendingReviewsResponse(searches=[self._view(principal, found) for found in waiting])
+        return gateway_pb2.ListPendingReviewsResponse(
+            searches=[self._view(principal, found) for found in page],
+            total=len(waiting),
+            more=request.offset + len(page) < len(waiting),
+        )
 
     async def submit(
         self, principal: Principal, request: gateway_pb2.SubmitReviewRequest
@@ -438,8 +456,13 @@ class ReviewDesk:
             await self._refused("photo.view", error, principal, found)
             raise
         candidate = found.candidate(rank) if rank else {}
-        # An imported photo's box was not known when it was stored: its one face is found now.
-        box = photo.header.box() or await self._locate(photo.image)
+        # An imported photo's box was not known when it was stored, and a photo stored before eyes
+        # were kept has none: its face is found now (in a group photo, the one of the stored box).
+        box, eyes = photo.header.box(), photo.header.eye_points()
+        if box is None or not eyes:
+            located = await self._locate(photo.image, box)
+            if located is not None:
+                box, eyes = box or located.box, eyes or list(located.eyes)
         await self._audit.publish(
             "photo.viewed",
             actor=principal.user,
@@ -454,7 +477,7 @@ class ReviewDesk:
                 "sha256": photo.header.sha256,
             },
         )
-        return photo.message(box, search_id)
+        return photo.message(box, search_id, eyes)
 
     async def get_case(self, principal: Principal, case_number: str) -> gateway_pb2.CaseView:
         """A case's searches with their whole review trails; the look is audited."""
@@ -498,6 +521,9 @@ class ReviewDesk:
             probe_sha256=found.details.get("probe_sha256", ""),
             probe_image=probe,
         )
+        quality = found.details.get("probe_quality") or {}
+        view.probe_quality.face_size_px = int(quality.get("face_size_px") or 0)
+        view.probe_quality.blur = float(quality.get("blur") or 0.0)
         for candidate in found.candidates:
             rank = candidate["rank"]
             status = found.status(rank)
@@ -542,6 +568,51 @@ class ReviewDesk:
             purpose=found.purpose if found else "",
             **({"search_id": found.search_id} if found else {}),
         )
+
+
+def _searched_at(found: SearchFile) -> tuple[int, int]:
+    return (found.searched_at.seconds, found.searched_at.nanos)
+
+
+#: Sort keys of the pending list, by PendingOrder; the search id breaks ties, so pages are stable.
+PENDING_ORDERS: dict[int, Callable[[SearchFile], Any]] = {
+    gateway_pb2.PENDING_ORDER_OLDEST_FIRST: lambda found: (_searched_at(found), found.search_id),
+    gateway_pb2.PENDING_ORDER_NEWEST_FIRST: lambda found: (tuple(-v for v in _searched_at(found)), found.search_id),
+    gateway_pb2.PENDING_ORDER_CASE: lambda found: (found.case_number, _searched_at(found), found.search_id),
+}
+
+
+def pending_filter(request: gateway_pb2.ListPendingReviewsRequest) -> Callable[[Principal, SearchFile], bool]:
+    """Whether a waiting search matches a pending-list request's filters; InvalidInput for a
+    malformed filter."""
+    if request.order not in PENDING_ORDERS:
+        raise InvalidInput("order must be one of PENDING_ORDER_OLDEST_FIRST, _NEWEST_FIRST or _CASE")
+    for name, value in (("case_prefix", request.case_prefix), ("purpose", request.purpose)):
+        if len(value) > MAX_CASE_CHARS or not is_printable(value):
+            raise InvalidInput(f"{name} is at most {MAX_CASE_CHARS} printable characters")
+    before = request.searched_before if request.HasField("searched_before") else None
+
+    def matches(principal: Principal, found: SearchFile) -> bool:
+        ranks = [candidate["rank"] for candidate in found.candidates]
+        mine = [rank for rank in ranks if principal.user in found.reviewers(rank)]
+        return (
+            found.case_number.startswith(request.case_prefix)
+            and (not request.purpose or found.purpose == request.purpose)
+            and (before is None or _searched_at(found) < (before.seconds, before.nanos))
+            and (
+                not request.disputed_only
+                or (
+                    "supervisor" in principal.roles
+                    and any(
+                        found.status(rank) == gateway_pb2.CANDIDATE_STATUS_DISPUTED and rank not in mine
+                        for rank in ranks
+                    )
+                )
+            )
+            and (not request.partly_reviewed_only or 0 < len(mine) < len(ranks))
+        )
+
+    return matches
 
 
 def review_decision(request: gateway_pb2.SubmitReviewRequest) -> str:

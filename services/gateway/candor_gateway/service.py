@@ -280,7 +280,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.ListPendingReviewsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ListPendingReviewsResponse:
         principal = await self._principal(context, "review.list")
-        return await self._workflow.reviews.list_pending(principal, request.limit)
+        return await self._workflow.reviews.list_pending(principal, request)
 
     @rpc(SERVICE)
     async def SubmitReview(  # noqa: N802 - gRPC method name

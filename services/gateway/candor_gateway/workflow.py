@@ -196,11 +196,14 @@ class Workflow:
         except ServiceUnavailable as error:
             raise _model_not_running(route, "detector") from error
 
-    async def locate_face(self, image: bytes) -> common_pb2.Box | None:
-        """The box of a stored photo's one face, found by the active model's detector; None when
-        it does not have exactly one."""
+    async def locate_face(self, image: bytes, box: common_pb2.Box | None = None) -> common_pb2.DetectedFace | None:
+        """A stored photo's face, found by the active model's detector: the one overlapping
+        ``box`` when given, else its only face; None when there is no such face."""
         detected = await self.detect(image, include_chips=False, route=await self.routes.for_search())
-        return detected.faces[0].box if len(detected.faces) == 1 else None
+        if box is not None:
+            index = same_face(detected.faces, box)
+            return detected.faces[index] if index is not None else None
+        return detected.faces[0] if len(detected.faces) == 1 else None
 
     async def _choose_face(self, image: bytes, face_index: int | None, route: Route) -> Chosen:
         detected = await self.detect(image, include_chips=True, route=route)
@@ -322,8 +325,9 @@ class Workflow:
         """Keep the probe, encrypted, for its reviewers when the policy says so."""
         if keep:
             header = PhotoHeader(
-                "probe", search_id, chosen.image_sha256, face_box=_box(chosen.face.box), origin="search"
-            )
+                "probe", search_id, chosen.image_sha256, face_box=_box(chosen.face.box), origin="search",
+                eyes=_eyes(chosen.face),
+            )  # fmt: skip
             await self.photos.put(header, image)
         return keep
 
@@ -394,6 +398,7 @@ class Workflow:
             face_box=_box(chosen.face.box),
             subject_id=subject_id,
             origin="enroll",
+            eyes=_eyes(chosen.face),
         )
         await self.photos.put(header, image)
         try:
@@ -641,6 +646,11 @@ def _search_record(
             for c in candidates
         ],
     }
+
+
+def _eyes(face: common_pb2.DetectedFace) -> list[list[float]] | None:
+    """A face's eye centres as a photo header keeps them; None when the detector gave none."""
+    return [[round(point.x, 1), round(point.y, 1)] for point in face.eyes] if len(face.eyes) == 2 else None
 
 
 def _box(box: common_pb2.Box) -> dict[str, int]:

@@ -6,7 +6,8 @@ notes; supervisors settle disputes; supervisors and auditors read a case's searc
 whole review trail; auditors read the oversight report. Every call goes to the gateway with the
 user's own token, so the gateway decides and audits each one (every photo view included); the app
 refuses earlier what the user's roles cannot do, every form needs the session's CSRF token, and
-every page carries a strict Content-Security-Policy: no script at all, no outside asset.
+every page carries a strict Content-Security-Policy: scripts and styles from the desk alone, none
+inline, no outside asset; every page works without its script.
 """
 
 from __future__ import annotations
@@ -40,22 +41,34 @@ from candor.gateway.v1 import gateway_pb2
 from candor_cli.report import REVIEWS_NOTE, OversightReport, compute, models_view, to_csv, to_pdf, utc
 from candor_gateway.policy import CASE_NUMBER
 from candor_kit import Unauthenticated, metrics
+from candor_review.compare import MODES, OPACITIES, ZOOMS, Look, LookError, shown
+from candor_review.drafts import DRAFT_TTL_S, Draft, Drafts
 from candor_review.gateway import Gateway, open_channel
 from candor_review.oidc import OidcClient
+from candor_review.queue import AGES, PAGE_SIZE, QueueQuery, QueueQueryError
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, new_csrf, same_token
 from candor_review.settings import ReviewSettings
-from candor_review.views import DECISION_WORDS, STATUS_WORDS, error_title, figure
+from candor_review.views import DECISION_WORDS, STATUS_WORDS, error_title, probe_quality
 
 HERE = Path(__file__).resolve().parent
 #: The roles this desk serves; anyone else is refused at sign-in.
 DESK_ROLES = ("reviewer", "supervisor", "auditor")
+#: Scripts and styles only from the desk itself (static/), never inline; images from the desk and
+#: the data URIs it embeds.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; img-src 'self' data:; style-src 'self'; form-action 'self'; "
+    "default-src 'none'; script-src 'self'; img-src 'self' data:; style-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
 #: The largest request body taken (a form: a token, or notes).
 MAX_BODY = 64 * 1024
 MAX_NOTES = 2000
+#: Why a photo that came back is not drawn.
+NOT_AN_IMAGE = "the stored photo is not an image a browser can show"
+#: The gateway's refusals of a decision that the page answers in place, keeping the draft: the
+#: reviewer can put them right (a missing reason, photos not yet shown) or must see why not.
+KEEP_DRAFT_ON = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED}
+)
 #: The highest candidate rank a form may name (a search shows at most a few dozen).
 MAX_RANK = 1000
 #: The shortest session worth starting: a token with less life left (leeway included) is refused.
@@ -99,7 +112,11 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
     """The web app, talking to the gateway (and the OpenID Connect provider, when configured)."""
     sealer = Sealer(settings.session_key)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    templates.env.globals.update(status_words=STATUS_WORDS, decision_words=DECISION_WORDS, when=utc)
+    templates.env.globals.update(
+        status_words=STATUS_WORDS, decision_words=DECISION_WORDS, when=utc, ages=AGES, page_size=PAGE_SIZE,
+        modes=MODES, zooms=ZOOMS, opacities=OPACITIES, face_look=Look(),
+    )  # fmt: skip
+    drafts = Drafts(sealer)
     shared: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -183,7 +200,9 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         response.set_cookie(
             SESSION_COOKIE,
             sealer.seal_session(session),
-            max_age=max(1, session.expires_at - int(time.time())),
+            # Kept by the browser an hour past the session's end (which the sealed expiry enforces),
+            # so a decision posted just after it is recognised as this browser's and kept.
+            max_age=max(1, session.expires_at - int(time.time())) + DRAFT_TTL_S,
             path="/",
             secure=True,
             httponly=True,
@@ -232,7 +251,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             session = start_session(token)
         except Refused as refused:
             return login_form(request, refused.status, refused.reason)
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(drafts.resume_url(request, session.user) or "/", status_code=303)
         set_session(response, session)
         return response
 
@@ -280,79 +299,183 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             return login_form(request, 401, f"sign-in refused: {exc.message}")
         session = start_session(token)
         # A page, not a redirect: the Strict session cookie is then sent on a same-site navigation.
-        response = render(request, "signed_in.html", user=session.user)
+        response = render(
+            request, "signed_in.html", user=session.user, onward=drafts.resume_url(request, session.user) or "/"
+        )
         set_session(response, session)
         return response
 
     async def queue(request: Request) -> Response:
         session = need(request, *DESK_ROLES)
-        pending = None
+        context: dict[str, Any] = {"today": dt.date.today().isoformat(), "pending": None}
         if session.has("reviewer", "supervisor"):
-            pending = (await gateway_for(session).pending()).searches
-        return render(request, "queue.html", pending=pending, today=dt.date.today().isoformat())
+            try:
+                shown = QueueQuery.parse(request.query_params)
+            except QueueQueryError as exc:
+                raise Refused(400, str(exc)) from exc
+            found = await gateway_for(session).pending(shown.request())
+            context.update(pending=found.searches, total=found.total, more=found.more, shown=shown)
+        return render(request, "queue.html", **context)
 
     async def search_page(request: Request) -> Response:
         session = need(request, *DESK_ROLES)
         search_id = request.path_params["search_id"]
-        zoom = request.query_params.get("zoom") == "faces"
+        decided = request.query_params.get("decided", "")
+        if decided and not (decided.isascii() and decided.isdigit() and len(decided) <= 6):
+            raise Refused(400, "decided names a candidate's rank: a number")
+        rank = request.query_params.get("rank", decided or "")
+        if rank and not (rank.isascii() and rank.isdigit() and 1 <= int(rank) <= MAX_RANK):
+            raise Refused(400, f"rank names a candidate: a number from 1 to {MAX_RANK}")
+        draft = drafts.take(request, session, search_id)
+        context = await search_context(session, search_id, look_of(request), int(rank or 0), draft)
+        if decided or draft or not any(row["may_decide"] for row in context["rows"]):
+            context["next_search"] = await next_search(session, search_id)
+        response = render(request, "search.html", decided=int(decided) if decided else None, **context)
+        if draft is not None:
+            drafts.forget(response)
+        return response
+
+    def look_of(request: Request) -> Look:
+        try:
+            return Look.parse(request.query_params)
+        except LookError as exc:
+            raise Refused(400, str(exc)) from exc
+
+    async def search_context(
+        session: Session, search_id: str, look: Look, rank: int, draft: Draft | None, error: str = ""
+    ) -> dict[str, Any]:
+        """What the search page shows: the probe and its quality, every candidate (for the strip)
+        and the one in focus (``rank``; else the first this user may decide, else the first), with
+        the user's draft decision on it."""
         gateway = gateway_for(session)
         review = await gateway.search(search_id)
-        probe, probe_missing = await photo_figure(gateway, search_id, 0, zoom)
+        probe_photo, probe_missing = await fetched(gateway, search_id, 0)
         rows = []
         for reviewed in review.candidates:
-            rank = reviewed.candidate.rank
-            shown, missing = await photo_figure(gateway, search_id, rank, zoom)
-            mine = [r for r in reviewed.reviews if r.reviewer == session.user]
+            photo, missing = await fetched(gateway, search_id, reviewed.candidate.rank)
+            mine = next((r for r in reviewed.reviews if r.reviewer == session.user), None)
             may_decide = (
                 session.user != review.searched_by
-                and not mine
+                and mine is None
                 and (
                     ("reviewer" in session.roles and reviewed.status == gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED)
                     or ("supervisor" in session.roles and reviewed.status == gateway_pb2.CANDIDATE_STATUS_DISPUTED)
                 )
             )
-            rows.append({"reviewed": reviewed, "figure": shown, "missing": missing, "may_decide": may_decide})
-        decided = request.query_params.get("decided", "")
-        if decided and not (decided.isascii() and decided.isdigit() and len(decided) <= 6):
-            raise Refused(400, "decided names a candidate's rank: a number")
-        return render(
-            request,
-            "search.html",
-            review=review,
-            probe=probe,
-            probe_missing=probe_missing,
-            rows=rows,
-            zoom=zoom,
-            decided=int(decided) if decided.isdigit() else None,
+            rows.append(
+                {
+                    "reviewed": reviewed,
+                    "shown": shown(photo) if photo else None,
+                    "missing": missing if not photo else "" if shown(photo) else NOT_AN_IMAGE,
+                    "may_decide": may_decide,
+                    "mine": mine,
+                    "origin": photo.origin if photo else "",
+                    "stored": utc(photo.stored_at) if photo else "",
+                }
+            )
+        if rank and not any(row["reviewed"].candidate.rank == rank for row in rows):
+            raise Refused(404, f"search {search_id} has no candidate {rank}")
+        focus = next(
+            (row for row in rows if row["reviewed"].candidate.rank == rank),
+            next((row for row in rows if row["may_decide"]), rows[0] if rows else None),
         )
+        probe = shown(probe_photo) if probe_photo else None
+        return {
+            "review": review,
+            "probe": probe,
+            "probe_missing": probe_missing if not probe_photo else "" if probe else NOT_AN_IMAGE,
+            "quality": probe_quality(review.probe_quality, probe_photo),
+            "rows": rows,
+            "focus": focus,
+            "look": look,
+            "draft": draft or Draft(search_id, 0, "", ""),
+            "draft_restored": draft is not None and not error,
+            "draft_error": error,
+            "next_search": None,
+        }
 
-    async def photo_figure(gateway: Gateway, search_id: str, rank: int, zoom: bool) -> tuple[Any, str]:
-        """A photo's figure, or why there is none to show (not kept, or not an image)."""
+    async def fetched(gateway: Gateway, search_id: str, rank: int) -> tuple[gateway_pb2.Photo | None, str]:
+        """A photo of the search, or why there is none to show."""
         try:
-            photo = await gateway.photo(search_id, rank)
+            return await gateway.photo(search_id, rank), ""
         except grpc.aio.AioRpcError as error:
             if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED):
                 raise
             return None, error.details() or "not shown"
-        shown = figure(photo, zoom)
-        return shown, "" if shown else "the stored photo is not an image a browser can show"
+
+    async def next_search(session: Session, search_id: str) -> str | None:
+        """The first search in this user's queue other than ``search_id``, if any waits."""
+        if not session.has("reviewer", "supervisor"):
+            return None
+        found = await gateway_for(session).pending(gateway_pb2.ListPendingReviewsRequest(limit=2))
+        return next((s.search_id for s in found.searches if s.search_id != search_id), None)
 
     async def decide(request: Request) -> Response:
+        search_id, rank = request.path_params["search_id"], request.path_params["rank"]
+        session = request.scope.get("candor.session")
+        if session is None:
+            # The session ended while the reviewer worked: keep what they wrote, sealed, and bring
+            # them back to it after they sign in again. Nothing is recorded until they do.
+            return await keep_draft_and_sign_in(request, search_id, rank)
         session = need(request, "reviewer", "supervisor")
         form = await checked_form(request, session)
-        search_id, rank = request.path_params["search_id"], request.path_params["rank"]
         if not 1 <= rank <= MAX_RANK:
             raise Refused(400, f"a candidate's rank is 1 to {MAX_RANK}")
-        decision = {"confirm": gateway_pb2.DECISION_CONFIRM, "reject": gateway_pb2.DECISION_REJECT}.get(
-            str(form.get("decision") or "")
-        )
+        draft = Draft(search_id, rank, str(form.get("decision") or ""), str(form.get("notes") or "").strip())
+        look = look_of(request)
+        decision = {"confirm": gateway_pb2.DECISION_CONFIRM, "reject": gateway_pb2.DECISION_REJECT}.get(draft.decision)
+        problem = ""
         if decision is None:
-            raise Refused(400, "choose confirm or reject")
-        notes = str(form.get("notes") or "").strip()
-        if len(notes) > MAX_NOTES:
-            raise Refused(400, f"notes take at most {MAX_NOTES} characters")
-        await gateway_for(session).decide(search_id, rank, decision, notes)
-        return RedirectResponse(f"/searches/{search_id}?decided={rank}", status_code=303)
+            problem = "choose same person or not the same person"
+        elif len(draft.notes) > MAX_NOTES:
+            problem = f"notes take at most {MAX_NOTES} characters; shorten them"
+        elif not draft.notes and (decision == gateway_pb2.DECISION_REJECT or not session.has("reviewer")):
+            problem = "write why in the notes: a rejection (and a supervisor's decision) needs a reason"
+        if not problem:
+            try:
+                await gateway_for(session).decide(search_id, rank, decision, draft.notes)  # type: ignore[arg-type]
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in KEEP_DRAFT_ON:
+                    raise
+                problem = error.details() or "the decision was not recorded"
+        if problem:
+            # Answered on the same page, at the same candidate and view, with what was written kept.
+            context = await search_context(session, search_id, look, rank, draft, error=problem)
+            return render(request, "search.html", 400, decided=None, **context)
+        query = look.query()
+        return RedirectResponse(
+            f"/searches/{search_id}?decided={rank}{'&' + query if query else ''}#compare", status_code=303
+        )
+
+    async def keep_draft_and_sign_in(request: Request, search_id: str, rank: int) -> Response:
+        """A decision posted after the session expired: kept (when the form is this browser's own:
+        its CSRF token is the expired session's), and the sign-in form says so."""
+        form = await checked_form_of_expired(request)
+        if form is None:
+            return error_page(request, 401, "sign in first")
+        draft = Draft(search_id, rank, str(form.get("decision") or ""), str(form.get("notes") or "")[:MAX_NOTES])
+        response = login_form(
+            request,
+            401,
+            said=f"Your session ended before your decision on candidate {rank} was recorded. It is kept: sign in "
+            "again and you return to it, to check and record it.",
+        )
+        drafts.keep(response, draft, expired_user(request), look_of(request).query())
+        return response
+
+    def expired_user(request: Request) -> str:
+        expired = sealer.open_session(request.cookies.get(SESSION_COOKIE), now=0)
+        return expired.user if expired else ""
+
+    async def checked_form_of_expired(request: Request) -> FormData | None:
+        """The posted form when it carries the CSRF token of this browser's expired session."""
+        expired = sealer.open_session(request.cookies.get(SESSION_COOKIE), now=0)
+        if expired is None:
+            return None
+        try:
+            return await checked_form(request, expired)
+        except Refused:
+            return None
 
     async def case_page(request: Request) -> Response:
         session = need(request, "supervisor", "auditor")

@@ -36,9 +36,8 @@ class Gateway:
     def _metadata(self) -> Iterable[tuple[str, str]]:
         return (("authorization", f"Bearer {self._token}"), *inject_headers().items())
 
-    async def pending(self) -> gateway_pb2.ListPendingReviewsResponse:
-        """Searches waiting for this user's review."""
-        request = gateway_pb2.ListPendingReviewsRequest(limit=100)
+    async def pending(self, request: gateway_pb2.ListPendingReviewsRequest) -> gateway_pb2.ListPendingReviewsResponse:
+        """A page of the searches waiting for this user's review, with their total."""
         return await self._stub.ListPendingReviews(request, metadata=self._metadata(), timeout=self._timeout)
 
     async def search(self, search_id: str) -> gateway_pb2.SearchReview:

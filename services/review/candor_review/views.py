@@ -1,20 +1,14 @@
-"""What the pages show, computed from the gateway's messages: photos as figures with their face
-boxes (and a zoomed view box), candidate statuses and decisions in words."""
+"""What the pages show, computed from the gateway's messages: the probe's quality figures with
+plain warnings, candidate statuses and decisions in words, and error headings."""
 
 from __future__ import annotations
 
-import base64
-import io
+import math
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
-
+from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 
-#: The image formats a page may embed, by Pillow's name for them.
-MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "BMP": "image/bmp"}
-#: How far around the face a zoomed view reaches, as a multiple of the face box.
-ZOOM_MARGIN = 1.8
 STATUS_WORDS = {
     gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED: "",
     gateway_pb2.CANDIDATE_STATUS_PENDING: "pending",
@@ -25,50 +19,50 @@ STATUS_WORDS = {
 DECISION_WORDS = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
 
 
+#: Below these, the probe's figures earn a plain warning (the desk's own cautious lines, not a
+#: standard's): a face narrower than this many pixels; eyes closer than this (ISO/IEC 19794-5 asks
+#: 90 px for a full frontal image; under 30 little detail is left to compare); sharpness (variance
+#: of the Laplacian of the face at 150 px, the enrolment rule's measure) under this; and an
+#: in-plane tilt over this many degrees.
+SMALL_FACE_PX = 80
+SMALL_EYE_DISTANCE_PX = 30
+LOW_SHARPNESS = 50.0
+TILT_DEGREES = 20.0
+
+
 @dataclass(frozen=True)
-class Figure:
-    """A photo as an inline SVG: the picture, the face's box, and the part of it in view."""
+class Quality:
+    """The probe's quality figures as a reviewer reads them, and plain warnings."""
 
-    data_uri: str
-    width: int
-    height: int
-    #: x, y, width, height of the face box; None when not known.
-    box: tuple[int, int, int, int] | None
-    view_box: str
-    #: The box outline's width in photo pixels, so it reads the same at any zoom.
-    stroke: float
-    sha256: str
+    figures: list[tuple[str, str]]
+    warnings: list[str]
 
 
-def figure(photo: gateway_pb2.Photo, zoom: bool) -> Figure | None:
-    """The photo as a figure; None when it is not an image a browser shows."""
-    try:
-        with Image.open(io.BytesIO(photo.image)) as image:
-            width, height = image.size
-            media_type = MEDIA_TYPES.get(image.format or "")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        return None
-    if media_type is None:
-        return None
-    box = None
-    if photo.HasField("face_box") and photo.face_box.width > 0 and photo.face_box.height > 0:
-        b = photo.face_box
-        box = (b.x, b.y, b.width, b.height)
-    view = (0.0, 0.0, float(width), float(height))
-    if zoom and box is not None:
-        view = _around(box, width, height)
-    data_uri = f"data:{media_type};base64,{base64.b64encode(photo.image).decode()}"
-    stroke = max(2.0, round(max(view[2], view[3]) / 150, 1))
-    return Figure(data_uri, width, height, box, " ".join(f"{v:g}" for v in view), stroke, photo.sha256)
-
-
-def _around(box: tuple[int, int, int, int], width: int, height: int) -> tuple[float, float, float, float]:
-    """A square view centred on the face box, ZOOM_MARGIN times its size, kept inside the photo."""
-    x, y, w, h = box
-    side = min(max(w, h) * ZOOM_MARGIN, width, height)
-    left = min(max(x + w / 2 - side / 2, 0.0), width - side)
-    top = min(max(y + h / 2 - side / 2, 0.0), height - side)
-    return (round(left, 1), round(top, 1), round(side, 1), round(side, 1))
+def probe_quality(quality: common_pb2.FaceQuality, probe: gateway_pb2.Photo | None) -> Quality:
+    """What the search measured of the probe face (size, sharpness) and what its eyes show
+    (distance between them, tilt), with a warning for each figure that is poor."""
+    figures, warnings = [], []
+    if quality.face_size_px:
+        figures.append(("Face width", f"{quality.face_size_px} px"))
+        if quality.face_size_px < SMALL_FACE_PX:
+            warnings.append(f"The face is only {quality.face_size_px} px wide: fine detail is not there to compare.")
+    if quality.blur:
+        figures.append(("Sharpness", f"{quality.blur:.0f} (variance of the Laplacian; higher is sharper)"))
+        if quality.blur < LOW_SHARPNESS:
+            warnings.append("The face is blurred: features may look alike or different only because of the blur.")
+    if probe is not None and len(probe.eyes) == 2:
+        (x1, y1), (x2, y2) = ((p.x, p.y) for p in probe.eyes)
+        apart = math.hypot(x2 - x1, y2 - y1)
+        tilt = math.degrees(math.atan2(y2 - y1, x2 - x1))
+        figures.append(("Between the eyes", f"{apart:.0f} px"))
+        figures.append(("Head tilt", f"{tilt:+.0f}°"))
+        if apart < SMALL_EYE_DISTANCE_PX:
+            warnings.append(f"The eyes are {apart:.0f} px apart: too little detail for a reliable comparison.")
+        if abs(tilt) > TILT_DEGREES:
+            warnings.append(f"The head is tilted {abs(tilt):.0f}°: compare in the aligned view.")
+    if not figures:
+        warnings.append("No quality figures were recorded for this probe.")
+    return Quality(figures, warnings)
 
 
 #: An error page's heading, by its HTTP status: what happened, in a word or two.

@@ -47,16 +47,18 @@ class FaceChip(_message.Message):
     def __init__(self, rgb: _Optional[bytes] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class DetectedFace(_message.Message):
-    __slots__ = ("box", "landmarks", "chip", "quality")
+    __slots__ = ("box", "landmarks", "chip", "quality", "eyes")
     BOX_FIELD_NUMBER: _ClassVar[int]
     LANDMARKS_FIELD_NUMBER: _ClassVar[int]
     CHIP_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
+    EYES_FIELD_NUMBER: _ClassVar[int]
     box: Box
     landmarks: _containers.RepeatedCompositeFieldContainer[Point]
     chip: FaceChip
     quality: FaceQuality
-    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., chip: _Optional[_Union[FaceChip, _Mapping]] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ...) -> None: ...
+    eyes: _containers.RepeatedCompositeFieldContainer[Point]
+    def __init__(self, box: _Optional[_Union[Box, _Mapping]] = ..., landmarks: _Optional[_Iterable[_Union[Point, _Mapping]]] = ..., chip: _Optional[_Union[FaceChip, _Mapping]] = ..., quality: _Optional[_Union[FaceQuality, _Mapping]] = ..., eyes: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
 
 class Origin(_message.Message):
     __slots__ = ("actor", "case_number", "purpose", "request_id")

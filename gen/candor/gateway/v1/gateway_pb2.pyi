@@ -27,6 +27,12 @@ class CandidateStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_STATUS_LEAD: _ClassVar[CandidateStatus]
     CANDIDATE_STATUS_REJECTED: _ClassVar[CandidateStatus]
     CANDIDATE_STATUS_DISPUTED: _ClassVar[CandidateStatus]
+
+class PendingOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PENDING_ORDER_OLDEST_FIRST: _ClassVar[PendingOrder]
+    PENDING_ORDER_NEWEST_FIRST: _ClassVar[PendingOrder]
+    PENDING_ORDER_CASE: _ClassVar[PendingOrder]
 DECISION_UNSPECIFIED: Decision
 DECISION_CONFIRM: Decision
 DECISION_REJECT: Decision
@@ -35,6 +41,9 @@ CANDIDATE_STATUS_PENDING: CandidateStatus
 CANDIDATE_STATUS_LEAD: CandidateStatus
 CANDIDATE_STATUS_REJECTED: CandidateStatus
 CANDIDATE_STATUS_DISPUTED: CandidateStatus
+PENDING_ORDER_OLDEST_FIRST: PendingOrder
+PENDING_ORDER_NEWEST_FIRST: PendingOrder
+PENDING_ORDER_CASE: PendingOrder
 
 class EndSessionRequest(_message.Message):
     __slots__ = ()
@@ -59,20 +68,26 @@ class GetRecordPhotoRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ...) -> None: ...
 
 class Photo(_message.Message):
-    __slots__ = ("image", "sha256", "face_box", "record_id", "search_id", "subject_id")
+    __slots__ = ("image", "sha256", "face_box", "record_id", "search_id", "subject_id", "eyes", "origin", "stored_at")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     FACE_BOX_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    EYES_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    STORED_AT_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     sha256: str
     face_box: _common_pb2.Box
     record_id: str
     search_id: str
     subject_id: str
-    def __init__(self, image: _Optional[bytes] = ..., sha256: _Optional[str] = ..., face_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., record_id: _Optional[str] = ..., search_id: _Optional[str] = ..., subject_id: _Optional[str] = ...) -> None: ...
+    eyes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point]
+    origin: str
+    stored_at: _timestamp_pb2.Timestamp
+    def __init__(self, image: _Optional[bytes] = ..., sha256: _Optional[str] = ..., face_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., record_id: _Optional[str] = ..., search_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., eyes: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., origin: _Optional[str] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetCaseRequest(_message.Message):
     __slots__ = ("case_number",)
@@ -274,7 +289,7 @@ class ReviewedCandidate(_message.Message):
     def __init__(self, candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., reviews: _Optional[_Iterable[_Union[Review, _Mapping]]] = ...) -> None: ...
 
 class SearchReview(_message.Message):
-    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image")
+    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image", "probe_quality")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +301,7 @@ class SearchReview(_message.Message):
     AUTHORISATION_REFERENCE_FIELD_NUMBER: _ClassVar[int]
     PROBE_SHA256_FIELD_NUMBER: _ClassVar[int]
     PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    PROBE_QUALITY_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     case_number: str
     purpose: str
@@ -297,19 +313,38 @@ class SearchReview(_message.Message):
     authorisation_reference: str
     probe_sha256: str
     probe_image: bytes
-    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ...) -> None: ...
+    probe_quality: _common_pb2.FaceQuality
+    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ..., probe_quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ...) -> None: ...
 
 class ListPendingReviewsRequest(_message.Message):
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "offset", "order", "case_prefix", "purpose", "searched_before", "disputed_only", "partly_reviewed_only")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    CASE_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SEARCHED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    DISPUTED_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PARTLY_REVIEWED_ONLY_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+    offset: int
+    order: PendingOrder
+    case_prefix: str
+    purpose: str
+    searched_before: _timestamp_pb2.Timestamp
+    disputed_only: bool
+    partly_reviewed_only: bool
+    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ..., order: _Optional[_Union[PendingOrder, str]] = ..., case_prefix: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., disputed_only: _Optional[bool] = ..., partly_reviewed_only: _Optional[bool] = ...) -> None: ...
 
 class ListPendingReviewsResponse(_message.Message):
-    __slots__ = ("searches",)
+    __slots__ = ("searches", "total", "more")
     SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     searches: _containers.RepeatedCompositeFieldContainer[SearchReview]
-    def __init__(self, searches: _Optional[_Iterable[_Union[SearchReview, _Mapping]]] = ...) -> None: ...
+    total: int
+    more: bool
+    def __init__(self, searches: _Optional[_Iterable[_Union[SearchReview, _Mapping]]] = ..., total: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class SubmitReviewRequest(_message.Message):
     __slots__ = ("search_id", "rank", "decision", "notes")
