@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 SAMPLES := .cache/samples
 # The default face model (YuNet + SFace, OpenCV Zoo) as a pack, fetched once into the venv, SHA-256 checked.
 MODELS  := $(VENV)/share/candor/models
+# axe-core (npm), which the review desk's browser tests run on every page; pinned in its lockfile.
+AXE     := tests/e2e/axe/node_modules/axe-core/axe.min.js
 
 .PHONY: setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers protos protos-check bench fuzz clean
 
@@ -28,6 +30,11 @@ $(MODELS)/manifest.json: lib/candor_kit/wheel_packs.py | $(STAMP)
 
 setup: $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/manifest.json
 
+$(AXE): tests/e2e/axe/package-lock.json
+	@command -v npm >/dev/null || { echo "The desk's accessibility tests need npm: apt-get install npm"; exit 1; }
+	cd tests/e2e/axe && npm ci --no-audit --no-fund --silent
+	touch $(AXE)
+
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(SAMPLES)
 
@@ -35,7 +42,7 @@ demo: setup
 demo-reembed: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/reembed_demo.sh $(SAMPLES)
 
-test: setup protos-check lint
+test: setup $(AXE) protos-check lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -52,7 +59,7 @@ test-integration: setup
 test-deploy: setup
 	$(BIN)/python -m pytest tests/deploy
 
-test-e2e: setup
+test-e2e: setup $(AXE)
 	$(BIN)/python -m pytest tests/e2e
 
 # Builds every image without a registry (a Debian base made with debootstrap) and runs the compose

@@ -9,15 +9,18 @@ import json
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from candor_review.session import SESSION_COOKIE, Sealer, Session
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
+from candor_kit.aes_keys import read_aes_key
 from tests.conftest import ROOT
 from tests.e2e.test_stack_cli import candor, searching, wait_for_audit
 
@@ -372,3 +375,184 @@ def test_error_pages_sign_in_and_out_say_what_happened(browser: Browser, demo_st
     expect(page.locator("p.error")).to_contain_text("your token expired at")
     expect(page.locator("p.error")).to_contain_text("ask your identity provider for a new token")
     anonymous.close()
+
+
+#: The sizes every page is checked at: a laptop, a tablet held upright, a phone.
+SIZES = {"desktop": (1366, 900), "tablet": (768, 1024), "phone": (390, 844)}
+AXE = ROOT / "tests" / "e2e" / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def accessibility_problems(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it stands."""
+    if not AXE.exists():
+        pytest.fail(f"axe-core is not installed at {AXE}: make test installs it (npm ci in tests/e2e/axe)")
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(AXE))
+    found = page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in found
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def overflowing(page: Page) -> list[str]:
+    """What sticks out sideways past the window: the page itself, or any table."""
+    return page.evaluate(
+        """() => {
+        const width = document.documentElement.clientWidth, out = [];
+        if (document.documentElement.scrollWidth > width + 1) out.push(`page ${document.documentElement.scrollWidth}px`);
+        document.querySelectorAll('table').forEach((t, i) => {
+          const box = t.getBoundingClientRect();
+          if (box.right > width + 1 || box.left < -1) out.push(`table ${i} ${t.className} ends at ${box.right}px`);
+        });
+        return out;
+    }"""
+    )
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_page_at_desktop_tablet_and_phone_size_is_accessible_and_nothing_overflows(
+    browser: Browser, demo_stack: LocalStack, samples: Path, size: str
+) -> None:
+    """Points 7 and 9: each page state at the three sizes, screenshot kept; axe-core finds nothing
+    serious or critical; no table or page runs past the window; photos stay legible on a phone."""
+    width, height = SIZES[size]
+    base = desk(demo_stack)
+    search_id = search(demo_stack, samples, f"SIZE-{size.upper()}")
+    folder = SCREENSHOTS.parent / "sizes"
+    folder.mkdir(parents=True, exist_ok=True)
+    problems: dict[str, list[str]] = {}
+
+    def check(page: Page, name: str) -> None:
+        page.wait_for_load_state()
+        page.screenshot(path=str(folder / f"{size}-{name}.png"), full_page=True)
+        found = accessibility_problems(page) + overflowing(page)
+        if found:
+            problems[name] = found
+
+    anonymous = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
+    page = anonymous.new_page()
+    page.goto(f"{base}/login")
+    check(page, "sign-in")
+    anonymous.close()
+    for user, roles, pages in (
+        (f"rita-{size}", ("reviewer",), ["/", f"/searches/{search_id}", f"/searches/{search_id}?view=aligned",
+                                         f"/searches/{search_id}?view=overlay", "/no/such/page"]),
+        (f"audrey-{size}", ("auditor",), [f"/case?number=SIZE-{size.upper()}", "/report"]),
+    ):  # fmt: skip
+        context = browser.new_context(viewport={"width": width, "height": height}, bypass_csp=True)
+        page = context.new_page()
+        page.goto(f"{base}/login")
+        page.fill("#token", token(demo_stack, user, *roles))
+        page.click("form.login button[type=submit]")
+        for path in pages:
+            page.goto(base + path)
+            check(page, re.sub(r"[^a-z0-9]+", "-", path.replace(search_id, "search").lower()).strip("-") or "queue")
+            if path == f"/searches/{search_id}":
+                # Legible on a phone: each photo at least 300 px wide, the two one above the other.
+                boxes = [p.bounding_box() for p in page.locator("#candidate-1 svg.photo").all()]
+                assert all(b and b["width"] >= min(300, width * 0.4) for b in boxes), boxes
+        context.close()
+    assert not problems, problems
+
+
+def test_the_page_checks_catch_what_they_look_for(browser: Browser, demo_stack: LocalStack) -> None:
+    """The checks above can fail: an image without a text alternative is a critical axe finding,
+    and a table wider than a phone is caught."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, bypass_csp=True)
+    page = context.new_page()
+    page.goto(f"{desk(demo_stack)}/login")
+    page.evaluate(
+        """() => {
+        document.querySelector('main').insertAdjacentHTML('beforeend',
+          '<img src="/static/none.png"><table><tr><td>' + 'x'.repeat(400) + '</td></tr></table>');
+        document.querySelector('main table td').style.whiteSpace = 'nowrap';
+    }"""
+    )
+    assert any(problem.startswith("image-alt (critical)") for problem in accessibility_problems(page))
+    assert any(problem.startswith("table 0") for problem in overflowing(page))
+    context.close()
+
+
+def expire_session(context: BrowserContext, stack: LocalStack) -> None:
+    """End the browser's desk session as time would: the same sealed session, its expiry passed
+    (sealed with the desk's own key, which the local stack keeps in its secrets folder)."""
+    sealer = Sealer(read_aes_key(stack.data / "secrets" / "review-session-key", "the desk's session key"))
+    [cookie] = [c for c in context.cookies() if c["name"] == SESSION_COOKIE]
+    session = sealer.open_session(cookie["value"])
+    assert session is not None
+    ended = Session(session.user, session.roles, session.token, session.csrf, int(time.time()) - 5)
+    context.add_cookies([{**cookie, "value": sealer.seal_session(ended)}])  # type: ignore[list-item]
+
+
+def test_a_reviewers_work_is_never_lost(browser: Browser, demo_stack: LocalStack, samples: Path) -> None:
+    """Point 5: a reject without notes, and a decision the gateway refuses, are answered on the same
+    page with the choice and notes kept; a decision posted after the session ended is kept and
+    waiting after sign-in; after a decision the reviewer stays at that candidate with the view
+    kept, and "Next search" leads on."""
+    base = desk(demo_stack)
+    first, second = search(demo_stack, samples, "KEEP-0001"), search(demo_stack, samples, "KEEP-0002")
+    context, page = signed_in(browser, demo_stack, "kim", "reviewer")
+    form = page.locator("#candidate-1 form.decision")
+
+    # A reject without notes: the same page, the choice kept, nothing recorded.
+    page.goto(f"{base}/searches/{first}?view=aligned&zoom=2")
+    form.locator("input[value=reject]").check()
+    form.locator("button[type=submit]").click()
+    expect(form.locator("p.error")).to_contain_text("a rejection (and a supervisor's decision) needs a reason")
+    expect(form.locator("input[value=reject]")).to_be_checked()
+    # Notes the gateway refuses (a control character): answered in place, the notes kept as typed.
+    form.locator("textarea").fill("ears differ\x07")
+    form.locator("button[type=submit]").click()
+    expect(form.locator("p.error")).to_contain_text("no other control or formatting characters")
+    expect(form.locator("textarea")).to_have_value("ears differ\x07")
+
+    # The session ends while she writes: her decision is kept, and waits for her after sign-in.
+    form.locator("input[value=confirm]").check()
+    form.locator("textarea").fill("same scar over the left eyebrow")
+    expire_session(context, demo_stack)
+    form.locator("button[type=submit]").click()
+    expect(page.locator("p.done")).to_contain_text("Your session ended before your decision on candidate 1")
+    page.fill("#token", token(demo_stack, "kim", "reviewer"))
+    page.click("form.login button[type=submit]")
+    expect(page).to_have_url(re.compile(rf"/searches/{first}\?rank=1&view=aligned&zoom=2#compare$"))
+    expect(form.locator("textarea")).to_have_value("same scar over the left eyebrow")
+    expect(form.locator("input[value=confirm]")).to_be_checked()
+    expect(form.locator("p.done")).to_contain_text("check it and record it")
+    form.locator("button[type=submit]").click()
+
+    # Recorded: she stays at the candidate with her view, and the next search is one click away.
+    expect(page.locator("p.done")).to_contain_text("Your decision on candidate 1 is recorded")
+    assert "view=aligned" in page.url and "zoom=2" in page.url and page.url.endswith("#compare")
+    expect(page.locator("#candidate-1 svg.photo g[transform^='matrix(']")).to_have_count(2)
+    page.click("a.next-search")
+    expect(page).to_have_url(re.compile(r"/searches/[0-9a-f-]{36}\?view=aligned&zoom=2$"))
+    assert first not in page.url
+    # The draft was given back once: signing in again does not bring it back.
+    context.close()
+    rows = wait_for_audit(
+        demo_stack, "SELECT details_json FROM audit_record WHERE kind = 'review.submitted' AND actor = ?", ("kim",)
+    )
+    assert [json.loads(details)["search_id"] for (details,) in rows] == [first]
+    assert second  # waits in her queue still
+
+
+def test_a_candidate_enrolled_from_a_group_photo_opens_on_its_face(
+    browser: Browser, demo_stack: LocalStack, samples: Path
+) -> None:
+    """Point 1: the demo enrolled six faces of one group photo; a candidate among them opens on its
+    own face, not on the group."""
+    found = candor(demo_stack, *searching(samples / "t1.jpg", "GROUP-0001"), "--face", "2").stdout
+    search_id = re.search(r"^search ([0-9a-f-]{36}) ", found, re.MULTILINE)
+    assert search_id, found
+    context, page = signed_in(browser, demo_stack, "gail", "reviewer")
+    page.goto(f"{desk(demo_stack)}/searches/{search_id.group(1)}")
+    expect(page.locator("#candidate-1 h2")).to_contain_text("t1-person-")
+    candidate = page.locator("#candidate-1 svg.photo").nth(1)
+    view = [float(v) for v in (candidate.get_attribute("viewBox") or "").split()]
+    image = candidate.locator("image")
+    photo_width = float(image.get_attribute("width") or 0)
+    assert view[2] < photo_width / 4, (view, photo_width)  # a face of the group, not the group
+    shot(page, "09-gail-group-photo-candidate")
+    context.close()

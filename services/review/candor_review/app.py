@@ -464,12 +464,12 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         return response
 
     def expired_user(request: Request) -> str:
-        expired = sealer.open_session(request.cookies.get(SESSION_COOKIE), now=0)
+        expired = sealer.open_any_session(request.cookies.get(SESSION_COOKIE))
         return expired.user if expired else ""
 
     async def checked_form_of_expired(request: Request) -> FormData | None:
         """The posted form when it carries the CSRF token of this browser's expired session."""
-        expired = sealer.open_session(request.cookies.get(SESSION_COOKIE), now=0)
+        expired = sealer.open_any_session(request.cookies.get(SESSION_COOKIE))
         if expired is None:
             return None
         try:

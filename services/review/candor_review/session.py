@@ -84,6 +84,12 @@ class Sealer:
 
     def open_session(self, text: str | None, now: float | None = None) -> Session | None:
         """The session in a cookie, or None when there is none or it has expired."""
+        session = self.open_any_session(text)
+        return session if session is not None and session.expires_at > (now or time.time()) else None
+
+    def open_any_session(self, text: str | None) -> Session | None:
+        """The session in a cookie, expired or not (to recognise this browser's own form after its
+        session ended); None when there is none."""
         value = self.open(SESSION_COOKIE, text)
         if value is None:
             return None
@@ -97,4 +103,4 @@ class Sealer:
             )
         except (KeyError, TypeError, ValueError):
             return None
-        return session if session.expires_at > (now or time.time()) else None
+        return session
