@@ -400,8 +400,8 @@ def overflowing(page: Page) -> list[str]:
     """What sticks out sideways past the window: the page itself, or any table."""
     return page.evaluate(
         """() => {
-        const width = document.documentElement.clientWidth, out = [];
-        if (document.documentElement.scrollWidth > width + 1) out.push(`page ${document.documentElement.scrollWidth}px`);
+        const root = document.documentElement, width = root.clientWidth, out = [];
+        if (root.scrollWidth > width + 1) out.push(`page ${root.scrollWidth}px`);
         document.querySelectorAll('table').forEach((t, i) => {
           const box = t.getBoundingClientRect();
           if (box.right > width + 1 || box.left < -1) out.push(`table ${i} ${t.className} ends at ${box.right}px`);
