@@ -111,7 +111,11 @@ def _examples() -> dict[type[Message], Message]:
         ),
         gateway_pb2.EnrollRequest: gateway_pb2.EnrollRequest(subject_id="S-0001"),
         gateway_pb2.SubmitReviewRequest: gateway_pb2.SubmitReviewRequest(
-            search_id=str(uuid.UUID(int=2)), rank=1, decision=gateway_pb2.DECISION_REJECT, notes="different ears"
+            search_id=str(uuid.UUID(int=2)),
+            rank=1,
+            decision=gateway_pb2.DECISION_REJECT,
+            notes="different ears",
+            features=["ears"],
         ),
         gateway_pb2.ExportCaseRequest: gateway_pb2.ExportCaseRequest(case_number="2026.000123"),
         gateway_pb2.DeleteSubjectRequest: gateway_pb2.DeleteSubjectRequest(subject_id="S-0001"),

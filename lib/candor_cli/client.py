@@ -83,12 +83,19 @@ class GatewayClient:
                 return searches, page.total
 
     def submit_review(
-        self, search_id: str, rank: int, confirm: bool, notes: str = ""
+        self, search_id: str, rank: int, decision: int, notes: str = "", features: Sequence[str] = ()
     ) -> gateway_pb2.SubmitReviewResponse:
-        """One decision on one candidate of a search."""
-        decision = gateway_pb2.DECISION_CONFIRM if confirm else gateway_pb2.DECISION_REJECT
-        request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=rank, decision=decision, notes=notes)
+        """One conclusion (a ``gateway_pb2.Decision``) on one candidate of a search, with the
+        facial features it rests on."""
+        request = gateway_pb2.SubmitReviewRequest(
+            search_id=search_id, rank=rank, decision=decision, notes=notes, features=list(features)
+        )
         return self._stub.SubmitReview(request, metadata=self._metadata, timeout=self._timeout)
+
+    def record_analysis(self, search_id: str, sufficient: bool, notes: str = "") -> gateway_pb2.RecordAnalysisResponse:
+        """This reviewer's analysis of a search's probe, before its candidates are shown."""
+        request = gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=sufficient, notes=notes)
+        return self._stub.RecordAnalysis(request, metadata=self._metadata, timeout=self._timeout)
 
     def get_search(self, search_id: str) -> gateway_pb2.SearchReview:
         """A search and its review state, as this caller may see it."""

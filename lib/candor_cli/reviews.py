@@ -1,4 +1,4 @@
-"""``candor review``: the two-reviewer workflow from the command line (list, show, submit)."""
+"""``candor review``: the two-reviewer workflow from the command line (list, show, analyse, submit)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from candor.gateway.v1 import gateway_pb2
 from candor_cli.client import GatewayClient
+from candor_kit import conclusions
 
 STATUS = {
     gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED: "(blind)",
@@ -20,7 +21,9 @@ STATUS = {
     gateway_pb2.CANDIDATE_STATUS_REJECTED: "rejected",
     gateway_pb2.CANDIDATE_STATUS_DISPUTED: "DISPUTED",
 }
-DECISION = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
+DECISION = conclusions.NAMES
+#: The --decision choices: the record names, with "same" and "different" beside confirm and reject.
+CHOICES = {**conclusions.VALUES, "same": gateway_pb2.DECISION_CONFIRM, "different": gateway_pb2.DECISION_REJECT}
 ORDERS = {
     "oldest": gateway_pb2.PENDING_ORDER_OLDEST_FIRST,
     "newest": gateway_pb2.PENDING_ORDER_NEWEST_FIRST,
@@ -48,20 +51,45 @@ def add_review_commands(commands: argparse._SubParsersAction, common: argparse.A
         help="save the probe and each candidate's photo here to compare them (reviewers and supervisors; "
         "a decision is recorded only after both photos were shown to you)",
     )
-    submit = review.add_parser("submit", parents=[common], help="confirm or reject one candidate")
+    analyse = review.add_parser(
+        "analyse", parents=[common], help="record your analysis of a search's probe (before its candidates show)"
+    )
+    analyse.add_argument("search_id")
+    judged = analyse.add_mutually_exclusive_group(required=True)
+    judged.add_argument("--sufficient", action="store_true", help="the probe is good enough to compare")
+    judged.add_argument("--insufficient", action="store_true", help="it is not (say why in --notes)")
+    analyse.add_argument("--notes", default="")
+    submit = review.add_parser("submit", parents=[common], help="record your conclusion on one candidate")
     submit.add_argument("search_id")
-    submit.add_argument("--rank", type=int, required=True, help="the candidate's rank in the search")
-    submit.add_argument("--decision", choices=("confirm", "reject"), required=True)
-    submit.add_argument("--notes", default="", help="why (required to reject, and for a supervisor)")
+    submit.add_argument("--rank", type=int, required=True, help="the candidate's rank in the search, as shown to you")
+    submit.add_argument(
+        "--decision",
+        choices=tuple(CHOICES),
+        required=True,
+        help="same (or confirm), probably-same, inconclusive, probably-different, different (or reject), insufficient",
+    )
+    submit.add_argument(
+        "--features",
+        default="",
+        help="the facial features you relied on, comma-separated, from: " + ", ".join(conclusions.FEATURES),
+    )
+    submit.add_argument(
+        "--notes", default="", help="why (required for every conclusion but same, and for a supervisor)"
+    )
 
 
 def run_review(client: GatewayClient, args: argparse.Namespace) -> int:
     """Run one ``candor review`` action."""
     if args.action == "submit":
-        done = client.submit_review(args.search_id, args.rank, args.decision == "confirm", args.notes)
-        print(
-            f"review {done.review_id} recorded: candidate {args.rank} {args.decision}ed; status {STATUS[done.status]}"
-        )
+        features = [feature.strip() for feature in args.features.split(",") if feature.strip()]
+        done = client.submit_review(args.search_id, args.rank, CHOICES[args.decision], args.notes, features)
+        words = conclusions.WORDS[conclusions.NAMES[CHOICES[args.decision]]]
+        print(f"review {done.review_id} recorded: candidate {args.rank}, {words}; status {STATUS[done.status]}")
+        return 0
+    if args.action == "analyse":
+        analysed = client.record_analysis(args.search_id, args.sufficient, args.notes)
+        said = "sufficient to compare" if analysed.analysis == gateway_pb2.ANALYSIS_SUFFICIENT else "insufficient"
+        print(f"analysis recorded: the probe of search {args.search_id} is {said}")
         return 0
     if args.action == "show":
         found = client.get_search(args.search_id)
@@ -112,12 +140,19 @@ def describe(found: gateway_pb2.SearchReview) -> str:
         f"search {found.search_id}  case {found.case_number}  purpose {found.purpose}  by {found.searched_by}  "
         f"({found.reviews_needed} confirmations make a lead)"
     ]
+    if found.candidate_count and not found.candidates:
+        lines.append(
+            f"  {found.candidate_count} candidate(s) wait for your analysis of the probe: "
+            f"candor review analyse {found.search_id} --sufficient (or --insufficient --notes WHY)"
+        )
     for reviewed in found.candidates:
         candidate = reviewed.candidate
         status = STATUS[reviewed.status]
-        lines.append(f"  {candidate.rank:>2}. {candidate.subject_id:<24} distance {candidate.distance:.4f}  {status}")
+        distance = "distance hidden (score-blind)" if found.score_blind else f"distance {candidate.distance:.4f}"
+        lines.append(f"  {candidate.rank:>2}. {candidate.subject_id:<24} {distance}  {status}")
         lines.extend(
             f"        {review.role} {review.reviewer}: {DECISION[review.decision]}"
+            + (f" [{', '.join(review.features)}]" if review.features else "")
             + (f" ({review.notes})" if review.notes else "")
             for review in reviewed.reviews
         )

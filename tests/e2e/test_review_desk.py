@@ -112,9 +112,20 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
-def decide(page: Page, rank: int, decision: str, notes: str) -> None:
+def analysed(page: Page) -> None:
+    """Record the probe's analysis (sufficient) when the page asks for it before the candidates."""
+    analysis = page.locator("form.analysis")
+    if analysis.count():
+        analysis.locator("input[value=sufficient]").check()
+        analysis.locator("button[type=submit]").click()
+        expect(page.locator("form.analysis")).to_have_count(0)
+
+
+def decide(page: Page, rank: int, decision: str, notes: str, features: tuple[str, ...] = ("ears",)) -> None:
     form = page.locator(f"#candidate-{rank} form.decision")
-    form.locator(f"input[value={decision}]").check()
+    form.locator(f"input[name=decision][value={decision}]").check()
+    for feature in features:
+        form.locator(f"input[name=features][value='{feature}']").check()
     form.locator("textarea").fill(notes)
     form.locator("button[type=submit]").click()
     expect(page.locator("p.done")).to_contain_text(f"candidate {rank} is recorded")
@@ -132,6 +143,11 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     expect(page.locator("table.queue")).to_contain_text(DEMO_CASE)
     shot(page, "01-rita-queue")
     page.click(f"a[href='/searches/{demo_search}']")
+    # ACE-V: the probe alone first; no candidate is on the page before her analysis.
+    expect(page.locator("form.analysis")).to_have_count(1)
+    expect(page.locator("nav.strip")).to_have_count(0)
+    shot(page, "02a-rita-analysis")
+    analysed(page)
     top = page.locator("#candidate-1")
     expect(top.locator("h2")).to_contain_text("obama")
     expect(top.locator("svg.photo")).to_have_count(2)  # probe and candidate, side by side
@@ -169,6 +185,7 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
 
     rob, page = signed_in(browser, demo_stack, "rob", "reviewer")
     page.goto(f"{desk(demo_stack)}/searches/{demo_search}")
+    analysed(page)
     expect(page.locator("#candidate-1 table.trail")).to_have_count(0)  # rita's review is hidden from him
     decide(page, 1, "confirm", "agree: same person")
     shot(page, "05-rob-decided")
@@ -176,10 +193,12 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     # A second search of the demo's probe, on which the reviewers split.
     disputed = search(demo_stack, samples, DISPUTE_CASE)
     page.goto(f"{desk(demo_stack)}/searches/{disputed}")
-    decide(page, 1, "reject", "the jawline differs")
+    analysed(page)
+    decide(page, 1, "reject", "the jawline differs", ("chin/jawline",))
     rob.close()
     rita, page = signed_in(browser, demo_stack, "rita", "reviewer")
     page.goto(f"{desk(demo_stack)}/searches/{disputed}")
+    analysed(page)
     decide(page, 1, "confirm", "same person")
     rita.close()
 
@@ -240,6 +259,7 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     assert sorted(path.name for path in SCREENSHOTS.glob("*.png")) == [
         "01-rita-queue.png",
         "02-rita-side-by-side.png",
+        "02a-rita-analysis.png",
         "03-rita-zoomed.png",
         "03a-rita-aligned.png",
         "03b-rita-overlaid.png",
@@ -315,6 +335,7 @@ def test_unauthenticated_wrong_role_csrf_less_and_cross_site_requests_are_refuse
     assert "script-src 'self';" in policy and "unsafe-inline" not in policy and "default-src 'none'" in policy
 
     # CSRF-less: the page's own form with its token taken out is refused.
+    analysed(page)
     form = page.locator("#candidate-1 form.decision")
     form.locator("input[name=csrf]").evaluate("input => input.remove()")
     form.locator("input[value=confirm]").check()
@@ -448,6 +469,9 @@ def test_every_page_at_desktop_tablet_and_phone_size_is_accessible_and_nothing_o
         page.click("form.login button[type=submit]")
         for path in pages:
             page.goto(base + path)
+            if page.locator("form.analysis").count():
+                check(page, "analysis")
+                analysed(page)
             check(page, re.sub(r"[^a-z0-9]+", "-", path.replace(search_id, "search").lower()).strip("-") or "queue")
             if path == f"/searches/{search_id}":
                 # Legible on a phone: each photo at least 300 px wide, the two one above the other.
@@ -498,10 +522,13 @@ def test_a_reviewers_work_is_never_lost(browser: Browser, demo_stack: LocalStack
 
     # A reject without notes: the same page, the choice kept, nothing recorded.
     page.goto(f"{base}/searches/{first}?view=aligned&zoom=2")
+    analysed(page)
     form.locator("input[value=reject]").check()
+    form.locator("input[name=features][value=nose]").check()
     form.locator("button[type=submit]").click()
-    expect(form.locator("p.error")).to_contain_text("a rejection (and a supervisor's decision) needs a reason")
+    expect(form.locator("p.error")).to_contain_text("a different people conclusion (and a supervisor's decision) needs")
     expect(form.locator("input[value=reject]")).to_be_checked()
+    expect(form.locator("input[name=features][value=nose]")).to_be_checked()
     # Notes the gateway refuses (a control character): answered in place, the notes kept as typed.
     form.locator("textarea").fill("ears differ\x07")
     form.locator("button[type=submit]").click()
@@ -510,6 +537,7 @@ def test_a_reviewers_work_is_never_lost(browser: Browser, demo_stack: LocalStack
 
     # The session ends while she writes: her decision is kept, and waits for her after sign-in.
     form.locator("input[value=confirm]").check()
+    form.locator("input[name=features][value=scars]").check()
     form.locator("textarea").fill("same scar over the left eyebrow")
     expire_session(context, demo_stack)
     form.locator("button[type=submit]").click()
@@ -519,6 +547,7 @@ def test_a_reviewers_work_is_never_lost(browser: Browser, demo_stack: LocalStack
     expect(page).to_have_url(re.compile(rf"/searches/{first}\?rank=1&view=aligned&zoom=2#compare$"))
     expect(form.locator("textarea")).to_have_value("same scar over the left eyebrow")
     expect(form.locator("input[value=confirm]")).to_be_checked()
+    expect(form.locator("input[name=features][value=scars]")).to_be_checked()
     expect(form.locator("p.done")).to_contain_text("check it and record it")
     form.locator("button[type=submit]").click()
 
@@ -548,6 +577,7 @@ def test_a_candidate_enrolled_from_a_group_photo_opens_on_its_face(
     assert search_id, found
     context, page = signed_in(browser, demo_stack, "gail", "reviewer")
     page.goto(f"{desk(demo_stack)}/searches/{search_id.group(1)}")
+    analysed(page)
     expect(page.locator("#candidate-1 h2")).to_contain_text("t1-person-")
     candidate = page.locator("#candidate-1 svg.photo").nth(1)
     view = [float(v) for v in (candidate.get_attribute("viewBox") or "").split()]

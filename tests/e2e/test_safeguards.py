@@ -5,6 +5,7 @@ stack with two gateway processes: the rules hold by construction, not only on th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -75,7 +76,7 @@ def submit_in_parallel(
 
     def one(index: int) -> grpc.StatusCode:
         request = gateway_pb2.SubmitReviewRequest(
-            search_id=search_id, rank=rank, decision=decisions[index], notes=f"look {index}"
+            search_id=search_id, rank=rank, decision=decisions[index], notes=f"look {index}", features=["ears"]
         )
         try:
             stubs[index % 2].SubmitReview(request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
@@ -435,9 +436,16 @@ def test_oversized_events_are_refused_small_and_the_oversight_report_still_reads
 
 
 def look_at_photos(stack: LocalStack, token: str, search_id: str, rank: int = 1) -> None:
-    """Open the probe and a candidate's photo as a reviewer does before deciding (each view audited)."""
+    """Record the probe's analysis (once) and open the probe and a candidate's photo, as a reviewer
+    does before deciding (each step audited)."""
     with grpc.insecure_channel(gateways(stack)[1]) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        with contextlib.suppress(grpc.RpcError):  # recorded already by an earlier look
+            stub.RecordAnalysis(
+                gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=True),
+                metadata=(("authorization", f"Bearer {token}"),),
+                timeout=30,
+            )
         for shown in (0, rank):
             stub.GetSearchPhoto(
                 gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=shown),
@@ -449,7 +457,9 @@ def look_at_photos(stack: LocalStack, token: str, search_id: str, rank: int = 1)
 def submit(stack: LocalStack, token: str, search_id: str, decision: int = gateway_pb2.DECISION_CONFIRM) -> None:
     with grpc.insecure_channel(gateways(stack)[0]) as channel:
         gateway_pb2_grpc.GatewayServiceStub(channel).SubmitReview(
-            gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=1, decision=decision, notes="compared"),
+            gateway_pb2.SubmitReviewRequest(
+                search_id=search_id, rank=1, decision=decision, notes="compared", features=["ears"]
+            ),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=30,
         )

@@ -286,6 +286,14 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(
             gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm",
             check=False,
         )  # fmt: skip
+        assert unseen.returncode == 2 and "record your analysis of the probe first" in unseen.stderr
+        waiting = candor(gallery, "--token", token, "review", "show", found["search_id"]).stdout
+        assert "1 candidate(s) wait for your analysis of the probe" in waiting
+        candor(gallery, "--token", token, "review", "analyse", found["search_id"], "--sufficient")
+        unseen = candor(
+            gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm",
+            "--features", "ears,eyebrows", check=False,
+        )  # fmt: skip
         assert unseen.returncode == 2 and "look at the probe and candidate 1 first" in unseen.stderr
         saved = candor(
             gallery, "--token", token, "review", "show", found["search_id"], "--photos", str(tmp_path / user)
@@ -293,12 +301,13 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(
         assert f"probe: {tmp_path / user / (found['search_id'] + '-probe.jpeg')}" in saved.stdout, saved.stdout
         assert (tmp_path / user / f"{found['search_id']}-candidate-1.jpeg").exists()
         done = candor(
-            gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm"
-        )
-        assert "status (blind)" in done.stdout, user
+            gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "same",
+            "--features", "ears,eyebrows",
+        )  # fmt: skip
+        assert "candidate 1, same person; status (blind)" in done.stdout, user
     shown = candor(gallery, "review", "show", found["search_id"]).stdout
     assert re.search(r" 1\. obama +distance [0-9.]+  LEAD", shown)
-    assert "reviewer rita: confirm" in shown and "reviewer rob: confirm" in shown
+    assert "reviewer rita: confirm [ears, eyebrows]" in shown and "reviewer rob: confirm" in shown
 
 
 def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack, samples: Path) -> None:

@@ -172,13 +172,29 @@ async def review(
     decision: int,
     notes: str = "",
 ) -> gateway_pb2.SubmitReviewResponse:
-    for rank in (0, 1):  # a decision needs both photos shown to the reviewer
+    await look_at_both(gateway, metadata, search_id, 1)
+    request = gateway_pb2.SubmitReviewRequest(
+        search_id=search_id, rank=1, decision=decision, notes=notes, features=["ears", "eyebrows"]
+    )
+    return await gateway.SubmitReview(request, metadata=metadata)
+
+
+async def look_at_both(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, metadata: object, search_id: str, rank: int
+) -> None:
+    """A reviewer's steps before a conclusion: the probe's analysis (sufficient) when the candidates
+    wait for it, then the probe and the candidate's photo shown."""
+    with contextlib.suppress(grpc.aio.AioRpcError):  # refused (to the searcher, say): the review says why
+        seen = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=metadata)
+        if seen.candidate_count and not seen.candidates:
+            await gateway.RecordAnalysis(
+                gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=True), metadata=metadata
+            )
+    for shown in (0, rank):  # a decision needs both photos shown to the reviewer
         with contextlib.suppress(grpc.aio.AioRpcError):  # refused to the searcher, say: the review says why
             await gateway.GetSearchPhoto(
-                gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=rank), metadata=metadata
+                gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=shown), metadata=metadata
             )
-    request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=1, decision=decision, notes=notes)
-    return await gateway.SubmitReview(request, metadata=metadata)
 
 
 async def status_seen_by(gateway: gateway_pb2_grpc.GatewayServiceStub, metadata: object, search_id: str) -> int:
@@ -200,8 +216,18 @@ async def test_one_confirmation_is_not_a_lead_two_different_reviewers_make_one_a
         await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM)
     assert twice.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
-    # Rob sees the candidate but neither Rita's decision nor a status.
+    # ACE-V: Rob sees no candidate before he records his analysis of the probe alone.
+    unanalysed = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=ROB)
+    assert not unanalysed.candidates and unanalysed.candidate_count == 1
+    assert unanalysed.analysis == gateway_pb2.ANALYSIS_UNSPECIFIED
+    with pytest.raises(grpc.aio.AioRpcError) as unseen:
+        await gateway.GetSearchPhoto(gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=1), metadata=ROB)
+    assert unseen.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "record your analysis of the probe first" in (unseen.value.details() or "")
+    await gateway.RecordAnalysis(gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=True), metadata=ROB)
+    # Then he sees the candidate but neither Rita's decision nor a status.
     blind = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=ROB)
+    assert blind.analysis == gateway_pb2.ANALYSIS_SUFFICIENT
     assert blind.candidates[0].status == gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED
     assert list(blind.candidates[0].reviews) == []
     await review(gateway, ROB, search_id, gateway_pb2.DECISION_CONFIRM)
@@ -279,7 +305,9 @@ async def test_a_split_goes_to_a_supervisor_whose_decision_settles_it(
         steps = [k for k in kinds if k.startswith("review.") or k == "search.completed"]
         return steps == [
             "search.completed",
+            "review.analysed",
             "review.submitted",
+            "review.analysed",
             "review.refused",
             "review.submitted",
             "review.disputed",

@@ -28,6 +28,7 @@ from tests.integration.test_governance import (
     RITA,
     ROB,
     SUE,
+    look_at_both,
     policy_with,
     restore_policy,  # noqa: F401 - a fixture
     review,
@@ -79,6 +80,7 @@ async def test_an_enrolled_photo_is_kept_encrypted_and_shown_to_a_reviewer_with_
     assert photo[2000:2064] not in stored and len(stored) == len(photo) + 12 + 16
 
     search_id = await search_as(gateway, samples, INVESTIGATOR, "PHOTO-1")
+    await gateway.RecordAnalysis(gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=True), metadata=RITA)
     shown = await gateway.GetSearchPhoto(gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=1), metadata=RITA)
     assert shown.image == photo and shown.sha256 == sha256 and shown.subject_id == "obama"
     assert shown.HasField("face_box") and shown.face_box.width > 60
@@ -98,6 +100,7 @@ async def test_the_searcher_other_roles_and_unknown_candidates_are_refused_a_pho
 ) -> None:
     iris = as_user("investigating-reviewer")
     own = await search_as(gateway, samples, iris, "PHOTO-2")
+    await gateway.RecordAnalysis(gateway_pb2.RecordAnalysisRequest(search_id=own, sufficient=True), metadata=RITA)
     refusals = [
         (iris, own, 1, grpc.StatusCode.PERMISSION_DENIED),  # the searcher, though a reviewer too
         (INVESTIGATOR, own, 1, grpc.StatusCode.PERMISSION_DENIED),  # no reviewing role
@@ -248,14 +251,11 @@ async def test_a_probe_is_kept_until_its_candidates_are_decided_plus_the_policy_
         return [look["probe_shown"] for look in looks if look["search_id"] == decided] == [False, True]
 
     await eventually(both_looks_audited)
-    for rank in range(1, len(shown.candidates) + 1):
+    for rank in range(1, shown.candidate_count + 1):
         for reviewer in (RITA, ROB):
-            for shown in (0, rank):  # a decision needs both photos shown
-                await gateway.GetSearchPhoto(
-                    gateway_pb2.GetSearchPhotoRequest(search_id=decided, rank=shown), metadata=reviewer
-                )
+            await look_at_both(gateway, reviewer, decided, rank)
             request = gateway_pb2.SubmitReviewRequest(
-                search_id=decided, rank=rank, decision=gateway_pb2.DECISION_REJECT, notes="not him"
+                search_id=decided, rank=rank, decision=gateway_pb2.DECISION_REJECT, notes="not him", features=["nose"]
             )
             await gateway.SubmitReview(request, metadata=reviewer)
 

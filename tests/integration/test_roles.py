@@ -40,6 +40,10 @@ CALLS: dict[Permission, tuple[str, Call]] = {
         lambda g, m: g.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(limit=1), metadata=m),
     ),
     Permission.SUBMIT_REVIEW: ("review", lambda g, m: g.SubmitReview(gateway_pb2.SubmitReviewRequest(), metadata=m)),
+    Permission.RECORD_ANALYSIS: (
+        "review.analysis",
+        lambda g, m: g.RecordAnalysis(gateway_pb2.RecordAnalysisRequest(), metadata=m),
+    ),
     Permission.GET_SEARCH: ("search.view", lambda g, m: g.GetSearch(gateway_pb2.GetSearchRequest(), metadata=m)),
     Permission.START_IMPORT: ("import.start", lambda g, m: g.StartImport(gateway_pb2.StartImportRequest(), metadata=m)),
     Permission.SUBMIT_IMPORT: (

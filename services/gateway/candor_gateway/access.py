@@ -52,6 +52,7 @@ class Permission(enum.Enum):
     LIST_AUDIT = "ListAuditRecords"
     LIST_REVIEWS = "ListPendingReviews"
     SUBMIT_REVIEW = "SubmitReview"
+    RECORD_ANALYSIS = "RecordAnalysis"
     GET_SEARCH = "GetSearch"
     START_IMPORT = "StartImport"
     SUBMIT_IMPORT = "SubmitImportItems"
@@ -89,6 +90,7 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.LIST_AUDIT: frozenset({"auditor"}),
     Permission.LIST_REVIEWS: frozenset({"reviewer", "supervisor"}),
     Permission.SUBMIT_REVIEW: frozenset({"reviewer", "supervisor"}),
+    Permission.RECORD_ANALYSIS: frozenset({"reviewer", "supervisor"}),
     # Investigators see only their own searches (the review desk checks).
     Permission.GET_SEARCH: frozenset({"investigator", "reviewer", "supervisor", "auditor"}),
     # Faces are shown to those who judge them and to those who oversee the judging, not to the

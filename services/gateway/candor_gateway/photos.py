@@ -28,6 +28,7 @@ from nats.js.object_store import ObjectStore
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
+from candor_gateway.blind import blind_key
 from candor_kit import Bus
 from candor_kit.errors import InvalidInput, PreconditionFailed, ServiceUnavailable
 from candor_kit.subjects import PHOTOS_BUCKET
@@ -135,6 +136,8 @@ class PhotoStore:
 
     def __init__(self, key: bytes, bucket: str = PHOTOS_BUCKET) -> None:
         self._aead = AESGCM(key)
+        #: The key of score-blind review's candidate order, shared by every replica like the photos.
+        self.blind_key = blind_key(key)
         self._bucket_name = bucket
         self._bucket: ObjectStore | None = None
 

@@ -104,6 +104,9 @@ class Reviews(_Strict):
 
     needed: Annotated[int, Field(ge=2, le=5)] = 2
     window_days: Annotated[int, Field(ge=1, le=365)] = 30
+    #: Hide distances and the search's order from reviewers (supervisors and auditors still see
+    #: both): each reviewer gets the candidates in an order of their own, without scores.
+    score_blind: bool = False
 
 
 class Policy(_Strict):
@@ -322,9 +325,12 @@ quotas:
 retention:
   keep_probes: true
   probe_days_after_decision: 30
+# A candidate is a lead when this many different reviewers (never the searcher) conclude "same
+# person"; score_blind hides distances and the search's order from reviewers.
 reviews:
   needed: 2
   window_days: 30
+  score_blind: false
 """
 
 

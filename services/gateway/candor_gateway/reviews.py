@@ -5,11 +5,17 @@ event (``review.submitted``); the state of every candidate is computed from thos
 the chain is the one record of who decided what, and the oversight report and the discovery export
 see exactly what the workflow saw. The rules:
 
-- a candidate is a lead only when ``needed`` different reviewers confirm it; when all reject, it is
-  rejected; when they split, it is disputed and a supervisor (not the searcher, not one of its
-  reviewers) settles it;
+- a reviewer first records their analysis of the probe alone (``review.analysed``: sufficient to
+  compare or not) and sees no candidate before it; an insufficient probe ends their review, each
+  candidate getting their "insufficient" conclusion;
+- each conclusion is graded (same person, probably same, inconclusive, probably different,
+  different, insufficient; ``candor_kit.conclusions``) and names the facial features it rests on;
+- a candidate is a lead only when ``needed`` different reviewers conclude "same person"; when none
+  of them does and none says "probably same", it is rejected (not a lead); otherwise it is disputed
+  and a supervisor (not the searcher, not one of its reviewers) settles it;
 - the searcher cannot review their own search, and nobody reviews the same candidate twice;
-- reviews are blind: a reviewer sees only their own decisions, never another's or the outcome.
+- reviews are blind: a reviewer sees only their own decisions, never another's or the outcome;
+  with the policy's ``score_blind``, not the distances nor the search's order either.
 
 The outcome of each candidate is written as its own event (``review.confirmed``,
 ``review.rejected``, ``review.disputed``) with an id derived from the search and rank, so two
@@ -18,6 +24,7 @@ gateways that both see the last review record it once.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -34,10 +41,19 @@ from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import AuditReader
+from candor_gateway.blind import BlindOrder
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, Rule, is_printable
 from candor_gateway.refusals import audit_refusal
-from candor_kit import AuditPublisher, CandorError, InvalidInput, NotFound, PolicyViolation, PreconditionFailed
+from candor_kit import (
+    AuditPublisher,
+    CandorError,
+    InvalidInput,
+    NotFound,
+    PolicyViolation,
+    PreconditionFailed,
+    conclusions,
+)
 
 SEARCHED = "search.completed"
 SUBMITTED = "review.submitted"
@@ -47,8 +63,12 @@ OUTCOME_KINDS = {
     gateway_pb2.CANDIDATE_STATUS_REJECTED: "review.rejected",
     gateway_pb2.CANDIDATE_STATUS_DISPUTED: "review.disputed",
 }
-DECISIONS = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
-DECISION_VALUES = {name: value for value, name in DECISIONS.items()}
+ANALYSED = "review.analysed"
+DECISIONS = conclusions.NAMES
+DECISION_VALUES = conclusions.VALUES
+#: Conclusions that, among the first reviewers', leave a candidate for a supervisor rather than
+#: rejected: support short of a conclusion.
+LEANING_SAME = frozenset({"probably-same"})
 MAX_NOTES = 2000
 #: The pending list's page: the default and the largest a caller may ask for.
 DEFAULT_PAGE = 100
@@ -74,6 +94,8 @@ class Decided:
     decided_at: Timestamp
     #: The id of the call that recorded it, so that call (and only it) knows its decision stands.
     submission: str = ""
+    #: The facial features the reviewer relied on.
+    features: tuple[str, ...] = ()
 
 
 @dataclass
@@ -89,6 +111,8 @@ class SearchFile:
     #: Confirmations that make a lead: the policy's number when the search was made.
     needed: int
     reviews: dict[int, list[Decided]] = field(default_factory=dict)
+    #: Each reviewer's analysis of the probe: whether it is sufficient to compare (the first stands).
+    analyses: dict[str, bool] = field(default_factory=dict)
 
     @property
     def candidates(self) -> list[dict[str, Any]]:
@@ -108,13 +132,14 @@ class SearchFile:
         reviews = self.reviews.get(rank, [])
         settled = [r for r in reviews if r.role == "supervisor"]
         if settled:
-            return gateway_pb2.CANDIDATE_STATUS_LEAD if settled[0].decision == "confirm" else REJECTED
+            lead = settled[0].decision == conclusions.SUPPORTS_LEAD
+            return gateway_pb2.CANDIDATE_STATUS_LEAD if lead else REJECTED
         first = [r.decision for r in reviews if r.role == "reviewer"][: self.needed]
         if len(first) < self.needed:
             return gateway_pb2.CANDIDATE_STATUS_PENDING
-        if set(first) == {"confirm"}:
+        if set(first) == {conclusions.SUPPORTS_LEAD}:
             return gateway_pb2.CANDIDATE_STATUS_LEAD
-        if set(first) == {"reject"}:
+        if not set(first) & (LEANING_SAME | {conclusions.SUPPORTS_LEAD}):
             return REJECTED
         return gateway_pb2.CANDIDATE_STATUS_DISPUTED
 
@@ -138,7 +163,8 @@ class SearchFile:
 
 
 def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, SearchFile]:
-    """The searches and their reviews, from ``search.completed`` and ``review.submitted`` records;
+    """The searches and their reviews, from ``search.completed``, ``review.submitted`` and
+    ``review.analysed`` records;
     ``needed`` serves searches recorded before the policy named its number of reviews."""
     searches: dict[str, SearchFile] = {}
     for record in records:
@@ -167,8 +193,11 @@ def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, Sea
                         details.get("notes", ""),
                         event.occurred_at,
                         details.get("submission", ""),
+                        tuple(details.get("features") or ()),
                     )
                 )
+        elif event.kind == ANALYSED and details.get("search_id") in searches:
+            searches[details["search_id"]].analyses.setdefault(event.actor, bool(details.get("sufficient")))
     return searches
 
 
@@ -191,6 +220,7 @@ class ReviewDesk:
         locate: Callable[[bytes, common_pb2.Box | None], Awaitable[common_pb2.DetectedFace | None]],
     ) -> None:
         self._locate = locate
+        self._blind = BlindOrder(photos.blind_key)
         self._reader = reader
         self._audit = audit
         self._policy = policy
@@ -210,7 +240,7 @@ class ReviewDesk:
         if not searched:
             raise NotFound(f"no search {search_id}")
         reviews = await self._reader.records(
-            on_behalf_of=reader, kinds=[SUBMITTED], case_number=searched[0].event.case_number, fresh=False
+            on_behalf_of=reader, kinds=[SUBMITTED, ANALYSED], case_number=searched[0].event.case_number, fresh=False
         )
         return fold([*searched, *reviews], self._policy.current.reviews.needed)[search_id]
 
@@ -259,7 +289,9 @@ class ReviewDesk:
             if request.offset < 0:
                 raise InvalidInput("offset must be 0 or more")
             since = dt.datetime.now(dt.UTC) - dt.timedelta(days=self._policy.current.reviews.window_days)
-            records = await self._reader.records(on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED], since=since)
+            records = await self._reader.records(
+                on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED, ANALYSED], since=since
+            )
             searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
             await self._refused("review.list", error, principal)
@@ -287,38 +319,124 @@ class ReviewDesk:
         found: SearchFile | None = None
         try:
             principal.require(Permission.SUBMIT_REVIEW)
-            decision = review_decision(request)
+            decision, features = review_decision(request)
             found = await self._search_file(request.search_id, principal.user)
-            candidate = found.candidate(request.rank)
-            role = self._reviewing_role(principal, found, request.rank)
-            if (decision == "reject" or role == "supervisor") and not request.notes.strip():
-                raise InvalidInput("notes are required for a rejection and for a supervisor's decision")
-            await self._require_photos_shown(principal.user, found, request.rank)
+            self._require_analysis(principal, found)
+            rank = self.true_rank(principal, found, request.rank)
+            found.candidate(rank)
+            role = self._reviewing_role(principal, found, rank)
+            if (decision != conclusions.SUPPORTS_LEAD or role == "supervisor") and not request.notes.strip():
+                raise InvalidInput(
+                    f"notes are required for a {conclusions.WORDS[decision]} conclusion and for a supervisor's "
+                    "decision: say why"
+                )
+            await self._require_photos_shown(principal.user, found, rank)
         except CandorError as error:
             await self._refused("review", error, principal, found)
             raise
+        review_id, status = await self._conclude(found, rank, principal.user, role, decision, request.notes, features)
+        blind = not principal.roles & FULL_VIEW_ROLES
+        return gateway_pb2.SubmitReviewResponse(
+            review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
+        )
+
+    async def _conclude(
+        self,
+        found: SearchFile,
+        rank: int,
+        reviewer: str,
+        role: str,
+        decision: str,
+        notes: str,
+        features: tuple[str, ...] = (),
+    ) -> tuple[str, int]:
+        """Record one conclusion on one candidate (its event id is the reviewer's one possible
+        review of it), then the candidate's outcome if this decided it; the review id and status."""
+        candidate = found.candidate(rank)
         submission = str(uuid.uuid4())
         review_id = await self._audit.publish(
             SUBMITTED,
-            event_id=review_event_id(found.search_id, request.rank, principal.user),
-            actor=principal.user,
+            event_id=review_event_id(found.search_id, rank, reviewer),
+            actor=reviewer,
             case_number=found.case_number,
             purpose=found.purpose,
             details={
                 "search_id": found.search_id,
-                "rank": request.rank,
+                "rank": rank,
                 "subject_id": candidate["subject_id"],
                 "record_id": candidate.get("record_id", ""),
                 "decision": decision,
+                "features": list(features),
                 "role": role,
-                "notes": request.notes.strip(),
+                "notes": notes.strip(),
                 "submission": submission,
             },
         )
-        status = await self._record_outcome(found.search_id, request.rank, principal.user, submission)
-        blind = not principal.roles & FULL_VIEW_ROLES
-        return gateway_pb2.SubmitReviewResponse(
-            review_id=review_id, status=gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED if blind else status
+        return review_id, await self._record_outcome(found.search_id, rank, reviewer, submission)
+
+    def _require_analysis(self, principal: Principal, found: SearchFile) -> None:
+        """Refused until the caller, when they compare faces in this search, has recorded their
+        analysis of the probe, and while that analysis found it insufficient."""
+        if self._must_analyse(principal, found):
+            raise PreconditionFailed(
+                "record your analysis of the probe first (is it good enough to compare?): no candidate is "
+                "shown before it",
+                rule=Rule.REVIEW,
+            )
+        if found.analyses.get(principal.user) is False and not principal.roles & FULL_VIEW_ROLES:
+            raise PreconditionFailed(
+                "you found the probe insufficient to compare; your review of this search is complete",
+                rule=Rule.REVIEW,
+            )
+
+    async def record_analysis(
+        self, principal: Principal, request: gateway_pb2.RecordAnalysisRequest
+    ) -> gateway_pb2.RecordAnalysisResponse:
+        """ACE-V's analysis: the caller's judgement of the probe alone, before any candidate is
+        shown to them. Recorded once per reviewer and search (concurrent calls store one event);
+        an insufficient probe gives each candidate still waiting for them their "insufficient"
+        conclusion, so the search does not wait on a review that cannot happen."""
+        found: SearchFile | None = None
+        try:
+            principal.require(Permission.RECORD_ANALYSIS)
+            notes = request.notes.strip()
+            if len(notes) > MAX_NOTES or not is_printable(re.sub(r"\r?\n|\t", " ", notes)):
+                raise InvalidInput(f"notes are at most {MAX_NOTES} characters, with no control characters")
+            if not request.sufficient and not notes:
+                raise InvalidInput("say why the probe is insufficient to compare, in the notes")
+            found = await self._search_file(request.search_id, principal.user)
+            if principal.user == found.searched_by:
+                raise PolicyViolation("the searcher may not review their own search", rule=Rule.OWN_SEARCH)
+            if principal.user in found.analyses:
+                raise PreconditionFailed(
+                    f"{principal.user} has already recorded an analysis of this probe", rule=Rule.REVIEW
+                )
+        except CandorError as error:
+            await self._refused("review.analysis", error, principal, found)
+            raise
+        who = hashlib.sha256(principal.user.encode("utf-8")).hexdigest()[:32]
+        await self._audit.publish(
+            ANALYSED,
+            event_id=f"{found.search_id}/analysis/{who}",
+            actor=principal.user,
+            case_number=found.case_number,
+            purpose=found.purpose,
+            details={"search_id": found.search_id, "sufficient": request.sufficient, "notes": notes},
+        )
+        # Read back: of concurrent calls (through any gateway), the stored event is the analysis.
+        found = await self._search_file(found.search_id, principal.user)
+        sufficient = found.analyses.get(principal.user, request.sufficient)
+        if not sufficient:
+            for candidate in found.candidates:
+                rank = candidate["rank"]
+                try:
+                    role = self._reviewing_role(principal, found, rank)
+                except CandorError:
+                    continue  # decided already, or not theirs to review
+                with contextlib.suppress(PreconditionFailed):  # a concurrent call recorded it first
+                    await self._conclude(found, rank, principal.user, role, "insufficient", notes)
+        return gateway_pb2.RecordAnalysisResponse(
+            analysis=gateway_pb2.ANALYSIS_SUFFICIENT if sufficient else gateway_pb2.ANALYSIS_INSUFFICIENT
         )
 
     async def _require_photos_shown(self, reviewer: str, found: SearchFile, rank: int) -> None:
@@ -447,6 +565,9 @@ class ReviewDesk:
                 raise PolicyViolation(
                     "the searcher does not review the faces of their own search", rule=Rule.OWN_SEARCH
                 )
+            if rank > 0:
+                self._require_analysis(principal, found)
+            rank = self.true_rank(principal, found, rank)
             kind, key = ("probe", search_id) if rank == 0 else ("gallery", found.candidate(rank).get("record_id", ""))
             photo = await self._photos.get(kind, key) if key else None
             if photo is None:
@@ -486,7 +607,7 @@ class ReviewDesk:
             if not case_number.strip() or len(case_number) > MAX_CASE_CHARS or not is_printable(case_number):
                 raise InvalidInput(f"a case number is 1 to {MAX_CASE_CHARS} printable characters")
             records = await self._reader.records(
-                on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED], case_number=case_number
+                on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED, ANALYSED], case_number=case_number
             )
             searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
@@ -499,10 +620,36 @@ class ReviewDesk:
             case_number=case_number, searches=[self._view(principal, found) for found in searches.values()]
         )
 
+    def _must_analyse(self, principal: Principal, found: SearchFile) -> bool:
+        """Whether the caller compares this search's faces blind (a reviewer, not its searcher,
+        not a supervisor or auditor, who see every review) and has not yet recorded their analysis
+        of the probe: ACE-V's independent examinations are the reviewers'."""
+        blind_reviewer = "reviewer" in principal.roles and not principal.roles & FULL_VIEW_ROLES
+        return blind_reviewer and principal.user != found.searched_by and principal.user not in found.analyses
+
+    def _score_blind(self, principal: Principal, found: SearchFile) -> bool:
+        """Whether the caller sees this search score-blind: a reviewer (who is not also a
+        supervisor or auditor), when the policy hides scores and order from reviewers."""
+        return (
+            self._policy.current.reviews.score_blind
+            and "reviewer" in principal.roles
+            and not principal.roles & FULL_VIEW_ROLES
+            and principal.user != found.searched_by
+        )
+
+    def true_rank(self, principal: Principal, found: SearchFile, rank: int) -> int:
+        """The candidate's true rank for a rank the caller names (their own order, score-blind)."""
+        if rank <= 0 or not self._score_blind(principal, found):
+            return rank
+        ranks = [candidate["rank"] for candidate in found.candidates]
+        return self._blind.true_rank(found.search_id, principal.user, ranks, rank)
+
     def _view(self, principal: Principal, found: SearchFile, probe: bytes = b"") -> gateway_pb2.SearchReview:
         searcher = principal.user == found.searched_by
         full = bool(principal.roles & FULL_VIEW_ROLES) or searcher
+        blind = self._score_blind(principal, found)
         model = found.details.get("model", {})
+        analysis = found.analyses.get(principal.user)
         view = gateway_pb2.SearchReview(
             search_id=found.search_id,
             case_number=found.case_number,
@@ -520,11 +667,24 @@ class ReviewDesk:
             authorisation_reference=found.details.get("authorisation_reference", ""),
             probe_sha256=found.details.get("probe_sha256", ""),
             probe_image=probe,
+            analysis=gateway_pb2.ANALYSIS_UNSPECIFIED
+            if analysis is None
+            else gateway_pb2.ANALYSIS_SUFFICIENT
+            if analysis
+            else gateway_pb2.ANALYSIS_INSUFFICIENT,
+            candidate_count=len(found.candidates),
+            score_blind=blind,
         )
         quality = found.details.get("probe_quality") or {}
         view.probe_quality.face_size_px = int(quality.get("face_size_px") or 0)
         view.probe_quality.blur = float(quality.get("blur") or 0.0)
-        for candidate in found.candidates:
+        if self._must_analyse(principal, found):
+            return view  # ACE-V: no candidate is shown before the probe's analysis is recorded
+        candidates = found.candidates
+        if blind:
+            order = self._blind.order(found.search_id, principal.user, [c["rank"] for c in candidates])
+            candidates = sorted(candidates, key=lambda candidate: order.index(candidate["rank"]))
+        for shown, candidate in enumerate(candidates, start=1):
             rank = candidate["rank"]
             status = found.status(rank)
             reviews = [r for r in found.reviews.get(rank, []) if full or r.reviewer == principal.user]
@@ -535,9 +695,9 @@ class ReviewDesk:
             view.candidates.append(
                 gateway_pb2.ReviewedCandidate(
                     candidate=common_pb2.Candidate(
-                        rank=rank,
+                        rank=shown if blind else rank,
                         subject_id=candidate["subject_id"],
-                        distance=candidate["distance"],
+                        distance=0.0 if blind else candidate["distance"],
                         record_id=candidate.get("record_id", ""),
                         model_id=model.get("id", ""),
                     ),
@@ -549,6 +709,7 @@ class ReviewDesk:
                             decision=DECISION_VALUES[r.decision],
                             notes=r.notes,
                             decided_at=r.decided_at,
+                            features=list(r.features),
                         )
                         for r in reviews
                     ],
@@ -615,14 +776,21 @@ def pending_filter(request: gateway_pb2.ListPendingReviewsRequest) -> Callable[[
     return matches
 
 
-def review_decision(request: gateway_pb2.SubmitReviewRequest) -> str:
-    """The decision ("confirm" or "reject") of a well-formed review request; InvalidInput otherwise."""
+def review_decision(request: gateway_pb2.SubmitReviewRequest) -> tuple[str, tuple[str, ...]]:
+    """The conclusion (its record name: "confirm", "probably-same", ...) and the features of a
+    well-formed review request; InvalidInput otherwise."""
     if request.decision not in DECISIONS:
-        raise InvalidInput("decision must be DECISION_CONFIRM or DECISION_REJECT")
+        raise InvalidInput("decision must be one of the graded conclusions (DECISION_CONFIRM to DECISION_INSUFFICIENT)")
+    decision = DECISIONS[request.decision]
+    unknown = sorted(set(request.features) - set(conclusions.FEATURES))
+    if unknown:
+        raise InvalidInput(f"features must come from the feature list; unknown: {', '.join(unknown)[:200]}")
+    if decision in conclusions.NEED_FEATURES and not request.features:
+        raise InvalidInput(f"a {conclusions.WORDS[decision]} conclusion names the facial features it rests on")
     if len(request.notes) > MAX_NOTES:
         raise InvalidInput(f"notes exceed {MAX_NOTES} characters")
     if not is_printable(re.sub(r"\r?\n|\t", " ", request.notes)):
         raise InvalidInput("notes may hold line breaks and tabs but no other control or formatting characters")
     if request.rank < 1:
         raise InvalidInput("rank must be 1 or more")
-    return DECISIONS[request.decision]
+    return decision, tuple(dict.fromkeys(request.features))

@@ -290,6 +290,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return await self._workflow.reviews.submit(principal, request)
 
     @rpc(SERVICE)
+    async def RecordAnalysis(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.RecordAnalysisRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.RecordAnalysisResponse:
+        principal = await self._principal(context, "review.analysis")
+        return await self._workflow.reviews.record_analysis(principal, request)
+
+    @rpc(SERVICE)
     async def GetSearch(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.GetSearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchReview:

@@ -40,7 +40,7 @@ from starlette.templating import Jinja2Templates
 from candor.gateway.v1 import gateway_pb2
 from candor_cli.report import REVIEWS_NOTE, OversightReport, compute, models_view, to_csv, to_pdf, utc
 from candor_gateway.policy import CASE_NUMBER
-from candor_kit import Unauthenticated, metrics
+from candor_kit import Unauthenticated, conclusions, metrics
 from candor_review.compare import MODES, OPACITIES, ZOOMS, Look, LookError, shown
 from candor_review.drafts import DRAFT_TTL_S, Draft, Drafts
 from candor_review.gateway import Gateway, open_channel
@@ -114,7 +114,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(
         status_words=STATUS_WORDS, decision_words=DECISION_WORDS, when=utc, ages=AGES, page_size=PAGE_SIZE,
-        modes=MODES, zooms=ZOOMS, opacities=OPACITIES, face_look=Look(),
+        modes=MODES, zooms=ZOOMS, opacities=OPACITIES, face_look=Look(), conclusion_words=conclusions.WORDS,
+        features=conclusions.FEATURES,
     )  # fmt: skip
     drafts = Drafts(sealer)
     shared: dict[str, Any] = {}
@@ -163,7 +164,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         origin = request.headers.get("origin")
         if origin and urlsplit(origin).netloc != request.headers.get("host"):
             raise Refused(403, "the form was posted from another site")
-        form = await request.form(max_files=0, max_fields=8, max_part_size=MAX_BODY)
+        # A decision form: its conclusion, notes and CSRF token, and up to every feature ticked.
+        form = await request.form(max_files=0, max_fields=8 + len(conclusions.FEATURES), max_part_size=MAX_BODY)
         if session is not None:
             expected = session.csrf
         else:  # the sign-in form: its token is in the sign-in cookie
@@ -421,19 +423,24 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         form = await checked_form(request, session)
         if not 1 <= rank <= MAX_RANK:
             raise Refused(400, f"a candidate's rank is 1 to {MAX_RANK}")
-        draft = Draft(search_id, rank, str(form.get("decision") or ""), str(form.get("notes") or "").strip())
+        draft = posted_draft(search_id, rank, form)
         look = look_of(request)
-        decision = {"confirm": gateway_pb2.DECISION_CONFIRM, "reject": gateway_pb2.DECISION_REJECT}.get(draft.decision)
+        decision = conclusions.VALUES.get(draft.decision)
         problem = ""
         if decision is None:
-            problem = "choose same person or not the same person"
+            problem = "choose a conclusion, from same person to insufficient quality"
         elif len(draft.notes) > MAX_NOTES:
             problem = f"notes take at most {MAX_NOTES} characters; shorten them"
-        elif not draft.notes and (decision == gateway_pb2.DECISION_REJECT or not session.has("reviewer")):
-            problem = "write why in the notes: a rejection (and a supervisor's decision) needs a reason"
+        elif draft.decision in conclusions.NEED_FEATURES and not draft.features:
+            problem = f"tick the features your {conclusions.WORDS[draft.decision]} conclusion rests on"
+        elif not draft.notes and (draft.decision != conclusions.SUPPORTS_LEAD or not session.has("reviewer")):
+            problem = (
+                f"write why in the notes: a {conclusions.WORDS[draft.decision]} conclusion (and a supervisor's "
+                "decision) needs a reason"
+            )
         if not problem:
             try:
-                await gateway_for(session).decide(search_id, rank, decision, draft.notes)  # type: ignore[arg-type]
+                await gateway_for(session).decide(search_id, rank, decision, draft.notes, draft.features)  # type: ignore[arg-type]
             except grpc.aio.AioRpcError as error:
                 if error.code() not in KEEP_DRAFT_ON:
                     raise
@@ -447,13 +454,44 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
             f"/searches/{search_id}?decided={rank}{'&' + query if query else ''}#compare", status_code=303
         )
 
+    def posted_draft(search_id: str, rank: int, form: FormData) -> Draft:
+        """What a decision form carries: the conclusion, the notes and the features ticked."""
+        features = tuple(dict.fromkeys(str(f) for f in form.getlist("features") if str(f) in conclusions.FEATURES))
+        notes = str(form.get("notes") or "").strip()
+        return Draft(search_id, rank, str(form.get("decision") or ""), notes, features)
+
+    async def analyse(request: Request) -> Response:
+        """The probe's analysis, posted before the candidates are shown."""
+        session = need(request, "reviewer", "supervisor")
+        form = await checked_form(request, session)
+        search_id = request.path_params["search_id"]
+        look = look_of(request)
+        choice, notes = str(form.get("analysis") or ""), str(form.get("notes") or "").strip()
+        problem = ""
+        if choice not in ("sufficient", "insufficient"):
+            problem = "say whether the probe is sufficient to compare"
+        elif choice == "insufficient" and not notes:
+            problem = "write why the probe is insufficient in the notes"
+        if not problem:
+            try:
+                await gateway_for(session).analyse(search_id, choice == "sufficient", notes)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in KEEP_DRAFT_ON:
+                    raise
+                problem = error.details() or "the analysis was not recorded"
+        if problem:
+            context = await search_context(session, search_id, look, 0, Draft(search_id, 0, choice, notes), problem)
+            return render(request, "search.html", 400, decided=None, **context)
+        query = look.query()
+        return RedirectResponse(f"/searches/{search_id}{'?' + query if query else ''}", status_code=303)
+
     async def keep_draft_and_sign_in(request: Request, search_id: str, rank: int) -> Response:
         """A decision posted after the session expired: kept (when the form is this browser's own:
         its CSRF token is the expired session's), and the sign-in form says so."""
         form = await checked_form_of_expired(request)
         if form is None:
             return error_page(request, 401, "sign in first")
-        draft = Draft(search_id, rank, str(form.get("decision") or ""), str(form.get("notes") or "")[:MAX_NOTES])
+        draft = posted_draft(search_id, rank, form)
         response = login_form(
             request,
             401,
@@ -604,6 +642,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         Route("/", queue),
         Route("/searches/{search_id:str}", search_page),
         Route("/searches/{search_id:str}/candidates/{rank:int}", decide, methods=["POST"]),
+        Route("/searches/{search_id:str}/analysis", analyse, methods=["POST"]),
         Route("/case", case_page),
         Route("/report", report_page),
         Route("/report.csv", report_download),

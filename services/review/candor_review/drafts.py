@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
+from candor_kit import conclusions
 from candor_review.session import Sealer, Session
 
 DRAFT_COOKIE = "__Host-candor-draft"
@@ -31,6 +32,7 @@ class Draft:
     rank: int
     decision: str
     notes: str
+    features: tuple[str, ...] = ()
 
 
 class Drafts:
@@ -44,8 +46,9 @@ class Drafts:
         value = {
             "search_id": draft.search_id,
             "rank": draft.rank,
-            "decision": draft.decision if draft.decision in ("confirm", "reject") else "",
+            "decision": draft.decision if draft.decision in conclusions.VALUES else "",
             "notes": draft.notes,
+            "features": [feature for feature in draft.features if feature in conclusions.FEATURES],
             "user": user,
             "look": look,
             "until": int(time.time()) + DRAFT_TTL_S,
@@ -74,7 +77,8 @@ class Drafts:
         value = self._opened(request)
         if value is None or value.get("user") != session.user or value.get("search_id") != search_id:
             return None
-        return Draft(search_id, int(value["rank"]), str(value["decision"]), str(value["notes"]))  # type: ignore[call-overload]
+        features = tuple(str(feature) for feature in value.get("features") or ())  # type: ignore[attr-defined]
+        return Draft(search_id, int(value["rank"]), str(value["decision"]), str(value["notes"]), features)  # type: ignore[call-overload]
 
     def forget(self, response: Response) -> None:
         """Drop the draft cookie."""

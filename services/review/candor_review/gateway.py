@@ -50,10 +50,19 @@ class Gateway:
         request = gateway_pb2.GetSearchPhotoRequest(search_id=search_id, rank=rank)
         return await self._stub.GetSearchPhoto(request, metadata=self._metadata(), timeout=self._timeout)
 
-    async def decide(self, search_id: str, rank: int, decision: int, notes: str) -> gateway_pb2.SubmitReviewResponse:
-        """Record this user's decision on a candidate."""
-        request = gateway_pb2.SubmitReviewRequest(search_id=search_id, rank=rank, decision=decision, notes=notes)
+    async def decide(
+        self, search_id: str, rank: int, decision: int, notes: str, features: Sequence[str]
+    ) -> gateway_pb2.SubmitReviewResponse:
+        """Record this user's conclusion on a candidate, with the features it rests on."""
+        request = gateway_pb2.SubmitReviewRequest(
+            search_id=search_id, rank=rank, decision=decision, notes=notes, features=list(features)
+        )
         return await self._stub.SubmitReview(request, metadata=self._metadata(), timeout=self._timeout)
+
+    async def analyse(self, search_id: str, sufficient: bool, notes: str) -> gateway_pb2.RecordAnalysisResponse:
+        """Record this user's analysis of a search's probe."""
+        request = gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=sufficient, notes=notes)
+        return await self._stub.RecordAnalysis(request, metadata=self._metadata(), timeout=self._timeout)
 
     async def end_session(self) -> None:
         """Revoke this user's token at the gateway (sign-out): the session cookie dies with it."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
+from candor_kit import conclusions
 
 STATUS_WORDS = {
     gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED: "",
@@ -16,7 +17,8 @@ STATUS_WORDS = {
     gateway_pb2.CANDIDATE_STATUS_REJECTED: "rejected",
     gateway_pb2.CANDIDATE_STATUS_DISPUTED: "disputed",
 }
-DECISION_WORDS = {gateway_pb2.DECISION_CONFIRM: "confirm", gateway_pb2.DECISION_REJECT: "reject"}
+#: Each conclusion's words, by its wire value.
+DECISION_WORDS = {conclusions.VALUES[name]: words for name, words in conclusions.WORDS.items()}
 
 
 #: Below these, the probe's figures earn a plain warning (the desk's own cautious lines, not a

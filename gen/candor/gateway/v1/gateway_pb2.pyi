@@ -19,6 +19,10 @@ class Decision(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DECISION_UNSPECIFIED: _ClassVar[Decision]
     DECISION_CONFIRM: _ClassVar[Decision]
     DECISION_REJECT: _ClassVar[Decision]
+    DECISION_PROBABLY_SAME: _ClassVar[Decision]
+    DECISION_INCONCLUSIVE: _ClassVar[Decision]
+    DECISION_PROBABLY_DIFFERENT: _ClassVar[Decision]
+    DECISION_INSUFFICIENT: _ClassVar[Decision]
 
 class CandidateStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -28,6 +32,12 @@ class CandidateStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CANDIDATE_STATUS_REJECTED: _ClassVar[CandidateStatus]
     CANDIDATE_STATUS_DISPUTED: _ClassVar[CandidateStatus]
 
+class Analysis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANALYSIS_UNSPECIFIED: _ClassVar[Analysis]
+    ANALYSIS_SUFFICIENT: _ClassVar[Analysis]
+    ANALYSIS_INSUFFICIENT: _ClassVar[Analysis]
+
 class PendingOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PENDING_ORDER_OLDEST_FIRST: _ClassVar[PendingOrder]
@@ -36,11 +46,18 @@ class PendingOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 DECISION_UNSPECIFIED: Decision
 DECISION_CONFIRM: Decision
 DECISION_REJECT: Decision
+DECISION_PROBABLY_SAME: Decision
+DECISION_INCONCLUSIVE: Decision
+DECISION_PROBABLY_DIFFERENT: Decision
+DECISION_INSUFFICIENT: Decision
 CANDIDATE_STATUS_UNSPECIFIED: CandidateStatus
 CANDIDATE_STATUS_PENDING: CandidateStatus
 CANDIDATE_STATUS_LEAD: CandidateStatus
 CANDIDATE_STATUS_REJECTED: CandidateStatus
 CANDIDATE_STATUS_DISPUTED: CandidateStatus
+ANALYSIS_UNSPECIFIED: Analysis
+ANALYSIS_SUFFICIENT: Analysis
+ANALYSIS_INSUFFICIENT: Analysis
 PENDING_ORDER_OLDEST_FIRST: PendingOrder
 PENDING_ORDER_NEWEST_FIRST: PendingOrder
 PENDING_ORDER_CASE: PendingOrder
@@ -265,18 +282,36 @@ class ListAuditRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class Review(_message.Message):
-    __slots__ = ("reviewer", "role", "decision", "notes", "decided_at")
+    __slots__ = ("reviewer", "role", "decision", "notes", "decided_at", "features")
     REVIEWER_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     DECIDED_AT_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     reviewer: str
     role: str
     decision: Decision
     notes: str
     decided_at: _timestamp_pb2.Timestamp
-    def __init__(self, reviewer: _Optional[str] = ..., role: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., notes: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reviewer: _Optional[str] = ..., role: _Optional[str] = ..., decision: _Optional[_Union[Decision, str]] = ..., notes: _Optional[str] = ..., decided_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecordAnalysisRequest(_message.Message):
+    __slots__ = ("search_id", "sufficient", "notes")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    SUFFICIENT_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    sufficient: bool
+    notes: str
+    def __init__(self, search_id: _Optional[str] = ..., sufficient: _Optional[bool] = ..., notes: _Optional[str] = ...) -> None: ...
+
+class RecordAnalysisResponse(_message.Message):
+    __slots__ = ("analysis",)
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    analysis: Analysis
+    def __init__(self, analysis: _Optional[_Union[Analysis, str]] = ...) -> None: ...
 
 class ReviewedCandidate(_message.Message):
     __slots__ = ("candidate", "status", "reviews")
@@ -289,7 +324,7 @@ class ReviewedCandidate(_message.Message):
     def __init__(self, candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., reviews: _Optional[_Iterable[_Union[Review, _Mapping]]] = ...) -> None: ...
 
 class SearchReview(_message.Message):
-    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image", "probe_quality")
+    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image", "probe_quality", "analysis", "candidate_count", "score_blind")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -302,6 +337,9 @@ class SearchReview(_message.Message):
     PROBE_SHA256_FIELD_NUMBER: _ClassVar[int]
     PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     PROBE_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCORE_BLIND_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     case_number: str
     purpose: str
@@ -314,7 +352,10 @@ class SearchReview(_message.Message):
     probe_sha256: str
     probe_image: bytes
     probe_quality: _common_pb2.FaceQuality
-    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ..., probe_quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ...) -> None: ...
+    analysis: Analysis
+    candidate_count: int
+    score_blind: bool
+    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ..., probe_quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., candidate_count: _Optional[int] = ..., score_blind: _Optional[bool] = ...) -> None: ...
 
 class ListPendingReviewsRequest(_message.Message):
     __slots__ = ("limit", "offset", "order", "case_prefix", "purpose", "searched_before", "disputed_only", "partly_reviewed_only")
@@ -347,16 +388,18 @@ class ListPendingReviewsResponse(_message.Message):
     def __init__(self, searches: _Optional[_Iterable[_Union[SearchReview, _Mapping]]] = ..., total: _Optional[int] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class SubmitReviewRequest(_message.Message):
-    __slots__ = ("search_id", "rank", "decision", "notes")
+    __slots__ = ("search_id", "rank", "decision", "notes", "features")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     RANK_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     rank: int
     decision: Decision
     notes: str
-    def __init__(self, search_id: _Optional[str] = ..., rank: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., notes: _Optional[str] = ...) -> None: ...
+    features: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, search_id: _Optional[str] = ..., rank: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., notes: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubmitReviewResponse(_message.Message):
     __slots__ = ("review_id", "status")

@@ -86,6 +86,11 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewResponse.FromString,
                 _registered_method=True)
+        self.RecordAnalysis = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/RecordAnalysis',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.RecordAnalysisRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.RecordAnalysisResponse.FromString,
+                _registered_method=True)
         self.GetSearch = channel.unary_unary(
                 '/candor.gateway.v1.GatewayService/GetSearch',
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
@@ -227,6 +232,15 @@ class GatewayServiceServicer:
         """One reviewer's decision on one candidate of a search. A candidate becomes a lead only when the
         policy's number of different reviewers (2 by default) confirm it; a split goes to a supervisor,
         whose decision settles it. The searcher may not review their own search. Every step is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordAnalysis(self, request, context):
+        """The first step of a review (ACE-V's analysis): the reviewer's judgement of the probe alone,
+        recorded before any candidate is shown to them. An insufficient probe ends their review: each
+        candidate gets their "insufficient" conclusion.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -381,6 +395,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.SubmitReview,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewResponse.SerializeToString,
+            ),
+            'RecordAnalysis': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAnalysis,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.RecordAnalysisRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.RecordAnalysisResponse.SerializeToString,
             ),
             'GetSearch': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSearch,
@@ -718,6 +737,33 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/SubmitReview',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.SubmitReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAnalysis(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/RecordAnalysis',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.RecordAnalysisRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.RecordAnalysisResponse.FromString,
             options,
             channel_credentials,
             insecure,
