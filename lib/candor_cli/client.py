@@ -92,6 +92,12 @@ class GatewayClient:
         )
         return self._stub.SubmitReview(request, metadata=self._metadata, timeout=self._timeout)
 
+    def seed_proficiency_test(
+        self, request: gateway_pb2.SeedProficiencyTestRequest
+    ) -> gateway_pb2.SeedProficiencyTestResponse:
+        """A supervisor's known-answer comparison, put in reviewers' queues."""
+        return self._stub.SeedProficiencyTest(request, metadata=self._metadata, timeout=self._timeout)
+
     def record_analysis(self, search_id: str, sufficient: bool, notes: str = "") -> gateway_pb2.RecordAnalysisResponse:
         """This reviewer's analysis of a search's probe, before its candidates are shown."""
         request = gateway_pb2.RecordAnalysisRequest(search_id=search_id, sufficient=sufficient, notes=notes)

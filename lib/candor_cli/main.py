@@ -24,6 +24,7 @@ from candor_cli.eval_commands import add_commands as add_eval_commands
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
 from candor_cli.reembed import run_model_command
+from candor_cli.proficiency import add_proficiency_commands, run_proficiency
 from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import (
     AUDIENCE,
@@ -121,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eval_commands(commands, common)
     add_review_commands(commands, common)
+    add_proficiency_commands(commands, common)
     add_gallery_commands(commands, common)
     add_models_commands(commands)
 
@@ -209,8 +211,8 @@ def _report(client: GatewayClient, start: dt.date, end: dt.date, folder: Path, f
     since, until = Timestamp(), Timestamp()
     since.FromDatetime(dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC))
     until.FromDatetime(dt.datetime.combine(end + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC))
-    calibrations = client.audit_records(None, until, kinds=["model.calibrated"])
-    made = oversight.compute(client.audit_records(since, until), (start.isoformat(), end.isoformat()), calibrations)
+    evidence = client.audit_records(None, until, kinds=oversight.EVIDENCE_KINDS)
+    made = oversight.compute(client.audit_records(since, until), (start.isoformat(), end.isoformat()), evidence)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"report.{form}"
     if form == "csv":
@@ -420,6 +422,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
         elif args.command == "review":
             return run_review(client, args)
+        elif args.command == "proficiency":
+            return run_proficiency(client, args)
         elif args.command == "gallery" and args.action in ("reembed", "models"):
             return run_model_command(client, args)
         elif args.command == "gallery":

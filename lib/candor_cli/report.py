@@ -24,7 +24,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from markdown import markdown as render_markdown
 
 from candor.audit.v1 import audit_pb2
-from candor_audit.export import record_details
+from candor_cli.reviewing import Rate, ReviewerScore, agreement, proficiency
+from candor_kit.audit_events import record_details
 
 #: Review outcomes as the review workflow records them (review.confirmed, review.rejected, ...).
 REVIEW_OUTCOMES = ("confirmed", "rejected", "disputed")
@@ -33,6 +34,10 @@ REVIEWS_NOTE = (
     "Each reviewed candidate once, by its latest outcome; {settled} of them were disputes a supervisor settled."
 )
 DELETIONS = ("subject.deleted", "record.deleted")
+CALIBRATED = "model.calibrated"
+SEEDED = "proficiency.seeded"
+#: The kinds compute() takes as evidence from the chain's start, whatever the period.
+EVIDENCE_KINDS = (CALIBRATED, SEEDED)
 
 
 @dataclass
@@ -57,17 +62,29 @@ class OversightReport:
     models: Counter[tuple[str, str, float, str]] = field(default_factory=Counter)
     #: The ``model.calibrated`` records of the calibrations searches used, by calibration id.
     calibrations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each reviewer's score on the period's known-answer tests (supervisors' proficiency tests).
+    proficiency: list[ReviewerScore] = field(default_factory=list)
+    #: How often two reviewers of one real candidate reach the same kind of conclusion: overall,
+    #: and per reviewer.
+    agreement: Rate = field(default_factory=lambda: Rate(0, 0))
+    agreement_by_reviewer: dict[str, Rate] = field(default_factory=dict)
 
 
 def compute(
     records: list[audit_pb2.AuditRecord],
     period: tuple[str, str],
-    calibrations: list[audit_pb2.AuditRecord] = (),  # type: ignore[assignment]
+    evidence: list[audit_pb2.AuditRecord] = (),  # type: ignore[assignment]
 ) -> OversightReport:
-    """The report's numbers from the period's audit records, and the evidence of each calibration
-    its searches ran under from ``calibrations`` (``model.calibrated`` records up to the period's end)."""
+    """The report's numbers from the period's audit records, with ``evidence`` from the chain's
+    start to the period's end (EVIDENCE_KINDS): each calibration the period's searches ran under,
+    and the known answers of the proficiency tests its reviews scored."""
     report = OversightReport(period=period, records=len(records))
-    calibrated = {record_details(r).get("calibration_id"): record_details(r) for r in calibrations}
+    calibrated = {
+        record_details(r).get("calibration_id"): record_details(r) for r in evidence if r.event.kind == CALIBRATED
+    }
+    answers = {r.event.event_id: str(record_details(r).get("answer")) for r in evidence if r.event.kind == SEEDED}
+    report.proficiency = proficiency(records, answers)
+    report.agreement, report.agreement_by_reviewer = agreement(records, answers)
     #: The latest outcome of each reviewed candidate, by (search, rank); whether it was disputed.
     latest: dict[tuple[str, int], str] = {}
     disputed: set[tuple[str, int]] = set()
@@ -218,8 +235,47 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
         lines += [f"| {d['when']} | {d['by']} | {d['what']} | {d['reason']} |" for d in report.deletions]
     else:
         lines.append("None.")
-    lines += ["", *_models_section(report)]
+    lines += ["", *_reviewing_section(report), "", *_models_section(report)]
     return "\n".join(lines) + "\n"
+
+
+#: The proficiency table's header, as every rendering shows it.
+PROFICIENCY_HEADER = ("reviewer", "tests", "accuracy [95 % CI]", "false same", "false different", "inconclusive")
+PROFICIENCY_NOTE = (
+    "Known-answer tests supervisors seeded into reviewers' queues (never leads). A false same is a "
+    "same-person conclusion on two different people: the error that makes a false lead."
+)
+AGREEMENT_NOTE = (
+    "On real candidates, how often two reviewers reached the same kind of conclusion (same, different, or neither)."
+)
+
+
+def proficiency_rows(report: OversightReport) -> list[tuple[str, ...]]:
+    """The proficiency table: one row per reviewer tested in the period."""
+    return [
+        (s.reviewer, str(s.tests), str(s.accuracy), str(s.false_same), str(s.false_different), str(s.neither))
+        for s in report.proficiency
+    ]
+
+
+def agreement_rows(report: OversightReport) -> list[tuple[str, str]]:
+    """The agreement table: all pairs, then each reviewer's pairs."""
+    return [("all reviewers", str(report.agreement))] + [
+        (name, str(rate)) for name, rate in report.agreement_by_reviewer.items()
+    ]
+
+
+def _reviewing_section(report: OversightReport) -> list[str]:
+    lines = ["## Reviewer proficiency", "", PROFICIENCY_NOTE, ""]
+    rows = proficiency_rows(report)
+    if rows:
+        lines += [f"| {' | '.join(PROFICIENCY_HEADER)} |", "|---|---|---|---|---|---|"]
+        lines += [f"| {' | '.join(row)} |" for row in rows]
+    else:
+        lines.append("No known-answer test was reviewed in this period.")
+    lines += ["", "## Agreement between reviewers", "", AGREEMENT_NOTE, "", "| reviewers | agreement [95 % CI] |"]
+    lines += ["|---|---|", *(f"| {name} | {rate} |" for name, rate in agreement_rows(report))]
+    return lines
 
 
 @dataclass(frozen=True)
@@ -353,6 +409,11 @@ def to_csv(report: OversightReport) -> str:
     models, _ = models_view(report)
     for name, metric, threshold, calibration, count in models:
         writer.writerow(["models", name, count, f"{metric} distance, threshold {threshold}, calibration {calibration}"])
+    for row in proficiency_rows(report):
+        detail = f"accuracy {row[2]}; false same {row[3]}; false different {row[4]}; inconclusive {row[5]}"
+        writer.writerow(["reviewer proficiency", _cell(row[0]), row[1], detail])
+    for name, rate in agreement_rows(report):
+        writer.writerow(["agreement between reviewers", _cell(name), "", str(rate)])
     return out.getvalue()
 
 
@@ -402,6 +463,12 @@ def to_pdf(report: OversightReport) -> bytes:
     heading("Deletions")
     rows = [(d["when"], d["by"], d["what"], d["reason"]) for d in report.deletions]
     table(("when", "by", "what", "reason"), rows, (3, 2, 3, 4))
+    heading("Reviewer proficiency")
+    pdf.multi_cell(0, 5, PROFICIENCY_NOTE, new_x="LMARGIN", new_y="NEXT")
+    table(PROFICIENCY_HEADER, proficiency_rows(report), (3, 1, 4, 2, 2, 2))
+    heading("Agreement between reviewers")
+    pdf.multi_cell(0, 5, AGREEMENT_NOTE, new_x="LMARGIN", new_y="NEXT")
+    table(("reviewers", "agreement [95 % CI]"), agreement_rows(report), (3, 5))
     heading("Models and calibrations in force")
     models, views = models_view(report)
     table(

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
+
+from candor_kit.rates import clopper_pearson
 
 #: Confidence of the intervals given with each group's rates.
-CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -181,20 +181,6 @@ def fnir_at_fpir(searches: Sequence[SearchOutcome], target_fpir: float, max_rank
     if threshold is None:
         return None
     return fnir_at(searches, threshold, max_rank), threshold
-
-
-def clopper_pearson(errors: int, trials: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The exact (Clopper-Pearson) binomial interval for a rate of ``errors`` in ``trials``.
-
-    With no errors in n trials the upper end is about 3/n at 95 % (the rule of three). Pairs
-    that share an image are not independent, so the interval is a lower bound on the uncertainty.
-    """
-    if trials <= 0:
-        return (0.0, 1.0)
-    tail = (1.0 - confidence) / 2
-    low = 0.0 if errors == 0 else float(beta.ppf(tail, errors, trials - errors + 1))
-    high = 1.0 if errors == trials else float(beta.ppf(1 - tail, errors + 1, trials - errors))
-    return (low, high)
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,12 @@ class AuditPublisher:
         sequence = await self._bus.publish_durable(audit_subject(self.source, kind), event, msg_id=event.event_id)
         self.last_sequence = max(self.last_sequence, sequence)
         return event.event_id
+
+
+def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
+    """A record's details as a dict; unreadable details are kept as text, never dropped."""
+    try:
+        details = json.loads(record.event.details_json or "{}")
+    except ValueError:
+        return {"unreadable_details": record.event.details_json}
+    return details if isinstance(details, dict) else {"details": details}

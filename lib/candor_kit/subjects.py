@@ -190,6 +190,8 @@ ROLES: dict[str, BusRole] = {
             "subject.deleted",
             "record.deleted",
             "review.*",
+            # Supervisors' known-answer tests of reviewers, and their scores.
+            "proficiency.*",
             "verify_audit.*",
             "export_case.*",
             "list_audit.*",

@@ -41,7 +41,7 @@ def test_every_service_publishes_audit_events_under_its_own_name() -> None:
 
 
 #: Where the gateway names the kinds it audits: published kinds, and actions whose refusals it audits.
-_GATEWAY_KINDS = re.compile(r'publish\(\s*"([a-z_.]+)"|(?:SUBMITTED|SEARCHED) = "([a-z_.]+)"')
+_GATEWAY_KINDS = re.compile(r'publish\(\s*"([a-z_.]+)"|(?:SUBMITTED|SEARCHED|ANALYSED|SEEDED|SCORED) = "([a-z_.]+)"')
 _GATEWAY_ACTIONS = re.compile(
     r'(?:_principal|_audited_call)\(context, "([a-z_.]+)"|(?:audit_refusal|_refused)\(\s*"([a-z_.]+)"'
 )

@@ -145,3 +145,42 @@ def test_csv_quotes_a_cell_a_spreadsheet_would_run_as_a_formula() -> None:
     )
     rows = list(csv.reader(io.StringIO(report.to_csv(made))))
     assert ["searches by user", "'=HYPERLINK(1)", "1", ""] in rows
+
+
+def test_reviewer_agreement_counts_every_pair_of_reviewers_of_a_real_candidate_by_kind_of_conclusion() -> None:
+    def review(sequence: int, actor: str, search: str, decision: str, role: str = "reviewer") -> audit_pb2.AuditRecord:
+        return record(sequence, "review.submitted", actor, search_id=search, rank=1, decision=decision, role=role)
+
+    records = [
+        review(1, "rita", "s1", "confirm"),
+        review(2, "rob", "s1", "probably-same"),  # the same kind: agreement
+        review(3, "rita", "s2", "confirm"),
+        review(4, "rob", "s2", "reject"),  # disagreement
+        review(5, "sue", "s2", "reject", role="supervisor"),  # a supervisor's settlement is not a pair
+        review(6, "rita", "t1", "confirm"),
+        review(7, "rob", "t1", "confirm"),  # a known-answer test: not real work
+    ]
+    seeded = record(8, "proficiency.seeded", "sue", answer="different")
+    seeded.event.event_id = "t1"
+    made = report.compute(records, ("a", "b"), [seeded])
+    assert (made.agreement.count, made.agreement.trials) == (1, 2)
+    assert {name: (r.count, r.trials) for name, r in made.agreement_by_reviewer.items()} == {
+        "rita": (1, 2),
+        "rob": (1, 2),
+    }
+
+
+def test_proficiency_scores_a_same_conclusion_on_different_people_as_a_false_same() -> None:
+    seeded = [record(1, "proficiency.seeded", "sue", answer="different")]
+    seeded[0].event.event_id = "t1"
+    records = [
+        record(2, "review.submitted", "rita", search_id="t1", rank=1, decision="confirm", role="reviewer"),
+        record(3, "review.submitted", "rob", search_id="t1", rank=1, decision="inconclusive", role="reviewer"),
+    ]
+    made = report.compute(records, ("a", "b"), seeded)
+    scores = {s.reviewer: s for s in made.proficiency}
+    assert (scores["rita"].accuracy.count, scores["rita"].false_same) == (0, 1)
+    assert (scores["rob"].accuracy.count, scores["rob"].neither) == (0, 1)
+    assert ["reviewer proficiency", "rita", "1"] == next(
+        row[:3] for row in csv.reader(io.StringIO(report.to_csv(made))) if row[:2] == ["reviewer proficiency", "rita"]
+    )

@@ -28,6 +28,7 @@ from candor_audit.signing import (
     record_message,
     verify_signature,
 )
+from candor_kit.audit_events import record_details
 
 LEAD_NOTICE = "Investigative lead only: not a basis for arrest."
 
@@ -94,15 +95,6 @@ def check_complete(export: gateway_pb2.ExportCaseResponse, public_key_pem: str) 
         f"{manifest.through_sequence}, as signed by the audit service at {manifest.made_at}"
     )
     return problems, covers
-
-
-def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:
-    """A record's details as a dict; unreadable details are kept as text, never dropped."""
-    try:
-        details = json.loads(record.event.details_json or "{}")
-    except ValueError:
-        return {"unreadable_details": record.event.details_json}
-    return details if isinstance(details, dict) else {"details": details}
 
 
 def export_file_stem(case_number: str) -> str:

@@ -53,6 +53,7 @@ class Permission(enum.Enum):
     LIST_REVIEWS = "ListPendingReviews"
     SUBMIT_REVIEW = "SubmitReview"
     RECORD_ANALYSIS = "RecordAnalysis"
+    SEED_PROFICIENCY = "SeedProficiencyTest"
     GET_SEARCH = "GetSearch"
     START_IMPORT = "StartImport"
     SUBMIT_IMPORT = "SubmitImportItems"
@@ -91,6 +92,8 @@ RPC_ROLES: dict[Permission, frozenset[str]] = {
     Permission.LIST_REVIEWS: frozenset({"reviewer", "supervisor"}),
     Permission.SUBMIT_REVIEW: frozenset({"reviewer", "supervisor"}),
     Permission.RECORD_ANALYSIS: frozenset({"reviewer", "supervisor"}),
+    # Supervisors test their reviewers; nobody else seeds what reviewers cannot tell from work.
+    Permission.SEED_PROFICIENCY: frozenset({"supervisor"}),
     # Investigators see only their own searches (the review desk checks).
     Permission.GET_SEARCH: frozenset({"investigator", "reviewer", "supervisor", "auditor"}),
     # Faces are shown to those who judge them and to those who oversee the judging, not to the

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import structlog
 from cryptography.exceptions import InvalidTag
@@ -34,10 +34,21 @@ from candor_kit.errors import InvalidInput, PreconditionFailed, ServiceUnavailab
 from candor_kit.subjects import PHOTOS_BUCKET
 
 NONCE_BYTES = 12
-#: What a photo is kept as: a gallery record's photo, or a search's probe.
-Kind = Literal["gallery", "probe"]
+#: What a photo is kept as: a gallery record's photo, a search's probe, or the candidate photo of a
+#: proficiency test (under its search id; never in the gallery).
+Kind = Literal["gallery", "probe", "exemplar"]
 KEY = re.compile(r"^[0-9a-f-]{36}$")
 log = structlog.get_logger("candor.gateway.photos")
+
+
+def box_dict(box: common_pb2.Box) -> dict[str, int]:
+    """A face box as a header (and an audit record) keeps it."""
+    return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
+
+
+def eye_list(face: common_pb2.DetectedFace) -> list[list[float]] | None:
+    """A face's eye centres as a header keeps them; None when the detector gave none."""
+    return [[round(point.x, 1), round(point.y, 1)] for point in face.eyes] if len(face.eyes) == 2 else None
 
 
 @dataclass(frozen=True)
@@ -88,13 +99,14 @@ class PhotoHeader:
             header = cls(**values)
         except (TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a photo header: {exc}") from exc
-        if header.kind not in ("gallery", "probe"):
+        if header.kind not in get_args(Kind):
             raise ValueError(f"not a photo kind: {header.kind!r}")
         return header
 
 
 def object_name(kind: Kind, key: str) -> str:
-    """``gallery/<record id>`` or ``probe/<search id>``; InvalidInput for anything else."""
+    """``gallery/<record id>``, ``probe/<search id>`` or ``exemplar/<search id>``; InvalidInput for
+    anything else."""
     if not KEY.match(key):
         raise InvalidInput("not a record or search id")
     return f"{kind}/{key}"

@@ -64,6 +64,7 @@ async def sweep(
             },
         )
         deleted += await photos.delete("probe", header.key)
+        await photos.delete("exemplar", header.key)  # a proficiency test's candidate goes with its probe
     if deleted:
         log.info("probes_deleted", count=deleted)
     return deleted

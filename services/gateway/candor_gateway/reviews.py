@@ -42,8 +42,9 @@ from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import AuditReader
 from candor_gateway.blind import BlindOrder
-from candor_gateway.photos import PhotoStore
+from candor_gateway.photos import Kind, PhotoStore
 from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, Rule, is_printable
+from candor_gateway.proficiency import SCORED, SEEDED
 from candor_gateway.refusals import audit_refusal
 from candor_kit import (
     AuditPublisher,
@@ -113,6 +114,16 @@ class SearchFile:
     reviews: dict[int, list[Decided]] = field(default_factory=dict)
     #: Each reviewer's analysis of the probe: whether it is sufficient to compare (the first stands).
     analyses: dict[str, bool] = field(default_factory=dict)
+    #: A proficiency test's answer ("same" or "different"); None for a real search.
+    known_answer: str | None = None
+
+    def photo_of(self, rank: int) -> tuple[Kind, str]:
+        """Where the store keeps the probe (rank 0) or a candidate's photo."""
+        if rank == 0:
+            return "probe", self.search_id
+        if self.known_answer is not None:
+            return "exemplar", self.search_id
+        return "gallery", self.candidate(rank).get("record_id", "")
 
     @property
     def candidates(self) -> list[dict[str, Any]]:
@@ -170,15 +181,18 @@ def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, Sea
     for record in records:
         event = record.event
         details = json.loads(event.details_json or "{}")
-        if event.kind == SEARCHED:
+        if event.kind in (SEARCHED, SEEDED):
+            # A proficiency test shows the searcher it was seeded under; its actor is the supervisor.
+            seeded = event.kind == SEEDED
             searches[event.event_id] = SearchFile(
                 event.event_id,
                 event.case_number,
                 event.purpose,
-                event.actor,
+                details.get("shown_searcher", "") if seeded else event.actor,
                 event.occurred_at,
                 details,
                 int(details.get("reviews_needed") or needed),
+                known_answer=details.get("answer") if seeded else None,
             )
         elif event.kind == SUBMITTED and details.get("search_id") in searches:
             reviews = searches[details["search_id"]].reviews.setdefault(int(details["rank"]), [])
@@ -230,12 +244,14 @@ class ReviewDesk:
         """A search and its reviews, read from the chain for the user ``reader``."""
         if not search_id.strip():
             raise InvalidInput("search_id is required")
-        searched = await self._reader.records(on_behalf_of=reader, kinds=[SEARCHED], event_id=search_id, at_most=1)
+        searched = await self._reader.records(
+            on_behalf_of=reader, kinds=[SEARCHED, SEEDED], event_id=search_id, at_most=1
+        )
         if not searched:
             # Made through another gateway replica a moment ago, perhaps: read again once the
             # chain holds everything on the audit stream.
             searched = await self._reader.records(
-                on_behalf_of=reader, kinds=[SEARCHED], event_id=search_id, at_most=1, everyones=True
+                on_behalf_of=reader, kinds=[SEARCHED, SEEDED], event_id=search_id, at_most=1, everyones=True
             )
         if not searched:
             raise NotFound(f"no search {search_id}")
@@ -290,7 +306,7 @@ class ReviewDesk:
                 raise InvalidInput("offset must be 0 or more")
             since = dt.datetime.now(dt.UTC) - dt.timedelta(days=self._policy.current.reviews.window_days)
             records = await self._reader.records(
-                on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED, ANALYSED], since=since
+                on_behalf_of=principal.user, kinds=[SEARCHED, SEEDED, SUBMITTED, ANALYSED], since=since
             )
             searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
@@ -443,9 +459,9 @@ class ReviewDesk:
         """Refused unless the faces to compare are still stored and this reviewer has been shown
         them: the candidate's photo, and the probe when the search kept it (a policy may keep none,
         and then the probe is compared from the case file)."""
-        record_id = found.candidate(rank).get("record_id", "")
+        kind, key = found.photo_of(rank)
         probe_kept = bool(found.details.get("probe_retained"))
-        if not record_id or await self._photos.header("gallery", record_id) is None:
+        if not key or await self._photos.header(kind, key) is None:
             raise PreconditionFailed(
                 f"candidate {rank}'s photo is no longer stored; there is nothing to compare the probe with",
                 rule=Rule.REVIEW,
@@ -515,19 +531,24 @@ class ReviewDesk:
         kind = OUTCOME_KINDS.get(status)
         if kind is not None:
             reviews = found.reviews.get(rank, [])
+            details: dict[str, Any] = {
+                "search_id": search_id,
+                "rank": rank,
+                "subject_id": found.candidate(rank)["subject_id"],
+                "reviewers": [r.reviewer for r in reviews if r.role == "reviewer"],
+                "settled_by": next((r.reviewer for r in reviews if r.role == "supervisor"), None),
+            }
+            if found.known_answer is not None:
+                # A test's outcome is scored, never a lead: its own kind, the outcome a detail.
+                details.update(outcome=kind.removeprefix("review."), answer=found.known_answer)
+                kind = SCORED
             await self._audit.publish(
                 kind,
-                event_id=f"{search_id}/{rank}/{kind}",
+                event_id=f"{search_id}/{rank}/{kind}/{details.get('outcome', '')}".rstrip("/"),
                 actor=reviews[-1].reviewer,
                 case_number=found.case_number,
                 purpose=found.purpose,
-                details={
-                    "search_id": search_id,
-                    "rank": rank,
-                    "subject_id": found.candidate(rank)["subject_id"],
-                    "reviewers": [r.reviewer for r in reviews if r.role == "reviewer"],
-                    "settled_by": next((r.reviewer for r in reviews if r.role == "supervisor"), None),
-                },
+                details=details,
             )
         return status
 
@@ -568,7 +589,7 @@ class ReviewDesk:
             if rank > 0:
                 self._require_analysis(principal, found)
             rank = self.true_rank(principal, found, rank)
-            kind, key = ("probe", search_id) if rank == 0 else ("gallery", found.candidate(rank).get("record_id", ""))
+            kind, key = found.photo_of(rank)
             photo = await self._photos.get(kind, key) if key else None
             if photo is None:
                 what = "the probe is not kept" if rank == 0 else f"candidate {rank}'s photo is not stored"
@@ -607,7 +628,7 @@ class ReviewDesk:
             if not case_number.strip() or len(case_number) > MAX_CASE_CHARS or not is_printable(case_number):
                 raise InvalidInput(f"a case number is 1 to {MAX_CASE_CHARS} printable characters")
             records = await self._reader.records(
-                on_behalf_of=principal.user, kinds=[SEARCHED, SUBMITTED, ANALYSED], case_number=case_number
+                on_behalf_of=principal.user, kinds=[SEARCHED, SEEDED, SUBMITTED, ANALYSED], case_number=case_number
             )
             searches = fold(records, self._policy.current.reviews.needed)
         except CandorError as error:
@@ -674,6 +695,7 @@ class ReviewDesk:
             else gateway_pb2.ANALYSIS_INSUFFICIENT,
             candidate_count=len(found.candidates),
             score_blind=blind,
+            proficiency_test=found.known_answer is not None and bool(principal.roles & FULL_VIEW_ROLES),
         )
         quality = found.details.get("probe_quality") or {}
         view.probe_quality.face_size_px = int(quality.get("face_size_px") or 0)

@@ -297,6 +297,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return await self._workflow.reviews.record_analysis(principal, request)
 
     @rpc(SERVICE)
+    async def SeedProficiencyTest(  # noqa: N802 - gRPC method name
+        self, request: gateway_pb2.SeedProficiencyTestRequest, context: grpc.aio.ServicerContext
+    ) -> gateway_pb2.SeedProficiencyTestResponse:
+        principal = await self._principal(context, "proficiency.seed")
+        return await self._workflow.proficiency.seed(principal, request)
+
+    @rpc(SERVICE)
     async def GetSearch(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.GetSearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchReview:

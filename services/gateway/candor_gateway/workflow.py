@@ -26,8 +26,9 @@ from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.calibration import CalibrationGate
-from candor_gateway.photos import PhotoHeader, PhotoStore
+from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
 from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, is_printable
+from candor_gateway.proficiency import ProficiencySeeder
 from candor_gateway.quota import SearchQuota
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.reviews import ReviewDesk
@@ -161,6 +162,9 @@ class Workflow:
         self._quota = SearchQuota(self._reader)
         self.photos = photos
         self.reviews = ReviewDesk(self._reader, audit, policy, photos, self.locate_face)
+        self.proficiency = ProficiencySeeder(
+            audit, photos, policy, self.routes.for_search, self._choose_face, self._embed, calibration.calibrated
+        )
 
     # --- refusals ------------------------------------------------------------------------------
 
@@ -325,8 +329,8 @@ class Workflow:
         """Keep the probe, encrypted, for its reviewers when the policy says so."""
         if keep:
             header = PhotoHeader(
-                "probe", search_id, chosen.image_sha256, face_box=_box(chosen.face.box), origin="search",
-                eyes=_eyes(chosen.face),
+                "probe", search_id, chosen.image_sha256, face_box=box_dict(chosen.face.box), origin="search",
+                eyes=eye_list(chosen.face),
             )  # fmt: skip
             await self.photos.put(header, image)
         return keep
@@ -395,10 +399,10 @@ class Workflow:
             "gallery",
             record_id,
             chosen.image_sha256,
-            face_box=_box(chosen.face.box),
+            face_box=box_dict(chosen.face.box),
             subject_id=subject_id,
             origin="enroll",
-            eyes=_eyes(chosen.face),
+            eyes=eye_list(chosen.face),
         )
         await self.photos.put(header, image)
         try:
@@ -637,7 +641,7 @@ def _search_record(
     return {
         "probe_sha256": chosen.image_sha256,
         "probe_quality": {"face_size_px": quality.face_size_px, "blur": quality.blur},
-        "face_box": _box(chosen.face.box),
+        "face_box": box_dict(chosen.face.box),
         "model": _model(model),
         "threshold": model.threshold,
         "calibration_id": model.calibration_id or None,
@@ -646,15 +650,6 @@ def _search_record(
             for c in candidates
         ],
     }
-
-
-def _eyes(face: common_pb2.DetectedFace) -> list[list[float]] | None:
-    """A face's eye centres as a photo header keeps them; None when the detector gave none."""
-    return [[round(point.x, 1), round(point.y, 1)] for point in face.eyes] if len(face.eyes) == 2 else None
-
-
-def _box(box: common_pb2.Box) -> dict[str, int]:
-    return {"x": box.x, "y": box.y, "width": box.width, "height": box.height}
 
 
 def _model(model: common_pb2.ModelRef) -> dict[str, Any]:

@@ -38,7 +38,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from candor.gateway.v1 import gateway_pb2
-from candor_cli.report import REVIEWS_NOTE, OversightReport, compute, models_view, to_csv, to_pdf, utc
+from candor_cli.report import (
+    AGREEMENT_NOTE,
+    EVIDENCE_KINDS,
+    PROFICIENCY_HEADER,
+    PROFICIENCY_NOTE,
+    REVIEWS_NOTE,
+    OversightReport,
+    agreement_rows,
+    compute,
+    models_view,
+    proficiency_rows,
+    to_csv,
+    to_pdf,
+    utc,
+)
 from candor_gateway.policy import CASE_NUMBER
 from candor_kit import Unauthenticated, conclusions, metrics
 from candor_review.compare import MODES, OPACITIES, ZOOMS, Look, LookError, shown
@@ -539,9 +553,9 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         gateway = gateway_for(session)
         until = f"{(end + dt.timedelta(days=1)).isoformat()}T00:00:00Z"
         records = await gateway.audit_records(f"{start.isoformat()}T00:00:00Z", until)
-        # The evidence of each calibration the period's searches ran under, whenever it was made.
-        calibrations = await gateway.audit_records(None, until, kinds=["model.calibrated"])
-        return compute(records, (start.isoformat(), end.isoformat()), calibrations), start.isoformat(), end.isoformat()
+        # The evidence, whenever it was made: the calibrations searches ran under, the tests' answers.
+        evidence = await gateway.audit_records(None, until, kinds=EVIDENCE_KINDS)
+        return compute(records, (start.isoformat(), end.isoformat()), evidence), start.isoformat(), end.isoformat()
 
     async def report_page(request: Request) -> Response:
         report, start, end = await report_of(request)
@@ -549,6 +563,8 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         return render(
             request, "report.html", report=report, start=start, end=end, models=models, calibrated=calibrated,
             reviews_note=REVIEWS_NOTE.format(settled=report.settled_disputes),
+            proficiency=proficiency_rows(report), proficiency_header=PROFICIENCY_HEADER,
+            proficiency_note=PROFICIENCY_NOTE, agreement=agreement_rows(report), agreement_note=AGREEMENT_NOTE,
         )  # fmt: skip
 
     async def report_download(request: Request) -> Response:

@@ -313,6 +313,34 @@ class RecordAnalysisResponse(_message.Message):
     analysis: Analysis
     def __init__(self, analysis: _Optional[_Union[Analysis, str]] = ...) -> None: ...
 
+class SeedProficiencyTestRequest(_message.Message):
+    __slots__ = ("probe_image", "candidate_image", "same_person", "case_number", "purpose", "shown_searcher", "shown_subject_id", "source")
+    PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SAME_PERSON_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_SEARCHER_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    probe_image: bytes
+    candidate_image: bytes
+    same_person: bool
+    case_number: str
+    purpose: str
+    shown_searcher: str
+    shown_subject_id: str
+    source: str
+    def __init__(self, probe_image: _Optional[bytes] = ..., candidate_image: _Optional[bytes] = ..., same_person: _Optional[bool] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., shown_searcher: _Optional[str] = ..., shown_subject_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+
+class SeedProficiencyTestResponse(_message.Message):
+    __slots__ = ("search_id", "distance")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    distance: float
+    def __init__(self, search_id: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
+
 class ReviewedCandidate(_message.Message):
     __slots__ = ("candidate", "status", "reviews")
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
@@ -324,7 +352,7 @@ class ReviewedCandidate(_message.Message):
     def __init__(self, candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., status: _Optional[_Union[CandidateStatus, str]] = ..., reviews: _Optional[_Iterable[_Union[Review, _Mapping]]] = ...) -> None: ...
 
 class SearchReview(_message.Message):
-    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image", "probe_quality", "analysis", "candidate_count", "score_blind")
+    __slots__ = ("search_id", "case_number", "purpose", "searched_by", "searched_at", "model", "candidates", "reviews_needed", "authorisation_reference", "probe_sha256", "probe_image", "probe_quality", "analysis", "candidate_count", "score_blind", "proficiency_test")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
@@ -340,6 +368,7 @@ class SearchReview(_message.Message):
     ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     SCORE_BLIND_FIELD_NUMBER: _ClassVar[int]
+    PROFICIENCY_TEST_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     case_number: str
     purpose: str
@@ -355,7 +384,8 @@ class SearchReview(_message.Message):
     analysis: Analysis
     candidate_count: int
     score_blind: bool
-    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ..., probe_quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., candidate_count: _Optional[int] = ..., score_blind: _Optional[bool] = ...) -> None: ...
+    proficiency_test: bool
+    def __init__(self, search_id: _Optional[str] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., searched_by: _Optional[str] = ..., searched_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., candidates: _Optional[_Iterable[_Union[ReviewedCandidate, _Mapping]]] = ..., reviews_needed: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., probe_sha256: _Optional[str] = ..., probe_image: _Optional[bytes] = ..., probe_quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., candidate_count: _Optional[int] = ..., score_blind: _Optional[bool] = ..., proficiency_test: _Optional[bool] = ...) -> None: ...
 
 class ListPendingReviewsRequest(_message.Message):
     __slots__ = ("limit", "offset", "order", "case_prefix", "purpose", "searched_before", "disputed_only", "partly_reviewed_only")

@@ -96,6 +96,11 @@ class GatewayServiceStub:
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
                 response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.FromString,
                 _registered_method=True)
+        self.SeedProficiencyTest = channel.unary_unary(
+                '/candor.gateway.v1.GatewayService/SeedProficiencyTest',
+                request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SeedProficiencyTestRequest.SerializeToString,
+                response_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SeedProficiencyTestResponse.FromString,
+                _registered_method=True)
         self.StartImport = channel.unary_unary(
                 '/candor.gateway.v1.GatewayService/StartImport',
                 request_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.StartImportRequest.SerializeToString,
@@ -253,6 +258,15 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SeedProficiencyTest(self, request, context):
+        """Supervisors: a known-answer comparison from the agency's own labelled pairs, put in reviewers'
+        queues like any search (the same pages, a real distance) and never counted as a lead; the
+        oversight report scores each reviewer on them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartImport(self, request, context):
         """Starts a bulk import, or resumes one with the same id: the photos then arrive with
         SubmitImportItems and are enrolled by the detector, embedder and matcher workers in the background.
@@ -405,6 +419,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetSearch,
                     request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.FromString,
                     response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.SerializeToString,
+            ),
+            'SeedProficiencyTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SeedProficiencyTest,
+                    request_deserializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SeedProficiencyTestRequest.FromString,
+                    response_serializer=candor_dot_gateway_dot_v1_dot_gateway__pb2.SeedProficiencyTestResponse.SerializeToString,
             ),
             'StartImport': grpc.unary_unary_rpc_method_handler(
                     servicer.StartImport,
@@ -791,6 +810,33 @@ class GatewayService:
             '/candor.gateway.v1.GatewayService/GetSearch',
             candor_dot_gateway_dot_v1_dot_gateway__pb2.GetSearchRequest.SerializeToString,
             candor_dot_gateway_dot_v1_dot_gateway__pb2.SearchReview.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SeedProficiencyTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/candor.gateway.v1.GatewayService/SeedProficiencyTest',
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SeedProficiencyTestRequest.SerializeToString,
+            candor_dot_gateway_dot_v1_dot_gateway__pb2.SeedProficiencyTestResponse.FromString,
             options,
             channel_credentials,
             insecure,
