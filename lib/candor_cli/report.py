@@ -240,7 +240,7 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
 
 
 #: The proficiency table's header, as every rendering shows it.
-PROFICIENCY_HEADER = ("reviewer", "tests", "accuracy [95 % CI]", "false same", "false different", "inconclusive")
+PROFICIENCY_HEADER = ("Reviewer", "Tests", "Accuracy [95 % CI]", "False same", "False different", "Inconclusive")
 PROFICIENCY_NOTE = (
     "Known-answer tests supervisors seeded into reviewers' queues (never leads). A false same is a "
     "same-person conclusion on two different people: the error that makes a false lead."

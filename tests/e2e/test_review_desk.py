@@ -586,3 +586,87 @@ def test_a_candidate_enrolled_from_a_group_photo_opens_on_its_face(
     assert view[2] < photo_width / 4, (view, photo_width)  # a face of the group, not the group
     shot(page, "09-gail-group-photo-candidate")
     context.close()
+
+
+def test_supervisors_seed_known_answer_tests_that_reviewers_cannot_tell_and_the_report_scores_them(
+    browser: Browser, demo_stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    """Point 4: `candor proficiency seed` puts labelled pairs in reviewers' queues; reviewed on the
+    desk like any search; never a lead; the auditor's report shows each reviewer's accuracy."""
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(
+        "probe,candidate,same,case,subject\n"
+        f"{samples / 'obama2.jpg'},{samples / 'obama3.jpg'},yes,2026-0917,B-44120\n"
+        f"{samples / 'obama2.jpg'},{samples / 'biden.jpg'},no,2026-0918,B-44121\n"
+    )
+    sue = token(demo_stack, "sue-pt", "supervisor")
+    seeded = candor(
+        demo_stack, "--token", sue, "proficiency", "seed", str(pairs), "--purpose", "investigation",
+        "--searcher", "ivan",
+    ).stdout  # fmt: skip
+    assert "2 of 2 test(s) seeded" in seeded, seeded
+    for reviewer in ("pat", "quinn"):
+        context, page = signed_in(browser, demo_stack, reviewer, "reviewer")
+        page.goto(f"{desk(demo_stack)}/?case=2026-09")
+        expect(page.locator("p.count")).to_contain_text("2 searches match these filters")
+        rows = page.locator("table.queue tbody tr")
+        expect(rows.first).to_contain_text("ivan")  # the searcher it is shown under
+        for case, decision, notes, feature in (
+            ("2026-0917", "confirm", "", "ears"),
+            ("2026-0918", "reject", "nose", "nose"),
+        ):
+            page.goto(f"{desk(demo_stack)}/?case={case}")
+            page.click("table.queue tbody tr a")
+            analysed(page)
+            expect(page.locator("#candidate-1 h2")).to_contain_text("B-4412")
+            decide(
+                page, 1, decision if reviewer == "pat" or case == "2026-0917" else "confirm", notes or "x", (feature,)
+            )
+        context.close()
+    audrey, page = signed_in(browser, demo_stack, "audrey-pt", "auditor")
+    page.goto(f"{desk(demo_stack)}/report")
+    scores = page.locator("table.trail", has_text="Accuracy")
+    expect(scores.locator("tr", has_text="pat")).to_contain_text("100.0%")
+    expect(scores.locator("tr", has_text="quinn")).to_contain_text("50.0%")
+    shot(page, "10-audrey-proficiency")
+    audrey.close()
+    leads = wait_for_audit(
+        demo_stack, "SELECT count(*) FROM audit_record WHERE kind = 'proficiency.scored' AND case_number LIKE ?",
+        ("2026-09%",),
+    )  # fmt: skip
+    assert leads[0][0] >= 1
+    confirmed = "SELECT count(*) FROM audit_record WHERE kind = 'review.confirmed' AND case_number LIKE ?"
+    assert wait_for_audit(demo_stack, confirmed, ("2026-09%",)) == [(0,)]
+
+
+def test_the_queue_counts_pages_sorts_and_filters_past_a_page(
+    browser: Browser, demo_stack: LocalStack, samples: Path
+) -> None:
+    """Point 6: more searches than a page: the total, pages, the order and the filters."""
+    state = demo_stack.state()
+    assert state is not None
+    made = []
+    with GatewayClient(state.gateway, demo_stack.token()) as client:
+        for index in range(55):
+            made.append(
+                client.search(samples / "obama2.jpg", f"PAGE-{index:03d}", "investigation", authorisation="W-PAGE")
+            )
+    context, page = signed_in(browser, demo_stack, "paula", "reviewer")
+    page.goto(f"{desk(demo_stack)}/?case=PAGE-")
+    expect(page.locator("p.count")).to_have_text("55 searches match these filters; showing 1 to 50.")
+    expect(page.locator("table.queue tbody tr")).to_have_count(50)
+    expect(page.locator("table.queue tbody tr").first).to_contain_text("PAGE-000")
+    page.click("nav.pages a[rel=next]")
+    expect(page.locator("p.count")).to_have_text("55 searches match these filters; showing 51 to 55.")
+    expect(page.locator("table.queue tbody tr")).to_have_count(5)
+    page.select_option("select[name=order]", "newest")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("table.queue tbody tr").first).to_contain_text("PAGE-054")
+    page.fill("input[name=case]", "PAGE-01")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("p.count")).to_have_text("10 searches match these filters.")
+    page.check("input[name=partly]")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("p.count")).to_have_text("No search waiting for you matches these filters.")
+    shot(page, "11-paula-queue-filtered")
+    context.close()
