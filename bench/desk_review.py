@@ -58,33 +58,27 @@ class Counted:
         self.page.fill(selector, text)
 
 
-def decide_first_candidate(counted: Counted, search_id: str) -> None:
-    """From the queue to a recorded "same person" decision on the search's first candidate, through
-    the page's own controls."""
+def decide_first_candidate(counted: Counted) -> None:
+    """From the queue (or a search the page led on to) to a recorded "same person" conclusion on a
+    search's first candidate, through the page's own controls."""
     page = counted.page
-    counted.click(f"a[href^='/searches/{search_id}']")
-    analysis = page.locator("form.analysis")
-    if analysis.count():  # the ACE-V analysis of the probe, recorded before the candidates show
+    if "/searches/" not in page.url:
+        counted.click("table.queue tbody tr a")
+    if page.locator("form.analysis").count():  # ACE-V: the probe's analysis, before any candidate
         counted.check("form.analysis input[value=sufficient]")
         counted.click("form.analysis button[type=submit]")
-    form = page.locator("#candidate-1 form.decision")
-    counted.check(f"#candidate-1 form.decision input[value={_confirm_value(form)}]")
+    counted.check("#candidate-1 form.decision input[value=confirm]")
+    if page.locator("#candidate-1 form.decision input[name=features]").count():  # the features relied on
+        counted.check("#candidate-1 form.decision input[name=features][value=ears]")
     counted.fill("#candidate-1 form.decision textarea", "same ears and eyebrow shape")
     counted.click("#candidate-1 form.decision button[type=submit]")
     expect(page.locator("p.done")).to_contain_text("candidate 1")
 
 
-def _confirm_value(form: object) -> str:
-    """The value of the "same person" choice ("confirm" before graded conclusions, "same" after)."""
-    locator = form.locator("input[value=same]")  # type: ignore[attr-defined]
-    return "same" if locator.count() else "confirm"
-
-
-def back_to_queue(counted: Counted, base: str) -> None:
-    """The way the page offers back to the next search (a "next search" link, else the queue)."""
+def on_to_the_next(counted: Counted) -> None:
+    """The way the page offers on to the next search: its "next search" link, else the queue."""
     page = counted.page
-    following = page.locator("a.next-search")
-    if following.count():
+    if page.locator("a.next-search").count():
         counted.click("a.next-search")
     else:
         counted.click("header a.brand")
@@ -126,11 +120,11 @@ def main() -> None:
                 page.fill("#token", stack.token("bench-reviewer", ("reviewer",), ttl_s=1800))
                 page.click("form.login button[type=submit]")
                 seconds, clicks, typed = [], [], []
-                for search_id in searches:
+                for _ in searches:
                     counted = Counted(page)
                     started = time.perf_counter()
-                    decide_first_candidate(counted, search_id)
-                    back_to_queue(counted, base)
+                    decide_first_candidate(counted)
+                    on_to_the_next(counted)
                     seconds.append(time.perf_counter() - started)
                     clicks.append(counted.clicks)
                     typed.append(counted.typed)

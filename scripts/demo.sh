@@ -42,14 +42,17 @@ step "Two reviewers, neither of them the searcher, review the candidates blind"
 rita=$(candor token issue --user rita --roles reviewer --ttl 10m)
 rob=$(candor token issue --user rob --roles reviewer --ttl 10m)
 CANDOR_TOKEN="$rita" candor review list
-echo "rita compares the probe with the candidate (a decision needs both photos shown):"
+echo "rita first judges the probe alone (ACE-V's analysis: no candidate is shown before it):"
+CANDOR_TOKEN="$rita" candor review analyse "$search_id" --sufficient
+echo "then compares it with the candidate (a conclusion needs both photos shown, and the features it rests on):"
 CANDOR_TOKEN="$rita" candor review show "$search_id" --photos "$CANDOR_DATA/review-rita"
-CANDOR_TOKEN="$rita" candor review submit "$search_id" --rank 1 --decision confirm
-echo "after one confirmation (the searcher's view: blind until the candidate is decided):"
+CANDOR_TOKEN="$rita" candor review submit "$search_id" --rank 1 --decision same --features ears,eyebrows,nose
+echo "after one 'same person' (the searcher's view: blind until the candidate is decided):"
 candor review show "$search_id"
+CANDOR_TOKEN="$rob" candor review analyse "$search_id" --sufficient >/dev/null
 CANDOR_TOKEN="$rob" candor review show "$search_id" --photos "$CANDOR_DATA/review-rob" >/dev/null
-CANDOR_TOKEN="$rob" candor review submit "$search_id" --rank 1 --decision confirm
-echo "after two different reviewers confirmed:"
+CANDOR_TOKEN="$rob" candor review submit "$search_id" --rank 1 --decision same --features ears,mouth
+echo "after two different reviewers concluded 'same person':"
 candor review show "$search_id"
 
 step "Verifying the audit chain"
