@@ -146,12 +146,22 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     # ACE-V: the probe alone first; no candidate is on the page before her analysis.
     expect(page.locator("form.analysis")).to_have_count(1)
     expect(page.locator("nav.strip")).to_have_count(0)
+    # Point 2: the probe's quality figures beside it (the demo's probe is good: no warning).
+    quality = page.locator("section.probe-quality")
+    for figure in ("Face width", "Sharpness", "Between the eyes", "Head tilt"):
+        expect(quality).to_contain_text(figure)
+    expect(quality.locator("p.warning")).to_have_count(0)
     shot(page, "02a-rita-analysis")
     analysed(page)
     top = page.locator("#candidate-1")
     expect(top.locator("h2")).to_contain_text("obama")
     expect(top.locator("svg.photo")).to_have_count(2)  # probe and candidate, side by side
     expect(top.locator("svg.photo rect.face")).to_have_count(2)  # each face boxed
+    # Point 2: where the candidate was enrolled from and when; what the distance means.
+    expect(top.locator("dl.enrolment")).to_contain_text("Enrolled from")
+    expect(top.locator("dl.enrolment")).to_contain_text("UTC")
+    expect(page.locator("p.score-note")).to_contain_text("lower is closer")
+    expect(page.locator("p.score-note")).to_contain_text("UNCALIBRATED")
     zoomed = top.locator("svg.photo").first.get_attribute("viewBox")  # it opens on the faces
     shot(page, "02-rita-side-by-side")
     page.click(".tools a:text('Whole photo')")
@@ -669,4 +679,46 @@ def test_the_queue_counts_pages_sorts_and_filters_past_a_page(
     page.click("form.filters button[type=submit]")
     expect(page.locator("p.count")).to_have_text("No search waiting for you matches these filters.")
     shot(page, "11-paula-queue-filtered")
+    context.close()
+
+
+def test_score_blind_review_hides_the_distances_and_the_order_from_a_reviewer(
+    browser: Browser, demo_stack: LocalStack, samples: Path
+) -> None:
+    """Point 3's option: with the policy's score_blind (reread by the running gateway), a reviewer
+    sees no distance, and the page says why; a supervisor still sees them."""
+    policy = demo_stack.data / "policy.yaml"
+    written = policy.read_text()
+    assert "score_blind: false" in written
+    search_id = search(demo_stack, samples, "BLIND-DESK-1")
+    context, page = signed_in(browser, demo_stack, "bianca", "reviewer")
+    try:
+        policy.write_text(written.replace("score_blind: false", "score_blind: true"))
+        deadline = time.monotonic() + 30
+        while True:
+            page.goto(f"{desk(demo_stack)}/searches/{search_id}")
+            analysed(page)
+            if page.locator("p.score-note", has_text="Score-blind review").count() or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        expect(page.locator("p.score-note")).to_contain_text("Score-blind review")
+        expect(page.locator("#candidate-1 h2 small")).to_have_text("score hidden (score-blind review)")
+        expect(page.locator("nav.strip .distance")).to_have_count(0)
+        shot(page, "12-bianca-score-blind")
+        supervisor, overseer = signed_in(browser, demo_stack, "sam-blind", "supervisor")
+        overseer.goto(f"{desk(demo_stack)}/searches/{search_id}")
+        expect(overseer.locator("#candidate-1 h2 small")).to_contain_text("distance 0.")
+        supervisor.close()
+    finally:
+        policy.write_text(written)
+        context.close()
+    # Back to the usual policy before the next test: the page shows distances again.
+    context, page = signed_in(browser, demo_stack, "bianca-2", "reviewer")
+    deadline = time.monotonic() + 30
+    page.goto(f"{desk(demo_stack)}/searches/{search_id}")
+    analysed(page)
+    while page.locator("p.score-note", has_text="Score-blind review").count() and time.monotonic() < deadline:
+        time.sleep(1)
+        page.reload()
+    expect(page.locator("#candidate-1 h2 small")).to_contain_text("distance 0.")
     context.close()
