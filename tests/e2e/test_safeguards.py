@@ -468,6 +468,16 @@ def submit(stack: LocalStack, token: str, search_id: str, decision: int = gatewa
 def test_a_decision_needs_both_photos_shown_to_its_reviewer_and_still_stored(stack: LocalStack, samples: Path) -> None:
     found = search_json(stack, samples / "obama2.jpg", "SAFE-6B")
     rita = stack.token("rita", ("reviewer",))
+    with pytest.raises(grpc.RpcError) as unanalysed:
+        submit(stack, rita, found["search_id"])
+    assert unanalysed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "record your analysis of the probe first" in (unanalysed.value.details() or "")
+    with grpc.insecure_channel(gateways(stack)[0]) as channel:
+        gateway_pb2_grpc.GatewayServiceStub(channel).RecordAnalysis(
+            gateway_pb2.RecordAnalysisRequest(search_id=found["search_id"], sufficient=True),
+            metadata=(("authorization", f"Bearer {rita}"),),
+            timeout=30,
+        )
     with pytest.raises(grpc.RpcError) as unseen:
         submit(stack, rita, found["search_id"])
     assert unseen.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -554,9 +564,17 @@ def test_a_desk_session_is_dead_on_the_server_once_its_user_signs_out(stack: Loc
     client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
     assert status == 303
     try:
-        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # the probe, for its analysis
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert page.status_code == 200 and csrf is not None
+        analysed = client.post(
+            f"/searches/{found['search_id']}/analysis",
+            data={"analysis": "sufficient", "csrf": csrf.group(1)},
+            cookies=session,
+        )
+        assert analysed.status_code == 303
+        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        assert page.status_code == 200 and 'class="decision"' in page.text
         signed_out = client.post("/logout", data={"csrf": csrf.group(1)}, cookies=session)
         assert signed_out.status_code == 303
         # The old cookie, replayed (kept by an attacker, or a browser that ignored the deletion):
@@ -730,15 +748,23 @@ def test_five_parallel_decision_posts_from_one_desk_session_record_one_decision(
     client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
     assert status == 303
     try:
-        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # the probe, for its analysis
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert page.status_code == 200 and csrf is not None
+        analysed = client.post(
+            f"/searches/{found['search_id']}/analysis",
+            data={"analysis": "sufficient", "csrf": csrf.group(1)},
+            cookies=session,
+        )
+        assert analysed.status_code == 303
+        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        assert page.status_code == 200 and 'class="decision"' in page.text
 
         def post(_: int) -> int:
             with httpx.Client(base_url=desk_address(stack), timeout=60) as one:
                 return one.post(
                     f"/searches/{found['search_id']}/candidates/1",
-                    data={"decision": "confirm", "notes": "", "csrf": csrf.group(1)},
+                    data={"decision": "confirm", "features": "ears", "notes": "", "csrf": csrf.group(1)},
                     cookies=session,
                 ).status_code
 
@@ -746,5 +772,6 @@ def test_five_parallel_decision_posts_from_one_desk_session_record_one_decision(
             codes = list(pool.map(post, range(5)))
     finally:
         client.close()
-    assert codes.count(303) == 1 and codes.count(409) == 4, codes  # 409: "already reviewed", on the page
+    # 409: "already reviewed", answered on the search page itself.
+    assert codes.count(303) == 1 and codes.count(409) == 4, codes
     assert reviews_in_chain(stack, found["search_id"]) == [("rita", "confirm")]

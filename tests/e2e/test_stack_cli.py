@@ -278,13 +278,13 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(
         for user in ("rita", "rob")
     }
     listed = candor(gallery, "--token", reviewers["rita"], "review", "list").stdout
-    assert found["search_id"] in listed and "(blind)" in listed
+    assert found["search_id"] in listed and f"candor review analyse {found['search_id']}" in listed
     own = candor(gallery, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm", check=False)
     assert own.returncode == 2 and "may not call SubmitReview" in own.stderr
     for user, token in reviewers.items():
         unseen = candor(
             gallery, "--token", token, "review", "submit", found["search_id"], "--rank", "1", "--decision", "confirm",
-            check=False,
+            "--features", "ears", check=False,
         )  # fmt: skip
         assert unseen.returncode == 2 and "record your analysis of the probe first" in unseen.stderr
         waiting = candor(gallery, "--token", token, "review", "show", found["search_id"]).stdout
@@ -308,6 +308,8 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(
     shown = candor(gallery, "review", "show", found["search_id"]).stdout
     assert re.search(r" 1\. obama +distance [0-9.]+  LEAD", shown)
     assert "reviewer rita: confirm [ears, eyebrows]" in shown and "reviewer rob: confirm" in shown
+    blind = candor(gallery, "--token", reviewers["rita"], "review", "show", found["search_id"]).stdout
+    assert "(blind)" in blind  # after her analysis she sees the candidate, never its status
 
 
 def test_editing_one_audit_record_makes_verify_fail_and_name_it(gallery: LocalStack, samples: Path) -> None:

@@ -40,6 +40,10 @@ CALLS: dict[Permission, tuple[str, Call]] = {
         lambda g, m: g.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(limit=1), metadata=m),
     ),
     Permission.SUBMIT_REVIEW: ("review", lambda g, m: g.SubmitReview(gateway_pb2.SubmitReviewRequest(), metadata=m)),
+    Permission.SEED_PROFICIENCY: (
+        "proficiency.seed",
+        lambda g, m: g.SeedProficiencyTest(gateway_pb2.SeedProficiencyTestRequest(), metadata=m),
+    ),
     Permission.RECORD_ANALYSIS: (
         "review.analysis",
         lambda g, m: g.RecordAnalysis(gateway_pb2.RecordAnalysisRequest(), metadata=m),

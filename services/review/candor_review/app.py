@@ -440,7 +440,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         draft = posted_draft(search_id, rank, form)
         look = look_of(request)
         decision = conclusions.VALUES.get(draft.decision)
-        problem = ""
+        problem, status = "", 400
         if decision is None:
             problem = "choose a conclusion, from same person to insufficient quality"
         elif len(draft.notes) > MAX_NOTES:
@@ -459,10 +459,11 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
                 if error.code() not in KEEP_DRAFT_ON:
                     raise
                 problem = error.details() or "the decision was not recorded"
+                status = HTTP_STATUS[error.code()]
         if problem:
             # Answered on the same page, at the same candidate and view, with what was written kept.
             context = await search_context(session, search_id, look, rank, draft, error=problem)
-            return render(request, "search.html", 400, decided=None, **context)
+            return render(request, "search.html", status, decided=None, **context)
         query = look.query()
         return RedirectResponse(
             f"/searches/{search_id}?decided={rank}{'&' + query if query else ''}#compare", status_code=303
@@ -481,7 +482,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
         search_id = request.path_params["search_id"]
         look = look_of(request)
         choice, notes = str(form.get("analysis") or ""), str(form.get("notes") or "").strip()
-        problem = ""
+        problem, status = "", 400
         if choice not in ("sufficient", "insufficient"):
             problem = "say whether the probe is sufficient to compare"
         elif choice == "insufficient" and not notes:
@@ -493,9 +494,10 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
                 if error.code() not in KEEP_DRAFT_ON:
                     raise
                 problem = error.details() or "the analysis was not recorded"
+                status = HTTP_STATUS[error.code()]
         if problem:
             context = await search_context(session, search_id, look, 0, Draft(search_id, 0, choice, notes), problem)
-            return render(request, "search.html", 400, decided=None, **context)
+            return render(request, "search.html", status, decided=None, **context)
         query = look.query()
         return RedirectResponse(f"/searches/{search_id}{'?' + query if query else ''}", status_code=303)
 
