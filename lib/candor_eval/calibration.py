@@ -13,7 +13,7 @@ from candor_eval.dataset import Dataset
 from candor_eval.embedding import Embedded
 from candor_eval.evaluate import PairScores, identification, identification_summary, identity_groups, pair_scores
 from candor_eval.metrics import SearchOutcome, fmr_at, fnmr_at, threshold_for_fmr
-from candor_kit.model_registry import CalibrationRecord
+from candor_kit.model_registry import FMR_CURVE_POINTS, CalibrationRecord
 
 
 class CalibrationError(ValueError):
@@ -90,6 +90,10 @@ def calibrate(
         target_fpir=target_fpir if per_group else None,
         identification=figures,
         groups_left_out=sorted(groups_left_out or []),
+        fmr_curve=[
+            [round(float(distance), 6), fmr_at(scores.impostor, float(distance))]
+            for distance in np.linspace(threshold / FMR_CURVE_POINTS, threshold, FMR_CURVE_POINTS)
+        ],
     )
 
 

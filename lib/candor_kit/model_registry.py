@@ -18,6 +18,10 @@ from typing import Any
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+#: How many points of the FMR curve a calibration record keeps.
+FMR_CURVE_POINTS = 40
+
+
 @dataclass(frozen=True)
 class CalibrationRecord:
     """One calibration of one model version."""
@@ -44,6 +48,18 @@ class CalibrationRecord:
     identification: dict[str, Any] = field(default_factory=dict)
     #: Groups of the labels left out of an every-group calibration by name (--leave-out-group).
     groups_left_out: list[str] = field(default_factory=list)
+    #: [distance, FMR] at FMR_CURVE_POINTS distances up to the threshold: the share of the set's
+    #: non-mated pairs at that distance or closer, so a reviewer reads what a candidate's distance meant
+    #: on the calibration set.
+    fmr_curve: list[list[float]] = field(default_factory=list)
+
+    def fmr_at(self, distance: float) -> float | None:
+        """The calibrated FMR at ``distance``, read off the curve at the first point at or beyond
+        it (an upper bound); None beyond the curve or without one."""
+        for point, fmr in self.fmr_curve:
+            if point >= distance:
+                return fmr
+        return None
 
     @property
     def calibration_id(self) -> str:
@@ -53,7 +69,13 @@ class CalibrationRecord:
         their ids.
         """
         fields = asdict(self)
-        defaults = (("rule", "overall"), ("target_fpir", None), ("identification", {}), ("groups_left_out", []))
+        defaults = (
+            ("rule", "overall"),
+            ("target_fpir", None),
+            ("identification", {}),
+            ("groups_left_out", []),
+            ("fmr_curve", []),
+        )
         for name, default in defaults:
             if fields[name] == default:
                 del fields[name]

@@ -148,7 +148,7 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     expect(page.locator("nav.strip")).to_have_count(0)
     # Point 2: the probe's quality figures beside it (the demo's probe is good: no warning).
     quality = page.locator("section.probe-quality")
-    for figure in ("Face width", "Sharpness", "Between the eyes", "Head tilt"):
+    for figure in ("Face width", "Sharpness", "Between the eyes", "Head tilt", "Head turn"):
         expect(quality).to_contain_text(figure)
     expect(quality.locator("p.warning")).to_have_count(0)
     shot(page, "02a-rita-analysis")
@@ -160,8 +160,9 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     # Point 2: where the candidate was enrolled from and when; what the distance means.
     expect(top.locator("dl.enrolment")).to_contain_text("Enrolled from")
     expect(top.locator("dl.enrolment")).to_contain_text("UTC")
-    expect(page.locator("p.score-note")).to_contain_text("lower is closer")
-    expect(page.locator("p.score-note")).to_contain_text("UNCALIBRATED")
+    expect(page.locator("p.score-note").first).to_contain_text("lower is closer")
+    expect(page.locator("p.score-note").first).to_contain_text("UNCALIBRATED")
+    expect(top.locator("p.calibrated-fmr")).to_contain_text("No calibration measured what this distance means")
     zoomed = top.locator("svg.photo").first.get_attribute("viewBox")  # it opens on the faces
     shot(page, "02-rita-side-by-side")
     page.click(".tools a:text('Whole photo')")
@@ -698,10 +699,12 @@ def test_score_blind_review_hides_the_distances_and_the_order_from_a_reviewer(
         while True:
             page.goto(f"{desk(demo_stack)}/searches/{search_id}")
             analysed(page)
-            if page.locator("p.score-note", has_text="Score-blind review").count() or time.monotonic() > deadline:
+            blind = page.locator("p.score-note", has_text="Score-blind review").count()
+            if blind or time.monotonic() > deadline:
                 break
             time.sleep(1)
-        expect(page.locator("p.score-note")).to_contain_text("Score-blind review")
+        expect(page.locator("p.score-note").first).to_contain_text("Score-blind review")
+        expect(page.locator("p.calibrated-fmr")).to_have_count(0)
         expect(page.locator("#candidate-1 h2 small")).to_have_text("score hidden (score-blind review)")
         expect(page.locator("nav.strip .distance")).to_have_count(0)
         shot(page, "12-bianca-score-blind")

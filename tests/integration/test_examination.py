@@ -83,6 +83,11 @@ async def test_graded_conclusions_need_their_features_and_reasons_and_only_same_
             await conclude(gateway, RITA, search_id, decision, notes, features)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and said in (refused.value.details() or "")
 
+    # What each distance meant on the calibration set: the FMR read off its curve (the stack is calibrated).
+    shown = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=search_id), metadata=SUE)
+    assert all(c.candidate.HasField("calibrated_fmr") for c in shown.candidates)
+    assert all(0.0 <= c.candidate.calibrated_fmr <= 0.05 for c in shown.candidates)
+
     # Same person and probably the same: not a lead, a dispute for a supervisor to settle.
     await conclude(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM, features=("ears", "eyebrows"))
     await conclude(gateway, ROB, search_id, gateway_pb2.DECISION_PROBABLY_SAME, "the light hides the ears")

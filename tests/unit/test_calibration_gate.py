@@ -57,3 +57,18 @@ def test_a_deployment_can_demand_the_every_group_rule(tmp_path: Path) -> None:
     registry.save(dataclasses.replace(record(0.5), rule="every-group"))
     model = CalibrationGate(registry, allow_uncalibrated=False, required_rule="every-group").calibrated(MODEL)
     assert model.threshold == pytest.approx(0.5)
+
+
+def test_the_fmr_at_a_candidates_distance_is_read_off_the_calibrations_curve_as_an_upper_bound(tmp_path: Path) -> None:
+    curve = [[0.2, 0.0], [0.4, 0.0001], [0.55, 0.0009]]
+    registry = ModelRegistry(tmp_path)
+    registry.save(dataclasses.replace(record(0.55), fmr_curve=curve))
+    gate = CalibrationGate(registry, allow_uncalibrated=False)
+    model = gate.calibrated(MODEL)
+    assert gate.fmr_at(model, 0.1) == 0.0
+    assert gate.fmr_at(model, 0.3) == 0.0001  # between points: the next one's, never less
+    assert gate.fmr_at(model, 0.55) == 0.0009
+    assert gate.fmr_at(model, 0.7) is None  # beyond the threshold: not measured
+    assert gate.fmr_at(MODEL, 0.3) is None  # a search that ran uncalibrated
+    # A record without a curve keeps the id it always had.
+    assert record(0.55).calibration_id == dataclasses.replace(record(0.55), fmr_curve=[]).calibration_id

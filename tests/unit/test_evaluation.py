@@ -80,6 +80,11 @@ def test_calibration_meets_the_target_and_refuses_an_unsupported_one(embedded) -
     assert record.achieved_fmr <= 0.05
     assert 0.3 < record.threshold < 1.0
     assert record.non_mated_pairs == 42 and record.dataset_fingerprint == dataset.fingerprint()
+    # The FMR curve up to the threshold: rising with the distance, ending at the achieved FMR.
+    distances = [point for point, _ in record.fmr_curve]
+    rates = [fmr for _, fmr in record.fmr_curve]
+    assert len(record.fmr_curve) == 40 and distances == sorted(distances) and rates == sorted(rates)
+    assert distances[-1] == pytest.approx(record.threshold) and rates[-1] == pytest.approx(record.achieved_fmr)
     with pytest.raises(CalibrationError, match="takes at least 1000"):
         calibrate(dataset, items, "dlib-resnet-v1", "1.0", "euclidean", target_fmr=0.001)
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from candor_detector import DecodeLimits, FaceDetector, decode_image, dlib_chip_detector
+from candor_detector.faces import Face
 from candor_embedder import build_engine
 
 LIMITS = DecodeLimits()
@@ -129,3 +130,13 @@ def test_yunet_finds_a_face_that_fills_a_12_megapixel_photo(
     close_up = original.crop((x - w // 3, y - h // 3, x + w + w // 3, y + h + h // 3)).resize((3000, 4000))
     [found] = yunet.detect(decode_image(_jpeg(close_up), DecodeLimits(working_pixels=12_000_000)))
     assert found.box[2] > 1500
+
+
+def test_the_heads_turn_is_the_noses_offset_along_the_eyes_line_whatever_the_tilt() -> None:
+    def face(eyes: tuple[tuple[float, float], tuple[float, float]], nose: tuple[float, float]) -> Face:
+        return Face((0, 0, 1, 1), (), np.zeros((1, 1, 3), np.uint8), 1, 0.0, 0.0, eyes=eyes, nose=nose)
+
+    assert face(((0, 0), (100, 0)), (50, 40)).turn == pytest.approx(0.0)  # frontal
+    assert face(((0, 0), (100, 0)), (75, 40)).turn == pytest.approx(0.25)  # a quarter of the eyes' distance
+    assert face(((0, 0), (100, 100)), (25, 75)).turn == pytest.approx(0.0)  # tilted 45°, nose on the midline
+    assert Face((0, 0, 1, 1), (), np.zeros((1, 1, 3), np.uint8), 1, 0.0, 0.0).turn == 0.0  # no landmarks

@@ -7,6 +7,7 @@ changes where faces are found, never how a found face is turned into a vector.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +47,22 @@ class Face:
     #: The centres of the two eyes, the image's left first: what a reviewer's aligned view turns
     #: and scales both faces by, whichever model's points the landmarks are.
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
+    #: A point on the nose's midline (YuNet's nose tip, dlib's nose base), for the head's turn.
+    nose: tuple[float, float] | None = None
+
+    @property
+    def turn(self) -> float:
+        """How far the nose sits off the eyes' midline, as a share of the eyes' distance, measured
+        along the eyes' line (so a tilted head does not read as turned); 0.0 when not known."""
+        if self.eyes is None or self.nose is None:
+            return 0.0
+        (x1, y1), (x2, y2) = self.eyes
+        apart = math.hypot(x2 - x1, y2 - y1)
+        if apart == 0:
+            return 0.0
+        middle = ((x1 + x2) / 2, (y1 + y2) / 2)
+        along = ((self.nose[0] - middle[0]) * (x2 - x1) + (self.nose[1] - middle[1]) * (y2 - y1)) / apart
+        return abs(along) / apart
 
 
 def ordered_eyes(first: tuple[float, float], second: tuple[float, float]) -> tuple[tuple[float, float], ...]:
@@ -160,6 +177,7 @@ class FaceDetector:
             blur=blur,
             detector_score=found.score,
             eyes=dlib_eyes(landmarks),
+            nose=landmarks[4] if len(landmarks) > 4 else None,
         )
 
 

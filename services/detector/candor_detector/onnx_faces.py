@@ -104,6 +104,7 @@ class OnnxFaceDetector:
                     landmarks=landmarks,
                     # The finder's five points start with the two eye centres.
                     eyes=ordered_eyes(landmarks[0], landmarks[1]),  # type: ignore[arg-type]
+                    nose=landmarks[2],
                     chip=np.ascontiguousarray(chip),
                     face_size_px=box[2],
                     blur=float(cv2.Laplacian(grey, cv2.CV_64F).var()),

@@ -123,7 +123,7 @@ def _face_proto(face: Face, include_chip: bool) -> common_pb2.DetectedFace:
         landmarks=[common_pb2.Point(x=px, y=py) for px, py in face.landmarks],
         eyes=[common_pb2.Point(x=px, y=py) for px, py in face.eyes or ()],
         quality=common_pb2.FaceQuality(
-            face_size_px=face.face_size_px, blur=face.blur, detector_score=face.detector_score
+            face_size_px=face.face_size_px, blur=face.blur, detector_score=face.detector_score, turn=face.turn
         ),
     )
     if include_chip:

@@ -30,6 +30,14 @@ class CalibrationGate:
             for r in records
         ]
 
+    def fmr_at(self, model: common_pb2.ModelRef, distance: float) -> float | None:
+        """The FMR the model's calibration measured at ``distance`` (an upper bound read off its
+        curve); None when the model is not calibrated or the record has no curve."""
+        record = self._registry.get(model.id, model.version) if self._registry else None
+        if record is None or record.calibration_id != model.calibration_id:
+            return None
+        return record.fmr_at(distance)
+
     def calibrated(self, model: common_pb2.ModelRef) -> common_pb2.ModelRef:
         """The model reference with the calibrated threshold and calibration id filled in."""
         record = self._registry.get(model.id, model.version) if self._registry else None

@@ -108,7 +108,11 @@ class ProficiencySeeder:
                 "shown_searcher": request.shown_searcher,
                 "probe_sha256": probe.image_sha256,
                 "candidate_sha256": candidate.image_sha256,
-                "probe_quality": {"face_size_px": quality.face_size_px, "blur": quality.blur},
+                "probe_quality": {
+                    "face_size_px": quality.face_size_px,
+                    "blur": quality.blur,
+                    "turn": round(quality.turn, 3),
+                },
                 "model": {"id": model.id, "version": model.version, "metric": model.metric},
                 "threshold": model.threshold,
                 "calibration_id": model.calibration_id or None,

@@ -700,6 +700,7 @@ class ReviewDesk:
         quality = found.details.get("probe_quality") or {}
         view.probe_quality.face_size_px = int(quality.get("face_size_px") or 0)
         view.probe_quality.blur = float(quality.get("blur") or 0.0)
+        view.probe_quality.turn = float(quality.get("turn") or 0.0)
         if self._must_analyse(principal, found):
             return view  # ACE-V: no candidate is shown before the probe's analysis is recorded
         candidates = found.candidates
@@ -722,6 +723,7 @@ class ReviewDesk:
                         distance=0.0 if blind else candidate["distance"],
                         record_id=candidate.get("record_id", ""),
                         model_id=model.get("id", ""),
+                        calibrated_fmr=None if blind else candidate.get("calibrated_fmr"),
                     ),
                     status=status if full else gateway_pb2.CANDIDATE_STATUS_UNSPECIFIED,
                     reviews=[

@@ -298,6 +298,10 @@ class Workflow:
             raise
         stages.mark("match")
         candidates = list(matched.candidates)
+        for candidate in candidates:
+            fmr = self._calibration.fmr_at(model, candidate.distance)
+            if fmr is not None:
+                candidate.calibrated_fmr = fmr
         try:
             await self._audit.publish(
                 "search.completed",
@@ -640,13 +644,14 @@ def _search_record(
     quality = chosen.face.quality
     return {
         "probe_sha256": chosen.image_sha256,
-        "probe_quality": {"face_size_px": quality.face_size_px, "blur": quality.blur},
+        "probe_quality": {"face_size_px": quality.face_size_px, "blur": quality.blur, "turn": round(quality.turn, 3)},
         "face_box": box_dict(chosen.face.box),
         "model": _model(model),
         "threshold": model.threshold,
         "calibration_id": model.calibration_id or None,
         "candidates": [
             {"rank": c.rank, "subject_id": c.subject_id, "distance": round(c.distance, 6), "record_id": c.record_id}
+            | ({"calibrated_fmr": c.calibrated_fmr} if c.HasField("calibrated_fmr") else {})
             for c in candidates
         ],
     }

@@ -30,6 +30,8 @@ SMALL_FACE_PX = 80
 SMALL_EYE_DISTANCE_PX = 30
 LOW_SHARPNESS = 50.0
 TILT_DEGREES = 20.0
+#: The nose this far off the eyes' midline (a share of the eyes' distance): a clearly turned head.
+TURNED = 0.25
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ def probe_quality(quality: common_pb2.FaceQuality, probe: gateway_pb2.Photo | No
             warnings.append(f"The eyes are {apart:.0f} px apart: too little detail for a reliable comparison.")
         if abs(tilt) > TILT_DEGREES:
             warnings.append(f"The head is tilted {abs(tilt):.0f}°: compare in the aligned view.")
+        figures.append(("Head turn", f"nose {quality.turn:.0%} of the eyes' distance off their midline"))
+        if quality.turn > TURNED:
+            warnings.append(
+                "The head is turned: the far side of the face is foreshortened, so shapes and distances "
+                "differ from a frontal photo."
+            )
     if not figures:
         warnings.append("No quality figures were recorded for this probe.")
     return Quality(figures, warnings)

@@ -27,14 +27,16 @@ class Point(_message.Message):
     def __init__(self, x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
 
 class FaceQuality(_message.Message):
-    __slots__ = ("face_size_px", "blur", "detector_score")
+    __slots__ = ("face_size_px", "blur", "detector_score", "turn")
     FACE_SIZE_PX_FIELD_NUMBER: _ClassVar[int]
     BLUR_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_SCORE_FIELD_NUMBER: _ClassVar[int]
+    TURN_FIELD_NUMBER: _ClassVar[int]
     face_size_px: int
     blur: float
     detector_score: float
-    def __init__(self, face_size_px: _Optional[int] = ..., blur: _Optional[float] = ..., detector_score: _Optional[float] = ...) -> None: ...
+    turn: float
+    def __init__(self, face_size_px: _Optional[int] = ..., blur: _Optional[float] = ..., detector_score: _Optional[float] = ..., turn: _Optional[float] = ...) -> None: ...
 
 class FaceChip(_message.Message):
     __slots__ = ("rgb", "width", "height")
@@ -95,17 +97,19 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("rank", "subject_id", "distance", "record_id", "model_id", "model_version")
+    __slots__ = ("rank", "subject_id", "distance", "record_id", "model_id", "model_version", "calibrated_fmr")
     RANK_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FMR_FIELD_NUMBER: _ClassVar[int]
     rank: int
     subject_id: str
     distance: float
     record_id: str
     model_id: str
     model_version: str
-    def __init__(self, rank: _Optional[int] = ..., subject_id: _Optional[str] = ..., distance: _Optional[float] = ..., record_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    calibrated_fmr: float
+    def __init__(self, rank: _Optional[int] = ..., subject_id: _Optional[str] = ..., distance: _Optional[float] = ..., record_id: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., calibrated_fmr: _Optional[float] = ...) -> None: ...
