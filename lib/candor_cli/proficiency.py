@@ -29,6 +29,9 @@ def add_proficiency_commands(commands: argparse._SubParsersAction, common: argpa
     seed.add_argument("pairs", type=Path, help="CSV: probe,candidate,same,case,subject[,source]")
     seed.add_argument("--purpose", required=True, help="the allowed purpose the tests are shown under")
     seed.add_argument("--searcher", required=True, help="the searcher's name the tests are shown under")
+    seed.add_argument(
+        "--shown-source", default="", help="the enrolment source the candidates are shown with (as real ones carry)"
+    )
 
 
 def read_pairs(path: Path) -> list[dict[str, str]]:
@@ -62,6 +65,7 @@ def run_proficiency(client: GatewayClient, args: argparse.Namespace) -> int:
             shown_searcher=args.searcher,
             shown_subject_id=row["subject"].strip(),
             source=(row.get("source") or f"{args.pairs.name} line {number}").strip(),
+            shown_metadata={"source": args.shown_source} if args.shown_source else {},
         )
         try:
             seeded = client.seed_proficiency_test(request)

@@ -159,6 +159,7 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     expect(top.locator("svg.photo rect.face")).to_have_count(2)  # each face boxed
     # Point 2: where the candidate was enrolled from and when; what the distance means.
     expect(top.locator("dl.enrolment")).to_contain_text("Enrolled from")
+    expect(top.locator("dl.enrolment")).to_contain_text("source")  # the import's metadata column, kept sealed
     expect(top.locator("dl.enrolment")).to_contain_text("UTC")
     expect(page.locator("p.score-note").first).to_contain_text("lower is closer")
     expect(page.locator("p.score-note").first).to_contain_text("UNCALIBRATED")

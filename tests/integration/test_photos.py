@@ -5,8 +5,10 @@ and the policy's days have passed."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -285,3 +287,29 @@ async def test_a_probe_is_kept_until_its_candidates_are_decided_plus_the_policy_
     records = await audit_records(stack, kinds=["probe.deleted"])
     why = {json.loads(r.event.details_json)["search_id"]: json.loads(r.event.details_json)["reason"] for r in records}
     assert why[waiting] == "the policy keeps no probes" and why[decided].startswith("decided ")
+
+
+async def test_an_enrolments_metadata_is_kept_sealed_with_its_photo_and_refused_when_altered(
+    stack: InProcessStack, samples: Path, store: PhotoStore
+) -> None:
+    """The metadata a reviewer reads beside a candidate (source, booking details) is stored sealed
+    in the photo's header, readable only with the photo key, and bound to that photo."""
+    key = str(uuid.uuid4())
+    image = (samples / "obama3.jpg").read_bytes()
+    header = PhotoHeader("gallery", key, hashlib.sha256(image).hexdigest(), subject_id="B-1", origin="enroll")
+    kept = {"source": "county booking", "booked_at": "2026-11-02"}
+    await store.put(header, image, metadata=kept)
+    try:
+        got = await store.get("gallery", key)
+        assert got is not None and got.metadata == kept and dict(got.message().metadata) == kept
+        stored = await store.header("gallery", key)
+        assert stored is not None and stored.metadata_sealed and "county booking" not in stored.encoded()
+        # Moved onto another photo, the sealed metadata does not open.
+        other = str(uuid.uuid4())
+        moved = dataclasses.replace(header, key=other, metadata_sealed=stored.metadata_sealed)
+        await store.put(moved, image)
+        with pytest.raises(PreconditionFailed, match="metadata"):
+            await store.get("gallery", other)
+        await store.delete("gallery", other)
+    finally:
+        await store.delete("gallery", key)

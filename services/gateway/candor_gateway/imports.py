@@ -273,7 +273,7 @@ class ImportDesk:
             subject_id=ref.subject_id,
             origin=f"{ref.import_id}/{ref.item}",
         )
-        await self._photos.put(header, image, replace=False)
+        await self._photos.put(header, image, replace=False, metadata=dict(ref.metadata))
 
     async def _take_back_photo(self, result: ingest_pb2.ItemResult) -> None:
         """Delete the photo stored for an item that made no record, if this item stored it."""

@@ -11,12 +11,14 @@ nor its header can be altered unnoticed. The key is 32 random bytes, base64, in 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from dataclasses import replace as replace_fields
 from typing import Any, Literal, get_args
 
 import structlog
@@ -68,6 +70,9 @@ class PhotoHeader:
     #: The chosen face's two eye centres, [[x, y], [x, y]], the image's left first; None when not
     #: known (stored before eyes were kept, or imported: found when the photo is shown).
     eyes: list[list[float]] | None = None
+    #: The enrolment's metadata (source, booking details...), sealed like the photo: base64 of a
+    #: nonce and its AES-256-GCM ciphertext, bound to this photo's name; "" when there is none.
+    metadata_sealed: str = ""
 
     @property
     def name(self) -> str:
@@ -118,6 +123,8 @@ class Photo:
 
     header: PhotoHeader
     image: bytes
+    #: The enrolment's metadata, opened.
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def message(
         self,
@@ -138,6 +145,7 @@ class Photo:
             subject_id=self.header.subject_id,
             eyes=list(eyes) or self.header.eye_points(),
             origin=self.header.origin,
+            metadata=self.metadata,
         )
         message.stored_at.FromDatetime(self.header.stored)
         return message
@@ -177,11 +185,15 @@ class PhotoStore:
             raise ServiceUnavailable("the photo store is not open yet")
         return self._bucket
 
-    async def put(self, header: PhotoHeader, image: bytes, *, replace: bool = True) -> bool:
-        """Encrypt and store a photo; with ``replace`` False, keep one already stored under its
-        name. Returns whether it was written."""
+    async def put(
+        self, header: PhotoHeader, image: bytes, *, replace: bool = True, metadata: Mapping[str, str] | None = None
+    ) -> bool:
+        """Encrypt and store a photo (and its enrolment's ``metadata``, sealed in its header); with
+        ``replace`` False, keep one already stored under its name. Returns whether it was written."""
         if not replace and await self.header(header.kind, header.key) is not None:
             return False
+        if metadata:
+            header = replace_fields(header, metadata_sealed=self._seal_metadata(header.name, metadata))
         description = header.encoded()
         nonce = os.urandom(NONCE_BYTES)
         sealed = nonce + self._aead.encrypt(nonce, image, description.encode())
@@ -215,7 +227,24 @@ class PhotoStore:
             ) from exc
         if header.name != name:
             raise PreconditionFailed(f"the stored photo {name} carries the header of {header.name}")
-        return Photo(header, image)
+        return Photo(header, image, self._open_metadata(header))
+
+    def _seal_metadata(self, name: str, metadata: Mapping[str, str]) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        text = json.dumps(dict(metadata), sort_keys=True).encode()
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, text, f"{name}/metadata".encode())).decode()
+
+    def _open_metadata(self, header: PhotoHeader) -> dict[str, str]:
+        """The sealed metadata of a photo; PreconditionFailed when it was altered."""
+        if not header.metadata_sealed:
+            return {}
+        try:
+            sealed = base64.b64decode(header.metadata_sealed, validate=True)
+            text = self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], f"{header.name}/metadata".encode())
+            opened = json.loads(text)
+        except (ValueError, InvalidTag) as exc:
+            raise PreconditionFailed(f"the metadata of {header.name} fails its integrity check") from exc
+        return {str(k): str(v) for k, v in opened.items()} if isinstance(opened, dict) else {}
 
     async def delete(self, kind: Kind, key: str) -> bool:
         """Delete a photo (its chunks are purged); False when none was stored."""

@@ -26,6 +26,7 @@ from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, is_printable
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.routes import Route
 from candor_kit import AuditPublisher, CandorError, InvalidInput
+from candor_kit.identifiers import check_metadata
 
 SEEDED = "proficiency.seeded"
 SCORED = "proficiency.scored"
@@ -69,6 +70,7 @@ class ProficiencySeeder:
             ):
                 if not value.strip() or len(value) > MAX_FIELD_CHARS or not is_printable(value):
                     raise InvalidInput(f"{name} is 1 to {MAX_FIELD_CHARS} printable characters")
+            check_metadata(request.shown_metadata)
             if request.shown_searcher == principal.user:
                 raise InvalidInput("the searcher shown must be someone other than you, as in real work")
             route = await self._route()
@@ -94,6 +96,7 @@ class ProficiencySeeder:
             PhotoHeader("exemplar", search_id, candidate.image_sha256, face_box=box_dict(candidate.face.box),
                         subject_id=request.shown_subject_id, origin="enroll", eyes=eye_list(candidate.face)),
             request.candidate_image,
+            metadata=dict(request.shown_metadata),
         )  # fmt: skip
         quality = probe.face.quality
         await self._audit.publish(

@@ -408,7 +408,7 @@ class Workflow:
             origin="enroll",
             eyes=eye_list(chosen.face),
         )
-        await self.photos.put(header, image)
+        await self.photos.put(header, image, metadata=metadata)
         try:
             return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, actor)
         except BaseException:

@@ -386,6 +386,7 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
                     "may_decide": may_decide,
                     "mine": mine,
                     "origin": photo.origin if photo else "",
+                    "metadata": dict(photo.metadata) if photo else {},
                     "stored": utc(photo.stored_at) if photo else "",
                 }
             )

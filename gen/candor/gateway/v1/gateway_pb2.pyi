@@ -85,7 +85,14 @@ class GetRecordPhotoRequest(_message.Message):
     def __init__(self, record_id: _Optional[str] = ...) -> None: ...
 
 class Photo(_message.Message):
-    __slots__ = ("image", "sha256", "face_box", "record_id", "search_id", "subject_id", "eyes", "origin", "stored_at")
+    __slots__ = ("image", "sha256", "face_box", "record_id", "search_id", "subject_id", "eyes", "origin", "stored_at", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     FACE_BOX_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +102,7 @@ class Photo(_message.Message):
     EYES_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     STORED_AT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     sha256: str
     face_box: _common_pb2.Box
@@ -104,7 +112,8 @@ class Photo(_message.Message):
     eyes: _containers.RepeatedCompositeFieldContainer[_common_pb2.Point]
     origin: str
     stored_at: _timestamp_pb2.Timestamp
-    def __init__(self, image: _Optional[bytes] = ..., sha256: _Optional[str] = ..., face_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., record_id: _Optional[str] = ..., search_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., eyes: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., origin: _Optional[str] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, image: _Optional[bytes] = ..., sha256: _Optional[str] = ..., face_box: _Optional[_Union[_common_pb2.Box, _Mapping]] = ..., record_id: _Optional[str] = ..., search_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., eyes: _Optional[_Iterable[_Union[_common_pb2.Point, _Mapping]]] = ..., origin: _Optional[str] = ..., stored_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetCaseRequest(_message.Message):
     __slots__ = ("case_number",)
@@ -314,7 +323,14 @@ class RecordAnalysisResponse(_message.Message):
     def __init__(self, analysis: _Optional[_Union[Analysis, str]] = ...) -> None: ...
 
 class SeedProficiencyTestRequest(_message.Message):
-    __slots__ = ("probe_image", "candidate_image", "same_person", "case_number", "purpose", "shown_searcher", "shown_subject_id", "source")
+    __slots__ = ("probe_image", "candidate_image", "same_person", "case_number", "purpose", "shown_searcher", "shown_subject_id", "source", "shown_metadata")
+    class ShownMetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     SAME_PERSON_FIELD_NUMBER: _ClassVar[int]
@@ -323,6 +339,7 @@ class SeedProficiencyTestRequest(_message.Message):
     SHOWN_SEARCHER_FIELD_NUMBER: _ClassVar[int]
     SHOWN_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SHOWN_METADATA_FIELD_NUMBER: _ClassVar[int]
     probe_image: bytes
     candidate_image: bytes
     same_person: bool
@@ -331,7 +348,8 @@ class SeedProficiencyTestRequest(_message.Message):
     shown_searcher: str
     shown_subject_id: str
     source: str
-    def __init__(self, probe_image: _Optional[bytes] = ..., candidate_image: _Optional[bytes] = ..., same_person: _Optional[bool] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., shown_searcher: _Optional[str] = ..., shown_subject_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
+    shown_metadata: _containers.ScalarMap[str, str]
+    def __init__(self, probe_image: _Optional[bytes] = ..., candidate_image: _Optional[bytes] = ..., same_person: _Optional[bool] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., shown_searcher: _Optional[str] = ..., shown_subject_id: _Optional[str] = ..., source: _Optional[str] = ..., shown_metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SeedProficiencyTestResponse(_message.Message):
     __slots__ = ("search_id", "distance")
