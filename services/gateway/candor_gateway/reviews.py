@@ -30,22 +30,20 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, Principal
 from candor_gateway.audit_reader import AuditReader
 from candor_gateway.blind import BlindOrder
-from candor_gateway.photos import Kind, PhotoStore
+from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, Rule, is_printable
 from candor_gateway.proficiency import SCORED, SEEDED
 from candor_gateway.refusals import audit_refusal
+from candor_gateway.review_queue import DEFAULT_PAGE, MAX_PAGE, PENDING_ORDERS, pending_filter
+from candor_gateway.search_file import ANALYSED, SEARCHED, SUBMITTED, SearchFile, fold, review_event_id
 from candor_kit import (
     AuditPublisher,
     CandorError,
@@ -56,170 +54,21 @@ from candor_kit import (
     conclusions,
 )
 
-SEARCHED = "search.completed"
-SUBMITTED = "review.submitted"
 #: The outcome events, by the status they record.
 OUTCOME_KINDS = {
     gateway_pb2.CANDIDATE_STATUS_LEAD: "review.confirmed",
     gateway_pb2.CANDIDATE_STATUS_REJECTED: "review.rejected",
     gateway_pb2.CANDIDATE_STATUS_DISPUTED: "review.disputed",
 }
-ANALYSED = "review.analysed"
 DECISIONS = conclusions.NAMES
 DECISION_VALUES = conclusions.VALUES
-#: Conclusions that, among the first reviewers', leave a candidate for a supervisor rather than
-#: rejected: support short of a conclusion.
-LEANING_SAME = frozenset({"probably-same"})
 MAX_NOTES = 2000
-#: The pending list's page: the default and the largest a caller may ask for.
-DEFAULT_PAGE = 100
-MAX_PAGE = 500
-REJECTED = gateway_pb2.CANDIDATE_STATUS_REJECTED
 #: The statuses that end a candidate's review.
-DECIDED = frozenset({gateway_pb2.CANDIDATE_STATUS_LEAD, REJECTED})
+DECIDED = frozenset({gateway_pb2.CANDIDATE_STATUS_LEAD, gateway_pb2.CANDIDATE_STATUS_REJECTED})
 #: Roles that see every review of a search (everyone else who may look sees only their own).
 FULL_VIEW_ROLES = frozenset({"supervisor", "auditor"})
 #: Roles that may look at any search; an investigator sees only their own.
 REVIEWING_ROLES = frozenset({"reviewer", "supervisor", "auditor"})
-
-
-@dataclass(frozen=True)
-class Decided:
-    """One review of one candidate."""
-
-    review_id: str
-    reviewer: str
-    role: str
-    decision: str
-    notes: str
-    decided_at: Timestamp
-    #: The id of the call that recorded it, so that call (and only it) knows its decision stands.
-    submission: str = ""
-    #: The facial features the reviewer relied on.
-    features: tuple[str, ...] = ()
-
-
-@dataclass
-class SearchFile:
-    """A search as the chain records it, with the reviews of its candidates so far."""
-
-    search_id: str
-    case_number: str
-    purpose: str
-    searched_by: str
-    searched_at: Timestamp
-    details: dict[str, Any]
-    #: Confirmations that make a lead: the policy's number when the search was made.
-    needed: int
-    reviews: dict[int, list[Decided]] = field(default_factory=dict)
-    #: Each reviewer's analysis of the probe: whether it is sufficient to compare (the first stands).
-    analyses: dict[str, bool] = field(default_factory=dict)
-    #: A proficiency test's answer ("same" or "different"); None for a real search.
-    known_answer: str | None = None
-
-    def photo_of(self, rank: int) -> tuple[Kind, str]:
-        """Where the store keeps the probe (rank 0) or a candidate's photo."""
-        if rank == 0:
-            return "probe", self.search_id
-        if self.known_answer is not None:
-            return "exemplar", self.search_id
-        return "gallery", self.candidate(rank).get("record_id", "")
-
-    @property
-    def candidates(self) -> list[dict[str, Any]]:
-        """The candidates shown, best first."""
-        return list(self.details.get("candidates", []))
-
-    def candidate(self, rank: int) -> dict[str, Any]:
-        """The candidate at ``rank``; NotFound when the search showed none there."""
-        for candidate in self.candidates:
-            if candidate["rank"] == rank:
-                return candidate
-        raise NotFound(f"search {self.search_id} has no candidate at rank {rank}")
-
-    def status(self, rank: int) -> int:
-        """A candidate's CandidateStatus from its reviews: the first ``needed`` reviewers' decisions
-        decide, unless a supervisor settled a dispute."""
-        reviews = self.reviews.get(rank, [])
-        settled = [r for r in reviews if r.role == "supervisor"]
-        if settled:
-            lead = settled[0].decision == conclusions.SUPPORTS_LEAD
-            return gateway_pb2.CANDIDATE_STATUS_LEAD if lead else REJECTED
-        first = [r.decision for r in reviews if r.role == "reviewer"][: self.needed]
-        if len(first) < self.needed:
-            return gateway_pb2.CANDIDATE_STATUS_PENDING
-        if set(first) == {conclusions.SUPPORTS_LEAD}:
-            return gateway_pb2.CANDIDATE_STATUS_LEAD
-        if not set(first) & (LEANING_SAME | {conclusions.SUPPORTS_LEAD}):
-            return REJECTED
-        return gateway_pb2.CANDIDATE_STATUS_DISPUTED
-
-    def reviewers(self, rank: int) -> set[str]:
-        """Who has reviewed the candidate at ``rank``."""
-        return {r.reviewer for r in self.reviews.get(rank, [])}
-
-    def decided_at(self, window_days: int, now: dt.datetime) -> dt.datetime | None:
-        """When the last of the candidates was decided (when the search was made, if it showed
-        none); when its review window closed, if that has passed with a candidate undecided; None
-        while one still waits within the window."""
-        searched = self.searched_at.ToDatetime(tzinfo=dt.UTC)
-        decided = [searched]
-        for candidate in self.candidates:
-            rank = candidate["rank"]
-            if self.status(rank) in (gateway_pb2.CANDIDATE_STATUS_PENDING, gateway_pb2.CANDIDATE_STATUS_DISPUTED):
-                closed = searched + dt.timedelta(days=window_days)
-                return closed if closed <= now else None
-            decided.append(self.reviews[rank][-1].decided_at.ToDatetime(tzinfo=dt.UTC))
-        return max(decided)
-
-
-def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, SearchFile]:
-    """The searches and their reviews, from ``search.completed``, ``review.submitted`` and
-    ``review.analysed`` records;
-    ``needed`` serves searches recorded before the policy named its number of reviews."""
-    searches: dict[str, SearchFile] = {}
-    for record in records:
-        event = record.event
-        details = json.loads(event.details_json or "{}")
-        if event.kind in (SEARCHED, SEEDED):
-            # A proficiency test shows the searcher it was seeded under; its actor is the supervisor.
-            seeded = event.kind == SEEDED
-            searches[event.event_id] = SearchFile(
-                event.event_id,
-                event.case_number,
-                event.purpose,
-                details.get("shown_searcher", "") if seeded else event.actor,
-                event.occurred_at,
-                details,
-                int(details.get("reviews_needed") or needed),
-                known_answer=details.get("answer") if seeded else None,
-            )
-        elif event.kind == SUBMITTED and details.get("search_id") in searches:
-            reviews = searches[details["search_id"]].reviews.setdefault(int(details["rank"]), [])
-            # One reviewer counts once: their first decision stands, whatever else the chain holds.
-            if all(review.reviewer != event.actor for review in reviews):
-                reviews.append(
-                    Decided(
-                        event.event_id,
-                        event.actor,
-                        details["role"],
-                        details["decision"],
-                        details.get("notes", ""),
-                        event.occurred_at,
-                        details.get("submission", ""),
-                        tuple(details.get("features") or ()),
-                    )
-                )
-        elif event.kind == ANALYSED and details.get("search_id") in searches:
-            searches[details["search_id"]].analyses.setdefault(event.actor, bool(details.get("sufficient")))
-    return searches
-
-
-def review_event_id(search_id: str, rank: int, reviewer: str) -> str:
-    """The one event id a reviewer's decision on a candidate can have: the stream stores it once
-    (Nats-Msg-Id) and the chain once (its unique event id), however many gateways are asked at once."""
-    who = hashlib.sha256(reviewer.encode("utf-8")).hexdigest()[:32]
-    return f"{search_id}/{rank}/review/{who}"
 
 
 class ReviewDesk:
@@ -753,51 +602,6 @@ class ReviewDesk:
             purpose=found.purpose if found else "",
             **({"search_id": found.search_id} if found else {}),
         )
-
-
-def _searched_at(found: SearchFile) -> tuple[int, int]:
-    return (found.searched_at.seconds, found.searched_at.nanos)
-
-
-#: Sort keys of the pending list, by PendingOrder; the search id breaks ties, so pages are stable.
-PENDING_ORDERS: dict[int, Callable[[SearchFile], Any]] = {
-    gateway_pb2.PENDING_ORDER_OLDEST_FIRST: lambda found: (_searched_at(found), found.search_id),
-    gateway_pb2.PENDING_ORDER_NEWEST_FIRST: lambda found: (tuple(-v for v in _searched_at(found)), found.search_id),
-    gateway_pb2.PENDING_ORDER_CASE: lambda found: (found.case_number, _searched_at(found), found.search_id),
-}
-
-
-def pending_filter(request: gateway_pb2.ListPendingReviewsRequest) -> Callable[[Principal, SearchFile], bool]:
-    """Whether a waiting search matches a pending-list request's filters; InvalidInput for a
-    malformed filter."""
-    if request.order not in PENDING_ORDERS:
-        raise InvalidInput("order must be one of PENDING_ORDER_OLDEST_FIRST, _NEWEST_FIRST or _CASE")
-    for name, value in (("case_prefix", request.case_prefix), ("purpose", request.purpose)):
-        if len(value) > MAX_CASE_CHARS or not is_printable(value):
-            raise InvalidInput(f"{name} is at most {MAX_CASE_CHARS} printable characters")
-    before = request.searched_before if request.HasField("searched_before") else None
-
-    def matches(principal: Principal, found: SearchFile) -> bool:
-        ranks = [candidate["rank"] for candidate in found.candidates]
-        mine = [rank for rank in ranks if principal.user in found.reviewers(rank)]
-        return (
-            found.case_number.startswith(request.case_prefix)
-            and (not request.purpose or found.purpose == request.purpose)
-            and (before is None or _searched_at(found) < (before.seconds, before.nanos))
-            and (
-                not request.disputed_only
-                or (
-                    "supervisor" in principal.roles
-                    and any(
-                        found.status(rank) == gateway_pb2.CANDIDATE_STATUS_DISPUTED and rank not in mine
-                        for rank in ranks
-                    )
-                )
-            )
-            and (not request.partly_reviewed_only or 0 < len(mine) < len(ranks))
-        )
-
-    return matches
 
 
 def review_decision(request: gateway_pb2.SubmitReviewRequest) -> tuple[str, tuple[str, ...]]:
