@@ -171,6 +171,19 @@ def test_two_reviewers_confirm_the_demo_search_a_supervisor_settles_a_dispute_an
     assert whole and whole.startswith("0 0 ") and zoomed != whole
     page.click(".tools a:text('Face')")
     shot(page, "03-rita-zoomed")
+    # With the desk's script: the wheel zooms both photos in step, a double click goes back.
+    photos = page.locator("#candidate-1 svg.photo")
+    before = [photos.nth(i).get_attribute("viewBox") for i in (0, 1)]
+    photos.first.hover()
+    page.mouse.wheel(0, -300)
+    after = [photos.nth(i).get_attribute("viewBox") for i in (0, 1)]
+    widths = [float((box or "").split()[2]) for box in before + after]
+    assert widths[2] < widths[0] and widths[3] < widths[1]  # both zoomed in
+    assert widths[2] / widths[0] == pytest.approx(widths[3] / widths[1], rel=1e-3)  # by the same factor
+    photos.first.dblclick()
+    back = [photos.nth(i).get_attribute("viewBox") for i in (0, 1)]
+    flat = [[float(v) for v in (box or "").split()] for box in (*back, *before)]
+    assert flat[0] + flat[1] == pytest.approx(flat[2] + flat[3], abs=0.06)
     # Aligned on the eyes: both drawn on one canvas, each turned and scaled by its own eyes.
     page.click(".tools a:text('Aligned on the eyes')")
     aligned = page.locator("#candidate-1 svg.photo g[transform^='matrix(']")
