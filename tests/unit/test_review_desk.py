@@ -236,3 +236,16 @@ def test_the_desks_spans_are_named_by_route_never_by_path(
     names = {span.name for span in span_exporter.get_finished_spans()}
     assert {"GET /searches/{search_id:str}", "GET unmatched"} <= names, names
     assert not any("4d1f0c2e" in name or "CASE-2026" in name for name in names)
+
+
+def test_every_template_and_static_file_of_the_desk_is_packaged() -> None:
+    """The images install the desk with pip: a file the package data leaves out (the desk's script,
+    say) would be missing in the container though present in a checkout."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["candor_review"]
+    package = root / "services" / "review" / "candor_review"
+    packaged = {path for pattern in globs for path in package.glob(pattern)}
+    shipped = {path for folder in ("templates", "static") for path in (package / folder).iterdir() if path.is_file()}
+    assert shipped - packaged == set()
