@@ -62,8 +62,8 @@ candor audit verify
 step "Today's oversight report, from the audit log alone"
 today=$(date -u +%F)
 candor report --from "$today" --to "$today" --out "$CANDOR_DATA/report"
-sed -n '/## Searches by outcome/,/## Refusals by rule/p' "$CANDOR_DATA/report/report.md" | grep -v '^$' | grep -v '^!\[' | grep -v '^## Refusals'
-sed -n '/## Models and calibrations in force/,$p' "$CANDOR_DATA/report/report.md" | grep -v '^$'
+sed -n '/## Searches by outcome/,/## Busiest users/p' "$CANDOR_DATA/report/report.md" | grep -v '^$' | grep -v '^!\[' | grep -v '^## Busiest'
+sed -n '/## Agreement between reviewers/,$p' "$CANDOR_DATA/report/report.md" | grep -v '^$'
 
 step "Stopping the stack"
 candor stack down

@@ -151,7 +151,7 @@ def describe(found: gateway_pb2.SearchReview) -> str:
         distance = "distance hidden (score-blind)" if found.score_blind else f"distance {candidate.distance:.4f}"
         lines.append(f"  {candidate.rank:>2}. {candidate.subject_id:<24} {distance}  {status}")
         lines.extend(
-            f"        {review.role} {review.reviewer}: {DECISION[review.decision]}"
+            f"        {review.role} {review.reviewer}: {conclusions.WORDS[DECISION[review.decision]]}"
             + (f" [{', '.join(review.features)}]" if review.features else "")
             + (f" ({review.notes})" if review.notes else "")
             for review in reviewed.reviews

@@ -512,11 +512,11 @@ def test_the_searcher_sees_no_interim_decision_or_reviewer_until_the_candidate_i
     look_at_photos(stack, rita, found["search_id"])
     submit(stack, rita, found["search_id"], gateway_pb2.DECISION_CONFIRM)
     interim = candor(stack, "review", "show", found["search_id"]).stdout
-    assert "pending" in interim and "rita" not in interim and ": confirm" not in interim, interim
+    assert "pending" in interim and "rita" not in interim and ": same person" not in interim, interim
     look_at_photos(stack, rob, found["search_id"])
     submit(stack, rob, found["search_id"], gateway_pb2.DECISION_CONFIRM)
     decided = candor(stack, "review", "show", found["search_id"]).stdout
-    assert "LEAD" in decided and "reviewer rita: confirm" in decided and "reviewer rob: confirm" in decided
+    assert "LEAD" in decided and "reviewer rita: same person" in decided and "reviewer rob: same person" in decided
 
 
 # --- 7: smaller ones ---------------------------------------------------------------------------------

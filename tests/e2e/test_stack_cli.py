@@ -307,7 +307,7 @@ def test_two_reviewers_confirm_a_candidate_from_the_command_line(
         assert "candidate 1, same person; status (blind)" in done.stdout, user
     shown = candor(gallery, "review", "show", found["search_id"]).stdout
     assert re.search(r" 1\. obama +distance [0-9.]+  LEAD", shown)
-    assert "reviewer rita: confirm [ears, eyebrows]" in shown and "reviewer rob: confirm" in shown
+    assert "reviewer rita: same person [ears, eyebrows]" in shown and "reviewer rob: same person" in shown
     blind = candor(gallery, "--token", reviewers["rita"], "review", "show", found["search_id"]).stdout
     assert "(blind)" in blind  # after her analysis she sees the candidate, never its status
 
