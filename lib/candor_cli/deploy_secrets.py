@@ -28,9 +28,8 @@ import os
 import secrets
 from pathlib import Path
 
-from candor_audit.signing import generate_signing_key
-from candor_gateway.access import generate_token_keys
 from candor_kit.aes_keys import generate_aes_key
+from candor_kit.keys import generate_signing_key, generate_token_keys
 from candor_kit.subjects import ROLES
 
 

@@ -114,10 +114,3 @@ def load_public_key(pem: str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
-
-
-def generate_signing_key() -> bytes:
-    """A new Ed25519 private key for the audit chain, PEM (PKCS #8)."""
-    return Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )

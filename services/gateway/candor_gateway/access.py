@@ -249,13 +249,3 @@ def load_private_key(pem: bytes) -> PrivateKey:
     if not isinstance(key, (Ed25519PrivateKey, RSAPrivateKey)):
         raise ValueError("token keys must be Ed25519 or RSA")
     return key
-
-
-def generate_token_keys() -> tuple[bytes, bytes]:
-    """A new Ed25519 key pair for signing tokens, as (private PEM, public PEM)."""
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return private, public
