@@ -64,11 +64,12 @@ def test_the_fmr_at_a_candidates_distance_is_read_off_the_calibrations_curve_as_
     registry = ModelRegistry(tmp_path)
     registry.save(dataclasses.replace(record(0.55), fmr_curve=curve))
     gate = CalibrationGate(registry, allow_uncalibrated=False)
-    model = gate.calibrated(MODEL)
-    assert gate.fmr_at(model, 0.1) == 0.0
-    assert gate.fmr_at(model, 0.3) == 0.0001  # between points: the next one's, never less
-    assert gate.fmr_at(model, 0.55) == 0.0009
-    assert gate.fmr_at(model, 0.7) is None  # beyond the threshold: not measured
-    assert gate.fmr_at(MODEL, 0.3) is None  # a search that ran uncalibrated
+    calibration = gate.fmr_curve(gate.calibrated(MODEL))
+    assert calibration is not None
+    assert calibration.fmr_at(0.1) == 0.0
+    assert calibration.fmr_at(0.3) == 0.0001  # between points: the next one's, never less
+    assert calibration.fmr_at(0.55) == 0.0009
+    assert calibration.fmr_at(0.7) is None  # beyond the threshold: not measured
+    assert gate.fmr_curve(MODEL) is None  # a search that ran uncalibrated
     # A record without a curve keeps the id it always had.
     assert record(0.55).calibration_id == dataclasses.replace(record(0.55), fmr_curve=[]).calibration_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from candor.common.v1 import common_pb2
 from candor_kit.errors import PreconditionFailed
-from candor_kit.model_registry import ModelRegistry
+from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
 
 class CalibrationGate:
@@ -30,13 +30,11 @@ class CalibrationGate:
             for r in records
         ]
 
-    def fmr_at(self, model: common_pb2.ModelRef, distance: float) -> float | None:
-        """The FMR the model's calibration measured at ``distance`` (an upper bound read off its
-        curve); None when the model is not calibrated or the record has no curve."""
+    def fmr_curve(self, model: common_pb2.ModelRef) -> CalibrationRecord | None:
+        """The calibration record a search ran under (read once per search; its ``fmr_at`` gives
+        the FMR at each candidate's distance); None when the model is not calibrated."""
         record = self._registry.get(model.id, model.version) if self._registry else None
-        if record is None or record.calibration_id != model.calibration_id:
-            return None
-        return record.fmr_at(distance)
+        return record if record is not None and record.calibration_id == model.calibration_id else None
 
     def calibrated(self, model: common_pb2.ModelRef) -> common_pb2.ModelRef:
         """The model reference with the calibrated threshold and calibration id filled in."""

@@ -298,8 +298,9 @@ class Workflow:
             raise
         stages.mark("match")
         candidates = list(matched.candidates)
-        for candidate in candidates:
-            fmr = self._calibration.fmr_at(model, candidate.distance)
+        calibration = self._calibration.fmr_curve(model)
+        for candidate in candidates if calibration else ():
+            fmr = calibration.fmr_at(candidate.distance)  # type: ignore[union-attr]
             if fmr is not None:
                 candidate.calibrated_fmr = fmr
         try:
