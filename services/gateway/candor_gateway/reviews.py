@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import re
 import uuid
@@ -43,7 +42,15 @@ from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, Rule, is_printab
 from candor_gateway.proficiency import SCORED, SEEDED
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.review_queue import DEFAULT_PAGE, MAX_PAGE, PENDING_ORDERS, pending_filter
-from candor_gateway.search_file import ANALYSED, SEARCHED, SUBMITTED, SearchFile, fold, review_event_id
+from candor_gateway.search_file import (
+    ANALYSED,
+    SEARCHED,
+    SUBMITTED,
+    SearchFile,
+    analysis_event_id,
+    fold,
+    review_event_id,
+)
 from candor_kit import (
     AuditPublisher,
     CandorError,
@@ -279,10 +286,9 @@ class ReviewDesk:
         except CandorError as error:
             await self._refused("review.analysis", error, principal, found)
             raise
-        who = hashlib.sha256(principal.user.encode("utf-8")).hexdigest()[:32]
         await self._audit.publish(
             ANALYSED,
-            event_id=f"{found.search_id}/analysis/{who}",
+            event_id=analysis_event_id(found.search_id, principal.user),
             actor=principal.user,
             case_number=found.case_number,
             purpose=found.purpose,

@@ -168,5 +168,14 @@ def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, Sea
 def review_event_id(search_id: str, rank: int, reviewer: str) -> str:
     """The one event id a reviewer's decision on a candidate can have: the stream stores it once
     (Nats-Msg-Id) and the chain once (its unique event id), however many gateways are asked at once."""
-    who = hashlib.sha256(reviewer.encode("utf-8")).hexdigest()[:32]
-    return f"{search_id}/{rank}/review/{who}"
+    return f"{search_id}/{rank}/review/{_who(reviewer)}"
+
+
+def analysis_event_id(search_id: str, reviewer: str) -> str:
+    """The one event id a reviewer's analysis of a search's probe can have (stored once, likewise)."""
+    return f"{search_id}/analysis/{_who(reviewer)}"
+
+
+def _who(reviewer: str) -> str:
+    """A reviewer's name as an event id carries it: fixed length, no characters of the name."""
+    return hashlib.sha256(reviewer.encode("utf-8")).hexdigest()[:32]

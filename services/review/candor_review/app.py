@@ -378,11 +378,12 @@ def create_app(settings: ReviewSettings, http: httpx.AsyncClient | None = None) 
                     or ("supervisor" in session.roles and reviewed.status == gateway_pb2.CANDIDATE_STATUS_DISPUTED)
                 )
             )
+            drawn = shown(photo) if photo else None  # decoded once: the strip and the comparison share it
             rows.append(
                 {
                     "reviewed": reviewed,
-                    "shown": shown(photo) if photo else None,
-                    "missing": missing if not photo else "" if shown(photo) else NOT_AN_IMAGE,
+                    "shown": drawn,
+                    "missing": missing if not photo else "" if drawn else NOT_AN_IMAGE,
                     "may_decide": may_decide,
                     "mine": mine,
                     "origin": photo.origin if photo else "",

@@ -10,15 +10,10 @@ from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from candor.gateway.v1 import gateway_pb2
+from candor_cli.reviews import ORDERS  # the queue's orders by name, as `candor review list` takes them
 
 #: Searches shown on one page of the queue.
 PAGE_SIZE = 50
-#: The queue's orders, by the name its links use.
-ORDERS = {
-    "oldest": gateway_pb2.PENDING_ORDER_OLDEST_FIRST,
-    "newest": gateway_pb2.PENDING_ORDER_NEWEST_FIRST,
-    "case": gateway_pb2.PENDING_ORDER_CASE,
-}
 #: The waiting-time filter: searches made at least this many days ago, by the choice's label.
 AGES = {"": "any age", "1": "over a day", "7": "over a week", "30": "over 30 days"}
 #: The longest case prefix or purpose the filters take (a case number's own limit).
