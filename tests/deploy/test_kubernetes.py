@@ -23,7 +23,7 @@ from tests.deploy.manifests import (
 )
 
 #: The Kubernetes release the schemas are checked against (kubectl's own minor version).
-KUBERNETES_VERSION = "1.32.0"
+KUBERNETES_VERSION = "1.37.0"
 #: Resources of CRDs with no bundled schema, and the spec fields each must have.
 CUSTOM_RESOURCES = {
     ("cert-manager.io/v1", "Issuer"): ("ca",),
