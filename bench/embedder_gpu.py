@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from candor_embedder.onnx_engine import OnnxRecognitionEngine  # noqa: E402
+from candor_faces.onnx_engine import OnnxRecognitionEngine  # noqa: E402
 from candor_kit.model_pack import load_model_pack, sha256_file  # noqa: E402
 
 STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))

@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
 
-from candor_detector import DecodeLimits, decode_image, dlib_chip_detector  # noqa: E402
-from candor_embedder import EmbeddingEngine, build_engine  # noqa: E402
+from candor_faces.build import build_engine, dlib_chip_detector  # noqa: E402
+from candor_faces.decoding import DecodeLimits, decode_image  # noqa: E402
+from candor_faces.engines import EmbeddingEngine  # noqa: E402
 
 
 def collect_chips(datasets: Path, limit: int) -> np.ndarray:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from candor_eval.dataset import Dataset, LabelledImage, Pair
 from candor_eval.embedding import Embedded
 from candor_eval.evaluate import pair_scores, summarise

@@ -46,8 +46,7 @@ def calibrate(dataset: Path) -> dict[str, Any]:
     """Fit identity centres (mean, shrunk covariance) and the within-identity spread to real vectors."""
     from candor_eval.dataset import load_dataset
     from candor_eval.embedding import CandorPipeline, embed_all
-
-    from candor_embedder.engines import build_engine
+    from candor_faces.engines import build_engine
 
     data = load_dataset(dataset)
     pipeline = CandorPipeline(build_engine("dlib", None, None), crop_fallback=True)

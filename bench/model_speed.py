@@ -25,12 +25,12 @@ import cv2
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from candor_eval.embedding import as_jpeg_or_png  # noqa: E402
 from fetch_sample_images import fetch  # noqa: E402
 
-from candor_detector import DecodeLimits, decode_image, dlib_chip_detector  # noqa: E402
-from candor_detector.onnx_faces import OnnxFaceDetector  # noqa: E402
-from candor_embedder import build_engine  # noqa: E402
+from candor_eval.embedding import as_jpeg_or_png  # noqa: E402
+from candor_faces.build import build_engine, dlib_chip_detector  # noqa: E402
+from candor_faces.decoding import DecodeLimits, decode_image  # noqa: E402
+from candor_faces.onnx_faces import OnnxFaceDetector  # noqa: E402
 from candor_kit import model_pack  # noqa: E402
 from candor_kit.wheel_packs import default_pack  # noqa: E402
 

@@ -17,7 +17,7 @@ import atheris
 #: Smoke runs (the tests) instrument only Candor's own modules; campaigns instrument everything.
 SMOKE = os.environ.get("CANDOR_FUZZ_SMOKE") == "1"
 with atheris.instrument_imports(include=["candor_detector", "candor_kit"]) if SMOKE else contextlib.nullcontext():
-    from candor_detector.decoding import DecodeLimits, decode_image
+    from candor_faces.decoding import DecodeLimits, decode_image
     from candor_kit.errors import CandorError
 
 #: Limits small enough that a fuzzed header claiming a large image is refused cheaply.

@@ -1,38 +1,45 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Candor's tests need beyond Python and make, so that `make test`
-# (and `make test-containers`) do all their own set-up on a fresh Debian machine.
-#   scripts/system-deps.sh test         what `make test` needs
-#   scripts/system-deps.sh containers   what `make test-containers` needs as well
+# Installs the Debian packages Candor needs beyond Python and make, so that `make setup` (and so
+# `make demo`) and `make test` do all their own set-up on a fresh Debian machine.
+#   scripts/system-deps.sh runtime      what Candor itself needs to run (make setup, make demo)
+#   scripts/system-deps.sh test         what `make test` needs as well
+#   scripts/system-deps.sh containers   what `make test-containers` and `make test-bare` need too
 # As root it installs whatever is missing with apt-get; as anyone else it prints the one
 # `apt-get install` line that would, and exits 1 so that no test starts without its tools.
 set -euo pipefail
 
 profile=${1:-test}
-case $profile in test | containers) ;; *) echo "usage: $0 test|containers" >&2; exit 2 ;; esac
-target="make ${profile/containers/test-containers}"
+case $profile in
+  runtime) target="make setup" ;;
+  test) target="make test" ;;
+  containers) target="make test-containers" ;;
+  *) echo "usage: $0 runtime|test|containers" >&2; exit 2 ;;
+esac
 # dockerd, debootstrap and ldconfig live in sbin, off a user's PATH.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 missing=()
 need() { missing+=("$1"); }
 
-# The TLS tests make self-signed certificates with openssl; the deploy tests check the compose
-# files with docker-compose (kubectl comes from PyPI, in the venv: Debian 12 has no kubectl).
-command -v openssl >/dev/null || need openssl
-command -v docker-compose >/dev/null || need docker-compose
-# The monitoring tests check the alert rules with promtool and scrape the stack with a real
-# Prometheus (Debian package prometheus has both).
-{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need prometheus
-# The review desk's browser tests drive Debian's Chromium with Playwright and run axe-core, which
-# make test installs from npm's registry.
-command -v chromium >/dev/null || need chromium
-command -v npm >/dev/null || need npm
-# The audit tests start their own PostgreSQL server from Debian's server binaries.
-compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need postgresql
 # opencv-python (the OpenCV build insightface requires) loads libGL and GLib when imported.
 ldconfig -p | grep -q 'libGL\.so\.1 ' || need libgl1
 need_glib=false
 ldconfig -p | grep -q 'libgthread-2\.0\.so\.0 ' || need_glib=true
+if [ "$profile" != runtime ]; then
+  # The TLS tests make self-signed certificates with openssl; the deploy tests check the compose
+  # files with docker-compose (kubectl comes from PyPI, in the venv: Debian 12 has no kubectl).
+  command -v openssl >/dev/null || need openssl
+  command -v docker-compose >/dev/null || need docker-compose
+  # The monitoring tests check the alert rules with promtool and scrape the stack with a real
+  # Prometheus (Debian package prometheus has both).
+  { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need prometheus
+  # The review desk's browser tests drive Debian's Chromium with Playwright and run axe-core, which
+  # make test installs from npm's registry.
+  command -v chromium >/dev/null || need chromium
+  command -v npm >/dev/null || need npm
+  # The audit tests start their own PostgreSQL server from Debian's server binaries.
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need postgresql
+fi
 if [ "$profile" = containers ]; then
   # Images are built without a registry from a debootstrap base and run with Debian's dockerd.
   command -v dockerd >/dev/null || need docker.io

@@ -12,13 +12,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from candor_embedder import build_engine
-from candor_embedder.engines import ModelInfo
 from candor_eval.calibration import CalibrationError, calibrate, check_groups, leave_out_groups
 from candor_eval.dataset import LabelledImage, load_dataset
 from candor_eval.embedding import Embedded, PipelineSpec, PlainDlib, StackPipeline, embed_parallel
 from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
+from candor_faces.build import build_engine
+from candor_faces.engines import ModelInfo
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.model_files import DLIB_RESNET_MODEL_ID

@@ -9,24 +9,25 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from candor_detector import DecodeLimits, FaceDetector, decode_image, dlib_chip_detector
-from candor_embedder import EmbeddingEngine, build_engine
 from candor_eval.dataset import LabelledImage
+from candor_faces.build import build_detector, build_engine, dlib_chip_detector
+from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.engines import EmbeddingEngine
+from candor_faces.faces import FaceDetector
 from candor_kit import CandorError, subjects
 from candor_kit.bus import NatsLogin
 from candor_kit.logging import configure_command_logging
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
-from candor_kit.wheel_packs import SFACE_MODEL_ID, default_pack
+from candor_kit.wheel_packs import SFACE_MODEL_ID
 
 if TYPE_CHECKING:
-    from candor_detector.onnx_faces import OnnxFaceDetector
+    from candor_faces.onnx_faces import OnnxFaceDetector
 
 
 @dataclass(frozen=True)
@@ -178,13 +179,12 @@ class PipelineSpec:
         """The pipeline, with its models loaded."""
         if self.kind == "plain-dlib":
             return PlainDlib(self.face_rule)
-        pack = self.pack or (str(default_pack().path) if self.model == SFACE_MODEL_ID else None)
-        if pack is not None:
-            from candor_detector.onnx_faces import OnnxFaceDetector
-            from candor_kit.model_pack import load_model_pack
-
-            engine = build_engine("onnx", None, None, pack, accepted_licences=self.accepted_licences)
-            detector = OnnxFaceDetector(load_model_pack(Path(pack)), accepted_licences=self.accepted_licences)
+        if self.pack is not None or self.model == SFACE_MODEL_ID:
+            # The services' own choice: SFace's pack for the default model, or the pack named.
+            engine_name = "onnx" if self.pack is not None else "sface"
+            licences = self.accepted_licences
+            engine = build_engine(engine_name, None, None, self.pack, accepted_licences=licences)
+            detector, _ = build_detector(engine_name, model_pack=self.pack, accepted_licences=licences)
             return CandorPipeline(engine, detector=detector, face_rule=self.face_rule)
         engine = build_engine("dlib", None, None)
         return CandorPipeline(engine, crop_fallback=self.crop_fallback, finder=self.finder, face_rule=self.face_rule)

@@ -15,12 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from candor_review.session import SESSION_COOKIE, Sealer, Session
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
 from candor_kit.aes_keys import read_aes_key
+from candor_review.session import SESSION_COOKIE, Sealer, Session
 from tests.conftest import ROOT
 from tests.e2e.test_stack_cli import candor, searching, wait_for_audit
 

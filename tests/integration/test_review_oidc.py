@@ -14,13 +14,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from candor_review import ReviewSettings, create_app
-from candor_review.session import SESSION_COOKIE
-from candor_review.settings import OidcSettings
 
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_gateway import issue_token, load_private_key
 from candor_gateway.access import TokenVerifier, load_public_keys
+from candor_review import ReviewSettings, create_app
+from candor_review.session import SESSION_COOKIE
+from candor_review.settings import OidcSettings
 from tests.integration.conftest import TOKEN_KEY, TOKEN_PUBLIC_KEY, InProcessStack
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

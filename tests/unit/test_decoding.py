@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from candor_detector import DecodeLimits, decode_image
+from candor_faces.decoding import DecodeLimits, decode_image
 from candor_kit import InvalidInput, TooLarge
 
 LIMITS = DecodeLimits(max_bytes=15 << 20, max_pixels=50_000_000, working_pixels=1_500_000)

@@ -7,8 +7,9 @@ import asyncio
 from pathlib import Path
 
 from candor.detector.v1 import detector_pb2
-from candor_detector import DecodeLimits, FaceDetector
 from candor_detector.service import DetectionService
+from candor_faces.decoding import DecodeLimits
+from candor_faces.faces import FaceDetector
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candor_detector import DecodeLimits, FaceDetector, decode_image
-from candor_embedder import DlibOnnxEngine, DlibResNetEngine, build_engine
-from candor_embedder.dlib_onnx import read_dlib_resnet
+from candor_faces.build import build_engine
+from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.dlib_onnx import read_dlib_resnet
+from candor_faces.engines import DlibOnnxEngine, DlibResNetEngine
+from candor_faces.faces import FaceDetector
 from candor_kit import ConfigError
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from candor_eval.calibration import _round_down
 from candor_eval.dataset import load_dataset
 from candor_eval.embedding import chosen_face

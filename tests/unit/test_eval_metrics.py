@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from candor_eval.metrics import (
     SearchOutcome,
     clopper_pearson,

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from candor_eval import CandorPipeline, PipelineSpec, PlainDlib, embed_all, embed_parallel, load_dataset, summarise
 from candor_eval.calibration import CalibrationError, calibrate
 from candor_eval.dataset import Dataset, LabelledImage, Pair
 from candor_eval.embedding import Embedded, as_jpeg_or_png
 from candor_eval.evaluate import identification, identity_groups, pair_scores
 from candor_eval.metrics import fpir_at
-
-from candor_embedder import build_engine
+from candor_faces.build import build_engine
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
 CANDOR = str(Path(sys.executable).parent / "candor")

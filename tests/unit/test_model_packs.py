@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from candor_cli.models import WHEEL_PACKS, fetch_wheel_pack
-from candor_detector import DecodeLimits, decode_image
-from candor_detector.onnx_faces import OnnxFaceDetector
-from candor_embedder import build_engine
+from candor_faces.build import build_engine
+from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import ConfigError
 from candor_kit.model_fetch import FetchError
 from candor_kit.model_pack import load_model_pack

@@ -11,10 +11,6 @@ from pathlib import Path
 from urllib.parse import parse_qsl
 
 import pytest
-from candor_review import ReviewSettings
-from candor_review.app import create_app
-from candor_review.compare import CANVAS, LEFT_EYE, RIGHT_EYE, Look, LookError, shown
-from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, same_token
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from PIL import Image
 from prometheus_client import REGISTRY
@@ -24,6 +20,10 @@ from candor.gateway.v1 import gateway_pb2
 from candor_gateway import generate_token_keys
 from candor_kit import ConfigError, EnvReader
 from candor_kit.aes_keys import generate_aes_key
+from candor_review import ReviewSettings
+from candor_review.app import create_app
+from candor_review.compare import CANVAS, LEFT_EYE, RIGHT_EYE, Look, LookError, shown
+from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE, Sealer, Session, same_token
 
 with warnings.catch_warnings():
     # Starlette would have its TestClient on httpx2; httpx, which the desk itself uses, still serves.

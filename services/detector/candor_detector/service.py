@@ -7,22 +7,19 @@ import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import grpc
 import structlog
 
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
-from candor_detector.decoding import DecodedImage, DecodeLimits, decode_image
-from candor_detector.faces import AlignmentSpec, Face, FaceDetector, dlib_chip_detector
 from candor_detector.ingest import DetectStage
-from candor_detector.onnx_faces import OnnxFaceDetector
+from candor_faces.build import build_detector as build_detector_named
+from candor_faces.decoding import DecodedImage, DecodeLimits, decode_image
+from candor_faces.faces import AlignmentSpec, Face, FaceDetector
+from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
 from candor_kit.ingest import Stage, WorkerSettings, running_worker
-from candor_kit.model_files import DLIB_RESNET_MODEL_ID
-from candor_kit.model_pack import load_model_pack
-from candor_kit.wheel_packs import default_pack
 
 DETECT_SUBJECT = subjects.DETECT
 log = structlog.get_logger("candor.detector")
@@ -147,17 +144,16 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
 
 
 def build_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceDetector, str]:
-    """The default model's YuNet with ArcFace chips for SFace, YuNet or dlib's HOG with dlib chips,
-    or an ONNX model pack's detector; with the id of the model the chips are cut for."""
-    if settings.engine in ("sface", "onnx"):
-        if settings.engine == "sface":
-            pack = default_pack(settings.model_files_dir)
-        else:
-            assert settings.model_pack is not None  # required_if in the catalogue
-            pack = load_model_pack(Path(settings.model_pack))
-        return OnnxFaceDetector(pack, settings.providers, accepted_licences=settings.accepted_licences), pack.model_id
-    detector = dlib_chip_detector(settings.engine, settings.model_dir, settings.model_files_dir, settings.alignment)
-    return detector, DLIB_RESNET_MODEL_ID
+    """The detector CANDOR_DETECTOR_ENGINE names, with the id of the model its chips are cut for."""
+    return build_detector_named(
+        settings.engine,
+        model_pack=settings.model_pack,
+        providers=settings.providers,
+        accepted_licences=settings.accepted_licences,
+        model_dir=settings.model_dir,
+        model_files_dir=settings.model_files_dir,
+        alignment=settings.alignment,
+    )
 
 
 async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:

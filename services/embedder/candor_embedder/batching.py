@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from candor_embedder.engines import EmbeddingEngine
+from candor_faces.engines import EmbeddingEngine
 
 
 class EmbeddingBatcher:

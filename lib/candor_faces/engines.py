@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -10,8 +10,7 @@ from typing import Protocol
 import dlib
 import numpy as np
 
-from candor_kit.errors import ConfigError
-from candor_kit.model_files import DLIB_RESNET, DLIB_RESNET_MODEL_ID, dlib_model_file
+from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class DlibOnnxEngine(BatchEngine):
         import onnxruntime
         import structlog
 
-        from candor_embedder.dlib_onnx import read_dlib_resnet, to_onnx
+        from candor_faces.dlib_onnx import read_dlib_resnet, to_onnx
         from candor_kit.model_pack import choose_providers, session_options
 
         network = to_onnx(read_dlib_resnet(model_file))
@@ -108,33 +107,3 @@ class DlibOnnxEngine(BatchEngine):
     def _embed(self, chips: Sequence[np.ndarray]) -> np.ndarray:
         batch = np.ascontiguousarray(np.stack(chips), dtype=np.uint8)
         return np.asarray(self._session.run(None, {"chips": batch})[0], dtype=np.float32)
-
-
-def build_engine(
-    name: str,
-    model_dir: str | None,
-    threshold: float | None,
-    model_pack: str | None = None,
-    providers: str = "cpu",
-    accepted_licences: Iterable[str] = (),
-    model_files_dir: str | None = None,
-) -> EmbeddingEngine:
-    """The engine named by configuration: SFace (the default model, from the pack set-up fetched
-    into ``model_files_dir``), dlib's ResNet on onnxruntime or on dlib itself, or the recogniser
-    of an ONNX model pack."""
-    if name == "sface":
-        from candor_embedder.onnx_engine import build_onnx_engine
-        from candor_kit.wheel_packs import default_pack
-
-        return build_onnx_engine(default_pack(model_files_dir).path, providers, threshold, accepted_licences)
-    if name == "dlib":
-        return DlibOnnxEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6, providers)
-    if name == "dlib-native":
-        return DlibResNetEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6)
-    if name == "onnx":
-        if not model_pack:
-            raise ConfigError("the onnx engine needs CANDOR_MODEL_PACK (a model pack folder)")
-        from candor_embedder.onnx_engine import build_onnx_engine
-
-        return build_onnx_engine(Path(model_pack), providers, threshold, accepted_licences)
-    raise ConfigError(f"unknown embedding engine {name!r}; known: sface, dlib, dlib-native, onnx")

@@ -16,11 +16,7 @@ import cv2
 import dlib
 import numpy as np
 
-from candor_detector.decoding import DecodedImage
-from candor_kit.model_files import DLIB_LANDMARKS_5, YUNET, dlib_model_file, pinned_model_file
-
-#: The finders that lead to dlib chips, by the name CANDOR_DETECTOR_ENGINE gives them.
-DLIB_CHIP_FINDERS = ("yunet", "dlib")
+from candor_faces.decoding import DecodedImage
 
 #: Photos smaller than this are upsampled once for HOG, so faces down to about 40 px are found.
 UPSAMPLE_BELOW_PIXELS = 400_000
@@ -179,23 +175,3 @@ class FaceDetector:
             eyes=dlib_eyes(landmarks),
             nose=landmarks[4] if len(landmarks) > 4 else None,
         )
-
-
-def dlib_chip_detector(
-    finder: str = "yunet",
-    dlib_dir: str | None = None,
-    model_files_dir: str | None = None,
-    alignment: AlignmentSpec = AlignmentSpec(),
-    crop_fallback: bool = False,
-) -> FaceDetector:
-    """A detector cutting dlib chips, finding faces with YuNet (``yunet``) or dlib's HOG (``dlib``).
-
-    Raises ConfigError when a model file is missing or is not the pinned upstream file.
-    """
-    from candor_detector.yunet import YuNetFinder
-
-    if finder not in DLIB_CHIP_FINDERS:
-        raise ValueError(f"unknown face finder {finder!r}; known: {', '.join(DLIB_CHIP_FINDERS)}")
-    landmarks = dlib_model_file(DLIB_LANDMARKS_5, dlib_dir)
-    chosen = YuNetFinder(pinned_model_file(YUNET, model_files_dir)) if finder == "yunet" else None
-    return FaceDetector(landmarks, alignment, crop_fallback=crop_fallback, finder=chosen)

@@ -16,7 +16,7 @@ import cv2
 import dlib
 import numpy as np
 
-from candor_detector.faces import Found
+from candor_faces.faces import Found
 
 #: Photos are scaled to at most this many pixels for detection (about 1150 x 870).
 DETECT_PIXELS = 1_000_000

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from candor_detector.decoding import DecodedImage
-from candor_detector.faces import Face, ordered_eyes
-from candor_detector.yunet import YuNetFinder
+from candor_faces.decoding import DecodedImage
+from candor_faces.faces import Face, ordered_eyes
+from candor_faces.yunet import YuNetFinder
 from candor_kit.model_pack import YUNET_DETECTION, ModelPack, checked_task_file, load_task_model
 
 #: SCRFD's input: each photo is scaled to fit this square.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from candor_embedder.engines import BatchEngine, ModelInfo
+from candor_faces.engines import BatchEngine, ModelInfo
 from candor_kit.errors import ConfigError
 from candor_kit.model_pack import ModelPack, load_model_pack, recognition_session
 
