@@ -44,8 +44,8 @@ with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcon
     from candor_audit.chain import AuditChain
     from candor_audit.outside import CheckpointStream, genuine_event_id
     from candor_audit.service import AuditLog
-    from candor_audit.signing import Signer, checkpoint_message
     from candor_kit import subjects
+    from candor_kit.audit_signing import Signer, checkpoint_message
     from candor_kit.errors import CandorError
     from candor_kit.identifiers import check_metadata, check_new_subject_id
     from candor_kit.ingest import IMPORT_ID, item_digest, rejection, result_subject

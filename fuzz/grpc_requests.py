@@ -31,15 +31,15 @@ with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcon
     from candor.embedder.v1 import embedder_pb2
     from candor.gateway.v1 import gateway_pb2
     from candor.matcher.v1 import matcher_pb2
-    from candor_audit.events import entry_from_event, refused_entry
-    from candor_audit.export import export_file_stem, render_html
     from candor_audit.service import query_entry
-    from candor_gateway.policy import DEFAULT_POLICY_YAML, parse_policy
+    from candor_cli.case_export import export_file_stem, render_html
     from candor_gateway.refusals import describe_malformed
     from candor_gateway.reviews import review_decision
     from candor_kit import subjects
+    from candor_kit.audit_records import entry_from_event, refused_entry
     from candor_kit.errors import CandorError
     from candor_kit.identifiers import check_subject_id
+    from candor_kit.policy import DEFAULT_POLICY_YAML, parse_policy
     from candor_matcher.service import check_origin
 
 POLICY = parse_policy(DEFAULT_POLICY_YAML.encode())

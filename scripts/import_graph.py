@@ -8,7 +8,8 @@ candor_eval, candor_cli) and ``services``. An arrow runs up when a module import
 higher layer: lib importing a service package, say. A circle is a set of modules that reach each
 other through imports (a strongly connected component of more than one module, or a module that
 imports itself); every import counts, those inside functions and under TYPE_CHECKING too, since
-each is a dependency a reader has to hold. tests/unit/test_layering.py holds both counts at zero.
+each is a dependency a reader has to hold. An arrow across runs from one service's package to another's. tests/unit/test_layering.py holds
+all three counts at zero.
 """
 
 from __future__ import annotations
@@ -55,6 +56,17 @@ class Graph:
             if self.modules[target].layer > self.modules[source].layer
         )
 
+    def across(self) -> list[tuple[str, str]]:
+        """Each (importer, imported) pair between two services: each runs in its own image, so one
+        service's code reaching into another's is a dependency the deployment cannot see."""
+        return sorted(
+            (source, target)
+            for source, targets in self.imports.items()
+            for target in targets
+            if self.modules[source].layer == self.modules[target].layer == LAYERS["services"]
+            and self.modules[source].package != self.modules[target].package
+        )
+
     def circles(self) -> list[list[str]]:
         """The modules that import each other, each circle sorted (Tarjan's components)."""
         return sorted(sorted(c) for c in _components(self.imports) if len(c) > 1 or _self_loop(self.imports, c))
@@ -82,8 +94,9 @@ def find_modules(roots: Iterable[tuple[Path, int]]) -> dict[str, Module]:
     return modules
 
 
-def _imported_names(module: Module) -> Iterator[str]:
-    """The dotted names a module imports, relative imports resolved; submodule candidates included."""
+def _imported_names(module: Module, modules: dict[str, Module]) -> Iterator[str]:
+    """The dotted names a module imports, relative imports resolved. ``from package import name``
+    names the submodule package.name when there is one, else the package."""
     tree = ast.parse(module.path.read_text(), filename=str(module.path))
     is_package = module.path.name == "__init__.py"
     for node in ast.walk(tree):
@@ -96,9 +109,9 @@ def _imported_names(module: Module) -> Iterator[str]:
                 origin = ".".join([*base, node.module] if node.module else base)
             else:
                 origin = node.module or ""
-            yield origin
-            # ``from package import name`` imports the submodule package.name when there is one.
-            yield from (f"{origin}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                submodule = f"{origin}.{alias.name}"
+                yield submodule if submodule in modules else origin
 
 
 def build_graph(root: Path = ROOT) -> Graph:
@@ -106,7 +119,7 @@ def build_graph(root: Path = ROOT) -> Graph:
     modules = find_modules(source_roots(root))
     graph = Graph(modules)
     for name, module in modules.items():
-        targets = {_owner(imported, modules) for imported in _imported_names(module)}
+        targets = {_owner(imported, modules) for imported in _imported_names(module, modules)}
         graph.imports[name] = {t for t in targets if t is not None and t != name}
     return graph
 
@@ -189,17 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.dot:
         print(package_dot(graph))
         return 0
-    upward, circles = graph.upward(), graph.circles()
+    upward, across, circles = graph.upward(), graph.across(), graph.circles()
     arrows = sum(len(targets) for targets in graph.imports.values())
     print(
         f"rooms: {len(graph.modules)} modules, arrows: {arrows}, "
-        f"arrows running up: {len(upward)}, circles: {len(circles)}"
+        f"arrows running up: {len(upward)}, across services: {len(across)}, circles: {len(circles)}"
     )
     for source, target in upward:
         print(f"  up: {source} -> {target}")
+    for source, target in across:
+        print(f"  across: {source} -> {target}")
     for circle in circles:
         print(f"  circle: {' <-> '.join(circle)}")
-    return 1 if upward or circles else 0
+    return 1 if upward or across or circles else 0
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_audit.export import check_complete, check_records, export_file_stem, render_html
 from candor_cli import report as oversight
+from candor_cli.case_export import check_complete, check_records, export_file_stem, render_html
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.eval_commands import add_commands as add_eval_commands
@@ -35,11 +35,11 @@ from candor_cli.stack import (
     StackError,
     default_data_dir,
 )
-from candor_gateway.access import ROLES, issue_token, load_private_key
 from candor_kit import catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.logging import configure_command_logging
 from candor_kit.subjects import inbox_prefix
+from candor_kit.tokens import ROLES, issue_token, load_private_key
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,13 +28,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_cli import compose as compose_model
 from candor_cli.deploy_secrets import init_secrets, nats_password, service_token, write_private, write_token_keys
-from candor_gateway.access import issue_token, load_private_key
-from candor_gateway.policy import DEFAULT_POLICY_YAML
 from candor_kit import subjects
 from candor_kit.aes_keys import generate_aes_key
 from candor_kit.bus import NatsLogin
 from candor_kit.keys import generate_signing_key
+from candor_kit.policy import DEFAULT_POLICY_YAML
 from candor_kit.settings import INTERNAL_SERVICES
+from candor_kit.tokens import issue_token, load_private_key
 
 #: The issuer and audience of the local stack's tokens.
 LOCAL_ISSUER = "candor-local"

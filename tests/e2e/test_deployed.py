@@ -27,7 +27,7 @@ import pytest
 from candor_cli import LocalStack
 from candor_cli.client import GatewayClient
 from candor_cli.stack import AUDIENCE, OPERATOR_ROLES
-from candor_gateway import issue_token, load_private_key
+from candor_kit.tokens import issue_token, load_private_key
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = [ROOT / "deploy" / "compose" / "compose.yaml", ROOT / "deploy" / "compose" / "compose.e2e.yaml"]

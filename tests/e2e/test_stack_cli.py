@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from candor_audit.export import export_file_stem
 from candor_cli import LocalStack
+from candor_cli.case_export import export_file_stem
 from candor_gateway import quota
 from candor_kit.model_registry import ModelRegistry
 

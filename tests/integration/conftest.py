@@ -20,8 +20,10 @@ import candor_matcher
 from candor.gateway.v1 import gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, StackError, free_port, service_settings
 from candor_cli.stack import wait_serving as stack_wait_serving
-from candor_gateway import DEFAULT_POLICY_YAML, generate_token_keys, issue_token, load_private_key
 from candor_kit import EnvReader
+from candor_kit.keys import generate_token_keys
+from candor_kit.policy import DEFAULT_POLICY_YAML
+from candor_kit.tokens import issue_token, load_private_key
 
 #: The test users, by the name the tests call them by: (user, roles).
 USERS = {

@@ -10,8 +10,8 @@ import nats
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_audit.signing import checkpoint_message, key_id, load_public_key, verify_signature
 from candor_kit import subjects
+from candor_kit.audit_signing import checkpoint_message, key_id, load_public_key, verify_signature
 from tests.integration.conftest import InProcessStack, as_user
 
 AUDITOR = as_user("auditor-token")

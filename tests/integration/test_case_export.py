@@ -11,7 +11,7 @@ import pytest
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_audit.export import check_records, render_html
+from candor_cli.case_export import check_records, render_html
 from tests.integration.conftest import InProcessStack, as_user, eventually
 from tests.integration.test_search_flow import audit_records
 

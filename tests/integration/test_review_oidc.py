@@ -16,8 +16,7 @@ import httpx
 import pytest
 
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
-from candor_gateway import issue_token, load_private_key
-from candor_gateway.access import TokenVerifier, load_public_keys
+from candor_kit.tokens import TokenVerifier, issue_token, load_private_key, load_public_keys
 from candor_review import ReviewSettings, create_app
 from candor_review.session import SESSION_COOKIE
 from candor_review.settings import OidcSettings

@@ -10,17 +10,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from candor_gateway import (
-    ROLES,
-    RPC_ROLES,
-    Permission,
-    TokenVerifier,
-    generate_token_keys,
-    issue_token,
-    load_private_key,
-)
-from candor_gateway.access import load_public_keys
+from candor_gateway.access import RPC_ROLES, Permission, require
 from candor_kit import ConfigError, PolicyViolation, Unauthenticated
+from candor_kit.keys import generate_token_keys
+from candor_kit.tokens import ROLES, TokenVerifier, issue_token, load_private_key, load_public_keys
 
 PRIVATE_PEM, PUBLIC_PEM = generate_token_keys()
 KEY = load_private_key(PRIVATE_PEM)
@@ -106,9 +99,9 @@ def test_a_role_off_the_allow_list_is_denied() -> None:
     principal = VERIFIER.authenticate(
         bearer(issue_token(KEY, "aud", ["auditor"], 600, "candor-test", "candor-gateway"))
     )
-    principal.require(Permission.VERIFY_AUDIT)
+    require(principal, Permission.VERIFY_AUDIT)
     with pytest.raises(PolicyViolation, match="may not call Search"):
-        principal.require(Permission.SEARCH)
+        require(principal, Permission.SEARCH)
 
 
 def test_token_keys_must_be_public_ed25519_or_rsa() -> None:

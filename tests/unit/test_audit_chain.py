@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from candor_audit import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, record_hash
-from candor_audit.signing import Checkpoint, Signer, record_message
+from candor_audit import AuditChain, PostgresAuditChain, SqlAuditChain
+from candor_kit.audit_records import AuditEntry, record_hash
+from candor_kit.audit_signing import Checkpoint, Signer, record_message
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
 

@@ -12,10 +12,9 @@ import yaml
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway import DEFAULT_POLICY_YAML, load_policy, parse_policy
-from candor_gateway.policy import Rule
 from candor_gateway.search_file import fold
 from candor_kit import ConfigError, InvalidInput, PolicyViolation
+from candor_kit.policy import DEFAULT_POLICY_YAML, Rule, load_policy, parse_policy
 
 DEPLOYED_POLICY = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "config" / "policy.yaml"
 POLICY = parse_policy(DEFAULT_POLICY_YAML.encode())

@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway import generate_token_keys
 from candor_kit import ConfigError, EnvReader
 from candor_kit.aes_keys import generate_aes_key
+from candor_kit.keys import generate_token_keys
 from candor_review import ReviewSettings
 from candor_review.app import create_app
 from candor_review.compare import CANVAS, LEFT_EYE, RIGHT_EYE, Look, LookError, shown

@@ -7,9 +7,9 @@ from __future__ import annotations
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway.access import Principal
 from candor_gateway.review_queue import pending_filter
 from candor_gateway.search_file import Decided, SearchFile
+from candor_kit.tokens import Principal
 
 
 def search(reviews: dict[int, list[tuple[str, str, str]]]) -> SearchFile:

@@ -11,9 +11,11 @@ import pytest
 
 from candor_audit import AuditSettings
 from candor_detector import DetectorSettings
-from candor_gateway import DEFAULT_POLICY_YAML, GatewaySettings, generate_token_keys
+from candor_gateway import GatewaySettings
 from candor_kit import ConfigError, EnvReader
 from candor_kit.aes_keys import generate_aes_key
+from candor_kit.keys import generate_token_keys
+from candor_kit.policy import DEFAULT_POLICY_YAML
 from candor_matcher import MatcherSettings
 from tests.conftest import INTERNAL
 

@@ -1,26 +1,18 @@
-"""Candor's audit service: an append-only, hash-chained, verifiable log of every event."""
+"""Candor's audit service: an append-only, hash-chained, verifiable log of every event.
 
-from candor_audit.chain import (
-    AuditChain,
-    AuditEntry,
-    PostgresAuditChain,
-    SqlAuditChain,
-    StoredRecord,
-    Verification,
-    record_hash,
-)
+The records' format, hashing and verification are candor_kit.audit_records', their signatures
+candor_kit.audit_signing's; this package stores them (SQLite or PostgreSQL) and serves them.
+"""
+
+from candor_audit.chain import AuditChain, PostgresAuditChain, SqlAuditChain
 from candor_audit.service import QUERY_SUBJECT, VERIFY_SUBJECT, AuditSettings, serve
 
 __all__ = [
     "QUERY_SUBJECT",
     "VERIFY_SUBJECT",
     "AuditChain",
-    "AuditEntry",
     "AuditSettings",
     "PostgresAuditChain",
     "SqlAuditChain",
-    "StoredRecord",
-    "Verification",
-    "record_hash",
     "serve",
 ]

@@ -11,20 +11,16 @@ the verification walk; they differ in how they connect and how they take the wri
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from candor_audit.signing import Checkpoint, Signer, checkpoint_message, record_message, verify_signature
-
-GENESIS_HASH = "0" * 64
+from candor_kit.audit_records import GENESIS_HASH, AuditEntry, StoredRecord, Verification, record_hash, verify_records
+from candor_kit.audit_signing import Checkpoint, Signer, checkpoint_message, record_message
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_record (
@@ -55,68 +51,6 @@ CREATE INDEX IF NOT EXISTS audit_record_actor ON audit_record (actor, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_occurred ON audit_record (occurred_at);
 CREATE INDEX IF NOT EXISTS audit_record_kind ON audit_record (kind, sequence);
 """
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """The content of one event, as the chain hashes it. Times are RFC 3339 UTC strings."""
-
-    event_id: str
-    kind: str
-    occurred_at: str
-    actor: str
-    case_number: str
-    purpose: str
-    trace_id: str
-    details_json: str
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """An entry with its place in the chain."""
-
-    sequence: int
-    entry: AuditEntry
-    recorded_at: str
-    previous_hash: str
-    record_hash: str
-    key_id: str = ""
-    signature: str = ""
-
-
-@dataclass(frozen=True)
-class Verification:
-    """The outcome of walking the chain."""
-
-    ok: bool
-    records_checked: int
-    first_bad_sequence: int = 0
-    problem: str = ""
-    head_hash: str = GENESIS_HASH
-    signatures_checked: int = 0
-    checkpoints_checked: int = 0
-
-
-def service_entry(kind: str, event_id: str, details: Mapping[str, object], now: str) -> AuditEntry:
-    """A record the audit service makes itself (an alarm, a folded count). Alarms derive their id
-    from what raised them, so reading the same message again records nothing more."""
-    return AuditEntry(
-        event_id=event_id,
-        kind=kind,
-        occurred_at=now,
-        actor="service:audit",
-        case_number="",
-        purpose="",
-        trace_id="",
-        details_json=json.dumps(details, sort_keys=True, separators=(",", ":")),
-    )
-
-
-def record_hash(previous_hash: str, sequence: int, entry: AuditEntry, recorded_at: str) -> str:
-    """SHA-256 over the previous hash and the record's canonical JSON."""
-    body: dict[str, Any] = {"sequence": sequence, "recorded_at": recorded_at, **asdict(entry)}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(previous_hash.encode("ascii") + b"\n" + canonical.encode("utf-8")).hexdigest()
 
 
 class SqlAuditChain:
@@ -349,53 +283,6 @@ class PostgresAuditChain(SqlAuditChain):
         db.execute("BEGIN")
         # Conflicts with itself and with every write, not with plain reads.
         db.execute("LOCK TABLE audit_record IN SHARE ROW EXCLUSIVE MODE")
-
-
-def verify_records(
-    records: Iterable[StoredRecord],
-    keys: Mapping[str, Ed25519PublicKey],
-    checkpoints: Iterable[Checkpoint] = (),
-) -> Verification:
-    """Check each record's sequence, link, hash and signature in order, and the chain's hash at each
-    checkpoint; name the first record that fails."""
-    vouched: dict[int, Checkpoint] = {}
-    for checkpoint in sorted(checkpoints, key=lambda c: c.sequence):
-        message = checkpoint_message(checkpoint.sequence, checkpoint.head_hash, checkpoint.made_at)
-        if not verify_signature(keys, checkpoint.key_id, checkpoint.signature, message):
-            problem = f"the checkpoint of record {checkpoint.sequence} has no valid signature"
-            return Verification(False, 0, checkpoint.sequence, problem)
-        vouched[checkpoint.sequence] = checkpoint
-    expected_sequence, previous, checked, matched = 1, GENESIS_HASH, 0, 0
-
-    def failed(sequence: int, problem: str) -> Verification:
-        return Verification(False, checked, sequence, problem, previous, checked, matched)
-
-    for record in records:
-        if record.sequence != expected_sequence:
-            return failed(expected_sequence, f"record {expected_sequence} is missing")
-        if record.previous_hash != previous:
-            return failed(record.sequence, "previous-hash link is broken (record removed or reordered)")
-        if record_hash(previous, record.sequence, record.entry, record.recorded_at) != record.record_hash:
-            return failed(record.sequence, "record content was altered")
-        if not verify_signature(
-            keys, record.key_id, record.signature, record_message(record.sequence, record.record_hash)
-        ):
-            return failed(record.sequence, "record has no valid signature from the audit key (rewritten)")
-        checkpoint = vouched.get(record.sequence)
-        if checkpoint is not None:
-            if checkpoint.head_hash != record.record_hash:
-                return failed(
-                    record.sequence, f"record differs from the checkpoint made at {checkpoint.made_at} (rewritten)"
-                )
-            matched += 1
-        previous = record.record_hash
-        expected_sequence += 1
-        checked += 1
-    beyond = [sequence for sequence in vouched if sequence >= expected_sequence]
-    if beyond:
-        problem = f"the chain ends at record {expected_sequence - 1}, but a checkpoint vouches for record {beyond[0]}"
-        return failed(expected_sequence, problem + " (tail cut)")
-    return Verification(True, checked, head_hash=previous, signatures_checked=checked, checkpoints_checked=matched)
 
 
 _COLUMNS = (

@@ -22,11 +22,10 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
-from candor_audit.chain import AuditEntry, service_entry
-from candor_audit.events import entry_from_event, size_problem
-from candor_audit.signing import Checkpoint, checkpoint_message, verify_signature
 from candor_kit import InvalidInput, metrics, subjects
 from candor_kit.audit_events import AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
+from candor_kit.audit_records import AuditEntry, entry_from_event, service_entry, size_problem
+from candor_kit.audit_signing import Checkpoint, checkpoint_message, verify_signature
 from candor_kit.bus import read_stream
 
 log = structlog.get_logger("candor.audit")

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from candor_audit.chain import AuditEntry, service_entry
+from candor_kit.audit_records import AuditEntry, service_entry
 
 FOLDED_KIND = "audit.events_refused_folded"
 #: Individual refusal records per publisher subject and window.

@@ -24,18 +24,9 @@ from nats.js.errors import NotFoundError as NatsNotFoundError
 from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
-from candor_audit.chain import AuditChain, AuditEntry, PostgresAuditChain, SqlAuditChain, StoredRecord, Verification
-from candor_audit.events import (
-    entry_from_event,
-    now_rfc3339,
-    refused_entry,
-    rfc3339,
-    size_problem,
-    timestamp_of,
-)
+from candor_audit.chain import AuditChain, PostgresAuditChain, SqlAuditChain
 from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
 from candor_audit.refusals import RefusalFolder
-from candor_audit.signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
 from candor_kit import (
     Bus,
     CommonSettings,
@@ -52,6 +43,18 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
+from candor_kit.audit_records import (
+    AuditEntry,
+    StoredRecord,
+    Verification,
+    entry_from_event,
+    now_rfc3339,
+    refused_entry,
+    rfc3339,
+    size_problem,
+    timestamp_of,
+)
+from candor_kit.audit_signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
 from candor_kit.bus import fetch_batch
 
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY

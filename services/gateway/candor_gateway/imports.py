@@ -24,7 +24,7 @@ from nats.js.kv import KeyValue
 
 from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
-from candor_gateway.access import Permission, Principal
+from candor_gateway.access import Permission, require
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
@@ -50,6 +50,7 @@ from candor_kit.subjects import (
     INGEST_STAGES,
     ingest_stream,
 )
+from candor_kit.tokens import Principal
 
 log = structlog.get_logger("candor.gateway.imports")
 #: The largest import one record describes.
@@ -162,7 +163,7 @@ class ImportDesk:
 
     async def start(self, principal: Principal, request: gateway_pb2.StartImportRequest) -> gateway_pb2.ImportStatus:
         """Record a new import (audited), or resume the one with this id from the same source."""
-        principal.require(Permission.START_IMPORT)
+        require(principal, Permission.START_IMPORT)
         check_import_id(request.import_id)
         if not 1 <= request.total <= MAX_ITEMS:
             raise InvalidInput(f"total must be between 1 and {MAX_ITEMS}")
@@ -214,7 +215,7 @@ class ImportDesk:
         self, principal: Principal, request: gateway_pb2.SubmitImportItemsRequest
     ) -> gateway_pb2.SubmitImportItemsResponse:
         """Queue photos for the workers; settle at once the ones no worker could take."""
-        principal.require(Permission.SUBMIT_IMPORT)
+        require(principal, Permission.SUBMIT_IMPORT)
         record, _ = await self._record(request.import_id)
         if record.HasField("finished_at"):
             raise PreconditionFailed(f"import {record.import_id} has finished")
@@ -310,7 +311,7 @@ class ImportDesk:
 
     async def status(self, principal: Principal, request: gateway_pb2.GetImportRequest) -> gateway_pb2.ImportStatus:
         """Progress of a running or finished import."""
-        principal.require(Permission.GET_IMPORT)
+        require(principal, Permission.GET_IMPORT)
         record, _ = await self._record(request.import_id)
         return await self._status(record, request.with_done_items)
 
@@ -355,7 +356,7 @@ class ImportDesk:
         self, principal: Principal, request: gateway_pb2.ListImportResultsRequest
     ) -> gateway_pb2.ListImportResultsResponse:
         """A page of results in item order (only the rejected and failed ones, when asked)."""
-        principal.require(Permission.LIST_IMPORT_RESULTS)
+        require(principal, Permission.LIST_IMPORT_RESULTS)
         record, _ = await self._record(request.import_id)
         limit = request.limit or 1000
         if not 1 <= limit <= 10_000:

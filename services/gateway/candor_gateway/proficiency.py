@@ -20,13 +20,15 @@ import numpy as np
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway.access import Permission, Principal
+from candor_gateway.access import Permission, require
 from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
-from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, is_printable
+from candor_gateway.policy import PolicyHolder
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.routes import Route
 from candor_kit import AuditPublisher, CandorError, InvalidInput
 from candor_kit.identifiers import check_metadata
+from candor_kit.policy import MAX_CASE_CHARS, is_printable
+from candor_kit.tokens import Principal
 
 SEEDED = "proficiency.seeded"
 SCORED = "proficiency.scored"
@@ -61,7 +63,7 @@ class ProficiencySeeder:
         """Seed one test; refused (and audited) when a field is missing or a photo has not one face."""
         policy = self._policy.current
         try:
-            principal.require(Permission.SEED_PROFICIENCY)
+            require(principal, Permission.SEED_PROFICIENCY)
             policy.check_search(request.case_number, request.purpose, "seeded", 1)
             for name, value in (
                 ("shown_searcher", request.shown_searcher),

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import structlog
 
 from candor_gateway.audit_reader import AuditReader
-from candor_gateway.policy import Rule
 from candor_kit.errors import DeadlineExceeded, QuotaExhausted, ServiceUnavailable
+from candor_kit.policy import Rule
 
 #: Where a quota count came from, as the search's audit record names it.
 FROM_CHAIN = "audit chain"

@@ -14,10 +14,11 @@ from __future__ import annotations
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
-from candor_gateway.access import Permission, Principal
+from candor_gateway.access import Permission, require
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, InvalidInput, subjects
+from candor_kit.tokens import Principal
 
 #: The most records one switch may leave out, named one by one in its audit record.
 MAX_EXCUSED = 100_000
@@ -46,7 +47,7 @@ class ReembedDesk:
 
     async def start(self, principal: Principal, request: gateway_pb2.StartReembedRequest) -> matcher_pb2.GalleryModels:
         """Begin (or continue) re-embedding into a model whose embedder is running; audited once."""
-        principal.require(Permission.START_REEMBED)
+        require(principal, Permission.START_REEMBED)
         _check_model_id(request.model_id)
         target = await self._routes.model(request.model_id)
         self._calibration.calibrated(target)  # refused unless searches could use it
@@ -69,7 +70,7 @@ class ReembedDesk:
         self, principal: Principal, request: gateway_pb2.ListReembedWorkRequest
     ) -> matcher_pb2.ListMissingRecordsResponse:
         """A page of the records the new model's collection lacks, with their photo references."""
-        principal.require(Permission.LIST_REEMBED_WORK)
+        require(principal, Permission.LIST_REEMBED_WORK)
         _check_model_id(request.model_id)
         return await self._bus.request(
             subjects.MATCH_LIST_MISSING,
@@ -84,7 +85,7 @@ class ReembedDesk:
         self, principal: Principal, request: gateway_pb2.SwitchGalleryModelRequest
     ) -> matcher_pb2.GalleryModels:
         """Make the new model the active one (audited, with every record left out)."""
-        principal.require(Permission.SWITCH_MODEL)
+        require(principal, Permission.SWITCH_MODEL)
         if not request.reason.strip():
             raise InvalidInput("a reason is required to switch the gallery's model")
         _check_model_id(request.model_id)
@@ -115,5 +116,5 @@ class ReembedDesk:
 
     async def models(self, principal: Principal) -> matcher_pb2.GalleryModels:
         """The gallery's active model and any re-embedding under way."""
-        principal.require(Permission.GET_GALLERY_MODELS)
+        require(principal, Permission.GET_GALLERY_MODELS)
         return await self._routes.models()

@@ -12,8 +12,8 @@ import hashlib
 import re
 from typing import Any
 
-from candor_gateway.policy import CASE_NUMBER, PURPOSE
 from candor_kit import AuditPublisher, CandorError
+from candor_kit.policy import CASE_NUMBER, PURPOSE
 
 #: How much of a malformed field's value the record keeps, escaped.
 EXCERPT_CHARS = 32

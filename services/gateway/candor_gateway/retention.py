@@ -10,9 +10,9 @@ import datetime as dt
 import structlog
 
 from candor_gateway.photos import PhotoHeader, PhotoStore
-from candor_gateway.policy import Policy
 from candor_gateway.reviews import ReviewDesk
 from candor_kit import AuditPublisher
+from candor_kit.policy import Policy
 
 #: A probe whose search the chain does not hold is deleted only after this long: its search may
 #: still be on its way into the chain from another gateway.

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway.access import Principal
-from candor_gateway.policy import MAX_CASE_CHARS, is_printable
 from candor_gateway.search_file import SearchFile
 from candor_kit import InvalidInput
+from candor_kit.policy import MAX_CASE_CHARS, is_printable
+from candor_kit.tokens import Principal
 
 #: The pending list's page: the default and the largest a caller may ask for.
 DEFAULT_PAGE = 100

@@ -34,11 +34,11 @@ from typing import Any
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway.access import Permission, Principal
+from candor_gateway.access import Permission, require
 from candor_gateway.audit_reader import AuditReader
 from candor_gateway.blind import BlindOrder
 from candor_gateway.photos import PhotoStore
-from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, Rule, is_printable
+from candor_gateway.policy import PolicyHolder
 from candor_gateway.proficiency import SCORED, SEEDED
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.review_queue import DEFAULT_PAGE, MAX_PAGE, PENDING_ORDERS, pending_filter
@@ -60,6 +60,8 @@ from candor_kit import (
     PreconditionFailed,
     conclusions,
 )
+from candor_kit.policy import MAX_CASE_CHARS, Rule, is_printable
+from candor_kit.tokens import Principal
 
 #: The outcome events, by the status they record.
 OUTCOME_KINDS = {
@@ -131,7 +133,7 @@ class ReviewDesk:
         for (and the caller may compare it); the look is audited, saying whether the probe went."""
         found: SearchFile | None = None
         try:
-            principal.require(Permission.GET_SEARCH)
+            require(principal, Permission.GET_SEARCH)
             found = await self._search_file(search_id, principal.user)
             if not principal.roles & REVIEWING_ROLES and principal.user != found.searched_by:
                 raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
@@ -154,7 +156,7 @@ class ReviewDesk:
         """Searches with candidates that wait for this caller (undecided ones for a reviewer,
         disputed ones for a supervisor), filtered, ordered and a page at a time, with the total."""
         try:
-            principal.require(Permission.LIST_REVIEWS)
+            require(principal, Permission.LIST_REVIEWS)
             matches = pending_filter(request)
             if not 0 <= request.limit <= MAX_PAGE:
                 raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}")
@@ -190,7 +192,7 @@ class ReviewDesk:
         """Record one decision on one candidate, then the candidate's outcome if this decided it."""
         found: SearchFile | None = None
         try:
-            principal.require(Permission.SUBMIT_REVIEW)
+            require(principal, Permission.SUBMIT_REVIEW)
             decision, features = review_decision(request)
             found = await self._search_file(request.search_id, principal.user)
             self._require_analysis(principal, found)
@@ -270,7 +272,7 @@ class ReviewDesk:
         conclusion, so the search does not wait on a review that cannot happen."""
         found: SearchFile | None = None
         try:
-            principal.require(Permission.RECORD_ANALYSIS)
+            require(principal, Permission.RECORD_ANALYSIS)
             notes = request.notes.strip()
             if len(notes) > MAX_NOTES or not is_printable(re.sub(r"\r?\n|\t", " ", notes)):
                 raise InvalidInput(f"notes are at most {MAX_NOTES} characters, with no control characters")
@@ -433,7 +435,7 @@ class ReviewDesk:
         oversee the search; every view is audited, and so is every refusal."""
         found: SearchFile | None = None
         try:
-            principal.require(Permission.GET_SEARCH_PHOTO)
+            require(principal, Permission.GET_SEARCH_PHOTO)
             if rank < 0:
                 raise InvalidInput("rank must be 0 (the probe) or a candidate's rank")
             found = await self._search_file(search_id, principal.user)
@@ -479,7 +481,7 @@ class ReviewDesk:
     async def get_case(self, principal: Principal, case_number: str) -> gateway_pb2.CaseView:
         """A case's searches with their whole review trails; the look is audited."""
         try:
-            principal.require(Permission.GET_CASE)
+            require(principal, Permission.GET_CASE)
             if not case_number.strip() or len(case_number) > MAX_CASE_CHARS or not is_printable(case_number):
                 raise InvalidInput(f"a case number is 1 to {MAX_CASE_CHARS} printable characters")
             records = await self._reader.records(

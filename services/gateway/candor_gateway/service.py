@@ -16,11 +16,10 @@ from nats.errors import Error as NatsError
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
-from candor_gateway.access import Principal, TokenVerifier, bearer_token, load_public_keys
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
-from candor_gateway.policy import LEAD_NOTICE, PolicyHolder, Rule, load_policy
+from candor_gateway.policy import PolicyHolder
 from candor_gateway.reembed import ReembedDesk
 from candor_gateway.retention import sweep
 from candor_gateway.reviews import ReviewDesk
@@ -43,6 +42,8 @@ from candor_kit import (
 )
 from candor_kit.aes_keys import read_aes_key
 from candor_kit.model_registry import ModelRegistry
+from candor_kit.policy import LEAD_NOTICE, Rule, load_policy
+from candor_kit.tokens import Principal, TokenVerifier, bearer_token, read_token_verifier
 
 SERVICE = "candor.gateway.v1.GatewayService"
 T = TypeVar("T")
@@ -137,23 +138,6 @@ def read_policy(env: EnvReader) -> PolicyHolder | None:
     except ConfigError as exc:
         env.problem(f"CANDOR_GATEWAY_POLICY_FILE: {exc}")
         return None
-
-
-def read_token_verifier(env: EnvReader) -> TokenVerifier | None:
-    """The JWT settings: the trusted public keys (file or environment), issuer, audience, limits."""
-    issuer, audience = env.get(catalogue.GATEWAY_JWT_ISSUER), env.get(catalogue.GATEWAY_JWT_AUDIENCE)
-    keys_file, keys_text = env.get(catalogue.GATEWAY_JWT_KEYS_FILE), env.get(catalogue.GATEWAY_JWT_KEYS)
-    max_ttl_s, leeway_s = env.get(catalogue.GATEWAY_JWT_MAX_TTL_S), env.get(catalogue.GATEWAY_JWT_LEEWAY_S)
-    if bool(keys_file) == bool(keys_text):
-        env.problem("set one of CANDOR_GATEWAY_JWT_KEYS_FILE and CANDOR_GATEWAY_JWT_KEYS (the trusted token keys)")
-        return None
-    try:
-        pem = Path(keys_file).read_text() if keys_file else keys_text
-        keys = load_public_keys(pem)
-    except (OSError, ValueError, ConfigError) as exc:
-        env.problem(f"token keys: {exc}")
-        return None
-    return TokenVerifier(keys, issuer, audience, max_ttl_s, leeway_s)
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):

@@ -23,11 +23,11 @@ from candor.detector.v1 import detector_pb2
 from candor.embedder.v1 import embedder_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
-from candor_gateway.access import Permission, Principal
+from candor_gateway.access import Permission, require
 from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
-from candor_gateway.policy import MAX_CASE_CHARS, PolicyHolder, is_printable
+from candor_gateway.policy import PolicyHolder
 from candor_gateway.proficiency import ProficiencySeeder
 from candor_gateway.quota import SearchQuota
 from candor_gateway.refusals import audit_refusal
@@ -47,6 +47,8 @@ from candor_kit import (
 from candor_kit.boxes import same_face
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 from candor_kit.model_files import DLIB_RESNET_MODEL_ID
+from candor_kit.policy import MAX_CASE_CHARS, is_printable
+from candor_kit.tokens import Principal
 
 MATCH_ENROLL = subjects.MATCH_ENROLL
 MATCH_SEARCH = subjects.MATCH_SEARCH
@@ -261,7 +263,7 @@ class Workflow:
         authorisation = request.authorisation_reference.strip()
         image = request.probe_image
         try:
-            principal.require(Permission.SEARCH)
+            require(principal, Permission.SEARCH)
             limit = policy.check_search(case_number, purpose, authorisation, request.max_candidates)
             quota = policy.quotas.searches_per_user_per_day
             with self._slots.claim(), self._quota.claim(principal.user, quota):
@@ -352,7 +354,7 @@ class Workflow:
         """Add one face of a photo to the gallery under a subject id: with the active model, and
         with the model the gallery is being re-embedded into, if any, so the switch loses nothing."""
         try:
-            principal.require(Permission.ENROLL)
+            require(principal, Permission.ENROLL)
             check_new_subject_id(subject_id)
             check_metadata(metadata)
             if len(image_ref) > 1000:
@@ -448,7 +450,7 @@ class Workflow:
     async def delete_subject(self, principal: Principal, subject_id: str, reason: str) -> int:
         """Expunge a subject from every gallery."""
         try:
-            principal.require(Permission.DELETE)
+            require(principal, Permission.DELETE)
             check_subject_id(subject_id)
             if not reason.strip():
                 raise InvalidInput("a reason is required to delete a subject")
@@ -485,7 +487,7 @@ class Workflow:
     ) -> matcher_pb2.DeleteRecordResponse:
         """Expunge one enrolled photo, keeping the subject's other records."""
         try:
-            principal.require(Permission.DELETE_RECORD)
+            require(principal, Permission.DELETE_RECORD)
             if not reason.strip():
                 raise InvalidInput("a reason is required to delete a record")
             deleted = await self._bus.request(
@@ -517,7 +519,7 @@ class Workflow:
     async def record_photo(self, principal: Principal, record_id: str) -> gateway_pb2.Photo:
         """An enrolled record's stored photo, for a gallery admin (to re-embed it); audited."""
         try:
-            principal.require(Permission.GET_RECORD_PHOTO)
+            require(principal, Permission.GET_RECORD_PHOTO)
             photo = await self.photos.get("gallery", record_id)
             if photo is None:
                 raise NotFound(f"no photo is stored for record {record_id}")
@@ -534,7 +536,7 @@ class Workflow:
     async def list_faces(self, principal: Principal, image: bytes) -> detector_pb2.DetectResponse:
         """The faces of a photo, without chips, so a caller can choose one by index."""
         try:
-            principal.require(Permission.DETECT)
+            require(principal, Permission.DETECT)
             with self._slots.claim():
                 return await self.detect(image, include_chips=False, route=await self.routes.for_search())
         except CandorError as error:
@@ -546,7 +548,7 @@ class Workflow:
     ) -> audit_pb2.VerifyResponse:
         """Ask the audit service to walk the chain, with any checkpoints the caller kept."""
         try:
-            principal.require(Permission.VERIFY_AUDIT)
+            require(principal, Permission.VERIFY_AUDIT)
             result = await self._bus.request(
                 AUDIT_VERIFY, audit_pb2.VerifyRequest(checkpoints=kept), audit_pb2.VerifyResponse, self._timeout
             )
@@ -563,7 +565,7 @@ class Workflow:
     async def export_case(self, principal: Principal, case_number: str) -> gateway_pb2.ExportCaseResponse:
         """Every audit record naming a case, with the chain's verification; the export is audited."""
         try:
-            principal.require(Permission.EXPORT_CASE)
+            require(principal, Permission.EXPORT_CASE)
             if not case_number.strip():
                 raise InvalidInput("case_number is required")
             # Looser than a search's grammar, so that a case recorded under an older rule can still
@@ -598,7 +600,7 @@ class Workflow:
     ) -> gateway_pb2.ListAuditRecordsResponse:
         """One page of the audit records of a period, for oversight reports; the read is audited."""
         try:
-            principal.require(Permission.LIST_AUDIT)
+            require(principal, Permission.LIST_AUDIT)
             query = audit_pb2.QueryRequest(
                 limit=request.limit or PAGE,
                 after_sequence=request.after_sequence,

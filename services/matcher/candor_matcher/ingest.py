@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from candor.common.v1 import common_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import AuditPublisher, Bus, CandorError, PreconditionFailed
 from candor_kit.identifiers import check_metadata, check_new_subject_id
 from candor_kit.ingest import ItemRegister, publish_result, rejection
-from candor_matcher.gallery import Enrolment, GalleryModel, record_id_for
+from candor_matcher.gallery import Enrolment, GalleryIndex, GalleryModel, record_id_for
 from candor_matcher.tombstones import Tombstones
 
-if TYPE_CHECKING:
-    from candor_matcher.service import MatchingService
+
+class VectorEnroller(Protocol):
+    """What the stage needs of the matching service: to enrol one vector, idempotently."""
+
+    async def enrol_vector(
+        self, model_ref: common_pb2.ModelRef, record: Enrolment
+    ) -> tuple[GalleryIndex, str, bool]:  # pragma: no cover - a protocol
+        """Enrols ``record``; the index it went to, its record id and whether it was new."""
+        ...
 
 
 class MatchStage:
     """Enrols an import's photo (idempotently: the record id derives from subject and photo)."""
 
-    def __init__(self, bus: Bus, service: MatchingService, tombstones: Tombstones, audit: AuditPublisher) -> None:
+    def __init__(self, bus: Bus, service: VectorEnroller, tombstones: Tombstones, audit: AuditPublisher) -> None:
         self._bus = bus
         self._service = service
         self._tombstones = tombstones

@@ -53,8 +53,8 @@ from candor_cli.report import (
     to_pdf,
     utc,
 )
-from candor_gateway.policy import CASE_NUMBER
 from candor_kit import Unauthenticated, conclusions, metrics
+from candor_kit.policy import CASE_NUMBER
 from candor_review.compare import MODES, OPACITIES, ZOOMS, Look, LookError, shown
 from candor_review.drafts import DRAFT_TTL_S, Draft, Drafts
 from candor_review.gateway import Gateway, open_channel

@@ -12,11 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from candor_gateway.access import TokenVerifier
-from candor_gateway.service import read_token_verifier
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.aes_keys import read_aes_key
 from candor_kit.settings import is_loopback, read_metrics_address
+from candor_kit.tokens import TokenVerifier, read_token_verifier
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from candor_kit import ConfigError
+from candor_kit.errors import ConfigError
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:

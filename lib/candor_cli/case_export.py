@@ -18,9 +18,9 @@ from typing import Any
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_audit.chain import StoredRecord, record_hash
-from candor_audit.events import entry_from_event, rfc3339
-from candor_audit.signing import (
+from candor_kit.audit_events import record_details
+from candor_kit.audit_records import StoredRecord, entry_from_event, record_hash, rfc3339
+from candor_kit.audit_signing import (
     case_manifest_message,
     case_records_sha256,
     key_id,
@@ -28,7 +28,6 @@ from candor_audit.signing import (
     record_message,
     verify_signature,
 )
-from candor_kit.audit_events import record_details
 
 LEAD_NOTICE = "Investigative lead only: not a basis for arrest."
 
