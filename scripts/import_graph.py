@@ -8,8 +8,8 @@ candor_eval, candor_cli) and ``services``. An arrow runs up when a module import
 higher layer: lib importing a service package, say. A circle is a set of modules that reach each
 other through imports (a strongly connected component of more than one module, or a module that
 imports itself); every import counts, those inside functions and under TYPE_CHECKING too, since
-each is a dependency a reader has to hold. An arrow across runs from one service's package to another's. tests/unit/test_layering.py holds
-all three counts at zero.
+each is a dependency a reader has to hold. An arrow across runs from one service's package to
+another's. tests/unit/test_layering.py holds all three counts at zero.
 """
 
 from __future__ import annotations

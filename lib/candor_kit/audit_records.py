@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
-from candor_kit.errors import InvalidInput
 from candor_kit.audit_events import MAX_EVENT_BYTES
 from candor_kit.audit_signing import Checkpoint, checkpoint_message, record_message, verify_signature
+from candor_kit.errors import InvalidInput
 
 GENESIS_HASH = "0" * 64
 

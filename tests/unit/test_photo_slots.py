@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from candor_gateway.workflow import PhotoSlots
+from candor_gateway.slots import PhotoSlots
 from candor_kit import GRPC_STATUS, Overloaded
 
 

@@ -200,7 +200,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EnrollResponse:
         principal = await self._principal(context, "enroll")
-        enrolled, model, quality = await self._workflow.enroll(
+        enrolled, model, quality = await self._workflow.gallery.enroll(
             principal,
             request.image,
             request.subject_id,
@@ -227,7 +227,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.DeleteSubjectRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteSubjectResponse:
         principal = await self._principal(context, "delete")
-        deleted = await self._workflow.delete_subject(principal, request.subject_id, request.reason)
+        deleted = await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
         return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
 
     @rpc(SERVICE)
@@ -235,7 +235,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.DeleteRecordRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteRecordResponse:
         principal = await self._principal(context, "delete_record")
-        deleted = await self._workflow.delete_record(principal, request.record_id, request.reason)
+        deleted = await self._workflow.gallery.delete_record(principal, request.record_id, request.reason)
         return gateway_pb2.DeleteRecordResponse(deleted=deleted.deleted, subject_id=deleted.subject_id)
 
     @rpc(SERVICE)
@@ -243,21 +243,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.VerifyAuditRequest, context: grpc.aio.ServicerContext
     ):  # type: ignore[no-untyped-def]
         principal = await self._principal(context, "verify_audit")
-        return await self._workflow.verify_audit(principal, request.checkpoints)
+        return await self._workflow.audits.verify_audit(principal, request.checkpoints)
 
     @rpc(SERVICE)
     async def ExportCase(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ExportCaseRequest, context: grpc.aio.ServicerContext
     ):  # type: ignore[no-untyped-def]
         principal = await self._principal(context, "export_case", case=request.case_number)
-        return await self._workflow.export_case(principal, request.case_number)
+        return await self._workflow.audits.export_case(principal, request.case_number)
 
     @rpc(SERVICE)
     async def ListAuditRecords(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.ListAuditRecordsRequest, context: grpc.aio.ServicerContext
     ):  # type: ignore[no-untyped-def]
         principal = await self._principal(context, "list_audit")
-        return await self._workflow.list_audit_records(principal, request)
+        return await self._workflow.audits.list_audit_records(principal, request)
 
     @rpc(SERVICE)
     async def ListPendingReviews(  # noqa: N802 - gRPC method name
@@ -306,7 +306,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.GetRecordPhotoRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.Photo:
         principal = await self._principal(context, "photo.read")
-        return await self._workflow.record_photo(principal, request.record_id)
+        return await self._workflow.gallery.record_photo(principal, request.record_id)
 
     @rpc(SERVICE)
     async def GetCase(  # noqa: N802 - gRPC method name

@@ -1,0 +1,244 @@
+"""The gallery's keeping at the gateway: enrolling a face (with the active model and any
+re-embedding target), expunging a subject or one record with their photos, and reading a
+record's photo back for re-embedding; each refused or done call is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from candor.common.v1 import common_pb2
+from candor.gateway.v1 import gateway_pb2
+from candor.matcher.v1 import matcher_pb2
+from candor_gateway.access import Permission, require
+from candor_gateway.model_calls import Chosen, ModelCalls, model_details
+from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
+from candor_gateway.refusals import audit_refusal
+from candor_gateway.slots import PhotoSlots
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, subjects
+from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
+from candor_kit.tokens import Principal
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    """One model's enrolment of a photo."""
+
+    response: matcher_pb2.EnrollResponse
+    model: common_pb2.ModelRef
+    chosen: Chosen
+
+
+class GalleryDesk:
+    """Enrolment and expunging, for gallery admins."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        audit: AuditPublisher,
+        photos: PhotoStore,
+        calls: ModelCalls,
+        slots: PhotoSlots,
+        min_face_px: int,
+        timeout_s: float,
+    ) -> None:
+        self._bus = bus
+        self._audit = audit
+        self._photos = photos
+        self._calls = calls
+        self._slots = slots
+        self._min_face_px = min_face_px
+        self._timeout = timeout_s
+
+    async def enroll(
+        self,
+        principal: Principal,
+        image: bytes,
+        subject_id: str,
+        face_index: int | None,
+        metadata: Mapping[str, str],
+        image_ref: str = "",
+    ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
+        """Add one face of a photo to the gallery under a subject id: with the active model, and
+        with the model the gallery is being re-embedded into, if any, so the switch loses nothing."""
+        try:
+            require(principal, Permission.ENROLL)
+            check_new_subject_id(subject_id)
+            check_metadata(metadata)
+            if len(image_ref) > 1000:
+                raise InvalidInput("image_ref takes at most 1000 characters")
+            with self._slots.claim():
+                enrolled = await self._enroll_face(image, subject_id, face_index, metadata, image_ref, principal.user)
+        except CandorError as error:
+            await audit_refusal(self._audit, "enroll", error, principal.user, image=image)
+            raise
+        first = enrolled[0]
+        details: dict[str, Any] = {
+            "subject_id": subject_id,
+            "record_id": first.response.record_id,
+            "created": first.response.created,
+            "image_sha256": first.chosen.image_sha256,
+            "image_ref": image_ref or None,
+            "model": model_details(first.model),
+            "photo_stored": True,
+        }
+        if len(enrolled) > 1:
+            details["also_enrolled_with"] = model_details(enrolled[1].model)
+        await self._audit.publish("enroll.completed", actor=principal.user, details=details)
+        return first.response, first.model, first.chosen.face.quality
+
+    async def _enroll_face(
+        self,
+        image: bytes,
+        subject_id: str,
+        face_index: int | None,
+        metadata: Mapping[str, str],
+        image_ref: str,
+        actor: str,
+    ) -> list[Enrolled]:
+        active, target = await self._calls.routes.for_enrolment()
+        chosen = await self._calls.choose_face(image, face_index, active)
+        if chosen.face.quality.face_size_px < self._min_face_px:
+            raise InvalidInput(
+                f"the face is {chosen.face.quality.face_size_px} px wide; enrolment needs {self._min_face_px}"
+            )
+        faces = [(active, chosen)]
+        if target is not None:
+            faces.append((target, await self._calls.same_face(image, chosen, target, picked=face_index is not None)))
+        embedded = [(chosen_here, *await self._calls.embed(chosen_here.face, route)) for route, chosen_here in faces]
+        # The photo is stored before the record exists, so no record is ever without its photo;
+        # a photo stored here for a record that then fails to enrol is taken back.
+        record_id = record_id_for(subject_id, chosen.image_sha256)
+        had_photo = await self._photos.header("gallery", record_id) is not None
+        header = PhotoHeader(
+            "gallery",
+            record_id,
+            chosen.image_sha256,
+            face_box=box_dict(chosen.face.box),
+            subject_id=subject_id,
+            origin="enroll",
+            eyes=eye_list(chosen.face),
+        )
+        await self._photos.put(header, image, metadata=metadata)
+        try:
+            return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, actor)
+        except BaseException:
+            if not had_photo:
+                await self._photos.delete("gallery", record_id)
+            raise
+
+    async def _enroll_embedded(
+        self,
+        embedded: list[tuple[Chosen, common_pb2.Embedding, common_pb2.ModelRef]],
+        subject_id: str,
+        metadata: Mapping[str, str],
+        image_ref: str,
+        actor: str,
+    ) -> list[Enrolled]:
+        enrolled = []
+        # The re-embedding's target first: a photo it cannot take is not enrolled at all.
+        for chosen_here, embedding, model in reversed(embedded):
+            response = await self._bus.request(
+                subjects.MATCH_ENROLL,
+                matcher_pb2.EnrollRequest(
+                    subject_id=subject_id,
+                    model=model,
+                    embedding=embedding,
+                    image_sha256=chosen_here.image_sha256,
+                    metadata=dict(metadata),
+                    image_ref=image_ref,
+                    origin=common_pb2.Origin(actor=actor),
+                ),
+                matcher_pb2.EnrollResponse,
+                self._timeout,
+            )
+            enrolled.append(Enrolled(response, model, chosen_here))
+        return enrolled[::-1]
+
+    async def delete_subject(self, principal: Principal, subject_id: str, reason: str) -> int:
+        """Expunge a subject from every gallery."""
+        try:
+            require(principal, Permission.DELETE)
+            check_subject_id(subject_id)
+            if not reason.strip():
+                raise InvalidInput("a reason is required to delete a subject")
+            deleted = await self._bus.request(
+                subjects.MATCH_DELETE_SUBJECT,
+                matcher_pb2.DeleteSubjectRequest(subject_id=subject_id, origin=common_pb2.Origin(actor=principal.user)),
+                matcher_pb2.DeleteSubjectResponse,
+                self._timeout,
+            )
+        except CandorError as error:
+            await audit_refusal(self._audit, "delete", error, principal.user)
+            raise
+        photos = await self._delete_photos(
+            [h.key for h in await self._photos.headers("gallery") if h.subject_id == subject_id]
+        )
+        await self._audit.publish(
+            "subject.deleted",
+            actor=principal.user,
+            details={
+                "subject_id": subject_id,
+                "reason": reason,
+                "records": deleted.deleted_records,
+                "photos_deleted": photos,
+            },
+        )
+        return int(deleted.deleted_records)
+
+    async def _delete_photos(self, record_ids: Sequence[str]) -> int:
+        """Delete the stored photos of expunged records; returns how many there were."""
+        return sum([await self._photos.delete("gallery", record_id) for record_id in record_ids])
+
+    async def delete_record(
+        self, principal: Principal, record_id: str, reason: str
+    ) -> matcher_pb2.DeleteRecordResponse:
+        """Expunge one enrolled photo, keeping the subject's other records."""
+        try:
+            require(principal, Permission.DELETE_RECORD)
+            if not reason.strip():
+                raise InvalidInput("a reason is required to delete a record")
+            deleted = await self._bus.request(
+                subjects.MATCH_DELETE_RECORD,
+                matcher_pb2.DeleteRecordRequest(record_id=record_id, origin=common_pb2.Origin(actor=principal.user)),
+                matcher_pb2.DeleteRecordResponse,
+                self._timeout,
+            )
+        except CandorError as error:
+            await audit_refusal(self._audit, "delete_record", error, principal.user)
+            raise
+        if not deleted.deleted:
+            error = NotFound(f"no gallery holds record {record_id}")
+            await audit_refusal(self._audit, "delete_record", error, principal.user)
+            raise error
+        photos = await self._delete_photos([record_id])
+        await self._audit.publish(
+            "record.deleted",
+            actor=principal.user,
+            details={
+                "record_id": record_id,
+                "subject_id": deleted.subject_id,
+                "reason": reason,
+                "photos_deleted": photos,
+            },
+        )
+        return deleted
+
+    async def record_photo(self, principal: Principal, record_id: str) -> gateway_pb2.Photo:
+        """An enrolled record's stored photo, for a gallery admin (to re-embed it); audited."""
+        try:
+            require(principal, Permission.GET_RECORD_PHOTO)
+            photo = await self._photos.get("gallery", record_id)
+            if photo is None:
+                raise NotFound(f"no photo is stored for record {record_id}")
+        except CandorError as error:
+            await audit_refusal(self._audit, "photo.read", error, principal.user)
+            raise
+        await self._audit.publish(
+            "photo.read",
+            actor=principal.user,
+            details={"record_id": record_id, "subject_id": photo.header.subject_id, "sha256": photo.header.sha256},
+        )
+        return photo.message()
