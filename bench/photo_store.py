@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
 
-from candor_cli.stack import free_port, start_nats_server  # noqa: E402
+from candor_cli.processes import free_port, start_nats_server  # noqa: E402
 from candor_gateway.photos import PhotoHeader, PhotoStore  # noqa: E402
 from candor_kit import Bus  # noqa: E402
 from candor_kit.aes_keys import generate_aes_key, read_aes_key  # noqa: E402

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
 
-from candor_cli.stack import free_port, start_nats_server  # noqa: E402
+from candor_cli.processes import free_port, start_nats_server  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
 
 #: For tests that build an internal service's settings: a service token file that lasts the session.

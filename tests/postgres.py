@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from candor_cli.stack import free_port
+from candor_cli.processes import free_port
 
 
 def server_binaries() -> Path:

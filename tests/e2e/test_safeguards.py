@@ -31,7 +31,7 @@ from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_cli import LocalStack
-from candor_cli.stack import StackError
+from candor_cli.processes import StackError
 from candor_kit import subjects
 from candor_kit.bus import round_trip
 from tests.e2e.nats_login import connect_as

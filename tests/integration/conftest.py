@@ -18,8 +18,9 @@ import candor_embedder
 import candor_gateway
 import candor_matcher
 from candor.gateway.v1 import gateway_pb2_grpc
-from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, StackError, free_port, service_settings
-from candor_cli.stack import wait_serving as stack_wait_serving
+from candor_cli.processes import StackError, free_port
+from candor_cli.processes import wait_serving as stack_wait_serving
+from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, service_settings
 from candor_kit import EnvReader
 from candor_kit.keys import generate_token_keys
 from candor_kit.policy import DEFAULT_POLICY_YAML

@@ -9,7 +9,8 @@ import nats
 import pytest
 
 from candor.embedder.v1 import embedder_pb2
-from candor_cli.stack import ensure_nats_passwords, free_port, start_nats_server
+from candor_cli.processes import free_port, start_nats_server
+from candor_cli.stack_secrets import ensure_nats_passwords
 from candor_kit import Bus, ConfigError, EnvReader, ServiceUnavailable, subjects
 from candor_kit.bus import round_trip
 from candor_matcher import MatcherSettings

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from candor_cli.stack import free_port
+from candor_cli.processes import free_port
 from candor_kit import GRPC_STATUS, ErrorCode, GrpcServer
 from tests.conftest import self_signed
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from candor_cli.stack import free_port
+from candor_cli.processes import free_port
 from tests.e2e.otlp_sink import TraceSink, traces_in_log
 
 

@@ -187,7 +187,7 @@ def test_server_backend_settings_keep_the_api_key_out_of_their_repr() -> None:
 
 
 def test_service_exits_1_with_the_reason_when_nats_is_unreachable(tmp_path: Path) -> None:
-    from candor_cli.stack import free_port
+    from candor_cli.processes import free_port
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("CANDOR_")}
     env.update(

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from candor_cli.stack import free_port
+from candor_cli.processes import free_port
 from candor_kit.errors import ConfigError
 from candor_kit.telemetry import tracing_exporter
 from tests.conftest import INTERNAL
