@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcon
     from candor.embedder.v1 import embedder_pb2
     from candor.gateway.v1 import gateway_pb2
     from candor.matcher.v1 import matcher_pb2
-    from candor_audit.service import query_entry
+    from candor_audit.answers import query_entry
     from candor_cli.case_export import export_file_stem, render_html
     from candor_gateway.refusals import describe_malformed
     from candor_gateway.reviews import review_decision

@@ -233,7 +233,7 @@ def test_a_chain_from_before_signatures_gains_the_columns_and_fails_verification
 
 
 def test_a_query_page_stops_by_size_and_says_more_so_any_volume_is_read_by_paging(tmp_path: Path) -> None:
-    from candor_audit.service import PAGE_BYTES, page_of
+    from candor_audit.answers import PAGE_BYTES, page_of
 
     chain = AuditChain(tmp_path / "big.db", Signer(Ed25519PrivateKey.generate()))
     big = "x" * 60_000  # near the 64 KiB an event may hold

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
-from candor_audit.service import query_entry
+from candor_audit.answers import query_entry
 from candor_cli.case_export import export_file_stem, render_html
 from candor_gateway.refusals import EXCERPT_CHARS, describe_malformed
 from candor_kit.audit_records import entry_from_event, rfc3339

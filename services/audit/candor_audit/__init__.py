@@ -5,7 +5,8 @@ candor_kit.audit_signing's; this package stores them (SQLite or PostgreSQL) and 
 """
 
 from candor_audit.chain import AuditChain, PostgresAuditChain, SqlAuditChain
-from candor_audit.service import QUERY_SUBJECT, VERIFY_SUBJECT, AuditSettings, serve
+from candor_audit.service import QUERY_SUBJECT, VERIFY_SUBJECT, serve
+from candor_audit.settings import AuditSettings
 
 __all__ = [
     "QUERY_SUBJECT",

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable
 
 import grpc
-import psycopg
 import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
@@ -21,21 +16,19 @@ from nats.js.api import (
     DeliverPolicy,
 )
 from nats.js.errors import NotFoundError as NatsNotFoundError
-from psycopg.conninfo import conninfo_to_dict
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
-from candor_audit.chain import AuditChain, PostgresAuditChain, SqlAuditChain
+from candor_audit.answers import MAX_TEXT_CHARS, checkpoint_proto, page_of, query_entry
+from candor_audit.chain import SqlAuditChain
 from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
 from candor_audit.refusals import RefusalFolder
+from candor_audit.settings import AuditSettings
+from candor_audit.watermark import StreamWatermark
 from candor_kit import (
     Bus,
-    CommonSettings,
-    EnvReader,
     InvalidInput,
     ServiceHost,
     ServiceUnavailable,
-    catalogue,
-    current_trace_id,
     ensure_audit_stream,
     metrics,
     rpc,
@@ -45,14 +38,12 @@ from candor_kit import (
 from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
 from candor_kit.audit_records import (
     AuditEntry,
-    StoredRecord,
     Verification,
     entry_from_event,
     now_rfc3339,
     refused_entry,
     rfc3339,
     size_problem,
-    timestamp_of,
 )
 from candor_kit.audit_signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
 from candor_kit.bus import fetch_batch
@@ -61,176 +52,6 @@ VERIFY_SUBJECT = subjects.AUDIT_VERIFY
 QUERY_SUBJECT = subjects.AUDIT_QUERY
 CONSUMER = subjects.AUDIT_CONSUMER
 log = structlog.get_logger("candor.audit")
-
-
-@dataclass(frozen=True)
-class AuditSettings:
-    """Audit configuration, from the environment."""
-
-    common: CommonSettings
-    database: Path | None
-    batch: int
-    stream_replicas: int = 1
-    #: libpq connection string when the chain is kept in PostgreSQL (read from a secret file).
-    postgres_dsn: str = field(default="", repr=False)
-    #: The Ed25519 key that signs records and checkpoints.
-    signing_key_file: Path = Path()
-    checkpoint_interval_s: float = 60.0
-
-    @classmethod
-    def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
-        """Read the audit settings (catalogue.SERVICES["audit"]); raises ConfigError naming every bad value."""
-        env = env or EnvReader()
-        common = CommonSettings.read("audit", env)
-        backend = env.get(catalogue.AUDIT_BACKEND)
-        database, dsn = env.get(catalogue.AUDIT_DB), ""
-        dsn_file = env.get(catalogue.AUDIT_POSTGRES_DSN_FILE)
-        plaintext_allowed = env.get(catalogue.AUDIT_POSTGRES_PLAINTEXT) == "allow"
-        if backend == "postgres" and dsn_file and Path(dsn_file).is_file():
-            dsn = Path(dsn_file).read_text().strip()
-            problem = postgres_dsn_problem(dsn, plaintext_allowed)
-            if problem:
-                env.problem(f"CANDOR_AUDIT_POSTGRES_DSN_FILE: {problem}")
-        settings = cls(
-            common=common,
-            database=Path(database) if backend == "sqlite" and database else None,
-            batch=env.get(catalogue.AUDIT_FETCH_BATCH),
-            stream_replicas=env.get(catalogue.AUDIT_STREAM_REPLICAS),
-            postgres_dsn=dsn,
-            signing_key_file=Path(env.get(catalogue.AUDIT_SIGNING_KEY_FILE)),
-            checkpoint_interval_s=env.get(catalogue.AUDIT_CHECKPOINT_INTERVAL_S),
-        )
-        env.done()
-        return settings
-
-    def open_chain(self, signer: Signer) -> SqlAuditChain:
-        """The configured chain, signing with ``signer``: PostgreSQL when a DSN is set, else SQLite."""
-        if self.postgres_dsn:
-            return PostgresAuditChain(self.postgres_dsn, signer)
-        assert self.database is not None
-        return AuditChain(self.database, signer)
-
-
-def postgres_dsn_problem(dsn: str, plaintext_allowed: bool) -> str:
-    """Why a connection string is unusable or unsafe, or "" when it is fine.
-
-    A network host needs sslmode=require or stronger: audit records carry case numbers and users.
-    """
-    try:
-        options = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        return f"not a libpq connection string ({str(exc).splitlines()[0]})"
-    hosts = [h for h in str(options.get("host", "")).split(",") if h]
-    remote = [h for h in hosts if not h.startswith("/") and h not in ("localhost", "127.0.0.1", "::1")]
-    if remote and options.get("sslmode") not in ("require", "verify-ca", "verify-full") and not plaintext_allowed:
-        return (
-            f"host {remote[0]} without sslmode=require, verify-ca or verify-full; "
-            "or set CANDOR_AUDIT_POSTGRES_PLAINTEXT=allow behind a mesh that encrypts"
-        )
-    return ""
-
-
-#: The longest text a query may filter by or name as its origin (event ids included).
-MAX_TEXT_CHARS = 256
-
-
-def record_proto(record: StoredRecord) -> audit_pb2.AuditRecord:
-    """The wire form of a stored record."""
-    entry = record.entry
-    return audit_pb2.AuditRecord(
-        sequence=record.sequence,
-        event=audit_pb2.AuditEvent(
-            event_id=entry.event_id,
-            kind=entry.kind,
-            occurred_at=timestamp_of(entry.occurred_at),
-            actor=entry.actor,
-            case_number=entry.case_number,
-            purpose=entry.purpose,
-            trace_id=entry.trace_id,
-            details_json=entry.details_json,
-        ),
-        recorded_at=timestamp_of(record.recorded_at),
-        previous_hash=record.previous_hash,
-        record_hash=record.record_hash,
-        key_id=record.key_id,
-        signature=record.signature,
-    )
-
-
-def checkpoint_proto(checkpoint: Checkpoint) -> audit_pb2.Checkpoint:
-    """The wire form of a checkpoint."""
-    return audit_pb2.Checkpoint(
-        sequence=checkpoint.sequence,
-        head_hash=checkpoint.head_hash,
-        made_at=checkpoint.made_at,
-        key_id=checkpoint.key_id,
-        signature=checkpoint.signature,
-    )
-
-
-#: How long a read-your-writes query waits for the chain to catch up, and how often it asks the
-#: server (the consumer's ack floor covers every replica and dead-lettered messages).
-CATCH_UP_DEADLINE_S = 5.0
-CATCH_UP_REFRESH_S = 0.1
-#: Settled messages held beyond a gap before the ack floor is asked for.
-MAX_AHEAD = 1000
-
-
-class StreamWatermark:
-    """The stream sequence up to which every audit message is settled: advanced by this replica's
-    own appends as they happen, and from the server's ack floor (which also counts other replicas'
-    appends and dead-lettered messages) when a gap holds it back."""
-
-    def __init__(self, ack_floor: Callable[[], Awaitable[int]] | None = None) -> None:
-        self.settled = 0
-        self._ahead: set[int] = set()
-        self._ack_floor = ack_floor
-        self._moved = asyncio.Event()
-
-    def mark(self, sequence: int) -> None:
-        """One message settled here."""
-        if sequence > self.settled:
-            self._ahead.add(sequence)
-            self._advance(self.settled)
-
-    async def refresh(self) -> None:
-        """Advance to the server's ack floor."""
-        if self._ack_floor is None:
-            return
-        try:
-            floor = await self._ack_floor()
-        except Exception as exc:  # noqa: BLE001 - the local watermark still serves; the next refresh retries
-            log.warning("audit_ack_floor_unavailable", error=str(exc))
-            return
-        self._advance(floor)
-
-    def _advance(self, floor: int) -> None:
-        self.settled = max(self.settled, floor)
-        while self.settled + 1 in self._ahead:
-            self.settled += 1
-        self._ahead = {s for s in self._ahead if s > self.settled}
-        moved, self._moved = self._moved, asyncio.Event()
-        moved.set()
-
-    @property
-    def gapped(self) -> bool:
-        """Whether too many settled messages wait behind a gap."""
-        return len(self._ahead) > MAX_AHEAD
-
-    async def reached(self, sequence: int) -> None:
-        """Return once ``sequence`` is settled; UNAVAILABLE after CATCH_UP_DEADLINE_S."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + CATCH_UP_DEADLINE_S
-        while self.settled < sequence:
-            if loop.time() > deadline:
-                raise ServiceUnavailable(
-                    f"the audit chain is behind: settled through stream message {self.settled}, asked {sequence}"
-                )
-            moved = self._moved
-            try:
-                await asyncio.wait_for(moved.wait(), CATCH_UP_REFRESH_S)
-            except TimeoutError:
-                await self.refresh()
 
 
 class AuditLog:
@@ -439,56 +260,6 @@ class AuditLog:
             request.event_id,
         )
         return page_of(records, limit)
-
-
-#: The records of one query answer, at most, in bytes: far below NATS's message limit, so any
-#: volume of records is read by paging, never refused for its size.
-PAGE_BYTES = 4 * 1024 * 1024
-
-
-def page_of(records: list[StoredRecord], limit: int) -> audit_pb2.QueryResponse:
-    """A query's answer: up to ``limit`` records and PAGE_BYTES, and whether more match."""
-    page = audit_pb2.QueryResponse()
-    size = 0
-    for record in records[:limit]:
-        wire = record_proto(record)
-        size += wire.ByteSize()
-        if page.records and size > PAGE_BYTES:
-            page.more = True
-            return page
-        page.records.append(wire)
-    page.more = len(records) > limit
-    return page
-
-
-QUERIED_KIND = "audit.queried"
-
-
-def query_entry(request: audit_pb2.QueryRequest, now: str) -> AuditEntry:
-    """The chain entry that records one read of the chain: for whom, and what it asked for."""
-    origin = request.origin
-    asked = {
-        "case_number": request.case_number,
-        "actor": request.actor,
-        "kinds": list(request.kinds),
-        "event_id": request.event_id,
-        "since": rfc3339(request.since) if request.HasField("since") else "",
-        "until": rfc3339(request.until) if request.HasField("until") else "",
-        "after_sequence": request.after_sequence,
-        "limit": request.limit,
-    }
-    return AuditEntry(
-        event_id=str(uuid.uuid4()),
-        kind=QUERIED_KIND,
-        occurred_at=now,
-        actor=origin.actor or "unstated",
-        case_number="",
-        purpose=origin.purpose,
-        trace_id=current_trace_id(),
-        details_json=json.dumps(
-            {"request_id": origin.request_id, "asked": asked}, sort_keys=True, separators=(",", ":")
-        ),
-    )
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
