@@ -4,6 +4,8 @@
 ARG BASE_IMAGE=candor/debian:bookworm
 FROM ${BASE_IMAGE}
 # A fresh machine installs recommended packages and keeps documentation: undo the image's slimming.
+# Unpinned as a new user's apt-get would be: the suite's current make and git.
+# hadolint ignore=DL3008,DL3015
 RUN rm -f /etc/apt/apt.conf.d/90candor-no-recommends /etc/dpkg/dpkg.cfg.d/candor-slim \
     && apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q make git \

@@ -8,80 +8,13 @@ setting has a given value.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
-
-Kind = Literal["text", "int", "float", "list", "choice", "file"]
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable a service reads."""
-
-    name: str
-    doc: str
-    default: str | None = None
-    kind: Kind = "text"
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] = ()
-    #: (setting, value): required only while that other setting has that value.
-    required_if: tuple[Setting, str] | None = None
-    #: The value is, or names a file holding, a secret: it comes from a Secret, never a ConfigMap.
-    secret: bool = False
-
-    @property
-    def required(self) -> bool:
-        """Whether the setting must always be given."""
-        return self.default is None
-
-    def missing(self, environ: Mapping[str, str]) -> str:
-        """Why the setting must be given, when ``environ`` lacks it and needs it; "" otherwise."""
-        if str(environ.get(self.name, "")).strip():
-            return ""
-        if self.required:
-            return f"{self.name} is required"
-        if self.required_if is not None:
-            other, when = self.required_if
-            if (str(environ.get(other.name, "")).strip() or other.default) == when:
-                return f"{self.name} is required when {other.name}={when}"
-        return ""
-
-
-def _int(name: str, doc: str, default: int, low: int, high: int) -> Setting:
-    return Setting(name, doc, str(default), "int", low, high)
-
-
-def _float(name: str, doc: str, default: float, low: float, high: float) -> Setting:
-    return Setting(name, doc, str(default), "float", low, high)
-
-
-def _file(name: str, doc: str, *, secret: bool = False, required_if: tuple[Setting, str] | None = None) -> Setting:
-    return Setting(name, doc, "", "file", secret=secret, required_if=required_if)
-
-
-#: The port every service serves gRPC on inside a container or pod, and its health-only port.
-GRPC_PORT = 50051
-HEALTH_PORT = 50052
-#: The port every service serves Prometheus metrics on (HTTP, /metrics) inside a container or pod.
-METRICS_PORT = 9464
-#: Ports of the infrastructure the services reach.
-NATS_CLIENT_PORT = 4222
-NATS_CLUSTER_PORT = 6222
-NATS_MONITOR_PORT = 8222
-QDRANT_HTTP_PORT = 6333
-QDRANT_GRPC_PORT = 6334
-QDRANT_P2P_PORT = 6335
-OTLP_GRPC_PORT = 4317
-#: The port the review desk serves HTTP(S) on inside a container or pod.
-REVIEW_PORT = 8443
+from candor_kit.setting import Setting, file_setting, float_setting, int_setting
 
 NATS_URL = Setting("CANDOR_NATS_URL", "NATS server URL, nats:// or tls://")
-NATS_CREDS = _file("CANDOR_NATS_CREDS", "NATS credentials file (JWT and nkey seed)", secret=True)
+NATS_CREDS = file_setting("CANDOR_NATS_CREDS", "NATS credentials file (JWT and nkey seed)", secret=True)
 NATS_USER = Setting("CANDOR_NATS_USER", "NATS user name, with CANDOR_NATS_PASSWORD_FILE", "")
-NATS_PASSWORD_FILE = _file("CANDOR_NATS_PASSWORD_FILE", "file holding the NATS user's password", secret=True)
-NATS_CA = _file("CANDOR_NATS_CA", "CA bundle that signed the NATS server's certificate")
+NATS_PASSWORD_FILE = file_setting("CANDOR_NATS_PASSWORD_FILE", "file holding the NATS user's password", secret=True)
+NATS_CA = file_setting("CANDOR_NATS_CA", "CA bundle that signed the NATS server's certificate")
 NATS_PLAINTEXT = Setting(
     "CANDOR_NATS_PLAINTEXT",
     "allow nats:// to a non-loopback address (only behind a mesh that encrypts)",
@@ -106,8 +39,8 @@ SERVICE_TOKEN_FILE = Setting(
     "file",
     secret=True,
 )
-GRPC_TLS_CERT = _file("CANDOR_GRPC_TLS_CERT", "PEM certificate chain for serving gRPC over TLS")
-GRPC_TLS_KEY = _file("CANDOR_GRPC_TLS_KEY", "PEM private key for serving gRPC over TLS", secret=True)
+GRPC_TLS_CERT = file_setting("CANDOR_GRPC_TLS_CERT", "PEM certificate chain for serving gRPC over TLS")
+GRPC_TLS_KEY = file_setting("CANDOR_GRPC_TLS_KEY", "PEM private key for serving gRPC over TLS", secret=True)
 GRPC_PLAINTEXT = Setting(
     "CANDOR_GRPC_PLAINTEXT",
     "allow plaintext gRPC on a non-loopback address (only behind a mesh that encrypts)",
@@ -115,11 +48,15 @@ GRPC_PLAINTEXT = Setting(
     "choice",
     choices=("loopback", "allow"),
 )
-MAX_MESSAGE_BYTES = _int(
+MAX_MESSAGE_BYTES = int_setting(
     "CANDOR_MAX_MESSAGE_BYTES", "largest gRPC or NATS message sent or accepted", 16 << 20, 1 << 20, 64 << 20
 )
-SHUTDOWN_GRACE_S = _float("CANDOR_SHUTDOWN_GRACE_S", "seconds in-flight calls get to finish on SIGTERM", 5.0, 0, 120)
-REQUEST_TIMEOUT_S = _float("CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to another service", 30.0, 0.1, 600)
+SHUTDOWN_GRACE_S = float_setting(
+    "CANDOR_SHUTDOWN_GRACE_S", "seconds in-flight calls get to finish on SIGTERM", 5.0, 0, 120
+)
+REQUEST_TIMEOUT_S = float_setting(
+    "CANDOR_REQUEST_TIMEOUT_S", "deadline for one call to another service", 30.0, 0.1, 600
+)
 DLIB_MODEL_DIR = Setting("CANDOR_DLIB_MODEL_DIR", "folder of dlib model files; empty: face_recognition_models", "")
 MODEL_FILES_DIR = Setting(
     "CANDOR_MODEL_FILES_DIR",
@@ -166,26 +103,26 @@ IMPORT_WORKER = Setting(
     "choice",
     choices=("on", "off"),
 )
-IMPORT_BATCH = _int("CANDOR_IMPORT_BATCH", "import work items a worker takes at once", 4, 1, 256)
-IMPORT_ACK_WAIT_S = _float(
+IMPORT_BATCH = int_setting("CANDOR_IMPORT_BATCH", "import work items a worker takes at once", 4, 1, 256)
+IMPORT_ACK_WAIT_S = float_setting(
     "CANDOR_IMPORT_ACK_WAIT_S", "seconds before an unacknowledged import item is redelivered", 60.0, 1.0, 3600.0
 )
-IMPORT_MAX_DELIVER = _int(
+IMPORT_MAX_DELIVER = int_setting(
     "CANDOR_IMPORT_MAX_DELIVER", "deliveries of a failing import item before it is dead-lettered", 5, 1, 100
 )
-INGEST_STREAM_REPLICAS = _int(
+INGEST_STREAM_REPLICAS = int_setting(
     "CANDOR_INGEST_STREAM_REPLICAS", "replicas of the import streams when they are created", 1, 1, 5
 )
 #: What every import worker (detector, embedder, matcher) reads.
 IMPORT_SETTINGS = (IMPORT_WORKER, IMPORT_BATCH, IMPORT_ACK_WAIT_S, IMPORT_MAX_DELIVER, INGEST_STREAM_REPLICAS)
 
-DETECTOR_MAX_IMAGE_BYTES = _int(
+DETECTOR_MAX_IMAGE_BYTES = int_setting(
     "CANDOR_DETECTOR_MAX_IMAGE_BYTES", "largest photo file decoded", 15 << 20, 1024, 64 << 20
 )
-DETECTOR_MAX_PIXELS = _int(
+DETECTOR_MAX_PIXELS = int_setting(
     "CANDOR_DETECTOR_MAX_PIXELS", "largest photo, in pixels, decoded", 50_000_000, 10_000, 200_000_000
 )
-DETECTOR_WORKING_PIXELS = _int(
+DETECTOR_WORKING_PIXELS = int_setting(
     "CANDOR_DETECTOR_WORKING_PIXELS",
     "photos are scaled down to this size for detection",
     1_500_000,
@@ -233,10 +170,10 @@ ONNX_PROVIDERS = Setting(
     "choice",
     choices=("cpu", "cuda"),
 )
-EMBEDDER_THRESHOLD = _float(
+EMBEDDER_THRESHOLD = float_setting(
     "CANDOR_EMBEDDER_THRESHOLD", "model's nominal distance threshold; 0: the engine's own", 0.0, 0.0, 4.0
 )
-EMBEDDER_MAX_BATCH = _int("CANDOR_EMBEDDER_MAX_BATCH", "most chips embedded in one batch", 32, 1, 1024)
+EMBEDDER_MAX_BATCH = int_setting("CANDOR_EMBEDDER_MAX_BATCH", "most chips embedded in one batch", 32, 1, 1024)
 
 MATCHER_BACKEND = Setting(
     "CANDOR_MATCHER_BACKEND", "gallery index: embedded Qdrant Edge or a Qdrant server", "edge", "choice",
@@ -249,17 +186,17 @@ QDRANT_URL = Setting(
     "CANDOR_QDRANT_URL", "Qdrant server URL, http:// or https://", "", required_if=(MATCHER_BACKEND, "server")
 )
 QDRANT_API_KEY = Setting("CANDOR_QDRANT_API_KEY", "Qdrant API key (https only)", "", secret=True)
-QDRANT_SHARDS = _int("CANDOR_QDRANT_SHARDS", "shards of a new collection", 1, 1, 1024)
-QDRANT_REPLICAS = _int("CANDOR_QDRANT_REPLICAS", "replication factor of a new collection", 1, 1, 16)
+QDRANT_SHARDS = int_setting("CANDOR_QDRANT_SHARDS", "shards of a new collection", 1, 1, 1024)
+QDRANT_REPLICAS = int_setting("CANDOR_QDRANT_REPLICAS", "replication factor of a new collection", 1, 1, 16)
 
-MATCHER_OPTIMIZE_AFTER_S = _float(
+MATCHER_OPTIMIZE_AFTER_S = float_setting(
     "CANDOR_MATCHER_OPTIMIZE_AFTER_S",
     "quiet seconds after gallery writes before the embedded index is quantized (searches stay exact)",
     5.0,
     0.1,
     3600.0,
 )
-AUDIT_STREAM_REPLICAS = _int(
+AUDIT_STREAM_REPLICAS = int_setting(
     "CANDOR_AUDIT_STREAM_REPLICAS", "replicas of the audit JetStream stream when it is created", 1, 1, 5
 )
 AUDIT_BACKEND = Setting(
@@ -288,10 +225,10 @@ AUDIT_SIGNING_KEY_FILE = Setting(
     "file",
     secret=True,
 )
-AUDIT_CHECKPOINT_INTERVAL_S = _float(
+AUDIT_CHECKPOINT_INTERVAL_S = float_setting(
     "CANDOR_AUDIT_CHECKPOINT_INTERVAL_S", "seconds between signed checkpoints of a moving head", 60.0, 1.0, 86400.0
 )
-AUDIT_FETCH_BATCH = _int("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
+AUDIT_FETCH_BATCH = int_setting("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
 
 GATEWAY_JWT_ISSUER = Setting("CANDOR_GATEWAY_JWT_ISSUER", "the `iss` every bearer token must carry")
 GATEWAY_JWT_AUDIENCE = Setting(
@@ -304,10 +241,10 @@ GATEWAY_JWT_KEYS_FILE = Setting(
     "file",
 )
 GATEWAY_JWT_KEYS = Setting("CANDOR_GATEWAY_JWT_KEYS", "the same public keys as PEM text, instead of the file", "")
-GATEWAY_JWT_MAX_TTL_S = _int(
+GATEWAY_JWT_MAX_TTL_S = int_setting(
     "CANDOR_GATEWAY_JWT_MAX_TTL_S", "longest token lifetime (exp - iat) accepted", 86400, 60, 2_592_000
 )
-GATEWAY_JWT_LEEWAY_S = _int("CANDOR_GATEWAY_JWT_LEEWAY_S", "clock skew allowed on exp and nbf", 30, 0, 300)
+GATEWAY_JWT_LEEWAY_S = int_setting("CANDOR_GATEWAY_JWT_LEEWAY_S", "clock skew allowed on exp and nbf", 30, 0, 300)
 GATEWAY_POLICY_FILE = Setting(
     "CANDOR_GATEWAY_POLICY_FILE",
     "the search policy (policy.yaml): purposes, authorisation, candidates, thresholds, quality, quotas, "
@@ -315,7 +252,7 @@ GATEWAY_POLICY_FILE = Setting(
     None,
     "file",
 )
-GATEWAY_POLICY_RELOAD_S = _float(
+GATEWAY_POLICY_RELOAD_S = float_setting(
     "CANDOR_GATEWAY_POLICY_RELOAD_S", "seconds between checks of the policy file for a change", 10.0, 1.0, 3600.0
 )
 GATEWAY_PHOTO_KEY_FILE = Setting(
@@ -325,29 +262,33 @@ GATEWAY_PHOTO_KEY_FILE = Setting(
     "file",
     secret=True,
 )
-PHOTO_STORE_REPLICAS = _int(
+PHOTO_STORE_REPLICAS = int_setting(
     "CANDOR_PHOTO_STORE_REPLICAS", "replicas of the photo object store when it is created", 1, 1, 5
 )
-GATEWAY_RETENTION_SWEEP_S = _float(
+GATEWAY_RETENTION_SWEEP_S = float_setting(
     "CANDOR_GATEWAY_RETENTION_SWEEP_S",
     "seconds between sweeps for probes whose retention ended and photos of rejected import items",
     3600.0,
     1.0,
     86400.0,
 )
-GATEWAY_MAX_IMAGE_BYTES = _int("CANDOR_GATEWAY_MAX_IMAGE_BYTES", "largest photo accepted", 12 << 20, 1024, 64 << 20)
-GATEWAY_MIN_ENROL_FACE_PX = _int("CANDOR_GATEWAY_MIN_ENROL_FACE_PX", "smallest face, in pixels, enrolled", 60, 20, 2000)
-GATEWAY_MIN_ENROL_BLUR = _float(
+GATEWAY_MAX_IMAGE_BYTES = int_setting(
+    "CANDOR_GATEWAY_MAX_IMAGE_BYTES", "largest photo accepted", 12 << 20, 1024, 64 << 20
+)
+GATEWAY_MIN_ENROL_FACE_PX = int_setting(
+    "CANDOR_GATEWAY_MIN_ENROL_FACE_PX", "smallest face, in pixels, enrolled", 60, 20, 2000
+)
+GATEWAY_MIN_ENROL_BLUR = float_setting(
     "CANDOR_GATEWAY_MIN_ENROL_BLUR", "lowest sharpness (Laplacian variance of the chip) enrolled", 10.0, 0.0, 10_000.0
 )
-GATEWAY_IMPORT_BACKLOG = _int(
+GATEWAY_IMPORT_BACKLOG = int_setting(
     "CANDOR_GATEWAY_IMPORT_BACKLOG",
     "queued import photos before submissions get RESOURCE_EXHAUSTED",
     2000,
     10,
     1_000_000,
 )
-GATEWAY_MAX_INFLIGHT = _int(
+GATEWAY_MAX_INFLIGHT = int_setting(
     "CANDOR_GATEWAY_MAX_INFLIGHT", "photos processed at once before RESOURCE_EXHAUSTED", 16, 1, 10_000
 )
 GATEWAY_ALLOW_UNCALIBRATED = Setting(
@@ -446,8 +387,10 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
 #: The reviewer web app: on no bus and serving no gRPC, it reads none of COMMON's settings but the
 #: tracing ones. It checks tokens as the gateway does, so it reads the gateway's token settings.
 REVIEW_ADDRESS = Setting("CANDOR_REVIEW_ADDRESS", "host:port the reviewer web app listens on (HTTP)", "127.0.0.1:8443")
-REVIEW_TLS_CERT = _file("CANDOR_REVIEW_TLS_CERT", "PEM certificate chain for serving the web app over HTTPS")
-REVIEW_TLS_KEY = _file("CANDOR_REVIEW_TLS_KEY", "PEM private key for serving the web app over HTTPS", secret=True)
+REVIEW_TLS_CERT = file_setting("CANDOR_REVIEW_TLS_CERT", "PEM certificate chain for serving the web app over HTTPS")
+REVIEW_TLS_KEY = file_setting(
+    "CANDOR_REVIEW_TLS_KEY", "PEM private key for serving the web app over HTTPS", secret=True
+)
 REVIEW_PLAINTEXT = Setting(
     "CANDOR_REVIEW_PLAINTEXT",
     "allow plain HTTP on a non-loopback address (only behind an ingress that terminates TLS)",
@@ -456,7 +399,7 @@ REVIEW_PLAINTEXT = Setting(
     choices=("loopback", "allow"),
 )
 REVIEW_GATEWAY = Setting("CANDOR_REVIEW_GATEWAY", "host:port of the gateway's gRPC API")
-REVIEW_GATEWAY_CA = _file(
+REVIEW_GATEWAY_CA = file_setting(
     "CANDOR_REVIEW_GATEWAY_CA", "CA bundle that signed the gateway's certificate; empty: plaintext gRPC"
 )
 REVIEW_GATEWAY_PLAINTEXT = Setting(
@@ -473,7 +416,7 @@ REVIEW_SESSION_KEY_FILE = Setting(
     "file",
     secret=True,
 )
-REVIEW_SESSION_TTL_S = _int(
+REVIEW_SESSION_TTL_S = int_setting(
     "CANDOR_REVIEW_SESSION_TTL_S", "longest session, in seconds (never past the token's own expiry)", 28800, 300, 86400
 )
 REVIEW_OIDC_ISSUER = Setting(
@@ -482,7 +425,7 @@ REVIEW_OIDC_ISSUER = Setting(
 REVIEW_OIDC_CLIENT_ID = Setting(
     "CANDOR_REVIEW_OIDC_CLIENT_ID", "the web app's client id at the OpenID Connect provider", ""
 )
-REVIEW_OIDC_CLIENT_SECRET_FILE = _file(
+REVIEW_OIDC_CLIENT_SECRET_FILE = file_setting(
     "CANDOR_REVIEW_OIDC_CLIENT_SECRET_FILE", "file holding the web app's OpenID Connect client secret", secret=True
 )
 REVIEW_PUBLIC_URL = Setting(

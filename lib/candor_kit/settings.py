@@ -12,8 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from candor_kit import catalogue
-from candor_kit.catalogue import Setting
 from candor_kit.errors import ConfigError
+from candor_kit.setting import Setting
 
 
 class EnvReader:

@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 
 from candor_cli import compose
 from candor_cli.deploy_secrets import init_secrets
-from candor_kit import catalogue
+from candor_kit import catalogue, ports
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, compose_model
 from tests.deploy.test_monitoring import alert_rules
 
@@ -115,9 +115,9 @@ def test_every_service_has_a_health_check_a_memory_limit_and_healthy_dependencie
         assert service["depends_on"]["nats"] == {"condition": "service_healthy"}
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         environment = compose.service_environment(model, name)
-        assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{catalogue.GRPC_PORT}")
-        assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{catalogue.HEALTH_PORT}")
-        assert environment["CANDOR_NATS_URL"] == f"nats://nats:{catalogue.NATS_CLIENT_PORT}"
+        assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{ports.GRPC_PORT}")
+        assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{ports.HEALTH_PORT}")
+        assert environment["CANDOR_NATS_URL"] == f"nats://nats:{ports.NATS_CLIENT_PORT}"
         assert environment["CANDOR_NATS_USER"] == name
     gateway = model["services"]["gateway"]["depends_on"]
     assert all(gateway[name] == {"condition": "service_healthy"} for name in CANDOR_SERVICES if name != "gateway")
@@ -136,7 +136,7 @@ def test_state_lives_on_named_volumes_and_only_loopback_ports_are_published() ->
     used = {mount.split(":")[0] for service in model["services"].values() for mount in service.get("volumes", [])}
     assert declared <= used
     matcher = compose.service_environment(model, "matcher")
-    assert matcher["CANDOR_QDRANT_URL"] == f"http://qdrant:{catalogue.QDRANT_HTTP_PORT}"
+    assert matcher["CANDOR_QDRANT_URL"] == f"http://qdrant:{ports.QDRANT_HTTP_PORT}"
 
 
 def test_the_audit_chain_lives_in_the_compose_postgres() -> None:
@@ -158,10 +158,10 @@ def test_prometheus_scrapes_every_services_metrics_port_under_the_alert_rules_jo
     )
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     scraped = (*CANDOR_SERVICES, "review")
-    assert targets == {f"candor-{name}": [f"{name}:{catalogue.METRICS_PORT}"] for name in scraped}
+    assert targets == {f"candor-{name}": [f"{name}:{ports.METRICS_PORT}"] for name in scraped}
     for name in scraped:
         address = compose.service_environment(model, name)["CANDOR_METRICS_ADDRESS"]
-        assert address == f"0.0.0.0:{catalogue.METRICS_PORT}", name
+        assert address == f"0.0.0.0:{ports.METRICS_PORT}", name
     # The service-down alert selects its jobs by this pattern: every compose job must fall under it.
     rules = (COMPOSE_DIR.parent / "k8s/components/monitoring/prometheus-rule.yaml").read_text()
     found = re.search(r'up\{job=~"([^"]+)"\}', rules)

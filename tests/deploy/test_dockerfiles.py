@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from candor_kit import catalogue
+from candor_kit import ports
 from tests.deploy.manifests import CANDOR_SERVICES, COMPOSE_DIR, ROOT
 
 DOCKERFILES = {name: ROOT / "services" / name / "Dockerfile" for name in (*CANDOR_SERVICES, "review")}
@@ -67,11 +67,11 @@ def test_each_image_is_multi_stage_pinned_non_root_and_health_checked(service: s
     if service == "review":  # an HTTP app: its own health page, its own port
         assert health == ['--interval=10s --timeout=5s --start-period=30s --retries=3 '
                           'CMD ["python", "-m", "candor_review.healthcheck"]']  # fmt: skip
-        assert exposed == {catalogue.REVIEW_PORT, catalogue.METRICS_PORT}
+        assert exposed == {ports.REVIEW_PORT, ports.METRICS_PORT}
     else:
         assert health == ['--interval=10s --timeout=5s --start-period=60s --retries=3 '
                           'CMD ["python", "-m", "candor_kit.healthcheck"]']  # fmt: skip
-        assert exposed == {catalogue.GRPC_PORT, catalogue.HEALTH_PORT, catalogue.METRICS_PORT}
+        assert exposed == {ports.GRPC_PORT, ports.HEALTH_PORT, ports.METRICS_PORT}
     assert not any(keyword == "ADD" for keyword, _ in steps), "COPY only: nothing fetched at build by ADD"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from candor_kit import catalogue
+from candor_kit import catalogue, ports
 from tests.deploy.manifests import (
     CANDOR_SERVICES,
     TARGETS,
@@ -71,12 +71,12 @@ def test_the_review_desk_gets_only_its_settings_and_serves_where_its_probes_and_
     environment = container_environment(docs, deployment)
     assert catalogue.check_environment("review", environment) == []
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert environment["CANDOR_REVIEW_ADDRESS"] == f"0.0.0.0:{catalogue.REVIEW_PORT}"
-    assert environment["CANDOR_REVIEW_GATEWAY"] == f"candor-gateway:{catalogue.GRPC_PORT}"
-    assert environment["CANDOR_METRICS_ADDRESS"] == f"0.0.0.0:{catalogue.METRICS_PORT}"
+    assert environment["CANDOR_REVIEW_ADDRESS"] == f"0.0.0.0:{ports.REVIEW_PORT}"
+    assert environment["CANDOR_REVIEW_GATEWAY"] == f"candor-gateway:{ports.GRPC_PORT}"
+    assert environment["CANDOR_METRICS_ADDRESS"] == f"0.0.0.0:{ports.METRICS_PORT}"
     assert {port["name"]: port["containerPort"] for port in container["ports"]} == {
-        "http": catalogue.REVIEW_PORT,
-        "metrics": catalogue.METRICS_PORT,
+        "http": ports.REVIEW_PORT,
+        "metrics": ports.METRICS_PORT,
     }
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["path"] == "/healthz"
@@ -84,8 +84,8 @@ def test_the_review_desk_gets_only_its_settings_and_serves_where_its_probes_and_
             "HTTPS" if "CANDOR_REVIEW_TLS_CERT" in environment else "HTTP"
         )
     assert {port["port"] for port in named(docs, "Service", "candor-review")["spec"]["ports"]} == {
-        catalogue.REVIEW_PORT,
-        catalogue.METRICS_PORT,
+        ports.REVIEW_PORT,
+        ports.METRICS_PORT,
     }
 
 
@@ -141,32 +141,32 @@ def test_ports_and_addresses_agree_with_the_code(target: str) -> None:
     for service in CANDOR_SERVICES:
         deployment = named(docs, "Deployment", f"candor-{service}")
         container = deployment["spec"]["template"]["spec"]["containers"][0]
-        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        assert ports == {
-            "grpc": catalogue.GRPC_PORT,
-            "health": catalogue.HEALTH_PORT,
-            "metrics": catalogue.METRICS_PORT,
+        exposed = {port["name"]: port["containerPort"] for port in container["ports"]}
+        assert exposed == {
+            "grpc": ports.GRPC_PORT,
+            "health": ports.HEALTH_PORT,
+            "metrics": ports.METRICS_PORT,
         }
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == catalogue.HEALTH_PORT
+            assert container[probe]["grpc"]["port"] == ports.HEALTH_PORT
         environment = container_environment(docs, deployment)
-        assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{catalogue.GRPC_PORT}")
-        assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{catalogue.HEALTH_PORT}")
-        assert environment["CANDOR_METRICS_ADDRESS"].endswith(f":{catalogue.METRICS_PORT}")
-        assert re.fullmatch(rf"(nats|tls)://candor-nats:{catalogue.NATS_CLIENT_PORT}", environment["CANDOR_NATS_URL"])
+        assert environment["CANDOR_GRPC_ADDRESS"].endswith(f":{ports.GRPC_PORT}")
+        assert environment["CANDOR_HEALTH_ADDRESS"].endswith(f":{ports.HEALTH_PORT}")
+        assert environment["CANDOR_METRICS_ADDRESS"].endswith(f":{ports.METRICS_PORT}")
+        assert re.fullmatch(rf"(nats|tls)://candor-nats:{ports.NATS_CLIENT_PORT}", environment["CANDOR_NATS_URL"])
         assert environment["CANDOR_NATS_USER"] == service
         service_doc = named(docs, "Service", f"candor-{service}")
         service_ports = {port["name"]: port["port"] for port in service_doc["spec"]["ports"]}
-        assert service_ports == {"grpc": catalogue.GRPC_PORT, "metrics": catalogue.METRICS_PORT}
+        assert service_ports == {"grpc": ports.GRPC_PORT, "metrics": ports.METRICS_PORT}
     matcher = container_environment(docs, named(docs, "Deployment", "candor-matcher"))
-    assert matcher["CANDOR_QDRANT_URL"].endswith(f"candor-qdrant:{catalogue.QDRANT_HTTP_PORT}")
+    assert matcher["CANDOR_QDRANT_URL"].endswith(f"candor-qdrant:{ports.QDRANT_HTTP_PORT}")
     nats_ports = {
         port["name"]: port["port"] for port in named(docs, "Service", "candor-nats-headless")["spec"]["ports"]
     }
     assert nats_ports == {
-        "client": catalogue.NATS_CLIENT_PORT,
-        "cluster": catalogue.NATS_CLUSTER_PORT,
-        "monitor": catalogue.NATS_MONITOR_PORT,
+        "client": ports.NATS_CLIENT_PORT,
+        "cluster": ports.NATS_CLUSTER_PORT,
+        "monitor": ports.NATS_MONITOR_PORT,
     }
 
 
@@ -302,12 +302,12 @@ def test_network_policies_allow_exactly_the_edges_of_the_architecture() -> None:
     everyone = (*CANDOR_SERVICES, "review", "nats", "qdrant")
     expected = {
         ("any", "gateway", 50051),
-        ("any", "review", catalogue.REVIEW_PORT),
+        ("any", "review", ports.REVIEW_PORT),
         ("review", "gateway", 50051),
         ("review", "observability/otel-collector", 4317),
         *((service, "nats", 4222) for service in CANDOR_SERVICES),
         *((service, "observability/otel-collector", 4317) for service in CANDOR_SERVICES),
-        *(("monitoring/prometheus", service, catalogue.METRICS_PORT) for service in (*CANDOR_SERVICES, "review")),
+        *(("monitoring/prometheus", service, ports.METRICS_PORT) for service in (*CANDOR_SERVICES, "review")),
         ("nats", "nats", 6222),
         ("matcher", "qdrant", 6333),
         ("matcher", "qdrant", 6334),
@@ -335,7 +335,7 @@ def test_without_the_component_only_the_qdrant_peer_port_is_fenced() -> None:
     assert [policy["metadata"]["name"] for policy in policies] == ["candor-qdrant-peers"]
     ingress = policies[0]["spec"]["ingress"]
     assert ingress[0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "candor-qdrant"}}}]
-    assert ingress[0]["ports"] == [{"port": catalogue.QDRANT_P2P_PORT}]
+    assert ingress[0]["ports"] == [{"port": ports.QDRANT_P2P_PORT}]
 
 
 def test_the_gpu_component_puts_the_embedder_on_gpu_nodes() -> None:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from candor_kit import catalogue, metrics, subjects
+from candor_kit import metrics, ports, subjects
 from candor_kit.ingest import Stage
 from candor_kit.wheel_packs import SFACE_MODEL_ID
 from tests.deploy.manifests import CANDOR_SERVICES, K8S, named, of_kind, render
@@ -111,8 +111,8 @@ def test_the_service_monitor_scrapes_every_services_metrics_port() -> None:
     assert selected == {f"candor-{service}" for service in (*CANDOR_SERVICES, "review")}
     assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
     for service in (*CANDOR_SERVICES, "review"):
-        ports = named(docs, "Service", f"candor-{service}")["spec"]["ports"]
-        assert {"name": "metrics", "port": catalogue.METRICS_PORT, "targetPort": "metrics"} in ports
+        exposed = named(docs, "Service", f"candor-{service}")["spec"]["ports"]
+        assert {"name": "metrics", "port": ports.METRICS_PORT, "targetPort": "metrics"} in exposed
 
 
 @pytest.mark.parametrize(("service", "stage"), [("detector", "detect"), ("embedder", "embed")])
@@ -127,7 +127,7 @@ def test_keda_scales_the_import_workers_on_their_consumers_lag_and_on_cpu(servic
     assert queue["metadata"]["consumer"] == Stage(stage, SFACE_MODEL_ID).consumer
     host, _, port = queue["metadata"]["natsServerMonitoringEndpoint"].partition(":")
     monitor_ports = {p["name"]: p["port"] for p in named(docs, "Service", host)["spec"]["ports"]}
-    assert monitor_ports["monitor"] == int(port) == catalogue.NATS_MONITOR_PORT
+    assert monitor_ports["monitor"] == int(port) == ports.NATS_MONITOR_PORT
     assert not of_kind(docs, "HorizontalPodAutoscaler"), "KEDA makes its own; the CPU HPAs must not be there too"
     keda = named(docs, "NetworkPolicy", "nats-monitor-from-keda")["spec"]["ingress"][0]
-    assert keda["ports"] == [{"port": catalogue.NATS_MONITOR_PORT}]
+    assert keda["ports"] == [{"port": ports.NATS_MONITOR_PORT}]

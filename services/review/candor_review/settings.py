@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.aes_keys import read_aes_key
+from candor_kit.setting import Setting
 from candor_kit.settings import is_loopback, read_metrics_address
 from candor_kit.tokens import TokenVerifier, read_token_verifier
 
@@ -104,7 +105,7 @@ class ReviewSettings:
         )
 
 
-def _host_port(env: EnvReader, setting: catalogue.Setting) -> tuple[str, int]:
+def _host_port(env: EnvReader, setting: Setting) -> tuple[str, int]:
     value = env.get(setting) or ""
     host, _, port = value.rpartition(":")
     if value and (not host or not port.isdigit()):
