@@ -208,7 +208,7 @@ def test_requests_are_counted_by_route_template_and_never_by_path(env: dict[str,
 def test_a_failure_inside_the_desk_is_a_500_page_with_the_security_headers_and_counted(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import candor_review.app as desk_app
+    import candor_review.desk as desk_app
 
     def broken() -> str:
         raise RuntimeError("a bug")
