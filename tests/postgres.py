@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL server for the tests: initdb in a temporary folder, on a free port.
 
-It uses the server binaries of Debian's postgresql package (.ci/run installs it). Running as
-root, the server runs as the postgres user, as PostgreSQL refuses to run as root.
+It uses the server binaries of Debian's postgresql package (make test installs it, through
+scripts/system-deps.sh). Running as root, the server runs as the postgres user, as PostgreSQL
+refuses to run as root.
 """
 
 from __future__ import annotations

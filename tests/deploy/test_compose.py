@@ -49,7 +49,7 @@ def test_the_compose_files_validate_against_the_compose_specification(extra: tup
 def test_debian_docker_compose_reads_the_files_and_ignores_nothing(extra: tuple[str, ...], tmp_path: Path) -> None:
     docker_compose = shutil.which("docker-compose")
     if docker_compose is None:
-        pytest.fail("docker-compose is not installed (Debian package docker-compose; .ci/run installs it)")
+        pytest.fail("docker-compose is not installed (Debian package docker-compose; make test installs it as root)")
     init_secrets(tmp_path / "secrets")  # compose reads nats.env itself
     files = [arg for name in ("compose.yaml", *extra) for arg in ("--file", str(COMPOSE_DIR / name))]
     result = subprocess.run(
