@@ -19,7 +19,8 @@ SCRIPT = ROOT / "scripts" / "system-deps.sh"
 @pytest.fixture
 def bare_path() -> Iterator[Path]:
     """A PATH holding only the shell tools the script itself runs, so every package's tool looks
-    missing; in a folder anyone may read (pytest's own tmp folders are the test user's alone)."""
+    missing, and a copy of the script, in a folder anyone may read: pytest's tmp folders and a
+    clone under /root are root's alone."""
     with tempfile.TemporaryDirectory(prefix="candor-bare-path-") as made:
         folder = Path(made)
         folder.chmod(0o755)
@@ -27,6 +28,8 @@ def bare_path() -> Iterator[Path]:
             found = shutil.which(tool)
             assert found, tool
             (folder / tool).symlink_to(found)
+        shutil.copy(SCRIPT, folder / SCRIPT.name)
+        (folder / SCRIPT.name).chmod(0o644)
         yield folder
 
 
@@ -52,7 +55,8 @@ def test_a_user_who_is_not_root_gets_the_apt_get_line_and_make_stops(
     bare_path: Path, profile: str, target: str, packages: tuple[str, ...]
 ) -> None:
     bash = shutil.which("bash") or "/bin/bash"
-    command = _as_someone_else(["/usr/bin/env", f"PATH={bare_path}", bash, str(SCRIPT), profile])
+    script = str(bare_path / SCRIPT.name)
+    command = _as_someone_else(["/usr/bin/env", f"PATH={bare_path}", bash, script, profile])
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"{target} needs Debian packages this machine lacks" in result.stderr
