@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
 
-from candor_faces.build import dlib_chip_detector  # noqa: E402
 from candor_faces.decoding import DecodedImage, DecodeLimits, decode_image  # noqa: E402
+from candor_faces.detection import dlib_chip_detector  # noqa: E402
 from candor_faces.faces import FaceDetector  # noqa: E402
 
 SIZES_MP = (0.3, 2.0, 12.0)

@@ -59,8 +59,8 @@ def make_photos(samples: Path, folder: Path, count: int) -> Path:
 
 def anchor(source: Path, engine: str) -> float:
     """Photos per second with the services' detection and embedding called in this process."""
-    from candor_faces.build import dlib_chip_detector
     from candor_faces.decoding import DecodeLimits, decode_image
+    from candor_faces.detection import dlib_chip_detector
     from candor_faces.engines import build_engine
 
     detector = dlib_chip_detector()

@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_eval.embedding import as_jpeg_or_png  # noqa: E402
-from candor_faces.build import build_engine, dlib_chip_detector  # noqa: E402
 from candor_faces.decoding import DecodeLimits, decode_image  # noqa: E402
+from candor_faces.detection import dlib_chip_detector  # noqa: E402
+from candor_faces.embedding import build_engine  # noqa: E402
 from candor_faces.onnx_faces import OnnxFaceDetector  # noqa: E402
 from candor_kit import model_pack  # noqa: E402
 from candor_kit.wheel_packs import default_pack  # noqa: E402

@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
-from candor_faces.build import build_engine, dlib_chip_detector  # noqa: E402
 from candor_faces.decoding import DecodeLimits, decode_image  # noqa: E402
+from candor_faces.detection import dlib_chip_detector  # noqa: E402
+from candor_faces.embedding import build_engine  # noqa: E402
 from candor_kit import CandorError  # noqa: E402
 from candor_kit.policy import DEFAULT_POLICY_YAML  # noqa: E402
 

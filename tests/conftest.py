@@ -78,8 +78,8 @@ def sample_dataset(samples: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     t1.jpg cropped one per folder, with groups.csv splitting the identities in two groups."""
     from PIL import Image
 
-    from candor_faces.build import dlib_chip_detector
     from candor_faces.decoding import DecodeLimits, decode_image
+    from candor_faces.detection import dlib_chip_detector
 
     root = tmp_path_factory.mktemp("dataset")
     for identity, names in {"obama": ["obama.jpg", "obama2.jpg", "obama3.jpg"], "biden": ["biden.jpg"]}.items():

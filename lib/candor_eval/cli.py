@@ -17,7 +17,7 @@ from candor_eval.dataset import LabelledImage, load_dataset
 from candor_eval.embedding import Embedded, PipelineSpec, PlainDlib, StackPipeline, embed_parallel
 from candor_eval.evaluate import curves, pair_scores, summarise
 from candor_eval.report import write_report
-from candor_faces.build import build_engine
+from candor_faces.embedding import build_engine
 from candor_faces.engines import ModelInfo
 from candor_kit import ConfigError, EnvReader, catalogue
 from candor_kit.bus import NatsLogin

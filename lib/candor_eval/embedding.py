@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from candor_eval.dataset import LabelledImage
-from candor_faces.build import build_detector, build_engine, dlib_chip_detector
 from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.detection import build_detector, dlib_chip_detector
+from candor_faces.embedding import build_engine
 from candor_faces.engines import EmbeddingEngine
 from candor_faces.faces import FaceDetector
 from candor_kit import CandorError, subjects

@@ -9,13 +9,12 @@ ArcFaceONNX does; batches are dynamic: a batch of chips is one session call.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from candor_faces.engines import BatchEngine, ModelInfo
 from candor_kit.errors import ConfigError
-from candor_kit.model_pack import ModelPack, load_model_pack, recognition_session
+from candor_kit.model_pack import ModelPack, recognition_session
 
 
 class OnnxRecognitionEngine(BatchEngine):
@@ -53,10 +52,3 @@ class OnnxRecognitionEngine(BatchEngine):
         if self._model.metric == "cosine":
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
-
-
-def build_onnx_engine(
-    pack_dir: Path, providers: str, threshold: float | None, accepted_licences: Iterable[str] = ()
-) -> OnnxRecognitionEngine:
-    """The recognition engine of the pack in ``pack_dir``."""
-    return OnnxRecognitionEngine(load_model_pack(pack_dir), providers, threshold, accepted_licences)

@@ -133,3 +133,14 @@ def default_pack(folder: str | None = None) -> ModelPack:
     if pack.model_id != SFACE_MODEL_ID:
         raise ConfigError(f"{path} holds model pack {pack.model_id}, not the default model {SFACE_MODEL_ID}")
     return pack
+
+
+def pack_for(engine: str, model_pack: str | None, model_files_dir: str | None = None) -> ModelPack:
+    """The pack a detector or embedder engine runs: the default model's (``sface``) from
+    ``model_files_dir``, or the pack folder ``model_pack`` names (``onnx``); ConfigError when
+    ``onnx`` names none."""
+    if engine == "sface":
+        return default_pack(model_files_dir)
+    if not model_pack:
+        raise ConfigError(f"the {engine} engine needs CANDOR_MODEL_PACK (a model pack folder)")
+    return load_model_pack(Path(model_pack))

@@ -138,7 +138,7 @@ def calibrate_default(dataset: Path, registry: Path) -> str:
     """A real calibration of the default model (SFace) on the sample dataset, stored in the registry."""
     from candor_eval import PipelineSpec, embed_all, load_dataset
     from candor_eval.calibration import calibrate
-    from candor_faces.build import build_engine
+    from candor_faces.embedding import build_engine
     from candor_kit.model_registry import ModelRegistry
 
     engine = build_engine("sface", None, None)

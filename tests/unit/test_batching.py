@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from candor_embedder import EmbeddingBatcher
-from candor_faces.build import build_engine
 from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.embedding import build_engine
 from candor_faces.faces import FaceDetector
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
 

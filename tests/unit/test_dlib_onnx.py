@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from candor_faces.build import build_engine
 from candor_faces.decoding import DecodeLimits, decode_image
 from candor_faces.dlib_onnx import read_dlib_resnet
+from candor_faces.embedding import build_engine
 from candor_faces.engines import DlibOnnxEngine, DlibResNetEngine
 from candor_faces.faces import FaceDetector
 from candor_kit import ConfigError

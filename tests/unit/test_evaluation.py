@@ -18,7 +18,7 @@ from candor_eval.dataset import Dataset, LabelledImage, Pair
 from candor_eval.embedding import Embedded, as_jpeg_or_png
 from candor_eval.evaluate import identification, identity_groups, pair_scores
 from candor_eval.metrics import fpir_at
-from candor_faces.build import build_engine
+from candor_faces.embedding import build_engine
 from candor_kit.model_registry import CalibrationRecord, ModelRegistry
 
 CANDOR = str(Path(sys.executable).parent / "candor")

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from candor_faces.build import build_engine, dlib_chip_detector
 from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.detection import dlib_chip_detector
+from candor_faces.embedding import build_engine
 from candor_faces.faces import Face, FaceDetector
 
 LIMITS = DecodeLimits()

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from candor_cli.models import WHEEL_PACKS, fetch_wheel_pack
-from candor_faces.build import build_engine
 from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.embedding import build_engine
 from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import ConfigError
 from candor_kit.model_fetch import FetchError

@@ -12,8 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from candor_cli.main import main
-from candor_faces.build import build_engine
 from candor_faces.decoding import DecodeLimits, decode_image
+from candor_faces.embedding import build_engine
 from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import ConfigError, PreconditionFailed
 from candor_kit.model_pack import CPU, CUDA, choose_providers, load_model_pack

@@ -14,8 +14,8 @@ import structlog
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
 from candor_detector.ingest import DetectStage
-from candor_faces.build import build_detector as build_detector_named
 from candor_faces.decoding import DecodedImage, DecodeLimits, decode_image
+from candor_faces.detection import build_detector as build_detector_named
 from candor_faces.faces import AlignmentSpec, Face, FaceDetector
 from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects

@@ -14,7 +14,7 @@ from candor.common.v1 import common_pb2
 from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor_embedder.batching import EmbeddingBatcher
 from candor_embedder.ingest import EmbedStage
-from candor_faces.build import build_engine
+from candor_faces.embedding import build_engine
 from candor_faces.engines import EmbeddingEngine, ModelInfo
 from candor_kit import CommonSettings, EnvReader, InvalidInput, ServiceHost, catalogue, rpc, subjects
 from candor_kit.ingest import Stage, WorkerSettings, running_worker

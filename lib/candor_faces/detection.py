@@ -1,30 +1,17 @@
-"""From a configured engine name to a running model: the face detector and the embedding engine.
-
-The detector and embedder services, `candor eval`, `candor calibrate` and the benchmarks all build
-their models here, so what is measured is exactly what serves.
+"""From a configured detector name to a running face detector, with the id of the model its chips
+are cut for. The detector service, `candor eval` and the benchmarks all build theirs here, so what
+is measured is exactly what serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
-from candor_faces.engines import DlibOnnxEngine, DlibResNetEngine, EmbeddingEngine
 from candor_faces.faces import AlignmentSpec, FaceDetector
-from candor_faces.onnx_engine import build_onnx_engine
 from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_faces.yunet import YuNetFinder
-from candor_kit.errors import ConfigError
-from candor_kit.model_files import (
-    DLIB_LANDMARKS_5,
-    DLIB_RESNET,
-    DLIB_RESNET_MODEL_ID,
-    YUNET,
-    dlib_model_file,
-    pinned_model_file,
-)
-from candor_kit.model_pack import load_model_pack
-from candor_kit.wheel_packs import default_pack
+from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET_MODEL_ID, YUNET, dlib_model_file, pinned_model_file
+from candor_kit.wheel_packs import pack_for
 
 #: The finders that lead to dlib chips, by the name CANDOR_DETECTOR_ENGINE gives them.
 DLIB_CHIP_FINDERS = ("yunet", "dlib")
@@ -70,37 +57,7 @@ def build_detector(
     Raises ConfigError when a model file is missing or is not the pinned upstream file.
     """
     if engine in PACK_DETECTORS:
-        if engine == "sface":
-            pack = default_pack(model_files_dir)
-        elif model_pack:
-            pack = load_model_pack(Path(model_pack))
-        else:
-            raise ConfigError("the onnx detector needs CANDOR_MODEL_PACK (a model pack folder)")
+        pack = pack_for(engine, model_pack, model_files_dir)
         return OnnxFaceDetector(pack, providers, accepted_licences=accepted_licences), pack.model_id
     detector = dlib_chip_detector(engine, model_dir, model_files_dir, alignment, crop_fallback)
     return detector, DLIB_RESNET_MODEL_ID
-
-
-def build_engine(
-    name: str,
-    model_dir: str | None,
-    threshold: float | None,
-    model_pack: str | None = None,
-    providers: str = "cpu",
-    accepted_licences: Iterable[str] = (),
-    model_files_dir: str | None = None,
-) -> EmbeddingEngine:
-    """The engine named by configuration: SFace (the default model, from the pack set-up fetched
-    into ``model_files_dir``), dlib's ResNet on onnxruntime or on dlib itself, or the recogniser
-    of an ONNX model pack."""
-    if name == "sface":
-        return build_onnx_engine(default_pack(model_files_dir).path, providers, threshold, accepted_licences)
-    if name == "dlib":
-        return DlibOnnxEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6, providers)
-    if name == "dlib-native":
-        return DlibResNetEngine(dlib_model_file(DLIB_RESNET, model_dir), threshold or 0.6)
-    if name == "onnx":
-        if not model_pack:
-            raise ConfigError("the onnx engine needs CANDOR_MODEL_PACK (a model pack folder)")
-        return build_onnx_engine(Path(model_pack), providers, threshold, accepted_licences)
-    raise ConfigError(f"unknown embedding engine {name!r}; known: sface, dlib, dlib-native, onnx")
