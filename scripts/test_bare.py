@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.test_containers import BUILD_TIMEOUT_S, IMAGES_DIR, ROOT, build, docker_engine, image_exists, run, step
+from scripts.test_containers import IMAGES_DIR, ROOT, build, docker_engine, ensure_base_image, step
 
 IMAGE = "candor/bare-debian:bookworm"
 CONTAINER = "candor-test-bare"
@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="candor-bare-") as work, docker_engine(env, Path(work) / "dockerd.log"):
-        if not image_exists(base, env):
-            step(f"building the Debian base image {base} with debootstrap")
-            run(["bash", str(IMAGES_DIR / "build-base.sh"), base], timeout=BUILD_TIMEOUT_S, env=env, quiet=True)
+        ensure_base_image(base, env)
         build(IMAGE, IMAGES_DIR / "bare.Dockerfile", IMAGES_DIR, base, env)
         step(f"cloning into a bare container and running make demo, make test (log: {args.log})")
         command = [

@@ -55,9 +55,13 @@ TRACE_WAIT_S = 30
 PROMETHEUS_WAIT_S = 60
 
 
+#: The make target running (test-containers, or test-bare, which uses these helpers too).
+TARGET = Path(sys.argv[0]).stem.replace("_", "-")
+
+
 def step(message: str) -> None:
-    """Prints a progress line, timestamped."""
-    print(f"[test-containers {time.strftime('%H:%M:%S')}] {message}", flush=True)
+    """Prints a progress line, timestamped, named by the make target running."""
+    print(f"[{TARGET} {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def run(command: Sequence[str], *, timeout: float, env: dict[str, str] | None = None, quiet: bool = False) -> None:
@@ -70,7 +74,7 @@ def run(command: Sequence[str], *, timeout: float, env: dict[str, str] | None = 
     else:
         result = subprocess.run(command, env=env, timeout=timeout)
     if result.returncode:
-        raise SystemExit(f"test-containers: {' '.join(command[:3])} … exited {result.returncode}")
+        raise SystemExit(f"{TARGET}: {' '.join(command[:3])} … exited {result.returncode}")
     step(f"  done in {time.monotonic() - started:.0f} s: {' '.join(command[:2])} {command[-1]}")
 
 
@@ -87,7 +91,7 @@ def docker_engine(env: dict[str, str], log: Path) -> Iterator[None]:
         return
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        raise SystemExit("test-containers: no Docker engine answers and dockerd is not installed (Debian docker.io)")
+        raise SystemExit(f"{TARGET}: no Docker engine answers and dockerd is not installed (Debian docker.io)")
     step(f"starting dockerd (log: {log})")
     with log.open("ab") as output:
         daemon = subprocess.Popen([dockerd], stdout=output, stderr=subprocess.STDOUT)
@@ -95,7 +99,7 @@ def docker_engine(env: dict[str, str], log: Path) -> Iterator[None]:
         deadline = time.monotonic() + 60
         while not docker_answers(env):
             if daemon.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"test-containers: dockerd did not come up; see {log}")
+                raise SystemExit(f"{TARGET}: dockerd did not come up; see {log}")
             time.sleep(0.5)
         yield
     finally:
@@ -109,6 +113,13 @@ def docker_engine(env: dict[str, str], log: Path) -> Iterator[None]:
 def image_exists(image: str, env: dict[str, str]) -> bool:
     """Whether the engine holds ``image``."""
     return subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True).returncode == 0
+
+
+def ensure_base_image(base: str, env: dict[str, str]) -> None:
+    """The Debian base image every build starts FROM: made with debootstrap unless the engine has it."""
+    if not image_exists(base, env):
+        step(f"building the Debian base image {base} with debootstrap")
+        run(["bash", str(IMAGES_DIR / "build-base.sh"), base], timeout=BUILD_TIMEOUT_S, env=env, quiet=True)
 
 
 def build(image: str, dockerfile: Path, context: Path, base: str, env: dict[str, str]) -> None:
@@ -139,9 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with docker_engine(env, work / "dockerd.log"):
-            if not image_exists(base, env):
-                step(f"building the Debian base image {base} with debootstrap")
-                run(["bash", str(IMAGES_DIR / "build-base.sh"), base], timeout=BUILD_TIMEOUT_S, env=env, quiet=True)
+            ensure_base_image(base, env)
             for name, image in infrastructure.items():
                 build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
             for name in (*SERVICES, REVIEW):
