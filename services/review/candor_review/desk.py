@@ -104,25 +104,27 @@ class Desk:
         )  # fmt: skip
         self.drafts = Drafts(self.sealer)
         self._http = http
-        #: The gateway channel and the OpenID Connect client, while the app runs.
-        self.shared: dict[str, Any] = {}
+        #: The gateway channel and the OpenID Connect client (None when not configured), while the app runs.
+        self.channel: grpc.aio.Channel | None = None
+        self.oidc: OidcClient | None = None
 
     @asynccontextmanager
     async def lifespan(self, _: Starlette) -> AsyncIterator[None]:
         """Opens the gateway channel (and an HTTP client for OpenID Connect) for the app's life."""
-        self.shared["channel"] = open_channel(self.settings.gateway, self.settings.gateway_ca)
+        self.channel = channel = open_channel(self.settings.gateway, self.settings.gateway_ca)
         client = self._http or httpx.AsyncClient(timeout=self.settings.timeout_s)
-        self.shared["oidc"] = OidcClient(self.settings.oidc, client) if self.settings.oidc else None
+        self.oidc = OidcClient(self.settings.oidc, client) if self.settings.oidc else None
         try:
             yield
         finally:
-            await self.shared["channel"].close()
+            await channel.close()
             if self._http is None:
                 await client.aclose()
 
     def gateway_for(self, session: Session) -> Gateway:
         """The gateway, called with the session's own token."""
-        return Gateway(self.shared["channel"], session.token, self.settings.timeout_s)
+        assert self.channel is not None, "the app's lifespan opens the channel before any request"
+        return Gateway(self.channel, session.token, self.settings.timeout_s)
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> Response:
         """A page from its template, with the session and the sign-in options."""

@@ -15,7 +15,6 @@ from candor_review.desk import (
     Refused,
     log,
 )
-from candor_review.oidc import OidcClient
 from candor_review.session import LOGIN_COOKIE, SESSION_COOKIE
 
 
@@ -80,7 +79,7 @@ class SignIn:
 
     async def oidc_start(self, request: Request) -> Response:
         """Sends the browser to the identity provider."""
-        oidc: OidcClient | None = self.desk.shared["oidc"]
+        oidc = self.desk.oidc
         if oidc is None:
             raise Refused(404, "sign-in through an identity provider is not configured")
         url, remembered = await oidc.start()
@@ -91,7 +90,7 @@ class SignIn:
 
     async def oidc_callback(self, request: Request) -> Response:
         """Signs in with the identity provider's answer."""
-        oidc: OidcClient | None = self.desk.shared["oidc"]
+        oidc = self.desk.oidc
         if oidc is None:
             raise Refused(404, "sign-in through an identity provider is not configured")
         remembered = self.desk.sealer.open(LOGIN_COOKIE, request.cookies.get(LOGIN_COOKIE))
