@@ -15,7 +15,7 @@ from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
 from candor_detector.ingest import DetectStage
 from candor_faces.decoding import DecodedImage, DecodeLimits, decode_image
-from candor_faces.detection import build_detector as build_detector_named
+from candor_faces.detection import build_detector
 from candor_faces.faces import AlignmentSpec, Face, FaceDetector
 from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
@@ -143,9 +143,9 @@ class DetectorServicer(detector_pb2_grpc.DetectorServiceServicer):
         return await self._service.detect(request)
 
 
-def build_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceDetector, str]:
+def configured_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceDetector, str]:
     """The detector CANDOR_DETECTOR_ENGINE names, with the id of the model its chips are cut for."""
-    return build_detector_named(
+    return build_detector(
         settings.engine,
         model_pack=settings.model_pack,
         providers=settings.providers,
@@ -158,7 +158,7 @@ def build_detector(settings: DetectorSettings) -> tuple[FaceDetector | OnnxFaceD
 
 async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
     """Run the detector until ``stop`` is set."""
-    detector, model_id = build_detector(settings)
+    detector, model_id = configured_detector(settings)
     service = DetectionService(detector, settings.limits)
     try:
         async with ServiceHost(settings.common, ["candor.detector.v1.DetectorService"]) as host:
