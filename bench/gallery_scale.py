@@ -45,11 +45,10 @@ def rss_mb() -> float:
 def calibrate(dataset: Path) -> dict[str, Any]:
     """Fit identity centres (mean, shrunk covariance) and the within-identity spread to real vectors."""
     from candor_eval.dataset import load_dataset
-    from candor_eval.embedding import CandorPipeline, embed_all
-    from candor_faces.engines import build_engine
+    from candor_eval.embedding import PipelineSpec, embed_all
 
     data = load_dataset(dataset)
-    pipeline = CandorPipeline(build_engine("dlib", None, None), crop_fallback=True)
+    pipeline = PipelineSpec().build()  # the default model (SFace), as the services run it
     embedded = [e for e in embed_all(pipeline, data.images) if e.vector is not None]
     by_subject: dict[str, list[np.ndarray]] = {}
     for item in embedded:

@@ -13,9 +13,13 @@ matcher runs in the background once writes settle.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import structlog
 from qdrant_edge import (
     CountRequest,
     Distance,
@@ -40,12 +44,17 @@ from qdrant_edge import (
 )
 
 from candor_kit.errors import PreconditionFailed
+from candor_matcher.fastscan import TRAIN_AT, FastScanIndex
 from candor_matcher.gallery import INDEXED_FIELDS, RECORD_FIELDS, GalleryModel, ScoredRecord, StoredRecord, check_model
 
+log = structlog.get_logger("candor.matcher")
 _DISTANCE = {"euclidean": Distance.Euclid, "cosine": Distance.Cosine}
 _SCHEMA = {"keyword": PayloadSchemaType.Keyword, "integer": PayloadSchemaType.Integer}
 #: Candidates kept from the int8 scan for every one wanted, then rescored in float32.
 OVERSAMPLING = 4.0
+#: The most records one subject may hold that a subject deletion reads back (far above any real
+#: subject's photos; Qdrant Edge's scroll is paged, and a deletion reads one page).
+MAX_SUBJECT_RECORDS = 100_000
 #: Every search: scan the quantized codes, rescore the shortlist with the original vectors.
 SEARCH_PARAMS = SearchParams(quantization=QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING))
 
@@ -65,11 +74,41 @@ def _subject(subject_id: str) -> Filter:
     return Filter(must=[FieldCondition(key="subject_id", match=MatchValue(subject_id))])
 
 
-class EdgeCollection:
-    """One model's Qdrant Edge shard. Not for several processes at once: one matcher owns it."""
+#: Records read from the shard a page at a time when the candidate index is built.
+_SCROLL_PAGE = 10_000
 
-    def __init__(self, shard: EdgeShard) -> None:
+
+class EdgeCollection:
+    """One model's Qdrant Edge shard, the store of record, with a fast-scan candidate index
+    (`candor_matcher.fastscan`) beside it once `build_index` has read the shard. Every write goes
+    to the shard and then the index under one lock, so a search sees it as soon as it returns.
+    Not for several processes at once: one matcher owns it."""
+
+    def __init__(self, shard: EdgeShard, model: GalleryModel | None = None, train_at: int = TRAIN_AT) -> None:
         self._shard = shard
+        self._writes = threading.Lock()
+        self._index = FastScanIndex(model.dimension, model.metric, train_at) if model is not None else None
+        self._ready = False
+        self._builder: threading.Thread | None = None
+
+    def build_index(self) -> int:
+        """Read every vector of the shard into the candidate index; writes wait meanwhile and
+        searches use the shard's own scan until it is done. Returns how many records it holds."""
+        if self._index is None:
+            return 0
+        with self._writes:
+            after = None
+            while True:
+                records, after = self._shard.scroll(
+                    ScrollRequest(offset=after, limit=_SCROLL_PAGE, with_payload=False, with_vector=True)
+                )
+                if records:
+                    vectors = np.array([_plain_vector(r.vector) for r in records], dtype=np.float32)
+                    self._index.add([str(r.id) for r in records], vectors, replace=False)
+                if after is None:
+                    break
+            self._ready = True
+            return self._index.live
 
     def origin(self, record_id: str) -> str | None:
         """The record's origin, or None when it does not exist."""
@@ -78,11 +117,17 @@ class EdgeCollection:
 
     def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
         """Store one record and flush."""
-        self._shard.update(UpdateOperation.upsert_points([Point(record_id, vector, payload)]))
-        self._shard.flush()
+        with self._writes:
+            self._shard.update(UpdateOperation.upsert_points([Point(record_id, vector, payload)]))
+            self._shard.flush()
+            if self._ready:
+                self._index.add([record_id], [vector])  # type: ignore[union-attr]
 
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
-        """Nearest records within the score threshold."""
+        """Nearest records within the score threshold: from the candidate index once built, from
+        the shard's own scan before."""
+        if self._ready:
+            return self._with_subjects(self._index.nearest(vector, limit, score_threshold))  # type: ignore[union-attr]
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector),
@@ -95,26 +140,45 @@ class EdgeCollection:
             for p in self._shard.query(request)
         ]
 
+    def _with_subjects(self, scored: list[tuple[str, float]]) -> list[ScoredRecord]:
+        """The index's answer with each record's subject, read from the shard in one call."""
+        if not scored:
+            return []
+        ids = [record_id for record_id, _ in scored]
+        found = self._shard.retrieve(ids, with_payload=["subject_id"], with_vector=False)
+        subjects = {str(p.id): str((p.payload or {}).get("subject_id", "")) for p in found}
+        # A record deleted between the index's answer and this read is left out.
+        return [ScoredRecord(rid, score, subjects[rid]) for rid, score in scored if rid in subjects]
+
     def count(self, subject_id: str | None = None) -> int:
         """How many records (of one subject, when given)."""
         return int(self._shard.count(CountRequest(exact=True, filter=_subject(subject_id) if subject_id else None)))
 
     def delete_subject(self, subject_id: str) -> int:
         """Remove a subject's records and flush."""
-        count = self.count(subject_id)
-        if count:
-            self._shard.update(UpdateOperation.delete_points_by_filter(_subject(subject_id)))
-            self._shard.flush()
-        return count
+        with self._writes:
+            request = ScrollRequest(
+                filter=_subject(subject_id), limit=MAX_SUBJECT_RECORDS, with_payload=False, with_vector=False
+            )
+            records, _ = self._shard.scroll(request)
+            if records:
+                self._shard.update(UpdateOperation.delete_points_by_filter(_subject(subject_id)))
+                self._shard.flush()
+                if self._ready:
+                    self._index.remove([str(r.id) for r in records])  # type: ignore[union-attr]
+            return len(records)
 
     def delete_record(self, record_id: str) -> str | None:
         """Remove one record and flush; returns its subject id."""
-        found = self._shard.retrieve([record_id], with_payload=["subject_id"], with_vector=False)
-        if not found:
-            return None
-        self._shard.update(UpdateOperation.delete_points([record_id]))
-        self._shard.flush()
-        return str((found[0].payload or {}).get("subject_id", ""))
+        with self._writes:
+            found = self._shard.retrieve([record_id], with_payload=["subject_id"], with_vector=False)
+            if not found:
+                return None
+            self._shard.update(UpdateOperation.delete_points([record_id]))
+            self._shard.flush()
+            if self._ready:
+                self._index.remove([record_id])  # type: ignore[union-attr]
+            return str((found[0].payload or {}).get("subject_id", ""))
 
     def page(self, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
         """Records in id order from the cursor ``after``, and the next page's cursor."""
@@ -129,26 +193,58 @@ class EdgeCollection:
         return {str(record.id) for record in self._shard.retrieve(record_ids, with_payload=False, with_vector=False)}
 
     def optimize(self) -> bool:
-        """Quantize and merge the segments written since the last run; blocks. Searches stay exact
-        either way: this only makes them faster."""
-        return bool(self._shard.optimize())
+        """Quantize and merge the segments written since the last run, and compact the candidate
+        index (dead rows out, codes retrained once the gallery has outgrown them); blocks. Searches
+        go on meanwhile."""
+        optimized = bool(self._shard.optimize())
+        if self._ready:
+            optimized = self._index.compact() or optimized  # type: ignore[union-attr]
+        return optimized
 
     def indexed(self) -> int:
         """How many vectors have their int8 codes (the rest are scanned in float32)."""
         return int(self._shard.info().indexed_vectors_count)
 
     def close(self) -> None:
-        """Flush and close the shard."""
-        self._shard.flush()
-        self._shard.close()
+        """Flush and close the shard (after an index build under way has finished)."""
+        with self._writes:
+            self._ready = False
+            self._shard.flush()
+            self._shard.close()
+
+    def build_index_in_background(self) -> threading.Thread:
+        """`build_index` on a thread of its own, so a matcher with a large gallery answers (from
+        the shard's scan) while it runs; a failure is logged and searches stay on the shard."""
+
+        def build() -> None:
+            started = time.monotonic()
+            try:
+                records = self.build_index()
+            except Exception as exc:  # noqa: BLE001 - searches stay correct on the shard's scan
+                log.error("gallery_index_failed", error=str(exc))
+                return
+            log.info("gallery_index_built", records=records, seconds=round(time.monotonic() - started, 1))
+
+        self._builder = threading.Thread(target=build, name="gallery-index", daemon=True)
+        self._builder.start()
+        return self._builder
+
+    def wait_for_index(self, timeout: float | None = None) -> bool:
+        """Wait for a background build to end; True when searches use the index."""
+        if self._builder is not None:
+            self._builder.join(timeout)
+        return self._ready
 
 
 class EdgeBackend:
     """Qdrant Edge under one data folder: ``<model id>/shard`` with ``model.json`` beside it."""
 
-    def __init__(self, data_dir: Path, indexing_threshold_kb: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, indexing_threshold_kb: int | None = None, index_train_at: int = TRAIN_AT
+    ) -> None:
         self._data_dir = data_dir
         self._indexing_threshold_kb = indexing_threshold_kb
+        self._train_at = index_train_at
         data_dir.mkdir(parents=True, exist_ok=True)
 
     def models(self) -> list[GalleryModel]:
@@ -167,7 +263,9 @@ class EdgeBackend:
                     f"gallery {model.id} holds {stored.id} {stored.version} ({stored.dimension}-d {stored.metric}); "
                     f"refusing version {model.version}"
                 )
-            return EdgeCollection(EdgeShard.load(str(folder / "shard")))
+            collection = EdgeCollection(EdgeShard.load(str(folder / "shard")), model, self._train_at)
+            collection.build_index_in_background()
+            return collection
         folder.mkdir(parents=True, exist_ok=True)
         config = shard_config(model.dimension, model.metric, self._indexing_threshold_kb)
         shard = EdgeShard.create(str(folder / "shard"), config)
@@ -177,4 +275,14 @@ class EdgeBackend:
         tmp = manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(model), sort_keys=True))
         tmp.replace(manifest)
-        return EdgeCollection(shard)
+        collection = EdgeCollection(shard, model, self._train_at)
+        collection.build_index()  # empty: at once
+        return collection
+
+
+def _plain_vector(vector: object) -> list[float]:
+    """A record's one dense vector, however the shard hands it back (a list, or the unnamed
+    vector of a mapping)."""
+    if isinstance(vector, dict):
+        vector = vector.get("", next(iter(vector.values())))
+    return vector  # type: ignore[return-value]
