@@ -1,16 +1,24 @@
-"""Gallery search at scale: Candor's embedded index beside exact numpy and FAISS HNSW, one run.
+"""Gallery search at scale: Candor's gallery beside its anchors and Qdrant's own codes, one run.
 
-    .venv/bin/python bench/gallery_scale.py --sizes 1000000,2500000
+    .venv/bin/python bench/gallery_scale.py --sizes 250000,1000000,2500000
 
 The gallery is synthetic but shaped like faces: identity centres and the spread of each
-identity's photos are fitted to real dlib embeddings of a labelled set (``--calibrate``,
-../shared/datasets/att_orl by default), with 1 to 4 photos per identity as in a booking gallery.
-Each probe is a new photo of a gallery identity, so every probe has true mates.
+identity's photos are fitted to real SFace embeddings (the default model) of a labelled set
+(``--calibrate``, ../shared/datasets/att_orl by default), with 1 to 4 photos per identity as in a
+booking gallery, and made unit length as SFace's are. Each probe is a new photo of a gallery
+identity, so every probe has true mates.
 
 Every engine runs in its own process on the same vectors (a memory-mapped .npy), so each RSS is
-its own: index build time, RSS after the build while serving, p50 and p99 of single queries, and
-recall@50 against exact search, plus how many probes lost a true mate that exact search ranks in
-its top 50. ``edge`` is the matcher's own configuration (`candor_matcher.edge_backend`).
+its own: build time, RSS while serving, p50 and p99 of single queries, and recall@50 against exact
+search, plus how many probes lost a true mate that exact search ranks in its top 50. Engines:
+``exact`` (numpy float32, the ground truth), ``edge`` (Qdrant Edge as the matcher configures the
+shard: int8 codes scanned in full, rescored x4), ``edge-pq`` and ``edge-binary`` (Qdrant's product
+and binary quantization, scanned in full and rescored with the ``--oversampling`` given),
+``faiss-fastscan`` (FAISS's 4-bit PQ fast-scan with a numpy rescoring of ``--candidates``: the
+anchor) and ``candor`` (the matcher after a restart: the shard written by another process, loaded,
+and `EdgeCollection.build_index` building the fast-scan index from it; searches go through
+`EdgeCollection.nearest`, subjects read from the shard included). For ``candor`` the p99 is then
+measured again while a thread enrols new faces one by one, each checked to be found at once.
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +106,10 @@ def synthesise(
         gallery[start : start + step] = centres[part] + noise
     probe_labels = labels[rng.integers(0, size, size=queries)]
     probes = centres[probe_labels] + rng.standard_normal((queries, len(mean)), dtype=np.float32) * within
+    # SFace's vectors are unit length and compared by cosine: so are these.
+    for start in range(0, size, step):
+        gallery[start : start + step] /= np.linalg.norm(gallery[start : start + step], axis=1, keepdims=True)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
     return gallery, labels, probes.astype(np.float32), probe_labels
 
 
@@ -104,102 +119,201 @@ def synthesise(
 def _exact(gallery: np.ndarray, probes: np.ndarray, _: dict[str, Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     matrix = np.ascontiguousarray(gallery)
-    norms = np.einsum("ij,ij->i", matrix, matrix)
     build = time.perf_counter() - start
 
-    def search(q: np.ndarray, _: int | None) -> list[int]:
-        d = norms - 2.0 * (matrix @ q)
-        top = np.argpartition(d, K)[:K]
-        return top[np.argsort(d[top])].tolist()
+    def search(q: np.ndarray, _: float | None) -> list[int]:
+        s = matrix @ q
+        top = np.argpartition(-s, K)[:K]
+        return top[np.argsort(-s[top])].tolist()
 
     return build, search
+
+
+def _edge_config(dimension: int, quantization: str) -> Any:
+    """The matcher's shard settings, or the same with Qdrant's product or binary quantization."""
+    from qdrant_edge import (
+        BinaryQuantizationConfig,
+        BinaryQuantizationEncoding,
+        BinaryQuantizationQueryEncoding,
+        CompressionRatio,
+        Distance,
+        EdgeConfig,
+        EdgeVectorParams,
+        HnswIndexConfig,
+        ProductQuantizationConfig,
+    )
+
+    from candor_matcher.edge_backend import shard_config
+
+    if quantization == "int8":
+        return shard_config(dimension, "cosine")
+    codes = {
+        "pq": ProductQuantizationConfig(CompressionRatio.X16, always_ram=True),  # 32 bytes a face
+        "binary": BinaryQuantizationConfig(
+            always_ram=True,
+            encoding=BinaryQuantizationEncoding.TwoBits,
+            query_encoding=BinaryQuantizationQueryEncoding.Scalar8Bits,
+        ),
+    }[quantization]
+    return EdgeConfig(
+        vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine),
+        hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
+        quantization_config=codes,
+    )
+
+
+def write_shard(vectors: str, folder: str, quantization: str = "int8") -> float:
+    """Write the gallery into a Qdrant Edge shard, 20,000 points an update, and optimise it."""
+    from qdrant_edge import EdgeShard, Point, UpdateOperation
+
+    gallery = np.load(vectors, mmap_mode="r")
+    start = time.perf_counter()
+    shard = EdgeShard.create(folder, _edge_config(gallery.shape[1], quantization))
+    step = 20_000
+    for first in range(0, len(gallery), step):
+        block = np.asarray(gallery[first : first + step])
+        points = [
+            Point(str(uuid.UUID(int=first + i + 1)), v.tolist(), {"subject_id": str(first + i)})
+            for i, v in enumerate(block)
+        ]
+        shard.update(UpdateOperation.upsert_points(points))
+    shard.flush()
+    shard.optimize()
+    shard.close()
+    return time.perf_counter() - start
 
 
 def _edge(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) -> tuple[float, Any]:
-    from qdrant_edge import (
-        Distance,
-        EdgeConfig,
-        EdgeShard,
-        EdgeVectorParams,
-        HnswIndexConfig,
-        Point,
-        Query,
-        QueryRequest,
-        SearchParams,
-        UpdateOperation,
-    )
+    from qdrant_edge import EdgeShard, QuantizationSearchParams, Query, QueryRequest, SearchParams
 
-    from candor_matcher.edge_backend import SEARCH_PARAMS, shard_config
-
-    config = shard_config(gallery.shape[1], "euclidean")
-    if options.get("hnsw_m"):
-        config = EdgeConfig(
-            vectors=EdgeVectorParams(size=gallery.shape[1], distance=Distance.Euclid),
-            hnsw_config=HnswIndexConfig(
-                m=options["hnsw_m"], ef_construct=options["ef_construct"], full_scan_threshold=10_000
-            ),
-        )
     folder = tempfile.mkdtemp(prefix="candor-scale-")
-    start = time.perf_counter()
-    shard = EdgeShard.create(f"{folder}/shard", config)
-    step = 20_000
-    for first in range(0, len(gallery), step):
-        block = gallery[first : first + step]
-        shard.update(UpdateOperation.upsert_points([Point(first + i, v.tolist(), {}) for i, v in enumerate(block)]))
-    shard.flush()
-    shard.optimize()
-    build = time.perf_counter() - start
-    # Serve from the shard as a restarted matcher does: loaded from disk.
-    shard.close()
-    shard = EdgeShard.load(f"{folder}/shard")
+    build = write_shard(options["vectors"], f"{folder}/shard", options["quantization"])
+    shard = EdgeShard.load(f"{folder}/shard")  # served as a restarted matcher serves it: from disk
 
-    def search(q: np.ndarray, ef: int | None) -> list[int]:
-        params = SearchParams(hnsw_ef=ef) if ef else SEARCH_PARAMS
-        found = shard.query(QueryRequest(limit=K, query=Query.Nearest(q.tolist()), params=params))
-        return [int(p.id) for p in found]
+    def search(q: np.ndarray, oversampling: float | None) -> list[int]:
+        quantized = QuantizationSearchParams(rescore=True, oversampling=oversampling or 4.0)
+        found = shard.query(
+            QueryRequest(limit=K, query=Query.Nearest(q.tolist()), params=SearchParams(quantization=quantized))
+        )
+        return [uuid.UUID(str(p.id)).int - 1 for p in found]
 
     return build, search
 
 
-def _faiss(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) -> tuple[float, Any]:
+def _faiss_fastscan(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) -> tuple[float, Any]:
+    """FAISS's own 4-bit PQ fast-scan, the shortlist rescored with numpy: the anchor."""
     import faiss
 
+    faiss.omp_set_num_threads(1)
     start = time.perf_counter()
-    index = faiss.IndexHNSWFlat(gallery.shape[1], options["faiss_m"])
-    index.hnsw.efConstruction = options["ef_construct"]
-    index.add(np.ascontiguousarray(gallery))
+    matrix = np.ascontiguousarray(gallery)
+    index = faiss.IndexPQFastScan(matrix.shape[1], matrix.shape[1] // 2, 4, faiss.METRIC_INNER_PRODUCT)
+    index.train(matrix[np.sort(np.random.default_rng(0).choice(len(matrix), min(len(matrix), 100_000), replace=False))])
+    index.add(matrix)
     build = time.perf_counter() - start
 
-    def search(q: np.ndarray, ef: int | None) -> list[int]:
-        index.hnsw.efSearch = ef
-        _, ids = index.search(q.reshape(1, -1), K)
-        return ids[0].tolist()
+    def search(q: np.ndarray, candidates: float | None) -> list[int]:
+        _, found = index.search(q.reshape(1, -1), int(candidates or 4000))
+        rows = np.sort(found[0][found[0] >= 0])
+        s = matrix[rows] @ q
+        top = np.argpartition(-s, K)[:K]
+        return rows[top[np.argsort(-s[top])]].tolist()
 
     return build, search
 
 
-ENGINES = {"exact": _exact, "edge": _edge, "edge-hnsw": _edge, "faiss-hnsw": _faiss}
+def _candor(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) -> tuple[float, Any]:
+    """The matcher's own gallery after a restart: the shard written by another process, loaded,
+    and the candidate index built from it (`EdgeCollection.build_index`), as the matcher does."""
+    from qdrant_edge import EdgeShard
+
+    from candor_matcher.edge_backend import EdgeCollection
+    from candor_matcher.gallery import GalleryModel
+
+    folder = tempfile.mkdtemp(prefix="candor-scale-")
+    context = mp.get_context("spawn")
+    with context.Pool(1) as pool:
+        options["shard_s"] = pool.apply(write_shard, (options["vectors"], f"{folder}/shard"))
+    model = GalleryModel("sface", "1", "cosine", gallery.shape[1])
+    start = time.perf_counter()
+    collection = EdgeCollection(EdgeShard.load(f"{folder}/shard"), model)
+    collection.build_index()
+    build = time.perf_counter() - start
+    options["collection"] = collection
+
+    def search(q: np.ndarray, _: float | None) -> list[int]:
+        return [uuid.UUID(r.record_id).int - 1 for r in collection.nearest(q.tolist(), K, -1.0)]
+
+    return build, search
+
+
+def under_import(collection: Any, queries: np.ndarray, search: Any, dimension: int) -> dict[str, Any]:
+    """Search p99 while another thread enrols new faces one by one as fast as it can (each an
+    upsert flushed to disk, as the matcher enrols); each enrolment must be found at once."""
+    stop = threading.Event()
+    enrolled, missed = [0], [0]
+
+    def enrol() -> None:
+        rng = np.random.default_rng(99)
+        while not stop.is_set():
+            vector = rng.standard_normal(dimension).astype(np.float32)
+            vector /= np.linalg.norm(vector)
+            record = str(uuid.uuid4())
+            collection.upsert(record, vector.tolist(), {"subject_id": record})
+            enrolled[0] += 1
+            if collection.nearest(vector.tolist(), 1, -1.0)[0].record_id != record:
+                missed[0] += 1
+
+    writer = threading.Thread(target=enrol)
+    writer.start()
+    times = []
+    for q in queries:
+        start = time.perf_counter()
+        search(q, None)
+        times.append(time.perf_counter() - start)
+    stop.set()
+    writer.join()
+    return {"times": times, "enrolled": enrolled[0], "not_found_at_once": missed[0]}
+
+
+ENGINES = {
+    "exact": _exact,
+    "edge": _edge,
+    "edge-pq": _edge,
+    "edge-binary": _edge,
+    "faiss-fastscan": _faiss_fastscan,
+    "candor": _candor,
+}
+#: The setting each engine's runs vary: Qdrant's oversampling, FAISS's shortlist.
+SETTINGS = {
+    "edge": "oversampling",
+    "edge-pq": "oversampling",
+    "edge-binary": "oversampling",
+    "faiss-fastscan": "candidates",
+}
 
 
 def run_engine(name: str, vectors: str, probes: str, options: dict[str, Any], out: Any) -> None:
     """Build one engine on the memory-mapped vectors, then time single queries; send the figures back."""
     gallery = np.load(vectors, mmap_mode="r")
     queries = np.load(probes)
+    options["vectors"] = vectors
     build, search = ENGINES[name](gallery, queries, options)
+    dimension = gallery.shape[1]
     del gallery
     gc.collect()
     runs = []
-    for ef in options.get("efs") or [None]:
-        search(queries[0], ef)  # warm
+    for setting in options.get("settings") or [None]:
+        search(queries[0], setting)  # warm
         answers, times = [], []
         for q in queries:
             start = time.perf_counter()
-            answers.append(search(q, ef))
+            answers.append(search(q, setting))
             times.append(time.perf_counter() - start)
-        runs.append({"ef": ef, "times": times, "answers": answers})
-    out.send(
-        {"build_s": build, "rss_mb": rss_mb(), "rss_after_build_mb": options.get("rss_after_build_mb"), "runs": runs}
-    )
+        runs.append({"setting": setting, "times": times, "answers": answers})
+    rss = rss_mb()
+    loaded = under_import(options["collection"], queries, search, dimension) if "collection" in options else None
+    out.send({"build_s": build, "rss_mb": rss, "runs": runs, "under_import": loaded, "shard_s": options.get("shard_s")})
 
 
 def measure(name: str, vectors: str, probes: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -246,27 +360,23 @@ def score(
     }
 
 
-def compare_with_faiss(rows: list[dict[str, Any]]) -> str:
-    """Edge's p99 against the fastest FAISS HNSW setting whose recall is at least edge's."""
-    edge = next((r for r in rows if r["engine"] == "edge"), None)
-    faiss = [r for r in rows if r["engine"].startswith("faiss")]
-    if edge is None or not faiss:
+def compare(rows: list[dict[str, Any]]) -> str:
+    """Candor's p99 against its anchors': the exhaustive scan and FAISS's fast-scan."""
+    by = {r["engine"]: r for r in rows}
+    candor = by.get("candor")
+    if candor is None:
         return ""
-    fair = [r for r in faiss if r["recall_at_50"] >= edge["recall_at_50"] - 0.005]
-    if fair:
-        best = min(fair, key=lambda r: r["p99_ms"])
-        return f"edge p99 / FAISS HNSW p99 at equal recall ({best['engine']}): {edge['p99_ms'] / best['p99_ms']:.2f}"
-    closest = max(faiss, key=lambda r: r["recall_at_50"])
-    return (
-        f"no FAISS HNSW setting reached edge's recall@50 ({edge['recall_at_50']:.4f}); the closest, "
-        f"{closest['engine']}, reached {closest['recall_at_50']:.4f} at p99 {closest['p99_ms']:.2f} ms"
-    )
+    parts = []
+    for anchor in ("exact", "edge", "faiss-fastscan candidates=4000"):
+        if anchor in by:
+            parts.append(f"candor p99 / {anchor} p99: {candor['p99_ms'] / by[anchor]['p99_ms']:.2f}")
+    return "; ".join(parts)
 
 
 def print_row(row: dict[str, Any], probes: int) -> None:
     """One engine setting's line."""
     print(
-        f"{row['engine']:22s} build {row['build_s']:8.1f} s  RSS {row['rss_mb']:6d} MiB  "
+        f"{row['engine']:32s} build {row['build_s']:7.1f} s  RSS {row['rss_mb']:6d} MiB  "
         f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  recall@50 {row['recall_at_50']:.4f}  "
         f"probes losing a mate {row['probes_losing_a_mate']}/{probes}",
         flush=True,
@@ -275,13 +385,16 @@ def print_row(row: dict[str, Any], probes: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1000000", help="gallery sizes, comma-separated")
+    parser.add_argument("--sizes", default="250000,1000000,2500000", help="gallery sizes, comma-separated")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--calibrate", type=Path, default=ROOT.parent / "shared/datasets/att_orl")
-    parser.add_argument("--engines", default="exact,edge,faiss-hnsw", help="exact first: it is the ground truth")
-    parser.add_argument("--hnsw-m", type=int, default=16, help="graph degree of FAISS HNSW and edge-hnsw")
-    parser.add_argument("--ef-construct", type=int, default=100)
-    parser.add_argument("--ef", default="128,512,1024", help="hnsw_ef / efSearch values for the graph engines")
+    parser.add_argument(
+        "--engines",
+        default="exact,edge,edge-pq,edge-binary,faiss-fastscan,candor",
+        help="exact first: it is the ground truth",
+    )
+    parser.add_argument("--oversampling", default="20,80", help="Qdrant oversampling for edge-pq and edge-binary")
+    parser.add_argument("--candidates", default="2000,4000", help="FAISS fast-scan shortlist sizes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     engines = args.engines.split(",")
@@ -290,10 +403,16 @@ def main() -> int:
 
     fit = calibrate(args.calibrate)
     print(
-        f"calibrated on {fit['vectors']} real dlib vectors of {fit['subjects']} subjects ({fit['dataset']}): median "
-        f"mate distance {fit['real_mate_distance']:.3f}, median centre distance {fit['real_centre_distance']:.3f}",
+        f"calibrated on {fit['vectors']} real SFace vectors of {fit['subjects']} subjects ({fit['dataset']}): "
+        f"median mate distance {fit['real_mate_distance']:.3f}, median centre distance "
+        f"{fit['real_centre_distance']:.3f} (Euclidean, unit vectors); load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    settings = {
+        "edge-pq": [float(v) for v in args.oversampling.split(",")],
+        "edge-binary": [float(v) for v in args.oversampling.split(",")],
+        "faiss-fastscan": [float(v) for v in args.candidates.split(",")],
+    }
     report: list[dict[str, Any]] = []
     for size in (int(s) for s in args.sizes.split(",")):
         gallery, labels, probes, probe_labels = synthesise(fit, size, args.queries)
@@ -306,20 +425,32 @@ def main() -> int:
             gc.collect()
             truth: list[list[int]] = []
             for engine in engines:
-                graph = engine in ("faiss-hnsw", "edge-hnsw")
                 options = {
-                    "faiss_m": args.hnsw_m,
-                    "hnsw_m": args.hnsw_m if engine == "edge-hnsw" else 0,
-                    "ef_construct": args.ef_construct,
-                    "efs": [int(e) for e in args.ef.split(",")] if graph else [],
+                    "quantization": {"edge-pq": "pq", "edge-binary": "binary"}.get(engine, "int8"),
+                    "settings": settings.get(engine, []),
                 }
                 result = measure(engine, vectors, probe_file, options)
                 for run in result["runs"]:
                     truth = truth or run["answers"]
-                    label = f"{engine} ef={run['ef']}" if run["ef"] else engine
+                    label = f"{engine} {SETTINGS[engine]}={run['setting']:g}" if run["setting"] else engine
                     report.append(score(size, label, result, run, truth, labels, probe_labels))
                     print_row(report[-1], len(probes))
-        print(compare_with_faiss([r for r in report if r["size"] == size]))
+                loaded = result.get("under_import")
+                if loaded:
+                    times = np.asarray(loaded["times"]) * 1000
+                    report[-1]["under_import"] = {
+                        "p50_ms": round(float(np.percentile(times, 50)), 2),
+                        "p99_ms": round(float(np.percentile(times, 99)), 2),
+                        "enrolled": loaded["enrolled"],
+                        "not_found_at_once": loaded["not_found_at_once"],
+                    }
+                    report[-1]["shard_build_s"] = round(result["shard_s"], 1)
+                    print(
+                        f"{'':32s} shard written in {result['shard_s']:.1f} s (index built from it in "
+                        f"{result['build_s']:.1f} s); under a concurrent import: {report[-1]['under_import']}",
+                        flush=True,
+                    )
+        print(compare([r for r in report if r["size"] == size]), f"(load average {os.getloadavg()[0]:.2f})", flush=True)
     if args.json:
         kept = ("dataset", "subjects", "vectors", "real_mate_distance", "real_centre_distance")
         args.json.write_text(json.dumps({"calibration": {k: fit[k] for k in kept}, "rows": report}, indent=2))

@@ -100,11 +100,12 @@ class EdgeCollection:
             after = None
             while True:
                 records, after = self._shard.scroll(
-                    ScrollRequest(offset=after, limit=_SCROLL_PAGE, with_payload=False, with_vector=True)
+                    ScrollRequest(offset=after, limit=_SCROLL_PAGE, with_payload=["subject_id"], with_vector=True)
                 )
                 if records:
                     vectors = np.array([_plain_vector(r.vector) for r in records], dtype=np.float32)
-                    self._index.add([str(r.id) for r in records], vectors, replace=False)
+                    subjects = [str((r.payload or {}).get("subject_id", "")) for r in records]
+                    self._index.add([str(r.id) for r in records], subjects, vectors, replace=False)
                 if after is None:
                     break
             self._ready = True
@@ -121,13 +122,14 @@ class EdgeCollection:
             self._shard.update(UpdateOperation.upsert_points([Point(record_id, vector, payload)]))
             self._shard.flush()
             if self._ready:
-                self._index.add([record_id], [vector])  # type: ignore[union-attr]
+                self._index.add([record_id], [str(payload.get("subject_id", ""))], [vector])  # type: ignore[union-attr]
 
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
         """Nearest records within the score threshold: from the candidate index once built, from
         the shard's own scan before."""
         if self._ready:
-            return self._with_subjects(self._index.nearest(vector, limit, score_threshold))  # type: ignore[union-attr]
+            found = self._index.nearest(vector, limit, score_threshold)  # type: ignore[union-attr]
+            return [ScoredRecord(record_id, score, subject) for record_id, subject, score in found]
         request = QueryRequest(
             limit=limit,
             query=Query.Nearest(vector),
@@ -139,16 +141,6 @@ class EdgeCollection:
             ScoredRecord(str(p.id), float(p.score), str((p.payload or {}).get("subject_id", "")))
             for p in self._shard.query(request)
         ]
-
-    def _with_subjects(self, scored: list[tuple[str, float]]) -> list[ScoredRecord]:
-        """The index's answer with each record's subject, read from the shard in one call."""
-        if not scored:
-            return []
-        ids = [record_id for record_id, _ in scored]
-        found = self._shard.retrieve(ids, with_payload=["subject_id"], with_vector=False)
-        subjects = {str(p.id): str((p.payload or {}).get("subject_id", "")) for p in found}
-        # A record deleted between the index's answer and this read is left out.
-        return [ScoredRecord(rid, score, subjects[rid]) for rid, score in scored if rid in subjects]
 
     def count(self, subject_id: str | None = None) -> int:
         """How many records (of one subject, when given)."""

@@ -39,15 +39,16 @@ TRAIN_SAMPLE = 100_000
 _BLOCK = 65_536
 
 
-def _id_key(record_id: str) -> tuple[int, int]:
-    """A record id (a UUID) as two 64-bit halves."""
-    raw = uuid.UUID(record_id).bytes
-    return int.from_bytes(raw[:8], "big"), int.from_bytes(raw[8:], "big")
+def _id_keys(record_ids: Sequence[str]) -> np.ndarray:
+    """Record ids (UUIDs) as rows of two 64-bit halves."""
+    raw = b"".join(uuid.UUID(record_id).bytes for record_id in record_ids)
+    return np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(-1, 2)
 
 
 def _id_text(key: np.ndarray) -> str:
-    """A row of the id table back to the record id."""
-    return str(uuid.UUID(bytes=int(key[0]).to_bytes(8, "big") + int(key[1]).to_bytes(8, "big")))
+    """A row of the id table back to the record id (as str(uuid.UUID(...)) spells it)."""
+    h = key.astype(">u8").tobytes().hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _subquantizers(dimension: int) -> int:
@@ -69,6 +70,9 @@ class FastScanIndex:
         self._vectors = np.empty((0, dimension), dtype=np.float32)
         self._ids = np.empty((0, 2), dtype=np.uint64)
         self._alive = np.empty(0, dtype=bool)
+        #: Each row's subject id, so a search never waits on the store (whose reads queue behind
+        #: its flushes). Strings are shared with the caller, about 60 bytes a row.
+        self._subjects: list[str] = []
         self._rows = 0
         self._dead = 0
         self._codes: object | None = None  # a faiss.IndexPQFastScan over rows [0, self._rows)
@@ -77,12 +81,16 @@ class FastScanIndex:
     # --- writes ----------------------------------------------------------------------------------
 
     def add(
-        self, record_ids: Sequence[str], vectors: np.ndarray | Sequence[Sequence[float]], replace: bool = True
+        self,
+        record_ids: Sequence[str],
+        subject_ids: Sequence[str],
+        vectors: np.ndarray | Sequence[Sequence[float]],
+        replace: bool = True,
     ) -> None:
-        """Add records. A record already here is replaced (its old row dies) unless ``replace`` is
-        false, for loading ids known to be new (a scan of the store), which skips the search."""
+        """Add records with their subjects. A record already here is replaced (its old row dies)
+        unless ``replace`` is false, for loading ids known to be new (a scan of the store)."""
         matrix = self._prepare(np.asarray(vectors, dtype=np.float32).reshape(len(record_ids), self.dimension))
-        keys = np.array([_id_key(r) for r in record_ids], dtype=np.uint64).reshape(-1, 2)
+        keys = _id_keys(record_ids)
         with self._lock:
             if replace:
                 self._kill(keys)
@@ -91,6 +99,7 @@ class FastScanIndex:
             self._vectors[first : first + len(keys)] = matrix
             self._ids[first : first + len(keys)] = keys
             self._alive[first : first + len(keys)] = True
+            self._subjects.extend(subject_ids)
             self._rows += len(keys)
             if self._codes is not None:
                 self._codes.add(matrix)  # type: ignore[attr-defined]
@@ -101,7 +110,7 @@ class FastScanIndex:
         """Mark records dead; returns how many were here."""
         if not record_ids:
             return 0
-        keys = np.array([_id_key(r) for r in record_ids], dtype=np.uint64).reshape(-1, 2)
+        keys = _id_keys(record_ids)
         with self._lock:
             return self._kill(keys)
 
@@ -165,12 +174,13 @@ class FastScanIndex:
             if not (shrink or retrain or untrain):
                 return False
             keep = self._alive[:rows].copy()
-            vectors, ids = self._vectors[:rows], self._ids[:rows]
+            vectors, ids, subjects = self._vectors[:rows], self._ids[:rows], self._subjects
         kept_vectors = np.ascontiguousarray(vectors[keep])
         kept_ids = ids[keep].copy()
+        kept_subjects = [subjects[row] for row in np.flatnonzero(keep)]
         codes = self._encode(kept_vectors) if len(kept_vectors) >= self._train_at else None
         with self._lock:
-            self._vectors, self._ids = kept_vectors, kept_ids
+            self._vectors, self._ids, self._subjects = kept_vectors, kept_ids, kept_subjects
             self._alive = np.ones(len(kept_ids), dtype=bool)
             self._rows, self._dead = len(kept_ids), 0
             self._codes, self._trained_on = codes, (len(kept_ids) if codes is not None else 0)
@@ -188,24 +198,19 @@ class FastScanIndex:
 
     # --- search ----------------------------------------------------------------------------------
 
-    def nearest(self, vector: Sequence[float], limit: int, threshold: float) -> list[tuple[str, float]]:
-        """Up to ``limit`` records within ``threshold`` with their exact scores, best first: cosine
+    def nearest(self, vector: Sequence[float], limit: int, threshold: float) -> list[tuple[str, str, float]]:
+        """Up to ``limit`` (record id, subject id, score) within ``threshold``, best first: cosine
         similarity (at least ``threshold``) or Euclidean distance (at most ``threshold``), the
         scores the store itself returns. The shortlist is at least 8 x ``limit``; when that nears
         the gallery's size the scan is exact."""
         query = self._prepare(np.asarray(vector, dtype=np.float32).reshape(1, self.dimension))[0]
         with self._lock:
             rows, scores = self._candidates_for(query, limit)
-            keys = self._ids[rows]
-        order = np.argsort(-scores if self._cosine else scores, kind="stable")
-        found = []
-        for position in order:
-            if not self._within(float(scores[position]), threshold):
-                break
-            found.append((_id_text(keys[position]), float(scores[position])))
-            if len(found) == limit:
-                break
-        return found
+            ranked = -scores if self._cosine else scores
+            order = np.argpartition(ranked, limit)[:limit] if len(ranked) > limit else np.arange(len(ranked))
+            order = order[np.argsort(ranked[order], kind="stable")]
+            order = order[[self._within(float(scores[o]), threshold) for o in order]]
+            return [(_id_text(self._ids[rows[o]]), self._subjects[rows[o]], float(scores[o])) for o in order]
 
     @property
     def _cosine(self) -> bool:
