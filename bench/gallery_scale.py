@@ -42,10 +42,11 @@ K = 50
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rss_mb() -> float:
-    """This process's resident memory now, in MiB."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now, in MiB: all of it (VmRSS), or the part that is its own
+    (RssAnon) or memory-mapped files' pages the kernel may reclaim (RssFile)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -311,9 +312,9 @@ def run_engine(name: str, vectors: str, probes: str, options: dict[str, Any], ou
             answers.append(search(q, setting))
             times.append(time.perf_counter() - start)
         runs.append({"setting": setting, "times": times, "answers": answers})
-    rss = rss_mb()
+    rss = {"rss_mb": rss_mb(), "anon_mb": rss_mb("RssAnon"), "file_mb": rss_mb("RssFile")}
     loaded = under_import(options["collection"], queries, search, dimension) if "collection" in options else None
-    out.send({"build_s": build, "rss_mb": rss, "runs": runs, "under_import": loaded, "shard_s": options.get("shard_s")})
+    out.send({"build_s": build, **rss, "runs": runs, "under_import": loaded, "shard_s": options.get("shard_s")})
 
 
 def measure(name: str, vectors: str, probes: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -353,6 +354,8 @@ def score(
         "engine": label,
         "build_s": round(result["build_s"], 1),
         "rss_mb": round(result["rss_mb"]),
+        "anon_mb": round(result["anon_mb"]),
+        "file_mb": round(result["file_mb"]),
         "p50_ms": round(float(np.percentile(times, 50)), 2),
         "p99_ms": round(float(np.percentile(times, 99)), 2),
         "recall_at_50": round(float(recall), 4),
@@ -376,7 +379,8 @@ def compare(rows: list[dict[str, Any]]) -> str:
 def print_row(row: dict[str, Any], probes: int) -> None:
     """One engine setting's line."""
     print(
-        f"{row['engine']:32s} build {row['build_s']:7.1f} s  RSS {row['rss_mb']:6d} MiB  "
+        f"{row['engine']:32s} build {row['build_s']:7.1f} s  RSS {row['rss_mb']:6d} MiB "
+        f"({row['anon_mb']} own, {row['file_mb']} mapped files)  "
         f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  recall@50 {row['recall_at_50']:.4f}  "
         f"probes losing a mate {row['probes_losing_a_mate']}/{probes}",
         flush=True,

@@ -9,7 +9,9 @@ model's complete collection or the new one's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
 
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -24,7 +26,7 @@ KEY = "models"
 
 class GalleryModelsReader:
     """Reads the record for a service that does not write it (the gateway): one key-value read a
-    call, once the matcher has made the bucket."""
+    call (`read`), or from memory for a search (`for_search`), once the matcher has made the bucket."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
@@ -39,12 +41,29 @@ class GalleryModelsReader:
                 return matcher_pb2.GalleryModels()
         return (await self._record.read())[0]
 
+    async def for_search(self) -> matcher_pb2.GalleryModels:
+        """The record from memory, kept fresh by a watch (`GalleryModelsRecord.for_search`)."""
+        if self._record is None:
+            await self.read()
+            if self._record is None:
+                return matcher_pb2.GalleryModels()
+        return await self._record.for_search()
+
 
 class GalleryModelsRecord:
     """The record, read and changed with compare-and-set."""
 
     def __init__(self, bucket: KeyValue) -> None:
         self._bucket = bucket
+        self._watch: ModelsWatch | None = None
+
+    async def for_search(self) -> matcher_pb2.GalleryModels:
+        """The record as a search needs it: from memory, kept fresh by a watch of its key (started
+        on first use), so a search does not wait on a key-value read. Writes through `change`
+        reach the cache at once; others' within the watch's delivery."""
+        if self._watch is None:
+            self._watch = ModelsWatch(self._bucket)
+        return await self._watch.current(self.read)
 
     async def read(self) -> tuple[matcher_pb2.GalleryModels, int]:
         """The record and its revision (0 when there is none yet)."""
@@ -70,13 +89,58 @@ class GalleryModelsRecord:
             edited.changed_at.GetCurrentTime()
             try:
                 if revision == 0:
-                    await self._bucket.create(KEY, edited.SerializeToString())
+                    revision = await self._bucket.create(KEY, edited.SerializeToString())
                 else:
-                    await self._bucket.update(KEY, edited.SerializeToString(), last=revision)
+                    revision = await self._bucket.update(KEY, edited.SerializeToString(), last=revision)
             except KeyWrongLastSequenceError:  # another writer, or a create racing a create
                 continue
+            if self._watch is not None:
+                self._watch.saw(edited, revision)
             return edited
         raise ServiceUnavailable("the gallery's model record kept changing; retry")
+
+
+class ModelsWatch:
+    """The record in memory, followed by a watch of its key (a JetStream ordered consumer that
+    re-creates itself after a reconnect). While the watch is not running (not yet started, or
+    ended by an error) each call reads the bucket, as before, and starts it again."""
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._bucket = bucket
+        self._models: matcher_pb2.GalleryModels | None = None
+        self._revision = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def current(
+        self, read: Callable[[], Awaitable[tuple[matcher_pb2.GalleryModels, int]]]
+    ) -> matcher_pb2.GalleryModels:
+        """The record: from memory while the watch runs, else read (and the watch restarted)."""
+        if self._task is not None and not self._task.done() and self._models is not None:
+            return self._models
+        models, revision = await read()
+        self.saw(models, revision)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._follow(), name="gallery-models-watch")
+        return models
+
+    def saw(self, models: matcher_pb2.GalleryModels, revision: int) -> None:
+        """Take a version of the record unless a newer one is held."""
+        if revision >= self._revision:
+            self._models, self._revision = models, revision
+
+    async def _follow(self) -> None:
+        watcher = await self._bucket.watch(KEY)
+        try:
+            async for entry in watcher:
+                if entry is None:  # the end of what was there when the watch began
+                    continue
+                models = matcher_pb2.GalleryModels()
+                if entry.operation is None:  # a value, not a delete or purge marker
+                    models.ParseFromString(entry.value or b"")
+                self.saw(models, int(entry.revision or 0))
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
 
 
 def copy_of(models: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels:
@@ -114,6 +178,7 @@ __all__ = [
     "KEY",
     "GalleryModelsReader",
     "GalleryModelsRecord",
+    "ModelsWatch",
     "check_enrol_model",
     "check_search_model",
     "copy_of",

@@ -37,8 +37,8 @@ PLAIN = Route("", subjects.DETECT, subjects.EMBED)
 
 
 class ModelRoutes:
-    """Reads the gallery's model record (one key-value read) for every photo it routes, so a switch
-    takes effect with the next request."""
+    """Routes photos by the gallery's model record: a search by the copy a watch keeps in memory,
+    an enrolment by a fresh key-value read, so a switch takes effect with the next request."""
 
     def __init__(self, bus: Bus, timeout_s: float) -> None:
         self._bus = bus
@@ -50,8 +50,9 @@ class ModelRoutes:
         return await self._reader.read()
 
     async def for_search(self) -> Route:
-        """Where a probe goes."""
-        models = await self.models()
+        """Where a probe goes: by the record as a watch keeps it in memory (a switch reaches it
+        within the watch's delivery; the matcher refuses a search with the old model meanwhile)."""
+        models = await self._reader.for_search()
         return Route.of(models.active.id) if has(models.active) else PLAIN
 
     async def for_enrolment(self) -> tuple[Route, Route | None]:

@@ -60,12 +60,15 @@ SEARCH_PARAMS = SearchParams(quantization=QuantizationSearchParams(rescore=True,
 
 
 def shard_config(dimension: int, metric: str, indexing_threshold_kb: int | None = None) -> EdgeConfig:
-    """A gallery shard: float32 vectors on disk, int8 codes in RAM, no HNSW graph (m=0). Segments
-    grow to ``indexing_threshold_kb`` (Qdrant's default when None) before they are quantized."""
+    """A gallery shard: float32 vectors and their int8 codes on disk, no HNSW graph (m=0); searches
+    read the shard itself only until the candidate index is built. Segments grow to
+    ``indexing_threshold_kb`` (Qdrant's default when None) before they are quantized."""
     return EdgeConfig(
-        vectors=EdgeVectorParams(size=dimension, distance=_DISTANCE[metric]),
+        # On disk (memory-mapped): the candidate index keeps the copy searches read, so the shard's
+        # pages are read once when the index is built and are cache the kernel may reclaim.
+        vectors=EdgeVectorParams(size=dimension, distance=_DISTANCE[metric], on_disk=True),
         hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
-        quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, always_ram=True),
+        quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, always_ram=False),
         optimizers=EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
     )
 

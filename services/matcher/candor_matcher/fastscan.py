@@ -66,7 +66,10 @@ class FastScanIndex:
         self.metric = metric
         self._train_at = max(train_at, 16 * 40)  # 16 centroids a sub-quantizer, 40 points each at least
         self._candidates = candidates
+        #: Searches and writes take ``_lock``; writers also take ``_writing`` (first), so one
+        #: writer at a time and a writer's id scan runs while searches go on.
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self._vectors = np.empty((0, dimension), dtype=np.float32)
         self._ids = np.empty((0, 2), dtype=np.uint64)
         self._alive = np.empty(0, dtype=bool)
@@ -91,42 +94,52 @@ class FastScanIndex:
         unless ``replace`` is false, for loading ids known to be new (a scan of the store)."""
         matrix = self._prepare(np.asarray(vectors, dtype=np.float32).reshape(len(record_ids), self.dimension))
         keys = _id_keys(record_ids)
-        with self._lock:
-            if replace:
-                self._kill(keys)
-            first = self._rows
-            self._grow(first + len(keys))
-            self._vectors[first : first + len(keys)] = matrix
-            self._ids[first : first + len(keys)] = keys
-            self._alive[first : first + len(keys)] = True
-            self._subjects.extend(subject_ids)
-            self._rows += len(keys)
-            if self._codes is not None:
-                self._codes.add(matrix)  # type: ignore[attr-defined]
-            elif self.live >= self._train_at:
-                self._codes, self._trained_on = self._encode(self._vectors[: self._rows]), self.live
+        with self._writing:
+            rows = self._rows_of(keys) if replace else np.empty(0, dtype=np.int64)
+            with self._lock:
+                self._kill(rows)
+                self._append(keys, subject_ids, matrix)
+
+    def _append(self, keys: np.ndarray, subject_ids: Sequence[str], matrix: np.ndarray) -> None:
+        """Append rows (under both locks)."""
+        first = self._rows
+        self._grow(first + len(keys))
+        self._vectors[first : first + len(keys)] = matrix
+        self._ids[first : first + len(keys)] = keys
+        self._alive[first : first + len(keys)] = True
+        self._subjects.extend(subject_ids)
+        self._rows += len(keys)
+        if self._codes is not None:
+            self._codes.add(matrix)  # type: ignore[attr-defined]
+        elif self.live >= self._train_at:
+            self._codes, self._trained_on = self._encode(self._vectors[: self._rows]), self.live
 
     def remove(self, record_ids: Sequence[str]) -> int:
         """Mark records dead; returns how many were here."""
         if not record_ids:
             return 0
         keys = _id_keys(record_ids)
-        with self._lock:
-            return self._kill(keys)
+        with self._writing:
+            rows = self._rows_of(keys)
+            with self._lock:
+                return self._kill(rows)
 
-    def _kill(self, keys: np.ndarray) -> int:
-        """Mark the live rows holding these ids dead (under the lock)."""
-        if not self._rows or not len(keys):
-            return 0
-        ids = self._ids[: self._rows]
-        hit = np.zeros(self._rows, dtype=bool)
-        for high, low in keys:  # writes are one to a few ids; a scan of 16 bytes a row is fast
-            hit |= (ids[:, 0] == high) & (ids[:, 1] == low)
-        hit &= self._alive[: self._rows]
-        killed = int(hit.sum())
-        self._alive[: self._rows][hit] = False
-        self._dead += killed
-        return killed
+    def _rows_of(self, keys: np.ndarray) -> np.ndarray:
+        """The live rows holding these ids. Under the write lock only: rows change only under it,
+        so searches go on while a write scans the id table (8 bytes a row, then the few matches)."""
+        rows = self._rows
+        highs = self._ids[:rows, 0]
+        found = [np.flatnonzero(highs == high) for high in keys[:, 0]]
+        hits = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+        hits = hits[self._alive[hits]]
+        lows = set(keys[:, 1].tolist())
+        return np.array([row for row in hits if int(self._ids[row, 1]) in lows], dtype=np.int64)
+
+    def _kill(self, rows: np.ndarray) -> int:
+        """Mark these live rows dead (under both locks)."""
+        self._alive[rows] = False
+        self._dead += len(rows)
+        return len(rows)
 
     def _grow(self, rows: int) -> None:
         if rows <= len(self._vectors):
@@ -164,27 +177,26 @@ class FastScanIndex:
 
     def compact(self) -> bool:
         """Drop dead rows and retrain the codes once the gallery has outgrown them; False when
-        neither was due. Call it when no writes run (the gallery's write lock held): searches go
-        on against the old arrays while the new ones are built."""
-        with self._lock:
+        neither was due. Writes wait meanwhile; searches go on against the old arrays while the
+        new ones are built."""
+        with self._writing:
             rows, live = self._rows, self.live
             shrink = self._dead > COMPACT_DEAD_SHARE * max(rows, 1)
             retrain = self._codes is not None and live >= RETRAIN_GROWTH * self._trained_on
             untrain = self._codes is not None and live < self._train_at
             if not (shrink or retrain or untrain):
                 return False
-            keep = self._alive[:rows].copy()
-            vectors, ids, subjects = self._vectors[:rows], self._ids[:rows], self._subjects
-        kept_vectors = np.ascontiguousarray(vectors[keep])
-        kept_ids = ids[keep].copy()
-        kept_subjects = [subjects[row] for row in np.flatnonzero(keep)]
-        codes = self._encode(kept_vectors) if len(kept_vectors) >= self._train_at else None
-        with self._lock:
-            self._vectors, self._ids, self._subjects = kept_vectors, kept_ids, kept_subjects
-            self._alive = np.ones(len(kept_ids), dtype=bool)
-            self._rows, self._dead = len(kept_ids), 0
-            self._codes, self._trained_on = codes, (len(kept_ids) if codes is not None else 0)
-        return True
+            keep = self._alive[:rows]
+            kept_vectors = np.ascontiguousarray(self._vectors[:rows][keep])
+            kept_ids = self._ids[:rows][keep].copy()
+            kept_subjects = [self._subjects[row] for row in np.flatnonzero(keep)]
+            codes = self._encode(kept_vectors) if len(kept_vectors) >= self._train_at else None
+            with self._lock:
+                self._vectors, self._ids, self._subjects = kept_vectors, kept_ids, kept_subjects
+                self._alive = np.ones(len(kept_ids), dtype=bool)
+                self._rows, self._dead = len(kept_ids), 0
+                self._codes, self._trained_on = codes, (len(kept_ids) if codes is not None else 0)
+            return True
 
     @property
     def live(self) -> int:

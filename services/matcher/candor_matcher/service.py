@@ -285,7 +285,7 @@ class MatchingService:
             raise InvalidInput("max_distance must be positive")
         check_origin(request.origin)
         model = GalleryModel.from_ref(request.model)
-        check_search_model((await self._models.read())[0], model.id)
+        check_search_model(await self._models.for_search(), model.id)
         index = self._gallery.index_to_search(model)
         hits = []
         if index is not None:  # None: nothing enrolled yet
