@@ -187,7 +187,7 @@ def write_shard(vectors: str, folder: str, quantization: str = "int8") -> float:
 def _edge(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) -> tuple[float, Any]:
     from qdrant_edge import EdgeShard, QuantizationSearchParams, Query, QueryRequest, SearchParams
 
-    folder = tempfile.mkdtemp(prefix="candor-scale-")
+    folder = tempfile.mkdtemp(prefix="shard-", dir=options["workdir"])  # removed with the size's folder
     build = write_shard(options["vectors"], f"{folder}/shard", options["quantization"])
     shard = EdgeShard.load(f"{folder}/shard")  # served as a restarted matcher serves it: from disk
 
@@ -231,7 +231,7 @@ def _candor(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) ->
     from candor_matcher.edge_backend import EdgeCollection
     from candor_matcher.gallery import GalleryModel
 
-    folder = tempfile.mkdtemp(prefix="candor-scale-")
+    folder = tempfile.mkdtemp(prefix="shard-", dir=options["workdir"])  # removed with the size's folder
     context = mp.get_context("spawn")
     with context.Pool(1) as pool:
         options["shard_s"] = pool.apply(write_shard, (options["vectors"], f"{folder}/shard"))
@@ -430,6 +430,7 @@ def main() -> int:
             truth: list[list[int]] = []
             for engine in engines:
                 options = {
+                    "workdir": tmp,
                     "quantization": {"edge-pq": "pq", "edge-binary": "binary"}.get(engine, "int8"),
                     "settings": settings.get(engine, []),
                 }

@@ -258,10 +258,19 @@ def inbox_prefix(service: str) -> str:
     return f"_INBOX_{service}"
 
 
-def _bucket_permissions(bucket: str, write: bool = True) -> list[str]:
-    """Read one key-value bucket; with ``write``, also create it and write to it."""
+def _bucket_permissions(bucket: str, write: bool = True, watch: bool = False) -> list[str]:
+    """Read one key-value bucket; with ``write``, also create it and write to it; with ``watch``,
+    follow its keys (the ordered consumer a key-value watch makes, delivered to the service's own
+    inbox)."""
     stream = f"KV_{bucket}"
     read = [f"$JS.API.STREAM.INFO.{stream}", f"$JS.API.STREAM.MSG.GET.{stream}", f"$JS.API.DIRECT.GET.{stream}.>"]
+    if watch:
+        read += [
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.>",
+            f"$JS.API.CONSUMER.DELETE.{stream}.>",
+            f"$JS.API.CONSUMER.INFO.{stream}.>",
+        ]
     if not write:
         return read
     return [f"$JS.API.STREAM.CREATE.{stream}", *read, f"$KV.{bucket}.>"]
@@ -331,7 +340,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
     if role.import_stage == "match":
         publish += _bucket_permissions(IMPORT_ITEMS_BUCKET, write=False)
     if role.gallery_models:
-        publish += _bucket_permissions(GALLERY_BUCKET, write=role.gallery_models == "write")
+        # Searches read the record from memory, kept by a watch (candor_kit.gallery_models).
+        publish += _bucket_permissions(GALLERY_BUCKET, write=role.gallery_models == "write", watch=True)
     if role.runs_imports:
         publish += [
             *_bucket_permissions(IMPORTS_BUCKET),

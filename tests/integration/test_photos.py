@@ -30,8 +30,10 @@ from tests.integration.test_governance import (
     RITA,
     ROB,
     SUE,
+    fresh_investigator,
     look_at_both,
     policy_with,
+    probe_request,
     restore_policy,  # noqa: F401 - a fixture
     review,
     search_as,
@@ -313,3 +315,23 @@ async def test_an_enrolments_metadata_is_kept_sealed_with_its_photo_and_refused_
         await store.delete("gallery", other)
     finally:
         await store.delete("gallery", key)
+
+
+async def test_a_search_refused_after_its_probe_was_stored_leaves_no_probe(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    """The probe is stored beside embedding and matching; a search refused after that (here by the
+    daily quota, answered beside detection) must not leave its probe behind."""
+    await stack.use_policy(policy_with(retention={"keep_probes": True}, quotas={"searches_per_user_per_day": 1}))
+    _, metadata = fresh_investigator()
+    before = {header.key for header in await store.headers("probe")}
+    first = await gateway.Search(probe_request(samples, "RET-2"), metadata=metadata)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.Search(probe_request(samples, "RET-2"), metadata=metadata)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert {header.key for header in await store.headers("probe")} - before == {first.search_id}

@@ -164,25 +164,27 @@ class Workflow:
                     )
                     policy.check_probe(chosen.face.quality)
                     stages.mark("detect")
-                    embedding, model = await self._calls.embed(chosen.face, route)
-                    model = policy.threshold(self._calibration.calibrated(model))
-                    stages.mark("embed")
-                    quota_source = await quota_check
-                matched = await self._bus.request(
-                    subjects.MATCH_SEARCH,
-                    matcher_pb2.SearchRequest(
-                        model=model,
-                        embedding=embedding,
-                        limit=limit,
-                        max_distance=model.threshold,
-                        origin=common_pb2.Origin(
-                            actor=principal.user, case_number=case_number, purpose=purpose, request_id=search_id
-                        ),
-                    ),
-                    matcher_pb2.SearchResponse,
-                    self._timeout,
-                )
-                retained = await self._retain(search_id, image, chosen, policy.retention.keep_probes)
+                    # The probe is stored while it is embedded and matched, not on the answer's path.
+                    async with self._probe_kept(search_id, image, chosen, policy.retention.keep_probes) as keeping:
+                        embedding, model = await self._calls.embed(chosen.face, route)
+                        model = policy.threshold(self._calibration.calibrated(model))
+                        stages.mark("embed")
+                        quota_source = await quota_check
+                        matched = await self._bus.request(
+                            subjects.MATCH_SEARCH,
+                            matcher_pb2.SearchRequest(
+                                model=model,
+                                embedding=embedding,
+                                limit=limit,
+                                max_distance=model.threshold,
+                                origin=common_pb2.Origin(
+                                    actor=principal.user, case_number=case_number, purpose=purpose, request_id=search_id
+                                ),
+                            ),
+                            matcher_pb2.SearchResponse,
+                            self._timeout,
+                        )
+                        retained = await keeping
         except CandorError as error:
             await self.audit_refusal("search", error, principal.user, case_number, purpose, image)
             raise
@@ -219,6 +221,23 @@ class Workflow:
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
+
+    @contextlib.asynccontextmanager
+    async def _probe_kept(
+        self, search_id: str, image: bytes, chosen: Chosen, keep: bool
+    ) -> AsyncIterator[asyncio.Task[bool]]:
+        """Store the probe (`_retain`) while the block runs; the block awaits the task. If the block
+        fails, a put under way is let finish and the stored probe deleted: no search, no probe."""
+        task = asyncio.create_task(self._retain(search_id, image, chosen, keep))
+        try:
+            yield task
+        except BaseException:
+            stored = False
+            with contextlib.suppress(Exception):
+                stored = await asyncio.shield(task)
+            if stored:
+                await self.photos.delete("probe", search_id)
+            raise
 
     async def _retain(self, search_id: str, image: bytes, chosen: Chosen, keep: bool) -> bool:
         """Keep the probe, encrypted, for its reviewers when the policy says so."""

@@ -31,6 +31,7 @@ from qdrant_edge import (
     Filter,
     HnswIndexConfig,
     MatchValue,
+    Memory,
     PayloadSchemaType,
     Point,
     QuantizationSearchParams,
@@ -66,9 +67,9 @@ def shard_config(dimension: int, metric: str, indexing_threshold_kb: int | None 
     return EdgeConfig(
         # On disk (memory-mapped): the candidate index keeps the copy searches read, so the shard's
         # pages are read once when the index is built and are cache the kernel may reclaim.
-        vectors=EdgeVectorParams(size=dimension, distance=_DISTANCE[metric], on_disk=True),
+        vectors=EdgeVectorParams(size=dimension, distance=_DISTANCE[metric], memory=Memory.Cold),
         hnsw_config=HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10_000),
-        quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, always_ram=False),
+        quantization_config=ScalarQuantizationConfig(type=ScalarType.Int8, quantile=0.99, memory=Memory.Cold),
         optimizers=EdgeOptimizersConfig(indexing_threshold=indexing_threshold_kb),
     )
 
