@@ -1,13 +1,14 @@
-"""The embedded backend: Qdrant Edge shards on local disk, one folder per model.
+"""The embedded backend: Qdrant Edge shards on local disk, one folder per model, each with a
+fast-scan candidate index beside it.
 
-Search settings, chosen from `bench/gallery_scale.py` (figures in bench/RESULTS.md): no HNSW graph.
-A graph at this machine's budget loses true mates (recall@50 0.46-0.83 at hnsw_ef 64-512 on
-clustered face vectors), and forensic search must not silently miss one. Instead every vector is
-kept twice: float32 on disk and scalar-quantized int8 in RAM. A search scans every int8 code (an
-exhaustive scan: nothing is skipped), keeps ``OVERSAMPLING`` times the wanted number and rescores
-those with the float32 vectors, so the order and the distances are exact. New points live in an
-appendable segment scanned in float32 until `EdgeCollection.optimize` quantizes it, which the
-matcher runs in the background once writes settle.
+The shard is the record: every write goes to it and is flushed before the call returns. Searches
+read the candidate index (`candor_matcher.fastscan`: FAISS's 4-bit product-quantized codes scanned
+in full, the best 4,000 rescored exactly with float32 vectors), which the matcher builds from the
+shard when it opens a gallery and keeps in step with every write under one lock. Until the index
+is built (seconds at start: 23 s at a million faces) searches read the shard's own exhaustive
+scan: no HNSW graph (a graph at this machine's budget lost true mates on clustered face vectors),
+int8 codes scanned in full and the best ``OVERSAMPLING`` x limit rescored in float32. Why this
+design and not Qdrant's own product or binary codes: bench/RESULTS.md (`bench/gallery_scale.py`).
 """
 
 from __future__ import annotations
