@@ -122,6 +122,16 @@ DETECTOR_MAX_IMAGE_BYTES = int_setting(
 DETECTOR_MAX_PIXELS = int_setting(
     "CANDOR_DETECTOR_MAX_PIXELS", "largest photo, in pixels, decoded", 50_000_000, 10_000, 200_000_000
 )
+DETECTOR_THREADS = int_setting(
+    "CANDOR_DETECTOR_THREADS",
+    "photos detected at once, each on its own thread with its own detector (OpenCV then runs one "
+    "thread a detection); 0 sizes it to the cores this process may use (its CPU affinity and cgroup "
+    "CPU quota). 1, the default, keeps one lane with OpenCV's own threads: on 2 shared cores it "
+    "served more searches a second (bench/search_load.py)",
+    1,
+    0,
+    64,
+)
 DETECTOR_WORKING_PIXELS = int_setting(
     "CANDOR_DETECTOR_WORKING_PIXELS",
     "photos are scaled down to this size for detection",
@@ -317,6 +327,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         DETECTOR_MAX_IMAGE_BYTES,
         DETECTOR_MAX_PIXELS,
         DETECTOR_WORKING_PIXELS,
+        DETECTOR_THREADS,
         DLIB_MODEL_DIR,
         MODEL_FILES_DIR,
         DETECTOR_MODEL_PACK,

@@ -1,20 +1,24 @@
 """Import work does not starve searches: the detector lets an interactive request go ahead of all
-but one queued import photo (real dlib detector, real photo)."""
+but one queued import photo (real dlib detector, real photo). Several detections run at once, each
+on a detector of its own; the thread count follows the cores the process may use."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from candor.detector.v1 import detector_pb2
 from candor_detector.service import DetectionService
-from candor_faces.decoding import DecodeLimits
+from candor_faces.decoding import DecodedImage, DecodeLimits
+from candor_faces.detection import build_detector
 from candor_faces.faces import FaceDetector
+from candor_kit.cores import usable_cores
 from candor_kit.model_files import DLIB_LANDMARKS_5, dlib_model_file
 
 
 async def test_a_search_waits_behind_at_most_one_import_photo(samples: Path) -> None:
-    service = DetectionService(FaceDetector(dlib_model_file(DLIB_LANDMARKS_5)), DecodeLimits())
+    service = DetectionService([FaceDetector(dlib_model_file(DLIB_LANDMARKS_5))], DecodeLimits())
     request = detector_pb2.DetectRequest(image=(samples / "t1.jpg").read_bytes())
     finished: list[str] = []
 
@@ -30,3 +34,49 @@ async def test_a_search_waits_behind_at_most_one_import_photo(samples: Path) -> 
     finally:
         service.close()
     assert finished == ["import-0", "search", "import-1", "import-2", "import-3"]
+
+
+class Watched:
+    """A real detector that records how many threads are inside it at once, and the most seen."""
+
+    def __init__(self, detector: object) -> None:
+        self._detector = detector
+        self._inside = 0
+        self._lock = threading.Lock()
+        self.most = 0
+
+    def detect(self, image: DecodedImage) -> object:
+        with self._lock:
+            self._inside += 1
+            self.most = max(self.most, self._inside)
+        try:
+            return self._detector.detect(image)  # type: ignore[attr-defined]
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+
+async def test_several_photos_are_detected_at_once_each_on_a_detector_of_its_own(samples: Path) -> None:
+    detectors = [Watched(build_detector("sface")[0]) for _ in range(2)]
+    service = DetectionService(detectors, DecodeLimits())  # type: ignore[arg-type]
+    photos = [(samples / name).read_bytes() for name in ("t1.jpg", "obama.jpg", "biden.jpg", "obama2.jpg")] * 3
+    try:
+        alone = [await service.detect(detector_pb2.DetectRequest(image=photo)) for photo in photos]
+        together = await asyncio.gather(*(service.detect(detector_pb2.DetectRequest(image=p)) for p in photos))
+    finally:
+        service.close()
+    assert list(together) == alone  # the same faces, however the photos were spread over threads
+    assert all(detector.most == 1 for detector in detectors), "two threads shared one detector"
+    assert sum(detector.most for detector in detectors) == 2
+
+
+def test_threads_follow_the_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cores = len(__import__("os").sched_getaffinity(0))
+    cpu_max.write_text("max 100000\n")
+    assert usable_cores(cpu_max) == cores  # no quota: every core of the affinity mask
+    cpu_max.write_text("150000 100000\n")
+    assert usable_cores(cpu_max) == min(cores, 2)  # 1.5 cores: two threads
+    cpu_max.write_text("50000 100000\n")
+    assert usable_cores(cpu_max) == 1
+    assert usable_cores(tmp_path / "absent") == cores  # no cgroup v2: the affinity mask

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import queue
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import cv2
 import grpc
 import structlog
 
@@ -19,6 +22,7 @@ from candor_faces.detection import build_detector
 from candor_faces.faces import AlignmentSpec, Face, FaceDetector
 from candor_faces.onnx_faces import OnnxFaceDetector
 from candor_kit import CommonSettings, EnvReader, ServiceHost, catalogue, rpc, subjects
+from candor_kit.cores import usable_cores
 from candor_kit.ingest import Stage, WorkerSettings, running_worker
 
 DETECT_SUBJECT = subjects.DETECT
@@ -39,6 +43,8 @@ class DetectorSettings:
     providers: str = "cpu"
     accepted_licences: tuple[str, ...] = ()
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    #: Detections at once; 0: one per usable core.
+    threads: int = 1
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> DetectorSettings:
@@ -63,18 +69,22 @@ class DetectorSettings:
             providers=env.get(catalogue.ONNX_PROVIDERS),
             accepted_licences=tuple(env.get(catalogue.ACCEPT_MODEL_LICENCES)),
             worker=WorkerSettings.read(env),
+            threads=env.get(catalogue.DETECTOR_THREADS),
         )
         env.done()
         return settings
 
 
 class DetectionService:
-    """Runs decode + detect on one worker thread, so the event loop stays responsive."""
+    """Runs decode + detect on worker threads, one detector each (a detector keeps per-call state,
+    so two threads never share one), off the event loop."""
 
-    def __init__(self, detector: FaceDetector | OnnxFaceDetector, limits: DecodeLimits) -> None:
-        self._detector = detector
+    def __init__(self, detectors: Sequence[FaceDetector | OnnxFaceDetector], limits: DecodeLimits) -> None:
+        self._detectors: queue.SimpleQueue[FaceDetector | OnnxFaceDetector] = queue.SimpleQueue()
+        for detector in detectors:
+            self._detectors.put(detector)
         self._limits = limits
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="detector")
+        self._worker = ThreadPoolExecutor(max_workers=len(detectors), thread_name_prefix="detector")
         # Import photos enter the worker thread's queue one at a time, so a search waits behind
         # at most one of them however many the import worker has taken.
         self._background = asyncio.Semaphore(1)
@@ -106,7 +116,11 @@ class DetectionService:
     def _run(self, data: bytes) -> tuple[DecodedImage, list[Face], str]:
         """Decode, detect and hash on the worker thread, off the event loop."""
         image = decode_image(data, self._limits)
-        return image, self._detector.detect(image), hashlib.sha256(data).hexdigest()
+        detector = self._detectors.get()  # as many detectors as threads: one is always free here
+        try:
+            return image, detector.detect(image), hashlib.sha256(data).hexdigest()
+        finally:
+            self._detectors.put(detector)
 
     def close(self) -> None:
         """Stop the worker thread."""
@@ -158,8 +172,15 @@ def configured_detector(settings: DetectorSettings) -> tuple[FaceDetector | Onnx
 
 async def serve(settings: DetectorSettings, stop: asyncio.Event) -> None:
     """Run the detector until ``stop`` is set."""
-    detector, model_id = configured_detector(settings)
-    service = DetectionService(detector, settings.limits)
+    threads = settings.threads or usable_cores()
+    if threads > 1:
+        # Parallelism comes from detecting several photos at once; OpenCV's own pool inside each
+        # detection would only contend with the other threads for the same cores.
+        cv2.setNumThreads(1)
+    built = [configured_detector(settings) for _ in range(threads)]
+    model_id = built[0][1]
+    service = DetectionService([detector for detector, _ in built], settings.limits)
+    log.info("detector_threads", threads=threads)
     try:
         async with ServiceHost(settings.common, ["candor.detector.v1.DetectorService"]) as host:
             detector_pb2_grpc.add_DetectorServiceServicer_to_server(DetectorServicer(service), host.grpc.server)
