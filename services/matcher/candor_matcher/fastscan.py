@@ -23,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Sequence
 
+import faiss  # at import, so a matcher without it fails at start, not at its 20,000th face
 import numpy as np
 
 #: Below this many vectors every search is exact (no codes are trained).
@@ -161,8 +162,6 @@ class FastScanIndex:
 
     def _encode(self, vectors: np.ndarray) -> object:
         """Train 4-bit PQ fast-scan codes on a sample of ``vectors`` and encode them all."""
-        import faiss  # imported here: only galleries past train_at pay its start-up
-
         metric = faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
         codes = faiss.IndexPQFastScan(self.dimension, _subquantizers(self.dimension), 4, metric)
         sample = vectors
