@@ -10,8 +10,8 @@ Usage: python bench/shared_sets.py OUT [SHARED_DATASETS]
 
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 from pathlib import Path
 
 SETS = ("att_orl", "yalefaces", "deepface_unit", "face_recognition_examples")
@@ -30,8 +30,16 @@ def assemble(out: Path, shared: Path) -> Path:
     return out
 
 
+def main() -> None:
+    """Parse the command line and assemble the folder."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="the folder to make (identities are linked into it)")
+    parser.add_argument(
+        "shared", type=Path, nargs="?", default=Path(__file__).resolve().parents[2] / "shared" / "datasets"
+    )
+    args = parser.parse_args()
+    print(f"combined labelled set in {assemble(args.out, args.shared)}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) not in (2, 3):
-        sys.exit(__doc__)
-    shared = Path(sys.argv[2]) if len(sys.argv) == 3 else Path(__file__).resolve().parents[2] / "shared" / "datasets"
-    print(f"combined labelled set in {assemble(Path(sys.argv[1]), shared)}")
+    main()
