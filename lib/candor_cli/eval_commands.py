@@ -5,8 +5,9 @@ command starts without loading them."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from candor_kit.cores import usable_cores
 
 
 def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:  # type: ignore[type-arg]
@@ -70,8 +71,8 @@ def _add_embedding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
         type=int,
-        default=len(os.sched_getaffinity(0)),
-        help="processes embedding images (default: every core)",
+        default=usable_cores(),
+        help="processes embedding images (default: every core this process may use)",
     )
     parser.add_argument(
         "--detector", choices=("yunet", "dlib"), default="yunet", help="face finder for dlib-resnet-v1's chips"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import multiprocessing
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -189,11 +188,6 @@ class PipelineSpec:
             return CandorPipeline(engine, detector=detector, face_rule=self.face_rule)
         engine = build_engine("dlib", None, None)
         return CandorPipeline(engine, crop_fallback=self.crop_fallback, finder=self.finder, face_rule=self.face_rule)
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0))
 
 
 _worker_pipeline: CandorPipeline | PlainDlib | None = None

@@ -89,18 +89,16 @@ class EdgeCollection:
     to the shard and then the index under one lock, so a search sees it as soon as it returns.
     Not for several processes at once: one matcher owns it."""
 
-    def __init__(self, shard: EdgeShard, model: GalleryModel | None = None, train_at: int = TRAIN_AT) -> None:
+    def __init__(self, shard: EdgeShard, model: GalleryModel, train_at: int = TRAIN_AT) -> None:
         self._shard = shard
         self._writes = threading.Lock()
-        self._index = FastScanIndex(model.dimension, model.metric, train_at) if model is not None else None
+        self._index = FastScanIndex(model.dimension, model.metric, train_at)
         self._ready = False
         self._builder: threading.Thread | None = None
 
     def build_index(self) -> int:
         """Read every vector of the shard into the candidate index; writes wait meanwhile and
         searches use the shard's own scan until it is done. Returns how many records it holds."""
-        if self._index is None:
-            return 0
         with self._writes:
             after = None
             while True:
@@ -108,7 +106,7 @@ class EdgeCollection:
                     ScrollRequest(offset=after, limit=_SCROLL_PAGE, with_payload=["subject_id"], with_vector=True)
                 )
                 if records:
-                    vectors = np.array([_plain_vector(r.vector) for r in records], dtype=np.float32)
+                    vectors = np.array([r.vector for r in records], dtype=np.float32)
                     subjects = [str((r.payload or {}).get("subject_id", "")) for r in records]
                     self._index.add([str(r.id) for r in records], subjects, vectors, replace=False)
                 if after is None:
@@ -127,13 +125,13 @@ class EdgeCollection:
             self._shard.update(UpdateOperation.upsert_points([Point(record_id, vector, payload)]))
             self._shard.flush()
             if self._ready:
-                self._index.add([record_id], [str(payload.get("subject_id", ""))], [vector])  # type: ignore[union-attr]
+                self._index.add([record_id], [str(payload.get("subject_id", ""))], [vector])
 
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
         """Nearest records within the score threshold: from the candidate index once built, from
         the shard's own scan before."""
         if self._ready:
-            found = self._index.nearest(vector, limit, score_threshold)  # type: ignore[union-attr]
+            found = self._index.nearest(vector, limit, score_threshold)
             return [ScoredRecord(record_id, score, subject) for record_id, subject, score in found]
         request = QueryRequest(
             limit=limit,
@@ -162,7 +160,7 @@ class EdgeCollection:
                 self._shard.update(UpdateOperation.delete_points_by_filter(_subject(subject_id)))
                 self._shard.flush()
                 if self._ready:
-                    self._index.remove([str(r.id) for r in records])  # type: ignore[union-attr]
+                    self._index.remove([str(r.id) for r in records])
             return len(records)
 
     def delete_record(self, record_id: str) -> str | None:
@@ -174,7 +172,7 @@ class EdgeCollection:
             self._shard.update(UpdateOperation.delete_points([record_id]))
             self._shard.flush()
             if self._ready:
-                self._index.remove([record_id])  # type: ignore[union-attr]
+                self._index.remove([record_id])
             return str((found[0].payload or {}).get("subject_id", ""))
 
     def page(self, after: str | None, limit: int) -> tuple[list[StoredRecord], str | None]:
@@ -195,7 +193,7 @@ class EdgeCollection:
         go on meanwhile."""
         optimized = bool(self._shard.optimize())
         if self._ready:
-            optimized = self._index.compact() or optimized  # type: ignore[union-attr]
+            optimized = self._index.compact() or optimized
         return optimized
 
     def indexed(self) -> int:
@@ -275,11 +273,3 @@ class EdgeBackend:
         collection = EdgeCollection(shard, model, self._train_at)
         collection.build_index()  # empty: at once
         return collection
-
-
-def _plain_vector(vector: object) -> list[float]:
-    """A record's one dense vector, however the shard hands it back (a list, or the unnamed
-    vector of a mapping)."""
-    if isinstance(vector, dict):
-        vector = vector.get("", next(iter(vector.values())))
-    return vector  # type: ignore[return-value]

@@ -128,13 +128,13 @@ class FastScanIndex:
     def _rows_of(self, keys: np.ndarray) -> np.ndarray:
         """The live rows holding these ids. Under the write lock only: rows change only under it,
         so searches go on while a write scans the id table (8 bytes a row, then the few matches)."""
-        rows = self._rows
-        highs = self._ids[:rows, 0]
-        found = [np.flatnonzero(highs == high) for high in keys[:, 0]]
-        hits = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
-        hits = hits[self._alive[hits]]
-        lows = set(keys[:, 1].tolist())
-        return np.array([row for row in hits if int(self._ids[row, 1]) in lows], dtype=np.int64)
+        highs = self._ids[: self._rows, 0]
+        wanted = {(int(high), int(low)) for high, low in keys}
+        hits = np.flatnonzero(np.isin(highs, keys[:, 0]))  # the few rows sharing a first half
+        return np.array(
+            [row for row in hits if self._alive[row] and (int(highs[row]), int(self._ids[row, 1])) in wanted],
+            dtype=np.int64,
+        )
 
     def _kill(self, rows: np.ndarray) -> int:
         """Mark these live rows dead (under both locks)."""
