@@ -34,6 +34,7 @@ from fetch_sample_images import fetch  # noqa: E402
 from candor_cli import LocalStack  # noqa: E402
 from candor_cli.client import GatewayClient  # noqa: E402
 from candor_cli.gallery import read_source, run_import  # noqa: E402
+from candor_kit.cores import usable_cores  # noqa: E402
 
 BASES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")
 
@@ -75,8 +76,24 @@ def anchor(source: Path) -> float:
     return len(photos) / (time.perf_counter() - start)
 
 
-def pipeline(source: Path, replicas: int, data: Path) -> float:
-    """Photos per second through a fresh local stack with ``replicas`` detectors and embedders."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds a process has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each of the stack's processes, replicas summed under their service."""
+    totals: dict[str, float] = {}
+    for key, pid in pids.items():
+        name = key.split("#")[0]
+        totals[name] = totals.get(name, 0.0) + cpu_seconds(pid)
+    return totals
+
+
+def pipeline(source: Path, replicas: int, data: Path) -> tuple[float, dict[str, float]]:
+    """Photos per second through a fresh local stack with ``replicas`` detectors and embedders,
+    and each service's CPU milliseconds per photo over the import."""
     stack = LocalStack(data)
     stack.up()
     try:
@@ -86,14 +103,44 @@ def pipeline(source: Path, replicas: int, data: Path) -> float:
         state = stack.state()
         assert state is not None
         with GatewayClient(state.gateway, stack.token()) as client:
+            before = cpu_by_process(state.pids)
+            client_before = time.process_time()
             start = time.perf_counter()
             status = run_import(client, source, progress=False)
             elapsed = time.perf_counter() - start
+            client_cpu = time.process_time() - client_before
+            after = cpu_by_process(state.pids)
         if status.enrolled != status.record.total:
             raise SystemExit(f"only {status.enrolled} of {status.record.total} photos were enrolled")
-        return status.record.total / elapsed
+        total = status.record.total
+        per_photo = {name: 1000 * (after[name] - before[name]) / total for name in after}
+        per_photo["client"] = 1000 * client_cpu / total
+        return total / elapsed, per_photo
     finally:
         stack.down()
+
+
+def print_cpu(label: str, per_photo: dict[str, float]) -> None:
+    """Each process's CPU milliseconds per photo, largest first, and their sum."""
+    parts = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(per_photo.items(), key=lambda kv: -kv[1]))
+    print(f"  {label}: {sum(per_photo.values()):.1f} ms of CPU a photo ({parts})")
+
+
+#: The services that scale out with replicas; the others run once (the matcher owns the embedded
+#: gallery; nats-server, gateway and audit are shared by every worker).
+SCALED = ("detector", "embedder")
+
+
+def estimate(per_photo: dict[str, float], replicas: int) -> str:
+    """Photos per second when each process has a core of its own: the slowest process bounds it,
+    the detectors and embedders sharing their work among ``replicas``."""
+    rates = {
+        name: 1000 * (replicas if name in SCALED else 1) / ms
+        for name, ms in per_photo.items()
+        if name not in ("client", "review") and ms > 0
+    }
+    bound = min(rates, key=lambda name: rates[name])
+    return f"about {rates[bound]:.0f} photos/s, bound by the {bound}"
 
 
 def main() -> int:
@@ -104,19 +151,36 @@ def main() -> int:
 
     samples = fetch(ROOT / ".cache" / "samples")
     runs: dict[str, list[float]] = {"anchor": [], "1 worker": [], "2 workers": []}
+    cpu: dict[str, list[dict[str, float]]] = {"1 worker": [], "2 workers": []}
+    print(f"load average at start: {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="candor-import-bench-") as tmp:
         source = make_photos(samples, Path(tmp) / "photos", args.photos)
         for round_ in range(args.rounds):
+            anchor_cpu = time.process_time()
             runs["anchor"].append(anchor(source))
-            runs["1 worker"].append(pipeline(source, 1, Path(tmp) / f"one-{round_}"))
-            runs["2 workers"].append(pipeline(source, 2, Path(tmp) / f"two-{round_}"))
+            anchor_ms = 1000 * (time.process_time() - anchor_cpu) / args.photos
+            for name, replicas in (("1 worker", 1), ("2 workers", 2)):
+                rate, per_photo = pipeline(source, replicas, Path(tmp) / f"{replicas}-{round_}")
+                runs[name].append(rate)
+                cpu[name].append(per_photo)
             print(f"round {round_ + 1}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()), flush=True)
+            print(f"  anchor: {anchor_ms:.1f} ms of CPU a photo", flush=True)
+            for name, measured in cpu.items():
+                print_cpu(name, measured[-1])
     best = {name: max(values) for name, values in runs.items()}
     print(f"\n{args.photos} photos, best of {args.rounds} rounds (photos per second):")
     for name, value in best.items():
         print(f"  {name:<18} {value:7.2f}   (median {statistics.median(runs[name]):.2f})")
     print(f"two workers / one worker:            {best['2 workers'] / best['1 worker']:.2f}  (goal >= 1.3)")
     print(f"one worker / in-process anchor:      {best['1 worker'] / best['anchor']:.2f}")
+    stack_ms = statistics.median(sum(sample.values()) - sample["client"] for sample in cpu["1 worker"])
+    cores = usable_cores()
+    ceiling = 1000 * cores / stack_ms
+    print(f"the stack's CPU: {stack_ms:.1f} ms a photo; on {cores} cores at most {ceiling:.1f} photos/s")
+    per_process = {name: statistics.median(sample[name] for sample in cpu["1 worker"]) for name in cpu["1 worker"][0]}
+    for replicas in (1, 2, 4):
+        guess = estimate(per_process, replicas)
+        print(f"separate machines, a core per process, {replicas} detector(s) and embedder(s): {guess}")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
     return 0
 

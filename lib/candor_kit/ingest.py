@@ -286,16 +286,29 @@ class Worker(Generic[W]):
             config=self._consumer_config(),
         )
         log.info("import_worker_started", stage=self._stage.name, batch=self._settings.batch)
-        while not stop.is_set():
-            try:
-                messages = await fetch_batch(
-                    subscription, self._settings.batch, timeout=1, consumer=self._stage.consumer
-                )
-            except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
-                log.warning("import_fetch_failed", stage=self._stage.name, error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            await asyncio.gather(*(self._settle(msg) for msg in messages))
+        # Up to `batch` items are worked on at once, and a free place is filled as soon as an item
+        # is settled: a slow item does not hold back the others' successors (and the matcher's
+        # group commit finds items waiting while it writes).
+        working: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                free = self._settings.batch - len(working)
+                if not free:
+                    await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                try:
+                    messages = await fetch_batch(subscription, free, timeout=1, consumer=self._stage.consumer)
+                except Exception as exc:  # noqa: BLE001 - the connection is reconnecting; try again shortly
+                    log.warning("import_fetch_failed", stage=self._stage.name, error=str(exc))
+                    await asyncio.sleep(0.5)
+                    continue
+                for msg in messages:
+                    task = asyncio.create_task(self._settle(msg))
+                    working.add(task)
+                    task.add_done_callback(working.discard)
+        finally:
+            # Stopping (or failing to fetch for good): the items under way are settled first.
+            await asyncio.gather(*working, return_exceptions=True)
 
     async def _keep_alive(self, msg: Msg) -> None:
         """Tell JetStream the item is still being worked on, so a slow one is not redelivered."""

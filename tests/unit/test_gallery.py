@@ -18,6 +18,7 @@ from qdrant_client import QdrantClient
 
 from candor_kit import PreconditionFailed
 from candor_matcher import EdgeBackend, Gallery, GalleryModel, QdrantServerBackend
+from candor_matcher.gallery import Enrolment
 
 DLIB = GalleryModel(id="dlib-resnet-v1", version="1.0", metric="euclidean", dimension=128)
 ARC = GalleryModel(id="arcface-r100", version="1.0", metric="cosine", dimension=512)
@@ -217,3 +218,64 @@ def test_a_server_collection_is_made_for_the_cluster_and_forensic_search(tmp_pat
     assert created["hnsw_config"].m == 0  # no graph to miss a mate: int8 codes scanned in full
     assert created["quantization_config"].scalar.type == "int8"
     assert created["metadata"]["candor_model"]["id"] == DLIB.id
+
+
+class CountingFlushes:
+    """Wraps a real Qdrant Edge shard and counts its flushes (each is a disk sync)."""
+
+    def __init__(self, shard: Any) -> None:
+        self._shard = shard
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self._shard.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._shard, name)
+
+
+def enrolment(n: int, origin: str = "", subject: str = "") -> Enrolment:
+    return Enrolment(subject or f"S{n}", f"{n:064x}", vec(n), {"source": "booking"}, origin=origin)
+
+
+def test_a_group_of_enrolments_is_stored_with_one_flush_and_each_is_searchable(tmp_path: Path) -> None:
+    index = Gallery(EdgeBackend(tmp_path / "gallery")).index_for(DLIB)
+    collection = index._collection  # the test counts the shard's disk syncs
+    counting = CountingFlushes(collection._shard)  # type: ignore[attr-defined]
+    collection._shard = counting  # type: ignore[attr-defined]
+    outcomes = index.enroll_many([enrolment(n, origin=f"imp-one/{n}") for n in range(12)])
+    assert counting.flushes == 1
+    assert [created for _, created in outcomes] == [True] * 12
+    for n, (record_id, _) in enumerate(outcomes):
+        assert index.search(vec(n), limit=1, max_distance=0.01)[0].record_id == record_id
+
+
+def test_a_group_keeps_the_rules_of_one_by_one_enrolment(open_backend: BackendFactory) -> None:
+    index = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
+    ((first, created),) = index.enroll_many([enrolment(1, origin="imp-one/1")])
+    assert created
+    outcomes = index.enroll_many(
+        [
+            enrolment(1, origin="imp-one/1"),  # redelivered: still this import's enrolment
+            enrolment(1, origin="imp-two/0"),  # another import: a duplicate
+            enrolment(2, origin="imp-two/1"),  # new
+            enrolment(2, origin="imp-two/1"),  # the same item twice in one group: one record, enrolled
+            enrolment(2, origin="imp-two/5"),  # the same photo as another item of the group: a duplicate
+            enrolment(3),  # one by one
+            enrolment(3),  # and again: a duplicate
+        ]
+    )
+    second = outcomes[2][0]
+    third = outcomes[5][0]
+    assert outcomes == [
+        (first, True),
+        (first, False),
+        (second, True),
+        (second, True),
+        (second, False),
+        (third, True),
+        (third, False),
+    ]
+    assert index.count() == 3
+    assert index.enroll_many([]) == []

@@ -114,18 +114,20 @@ class EdgeCollection:
             self._ready = True
             return self._index.live
 
-    def origin(self, record_id: str) -> str | None:
-        """The record's origin, or None when it does not exist."""
-        found = self._shard.retrieve([record_id], with_payload=["origin"], with_vector=False)
-        return str((found[0].payload or {}).get("origin", "")) if found else None
+    def origins(self, record_ids: list[str]) -> dict[str, str]:
+        """The origin of each of these records the shard holds."""
+        found = self._shard.retrieve(record_ids, with_payload=["origin"], with_vector=False)
+        return {str(r.id): str((r.payload or {}).get("origin", "")) for r in found}
 
-    def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
-        """Store one record and flush."""
+    def upsert(self, records: list[tuple[str, list[float], dict[str, object]]]) -> None:
+        """Store records in one update and one flush (a disk sync), then add them to the index."""
         with self._writes:
-            self._shard.update(UpdateOperation.upsert_points([Point(record_id, vector, payload)]))
+            self._shard.update(UpdateOperation.upsert_points([Point(*record) for record in records]))
             self._shard.flush()
             if self._ready:
-                self._index.add([record_id], [str(payload.get("subject_id", ""))], [vector])
+                ids = [record_id for record_id, _, _ in records]
+                subjects = [str(payload.get("subject_id", "")) for _, _, payload in records]
+                self._index.add(ids, subjects, [vector for _, vector, _ in records])
 
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
         """Nearest records within the score threshold: from the candidate index once built, from

@@ -122,13 +122,13 @@ RECORD_FIELDS = ["subject_id", "image_sha256", "origin", "image_ref", "metadata"
 class VectorCollection(Protocol):
     """One model's vectors in a backend. Writes are durable when they return."""
 
-    def origin(self, record_id: str) -> str | None:
-        """The record's origin (``<import id>/<item>``; "" when enrolled one by one), or None when
-        there is no such record."""
+    def origins(self, record_ids: list[str]) -> dict[str, str]:
+        """The origin (``<import id>/<item>``; "" when enrolled one by one) of each of these records
+        the collection holds."""
         ...
 
-    def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
-        """Store one record."""
+    def upsert(self, records: list[tuple[str, list[float], dict[str, object]]]) -> None:
+        """Store records (id, vector, payload), durably, in one write."""
         ...
 
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
@@ -201,7 +201,8 @@ class GalleryIndex:
         self.last_write = 0.0
         self.optimized = True
 
-    def _check(self, vector: list[float]) -> None:
+    def check(self, vector: list[float]) -> None:
+        """Refuse a vector of another size than the model's."""
         if len(vector) != self.model.dimension:
             raise InvalidInput(f"vector has {len(vector)} dimensions; {self.model.id} has {self.model.dimension}")
 
@@ -216,27 +217,48 @@ class GalleryIndex:
     ) -> tuple[str, bool]:
         """Store one face; returns the record id and whether this call (or an earlier delivery of
         the same ``origin``, an import's item) created it. Durable on return."""
-        self._check(vector)
-        record_id = record_id_for(subject_id, image_sha256)
-        payload: dict[str, object] = {
-            "origin": origin,
-            "image_ref": image_ref,
-            "subject_id": subject_id,
-            "image_sha256": image_sha256,
+        return self.enroll_many([Enrolment(subject_id, image_sha256, vector, dict(metadata), origin, image_ref)])[0]
+
+    def enroll_many(self, enrolments: list[Enrolment]) -> list[tuple[str, bool]]:
+        """Store faces in one write (one disk sync); for each, in order, the record id and whether
+        it was created by it (or by an earlier delivery of its ``origin``). A photo already held, or
+        named twice in the group, is stored once; the first of the group to name it creates it.
+        Durable on return."""
+        for record in enrolments:
+            self.check(record.vector)
+        if not enrolments:
+            return []
+        ids = [record_id_for(record.subject_id, record.image_sha256) for record in enrolments]
+        now = int(time.time())
+        outcomes: list[tuple[str, bool]] = []
+        new: dict[str, tuple[str, list[float], dict[str, object]]] = {}
+        with self._write_lock:
+            held = self._collection.origins(list(dict.fromkeys(ids)))
+            for record_id, record in zip(ids, enrolments, strict=True):
+                if record_id in held:
+                    outcomes.append((record_id, bool(record.origin) and held[record_id] == record.origin))
+                    continue
+                held[record_id] = record.origin
+                new[record_id] = (record_id, record.vector, self._payload(record, now))
+                outcomes.append((record_id, True))
+            if new:
+                self._collection.upsert(list(new.values()))
+                self._wrote()
+        return outcomes
+
+    def _payload(self, record: Enrolment, enrolled_at: int) -> dict[str, object]:
+        return {
+            "origin": record.origin,
+            "image_ref": record.image_ref,
+            "subject_id": record.subject_id,
+            "image_sha256": record.image_sha256,
             "model_id": self.model.id,
             "model_version": self.model.version,
-            "enrolled_at": int(time.time()),
-            "source": metadata.get("source", ""),
+            "enrolled_at": enrolled_at,
+            "source": record.metadata.get("source", ""),
             "status": "active",
-            "metadata": dict(metadata),
+            "metadata": dict(record.metadata),
         }
-        with self._write_lock:
-            existing = self._collection.origin(record_id)
-            if existing is not None:
-                return record_id, bool(origin) and existing == origin
-            self._collection.upsert(record_id, vector, payload)
-            self._wrote()
-        return record_id, True
 
     def _wrote(self) -> None:
         self.last_write = time.monotonic()
@@ -251,7 +273,7 @@ class GalleryIndex:
 
     def search(self, vector: list[float], limit: int, max_distance: float) -> list[Hit]:
         """The best record of each of up to ``limit`` subjects within ``max_distance``, nearest first."""
-        self._check(vector)
+        self.check(vector)
         cosine = self.model.metric == "cosine"
         threshold = (1.0 - max_distance) if cosine else max_distance
         # Several photos of one subject can crowd the top. Fetch more records until `limit`

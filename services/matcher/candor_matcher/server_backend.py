@@ -35,14 +35,17 @@ class ServerCollection:
         self._client = client
         self._name = name
 
-    def origin(self, record_id: str) -> str | None:
-        """The record's origin, or None when it does not exist."""
-        found = self._client.retrieve(self._name, [record_id], with_payload=["origin"], with_vectors=False)
-        return str((found[0].payload or {}).get("origin", "")) if found else None
+    def origins(self, record_ids: list[str]) -> dict[str, str]:
+        """The origin of each of these records the collection holds."""
+        found = self._client.retrieve(self._name, record_ids, with_payload=["origin"], with_vectors=False)
+        return {str(p.id): str((p.payload or {}).get("origin", "")) for p in found}
 
-    def upsert(self, record_id: str, vector: list[float], payload: dict[str, object]) -> None:
-        """Store one record; returns once the server has applied it."""
-        self._client.upsert(self._name, [models.PointStruct(id=record_id, vector=vector, payload=payload)], wait=True)
+    def upsert(self, records: list[tuple[str, list[float], dict[str, object]]]) -> None:
+        """Store records in one request; returns once the server has applied them."""
+        points = [
+            models.PointStruct(id=record_id, vector=vector, payload=payload) for record_id, vector, payload in records
+        ]
+        self._client.upsert(self._name, points, wait=True)
 
     def nearest(self, vector: list[float], limit: int, score_threshold: float) -> list[ScoredRecord]:
         """Nearest records within the score threshold."""

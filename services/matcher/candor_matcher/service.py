@@ -16,6 +16,7 @@ from candor.common.v1 import common_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_kit import (
     AuditPublisher,
+    CandorError,
     CommonSettings,
     EnvReader,
     InvalidInput,
@@ -31,6 +32,7 @@ from candor_kit.identifiers import check_metadata, check_new_subject_id, check_s
 from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
 from candor_matcher.edge_backend import EdgeBackend
 from candor_matcher.gallery import Enrolment, Gallery, GalleryBackend, GalleryIndex, GalleryModel
+from candor_matcher.group_commit import GroupCommit
 from candor_matcher.ingest import MatchStage
 from candor_matcher.server_backend import QdrantServerBackend
 from candor_matcher.tombstones import Tombstones
@@ -44,6 +46,8 @@ MAX_LIMIT = 200
 #: The most records one page of ListMissingRecords holds.
 MAX_PAGE = 10_000
 log = structlog.get_logger("candor.matcher")
+#: An enrolment's outcome: the collection it went to, its record id, and whether it is new.
+Enrolled = tuple[GalleryIndex, str, bool]
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,12 @@ class MatchingService:
         # Enrolments and the switch take turns: no record lands in the old collection between
         # the switch's completeness check and the switch itself.
         self._turn = asyncio.Lock()
+        # Enrolments that arrive while one is being written are written together (one disk sync).
+        self._enrolments: GroupCommit[tuple[GalleryModel, Enrolment], Enrolled] = GroupCommit(self._enrol_group)
+
+    async def close(self) -> None:
+        """Write the enrolments already asked for and refuse new ones (at shutdown)."""
+        await self._enrolments.close()
 
     async def adopt_single_model(self) -> None:
         """A gallery from before the model record, holding one model's collection, searches with it."""
@@ -126,26 +136,36 @@ class MatchingService:
             only = _ref(indexes[0].model)
             await self._models.change(_claimed_by(only))
 
-    async def enrol_vector(self, model_ref: common_pb2.ModelRef, record: Enrolment) -> tuple[GalleryIndex, str, bool]:
+    async def enrol_vector(self, model_ref: common_pb2.ModelRef, record: Enrolment) -> Enrolled:
         """Store one face with a model the gallery record allows (the first enrolment of an empty
-        gallery makes its model the active one); returns the index, record id and whether it is new."""
-        model = GalleryModel.from_ref(model_ref)
+        gallery makes its model the active one); returns the index, record id and whether it is new.
+        Written together with the enrolments that arrive meanwhile (`GroupCommit`)."""
+        return await self._enrolments.submit((GalleryModel.from_ref(model_ref), record))
+
+    async def _enrol_group(self, group: list[tuple[GalleryModel, Enrolment]]) -> list[Enrolled | BaseException]:
+        """Write a group of enrolments, one write per collection; a record the model record or its
+        collection refuses gets its own error, the others are stored."""
+        outcomes: dict[int, Enrolled | BaseException] = {}
+        by_index: dict[str, tuple[GalleryIndex, list[int]]] = {}
         async with self._turn:
             models, _ = await self._models.read()
-            check_enrol_model(models, model.id)
-            index = self._gallery.index_for(model)  # refuses a version the gallery does not hold
-            if not has(models.active):  # claimed now, unless another matcher claimed it first
-                check_enrol_model(await self._models.change(_claimed_by(_ref(model))), model.id)
-            record_id, created = await asyncio.to_thread(
-                index.enroll,
-                record.subject_id,
-                record.image_sha256,
-                record.vector,
-                record.metadata,
-                record.origin,
-                record.image_ref,
-            )
-        return index, record_id, created
+            for position, (model, record) in enumerate(group):
+                try:
+                    check_enrol_model(models, model.id)
+                    index = self._gallery.index_for(model)  # refuses a version the gallery does not hold
+                    index.check(record.vector)
+                    if not has(models.active):  # claimed now, unless another matcher claimed it first
+                        models = await self._models.change(_claimed_by(_ref(model)))
+                        check_enrol_model(models, model.id)
+                except CandorError as exc:
+                    outcomes[position] = exc
+                    continue
+                by_index.setdefault(model.id, (index, []))[1].append(position)
+            for index, positions in by_index.values():
+                stored = await asyncio.to_thread(index.enroll_many, [group[at][1] for at in positions])
+                for at, (record_id, created) in zip(positions, stored, strict=True):
+                    outcomes[at] = (index, record_id, created)
+        return [outcomes[at] for at in range(len(group))]
 
     async def enroll(self, request: matcher_pb2.EnrollRequest) -> matcher_pb2.EnrollResponse:
         """Add one face to the subject's records."""
@@ -484,6 +504,7 @@ async def count_gallery(gallery: Gallery, stop: asyncio.Event, interval_s: float
 async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     """Run the matcher until ``stop`` is set."""
     gallery = Gallery(settings.build_backend())
+    service: MatchingService | None = None
     try:
         async with ServiceHost(settings.common, ["candor.matcher.v1.MatcherService"]) as host:
             assert host.bus is not None
@@ -519,4 +540,6 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await stop.wait()
             await asyncio.gather(*(task for task in tasks if task is not None))
     finally:
+        if service is not None:  # enrolments under way are written before the gallery closes
+            await service.close()
         gallery.close()
