@@ -248,22 +248,24 @@ def _candor(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) ->
     return build, search
 
 
-def under_import(collection: Any, queries: np.ndarray, search: Any, dimension: int) -> dict[str, Any]:
-    """Search p99 while another thread enrols new faces one by one as fast as it can (each an
-    upsert flushed to disk, as the matcher enrols); each enrolment must be found at once."""
+def under_import(collection: Any, queries: np.ndarray, search: Any, dimension: int, group: int) -> dict[str, Any]:
+    """Search p99 while another thread enrols new faces as fast as it can, ``group`` at a time in
+    one write flushed to disk (as the matcher's group commit writes an import's batch); each
+    enrolment must be found at once."""
     stop = threading.Event()
     enrolled, missed = [0], [0]
 
     def enrol() -> None:
         rng = np.random.default_rng(99)
         while not stop.is_set():
-            vector = rng.standard_normal(dimension).astype(np.float32)
-            vector /= np.linalg.norm(vector)
-            record = str(uuid.uuid4())
-            collection.upsert(record, vector.tolist(), {"subject_id": record})
-            enrolled[0] += 1
-            if collection.nearest(vector.tolist(), 1, -1.0)[0].record_id != record:
-                missed[0] += 1
+            vectors = rng.standard_normal((group, dimension)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            records = [str(uuid.uuid4()) for _ in range(group)]
+            collection.upsert([(r, v.tolist(), {"subject_id": r}) for r, v in zip(records, vectors, strict=True)])
+            enrolled[0] += group
+            for record, vector in zip(records, vectors, strict=True):
+                if collection.nearest(vector.tolist(), 1, -1.0)[0].record_id != record:
+                    missed[0] += 1
 
     writer = threading.Thread(target=enrol)
     writer.start()
@@ -313,7 +315,9 @@ def run_engine(name: str, vectors: str, probes: str, options: dict[str, Any], ou
             times.append(time.perf_counter() - start)
         runs.append({"setting": setting, "times": times, "answers": answers})
     rss = {"rss_mb": rss_mb(), "anon_mb": rss_mb("RssAnon"), "file_mb": rss_mb("RssFile")}
-    loaded = under_import(options["collection"], queries, search, dimension) if "collection" in options else None
+    loaded = None
+    if "collection" in options:
+        loaded = under_import(options["collection"], queries, search, dimension, options["import_group"])
     out.send({"build_s": build, **rss, "runs": runs, "under_import": loaded, "shard_s": options.get("shard_s")})
 
 
@@ -400,6 +404,13 @@ def main() -> int:
     parser.add_argument("--oversampling", default="20,80", help="Qdrant oversampling for edge-pq and edge-binary")
     parser.add_argument("--candidates", default="2000,4000", help="FAISS fast-scan shortlist sizes")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--import-group",
+        type=int,
+        default=4,
+        help="faces a concurrent import writes at once (the matcher writes what arrives meanwhile together; "
+        "an import worker takes CANDOR_IMPORT_BATCH, 4, at a time)",
+    )
     args = parser.parse_args()
     engines = args.engines.split(",")
     if engines[0] != "exact":
@@ -433,6 +444,7 @@ def main() -> int:
                     "workdir": tmp,
                     "quantization": {"edge-pq": "pq", "edge-binary": "binary"}.get(engine, "int8"),
                     "settings": settings.get(engine, []),
+                    "import_group": args.import_group,
                 }
                 result = measure(engine, vectors, probe_file, options)
                 for run in result["runs"]:

@@ -83,16 +83,42 @@ def pick_photos(datasets: Path, anchor: InProcess, count: int, samples: Path) ->
     return chosen
 
 
-def stage_medians(log: Path, skip: int) -> dict[str, float]:
-    """Median milliseconds of each stage the gateway times per search (detect, embed, match,
-    audit), from its ``search_completed`` log lines, leaving out the ``skip`` warm-up searches."""
+def logged_medians(log: Path, event: str, skip: int) -> dict[str, float]:
+    """Median milliseconds of each ``*_ms`` field of a service's ``event`` log lines, leaving out
+    the first ``skip`` (warm-up)."""
     found: dict[str, list[float]] = {}
-    events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
-    for event in [e for e in events if e.get("event") == "search_completed"][skip:]:
-        for key, value in event.items():
+    for line in [e for e in _events(log) if e.get("event") == event][skip:]:
+        for key, value in line.items():
             if key.endswith("_ms"):
                 found.setdefault(key.removesuffix("_ms"), []).append(float(value))
     return {name: statistics.median(values) for name, values in found.items()}
+
+
+def breakdown(logs: Path, searches: int, skip: int) -> list[tuple[str, float]]:
+    """Where a search's time goes: each gateway stage (its ``search_completed`` lines) split into
+    the service's own work (the detector's, embedder's and matcher's ``compute_ms``) and the rest
+    of the stage (the NATS hop, queueing, protobuf, and for the match stage the matcher's audit)."""
+    stages = logged_medians(logs / "gateway.log", "search_completed", skip)
+    # The services log every call; enrolments came first, so the searches are the last lines.
+    compute = {
+        "detect": ("detector.log", "faces_detected"),
+        "embed": ("embedder.log", "faces_embedded"),
+        "match": ("matcher.log", "gallery_searched"),
+    }
+    parts: list[tuple[str, float]] = []
+    for stage, ms in stages.items():
+        if stage in compute:
+            name, event = compute[stage]
+            lines = [e for e in _events(logs / name) if e.get("event") == event][-searches:]
+            own = statistics.median(float(e["compute_ms"]) for e in lines) if lines else 0.0
+            parts += [(f"{stage} (service)", own), (f"{stage} (hop)", ms - own)]
+        else:
+            parts.append((stage, ms))
+    return parts
+
+
+def _events(log: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -159,7 +185,7 @@ def main() -> None:
                         anchor_ms += [timed(lambda d=d: anchor.search(d)) for d in probes]
         finally:
             stack.down()
-        stages = stage_medians(stack.logs / "gateway.log", skip=2)
+        parts = breakdown(stack.logs, len(stack_ms), skip=2)
 
     stack_p50, anchor_p50 = statistics.median(stack_ms), statistics.median(anchor_ms)
     mode = "photo by photo" if args.interleave else "pass by pass"
@@ -167,8 +193,11 @@ def main() -> None:
     print(f"stack Search p50     {stack_p50:8.1f} ms   (p90 {np.percentile(stack_ms, 90):.1f})")
     print(f"in-process p50       {anchor_p50:8.1f} ms   (p90 {np.percentile(anchor_ms, 90):.1f})")
     print(f"ratio stack / in-process: {stack_p50 / anchor_p50:.3f}  (goal <= 1.10)")
-    print("the gateway's stages, median ms a search (its search_completed log lines; the rest is gRPC):")
-    print("  " + "  ".join(f"{name} {ms:.1f}" for name, ms in stages.items()))
+    print("median ms a search by part (the gateway's stages, each split into the service's own work and the hop):")
+    for name, ms in parts:
+        print(f"  {name:<18} {ms:6.1f}")
+    rest = stack_p50 - sum(ms for _, ms in parts)
+    print(f"  {'the rest':<18} {rest:6.1f}   (client and gateway gRPC, the gateway's checks, beside the parts)")
 
 
 if __name__ == "__main__":

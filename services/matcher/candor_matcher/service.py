@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -308,11 +309,13 @@ class MatchingService:
         check_search_model(await self._models.for_search(), model.id)
         index = self._gallery.index_to_search(model)
         hits = []
+        start = time.perf_counter()
         if index is not None:  # None: nothing enrolled yet
             hits = await asyncio.to_thread(
                 index.search, list(request.embedding.values), request.limit, request.max_distance
             )
-        log.info("gallery_searched", candidates=len(hits), model=model.id)
+        compute_ms = round((time.perf_counter() - start) * 1000, 2)
+        log.info("gallery_searched", candidates=len(hits), model=model.id, compute_ms=compute_ms)
         await self._audited(
             "matcher.searched",
             request.origin,
