@@ -248,15 +248,22 @@ def _candor(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) ->
     return build, search
 
 
-def under_import(collection: Any, queries: np.ndarray, search: Any, dimension: int, group: int) -> dict[str, Any]:
-    """Search p99 while another thread enrols new faces as fast as it can, ``group`` at a time in
+#: Seconds the searches run beside the concurrent import.
+IMPORT_SECONDS = 10.0
+
+
+def under_import(
+    collection: Any, queries: np.ndarray, search: Any, dimension: int, group: int, rate: float
+) -> dict[str, Any]:
+    """Search p99 while another thread enrols new faces at ``rate`` a second, ``group`` at a time in
     one write flushed to disk (as the matcher's group commit writes an import's batch); each
-    enrolment must be found at once."""
+    enrolment is searched for at once and must be found."""
     stop = threading.Event()
     enrolled, missed = [0], [0]
 
     def enrol() -> None:
         rng = np.random.default_rng(99)
+        started = time.perf_counter()
         while not stop.is_set():
             vectors = rng.standard_normal((group, dimension)).astype(np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -266,14 +273,18 @@ def under_import(collection: Any, queries: np.ndarray, search: Any, dimension: i
             for record, vector in zip(records, vectors, strict=True):
                 if collection.nearest(vector.tolist(), 1, -1.0)[0].record_id != record:
                     missed[0] += 1
+            # Paced: the next group when the import's rate allows (at once when behind).
+            stop.wait(max(0.0, started + enrolled[0] / rate - time.perf_counter()))
 
     writer = threading.Thread(target=enrol)
     writer.start()
     times = []
-    for q in queries:
-        start = time.perf_counter()
-        search(q, None)
-        times.append(time.perf_counter() - start)
+    until = time.perf_counter() + IMPORT_SECONDS
+    while time.perf_counter() < until:  # the probes again and again, for long enough to see many writes
+        for q in queries:
+            start = time.perf_counter()
+            search(q, None)
+            times.append(time.perf_counter() - start)
     stop.set()
     writer.join()
     return {"times": times, "enrolled": enrolled[0], "not_found_at_once": missed[0]}
@@ -317,7 +328,9 @@ def run_engine(name: str, vectors: str, probes: str, options: dict[str, Any], ou
     rss = {"rss_mb": rss_mb(), "anon_mb": rss_mb("RssAnon"), "file_mb": rss_mb("RssFile")}
     loaded = None
     if "collection" in options:
-        loaded = under_import(options["collection"], queries, search, dimension, options["import_group"])
+        loaded = under_import(
+            options["collection"], queries, search, dimension, options["import_group"], options["import_rate"]
+        )
     out.send({"build_s": build, **rss, "runs": runs, "under_import": loaded, "shard_s": options.get("shard_s")})
 
 
@@ -411,6 +424,13 @@ def main() -> int:
         help="faces a concurrent import writes at once (the matcher writes what arrives meanwhile together; "
         "an import worker takes CANDOR_IMPORT_BATCH, 4, at a time)",
     )
+    parser.add_argument(
+        "--import-rate",
+        type=float,
+        default=100.0,
+        help="faces a second the concurrent import enrols (this machine's whole stack imports about 20; "
+        "100 is a deployment with detectors and embedders on other machines)",
+    )
     args = parser.parse_args()
     engines = args.engines.split(",")
     if engines[0] != "exact":
@@ -445,6 +465,7 @@ def main() -> int:
                     "quantization": {"edge-pq": "pq", "edge-binary": "binary"}.get(engine, "int8"),
                     "settings": settings.get(engine, []),
                     "import_group": args.import_group,
+                    "import_rate": args.import_rate,
                 }
                 result = measure(engine, vectors, probe_file, options)
                 for run in result["runs"]:
