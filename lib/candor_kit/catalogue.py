@@ -103,7 +103,7 @@ IMPORT_WORKER = Setting(
     "choice",
     choices=("on", "off"),
 )
-IMPORT_BATCH = int_setting("CANDOR_IMPORT_BATCH", "import work items a worker takes at once", 4, 1, 256)
+IMPORT_BATCH = int_setting("CANDOR_IMPORT_BATCH", "import work items a worker works on at once", 4, 1, 256)
 IMPORT_ACK_WAIT_S = float_setting(
     "CANDOR_IMPORT_ACK_WAIT_S", "seconds before an unacknowledged import item is redelivered", 60.0, 1.0, 3600.0
 )
