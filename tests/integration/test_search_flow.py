@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -382,3 +383,36 @@ async def test_search_while_the_detector_is_down_is_unavailable_audited_and_reco
 
     await eventually(refusal_recorded)
     assert (await search(gateway, (samples / "obama2.jpg").read_bytes())).candidates[0].subject_id == "obama"
+
+
+async def test_parallel_enrolments_are_each_stored_once_and_found(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    """The matcher writes enrolments that arrive together in one group: each caller still gets its
+    own record, and the same photo sent four times at once is stored once."""
+    group = (samples / "t1.jpg").read_bytes()
+    repeated = (samples / "obama2.jpg").read_bytes()
+    calls = [
+        gateway.Enroll(
+            gateway_pb2.EnrollRequest(image=group, subject_id=f"par-{index}", face_index=index), metadata=ENROLLER
+        )
+        for index in range(6)
+    ] + [
+        gateway.Enroll(gateway_pb2.EnrollRequest(image=repeated, subject_id="par-obama"), metadata=ENROLLER)
+        for _ in range(4)
+    ]
+    answers = await asyncio.gather(*calls)
+    faces, repeats = answers[:6], answers[6:]
+    assert all(answer.created for answer in faces)
+    assert len({answer.record_id for answer in faces}) == 6
+    assert len({answer.record_id for answer in repeats}) == 1
+    assert sum(answer.created for answer in repeats) == 1
+    found = await search(gateway, repeated)
+    assert [c.record_id for c in found.candidates if c.subject_id == "par-obama"] == [repeats[0].record_id]
+
+    async def audited() -> bool:
+        records = await audit_records(stack, kinds=["matcher.enrolled"])
+        mine = [json.loads(r.event.details_json) for r in records if '"par-' in r.event.details_json]
+        return len(mine) == 10 and sum(d["created"] for d in mine if d["subject_id"] == "par-obama") == 1
+
+    await eventually(audited)
