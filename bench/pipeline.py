@@ -111,7 +111,12 @@ def breakdown(logs: Path, searches: int, skip: int) -> list[tuple[str, float]]:
             name, event = compute[stage]
             lines = [e for e in _events(logs / name) if e.get("event") == event][-searches:]
             own = statistics.median(float(e["compute_ms"]) for e in lines) if lines else 0.0
-            parts += [(f"{stage} (service)", own), (f"{stage} (hop)", ms - own)]
+            parts.append((f"{stage} (service)", own))
+            if lines and "audit_ms" in lines[0]:  # the matcher's own durable audit record
+                audit = statistics.median(float(e["audit_ms"]) for e in lines)
+                parts.append((f"{stage} (its audit)", audit))
+                own += audit
+            parts.append((f"{stage} (hop)", ms - own))
         else:
             parts.append((stage, ms))
     return parts

@@ -314,8 +314,7 @@ class MatchingService:
             hits = await asyncio.to_thread(
                 index.search, list(request.embedding.values), request.limit, request.max_distance
             )
-        compute_ms = round((time.perf_counter() - start) * 1000, 2)
-        log.info("gallery_searched", candidates=len(hits), model=model.id, compute_ms=compute_ms)
+        searched = time.perf_counter()
         await self._audited(
             "matcher.searched",
             request.origin,
@@ -323,6 +322,13 @@ class MatchingService:
             limit=request.limit,
             max_distance=round(float(request.max_distance), 6),
             record_ids=[hit.record_id for hit in hits],
+        )
+        log.info(
+            "gallery_searched",
+            candidates=len(hits),
+            model=model.id,
+            compute_ms=round((searched - start) * 1000, 2),
+            audit_ms=round((time.perf_counter() - searched) * 1000, 2),
         )
         return matcher_pb2.SearchResponse(
             candidates=[
