@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,29 @@ from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 
 MAX_MESSAGE = 16 * 1024 * 1024
+#: The calls that carry a client request id (so the gateway answers a retry with the first call's
+#: answer) and that gRPC therefore retries by itself when the gateway is UNAVAILABLE: the same
+#: request, id and all, after a random backoff of up to 0.5, 1, 2 then 4 s.
+RETRIED_CALLS = ("Search", "Enroll", "DeleteSubject")
+SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{"service": "candor.gateway.v1.GatewayService", "method": method} for method in RETRIED_CALLS],
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.5s",
+                "maxBackoff": "4s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+
+def new_request_id() -> str:
+    """A fresh client request id for one logical call (its retries reuse it)."""
+    return uuid.uuid4().hex
 
 
 class GatewayClient:
@@ -23,22 +48,36 @@ class GatewayClient:
     def __init__(self, address: str, token: str, timeout_s: float = 120.0) -> None:
         self._channel = grpc.insecure_channel(
             address,
-            options=[("grpc.max_send_message_length", MAX_MESSAGE), ("grpc.max_receive_message_length", MAX_MESSAGE)],
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+                # A photo up to the message limit is kept for a retry (the default keeps 256 KiB).
+                ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE),
+                ("grpc.retry_buffer_size", 4 * MAX_MESSAGE),
+            ],
         )
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout = timeout_s
 
     def enroll(
-        self, image: Path, subject_id: str, face_index: int | None = None, metadata: dict[str, str] | None = None
+        self,
+        image: Path,
+        subject_id: str,
+        face_index: int | None = None,
+        metadata: dict[str, str] | None = None,
+        request_id: str = "",
     ) -> gateway_pb2.EnrollResponse:
         """Enrol one face of a photo; the gallery keeps the photo's absolute path as its reference,
-        so the record can be re-embedded with another model later."""
+        so the record can be re-embedded with another model later. ``request_id`` (new when empty)
+        makes a retry of this call answer as the first did."""
         request = gateway_pb2.EnrollRequest(
             image=image.read_bytes(),
             subject_id=subject_id,
             metadata=metadata or {},
             image_ref=str(image.resolve())[:1000],
+            client_request_id=request_id or new_request_id(),
         )
         if face_index is not None:
             request.face_index = face_index
@@ -52,8 +91,10 @@ class GatewayClient:
         face_index: int | None = None,
         max_candidates: int = 0,
         authorisation: str = "",
+        request_id: str = "",
     ) -> gateway_pb2.SearchResponse:
-        """Search the gallery with a probe photo."""
+        """Search the gallery with a probe photo. ``request_id`` (new when empty) makes a retry of
+        this search return the first one's answer, with no second search or audit record."""
         data = image if isinstance(image, bytes) else image.read_bytes()
         request = gateway_pb2.SearchRequest(
             probe_image=data,
@@ -61,6 +102,7 @@ class GatewayClient:
             purpose=purpose,
             max_candidates=max_candidates,
             authorisation_reference=authorisation,
+            client_request_id=request_id or new_request_id(),
         )
         if face_index is not None:
             request.face_index = face_index
@@ -123,9 +165,11 @@ class GatewayClient:
         request = gateway_pb2.GetRecordPhotoRequest(record_id=record_id)
         return self._stub.GetRecordPhoto(request, metadata=self._metadata, timeout=self._timeout)
 
-    def delete_subject(self, subject_id: str, reason: str) -> gateway_pb2.DeleteSubjectResponse:
-        """Expunge a subject."""
-        request = gateway_pb2.DeleteSubjectRequest(subject_id=subject_id, reason=reason)
+    def delete_subject(self, subject_id: str, reason: str, request_id: str = "") -> gateway_pb2.DeleteSubjectResponse:
+        """Expunge a subject (``request_id``, new when empty: a retry answers as the first did)."""
+        request = gateway_pb2.DeleteSubjectRequest(
+            subject_id=subject_id, reason=reason, client_request_id=request_id or new_request_id()
+        )
         return self._stub.DeleteSubject(request, metadata=self._metadata, timeout=self._timeout)
 
     def delete_record(self, record_id: str, reason: str) -> gateway_pb2.DeleteRecordResponse:

@@ -59,6 +59,9 @@ GALLERY_BUCKET = "CANDOR_GALLERY"
 REVOKED_TOKENS_BUCKET = "CANDOR_REVOKED_TOKENS"
 #: The object store of encrypted gallery photos and retained probes (the gateway's alone).
 PHOTOS_BUCKET = "CANDOR_PHOTOS"
+#: Each client request id's claim and answer, so a retried call does its work once (the gateway's
+#: alone; keys are digests of caller, call and id).
+REQUESTS_BUCKET = "CANDOR_REQUESTS"
 
 #: The import stages whose work is routed by model (detection and embedding depend on it; the
 #: matcher's enrolment takes every model's vectors).
@@ -121,6 +124,8 @@ class BusRole:
     runs_imports: bool = False
     #: Whether it keeps the register of revoked tokens (the gateway, which checks every call).
     revokes_tokens: bool = False
+    #: Whether it keeps the register of client request ids (the gateway: idempotent calls).
+    remembers_requests: bool = False
     #: Whether it keeps the tombstones of expunged subjects and records.
     keeps_tombstones: bool = False
     #: Whether it writes the gallery's model pointer (the matcher), or only reads it.
@@ -219,6 +224,7 @@ ROLES: dict[str, BusRole] = {
         gallery_models="read",
         keeps_photos=True,
         revokes_tokens=True,
+        remembers_requests=True,
     ),
     # A person at the command line (`candor eval`, `candor model calibrate`): calls the detector
     # and embedder, counts the gallery's records, reads dead-lettered import work, and records a
@@ -359,6 +365,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         publish += _object_store_permissions(PHOTOS_BUCKET)
     if role.revokes_tokens:
         publish += _bucket_permissions(REVOKED_TOKENS_BUCKET)
+    if role.remembers_requests:
+        publish += _bucket_permissions(REQUESTS_BUCKET)
     if role.audit_kinds:
         publish += [f"{AUDIT_EVENT_PREFIX}.{service}.>", *stream_api]
     if role.reads_dead_letters:

@@ -17,6 +17,7 @@ from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.calibration import CalibrationGate
+from candor_gateway.idempotency import RequestRegister
 from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import PolicyHolder
@@ -150,12 +151,14 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         imports: ImportDesk,
         reembed: ReembedDesk,
         revocations: TokenRevocations,
+        requests: RequestRegister,
     ) -> None:
         self._workflow = workflow
         self._tokens = tokens
         self._imports = imports
         self._reembed = reembed
         self._revocations = revocations
+        self._requests = requests
 
     async def _principal(
         self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = ""
@@ -184,15 +187,21 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SearchResponse:
         principal = await self._principal(context, "search", request.case_number, request.purpose)
-        matched = await self._workflow.search(principal, request)
-        return gateway_pb2.SearchResponse(
-            search_id=matched.search_id,
-            candidates=matched.candidates,
-            model=matched.model,
-            notice=LEAD_NOTICE,
-            probe_sha256=matched.probe_sha256,
-            trace_id=current_trace_id(),
-            probe_quality=matched.quality,
+
+        async def search() -> gateway_pb2.SearchResponse:
+            matched = await self._workflow.search(principal, request)
+            return gateway_pb2.SearchResponse(
+                search_id=matched.search_id,
+                candidates=matched.candidates,
+                model=matched.model,
+                notice=LEAD_NOTICE,
+                probe_sha256=matched.probe_sha256,
+                trace_id=current_trace_id(),
+                probe_quality=matched.quality,
+            )
+
+        return await self._requests.once(
+            principal.user, "Search", request, request.client_request_id, search, gateway_pb2.SearchResponse
         )
 
     @rpc(SERVICE)
@@ -200,16 +209,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EnrollResponse:
         principal = await self._principal(context, "enroll")
-        enrolled, model, quality = await self._workflow.gallery.enroll(
-            principal,
-            request.image,
-            request.subject_id,
-            request.face_index if request.HasField("face_index") else None,
-            dict(request.metadata),
-            request.image_ref,
-        )
-        return gateway_pb2.EnrollResponse(
-            record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
+
+        async def enroll() -> gateway_pb2.EnrollResponse:
+            enrolled, model, quality = await self._workflow.gallery.enroll(
+                principal,
+                request.image,
+                request.subject_id,
+                request.face_index if request.HasField("face_index") else None,
+                dict(request.metadata),
+                request.image_ref,
+            )
+            return gateway_pb2.EnrollResponse(
+                record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
+            )
+
+        return await self._requests.once(
+            principal.user, "Enroll", request, request.client_request_id, enroll, gateway_pb2.EnrollResponse
         )
 
     @rpc(SERVICE)
@@ -227,8 +242,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.DeleteSubjectRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteSubjectResponse:
         principal = await self._principal(context, "delete")
-        deleted = await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
-        return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
+
+        async def delete() -> gateway_pb2.DeleteSubjectResponse:
+            deleted = await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
+            return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
+
+        return await self._requests.once(
+            principal.user,
+            "DeleteSubject",
+            request,
+            request.client_request_id,
+            delete,
+            gateway_pb2.DeleteSubjectResponse,
+        )
 
     @rpc(SERVICE)
     async def DeleteRecord(  # noqa: N802 - gRPC method name
@@ -410,9 +436,11 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await imports.open()
         revocations = TokenRevocations(host.bus, settings.tokens.longest_life_s, settings.photo_store_replicas)
         await revocations.open()
+        requests = RequestRegister(host.bus, settings.common.request_timeout_s, settings.photo_store_replicas)
+        await requests.open()
         reembed = ReembedDesk(host.bus, audit, settings.calibration, routes, settings.common.request_timeout_s)
         gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-            GatewayServicer(workflow, settings.tokens, imports, reembed, revocations), host.grpc.server
+            GatewayServicer(workflow, settings.tokens, imports, reembed, revocations, requests), host.grpc.server
         )
         await host.start_grpc()
         await audit.publish(

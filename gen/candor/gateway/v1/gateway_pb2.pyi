@@ -130,7 +130,7 @@ class CaseView(_message.Message):
     def __init__(self, case_number: _Optional[str] = ..., searches: _Optional[_Iterable[_Union[SearchReview, _Mapping]]] = ...) -> None: ...
 
 class EnrollRequest(_message.Message):
-    __slots__ = ("image", "subject_id", "face_index", "metadata", "image_ref")
+    __slots__ = ("image", "subject_id", "face_index", "metadata", "image_ref", "client_request_id")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -143,12 +143,14 @@ class EnrollRequest(_message.Message):
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     IMAGE_REF_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     subject_id: str
     face_index: int
     metadata: _containers.ScalarMap[str, str]
     image_ref: str
-    def __init__(self, image: _Optional[bytes] = ..., subject_id: _Optional[str] = ..., face_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_ref: _Optional[str] = ...) -> None: ...
+    client_request_id: str
+    def __init__(self, image: _Optional[bytes] = ..., subject_id: _Optional[str] = ..., face_index: _Optional[int] = ..., metadata: _Optional[_Mapping[str, str]] = ..., image_ref: _Optional[str] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class EnrollResponse(_message.Message):
     __slots__ = ("record_id", "created", "model", "quality")
@@ -163,20 +165,22 @@ class EnrollResponse(_message.Message):
     def __init__(self, record_id: _Optional[str] = ..., created: _Optional[bool] = ..., model: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., quality: _Optional[_Union[_common_pb2.FaceQuality, _Mapping]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("probe_image", "case_number", "purpose", "face_index", "max_candidates", "authorisation_reference")
+    __slots__ = ("probe_image", "case_number", "purpose", "face_index", "max_candidates", "authorisation_reference", "client_request_id")
     PROBE_IMAGE_FIELD_NUMBER: _ClassVar[int]
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     PURPOSE_FIELD_NUMBER: _ClassVar[int]
     FACE_INDEX_FIELD_NUMBER: _ClassVar[int]
     MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     AUTHORISATION_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     probe_image: bytes
     case_number: str
     purpose: str
     face_index: int
     max_candidates: int
     authorisation_reference: str
-    def __init__(self, probe_image: _Optional[bytes] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., face_index: _Optional[int] = ..., max_candidates: _Optional[int] = ..., authorisation_reference: _Optional[str] = ...) -> None: ...
+    client_request_id: str
+    def __init__(self, probe_image: _Optional[bytes] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., face_index: _Optional[int] = ..., max_candidates: _Optional[int] = ..., authorisation_reference: _Optional[str] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("search_id", "candidates", "model", "notice", "probe_sha256", "trace_id", "probe_quality")
@@ -213,12 +217,14 @@ class DetectFacesResponse(_message.Message):
     def __init__(self, faces: _Optional[_Iterable[_Union[_common_pb2.DetectedFace, _Mapping]]] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class DeleteSubjectRequest(_message.Message):
-    __slots__ = ("subject_id", "reason")
+    __slots__ = ("subject_id", "reason", "client_request_id")
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     subject_id: str
     reason: str
-    def __init__(self, subject_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    client_request_id: str
+    def __init__(self, subject_id: _Optional[str] = ..., reason: _Optional[str] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteSubjectResponse(_message.Message):
     __slots__ = ("deleted_records",)

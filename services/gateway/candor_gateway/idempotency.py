@@ -1,0 +1,217 @@
+"""Idempotent calls: a client's request id makes a retried Search, Enroll or DeleteSubject return the
+first call's answer instead of doing the work (and writing its audit records) again.
+
+Every gateway replica shares one register, the REQUESTS_BUCKET key-value bucket. A call with an id
+first *claims* its key with a create, which NATS grants to exactly one caller however many race, on
+however many replicas; the claim holds a digest of the request. The claimant does the work and
+stores its answer (or its refusal) under the key. Any other call with the id then:
+
+- with another request (another digest): is refused, FAILED_PRECONDITION;
+- once the answer is stored: gets it, or the same refusal, and nothing runs;
+- while the first call is under way: waits for its answer, up to the call's deadline (then
+  UNAVAILABLE: retry).
+
+A first call that fails for a reason a retry may not meet (UNAVAILABLE, DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. A claim whose gateway died
+before it stored an answer is taken over once it is older than ``stale_after_s``: the work then
+runs again, as a new search with its own id and records. Ids derived from the client's id were
+considered and refused: the audit chain keeps one record per event id, so an id reused after its
+answer expired would make a second search with no record of its own.
+
+Keys are SHA-256 of caller, call and id, so one caller's ids neither reach nor reveal another's;
+entries expire after ``keep_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from google.protobuf.message import Message
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from candor_kit import Bus, CandorError, InvalidInput, PreconditionFailed, ServiceUnavailable
+from candor_kit.errors import ErrorCode
+from candor_kit.ingest import open_bucket
+from candor_kit.subjects import REQUESTS_BUCKET
+
+Reply = TypeVar("Reply", bound=Message)
+
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: How long an answer is kept for retries.
+KEEP_S = 24 * 3600.0
+#: Failures a retry may not meet: the claim is given back so the retry runs.
+RETRYABLE = {
+    ErrorCode.UNAVAILABLE,
+    ErrorCode.DEADLINE_EXCEEDED,
+    ErrorCode.RESOURCE_EXHAUSTED,
+    ErrorCode.INTERNAL,
+}
+#: How often a retry looks for the answer of a first call still under way.
+POLL_S = 0.05
+
+
+def check_client_request_id(value: str) -> str:
+    """A client request id: 1 to 128 of A-Z, a-z, 0-9, '.', '_', ':' and '-'."""
+    if not CLIENT_REQUEST_ID.match(value):
+        raise InvalidInput("client_request_id must be 1 to 128 of A-Z, a-z, 0-9, '.', '_', ':' and '-'")
+    return value
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What the register holds under a key."""
+
+    digest: str
+    claimed_at: float
+    answer: str = ""  # the stored reply, base64 of its bytes
+    error_code: str = ""
+    error_message: str = ""
+
+    @property
+    def settled(self) -> bool:
+        return bool(self.answer or self.error_code)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.__dict__, separators=(",", ":")).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> _Entry:
+        return cls(**json.loads(raw or b"{}"))
+
+
+class RequestRegister:
+    """The shared register of client request ids (REQUESTS_BUCKET)."""
+
+    def __init__(self, bus: Bus, wait_s: float, replicas: int = 1, keep_s: float = KEEP_S) -> None:
+        """``wait_s``: how long a retry waits for a first call still under way; a claim twice that
+        old is taken to be its dead gateway's."""
+        self._bus = bus
+        self._wait_s = wait_s
+        self._stale_after_s = 2 * wait_s
+        self._replicas = replicas
+        self._keep_s = keep_s
+        self._bucket: KeyValue | None = None
+
+    async def open(self) -> None:
+        """Create the register when missing."""
+        self._bucket = await open_bucket(self._bus, REQUESTS_BUCKET, self._replicas, ttl=self._keep_s)
+
+    @property
+    def bucket(self) -> KeyValue:
+        """The register's bucket."""
+        if self._bucket is None:
+            raise RuntimeError("RequestRegister.open() was not awaited")
+        return self._bucket
+
+    async def once(
+        self,
+        user: str,
+        call: str,
+        request: Message,
+        client_request_id: str,
+        work: Callable[[], Awaitable[Reply]],
+        reply_type: type[Reply],
+    ) -> Reply:
+        """``work()``'s answer, run at most once for this caller, call and request id (no id: run)."""
+        if not client_request_id:
+            return await work()
+        check_client_request_id(client_request_id)
+        key = hashlib.sha256(f"{user}\n{call}\n{client_request_id}".encode()).hexdigest()
+        digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+        deadline = time.monotonic() + self._wait_s
+        while True:
+            revision = await self._claim(key, digest)
+            if revision is not None:
+                return await self._run(key, revision, digest, work)
+            entry, revision = await self._read(key)
+            if entry is None:  # given back or expired meanwhile: claim it again
+                continue
+            if entry.digest != digest:
+                raise PreconditionFailed(
+                    "this client_request_id was used for a different request; use a new id for a new request"
+                )
+            if entry.settled:
+                return self._answer(entry, reply_type)
+            if time.time() - entry.claimed_at > self._stale_after_s:
+                revision = await self._take_over(key, revision, digest)
+                if revision is not None:
+                    return await self._run(key, revision, digest, work)
+                continue
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable("the first call with this client_request_id is still under way; retry shortly")
+            await asyncio.sleep(POLL_S)
+
+    async def _claim(self, key: str, digest: str) -> int | None:
+        """The claim's revision, or None when another call holds the key."""
+        try:
+            return await self.bucket.create(key, _Entry(digest, time.time()).encode())
+        except KeyWrongLastSequenceError:
+            return None
+        except Exception as exc:
+            raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
+
+    async def _take_over(self, key: str, revision: int, digest: str) -> int | None:
+        """Claim a key whose holder died; None when another call took it first."""
+        try:
+            return await self.bucket.update(key, _Entry(digest, time.time()).encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            return None
+
+    async def _read(self, key: str) -> tuple[_Entry | None, int]:
+        try:
+            found = await self.bucket.get(key)
+        except KeyNotFoundError:
+            return None, 0
+        except Exception as exc:
+            raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
+        return _Entry.decode(found.value), int(found.revision or 0)
+
+    async def _run(self, key: str, revision: int, digest: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
+        """Do the work under the claim and store how it ended; a failure a retry may not meet gives
+        the claim back."""
+        try:
+            reply = await work()
+        except CandorError as error:
+            if error.code in RETRYABLE:
+                await self._give_back(key, revision)
+            else:
+                refused = _Entry(digest, time.time(), error_code=error.code.name, error_message=error.message)
+                await self._settle(key, revision, refused)
+            raise
+        except BaseException:
+            await self._give_back(key, revision)
+            raise
+        answer = base64.b64encode(reply.SerializeToString()).decode()
+        await self._settle(key, revision, _Entry(digest, time.time(), answer=answer))
+        return reply
+
+    async def _settle(self, key: str, revision: int, entry: _Entry) -> None:
+        """Store the outcome under our claim. The work is done either way: if the register cannot
+        take it, a retry after the claim goes stale runs the work again under the same ids."""
+        try:
+            await self.bucket.update(key, entry.encode(), last=revision)
+        except Exception:  # noqa: BLE001 - the caller still gets its answer
+            pass
+
+    async def _give_back(self, key: str, revision: int) -> None:
+        try:
+            await self.bucket.delete(key, last=revision)
+        except Exception:  # noqa: BLE001 - the claim then goes stale and is taken over
+            pass
+
+    @staticmethod
+    def _answer(entry: _Entry, reply_type: type[Reply]) -> Reply:
+        if entry.error_code:
+            raise CandorError.from_code(ErrorCode[entry.error_code], entry.error_message)
+        reply = reply_type()
+        reply.ParseFromString(base64.b64decode(entry.answer))
+        return reply

@@ -1,0 +1,70 @@
+"""The Python client against a gateway that is briefly unavailable: gRPC retries the call by itself,
+the same request with the same client request id, so the gateway can answer the retry as the first
+call. The gateway here is a real gRPC server that answers UNAVAILABLE twice (a STAND-IN for a
+gateway restarting; the register behind the ids is tested in test_idempotency.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent import futures
+
+import grpc
+import pytest
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_cli.client import GatewayClient
+
+
+class Restarting(gateway_pb2_grpc.GatewayServiceServicer):
+    """Answers UNAVAILABLE to the first ``failures`` calls, then answers; keeps each call's id."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.ids: list[str] = []
+
+    def _answer(self, request_id: str, context: grpc.ServicerContext) -> None:
+        self.ids.append(request_id)
+        if len(self.ids) <= self.failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+
+    def Search(self, request: gateway_pb2.SearchRequest, context: grpc.ServicerContext) -> gateway_pb2.SearchResponse:  # noqa: N802
+        self._answer(request.client_request_id, context)
+        return gateway_pb2.SearchResponse(search_id="S-1", probe_sha256=str(len(request.probe_image)))
+
+    def DeleteSubject(  # noqa: N802
+        self, request: gateway_pb2.DeleteSubjectRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.DeleteSubjectResponse:
+        self._answer(request.client_request_id, context)
+        return gateway_pb2.DeleteSubjectResponse(deleted_records=1)
+
+
+@pytest.fixture
+def gateway() -> Iterator[tuple[Restarting, str]]:
+    servicer = Restarting(failures=2)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=2), options=[("grpc.max_receive_message_length", 16 << 20)]
+    )
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_a_search_is_retried_with_its_request_id_photo_and_all(gateway: tuple[Restarting, str]) -> None:
+    servicer, address = gateway
+    photo = b"\xff\xd8" + b"x" * (2 << 20)  # 2 MiB: above gRPC's default 256 KiB retry buffer
+    with GatewayClient(address, "token", timeout_s=30) as client:
+        answer = client.search(photo, "CASE-1", "investigation")
+    assert answer.search_id == "S-1" and answer.probe_sha256 == str(len(photo))
+    assert len(servicer.ids) == 3 and len(set(servicer.ids)) == 1 and servicer.ids[0]
+
+
+def test_each_call_has_its_own_id_unless_the_caller_names_one(gateway: tuple[Restarting, str]) -> None:
+    servicer, address = gateway
+    servicer.failures = 0
+    with GatewayClient(address, "token", timeout_s=30) as client:
+        client.delete_subject("S-1", "court order")
+        client.delete_subject("S-1", "court order")
+        client.delete_subject("S-1", "court order", request_id="ticket-4711")
+    assert len(set(servicer.ids)) == 3 and servicer.ids[2] == "ticket-4711"

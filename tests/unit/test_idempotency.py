@@ -1,0 +1,160 @@
+"""Client request ids on a real nats-server: a retried call does its work once, whichever replica or
+how many racing calls ask, and the register's edge cases (refusals kept, failures given back, a dead
+gateway's claim taken over, another request under the same id refused)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from candor.gateway.v1 import gateway_pb2
+from candor_gateway.idempotency import RequestRegister
+from candor_kit import Bus, InvalidInput, PolicyViolation, PreconditionFailed, ServiceUnavailable
+
+Reply = gateway_pb2.DeleteSubjectResponse
+
+
+@pytest.fixture
+async def registers(nats_url: str) -> AsyncIterator[tuple[RequestRegister, RequestRegister]]:
+    """Two gateway replicas' registers over one bucket, each on its own connection."""
+    buses = [Bus(await nats.connect(nats_url)) for _ in range(2)]
+    replicas = tuple(RequestRegister(bus, wait_s=2.0) for bus in buses)
+    for register in replicas:
+        await register.open()
+    await replicas[0].bucket.purge_deletes(olderthan=0)
+    yield replicas  # type: ignore[misc]
+    for bus in buses:
+        await bus.close()
+
+
+class Work:
+    """A call's work: counts its runs and answers with the count."""
+
+    def __init__(self, delay_s: float = 0.0, fail: Exception | None = None) -> None:
+        self.runs = 0
+        self.delay_s = delay_s
+        self.fail = fail
+
+    async def __call__(self) -> Reply:
+        self.runs += 1
+        await asyncio.sleep(self.delay_s)
+        if self.fail is not None:
+            raise self.fail
+        return Reply(deleted_records=self.runs)
+
+
+def request(
+    subject: str = "S-1", reason: str = "court order", request_id: str = ""
+) -> gateway_pb2.DeleteSubjectRequest:
+    return gateway_pb2.DeleteSubjectRequest(
+        subject_id=subject, reason=reason, client_request_id=request_id or uuid.uuid4().hex
+    )
+
+
+async def test_racing_calls_on_two_replicas_run_the_work_once_and_share_its_answer(
+    registers: tuple[RequestRegister, RequestRegister],
+) -> None:
+    work = Work(delay_s=0.2)
+    asked = request()
+    answers = await asyncio.gather(
+        *(registers[n % 2].once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply) for n in range(8))
+    )
+    assert work.runs == 1
+    assert {answer.deleted_records for answer in answers} == {1}
+    again = await registers[1].once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply)
+    assert (work.runs, again.deleted_records) == (1, 1)
+
+
+async def test_the_same_id_with_another_request_is_refused(registers: tuple[RequestRegister, RequestRegister]) -> None:
+    work = Work()
+    first = request()
+    await registers[0].once("ann", "DeleteSubject", first, first.client_request_id, work, Reply)
+    other = request(subject="S-2", request_id=first.client_request_id)
+    with pytest.raises(PreconditionFailed, match="different request"):
+        await registers[1].once("ann", "DeleteSubject", other, other.client_request_id, work, Reply)
+    assert work.runs == 1
+
+
+async def test_ids_belong_to_their_caller_and_their_call(registers: tuple[RequestRegister, RequestRegister]) -> None:
+    work = Work()
+    asked = request()
+    await registers[0].once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply)
+    await registers[0].once("bob", "DeleteSubject", asked, asked.client_request_id, work, Reply)
+    await registers[0].once("ann", "Enroll", asked, asked.client_request_id, work, Reply)
+    assert work.runs == 3
+
+
+async def test_a_refusal_is_kept_and_a_failure_a_retry_may_not_meet_is_given_back(
+    registers: tuple[RequestRegister, RequestRegister],
+) -> None:
+    refused = Work(fail=PolicyViolation("purpose 'curiosity' is not allowed"))
+    asked = request()
+    for _ in range(2):
+        with pytest.raises(PolicyViolation, match="curiosity"):
+            await registers[0].once("ann", "DeleteSubject", asked, asked.client_request_id, refused, Reply)
+    assert refused.runs == 1
+
+    flaky = Work(fail=ServiceUnavailable("the matcher is restarting"))
+    asked = request()
+    with pytest.raises(ServiceUnavailable):
+        await registers[0].once("ann", "DeleteSubject", asked, asked.client_request_id, flaky, Reply)
+    flaky.fail = None
+    answer = await registers[1].once("ann", "DeleteSubject", asked, asked.client_request_id, flaky, Reply)
+    assert (flaky.runs, answer.deleted_records) == (2, 2)
+
+
+async def test_a_retry_waits_for_the_first_call_then_gives_up_with_unavailable(nats_url: str) -> None:
+    bus = Bus(await nats.connect(nats_url))
+    try:
+        register = RequestRegister(bus, wait_s=0.3)
+        await register.open()
+        slow = Work(delay_s=0.6)  # under way longer than a retry waits, not long enough to be stale
+        asked = request()
+        first = asyncio.create_task(register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply))
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServiceUnavailable, match="still under way"):
+            await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+        assert (await first).deleted_records == 1
+        assert (
+            await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+        ).deleted_records == 1
+        assert slow.runs == 1
+    finally:
+        await bus.close()
+
+
+async def test_the_claim_of_a_gateway_that_died_is_taken_over(nats_url: str) -> None:
+    bus = Bus(await nats.connect(nats_url))
+    try:
+        register = RequestRegister(bus, wait_s=0.5)
+        await register.open()
+        asked = request()
+        # What a gateway killed mid-call leaves: a claim, no answer, claimed a while ago.
+        key = hashlib.sha256(f"ann\nDeleteSubject\n{asked.client_request_id}".encode()).hexdigest()
+        digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+        await register.bucket.create(key, json.dumps({"digest": digest, "claimed_at": time.time() - 60}).encode())
+        work = Work()
+        answer = await register.once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply)
+        assert (work.runs, answer.deleted_records) == (1, 1)
+    finally:
+        await bus.close()
+
+
+async def test_no_id_runs_every_time_and_a_malformed_id_is_refused(
+    registers: tuple[RequestRegister, RequestRegister],
+) -> None:
+    work = Work()
+    plain = gateway_pb2.DeleteSubjectRequest(subject_id="S-1", reason="r")
+    for _ in range(2):
+        await registers[0].once("ann", "DeleteSubject", plain, "", work, Reply)
+    assert work.runs == 2
+    bad = request(request_id="no spaces allowed")
+    with pytest.raises(InvalidInput, match="client_request_id"):
+        await registers[0].once("ann", "DeleteSubject", bad, bad.client_request_id, work, Reply)
