@@ -100,10 +100,15 @@ class RequestRegister:
         self._replicas = replicas
         self._keep_s = keep_s
         self._bucket: KeyValue | None = None
+        self._settling: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
         """Create the register when missing."""
         self._bucket = await open_bucket(self._bus, REQUESTS_BUCKET, self._replicas, ttl=self._keep_s)
+
+    async def close(self) -> None:
+        """Store the answers still being stored (at shutdown)."""
+        await asyncio.gather(*self._settling, return_exceptions=True)
 
     @property
     def bucket(self) -> KeyValue:
@@ -191,7 +196,10 @@ class RequestRegister:
             await self._give_back(key, revision)
             raise
         answer = base64.b64encode(reply.SerializeToString()).decode()
-        await self._settle(key, revision, _Entry(digest, time.time(), answer=answer))
+        # Stored beside the reply, not before it: a retry arriving first waits for it.
+        settling = asyncio.create_task(self._settle(key, revision, _Entry(digest, time.time(), answer=answer)))
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
         return reply
 
     async def _settle(self, key: str, revision: int, entry: _Entry) -> None:

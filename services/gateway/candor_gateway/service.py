@@ -467,6 +467,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             )
             await host.mark_serving()
             await stop.wait()
+        await requests.close()
 
 
 async def sweep_probes(
