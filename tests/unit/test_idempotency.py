@@ -158,3 +158,22 @@ async def test_no_id_runs_every_time_and_a_malformed_id_is_refused(
     bad = request(request_id="no spaces allowed")
     with pytest.raises(InvalidInput, match="client_request_id"):
         await registers[0].once("ann", "DeleteSubject", bad, bad.client_request_id, work, Reply)
+
+
+async def test_a_slow_first_call_keeps_its_claim_and_is_never_run_twice(nats_url: str) -> None:
+    bus = Bus(await nats.connect(nats_url))
+    try:
+        register = RequestRegister(bus, wait_s=0.2)  # a claim unrenewed for 0.4 s would be taken over
+        await register.open()
+        slow = Work(delay_s=1.2)
+        asked = request()
+        first = asyncio.create_task(register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply))
+        await asyncio.sleep(0.7)  # well past the stale age: only the renewals keep the claim
+        with pytest.raises(ServiceUnavailable, match="still under way"):
+            await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+        assert (await first).deleted_records == 1
+        await register.close()
+        later = await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+        assert (slow.runs, later.deleted_records) == (1, 1)
+    finally:
+        await bus.close()

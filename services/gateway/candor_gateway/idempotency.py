@@ -12,9 +12,10 @@ stores its answer (or its refusal) under the key. Any other call with the id the
   UNAVAILABLE: retry).
 
 A first call that fails for a reason a retry may not meet (UNAVAILABLE, DEADLINE_EXCEEDED,
-RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. A claim whose gateway died
-before it stored an answer is taken over once it is older than ``stale_after_s``: the work then
-runs again, as a new search with its own id and records. Ids derived from the client's id were
+RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. The claimant renews its
+claim while the work runs, however long; a claim left unrenewed for ``stale_after_s`` (its gateway
+died before it stored an answer) is taken over: the work then runs again, as a new search with
+its own id and records. Ids derived from the client's id were
 considered and refused: the audit chain keeps one record per event id, so an id reused after its
 answer expired would make a second search with no record of its own.
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -181,11 +183,14 @@ class RequestRegister:
         return _Entry.decode(found.value), int(found.revision or 0)
 
     async def _run(self, key: str, revision: int, digest: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
-        """Do the work under the claim and store how it ended; a failure a retry may not meet gives
-        the claim back."""
+        """Do the work under the claim, renewing it while the work lasts, and store how it ended; a
+        failure a retry may not meet gives the claim back."""
+        claim = _Claim(revision)
+        renewing = asyncio.create_task(self._renew(key, digest, claim))
         try:
             reply = await work()
         except CandorError as error:
+            revision = await claim.stop(renewing)
             if error.code in RETRYABLE:
                 await self._give_back(key, revision)
             else:
@@ -193,14 +198,32 @@ class RequestRegister:
                 await self._settle(key, revision, refused)
             raise
         except BaseException:
-            await self._give_back(key, revision)
+            await self._give_back(key, await claim.stop(renewing))
             raise
+        revision = await claim.stop(renewing)
         answer = base64.b64encode(reply.SerializeToString()).decode()
         # Stored beside the reply, not before it: a retry arriving first waits for it.
         settling = asyncio.create_task(self._settle(key, revision, _Entry(digest, time.time(), answer=answer)))
         self._settling.add(settling)
         settling.add_done_callback(self._settling.discard)
         return reply
+
+    async def _renew(self, key: str, digest: str, claim: _Claim) -> None:
+        """Keep the claim fresh while its work runs, so a slow first call is never taken for a dead
+        gateway's (only a claim left unrenewed for ``stale_after_s`` is taken over)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(claim.done.wait(), self._wait_s / 2)
+            if claim.done.is_set():  # between renewals: the revision is the last one written
+                return
+            try:
+                claim.revision = await self.bucket.update(
+                    key, _Entry(digest, time.time()).encode(), last=claim.revision
+                )
+            except KeyWrongLastSequenceError:
+                return  # taken over after all (this gateway stalled): the other call settles it
+            except Exception:  # noqa: BLE001 - try again at the next renewal
+                continue
 
     async def _settle(self, key: str, revision: int, entry: _Entry) -> None:
         """Store the outcome under our claim. The work is done either way: if the register cannot
@@ -223,3 +246,18 @@ class RequestRegister:
         reply = reply_type()
         reply.ParseFromString(base64.b64decode(entry.answer))
         return reply
+
+
+class _Claim:
+    """A claim being worked under: its latest revision, and the signal to stop renewing it."""
+
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
+        self.done = asyncio.Event()
+
+    async def stop(self, renewing: asyncio.Task[None]) -> int:
+        """Stop renewing (a renewal under way is let finish, so its revision is known); the latest
+        revision."""
+        self.done.set()
+        await renewing
+        return self.revision
