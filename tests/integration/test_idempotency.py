@@ -129,3 +129,19 @@ async def test_an_answer_outlives_a_restart_of_the_gateway(
     again = await gateway.Search(search_request(samples, case, request_id), metadata=INVESTIGATOR)
     assert again.search_id == first.search_id
     assert await settled_records(stack, gateway, samples, case, ["search.completed"]) == [first.search_id]
+
+
+async def test_an_import_is_idempotent_by_its_id_even_when_starts_race(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
+) -> None:
+    import_id = f"idem-{uuid.uuid4().hex[:12]}"
+    start = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/bookings/2026-12", total=3)
+    started = await asyncio.gather(*(gateway.StartImport(start, metadata=ENROLLER) for _ in range(4)))
+    assert {status.record.started_at.seconds for status in started} == {started[0].record.started_at.seconds}
+    other = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/bookings/2026-11", total=3)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await gateway.StartImport(other, metadata=ENROLLER)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await settled_records(stack, gateway, samples, "none", [])
+    records = await audit_records(stack, kinds=["gallery.import_started"])
+    assert sum(import_id in r.event.details_json for r in records) == 1
