@@ -163,7 +163,11 @@ class MatchingService:
                     continue
                 by_index.setdefault(model.id, (index, []))[1].append(position)
             for index, positions in by_index.values():
-                stored = await asyncio.to_thread(index.enroll_many, [group[at][1] for at in positions])
+                try:
+                    stored = await asyncio.to_thread(index.enroll_many, [group[at][1] for at in positions])
+                except Exception as exc:  # noqa: BLE001 - this collection's callers get it; the others' writes stand
+                    outcomes.update((at, exc) for at in positions)
+                    continue
                 for at, (record_id, created) in zip(positions, stored, strict=True):
                     outcomes[at] = (index, record_id, created)
         return [outcomes[at] for at in range(len(group))]
