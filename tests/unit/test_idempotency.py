@@ -63,31 +63,30 @@ async def test_racing_calls_on_two_replicas_run_the_work_once_and_share_its_answ
 ) -> None:
     work = Work(delay_s=0.2)
     asked = request()
-    answers = await asyncio.gather(
-        *(registers[n % 2].once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply) for n in range(8))
-    )
+    answers = await asyncio.gather(*(registers[n % 2].once("ann", asked, work, Reply) for n in range(8)))
     assert work.runs == 1
     assert {answer.deleted_records for answer in answers} == {1}
-    again = await registers[1].once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply)
+    again = await registers[1].once("ann", asked, work, Reply)
     assert (work.runs, again.deleted_records) == (1, 1)
 
 
 async def test_the_same_id_with_another_request_is_refused(registers: tuple[RequestRegister, RequestRegister]) -> None:
     work = Work()
     first = request()
-    await registers[0].once("ann", "DeleteSubject", first, first.client_request_id, work, Reply)
+    await registers[0].once("ann", first, work, Reply)
     other = request(subject="S-2", request_id=first.client_request_id)
     with pytest.raises(PreconditionFailed, match="different request"):
-        await registers[1].once("ann", "DeleteSubject", other, other.client_request_id, work, Reply)
+        await registers[1].once("ann", other, work, Reply)
     assert work.runs == 1
 
 
 async def test_ids_belong_to_their_caller_and_their_call(registers: tuple[RequestRegister, RequestRegister]) -> None:
     work = Work()
     asked = request()
-    await registers[0].once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply)
-    await registers[0].once("bob", "DeleteSubject", asked, asked.client_request_id, work, Reply)
-    await registers[0].once("ann", "Enroll", asked, asked.client_request_id, work, Reply)
+    await registers[0].once("ann", asked, work, Reply)
+    await registers[0].once("bob", asked, work, Reply)
+    enrol = gateway_pb2.EnrollRequest(subject_id="S-1", client_request_id=asked.client_request_id)
+    await registers[0].once("ann", enrol, work, Reply)
     assert work.runs == 3
 
 
@@ -98,15 +97,15 @@ async def test_a_refusal_is_kept_and_a_failure_a_retry_may_not_meet_is_given_bac
     asked = request()
     for _ in range(2):
         with pytest.raises(PolicyViolation, match="curiosity"):
-            await registers[0].once("ann", "DeleteSubject", asked, asked.client_request_id, refused, Reply)
+            await registers[0].once("ann", asked, refused, Reply)
     assert refused.runs == 1
 
     flaky = Work(fail=ServiceUnavailable("the matcher is restarting"))
     asked = request()
     with pytest.raises(ServiceUnavailable):
-        await registers[0].once("ann", "DeleteSubject", asked, asked.client_request_id, flaky, Reply)
+        await registers[0].once("ann", asked, flaky, Reply)
     flaky.fail = None
-    answer = await registers[1].once("ann", "DeleteSubject", asked, asked.client_request_id, flaky, Reply)
+    answer = await registers[1].once("ann", asked, flaky, Reply)
     assert (flaky.runs, answer.deleted_records) == (2, 2)
 
 
@@ -117,14 +116,12 @@ async def test_a_retry_waits_for_the_first_call_then_gives_up_with_unavailable(n
         await register.open()
         slow = Work(delay_s=0.6)  # under way longer than a retry waits, not long enough to be stale
         asked = request()
-        first = asyncio.create_task(register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply))
+        first = asyncio.create_task(register.once("ann", asked, slow, Reply))
         await asyncio.sleep(0.05)
         with pytest.raises(ServiceUnavailable, match="still under way"):
-            await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+            await register.once("ann", asked, slow, Reply)
         assert (await first).deleted_records == 1
-        assert (
-            await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
-        ).deleted_records == 1
+        assert (await register.once("ann", asked, slow, Reply)).deleted_records == 1
         assert slow.runs == 1
     finally:
         await bus.close()
@@ -137,11 +134,11 @@ async def test_the_claim_of_a_gateway_that_died_is_taken_over(nats_url: str) -> 
         await register.open()
         asked = request()
         # What a gateway killed mid-call leaves: a claim, no answer, claimed a while ago.
-        key = hashlib.sha256(f"ann\nDeleteSubject\n{asked.client_request_id}".encode()).hexdigest()
+        key = hashlib.sha256(f"ann\n{asked.DESCRIPTOR.full_name}\n{asked.client_request_id}".encode()).hexdigest()
         digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
         await register.bucket.create(key, json.dumps({"digest": digest, "claimed_at": time.time() - 60}).encode())
         work = Work()
-        answer = await register.once("ann", "DeleteSubject", asked, asked.client_request_id, work, Reply)
+        answer = await register.once("ann", asked, work, Reply)
         assert (work.runs, answer.deleted_records) == (1, 1)
     finally:
         await bus.close()
@@ -153,11 +150,11 @@ async def test_no_id_runs_every_time_and_a_malformed_id_is_refused(
     work = Work()
     plain = gateway_pb2.DeleteSubjectRequest(subject_id="S-1", reason="r")
     for _ in range(2):
-        await registers[0].once("ann", "DeleteSubject", plain, "", work, Reply)
+        await registers[0].once("ann", plain, work, Reply)
     assert work.runs == 2
     bad = request(request_id="no spaces allowed")
     with pytest.raises(InvalidInput, match="client_request_id"):
-        await registers[0].once("ann", "DeleteSubject", bad, bad.client_request_id, work, Reply)
+        await registers[0].once("ann", bad, work, Reply)
 
 
 async def test_a_slow_first_call_keeps_its_claim_and_is_never_run_twice(nats_url: str) -> None:
@@ -167,13 +164,13 @@ async def test_a_slow_first_call_keeps_its_claim_and_is_never_run_twice(nats_url
         await register.open()
         slow = Work(delay_s=1.2)
         asked = request()
-        first = asyncio.create_task(register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply))
+        first = asyncio.create_task(register.once("ann", asked, slow, Reply))
         await asyncio.sleep(0.7)  # well past the stale age: only the renewals keep the claim
         with pytest.raises(ServiceUnavailable, match="still under way"):
-            await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+            await register.once("ann", asked, slow, Reply)
         assert (await first).deleted_records == 1
         await register.close()
-        later = await register.once("ann", "DeleteSubject", asked, asked.client_request_id, slow, Reply)
+        later = await register.once("ann", asked, slow, Reply)
         assert (slow.runs, later.deleted_records) == (1, 1)
     finally:
         await bus.close()

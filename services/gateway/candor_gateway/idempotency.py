@@ -120,18 +120,15 @@ class RequestRegister:
         return self._bucket
 
     async def once(
-        self,
-        user: str,
-        call: str,
-        request: Message,
-        client_request_id: str,
-        work: Callable[[], Awaitable[Reply]],
-        reply_type: type[Reply],
+        self, user: str, request: Message, work: Callable[[], Awaitable[Reply]], reply_type: type[Reply]
     ) -> Reply:
-        """``work()``'s answer, run at most once for this caller, call and request id (no id: run)."""
+        """``work()``'s answer, run at most once for this caller, this kind of request and its
+        ``client_request_id`` field (empty: run)."""
+        client_request_id = str(getattr(request, "client_request_id", ""))
         if not client_request_id:
             return await work()
         check_client_request_id(client_request_id)
+        call = request.DESCRIPTOR.full_name
         key = hashlib.sha256(f"{user}\n{call}\n{client_request_id}".encode()).hexdigest()
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
         deadline = time.monotonic() + self._wait_s

@@ -200,9 +200,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 probe_quality=matched.quality,
             )
 
-        return await self._requests.once(
-            principal.user, "Search", request, request.client_request_id, search, gateway_pb2.SearchResponse
-        )
+        return await self._requests.once(principal.user, request, search, gateway_pb2.SearchResponse)
 
     @rpc(SERVICE)
     async def Enroll(  # noqa: N802 - gRPC method name
@@ -223,9 +221,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
             )
 
-        return await self._requests.once(
-            principal.user, "Enroll", request, request.client_request_id, enroll, gateway_pb2.EnrollResponse
-        )
+        return await self._requests.once(principal.user, request, enroll, gateway_pb2.EnrollResponse)
 
     @rpc(SERVICE)
     async def DetectFaces(  # noqa: N802 - gRPC method name
@@ -247,14 +243,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             deleted = await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
             return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
 
-        return await self._requests.once(
-            principal.user,
-            "DeleteSubject",
-            request,
-            request.client_request_id,
-            delete,
-            gateway_pb2.DeleteSubjectResponse,
-        )
+        return await self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse)
 
     @rpc(SERVICE)
     async def DeleteRecord(  # noqa: N802 - gRPC method name
