@@ -8,8 +8,12 @@ SAMPLES := .cache/samples
 MODELS  := $(VENV)/share/candor/models
 # axe-core (npm), which the review desk's browser tests run on every page; pinned in its lockfile.
 AXE     := tests/e2e/axe/node_modules/axe-core/axe.min.js
+# buf (npm), which fails the tests on a change that breaks the released API; pinned in its lockfile.
+BUF     := tools/buf/node_modules/.bin/buf
+# The descriptor image of the API's last release, which every change must stay compatible with.
+API_RELEASE := proto/released/candor-api-v1.binpb
 
-.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check bench fuzz clean
+.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check api-check api-release bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -46,6 +50,10 @@ $(AXE): tests/e2e/axe/package-lock.json | system-deps
 	cd tests/e2e/axe && npm ci --no-audit --no-fund --silent
 	touch $(AXE)
 
+$(BUF): tools/buf/package-lock.json | system-deps
+	cd tools/buf && npm ci --no-audit --no-fund --silent
+	touch $(BUF)
+
 demo: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh $(SAMPLES)
 
@@ -53,7 +61,7 @@ demo: setup
 demo-reembed: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/reembed_demo.sh $(SAMPLES)
 
-test: system-deps setup $(AXE) protos-check lint
+test: system-deps setup $(AXE) protos-check api-check lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -89,6 +97,15 @@ protos: $(STAMP)
 
 protos-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
+
+# Fails on a change to proto/ that breaks the released v1 API (proto/README.md has the rule).
+api-check: $(BUF)
+	cd proto && ../$(BUF) breaking --against ../$(API_RELEASE)
+	@echo "the API is compatible with its last release ($(API_RELEASE))"
+
+# Run once per release, after api-check passes: the new image is what later changes are checked against.
+api-release: $(BUF)
+	cd proto && ../$(BUF) build --output ../$(API_RELEASE)
 
 bench: setup
 	$(BIN)/python bench/pipeline.py
