@@ -32,7 +32,7 @@ from candor_kit import catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.logging import configure_command_logging
 from candor_kit.subjects import inbox_prefix
-from candor_kit.tokens import ROLES, issue_token, load_private_key
+from candor_kit.tokens import PERSON_ROLES, SERVICE_ACCOUNT_ROLES, issue_token, load_private_key
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -151,8 +151,14 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="bearer tokens").add_subparsers(dest="action", required=True)
     issue = token.add_parser("issue", help="sign a JWT for a user (development and tests)", parents=[common])
-    issue.add_argument("--user", required=True)
-    issue.add_argument("--roles", required=True, help=f"comma-separated: {', '.join(ROLES)}")
+    issue.add_argument("--user", required=True, help="the person's user name, or the service account's name")
+    held = issue.add_mutually_exclusive_group(required=True)
+    held.add_argument("--roles", help=f"a person's roles, comma-separated: {', '.join(PERSON_ROLES)}")
+    held.add_argument(
+        "--service-account",
+        choices=SERVICE_ACCOUNT_ROLES,
+        help="a machine identity's one role (an integration's token; its calls are audited under --user)",
+    )
     issue.add_argument("--ttl", default="8h", help="lifetime: 3600, 90m, 8h (default 8h)")
     issue.add_argument("--key", type=Path, help="signing key (PEM); default: the local stack's")
     issue.add_argument("--issuer", help="default: the local stack's issuer")
@@ -232,7 +238,10 @@ def _issue_token(args: argparse.Namespace) -> str:
     if ttl is None:
         raise ValueError(f"--ttl {args.ttl!r} is not a lifetime like 3600, 90m or 8h")
     seconds = int(ttl.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[ttl.group(2)]
-    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    if args.service_account:
+        roles = [args.service_account]
+    else:
+        roles = [role.strip() for role in args.roles.split(",") if role.strip()]
     stack = _stack(args)
     state = stack.state()
     key = args.key or (Path(state.token_key) if state else stack.token_key)

@@ -25,8 +25,14 @@ from candor_kit import catalogue
 from candor_kit.errors import ConfigError, Unauthenticated
 from candor_kit.settings import EnvReader
 
+#: The roles of people.
+PERSON_ROLES = ("investigator", "reviewer", "supervisor", "auditor", "gallery-admin", "admin")
+#: The roles of machine identities (service accounts: a case-management system, a booking system's
+#: sync). A service account's token holds exactly one of them and no role of a person, so that no
+#: integration can, say, review the leads it searched for.
+SERVICE_ACCOUNT_ROLES = ("case-system", "booking-sync")
 #: The roles a token may carry.
-ROLES = ("investigator", "reviewer", "supervisor", "auditor", "gallery-admin", "admin")
+ROLES = PERSON_ROLES + SERVICE_ACCOUNT_ROLES
 #: The signature algorithms accepted; "none" and the HMAC family never are.
 ALGORITHMS = ("EdDSA", "RS256")
 
@@ -50,6 +56,27 @@ class Principal:
     roles: frozenset[str]
     #: When the token expires (Unix seconds); 0 when not known.
     expires_at: int = 0
+
+    @property
+    def service_account(self) -> bool:
+        """Whether this is a machine identity (its one role is a service account's)."""
+        return bool(self.roles & set(SERVICE_ACCOUNT_ROLES))
+
+
+def roles_problem(roles: Iterable[str]) -> str | None:
+    """What is wrong with a token's set of roles, or None: unknown roles, or a service account's
+    role held with any other."""
+    held = set(roles)
+    unknown = sorted(held - set(ROLES))
+    if unknown:
+        return f"unknown roles: {', '.join(unknown)} (known: {', '.join(ROLES)})"
+    accounts = held & set(SERVICE_ACCOUNT_ROLES)
+    if accounts and len(held) > 1:
+        return (
+            f"a service account holds its own role and no other; this token holds {', '.join(sorted(held))}: "
+            "issue one token for each account"
+        )
+    return None
 
 
 PublicKey = Ed25519PublicKey | RSAPublicKey
@@ -103,9 +130,9 @@ class TokenVerifier:
         roles = claims.get("roles")
         if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
             raise Unauthenticated("the token carries no roles")
-        unknown = sorted(set(roles) - set(ROLES))
-        if unknown:
-            raise Unauthenticated(f"the token carries unknown roles: {', '.join(unknown)}")
+        problem = roles_problem(roles)
+        if problem:
+            raise Unauthenticated(f"the token's roles are refused: {problem}")
         user = str(claims["sub"])
         if not user.strip() or user != user.strip() or len(user) > MAX_USER_CHARS or not user.isprintable():
             # Every rule that counts people (two different reviewers, not the searcher) needs a name.
@@ -153,9 +180,9 @@ def issue_token(
     """A signed JWT for ``user`` with ``roles``, valid for ``ttl_s`` seconds (development and tests;
     production tokens come from the agency's identity provider)."""
     roles = sorted(set(roles))
-    unknown = sorted(set(roles) - set(ROLES))
-    if not roles or unknown:
-        raise ValueError(f"roles must be some of {', '.join(ROLES)}; unknown: {', '.join(unknown)}")
+    problem = "no role given" if not roles else roles_problem(roles)
+    if problem:
+        raise ValueError(problem)
     now = int(time.time())
     claims = {
         "iss": issuer,

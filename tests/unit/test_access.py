@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import jwt
 import pytest
@@ -107,5 +108,56 @@ def test_a_role_off_the_allow_list_is_denied() -> None:
 def test_token_keys_must_be_public_ed25519_or_rsa() -> None:
     with pytest.raises(ConfigError, match="no PEM public key"):
         load_public_keys("")
-    with pytest.raises(ValueError, match="some of"):
+    with pytest.raises(ValueError, match="unknown roles: superuser"):
         issue_token(KEY, "ann", ["superuser"], 600, "candor-test", "candor-gateway")
+
+
+def test_a_service_account_token_is_known_as_one() -> None:
+    token = issue_token(KEY, "agency-cms", ["case-system"], 600, "candor-test", "candor-gateway")
+    principal = VERIFIER.authenticate(bearer(token))
+    assert principal.user == "agency-cms" and principal.service_account
+    person = issue_token(KEY, "ann", ["investigator"], 600, "candor-test", "candor-gateway")
+    assert not VERIFIER.authenticate(bearer(person)).service_account
+
+
+@pytest.mark.parametrize(
+    "roles", [["case-system", "reviewer"], ["booking-sync", "gallery-admin"], ["case-system", "booking-sync"]]
+)
+def test_a_service_account_holds_its_own_role_and_no_other(roles: list[str]) -> None:
+    # A case system that also held "reviewer" could review its own leads.
+    token = jwt.encode(claims(roles=roles), PRIVATE_PEM, algorithm="EdDSA")
+    with pytest.raises(Unauthenticated, match="service account"):
+        VERIFIER.authenticate(bearer(token))
+    with pytest.raises(ValueError, match="service account"):
+        issue_token(KEY, "mixed", roles, 600, "candor-test", "candor-gateway")
+
+
+def test_service_accounts_never_review_nor_read_photos() -> None:
+    for role in ("case-system", "booking-sync"):
+        for permission in (
+            Permission.LIST_REVIEWS,
+            Permission.SUBMIT_REVIEW,
+            Permission.RECORD_ANALYSIS,
+            Permission.GET_SEARCH_PHOTO,
+            Permission.GET_RECORD_PHOTO,
+            Permission.LIST_AUDIT,
+            Permission.GET_CASE,
+        ):
+            assert role not in RPC_ROLES[permission], (role, permission)
+    assert "case-system" not in RPC_ROLES[Permission.ENROLL]
+    assert "booking-sync" not in RPC_ROLES[Permission.SEARCH]
+
+
+def test_the_cli_issues_a_service_account_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from candor_cli.main import main
+
+    key = tmp_path / "token.key"
+    key.write_bytes(PRIVATE_PEM)
+    argv = ["token", "issue", "--user", "agency-cms", "--service-account", "case-system", "--key", str(key)]
+    assert main([*argv, "--issuer", "candor-test", "--audience", "candor-gateway", "--ttl", "10m"]) == 0
+    principal = VERIFIER.authenticate(bearer(capsys.readouterr().out.strip()))
+    assert principal.user == "agency-cms" and principal.roles == {"case-system"} and principal.service_account
+    # One role a token: a service account with a person's role besides is a usage error.
+    argv = ["token", "issue", "--user", "x", "--roles", "case-system,reviewer", "--key", str(key)]
+    assert main([*argv, "--issuer", "candor-test"]) == 2
+    assert "service account holds its own role" in capsys.readouterr().err

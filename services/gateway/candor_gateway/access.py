@@ -44,31 +44,38 @@ class Permission(enum.Enum):
 
 #: Each RPC's allow-list of roles. Nobody else may call it.
 RPC_ROLES: dict[Permission, frozenset[str]] = {
-    Permission.SEARCH: frozenset({"investigator"}),
-    Permission.DETECT: frozenset({"investigator", "gallery-admin"}),
-    Permission.ENROLL: frozenset({"gallery-admin"}),
-    Permission.START_IMPORT: frozenset({"gallery-admin"}),
-    Permission.SUBMIT_IMPORT: frozenset({"gallery-admin"}),
+    # A case-management system files searches for its cases as an investigator does, under the
+    # same policy (purposes, case numbers, quotas); a booking system only keeps the gallery in step.
+    Permission.SEARCH: frozenset({"investigator", "case-system"}),
+    Permission.DETECT: frozenset({"investigator", "gallery-admin", "case-system", "booking-sync"}),
+    # A booking system's enrolments must name their source (the gallery desk checks).
+    Permission.ENROLL: frozenset({"gallery-admin", "booking-sync"}),
+    Permission.START_IMPORT: frozenset({"gallery-admin", "booking-sync"}),
+    Permission.SUBMIT_IMPORT: frozenset({"gallery-admin", "booking-sync"}),
     # Auditors read import reports too.
-    Permission.GET_IMPORT: frozenset({"gallery-admin", "auditor"}),
-    Permission.LIST_IMPORT_RESULTS: frozenset({"gallery-admin", "auditor"}),
+    Permission.GET_IMPORT: frozenset({"gallery-admin", "auditor", "booking-sync"}),
+    Permission.LIST_IMPORT_RESULTS: frozenset({"gallery-admin", "auditor", "booking-sync"}),
     Permission.START_REEMBED: frozenset({"gallery-admin"}),
     Permission.LIST_REEMBED_WORK: frozenset({"gallery-admin"}),
     Permission.SWITCH_MODEL: frozenset({"gallery-admin"}),
     # Which model answers searches is no secret to anyone who works with them.
-    Permission.GET_GALLERY_MODELS: frozenset({"investigator", "reviewer", "supervisor", "auditor", "gallery-admin"}),
-    Permission.DELETE: frozenset({"gallery-admin"}),
-    Permission.DELETE_RECORD: frozenset({"gallery-admin"}),
+    Permission.GET_GALLERY_MODELS: frozenset(
+        {"investigator", "reviewer", "supervisor", "auditor", "gallery-admin", "case-system", "booking-sync"}
+    ),
+    Permission.DELETE: frozenset({"gallery-admin", "booking-sync"}),
+    Permission.DELETE_RECORD: frozenset({"gallery-admin", "booking-sync"}),
     Permission.VERIFY_AUDIT: frozenset({"auditor", "supervisor", "admin"}),
-    Permission.EXPORT_CASE: frozenset({"auditor"}),
+    # A case system's export holds only its own searches and what followed them (the audit desk
+    # filters); an auditor's holds the whole case.
+    Permission.EXPORT_CASE: frozenset({"auditor", "case-system"}),
     Permission.LIST_AUDIT: frozenset({"auditor"}),
     Permission.LIST_REVIEWS: frozenset({"reviewer", "supervisor"}),
     Permission.SUBMIT_REVIEW: frozenset({"reviewer", "supervisor"}),
     Permission.RECORD_ANALYSIS: frozenset({"reviewer", "supervisor"}),
     # Supervisors test their reviewers; nobody else seeds what reviewers cannot tell from work.
     Permission.SEED_PROFICIENCY: frozenset({"supervisor"}),
-    # Investigators see only their own searches (the review desk checks).
-    Permission.GET_SEARCH: frozenset({"investigator", "reviewer", "supervisor", "auditor"}),
+    # Investigators and case systems see only their own searches (the review desk checks).
+    Permission.GET_SEARCH: frozenset({"investigator", "reviewer", "supervisor", "auditor", "case-system"}),
     # Faces are shown to those who judge them and to those who oversee the judging, not to the
     # searcher (the review desk checks) nor to anyone browsing the gallery.
     Permission.GET_SEARCH_PHOTO: frozenset({"reviewer", "supervisor", "auditor"}),

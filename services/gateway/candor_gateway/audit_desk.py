@@ -5,6 +5,7 @@ is itself audited, and a refused one too.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,9 +16,30 @@ from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, require
 from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.refusals import audit_refusal
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, subjects
-from candor_kit.policy import MAX_CASE_CHARS, is_printable
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, PolicyViolation, subjects
+from candor_kit.policy import MAX_CASE_CHARS, Rule, is_printable
 from candor_kit.tokens import Principal
+
+
+def own_searches(records: Sequence[audit_pb2.AuditRecord], caller: str) -> list[audit_pb2.AuditRecord]:
+    """The records of a case that belong to the searches ``caller`` filed: those of the searches
+    themselves and everything naming one of them (the matcher's record, reviews, outcomes, the
+    probe's deletion). Empty when the caller filed no search there, so that filing one search under
+    another team's case number never opens that team's searches."""
+    searches = {r.event.event_id for r in records if r.event.kind == "search.completed" and r.event.actor == caller}
+
+    def names_one(record: audit_pb2.AuditRecord) -> bool:
+        try:
+            details = json.loads(record.event.details_json or "{}")
+        except ValueError:
+            return False
+        if not isinstance(details, dict):
+            return False
+        return details.get("search_id") in searches or details.get("request_id") in searches
+
+    if not searches:
+        return []
+    return [r for r in records if r.event.event_id in searches or names_one(r) or r.event.actor == caller]
 
 
 class AuditDesk:
@@ -62,6 +84,14 @@ class AuditDesk:
                 subjects.AUDIT_VERIFY, request, audit_pb2.VerifyResponse, self._timeout
             )
             records = await self._reader.records(on_behalf_of=principal.user, case_number=case_number)
+            if "auditor" not in principal.roles:
+                records = own_searches(records, principal.user)
+                if not records:
+                    raise PolicyViolation(
+                        f"{principal.user} has not searched in case {case_number}: "
+                        "a case system exports only the searches it filed and what followed them",
+                        rule=Rule.ROLE,
+                    )
         except CandorError as error:
             await audit_refusal(self._audit, "export_case", error, principal.user, case_number=case_number)
             raise

@@ -67,6 +67,12 @@ class GalleryDesk:
             require(principal, Permission.ENROLL)
             check_new_subject_id(subject_id)
             check_metadata(metadata)
+            if "booking-sync" in principal.roles and not metadata.get("source", "").strip():
+                # What a sync enrols must be traceable to the booking record it came from.
+                raise InvalidInput(
+                    "a booking system's enrolment names where the photo came from: set metadata 'source' "
+                    "(the booking system and its record number)"
+                )
             if len(image_ref) > 1000:
                 raise InvalidInput("image_ref takes at most 1000 characters")
             with self._slots.claim():

@@ -136,7 +136,11 @@ class ReviewDesk:
             require(principal, Permission.GET_SEARCH)
             found = await self._search_file(search_id, principal.user)
             if not principal.roles & REVIEWING_ROLES and principal.user != found.searched_by:
-                raise PolicyViolation("an investigator sees only their own searches", rule=Rule.ROLE)
+                raise PolicyViolation(
+                    f"{principal.user} may see only the searches it filed "
+                    "(reviewers, supervisors and auditors see others)",
+                    rule=Rule.ROLE,
+                )
             probe = await self._probe_for(principal, found) if include_probe else b""
         except CandorError as error:
             await self._refused("search.view", error, principal, found)

@@ -1,0 +1,142 @@
+"""Service accounts through the running stack: a case-management system searches for its own cases
+and reads their results and exports, never another's; a booking system enrols only with a source
+and deletes; every call is audited under the account's name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
+from candor_kit.tokens import issue_token, load_private_key
+from tests.integration.conftest import TOKEN_KEY, InProcessStack, as_user, eventually
+from tests.integration.test_search_flow import audit_records
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def account(name: str, role: str) -> tuple[tuple[str, str]]:
+    """Call metadata for a service account's token, as the identity provider or
+    `candor token issue --service-account` would issue it."""
+    token = issue_token(load_private_key(TOKEN_KEY), name, [role], 3600, LOCAL_ISSUER, AUDIENCE)
+    return (("authorization", f"Bearer {token}"),)
+
+
+CASE_SYSTEM = account("agency-cms", "case-system")
+BOOKING = account("booking-sync-east", "booking-sync")
+
+
+async def refused(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+async def test_a_case_system_searches_reads_the_result_and_exports_its_case(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    await gateway.Enroll(
+        gateway_pb2.EnrollRequest(
+            image=(samples / "obama.jpg").read_bytes(), subject_id="SA-OBAMA", metadata={"source": "booking"}
+        ),
+        metadata=BOOKING,
+    )
+    try:
+        found = await gateway.Search(
+            gateway_pb2.SearchRequest(
+                probe_image=(samples / "obama2.jpg").read_bytes(), case_number="CMS-2026-11", purpose="investigation"
+            ),
+            metadata=CASE_SYSTEM,
+        )
+    finally:
+        await gateway.DeleteSubject(
+            gateway_pb2.DeleteSubjectRequest(subject_id="SA-OBAMA", reason="test cleanup"), metadata=BOOKING
+        )
+    assert found.candidates[0].subject_id == "SA-OBAMA"
+
+    result = await gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=found.search_id), metadata=CASE_SYSTEM)
+    assert result.case_number == "CMS-2026-11" and result.searched_by == "agency-cms"
+    assert [c.candidate.subject_id for c in result.candidates][:1] == ["SA-OBAMA"]
+
+    async def recorded() -> bool:
+        kinds = {r.event.kind for r in await audit_records(stack, case_number="CMS-2026-11")}
+        return {"search.completed", "search.viewed"} <= kinds
+
+    await eventually(recorded)
+    export = await gateway.ExportCase(gateway_pb2.ExportCaseRequest(case_number="CMS-2026-11"), metadata=CASE_SYSTEM)
+    assert export.exported_by == "agency-cms" and export.verification.ok
+    searched = [r for r in export.records if r.event.kind == "search.completed"]
+    assert [r.event.actor for r in searched] == ["agency-cms"]
+
+    # Every call is in the chain under the account's name.
+    kinds = {r.event.kind for r in await audit_records(stack, actor="agency-cms")}
+    assert {"search.completed", "search.viewed"} <= kinds
+    enrolled = {r.event.kind for r in await audit_records(stack, actor="booking-sync-east")}
+    assert {"enroll.completed", "subject.deleted"} <= enrolled, enrolled
+
+
+async def test_a_case_system_never_reads_another_callers_search_or_case(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    theirs = await gateway.Search(
+        gateway_pb2.SearchRequest(
+            probe_image=(samples / "obama2.jpg").read_bytes(), case_number="IVY-2026-5", purpose="investigation"
+        ),
+        metadata=as_user("investigator-token"),
+    )
+    denied = await refused(
+        gateway.GetSearch(gateway_pb2.GetSearchRequest(search_id=theirs.search_id), metadata=CASE_SYSTEM)
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    denied = await refused(
+        gateway.ExportCase(gateway_pb2.ExportCaseRequest(case_number="IVY-2026-5"), metadata=CASE_SYSTEM)
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "IVY-2026-5" in (denied.details() or "") and "searched" in (denied.details() or "")
+    denied = await refused(
+        gateway.SubmitReview(
+            gateway_pb2.SubmitReviewRequest(search_id=theirs.search_id, rank=1, decision=gateway_pb2.DECISION_CONFIRM),
+            metadata=CASE_SYSTEM,
+        )
+    )
+    assert denied.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    async def refusal_recorded() -> bool:
+        records = await audit_records(stack, actor="agency-cms", case_number="IVY-2026-5")
+        return any(
+            r.event.kind == "export_case.refused" and json.loads(r.event.details_json)["code"] == "PERMISSION_DENIED"
+            for r in records
+        )
+
+    await eventually(refusal_recorded)
+
+
+async def test_a_booking_system_enrols_only_with_a_source(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    photo = (samples / "biden.jpg").read_bytes()
+    for metadata in ({}, {"source": "  "}):
+        request = gateway_pb2.EnrollRequest(image=photo, subject_id="SA-B", metadata=metadata)
+        error = await refused(gateway.Enroll(request, metadata=BOOKING))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "source" in (error.details() or "")
+    enrolled = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=photo, subject_id="SA-B", metadata={"source": "county-booking"}),
+        metadata=BOOKING,
+    )
+    assert enrolled.created
+    deleted = await gateway.DeleteSubject(
+        gateway_pb2.DeleteSubjectRequest(subject_id="SA-B", reason="released without charge"), metadata=BOOKING
+    )
+    assert deleted.deleted_records == 1
+    error = await refused(
+        gateway.Search(
+            gateway_pb2.SearchRequest(probe_image=photo, case_number="SYNC-1", purpose="investigation"),
+            metadata=BOOKING,
+        )
+    )
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
