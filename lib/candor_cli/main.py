@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import os
@@ -21,6 +22,7 @@ from candor_cli.case_export import check_complete, check_records, export_file_st
 from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.eval_commands import add_commands as add_eval_commands
+from candor_cli.events import consumer_config, follow
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
 from candor_cli.processes import StackError
@@ -171,6 +173,24 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("folder", type=Path, metavar="DIR")
     init.add_argument("--force", action="store_true", help="replace secrets already there")
 
+    events = commands.add_parser("events", help="the event feed integrations follow").add_subparsers(
+        dest="action", required=True
+    )
+    follow = events.add_parser(
+        "follow",
+        help="print lifecycle events as JSON lines through a durable consumer (resumes where it left off)",
+        description="Follow the event feed as the integration NATS user: CANDOR_NATS_URL, CANDOR_NATS_USER and "
+        "CANDOR_NATS_PASSWORD_FILE, or the running local stack's.",
+    )
+    follow.add_argument("--data", type=Path, default=argparse.SUPPRESS, help="the local stack's folder (CANDOR_DATA)")
+    follow.add_argument("--durable", required=True, help="the consumer's name: the server remembers how far it got")
+    start = follow.add_mutually_exclusive_group()
+    start.add_argument("--since", type=_moment, help="a new consumer starts at this time (ISO 8601, UTC if no zone)")
+    start.add_argument("--from-sequence", type=int, default=0, help="a new consumer starts at this stream sequence")
+    follow.add_argument("--kinds", default="", help="comma-separated kinds, e.g. review.confirmed,probe.deleted")
+    follow.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
+    follow.add_argument("--idle", type=float, default=0.0, help="stop after this many seconds without an event")
+
     settings = commands.add_parser("settings", help="list the settings each service reads")
     settings.add_argument(
         "service", nargs="?", choices=sorted([*catalogue.SERVICES, *catalogue.WEB_SERVICES]), help="one service only"
@@ -232,6 +252,12 @@ def _report(client: GatewayClient, start: dt.date, end: dt.date, folder: Path, f
     return 0
 
 
+def _moment(text: str) -> dt.datetime:
+    """An ISO 8601 time for --since; UTC when it names no zone."""
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
 def _issue_token(args: argparse.Namespace) -> str:
     """A signed JWT from --key (or the local stack's key) with the given user, roles and lifetime."""
     ttl = re.fullmatch(r"(\d+)([smhd]?)", args.ttl)
@@ -260,16 +286,20 @@ def _keep_checkpoint(path: Path, checkpoint: audit_pb2.Checkpoint) -> None:
 
 
 def _operator_login(stack: LocalStack) -> NatsLogin | None:
-    """How `candor eval --via-stack` and `candor model calibrate` reach NATS: CANDOR_NATS_URL with
-    CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE when set, else the running local stack as its
-    ``operator`` user; None when neither is there."""
+    """How `candor eval --via-stack` and `candor model calibrate` reach NATS (as ``operator``)."""
+    return _nats_login(stack, "operator")
+
+
+def _nats_login(stack: LocalStack, role: str) -> NatsLogin | None:
+    """CANDOR_NATS_URL with CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE when set, else the
+    running local stack as its ``role`` user; None when neither is there."""
     url = os.environ.get("CANDOR_NATS_URL")
     if url:
         user = os.environ.get("CANDOR_NATS_USER", "")
         return NatsLogin(
             url, user, os.environ.get("CANDOR_NATS_PASSWORD_FILE", ""), inbox_prefix(user) if user else "_INBOX"
         )
-    return stack.nats_login("operator") if stack.running() else None
+    return stack.nats_login(role) if stack.running() else None
 
 
 def _export_case(client: GatewayClient, case_number: str, folder: Path) -> int:
@@ -377,6 +407,22 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "settings":
         _print_settings([args.service] if args.service else [*sorted(catalogue.SERVICES), *catalogue.WEB_SERVICES])
+        return 0
+
+    if args.command == "events":
+        config = consumer_config(
+            args.durable,
+            [kind.strip() for kind in args.kinds.split(",") if kind.strip()],
+            since=args.since,
+            from_sequence=args.from_sequence,
+        )
+        login = _nats_login(_stack(args), "integration")
+        if login is None:
+            raise StackError(
+                "no NATS to follow: set CANDOR_NATS_URL (with CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE) "
+                "or run `candor stack up`"
+            )
+        asyncio.run(follow(login, config, count=args.count, idle_s=args.idle))
         return 0
 
     if args.command in ("eval", "model"):

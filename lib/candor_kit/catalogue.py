@@ -238,6 +238,13 @@ AUDIT_SIGNING_KEY_FILE = Setting(
 AUDIT_CHECKPOINT_INTERVAL_S = float_setting(
     "CANDOR_AUDIT_CHECKPOINT_INTERVAL_S", "seconds between signed checkpoints of a moving head", 60.0, 1.0, 86400.0
 )
+AUDIT_FEED_MAX_AGE_DAYS = int_setting(
+    "CANDOR_AUDIT_FEED_MAX_AGE_DAYS",
+    "days the event feed (stream CANDOR_EVENTS) keeps an event for integrations to read or replay",
+    30,
+    1,
+    3650,
+)
 AUDIT_FETCH_BATCH = int_setting("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
 
 GATEWAY_JWT_ISSUER = Setting("CANDOR_GATEWAY_JWT_ISSUER", "the `iss` every bearer token must carry")
@@ -368,6 +375,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         AUDIT_CHECKPOINT_INTERVAL_S,
         AUDIT_FETCH_BATCH,
         AUDIT_STREAM_REPLICAS,
+        AUDIT_FEED_MAX_AGE_DAYS,
     ),
     "gateway": (
         GATEWAY_JWT_ISSUER,

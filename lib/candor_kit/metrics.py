@@ -77,6 +77,27 @@ CONSUMER_PENDING = Gauge(
     "messages waiting for a durable JetStream consumer (audit chain writer, import stages), as of its last pull",
     ["consumer"],
 )
+FEED_EVENTS = Counter(
+    "candor_feed_events",
+    "lifecycle events the audit service put on the event feed, by kind and outcome "
+    "(published, or duplicate: already on the feed, stored once)",
+    ["kind", "outcome"],
+)
+FEED_CONSUMER_PENDING = Gauge(
+    "candor_feed_consumer_pending",
+    "events on the feed that an integration's durable consumer has not yet been given, read every 15 s",
+    ["consumer"],
+)
+FEED_CONSUMER_UNACKED = Gauge(
+    "candor_feed_consumer_unacknowledged",
+    "events an integration's durable consumer was given and has not acknowledged, read every 15 s",
+    ["consumer"],
+)
+FEED_FAILING = Gauge(
+    "candor_feed_publish_failing",
+    "1 while the audit service cannot put the chain's lifecycle records on the event feed (they wait "
+    "in the chain and go out in order once it can), else 0",
+)
 GALLERY_RECORDS = Gauge(
     "candor_gallery_records",
     "face records in the gallery, by model, counted every 15 s by the matcher",

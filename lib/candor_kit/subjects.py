@@ -63,6 +63,12 @@ PHOTOS_BUCKET = "CANDOR_PHOTOS"
 #: alone; keys are digests of caller, call and id).
 REQUESTS_BUCKET = "CANDOR_REQUESTS"
 
+#: The event feed: lifecycle events (candor.events.v1.LifecycleEvent) for integrations, one subject
+#: per kind under the prefix, published by the audit service once each record is in the chain and
+#: read by integrations with durable consumers of their own.
+EVENTS_STREAM = "CANDOR_EVENTS"
+EVENTS_PREFIX = "candor.events.v1"
+
 #: The import stages whose work is routed by model (detection and embedding depend on it; the
 #: matcher's enrolment takes every model's vectors).
 ROUTED_STAGES = ("detect", "embed")
@@ -126,6 +132,11 @@ class BusRole:
     revokes_tokens: bool = False
     #: Whether it keeps the register of client request ids (the gateway: idempotent calls).
     remembers_requests: bool = False
+    #: Whether it publishes the event feed (the audit service, from the chain).
+    publishes_events: bool = False
+    #: Whether it follows the event feed: an integration's user, which may make, read and delete
+    #: durable consumers of the feed's stream and nothing else.
+    follows_events: bool = False
     #: Whether it keeps the tombstones of expunged subjects and records.
     keeps_tombstones: bool = False
     #: Whether it writes the gallery's model pointer (the matcher), or only reads it.
@@ -165,7 +176,7 @@ ROLES: dict[str, BusRole] = {
         keeps_tombstones=True,
         gallery_models="write",
     ),
-    "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True),
+    "audit": BusRole(serves=(AUDIT_VERIFY, AUDIT_QUERY), writes_chain=True, publishes_events=True),
     "gateway": BusRole(
         calls=(
             DETECT,
@@ -226,6 +237,9 @@ ROLES: dict[str, BusRole] = {
         revokes_tokens=True,
         remembers_requests=True,
     ),
+    # An integration (a case-management or booking system) following the event feed: it reads the
+    # feed with durable consumers of its own and can reach nothing else on the bus.
+    "integration": BusRole(follows_events=True),
     # A person at the command line (`candor eval`, `candor model calibrate`): calls the detector
     # and embedder, counts the gallery's records, reads dead-lettered import work, and records a
     # calibration. Never a search, an enrolment, a deletion or the audit log.
@@ -327,7 +341,7 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
     stream_api = [f"$JS.API.STREAM.{verb}.{AUDIT_STREAM}" for verb in ("CREATE", "INFO")]
     publish = list(role.calls)
     subscribe = list(role.serves)
-    if role.calls or role.audit_kinds or role.writes_chain or role.import_stage:
+    if role.calls or role.audit_kinds or role.writes_chain or role.import_stage or role.follows_events:
         subscribe.append(f"{inbox_prefix(service)}.>")
     if role.import_stage or role.runs_imports:
         publish += [
@@ -386,6 +400,21 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             *(f"$JS.API.STREAM.{verb}.{AUDIT_CHECKPOINT_STREAM}" for verb in ("CREATE", "INFO", "MSG.GET")),
             f"$JS.API.CONSUMER.CREATE.{AUDIT_CHECKPOINT_STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_CHECKPOINT_STREAM}.*",
+        ]
+    if role.publishes_events:
+        publish += [
+            f"{EVENTS_PREFIX}.>",
+            *(f"$JS.API.STREAM.{verb}.{EVENTS_STREAM}" for verb in ("CREATE", "INFO", "MSG.GET")),
+            # The followers' lag, for the feed's metrics.
+            f"$JS.API.CONSUMER.LIST.{EVENTS_STREAM}",
+        ]
+    if role.follows_events:
+        publish += [
+            f"$JS.API.STREAM.INFO.{EVENTS_STREAM}",
+            f"$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{EVENTS_STREAM}.*",
+            *(f"$JS.API.CONSUMER.{verb}.{EVENTS_STREAM}.*" for verb in ("INFO", "DELETE", "MSG.NEXT")),
+            f"$JS.ACK.{EVENTS_STREAM}.>",
         ]
     return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}
 

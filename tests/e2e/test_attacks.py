@@ -146,6 +146,48 @@ def test_no_other_user_may_read_probe_photos_on_the_bus(stack: LocalStack) -> No
     assert len(violations(run)) == 4
 
 
+def test_only_the_audit_service_may_put_events_on_the_feed(stack: LocalStack) -> None:
+    # A forged LEAD on the feed would reach every case system as if two reviewers had confirmed it.
+    forgers = [role for role in ROLES if role != "audit"]
+
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        for role in forgers:
+            client = await connect_as(stack, role, error_cb=remember)
+            await client.publish(f"{subjects.EVENTS_PREFIX}.review.confirmed", b"forged")
+            await round_trip(client)
+            await client.close()
+
+    assert len(violations(run)) == len(forgers)
+
+
+def test_the_integration_user_follows_the_feed_and_reaches_nothing_else(stack: LocalStack, samples: Path) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "FEED-E2E-1")
+    followed = candor(stack, "events", "follow", "--durable", "e2e-cms", "--kinds", "search.completed", "--idle", "5")
+    events = [json.loads(line) for line in followed.stdout.splitlines()]
+    mine = [e for e in events if e.get("search_id") == found["search_id"]]
+    assert len(mine) == 1 and mine[0]["case_number"] == "FEED-E2E-1" and mine[0]["kind"] == "search.completed"
+    # The same durable consumer resumes after what it acknowledged: nothing is given twice.
+    again = candor(stack, "events", "follow", "--durable", "e2e-cms", "--kinds", "search.completed", "--idle", "2")
+    assert found["search_id"] not in again.stdout
+
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = await connect_as(stack, "integration", error_cb=remember)
+        await client.publish(subjects.audit_subject("gateway", "review.submitted"), b"forged")
+        await client.publish(subjects.MATCH_SEARCH, b"")
+        await client.subscribe(subjects.DETECT)
+        await client.subscribe(f"{subjects.AUDIT_EVENT_PREFIX}.>")
+        await round_trip(client)
+        await client.close()
+
+    assert len(violations(run)) == 4
+
+
 # --- 1: only the owner of an event kind may write it ----------------------------------------------
 
 

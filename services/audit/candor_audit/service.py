@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError as NatsNotFoundError
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor_audit.answers import MAX_TEXT_CHARS, checkpoint_proto, page_of, query_entry
 from candor_audit.chain import SqlAuditChain
+from candor_audit.feed import EventFeed, run_feed
 from candor_audit.outside import AuditStreamCheck, CheckpointStream, Missing, missing_problem
 from candor_audit.refusals import RefusalFolder
 from candor_audit.settings import AuditSettings
@@ -75,6 +76,8 @@ class AuditLog:
         #: The audit stream, whose settled events must all be in the chain (None: not checked).
         self._stream = stream
         self._refusals = RefusalFolder()
+        #: Set after each append, to wake the event feed.
+        self.appended = asyncio.Event()
         #: Why the chain failed verification; while set, nothing is appended (events wait on the
         #: stream) until someone examines the chain and restarts the service.
         self.broken = ""
@@ -138,6 +141,7 @@ class AuditLog:
                 stored = await asyncio.to_thread(self._chain.append, entry, now)
             if stored is not None:
                 log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
+                self.appended.set()
         if position:
             self.watermark.mark(position)
 
@@ -348,6 +352,8 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
             await host.start_grpc()
             await ensure_audit_stream(host.bus, settings.stream_replicas)
             await outside.ensure(settings.stream_replicas)
+            feed = EventFeed(jetstream, chain, settings.stream_replicas, settings.feed_max_age_days)
+            await feed.ensure()
             # A chain that fails verification is not appended to: the service still answers Verify
             # and Query, so the break can be examined, but never reports SERVING.
             started = await audit_log.check()
@@ -358,10 +364,12 @@ async def serve(settings: AuditSettings, stop: asyncio.Event) -> None:
             checkpoints = asyncio.create_task(
                 publish_checkpoints(host.bus, audit_log, settings.checkpoint_interval_s, stop)
             )
+            feed_task = asyncio.create_task(run_feed(feed, lambda: bool(audit_log.broken), audit_log.appended, stop))
             if not audit_log.broken:
                 await host.mark_serving()
             await stop.wait()
             await consumer
             await checkpoints
+            await feed_task
     finally:
         chain.close()

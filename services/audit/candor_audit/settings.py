@@ -27,6 +27,8 @@ class AuditSettings:
     #: The Ed25519 key that signs records and checkpoints.
     signing_key_file: Path = Path()
     checkpoint_interval_s: float = 60.0
+    #: How long the event feed keeps an event.
+    feed_max_age_days: int = 30
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> AuditSettings:
@@ -50,6 +52,7 @@ class AuditSettings:
             postgres_dsn=dsn,
             signing_key_file=Path(env.get(catalogue.AUDIT_SIGNING_KEY_FILE)),
             checkpoint_interval_s=env.get(catalogue.AUDIT_CHECKPOINT_INTERVAL_S),
+            feed_max_age_days=env.get(catalogue.AUDIT_FEED_MAX_AGE_DAYS),
         )
         env.done()
         return settings
