@@ -10,6 +10,9 @@ MODELS  := $(VENV)/share/candor/models
 AXE     := tests/e2e/axe/node_modules/axe-core/axe.min.js
 # buf (npm), which fails the tests on a change that breaks the released API; pinned in its lockfile.
 BUF     := tools/buf/node_modules/.bin/buf
+# The TypeScript client and the integration guide's worked example (clients/typescript), built with
+# its pinned @grpc/grpc-js, nats.js and TypeScript; tests/e2e/test_integration_example.py runs it.
+TS_EXAMPLE := clients/typescript/dist/worked-example.js
 # The descriptor image of the API's last release, which every change must stay compatible with.
 API_RELEASE := proto/released/candor-api-v1.binpb
 
@@ -50,6 +53,9 @@ $(AXE): tests/e2e/axe/package-lock.json | system-deps
 	cd tests/e2e/axe && npm ci --no-audit --no-fund --silent
 	touch $(AXE)
 
+$(TS_EXAMPLE): clients/typescript/package-lock.json clients/typescript/tsconfig.json $(wildcard clients/typescript/src/*.ts) | system-deps
+	cd clients/typescript && npm ci --no-audit --no-fund --silent && ./node_modules/.bin/tsc -p .
+
 $(BUF): tools/buf/package-lock.json | system-deps
 	cd tools/buf && npm ci --no-audit --no-fund --silent
 	touch $(BUF)
@@ -61,7 +67,7 @@ demo: setup
 demo-reembed: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/reembed_demo.sh $(SAMPLES)
 
-test: system-deps setup $(AXE) protos-check api-check lint
+test: system-deps setup $(AXE) $(TS_EXAMPLE) protos-check api-check lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -78,7 +84,7 @@ test-integration: system-deps setup
 test-deploy: system-deps setup
 	$(BIN)/python -m pytest tests/deploy
 
-test-e2e: system-deps setup $(AXE)
+test-e2e: system-deps setup $(AXE) $(TS_EXAMPLE)
 	$(BIN)/python -m pytest tests/e2e
 
 # Builds every image without a registry (a Debian base made with debootstrap) and runs the compose
