@@ -16,7 +16,7 @@ TS_EXAMPLE := clients/typescript/dist/worked-example.js
 # The descriptor image of the API's last release, which every change must stay compatible with.
 API_RELEASE := proto/released/candor-api-v1.binpb
 
-.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check api-check api-release bench fuzz clean
+.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check api-check api-release client-wheel bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -108,6 +108,10 @@ protos-check: $(STAMP)
 api-check: $(BUF)
 	cd proto && ../$(BUF) breaking --against ../$(API_RELEASE)
 	@echo "the API is compatible with its last release ($(API_RELEASE))"
+
+# The candor-client wheel (lib/candor_client with the generated API) into dist/, for integrators.
+client-wheel: $(STAMP)
+	$(BIN)/python scripts/build_client.py --out dist
 
 # Run once per release, after api-check passes: the new image is what later changes are checked against.
 api-release: $(BUF)

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from fetch_sample_images import fetch  # noqa: E402
 
 from candor_cli import LocalStack  # noqa: E402
-from candor_cli.client import GatewayClient  # noqa: E402
 from candor_cli.gallery import read_source, run_import  # noqa: E402
+from candor_client import GatewayClient  # noqa: E402
 from candor_kit.cores import usable_cores  # noqa: E402
 
 BASES = ("obama.jpg", "obama2.jpg", "obama3.jpg", "biden.jpg")

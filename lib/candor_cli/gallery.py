@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
-from candor_cli.client import GatewayClient
+from candor_client import GatewayClient
 
 #: What one SubmitImportItems call carries at most (under the 16 MiB message limit); a bigger
 #: photo is not sent, and the gateway records it as too large (its limit is 12 MiB by default).

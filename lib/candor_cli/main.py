@@ -19,10 +19,9 @@ from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_cli import report as oversight
 from candor_cli.case_export import check_complete, check_records, export_file_stem, render_html
-from candor_cli.client import GatewayClient
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.eval_commands import add_commands as add_eval_commands
-from candor_cli.events import consumer_config, follow
+from candor_cli.events import follow
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
 from candor_cli.processes import StackError
@@ -30,6 +29,7 @@ from candor_cli.proficiency import add_proficiency_commands, run_proficiency
 from candor_cli.reembed import run_model_command
 from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, REVIEW, SERVICES, LocalStack, default_data_dir
+from candor_client import GatewayClient, consumer_config
 from candor_kit import catalogue
 from candor_kit.bus import NatsLogin
 from candor_kit.logging import configure_command_logging

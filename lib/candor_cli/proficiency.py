@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from candor.gateway.v1 import gateway_pb2
-from candor_cli.client import GatewayClient
+from candor_client import GatewayClient
 
 REQUIRED = ("probe", "candidate", "same", "case", "subject")
 ANSWERS = {"yes": True, "y": True, "true": True, "1": True, "no": False, "n": False, "false": False, "0": False}

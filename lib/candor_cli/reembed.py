@@ -25,8 +25,8 @@ import grpc
 
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
-from candor_cli.client import GatewayClient
 from candor_cli.gallery import REASONS, SourcePhoto, send_photos
+from candor_client import GatewayClient
 
 #: Rounds of "list what is missing, import it": later rounds catch records enrolled meanwhile.
 MAX_ROUNDS = 4

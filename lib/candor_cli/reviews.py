@@ -11,7 +11,7 @@ from google.protobuf.json_format import MessageToJson
 from PIL import Image, UnidentifiedImageError
 
 from candor.gateway.v1 import gateway_pb2
-from candor_cli.client import GatewayClient
+from candor_client import GatewayClient
 from candor_kit import conclusions
 
 STATUS = {

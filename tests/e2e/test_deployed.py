@@ -25,8 +25,8 @@ import psycopg
 import pytest
 
 from candor_cli import LocalStack
-from candor_cli.client import GatewayClient
 from candor_cli.stack import AUDIENCE, OPERATOR_ROLES
+from candor_client import GatewayClient
 from candor_kit.tokens import issue_token, load_private_key
 
 ROOT = Path(__file__).resolve().parents[2]

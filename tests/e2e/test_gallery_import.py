@@ -25,8 +25,8 @@ from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_cli import LocalStack
-from candor_cli.client import GatewayClient
 from candor_cli.gallery import import_id_for, read_source
+from candor_client import GatewayClient
 from candor_kit import subjects
 from candor_kit.identifiers import record_id_for
 from candor_kit.ingest import Stage, item_digest, item_key

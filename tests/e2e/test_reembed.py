@@ -22,7 +22,7 @@ import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli import LocalStack
-from candor_cli.client import GatewayClient
+from candor_client import GatewayClient
 from candor_gateway.photos import PhotoStore
 from candor_kit.aes_keys import read_aes_key
 from candor_matcher.gallery import record_id_for

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from candor_cli import LocalStack
-from candor_cli.client import GatewayClient
+from candor_client import GatewayClient
 from candor_kit.aes_keys import read_aes_key
 from candor_review.session import SESSION_COOKIE, Sealer, Session
 from tests.conftest import ROOT

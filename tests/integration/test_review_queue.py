@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_cli.client import GatewayClient
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
+from candor_client import GatewayClient
 from candor_kit.tokens import issue_token, load_private_key
 from tests.integration.conftest import TOKEN_KEY, InProcessStack
 from tests.integration.test_governance import ENROLLER, fresh_investigator, probe_request

@@ -4,14 +4,18 @@ and deletes; every call is audited under the account's name."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
+from candor_client import ClientCredentials, GatewayClient
 from candor_kit.tokens import issue_token, load_private_key
 from tests.integration.conftest import TOKEN_KEY, InProcessStack, as_user, eventually
 from tests.integration.test_search_flow import audit_records
@@ -140,3 +144,38 @@ async def test_a_booking_system_enrols_only_with_a_source(
         )
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_candor_client_searches_with_a_token_from_the_client_credentials_flow(
+    stack: InProcessStack, samples: Path, tmp_path: Path
+) -> None:
+    # The identity provider is a STAND-IN (httpx's MockTransport): it checks the client's secret
+    # and issues the access token a real provider would, signed by the key the gateway trusts.
+    issued: list[str] = []
+
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") != "Basic " + base64.b64encode(b"agency-cms:s3cret").decode():
+            return httpx.Response(401, json={"error": "invalid_client"})
+        token = issue_token(load_private_key(TOKEN_KEY), "agency-cms", ["case-system"], 300, LOCAL_ISSUER, AUDIENCE)
+        issued.append(token)
+        return httpx.Response(200, json={"access_token": token, "token_type": "Bearer", "expires_in": 300})
+
+    secret = tmp_path / "client-secret"
+    secret.write_text("s3cret")
+    tokens = ClientCredentials(
+        "https://idp.test/token", "agency-cms", secret, http=httpx.Client(transport=httpx.MockTransport(token_endpoint))
+    )
+
+    def search_twice() -> list[str]:
+        with GatewayClient(stack.addresses["gateway"], tokens) as client:
+            probe = samples / "obama2.jpg"
+            return [client.search(probe, "CC-2026-1", "investigation").search_id for _ in range(2)]
+
+    searched = await asyncio.to_thread(search_twice)
+    assert len(set(searched)) == 2 and len(issued) == 1  # one token, kept for both calls
+
+    async def audited() -> bool:
+        records = await audit_records(stack, case_number="CC-2026-1", kinds=["search.completed"])
+        return [r.event.actor for r in records] == ["agency-cms", "agency-cms"]
+
+    await eventually(audited)

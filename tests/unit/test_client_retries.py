@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from candor_cli.client import GatewayClient
+from candor_client import GatewayClient
 
 
 class Restarting(gateway_pb2_grpc.GatewayServiceServicer):

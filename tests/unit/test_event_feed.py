@@ -20,7 +20,7 @@ from candor.events.v1 import events_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit import AuditChain
 from candor_audit.feed import EventFeed, lifecycle_event, run_feed
-from candor_cli.events import EventFollower, consumer_config
+from candor_client import EventFollower, consumer_config
 from candor_kit.audit_records import AuditEntry, StoredRecord
 from candor_kit.audit_signing import Signer
 from candor_kit.subjects import EVENTS_STREAM

@@ -19,6 +19,21 @@ def test_no_service_imports_another_services_package() -> None:
     assert build_graph().across() == []
 
 
+def test_the_client_package_needs_nothing_of_candor_but_the_generated_api() -> None:
+    # candor-client is installed by integrations that run none of Candor: it may import only the
+    # generated API (candor.*) and itself.
+    graph = build_graph()
+    leaks = sorted(
+        (source, target)
+        for source, targets in graph.imports.items()
+        if graph.modules[source].package == "candor_client"
+        for target in targets
+        if graph.modules[target].package not in ("candor", "candor_client")
+    )
+    assert "candor_client.gateway" in graph.modules
+    assert leaks == []
+
+
 def test_no_modules_import_each_other_in_a_circle() -> None:
     assert build_graph().circles() == []
 

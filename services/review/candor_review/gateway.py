@@ -4,25 +4,20 @@ gateway authorises and audits every call as that user, with the trace context ca
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import grpc
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_client import StaticToken, bearer_metadata, open_aio_channel
 from candor_kit.telemetry import inject_headers
-
-#: Photos come back whole: allow a little over the gateway's largest photo.
-MAX_MESSAGE = 16 * 1024 * 1024
 
 
 def open_channel(address: str, ca_file: str = "") -> grpc.aio.Channel:
-    """A channel to the gateway: TLS checked against ``ca_file`` when given, plaintext otherwise."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
-    if ca_file:
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
-        return grpc.aio.secure_channel(address, credentials, options=options)
-    return grpc.aio.insecure_channel(address, options=options)
+    """A channel to the gateway (candor-client's: photo-sized messages; TLS checked against
+    ``ca_file`` when given). No automatic retries: the desk's calls carry no request id, and a
+    reviewer who sees an error submits again, which the gateway answers as the first."""
+    return open_aio_channel(address, ca_file, retries=False)
 
 
 class Gateway:
@@ -30,11 +25,11 @@ class Gateway:
 
     def __init__(self, channel: grpc.aio.Channel, token: str, timeout_s: float) -> None:
         self._stub = gateway_pb2_grpc.GatewayServiceStub(channel)
-        self._token = token
+        self._token = StaticToken(token)
         self._timeout = timeout_s
 
     def _metadata(self) -> Iterable[tuple[str, str]]:
-        return (("authorization", f"Bearer {self._token}"), *inject_headers().items())
+        return (*bearer_metadata(self._token), *inject_headers().items())
 
     async def pending(self, request: gateway_pb2.ListPendingReviewsRequest) -> gateway_pb2.ListPendingReviewsResponse:
         """A page of the searches waiting for this user's review, with their total."""

@@ -1,40 +1,22 @@
-"""A small synchronous client for the gateway's public API."""
+"""The gateway's public API as a synchronous client: every call with the caller's current bearer
+token and a deadline; the calls that change something carry a client request id, so gRPC's own
+retries (candor_client.channel) never do them twice."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
-
-MAX_MESSAGE = 16 * 1024 * 1024
-#: The calls that carry a client request id (so the gateway answers a retry with the first call's
-#: answer) and that gRPC therefore retries by itself when the gateway is UNAVAILABLE: the same
-#: request, id and all, after a random backoff of up to 0.5, 1, 2 then 4 s.
-RETRIED_CALLS = ("Search", "Enroll", "DeleteSubject")
-SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [{"service": "candor.gateway.v1.GatewayService", "method": method} for method in RETRIED_CALLS],
-            "retryPolicy": {
-                "maxAttempts": 5,
-                "initialBackoff": "0.5s",
-                "maxBackoff": "4s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
+from candor_client.channel import open_channel
+from candor_client.tokens import StaticToken, TokenSource, bearer_metadata
 
 
 def new_request_id() -> str:
@@ -43,23 +25,21 @@ def new_request_id() -> str:
 
 
 class GatewayClient:
-    """Calls the gateway with a bearer token."""
+    """Calls the gateway with a bearer token: a person's (a string) or a service account's
+    (``ClientCredentials``, renewed before it expires)."""
 
-    def __init__(self, address: str, token: str, timeout_s: float = 120.0) -> None:
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_send_message_length", MAX_MESSAGE),
-                ("grpc.max_receive_message_length", MAX_MESSAGE),
-                ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
-                # A photo up to the message limit is kept for a retry (the default keeps 256 KiB).
-                ("grpc.per_rpc_retry_buffer_size", MAX_MESSAGE),
-                ("grpc.retry_buffer_size", 4 * MAX_MESSAGE),
-            ],
-        )
+    def __init__(
+        self, address: str, token: str | TokenSource, timeout_s: float = 120.0, ca_file: str | Path = ""
+    ) -> None:
+        self._channel = open_channel(address, ca_file)
         self._stub = gateway_pb2_grpc.GatewayServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),)
+        self._tokens: TokenSource = StaticToken(token) if isinstance(token, str) else token
         self._timeout = timeout_s
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str]]:
+        """The current token, asked for on every call."""
+        return bearer_metadata(self._tokens)
 
     def enroll(
         self,
