@@ -20,6 +20,7 @@ CLIENT = ROOT / "clients" / "python"
 
 def build(out: Path) -> Path:
     """Build the wheel into ``out``; returns its path."""
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     with tempfile.TemporaryDirectory(prefix="candor-client-") as tmp:
