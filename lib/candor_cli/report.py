@@ -37,7 +37,9 @@ DELETIONS = ("subject.deleted", "record.deleted")
 CALIBRATED = "model.calibrated"
 SEEDED = "proficiency.seeded"
 #: The kinds compute() takes as evidence from the chain's start, whatever the period.
-EVIDENCE_KINDS = (CALIBRATED, SEEDED)
+#: The gateway's record of a service account's first call of a day: which actors are machines.
+SERVICE_ACCOUNT_USED = "service_account.used"
+EVIDENCE_KINDS = (CALIBRATED, SEEDED, SERVICE_ACCOUNT_USED)
 
 
 @dataclass
@@ -57,6 +59,8 @@ class OversightReport:
     #: Calls refused as malformed or naming what does not exist, as "action: STATUS: reason".
     errors: Counter[str] = field(default_factory=Counter)
     searches_by_user: Counter[str] = field(default_factory=Counter)
+    #: What each service account did, by "<account> (<role>): <record kind>".
+    service_account_calls: Counter[str] = field(default_factory=Counter)
     deletions: list[dict[str, Any]] = field(default_factory=list)
     #: Searches by the model and calibration they ran under: (model, metric, threshold, calibration id).
     models: Counter[tuple[str, str, float, str]] = field(default_factory=Counter)
@@ -83,6 +87,9 @@ def compute(
         record_details(r).get("calibration_id"): record_details(r) for r in evidence if r.event.kind == CALIBRATED
     }
     answers = {r.event.event_id: str(record_details(r).get("answer")) for r in evidence if r.event.kind == SEEDED}
+    accounts = {
+        r.event.actor: str(record_details(r).get("role", "?")) for r in evidence if r.event.kind == SERVICE_ACCOUNT_USED
+    }
     report.proficiency = proficiency(records, answers)
     report.agreement, report.agreement_by_reviewer = agreement(records, answers)
     #: The latest outcome of each reviewed candidate, by (search, rank); whether it was disputed.
@@ -90,6 +97,9 @@ def compute(
     disputed: set[tuple[str, int]] = set()
     for record in records:
         event, details = record.event, record_details(record)
+        # The matcher's records repeat the gateway's (the same search, made for the same caller).
+        if event.actor in accounts and event.kind != SERVICE_ACCOUNT_USED and not event.kind.startswith("matcher."):
+            report.service_account_calls[f"{event.actor} ({accounts[event.actor]}): {event.kind}"] += 1
         if event.kind == "search.completed":
             report.searches_by_purpose[event.purpose or "(none)"] += 1
             report.searches_by_user[event.actor] += 1
@@ -226,6 +236,16 @@ def markdown(report: OversightReport, images: dict[str, Path]) -> str:
         *_table(report.searches_by_user, "user", limit=10),
         "",
         f"![busiest users]({images['users'].name})",
+        "",
+        "## Calls by service account",
+        "",
+        "What each integration's machine identity did, by the kind of record it left in the chain.",
+        "",
+        *(
+            _table(report.service_account_calls, "account (role): record")
+            if report.service_account_calls
+            else ["None."]
+        ),
         "",
         "## Deletions",
         "",
@@ -382,6 +402,7 @@ SECTIONS = (
     ("policy refusals", "refusals_by_rule"),
     ("interface errors", "errors"),
     ("searches by user", "searches_by_user"),
+    ("calls by service account", "service_account_calls"),
 )
 #: A spreadsheet runs a cell starting with one of these as a formula: such cells get a quote first.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -221,6 +221,8 @@ ROLES: dict[str, BusRole] = {
             "photo.*",
             "case.view*",
             "session.end*",
+            # A service account's first call of a day (which actors are machines, for oversight).
+            "service_account.used",
             "import.*",
             "reembed.*",
             "gallery.import_started",

@@ -179,3 +179,23 @@ async def test_candor_client_searches_with_a_token_from_the_client_credentials_f
         return [r.event.actor for r in records] == ["agency-cms", "agency-cms"]
 
     await eventually(audited)
+
+
+async def test_a_service_accounts_first_call_of_the_day_marks_it_as_a_machine_in_the_chain(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    # The oversight report tells integrations' calls from people's by this record (once a day,
+    # however many calls and gateway replicas).
+    for _ in range(3):
+        await gateway.GetGalleryModels(gateway_pb2.GetGalleryModelsRequest(), metadata=BOOKING)
+    await stack.stop("gateway")
+    await stack.start("gateway")
+    await gateway.GetGalleryModels(gateway_pb2.GetGalleryModelsRequest(), metadata=BOOKING)
+
+    async def marked_once() -> bool:
+        records = await audit_records(stack, actor="booking-sync-east", kinds=["service_account.used"])
+        return [json.loads(r.event.details_json)["role"] for r in records] == ["booking-sync"]
+
+    await eventually(marked_once)
+    people = await audit_records(stack, actor="ivy", kinds=["service_account.used"])
+    assert people == []

@@ -184,3 +184,32 @@ def test_proficiency_scores_a_same_conclusion_on_different_people_as_a_false_sam
     assert ["reviewer proficiency", "rita", "1"] == next(
         row[:3] for row in csv.reader(io.StringIO(report.to_csv(made))) if row[:2] == ["reviewer proficiency", "rita"]
     )
+
+
+def test_calls_by_service_account_are_counted_by_account_and_kind(tmp_path: Path) -> None:
+    # Which actors are service accounts comes from the gateway's record of each account's first
+    # call of a day, from the chain's start (evidence), not from the names.
+    evidence = [
+        record(1, "service_account.used", "agency-cms", role="case-system"),
+        record(2, "service_account.used", "booking-east", role="booking-sync"),
+    ]
+    period = [
+        record(10, "search.completed", "agency-cms", "investigation", candidates=[]),
+        record(11, "matcher.searched", "agency-cms"),  # the matcher's own record of the same search
+        record(12, "search.completed", "agency-cms", "investigation", candidates=[]),
+        record(13, "case.exported", "agency-cms"),
+        record(14, "enroll.completed", "booking-east"),
+        record(15, "search.completed", "ivy", "investigation", candidates=[]),
+    ]
+    made = report.compute(period, ("2026-11-01", "2026-11-30"), evidence)
+    assert made.service_account_calls == {
+        "agency-cms (case-system): search.completed": 2,
+        "agency-cms (case-system): case.exported": 1,
+        "booking-east (booking-sync): enroll.completed": 1,
+    }
+    text = report.markdown(made, report.charts(made, tmp_path))
+    assert "## Calls by service account" in text
+    assert "| agency-cms (case-system): search.completed | 2 |" in text
+    rows = list(csv.reader(io.StringIO(report.to_csv(made))))
+    assert ["calls by service account", "booking-east (booking-sync): enroll.completed", "1", ""] in rows
+    assert "service_account.used" in report.EVIDENCE_KINDS

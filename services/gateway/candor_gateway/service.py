@@ -171,6 +171,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         except Unauthenticated as error:
             await self._workflow.audit_refusal(action, error, "anonymous", case, purpose)
             raise
+        if principal.service_account:
+            await self._workflow.note_service_account(principal)
         return principal
 
     @rpc(SERVICE)

@@ -105,6 +105,8 @@ class Workflow:
         self.routes = ModelRoutes(bus, timeout_s)
         self._calls = ModelCalls(bus, self.routes, timeout_s, max_image_bytes)
         self._audit = audit
+        #: The (service account, UTC day) pairs already recorded by this gateway.
+        self._accounts_seen: set[tuple[str, str]] = set()
         self._policy = policy
         self._calibration = calibration
         self._timeout = timeout_s
@@ -133,6 +135,23 @@ class Workflow:
     ) -> None:
         """Record a refused call: who, what, which rule, why, and the photo's SHA-256 (never the photo)."""
         await audit_refusal(self._audit, action, error, actor, case_number=case_number, purpose=purpose, image=image)
+
+    async def note_service_account(self, principal: Principal) -> None:
+        """Record a service account's first call of the (UTC) day, with its role: how the oversight
+        report tells integrations' calls from people's. One record a day and account however many
+        calls and replicas (the chain keeps one record per event id); before the call, so a call
+        the chain cannot record is not made."""
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        if (principal.user, day) in self._accounts_seen:
+            return
+        role = ",".join(sorted(principal.roles))
+        await self._audit.publish(
+            "service_account.used",
+            event_id=f"service-account/{principal.user}/{day}",
+            actor=principal.user,
+            details={"role": role, "day": day},
+        )
+        self._accounts_seen = {seen for seen in self._accounts_seen if seen[1] == day} | {(principal.user, day)}
 
     async def audit_session_ended(self, principal: Principal) -> None:
         """Record a sign-out: the user's token is revoked from now on."""
