@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_cli.case_export import check_complete
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_client import ClientCredentials, GatewayClient
 from candor_kit.tokens import issue_token, load_private_key
@@ -199,3 +200,30 @@ async def test_a_service_accounts_first_call_of_the_day_marks_it_as_a_machine_in
     await eventually(marked_once)
     people = await audit_records(stack, actor="ivy", kinds=["service_account.used"])
     assert people == []
+
+
+async def test_a_case_systems_export_of_a_shared_case_holds_only_its_own_searches(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    probe = (samples / "obama2.jpg").read_bytes()
+    request = gateway_pb2.SearchRequest(probe_image=probe, case_number="SHARED-2026-3", purpose="investigation")
+    theirs = await gateway.Search(request, metadata=as_user("investigator-token"))
+    mine = await gateway.Search(request, metadata=CASE_SYSTEM)
+
+    async def both_recorded() -> bool:
+        records = await audit_records(stack, case_number="SHARED-2026-3", kinds=["search.completed"])
+        return len(records) == 2
+
+    await eventually(both_recorded)
+    export = await gateway.ExportCase(gateway_pb2.ExportCaseRequest(case_number="SHARED-2026-3"), metadata=CASE_SYSTEM)
+    assert {r.event.event_id for r in export.records if r.event.kind == "search.completed"} == {mine.search_id}
+    assert all(r.event.actor != "ivy" for r in export.records)
+    assert theirs.search_id not in str(export)
+    # A part of a case says so, and carries no manifest naming the records it leaves out.
+    assert "agency-cms" in export.scope and not export.verification.HasField("case_manifest")
+    problems, covers = check_complete(export, export.verification.public_key_pem)
+    assert problems == [] and covers.startswith("partial:")
+    whole = await gateway.ExportCase(
+        gateway_pb2.ExportCaseRequest(case_number="SHARED-2026-3"), metadata=as_user("auditor-token")
+    )
+    assert whole.scope == "" and whole.verification.HasField("case_manifest")

@@ -84,7 +84,11 @@ class AuditDesk:
                 subjects.AUDIT_VERIFY, request, audit_pb2.VerifyResponse, self._timeout
             )
             records = await self._reader.records(on_behalf_of=principal.user, case_number=case_number)
+            scope = ""
             if "auditor" not in principal.roles:
+                scope = f"only the searches {principal.user} filed in the case and what followed them"
+                # The case's manifest would name the records left out: a part goes without it.
+                verification.ClearField("case_manifest")
                 records = own_searches(records, principal.user)
                 if not records:
                     raise PolicyViolation(
@@ -101,7 +105,12 @@ class AuditDesk:
             "case.exported",
             actor=principal.user,
             case_number=case_number,
-            details={"records": len(records), "head_hash": verification.head_hash, "chain_ok": verification.ok},
+            details={
+                "records": len(records),
+                "head_hash": verification.head_hash,
+                "chain_ok": verification.ok,
+                "scope": scope or None,
+            },
         )
         return gateway_pb2.ExportCaseResponse(
             case_number=case_number,
@@ -109,6 +118,7 @@ class AuditDesk:
             verification=verification,
             exported_at=exported_at,
             exported_by=principal.user,
+            scope=scope,
         )
 
     async def list_audit_records(

@@ -261,18 +261,20 @@ class ExportCaseRequest(_message.Message):
     def __init__(self, case_number: _Optional[str] = ...) -> None: ...
 
 class ExportCaseResponse(_message.Message):
-    __slots__ = ("case_number", "records", "verification", "exported_at", "exported_by")
+    __slots__ = ("case_number", "records", "verification", "exported_at", "exported_by", "scope")
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     VERIFICATION_FIELD_NUMBER: _ClassVar[int]
     EXPORTED_AT_FIELD_NUMBER: _ClassVar[int]
     EXPORTED_BY_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     case_number: str
     records: _containers.RepeatedCompositeFieldContainer[_audit_pb2.AuditRecord]
     verification: _audit_pb2.VerifyResponse
     exported_at: _timestamp_pb2.Timestamp
     exported_by: str
-    def __init__(self, case_number: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ..., verification: _Optional[_Union[_audit_pb2.VerifyResponse, _Mapping]] = ..., exported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exported_by: _Optional[str] = ...) -> None: ...
+    scope: str
+    def __init__(self, case_number: _Optional[str] = ..., records: _Optional[_Iterable[_Union[_audit_pb2.AuditRecord, _Mapping]]] = ..., verification: _Optional[_Union[_audit_pb2.VerifyResponse, _Mapping]] = ..., exported_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exported_by: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...
 
 class ListAuditRecordsRequest(_message.Message):
     __slots__ = ("since", "until", "after_sequence", "limit", "kinds")
