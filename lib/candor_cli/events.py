@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from google.protobuf.json_format import MessageToDict
 from nats.js.api import ConsumerConfig
 
+from candor_cli.webhooks import load_endpoints, relay
 from candor_client.events import EventFollower
 from candor_kit.bus import NatsLogin
+from candor_kit.metrics import MetricsServer
 
 
 async def follow(
@@ -45,3 +49,25 @@ async def follow(
         await follower.close()
         await bus.close()
     return printed
+
+
+def run_relay(login: NatsLogin, endpoints: Path, metrics_address: str, backoff_s: tuple[float, ...]) -> int:
+    """`candor events relay`: relay until SIGINT or SIGTERM, serving metrics when asked."""
+    load_endpoints(endpoints)  # a bad file stops here, before any connection, naming each problem
+    server = MetricsServer(metrics_address) if metrics_address else None
+    if server is not None:
+        server.start()
+
+    async def until_signalled() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await relay(login, endpoints, stop, backoff_s)
+
+    try:
+        asyncio.run(until_signalled())
+    finally:
+        if server is not None:
+            server.stop()
+    return 0

@@ -21,7 +21,7 @@ from candor_cli import report as oversight
 from candor_cli.case_export import check_complete, check_records, export_file_stem, render_html
 from candor_cli.deploy_secrets import init_secrets
 from candor_cli.eval_commands import add_commands as add_eval_commands
-from candor_cli.events import follow
+from candor_cli.events import follow, run_relay
 from candor_cli.gallery import SourceError, add_gallery_commands, run_gallery
 from candor_cli.models import add_models_commands, run_models
 from candor_cli.processes import StackError
@@ -29,6 +29,7 @@ from candor_cli.proficiency import add_proficiency_commands, run_proficiency
 from candor_cli.reembed import run_model_command
 from candor_cli.reviews import add_review_commands, run_review
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, REVIEW, SERVICES, LocalStack, default_data_dir
+from candor_cli.webhooks import DEFAULT_BACKOFF_S, dead_letters
 from candor_client import GatewayClient, consumer_config
 from candor_kit import catalogue
 from candor_kit.bus import NatsLogin
@@ -190,6 +191,21 @@ def _parser() -> argparse.ArgumentParser:
     follow.add_argument("--kinds", default="", help="comma-separated kinds, e.g. review.confirmed,probe.deleted")
     follow.add_argument("--count", type=int, default=0, help="stop after this many events (default: never)")
     follow.add_argument("--idle", type=float, default=0.0, help="stop after this many seconds without an event")
+    relay_cmd = events.add_parser(
+        "relay",
+        help="deliver the feed to HTTPS webhooks, signed, with retries and dead letters (runs until stopped)",
+        description="Relay the event feed to the endpoints of a YAML file (docs/integrations.md), as the webhooks "
+        "NATS user: CANDOR_NATS_URL, CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE, or the running local stack's.",
+    )
+    relay_cmd.add_argument("--data", type=Path, default=argparse.SUPPRESS, help="the local stack's folder")
+    relay_cmd.add_argument("--endpoints", type=Path, required=True, help="the endpoints file (YAML)")
+    relay_cmd.add_argument("--metrics-address", default="", help="serve Prometheus metrics here, e.g. 0.0.0.0:9464")
+    relay_cmd.add_argument(
+        "--backoff", default="", help="seconds between attempts, comma-separated (default 5,30,120,600,1800,3600)"
+    )
+    dead = events.add_parser("dead-letters", help="list the webhook deliveries that failed for good, as JSON lines")
+    dead.add_argument("--data", type=Path, default=argparse.SUPPRESS, help="the local stack's folder")
+    dead.add_argument("--endpoint", default="", help="one endpoint's only")
 
     settings = commands.add_parser("settings", help="list the settings each service reads")
     settings.add_argument(
@@ -407,6 +423,21 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.command == "settings":
         _print_settings([args.service] if args.service else [*sorted(catalogue.SERVICES), *catalogue.WEB_SERVICES])
+        return 0
+
+    if args.command == "events" and args.action == "relay":
+        login = _nats_login(_stack(args), "webhooks")
+        if login is None:
+            raise StackError("no NATS to relay from: set CANDOR_NATS_URL (and _USER, _PASSWORD_FILE) or run a stack")
+        backoff = tuple(float(s) for s in args.backoff.split(",")) if args.backoff else DEFAULT_BACKOFF_S
+        return run_relay(login, args.endpoints, args.metrics_address, backoff)
+
+    if args.command == "events" and args.action == "dead-letters":
+        login = _nats_login(_stack(args), "operator")
+        if login is None:
+            raise StackError("no NATS to read: set CANDOR_NATS_URL (and _USER, _PASSWORD_FILE) or run a stack")
+        for letter in asyncio.run(dead_letters(login, args.endpoint)):
+            print(json.dumps(letter))
         return 0
 
     if args.command == "events":

@@ -5,6 +5,7 @@
   Search, Enroll and DeleteSubject, and gRPC's own retries of those when the gateway is unavailable.
 - ``EventFollower``: the event feed (stream CANDOR_EVENTS) through a durable consumer of the
   integration's own.
+- ``verify``: check a webhook delivery's signature and timestamp (candor_client.webhooks).
 
 It depends on the generated API (the ``candor`` package), grpcio, nats-py and httpx, never on
 Candor's services or their kit; `scripts/build_client.py` builds it as the ``candor-client`` wheel.
@@ -14,6 +15,7 @@ from candor_client.channel import MAX_MESSAGE, RETRIED_CALLS, channel_options, o
 from candor_client.events import EVENTS_PREFIX, EVENTS_STREAM, EventFollower, FeedEvent, consumer_config
 from candor_client.gateway import GatewayClient, new_request_id
 from candor_client.tokens import ClientCredentials, StaticToken, TokenError, TokenSource, bearer_metadata
+from candor_client.webhooks import SignatureError, sign, verify
 
 __all__ = [
     "EVENTS_PREFIX",
@@ -24,6 +26,7 @@ __all__ = [
     "EventFollower",
     "FeedEvent",
     "GatewayClient",
+    "SignatureError",
     "StaticToken",
     "TokenError",
     "TokenSource",
@@ -33,4 +36,6 @@ __all__ = [
     "new_request_id",
     "open_aio_channel",
     "open_channel",
+    "sign",
+    "verify",
 ]

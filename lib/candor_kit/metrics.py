@@ -98,6 +98,12 @@ FEED_FAILING = Gauge(
     "1 while the audit service cannot put the chain's lifecycle records on the event feed (they wait "
     "in the chain and go out in order once it can), else 0",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "candor_webhook_deliveries",
+    "webhook deliveries by endpoint and outcome: delivered, retried (to be tried again later) or "
+    "dead_lettered (out of attempts, or refused by the endpoint)",
+    ["endpoint", "outcome"],
+)
 GALLERY_RECORDS = Gauge(
     "candor_gallery_records",
     "face records in the gallery, by model, counted every 15 s by the matcher",

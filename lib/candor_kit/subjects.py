@@ -68,6 +68,10 @@ REQUESTS_BUCKET = "CANDOR_REQUESTS"
 #: read by integrations with durable consumers of their own.
 EVENTS_STREAM = "CANDOR_EVENTS"
 EVENTS_PREFIX = "candor.events.v1"
+#: Webhook deliveries that ran out of attempts (or that an endpoint refused outright), for
+#: operators to read (`candor events dead-letters`).
+WEBHOOKS_DEAD_STREAM = "CANDOR_WEBHOOKS_DEAD"
+WEBHOOKS_DEAD_PREFIX = "candor.dlq.webhooks"
 
 #: The import stages whose work is routed by model (detection and embedding depend on it; the
 #: matcher's enrolment takes every model's vectors).
@@ -137,6 +141,8 @@ class BusRole:
     #: Whether it follows the event feed: an integration's user, which may make, read and delete
     #: durable consumers of the feed's stream and nothing else.
     follows_events: bool = False
+    #: Whether it relays the feed to webhooks (and dead-letters what cannot be delivered).
+    relays_webhooks: bool = False
     #: Whether it keeps the tombstones of expunged subjects and records.
     keeps_tombstones: bool = False
     #: Whether it writes the gallery's model pointer (the matcher), or only reads it.
@@ -242,6 +248,9 @@ ROLES: dict[str, BusRole] = {
     # An integration (a case-management or booking system) following the event feed: it reads the
     # feed with durable consumers of its own and can reach nothing else on the bus.
     "integration": BusRole(follows_events=True),
+    # The webhook relay (`candor events relay`): the feed to HTTPS endpoints, for systems that
+    # cannot speak NATS; it follows the feed and writes its dead letters, nothing else.
+    "webhooks": BusRole(follows_events=True, relays_webhooks=True),
     # A person at the command line (`candor eval`, `candor model calibrate`): calls the detector
     # and embedder, counts the gallery's records, reads dead-lettered import work, and records a
     # calibration. Never a search, an enrolment, a deletion or the audit log.
@@ -386,7 +395,11 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
     if role.audit_kinds:
         publish += [f"{AUDIT_EVENT_PREFIX}.{service}.>", *stream_api]
     if role.reads_dead_letters:
-        publish += [f"$JS.API.STREAM.{verb}.{INGEST_DEAD_STREAM}" for verb in ("INFO", "MSG.GET")]
+        publish += [
+            f"$JS.API.STREAM.{verb}.{stream}"
+            for verb in ("INFO", "MSG.GET")
+            for stream in (INGEST_DEAD_STREAM, WEBHOOKS_DEAD_STREAM)
+        ]
     if role.writes_chain:
         publish += [
             *stream_api,
@@ -409,6 +422,11 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             *(f"$JS.API.STREAM.{verb}.{EVENTS_STREAM}" for verb in ("CREATE", "INFO", "MSG.GET")),
             # The followers' lag, for the feed's metrics.
             f"$JS.API.CONSUMER.LIST.{EVENTS_STREAM}",
+        ]
+    if role.relays_webhooks:
+        publish += [
+            f"{WEBHOOKS_DEAD_PREFIX}.>",
+            *(f"$JS.API.STREAM.{verb}.{WEBHOOKS_DEAD_STREAM}" for verb in ("CREATE", "INFO")),
         ]
     if role.follows_events:
         publish += [
