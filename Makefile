@@ -13,6 +13,9 @@ BUF     := tools/buf/node_modules/.bin/buf
 # The TypeScript client and the integration guide's worked example (clients/typescript), built with
 # its pinned @grpc/grpc-js, nats.js and TypeScript; tests/e2e/test_integration_example.py runs it.
 TS_EXAMPLE := clients/typescript/dist/worked-example.js
+# The Go example of the same (clients/go), built with Debian's Go packages from the API's descriptor
+# set (buf build), which it reads at run time.
+GO_EXAMPLE := clients/go/dist/worked-example
 # The descriptor image of the API's last release, which every change must stay compatible with.
 API_RELEASE := proto/released/candor-api-v1.binpb
 
@@ -56,6 +59,12 @@ $(AXE): tests/e2e/axe/package-lock.json | system-deps
 $(TS_EXAMPLE): clients/typescript/package-lock.json clients/typescript/tsconfig.json $(wildcard clients/typescript/src/*.ts) | system-deps
 	cd clients/typescript && npm ci --no-audit --no-fund --silent && ./node_modules/.bin/tsc -p .
 
+$(GO_EXAMPLE): clients/go/worked-example/main.go $(wildcard proto/candor/*/v1/*.proto) $(BUF) | system-deps
+	mkdir -p clients/go/dist
+	cd proto && ../$(BUF) build --output ../clients/go/dist/api.binpb
+	cd clients/go && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE=$(CURDIR)/.cache/go-build \
+		go build -o dist/worked-example ./worked-example
+
 $(BUF): tools/buf/package-lock.json | system-deps
 	cd tools/buf && npm ci --no-audit --no-fund --silent
 	touch $(BUF)
@@ -67,7 +76,7 @@ demo: setup
 demo-reembed: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/reembed_demo.sh $(SAMPLES)
 
-test: system-deps setup $(AXE) $(TS_EXAMPLE) protos-check api-check lint
+test: system-deps setup $(AXE) $(TS_EXAMPLE) $(GO_EXAMPLE) protos-check api-check lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
@@ -84,7 +93,7 @@ test-integration: system-deps setup
 test-deploy: system-deps setup
 	$(BIN)/python -m pytest tests/deploy
 
-test-e2e: system-deps setup $(AXE) $(TS_EXAMPLE)
+test-e2e: system-deps setup $(AXE) $(TS_EXAMPLE) $(GO_EXAMPLE)
 	$(BIN)/python -m pytest tests/e2e
 
 # Builds every image without a registry (a Debian base made with debootstrap) and runs the compose

@@ -39,6 +39,12 @@ if [ "$profile" != runtime ]; then
   command -v npm >/dev/null || need npm
   # The audit tests start their own PostgreSQL server from Debian's server binaries.
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need postgresql
+  # The integration guide's Go example builds with Debian's Go and its gRPC, protobuf and NATS
+  # libraries (GOPATH mode: no Go module proxy is reachable).
+  command -v go >/dev/null || need golang-go
+  [ -d /usr/share/gocode/src/google.golang.org/grpc ] || need golang-google-grpc-dev
+  [ -d /usr/share/gocode/src/google.golang.org/protobuf ] || need golang-google-protobuf-dev
+  [ -d /usr/share/gocode/src/github.com/nats-io/nats.go ] || need golang-github-nats-io-go-nats-dev
 fi
 if [ "$profile" = containers ]; then
   # Images are built without a registry from a debootstrap base and run with Debian's dockerd.

@@ -1,8 +1,8 @@
 """The integration guide's worked example, end to end on the local process stack: a case-management
-system written in TypeScript (clients/typescript, run by Node.js) files a search under its service
-account, two reviewers confirm the candidate in the review desk (Chromium through Playwright), the
-LEAD reaches the TypeScript program on the event feed as the integration's NATS user, and it
-fetches the case's export."""
+system written in TypeScript (clients/typescript, run by Node.js) or in Go (clients/go, built with
+Debian's Go packages) files a search under its service account, two reviewers confirm the
+candidate in the review desk (Chromium through Playwright), the LEAD reaches the program on the
+event feed as the integration's NATS user, and it fetches the case's export."""
 
 from __future__ import annotations
 
@@ -25,8 +25,12 @@ from tests.e2e.test_stack_cli import candor
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = ROOT / "clients" / "typescript" / "dist" / "worked-example.js"
-CASE = "CMS-TS-2026-7"
+GO_DIST = ROOT / "clients" / "go" / "dist"
+#: Each language's example as a command line before its PROBE and CASE arguments.
+EXAMPLES = {
+    "typescript": ["node", str(ROOT / "clients" / "typescript" / "dist" / "worked-example.js")],
+    "go": [str(GO_DIST / "worked-example"), str(GO_DIST / "api.binpb")],
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +72,16 @@ class Lines:
         return self._process.stderr.read()
 
 
-def test_a_typescript_case_system_searches_hears_of_the_lead_and_fetches_the_export(
+@pytest.mark.parametrize("language", sorted(EXAMPLES))
+def test_a_case_system_searches_hears_of_the_lead_and_fetches_the_export(
     browser: Browser,  # noqa: F811 - the review desk's fixture
     stack: LocalStack,
     samples: Path,
+    language: str,
 ) -> None:
-    assert EXAMPLE.exists(), "the TypeScript example is not built: `make test` builds it (npm ci and tsc)"
+    command = EXAMPLES[language]
+    assert Path(command[-1]).exists(), f"the {language} example is not built: `make test` builds it"
+    case = f"CMS-{language.upper()}-2026-7"
     state = stack.state()
     assert state is not None
     login = stack.nats_login("integration")
@@ -87,9 +95,10 @@ def test_a_typescript_case_system_searches_hears_of_the_lead_and_fetches_the_exp
         "CANDOR_NATS_PASSWORD_FILE": login.password_file,
         "CANDOR_AUTHORISATION": "W-2026-TS-1",
         "CANDOR_WAIT_S": "120",
+        "CANDOR_CONSUMER": f"cms-{language}",
     }
     process = subprocess.Popen(
-        ["node", str(EXAMPLE), str(samples / "obama2.jpg"), CASE],
+        [*command, str(samples / "obama2.jpg"), case],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -113,7 +122,7 @@ def test_a_typescript_case_system_searches_hears_of_the_lead_and_fetches_the_exp
         lead = lines.next(60)
         heard_after_s = time.monotonic() - started
         assert lead["step"] == "lead", lead
-        assert lead["search_id"] == search_id and lead["case_number"] == CASE
+        assert lead["search_id"] == search_id and lead["case_number"] == case
         assert lead["status"] == "CANDIDATE_STATUS_LEAD" and lead["subject_id"] == "obama"
         assert lead["actor"] == "rob" and int(str(lead["rank"])) == 1
         assert heard_after_s < 30

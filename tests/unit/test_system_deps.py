@@ -46,7 +46,7 @@ def _as_someone_else(command: list[str]) -> list[str]:
 @pytest.mark.parametrize(
     ("profile", "target", "packages"),
     [
-        ("test", "make test", ("openssl", "docker-compose", "prometheus", "chromium", "npm")),
+        ("test", "make test", ("openssl", "docker-compose", "prometheus", "chromium", "npm", "golang-go")),
         # dockerd and debootstrap live in sbin, which the script searches too: installed here, not named.
         ("containers", "make test-containers", ("openssl", "docker-compose", "chromium", "npm")),
     ],
