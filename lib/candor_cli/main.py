@@ -306,6 +306,17 @@ def _operator_login(stack: LocalStack) -> NatsLogin | None:
     return _nats_login(stack, "operator")
 
 
+def _required_login(args: argparse.Namespace, role: str) -> NatsLogin:
+    """``_nats_login`` for a command that cannot run without NATS: StackError saying what to set."""
+    login = _nats_login(_stack(args), role)
+    if login is None:
+        raise StackError(
+            f"no NATS to reach: set CANDOR_NATS_URL, with CANDOR_NATS_USER ({role}) and CANDOR_NATS_PASSWORD_FILE, "
+            "or run `candor stack up`"
+        )
+    return login
+
+
 def _nats_login(stack: LocalStack, role: str) -> NatsLogin | None:
     """CANDOR_NATS_URL with CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE when set, else the
     running local stack as its ``role`` user; None when neither is there."""
@@ -426,16 +437,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "events" and args.action == "relay":
-        login = _nats_login(_stack(args), "webhooks")
-        if login is None:
-            raise StackError("no NATS to relay from: set CANDOR_NATS_URL (and _USER, _PASSWORD_FILE) or run a stack")
+        login = _required_login(args, "webhooks")
         backoff = tuple(float(s) for s in args.backoff.split(",")) if args.backoff else DEFAULT_BACKOFF_S
         return run_relay(login, args.endpoints, args.metrics_address, backoff)
 
     if args.command == "events" and args.action == "dead-letters":
-        login = _nats_login(_stack(args), "operator")
-        if login is None:
-            raise StackError("no NATS to read: set CANDOR_NATS_URL (and _USER, _PASSWORD_FILE) or run a stack")
+        login = _required_login(args, "operator")
         for letter in asyncio.run(dead_letters(login, args.endpoint)):
             print(json.dumps(letter))
         return 0
@@ -447,12 +454,7 @@ def _run(args: argparse.Namespace) -> int:
             since=args.since,
             from_sequence=args.from_sequence,
         )
-        login = _nats_login(_stack(args), "integration")
-        if login is None:
-            raise StackError(
-                "no NATS to follow: set CANDOR_NATS_URL (with CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE) "
-                "or run `candor stack up`"
-            )
+        login = _required_login(args, "integration")
         asyncio.run(follow(login, config, count=args.count, idle_s=args.idle))
         return 0
 
