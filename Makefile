@@ -62,8 +62,9 @@ $(TS_EXAMPLE): clients/typescript/package-lock.json clients/typescript/tsconfig.
 $(GO_EXAMPLE): clients/go/worked-example/main.go $(wildcard proto/candor/*/v1/*.proto) $(BUF) | system-deps
 	mkdir -p clients/go/dist
 	cd proto && ../$(BUF) build --output ../clients/go/dist/api.binpb
+	@test -z "$$(gofmt -l clients/go)" || { echo "clients/go is not gofmt-formatted: gofmt -w clients/go" >&2; exit 1; }
 	cd clients/go && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= GOCACHE=$(CURDIR)/.cache/go-build \
-		go build -o dist/worked-example ./worked-example
+		sh -c 'go vet ./worked-example && go build -o dist/worked-example ./worked-example'
 
 $(BUF): tools/buf/package-lock.json | system-deps
 	cd tools/buf && npm ci --no-audit --no-fund --silent

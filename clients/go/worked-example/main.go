@@ -46,9 +46,11 @@ const (
 // defaults to the v1 API).
 type codec struct{}
 
-func (codec) Marshal(v interface{}) ([]byte, error)      { return proto.Marshal(v.(proto.Message)) }
-func (codec) Unmarshal(data []byte, v interface{}) error { return proto.Unmarshal(data, v.(proto.Message)) }
-func (codec) Name() string                               { return "proto" }
+func (codec) Marshal(v interface{}) ([]byte, error) { return proto.Marshal(v.(proto.Message)) }
+func (codec) Unmarshal(data []byte, v interface{}) error {
+	return proto.Unmarshal(data, v.(proto.Message))
+}
+func (codec) Name() string { return "proto" }
 
 func setting(name, fallback string) string {
 	if value := os.Getenv(name); value != "" {
@@ -187,7 +189,7 @@ func main() {
 	fill(search, map[string]interface{}{
 		"caseNumber":             caseNumber,
 		"purpose":                "investigation",
-		"authorisationReference": setting("CANDOR_AUTHORISATION", "-"),
+		"authorisationReference": os.Getenv("CANDOR_AUTHORISATION"), // empty where the policy allows
 		"clientRequestId":        requestID(),
 	})
 	search.Set(search.Descriptor().Fields().ByName("probe_image"), protoreflect.ValueOfBytes(probe))
