@@ -184,8 +184,13 @@ class Relay:
         await self._follower.open()
         try:
             while not stop.is_set():
-                for delivery in await self._follower.fetch(1, timeout_s=1.0):
-                    await self.deliver(delivery)
+                try:
+                    for delivery in await self._follower.fetch(1, timeout_s=1.0):
+                        await self.deliver(delivery)
+                except Exception as error:  # noqa: BLE001 - NATS reconnecting: the event comes again
+                    name = self._target.endpoint.name
+                    log.warning("webhook_relay_interrupted", endpoint=name, error=str(error)[:300])
+                    await asyncio.sleep(1.0)
         finally:
             await self._follower.close()
 
