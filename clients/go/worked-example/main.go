@@ -154,18 +154,19 @@ func main() {
 		fail(err)
 	}
 	durable := setting("CANDOR_CONSUMER", "case-system-go-example")
+	const reviews = "candor.events.v1.review.*"
 	if _, err := js.ConsumerInfo(eventsStream, durable); err != nil {
 		_, err = js.AddConsumer(eventsStream, &nats.ConsumerConfig{
 			Durable:       durable,
 			AckPolicy:     nats.AckExplicitPolicy,
 			DeliverPolicy: nats.DeliverNewPolicy,
-			FilterSubject: "candor.events.v1.review.*",
+			FilterSubject: reviews,
 		})
 		if err != nil {
 			fail(fmt.Errorf("cannot make the feed's consumer: %v", err))
 		}
 	}
-	feed, err := js.PullSubscribe("", durable, nats.Bind(eventsStream, durable))
+	feed, err := js.PullSubscribe(reviews, durable, nats.Bind(eventsStream, durable))
 	if err != nil {
 		fail(err)
 	}
