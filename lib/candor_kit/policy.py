@@ -83,6 +83,15 @@ class Quotas(_Strict):
     """Searches one user may make per UTC day; 0 means no quota."""
 
     searches_per_user_per_day: Annotated[int, Field(ge=0, le=100_000)] = 0
+    #: A service account's own quota (a case system files for many investigators); unset: the
+    #: per-user quota applies to it as to a person.
+    searches_per_service_account_per_day: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+    def daily_searches(self, service_account: bool) -> int:
+        """The day's quota of a person, or of a service account; 0 means none."""
+        if service_account and self.searches_per_service_account_per_day is not None:
+            return self.searches_per_service_account_per_day
+        return self.searches_per_user_per_day
 
 
 class Retention(_Strict):

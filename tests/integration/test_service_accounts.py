@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from pathlib import Path
 
 import grpc
@@ -18,7 +19,8 @@ from candor_cli.case_export import check_complete
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_client import ClientCredentials, GatewayClient
 from candor_kit.tokens import issue_token, load_private_key
-from tests.integration.conftest import TOKEN_KEY, InProcessStack, as_user, eventually
+from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user, eventually
+from tests.integration.test_governance import fresh_investigator, policy_with
 from tests.integration.test_search_flow import audit_records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -228,3 +230,29 @@ async def test_a_case_systems_export_of_a_shared_case_holds_only_its_own_searche
         gateway_pb2.ExportCaseRequest(case_number="SHARED-2026-3"), metadata=as_user("auditor-token")
     )
     assert whole.scope == "" and whole.verification.HasField("case_manifest")
+
+
+async def test_a_case_system_has_its_own_daily_quota(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    # A case system files for many investigators: the policy gives service accounts a quota of
+    # their own, while a person keeps the per-user one.
+    await stack.use_policy(
+        policy_with(quotas={"searches_per_user_per_day": 1, "searches_per_service_account_per_day": 3})
+    )
+    try:
+        cms = account(f"quota-cms-{uuid.uuid4().hex[:8]}", "case-system")
+        request = gateway_pb2.SearchRequest(
+            probe_image=(samples / "obama2.jpg").read_bytes(), case_number="QUOTA-CMS-1", purpose="investigation"
+        )
+        for _ in range(3):
+            await gateway.Search(request, metadata=cms)
+        refused_search = await refused(gateway.Search(request, metadata=cms))
+        assert refused_search.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "quota of 3 searches" in (refused_search.details() or "")
+        _, person = fresh_investigator()
+        await gateway.Search(request, metadata=person)
+        refused_person = await refused(gateway.Search(request, metadata=person))
+        assert "quota of 1 search" in (refused_person.details() or "")
+    finally:
+        await stack.use_policy(POLICY)

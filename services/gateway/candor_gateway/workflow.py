@@ -172,7 +172,7 @@ class Workflow:
         try:
             require(principal, Permission.SEARCH)
             limit = policy.check_search(case_number, purpose, authorisation, request.max_candidates)
-            quota = policy.quotas.searches_per_user_per_day
+            quota = policy.quotas.daily_searches(principal.service_account)
             with self._slots.claim(), self._quota.claim(principal.user, quota):
                 # The quota is read from the audit chain while the photo is detected and embedded;
                 # nothing is matched before it has answered.
