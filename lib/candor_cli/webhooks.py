@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import re
 import time
@@ -37,6 +36,7 @@ from candor_client.events import EventFollower, FeedEvent
 from candor_client.webhooks import sign
 from candor_kit import metrics
 from candor_kit.bus import NatsLogin
+from candor_kit.settings import is_loopback
 from candor_kit.subjects import EVENTS_PREFIX, WEBHOOKS_DEAD_PREFIX, WEBHOOKS_DEAD_STREAM
 
 log = structlog.get_logger("candor.webhooks")
@@ -91,14 +91,6 @@ class Target:
         return f"webhook-{self.endpoint.name}"
 
 
-def _local(host: str) -> bool:
-    if host == "localhost":
-        return True
-    with contextlib.suppress(ValueError):
-        return ipaddress.ip_address(host).is_loopback
-    return False
-
-
 def load_endpoints(path: Path) -> tuple[list[Target], EndpointsFile]:
     """Read and check the endpoints file and each secret; ValueError naming every problem."""
     try:
@@ -113,7 +105,7 @@ def load_endpoints(path: Path) -> tuple[list[Target], EndpointsFile]:
         url = urlsplit(endpoint.url)
         if url.scheme not in ("https", "http") or not url.hostname:
             problems.append(f"{endpoint.name}: {endpoint.url!r} is not an http(s) URL")
-        elif url.scheme == "http" and not _local(url.hostname) and not endpoint.allow_plaintext:
+        elif url.scheme == "http" and not is_loopback(url.hostname) and not endpoint.allow_plaintext:
             problems.append(
                 f"{endpoint.name}: plain http to {url.hostname} would send events unencrypted; "
                 "use https, or set allow_plaintext: true behind a mesh that encrypts"

@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from candor_client.events import EVENTS_PREFIX, EVENTS_STREAM
 from candor_kit.errors import ConfigError
 
 DETECT = "candor.detector.v1.detect"
@@ -66,8 +67,8 @@ REQUESTS_BUCKET = "CANDOR_REQUESTS"
 #: The event feed: lifecycle events (candor.events.v1.LifecycleEvent) for integrations, one subject
 #: per kind under the prefix, published by the audit service once each record is in the chain and
 #: read by integrations with durable consumers of their own.
-EVENTS_STREAM = "CANDOR_EVENTS"
-EVENTS_PREFIX = "candor.events.v1"
+# EVENTS_STREAM and EVENTS_PREFIX (imported above) are candor-client's: integrations install it
+# without the rest of Candor.
 #: Webhook deliveries that ran out of attempts (or that an endpoint refused outright), for
 #: operators to read (`candor events dead-letters`).
 WEBHOOKS_DEAD_STREAM = "CANDOR_WEBHOOKS_DEAD"

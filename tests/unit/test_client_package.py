@@ -16,8 +16,6 @@ import httpx
 import pytest
 
 from candor_client import ClientCredentials, StaticToken, TokenError, bearer_metadata
-from candor_client.events import EVENTS_PREFIX, EVENTS_STREAM
-from candor_kit import subjects
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -61,10 +59,6 @@ def test_the_wheel_imports_with_none_of_candor_installed(wheel: Path, tmp_path: 
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "alone"
-
-
-def test_the_feed_names_agree_with_the_bus_table() -> None:
-    assert (EVENTS_STREAM, EVENTS_PREFIX) == (subjects.EVENTS_STREAM, subjects.EVENTS_PREFIX)
 
 
 class StandInTokenEndpoint:

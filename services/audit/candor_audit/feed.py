@@ -119,6 +119,8 @@ class EventFeed:
         self._max_age = dt.timedelta(days=max_age_days)
         #: The highest record sequence this replica knows to be on the feed.
         self._published = 0
+        #: The stream's last message sequence when last read, and the record it carries.
+        self._stream_end = (0, 0)
 
     async def ensure(self) -> None:
         """Create the feed's stream if missing: file storage, events kept ``max_age_days``, the
@@ -147,10 +149,13 @@ class EventFeed:
             since = Timestamp()
             since.FromDatetime(dt.datetime.now(dt.UTC) - self._max_age)
             return 0, rfc3339(since)
-        last = await self._js.get_msg(EVENTS_STREAM, seq=info.state.last_seq)
-        event = events_pb2.LifecycleEvent()
-        event.ParseFromString(last.data or b"")
-        return int(event.record_sequence), ""
+        if info.state.last_seq != self._stream_end[0]:
+            # Moved (this replica's publishing or another's): read which record it ends at.
+            last = await self._js.get_msg(EVENTS_STREAM, seq=info.state.last_seq)
+            event = events_pb2.LifecycleEvent()
+            event.ParseFromString(last.data or b"")
+            self._stream_end = (info.state.last_seq, int(event.record_sequence))
+        return self._stream_end[1], ""
 
     async def publish_pending(self) -> int:
         """Publish the lifecycle records the feed does not hold yet (up to one round of them);

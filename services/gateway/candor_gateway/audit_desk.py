@@ -5,7 +5,6 @@ is itself audited, and a refused one too.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +16,7 @@ from candor_gateway.access import Permission, require
 from candor_gateway.audit_reader import PAGE, AuditReader
 from candor_gateway.refusals import audit_refusal
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, PolicyViolation, subjects
+from candor_kit.audit_events import record_details
 from candor_kit.policy import MAX_CASE_CHARS, Rule, is_printable
 from candor_kit.tokens import Principal
 
@@ -29,12 +29,7 @@ def own_searches(records: Sequence[audit_pb2.AuditRecord], caller: str) -> list[
     searches = {r.event.event_id for r in records if r.event.kind == "search.completed" and r.event.actor == caller}
 
     def names_one(record: audit_pb2.AuditRecord) -> bool:
-        try:
-            details = json.loads(record.event.details_json or "{}")
-        except ValueError:
-            return False
-        if not isinstance(details, dict):
-            return False
+        details = record_details(record)
         return details.get("search_id") in searches or details.get("request_id") in searches
 
     if not searches:
