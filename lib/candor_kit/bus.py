@@ -35,6 +35,7 @@ from candor_kit.errors import (
     InvalidInput,
     ServiceUnavailable,
 )
+from candor_kit.settings import nats_servers
 from candor_kit.telemetry import extract_context, inject_headers
 
 STATUS_HEADER = "Candor-Status"
@@ -89,7 +90,8 @@ class Bus:
         """Connect to NATS; fails with ServiceUnavailable if the server cannot be reached.
 
         ``creds_file`` is a NATS credentials file, or ``user`` with the password in ``password_file``;
-        ``ca_file`` verifies a tls:// server.
+        ``ca_file`` verifies a tls:// server. ``url`` may list a cluster's servers, comma-separated:
+        the first that answers is used, and the client moves to another if it goes.
         """
         options: dict[str, Any] = {}
         if creds_file:
@@ -99,6 +101,7 @@ class Bus:
             options["password"] = (await asyncio.to_thread(Path(password_file).read_text)).strip()
         if ca_file or url.startswith("tls://"):
             options["tls"] = ssl.create_default_context(cafile=ca_file or None)
+        servers = nats_servers(url)
         errors: list[str] = []
 
         async def remember(exc: Exception) -> None:
@@ -110,7 +113,7 @@ class Bus:
             # address or certificate stops the service with the reason instead of hanging it.
             client = await asyncio.wait_for(
                 nats.connect(
-                    url,
+                    servers,
                     name=name,
                     connect_timeout=5,
                     max_reconnect_attempts=-1,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from candor_kit.setting import Setting, file_setting, float_setting, int_setting
 
-NATS_URL = Setting("CANDOR_NATS_URL", "NATS server URL, nats:// or tls://")
+NATS_URL = Setting(
+    "CANDOR_NATS_URL", "NATS server URL, nats:// or tls://; a cluster's servers comma-separated, tried in turn"
+)
 NATS_CREDS = file_setting("CANDOR_NATS_CREDS", "NATS credentials file (JWT and nkey seed)", secret=True)
 NATS_USER = Setting("CANDOR_NATS_USER", "NATS user name, with CANDOR_NATS_PASSWORD_FILE", "")
 NATS_PASSWORD_FILE = file_setting("CANDOR_NATS_PASSWORD_FILE", "file holding the NATS user's password", secret=True)

@@ -105,22 +105,25 @@ class CommonSettings:
     def read(cls, service: str, env: EnvReader) -> CommonSettings:
         """Read the shared settings (catalogue.COMMON) and check how they fit together."""
         nats_url = env.get(catalogue.NATS_URL)
-        if nats_url and not nats_url.startswith(("nats://", "tls://")):
-            env.problem("CANDOR_NATS_URL must start with nats:// or tls://")
         nats_creds, nats_ca = env.get(catalogue.NATS_CREDS), env.get(catalogue.NATS_CA)
         nats_user, nats_password = env.get(catalogue.NATS_USER), env.get(catalogue.NATS_PASSWORD_FILE)
         if bool(nats_user) != bool(nats_password):
             env.problem("CANDOR_NATS_USER and CANDOR_NATS_PASSWORD_FILE go together")
         if nats_user and nats_creds:
             env.problem("CANDOR_NATS_USER and CANDOR_NATS_CREDS are alternatives; set one")
-        nats_host = urlsplit(nats_url).hostname or ""
         nats_plaintext = env.get(catalogue.NATS_PLAINTEXT)
-        if nats_url.startswith("nats://") and nats_host and not is_loopback(nats_host) and nats_plaintext != "allow":
-            # Photos, chips and audit events cross this connection.
-            env.problem(
-                f"CANDOR_NATS_URL={nats_url} is plaintext to a network address; use tls:// with CANDOR_NATS_CA, "
-                "or CANDOR_NATS_PLAINTEXT=allow behind a mesh that encrypts"
-            )
+        # A cluster's servers may be listed, comma-separated; each is held to the same rules.
+        for server in nats_servers(nats_url):
+            if not server.startswith(("nats://", "tls://")):
+                env.problem(f"CANDOR_NATS_URL must start with nats:// or tls:// (each server of a list): {server}")
+                continue
+            nats_host = urlsplit(server).hostname or ""
+            if server.startswith("nats://") and nats_host and not is_loopback(nats_host) and nats_plaintext != "allow":
+                # Photos, chips and audit events cross this connection.
+                env.problem(
+                    f"CANDOR_NATS_URL={server} is plaintext to a network address; use tls:// with CANDOR_NATS_CA, "
+                    "or CANDOR_NATS_PLAINTEXT=allow behind a mesh that encrypts"
+                )
         address = env.get(catalogue.GRPC_ADDRESS)
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
@@ -163,6 +166,11 @@ class CommonSettings:
             nats_user=nats_user,
             nats_password_file=nats_password,
         )
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers of CANDOR_NATS_URL: one URL, or a cluster's, comma-separated."""
+    return [server.strip() for server in url.split(",") if server.strip()]
 
 
 def is_loopback(host: str) -> bool:

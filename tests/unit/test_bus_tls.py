@@ -117,3 +117,26 @@ async def test_a_round_trip_returns_after_the_servers_answer_to_every_command_se
     finally:
         process.terminate()
         process.wait(10)
+
+
+async def test_a_bus_given_a_cluster_connects_past_a_server_that_is_down(nats_url: str) -> None:
+    """CANDOR_NATS_URL may list a cluster's servers, comma-separated: a service starting while one
+    node is down (killed, or rescheduled) connects to the next instead of failing."""
+    dead = f"nats://127.0.0.1:{free_port()}"
+    bus = await Bus.connect(f"{dead}, {nats_url}", "cluster-client", connect_deadline_s=10)
+    try:
+        assert bus.client.is_connected
+        assert bus.client.connected_url is not None and bus.client.connected_url.port == int(nats_url.rsplit(":", 1)[1])
+    finally:
+        await bus.close()
+
+
+def test_every_server_of_a_listed_cluster_is_held_to_the_plaintext_rule() -> None:
+    base = {"CANDOR_MATCHER_DATA_DIR": "/tmp/g", **INTERNAL}
+    listed = "nats://127.0.0.1:4222,nats://10.0.0.6:4222"
+    with pytest.raises(ConfigError, match=r"10\.0\.0\.6:4222 is plaintext to a network address"):
+        MatcherSettings.from_env(EnvReader({**base, "CANDOR_NATS_URL": listed}))
+    with pytest.raises(ConfigError, match="must start with nats:// or tls://"):
+        MatcherSettings.from_env(EnvReader({**base, "CANDOR_NATS_URL": "nats://127.0.0.1:4222,http://x"}))
+    allowed = {"CANDOR_NATS_URL": listed, "CANDOR_NATS_PLAINTEXT": "allow"}
+    assert MatcherSettings.from_env(EnvReader({**base, **allowed})).common.nats_url == listed
