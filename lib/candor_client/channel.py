@@ -15,6 +15,10 @@ MAX_MESSAGE = 16 * 1024 * 1024
 #: request, id and all, after a random backoff of up to 0.5, 1, 2 then 4 s.
 RETRIED_CALLS = ("Search", "Enroll", "DeleteSubject")
 SERVICE_CONFIG = {
+    # Every address the gateway's name resolves to (replicas behind Docker's DNS or a headless
+    # Service) takes calls in turn, and one that goes is left out until it is back: with gRPC's
+    # default (pick_first) one replica would take every call of a client.
+    "loadBalancingConfig": [{"round_robin": {}}],
     "methodConfig": [
         {
             "name": [{"service": "candor.gateway.v1.GatewayService", "method": method} for method in RETRIED_CALLS],

@@ -68,3 +68,30 @@ def test_each_call_has_its_own_id_unless_the_caller_names_one(gateway: tuple[Res
         client.delete_subject("S-1", "court order")
         client.delete_subject("S-1", "court order", request_id="ticket-4711")
     assert len(set(servicer.ids)) == 3 and servicer.ids[2] == "ticket-4711"
+
+
+def test_a_name_with_two_gateways_behind_it_gets_calls_spread_over_both_and_survives_one_going() -> None:
+    """Replicas behind one name (Docker's DNS, a headless Service, or a list of addresses as here):
+    the client spreads its calls over all (round_robin), and when one goes, its retries land on the
+    other, so no call fails."""
+    servicers, servers, ports = [], [], []
+    for _ in range(2):
+        servicer = Restarting(failures=0)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
+        ports.append(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        servicers.append(servicer)
+        servers.append(server)
+    try:
+        with GatewayClient(f"ipv4:127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}", "token", timeout_s=30) as client:
+            for _ in range(10):
+                client.search(b"photo", "CASE-1", "investigation")
+            assert [len(servicer.ids) for servicer in servicers] == [5, 5]
+            servers[0].stop(None)
+            for _ in range(4):
+                assert client.search(b"photo", "CASE-1", "investigation").search_id == "S-1"
+        assert len(servicers[1].ids) == 9
+    finally:
+        for server in servers:
+            server.stop(None)
