@@ -30,9 +30,9 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from candor_kit import metrics
 from candor_kit.errors import (
     CandorError,
-    DeadlineExceeded,
     ErrorCode,
     InvalidInput,
+    NoAnswer,
     ServiceUnavailable,
 )
 from candor_kit.settings import nats_servers
@@ -64,6 +64,13 @@ class NatsLogin:
         return await Bus.connect(
             self.url, name, user=self.user, password_file=self.password_file, inbox_prefix=self.inbox_prefix
         )
+
+
+def answering_part(subject: str) -> str:
+    """The service a request subject goes to, as a person would name it ("candor.detector.v1.detect.sface":
+    "detector")."""
+    parts = subject.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "candor" else subject
 
 
 class Bus:
@@ -148,7 +155,10 @@ class Bus:
             except NoRespondersError as exc:
                 raise ServiceUnavailable(f"no service is answering on {subject}") from exc
             except NatsTimeoutError as exc:
-                raise DeadlineExceeded(f"{subject} did not answer within {timeout:g}s") from exc
+                # The caller's own deadline has not passed; a part that did not answer (paused,
+                # overloaded, or its request lost with a NATS node) is unavailable, and a retry may
+                # find it or another replica answering.
+                raise NoAnswer(f"the {answering_part(subject)} did not answer within {timeout:g} s; try again") from exc
             headers = reply.headers or {}
             status = headers.get(STATUS_HEADER)
             if status:

@@ -110,6 +110,11 @@ class ServiceUnavailable(CandorError):
     code = ErrorCode.UNAVAILABLE
 
 
+class NoAnswer(ServiceUnavailable):
+    """A downstream service took the request but sent no answer in time (paused, overloaded, or the
+    request was lost with a NATS node): unavailable, not a missing service."""
+
+
 class ConfigError(Exception):
     """A service's configuration is missing, invalid or unsafe; the service refuses to start."""
 

@@ -16,6 +16,7 @@ from candor.embedder.v1 import embedder_pb2
 from candor_gateway.routes import ModelRoutes, Route
 from candor_kit import Bus, InvalidInput, ServiceUnavailable, TooLarge
 from candor_kit.boxes import same_face
+from candor_kit.errors import NoAnswer
 from candor_kit.model_files import DLIB_RESNET_MODEL_ID
 
 
@@ -45,6 +46,8 @@ class ModelCalls:
         request = detector_pb2.DetectRequest(image=image, include_chips=include_chips)
         try:
             return await self._bus.request(route.detect, request, detector_pb2.DetectResponse, self._timeout)
+        except NoAnswer:
+            raise
         except ServiceUnavailable as error:
             raise model_not_running(route, "detector") from error
 
@@ -94,6 +97,8 @@ class ModelCalls:
             reply = await self._bus.request(
                 route.embed, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
             )
+        except NoAnswer:
+            raise
         except ServiceUnavailable as error:
             raise model_not_running(route, "embedder") from error
         if route.model_id and reply.model.id != route.model_id:
