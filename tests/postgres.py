@@ -45,7 +45,8 @@ class PostgresServer:
         self._run(str(bin_dir / "initdb"), "-D", str(data), "-U", "candor", "--auth=trust", "-E", "UTF8")
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=on"
         self._pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data)]
-        self._run(*self._pg_ctl, "-o", options, "-l", str(self.folder / "server.log"), "-w", "start")
+        self._start = [*self._pg_ctl, "-o", options, "-l", str(self.folder / "server.log"), "-w", "start"]
+        self._run(*self._start)
 
     def _run(self, *command: str) -> None:
         result = subprocess.run([*self._as_owner, *command], capture_output=True, text=True, timeout=120)
@@ -62,6 +63,14 @@ class PostgresServer:
         with psycopg.connect(self.dsn(), autocommit=True) as db:
             db.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data, as an outage or a database restart would."""
+        self._run(*self._pg_ctl, "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server again after ``pause``."""
+        self._run(*self._start)
 
     def stop(self) -> None:
         """Stop the server and delete its data."""

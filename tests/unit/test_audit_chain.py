@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from candor_audit import AuditChain, PostgresAuditChain, SqlAuditChain
 from candor_kit.audit_records import AuditEntry, record_hash
 from candor_kit.audit_signing import Checkpoint, Signer, record_message
+from candor_kit.errors import ServiceUnavailable
+from tests.postgres import PostgresServer
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
 
@@ -255,3 +257,29 @@ def test_a_query_page_stops_by_size_and_says_more_so_any_volume_is_read_by_pagin
     assert len(pages) >= 2 and sum(len(p.records) for p in pages) == 150
     assert [r.sequence for p in pages for r in p.records] == list(range(1, 151))
     chain.close()
+
+
+def test_the_chain_comes_back_after_its_postgresql_server_restarts() -> None:
+    """An outage of the audit database (the scale-out run stops PostgreSQL for 30 s): while it lasts,
+    appends and reads fail as unavailable (the audit service retries the event), and once it is
+    back the same chain appends and verifies again, with nothing lost or doubled."""
+    server = PostgresServer()
+    try:
+        chain = PostgresAuditChain(server.new_database(), SIGNER)
+        chain.append(entry(1), "2026-11-28T10:00:01.500000Z")
+        server.pause()
+        with pytest.raises(ServiceUnavailable, match="audit database"):
+            chain.append(entry(2), "2026-11-28T10:00:02.500000Z")
+        with pytest.raises(ServiceUnavailable, match="audit database"):
+            chain.verify()
+        with pytest.raises(ServiceUnavailable, match="audit database"):
+            chain.checkpoint("2026-11-28T10:00:02.600000Z")
+        server.resume()
+        assert chain.append(entry(2), "2026-11-28T10:00:02.700000Z") is not None
+        assert chain.append(entry(2), "2026-11-28T10:00:02.800000Z") is None  # a redelivery: not doubled
+        assert chain.checkpoint("2026-11-28T10:00:03.000000Z") is not None
+        verdict = chain.verify()
+        assert verdict.ok and verdict.records_checked == 2
+        chain.close()
+    finally:
+        server.stop()

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from candor_kit.audit_records import GENESIS_HASH, AuditEntry, StoredRecord, Verification, record_hash, verify_records
 from candor_kit.audit_signing import Checkpoint, Signer, checkpoint_message, record_message
+from candor_kit.errors import ServiceUnavailable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_record (
@@ -63,7 +64,7 @@ class SqlAuditChain:
     def __init__(self, signer: Signer) -> None:
         self._signer = signer
         self._lock = threading.Lock()
-        self._db = self._connect()
+        self._db: Any = self._connect()
         for statement in filter(str.strip, _SCHEMA.replace("BIGINT", self.sequence_type).split(";")):
             self._db.execute(statement)
         columns = {column[0] for column in self._db.execute("SELECT * FROM audit_record LIMIT 0").description}
@@ -76,8 +77,39 @@ class SqlAuditChain:
         """The keys whose signatures this chain accepts, by key id."""
         return {self._signer.key_id: self._signer.public_key}
 
+    #: The driver's errors that mean the database cannot be reached (or dropped the connection):
+    #: the call fails as unavailable, and the next one connects again.
+    unavailable_errors: tuple[type[Exception], ...] = ()
+
     def _connect(self) -> Any:
         raise NotImplementedError
+
+    def _broken(self, db: Any) -> bool:
+        """Whether a connection can no longer be used (the server restarted, say)."""
+        return False
+
+    def _writer(self) -> Any:
+        """The writer's connection: the open one, or a new one where it broke."""
+        if self._db is None or self._broken(self._db):
+            if self._db is not None:
+                with contextlib.suppress(Exception):
+                    self._db.close()
+            self._db = self._connect()
+        return self._db
+
+    @contextlib.contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Turns a database out of reach into ServiceUnavailable, so events are retried and callers
+        told to try again, and drops the writer's connection so the next call makes a new one."""
+        try:
+            yield
+        except self.unavailable_errors as exc:
+            if self._db is not None and self._broken(self._db):
+                with contextlib.suppress(Exception):
+                    self._db.close()
+                self._db = None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
+            raise ServiceUnavailable(f"the audit database cannot be reached ({reason}); try again") from exc
 
     def _begin_exclusive(self, db: Any) -> None:
         """Open a transaction that no other appender can enter until it ends."""
@@ -88,21 +120,20 @@ class SqlAuditChain:
 
     def append(self, entry: AuditEntry, recorded_at: str) -> StoredRecord | None:
         """Append an entry; returns None when its event id is already in the chain."""
-        with self._lock:
-            self._begin_exclusive(self._db)
+        with self._lock, self._reachable():
+            db = self._writer()
+            self._begin_exclusive(db)
             try:
-                if self._db.execute(
-                    self._sql("SELECT 1 FROM audit_record WHERE event_id = ?"), (entry.event_id,)
-                ).fetchone():
-                    self._db.execute("ROLLBACK")
+                if db.execute(self._sql("SELECT 1 FROM audit_record WHERE event_id = ?"), (entry.event_id,)).fetchone():
+                    db.execute("ROLLBACK")
                     return None
-                last = self._db.execute(
+                last = db.execute(
                     "SELECT sequence, record_hash FROM audit_record ORDER BY sequence DESC LIMIT 1"
                 ).fetchone()
                 sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
                 digest = record_hash(previous, sequence, entry, recorded_at)
                 signature = self._signer.sign(record_message(sequence, digest))
-                self._db.execute(
+                db.execute(
                     self._sql(f"INSERT INTO audit_record ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 14)})"),
                     (
                         sequence,
@@ -121,9 +152,10 @@ class SqlAuditChain:
                         signature,
                     ),
                 )
-                self._db.execute("COMMIT")
+                db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if not self._broken(db):
+                    db.execute("ROLLBACK")
                 raise
         return StoredRecord(sequence, entry, recorded_at, previous, digest, self._signer.key_id, signature)
 
@@ -132,20 +164,21 @@ class SqlAuditChain:
 
         Calling it again before the chain grows returns the checkpoint already made.
         """
-        with self._lock:
-            head = self._db.execute(
+        with self._lock, self._reachable():
+            db = self._writer()
+            head = db.execute(
                 "SELECT sequence, record_hash FROM audit_record ORDER BY sequence DESC LIMIT 1"
             ).fetchone()
             if head is None:
                 return None
-            existing = self._db.execute(
+            existing = db.execute(
                 self._sql(f"SELECT {_CHECKPOINT_COLUMNS} FROM audit_checkpoint WHERE sequence = ?"), (head[0],)
             ).fetchone()
             if existing:
                 return Checkpoint(*existing)
             signature = self._signer.sign(checkpoint_message(head[0], head[1], made_at))
             made = Checkpoint(head[0], head[1], made_at, self._signer.key_id, signature)
-            self._db.execute(
+            db.execute(
                 self._sql(
                     f"INSERT INTO audit_checkpoint ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (sequence) DO NOTHING"
@@ -162,11 +195,12 @@ class SqlAuditChain:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[Any]:
-        db = self._connect()
-        try:
-            yield db
-        finally:
-            db.close()
+        with self._reachable():
+            db = self._connect()
+            try:
+                yield db
+            finally:
+                db.close()
 
     def verify(self, kept: list[Checkpoint] | None = None) -> Verification:
         """Walk the whole chain and report the first record that does not check out.
@@ -238,7 +272,8 @@ class SqlAuditChain:
     def close(self) -> None:
         """Close the writer connection."""
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
 
 class AuditChain(SqlAuditChain):
@@ -271,6 +306,9 @@ class PostgresAuditChain(SqlAuditChain):
     marker = "%s"
 
     def __init__(self, dsn: str, signer: Signer) -> None:
+        import psycopg
+
+        self.unavailable_errors = (psycopg.OperationalError,)
         self._dsn = dsn
         super().__init__(signer)
 
@@ -278,6 +316,9 @@ class PostgresAuditChain(SqlAuditChain):
         import psycopg
 
         return psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+
+    def _broken(self, db: Any) -> bool:
+        return bool(db.closed or db.broken)
 
     def _begin_exclusive(self, db: Any) -> None:
         db.execute("BEGIN")
