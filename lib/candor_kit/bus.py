@@ -38,6 +38,9 @@ from candor_kit.errors import (
 from candor_kit.settings import nats_servers
 from candor_kit.telemetry import extract_context, inject_headers
 
+#: How long closing the bus waits for replies to work in flight to go out (a pod's
+#: terminationGracePeriodSeconds covers it; tests/deploy/test_kubernetes.py checks).
+DRAIN_TIMEOUT_S = 10.0
 STATUS_HEADER = "Candor-Status"
 MESSAGE_HEADER = "Candor-Message"
 
@@ -256,7 +259,7 @@ class Bus:
         self._pull_subscriptions.clear()
         if not self.client.is_closed:
             try:
-                await asyncio.wait_for(self.client.drain(), timeout=10)
+                await asyncio.wait_for(self.client.drain(), timeout=DRAIN_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - whatever stopped the drain, the connection must close
                 await self.client.close()
 

@@ -12,6 +12,7 @@ import kubernetes_validate
 import pytest
 
 from candor_kit import catalogue, ports
+from candor_kit.bus import DRAIN_TIMEOUT_S
 from tests.deploy.manifests import (
     CANDOR_SERVICES,
     TARGETS,
@@ -33,6 +34,9 @@ CUSTOM_RESOURCES = {
     ("keda.sh/v1alpha1", "ScaledObject"): ("scaleTargetRef", "triggers"),
 }
 WORKLOADS = ("Deployment", "StatefulSet")
+#: How long a pod behind a Service waits before it stops: endpoint removal reaches every node's
+#: kube-proxy and the ingress within a few seconds.
+PRESTOP_S = 5
 
 
 def test_kubectl_has_a_kustomize_that_knows_components() -> None:
@@ -357,3 +361,57 @@ def test_the_autoscaling_component_scales_detector_and_embedder_on_cpu() -> None
     for scaler in scalers.values():
         assert scaler["spec"]["metrics"][0]["resource"]["name"] == "cpu"
         assert scaler["spec"]["minReplicas"] >= 2
+
+
+#: The services Kubernetes routes calls to through a Service: they must leave its endpoints before
+#: they stop listening, or calls in the gap are refused.
+BEHIND_A_SERVICE = ("candor-gateway", "candor-review")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_service_has_a_disruption_budget_and_its_replicas_apart(target: str) -> None:
+    """Every target, dev included: a drain or upgrade takes one pod of a service at a time, and
+    replicas of one service prefer different nodes (make test-scale: one gateway or detector of two
+    lost costs no search)."""
+    docs = render(target)
+    budgets = {
+        doc["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]: doc
+        for doc in of_kind(docs, "PodDisruptionBudget")
+    }
+    for workload in of_kind(docs, *WORKLOADS):
+        own = workload["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+        if own == "candor-matcher" and workload["spec"].get("replicas", 1) == 1:
+            continue  # one matcher owns the embedded gallery: a budget would block every node drain
+        assert own in budgets, f"{target}: no PodDisruptionBudget for {own}"
+        budget = budgets[own]["spec"]
+        assert budget.get("maxUnavailable") == 1 or budget.get("minAvailable") == 2, own
+        if workload["kind"] == "Deployment":
+            anti = workload["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+            terms = [term["podAffinityTerm"] for term in anti["preferredDuringSchedulingIgnoredDuringExecution"]]
+            assert any(
+                term["topologyKey"] == "kubernetes.io/hostname" and "app.kubernetes.io/name" in term["matchLabelKeys"]
+                for term in terms
+            ), own
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_pod_stops_only_after_leaving_its_service_and_draining_its_work(target: str) -> None:
+    """On SIGTERM a service reports NOT_SERVING, finishes its calls within CANDOR_SHUTDOWN_GRACE_S,
+    then drains NATS (replies to work in flight still go out) for up to DRAIN_TIMEOUT_S. Those
+    behind a Service first wait in preStop for the endpoint to go; the kubelet must not kill a pod
+    before all of that is over."""
+    docs = render(target)
+    for workload in of_kind(docs, "Deployment"):
+        name = workload["metadata"]["name"]
+        spec = workload["spec"]["template"]["spec"]
+        hook = spec["containers"][0].get("lifecycle", {}).get("preStop", {})
+        waits = int(hook["sleep"]["seconds"]) if "sleep" in hook else 0
+        if name in BEHIND_A_SERVICE:
+            assert waits >= PRESTOP_S, f"{target}: {name} stops listening while its Service still routes to it"
+        environment = container_environment(docs, workload)
+        grace = float(environment.get("CANDOR_SHUTDOWN_GRACE_S", catalogue.SHUTDOWN_GRACE_S.default))
+        needed = waits + grace + DRAIN_TIMEOUT_S
+        assert spec["terminationGracePeriodSeconds"] >= needed, (
+            f"{target}: {name} is killed after {spec['terminationGracePeriodSeconds']} s, before its "
+            f"{waits} s preStop, {grace:g} s grace and {DRAIN_TIMEOUT_S:g} s NATS drain ({needed:g} s)"
+        )
