@@ -283,3 +283,25 @@ def test_the_chain_comes_back_after_its_postgresql_server_restarts() -> None:
         chain.close()
     finally:
         server.stop()
+
+
+def test_audit_replicas_starting_together_on_a_new_database_both_start(postgres_server: PostgresServer) -> None:
+    """Two audit replicas started at once on an empty database (the scale-out topology's first
+    start) each create the schema if it is missing; PostgreSQL's CREATE ... IF NOT EXISTS is not
+    safe against a concurrent twin, so the creation must be serialised."""
+
+    def start(dsn: str, ready: threading.Barrier, failures: list[BaseException]) -> None:
+        ready.wait()
+        try:
+            PostgresAuditChain(dsn, SIGNER).close()
+        except BaseException as exc:  # noqa: BLE001 - the test reports whatever a replica died of
+            failures.append(exc)
+
+    for _ in range(5):
+        dsn, ready, failures = postgres_server.new_database(), threading.Barrier(4), []
+        threads = [threading.Thread(target=start, args=(dsn, ready, failures)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures

@@ -65,12 +65,20 @@ class SqlAuditChain:
         self._signer = signer
         self._lock = threading.Lock()
         self._db: Any = self._connect()
-        for statement in filter(str.strip, _SCHEMA.replace("BIGINT", self.sequence_type).split(";")):
-            self._db.execute(statement)
-        columns = {column[0] for column in self._db.execute("SELECT * FROM audit_record LIMIT 0").description}
-        for column in ("key_id", "signature") if "key_id" not in columns else ():
-            # A chain from before signatures: its records stay unsigned and verification says so.
-            self._db.execute(f"ALTER TABLE audit_record ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+        # Replicas starting together on a new database each create what is missing, one at a time:
+        # CREATE ... IF NOT EXISTS alone fails against a concurrent twin in PostgreSQL.
+        self._begin_schema(self._db)
+        try:
+            for statement in filter(str.strip, _SCHEMA.replace("BIGINT", self.sequence_type).split(";")):
+                self._db.execute(statement)
+            columns = {column[0] for column in self._db.execute("SELECT * FROM audit_record LIMIT 0").description}
+            for column in ("key_id", "signature") if "key_id" not in columns else ():
+                # A chain from before signatures: its records stay unsigned and verification says so.
+                self._db.execute(f"ALTER TABLE audit_record ADD COLUMN {column} TEXT NOT NULL DEFAULT ''")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     @property
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -114,6 +122,10 @@ class SqlAuditChain:
     def _begin_exclusive(self, db: Any) -> None:
         """Open a transaction that no other appender can enter until it ends."""
         raise NotImplementedError
+
+    def _begin_schema(self, db: Any) -> None:
+        """Open a transaction that no other replica creating the schema can enter until it ends."""
+        self._begin_exclusive(db)
 
     def _sql(self, statement: str) -> str:
         return statement.replace("?", self.marker)
@@ -325,6 +337,15 @@ class PostgresAuditChain(SqlAuditChain):
         # Conflicts with itself and with every write, not with plain reads.
         db.execute("LOCK TABLE audit_record IN SHARE ROW EXCLUSIVE MODE")
 
+    def _begin_schema(self, db: Any) -> None:
+        db.execute("BEGIN")
+        # The table may not exist yet to be locked: a lock on the chain's own number instead,
+        # released at COMMIT.
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+
+
+#: The advisory lock that serialises creating the schema ("candor" in ASCII).
+SCHEMA_LOCK = 0x63616E646F72
 
 _COLUMNS = (
     "sequence, event_id, kind, occurred_at, actor, case_number, purpose, trace_id, details_json, "
