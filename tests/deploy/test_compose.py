@@ -28,6 +28,7 @@ STACKS = {
     "compose.yaml": (),
     "compose.yaml + compose.e2e.yaml": ("compose.e2e.yaml",),
     "the container run": ("compose.e2e.yaml", "compose.containers.yaml"),
+    "the scale-out run": ("compose.e2e.yaml", "compose.containers.yaml", "compose.scale.yaml"),
 }
 INFRASTRUCTURE = ("nats", "qdrant", "postgres", "otel-collector", "jaeger", "prometheus")
 
@@ -68,6 +69,25 @@ def test_the_container_run_keeps_every_container_on_one_internal_network() -> No
     assert model["networks"] == {"candor": {"internal": True}}
     assert all(service["networks"] == ["candor"] for service in model["services"].values())
     assert compose.service_environment(model, "matcher")["CANDOR_MATCHER_BACKEND"] == "edge"
+
+
+def test_the_scale_out_run_is_a_three_node_nats_cluster_that_every_service_reaches_whole() -> None:
+    model = compose_model(*STACKS["the scale-out run"])
+    nodes = ("nats", "nats-2", "nats-3")
+    assert all(node in model["services"] for node in nodes)
+    cluster_conf = (COMPOSE_DIR / "nats" / "cluster.conf").read_text()
+    assert (
+        all(f'"nats://{node}:6222"' in cluster_conf for node in nodes)
+        and "server_name: $NATS_SERVER_NAME" in cluster_conf
+    )
+    names = {model["services"][node]["environment"]["NATS_SERVER_NAME"] for node in nodes}
+    assert len(names) == 3
+    for service in CANDOR_SERVICES:
+        environment = compose.service_environment(model, service)
+        assert environment["CANDOR_NATS_URL"] == ",".join(f"nats://{node}:4222" for node in nodes), service
+        for setting in ("CANDOR_AUDIT_STREAM_REPLICAS", "CANDOR_INGEST_STREAM_REPLICAS", "CANDOR_PHOTO_STORE_REPLICAS"):
+            assert environment.get(setting, "3") == "3", (service, setting)
+    assert compose.service_environment(model, "gateway")["CANDOR_PHOTO_STORE_REPLICAS"] == "3"
 
 
 def test_an_invalid_compose_file_is_caught(tmp_path: Path) -> None:
