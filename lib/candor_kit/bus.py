@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
+import nats.errors
+import nats.js.errors
 import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client
@@ -38,6 +40,19 @@ from candor_kit.errors import (
 from candor_kit.settings import nats_servers
 from candor_kit.telemetry import extract_context, inject_headers
 
+#: What nats-py raises when the bus cannot answer for now (a node restarting, a stream electing a
+#: new leader, the connection between servers): the call that met it is unavailable, and a retry
+#: will likely succeed.
+BUS_TROUBLE: tuple[type[Exception], ...] = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,
+)
 #: How long closing the bus waits for replies to work in flight to go out (a pod's
 #: terminationGracePeriodSeconds covers it; tests/deploy/test_kubernetes.py checks).
 DRAIN_TIMEOUT_S = 10.0

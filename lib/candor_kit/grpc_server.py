@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from candor_kit import metrics
+from candor_kit.bus import BUS_TROUBLE
 from candor_kit.errors import CandorError, ErrorCode, InvalidInput
 from candor_kit.telemetry import extract_context
 
@@ -59,6 +60,14 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
                 except grpc.aio.AbortError:
                     code = _aborted_code(context)
                     raise
+                except BUS_TROUBLE as exc:
+                    code = "UNAVAILABLE"
+                    log.warning("rpc_bus_unavailable", rpc=name, error=str(exc) or type(exc).__name__)
+                    span.set_status(Status(StatusCode.ERROR, code))
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "the message bus did not answer in time (a NATS node may be restarting); try again",
+                    )
                 except Exception:
                     code = "INTERNAL"
                     log.exception("rpc_failed", rpc=name)

@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import grpc
+import nats.errors
+import nats.js.errors
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_cli.processes import free_port
 from candor_kit import GRPC_STATUS, ErrorCode, GrpcServer
+from candor_kit.grpc_server import rpc
 from tests.conftest import self_signed
 
 
@@ -75,5 +78,37 @@ async def test_an_internal_api_answers_only_calls_that_carry_the_service_token()
             assert await call(b"ping", metadata=(("authorization", f"Bearer {token}"),), timeout=5) == b"ping"
             # Probes carry no token: health stays open.
             assert await health(channel) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize(
+    "trouble",
+    [nats.errors.TimeoutError(), nats.errors.NoRespondersError(), nats.js.errors.ServiceUnavailableError()],
+    ids=["timeout", "no responders", "jetstream unavailable"],
+)
+async def test_a_message_bus_that_does_not_answer_makes_a_call_unavailable_not_internal(trouble: Exception) -> None:
+    """While a NATS node restarts, a JetStream call (the photo store, a key-value register) can time
+    out or find no stream leader: the scale-out run saw searches and import batches fail INTERNAL.
+    They are UNAVAILABLE: a retry, which clients make, succeeds once the cluster has moved on."""
+
+    class Servicer:
+        @rpc("svc")
+        async def Echo(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # noqa: N802
+            raise trouble
+
+    port = free_port()
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"])
+    servicer = Servicer()
+    handler = grpc.method_handlers_generic_handler("svc", {"Echo": grpc.unary_unary_rpc_method_handler(servicer.Echo)})
+    server.server.add_generic_rpc_handlers((handler,))
+    await server.start()
+    await server.mark_serving()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await channel.unary_unary("/svc/Echo")(b"ping", timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "try again" in (refused.value.details() or "")
     finally:
         await server.stop(0)
