@@ -19,7 +19,7 @@ GO_EXAMPLE := clients/go/dist/worked-example
 # The descriptor image of the API's last release, which every change must stay compatible with.
 API_RELEASE := proto/released/candor-api-v1.binpb
 
-.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare protos protos-check api-check api-release client-wheel bench fuzz clean
+.PHONY: system-deps-runtime system-deps system-deps-containers setup demo demo-reembed test lint test-unit test-integration test-e2e test-deploy test-containers test-bare test-scale protos protos-check api-check api-release client-wheel bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Candor needs Python 3.11, found " + sys.version.split()[0]) if sys.version_info[:2] != (3, 11) else None'
@@ -107,6 +107,13 @@ test-containers: system-deps-containers setup
 # test-containers needs; about 25 minutes.
 test-bare: system-deps-containers setup
 	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/test_bare.py
+
+# The production shape in containers (three NATS nodes, two of every stateless service, two audit
+# replicas on PostgreSQL) with a NATS node, a gateway, a detector, an embedder and an audit replica
+# killed, PostgreSQL stopped and the matcher paused while an import, searches and reviews flow; fails
+# on anything lost, doubled or wrong. Needs what test-containers needs; about 13 minutes.
+test-scale: system-deps-containers setup
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/test_scale.py
 
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
