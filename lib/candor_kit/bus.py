@@ -88,7 +88,9 @@ def answering_part(subject: str) -> str:
     """The service a request subject goes to, as a person would name it ("candor.detector.v1.detect.sface":
     "detector")."""
     parts = subject.split(".")
-    return parts[1] if len(parts) > 2 and parts[0] == "candor" else subject
+    if len(parts) < 3 or parts[0] != "candor":
+        return subject
+    return "audit service" if parts[1] == "audit" else parts[1]
 
 
 class Bus:
