@@ -284,7 +284,8 @@ class Workload:
             time.sleep(2)
 
     def conclude(self, client: GatewayClient, reviewer: str, found: gateway_pb2.SearchReview) -> None:
-        """One reviewer's analysis of a search's probe, then their conclusion on its first candidate."""
+        """One reviewer's analysis of a search's probe, their look at the probe and the first
+        candidate, then their conclusion on it."""
         deadline = self.stop_at + 60
         code, _ = retried(
             self.log,
@@ -296,6 +297,18 @@ class Workload:
         )
         if code not in ("OK", "FAILED_PRECONDITION", "ALREADY_EXISTS"):
             return
+        # A conclusion is recorded only after the reviewer has seen the probe and the candidate.
+        for rank in (0, 1):
+            code, _ = retried(
+                self.log,
+                "review.photo",
+                lambda r=rank: client.search_photo(found.search_id, r),
+                deadline,
+                search_id=found.search_id,
+                reviewer=reviewer,
+            )
+            if code != "OK":
+                return
         retried(
             self.log,
             "review.submit",
