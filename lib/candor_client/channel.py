@@ -40,6 +40,12 @@ def channel_options(retries: bool = True) -> list[tuple[str, object]]:
     options: list[tuple[str, object]] = [
         ("grpc.max_send_message_length", MAX_MESSAGE),
         ("grpc.max_receive_message_length", MAX_MESSAGE),
+        # A gateway that vanishes without closing the connection (its host lost, its process
+        # frozen) is found by a ping unanswered for 5 s, sent every 10 s while a call waits, and
+        # the call fails UNAVAILABLE (retried on another gateway) instead of waiting out its deadline.
+        ("grpc.keepalive_time_ms", 10_000),
+        ("grpc.keepalive_timeout_ms", 5_000),
+        ("grpc.http2.max_pings_without_data", 0),
     ]
     if retries:
         options += [

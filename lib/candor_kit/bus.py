@@ -53,6 +53,8 @@ BUS_TROUBLE: tuple[type[Exception], ...] = (
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.NoStreamResponseError,
 )
+#: How often the client pings its server (nats-py's default is 2 minutes).
+PING_INTERVAL_S = 5
 #: How long closing the bus waits for replies to work in flight to go out (a pod's
 #: terminationGracePeriodSeconds covers it; tests/deploy/test_kubernetes.py checks).
 DRAIN_TIMEOUT_S = 10.0
@@ -145,6 +147,10 @@ class Bus:
                     connect_timeout=5,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,
+                    # A server that vanished without closing the connection is given up after
+                    # 3 pings 5 s apart go unanswered, and the client moves to another of the list.
+                    ping_interval=PING_INTERVAL_S,
+                    max_outstanding_pings=3,
                     allow_reconnect=True,
                     error_cb=remember,
                     inbox_prefix=inbox_prefix,

@@ -33,6 +33,15 @@ SERVICE_TOKEN_RULE = "service_token"
 HEALTH_METHODS = "/grpc.health.v1.Health/"
 
 
+#: Clients ping a connection every 10 s while a call waits on it (candor_client.channel), to find a
+#: server that vanished without closing it; the server must accept those pings, or it answers
+#: them with GOAWAY and ends the calls.
+KEEPALIVE_SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
 def rpc(service: str) -> Callable[[Handler], Handler]:
     """Decorate an async servicer method: a SERVER span from the caller's traceparent, and
     CandorError → gRPC status. Unexpected errors become INTERNAL without leaking details."""
@@ -171,6 +180,7 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                *KEEPALIVE_SERVER_OPTIONS,
             ],
             interceptors=[RequestDecoding(), *([ServiceTokenCheck(service_token)] if service_token else [])],
         )

@@ -140,3 +140,40 @@ def test_every_server_of_a_listed_cluster_is_held_to_the_plaintext_rule() -> Non
         MatcherSettings.from_env(EnvReader({**base, "CANDOR_NATS_URL": "nats://127.0.0.1:4222,http://x"}))
     allowed = {"CANDOR_NATS_URL": listed, "CANDOR_NATS_PLAINTEXT": "allow"}
     assert MatcherSettings.from_env(EnvReader({**base, **allowed})).common.nats_url == listed
+
+
+async def test_a_bus_moves_off_a_server_that_froze_within_seconds(tmp_path: Path) -> None:
+    """A NATS node that vanishes without closing its connections (its host lost, its process
+    frozen) is found by the client's pings, and the bus reconnects to another server of its list,
+    instead of publishing into a dead connection for minutes (nats-py's default: 2 pings 2 min apart)."""
+    import asyncio
+    import os
+    import signal
+
+    servers = {}
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        port = free_port()
+        servers[port] = start_nats_server(folder, port)
+    bus = await Bus.connect(",".join(f"nats://127.0.0.1:{port}" for port in servers), "moving", connect_deadline_s=10)
+    assert bus.client.connected_url is not None
+    frozen_port = bus.client.connected_url.port
+    frozen = servers[frozen_port]
+    try:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        began = asyncio.get_running_loop().time()
+        for _ in range(60):
+            await asyncio.sleep(1)
+            url = bus.client.connected_url
+            if bus.client.is_connected and url is not None and url.port != frozen_port:
+                break
+        else:
+            raise AssertionError("the bus stayed on the frozen server for a minute")
+        assert asyncio.get_running_loop().time() - began < 30
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        await bus.close()
+        for process in servers.values():
+            process.terminate()
+            process.wait(10)

@@ -1,0 +1,78 @@
+"""A gateway that vanishes in the middle of a call (its host gone, its process frozen, a network
+cut: no FIN ever comes) is noticed by the client's keepalive pings within seconds, and the call is
+retried on another gateway, instead of hanging until the caller's deadline. The scale-out run saw
+two searches wait their full 60 s after a gateway was killed. The servers here are real gRPC
+servers in their own processes, one of them frozen with SIGSTOP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from candor_cli.processes import free_port
+from candor_client import GatewayClient
+
+#: A gateway stand-in in its own process, with the gRPC server options Candor's services use: its
+#: Search answers at once, or after 3 s when started as "slow" (so a call is in flight to freeze).
+SERVER = """
+import asyncio, sys
+import grpc
+from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_kit.grpc_server import KEEPALIVE_SERVER_OPTIONS
+
+class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
+    async def Search(self, request, context):
+        if sys.argv[2] == "slow":
+            await asyncio.sleep(3)
+        return gateway_pb2.SearchResponse(search_id=sys.argv[2])
+
+async def main():
+    server = grpc.aio.server(options=KEEPALIVE_SERVER_OPTIONS)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(Gateway(), server)
+    server.add_insecure_port("127.0.0.1:" + sys.argv[1])
+    await server.start()
+    print("ready", flush=True)
+    await server.wait_for_termination()
+
+asyncio.run(main())
+"""
+
+
+@pytest.fixture
+def gateways() -> Iterator[list[tuple[int, subprocess.Popen[str]]]]:
+    started = []
+    for name in ("slow", "answering"):
+        port = free_port()
+        process = subprocess.Popen([sys.executable, "-c", SERVER, str(port), name], stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        started.append((port, process))
+    yield started
+    for _, process in started:
+        os.kill(process.pid, signal.SIGCONT)
+        process.kill()
+        process.wait(10)
+
+
+def test_a_call_on_a_gateway_that_froze_is_retried_on_the_other_within_seconds(
+    gateways: list[tuple[int, subprocess.Popen[str]]],
+) -> None:
+    (slow_port, slow), (answering_port, _) = gateways
+    with GatewayClient(f"ipv4:127.0.0.1:{slow_port},127.0.0.1:{answering_port}", "token", timeout_s=60) as client:
+        # Two calls at once: round_robin gives one to each gateway; the slow one's is in flight
+        # when that gateway freezes.
+        with ThreadPoolExecutor(2) as pool:
+            calls = [pool.submit(client.search, b"photo", f"C-{n}", "investigation") for n in range(2)]
+            time.sleep(1)
+            os.kill(slow.pid, signal.SIGSTOP)
+            began = time.monotonic()
+            answers = sorted(call.result(timeout=90).search_id for call in calls)
+            waited = time.monotonic() - began
+    assert answers == ["answering", "answering"]
+    assert waited < 30, f"the call on the frozen gateway waited {waited:.0f} s"
