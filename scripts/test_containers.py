@@ -135,27 +135,42 @@ def compose_command(env: dict[str, str]) -> list[str]:
     return ["docker-compose", "--compatibility", "--project-name", PROJECT, *files]
 
 
+def image_names() -> tuple[str, str, dict[str, str]]:
+    """Candor's image version, the Debian base image, and the infrastructure images by service."""
+    version = dotenv_values(COMPOSE_DIR / ".env")["CANDOR_VERSION"] or "0.1.0"
+    base = os.environ.get("CANDOR_BASE_IMAGE", "candor/debian:bookworm")
+    return version, base, {name: f"candor/{name}-debian:bookworm" for name in ("nats", "postgres", "prometheus")}
+
+
+def docker_env() -> dict[str, str]:
+    """The environment for docker and docker-compose: the legacy builder (BuildKit would need the
+    buildx plugin, which Debian's docker.io lacks)."""
+    return {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
+
+
+def build_images(version: str, base: str, infrastructure: dict[str, str], env: dict[str, str]) -> None:
+    """The base image if missing, then the infrastructure, service and e2e runner images (cached
+    layers make a rebuild of unchanged sources take seconds)."""
+    ensure_base_image(base, env)
+    for name, image in infrastructure.items():
+        build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
+    for name in (*SERVICES, REVIEW):
+        build(f"candor/{name}:{version}", ROOT / "services" / name / "Dockerfile", ROOT, base, env)
+    build(f"candor/e2e:{version}", COMPOSE_DIR / "e2e.Dockerfile", ROOT, base, env)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Builds, runs and checks; returns the e2e runner's exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep-images", action="store_true", help="leave the built images in the engine")
     args = parser.parse_args(argv)
-    settings = dotenv_values(COMPOSE_DIR / ".env")
-    version = settings["CANDOR_VERSION"] or "0.1.0"
-    base = os.environ.get("CANDOR_BASE_IMAGE", "candor/debian:bookworm")
-    infrastructure = {name: f"candor/{name}-debian:bookworm" for name in ("nats", "postgres", "prometheus")}
+    version, base, infrastructure = image_names()
     work = Path(tempfile.mkdtemp(prefix="candor-containers-"))
-    # The legacy builder: BuildKit would need the buildx plugin, which Debian's docker.io lacks.
-    env = {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
+    env = docker_env()
     started = time.monotonic()
     try:
         with docker_engine(env, work / "dockerd.log"):
-            ensure_base_image(base, env)
-            for name, image in infrastructure.items():
-                build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
-            for name in (*SERVICES, REVIEW):
-                build(f"candor/{name}:{version}", ROOT / "services" / name / "Dockerfile", ROOT, base, env)
-            build(f"candor/e2e:{version}", COMPOSE_DIR / "e2e.Dockerfile", ROOT, base, env)
+            build_images(version, base, infrastructure, env)
             status = run_compose(work, base, version, infrastructure, env)
             if not args.keep_images:
                 removed = [f"candor/{name}:{version}" for name in (*SERVICES, REVIEW, "e2e")]

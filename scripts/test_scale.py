@@ -34,18 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-
 from candor_cli.deploy_secrets import init_secrets
-from candor_cli.stack import REVIEW, SERVICES
+from candor_cli.stack import REVIEW
 from scripts.test_containers import (
     CANDOR_UID,
     COMPOSE_DIR,
-    IMAGES_DIR,
     ROOT,
-    build,
+    build_images,
     docker_engine,
-    ensure_base_image,
+    docker_env,
+    image_names,
     run,
     step,
 )
@@ -209,21 +207,13 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the faults: the same import, alone and unpaced, with one and with two detectors and embedders",
     )
     args = parser.parse_args(argv)
-    settings = dotenv_values(COMPOSE_DIR / ".env")
-    version = settings["CANDOR_VERSION"] or "0.1.0"
-    base = os.environ.get("CANDOR_BASE_IMAGE", "candor/debian:bookworm")
-    infrastructure = {name: f"candor/{name}-debian:bookworm" for name in ("nats", "postgres", "prometheus")}
+    version, base, infrastructure = image_names()
     work = Path(tempfile.mkdtemp(prefix="candor-scale-"))
-    env = {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0"}
+    env = docker_env()
     started = time.monotonic()
     try:
         with docker_engine(env, work / "dockerd.log"):
-            ensure_base_image(base, env)
-            for name, image in infrastructure.items():
-                build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
-            for name in (*SERVICES, REVIEW):
-                build(f"candor/{name}:{version}", ROOT / "services" / name / "Dockerfile", ROOT, base, env)
-            build(f"candor/e2e:{version}", COMPOSE_DIR / "e2e.Dockerfile", ROOT, base, env)
+            build_images(version, base, infrastructure, env)
             if args.throughput:
                 status = run_throughput(work, base, version, infrastructure, env, args)
             else:
@@ -303,26 +293,9 @@ def run_scale(
         )
         step("the workload: an import, searches and reviews at once; the faults meanwhile")
         driver = subprocess.Popen(
-            [
-                *stack.command,
-                "run",
-                "--rm",
-                "--no-deps",
-                "--volume",
-                f"{out}:/out",
-                "e2e",
-                "python",
-                "-m",
-                "tests.scale.workload",
-                "--out",
-                "/out",
-                "--seconds",
-                str(WORKLOAD_S),
-                "--photos",
-                str(args.photos),
-                "--settle",
-                str(SETTLE_S),
-            ],
+            workload_command(
+                stack, out, "--seconds", str(WORKLOAD_S), "--photos", str(args.photos), "--settle", str(SETTLE_S)
+            ),
             env=compose_env,
             stdout=(work / "workload.log").open("w"),
             stderr=subprocess.STDOUT,
