@@ -43,9 +43,14 @@ def channel_options(retries: bool = True) -> list[tuple[str, object]]:
         # A gateway that vanishes without closing the connection (its host lost, its process
         # frozen) is found by a ping unanswered for 5 s, sent every 10 s while a call waits, and
         # the call fails UNAVAILABLE (retried on another gateway) instead of waiting out its deadline.
+        # gRPC core times a ping out after ping_timeout_ms (60 s by default), whatever
+        # keepalive_timeout_ms says, and sends no more than one ping in min_time_between_pings_ms
+        # without data (5 min by default): both set here, or the ping never finds anything.
         ("grpc.keepalive_time_ms", 10_000),
         ("grpc.keepalive_timeout_ms", 5_000),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_time_between_pings_ms", 10_000),
+        ("grpc.http2.ping_timeout_ms", 5_000),
     ]
     if retries:
         options += [

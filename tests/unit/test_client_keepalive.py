@@ -20,7 +20,8 @@ from candor_cli.processes import free_port
 from candor_client import GatewayClient
 
 #: A gateway stand-in in its own process, with the gRPC server options Candor's services use: its
-#: Search answers at once, or after 3 s when started as "slow" (so a call is in flight to freeze).
+#: Search answers at once, or, started as "slow", after 3 s to a search of case SLOW (a call in
+#: flight to freeze).
 SERVER = """
 import asyncio, sys
 import grpc
@@ -29,7 +30,7 @@ from candor_kit.grpc_server import KEEPALIVE_SERVER_OPTIONS
 
 class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
     async def Search(self, request, context):
-        if sys.argv[2] == "slow":
+        if sys.argv[2] == "slow" and request.case_number == "SLOW":
             await asyncio.sleep(3)
         return gateway_pb2.SearchResponse(search_id=sys.argv[2])
 
@@ -65,14 +66,17 @@ def test_a_call_on_a_gateway_that_froze_is_retried_on_the_other_within_seconds(
 ) -> None:
     (slow_port, slow), (answering_port, _) = gateways
     with GatewayClient(f"ipv4:127.0.0.1:{slow_port},127.0.0.1:{answering_port}", "token", timeout_s=60) as client:
+        for _ in range(4):  # both connected
+            client.search(b"photo", "WARM", "investigation")
         # Two calls at once: round_robin gives one to each gateway; the slow one's is in flight
         # when that gateway freezes.
         with ThreadPoolExecutor(2) as pool:
-            calls = [pool.submit(client.search, b"photo", f"C-{n}", "investigation") for n in range(2)]
+            calls = [pool.submit(client.search, b"photo", "SLOW", "investigation") for _ in range(2)]
             time.sleep(1)
             os.kill(slow.pid, signal.SIGSTOP)
             began = time.monotonic()
             answers = sorted(call.result(timeout=90).search_id for call in calls)
             waited = time.monotonic() - began
     assert answers == ["answering", "answering"]
-    assert waited < 30, f"the call on the frozen gateway waited {waited:.0f} s"
+    # Found by the keepalive ping (10 s, then 5 s unanswered) and retried: not at once, not at the deadline.
+    assert 10 < waited < 30, f"the call on the frozen gateway waited {waited:.0f} s"
