@@ -55,6 +55,8 @@ SEARCHES_PER_INVESTIGATOR = 150
 #: gRPC codes a call may end with while a part of the deployment is down; anything else is a defect.
 TRANSIENT = {"UNAVAILABLE"}
 BATCH = 10
+#: How long the checks wait for the audit chain to take in the run's last events.
+CHAIN_WAIT_S = 120
 
 T = TypeVar("T")
 
@@ -348,7 +350,16 @@ def check(workload: Workload, settle_s: float) -> dict[str, Any]:
     results = admin.import_results(workload.import_id)
     per_item = Counter(result.item.item for result in results)
     outcomes = Counter(ingest_pb2.Outcome.Name(result.outcome) for result in results)
-    rows = audit_rows(workload.deployment.audit_dsn, workload.run)
+    ok_cases = {op.fields["case"] for op in workload.log.ops if op.kind == "search" and op.code == "OK"}
+    # The chain is written after the answer (events wait durably in JetStream): give it until
+    # every OK search is in, or CHAIN_WAIT_S, before counting what it lacks.
+    deadline = time.time() + CHAIN_WAIT_S
+    while True:
+        rows = audit_rows(workload.deployment.audit_dsn, workload.run)
+        recorded = {case for _, _, kind, case, _, _ in rows if kind == "search.completed"}
+        if ok_cases <= recorded or time.time() > deadline:
+            break
+        time.sleep(2)
     enrolled = Counter(
         json.loads(details).get("item")
         for _, _, kind, _, _, details in rows
