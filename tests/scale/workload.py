@@ -351,13 +351,23 @@ def check(workload: Workload, settle_s: float) -> dict[str, Any]:
     per_item = Counter(result.item.item for result in results)
     outcomes = Counter(ingest_pb2.Outcome.Name(result.outcome) for result in results)
     ok_cases = {op.fields["case"] for op in workload.log.ops if op.kind == "search" and op.code == "OK"}
+    concluded = {
+        (op.fields["search_id"], op.fields["reviewer"])
+        for op in workload.log.ops
+        if op.kind == "review.submit" and op.code == "OK"
+    }
     # The chain is written after the answer (events wait durably in JetStream): give it until
-    # every OK search is in, or CHAIN_WAIT_S, before counting what it lacks.
+    # every OK search and conclusion is in, or CHAIN_WAIT_S, before counting what it lacks.
     deadline = time.time() + CHAIN_WAIT_S
     while True:
         rows = audit_rows(workload.deployment.audit_dsn, workload.run)
-        recorded = {case for _, _, kind, case, _, _ in rows if kind == "search.completed"}
-        if ok_cases <= recorded or time.time() > deadline:
+        cases = {case for _, _, kind, case, _, _ in rows if kind == "search.completed"}
+        reviewed = {
+            (json.loads(details)["search_id"], actor)
+            for _, _, kind, _, actor, details in rows
+            if kind == "review.submitted"
+        }
+        if (ok_cases <= cases and concluded <= reviewed) or time.time() > deadline:
             break
         time.sleep(2)
     enrolled = Counter(
