@@ -181,12 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, str], env: dict[str, str]) -> int:
-    """Runs the compose e2e suite in containers and checks the traces; always takes the stack down."""
+def compose_environment(
+    work: Path, base: str, version: str, infrastructure: dict[str, str], env: dict[str, str]
+) -> dict[str, str]:
+    """The environment docker-compose runs a stack of this host's images with: secrets made for
+    the run in ``work`` (once), and each image the compose files name."""
     secrets = work / "secrets"
-    init_secrets(secrets)
-    os.chown(secrets / "token-signing.pem", CANDOR_UID, CANDOR_UID)
-    compose_env = {
+    if not secrets.exists():
+        init_secrets(secrets)
+        os.chown(secrets / "token-signing.pem", CANDOR_UID, CANDOR_UID)
+    return {
         **env,
         "SECRETS_DIR": str(secrets),
         "NATS_IMAGE": infrastructure["nats"],
@@ -197,6 +201,11 @@ def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, s
         "OTEL_COLLECTOR_IMAGE": f"candor/e2e:{version}",
         "JAEGER_IMAGE": base,
     }
+
+
+def run_compose(work: Path, base: str, version: str, infrastructure: dict[str, str], env: dict[str, str]) -> int:
+    """Runs the compose e2e suite in containers and checks the traces; always takes the stack down."""
+    compose_env = compose_environment(work, base, version, infrastructure, env)
     compose = compose_command(compose_env)
     try:
         step("compose up: the stack, its review desk and its Prometheus, each once those it depends on are healthy")

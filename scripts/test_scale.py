@@ -34,13 +34,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from candor_cli.deploy_secrets import init_secrets
 from candor_cli.stack import REVIEW
 from scripts.test_containers import (
     CANDOR_UID,
     COMPOSE_DIR,
     ROOT,
     build_images,
+    compose_environment,
     docker_engine,
     docker_env,
     image_names,
@@ -226,20 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def make_stack(work: Path, base: str, version: str, infrastructure: dict[str, str], env: dict[str, str]) -> Stack:
     """The run's compose project, with secrets made for it (in ``work``)."""
-    secrets = work / "secrets"
-    if not secrets.exists():
-        init_secrets(secrets)
-        os.chown(secrets / "token-signing.pem", CANDOR_UID, CANDOR_UID)
-    compose_env = {
-        **env,
-        "SECRETS_DIR": str(secrets),
-        "NATS_IMAGE": infrastructure["nats"],
-        "POSTGRES_IMAGE": infrastructure["postgres"],
-        "PROMETHEUS_IMAGE": infrastructure["prometheus"],
-        "QDRANT_IMAGE": base,
-        "OTEL_COLLECTOR_IMAGE": f"candor/e2e:{version}",
-        "JAEGER_IMAGE": base,
-    }
+    compose_env = compose_environment(work, base, version, infrastructure, env)
     files = [arg for name in COMPOSE_FILES for arg in ("--file", str(COMPOSE_DIR / name))]
     return Stack(["docker-compose", "--compatibility", "--project-name", PROJECT, *files], compose_env)
 
