@@ -231,12 +231,19 @@ class Workload:
     def searcher(self, lane: int) -> None:
         """Searches until the end, each search its own case, judged against the person of its probe."""
         rng = random.Random(lane)
+        # One long-lived client (one channel) per investigator, as an application keeps it: the
+        # channel has to find its way round a gateway that goes.
+        clients: dict[str, GatewayClient] = {}
         while time.time() < self.stop_at:
             with self._searches_lock:
                 number = self._searches
                 self._searches += 1
             user = f"scale-investigator-{self.run}-{number // SEARCHES_PER_INVESTIGATOR}"
-            client = self.deployment.client(user, ("investigator",))
+            if user not in clients:
+                for used in clients.values():
+                    used.close()
+                clients = {user: self.deployment.client(user, ("investigator",))}
+            client = clients[user]
             probe, person = PROBES[rng.randrange(len(PROBES))]
             case = f"SCALE-{self.run}-{number:05d}"
             code, found = self.log.call(
@@ -247,7 +254,6 @@ class Workload:
                 case=case,
                 expected=person,
             )
-            client.close()
             if code == "OK" and found is not None:
                 top = found.candidates[0].subject_id if found.candidates else ""
                 self.log.add(
@@ -267,6 +273,8 @@ class Workload:
                     )
                 )
             time.sleep(0.3)
+        for used in clients.values():
+            used.close()
 
     def reviewer(self) -> None:
         """Two blind reviewers take waiting searches of this run and conclude on the first candidate,
