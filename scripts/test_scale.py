@@ -301,7 +301,8 @@ def run_scale(
         for kept in (out / "ops.jsonl", out / "checks.json", work / "workload.log"):
             if kept.exists():
                 shutil.copyfile(kept, args.report.parent / kept.name)
-        logs = stack("logs", "--no-color", "--tail", "200", check=False, timeout=120).stdout
+        # Every line: a failure's cause is usually minutes before the end.
+        logs = stack("logs", "--no-color", "--timestamps", check=False, timeout=300).stdout
         (args.report.parent / "containers.log").write_text(logs)
         stack("down", "--volumes", "--remove-orphans", check=False, timeout=300)
 
