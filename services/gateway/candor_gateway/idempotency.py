@@ -13,9 +13,9 @@ stores its answer (or its refusal) under the key. Any other call with the id the
 
 A first call that fails for a reason a retry may not meet (UNAVAILABLE, DEADLINE_EXCEEDED,
 RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. The claimant renews its
-claim while the work runs, however long; a claim left unrenewed for ``stale_after_s`` (its gateway
-died before it stored an answer) is taken over: the work then runs again, as a new search with
-its own id and records. Ids derived from the client's id were
+claim every ``renew_s`` (2 s) while the work runs, however long; a claim left unrenewed for
+``stale_after_s`` (8 s: its gateway died before it stored an answer) is taken over: the work then
+runs again, as a new search with its own id and records. Ids derived from the client's id were
 considered and refused: the audit chain keeps one record per event id, so an id reused after its
 answer expired would make a second search with no record of its own.
 
@@ -50,6 +50,10 @@ Reply = TypeVar("Reply", bound=Message)
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: How long an answer is kept for retries.
 KEEP_S = 24 * 3600.0
+#: How often a claimant renews its claim while the work runs, and how long a claim may go
+#: unrenewed before a retry takes it for a dead gateway's (four renewals missed).
+RENEW_S = 2.0
+STALE_AFTER_S = 8.0
 #: Failures a retry may not meet: the claim is given back so the retry runs.
 RETRYABLE = {
     ErrorCode.UNAVAILABLE,
@@ -93,12 +97,23 @@ class _Entry:
 class RequestRegister:
     """The shared register of client request ids (REQUESTS_BUCKET)."""
 
-    def __init__(self, bus: Bus, wait_s: float, replicas: int = 1, keep_s: float = KEEP_S) -> None:
-        """``wait_s``: how long a retry waits for a first call still under way; a claim twice that
-        old is taken to be its dead gateway's."""
+    def __init__(
+        self,
+        bus: Bus,
+        wait_s: float,
+        replicas: int = 1,
+        keep_s: float = KEEP_S,
+        renew_s: float = RENEW_S,
+        stale_after_s: float = STALE_AFTER_S,
+    ) -> None:
+        """``wait_s``: how long a retry waits for a first call still under way. The claimant renews
+        its claim every ``renew_s``; one unrenewed for ``stale_after_s`` is taken to be a dead
+        gateway's. Both are short and apart from ``wait_s``: a retry must take over a killed
+        gateway's claim well within the client's own deadline."""
         self._bus = bus
         self._wait_s = wait_s
-        self._stale_after_s = 2 * wait_s
+        self._renew_s = min(renew_s, wait_s / 2)
+        self._stale_after_s = max(stale_after_s, 3 * self._renew_s)
         self._replicas = replicas
         self._keep_s = keep_s
         self._bucket: KeyValue | None = None
@@ -210,7 +225,7 @@ class RequestRegister:
         gateway's (only a claim left unrenewed for ``stale_after_s`` is taken over)."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(claim.done.wait(), self._wait_s / 2)
+                await asyncio.wait_for(claim.done.wait(), self._renew_s)
             if claim.done.is_set():  # between renewals: the revision is the last one written
                 return
             try:
