@@ -99,11 +99,16 @@ class SqlAuditChain:
     def _writer(self) -> Any:
         """The writer's connection: the open one, or a new one where it broke."""
         if self._db is None or self._broken(self._db):
-            if self._db is not None:
-                with contextlib.suppress(Exception):
-                    self._db.close()
+            self._drop_broken_writer()
             self._db = self._connect()
         return self._db
+
+    def _drop_broken_writer(self) -> None:
+        """Close and forget the writer's connection if it broke (the next call makes a new one)."""
+        if self._db is not None and self._broken(self._db):
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
 
     @contextlib.contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -112,10 +117,7 @@ class SqlAuditChain:
         try:
             yield
         except self.unavailable_errors as exc:
-            if self._db is not None and self._broken(self._db):
-                with contextlib.suppress(Exception):
-                    self._db.close()
-                self._db = None
+            self._drop_broken_writer()
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
             raise ServiceUnavailable(f"the audit database cannot be reached ({reason}); try again") from exc
 
