@@ -168,8 +168,21 @@ class Bus:
         """The server's payload limit for one message."""
         return self.client.max_payload
 
-    async def request(self, subject: str, request: Message, response_type: type[Resp], timeout: float) -> Resp:
-        """Send a request and decode the reply, raising the domain error the responder sent."""
+    async def request(
+        self,
+        subject: str,
+        request: Message,
+        response_type: type[Resp],
+        timeout: float,
+        hedge_after: float = 0.0,
+    ) -> Resp:
+        """Send a request and decode the reply, raising the domain error the responder sent.
+
+        With ``hedge_after`` (for requests that change nothing, such as a detection), a request
+        unanswered after that many seconds is sent once more and the first reply taken: a queue
+        group gives each request to one replica at random, and a request given to a replica that
+        then stopped answering is otherwise lost until ``timeout``.
+        """
         payload = request.SerializeToString()
         with _tracer.start_as_current_span(f"{subject} request", kind=SpanKind.CLIENT) as span:
             span.set_attribute("messaging.system", "nats")
@@ -177,7 +190,7 @@ class Bus:
             if len(payload) > self.max_payload:
                 raise InvalidInput(f"message of {len(payload)} bytes exceeds the bus limit of {self.max_payload}")
             try:
-                reply = await self.client.request(subject, payload, timeout=timeout, headers=inject_headers())
+                reply = await self._exchange(subject, payload, timeout, hedge_after)
             except NoRespondersError as exc:
                 raise ServiceUnavailable(f"no service is answering on {subject}") from exc
             except NatsTimeoutError as exc:
@@ -193,6 +206,38 @@ class Bus:
             response = response_type()
             response.ParseFromString(reply.data)
             return response
+
+    async def _exchange(self, subject: str, payload: bytes, timeout: float, hedge_after: float) -> Msg:
+        """The first reply to one request, asked again once after ``hedge_after`` (when set) without one."""
+        headers = inject_headers()
+        if not 0 < hedge_after < timeout:
+            return await self.client.request(subject, payload, timeout=timeout, headers=headers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        asked = [asyncio.ensure_future(self.client.request(subject, payload, timeout=timeout, headers=headers))]
+        try:
+            done, _ = await asyncio.wait(asked, timeout=hedge_after)
+            if done:
+                return asked[0].result()
+            metrics.NATS_HEDGED.labels(subject).inc()
+            asked.append(
+                asyncio.ensure_future(
+                    self.client.request(subject, payload, timeout=deadline - loop.time(), headers=headers)
+                )
+            )
+            pending = set(asked)
+            failure: BaseException | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None:
+                        return task.result()
+                    failure = task.exception()
+            assert failure is not None
+            raise failure
+        finally:
+            for task in asked:
+                task.cancel()
 
     async def serve(
         self,

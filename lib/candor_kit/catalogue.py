@@ -310,6 +310,14 @@ GATEWAY_IMPORT_BACKLOG = int_setting(
 GATEWAY_MAX_INFLIGHT = int_setting(
     "CANDOR_GATEWAY_MAX_INFLIGHT", "photos processed at once before RESOURCE_EXHAUSTED", 16, 1, 10_000
 )
+GATEWAY_HEDGE_AFTER_S = float_setting(
+    "CANDOR_GATEWAY_HEDGE_AFTER_S",
+    "seconds a detection or embedding may go unanswered before it is asked again (another replica, if any, "
+    "may answer); 0: wait the whole request timeout",
+    5.0,
+    0.0,
+    600.0,
+)
 GATEWAY_ALLOW_UNCALIBRATED = Setting(
     "CANDOR_GATEWAY_ALLOW_UNCALIBRATED", "serve searches with an uncalibrated model (development only)", "false",
     "choice", choices=("true", "false"),
@@ -396,6 +404,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         GATEWAY_MIN_ENROL_BLUR,
         GATEWAY_IMPORT_BACKLOG,
         GATEWAY_MAX_INFLIGHT,
+        GATEWAY_HEDGE_AFTER_S,
         GATEWAY_ALLOW_UNCALIBRATED,
         GATEWAY_MODEL_REGISTRY,
         GATEWAY_CALIBRATION_RULE,

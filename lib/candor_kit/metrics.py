@@ -35,6 +35,11 @@ NATS_HANDLED = Counter(
     "NATS requests answered, by subject and status code",
     ["subject", "code"],
 )
+NATS_HEDGED = Counter(
+    "candor_nats_requests_hedged",
+    "NATS requests sent a second time, by subject, after going unanswered for the hedge delay",
+    ["subject"],
+)
 NATS_SECONDS = Histogram(
     "candor_nats_request_handling_seconds",
     "time from a NATS request's arrival to its reply, by subject",

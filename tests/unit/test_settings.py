@@ -229,3 +229,19 @@ def test_an_internal_service_refuses_to_start_without_a_service_token_of_length(
         MatcherSettings.from_env(EnvReader({**env, "CANDOR_SERVICE_TOKEN_FILE": str(short)}))
     settings = MatcherSettings.from_env(EnvReader({**env, **INTERNAL}))
     assert settings.common.service_token and settings.common.service_token not in repr(settings)
+
+
+def test_a_hedge_delay_not_under_the_request_timeout_is_refused(tmp_path: Path) -> None:
+    env = {
+        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
+        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
+        "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(photo_key(tmp_path)),
+        "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path)),
+        "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true",
+        "CANDOR_REQUEST_TIMEOUT_S": "10",
+    }
+    with pytest.raises(ConfigError, match="CANDOR_GATEWAY_HEDGE_AFTER_S=10 is not under CANDOR_REQUEST_TIMEOUT_S=10"):
+        GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_HEDGE_AFTER_S": "10"}))
+    assert GatewaySettings.from_env(EnvReader(env)).hedge_after_s == 5.0
+    assert GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_HEDGE_AFTER_S": "0"})).hedge_after_s == 0.0

@@ -29,13 +29,21 @@ class Chosen:
 
 
 class ModelCalls:
-    """Detection and embedding over the bus, by model route."""
+    """Detection and embedding over the bus, by model route.
 
-    def __init__(self, bus: Bus, routes: ModelRoutes, timeout_s: float, max_image_bytes: int) -> None:
+    Both change nothing, so a call unanswered after ``hedge_after_s`` is asked again and the first
+    answer taken (a replica killed or paused with the request in hand would otherwise hold the
+    search for the whole ``timeout_s``); 0 never asks again.
+    """
+
+    def __init__(
+        self, bus: Bus, routes: ModelRoutes, timeout_s: float, max_image_bytes: int, hedge_after_s: float = 0.0
+    ) -> None:
         self._bus = bus
         self.routes = routes
         self._timeout = timeout_s
         self._max_image_bytes = max_image_bytes
+        self._hedge_after = hedge_after_s
 
     async def detect(self, image: bytes, include_chips: bool, route: Route) -> detector_pb2.DetectResponse:
         """All faces of a photo, found by the detector of the route's model."""
@@ -45,7 +53,9 @@ class ModelCalls:
             raise TooLarge(f"the image is {len(image)} bytes; the limit is {self._max_image_bytes}")
         request = detector_pb2.DetectRequest(image=image, include_chips=include_chips)
         try:
-            return await self._bus.request(route.detect, request, detector_pb2.DetectResponse, self._timeout)
+            return await self._bus.request(
+                route.detect, request, detector_pb2.DetectResponse, self._timeout, self._hedge_after
+            )
         except NoAnswer:
             raise
         except ServiceUnavailable as error:
@@ -95,7 +105,11 @@ class ModelCalls:
         """The face's vector from an embedder of the route's model, with the model that made it."""
         try:
             reply = await self._bus.request(
-                route.embed, embedder_pb2.EmbedRequest(chips=[face.chip]), embedder_pb2.EmbedResponse, self._timeout
+                route.embed,
+                embedder_pb2.EmbedRequest(chips=[face.chip]),
+                embedder_pb2.EmbedResponse,
+                self._timeout,
+                self._hedge_after,
             )
         except NoAnswer:
             raise

@@ -71,6 +71,7 @@ class GatewaySettings:
     min_enrol_blur: float = 10.0
     import_backlog: int = 2000
     ingest_stream_replicas: int = 1
+    hedge_after_s: float = 5.0
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> GatewaySettings:
@@ -95,6 +96,12 @@ class GatewaySettings:
         import_backlog = env.get(catalogue.GATEWAY_IMPORT_BACKLOG)
         ingest_replicas = env.get(catalogue.INGEST_STREAM_REPLICAS)
         photo_replicas = env.get(catalogue.PHOTO_STORE_REPLICAS)
+        hedge_after_s = env.get(catalogue.GATEWAY_HEDGE_AFTER_S)
+        if hedge_after_s >= common.request_timeout_s:
+            env.problem(
+                f"CANDOR_GATEWAY_HEDGE_AFTER_S={hedge_after_s:g} is not under CANDOR_REQUEST_TIMEOUT_S="
+                f"{common.request_timeout_s:g}, so a detection would never be asked again; lower it, or set 0"
+            )
         env.done()
         return cls(
             common=common,
@@ -114,6 +121,7 @@ class GatewaySettings:
             min_enrol_blur=min_enrol_blur,
             import_backlog=import_backlog,
             ingest_stream_replicas=ingest_replicas,
+            hedge_after_s=hedge_after_s,
         )
 
 
@@ -411,6 +419,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.min_enrol_face_px,
             settings.photos,
             settings.max_inflight,
+            settings.hedge_after_s,
         )
         rules = ingest_pb2.ImportRules(min_face_px=settings.min_enrol_face_px, min_blur=settings.min_enrol_blur)
         routes = workflow.routes

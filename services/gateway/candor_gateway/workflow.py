@@ -100,10 +100,11 @@ class Workflow:
         min_face_px: int,
         photos: PhotoStore,
         max_inflight: int = 16,
+        hedge_after_s: float = 0.0,
     ) -> None:
         self._bus = bus
         self.routes = ModelRoutes(bus, timeout_s)
-        self._calls = ModelCalls(bus, self.routes, timeout_s, max_image_bytes)
+        self._calls = ModelCalls(bus, self.routes, timeout_s, max_image_bytes, hedge_after_s)
         self._audit = audit
         #: The (service account, UTC day) pairs already recorded by this gateway.
         self._accounts_seen: set[tuple[str, str]] = set()

@@ -1,0 +1,92 @@
+"""A request asked again after a hedge delay, on a real nats-server: a request lost with the
+replica that took it is answered by another replica well before the timeout, and a request nobody
+answers still fails at the timeout, not at twice it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from nats.aio.msg import Msg
+
+from candor.embedder.v1 import embedder_pb2
+from candor_kit import Bus, metrics
+from candor_kit.errors import NoAnswer
+
+QUEUE = "replicas"
+
+
+def hedged(subject: str) -> float:
+    return metrics.NATS_HEDGED.labels(subject)._value.get()
+
+
+async def test_a_request_held_by_a_replica_that_died_is_answered_by_another_once_asked_again(nats_url: str) -> None:
+    subject = f"test.hedge.{uuid.uuid4().hex}"
+    bus = await Bus.connect(nats_url, "hedge-test")
+    replicas = await Bus.connect(nats_url, "hedge-replicas")
+    taken = asyncio.Event()
+
+    async def hold(msg: Msg) -> None:
+        taken.set()
+
+    async def answer(msg: Msg) -> None:
+        await replicas.client.publish(msg.reply, embedder_pb2.EmbedResponse(embeddings=[]).SerializeToString())
+
+    try:
+        # The only replica at first takes the request and never answers; it is gone, and another
+        # replica is there, before the hedge delay.
+        silent = await replicas.client.subscribe(subject, QUEUE, cb=hold)
+        await replicas.client.flush()
+        began = time.monotonic()
+        request = asyncio.ensure_future(
+            bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=5, hedge_after=0.5)
+        )
+        await asyncio.wait_for(taken.wait(), 5)
+        await silent.unsubscribe()
+        await replicas.client.subscribe(subject, QUEUE, cb=answer)
+        await replicas.client.flush()
+        await request
+        assert time.monotonic() - began < 2
+        assert hedged(subject) == 1
+    finally:
+        await replicas.close()
+        await bus.close()
+
+
+async def test_a_request_nobody_answers_fails_at_its_timeout_after_being_asked_twice(nats_url: str) -> None:
+    subject = f"test.hedge.{uuid.uuid4().hex}"
+    bus = await Bus.connect(nats_url, "hedge-test")
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    try:
+        await bus.client.subscribe(subject, QUEUE, cb=hold)
+        began = time.monotonic()
+        with pytest.raises(NoAnswer, match=r"did not answer within 1\.5 s"):
+            await bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, 1.5, hedge_after=0.3)
+        waited = time.monotonic() - began
+        assert 1.4 < waited < 2.5
+        assert len(held) == 2 and hedged(subject) == 1
+    finally:
+        await bus.close()
+
+
+async def test_without_a_hedge_delay_a_request_is_sent_once(nats_url: str) -> None:
+    subject = f"test.hedge.{uuid.uuid4().hex}"
+    bus = await Bus.connect(nats_url, "hedge-test")
+    held: list[Msg] = []
+
+    async def hold(msg: Msg) -> None:
+        held.append(msg)
+
+    try:
+        await bus.client.subscribe(subject, QUEUE, cb=hold)
+        with pytest.raises(NoAnswer):
+            await bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, 0.8)
+        assert len(held) == 1 and hedged(subject) == 0
+    finally:
+        await bus.close()
