@@ -277,20 +277,28 @@ class Workload:
             used.close()
 
     def reviewer(self) -> None:
-        """Two blind reviewers take waiting searches of this run and conclude on the first candidate,
-        each conclusion retried while the gateway is unavailable (a retry of one that had landed is
-        answered as already given)."""
+        """Two blind reviewers take the newest waiting searches of this run and conclude on the
+        first candidate, each conclusion retried while the gateway is unavailable (a retry of one
+        that had landed is answered as already given). A search stays on a reviewer's list while
+        its other candidates wait, so each reviewer skips the searches it has concluded on: the
+        reviews go on through every fault of the run, not only the first."""
         reviewers = [self.deployment.client(f"scale-reviewer-{self.run}-{n}", ("reviewer",)) for n in "ab"]
+        concluded: list[set[str]] = [set() for _ in reviewers]
         while time.time() < self.stop_at:
             for number, client in enumerate(reviewers):
                 code, page = self.log.call(
-                    "review.list", lambda c=client: c.pending_reviews(case_prefix=f"SCALE-{self.run}", limit=3)
+                    "review.list",
+                    lambda c=client: c.pending_reviews(
+                        case_prefix=f"SCALE-{self.run}", order=gateway_pb2.PENDING_ORDER_NEWEST_FIRST, limit=12
+                    ),
                 )
                 if code != "OK" or page is None:
                     continue
-                for found in page.searches:
+                waiting = [found for found in page.searches if found.search_id not in concluded[number]]
+                for found in waiting[:3]:
                     # Blind: the candidates show only after the reviewer's analysis of the probe.
                     self.conclude(client, f"scale-reviewer-{self.run}-{'ab'[number]}", found)
+                    concluded[number].add(found.search_id)
             time.sleep(2)
 
     def conclude(self, client: GatewayClient, reviewer: str, found: gateway_pb2.SearchReview) -> None:
