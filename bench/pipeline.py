@@ -14,7 +14,6 @@ Prints both p50s and their ratio (stack / in-process; goal <= 1.05).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
+from spans import SpanReceiver, median_parts, trace_parts  # noqa: E402
 
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
 from candor_faces.decoding import DecodeLimits, decode_image  # noqa: E402
@@ -35,6 +35,9 @@ from candor_faces.detection import build_detector  # noqa: E402
 from candor_faces.embedding import build_engine  # noqa: E402
 from candor_kit import CandorError  # noqa: E402
 from candor_kit.policy import DEFAULT_POLICY_YAML  # noqa: E402
+
+#: The gateway's span of a search, the root of its trace.
+SEARCH_SPAN = "candor.gateway.v1.GatewayService/Search"
 
 
 class InProcess:
@@ -83,49 +86,6 @@ def pick_photos(datasets: Path, anchor: InProcess, count: int, samples: Path) ->
     return chosen
 
 
-def logged_medians(log: Path, event: str, skip: int) -> dict[str, float]:
-    """Median milliseconds of each ``*_ms`` field of a service's ``event`` log lines, leaving out
-    the first ``skip`` (warm-up)."""
-    found: dict[str, list[float]] = {}
-    for line in [e for e in _events(log) if e.get("event") == event][skip:]:
-        for key, value in line.items():
-            if key.endswith("_ms"):
-                found.setdefault(key.removesuffix("_ms"), []).append(float(value))
-    return {name: statistics.median(values) for name, values in found.items()}
-
-
-def breakdown(logs: Path, searches: int, skip: int) -> list[tuple[str, float]]:
-    """Where a search's time goes: each gateway stage (its ``search_completed`` lines) split into
-    the service's own work (the detector's, embedder's and matcher's ``compute_ms``) and the rest
-    of the stage (the NATS hop, queueing, protobuf, and for the match stage the matcher's audit)."""
-    stages = logged_medians(logs / "gateway.log", "search_completed", skip)
-    # The services log every call; enrolments came first, so the searches are the last lines.
-    compute = {
-        "detect": ("detector.log", "faces_detected"),
-        "embed": ("embedder.log", "faces_embedded"),
-        "match": ("matcher.log", "gallery_searched"),
-    }
-    parts: list[tuple[str, float]] = []
-    for stage, ms in stages.items():
-        if stage in compute:
-            name, event = compute[stage]
-            lines = [e for e in _events(logs / name) if e.get("event") == event][-searches:]
-            own = statistics.median(float(e["compute_ms"]) for e in lines) if lines else 0.0
-            parts.append((f"{stage} (service)", own))
-            if lines and "audit_ms" in lines[0]:  # the matcher's own durable audit record
-                audit = statistics.median(float(e["audit_ms"]) for e in lines)
-                parts.append((f"{stage} (its audit)", audit))
-                own += audit
-            parts.append((f"{stage} (hop)", ms - own))
-        else:
-            parts.append((stage, ms))
-    return parts
-
-
-def _events(log: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
-
-
 def timed(call: Callable[[], object]) -> float:
     """Milliseconds one call takes."""
     start = time.perf_counter()
@@ -156,7 +116,9 @@ def main() -> None:
         policy.write_text(
             DEFAULT_POLICY_YAML.replace("searches_per_user_per_day: 200", "searches_per_user_per_day: 100000")
         )
-        stack = LocalStack(Path(data_dir) / "stack", policy=policy)
+        # Every service exports its spans to the bench, which splits each search by them.
+        receiver = SpanReceiver().__enter__()
+        stack = LocalStack(Path(data_dir) / "stack", policy=policy, extra_env=receiver.environment())
         state = stack.up()
         try:
             with GatewayClient(state.gateway, stack.token()) as client:
@@ -188,9 +150,12 @@ def main() -> None:
                             for d in probes
                         ]
                         anchor_ms += [timed(lambda d=d: anchor.search(d)) for d in probes]
+            time.sleep(1)  # the services export every 0.1 s
         finally:
             stack.down()
-        parts = breakdown(stack.logs, len(stack_ms), skip=2)
+            receiver.__exit__()
+        searches = trace_parts(receiver.spans(), SEARCH_SPAN)
+        parts = median_parts(searches[2:])  # not the two warm-up searches
 
     stack_p50, anchor_p50 = statistics.median(stack_ms), statistics.median(anchor_ms)
     mode = "photo by photo" if args.interleave else "pass by pass"
@@ -198,11 +163,14 @@ def main() -> None:
     print(f"stack Search p50     {stack_p50:8.1f} ms   (p90 {np.percentile(stack_ms, 90):.1f})")
     print(f"in-process p50       {anchor_p50:8.1f} ms   (p90 {np.percentile(anchor_ms, 90):.1f})")
     print(f"ratio stack / in-process: {stack_p50 / anchor_p50:.3f}  (goal <= 1.10)")
-    print("median ms a search by part (the gateway's stages, each split into the service's own work and the hop):")
+    print(
+        f"median ms a search by part, from {len(searches) - 2} searches' spans (each call the gateway made: "
+        "the answering service's own handling, its own publishes, and the hop around them):"
+    )
     for name, ms in parts:
-        print(f"  {name:<18} {ms:6.1f}")
-    rest = stack_p50 - sum(ms for _, ms in parts)
-    print(f"  {'the rest':<18} {rest:6.1f}   (client and gateway gRPC, the gateway's checks, beside the parts)")
+        print(f"  {name:<34} {ms:6.1f}")
+    total = dict(parts)["total"]
+    print(f"  {'client, gRPC and transport':<34} {stack_p50 - total:6.1f}   (the client's p50 less the gateway's span)")
 
 
 if __name__ == "__main__":
