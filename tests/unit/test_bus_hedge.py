@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from nats.aio.msg import Msg
@@ -55,7 +56,9 @@ async def test_a_request_held_by_a_replica_that_died_is_answered_by_another_once
         await bus.close()
 
 
-async def test_a_request_nobody_answers_fails_at_its_timeout_after_being_asked_twice(nats_url: str) -> None:
+@pytest.fixture
+async def silent_replica(nats_url: str) -> AsyncIterator[tuple[Bus, str, list[Msg]]]:
+    """A bus, a fresh subject, and the requests a replica on it took and never answered."""
     subject = f"test.hedge.{uuid.uuid4().hex}"
     bus = await Bus.connect(nats_url, "hedge-test")
     held: list[Msg] = []
@@ -63,30 +66,25 @@ async def test_a_request_nobody_answers_fails_at_its_timeout_after_being_asked_t
     async def hold(msg: Msg) -> None:
         held.append(msg)
 
-    try:
-        await bus.client.subscribe(subject, QUEUE, cb=hold)
-        began = time.monotonic()
-        with pytest.raises(NoAnswer, match=r"did not answer within 1\.5 s"):
-            await bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, 1.5, hedge_after=0.3)
-        waited = time.monotonic() - began
-        assert 1.4 < waited < 2.5
-        assert len(held) == 2 and hedged(subject) == 1
-    finally:
-        await bus.close()
+    await bus.client.subscribe(subject, QUEUE, cb=hold)
+    yield bus, subject, held
+    await bus.close()
 
 
-async def test_without_a_hedge_delay_a_request_is_sent_once(nats_url: str) -> None:
-    subject = f"test.hedge.{uuid.uuid4().hex}"
-    bus = await Bus.connect(nats_url, "hedge-test")
-    held: list[Msg] = []
+async def test_a_request_nobody_answers_fails_at_its_timeout_after_being_asked_twice(
+    silent_replica: tuple[Bus, str, list[Msg]],
+) -> None:
+    bus, subject, held = silent_replica
+    began = time.monotonic()
+    with pytest.raises(NoAnswer, match=r"did not answer within 1\.5 s"):
+        await bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, 1.5, hedge_after=0.3)
+    waited = time.monotonic() - began
+    assert 1.4 < waited < 2.5
+    assert len(held) == 2 and hedged(subject) == 1
 
-    async def hold(msg: Msg) -> None:
-        held.append(msg)
 
-    try:
-        await bus.client.subscribe(subject, QUEUE, cb=hold)
-        with pytest.raises(NoAnswer):
-            await bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, 0.8)
-        assert len(held) == 1 and hedged(subject) == 0
-    finally:
-        await bus.close()
+async def test_without_a_hedge_delay_a_request_is_sent_once(silent_replica: tuple[Bus, str, list[Msg]]) -> None:
+    bus, subject, held = silent_replica
+    with pytest.raises(NoAnswer):
+        await bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, 0.8)
+    assert len(held) == 1 and hedged(subject) == 0

@@ -59,6 +59,18 @@ def policy_file(folder: Path, text: str = DEFAULT_POLICY_YAML) -> Path:
     return path
 
 
+def gateway_env(folder: Path) -> dict[str, str]:
+    """A gateway's settings that pass, but for the model registry (required unless uncalibrated
+    models are allowed)."""
+    return {
+        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
+        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
+        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(folder)),
+        "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(photo_key(folder)),
+        "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(folder)),
+    }
+
+
 def test_gateway_without_a_valid_policy_file_is_refused(tmp_path: Path) -> None:
     env = {
         "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
@@ -98,13 +110,7 @@ def test_the_gateway_needs_a_well_formed_photo_key(tmp_path: Path) -> None:
 
 
 def test_gateway_without_a_model_registry_is_refused_unless_uncalibrated_models_are_allowed(tmp_path: Path) -> None:
-    env = {
-        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
-        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
-        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
-        "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(photo_key(tmp_path)),
-        "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path)),
-    }
+    env = gateway_env(tmp_path)
     with pytest.raises(ConfigError, match="CANDOR_MODEL_REGISTRY is required"):
         GatewaySettings.from_env(EnvReader(env))
     allowed = GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true"}))
@@ -232,15 +238,7 @@ def test_an_internal_service_refuses_to_start_without_a_service_token_of_length(
 
 
 def test_a_hedge_delay_not_under_the_request_timeout_is_refused(tmp_path: Path) -> None:
-    env = {
-        "CANDOR_NATS_URL": "nats://127.0.0.1:4222",
-        "CANDOR_GATEWAY_JWT_ISSUER": "candor-test",
-        "CANDOR_GATEWAY_JWT_KEYS_FILE": str(token_keys(tmp_path)),
-        "CANDOR_GATEWAY_PHOTO_KEY_FILE": str(photo_key(tmp_path)),
-        "CANDOR_GATEWAY_POLICY_FILE": str(policy_file(tmp_path)),
-        "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true",
-        "CANDOR_REQUEST_TIMEOUT_S": "10",
-    }
+    env = {**gateway_env(tmp_path), "CANDOR_GATEWAY_ALLOW_UNCALIBRATED": "true", "CANDOR_REQUEST_TIMEOUT_S": "10"}
     with pytest.raises(ConfigError, match="CANDOR_GATEWAY_HEDGE_AFTER_S=10 is not under CANDOR_REQUEST_TIMEOUT_S=10"):
         GatewaySettings.from_env(EnvReader({**env, "CANDOR_GATEWAY_HEDGE_AFTER_S": "10"}))
     assert GatewaySettings.from_env(EnvReader(env)).hedge_after_s == 5.0
