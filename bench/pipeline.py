@@ -25,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
 
 from fetch_sample_images import fetch  # noqa: E402
 from spans import SpanReceiver, median_parts, trace_parts  # noqa: E402
@@ -117,15 +118,14 @@ def main() -> None:
     samples = fetch(ROOT / ".cache" / "samples")
     anchor = InProcess()
     photos = pick_photos(args.datasets, anchor, args.photos, samples)
-    with tempfile.TemporaryDirectory(prefix="candor-bench-") as data_dir:
+    # Every service exports its spans to the bench's receiver, which splits each search by them.
+    with tempfile.TemporaryDirectory(prefix="candor-bench-") as data_dir, SpanReceiver() as receiver:
         # The default policy, with a quota no run reaches: each search still pays for the quota's
         # read of the audit chain, as in production.
         policy = Path(data_dir) / "bench-policy.yaml"
         policy.write_text(
             DEFAULT_POLICY_YAML.replace("searches_per_user_per_day: 200", "searches_per_user_per_day: 100000")
         )
-        # Every service exports its spans to the bench, which splits each search by them.
-        receiver = SpanReceiver().__enter__()
         stack = LocalStack(Path(data_dir) / "stack", policy=policy, extra_env=receiver.environment())
         state = stack.up()
         try:
@@ -162,7 +162,6 @@ def main() -> None:
             time.sleep(1)  # the services export every 0.1 s
         finally:
             stack.down()
-            receiver.__exit__()
         searches = trace_parts(receiver.spans(), SEARCH_SPAN)
         parts = median_parts(searches[2:])  # not the two warm-up searches
 

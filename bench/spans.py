@@ -1,6 +1,9 @@
 """Where a request's time goes, from the trace spans the services export: a small OTLP receiver
 the services send their spans to, and the split of each traced call into its parts.
 
+Unlike the containers run's trace sink (``tests/e2e/otlp_sink.py``, which keeps nothing of a span
+but its trace and service, by design), this receiver keeps every span's name and times.
+
 The services export spans over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (see
 ``candor_kit.telemetry``); ``SpanReceiver.environment()`` gives the settings that point a local
 stack at the receiver. For each trace whose root is the named gRPC method, ``parts`` splits the
@@ -21,6 +24,8 @@ from dataclasses import dataclass
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from tests.e2e.otlp_sink import service_name
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,7 @@ class SpanReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         received = []
         for resource_spans in request.resource_spans:
-            service = next(
-                (a.value.string_value for a in resource_spans.resource.attributes if a.key == "service.name"), ""
-            )
+            service = service_name(resource_spans)
             for scope in resource_spans.scope_spans:
                 received += [
                     Span(

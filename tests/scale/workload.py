@@ -233,17 +233,17 @@ class Workload:
         rng = random.Random(lane)
         # One long-lived client (one channel) per investigator, as an application keeps it: the
         # channel has to find its way round a gateway that goes.
-        clients: dict[str, GatewayClient] = {}
+        client: GatewayClient | None = None
+        client_user = ""
         while time.time() < self.stop_at:
             with self._searches_lock:
                 number = self._searches
                 self._searches += 1
             user = f"scale-investigator-{self.run}-{number // SEARCHES_PER_INVESTIGATOR}"
-            if user not in clients:
-                for used in clients.values():
-                    used.close()
-                clients = {user: self.deployment.client(user, ("investigator",))}
-            client = clients[user]
+            if client is None or user != client_user:
+                if client is not None:
+                    client.close()
+                client, client_user = self.deployment.client(user, ("investigator",)), user
             probe, person = PROBES[rng.randrange(len(PROBES))]
             case = f"SCALE-{self.run}-{number:05d}"
             code, found = self.log.call(
@@ -273,8 +273,8 @@ class Workload:
                     )
                 )
             time.sleep(0.3)
-        for used in clients.values():
-            used.close()
+        if client is not None:
+            client.close()
 
     def reviewer(self) -> None:
         """Two blind reviewers take the newest waiting searches of this run and conclude on the
@@ -366,24 +366,27 @@ def check(workload: Workload, settle_s: float) -> dict[str, Any]:
     results = admin.import_results(workload.import_id)
     per_item = Counter(result.item.item for result in results)
     outcomes = Counter(ingest_pb2.Outcome.Name(result.outcome) for result in results)
-    ok_cases = {op.fields["case"] for op in workload.log.ops if op.kind == "search" and op.code == "OK"}
-    concluded = {
-        (op.fields["search_id"], op.fields["reviewer"])
-        for op in workload.log.ops
-        if op.kind == "review.submit" and op.code == "OK"
+    ops = workload.log.ops
+    ok_searches = [op for op in ops if op.kind == "search" and op.code == "OK"]
+    answers = [op for op in ops if op.kind == "answer"]
+    ok_reviews = {
+        (op.fields["search_id"], op.fields["reviewer"]) for op in ops if op.kind == "review.submit" and op.code == "OK"
     }
     # The chain is written after the answer (events wait durably in JetStream): give it until
     # every OK search and conclusion is in, or CHAIN_WAIT_S, before counting what it lacks.
     deadline = time.time() + CHAIN_WAIT_S
     while True:
         rows = audit_rows(workload.deployment.audit_dsn, workload.run)
-        cases = {case for _, _, kind, case, _, _ in rows if kind == "search.completed"}
-        reviewed = {
-            (json.loads(details)["search_id"], actor)
+        searches_recorded = Counter(case for _, _, kind, case, _, _ in rows if kind == "search.completed")
+        reviews_recorded = Counter(
+            (json.loads(details)["search_id"], json.loads(details).get("rank"), actor)
             for _, _, kind, _, actor, details in rows
             if kind == "review.submitted"
-        }
-        if (ok_cases <= cases and concluded <= reviewed) or time.time() > deadline:
+        )
+        all_in = all(searches_recorded[op.fields["case"]] for op in ok_searches) and all(
+            reviews_recorded[(search, 1, reviewer)] for search, reviewer in ok_reviews
+        )
+        if all_in or time.time() > deadline:
             break
         time.sleep(2)
     enrolled = Counter(
@@ -391,18 +394,6 @@ def check(workload: Workload, settle_s: float) -> dict[str, Any]:
         for _, _, kind, _, _, details in rows
         if kind == "enroll.completed" and json.loads(details).get("import_id") == workload.import_id
     )
-    searches_recorded = Counter(case for _, _, kind, case, _, _ in rows if kind == "search.completed")
-    reviews_recorded = Counter(
-        (json.loads(details)["search_id"], json.loads(details).get("rank"), actor)
-        for _, _, kind, _, actor, details in rows
-        if kind == "review.submitted"
-    )
-    ops = workload.log.ops
-    ok_searches = [op for op in ops if op.kind == "search" and op.code == "OK"]
-    answers = [op for op in ops if op.kind == "answer"]
-    ok_reviews = {
-        (op.fields["search_id"], op.fields["reviewer"]) for op in ops if op.kind == "review.submit" and op.code == "OK"
-    }
     verdict = admin.verify_audit()
     return {
         "run": workload.run,

@@ -98,8 +98,8 @@ class SqlAuditChain:
 
     def _writer(self) -> Any:
         """The writer's connection: the open one, or a new one where it broke."""
-        if self._db is None or self._broken(self._db):
-            self._drop_broken_writer()
+        self._drop_broken_writer()
+        if self._db is None:
             self._db = self._connect()
         return self._db
 

@@ -13,8 +13,8 @@ stores its answer (or its refusal) under the key. Any other call with the id the
 
 A first call that fails for a reason a retry may not meet (UNAVAILABLE, DEADLINE_EXCEEDED,
 RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. The claimant renews its
-claim every ``renew_s`` (2 s) while the work runs, however long; a claim left unrenewed for
-``stale_after_s`` (8 s: its gateway died before it stored an answer) is taken over: the work then
+claim every RENEW_S (2 s) while the work runs, however long; a claim left unrenewed for
+STALE_AFTER_S (8 s: its gateway died before it stored an answer) is taken over: the work then
 runs again, as a new search with its own id and records. Ids derived from the client's id were
 considered and refused: the audit chain keeps one record per event id, so an id reused after its
 answer expired would make a second search with no record of its own.
@@ -97,23 +97,14 @@ class _Entry:
 class RequestRegister:
     """The shared register of client request ids (REQUESTS_BUCKET)."""
 
-    def __init__(
-        self,
-        bus: Bus,
-        wait_s: float,
-        replicas: int = 1,
-        keep_s: float = KEEP_S,
-        renew_s: float = RENEW_S,
-        stale_after_s: float = STALE_AFTER_S,
-    ) -> None:
+    def __init__(self, bus: Bus, wait_s: float, replicas: int = 1, keep_s: float = KEEP_S) -> None:
         """``wait_s``: how long a retry waits for a first call still under way. The claimant renews
-        its claim every ``renew_s``; one unrenewed for ``stale_after_s`` is taken to be a dead
-        gateway's. Both are short and apart from ``wait_s``: a retry must take over a killed
-        gateway's claim well within the client's own deadline."""
+        its claim every RENEW_S (more often when ``wait_s`` is shorter); one unrenewed for
+        STALE_AFTER_S is taken to be a dead gateway's. Both are short and apart from ``wait_s``: a
+        retry must take over a killed gateway's claim well within the client's own deadline."""
         self._bus = bus
         self._wait_s = wait_s
-        self._renew_s = min(renew_s, wait_s / 2)
-        self._stale_after_s = max(stale_after_s, 3 * self._renew_s)
+        self._renew_s = min(RENEW_S, wait_s / 2)
         self._replicas = replicas
         self._keep_s = keep_s
         self._bucket: KeyValue | None = None
@@ -160,7 +151,7 @@ class RequestRegister:
                 )
             if entry.settled:
                 return self._answer(entry, reply_type)
-            if time.time() - entry.claimed_at > self._stale_after_s:
+            if time.time() - entry.claimed_at > STALE_AFTER_S:
                 revision = await self._take_over(key, revision, digest)
                 if revision is not None:
                     return await self._run(key, revision, digest, work)
@@ -222,7 +213,7 @@ class RequestRegister:
 
     async def _renew(self, key: str, digest: str, claim: _Claim) -> None:
         """Keep the claim fresh while its work runs, so a slow first call is never taken for a dead
-        gateway's (only a claim left unrenewed for ``stale_after_s`` is taken over)."""
+        gateway's (only a claim left unrenewed for STALE_AFTER_S is taken over)."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(claim.done.wait(), self._renew_s)
