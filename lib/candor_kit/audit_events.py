@@ -80,6 +80,24 @@ class AuditPublisher:
 
         ``details`` must never hold images, embeddings or tokens: hashes and ids only.
         """
+        event = self.event(
+            kind, actor=actor, case_number=case_number, purpose=purpose, details=details, event_id=event_id
+        )
+        await self.publish_event(self.subject(kind), event)
+        return event.event_id
+
+    def event(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        case_number: str = "",
+        purpose: str = "",
+        details: Mapping[str, Any] | None = None,
+        event_id: str | None = None,
+    ) -> audit_pb2.AuditEvent:
+        """The event ``publish`` would store, made now (its time and trace); InvalidInput when it is
+        larger than the chain takes."""
         occurred = Timestamp()
         occurred.GetCurrentTime()
         event = audit_pb2.AuditEvent(
@@ -94,9 +112,16 @@ class AuditPublisher:
         )
         if event.ByteSize() > MAX_EVENT_BYTES:
             raise InvalidInput(f"the {kind} audit event is {event.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}")
-        sequence = await self._bus.publish_durable(audit_subject(self.source, kind), event, msg_id=event.event_id)
+        return event
+
+    def subject(self, kind: str) -> str:
+        """The subject an event of ``kind`` from this service travels on."""
+        return audit_subject(self.source, kind)
+
+    async def publish_event(self, subject: str, event: audit_pb2.AuditEvent) -> None:
+        """Store an event made earlier on the audit stream (its id as Nats-Msg-Id: stored once)."""
+        sequence = await self._bus.publish_durable(subject, event, msg_id=event.event_id)
         self.last_sequence = max(self.last_sequence, sequence)
-        return event.event_id
 
 
 def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:

@@ -194,6 +194,14 @@ MATCHER_BACKEND = Setting(
 MATCHER_DATA_DIR = Setting(
     "CANDOR_MATCHER_DATA_DIR", "folder of the embedded gallery", "", required_if=(MATCHER_BACKEND, "edge")
 )
+MATCHER_AUDIT_OUTBOX = Setting(
+    "CANDOR_MATCHER_AUDIT_OUTBOX",
+    "file of the matcher's audit outbox: its record of each search is written there (synced to disk) "
+    "before the answer and carried to the audit stream behind it. Empty: audit-outbox.sqlite3 in "
+    "CANDOR_MATCHER_DATA_DIR with the embedded gallery; with the Qdrant server, no outbox (each "
+    "search's record is stored on the audit stream before the answer); give it a persistent volume",
+    "",
+)
 QDRANT_URL = Setting(
     "CANDOR_QDRANT_URL", "Qdrant server URL, http:// or https://", "", required_if=(MATCHER_BACKEND, "server")
 )
@@ -368,6 +376,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         SERVICE_TOKEN_FILE,
         MATCHER_BACKEND,
         MATCHER_DATA_DIR,
+        MATCHER_AUDIT_OUTBOX,
         QDRANT_URL,
         QDRANT_API_KEY,
         QDRANT_SHARDS,

@@ -67,6 +67,12 @@ AUDIT_APPEND_SECONDS = Histogram(
     "time to append one event to the audit chain (hash, sign, commit)",
     buckets=LATENCY_BUCKETS,
 )
+AUDIT_OUTBOX_PENDING = Gauge(
+    "candor_audit_outbox_pending",
+    "audit events a service has written to its own outbox (durable on its disk) and not yet stored "
+    "on the audit stream, by service",
+    ["source"],
+)
 AUDIT_CHAIN_BROKEN = Gauge(
     "candor_audit_chain_broken",
     "1 while the audit chain has failed verification (nothing is appended until it is examined), else 0",

@@ -28,6 +28,7 @@ from candor_kit import (
     rpc,
     subjects,
 )
+from candor_kit.audit_outbox import AuditOutbox
 from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, copy_of, has
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id
 from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
@@ -47,6 +48,10 @@ MAX_LIMIT = 200
 #: The most records one page of ListMissingRecords holds.
 MAX_PAGE = 10_000
 log = structlog.get_logger("candor.matcher")
+#: The audit outbox's file in the embedded gallery's folder.
+OUTBOX_FILE = "audit-outbox.sqlite3"
+#: Seconds a stopping matcher waits for its outbox to empty before the bus closes.
+OUTBOX_DRAIN_S = 5.0
 #: An enrolment's outcome: the collection it went to, its record id, and whether it is new.
 Enrolled = tuple[GalleryIndex, str, bool]
 
@@ -64,6 +69,8 @@ class MatcherSettings:
     replication_factor: int = 1
     optimize_after_s: float = 5.0
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    #: The audit outbox's file; None: each search's record is published before its answer.
+    audit_outbox: Path | None = None
 
     @classmethod
     def from_env(cls, env: EnvReader | None = None) -> MatcherSettings:
@@ -71,12 +78,20 @@ class MatcherSettings:
         env = env or EnvReader()
         common = CommonSettings.read("matcher", env)
         backend = env.get(catalogue.MATCHER_BACKEND)
+        outbox = env.get(catalogue.MATCHER_AUDIT_OUTBOX)
         shared = {
             "optimize_after_s": env.get(catalogue.MATCHER_OPTIMIZE_AFTER_S),
             "worker": WorkerSettings.read(env),
         }
         if backend == "edge":
-            settings = cls(common=common, backend=backend, data_dir=Path(env.get(catalogue.MATCHER_DATA_DIR)), **shared)
+            data_dir = Path(env.get(catalogue.MATCHER_DATA_DIR))
+            settings = cls(
+                common=common,
+                backend=backend,
+                data_dir=data_dir,
+                audit_outbox=Path(outbox) if outbox else data_dir / OUTBOX_FILE,
+                **shared,
+            )
         else:
             url = env.get(catalogue.QDRANT_URL)
             if url and not url.startswith(("http://", "https://")):
@@ -91,6 +106,7 @@ class MatcherSettings:
                 qdrant_api_key=api_key,
                 shard_number=env.get(catalogue.QDRANT_SHARDS),
                 replication_factor=env.get(catalogue.QDRANT_REPLICAS),
+                audit_outbox=Path(outbox) if outbox else None,
                 **shared,
             )
         env.done()
@@ -112,7 +128,12 @@ class MatchingService:
     the active model, enrolments go to the active model or the one being re-embedded into."""
 
     def __init__(
-        self, gallery: Gallery, tombstones: Tombstones, models: GalleryModelsRecord, audit: AuditPublisher
+        self,
+        gallery: Gallery,
+        tombstones: Tombstones,
+        models: GalleryModelsRecord,
+        audit: AuditPublisher,
+        searches_audit: AuditOutbox | None = None,
     ) -> None:
         self._gallery = gallery
         self._tombstones = tombstones
@@ -120,6 +141,10 @@ class MatchingService:
         #: Every search and change asked for over the bus or gRPC is audited here, where it
         #: happens, besides the gateway's own record (an import's enrolments, by its stage).
         self._audit = audit
+        #: Searches are recorded through the outbox when there is one: durable on the matcher's
+        #: disk before the answer, on the audit stream behind it (not a second durable wait on
+        #: the search's path besides the gateway's own record).
+        self._searches_audit: AuditOutbox | AuditPublisher = searches_audit or audit
         # Enrolments and the switch take turns: no record lands in the old collection between
         # the switch's completeness check and the switch itself.
         self._turn = asyncio.Lock()
@@ -199,10 +224,18 @@ class MatchingService:
         )
         return matcher_pb2.EnrollResponse(record_id=record_id, created=created)
 
-    async def _audited(self, kind: str, origin: common_pb2.Origin, **details: object) -> None:
-        """Record one action of the matcher's, for whom the caller says it was; when the record
-        cannot be stored the call fails, so the caller never takes an unrecorded action as done."""
-        await self._audit.publish(
+    async def _audited(
+        self,
+        kind: str,
+        origin: common_pb2.Origin,
+        *,
+        via: AuditOutbox | AuditPublisher | None = None,
+        **details: object,
+    ) -> None:
+        """Record one action of the matcher's, for whom the caller says it was (``via`` the outbox
+        or the audit stream; the stream by default); when the record cannot be stored the call
+        fails, so the caller never takes an unrecorded action as done."""
+        await (via or self._audit).publish(
             kind,
             actor=origin.actor or UNSTATED,
             case_number=origin.case_number,
@@ -322,6 +355,7 @@ class MatchingService:
         await self._audited(
             "matcher.searched",
             request.origin,
+            via=self._searches_audit,
             model=model.id,
             limit=request.limit,
             max_distance=round(float(request.max_distance), 6),
@@ -518,6 +552,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
     """Run the matcher until ``stop`` is set."""
     gallery = Gallery(settings.build_backend())
     service: MatchingService | None = None
+    outbox: AuditOutbox | None = None
     try:
         async with ServiceHost(settings.common, ["candor.matcher.v1.MatcherService"]) as host:
             assert host.bus is not None
@@ -525,7 +560,10 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             tombstones = Tombstones(await open_bucket(host.bus, subjects.TOMBSTONES_BUCKET, replicas))
             models = GalleryModelsRecord(await open_bucket(host.bus, subjects.GALLERY_BUCKET, replicas))
             audit = AuditPublisher(host.bus, "matcher")
-            service = MatchingService(gallery, tombstones, models, audit)
+            if settings.audit_outbox is not None:
+                outbox = AuditOutbox(audit, settings.audit_outbox)
+                await outbox.open()
+            service = MatchingService(gallery, tombstones, models, audit, outbox)
             await service.adopt_single_model()
             matcher_pb2_grpc.add_MatcherServiceServicer_to_server(MatcherServicer(service), host.grpc.server)
             await host.start_grpc()
@@ -552,7 +590,11 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.mark_serving()
             await stop.wait()
             await asyncio.gather(*(task for task in tasks if task is not None))
+            if outbox is not None:  # the searches' records go out before the bus closes (or at the next start)
+                await outbox.drain(OUTBOX_DRAIN_S)
     finally:
+        if outbox is not None:
+            await outbox.close()
         if service is not None:  # enrolments under way are written before the gallery closes
             await service.close()
         gallery.close()
