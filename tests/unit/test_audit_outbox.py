@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -117,21 +116,19 @@ async def test_events_left_by_a_killed_process_go_out_at_the_next_start(
     server: tuple[Path, int], bus: Bus, tmp_path: Path
 ) -> None:
     path = tmp_path / "outbox.sqlite3"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, f"nats://127.0.0.1:{server[1]}", str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
+    writer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_WRITER, f"nats://127.0.0.1:{server[1]}", str(path), stdout=asyncio.subprocess.PIPE
     )
     try:
         assert writer.stdout is not None
         lines: list[str] = []
         while not lines or lines[-1] != "written":  # the event ids, then "written" (among its log lines)
-            line = await asyncio.wait_for(asyncio.to_thread(writer.stdout.readline), 30)
+            line = await asyncio.wait_for(writer.stdout.readline(), 30)
             assert line, f"the writer ended early: {lines}"
-            lines.append(line.strip())
+            lines.append(line.decode().strip())
     finally:
         writer.kill()
-        writer.wait(10)
+        await writer.wait()
     ids = [line for line in lines if EVENT_ID.fullmatch(line)]
     assert len(ids) == 3
     await ensure_audit_stream(bus)
