@@ -152,6 +152,20 @@ async def test_an_altered_or_foreign_keyed_photo_fails_its_integrity_check(
     assert await store.delete("gallery", fake.key)
 
 
+async def test_a_photo_is_stored_in_chunks_of_up_to_a_mebibyte_and_read_back_whole(store: PhotoStore) -> None:
+    # 2.5 MB: three chunks (1 MiB, 1 MiB and the rest), where nats-py's default made it twenty.
+    photo = bytes(range(256)) * 10_000
+    header = PhotoHeader("probe", str(uuid.uuid4()), hashlib.sha256(photo).hexdigest(), origin="search")
+    await store.put(header, photo)
+    try:
+        info = await store.bucket.get_info(header.name)
+        assert info.chunks == 3 and info.size == len(photo) + 12 + 16  # the nonce and GCM's tag
+        kept = await store.get("probe", header.key)
+        assert kept is not None and kept.image == photo
+    finally:
+        await store.delete("probe", header.key)
+
+
 async def test_deleting_a_record_or_a_subject_deletes_its_photos_and_says_so_in_the_audit(
     stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, store: PhotoStore
 ) -> None:
