@@ -8,9 +8,8 @@ crash, an out-of-memory kill); the operating system writes it to the disk within
 interval, as nats-server does with a JetStream message it has acknowledged (its default
 ``sync_interval`` is 2 minutes). Only the machine's own loss within that interval could lose it,
 and then the gateway's record of the search, on the replicated stream, still names it. Syncing
-each write to the disk (``synchronous=FULL``) was measured at 0.55 to 0.67 ms a write on the
-project's VM against 0.47 to 0.51 ms for the stream's acknowledgement: slower than the wait it
-replaces (``bench/RESULTS.md``).
+each write to the disk (``synchronous=FULL``) costs about what the stream's acknowledgement does
+on the project's VM, so it would take nothing off the search (``bench/audit_outbox.py``).
 
 A written event is published to the audit stream as soon as the stream takes it, in the order
 written, with its event id as ``Nats-Msg-Id`` (the stream and the chain store a retried event
