@@ -6,8 +6,10 @@ A local stack (the default policy, a quota no run reaches) with the demo's galle
 thread with its own gRPC channel searching the package-shipped probes back to back for
 ``--seconds``. Run once per ``--detector-threads`` value (0: one detection thread per usable core,
 the default; 1: the detector's former single lane, the anchor), each on a fresh stack, side by side
-in one run. Prints searches/s and p50/p99 per client count, the 8-client / 1-client ratio, and the
-load average.
+in one run. Prints searches/s and p50/p99 per client count, the 8-client / 1-client ratio, the CPU a
+search costs the stack's processes and the clients (from ``/proc``), the most searches a second the
+machine's cores could carry at that cost and so the most any client count could gain over one,
+and the load average.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
+from import_throughput import cpu_by_process  # noqa: E402
 
 from candor_cli import GatewayClient, LocalStack  # noqa: E402
 from candor_kit.policy import DEFAULT_POLICY_YAML  # noqa: E402
@@ -57,9 +60,12 @@ def load(address: str, token: str, probes: list[bytes], clients: int, seconds: f
     return len(times) / (time.monotonic() - started), times
 
 
-def run(
-    detector_threads: int, clients: list[int], seconds: float, samples: Path
-) -> dict[int, tuple[float, list[float]]]:
+#: Per client count: searches a second, every search's milliseconds, and CPU milliseconds a search
+#: by process (the clients' under "client").
+Figures = dict[int, tuple[float, list[float], dict[str, float]]]
+
+
+def run(detector_threads: int, clients: list[int], seconds: float, samples: Path) -> Figures:
     """One fresh stack with the detector's thread setting; each client count in turn."""
     with tempfile.TemporaryDirectory(prefix="candor-load-") as data_dir:
         policy = Path(data_dir) / "policy.yaml"
@@ -77,7 +83,14 @@ def run(
                     gateway.enroll(samples / name, subject)
             probes = [(samples / name).read_bytes() for name in ("obama2.jpg", "obama3.jpg", "biden.jpg", "obama.jpg")]
             load(state.gateway, token, probes, 1, 2.0)  # warm every process
-            return {n: load(state.gateway, token, probes, n, seconds) for n in clients}
+            figures: Figures = {}
+            for n in clients:
+                before, client_before = cpu_by_process(state.pids), time.process_time()
+                rate, times = load(state.gateway, token, probes, n, seconds)
+                after, client_after = cpu_by_process(state.pids), time.process_time()
+                used = {name: after[name] - before[name] for name in after} | {"client": client_after - client_before}
+                figures[n] = (rate, times, {name: 1000 * seconds / len(times) for name, seconds in used.items()})
+            return figures
         finally:
             stack.down()
 
@@ -94,16 +107,26 @@ def main() -> None:
     for setting in (int(t) for t in args.detector_threads.split(",")):
         figures = run(setting, clients, args.seconds, samples)
         label = "one per core" if setting == 0 else str(setting)
-        for n, (rate, times) in figures.items():
+        for n, (rate, times, cpu_ms) in figures.items():
+            by_process = ", ".join(f"{name} {ms:.1f}" for name, ms in sorted(cpu_ms.items(), key=lambda kv: -kv[1]))
             print(
                 f"detector threads {label:12s} clients {n}: {rate:6.1f} searches/s  p50 "
-                f"{statistics.median(times):7.1f} ms  p99 {np.percentile(times, 99):7.1f} ms  ({len(times)} searches)",
+                f"{statistics.median(times):7.1f} ms  p99 {np.percentile(times, 99):7.1f} ms  ({len(times)} searches)\n"
+                f"    {sum(cpu_ms.values()):.0f} ms of CPU a search: {by_process}",
                 flush=True,
             )
         if 1 in figures and max(clients) in figures:
             ratio = figures[max(clients)][0] / figures[1][0]
             print(
                 f"detector threads {label}: {max(clients)} clients / 1 client: {ratio:.2f}x (goal >= 1.6)", flush=True
+            )
+            # The cheapest CPU a search was seen to cost bounds what the cores can carry at all.
+            cores = len(os.sched_getaffinity(0))
+            ceiling = 1000 * cores / min(sum(cpu_ms.values()) for _, _, cpu_ms in figures.values())
+            print(
+                f"detector threads {label}: {cores} cores carry at most {ceiling:.1f} searches/s at that CPU a "
+                f"search: at most {ceiling / figures[1][0]:.2f}x one client",
+                flush=True,
             )
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
