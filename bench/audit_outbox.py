@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from candor.audit.v1 import audit_pb2  # noqa: E402
 from candor_cli.processes import free_port, start_nats_server  # noqa: E402
 from candor_kit import AuditPublisher, Bus  # noqa: E402
 from candor_kit.audit_events import ensure_audit_stream  # noqa: E402
@@ -46,11 +47,17 @@ async def measure(events: int, rounds: int, folder: Path) -> None:
         await ensure_audit_stream(bus)
         publisher = AuditPublisher(bus, "matcher")
         outbox = AuditOutbox(publisher, folder / "outbox.sqlite3")
+        recorder = AuditPublisher(bus, "matcher", store=outbox.write)
         await outbox.open()
         synced = sqlite3.connect(folder / "synced.sqlite3", isolation_level=None)
         synced.execute("PRAGMA journal_mode=WAL")
         synced.execute("PRAGMA synchronous=FULL")
         synced.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, subject TEXT, event BLOB)")
+
+        async def write_synced(subject: str, event: audit_pb2.AuditEvent) -> None:
+            synced.execute("INSERT INTO outbox (subject, event) VALUES (?, ?)", (subject, event.SerializeToString()))
+
+        recorder_synced = AuditPublisher(bus, "matcher", store=write_synced)
         for round_number in range(1, rounds + 1):
             stream: list[float] = []
             written: list[float] = []
@@ -61,15 +68,11 @@ async def measure(events: int, rounds: int, folder: Path) -> None:
                 stream.append((time.perf_counter() - start) * 1000)
                 await asyncio.sleep(0.002)
                 start = time.perf_counter()
-                await outbox.publish("matcher.searched", actor="bench", details=DETAILS)
+                await recorder.publish("matcher.searched", actor="bench", details=DETAILS)
                 written.append((time.perf_counter() - start) * 1000)
                 await asyncio.sleep(0.002)
                 start = time.perf_counter()
-                event = publisher.event("matcher.searched", actor="bench", details=DETAILS)
-                synced.execute(
-                    "INSERT INTO outbox (subject, event) VALUES (?, ?)",
-                    (publisher.subject("matcher.searched"), event.SerializeToString()),
-                )
+                await recorder_synced.publish("matcher.searched", actor="bench", details=DETAILS)
                 fsynced.append((time.perf_counter() - start) * 1000)
                 await asyncio.sleep(0.002)
             ratio = statistics.median(written) / statistics.median(stream)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -51,17 +51,23 @@ async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
         await bus.jetstream.stream_info(AUDIT_STREAM)
 
 
+#: Where a publisher stores an event it has made: (subject, event), raising when it cannot.
+EventStore = Callable[[str, audit_pb2.AuditEvent], Awaitable[None]]
+
+
 class AuditPublisher:
     """Publishes audit events durably; a failed publish raises, so callers fail closed."""
 
-    def __init__(self, bus: Bus, source: str) -> None:
+    def __init__(self, bus: Bus, source: str, store: EventStore | None = None) -> None:
         """``source`` is the publishing service's name (a key of ``subjects.ROLES``): events go
         out on ``candor.audit.v1.event.<source>.<kind>``, the only audit subjects its NATS user
-        may publish to."""
+        may publish to. ``store`` stores each event instead of the audit stream (an outbox's
+        ``write``, say); by default the event is stored on the stream before ``publish`` returns."""
         if source not in ROLES or not ROLES[source].audit_kinds:
             raise ValueError(f"{source!r} is not a service that writes audit events")
         self._bus = bus
         self.source = source
+        self._store = store or self.publish_event
         #: The highest audit stream sequence this publisher's events were stored at: a reader that
         #: waits for it (QueryRequest.wait_for_stream_sequence) sees everything published here.
         self.last_sequence = 0
@@ -76,28 +82,10 @@ class AuditPublisher:
         details: Mapping[str, Any] | None = None,
         event_id: str | None = None,
     ) -> str:
-        """Store one event on the audit stream and return its id.
+        """Store one event durably and return its id.
 
         ``details`` must never hold images, embeddings or tokens: hashes and ids only.
         """
-        event = self.event(
-            kind, actor=actor, case_number=case_number, purpose=purpose, details=details, event_id=event_id
-        )
-        await self.publish_event(self.subject(kind), event)
-        return event.event_id
-
-    def event(
-        self,
-        kind: str,
-        *,
-        actor: str,
-        case_number: str = "",
-        purpose: str = "",
-        details: Mapping[str, Any] | None = None,
-        event_id: str | None = None,
-    ) -> audit_pb2.AuditEvent:
-        """The event ``publish`` would store, made now (its time and trace); InvalidInput when it is
-        larger than the chain takes."""
         occurred = Timestamp()
         occurred.GetCurrentTime()
         event = audit_pb2.AuditEvent(
@@ -112,14 +100,11 @@ class AuditPublisher:
         )
         if event.ByteSize() > MAX_EVENT_BYTES:
             raise InvalidInput(f"the {kind} audit event is {event.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}")
-        return event
-
-    def subject(self, kind: str) -> str:
-        """The subject an event of ``kind`` from this service travels on."""
-        return audit_subject(self.source, kind)
+        await self._store(audit_subject(self.source, kind), event)
+        return event.event_id
 
     async def publish_event(self, subject: str, event: audit_pb2.AuditEvent) -> None:
-        """Store an event made earlier on the audit stream (its id as Nats-Msg-Id: stored once)."""
+        """Store an event on the audit stream (its id as Nats-Msg-Id: stored once)."""
         sequence = await self._bus.publish_durable(subject, event, msg_id=event.event_id)
         self.last_sequence = max(self.last_sequence, sequence)
 

@@ -26,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import structlog
 
@@ -56,13 +54,14 @@ _SCHEMA = (
 class AuditOutbox:
     """Durable local writes of one service's audit events, carried to the audit stream behind them.
 
-    ``publish`` takes the same arguments as ``AuditPublisher.publish`` and returns the event id once
-    the event is on disk. ``open`` starts the carrier (carrying what an earlier run left); ``drain``
-    waits for what is waiting to go out; ``close`` stops.
+    ``write`` is the store of an ``AuditPublisher`` of the same service (``store=outbox.write``),
+    whose ``publish`` then returns once the event is in the file. ``open`` starts the carrier, which
+    stores the events on the stream through ``stream`` (carrying what an earlier run left first);
+    ``drain`` waits for what is waiting to go out; ``close`` stops.
     """
 
-    def __init__(self, publisher: AuditPublisher, path: Path, max_pending: int = MAX_PENDING) -> None:
-        self._publisher = publisher
+    def __init__(self, stream: AuditPublisher, path: Path, max_pending: int = MAX_PENDING) -> None:
+        self._publisher = stream
         self._path = path
         self._max_pending = max_pending
         # Used from the event loop: with no sync a commit, a write takes microseconds, less than
@@ -72,7 +71,7 @@ class AuditOutbox:
         self._empty = asyncio.Event()
         self._written = asyncio.Event()
         self._carrier: asyncio.Task[None] | None = None
-        self._gauge = metrics.AUDIT_OUTBOX_PENDING.labels(publisher.source)
+        self._gauge = metrics.AUDIT_OUTBOX_PENDING.labels(stream.source)
 
     @property
     def pending(self) -> int:
@@ -87,18 +86,9 @@ class AuditOutbox:
         self._carrier = asyncio.create_task(self._carry())
         self._written.set()
 
-    async def publish(
-        self,
-        kind: str,
-        *,
-        actor: str,
-        case_number: str = "",
-        purpose: str = "",
-        details: Mapping[str, Any] | None = None,
-        event_id: str | None = None,
-    ) -> str:
-        """Write one event durably to the outbox and return its id; ServiceUnavailable when the
-        outbox is full or its file cannot be written."""
+    async def write(self, subject: str, event: audit_pb2.AuditEvent) -> None:
+        """Write one event durably to the outbox (an ``AuditPublisher``'s store); ServiceUnavailable
+        when the outbox is full or its file cannot be written."""
         if self._carrier is None:
             raise ServiceUnavailable("the audit outbox is not open yet")
         if self._pending >= self._max_pending:
@@ -106,21 +96,15 @@ class AuditOutbox:
                 f"{self._pending} audit events are waiting for the audit stream; "
                 "nothing more is done until it takes them"
             )
-        event = self._publisher.event(
-            kind, actor=actor, case_number=case_number, purpose=purpose, details=details, event_id=event_id
-        )
         # Counted before the write, so the carrier never forgets more than is counted.
         self._count(1)
         try:
-            self._file.execute(
-                "INSERT INTO outbox (subject, event) VALUES (?, ?)",
-                (self._publisher.subject(kind), event.SerializeToString()),
-            )
+            row = (subject, event.SerializeToString())
+            self._file.execute("INSERT INTO outbox (subject, event) VALUES (?, ?)", row)
         except sqlite3.Error as exc:
             self._count(-1)
             raise ServiceUnavailable(f"the audit outbox cannot be written: {exc}") from exc
         self._written.set()
-        return event.event_id
 
     async def drain(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for what is waiting to be carried; the count still waiting."""

@@ -21,6 +21,7 @@ from candor_kit.wheel_packs import SFACE_MODEL_ID
 from tests.deploy.manifests import CANDOR_SERVICES, K8S, named, of_kind, render
 
 MONITORING = K8S / "components" / "monitoring"
+COMPOSE_PROMETHEUS = K8S.parent / "compose" / "prometheus"
 #: Series every Prometheus has, beside the services' own.
 PROMETHEUS_SERIES = {"up"}
 
@@ -66,6 +67,14 @@ def test_the_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {sum(len(g['rules']) for g in alert_rules()['groups'])} rules found" in result.stdout
+
+
+def test_the_compose_stacks_alert_rules_pass_promtool_and_are_kubernetes_own() -> None:
+    # Compose's Prometheus reads its own copy of the rules: it must load, and say what Kubernetes says.
+    compose_rules = COMPOSE_PROMETHEUS / "alerts.yaml"
+    result = subprocess.run([promtool(), "check", "rules", str(compose_rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert yaml.safe_load(compose_rules.read_text()) == alert_rules()
 
 
 def test_each_alert_fires_on_its_series_in_promtools_unit_tests(tmp_path: Path) -> None:

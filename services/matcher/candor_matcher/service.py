@@ -133,7 +133,7 @@ class MatchingService:
         tombstones: Tombstones,
         models: GalleryModelsRecord,
         audit: AuditPublisher,
-        searches_audit: AuditOutbox | None = None,
+        searches_audit: AuditPublisher | None = None,
     ) -> None:
         self._gallery = gallery
         self._tombstones = tombstones
@@ -144,7 +144,7 @@ class MatchingService:
         #: Searches are recorded through the outbox when there is one: durable on the matcher's
         #: disk before the answer, on the audit stream behind it (not a second durable wait on
         #: the search's path besides the gateway's own record).
-        self._searches_audit: AuditOutbox | AuditPublisher = searches_audit or audit
+        self._searches_audit = searches_audit or audit
         # Enrolments and the switch take turns: no record lands in the old collection between
         # the switch's completeness check and the switch itself.
         self._turn = asyncio.Lock()
@@ -229,11 +229,11 @@ class MatchingService:
         kind: str,
         origin: common_pb2.Origin,
         *,
-        via: AuditOutbox | AuditPublisher | None = None,
+        via: AuditPublisher | None = None,
         **details: object,
     ) -> None:
-        """Record one action of the matcher's, for whom the caller says it was (``via`` the outbox
-        or the audit stream; the stream by default); when the record cannot be stored the call
+        """Record one action of the matcher's, for whom the caller says it was (``via`` another
+        publisher, the outbox's, or on the audit stream); when the record cannot be stored the call
         fails, so the caller never takes an unrecorded action as done."""
         await (via or self._audit).publish(
             kind,
@@ -560,10 +560,12 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             tombstones = Tombstones(await open_bucket(host.bus, subjects.TOMBSTONES_BUCKET, replicas))
             models = GalleryModelsRecord(await open_bucket(host.bus, subjects.GALLERY_BUCKET, replicas))
             audit = AuditPublisher(host.bus, "matcher")
+            searches_audit = None
             if settings.audit_outbox is not None:
                 outbox = AuditOutbox(audit, settings.audit_outbox)
                 await outbox.open()
-            service = MatchingService(gallery, tombstones, models, audit, outbox)
+                searches_audit = AuditPublisher(host.bus, "matcher", store=outbox.write)
+            service = MatchingService(gallery, tombstones, models, audit, searches_audit)
             await service.adopt_single_model()
             matcher_pb2_grpc.add_MatcherServiceServicer_to_server(MatcherServicer(service), host.grpc.server)
             await host.start_grpc()
