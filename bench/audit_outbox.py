@@ -54,8 +54,9 @@ async def measure(events: int, rounds: int, folder: Path) -> None:
         synced.execute("PRAGMA synchronous=FULL")
         synced.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY, subject TEXT, event BLOB)")
 
-        async def write_synced(subject: str, event: audit_pb2.AuditEvent) -> None:
+        async def write_synced(subject: str, event: audit_pb2.AuditEvent) -> bool:
             synced.execute("INSERT INTO outbox (subject, event) VALUES (?, ?)", (subject, event.SerializeToString()))
+            return True
 
         recorder_synced = AuditPublisher(bus, "matcher", store=write_synced)
         for round_number in range(1, rounds + 1):

@@ -13,7 +13,7 @@ from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_kit.bus import Bus
-from candor_kit.errors import InvalidInput
+from candor_kit.errors import InvalidInput, PreconditionFailed
 from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM, ROLES, audit_subject
 from candor_kit.subjects import AUDIT_EVENT_PREFIX as AUDIT_SUBJECT_PREFIX
 from candor_kit.telemetry import current_trace_id
@@ -23,6 +23,7 @@ __all__ = [
     "AUDIT_STREAM",
     "AUDIT_SUBJECT_PREFIX",
     "MAX_EVENT_BYTES",
+    "AlreadyRecorded",
     "AuditPublisher",
     "ensure_audit_stream",
 ]
@@ -51,8 +52,13 @@ async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
         await bus.jetstream.stream_info(AUDIT_STREAM)
 
 
-#: Where a publisher stores an event it has made: (subject, event), raising when it cannot.
-EventStore = Callable[[str, audit_pb2.AuditEvent], Awaitable[None]]
+class AlreadyRecorded(PreconditionFailed):
+    """The audit stream already held an event with this id: the work it records was done before."""
+
+
+#: Where a publisher stores an event it has made: (subject, event) -> whether it was stored now
+#: (False: an event with its id was stored before); raises when it cannot store it.
+EventStore = Callable[[str, audit_pb2.AuditEvent], Awaitable[bool]]
 
 
 class AuditPublisher:
@@ -81,8 +87,10 @@ class AuditPublisher:
         purpose: str = "",
         details: Mapping[str, Any] | None = None,
         event_id: str | None = None,
+        first: bool = False,
     ) -> str:
-        """Store one event durably and return its id.
+        """Store one event durably and return its id; with ``first``, AlreadyRecorded when the
+        stream already held an event with this ``event_id`` (work done before under the same id).
 
         ``details`` must never hold images, embeddings or tokens: hashes and ids only.
         """
@@ -100,13 +108,16 @@ class AuditPublisher:
         )
         if event.ByteSize() > MAX_EVENT_BYTES:
             raise InvalidInput(f"the {kind} audit event is {event.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}")
-        await self._store(audit_subject(self.source, kind), event)
+        if not await self._store(audit_subject(self.source, kind), event) and first:
+            raise AlreadyRecorded(f"the {kind} event {event.event_id} was recorded before")
         return event.event_id
 
-    async def publish_event(self, subject: str, event: audit_pb2.AuditEvent) -> None:
-        """Store an event on the audit stream (its id as Nats-Msg-Id: stored once)."""
-        sequence = await self._bus.publish_durable(subject, event, msg_id=event.event_id)
+    async def publish_event(self, subject: str, event: audit_pb2.AuditEvent) -> bool:
+        """Store an event on the audit stream (its id as Nats-Msg-Id: stored once); False when the
+        stream already held it."""
+        sequence, duplicate = await self._bus.publish_durable(subject, event, msg_id=event.event_id)
         self.last_sequence = max(self.last_sequence, sequence)
+        return not duplicate
 
 
 def record_details(record: audit_pb2.AuditRecord) -> dict[str, Any]:

@@ -86,7 +86,7 @@ class AuditOutbox:
         self._carrier = asyncio.create_task(self._carry())
         self._written.set()
 
-    async def write(self, subject: str, event: audit_pb2.AuditEvent) -> None:
+    async def write(self, subject: str, event: audit_pb2.AuditEvent) -> bool:
         """Write one event durably to the outbox (an ``AuditPublisher``'s store); ServiceUnavailable
         when the outbox is full or its file cannot be written."""
         if self._carrier is None:
@@ -105,6 +105,7 @@ class AuditOutbox:
             self._count(-1)
             raise ServiceUnavailable(f"the audit outbox cannot be written: {exc}") from exc
         self._written.set()
+        return True  # new to the outbox; the stream and the chain store it once either way
 
     async def drain(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for what is waiting to be carried; the count still waiting."""

@@ -289,10 +289,10 @@ class Bus:
             headers = {STATUS_HEADER: code.value, MESSAGE_HEADER: message[:500]}
             await self.client.publish(msg.reply, b"", headers=headers)
 
-    async def publish_durable(self, subject: str, message: Message, *, msg_id: str) -> int:
-        """Publish to a JetStream stream and wait for the server's ack; returns the stream sequence.
-
-        ``msg_id`` sets Nats-Msg-Id, so a retried publish is stored once.
+    async def publish_durable(self, subject: str, message: Message, *, msg_id: str) -> tuple[int, bool]:
+        """Publish to a JetStream stream and wait for the server's ack; returns the stream sequence
+        and whether the stream already held a message with this ``msg_id`` (Nats-Msg-Id, within
+        its duplicate window): then it is stored once, and the sequence is the first one's.
         """
         with _tracer.start_as_current_span(f"{subject} publish", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.system", "nats")
@@ -303,7 +303,7 @@ class Bus:
                 ack = await self.jetstream.publish(subject, message.SerializeToString(), timeout=5, headers=headers)
             except Exception as exc:  # the JetStream client raises several unrelated types
                 raise ServiceUnavailable(f"could not store {subject} durably: {exc}") from exc
-            return int(ack.seq)
+            return int(ack.seq), bool(ack.duplicate)
 
     async def pull_subscribe(
         self, subject: str, *, durable: str, stream: str, config: ConsumerConfig

@@ -5,13 +5,19 @@ and a restart of the gateway keep it so."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 import uuid
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_gateway.idempotency import STALE_AFTER_S, _Entry
+from candor_kit import AuditPublisher, Bus
+from candor_kit.subjects import REQUESTS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user, eventually
 from tests.integration.test_search_flow import audit_records
 
@@ -64,6 +70,45 @@ async def test_racing_retries_of_a_search_make_one_search_with_one_record(
     completed = await settled_records(stack, gateway, samples, case, ["search.completed"])
     assert completed == [answers[0].search_id]
     assert len(await audit_records(stack, case_number=case, kinds=["matcher.searched"])) == 1
+
+
+async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answered_from_its_record(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
+) -> None:
+    # A gateway claimed the id, ran the search, stored its record, and was killed before storing its
+    # answer: its claim goes stale and the retry takes it over. The retry must neither record the
+    # search a second time nor answer other candidates than the record holds.
+    case, request_id = f"IDEM-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    asked = search_request(samples, case, request_id)
+    user = jwt.decode(INVESTIGATOR[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
+    key = hashlib.sha256(f"{user}\n{asked.DESCRIPTOR.full_name}\n{request_id}".encode()).hexdigest()
+    digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+    dead_search_id = str(uuid.uuid4())
+    recorded = [{"rank": 1, "subject_id": "recorded-only", "distance": 0.123456, "record_id": str(uuid.uuid4())}]
+    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+    try:
+        register = await bus.jetstream.key_value(REQUESTS_BUCKET)
+        stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=dead_search_id)
+        await register.create(key, stale.encode())
+        await AuditPublisher(bus, "gateway").publish(
+            "search.completed",
+            event_id=dead_search_id,
+            actor=user,
+            case_number=case,
+            purpose="investigation",
+            details={"candidates": recorded, "probe_sha256": hashlib.sha256(asked.probe_image).hexdigest()},
+        )
+    finally:
+        await bus.close()
+
+    answer = await gateway.Search(asked, metadata=INVESTIGATOR)
+    assert answer.search_id == dead_search_id
+    assert [(c.rank, c.subject_id, round(c.distance, 6), c.record_id) for c in answer.candidates] == [
+        (1, "recorded-only", 0.123456, recorded[0]["record_id"])
+    ]
+    assert await settled_records(stack, gateway, samples, case, ["search.completed"]) == [dead_search_id]
+    again = await gateway.Search(asked, metadata=INVESTIGATOR)
+    assert again == answer
 
 
 async def test_the_same_id_with_another_request_is_refused_and_does_nothing(

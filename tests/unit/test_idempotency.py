@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway.idempotency import RequestRegister
+from candor_gateway.idempotency import TAKE_OVER_WITHIN_S, RequestRegister
 from candor_kit import Bus, InvalidInput, PolicyViolation, PreconditionFailed, ServiceUnavailable
 
 Reply = gateway_pb2.DeleteSubjectResponse
@@ -41,9 +41,12 @@ class Work:
         self.runs = 0
         self.delay_s = delay_s
         self.fail = fail
+        #: The operation id of each run.
+        self.ids: list[str] = []
 
-    async def __call__(self) -> Reply:
+    async def __call__(self, operation_id: str) -> Reply:
         self.runs += 1
+        self.ids.append(operation_id)
         await asyncio.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
@@ -136,10 +139,23 @@ async def test_the_claim_of_a_gateway_that_died_is_taken_over(nats_url: str) -> 
         # What a gateway killed mid-call leaves: a claim, no answer, claimed a while ago.
         key = hashlib.sha256(f"ann\n{asked.DESCRIPTOR.full_name}\n{asked.client_request_id}".encode()).hexdigest()
         digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
-        await register.bucket.create(key, json.dumps({"digest": digest, "claimed_at": time.time() - 60}).encode())
+        dead = str(uuid.uuid4())
+        entry = {"digest": digest, "claimed_at": time.time() - 60, "operation_id": dead}
+        await register.bucket.create(key, json.dumps(entry).encode())
         work = Work()
         answer = await register.once("ann", asked, work, Reply)
-        assert (work.runs, answer.deleted_records) == (1, 1)
+        # Redone under the dead claimant's operation id, so what it recorded is recognised.
+        assert (work.runs, answer.deleted_records, work.ids) == (1, 1, [dead])
+        # A claim whose outcome can no longer be told (unrenewed past the audit stream's
+        # duplicate window) is not taken over: the caller is told to ask again with a new id.
+        stale = request()
+        key = hashlib.sha256(f"ann\n{stale.DESCRIPTOR.full_name}\n{stale.client_request_id}".encode()).hexdigest()
+        digest = hashlib.sha256(stale.SerializeToString(deterministic=True)).hexdigest()
+        too_old = {"digest": digest, "claimed_at": time.time() - TAKE_OVER_WITHIN_S - 1, "operation_id": dead}
+        await register.bucket.create(key, json.dumps(too_old).encode())
+        with pytest.raises(PreconditionFailed, match="new client_request_id"):
+            await register.once("ann", stale, work, Reply)
+        assert work.runs == 1
     finally:
         await bus.close()
 

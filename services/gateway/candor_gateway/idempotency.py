@@ -14,10 +14,15 @@ stores its answer (or its refusal) under the key. Any other call with the id the
 A first call that fails for a reason a retry may not meet (UNAVAILABLE, DEADLINE_EXCEEDED,
 RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. The claimant renews its
 claim every RENEW_S (2 s) while the work runs, however long; a claim left unrenewed for
-STALE_AFTER_S (8 s: its gateway died before it stored an answer) is taken over: the work then
-runs again, as a new search with its own id and records. Ids derived from the client's id were
-considered and refused: the audit chain keeps one record per event id, so an id reused after its
-answer expired would make a second search with no record of its own.
+STALE_AFTER_S (8 s: its gateway died before it stored an answer) is taken over and the work runs
+again *under the same operation id*, a random id the first claimant chose and wrote in its claim
+(a search's id). So a search the dead gateway had already recorded is recognised when its record is
+stored again (the audit stream keeps an event id once, and says so) and answered from that record,
+not recorded twice (make test-scale saw a gateway killed between its record and its answer make a
+second search). The audit stream tells a repeated id only within its duplicate window (120 s), so a
+claim unrenewed for longer than TAKE_OVER_WITHIN_S (100 s) is not taken over: the caller is told
+to ask again with a new id. The ids are never derived from the client's: an id reused after its
+entry expired gets a new operation id, so a new search always has a record of its own.
 
 Keys are SHA-256 of caller, call and id, so one caller's ids neither reach nor reveal another's;
 entries expire after ``keep_s``.
@@ -32,8 +37,9 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -54,6 +60,10 @@ KEEP_S = 24 * 3600.0
 #: unrenewed before a retry takes it for a dead gateway's (four renewals missed).
 RENEW_S = 2.0
 STALE_AFTER_S = 8.0
+#: A dead claimant's claim is taken over (its work redone under its operation id) only within this
+#: long of its last renewal: inside the audit stream's duplicate window (120 s), so a record the
+#: dead claimant stored is recognised. Later, the outcome cannot be told and the call is refused.
+TAKE_OVER_WITHIN_S = 100.0
 #: Failures a retry may not meet: the claim is given back so the retry runs.
 RETRYABLE = {
     ErrorCode.UNAVAILABLE,
@@ -81,6 +91,9 @@ class _Entry:
     answer: str = ""  # the stored reply, base64 of its bytes
     error_code: str = ""
     error_message: str = ""
+    #: The id the work runs under (a search's id), chosen by the first claimant and kept by a
+    #: call that takes its claim over, so work redone after a gateway died has the same id.
+    operation_id: str = ""
 
     @property
     def settled(self) -> bool:
@@ -126,22 +139,22 @@ class RequestRegister:
         return self._bucket
 
     async def once(
-        self, user: str, request: Message, work: Callable[[], Awaitable[Reply]], reply_type: type[Reply]
+        self, user: str, request: Message, work: Callable[[str], Awaitable[Reply]], reply_type: type[Reply]
     ) -> Reply:
-        """``work()``'s answer, run at most once for this caller, this kind of request and its
-        ``client_request_id`` field (empty: run)."""
+        """``work(operation id)``'s answer, run at most once for this caller, this kind of request
+        and its ``client_request_id`` field (empty: run, under a new id)."""
         client_request_id = str(getattr(request, "client_request_id", ""))
         if not client_request_id:
-            return await work()
+            return await work(str(uuid.uuid4()))
         check_client_request_id(client_request_id)
         call = request.DESCRIPTOR.full_name
         key = hashlib.sha256(f"{user}\n{call}\n{client_request_id}".encode()).hexdigest()
         digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
         deadline = time.monotonic() + self._wait_s
         while True:
-            revision = await self._claim(key, digest)
-            if revision is not None:
-                return await self._run(key, revision, digest, work)
+            claim = await self._claim(key, _Entry(digest, time.time(), operation_id=str(uuid.uuid4())))
+            if claim is not None:
+                return await self._run(key, claim, work)
             entry, revision = await self._read(key)
             if entry is None:  # given back or expired meanwhile: claim it again
                 continue
@@ -151,28 +164,37 @@ class RequestRegister:
                 )
             if entry.settled:
                 return self._answer(entry, reply_type)
-            if time.time() - entry.claimed_at > STALE_AFTER_S:
-                revision = await self._take_over(key, revision, digest)
-                if revision is not None:
-                    return await self._run(key, revision, digest, work)
+            unrenewed_s = time.time() - entry.claimed_at
+            if unrenewed_s > STALE_AFTER_S:
+                if unrenewed_s > TAKE_OVER_WITHIN_S:
+                    raise PreconditionFailed(
+                        "the first call with this client_request_id stopped before answering and its outcome "
+                        "can no longer be told; make the request again with a new client_request_id"
+                    )
+                # The same operation id: work the dead claimant had already recorded is recognised
+                # as such (the audit stream stores an event id once) instead of done a second time.
+                taken = replace(entry, claimed_at=time.time(), operation_id=entry.operation_id or str(uuid.uuid4()))
+                claim = await self._take_over(key, revision, taken)
+                if claim is not None:
+                    return await self._run(key, claim, work)
                 continue
             if time.monotonic() > deadline:
                 raise ServiceUnavailable("the first call with this client_request_id is still under way; retry shortly")
             await asyncio.sleep(POLL_S)
 
-    async def _claim(self, key: str, digest: str) -> int | None:
-        """The claim's revision, or None when another call holds the key."""
+    async def _claim(self, key: str, entry: _Entry) -> _Claim | None:
+        """The claim, or None when another call holds the key."""
         try:
-            return await self.bucket.create(key, _Entry(digest, time.time()).encode())
+            return _Claim(await self.bucket.create(key, entry.encode()), entry)
         except KeyWrongLastSequenceError:
             return None
         except Exception as exc:
             raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
 
-    async def _take_over(self, key: str, revision: int, digest: str) -> int | None:
+    async def _take_over(self, key: str, revision: int, entry: _Entry) -> _Claim | None:
         """Claim a key whose holder died; None when another call took it first."""
         try:
-            return await self.bucket.update(key, _Entry(digest, time.time()).encode(), last=revision)
+            return _Claim(await self.bucket.update(key, entry.encode(), last=revision), entry)
         except KeyWrongLastSequenceError:
             return None
 
@@ -185,19 +207,18 @@ class RequestRegister:
             raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
         return _Entry.decode(found.value), int(found.revision or 0)
 
-    async def _run(self, key: str, revision: int, digest: str, work: Callable[[], Awaitable[Reply]]) -> Reply:
+    async def _run(self, key: str, claim: _Claim, work: Callable[[str], Awaitable[Reply]]) -> Reply:
         """Do the work under the claim, renewing it while the work lasts, and store how it ended; a
         failure a retry may not meet gives the claim back."""
-        claim = _Claim(revision)
-        renewing = asyncio.create_task(self._renew(key, digest, claim))
+        renewing = asyncio.create_task(self._renew(key, claim))
         try:
-            reply = await work()
+            reply = await work(claim.entry.operation_id)
         except CandorError as error:
             revision = await claim.stop(renewing)
             if error.code in RETRYABLE:
                 await self._give_back(key, revision)
             else:
-                refused = _Entry(digest, time.time(), error_code=error.code.name, error_message=error.message)
+                refused = claim.now(error_code=error.code.name, error_message=error.message)
                 await self._settle(key, revision, refused)
             raise
         except BaseException:
@@ -206,12 +227,12 @@ class RequestRegister:
         revision = await claim.stop(renewing)
         answer = base64.b64encode(reply.SerializeToString()).decode()
         # Stored beside the reply, not before it: a retry arriving first waits for it.
-        settling = asyncio.create_task(self._settle(key, revision, _Entry(digest, time.time(), answer=answer)))
+        settling = asyncio.create_task(self._settle(key, revision, claim.now(answer=answer)))
         self._settling.add(settling)
         settling.add_done_callback(self._settling.discard)
         return reply
 
-    async def _renew(self, key: str, digest: str, claim: _Claim) -> None:
+    async def _renew(self, key: str, claim: _Claim) -> None:
         """Keep the claim fresh while its work runs, so a slow first call is never taken for a dead
         gateway's (only a claim left unrenewed for STALE_AFTER_S is taken over)."""
         while True:
@@ -220,9 +241,7 @@ class RequestRegister:
             if claim.done.is_set():  # between renewals: the revision is the last one written
                 return
             try:
-                claim.revision = await self.bucket.update(
-                    key, _Entry(digest, time.time()).encode(), last=claim.revision
-                )
+                claim.revision = await self.bucket.update(key, claim.now().encode(), last=claim.revision)
             except KeyWrongLastSequenceError:
                 return  # taken over after all (this gateway stalled): the other call settles it
             except Exception:  # noqa: BLE001 - try again at the next renewal
@@ -252,11 +271,16 @@ class RequestRegister:
 
 
 class _Claim:
-    """A claim being worked under: its latest revision, and the signal to stop renewing it."""
+    """A claim being worked under: its latest revision, its entry, and the signal to stop renewing it."""
 
-    def __init__(self, revision: int) -> None:
+    def __init__(self, revision: int, entry: _Entry) -> None:
         self.revision = revision
+        self.entry = entry
         self.done = asyncio.Event()
+
+    def now(self, **outcome: str) -> _Entry:
+        """The claim's entry as of now, with ``outcome`` (an answer or a refusal) when given."""
+        return replace(self.entry, claimed_at=time.time(), **outcome)
 
     async def stop(self, renewing: asyncio.Task[None]) -> int:
         """Stop renewing (a renewal under way is let finish, so its revision is known); the latest

@@ -198,8 +198,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.SearchResponse:
         principal = await self._principal(context, "search", request.case_number, request.purpose)
 
-        async def search() -> gateway_pb2.SearchResponse:
-            matched = await self._workflow.search(principal, request)
+        async def search(search_id: str) -> gateway_pb2.SearchResponse:
+            matched = await self._workflow.search(principal, request, search_id)
             return gateway_pb2.SearchResponse(
                 search_id=matched.search_id,
                 candidates=matched.candidates,
@@ -218,7 +218,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.EnrollResponse:
         principal = await self._principal(context, "enroll")
 
-        async def enroll() -> gateway_pb2.EnrollResponse:
+        async def enroll(_: str) -> gateway_pb2.EnrollResponse:
             enrolled, model, quality = await self._workflow.gallery.enroll(
                 principal,
                 request.image,
@@ -249,7 +249,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.DeleteSubjectResponse:
         principal = await self._principal(context, "delete")
 
-        async def delete() -> gateway_pb2.DeleteSubjectResponse:
+        async def delete(_: str) -> gateway_pb2.DeleteSubjectResponse:
             deleted = await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
             return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -40,8 +40,10 @@ from candor_kit import (
     AuditPublisher,
     Bus,
     CandorError,
+    ServiceUnavailable,
     subjects,
 )
+from candor_kit.audit_events import AlreadyRecorded
 from candor_kit.tokens import Principal
 
 log = structlog.get_logger("candor.gateway")
@@ -113,6 +115,7 @@ class Workflow:
         self._timeout = timeout_s
         self._slots = PhotoSlots(max_inflight)
         reader = AuditReader(bus, audit, timeout_s)
+        self._reader = reader
         self._quota = SearchQuota(reader)
         self.photos = photos
         self.gallery = GalleryDesk(bus, audit, photos, self._calls, self._slots, min_face_px, timeout_s)
@@ -162,9 +165,11 @@ class Workflow:
 
     # --- use cases -----------------------------------------------------------------------------
 
-    async def search(self, principal: Principal, request: gateway_pb2.SearchRequest) -> Matched:
-        """Search the gallery for a probe under the policy in force; refusals and results are both audited."""
-        search_id = str(uuid.uuid4())
+    async def search(self, principal: Principal, request: gateway_pb2.SearchRequest, search_id: str) -> Matched:
+        """Search the gallery for a probe under the policy in force, as ``search_id``; refusals and
+        results are both audited. A search id already recorded (a gateway that died before
+        answering recorded it, and this is the retry that took its claim over) is answered with the
+        candidates its record holds, and recorded once."""
         stages = StageClock()
         policy = self._policy.current
         case_number, purpose = request.case_number, request.purpose
@@ -218,6 +223,7 @@ class Workflow:
         try:
             await self._audit.publish(
                 "search.completed",
+                first=True,
                 event_id=search_id,
                 actor=principal.user,
                 case_number=case_number,
@@ -232,6 +238,8 @@ class Workflow:
                     "quota_counted_from": quota_source or None,
                 },
             )
+        except AlreadyRecorded:
+            candidates = await self._recorded_candidates(principal, search_id, model)
         except CandorError:
             # Unrecorded, the search did not happen: its probe is not kept either.
             if retained:
@@ -241,6 +249,31 @@ class Workflow:
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
+
+    async def _recorded_candidates(
+        self, principal: Principal, search_id: str, model: common_pb2.ModelRef
+    ) -> list[common_pb2.Candidate]:
+        """The candidates the search's record holds: what was recorded is what is answered."""
+        records = await self._reader.records(
+            on_behalf_of=principal.user, kinds=["search.completed"], event_id=search_id, at_most=1
+        )
+        if not records:
+            raise ServiceUnavailable("this search's record is not in the audit chain yet; retry shortly")
+        details = json.loads(records[0].event.details_json or "{}")
+        candidates = []
+        for shown in details.get("candidates", []):
+            candidate = common_pb2.Candidate(
+                rank=shown["rank"],
+                subject_id=shown["subject_id"],
+                distance=shown["distance"],
+                record_id=shown["record_id"],
+                model_id=model.id,
+                model_version=model.version,
+            )
+            if shown.get("calibrated_fmr") is not None:
+                candidate.calibrated_fmr = shown["calibrated_fmr"]
+            candidates.append(candidate)
+        return candidates
 
     @contextlib.asynccontextmanager
     async def _probe_kept(
