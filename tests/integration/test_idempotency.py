@@ -96,7 +96,15 @@ async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answ
             actor=user,
             case_number=case,
             purpose="investigation",
-            details={"candidates": recorded, "probe_sha256": hashlib.sha256(asked.probe_image).hexdigest()},
+            details={
+                "candidates": recorded,
+                "probe_sha256": hashlib.sha256(asked.probe_image).hexdigest(),
+                # The model the dead gateway searched with: the gallery may have been switched
+                # since, and the recorded distances are that model's.
+                "model": {"id": "recorded-model", "version": "recorded-version", "metric": "cosine"},
+                "threshold": 0.375,
+                "calibration_id": "recorded-calibration",
+            },
         )
     finally:
         await bus.close()
@@ -106,6 +114,14 @@ async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answ
     assert [(c.rank, c.subject_id, round(c.distance, 6), c.record_id) for c in answer.candidates] == [
         (1, "recorded-only", 0.123456, recorded[0]["record_id"])
     ]
+    # Answered with the model the record names, not the one this gateway searched with.
+    assert (answer.model.id, answer.model.version, answer.model.metric) == (
+        "recorded-model",
+        "recorded-version",
+        "cosine",
+    )
+    assert (round(answer.model.threshold, 6), answer.model.calibration_id) == (0.375, "recorded-calibration")
+    assert {(c.model_id, c.model_version) for c in answer.candidates} == {("recorded-model", "recorded-version")}
     assert await settled_records(stack, gateway, samples, case, ["search.completed"]) == [dead_search_id]
     again = await gateway.Search(asked, metadata=INVESTIGATOR)
     assert again == answer

@@ -239,7 +239,7 @@ class Workflow:
                 },
             )
         except AlreadyRecorded:
-            candidates = await self._recorded_candidates(principal, search_id, model)
+            candidates, model = await self._recorded_answer(principal, search_id, model)
         except CandorError:
             # Unrecorded, the search did not happen: its probe is not kept either.
             if retained:
@@ -250,16 +250,18 @@ class Workflow:
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
 
-    async def _recorded_candidates(
-        self, principal: Principal, search_id: str, model: common_pb2.ModelRef
-    ) -> list[common_pb2.Candidate]:
-        """The candidates the search's record holds: what was recorded is what is answered."""
+    async def _recorded_answer(
+        self, principal: Principal, search_id: str, searched_with: common_pb2.ModelRef
+    ) -> tuple[list[common_pb2.Candidate], common_pb2.ModelRef]:
+        """The candidates the search's record holds and the model it names: what was recorded is
+        what is answered, even when the gallery has been switched to another model since."""
         records = await self._reader.records(
             on_behalf_of=principal.user, kinds=["search.completed"], event_id=search_id, at_most=1
         )
         if not records:
             raise ServiceUnavailable("this search's record is not in the audit chain yet; retry shortly")
         details = json.loads(records[0].event.details_json or "{}")
+        model = _recorded_model(details, searched_with)
         candidates = []
         for shown in details.get("candidates", []):
             candidate = common_pb2.Candidate(
@@ -273,7 +275,7 @@ class Workflow:
             if shown.get("calibrated_fmr") is not None:
                 candidate.calibrated_fmr = shown["calibrated_fmr"]
             candidates.append(candidate)
-        return candidates
+        return candidates, model
 
     @contextlib.asynccontextmanager
     async def _probe_kept(
@@ -311,6 +313,24 @@ class Workflow:
         except CandorError as error:
             await self.audit_refusal("detect", error, principal.user)
             raise
+
+
+def _recorded_model(details: dict[str, Any], searched_with: common_pb2.ModelRef) -> common_pb2.ModelRef:
+    """The model a search's record names (`_search_record`); ``searched_with`` when the record names
+    none, and for what the record does not keep (the dimension) when it is the same model."""
+    named = details.get("model")
+    if not named:
+        return searched_with
+    model = common_pb2.ModelRef(
+        id=named["id"],
+        version=named["version"],
+        metric=named.get("metric", ""),
+        threshold=details.get("threshold") or 0.0,
+        calibration_id=details.get("calibration_id") or "",
+    )
+    if (model.id, model.version) == (searched_with.id, searched_with.version):
+        model.dimension = searched_with.dimension
+    return model
 
 
 def _search_record(
