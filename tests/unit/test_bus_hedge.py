@@ -43,8 +43,16 @@ async def test_a_request_held_by_a_replica_that_died_is_answered_by_another_once
         request = asyncio.ensure_future(
             bus.request(subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=30, hedge_after=2)
         )
-        # Generous waits: the machine running the suite may be busy; what matters is the order.
-        await asyncio.wait_for(taken.wait(), 20)
+        # Generous waits: the machine running the suite may be busy; what matters is the order. A
+        # request that ended before the replica took it (refused, or never sent) fails here with
+        # its own error, not as a wait that ran out.
+        took = asyncio.ensure_future(taken.wait())
+        await asyncio.wait({took, request}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if not took.done():
+            took.cancel()
+            assert request.done(), "the silent replica was not given the request within 60 s"
+            request.result()  # raises what ended it
+            pytest.fail("the request was answered before any replica answering it existed")
         taken_at = time.monotonic()
         await silent.unsubscribe()
         await replicas.client.subscribe(subject, QUEUE, cb=answer)
