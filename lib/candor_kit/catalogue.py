@@ -196,8 +196,9 @@ MATCHER_DATA_DIR = Setting(
 )
 MATCHER_AUDIT_OUTBOX = Setting(
     "CANDOR_MATCHER_AUDIT_OUTBOX",
-    "file of the matcher's audit outbox: its record of each search is written there (synced to disk) "
-    "before the answer and carried to the audit stream behind it. Empty: audit-outbox.sqlite3 in "
+    "file of the matcher's audit outbox: its record of each search is written there before the answer "
+    "(it survives the process's death; the system writes it to disk within its write-back interval) "
+    "and carried to the audit stream behind it. Empty: audit-outbox.sqlite3 in "
     "CANDOR_MATCHER_DATA_DIR with the embedded gallery; with the Qdrant server, no outbox (each "
     "search's record is stored on the audit stream before the answer); give it a persistent volume",
     "",

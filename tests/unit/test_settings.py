@@ -137,6 +137,20 @@ def test_plaintext_grpc_on_a_network_address_is_refused() -> None:
     assert MatcherSettings.from_env(EnvReader({**env, "CANDOR_GRPC_ADDRESS": "[::1]:50051"}))
 
 
+def test_the_matchers_audit_outbox_is_in_its_gallery_folder_unless_set() -> None:
+    env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g", **INTERNAL}
+    assert MatcherSettings.from_env(EnvReader(env)).audit_outbox == Path("/tmp/g/audit-outbox.sqlite3")
+    chosen = {**env, "CANDOR_MATCHER_AUDIT_OUTBOX": "/var/lib/outbox.sqlite3"}
+    assert MatcherSettings.from_env(EnvReader(chosen)).audit_outbox == Path("/var/lib/outbox.sqlite3")
+    # The Qdrant server's matchers may have no disk of their own: no outbox unless one is set.
+    server = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_BACKEND": "server", **INTERNAL}
+    server["CANDOR_QDRANT_URL"] = "http://qdrant:6333"
+    assert MatcherSettings.from_env(EnvReader(server)).audit_outbox is None
+    assert MatcherSettings.from_env(
+        EnvReader({**server, "CANDOR_MATCHER_AUDIT_OUTBOX": "/data/o.sqlite3"})
+    ).audit_outbox == Path("/data/o.sqlite3")
+
+
 def test_a_metrics_address_must_be_host_and_port() -> None:
     env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g", **INTERNAL}
     with pytest.raises(ConfigError, match="CANDOR_METRICS_ADDRESS='9464:x' is not host:port"):

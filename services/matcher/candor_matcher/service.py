@@ -78,7 +78,7 @@ class MatcherSettings:
         env = env or EnvReader()
         common = CommonSettings.read("matcher", env)
         backend = env.get(catalogue.MATCHER_BACKEND)
-        outbox = env.get(catalogue.MATCHER_AUDIT_OUTBOX)
+        outbox = Path(raw) if (raw := env.get(catalogue.MATCHER_AUDIT_OUTBOX)) else None
         shared = {
             "optimize_after_s": env.get(catalogue.MATCHER_OPTIMIZE_AFTER_S),
             "worker": WorkerSettings.read(env),
@@ -89,7 +89,7 @@ class MatcherSettings:
                 common=common,
                 backend=backend,
                 data_dir=data_dir,
-                audit_outbox=Path(outbox) if outbox else data_dir / OUTBOX_FILE,
+                audit_outbox=outbox or data_dir / OUTBOX_FILE,
                 **shared,
             )
         else:
@@ -106,7 +106,7 @@ class MatcherSettings:
                 qdrant_api_key=api_key,
                 shard_number=env.get(catalogue.QDRANT_SHARDS),
                 replication_factor=env.get(catalogue.QDRANT_REPLICAS),
-                audit_outbox=Path(outbox) if outbox else None,
+                audit_outbox=outbox,
                 **shared,
             )
         env.done()
