@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -27,6 +28,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -43,7 +45,7 @@ from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue, subjects
 from candor_kit.audit_events import AuditPublisher
 from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch
-from candor_kit.errors import InvalidInput
+from candor_kit.errors import InvalidInput, ServiceUnavailable
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
     IMPORT_ITEMS_BUCKET,
@@ -67,6 +69,8 @@ IMPORT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 WORK_STREAM_BYTES = 1 << 30
 #: How long the results of an import are kept.
 RESULTS_MAX_AGE_S = 90 * 24 * 3600.0
+#: Seconds a service's start asks JetStream again to open a bucket before it fails.
+OPEN_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -197,13 +201,25 @@ async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
 
 async def open_bucket(bus: Bus, bucket: str, replicas: int = 1, ttl: float | None = None) -> KeyValue:
     """A key-value bucket (file storage, latest value only, entries kept ``ttl`` seconds or for
-    ever), created when missing."""
-    try:
-        return await bus.jetstream.create_key_value(
-            bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, ttl=ttl
-        )
-    except BadRequestError:  # already there, perhaps with an operator's settings
-        return await bus.jetstream.key_value(bucket)
+    ever), created when missing. Services open their buckets as they start, when JetStream may be
+    slow to answer (a cluster electing its leaders, a machine starting every container at once):
+    an unanswered request is asked again for up to OPEN_WAIT_S, then the start fails with a reason."""
+    deadline = time.monotonic() + OPEN_WAIT_S
+    while True:
+        try:
+            try:
+                return await bus.jetstream.create_key_value(
+                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, ttl=ttl
+                )
+            except BadRequestError:  # already there, perhaps with an operator's settings
+                return await bus.jetstream.key_value(bucket)
+        except NatsTimeoutError as exc:
+            if time.monotonic() >= deadline:
+                raise ServiceUnavailable(
+                    f"the key-value bucket {bucket} could not be opened: JetStream did not answer for "
+                    f"{OPEN_WAIT_S:g} s; check that the NATS servers are up and JetStream is enabled"
+                ) from exc
+            log.warning("bucket_open_waiting", bucket=bucket)
 
 
 def _now() -> Timestamp:
