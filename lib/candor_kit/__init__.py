@@ -1,7 +1,7 @@
 """Candor's shared service kit: settings, logging, telemetry, the NATS bus, gRPC serving, errors."""
 
 from candor_kit.audit_events import AuditPublisher, ensure_audit_stream
-from candor_kit.bus import Bus, settle
+from candor_kit.bus import Bus, settle_batch
 from candor_kit.errors import (
     CandorError,
     ConfigError,
@@ -48,5 +48,5 @@ __all__ = [
     "ensure_audit_stream",
     "rpc",
     "run_service",
-    "settle",
+    "settle_batch",
 ]

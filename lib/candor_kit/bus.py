@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -366,33 +366,64 @@ async def round_trip(client: Client) -> None:
     await client.flush()
 
 
-async def settle(msg: Msg, handle: Callable[[Msg], Awaitable[None]], dead_letter: str, bus: Bus) -> None:
-    """Run a JetStream handler and settle the message: the ack policy of the audit consumer.
+#: A handler's outcome for one message: None when it is done, or the exception saying why not.
+Outcome = Exception | None
+
+
+async def settle_batch(
+    messages: Sequence[Msg],
+    handle: Callable[[Sequence[Msg]], Awaitable[list[Outcome]]],
+    dead_letter: str,
+    bus: Bus,
+) -> None:
+    """Run a JetStream handler over a fetched batch and settle each message by its own outcome:
+    the ack policy of the audit consumer, which appends a batch in one transaction.
 
     (Import work settles through `candor_kit.ingest.Worker` instead: its dead letters must also
     record the photo's result and an audit event, and it retries only ``max_deliver`` times.)
 
-    Success acks. Any other failure naks with a delay that grows with each delivery, so the
-    message comes back later. A poison message (one that cannot be decoded, or is rejected as invalid) is
-    terminated and copied to the dead-letter subject.
+    The handler returns one outcome per message; if it raises, every message of the batch gets its
+    error. Success acks. Any other failure naks with a delay that grows with each delivery, so the
+    message comes back later. A poison message (one that cannot be decoded, or is rejected as
+    invalid) is terminated and copied to the dead-letter subject. Each message has its own consumer
+    span, a child of its publisher's.
     """
-    parent = extract_context(msg.headers)
-    with _tracer.start_as_current_span(f"{msg.subject} process", context=parent, kind=SpanKind.CONSUMER):
-        delivered = msg.metadata.num_delivered if msg.metadata else 1
+    spans = [
+        _tracer.start_span(f"{msg.subject} process", context=extract_context(msg.headers), kind=SpanKind.CONSUMER)
+        for msg in messages
+    ]
+    try:
         try:
-            await handle(msg)
-        except (InvalidInput, DecodeError) as exc:
-            log.error("message_poisoned", subject=msg.subject, reason=str(exc))
-            headers = {"Candor-Original-Subject": msg.subject, MESSAGE_HEADER: str(exc)[:500]}
-            await bus.client.publish(dead_letter, msg.data, headers=headers)
-            await msg.term()
-            return
+            outcomes = await handle(messages)
+            if len(outcomes) != len(messages):
+                raise RuntimeError(f"a handler gave {len(outcomes)} outcomes for {len(messages)} messages")
         except Exception as exc:  # noqa: BLE001 - unknown failures are retried, never dropped
-            delay = min(30.0, 0.5 * 2 ** min(delivered, 6))
-            log.warning("message_retry", subject=msg.subject, delivered=delivered, delay_s=delay, error=str(exc))
-            await msg.nak(delay=delay)
-            return
+            outcomes = [exc] * len(messages)
+        for msg, span, outcome in zip(messages, spans, outcomes, strict=True):
+            if outcome is not None:
+                span.set_status(Status(StatusCode.ERROR, str(outcome)[:200]))
+            with trace.use_span(span, end_on_exit=True):
+                await _settle(msg, outcome, dead_letter, bus)
+    finally:
+        for span in spans:
+            if span.is_recording():  # a settle above failed (the connection lost): end the rest
+                span.end()
+
+
+async def _settle(msg: Msg, outcome: Outcome, dead_letter: str, bus: Bus) -> None:
+    """Ack, nak with a growing delay, or terminate and dead-letter one message by its outcome."""
+    if outcome is None:
         await msg.ack()
+    elif isinstance(outcome, InvalidInput | DecodeError):
+        log.error("message_poisoned", subject=msg.subject, reason=str(outcome))
+        headers = {"Candor-Original-Subject": msg.subject, MESSAGE_HEADER: str(outcome)[:500]}
+        await bus.client.publish(dead_letter, msg.data, headers=headers)
+        await msg.term()
+    else:
+        delivered = msg.metadata.num_delivered if msg.metadata else 1
+        delay = min(30.0, 0.5 * 2 ** min(delivered, 6))
+        log.warning("message_retry", subject=msg.subject, delivered=delivered, delay_s=delay, error=str(outcome))
+        await msg.nak(delay=delay)
 
 
 #: Messages a stream read asks the server for at a time.

@@ -256,7 +256,13 @@ AUDIT_FEED_MAX_AGE_DAYS = int_setting(
     1,
     3650,
 )
-AUDIT_FETCH_BATCH = int_setting("CANDOR_AUDIT_FETCH_BATCH", "audit events pulled from JetStream at once", 64, 1, 1000)
+AUDIT_FETCH_BATCH = int_setting(
+    "CANDOR_AUDIT_FETCH_BATCH",
+    "audit events pulled from JetStream at once, and appended to the chain in one transaction",
+    64,
+    1,
+    1000,
+)
 
 GATEWAY_JWT_ISSUER = Setting("CANDOR_GATEWAY_JWT_ISSUER", "the `iss` every bearer token must carry")
 GATEWAY_JWT_AUDIENCE = Setting(

@@ -64,7 +64,7 @@ REFUSALS = Counter(
 )
 AUDIT_APPEND_SECONDS = Histogram(
     "candor_audit_append_seconds",
-    "time to append one event to the audit chain (hash, sign, commit)",
+    "time to append a fetched batch of events to the audit chain (hash and sign each, one commit)",
     buckets=LATENCY_BUCKETS,
 )
 AUDIT_OUTBOX_PENDING = Gauge(

@@ -129,6 +129,74 @@ def test_concurrent_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) 
     assert result.ok and result.records_checked == 40
 
 
+def test_concurrent_batch_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) -> None:
+    """Two replicas appending batches at once interleave whole batches, never fork the chain."""
+    second = (
+        AuditChain(empty_chain._path, SIGNER)  # type: ignore[attr-defined]
+        if isinstance(empty_chain, AuditChain)
+        else PostgresAuditChain(empty_chain._dsn, SIGNER)  # type: ignore[attr-defined]
+    )
+
+    def write(chain: SqlAuditChain, first: int) -> None:
+        for start in range(first, first + 40, 8):
+            chain.append_many([(entry(n), "2026-11-28T10:02:00.000000Z") for n in range(start, start + 8)])
+
+    writers = [threading.Thread(target=write, args=(c, start)) for c, start in ((empty_chain, 100), (second, 200))]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    second.close()
+    result = empty_chain.verify()
+    assert result.ok and result.records_checked == 80
+    order = [int(record.entry.event_id.removeprefix("event-")) for record in empty_chain.query()]
+    runs = [order[i : i + 8] for i in range(0, 80, 8)]
+    assert all(run == list(range(run[0], run[0] + 8)) for run in runs), "a batch was split by another"
+
+
+def test_a_batch_keeps_its_order_and_stores_an_event_held_or_repeated_once(chain: SqlAuditChain) -> None:
+    """Each entry of a batch is its own record, in the order given; an event id the chain holds,
+    or that came earlier in the same batch (a redelivery), gets None and no second record."""
+    at = "2026-11-28T10:03:00.000000Z"
+    outcomes = chain.append_many([(entry(7), at), (entry(2), at), (entry(8), at), (entry(7), at), (entry(9), at)])
+    assert [o.sequence if o else None for o in outcomes] == [6, None, 7, None, 8]
+    records = chain.query()
+    assert [r.entry.event_id for r in records[5:]] == ["event-7", "event-8", "event-9"]
+    assert [r.record_hash for r in records[5:]] == [o.record_hash for o in outcomes if o]
+    assert chain.append_many([(entry(2), at)]) == [None]
+    result = chain.verify()
+    assert result.ok and result.records_checked == 8 and result.signatures_checked == 8
+
+
+class FailingSigner(Signer):
+    """The audit key, failing at its ``fail_at``-th signature (a fault partway through a batch)."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(SIGNER._key)
+        self._left = fail_at
+
+    def sign(self, message: bytes) -> str:
+        self._left -= 1
+        if self._left == 0:
+            raise RuntimeError("the signing key could not be used")
+        return super().sign(message)
+
+
+def test_a_batch_that_fails_partway_stores_none_of_it(chain: SqlAuditChain) -> None:
+    """All or none: a batch whose third record cannot be signed leaves the chain as it was, and
+    the same batch appended again (the events redelivered) goes in whole."""
+    at = "2026-11-28T10:04:00.000000Z"
+    batch = [(entry(n), at) for n in range(20, 25)]
+    good = chain._signer
+    chain._signer = FailingSigner(fail_at=3)
+    with pytest.raises(RuntimeError, match="signing key"):
+        chain.append_many(batch)
+    chain._signer = good
+    assert len(chain.query()) == 5
+    assert [o.sequence for o in chain.append_many(batch) if o] == [6, 7, 8, 9, 10]
+    assert chain.verify().ok
+
+
 def rewrite_tail(chain: SqlAuditChain, keep: int, signer: Signer | None) -> None:
     """Cut the chain after record ``keep`` and append a fresh, self-consistent tail by hand, signed
     with ``signer`` (an insider who holds the key) or not signed at all (anyone with database access)."""

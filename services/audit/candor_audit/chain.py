@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,44 +134,61 @@ class SqlAuditChain:
 
     def append(self, entry: AuditEntry, recorded_at: str) -> StoredRecord | None:
         """Append an entry; returns None when its event id is already in the chain."""
+        return self.append_many([(entry, recorded_at)])[0]
+
+    def append_many(self, items: Sequence[tuple[AuditEntry, str]]) -> list[StoredRecord | None]:
+        """Append ``(entry, recorded_at)`` pairs in order, in one transaction: one commit (one disk
+        sync, one turn of the writer's lock) for the lot, each entry still its own record with its
+        own hash and signature. Returns one outcome per pair: the stored record, or None where the
+        chain (or an earlier pair of the same call) already held its event id. All or none are
+        stored: a failure leaves the chain as it was."""
+        if not items:
+            return []
         with self._lock, self._reachable():
             db = self._writer()
             self._begin_exclusive(db)
             try:
-                if db.execute(self._sql("SELECT 1 FROM audit_record WHERE event_id = ?"), (entry.event_id,)).fetchone():
-                    db.execute("ROLLBACK")
-                    return None
+                held = self._held(db, [entry.event_id for entry, _ in items])
                 last = db.execute(
                     "SELECT sequence, record_hash FROM audit_record ORDER BY sequence DESC LIMIT 1"
                 ).fetchone()
-                sequence, previous = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-                digest = record_hash(previous, sequence, entry, recorded_at)
-                signature = self._signer.sign(record_message(sequence, digest))
-                db.execute(
-                    self._sql(f"INSERT INTO audit_record ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 14)})"),
-                    (
-                        sequence,
-                        entry.event_id,
-                        entry.kind,
-                        entry.occurred_at,
-                        recorded_at,
-                        entry.actor,
-                        entry.case_number,
-                        entry.purpose,
-                        entry.trace_id,
-                        entry.details_json,
-                        previous,
-                        digest,
-                        self._signer.key_id,
-                        signature,
-                    ),
-                )
+                sequence, previous = (last[0], last[1]) if last else (0, GENESIS_HASH)
+                outcomes: list[StoredRecord | None] = []
+                for entry, recorded_at in items:
+                    if entry.event_id in held:
+                        outcomes.append(None)
+                        continue
+                    held.add(entry.event_id)
+                    sequence += 1
+                    digest = record_hash(previous, sequence, entry, recorded_at)
+                    signature = self._signer.sign(record_message(sequence, digest))
+                    outcomes.append(
+                        StoredRecord(sequence, entry, recorded_at, previous, digest, self._signer.key_id, signature)
+                    )
+                    previous = digest
+                rows = [_record_row(record) for record in outcomes if record is not None]
+                if rows:
+                    db.cursor().executemany(
+                        self._sql(f"INSERT INTO audit_record ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 14)})"),
+                        rows,
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 if not self._broken(db):
                     db.execute("ROLLBACK")
                 raise
-        return StoredRecord(sequence, entry, recorded_at, previous, digest, self._signer.key_id, signature)
+        return outcomes
+
+    def _held(self, db: Any, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` the chain holds, asked of ``db`` in chunks of 500."""
+        wanted = sorted(set(event_ids))
+        found: set[str] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            statement = self._sql(f"SELECT event_id FROM audit_record WHERE event_id IN ({marks})")
+            found.update(row[0] for row in db.execute(statement, chunk).fetchall())
+        return found
 
     def checkpoint(self, made_at: str) -> Checkpoint | None:
         """Sign the current head and keep it; None while the chain is empty.
@@ -238,16 +255,8 @@ class SqlAuditChain:
 
     def present(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` the chain holds."""
-        wanted = sorted(set(event_ids))
-        found: set[str] = set()
         with self._reader() as db:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                statement = self._sql(
-                    f"SELECT event_id FROM audit_record WHERE event_id IN ({', '.join('?' * len(chunk))})"
-                )
-                found.update(row[0] for row in db.execute(statement, chunk).fetchall())
-        return found
+            return self._held(db, event_ids)
 
     def query(
         self,
@@ -370,3 +379,13 @@ def _row_to_record(row: tuple[Any, ...]) -> StoredRecord:
         key_id=row[12],
         signature=row[13],
     )
+
+
+def _record_row(record: StoredRecord) -> tuple[Any, ...]:
+    """A record's values in the order of ``_INSERT_COLUMNS``."""
+    entry = record.entry
+    return (
+        record.sequence, entry.event_id, entry.kind, entry.occurred_at, record.recorded_at, entry.actor,
+        entry.case_number, entry.purpose, entry.trace_id, entry.details_json, record.previous_hash,
+        record.record_hash, record.key_id, record.signature,
+    )  # fmt: skip

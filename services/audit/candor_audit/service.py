@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import grpc
 import structlog
@@ -33,7 +33,7 @@ from candor_kit import (
     ensure_audit_stream,
     metrics,
     rpc,
-    settle,
+    settle_batch,
     subjects,
 )
 from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
@@ -47,7 +47,7 @@ from candor_kit.audit_records import (
     size_problem,
 )
 from candor_kit.audit_signing import Checkpoint, Signer, case_manifest_message, case_records_sha256
-from candor_kit.bus import fetch_batch
+from candor_kit.bus import Outcome, fetch_batch
 
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY
 QUERY_SUBJECT = subjects.AUDIT_QUERY
@@ -109,8 +109,8 @@ class AuditLog:
                     result.signatures_checked, result.checkpoints_checked,
                 )  # fmt: skip
         if result.ok and not self.broken:
-            for alarm in alarms:
-                await asyncio.to_thread(self._chain.append, alarm, alarm.occurred_at)
+            if alarms:
+                await asyncio.to_thread(self._chain.append_many, [(alarm, alarm.occurred_at) for alarm in alarms])
         return result, missing
 
     async def _present(self, event_ids: Iterable[str]) -> set[str]:
@@ -118,39 +118,71 @@ class AuditLog:
 
     async def append_message(self, msg: Msg) -> None:
         """Decode one stream message and append it; a duplicate delivery is a no-op."""
+        (outcome,) = await self.append_messages([msg])
+        if outcome is not None:
+            raise outcome
+
+    async def append_messages(self, messages: Sequence[Msg]) -> list[Outcome]:
+        """Decode each message and append the batch to the chain in one transaction (one commit
+        for a fetched batch, each event still its own record, in stream order). One outcome per
+        message: None once it is in the chain (or was already: a duplicate delivery), InvalidInput
+        when it is not an audit event. A failure of the chain itself (its database away) raises,
+        so that the whole batch is delivered again; nothing of it was stored."""
         if self.broken:
             raise ServiceUnavailable(f"the audit chain is broken ({self.broken}); nothing is appended to it")
+        now = now_rfc3339()
+        outcomes: list[Outcome] = []
+        entries: list[tuple[AuditEntry, str]] = []
+        for msg in messages:
+            try:
+                entry = self._entry(msg, now)
+            except InvalidInput as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(None)
+            if entry is not None:
+                entries.append((entry, now))
+        if entries:
+            with metrics.AUDIT_APPEND_SECONDS.time():
+                stored = await asyncio.to_thread(self._chain.append_many, entries)
+            for record in stored:
+                if record is not None:
+                    log.info("audit_appended", sequence=record.sequence, kind=record.entry.kind)
+            if any(stored):
+                self.appended.set()
+        for msg, outcome in zip(messages, outcomes, strict=True):
+            if outcome is None and msg.metadata is not None:
+                self.watermark.mark(msg.metadata.sequence.stream)
+        return outcomes
+
+    def _entry(self, msg: Msg, now: str) -> AuditEntry | None:
+        """What one message puts in the chain: its event, the record of a refused one, or nothing
+        (a refusal folded into a count); InvalidInput when it is not an audit event."""
         event = audit_pb2.AuditEvent()
         try:
             event.ParseFromString(msg.data)
         except DecodeError as exc:
             raise InvalidInput("audit message is not an AuditEvent") from exc
-        now = now_rfc3339()
         position = msg.metadata.sequence.stream if msg.metadata is not None else 0
         problem = size_problem(msg.data) or subjects.audit_publisher_problem(msg.subject, event.kind)
-        entry: AuditEntry | None = entry_from_event(event) if problem is None else None
-        if problem is not None:
-            # Not the publisher's to write: a forged review, say. It stays out of the chain, and
-            # the attempt goes in instead (a flood of them is folded into a count).
-            metrics.AUDIT_ALARMS.labels("event_refused").inc()
-            if self._refusals.admit(msg.subject, position, problem):
-                entry = refused_entry(msg.subject, event, problem, now)
-                log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
-        if entry is not None:
-            with metrics.AUDIT_APPEND_SECONDS.time():
-                stored = await asyncio.to_thread(self._chain.append, entry, now)
-            if stored is not None:
-                log.info("audit_appended", sequence=stored.sequence, kind=entry.kind)
-                self.appended.set()
-        if position:
-            self.watermark.mark(position)
+        if problem is None:
+            return entry_from_event(event)
+        # Not the publisher's to write: a forged review, say. It stays out of the chain, and the
+        # attempt goes in instead (a flood of them is folded into a count).
+        metrics.AUDIT_ALARMS.labels("event_refused").inc()
+        if not self._refusals.admit(msg.subject, position, problem):
+            return None
+        log.warning("audit_event_refused", subject=msg.subject[:200], problem=problem)
+        return refused_entry(msg.subject, event, problem, now)
 
     async def flush_refusals(self) -> None:
         """Append the counts of the refusals folded since the last flush (after each batch)."""
         if self.broken:
             return
-        for entry in self._refusals.flush(now_rfc3339()):
-            await asyncio.to_thread(self._chain.append, entry, entry.occurred_at)
+        folded = self._refusals.flush(now_rfc3339())
+        if folded:
+            await asyncio.to_thread(self._chain.append_many, [(entry, entry.occurred_at) for entry in folded])
+        for entry in folded:
             log.warning("audit_events_refused_folded", details=entry.details_json)
 
     async def verify(self, request: audit_pb2.VerifyRequest) -> audit_pb2.VerifyResponse:
@@ -282,7 +314,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
 
 async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event) -> None:
-    """Pull events from the audit stream until stopped; each is acked only once it is committed."""
+    """Pull events from the audit stream until stopped, a batch at a time, each batch appended in one
+    transaction; each event is acked only once it is committed."""
     config = ConsumerConfig(
         durable_name=CONSUMER,
         ack_policy=AckPolicy.EXPLICIT,
@@ -306,8 +339,8 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             log.warning("audit_fetch_failed", error=str(exc))
             await asyncio.sleep(0.5)
             continue
-        for msg in messages:
-            await settle(msg, audit_log.append_message, AUDIT_DEAD_LETTER, bus)
+        if messages:
+            await settle_batch(messages, audit_log.append_messages, AUDIT_DEAD_LETTER, bus)
         try:
             await audit_log.flush_refusals()
         except Exception as exc:  # noqa: BLE001 - the counts are lost, the refused messages stay on the stream
