@@ -29,13 +29,13 @@ import yaml
 from google.protobuf.json_format import MessageToDict
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from candor_client.events import EventFollower, FeedEvent
 from candor_client.webhooks import sign
 from candor_kit import metrics
 from candor_kit.bus import NatsLogin
+from candor_kit.jetstream_setup import ensure_stream
 from candor_kit.settings import is_loopback
 from candor_kit.subjects import EVENTS_PREFIX, WEBHOOKS_DEAD_PREFIX, WEBHOOKS_DEAD_STREAM
 
@@ -134,10 +134,7 @@ async def ensure_dead_letters(js: JetStreamContext) -> None:
         storage=StorageType.FILE,
         retention=RetentionPolicy.LIMITS,
     )
-    try:
-        await js.add_stream(config)
-    except BadRequestError:
-        await js.stream_info(WEBHOOKS_DEAD_STREAM)
+    await ensure_stream(js, config)
 
 
 class Relay:

@@ -9,11 +9,11 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_kit.bus import Bus
 from candor_kit.errors import InvalidInput, PreconditionFailed
+from candor_kit.jetstream_setup import ensure_stream
 from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM, ROLES, audit_subject
 from candor_kit.subjects import AUDIT_EVENT_PREFIX as AUDIT_SUBJECT_PREFIX
 from candor_kit.telemetry import current_trace_id
@@ -45,11 +45,8 @@ async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
         discard=DiscardPolicy.NEW,
         duplicate_window=120.0,
     )
-    try:
-        await bus.jetstream.add_stream(config)
-    except BadRequestError:
-        # Already there with another config (an operator's retention, say): keep it.
-        await bus.jetstream.stream_info(AUDIT_STREAM)
+    # Already there with another config (an operator's retention, say): kept.
+    await ensure_stream(bus.jetstream, config)
 
 
 class AlreadyRecorded(PreconditionFailed):

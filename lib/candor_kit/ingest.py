@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -28,7 +27,6 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
@@ -38,14 +36,15 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue, subjects
 from candor_kit.audit_events import AuditPublisher
 from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch
-from candor_kit.errors import InvalidInput, ServiceUnavailable
+from candor_kit.errors import InvalidInput
+from candor_kit.jetstream_setup import ensure_stream, open_bucket
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
     IMPORT_ITEMS_BUCKET,
@@ -69,8 +68,6 @@ IMPORT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 WORK_STREAM_BYTES = 1 << 30
 #: How long the results of an import are kept.
 RESULTS_MAX_AGE_S = 90 * 24 * 3600.0
-#: Seconds a service's start asks JetStream again to open a bucket before it fails.
-OPEN_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -146,21 +143,13 @@ def check_import_id(import_id: str) -> str:
     return import_id
 
 
-async def _add_stream(bus: Bus, config: StreamConfig) -> None:
-    try:
-        await bus.jetstream.add_stream(config)
-    except BadRequestError:
-        # Already there, perhaps with an operator's limits: keep it as it is.
-        await bus.jetstream.stream_info(str(config.name))
-
-
 async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
     """Create each stage's work-queue stream, the results and the dead-letter streams when missing
     (every party calls this)."""
     for stage in INGEST_STAGES:
         work = f"{INGEST_WORK_PREFIX}.{stage}" + (".*" if stage in ROUTED_STAGES else "")
-        await _add_stream(
-            bus,
+        await ensure_stream(
+            bus.jetstream,
             StreamConfig(
                 name=ingest_stream(stage),
                 subjects=[work],
@@ -173,8 +162,8 @@ async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
                 num_replicas=replicas,
             ),
         )
-    await _add_stream(
-        bus,
+    await ensure_stream(
+        bus.jetstream,
         StreamConfig(
             name=INGEST_RESULTS_STREAM,
             subjects=[f"{INGEST_RESULT_PREFIX}.>"],
@@ -186,8 +175,8 @@ async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
             num_replicas=replicas,
         ),
     )
-    await _add_stream(
-        bus,
+    await ensure_stream(
+        bus.jetstream,
         StreamConfig(
             name=INGEST_DEAD_STREAM,
             subjects=[f"{INGEST_DEAD_PREFIX}.>"],
@@ -197,29 +186,6 @@ async def ensure_ingest_streams(bus: Bus, replicas: int = 1) -> None:
             num_replicas=replicas,
         ),
     )
-
-
-async def open_bucket(bus: Bus, bucket: str, replicas: int = 1, ttl: float | None = None) -> KeyValue:
-    """A key-value bucket (file storage, latest value only, entries kept ``ttl`` seconds or for
-    ever), created when missing. Services open their buckets as they start, when JetStream may be
-    slow to answer (a cluster electing its leaders, a machine starting every container at once):
-    an unanswered request is asked again for up to OPEN_WAIT_S, then the start fails with a reason."""
-    deadline = time.monotonic() + OPEN_WAIT_S
-    while True:
-        try:
-            try:
-                return await bus.jetstream.create_key_value(
-                    bucket=bucket, history=1, storage=StorageType.FILE, replicas=replicas, ttl=ttl
-                )
-            except BadRequestError:  # already there, perhaps with an operator's settings
-                return await bus.jetstream.key_value(bucket)
-        except NatsTimeoutError as exc:
-            if time.monotonic() >= deadline:
-                raise ServiceUnavailable(
-                    f"the key-value bucket {bucket} could not be opened: JetStream did not answer for "
-                    f"{OPEN_WAIT_S:g} s; check that the NATS servers are up and JetStream is enabled"
-                ) from exc
-            log.warning("bucket_open_waiting", bucket=bucket)
 
 
 def _now() -> Timestamp:
@@ -517,7 +483,6 @@ __all__ = [
     "dead_letter_exhausted",
     "ensure_ingest_streams",
     "hand_on",
-    "open_bucket",
     "publish_result",
     "rejection",
     "result_subject",

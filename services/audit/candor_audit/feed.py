@@ -24,13 +24,13 @@ import structlog
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError
 
 from candor.events.v1 import events_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit.chain import SqlAuditChain
 from candor_kit import metrics
 from candor_kit.audit_records import StoredRecord, rfc3339
+from candor_kit.jetstream_setup import ensure_stream
 from candor_kit.subjects import EVENTS_PREFIX, EVENTS_STREAM
 
 log = structlog.get_logger("candor.audit.feed")
@@ -135,11 +135,8 @@ class EventFeed:
             duplicate_window=DUPLICATE_WINDOW_S,
             num_replicas=self._replicas,
         )
-        try:
-            await self._js.add_stream(config)
-        except BadRequestError:
-            # Already there with another config (an operator's retention, say): keep it.
-            await self._js.stream_info(EVENTS_STREAM)
+        # Already there with another config (an operator's retention, say): kept.
+        await ensure_stream(self._js, config)
 
     async def _position(self) -> tuple[int, str]:
         """The record sequence the feed's stream ends at, and, when the stream holds nothing,

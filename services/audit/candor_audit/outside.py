@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
 from candor.audit.v1 import audit_pb2
 from candor_kit import InvalidInput, metrics, subjects
@@ -27,6 +26,7 @@ from candor_kit.audit_events import AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
 from candor_kit.audit_records import AuditEntry, entry_from_event, service_entry, size_problem
 from candor_kit.audit_signing import Checkpoint, checkpoint_message, verify_signature
 from candor_kit.bus import read_stream
+from candor_kit.jetstream_setup import ensure_stream
 
 log = structlog.get_logger("candor.audit")
 
@@ -62,10 +62,7 @@ class CheckpointStream:
             discard=DiscardPolicy.NEW,
             num_replicas=replicas,
         )
-        try:
-            await self._jetstream.add_stream(config)
-        except BadRequestError:  # already there with an operator's limits: keep them
-            await self._jetstream.stream_info(subjects.AUDIT_CHECKPOINT_STREAM)
+        await ensure_stream(self._jetstream, config)  # one already there keeps an operator's limits
 
     async def keep(self, checkpoint: audit_pb2.Checkpoint) -> None:
         """Store one checkpoint (acknowledged by the server before this returns)."""

@@ -48,7 +48,7 @@ from nats.js.kv import KeyValue
 
 from candor_kit import Bus, CandorError, InvalidInput, PreconditionFailed, ServiceUnavailable
 from candor_kit.errors import ErrorCode
-from candor_kit.ingest import open_bucket
+from candor_kit.jetstream_setup import open_bucket
 from candor_kit.subjects import REQUESTS_BUCKET
 
 Reply = TypeVar("Reply", bound=Message)

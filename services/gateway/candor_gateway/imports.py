@@ -38,11 +38,11 @@ from candor_kit.ingest import (
     dead_letter_exhausted,
     ensure_ingest_streams,
     hand_on,
-    open_bucket,
     publish_result,
     rejection,
     result_subject,
 )
+from candor_kit.jetstream_setup import open_bucket
 from candor_kit.subjects import (
     IMPORTS_BUCKET,
     INGEST_RESULT_PREFIX,

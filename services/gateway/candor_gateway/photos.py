@@ -25,7 +25,7 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js.api import ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
-from nats.js.errors import BadRequestError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 
 from candor.common.v1 import common_pb2
@@ -33,6 +33,7 @@ from candor.gateway.v1 import gateway_pb2
 from candor_gateway.blind import blind_key
 from candor_kit import Bus
 from candor_kit.errors import InvalidInput, PreconditionFailed, ServiceUnavailable
+from candor_kit.jetstream_setup import set_up
 from candor_kit.subjects import PHOTOS_BUCKET
 
 NONCE_BYTES = 12
@@ -174,10 +175,12 @@ class PhotoStore:
             storage=StorageType.FILE,
             replicas=replicas,
         )
-        try:
-            self._bucket = await bus.jetstream.create_object_store(self._bucket_name, config)
-        except BadRequestError:  # made by another replica with other settings: use it as it is
-            self._bucket = await bus.jetstream.object_store(self._bucket_name)
+        # One made by another replica with other settings is used as it is.
+        self._bucket = await set_up(
+            f"the object store {self._bucket_name}",
+            lambda: bus.jetstream.create_object_store(self._bucket_name, config),
+            lambda: bus.jetstream.object_store(self._bucket_name),
+        )
 
     @property
     def bucket_name(self) -> str:

@@ -13,7 +13,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from candor_kit import Bus, ServiceUnavailable
-from candor_kit.ingest import open_bucket
+from candor_kit.jetstream_setup import open_bucket
 from candor_kit.subjects import REVOKED_TOKENS_BUCKET
 
 

@@ -31,7 +31,8 @@ from candor_kit import (
 from candor_kit.audit_outbox import AuditOutbox
 from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, copy_of, has
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id
-from candor_kit.ingest import MATCH, WorkerSettings, open_bucket, running_worker
+from candor_kit.ingest import MATCH, WorkerSettings, running_worker
+from candor_kit.jetstream_setup import open_bucket
 from candor_matcher.edge_backend import EdgeBackend
 from candor_matcher.gallery import Enrolment, Gallery, GalleryBackend, GalleryIndex, GalleryModel
 from candor_matcher.group_commit import GroupCommit
