@@ -388,6 +388,8 @@ async def settle_batch(
     invalid) is terminated and copied to the dead-letter subject. Each message has its own consumer
     span, a child of its publisher's.
     """
+    if not messages:
+        return
     spans = [
         _tracer.start_span(f"{msg.subject} process", context=extract_context(msg.headers), kind=SpanKind.CONSUMER)
         for msg in messages

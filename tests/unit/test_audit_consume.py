@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+import os
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,17 +31,25 @@ BATCH = 64
 
 
 @pytest.fixture
-async def bus(tmp_path: Path) -> AsyncIterator[Bus]:
+def nats_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     server = start_nats_server(tmp_path / "nats", port)
-    connected = await Bus.connect(f"nats://127.0.0.1:{port}", "audit-consume-test")
+    try:
+        yield server, f"nats://127.0.0.1:{port}"
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+async def bus(nats_server: tuple[subprocess.Popen[bytes], str]) -> AsyncIterator[Bus]:
+    connected = await Bus.connect(nats_server[1], "audit-consume-test")
     try:
         await ensure_audit_stream(connected)
         yield connected
     finally:
         await connected.close()
-        server.terminate()
-        server.wait(10)
 
 
 async def publish_enrolments(bus: Bus, count: int, first: int = 0) -> list[str]:
@@ -166,3 +177,31 @@ async def test_a_batch_whose_commit_fails_is_delivered_again_whole_and_stored_on
     assert failures == ["40 messages: the chain could not be written"], "one batch failed, whole"
     assert info.num_pending == 0 and info.num_ack_pending == 0
     chain.close()
+
+
+async def test_a_consumer_started_while_jetstream_is_paused_appends_once_it_answers(
+    bus: Bus, nats_server: tuple[subprocess.Popen[bytes], str], tmp_path: Path
+) -> None:
+    """The chain's only writer outlives a JetStream that does not answer as the service starts
+    (its consumer is made once the server answers) instead of ending silently while the service
+    reports SERVING."""
+    chain = AuditChain(tmp_path / "audit.sqlite3", SIGNER)
+    audit_log = AuditLog(chain, SIGNER)
+    server = nats_server[0]
+    stop = asyncio.Event()
+    os.kill(server.pid, signal.SIGSTOP)
+    task = asyncio.create_task(consume(bus, audit_log, BATCH, stop))
+    try:
+        await asyncio.sleep(6)  # past the JetStream client's 5 s request timeout
+        os.kill(server.pid, signal.SIGCONT)
+        ids = await publish_enrolments(bus, 3)
+        done = asyncio.Event()
+        await asyncio.wait_for(when(lambda: len(chain.query()) == len(ids) or task.done(), done), 30)
+        assert not task.done(), f"the consumer ended: {task.exception() if not task.cancelled() else 'cancelled'}"
+        assert [r.entry.event_id for r in chain.query()] == ids
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        chain.close()

@@ -315,7 +315,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
 async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event) -> None:
     """Pull events from the audit stream until stopped, a batch at a time, each batch appended in one
-    transaction; each event is acked only once it is committed."""
+    transaction; each event is acked only once it is committed. Making the consumer is asked again
+    until JetStream answers: this loop is the chain's only writer, and must not end with the
+    service still up."""
     config = ConsumerConfig(
         durable_name=CONSUMER,
         ack_policy=AckPolicy.EXPLICIT,
@@ -324,9 +326,18 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
         max_deliver=20,
         max_ack_pending=1000,
     )
-    subscription = await bus.pull_subscribe(
-        f"{AUDIT_SUBJECT_PREFIX}.>", durable=CONSUMER, stream=AUDIT_STREAM, config=config
-    )
+    subscription = None
+    while subscription is None:
+        try:
+            subscription = await bus.pull_subscribe(
+                f"{AUDIT_SUBJECT_PREFIX}.>", durable=CONSUMER, stream=AUDIT_STREAM, config=config
+            )
+        except Exception as exc:  # noqa: BLE001 - JetStream not answering yet: the events wait on the stream
+            log.warning("audit_consumer_waiting", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                return
     await audit_log.watermark.refresh()
     while not stop.is_set():
         if audit_log.broken:
@@ -339,8 +350,10 @@ async def consume(bus: Bus, audit_log: AuditLog, batch: int, stop: asyncio.Event
             log.warning("audit_fetch_failed", error=str(exc))
             await asyncio.sleep(0.5)
             continue
-        if messages:
+        try:
             await settle_batch(messages, audit_log.append_messages, AUDIT_DEAD_LETTER, bus)
+        except Exception as exc:  # noqa: BLE001 - an ack not sent: the event comes back and is stored once
+            log.warning("audit_settle_failed", error=str(exc) or type(exc).__name__)
         try:
             await audit_log.flush_refusals()
         except Exception as exc:  # noqa: BLE001 - the counts are lost, the refused messages stay on the stream
