@@ -237,7 +237,7 @@ def _candor(gallery: np.ndarray, probes: np.ndarray, options: dict[str, Any]) ->
         options["shard_s"] = pool.apply(write_shard, (options["vectors"], f"{folder}/shard"))
     model = GalleryModel("sface", "1", "cosine", gallery.shape[1])
     start = time.perf_counter()
-    collection = EdgeCollection(EdgeShard.load(f"{folder}/shard"), model)
+    collection = EdgeCollection(EdgeShard.load(f"{folder}/shard"), model, folder=Path(folder) / "shard")
     collection.build_index()
     build = time.perf_counter() - start
     options["collection"] = collection

@@ -48,6 +48,7 @@ from qdrant_edge import (
 from candor_kit.errors import PreconditionFailed
 from candor_matcher.fastscan import TRAIN_AT, FastScanIndex
 from candor_matcher.gallery import INDEXED_FIELDS, RECORD_FIELDS, GalleryModel, ScoredRecord, StoredRecord, check_model
+from candor_matcher.page_out import page_out
 
 log = structlog.get_logger("candor.matcher")
 _DISTANCE = {"euclidean": Distance.Euclid, "cosine": Distance.Cosine}
@@ -89,8 +90,13 @@ class EdgeCollection:
     to the shard and then the index under one lock, so a search sees it as soon as it returns.
     Not for several processes at once: one matcher owns it."""
 
-    def __init__(self, shard: EdgeShard, model: GalleryModel, train_at: int = TRAIN_AT) -> None:
+    def __init__(
+        self, shard: EdgeShard, model: GalleryModel, train_at: int = TRAIN_AT, folder: Path | None = None
+    ) -> None:
+        """``folder`` is the shard's: its pages that building the index or optimising left resident
+        are handed back to the kernel (`candor_matcher.page_out`)."""
         self._shard = shard
+        self._folder = folder
         self._writes = threading.Lock()
         self._index = FastScanIndex(model.dimension, model.metric, train_at)
         self._ready = False
@@ -112,7 +118,8 @@ class EdgeCollection:
                 if after is None:
                     break
             self._ready = True
-            return self._index.live
+        self._hand_back_pages()
+        return self._index.live
 
     def origins(self, record_ids: list[str]) -> dict[str, str]:
         """The origin of each of these records the shard holds."""
@@ -196,7 +203,16 @@ class EdgeCollection:
         optimized = bool(self._shard.optimize())
         if self._ready:
             optimized = self._index.compact() or optimized
+            if optimized:
+                self._hand_back_pages()
         return optimized
+
+    def _hand_back_pages(self) -> None:
+        """Once the index holds every vector, the shard's pages a full read (the build, an
+        optimisation) left resident are not read by searches: hand them back to the kernel."""
+        if self._folder is not None:
+            advised = page_out(self._folder)
+            log.info("gallery_pages_handed_back", mapped_mib=advised >> 20)
 
     def indexed(self) -> int:
         """How many vectors have their int8 codes (the rest are scanned in float32)."""
@@ -260,7 +276,8 @@ class EdgeBackend:
                     f"gallery {model.id} holds {stored.id} {stored.version} ({stored.dimension}-d {stored.metric}); "
                     f"refusing version {model.version}"
                 )
-            collection = EdgeCollection(EdgeShard.load(str(folder / "shard")), model, self._train_at)
+            shard_folder = folder / "shard"
+            collection = EdgeCollection(EdgeShard.load(str(shard_folder)), model, self._train_at, shard_folder)
             collection.build_index_in_background()
             return collection
         folder.mkdir(parents=True, exist_ok=True)
@@ -272,6 +289,6 @@ class EdgeBackend:
         tmp = manifest.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(model), sort_keys=True))
         tmp.replace(manifest)
-        collection = EdgeCollection(shard, model, self._train_at)
+        collection = EdgeCollection(shard, model, self._train_at, folder / "shard")
         collection.build_index()  # empty: at once
         return collection
