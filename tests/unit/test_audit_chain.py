@@ -4,7 +4,7 @@ PostgreSQL server alike."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,46 +107,42 @@ def test_chain_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
     assert chain._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_concurrent_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) -> None:
-    """Two writers (two audit replicas on one database, say) never fork the chain."""
+def write_together(chain: SqlAuditChain, write: Callable[[SqlAuditChain, int], None]) -> None:
+    """``write(chain, 100)`` and, at the same time, ``write(twin, 200)`` on a second connection to the
+    same database (two audit replicas, say)."""
     second = (
-        AuditChain(empty_chain._path, SIGNER)  # type: ignore[attr-defined]
-        if isinstance(empty_chain, AuditChain)
-        else PostgresAuditChain(empty_chain._dsn, SIGNER)  # type: ignore[attr-defined]
+        AuditChain(chain._path, SIGNER)  # type: ignore[attr-defined]
+        if isinstance(chain, AuditChain)
+        else PostgresAuditChain(chain._dsn, SIGNER)  # type: ignore[attr-defined]
     )
-
-    def write(chain: SqlAuditChain, first: int) -> None:
-        for n in range(first, first + 20):
-            chain.append(entry(n), f"2026-11-28T10:01:{n % 60:02d}.000000Z")
-
-    writers = [threading.Thread(target=write, args=(c, start)) for c, start in ((empty_chain, 100), (second, 200))]
+    writers = [threading.Thread(target=write, args=(c, start)) for c, start in ((chain, 100), (second, 200))]
     for writer in writers:
         writer.start()
     for writer in writers:
         writer.join()
     second.close()
+
+
+def test_concurrent_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) -> None:
+    """Two writers (two audit replicas on one database, say) never fork the chain."""
+
+    def write(chain: SqlAuditChain, first: int) -> None:
+        for n in range(first, first + 20):
+            chain.append(entry(n), f"2026-11-28T10:01:{n % 60:02d}.000000Z")
+
+    write_together(empty_chain, write)
     result = empty_chain.verify()
     assert result.ok and result.records_checked == 40
 
 
 def test_concurrent_batch_appenders_keep_one_linear_chain(empty_chain: SqlAuditChain) -> None:
     """Two replicas appending batches at once interleave whole batches, never fork the chain."""
-    second = (
-        AuditChain(empty_chain._path, SIGNER)  # type: ignore[attr-defined]
-        if isinstance(empty_chain, AuditChain)
-        else PostgresAuditChain(empty_chain._dsn, SIGNER)  # type: ignore[attr-defined]
-    )
 
     def write(chain: SqlAuditChain, first: int) -> None:
         for start in range(first, first + 40, 8):
             chain.append_many([(entry(n), "2026-11-28T10:02:00.000000Z") for n in range(start, start + 8)])
 
-    writers = [threading.Thread(target=write, args=(c, start)) for c, start in ((empty_chain, 100), (second, 200))]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join()
-    second.close()
+    write_together(empty_chain, write)
     result = empty_chain.verify()
     assert result.ok and result.records_checked == 80
     order = [int(record.entry.event_id.removeprefix("event-")) for record in empty_chain.query()]
@@ -169,7 +165,8 @@ def test_a_batch_keeps_its_order_and_stores_an_event_held_or_repeated_once(chain
 
 
 class FailingSigner(Signer):
-    """The audit key, failing at its ``fail_at``-th signature (a fault partway through a batch)."""
+    """The audit key, failing once, at its ``fail_at``-th signature (a fault partway through a
+    batch, as a database gone away would be)."""
 
     def __init__(self, fail_at: int) -> None:
         super().__init__(SIGNER._key)

@@ -25,6 +25,7 @@ from candor_kit import AuditPublisher, Bus, subjects
 from candor_kit.audit_events import AUDIT_DEAD_LETTER, AUDIT_STREAM, ensure_audit_stream
 from candor_kit.audit_signing import Signer
 from candor_kit.bus import Outcome
+from tests.unit.test_audit_chain import FailingSigner
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
 BATCH = 64
@@ -130,24 +131,9 @@ async def test_a_backlog_is_appended_a_batch_a_commit_in_order_with_a_poison_mes
     chain.close()
 
 
-class FailingOnce(Signer):
-    """The audit key, failing once at its ``fail_at``-th signature (the chain's commit failing
-    partway through a batch, as a database gone away would)."""
-
-    def __init__(self, fail_at: int) -> None:
-        super().__init__(SIGNER._key)
-        self._left = fail_at
-
-    def sign(self, message: bytes) -> str:
-        self._left -= 1
-        if self._left == 0:
-            raise RuntimeError("the chain could not be written")
-        return super().sign(message)
-
-
 async def test_a_batch_whose_commit_fails_is_delivered_again_whole_and_stored_once(bus: Bus, tmp_path: Path) -> None:
     ids = await publish_enrolments(bus, 40)
-    chain = AuditChain(tmp_path / "audit.sqlite3", FailingOnce(fail_at=10))
+    chain = AuditChain(tmp_path / "audit.sqlite3", FailingSigner(fail_at=10))
     audit_log = AuditLog(chain, SIGNER)
     failures: list[str] = []
     append_messages = audit_log.append_messages
@@ -174,7 +160,7 @@ async def test_a_batch_whose_commit_fails_is_delivered_again_whole_and_stored_on
     assert sorted(r.entry.event_id for r in records) == ids
     assert chain.verify().ok
     info = await bus.jetstream.consumer_info(AUDIT_STREAM, subjects.AUDIT_CONSUMER)
-    assert failures == ["40 messages: the chain could not be written"], "one batch failed, whole"
+    assert failures == ["40 messages: the signing key could not be used"], "one batch failed, whole"
     assert info.num_pending == 0 and info.num_ack_pending == 0
     chain.close()
 

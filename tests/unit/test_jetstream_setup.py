@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -23,26 +25,41 @@ from candor_kit.errors import ServiceUnavailable
 from candor_kit.ingest import ensure_ingest_streams
 from candor_kit.jetstream_setup import open_bucket
 
+T = TypeVar("T")
 
-async def test_a_bucket_opened_while_jetstream_is_paused_past_its_timeout_opens_once_it_answers(
-    tmp_path: Path,
-) -> None:
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], Bus]]:
+    """A real nats-server and a connection to it; the server is let go on even if a test left it paused."""
     port = free_port()
     server = start_nats_server(tmp_path, port)
-    bus = await Bus.connect(f"nats://127.0.0.1:{port}", "bucket-test")
+    bus = await Bus.connect(f"nats://127.0.0.1:{port}", "setup-test")
     try:
-        os.kill(server.pid, signal.SIGSTOP)
-        opening = asyncio.ensure_future(open_bucket(bus, "SLOW_START", ttl=60.0))
-        await asyncio.sleep(7)  # longer than the JetStream client's 5 s request timeout
-        os.kill(server.pid, signal.SIGCONT)
-        bucket = await asyncio.wait_for(opening, 30)
-        await bucket.put("k", b"v")
-        assert (await bucket.get("k")).value == b"v"
+        yield server, bus
     finally:
         os.kill(server.pid, signal.SIGCONT)
         await bus.close()
         server.terminate()
         server.wait(10)
+
+
+async def while_paused(server: subprocess.Popen[bytes], work: Awaitable[T]) -> T:
+    """``work`` begun while the server is paused for longer than the JetStream client's 5 s
+    request timeout, then let go; its result once the server answers."""
+    os.kill(server.pid, signal.SIGSTOP)
+    started = asyncio.ensure_future(work)
+    await asyncio.sleep(6)
+    os.kill(server.pid, signal.SIGCONT)
+    return await asyncio.wait_for(started, 30)
+
+
+async def test_a_bucket_opened_while_jetstream_is_paused_past_its_timeout_opens_once_it_answers(
+    served: tuple[subprocess.Popen[bytes], Bus],
+) -> None:
+    server, bus = served
+    bucket = await while_paused(server, open_bucket(bus, "SLOW_START", ttl=60.0))
+    await bucket.put("k", b"v")
+    assert (await bucket.get("k")).value == b"v"
 
 
 def photo_store_open(bus: Bus) -> Awaitable[None]:
@@ -61,40 +78,20 @@ def checkpoint_stream_open(bus: Bus) -> Awaitable[None]:
     ids=["audit stream", "import streams", "photo store", "checkpoint stream"],
 )
 async def test_a_stream_or_store_set_up_while_jetstream_is_paused_is_made_once_it_answers(
-    tmp_path: Path, set_up: Callable[[Bus], Awaitable[None]]
+    served: tuple[subprocess.Popen[bytes], Bus], set_up: Callable[[Bus], Awaitable[None]]
 ) -> None:
-    port = free_port()
-    server = start_nats_server(tmp_path, port)
-    bus = await Bus.connect(f"nats://127.0.0.1:{port}", "stream-test")
-    try:
-        os.kill(server.pid, signal.SIGSTOP)
-        setting_up = asyncio.ensure_future(set_up(bus))
-        await asyncio.sleep(6)  # longer than the JetStream client's 5 s request timeout
-        os.kill(server.pid, signal.SIGCONT)
-        await asyncio.wait_for(setting_up, 30)
-        assert await bus.jetstream.streams_info()
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-        await bus.close()
-        server.terminate()
-        server.wait(10)
+    server, bus = served
+    await while_paused(server, set_up(bus))
+    assert await bus.jetstream.streams_info()
 
 
 async def test_a_bucket_that_cannot_be_opened_fails_the_start_with_a_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served: tuple[subprocess.Popen[bytes], Bus], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("candor_kit.jetstream_setup.START_WAIT_S", 6.0)
-    port = free_port()
-    server = start_nats_server(tmp_path, port)
-    bus = await Bus.connect(f"nats://127.0.0.1:{port}", "bucket-test")
-    try:
-        os.kill(server.pid, signal.SIGSTOP)
-        began = time.monotonic()
-        with pytest.raises(ServiceUnavailable, match=r"SLOW_START.*JetStream did not answer"):
-            await open_bucket(bus, "SLOW_START")
-        assert time.monotonic() - began < 20
-    finally:
-        os.kill(server.pid, signal.SIGCONT)
-        await bus.close()
-        server.terminate()
-        server.wait(10)
+    server, bus = served
+    os.kill(server.pid, signal.SIGSTOP)
+    began = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match=r"SLOW_START.*JetStream did not answer"):
+        await open_bucket(bus, "SLOW_START")
+    assert time.monotonic() - began < 20
