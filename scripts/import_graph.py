@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import gc
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,10 +95,25 @@ def find_modules(roots: Iterable[tuple[Path, int]]) -> dict[str, Module]:
     return modules
 
 
+def _parse(path: Path) -> ast.Module:
+    """The module's syntax tree, parsed with the garbage collector paused: in Python 3.11 before
+    3.11.5 (Debian 12 has 3.11.2) a finalizer that runs Python code in the middle of the parse (an
+    asyncio task of an earlier test destroyed, say) makes ast.parse raise a spurious "AST
+    constructor recursion depth mismatch" SystemError (CPython gh-106905); it failed the layering
+    test once in the bare Debian container."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(), filename=str(path))
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _imported_names(module: Module, modules: dict[str, Module]) -> Iterator[str]:
     """The dotted names a module imports, relative imports resolved. ``from package import name``
     names the submodule package.name when there is one, else the package."""
-    tree = ast.parse(module.path.read_text(), filename=str(module.path))
+    tree = _parse(module.path)
     is_package = module.path.name == "__init__.py"
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

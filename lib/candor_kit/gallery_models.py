@@ -49,6 +49,11 @@ class GalleryModelsReader:
                 return matcher_pb2.GalleryModels()
         return await self._record.for_search()
 
+    async def close(self) -> None:
+        """Stop the watch, if one runs (at the service's stop)."""
+        if self._record is not None:
+            await self._record.close()
+
 
 class GalleryModelsRecord:
     """The record, read and changed with compare-and-set."""
@@ -64,6 +69,11 @@ class GalleryModelsRecord:
         if self._watch is None:
             self._watch = ModelsWatch(self._bucket)
         return await self._watch.current(self.read)
+
+    async def close(self) -> None:
+        """Stop the watch, if one runs (at the service's stop); a later search starts it again."""
+        if self._watch is not None:
+            await self._watch.close()
 
     async def read(self) -> tuple[matcher_pb2.GalleryModels, int]:
         """The record and its revision (0 when there is none yet)."""
@@ -122,6 +132,14 @@ class ModelsWatch:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._follow(), name="gallery-models-watch")
         return models
+
+    async def close(self) -> None:
+        """End the watch's task and wait for it, so none is left pending when the service stops."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def saw(self, models: matcher_pb2.GalleryModels, revision: int) -> None:
         """Take a version of the record unless a newer one is held."""

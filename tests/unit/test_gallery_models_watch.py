@@ -77,6 +77,8 @@ async def test_searches_read_the_record_from_memory_and_see_every_change(nats_ur
         while (await reader.for_search()).active.id:
             assert loop.time() - started < 5.0, "the deletion never reached the watch"
             await asyncio.sleep(0.005)
+        await reader.close()
+        await writer.close()
     finally:
         await connection.close()
 
@@ -101,5 +103,28 @@ async def test_a_watch_that_ended_falls_back_to_reads_and_starts_again(nats_url:
         for _ in range(20):
             await reader.for_search()
         assert counted.reads == reads + 1
+        await reader.close()
+        await writer.close()
+    finally:
+        await connection.close()
+
+
+async def test_a_closed_record_leaves_no_watch_running(nats_url: str) -> None:
+    """A service stopping closes its record: the watch's task ends with it instead of staying
+    pending on the loop (to be destroyed, still pending, when the loop goes)."""
+    connection = await nats.connect(nats_url)
+    try:
+        bucket = await connection.jetstream().create_key_value(bucket=f"GALLERY_{uuid.uuid4().hex[:8]}")
+        record = GalleryModelsRecord(bucket)
+        await record.change(_active("sface"))
+        others = asyncio.all_tasks()
+        assert (await record.for_search()).active.id == "sface"
+        watching = [t for t in asyncio.all_tasks() - others if t.get_name() == "gallery-models-watch"]
+        assert len(watching) == 1 and not watching[0].done()
+        await record.close()
+        assert all(task.done() for task in watching)
+        reads = CountingBucket(bucket)
+        after = GalleryModelsRecord(reads)  # type: ignore[arg-type]
+        await after.close()  # closing one never used is fine
     finally:
         await connection.close()

@@ -45,6 +45,10 @@ class ModelRoutes:
         self._timeout = timeout_s
         self._reader = GalleryModelsReader(bus)
 
+    async def close(self) -> None:
+        """Stop following the model record (at the gateway's stop)."""
+        await self._reader.close()
+
     async def models(self) -> matcher_pb2.GalleryModels:
         """The gallery's active model and any re-embedding under way."""
         return await self._reader.read()

@@ -468,6 +468,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             await host.mark_serving()
             await stop.wait()
         await requests.close()
+        await routes.close()
 
 
 async def sweep_probes(

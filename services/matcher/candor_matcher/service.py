@@ -593,6 +593,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.mark_serving()
             await stop.wait()
             await asyncio.gather(*(task for task in tasks if task is not None))
+            await models.close()
             if outbox is not None:  # the searches' records go out before the bus closes (or at the next start)
                 await outbox.drain(OUTBOX_DRAIN_S)
     finally:
