@@ -3,7 +3,7 @@
 Each input picks a target and is handed to the code that receives such a message:
 
 - an audit event, on the subject of the service that owns its kind or of one that does not (a
-  forgery): the audit service's own ``append_message`` into a real chain (SQLite in memory,
+  forgery): the audit service's own ``append_messages`` into a real chain (SQLite in memory,
   signed with a key made for the run), with its size bound, publisher check and refusal folding;
 - a checkpoint message: the check that decides whether the audit service trusts it;
 - detect, embed and match work: the checks a stage makes before it works an item (the item names
@@ -79,7 +79,10 @@ def _audit_event(source: str) -> Callable[[bytes], None]:
         subject = subjects.audit_subject(source, event.kind if TOKEN.match(event.kind) else "none")
         genuine_event_id(subject, data)
         log = Chain.current()
-        LOOP.run_until_complete(log.append_message(SimpleNamespace(subject=subject, data=data, metadata=None)))
+        message = SimpleNamespace(subject=subject, data=data, metadata=None)
+        (outcome,) = LOOP.run_until_complete(log.append_messages([message]))  # type: ignore[list-item]
+        if outcome is not None:
+            raise outcome
         LOOP.run_until_complete(log.flush_refusals())
 
     return append

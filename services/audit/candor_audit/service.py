@@ -116,12 +116,6 @@ class AuditLog:
     async def _present(self, event_ids: Iterable[str]) -> set[str]:
         return await asyncio.to_thread(self._chain.present, list(event_ids))
 
-    async def append_message(self, msg: Msg) -> None:
-        """Decode one stream message and append it; a duplicate delivery is a no-op."""
-        (outcome,) = await self.append_messages([msg])
-        if outcome is not None:
-            raise outcome
-
     async def append_messages(self, messages: Sequence[Msg]) -> list[Outcome]:
         """Decode each message and append the batch to the chain in one transaction (one commit
         for a fetched batch, each event still its own record, in stream order). One outcome per
