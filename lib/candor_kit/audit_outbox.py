@@ -34,6 +34,7 @@ from candor.audit.v1 import audit_pb2
 from candor_kit import metrics
 from candor_kit.audit_events import AuditPublisher
 from candor_kit.errors import CandorError, ServiceUnavailable
+from candor_kit.tasks import cancel_and_wait
 
 log = structlog.get_logger("candor.audit_outbox")
 
@@ -115,11 +116,8 @@ class AuditOutbox:
 
     async def close(self) -> None:
         """Stop carrying and close the file; what is still waiting is carried at the next start."""
-        if self._carrier is not None:
-            self._carrier.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._carrier
-            self._carrier = None
+        await cancel_and_wait(self._carrier)
+        self._carrier = None
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -20,6 +20,7 @@ from candor.matcher.v1 import matcher_pb2
 from candor_kit.bus import Bus
 from candor_kit.errors import PreconditionFailed, ServiceUnavailable
 from candor_kit.subjects import GALLERY_BUCKET
+from candor_kit.tasks import cancel_and_wait
 
 KEY = "models"
 
@@ -136,10 +137,7 @@ class ModelsWatch:
     async def close(self) -> None:
         """End the watch's task and wait for it, so none is left pending when the service stops."""
         task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(task)
 
     def saw(self, models: matcher_pb2.GalleryModels, revision: int) -> None:
         """Take a version of the record unless a newer one is held."""

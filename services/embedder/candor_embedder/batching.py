@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from candor_faces.engines import EmbeddingEngine
+from candor_kit.tasks import cancel_and_wait
 
 
 class EmbeddingBatcher:
@@ -65,10 +66,5 @@ class EmbeddingBatcher:
 
     async def close(self) -> None:
         """Stop the loop and the worker thread."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         self._worker.shutdown(wait=True, cancel_futures=True)
