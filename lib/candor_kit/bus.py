@@ -22,6 +22,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -58,6 +59,9 @@ PING_INTERVAL_S = 5
 #: How long closing the bus waits for replies to work in flight to go out (a pod's
 #: terminationGracePeriodSeconds covers it; tests/deploy/test_kubernetes.py checks).
 DRAIN_TIMEOUT_S = 10.0
+#: Requests one service process handles at once on one subject (each service bounds its own
+#: heavy work further: the detector's lanes, the embedder's batches, the matcher's group commit).
+MAX_IN_FLIGHT = 64
 STATUS_HEADER = "Candor-Status"
 MESSAGE_HEADER = "Candor-Message"
 
@@ -102,6 +106,9 @@ class Bus:
         self.client = client
         self.jetstream: JetStreamContext = client.jetstream()
         self._pull_subscriptions: list[JetStreamContext.PullSubscription] = []
+        #: The subscriptions `serve` answers on, and the requests being handled from them.
+        self._served: list[Subscription] = []
+        self._handling: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def connect(
@@ -245,39 +252,61 @@ class Bus:
         queue: str,
         request_type: type[Req],
         handler: Callable[[Req], Awaitable[Message]],
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        """Answer requests on a subject, in a queue group so replicas share the load."""
+        """Answer requests on a subject, in a queue group so replicas share the load.
+
+        Requests are handled side by side, up to ``max_in_flight`` at once; beyond that the
+        subscription waits (its messages stay in nats-py's pending queue, bounded as before). nats-py
+        calls a subscription's callback one message at a time, so the callback only starts the
+        handling: awaited there, every request waited for the one before it, and the detector's
+        lanes, the embedder's batches and the matcher's group commit never saw two at once."""
+        slots = asyncio.Semaphore(max_in_flight)
 
         async def on_message(msg: Msg) -> None:
-            parent = extract_context(msg.headers)
-            started = time.perf_counter()
-            code = "OK"
-            with _tracer.start_as_current_span(f"{subject} process", context=parent, kind=SpanKind.SERVER) as span:
-                span.set_attribute("messaging.system", "nats")
-                span.set_attribute("messaging.destination.name", subject)
-                try:
-                    request = request_type()
-                    try:
-                        request.ParseFromString(msg.data)
-                    except DecodeError as exc:
-                        raise InvalidInput(f"malformed {request_type.__name__}") from exc
-                    response = await handler(request)
-                    await self.client.publish(msg.reply, response.SerializeToString())
-                except CandorError as exc:
-                    code = exc.code.value
-                    span.set_status(Status(StatusCode.ERROR, exc.code.value))
-                    await self._reply_error(msg, exc.code, exc.message)
-                except Exception:
-                    code = ErrorCode.INTERNAL.value
-                    log.exception("request_failed", subject=subject)
-                    span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
-                    await self._reply_error(msg, ErrorCode.INTERNAL, "internal error")
-                finally:
-                    metrics.NATS_HANDLED.labels(subject, code).inc()
-                    metrics.NATS_SECONDS.labels(subject).observe(time.perf_counter() - started)
+            await slots.acquire()
+            task = asyncio.create_task(self._answer(subject, msg, request_type, handler))
+            self._handling.add(task)
 
-        await self.client.subscribe(subject, queue=queue, cb=on_message)
+            def done(finished: asyncio.Task[None]) -> None:
+                self._handling.discard(finished)
+                slots.release()
+
+            task.add_done_callback(done)
+
+        self._served.append(await self.client.subscribe(subject, queue=queue, cb=on_message))
         await self.settle()
+
+    async def _answer(
+        self, subject: str, msg: Msg, request_type: type[Req], handler: Callable[[Req], Awaitable[Message]]
+    ) -> None:
+        """Handle one request and reply: the answer, or the domain error (INTERNAL for a defect)."""
+        parent = extract_context(msg.headers)
+        started = time.perf_counter()
+        code = "OK"
+        with _tracer.start_as_current_span(f"{subject} process", context=parent, kind=SpanKind.SERVER) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", subject)
+            try:
+                request = request_type()
+                try:
+                    request.ParseFromString(msg.data)
+                except DecodeError as exc:
+                    raise InvalidInput(f"malformed {request_type.__name__}") from exc
+                response = await handler(request)
+                await self.client.publish(msg.reply, response.SerializeToString())
+            except CandorError as exc:
+                code = exc.code.value
+                span.set_status(Status(StatusCode.ERROR, exc.code.value))
+                await self._reply_error(msg, exc.code, exc.message)
+            except Exception:
+                code = ErrorCode.INTERNAL.value
+                log.exception("request_failed", subject=subject)
+                span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
+                await self._reply_error(msg, ErrorCode.INTERNAL, "internal error")
+            finally:
+                metrics.NATS_HANDLED.labels(subject, code).inc()
+                metrics.NATS_SECONDS.labels(subject).observe(time.perf_counter() - started)
 
     async def settle(self) -> None:
         """Return once the server has processed every command sent so far (a subscription above
@@ -326,6 +355,14 @@ class Bus:
                 await subscription.unsubscribe()
         self._pull_subscriptions.clear()
         if not self.client.is_closed:
+            # Served subjects first: take no new request, then answer those taken, then drain.
+            # (The connection's own drain waits only for the callbacks, which start the handling.)
+            for served in self._served:
+                with contextlib.suppress(Exception):
+                    await served.drain()
+            self._served.clear()
+            if self._handling:
+                await asyncio.wait(set(self._handling), timeout=DRAIN_TIMEOUT_S)
             try:
                 await asyncio.wait_for(self.client.drain(), timeout=DRAIN_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - whatever stopped the drain, the connection must close

@@ -1,0 +1,116 @@
+"""A service answers requests on one subject side by side, on a real nats-server: a request is not
+held behind another still being handled (nats-py runs a subscription's callback one message at a
+time, so the detector's lanes, the embedder's batches and the matcher's group commit each saw one
+request at a time over the bus), in-flight work is bounded, and a bus that closes answers what it
+had taken before it goes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from candor.common.v1 import common_pb2
+from candor.embedder.v1 import embedder_pb2
+from candor_kit import Bus
+
+
+async def test_a_request_is_answered_while_another_on_the_same_subject_is_still_being_handled(nats_url: str) -> None:
+    subject = f"test.serve.{uuid.uuid4().hex}"
+    service = await Bus.connect(nats_url, "serve-test-service")
+    client = await Bus.connect(nats_url, "serve-test-client")
+    second_arrived, first_arrived = asyncio.Event(), asyncio.Event()
+    handling: list[int] = []
+
+    async def handle(request: embedder_pb2.EmbedRequest) -> embedder_pb2.EmbedResponse:
+        # The first request waits until the second has arrived: handled one at a time, it never does.
+        handling.append(len(request.chips))
+        if len(request.chips) == 1:
+            first_arrived.set()
+            await asyncio.wait_for(second_arrived.wait(), 10)
+        else:
+            second_arrived.set()
+        return embedder_pb2.EmbedResponse(embeddings=[])
+
+    try:
+        await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle)
+        first = asyncio.create_task(
+            client.request(subject, one_chip(), embedder_pb2.EmbedResponse, timeout=20, hedge_after=0.0)
+        )
+        await asyncio.wait_for(first_arrived.wait(), 10)  # the first is being handled before the second is asked
+        await client.request(
+            subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=5, hedge_after=0.0
+        )
+        await asyncio.wait_for(first, 10)
+        assert handling == [1, 0]
+    finally:
+        await client.close()
+        await service.close()
+
+
+async def test_requests_in_flight_on_a_subject_are_bounded(nats_url: str) -> None:
+    subject = f"test.serve.{uuid.uuid4().hex}"
+    service = await Bus.connect(nats_url, "serve-test-service")
+    client = await Bus.connect(nats_url, "serve-test-client")
+    release, three = asyncio.Event(), asyncio.Event()
+    at_once, most = [0], [0]
+
+    async def handle(request: embedder_pb2.EmbedRequest) -> embedder_pb2.EmbedResponse:
+        at_once[0] += 1
+        most[0] = max(most[0], at_once[0])
+        if at_once[0] == 3:
+            three.set()
+        await release.wait()
+        at_once[0] -= 1
+        return embedder_pb2.EmbedResponse(embeddings=[])
+
+    try:
+        await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle, max_in_flight=3)
+        asked = [
+            asyncio.create_task(
+                client.request(
+                    subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=20, hedge_after=0.0
+                )
+            )
+            for _ in range(8)
+        ]
+        await asyncio.wait_for(three.wait(), 10)
+        await asyncio.sleep(0.3)  # room for a fourth to start, were it allowed
+        assert at_once[0] == 3
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*asked), 10)  # the rest were held back, not dropped
+        assert most[0] == 3
+    finally:
+        await client.close()
+        await service.close()
+
+
+async def test_a_closing_bus_answers_the_requests_it_was_handling(nats_url: str) -> None:
+    subject = f"test.serve.{uuid.uuid4().hex}"
+    service = await Bus.connect(nats_url, "serve-test-service")
+    client = await Bus.connect(nats_url, "serve-test-client")
+    taken = asyncio.Event()
+
+    async def handle(request: embedder_pb2.EmbedRequest) -> embedder_pb2.EmbedResponse:
+        taken.set()
+        await asyncio.sleep(0.5)  # still working when the service begins to stop
+        return embedder_pb2.EmbedResponse(model=common_pb2.ModelRef(id="answered"))
+
+    try:
+        await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle)
+        asked = asyncio.create_task(
+            client.request(
+                subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=10, hedge_after=0.0
+            )
+        )
+        await asyncio.wait_for(taken.wait(), 10)
+        await service.close()
+        answer = await asyncio.wait_for(asked, 10)
+        assert answer.model.id == "answered"
+    finally:
+        await client.close()
+
+
+def one_chip() -> embedder_pb2.EmbedRequest:
+    request = embedder_pb2.EmbedRequest()
+    request.chips.add()
+    return request
