@@ -54,6 +54,21 @@ def rss_mb(field: str = "VmRSS") -> float:
 # --- calibration from real embeddings ------------------------------------------------------------
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds each of this process's threads has used, by thread name (summed over threads
+    of one name), from /proc: what else in an engine's process competes with its searches."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended while being read
+            continue
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 def calibrate(dataset: Path) -> dict[str, Any]:
     """Fit identity centres (mean, shrunk covariance) and the within-identity spread to real vectors."""
     from candor_eval.dataset import load_dataset
@@ -308,7 +323,12 @@ SETTINGS = {
 
 
 def run_engine(name: str, vectors: str, probes: str, options: dict[str, Any], out: Any) -> None:
-    """Build one engine on the memory-mapped vectors, then time single queries; send the figures back."""
+    """Build one engine on the memory-mapped vectors, then time single queries; send the figures back.
+    numpy's BLAS runs on one thread, as in every Candor service (`candor_kit.cores.one_blas_thread`):
+    with OpenBLAS's workers free to spin, each engine kept a second core busy for nothing."""
+    from candor_kit.cores import one_blas_thread
+
+    one_blas_thread()
     gallery = np.load(vectors, mmap_mode="r")
     queries = np.load(probes)
     options["vectors"] = vectors
@@ -320,11 +340,15 @@ def run_engine(name: str, vectors: str, probes: str, options: dict[str, Any], ou
     for setting in options.get("settings") or [None]:
         search(queries[0], setting)  # warm
         answers, times = [], []
+        cpu_before, wall = thread_cpu(), time.perf_counter()
         for q in queries:
             start = time.perf_counter()
             answers.append(search(q, setting))
             times.append(time.perf_counter() - start)
-        runs.append({"setting": setting, "times": times, "answers": answers})
+        wall = time.perf_counter() - wall
+        cpu = {name: used - cpu_before.get(name, 0.0) for name, used in thread_cpu().items()}
+        busy = {name: round(used / wall, 3) for name, used in sorted(cpu.items(), key=lambda kv: -kv[1]) if used > 0}
+        runs.append({"setting": setting, "times": times, "answers": answers, "cores_busy": busy})
     rss = {"rss_mb": rss_mb(), "anon_mb": rss_mb("RssAnon"), "file_mb": rss_mb("RssFile")}
     loaded = None
     if "collection" in options:
@@ -473,6 +497,7 @@ def main() -> int:
                     label = f"{engine} {SETTINGS[engine]}={run['setting']:g}" if run["setting"] else engine
                     report.append(score(size, label, result, run, truth, labels, probe_labels))
                     print_row(report[-1], len(probes))
+                    print(f"{'':32s} cores busy by thread while searching: {run['cores_busy']}", flush=True)
                 loaded = result.get("under_import")
                 if loaded:
                     times = np.asarray(loaded["times"]) * 1000

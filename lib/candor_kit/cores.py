@@ -7,6 +7,8 @@ import math
 import os
 from pathlib import Path
 
+from threadpoolctl import threadpool_limits
+
 #: cgroup v2's quota file for this process's cgroup (``max 100000`` when unlimited).
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
@@ -30,3 +32,18 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
     if quota is not None:
         cores = min(cores, math.ceil(quota))
     return max(1, cores)
+
+
+def one_blas_thread() -> None:
+    """Hold numpy's BLAS (OpenBLAS) to one thread in this process.
+
+    Why: a service's matrix products are small (the matcher rescores a few thousand faces a
+    search), and OpenBLAS splits any product of more than a few thousand rows across its worker
+    threads, which then spin for up to a tenth of a second waiting for the next one. On a machine
+    whose cores the detector's and the embedder's own thread pools share, each search took most of
+    a second core for nothing (bench/RESULTS.md, tests/e2e/test_matcher_cores.py). The models'
+    pools (OpenCV's, onnxruntime's, FAISS's OpenMP) are sized by each service, not here.
+    """
+    import numpy  # noqa: F401 - loaded first: the limit reaches only libraries already loaded
+
+    threadpool_limits(limits=1, user_api="blas")

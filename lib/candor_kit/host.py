@@ -18,6 +18,7 @@ import structlog
 
 from candor_kit import subjects
 from candor_kit.bus import Bus
+from candor_kit.cores import one_blas_thread
 from candor_kit.errors import CandorError, ConfigError
 from candor_kit.grpc_server import GrpcServer
 from candor_kit.logging import configure_logging
@@ -89,6 +90,7 @@ def run_service(
 ) -> None:
     """Entry point of ``python -m candor_<name>``; exits 2 on invalid configuration."""
     configure_logging(name)
+    one_blas_thread()
     try:
         settings = load_settings()
         configure_tracing(name)
