@@ -128,8 +128,9 @@ DETECTOR_THREADS = int_setting(
     "CANDOR_DETECTOR_THREADS",
     "photos detected at once, each on its own thread with its own detector (OpenCV then runs one "
     "thread a detection); 0 sizes it to the cores this process may use (its CPU affinity and cgroup "
-    "CPU quota). 1, the default, keeps one lane with OpenCV's own threads: on 2 shared cores it "
-    "served more searches a second (bench/search_load.py)",
+    "CPU quota). 1, the default, keeps one lane with OpenCV's own threads: on 2 shared cores one "
+    "search is answered sooner and as many a second are served (bench/search_load.py); 0 pays off "
+    "where the process has more cores than one search keeps busy",
     1,
     0,
     64,

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 #: cgroup v2's quota file for this process's cgroup (``max 100000`` when unlimited).
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -35,15 +35,19 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
 
 
 def one_blas_thread() -> None:
-    """Hold numpy's BLAS (OpenBLAS) to one thread in this process.
+    """Hold numpy's BLAS (OpenBLAS on its own threads) to one thread in this process.
 
     Why: a service's matrix products are small (the matcher rescores a few thousand faces a
-    search), and OpenBLAS splits any product of more than a few thousand rows across its worker
-    threads, which then spin for up to a tenth of a second waiting for the next one. On a machine
-    whose cores the detector's and the embedder's own thread pools share, each search took most of
-    a second core for nothing (bench/RESULTS.md, tests/e2e/test_matcher_cores.py). The models'
-    pools (OpenCV's, onnxruntime's, FAISS's OpenMP) are sized by each service, not here.
+    search), and OpenBLAS splits any product of a few thousand rows across its worker threads,
+    which then spin for up to a tenth of a second waiting for the next one. On a machine whose
+    cores the detector's and the embedder's own pools share, each search took most of a second
+    core for nothing (bench/RESULTS.md, tests/e2e/test_matcher_cores.py).
+
+    Only BLAS libraries threaded by their own pthreads are limited: one threaded by OpenMP (FAISS
+    ships one) shares the OpenMP pool with FAISS's fast-scan, which a 2.5M-face search needs (10.3
+    ms on one thread, 6.6 on two). The models' pools (OpenCV's, onnxruntime's) are sized by each
+    service, not here.
     """
     import numpy  # noqa: F401 - loaded first: the limit reaches only libraries already loaded
 
-    threadpool_limits(limits=1, user_api="blas")
+    ThreadpoolController().select(threading_layer="pthreads").limit(limits=1)
