@@ -271,6 +271,10 @@ class Bus:
             def done(finished: asyncio.Task[None]) -> None:
                 self._handling.discard(finished)
                 slots.release()
+                if not finished.cancelled() and finished.exception() is not None:
+                    # The reply itself could not be sent (the connection closing, say): the caller
+                    # times out and asks again; said here rather than left to asyncio's warning.
+                    log.warning("reply_not_sent", subject=subject, error=str(finished.exception()))
 
             task.add_done_callback(done)
 
