@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+
+import pytest
 
 from candor.common.v1 import common_pb2
 from candor.embedder.v1 import embedder_pb2
 from candor_kit import Bus
 
 
-async def test_a_request_is_answered_while_another_on_the_same_subject_is_still_being_handled(nats_url: str) -> None:
-    subject = f"test.serve.{uuid.uuid4().hex}"
+@pytest.fixture
+async def buses(nats_url: str) -> AsyncIterator[tuple[str, Bus, Bus]]:
+    """A fresh subject, the service's bus that serves it and a client's bus that asks."""
     service = await Bus.connect(nats_url, "serve-test-service")
     client = await Bus.connect(nats_url, "serve-test-client")
+    yield f"test.serve.{uuid.uuid4().hex}", service, client
+    await client.close()
+    await service.close()  # a second close, after a test's own, does nothing
+
+
+def ask(client: Bus, subject: str, request: embedder_pb2.EmbedRequest, timeout: float) -> asyncio.Task:
+    """A request on its way, not hedged."""
+    return asyncio.create_task(client.request(subject, request, embedder_pb2.EmbedResponse, timeout, hedge_after=0.0))
+
+
+async def test_a_request_is_answered_while_another_on_the_same_subject_is_still_being_handled(
+    buses: tuple[str, Bus, Bus],
+) -> None:
+    subject, service, client = buses
     second_arrived, first_arrived = asyncio.Event(), asyncio.Event()
     handling: list[int] = []
 
@@ -31,26 +49,18 @@ async def test_a_request_is_answered_while_another_on_the_same_subject_is_still_
             second_arrived.set()
         return embedder_pb2.EmbedResponse(embeddings=[])
 
-    try:
-        await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle)
-        first = asyncio.create_task(
-            client.request(subject, one_chip(), embedder_pb2.EmbedResponse, timeout=20, hedge_after=0.0)
-        )
-        await asyncio.wait_for(first_arrived.wait(), 10)  # the first is being handled before the second is asked
-        await client.request(
-            subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=5, hedge_after=0.0
-        )
-        await asyncio.wait_for(first, 10)
-        assert handling == [1, 0]
-    finally:
-        await client.close()
-        await service.close()
+    await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle)
+    one_chip = embedder_pb2.EmbedRequest()
+    one_chip.chips.add()
+    first = ask(client, subject, one_chip, timeout=20)
+    await asyncio.wait_for(first_arrived.wait(), 10)  # the first is being handled before the second is asked
+    await ask(client, subject, embedder_pb2.EmbedRequest(), timeout=5)
+    await asyncio.wait_for(first, 10)
+    assert handling == [1, 0]
 
 
-async def test_requests_in_flight_on_a_subject_are_bounded(nats_url: str) -> None:
-    subject = f"test.serve.{uuid.uuid4().hex}"
-    service = await Bus.connect(nats_url, "serve-test-service")
-    client = await Bus.connect(nats_url, "serve-test-client")
+async def test_requests_in_flight_on_a_subject_are_bounded(buses: tuple[str, Bus, Bus]) -> None:
+    subject, service, client = buses
     release, three = asyncio.Event(), asyncio.Event()
     at_once, most = [0], [0]
 
@@ -63,31 +73,18 @@ async def test_requests_in_flight_on_a_subject_are_bounded(nats_url: str) -> Non
         at_once[0] -= 1
         return embedder_pb2.EmbedResponse(embeddings=[])
 
-    try:
-        await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle, max_in_flight=3)
-        asked = [
-            asyncio.create_task(
-                client.request(
-                    subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=20, hedge_after=0.0
-                )
-            )
-            for _ in range(8)
-        ]
-        await asyncio.wait_for(three.wait(), 10)
-        await asyncio.sleep(0.3)  # room for a fourth to start, were it allowed
-        assert at_once[0] == 3
-        release.set()
-        await asyncio.wait_for(asyncio.gather(*asked), 10)  # the rest were held back, not dropped
-        assert most[0] == 3
-    finally:
-        await client.close()
-        await service.close()
+    await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle, max_in_flight=3)
+    asked = [ask(client, subject, embedder_pb2.EmbedRequest(), timeout=20) for _ in range(8)]
+    await asyncio.wait_for(three.wait(), 10)
+    await asyncio.sleep(0.3)  # room for a fourth to start, were it allowed
+    assert at_once[0] == 3
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*asked), 10)  # the rest were held back, not dropped
+    assert most[0] == 3
 
 
-async def test_a_closing_bus_answers_the_requests_it_was_handling(nats_url: str) -> None:
-    subject = f"test.serve.{uuid.uuid4().hex}"
-    service = await Bus.connect(nats_url, "serve-test-service")
-    client = await Bus.connect(nats_url, "serve-test-client")
+async def test_a_closing_bus_answers_the_requests_it_was_handling(buses: tuple[str, Bus, Bus]) -> None:
+    subject, service, client = buses
     taken = asyncio.Event()
 
     async def handle(request: embedder_pb2.EmbedRequest) -> embedder_pb2.EmbedResponse:
@@ -95,22 +92,9 @@ async def test_a_closing_bus_answers_the_requests_it_was_handling(nats_url: str)
         await asyncio.sleep(0.5)  # still working when the service begins to stop
         return embedder_pb2.EmbedResponse(model=common_pb2.ModelRef(id="answered"))
 
-    try:
-        await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle)
-        asked = asyncio.create_task(
-            client.request(
-                subject, embedder_pb2.EmbedRequest(), embedder_pb2.EmbedResponse, timeout=10, hedge_after=0.0
-            )
-        )
-        await asyncio.wait_for(taken.wait(), 10)
-        await service.close()
-        answer = await asyncio.wait_for(asked, 10)
-        assert answer.model.id == "answered"
-    finally:
-        await client.close()
-
-
-def one_chip() -> embedder_pb2.EmbedRequest:
-    request = embedder_pb2.EmbedRequest()
-    request.chips.add()
-    return request
+    await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle)
+    asked = ask(client, subject, embedder_pb2.EmbedRequest(), timeout=10)
+    await asyncio.wait_for(taken.wait(), 10)
+    await service.close()
+    answer = await asyncio.wait_for(asked, 10)
+    assert answer.model.id == "answered"
