@@ -5,6 +5,8 @@ on a detector of its own; the thread count follows the cores the process may use
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -80,3 +82,26 @@ def test_threads_follow_the_affinity_and_the_cgroup_quota(tmp_path: Path) -> Non
     cpu_max.write_text("50000 100000\n")
     assert usable_cores(cpu_max) == 1
     assert usable_cores(tmp_path / "absent") == cores  # no cgroup v2: the affinity mask
+
+
+def test_by_default_a_lane_a_core_and_opencv_s_pool_over_every_core() -> None:
+    """Unset, CANDOR_DETECTOR_THREADS gives one lane per usable core, and OpenCV's pool keeps a
+    thread per usable core too (a lone detection runs on all of them); one core: one of each. In a
+    fresh interpreter, as OpenCV's thread count is the process's."""
+    code = """
+import os, cv2
+from candor_detector.service import detection_lanes
+from candor_kit import EnvReader, catalogue
+from candor_kit.cores import usable_cores
+cores = usable_cores()
+print(cores, detection_lanes(EnvReader({}).get(catalogue.DETECTOR_THREADS)), cv2.getNumThreads())
+print(detection_lanes(1), cv2.getNumThreads())
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+print(detection_lanes(0), cv2.getNumThreads())
+"""
+    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    cores, lanes, pool = (int(word) for word in lines[0].split())
+    assert cores == usable_cores()
+    assert (lanes, pool) == (cores, cores), "the default is not a lane and an OpenCV thread a core"
+    assert [int(word) for word in lines[1].split()] == [1, cores], "one lane asked for: OpenCV's pool still every core"
+    assert [int(word) for word in lines[2].split()] == [1, 1], "one core allowed: one lane, one OpenCV thread"
