@@ -177,8 +177,8 @@ def detection_lanes(requested: int) -> int:
     Why both: OpenCV runs a parallel loop on its pool only while the pool is free and on the
     calling thread otherwise, so a lone detection spreads over every core (a search alone is
     answered as fast as with one lane) while detections that arrive together each run on a lane of
-    their own instead of queueing (bench/search_load.py: 12 searches/s at 1 client, 15 at 8 on 2
-    cores, against 15 and 13 with one lane)."""
+    their own instead of queueing (bench/search_load.py, 2 cores: 12.6 searches/s at 1 client and
+    15.5 at 8, against 12.1 and 12.8 with one lane)."""
     cores = usable_cores()
     cv2.setNumThreads(cores)
     return requested or cores
