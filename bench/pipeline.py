@@ -7,8 +7,11 @@ request/reply hops, Qdrant Edge and a durable JetStream audit publish. The two s
 pass by pass (or photo by photo with --interleave), so machine noise hits both alike.
 
     python bench/pipeline.py [--datasets ../shared/datasets] [--rounds 5] [--interleave]
+                             [--detector-threads N]
 
-Prints both p50s and their ratio (stack / in-process; goal <= 1.05).
+Prints both p50s and their ratio (stack / in-process; goal <= 1.10), and each search's time by part
+from the services' trace spans. ``--detector-threads`` sets the stack's CANDOR_DETECTOR_THREADS
+(unset: the default, a lane per usable core), to compare settings on fresh stacks.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def main() -> None:
         help="alternate photo by photo (each side then starts with the other's data in the CPU caches) "
         "instead of alternating whole passes over the 20 photos",
     )
+    parser.add_argument("--detector-threads", type=int, help="the stack's CANDOR_DETECTOR_THREADS")
     args = parser.parse_args()
 
     samples = fetch(ROOT / ".cache" / "samples")
@@ -126,7 +130,10 @@ def main() -> None:
         policy.write_text(
             DEFAULT_POLICY_YAML.replace("searches_per_user_per_day: 200", "searches_per_user_per_day: 100000")
         )
-        stack = LocalStack(Path(data_dir) / "stack", policy=policy, extra_env=receiver.environment())
+        environment = receiver.environment()
+        if args.detector_threads is not None:
+            environment["CANDOR_DETECTOR_THREADS"] = str(args.detector_threads)
+        stack = LocalStack(Path(data_dir) / "stack", policy=policy, extra_env=environment)
         state = stack.up()
         try:
             with GatewayClient(state.gateway, stack.token()) as client:
