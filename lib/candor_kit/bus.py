@@ -359,18 +359,23 @@ class Bus:
                 await subscription.unsubscribe()
         self._pull_subscriptions.clear()
         if not self.client.is_closed:
-            # Served subjects first: take no new request, then answer those taken, then drain.
-            # (The connection's own drain waits only for the callbacks, which start the handling.)
-            for served in self._served:
-                with contextlib.suppress(Exception):
-                    await served.drain()
-            self._served.clear()
-            if self._handling:
-                await asyncio.wait(set(self._handling), timeout=DRAIN_TIMEOUT_S)
             try:
-                await asyncio.wait_for(self.client.drain(), timeout=DRAIN_TIMEOUT_S)
+                # One deadline for all of it, which a pod's grace period covers: a handler that
+                # never ends must not hold the stop.
+                await asyncio.wait_for(self._drain(), timeout=DRAIN_TIMEOUT_S)
             except Exception:  # noqa: BLE001 - whatever stopped the drain, the connection must close
                 await self.client.close()
+
+    async def _drain(self) -> None:
+        """Take no new request, answer those taken, then drain the connection (whose own drain
+        waits only for the subscriptions' callbacks, which start the handling of a request)."""
+        for served in self._served:
+            with contextlib.suppress(Exception):
+                await served.drain()
+        self._served.clear()
+        if self._handling:
+            await asyncio.wait(set(self._handling))
+        await self.client.drain()
 
 
 async def fetch_batch(

@@ -7,6 +7,7 @@ had taken before it goes."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ import pytest
 from candor.common.v1 import common_pb2
 from candor.embedder.v1 import embedder_pb2
 from candor_kit import Bus
+from candor_kit import bus as bus_module
 
 
 @pytest.fixture
@@ -98,3 +100,33 @@ async def test_a_closing_bus_answers_the_requests_it_was_handling(buses: tuple[s
     await service.close()
     answer = await asyncio.wait_for(asked, 10)
     assert answer.model.id == "answered"
+
+
+async def test_a_closing_bus_stops_within_its_drain_timeout_when_requests_never_end(
+    buses: tuple[str, Bus, Bus], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole of close() keeps to DRAIN_TIMEOUT_S (a pod's grace period is sized to it), even
+    when a handler never ends and a request behind it waits for a slot: nats-py's drain of the
+    subscription waits for that request's callback, and the callback for the slot."""
+    subject, service, client = buses
+    monkeypatch.setattr(bus_module, "DRAIN_TIMEOUT_S", 1.0)
+    taken, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(request: embedder_pb2.EmbedRequest) -> embedder_pb2.EmbedResponse:
+        taken.set()
+        await release.wait()  # stuck until the test ends
+        return embedder_pb2.EmbedResponse()
+
+    await service.serve(subject, "serve-test", embedder_pb2.EmbedRequest, handle, max_in_flight=1)
+    asked = [ask(client, subject, embedder_pb2.EmbedRequest(), timeout=15) for _ in range(2)]
+    try:
+        await asyncio.wait_for(taken.wait(), 10)
+        await asyncio.sleep(0.3)  # the second request is at the subscription, waiting for the slot
+        began = time.monotonic()
+        await asyncio.wait_for(service.close(), 8)
+        assert time.monotonic() - began < 3, "close() took more than its drain timeout"
+    finally:
+        release.set()
+        for request in asked:
+            request.cancel()
+        await asyncio.gather(*asked, return_exceptions=True)
