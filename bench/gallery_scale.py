@@ -40,6 +40,9 @@ import numpy as np
 
 K = 50
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from proc_cpu import thread_cpu  # noqa: E402 - what else in an engine's process competes with its searches
 
 
 def rss_mb(field: str = "VmRSS") -> float:
@@ -52,21 +55,6 @@ def rss_mb(field: str = "VmRSS") -> float:
 
 
 # --- calibration from real embeddings ------------------------------------------------------------
-
-
-def thread_cpu() -> dict[str, float]:
-    """CPU seconds each of this process's threads has used, by thread name (summed over threads
-    of one name), from /proc: what else in an engine's process competes with its searches."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    used: dict[str, float] = {}
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            name = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended while being read
-            continue
-        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return used
 
 
 def calibrate(dataset: Path) -> dict[str, Any]:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from fetch_sample_images import fetch  # noqa: E402
+from proc_cpu import cpu_seconds  # noqa: E402
 
 from candor_cli import LocalStack  # noqa: E402
 from candor_cli.gallery import read_source, run_import  # noqa: E402
@@ -74,12 +75,6 @@ def anchor(source: Path) -> float:
         faces = detector.detect(decode_image(photo.path.read_bytes(), DecodeLimits()))
         embedder.embed([faces[0].chip])
     return len(photos) / (time.perf_counter() - start)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds a process has used (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:

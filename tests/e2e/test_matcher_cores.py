@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
+from proc_cpu import cpu_seconds
 
 from candor.common.v1 import common_pb2
 from candor.matcher.v1 import matcher_pb2
@@ -43,12 +42,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     stack.up()
     yield stack
     stack.down()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def unit_vectors(count: int, seed: int) -> np.ndarray:
