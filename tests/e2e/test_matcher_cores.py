@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -34,14 +33,6 @@ ENROL_AT_ONCE = 250
 #: Searches timed, one after another.
 SEARCHES = 400
 MODEL = common_pb2.ModelRef(id="sface", version="1", metric="cosine", dimension=128)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp("matcher-cores"))
-    stack.up()
-    yield stack
-    stack.down()
 
 
 def unit_vectors(count: int, seed: int) -> np.ndarray:
@@ -89,10 +80,10 @@ async def enrol_and_search(stack: LocalStack, pid: int) -> tuple[float, float, l
         await client.close()
 
 
-def test_a_matcher_searching_back_to_back_uses_less_than_one_core(stack: LocalStack) -> None:
-    state = stack.state()
+def test_a_matcher_searching_back_to_back_uses_less_than_one_core(local_stack: LocalStack) -> None:
+    state = local_stack.state()
     assert state is not None
-    used, wall, best = asyncio.run(enrol_and_search(stack, state.pids["matcher"]))
+    used, wall, best = asyncio.run(enrol_and_search(local_stack, state.pids["matcher"]))
     assert best == [f"cores/{row % GALLERY}" for row in range(SEARCHES)]  # each face finds itself
     # One search at a time: the matcher's event loop and its search thread take turns with this
     # client and nats-server, so its process is busy for part of the wall time, never more than

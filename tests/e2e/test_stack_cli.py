@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from candor_kit.model_registry import ModelRegistry
 
 CANDOR = str(Path(sys.executable).parent / "candor")
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = LocalStack(tmp_path_factory.mktemp("candor-data"))
-    stack.up()
-    yield stack
-    stack.down()
 
 
 def candor(stack: LocalStack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
