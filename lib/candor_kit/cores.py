@@ -9,26 +9,72 @@ from pathlib import Path
 
 from threadpoolctl import ThreadpoolController
 
-#: cgroup v2's quota file for this process's cgroup (``max 100000`` when unlimited).
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+#: Where the cgroup file systems are mounted, and where this process's cgroups are named.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
-def cgroup_quota(cpu_max: Path = CPU_MAX) -> float | None:
-    """The CPU quota in cores (``quota / period``), or None when there is none or no cgroup v2."""
+def _read(path: Path) -> str | None:
     try:
-        quota, period = cpu_max.read_text().split()[:2]
-    except (OSError, ValueError):
+        return path.read_text()
+    except OSError:
         return None
-    if quota == "max":
-        return None
-    return int(quota) / int(period)
 
 
-def usable_cores(cpu_max: Path = CPU_MAX) -> int:
-    """Cores this process may run on, at least 1: the affinity mask, capped by the quota rounded up
-    (a 1.5-core limit gets two threads, each running part of the time)."""
+def _v2_quota(folder: Path) -> float | None:
+    """cgroup v2's ``cpu.max`` (``max 100000`` when unlimited) in cores."""
+    text = _read(folder / "cpu.max")
+    try:
+        quota, period = (text or "").split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except ValueError:
+        return None
+
+
+def _v1_quota(folder: Path) -> float | None:
+    """cgroup v1's ``cpu.cfs_quota_us`` (-1 when unlimited) over ``cpu.cfs_period_us``, in cores."""
+    try:
+        quota = int(_read(folder / "cpu.cfs_quota_us") or "")
+        period = int(_read(folder / "cpu.cfs_period_us") or "")
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _up_from(path: str) -> list[str]:
+    """A cgroup's path and each of its parents' up to the root (``""``)."""
+    parts = [part for part in path.split("/") if part]
+    return ["/".join(parts[:end]) for end in range(len(parts), -1, -1)]
+
+
+def cgroup_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> float | None:
+    """The CPU quota in cores (quota over period) of this process's cgroup, or None when none is set.
+
+    Both cgroup versions are read (v1's ``cpu.cfs_quota_us`` is where Docker and Kubernetes put a
+    limit on a v1 host), in the process's own cgroup and each parent's (a parent's limit holds for
+    its children): the smallest found. Inside a container the cgroup named in /proc may not be
+    mounted under its own name (the container sees its cgroup as the root), so the root's file is
+    read as well.
+    """
+    quotas: list[float] = []
+    for line in (_read(proc_cgroup) or "0::/\n").splitlines():
+        hierarchy, controllers, path = [*line.split(":", 2), "", ""][:3]
+        if hierarchy == "0" and not controllers:
+            found = [_v2_quota(root / relative) for relative in _up_from(path)]
+        elif "cpu" in controllers.split(","):
+            mounts = [root / controllers, root / "cpu"]
+            found = [_v1_quota(mount / relative) for mount in mounts for relative in _up_from(path)]
+        else:
+            continue
+        quotas.extend(quota for quota in found if quota is not None)
+    return min(quotas, default=None)
+
+
+def usable_cores(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> int:
+    """Cores this process may run on, at least 1: the affinity mask, capped by the cgroup's CPU
+    quota rounded up (a 1.5-core limit gets two threads, each running part of the time)."""
     cores = len(os.sched_getaffinity(0))
-    quota = cgroup_quota(cpu_max)
+    quota = cgroup_quota(root, proc_cgroup)
     if quota is not None:
         cores = min(cores, math.ceil(quota))
     return max(1, cores)

@@ -72,18 +72,6 @@ async def test_several_photos_are_detected_at_once_each_on_a_detector_of_its_own
     assert sum(detector.most for detector in detectors) == 2
 
 
-def test_threads_follow_the_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
-    cpu_max = tmp_path / "cpu.max"
-    cores = len(__import__("os").sched_getaffinity(0))
-    cpu_max.write_text("max 100000\n")
-    assert usable_cores(cpu_max) == cores  # no quota: every core of the affinity mask
-    cpu_max.write_text("150000 100000\n")
-    assert usable_cores(cpu_max) == min(cores, 2)  # 1.5 cores: two threads
-    cpu_max.write_text("50000 100000\n")
-    assert usable_cores(cpu_max) == 1
-    assert usable_cores(tmp_path / "absent") == cores  # no cgroup v2: the affinity mask
-
-
 def test_by_default_a_lane_a_core_and_opencv_s_pool_over_every_core() -> None:
     """Unset, CANDOR_DETECTOR_THREADS gives one lane per usable core, and OpenCV's pool keeps a
     thread per usable core too (a lone detection runs on all of them); one core: one of each. In a

@@ -1,0 +1,100 @@
+"""The cores a service sizes its threads to: its affinity capped by its cgroup's CPU quota, on
+cgroup v2 and v1 alike, including a limit set on a parent cgroup.
+
+Why v1 too: Docker and Kubernetes on a cgroup v1 host (this test machine's kind) put a container's
+``--cpus`` or a pod's CPU limit in ``cpu.cfs_quota_us``, where a reader of ``cpu.max`` alone saw no
+limit and sized onnxruntime's and OpenCV's pools to every core of the node.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from candor_kit.cores import cgroup_quota, usable_cores
+
+CORES = len(os.sched_getaffinity(0))
+
+
+def tree(root: Path, files: dict[str, str]) -> Path:
+    """A cgroup file system under ``root``: relative path -> contents."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_cgroup_v2_in_a_container_its_own_cpu_max(tmp_path: Path) -> None:
+    root = tree(tmp_path, {"cpu.max": "150000 100000\n", "proc": "0::/\n"})
+    assert cgroup_quota(root, root / "proc") == 1.5
+    assert usable_cores(root, root / "proc") == min(CORES, 2)  # 1.5 cores: two threads
+    (root / "cpu.max").write_text("max 100000\n")
+    assert cgroup_quota(root, root / "proc") is None
+    assert usable_cores(root, root / "proc") == CORES
+
+
+def test_cgroup_v2_on_a_host_the_process_s_own_cgroup_and_its_parents(tmp_path: Path) -> None:
+    files = {"proc": "0::/batch/candor\n", "batch/cpu.max": "50000 100000\n", "batch/candor/cpu.max": "max 100000\n"}
+    root = tree(tmp_path, files)
+    assert cgroup_quota(root, root / "proc") == 0.5  # the parent's limit holds for its children
+    assert usable_cores(root, root / "proc") == 1
+
+
+def test_cgroup_v1_cfs_quota_in_the_cpu_hierarchy(tmp_path: Path) -> None:
+    files = {
+        "proc": "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n0::/\n",
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "100000\n",
+        "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    }
+    root = tree(tmp_path, files)
+    assert cgroup_quota(root, root / "proc") == 1.0
+    (root / "cpu,cpuacct/docker/abc/cpu.cfs_quota_us").write_text("-1\n")
+    assert cgroup_quota(root, root / "proc") is None
+
+
+def test_nothing_readable_means_no_quota(tmp_path: Path) -> None:
+    assert cgroup_quota(tmp_path, tmp_path / "absent") is None
+    assert usable_cores(tmp_path, tmp_path / "absent") == CORES
+
+
+def real_cpu_cgroup() -> tuple[Path, str] | None:
+    """A writable cgroup hierarchy with the cpu controller on this machine (v1's cpu, or v2 with cpu
+    delegated), or None where the test runs without the right to make one."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
+        return v1, "v1"
+    v2 = Path("/sys/fs/cgroup")
+    control = v2 / "cgroup.subtree_control"
+    if control.exists() and "cpu" in control.read_text().split() and os.access(v2, os.W_OK):
+        return v2, "v2"
+    return None
+
+
+@pytest.mark.skipif(real_cpu_cgroup() is None, reason="needs root and a cgroup hierarchy with the cpu controller")
+def test_a_process_in_a_real_cgroup_with_one_core_of_quota_sizes_to_one_core() -> None:
+    found = real_cpu_cgroup()
+    assert found is not None
+    hierarchy, version = found
+    group = hierarchy / f"candor-test-{uuid.uuid4().hex[:8]}"
+    group.mkdir()
+    try:
+        if version == "v1":
+            (group / "cpu.cfs_period_us").write_text("100000")
+            (group / "cpu.cfs_quota_us").write_text("100000")
+        else:
+            (group / "cpu.max").write_text("100000 100000")
+        code = (
+            f"import os; open('{group}/cgroup.procs', 'w').write(str(os.getpid()));"
+            "from candor_kit.cores import usable_cores; print(usable_cores())"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert int(out.stdout.split()[-1]) == 1
+    finally:
+        group.rmdir()
