@@ -42,8 +42,11 @@ def _v1_quota(folder: Path) -> float | None:
 
 
 def _up_from(path: str) -> list[str]:
-    """A cgroup's path and each of its parents' up to the root (``""``)."""
+    """A cgroup's path and each of its parents' up to the root (``""``); only the root for a cgroup
+    outside this namespace's view (a path through ``..``)."""
     parts = [part for part in path.split("/") if part]
+    if ".." in parts:
+        return [""]
     return ["/".join(parts[:end]) for end in range(len(parts), -1, -1)]
 
 

@@ -59,6 +59,12 @@ def test_cgroup_v1_cfs_quota_in_the_cpu_hierarchy(tmp_path: Path) -> None:
     assert cgroup_quota(root, root / "proc") is None
 
 
+def test_a_cgroup_outside_the_namespace_s_view_reads_the_root_only(tmp_path: Path) -> None:
+    root = tree(tmp_path / "fs" / "cgroup", {"cpu.max": "200000 100000\n", "proc": "0::/../../elsewhere\n"})
+    (tmp_path / "cpu.max").write_text("50000 100000\n")  # what a path through .. would reach
+    assert cgroup_quota(root, root / "proc") == 2.0
+
+
 def test_nothing_readable_means_no_quota(tmp_path: Path) -> None:
     assert cgroup_quota(tmp_path, tmp_path / "absent") is None
     assert usable_cores(tmp_path, tmp_path / "absent") == CORES
