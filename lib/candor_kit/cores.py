@@ -83,6 +83,18 @@ def usable_cores(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> i
     return max(1, cores)
 
 
+def openmp_sized_to_quota() -> None:
+    """Size the OpenMP pool of a library not loaded yet (FAISS's) to the cores this process may use;
+    call it just before that library is imported. An operator's own ``OMP_NUM_THREADS`` is kept.
+
+    Why here and so early: libgomp reads ``OMP_NUM_THREADS`` once, when it is loaded, and without it
+    takes the affinity mask, not the cgroup's quota (a matcher limited to one core on a 16-core node
+    would scan its codes on 16 threads and be throttled); ``omp_set_num_threads`` afterwards reaches
+    only the thread that calls it, not the worker threads searches run on.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cores()))
+
+
 def one_blas_thread() -> None:
     """Hold numpy's BLAS (OpenBLAS on its own threads) to one thread in this process.
 

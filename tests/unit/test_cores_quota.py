@@ -83,8 +83,9 @@ def real_cpu_cgroup() -> tuple[Path, str] | None:
     return None
 
 
-@pytest.mark.skipif(real_cpu_cgroup() is None, reason="needs root and a cgroup hierarchy with the cpu controller")
-def test_a_process_in_a_real_cgroup_with_one_core_of_quota_sizes_to_one_core() -> None:
+def run_in_one_core_cgroup(code: str) -> str:
+    """Run ``code`` in a fresh interpreter inside a new real cgroup with one core of CPU quota;
+    its standard output."""
     found = real_cpu_cgroup()
     assert found is not None
     hierarchy, version = found
@@ -96,11 +97,35 @@ def test_a_process_in_a_real_cgroup_with_one_core_of_quota_sizes_to_one_core() -
             (group / "cpu.cfs_quota_us").write_text("100000")
         else:
             (group / "cpu.max").write_text("100000 100000")
-        code = (
-            f"import os; open('{group}/cgroup.procs', 'w').write(str(os.getpid()));"
-            "from candor_kit.cores import usable_cores; print(usable_cores())"
-        )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        assert int(out.stdout.split()[-1]) == 1
+        joined = f"import os; open('{group}/cgroup.procs', 'w').write(str(os.getpid()))\n" + code
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)}  # no OMP_NUM_THREADS
+        out = subprocess.run([sys.executable, "-c", joined], capture_output=True, text=True, check=True, env=env)
+        return out.stdout
     finally:
         group.rmdir()
+
+
+needs_a_cgroup = pytest.mark.skipif(
+    real_cpu_cgroup() is None, reason="needs root and a cgroup hierarchy with the cpu controller"
+)
+
+
+@needs_a_cgroup
+def test_a_process_in_a_real_cgroup_with_one_core_of_quota_sizes_to_one_core() -> None:
+    out = run_in_one_core_cgroup("from candor_kit.cores import usable_cores; print(usable_cores())")
+    assert int(out.split()[-1]) == 1
+
+
+@needs_a_cgroup
+def test_the_matcher_s_faiss_runs_openmp_on_the_quota_s_cores_on_every_thread() -> None:
+    """FAISS's fast-scan runs its scan on OpenMP's pool, which libgomp sizes to the affinity mask
+    when it is loaded; a search runs on a worker thread, which omp_set_num_threads from the main
+    thread does not reach."""
+    code = """
+from concurrent.futures import ThreadPoolExecutor
+import candor_matcher.fastscan
+import faiss
+print(faiss.omp_get_max_threads(), ThreadPoolExecutor(1).submit(faiss.omp_get_max_threads).result())
+"""
+    main, worker = (int(word) for word in run_in_one_core_cgroup(code).split()[-2:])
+    assert (main, worker) == (1, 1)

@@ -23,8 +23,12 @@ import threading
 import uuid
 from collections.abc import Sequence
 
-import faiss  # at import, so a matcher without it fails at start, not at its 20,000th face
 import numpy as np
+
+from candor_kit.cores import openmp_sized_to_quota
+
+openmp_sized_to_quota()  # before FAISS loads OpenMP, which reads its thread count then
+import faiss  # noqa: E402 - at import, so a matcher without it fails at start, not at its 20,000th face
 
 #: Below this many vectors every search is exact (no codes are trained).
 TRAIN_AT = 20_000
