@@ -1,13 +1,19 @@
-"""The embedder's model under a CPU quota: onnxruntime's pool sized to the quota, as Candor sizes it
-(``candor_kit.model_pack.session_options``), against onnxruntime's own default (a thread per
-physical core of the host, the anchor), side by side in real cgroups.
+"""The models' thread pools under a CPU quota: sized to the quota, as Candor sizes them, against
+the libraries' own defaults (the anchors), side by side in real cgroups.
 
-Each side runs SFace on one chip at a time in a fresh process placed in a cgroup of its own with
-``--quota`` cores of CPU quota (cgroup v1's ``cpu.cfs_quota_us`` or v2's ``cpu.max``, whichever
-this machine has), back to back (a busy pod) and with a pause between calls (a quiet one); the
-sides alternate round by round. Needs root (it makes the cgroups, and removes them).
+- ``onnx``: the embedder's SFace on onnxruntime, its pool sized by
+  ``candor_kit.model_pack.session_options`` against onnxruntime's default (a thread per physical
+  core of the host), one chip a call.
+- ``faiss``: the matcher's fast-scan index (``candor_matcher.fastscan``) of ``--faces`` synthetic
+  faces, OpenMP sized by ``candor_kit.cores.openmp_sized_to_quota`` against libgomp's default (every
+  core of the affinity mask), one search (top 50) a call.
 
-    python bench/onnx_quota.py [--quota 1] [--calls 300] [--rounds 2]
+Each side runs in a fresh process placed in a cgroup of its own with ``--quota`` cores of CPU quota
+(cgroup v1's ``cpu.cfs_quota_us`` or v2's ``cpu.max``, whichever this machine has), back to back (a
+busy pod) and with a pause between calls (a quiet one); the sides alternate round by round. Needs
+root (it makes the cgroups, and removes them).
+
+    python bench/quota_pools.py [--part onnx,faiss] [--quota 1] [--calls 300] [--rounds 2]
 
 Prints each side's p50, p90 and p99 and calls a second, the ratio of the p99s (sized / default),
 and the load average.
@@ -28,8 +34,23 @@ sys.path.insert(0, str(ROOT))
 
 from candor_kit.cores import CGROUP_ROOT  # noqa: E402
 
-# Runs in the cgroup: the child joins it, then loads SFace as the embedder does.
-CHILD = """
+# Each runs in the cgroup: the child joins it, then loads the model as the service does, and
+# measures ``calls`` calls back to back, then 10 ms apart.
+MEASURE = """
+out = {"threads": len(os.listdir("/proc/self/task"))}
+for gap in (0.0, 0.01):
+    times = []
+    for _ in range(int(sys.argv[3])):
+        t = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t)
+        if gap:
+            time.sleep(gap)
+    out[str(gap)] = {"times": times, "busy_s": sum(times)}
+print(json.dumps(out))
+"""
+ONNX = (
+    """
 import json, os, sys, time
 open(sys.argv[1], "w").write(str(os.getpid()))
 import numpy as np
@@ -44,20 +65,37 @@ if sys.argv[2] == "default":  # onnxruntime's own sizing: the host's physical co
 from candor_faces.embedding import build_engine
 engine = build_engine("sface", None, None)
 chip = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
-for _ in range(20):
+def call():
     engine.embed([chip])
-out = {"threads": len(os.listdir("/proc/self/task"))}
-for gap in (0.0, 0.01):
-    times, started = [], time.perf_counter()
-    for _ in range(int(sys.argv[3])):
-        t = time.perf_counter()
-        engine.embed([chip])
-        times.append(time.perf_counter() - t)
-        if gap:
-            time.sleep(gap)
-    out[str(gap)] = {"times": times, "busy_s": sum(times)}
-print(json.dumps(out))
+for _ in range(20):
+    call()
 """
+    + MEASURE
+)
+FAISS = (
+    """
+import json, os, sys, time
+open(sys.argv[1], "w").write(str(os.getpid()))
+if sys.argv[2] == "default":  # libgomp's own sizing: every core of the affinity mask
+    os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
+import numpy as np
+from candor_matcher.fastscan import FastScanIndex
+rng = np.random.default_rng(0)
+faces = int(sys.argv[4])
+index = FastScanIndex(128, "cosine")
+for start in range(0, faces, 50_000):
+    block = rng.standard_normal((min(50_000, faces - start), 128)).astype(np.float32)
+    ids = [f"{n:032x}" for n in range(start, start + len(block))]
+    index.add(ids, ids, block, replace=False)
+probes = rng.standard_normal((64, 128)).astype(np.float32)
+turn = iter(range(10**9))
+def call():
+    index.nearest(probes[next(turn) % 64].tolist(), 50, 2.0)
+for _ in range(20):
+    call()
+"""
+    + MEASURE
+)
 
 
 def make_cgroup(quota: float) -> tuple[Path, Path]:
@@ -81,12 +119,13 @@ def percentile(times: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
-def run_side(side: str, quota: float, calls: int) -> dict:
+def run_side(part: str, side: str, quota: float, calls: int, faces: int) -> dict:
     group, procs = make_cgroup(quota)
     try:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        env.pop("OMP_NUM_THREADS", None)
         out = subprocess.run(
-            [sys.executable, "-c", CHILD, str(procs), side, str(calls)],
+            [sys.executable, "-c", CHILDREN[part], str(procs), side, str(calls), str(faces)],
             capture_output=True,
             text=True,
             check=True,
@@ -97,8 +136,13 @@ def run_side(side: str, quota: float, calls: int) -> dict:
         group.rmdir()
 
 
+CHILDREN = {"onnx": ONNX, "faiss": FAISS}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", default="onnx,faiss", help="which pools: onnx, faiss or both")
+    parser.add_argument("--faces", type=int, default=300_000, help="the fast-scan index's size")
     parser.add_argument("--quota", type=float, default=1.0, help="cores of CPU quota each side's cgroup gets")
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
@@ -107,22 +151,22 @@ def main() -> int:
         print("this bench makes cgroups: run it as root", file=sys.stderr)
         return 2
     print(f"load average at the start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores, quota {args.quota} cores")
-    for round_number in range(1, args.rounds + 1):
+    for part, round_number in [(part, n) for part in args.part.split(",") for n in range(1, args.rounds + 1)]:
         p99 = {}
         for side in ("default", "sized"):
-            found = run_side(side, args.quota, args.calls)
+            found = run_side(part, side, args.quota, args.calls, args.faces)
             for gap, label in (("0.0", "back to back"), ("0.01", "10 ms apart")):
                 times = found[gap]["times"]
                 rate = len(times) / found[gap]["busy_s"]
                 p99[(side, gap)] = percentile(times, 0.99)
                 print(
-                    f"round {round_number} {side:8s} ({found['threads']} threads) {label:13s} "
+                    f"{part} round {round_number} {side:8s} ({found['threads']} threads) {label:13s} "
                     f"p50 {percentile(times, 0.5):6.2f}  p90 {percentile(times, 0.9):6.2f}  "
                     f"p99 {percentile(times, 0.99):6.2f} ms  {rate:5.1f} calls/s"
                 )
         for gap, label in (("0.0", "back to back"), ("0.01", "10 ms apart")):
             ratio = p99[("sized", gap)] / p99[("default", gap)]
-            print(f"round {round_number} p99 sized / default, {label}: {ratio:.2f}")
+            print(f"{part} round {round_number} p99 sized / default, {label}: {ratio:.2f}")
     print(f"load average at the end: {os.getloadavg()[0]:.2f}")
     return 0
 
