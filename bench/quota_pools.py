@@ -79,7 +79,9 @@ open(sys.argv[1], "w").write(str(os.getpid()))
 if sys.argv[2] == "default":  # libgomp's own sizing: every core of the affinity mask
     os.environ["OMP_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
 import numpy as np
+from candor_kit.cores import one_blas_thread
 from candor_matcher.fastscan import FastScanIndex
+one_blas_thread()  # as every service holds numpy's BLAS at start (run_service)
 rng = np.random.default_rng(0)
 faces = int(sys.argv[4])
 index = FastScanIndex(128, "cosine")
