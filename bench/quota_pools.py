@@ -26,13 +26,14 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from candor_kit.cores import CGROUP_ROOT  # noqa: E402
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from cgroups import cpu_cgroup  # noqa: E402
 
 # Each runs in the cgroup: the child joins it, then loads the model as the service does, and
 # measures ``calls`` calls back to back, then 10 ms apart.
@@ -100,30 +101,13 @@ for _ in range(20):
 )
 
 
-def make_cgroup(quota: float) -> tuple[Path, Path]:
-    """A new cgroup with ``quota`` cores; (its folder, the file a process joins it through)."""
-    name = f"candor-bench-{uuid.uuid4().hex[:8]}"
-    v1 = CGROUP_ROOT / "cpu"
-    if (v1 / "cpu.cfs_quota_us").exists():
-        group = v1 / name
-        group.mkdir()
-        (group / "cpu.cfs_period_us").write_text("100000")
-        (group / "cpu.cfs_quota_us").write_text(str(int(quota * 100000)))
-        return group, group / "cgroup.procs"
-    group = CGROUP_ROOT / name
-    group.mkdir()
-    (group / "cpu.max").write_text(f"{int(quota * 100000)} 100000")
-    return group, group / "cgroup.procs"
-
-
 def percentile(times: list[float], share: float) -> float:
     ordered = sorted(times)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
 def run_side(part: str, side: str, quota: float, calls: int, faces: int) -> dict:
-    group, procs = make_cgroup(quota)
-    try:
+    with cpu_cgroup(quota) as procs:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         env.pop("OMP_NUM_THREADS", None)
         out = subprocess.run(
@@ -133,9 +117,7 @@ def run_side(part: str, side: str, quota: float, calls: int, faces: int) -> dict
             check=True,
             env=env,
         )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        group.rmdir()
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 CHILDREN = {"onnx": ONNX, "faiss": FAISS}

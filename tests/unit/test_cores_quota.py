@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
+from cgroups import cpu_cgroup, cpu_hierarchy
 
 from candor_kit.cores import cgroup_quota, usable_cores
 
@@ -70,43 +70,18 @@ def test_nothing_readable_means_no_quota(tmp_path: Path) -> None:
     assert usable_cores(tmp_path, tmp_path / "absent") == CORES
 
 
-def real_cpu_cgroup() -> tuple[Path, str] | None:
-    """A writable cgroup hierarchy with the cpu controller on this machine (v1's cpu, or v2 with cpu
-    delegated), or None where the test runs without the right to make one."""
-    v1 = Path("/sys/fs/cgroup/cpu")
-    if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
-        return v1, "v1"
-    v2 = Path("/sys/fs/cgroup")
-    control = v2 / "cgroup.subtree_control"
-    if control.exists() and "cpu" in control.read_text().split() and os.access(v2, os.W_OK):
-        return v2, "v2"
-    return None
-
-
 def run_in_one_core_cgroup(code: str) -> str:
     """Run ``code`` in a fresh interpreter inside a new real cgroup with one core of CPU quota;
     its standard output."""
-    found = real_cpu_cgroup()
-    assert found is not None
-    hierarchy, version = found
-    group = hierarchy / f"candor-test-{uuid.uuid4().hex[:8]}"
-    group.mkdir()
-    try:
-        if version == "v1":
-            (group / "cpu.cfs_period_us").write_text("100000")
-            (group / "cpu.cfs_quota_us").write_text("100000")
-        else:
-            (group / "cpu.max").write_text("100000 100000")
-        joined = f"import os; open('{group}/cgroup.procs', 'w').write(str(os.getpid()))\n" + code
+    with cpu_cgroup(1.0) as procs:
+        joined = f"import os; open('{procs}', 'w').write(str(os.getpid()))\n" + code
         env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)}  # no OMP_NUM_THREADS
         out = subprocess.run([sys.executable, "-c", joined], capture_output=True, text=True, check=True, env=env)
-        return out.stdout
-    finally:
-        group.rmdir()
+    return out.stdout
 
 
 needs_a_cgroup = pytest.mark.skipif(
-    real_cpu_cgroup() is None, reason="needs root and a cgroup hierarchy with the cpu controller"
+    cpu_hierarchy() is None, reason="needs root and a cgroup hierarchy with the cpu controller"
 )
 
 
