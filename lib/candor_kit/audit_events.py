@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,6 +23,8 @@ __all__ = [
     "AUDIT_STREAM",
     "AUDIT_SUBJECT_PREFIX",
     "MAX_EVENT_BYTES",
+    "MAX_PART_CHARS",
+    "PARTS",
     "AlreadyRecorded",
     "AuditPublisher",
     "ensure_audit_stream",
@@ -31,6 +33,12 @@ __all__ = [
 #: The largest audit event the chain takes: ids, hashes and counts fit many times over; an event
 #: beyond it is refused by the audit service (and by a publisher before it is sent).
 MAX_EVENT_BYTES = 64 * 1024
+#: The key of an event's details that lists its parts: the items one event names together (an
+#: import's photos enrolled in one go), each named by one record of the chain however often an
+#: event names it again (a redelivery after a crash).
+PARTS = "parts"
+#: The longest part id an event may list.
+MAX_PART_CHARS = 200
 
 
 async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
@@ -85,9 +93,12 @@ class AuditPublisher:
         details: Mapping[str, Any] | None = None,
         event_id: str | None = None,
         first: bool = False,
+        parts: Sequence[str] = (),
     ) -> str:
         """Store one event durably and return its id; with ``first``, AlreadyRecorded when the
         stream already held an event with this ``event_id`` (work done before under the same id).
+        ``parts`` names the items the event records together (under ``details[PARTS]``): the chain
+        stores an event whose every part it already names as a repeat of that record.
 
         ``details`` must never hold images, embeddings or tokens: hashes and ids only.
         """
@@ -101,7 +112,9 @@ class AuditPublisher:
             case_number=case_number,
             purpose=purpose,
             trace_id=current_trace_id(),
-            details_json=json.dumps(details or {}, sort_keys=True, separators=(",", ":")),
+            details_json=json.dumps(
+                {**(details or {}), **({PARTS: list(parts)} if parts else {})}, sort_keys=True, separators=(",", ":")
+            ),
         )
         if event.ByteSize() > MAX_EVENT_BYTES:
             raise InvalidInput(f"the {kind} audit event is {event.ByteSize()} bytes; the limit is {MAX_EVENT_BYTES}")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from candor.audit.v1 import audit_pb2
-from candor_kit.audit_events import MAX_EVENT_BYTES
+from candor_kit.audit_events import MAX_EVENT_BYTES, MAX_PART_CHARS, PARTS
 from candor_kit.audit_signing import Checkpoint, checkpoint_message, record_message, verify_signature
 from candor_kit.errors import InvalidInput
 
@@ -120,10 +120,46 @@ def timestamp_of(text: str) -> Timestamp:
     return stamp
 
 
+def part_name(kind: str, part: str) -> str:
+    """The chain's name of one part of an event of ``kind``. Scoped by kind, which only the
+    event's own publisher may write, so that no service can claim another's parts in advance."""
+    return f"part:{kind}/{part}"
+
+
+def listed_parts(details_json: str) -> list[str] | None:
+    """The part ids an event's details list, in order and once each; None when it lists none.
+    InvalidInput when the list is not of part ids."""
+    if f'"{PARTS}"' not in details_json:  # most events: no need to parse
+        return None
+    try:
+        details = json.loads(details_json)
+    except ValueError:
+        return None
+    if not isinstance(details, dict) or PARTS not in details:
+        return None
+    listed = details[PARTS]
+    if not isinstance(listed, list) or not listed:
+        raise InvalidInput(f"an audit event's {PARTS} must be a non-empty list of ids")
+    for part in listed:
+        if not isinstance(part, str) or not 0 < len(part) <= MAX_PART_CHARS:
+            raise InvalidInput(f"each of an audit event's {PARTS} must be an id of 1 to {MAX_PART_CHARS} characters")
+    return list(dict.fromkeys(listed))
+
+
+def event_parts(entry: AuditEntry) -> list[str]:
+    """The chain's names of the parts an entry lists (none for most events)."""
+    try:
+        listed = listed_parts(entry.details_json)
+    except InvalidInput:  # checked when the event came in; a record refused for it lists none
+        return []
+    return [part_name(entry.kind, part) for part in listed or ()]
+
+
 def entry_from_event(event: audit_pb2.AuditEvent) -> AuditEntry:
     """Validate an incoming event and turn it into a chain entry."""
     if not event.event_id or not event.kind or not event.HasField("occurred_at"):
         raise InvalidInput("audit event lacks event_id, kind or occurred_at")
+    listed_parts(event.details_json)
     return AuditEntry(
         event_id=event.event_id,
         kind=event.kind,

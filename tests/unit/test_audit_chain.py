@@ -3,6 +3,7 @@ PostgreSQL server alike."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from candor.audit.v1 import audit_pb2
 from candor_audit import AuditChain, PostgresAuditChain, SqlAuditChain
-from candor_kit.audit_records import AuditEntry, record_hash
+from candor_kit.audit_records import AuditEntry, entry_from_event, record_hash
 from candor_kit.audit_signing import Checkpoint, Signer, record_message
-from candor_kit.errors import ServiceUnavailable
+from candor_kit.errors import InvalidInput, ServiceUnavailable
 from tests.postgres import PostgresServer
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
@@ -68,6 +70,66 @@ def test_untouched_chain_verifies(chain: SqlAuditChain) -> None:
 def test_redelivered_event_is_stored_once(chain: SqlAuditChain) -> None:
     assert chain.append(entry(3), "2026-11-28T11:00:00.000000Z") is None
     assert chain.verify().records_checked == 5
+
+
+def named(event_id: str, parts: list[str], kind: str = "gallery.import_enrolled") -> AuditEntry:
+    """An event naming ``parts`` together, as the matcher names an import's photos."""
+    return AuditEntry(
+        event_id=event_id,
+        kind=kind,
+        occurred_at="2026-11-28T10:01:00.000000Z",
+        actor="importer",
+        case_number="",
+        purpose="",
+        trace_id="",
+        details_json=json.dumps({"records": [{"item": part} for part in parts], "parts": parts}),
+    )
+
+
+def test_an_event_whose_every_part_is_named_is_a_repeat_and_not_stored(chain: SqlAuditChain) -> None:
+    group = chain.append(named("group-1", ["imp.1", "imp.2", "imp.3"]), "2026-11-28T10:01:00.100000Z")
+    assert group is not None and group.sequence == 6
+    # Photo 2 delivered again after its group's event was stored: named alone, under its part.
+    assert chain.append(named("alone-2", ["imp.2"]), "2026-11-28T10:02:00.000000Z") is None
+    assert chain.append(named("alone-2", ["imp.2"]), "2026-11-28T10:02:01.000000Z") is None  # and again
+    assert chain.first_naming("gallery.import_enrolled", "imp.2") == 6
+    # The same part under another kind is another service's: not a repeat.
+    other = chain.append(named("other-2", ["imp.2"], kind="matcher.noted"), "2026-11-28T10:03:00.000000Z")
+    assert other is not None and other.sequence == 7
+    assert chain.verify().ok and chain.verify().records_checked == 7
+
+
+def test_a_group_naming_a_part_again_is_kept_and_its_new_parts_are_named_by_it(chain: SqlAuditChain) -> None:
+    chain.append(named("alone-1", ["imp.1"]), "2026-11-28T10:01:00.100000Z")
+    both = chain.append(named("group-12", ["imp.1", "imp.2"]), "2026-11-28T10:01:00.200000Z")
+    assert both is not None and both.sequence == 7  # photo 2 is named only here: the event is kept
+    assert chain.first_naming("gallery.import_enrolled", "imp.1") == 6
+    assert chain.first_naming("gallery.import_enrolled", "imp.2") == 7
+
+
+def test_repeats_within_one_batch_are_folded_in_order(empty_chain: SqlAuditChain) -> None:
+    at = "2026-11-28T10:01:00.000000Z"
+    events = [named("group-1", ["imp.1", "imp.2"]), named("alone-1", ["imp.1"]), named("alone-3", ["imp.3"])]
+    stored = empty_chain.append_many([(event, at) for event in events])
+    assert [record.sequence if record else None for record in stored] == [1, None, 2]
+
+
+def test_a_row_slipped_into_the_index_of_named_parts_fails_verification(chain: SqlAuditChain) -> None:
+    chain.append(named("group-1", ["imp.1", "imp.2"]), "2026-11-28T10:01:00.100000Z")
+    assert chain.verify().ok
+    # Someone with database access claims photo 3 named, so that its event would be taken for a repeat.
+    tamper(chain, "INSERT INTO audit_part (name, sequence) VALUES ('part:gallery.import_enrolled/imp.3', 6)")
+    result = chain.verify()
+    assert not result.ok and result.first_bad_sequence == 6
+    assert "names part:gallery.import_enrolled/imp.3, which it does not list" in result.problem
+
+
+def test_an_event_listing_parts_that_are_not_ids_is_refused() -> None:
+    for details in ('{"parts": "imp.1"}', '{"parts": []}', '{"parts": [1]}', '{"parts": ["' + "x" * 201 + '"]}'):
+        event = audit_pb2.AuditEvent(event_id="e", kind="gallery.import_enrolled", details_json=details)
+        event.occurred_at.GetCurrentTime()
+        with pytest.raises(InvalidInput, match="parts"):
+            entry_from_event(event)
 
 
 def test_edited_record_is_named(chain: SqlAuditChain) -> None:

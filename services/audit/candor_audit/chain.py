@@ -6,6 +6,13 @@ hash is also signed with the audit service's Ed25519 key, and signed checkpoints
 kept and published (``signing``), so that a truncated and rewritten tail is caught too. Both backends
 share the SQL, the append protocol (one appender at a time, a redelivered event stored once) and
 the verification walk; they differ in how they connect and how they take the writer's lock.
+
+An event may list parts (``audit_events.PARTS``: the photos of an import enrolled together, each
+still named in the details). Each part is named by one record: an event whose every part a record
+names already is a repeat under another id (an item redelivered after its group's event was stored)
+and is not stored, as a redelivered event is not. ``audit_part`` says which record names each part:
+an index beside the hashed records, which verification checks against their details, so that a row
+slipped into it (to have a later event taken for a repeat) is caught.
 """
 
 from __future__ import annotations
@@ -14,12 +21,22 @@ import contextlib
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from candor_kit.audit_records import GENESIS_HASH, AuditEntry, StoredRecord, Verification, record_hash, verify_records
+from candor_kit.audit_records import (
+    GENESIS_HASH,
+    AuditEntry,
+    StoredRecord,
+    Verification,
+    event_parts,
+    part_name,
+    record_hash,
+    verify_records,
+)
 from candor_kit.audit_signing import Checkpoint, Signer, checkpoint_message, record_message
 from candor_kit.errors import ServiceUnavailable
 
@@ -46,6 +63,10 @@ CREATE TABLE IF NOT EXISTS audit_checkpoint (
     made_at       TEXT NOT NULL,
     key_id        TEXT NOT NULL,
     signature     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_part (
+    name          TEXT PRIMARY KEY,
+    sequence      BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_record_case ON audit_record (case_number, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_actor ON audit_record (actor, sequence);
@@ -140,8 +161,9 @@ class SqlAuditChain:
         """Append ``(entry, recorded_at)`` pairs in order, in one transaction: one commit (one disk
         sync, one turn of the writer's lock) for the lot, each entry still its own record with its
         own hash and signature. Returns one outcome per pair: the stored record, or None where the
-        chain (or an earlier pair of the same call) already held its event id. All or none are
-        stored: a failure leaves the chain as it was."""
+        chain (or an earlier pair of the same call) already held its event id, or named every one
+        of its parts (`event_parts`: an event naming several items, each named once in the chain).
+        All or none are stored: a failure leaves the chain as it was."""
         if not items:
             return []
         with self._lock, self._reachable():
@@ -149,17 +171,29 @@ class SqlAuditChain:
             self._begin_exclusive(db)
             try:
                 held = self._held(db, [entry.event_id for entry, _ in items])
+                parts = [event_parts(entry) for entry, _ in items]
+                named = self._named(db, [part for some in parts for part in some])
                 last = db.execute(
                     "SELECT sequence, record_hash FROM audit_record ORDER BY sequence DESC LIMIT 1"
                 ).fetchone()
                 sequence, previous = (last[0], last[1]) if last else (0, GENESIS_HASH)
                 outcomes: list[StoredRecord | None] = []
-                for entry, recorded_at in items:
+                new_parts: list[tuple[str, int]] = []
+                for (entry, recorded_at), its_parts in zip(items, parts, strict=True):
                     if entry.event_id in held:
                         outcomes.append(None)
                         continue
                     held.add(entry.event_id)
+                    if its_parts and all(part in named for part in its_parts):
+                        # A repeat under another id: an item redelivered after its group's event
+                        # was stored, named alone.
+                        outcomes.append(None)
+                        continue
                     sequence += 1
+                    for part in its_parts:  # a part named before keeps its first record
+                        if part not in named:
+                            named[part] = sequence
+                            new_parts.append((part, sequence))
                     digest = record_hash(previous, sequence, entry, recorded_at)
                     signature = self._signer.sign(record_message(sequence, digest))
                     outcomes.append(
@@ -172,6 +206,9 @@ class SqlAuditChain:
                         self._sql(f"INSERT INTO audit_record ({_INSERT_COLUMNS}) VALUES ({', '.join('?' * 14)})"),
                         rows,
                     )
+                if new_parts:
+                    statement = self._sql("INSERT INTO audit_part (name, sequence) VALUES (?, ?)")
+                    db.cursor().executemany(statement, new_parts)
                 db.execute("COMMIT")
             except BaseException:
                 if not self._broken(db):
@@ -180,15 +217,34 @@ class SqlAuditChain:
         return outcomes
 
     def _held(self, db: Any, event_ids: Iterable[str]) -> set[str]:
-        """Which of ``event_ids`` the chain holds, asked of ``db`` in chunks of 500."""
-        wanted = sorted(set(event_ids))
-        found: set[str] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            statement = self._sql(f"SELECT event_id FROM audit_record WHERE event_id IN ({marks})")
-            found.update(row[0] for row in db.execute(statement, chunk).fetchall())
+        """Which of ``event_ids`` the chain holds (asked of ``db`` in chunks of 500)."""
+        return set(
+            self._select_in(db, "SELECT event_id FROM audit_record WHERE event_id IN ({})", sorted(set(event_ids)))
+        )
+
+    def _named(self, db: Any, parts: Iterable[str]) -> dict[str, int]:
+        """Which of ``parts`` (``part_name``) a record of the chain names, with that record's sequence."""
+        wanted = sorted(set(parts))
+        rows = self._select_in(db, "SELECT name, sequence FROM audit_part WHERE name IN ({})", wanted, columns=2)
+        return {name: int(sequence) for name, sequence in rows}
+
+    def _select_in(self, db: Any, statement: str, values: list[str], columns: int = 1) -> list[Any]:
+        """Run ``statement``, whose ``IN ({})`` takes ``values``, in chunks of 500 of them."""
+        found: list[Any] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
+            rows = db.execute(self._sql(statement.format(", ".join("?" * len(chunk)))), chunk).fetchall()
+            found.extend(row[0] if columns == 1 else tuple(row) for row in rows)
         return found
+
+    def first_naming(self, kind: str, part: str) -> int | None:
+        """The sequence of the record that first named ``part`` in an event of ``kind``."""
+        return self.named_parts([part_name(kind, part)]).get(part_name(kind, part))
+
+    def named_parts(self, parts: Iterable[str]) -> dict[str, int]:
+        """Which of ``parts`` (``part_name``) a record names, with its sequence."""
+        with self._reader() as db:
+            return self._named(db, parts)
 
     def checkpoint(self, made_at: str) -> Checkpoint | None:
         """Sign the current head and keep it; None while the chain is empty.
@@ -242,7 +298,27 @@ class SqlAuditChain:
         checkpoints = [*self.checkpoints(), *(kept or [])]
         with self._reader() as db:
             rows = db.execute(f"SELECT {_COLUMNS} FROM audit_record ORDER BY sequence")
-            return verify_records((_row_to_record(row) for row in rows), self.public_keys, checkpoints)
+            walked = verify_records((_row_to_record(row) for row in rows), self.public_keys, checkpoints)
+            if not walked.ok:
+                return walked
+            return self._verify_parts(db, walked)
+
+    def _verify_parts(self, db: Any, walked: Verification) -> Verification:
+        """``walked``, or its failure at the first row of ``audit_part`` that the record it points
+        to does not list (a row slipped in would make a later event look like a repeat)."""
+        rows = db.execute(
+            "SELECT p.name, p.sequence, r.kind, r.details_json FROM audit_part p "
+            "LEFT JOIN audit_record r ON r.sequence = p.sequence ORDER BY p.sequence, p.name"
+        )
+        listed: dict[int, set[str]] = {}
+        for name, sequence, kind, details_json in rows:
+            if sequence not in listed:
+                entry = AuditEntry("", kind or "", "", "", "", "", "", details_json or "{}")
+                listed = {sequence: set(event_parts(entry))}
+            if name not in listed[sequence]:
+                problem = f"the index of named parts says record {sequence} names {name}, which it does not list"
+                return replace(walked, ok=False, first_bad_sequence=int(sequence), problem=problem)
+        return walked
 
     def case_records(self, case_number: str, through: int) -> list[tuple[int, str]]:
         """(sequence, record hash) of every record of a case up to sequence ``through``, in order."""

@@ -23,7 +23,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from candor.audit.v1 import audit_pb2
 from candor_kit import InvalidInput, metrics, subjects
 from candor_kit.audit_events import AUDIT_STREAM, AUDIT_SUBJECT_PREFIX
-from candor_kit.audit_records import AuditEntry, entry_from_event, service_entry, size_problem
+from candor_kit.audit_records import AuditEntry, entry_from_event, event_parts, service_entry, size_problem
 from candor_kit.audit_signing import Checkpoint, checkpoint_message, verify_signature
 from candor_kit.bus import read_stream
 from candor_kit.jetstream_setup import ensure_stream
@@ -117,19 +117,20 @@ class CheckpointStream:
         return Checkpoint(kept.sequence, kept.head_hash, kept.made_at, kept.key_id, kept.signature), ""
 
 
-def genuine_event_id(subject: str, data: bytes) -> tuple[str, str] | None:
-    """The event id and kind of an audit stream message that the chain must hold as itself: a
-    well-formed event from the service that owns its kind. None for anything the chain refuses."""
+def genuine_event_id(subject: str, data: bytes) -> tuple[str, str, tuple[str, ...]] | None:
+    """The event id, kind and parts (``event_parts``) of an audit stream message that the chain
+    must hold as itself, or as a repeat of the records naming all its parts: a well-formed event
+    from the service that owns its kind. None for anything the chain refuses."""
     if size_problem(data):
         return None
     try:
         event = audit_pb2.AuditEvent.FromString(data)
-        entry_from_event(event)
+        entry = entry_from_event(event)
     except (DecodeError, InvalidInput):
         return None
     if subjects.audit_publisher_problem(subject, event.kind) is not None:
         return None
-    return event.event_id, event.kind
+    return event.event_id, event.kind, tuple(event_parts(entry))
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ class Missing:
     stream_sequence: int
     event_id: str
     kind: str
+    #: The parts it lists: an event whose every part the chain names is held as a repeat.
+    parts: tuple[str, ...] = ()
 
 
 class AuditStreamCheck:
@@ -148,8 +151,13 @@ class AuditStreamCheck:
         self._jetstream = jetstream
         self._settled_through = settled_through
 
-    async def missing(self, present: Callable[[Iterable[str]], Awaitable[set[str]]]) -> tuple[list[Missing], int]:
-        """The first MISSING_NAMED missing events, oldest first, and how many are missing in all."""
+    async def missing(
+        self,
+        present: Callable[[Iterable[str]], Awaitable[set[str]]],
+        names: Callable[[Iterable[str]], Awaitable[set[str]]],
+    ) -> tuple[list[Missing], int]:
+        """The first MISSING_NAMED missing events, oldest first, and how many are missing in all.
+        ``present`` says which event ids the chain holds, ``names`` which parts it names."""
         through = await self._settled_through()
         named: list[Missing] = []
         total = 0
@@ -158,8 +166,10 @@ class AuditStreamCheck:
         async def check() -> None:
             nonlocal total
             held = await present(m.event_id for m in pending)
+            parts = await names(part for m in pending if m.event_id not in held for part in m.parts)
             for candidate in pending:
-                if candidate.event_id not in held:
+                repeat = bool(candidate.parts) and all(part in parts for part in candidate.parts)
+                if candidate.event_id not in held and not repeat:
                     total += 1
                     if len(named) < MISSING_NAMED:
                         named.append(candidate)

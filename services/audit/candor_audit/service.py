@@ -101,7 +101,7 @@ class AuditLog:
         result = await asyncio.to_thread(self._chain.verify, [*kept, *vouching])
         missing: tuple[list[Missing], int] = ([], 0)
         if result.ok and self._stream is not None:
-            missing = await self._stream.missing(self._present)
+            missing = await self._stream.missing(self._present, self._named)
             if missing[1]:
                 problem = missing_problem(*missing)
                 result = Verification(
@@ -115,6 +115,9 @@ class AuditLog:
 
     async def _present(self, event_ids: Iterable[str]) -> set[str]:
         return await asyncio.to_thread(self._chain.present, list(event_ids))
+
+    async def _named(self, parts: Iterable[str]) -> set[str]:
+        return set(await asyncio.to_thread(self._chain.named_parts, list(parts)))
 
     async def append_messages(self, messages: Sequence[Msg]) -> list[Outcome]:
         """Decode each message and append the batch to the chain in one transaction (one commit
