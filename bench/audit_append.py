@@ -6,7 +6,7 @@ alternating run by run.
 
     .venv/bin/python bench/audit_append.py [--events 1000] [--rounds 3] [--batch 64]
 
-Each run starts with ``--events`` of the matcher's ``enroll.completed`` events waiting on the
+Each run starts with ``--events`` of the matcher's ``gallery.import_enrolled`` events waiting on the
 stream (an import chunk's records, say) and a new chain, and is timed from the loop's start to the
 last event settled. Prints events/s, the bench process's CPU a event (the audit service's own work:
 decode, hash, sign, SQL, ack; PostgreSQL's server CPU is not in it), and the ratio batched / one a
@@ -65,7 +65,7 @@ async def backlog(bus: Bus, events: int) -> None:
     publisher = AuditPublisher(bus, "matcher")
     details = {"record_id": "r" * 36, "image_sha256": "0" * 64, "import_id": "bench-import", "created": True}
     for n in range(events):
-        await publisher.publish("enroll.completed", actor="importer", details={**details, "item": n})
+        await publisher.publish("gallery.import_enrolled", actor="importer", details={**details, "item": n})
 
 
 async def one_run(bus: Bus, chain: SqlAuditChain, batched: bool, events: int, batch: int) -> tuple[float, float]:

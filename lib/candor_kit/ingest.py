@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import re
@@ -129,6 +130,18 @@ class WorkerSettings:
             max_deliver=env.get(catalogue.IMPORT_MAX_DELIVER),
             stream_replicas=env.get(catalogue.INGEST_STREAM_REPLICAS),
         )
+
+
+#: How many times the work item being handled was delivered (1: the first time); set by the
+#: worker for each item's handling.
+_DELIVERY: contextvars.ContextVar[int] = contextvars.ContextVar("candor_ingest_delivery", default=1)
+
+
+def delivery_count() -> int:
+    """How many times the work item the calling stage is handling was delivered: above 1, an
+    earlier delivery may have done part of its work (a worker died, or its acknowledgement was
+    lost) and the stage must not do that part twice."""
+    return _DELIVERY.get()
 
 
 def result_subject(import_id: str, item: int) -> str:
@@ -312,6 +325,8 @@ class Worker(Generic[W]):
             await self._dead_letter(msg, None, "the work item names no import")
             return
         alive = asyncio.create_task(self._keep_alive(msg))
+        # Each item is settled in a task of its own, so the count is this item's alone.
+        _DELIVERY.set(delivered)
         try:
             await self._handle(work)
         except Exception as exc:  # noqa: BLE001 - an item's failure is retried or dead-lettered, never lost
@@ -481,6 +496,7 @@ __all__ = [
     "WorkerSettings",
     "check_import_id",
     "dead_letter_exhausted",
+    "delivery_count",
     "ensure_ingest_streams",
     "hand_on",
     "publish_result",

@@ -178,7 +178,7 @@ ROLES: dict[str, BusRole] = {
             MATCH_LIST_MISSING,
             MATCH_SWITCH_MODEL,
         ),
-        audit_kinds=("enroll.completed", _IMPORT_ITEM_FAILED, "matcher.*"),
+        audit_kinds=("gallery.import_enrolled", _IMPORT_ITEM_FAILED, "matcher.*"),
         import_stage="match",
         keeps_tombstones=True,
         gallery_models="write",

@@ -307,9 +307,11 @@ def test_match_work_made_up_by_the_embedders_user_enrols_no_one(stack: LocalStac
     )
     assert "not queued by the gateway" in json.loads(refused[0][1])["reason"]
     enrolled = audit_rows(
-        stack, "SELECT COUNT(*) FROM audit_record WHERE kind = 'enroll.completed' AND details_json LIKE ?",
+        stack,
+        "SELECT COUNT(*) FROM audit_record WHERE kind IN ('gallery.import_enrolled', 'enroll.completed') "
+        "AND details_json LIKE ?",
         ("%PLANTED-BY-EMBEDDER%",),
-    )  # fmt: skip
+    )
     assert enrolled[0][0] == 0
 
 

@@ -389,10 +389,12 @@ def check(workload: Workload, settle_s: float) -> dict[str, Any]:
         if all_in or time.time() > deadline:
             break
         time.sleep(2)
+    # The matcher names the photos it enrolled together in one record; each photo once.
     enrolled = Counter(
-        json.loads(details).get("item")
+        photo.get("item")
         for _, _, kind, _, _, details in rows
-        if kind == "enroll.completed" and json.loads(details).get("import_id") == workload.import_id
+        if kind == "gallery.import_enrolled" and json.loads(details).get("import_id") == workload.import_id
+        for photo in json.loads(details).get("records", [])
     )
     verdict = admin.verify_audit()
     return {

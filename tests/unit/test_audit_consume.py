@@ -58,7 +58,9 @@ async def publish_enrolments(bus: Bus, count: int, first: int = 0) -> list[str]:
     ``first``; their ids."""
     publisher = AuditPublisher(bus, "matcher")
     return [
-        await publisher.publish("enroll.completed", actor="importer", details={"n": n}, event_id=f"enrol-{n:04d}")
+        await publisher.publish(
+            "gallery.import_enrolled", actor="importer", details={"n": n}, event_id=f"enrol-{n:04d}"
+        )
         for n in range(first, first + count)
     ]
 
@@ -91,13 +93,13 @@ async def test_a_backlog_is_appended_a_batch_a_commit_in_order_with_a_poison_mes
     bus: Bus, tmp_path: Path
 ) -> None:
     ids = await publish_enrolments(bus, 150)
-    poisoned = subjects.audit_subject("matcher", "enroll.completed")
+    poisoned = subjects.audit_subject("matcher", "gallery.import_enrolled")
     await bus.client.publish(poisoned, b"\x0a\xff\x01not an event")  # JetStream takes it; it is no AuditEvent
     await bus.client.flush()
     # The same event sent again past the stream's duplicate check (another message id): the chain
     # stores it once.
     repeat = AuditPublisher(bus, "matcher", store=lambda subject, event: resend(bus, subject, event))
-    await repeat.publish("enroll.completed", actor="importer", details={"n": 3}, event_id=ids[3])
+    await repeat.publish("gallery.import_enrolled", actor="importer", details={"n": 3}, event_id=ids[3])
     ids += await publish_enrolments(bus, 10, first=150)
     dead: list[bytes] = []
 

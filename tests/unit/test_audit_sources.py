@@ -17,7 +17,9 @@ GATEWAY = Path(__file__).resolve().parents[2] / "services" / "gateway" / "candor
     ("subject", "kind", "problem"),
     [
         ("candor.audit.v1.event.gateway.review.submitted", "review.submitted", None),
-        ("candor.audit.v1.event.matcher.enroll.completed", "enroll.completed", None),
+        ("candor.audit.v1.event.matcher.gallery.import_enrolled", "gallery.import_enrolled", None),
+        # An enrolment over gRPC is the gateway's to record; the matcher names an import's photos.
+        ("candor.audit.v1.event.matcher.enroll.completed", "enroll.completed", "does not own"),
         ("candor.audit.v1.event.operator.model.calibrated", "model.calibrated", None),
         ("candor.audit.v1.event.detector.review.submitted", "review.submitted", "does not own"),
         ("candor.audit.v1.event.operator.search.completed", "search.completed", "does not own"),

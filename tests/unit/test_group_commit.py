@@ -97,3 +97,19 @@ async def test_closing_commits_what_waits_and_refuses_what_comes_after() -> None
     await closing
     assert (await first, await second) == (0, 20)
     assert recorder.groups == [[0], [2]]
+
+
+async def test_a_lingering_group_waits_until_full_and_closing_commits_it_at_once() -> None:
+    recorder = Recorder()
+    recorder.release.set()
+    group = GroupCommit(recorder.commit, max_group=3, linger_s=60.0)
+    waiting = [asyncio.create_task(group.submit(n)) for n in (0, 2)]
+    await asyncio.sleep(0.05)
+    assert recorder.groups == []  # two of three: the group waits for a third
+    third = asyncio.create_task(group.submit(4))
+    assert await asyncio.wait_for(asyncio.gather(*waiting, third), 5) == [0, 20, 40]
+    assert recorder.groups == [[0, 2, 4]]  # full: committed without waiting out the linger
+    alone = asyncio.create_task(group.submit(6))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(group.close(), 5)  # a service stopping does not wait out the linger
+    assert await alone == 60 and recorder.groups[-1] == [6]

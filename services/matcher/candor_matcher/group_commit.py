@@ -1,6 +1,8 @@
 """Group commit: callers that arrive while one commit is under way are committed together in the
 next one, so a burst of writes costs one disk sync instead of one each, and no caller waits for a
-timer: a lone write commits at once.
+timer: a lone write commits at once. Where a group is worth a short wait (an import's audit event,
+whose photos come one by one from the pipeline), ``linger_s`` holds a group open until it is full
+or that long has passed.
 
 The matcher's enrolments go through one (an import's photos arrive a batch at a time from the work
 queue, and gRPC enrolments beside them): Qdrant Edge flushes a group of 16 points in about a tenth
@@ -26,11 +28,18 @@ class GroupCommit(Generic[T, R]):
     in order: its answer, or the exception that caller gets; if ``commit`` itself raises, every
     caller of that group gets the error and the next group is committed as usual."""
 
-    def __init__(self, commit: Callable[[list[T]], Awaitable[list[R | BaseException]]], max_group: int = MAX_GROUP):
+    def __init__(
+        self,
+        commit: Callable[[list[T]], Awaitable[list[R | BaseException]]],
+        max_group: int = MAX_GROUP,
+        linger_s: float = 0.0,
+    ):
         self._commit = commit
         self._max_group = max_group
+        self._linger_s = linger_s
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._runner: asyncio.Task[None] | None = None
+        self._full = asyncio.Event()
         self._closed = False
 
     async def submit(self, item: T) -> R:
@@ -39,12 +48,18 @@ class GroupCommit(Generic[T, R]):
             raise RuntimeError("the group commit is closed: the service is shutting down")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
+        if len(self._waiting) >= self._max_group:
+            self._full.set()
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
         return await future
 
     async def _run(self) -> None:
         while self._waiting:
+            if self._linger_s and len(self._waiting) < self._max_group and not self._closed:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._linger_s)
             # A caller cancelled before its turn is left out; the others keep their order.
             live = [(item, future) for item, future in self._waiting if not future.done()]
             group, self._waiting = live[: self._max_group], live[self._max_group :]
@@ -67,6 +82,7 @@ class GroupCommit(Generic[T, R]):
     async def close(self) -> None:
         """Refuse new items and wait until everything already submitted is committed."""
         self._closed = True
+        self._full.set()  # a lingering group is committed now
         if self._runner is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner

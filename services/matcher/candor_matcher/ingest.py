@@ -10,6 +10,7 @@ from candor_kit import AuditPublisher, Bus, CandorError, PreconditionFailed
 from candor_kit.identifiers import check_metadata, check_new_subject_id
 from candor_kit.ingest import ItemRegister, publish_result, rejection
 from candor_matcher.gallery import Enrolment, GalleryIndex, GalleryModel, record_id_for
+from candor_matcher.naming import ImportNaming, NamedPhoto
 from candor_matcher.tombstones import Tombstones
 
 
@@ -26,16 +27,21 @@ class VectorEnroller(Protocol):
 class MatchStage:
     """Enrols an import's photo (idempotently: the record id derives from subject and photo)."""
 
-    def __init__(self, bus: Bus, service: VectorEnroller, tombstones: Tombstones, audit: AuditPublisher) -> None:
+    def __init__(
+        self, bus: Bus, service: VectorEnroller, tombstones: Tombstones, audit: AuditPublisher, batch: int
+    ) -> None:
+        """``batch``: the photos the worker settles at once (CANDOR_IMPORT_BATCH), named together."""
         self._bus = bus
         self._service = service
         self._tombstones = tombstones
         self._audit = audit
         self._register = ItemRegister(bus)
+        self._naming = ImportNaming(audit, batch)
 
     async def __call__(self, work: ingest_pb2.MatchWork) -> None:
-        """Enrol, audit the enrolment, and store the photo's result: only an item the gateway
-        queued, as it queued it (another stage's user could otherwise make one up)."""
+        """Enrol, audit the enrolment (with the photos enrolled beside it: `naming`), and store the
+        photo's result: only an item the gateway queued, as it queued it (another stage's user
+        could otherwise make one up)."""
         item = work.item
         problem, queued = await self._register.problem(item, work.image_sha256)
         if problem:
@@ -81,20 +87,16 @@ class MatchStage:
         except PreconditionFailed as exc:  # a model the gallery does not take
             await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))
             return
-        await self._audit.publish(
-            "enroll.completed",
-            actor=item.submitted_by,
-            details={
-                "subject_id": item.subject_id,
-                "record_id": record_id,
-                "created": created,
-                "image_sha256": work.image_sha256,
-                "image_ref": item.image_ref,
-                "import_id": item.import_id,
-                "item": item.item,
-                "model": {"id": model.id, "version": model.version},
-            },
-            event_id=f"{item.import_id}.{item.item}.enroll",
+        record = {
+            "item": item.item,
+            "subject_id": item.subject_id,
+            "record_id": record_id,
+            "created": created,
+            "image_sha256": work.image_sha256,
+            "image_ref": item.image_ref,
+        }
+        await self._naming.name(
+            NamedPhoto(item.import_id, item.item, item.submitted_by, (model.id, model.version), record)
         )
         outcome = ingest_pb2.OUTCOME_ENROLLED if created else ingest_pb2.OUTCOME_DUPLICATE
         result = ingest_pb2.ItemResult(

@@ -584,7 +584,7 @@ async def serve(settings: MatcherSettings, stop: asyncio.Event) -> None:
             await host.bus.serve(
                 subjects.MATCH_SWITCH_MODEL, "matcher", matcher_pb2.SwitchModelRequest, service.switch_model
             )
-            stage = MatchStage(host.bus, service, tombstones, audit)
+            stage = MatchStage(host.bus, service, tombstones, audit, settings.worker.batch)
             tasks = [
                 running_worker(host.bus, MATCH, stage, settings.worker, stop),
                 asyncio.create_task(optimize_when_quiet(gallery, settings.optimize_after_s, stop)),
