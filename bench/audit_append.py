@@ -23,7 +23,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import structlog
@@ -55,13 +55,18 @@ class OneCommitEach:
         return [self._chain.append_many([item])[0] for item in items]
 
 
-async def backlog(bus: Bus, events: int) -> None:
-    """A fresh audit stream holding ``events`` enrolment records, and no consumer yet."""
+async def fresh_audit_stream(bus: Bus) -> None:
+    """An empty audit stream, with no consumer yet."""
     try:
         await bus.jetstream.delete_stream(AUDIT_STREAM)
     except Exception:  # noqa: BLE001 - the first run: there is none yet
         pass
     await ensure_audit_stream(bus)
+
+
+async def backlog(bus: Bus, events: int) -> None:
+    """A fresh audit stream holding ``events`` enrolment records, and no consumer yet."""
+    await fresh_audit_stream(bus)
     publisher = AuditPublisher(bus, "matcher")
     details = {"record_id": "r" * 36, "image_sha256": "0" * 64, "import_id": "bench-import", "created": True}
     for n in range(events):
@@ -132,8 +137,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64, help="events fetched at once (CANDOR_AUDIT_FETCH_BATCH)")
-    args = parser.parse_args()
-    # The service logs a line an appended event; the bench measures the work, not a terminal.
+    run_quietly(measure, parser.parse_args())
+
+
+def run_quietly(measure: Callable[[argparse.Namespace, Path], Awaitable[None]], args: argparse.Namespace) -> None:
+    """Run ``measure`` in a scratch folder, the audit service's log lines filtered out (it logs a
+    line an appended event; the bench measures the work, not a terminal), the load average first."""
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="candor-audit-bench-") as folder:

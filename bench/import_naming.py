@@ -18,31 +18,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from audit_append import SIGNER, fresh_audit_stream, run_quietly  # noqa: E402  (beside this file)
 from proc_cpu import cpu_seconds  # noqa: E402
 
 from candor_audit.chain import AuditChain  # noqa: E402
 from candor_audit.service import AuditLog, consume  # noqa: E402
 from candor_cli.processes import free_port, start_nats_server  # noqa: E402
 from candor_kit import AuditPublisher, Bus  # noqa: E402
-from candor_kit.audit_events import AUDIT_STREAM, ensure_audit_stream  # noqa: E402
-from candor_kit.audit_signing import Signer  # noqa: E402
 from candor_matcher.naming import KIND, ImportNaming, NamedPhoto  # noqa: E402
 
-SIGNER = Signer(Ed25519PrivateKey.generate())
 FETCH_BATCH = 64  # CANDOR_AUDIT_FETCH_BATCH's default
 
 
@@ -72,11 +65,7 @@ async def one_run(
 ) -> dict[str, float]:
     """Per-photo CPU ms (this process: the matcher's publishing and the audit service's consuming;
     nats-server), records and chain bytes a photo."""
-    try:
-        await bus.jetstream.delete_stream(AUDIT_STREAM)
-    except Exception:  # noqa: BLE001 - the first run: there is none yet
-        pass
-    await ensure_audit_stream(bus)
+    await fresh_audit_stream(bus)
     publisher = AuditPublisher(bus, "matcher")
     naming = ImportNaming(publisher, args.together)
     photos = [photo(run, n) for n in range(args.photos)]
@@ -154,12 +143,7 @@ def main() -> None:
     parser.add_argument("--together", type=int, default=4, help="photos settled at once (CANDOR_IMPORT_BATCH)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pace-ms", type=float, default=20, help="time between one photo's arrival and the next's")
-    args = parser.parse_args()
-    # The audit service logs a line an appended event; the bench measures the work, not a terminal.
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    print(f"load average at the start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    with tempfile.TemporaryDirectory(prefix="candor-naming-bench-") as folder:
-        asyncio.run(measure(args, Path(folder)))
+    run_quietly(measure, parser.parse_args())
 
 
 if __name__ == "__main__":
