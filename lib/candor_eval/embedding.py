@@ -24,6 +24,7 @@ from candor_kit import CandorError, subjects
 from candor_kit.bus import NatsLogin
 from candor_kit.logging import configure_command_logging
 from candor_kit.model_files import DLIB_LANDMARKS_5, DLIB_RESNET, dlib_model_file
+from candor_kit.model_pack import sessions_on_one_thread
 from candor_kit.wheel_packs import SFACE_MODEL_ID
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ def _start_worker(spec: PipelineSpec) -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one image per core: OpenCV's own threads would only contend
+    sessions_on_one_thread()  # and onnxruntime's (SFace, a pack's models)
     configure_command_logging()  # a spawned worker starts with structlog's default, stdout
     _worker_pipeline = spec.build()
 

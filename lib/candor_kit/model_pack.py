@@ -35,6 +35,19 @@ CPU = "CPUExecutionProvider"
 log = structlog.get_logger("candor.model_pack")
 
 
+#: The intra-op threads of this process's sessions: None for a thread a usable core (a service);
+#: 1 in a worker process that is one of several, one a core (`sessions_on_one_thread`).
+_session_threads: int | None = None
+
+
+def sessions_on_one_thread() -> None:
+    """Run this process's onnxruntime sessions made from now on on the calling thread alone: for a
+    worker that is one of several processes, one a core (``candor eval --workers``), where a pool of
+    a thread a core in each would put workers x cores threads on the cores."""
+    global _session_threads
+    _session_threads = 1
+
+
 def session_options() -> Any:
     """onnxruntime session options for a service that shares its cores.
 
@@ -55,7 +68,7 @@ def session_options() -> Any:
     # Errors only: SFace's export lists its weights as graph inputs, and onnxruntime would warn
     # about each of its 300 initializers on every start.
     options.log_severity_level = 3
-    options.intra_op_num_threads = usable_cores()
+    options.intra_op_num_threads = _session_threads or usable_cores()
     options.inter_op_num_threads = 1  # operators run one after another (the default mode)
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")

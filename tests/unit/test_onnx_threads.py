@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,29 @@ def test_a_process_allowed_one_core_runs_onnxruntime_without_pool_threads() -> N
 def test_a_process_allowed_two_cores_runs_one_pool_thread_beside_the_caller() -> None:
     two = set(sorted(os.sched_getaffinity(0))[:2])
     assert pool_threads(two) == 1  # intra-op threads include the caller: two cores, one worker
+
+
+# An evaluation worker (`candor eval --workers N`), started as the pool starts it, embeds a photo.
+WORKER = """
+import json, os, sys
+from pathlib import Path
+os.sched_setaffinity(0, json.loads(sys.argv[1]))
+from candor_eval.dataset import LabelledImage
+from candor_eval.embedding import PipelineSpec, _embed_in_worker, _start_worker
+before = set(os.listdir("/proc/self/task"))
+_start_worker(PipelineSpec())
+_embed_in_worker(LabelledImage(identity="obama", path=Path(sys.argv[2])))
+print(json.dumps({"gained": len(set(os.listdir("/proc/self/task")) - before)}))
+"""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable cores to see a pool")
+def test_an_evaluation_worker_runs_its_models_on_its_own_thread(samples: Path) -> None:
+    # The workers are one a core: a model's pool of a thread a core in each would only contend.
+    two = sorted(os.sched_getaffinity(0))[:2]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, json.dumps(two), str(samples / "obama.jpg")],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    assert json.loads(out.stdout.strip().splitlines()[-1])["gained"] == 0
