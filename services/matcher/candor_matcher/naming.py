@@ -6,9 +6,11 @@ their vectors in one group commit; their audit event is one too, instead of one 
 service signs, hashes and stores one record where it stored several, and nats-server keeps one
 message. Each photo's part id (``<import id>.<item>``) is listed under the event's parts, and the
 chain names each part once: a photo delivered again after its group's event was stored (the matcher
-died before acknowledging it) is named alone, under its part, and the chain keeps that event only
-as an alias of the first record. A redelivered photo is never grouped with new ones, so a group's
-event never names a photo named before.
+died before acknowledging it) is named alone, under its part, and the chain takes that event for a
+repeat and does not store it. A redelivered photo is never grouped with new ones, so a group's
+event does not name a photo named before (were it to, through a work item queued twice past the
+work stream's hour of duplicate detection, the group is stored and the chain's index keeps the
+photo's first record).
 """
 
 from __future__ import annotations
