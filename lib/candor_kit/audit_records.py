@@ -146,13 +146,13 @@ def listed_parts(details_json: str) -> list[str] | None:
     return list(dict.fromkeys(listed))
 
 
-def event_parts(entry: AuditEntry) -> list[str]:
-    """The chain's names of the parts an entry lists (none for most events)."""
+def event_parts(kind: str, details_json: str) -> list[str]:
+    """The chain's names of the parts an event of ``kind`` lists in its details (none for most)."""
     try:
-        listed = listed_parts(entry.details_json)
+        listed = listed_parts(details_json)
     except InvalidInput:  # checked when the event came in; a record refused for it lists none
         return []
-    return [part_name(entry.kind, part) for part in listed or ()]
+    return [part_name(kind, part) for part in listed or ()]
 
 
 def entry_from_event(event: audit_pb2.AuditEvent) -> AuditEntry:

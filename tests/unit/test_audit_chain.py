@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from candor.audit.v1 import audit_pb2
 from candor_audit import AuditChain, PostgresAuditChain, SqlAuditChain
-from candor_kit.audit_records import AuditEntry, entry_from_event, record_hash
+from candor_kit.audit_records import AuditEntry, entry_from_event, part_name, record_hash
 from candor_kit.audit_signing import Checkpoint, Signer, record_message
 from candor_kit.errors import InvalidInput, ServiceUnavailable
 from tests.postgres import PostgresServer
@@ -86,13 +86,19 @@ def named(event_id: str, parts: list[str], kind: str = "gallery.import_enrolled"
     )
 
 
+def first_naming(chain: SqlAuditChain, part: str) -> int | None:
+    """The sequence of the record that names ``part`` of the matcher's import events."""
+    name = part_name("gallery.import_enrolled", part)
+    return chain.named_parts([name]).get(name)
+
+
 def test_an_event_whose_every_part_is_named_is_a_repeat_and_not_stored(chain: SqlAuditChain) -> None:
     group = chain.append(named("group-1", ["imp.1", "imp.2", "imp.3"]), "2026-11-28T10:01:00.100000Z")
     assert group is not None and group.sequence == 6
     # Photo 2 delivered again after its group's event was stored: named alone, under its part.
     assert chain.append(named("alone-2", ["imp.2"]), "2026-11-28T10:02:00.000000Z") is None
     assert chain.append(named("alone-2", ["imp.2"]), "2026-11-28T10:02:01.000000Z") is None  # and again
-    assert chain.first_naming("gallery.import_enrolled", "imp.2") == 6
+    assert first_naming(chain, "imp.2") == 6
     # The same part under another kind is another service's: not a repeat.
     other = chain.append(named("other-2", ["imp.2"], kind="matcher.noted"), "2026-11-28T10:03:00.000000Z")
     assert other is not None and other.sequence == 7
@@ -103,8 +109,8 @@ def test_a_group_naming_a_part_again_is_kept_and_its_new_parts_are_named_by_it(c
     chain.append(named("alone-1", ["imp.1"]), "2026-11-28T10:01:00.100000Z")
     both = chain.append(named("group-12", ["imp.1", "imp.2"]), "2026-11-28T10:01:00.200000Z")
     assert both is not None and both.sequence == 7  # photo 2 is named only here: the event is kept
-    assert chain.first_naming("gallery.import_enrolled", "imp.1") == 6
-    assert chain.first_naming("gallery.import_enrolled", "imp.2") == 7
+    assert first_naming(chain, "imp.1") == 6
+    assert first_naming(chain, "imp.2") == 7
 
 
 def test_repeats_within_one_batch_are_folded_in_order(empty_chain: SqlAuditChain) -> None:

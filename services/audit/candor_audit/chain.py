@@ -33,7 +33,6 @@ from candor_kit.audit_records import (
     StoredRecord,
     Verification,
     event_parts,
-    part_name,
     record_hash,
     verify_records,
 )
@@ -171,7 +170,7 @@ class SqlAuditChain:
             self._begin_exclusive(db)
             try:
                 held = self._held(db, [entry.event_id for entry, _ in items])
-                parts = [event_parts(entry) for entry, _ in items]
+                parts = [event_parts(entry.kind, entry.details_json) for entry, _ in items]
                 named = self._named(db, [part for some in parts for part in some])
                 last = db.execute(
                     "SELECT sequence, record_hash FROM audit_record ORDER BY sequence DESC LIMIT 1"
@@ -236,10 +235,6 @@ class SqlAuditChain:
             rows = db.execute(self._sql(statement.format(", ".join("?" * len(chunk)))), chunk).fetchall()
             found.extend(row[0] if columns == 1 else tuple(row) for row in rows)
         return found
-
-    def first_naming(self, kind: str, part: str) -> int | None:
-        """The sequence of the record that first named ``part`` in an event of ``kind``."""
-        return self.named_parts([part_name(kind, part)]).get(part_name(kind, part))
 
     def named_parts(self, parts: Iterable[str]) -> dict[str, int]:
         """Which of ``parts`` (``part_name``) a record names, with its sequence."""
@@ -310,12 +305,11 @@ class SqlAuditChain:
             "SELECT p.name, p.sequence, r.kind, r.details_json FROM audit_part p "
             "LEFT JOIN audit_record r ON r.sequence = p.sequence ORDER BY p.sequence, p.name"
         )
-        listed: dict[int, set[str]] = {}
+        record, listed = None, set()
         for name, sequence, kind, details_json in rows:
-            if sequence not in listed:
-                entry = AuditEntry("", kind or "", "", "", "", "", "", details_json or "{}")
-                listed = {sequence: set(event_parts(entry))}
-            if name not in listed[sequence]:
+            if sequence != record:  # rows come in record order: each record's details read once
+                record, listed = sequence, set(event_parts(kind or "", details_json or "{}"))
+            if name not in listed:
                 problem = f"the index of named parts says record {sequence} names {name}, which it does not list"
                 return replace(walked, ok=False, first_bad_sequence=int(sequence), problem=problem)
         return walked

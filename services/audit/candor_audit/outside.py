@@ -130,7 +130,7 @@ def genuine_event_id(subject: str, data: bytes) -> tuple[str, str, tuple[str, ..
         return None
     if subjects.audit_publisher_problem(subject, event.kind) is not None:
         return None
-    return event.event_id, event.kind, tuple(event_parts(entry))
+    return event.event_id, event.kind, tuple(event_parts(event.kind, entry.details_json))
 
 
 @dataclass(frozen=True)
