@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -27,6 +29,7 @@ __all__ = [
     "PARTS",
     "AlreadyRecorded",
     "AuditPublisher",
+    "audit_message_id",
     "ensure_audit_stream",
 ]
 
@@ -39,6 +42,19 @@ MAX_EVENT_BYTES = 64 * 1024
 PARTS = "parts"
 #: The longest part id an event may list.
 MAX_PART_CHARS = 200
+
+
+def audit_message_id(key: bytes, kind: str, event_id: str) -> str:
+    """The stream message id (Nats-Msg-Id) of the event ``kind``/``event_id`` from the publisher
+    holding ``key`` (``Bus.message_key``): the same in every replica of one service, so a retried
+    or repeated publish is stored once; out of reach of every other service.
+
+    Why keyed: JetStream removes a duplicate by its message id alone, whatever the subject, and a
+    publisher chooses its message ids. With the event id as the message id, a service that knows
+    an id another service will use (a reviewer's analysis of a search is ``<search>/analysis/<who>``,
+    and the matcher sees every search id) could store an event of its own under it first: the
+    other service's event was then dropped as a duplicate, and recorded nowhere."""
+    return hmac.new(key, f"{kind}\n{event_id}".encode(), hashlib.sha256).hexdigest()
 
 
 async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:
@@ -123,9 +139,10 @@ class AuditPublisher:
         return event.event_id
 
     async def publish_event(self, subject: str, event: audit_pb2.AuditEvent) -> bool:
-        """Store an event on the audit stream (its id as Nats-Msg-Id: stored once); False when the
-        stream already held it."""
-        sequence, duplicate = await self._bus.publish_durable(subject, event, msg_id=event.event_id)
+        """Store an event on the audit stream (under ``audit_message_id``: stored once); False when
+        the stream already held it."""
+        msg_id = audit_message_id(self._bus.message_key, event.kind, event.event_id)
+        sequence, duplicate = await self._bus.publish_durable(subject, event, msg_id=msg_id)
         self.last_sequence = max(self.last_sequence, sequence)
         return not duplicate
 

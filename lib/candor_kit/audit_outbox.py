@@ -12,9 +12,8 @@ each write to the disk (``synchronous=FULL``) costs about what the stream's ackn
 on the project's VM, so it would take nothing off the search (``bench/audit_outbox.py``).
 
 A written event is published to the audit stream as soon as the stream takes it, in the order
-written, with its event id as ``Nats-Msg-Id`` (the stream and the chain store a retried event
-once). Events left by a process that died or stopped before they went out are carried at the next
-start.
+written, under its ``audit_message_id`` (the stream and the chain store a retried event once).
+Events left by a process that died or stopped before they went out are carried at the next start.
 
 The outbox fails closed: past ``max_pending`` events not yet carried (the audit stream unreachable
 for long), ``publish`` raises ServiceUnavailable, so the service stops answering rather than

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -99,11 +100,23 @@ def answering_part(subject: str) -> str:
     return "audit service" if parts[1] == "audit" else parts[1]
 
 
+def message_key(secret: bytes) -> bytes:
+    """The key a service's publishers derive message ids with (``Bus.message_key``), from what its
+    NATS user logs in with; empty for no login."""
+    return hashlib.sha256(b"candor message id\0" + secret).digest() if secret else b""
+
+
 class Bus:
     """A NATS connection that speaks protobuf request/reply and JetStream publishing."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, secret: bytes = b"") -> None:
+        """``secret`` is what this connection logged in with (a password, or a credentials file's
+        bytes): ``message_key`` is made from it, so only its service's processes share the key."""
         self.client = client
+        #: A key only the processes logged in as this connection's user hold (every replica of
+        #: one service): the message ids a publisher derives with it cannot be made by another
+        #: service's user. Empty when the server takes no login, where anyone is anyone.
+        self.message_key = message_key(secret)
         self.jetstream: JetStreamContext = client.jetstream()
         self._pull_subscriptions: list[JetStreamContext.PullSubscription] = []
         #: The subscriptions `serve` answers on, and the requests being handled from them.
@@ -130,11 +143,14 @@ class Bus:
         the first that answers is used, and the client moves to another if it goes.
         """
         options: dict[str, Any] = {}
+        secret = b""
         if creds_file:
             options["user_credentials"] = creds_file
+            secret = await asyncio.to_thread(Path(creds_file).read_bytes)
         if user:
             options["user"] = user
             options["password"] = (await asyncio.to_thread(Path(password_file).read_text)).strip()
+            secret = options["password"].encode()
         if ca_file or url.startswith("tls://"):
             options["tls"] = ssl.create_default_context(cafile=ca_file or None)
         servers = nats_servers(url)
@@ -168,7 +184,7 @@ class Bus:
         except Exception as exc:  # nats raises several unrelated types here
             reason = errors[-1] if errors else (str(exc) or type(exc).__name__)
             raise ServiceUnavailable(f"cannot connect to NATS at {url}: {reason}") from exc
-        return cls(client)
+        return cls(client, secret)
 
     @property
     def max_payload(self) -> int:

@@ -8,6 +8,7 @@ services as processes, the service token on the internal gRPC APIs.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import time
@@ -30,7 +31,8 @@ from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_cli import LocalStack
 from candor_cli.processes import StackError
 from candor_kit import subjects
-from candor_kit.bus import round_trip
+from candor_kit.audit_events import audit_message_id
+from candor_kit.bus import message_key, round_trip
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import candor, search_json, searching, wait_for_audit
 
@@ -240,6 +242,56 @@ def test_a_review_forged_from_the_detectors_user_makes_no_lead(stack: LocalStack
     shown = candor(stack, "review", "show", found["search_id"]).stdout
     assert "LEAD" not in shown and "rita" not in shown and "rob" not in shown
     assert "audit chain OK" in candor(stack, "audit", "verify").stdout
+
+
+def squatting_event(event_id: str) -> audit_pb2.AuditEvent:
+    """An event of the matcher's own kind under ``event_id``: its user may write such events."""
+    now = Timestamp()
+    now.GetCurrentTime()
+    return audit_pb2.AuditEvent(
+        event_id=event_id, kind="matcher.searched", occurred_at=now, actor="unstated", details_json="{}"
+    )
+
+
+def test_an_event_id_the_matchers_user_takes_first_does_not_silence_a_reviewer(
+    stack: LocalStack, samples: Path
+) -> None:
+    found = search_json(stack, samples / "obama2.jpg", "ATK-SQ")
+    rita = candor(stack, "token", "issue", "--user", "rita", "--roles", "reviewer", "--ttl", "10m").stdout.strip()
+    # The matcher's user sees every search's id (each search request it answers carries it), so it
+    # can tell the id rita's analysis of this probe will have, and take that id first for an event
+    # of its own kind, with the message ids a publisher could give it.
+    taken = f"{found['search_id']}/analysis/{hashlib.sha256(b'rita').hexdigest()[:32]}"
+
+    async def squat() -> None:
+        client = await connect_as(stack, "matcher")
+        try:
+            js = client.jetstream()
+            for msg_id in squatted_message_ids(stack, "review.analysed", taken):
+                await js.publish(
+                    subjects.audit_subject("matcher", "matcher.searched"),
+                    squatting_event(taken).SerializeToString(),
+                    headers={"Nats-Msg-Id": msg_id},
+                )
+        finally:
+            await client.close()
+
+    asyncio.run(squat())
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE event_id = ? AND kind = 'matcher.searched'", (taken,))
+    candor(stack, "--token", rita, "review", "analyse", found["search_id"], "--sufficient")
+    # Her analysis is recorded under its own id beside the matcher's event, and counts.
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE event_id = ? AND kind = 'review.analysed'", (taken,))
+    shown = candor(stack, "--token", rita, "review", "show", found["search_id"]).stdout
+    assert "wait for your analysis" not in shown, shown
+    assert "audit chain OK" in candor(stack, "audit", "verify").stdout
+
+
+def squatted_message_ids(stack: LocalStack, kind: str, event_id: str) -> list[str]:
+    """The message ids the matcher's user can give its event to claim ``kind``/``event_id``: the
+    event id (publishers used it until the stream's message ids were keyed), and the keyed id
+    made with no key and with the key of its own login."""
+    password = Path(stack.nats_login("matcher").password_file).read_bytes().strip()
+    return [event_id, *(audit_message_id(key, kind, event_id) for key in (b"", message_key(password)))]
 
 
 # --- 2: around the gateway, still audited; internal APIs need the service token -------------------

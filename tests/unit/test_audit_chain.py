@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,59 @@ def test_untouched_chain_verifies(chain: SqlAuditChain) -> None:
 def test_redelivered_event_is_stored_once(chain: SqlAuditChain) -> None:
     assert chain.append(entry(3), "2026-11-28T11:00:00.000000Z") is None
     assert chain.verify().records_checked == 5
+
+
+def test_an_id_held_under_another_kind_is_no_repeat_so_no_service_silences_another(chain: SqlAuditChain) -> None:
+    # The matcher's user knows a search's id and takes first the id a reviewer's analysis of it will
+    # have, for an event of its own kind; the gateway's event under that id is still stored.
+    taken = "search-9/analysis/rita"
+    squat = replace(entry(6), event_id=taken, kind="matcher.searched")
+    analysis = replace(entry(7), event_id=taken, kind="review.analysed")
+    assert chain.append(squat, "2026-11-28T10:00:06.500000Z") is not None
+    stored = chain.append(analysis, "2026-11-28T10:00:07.500000Z")
+    assert stored is not None and stored.sequence == 7
+    assert chain.append(analysis, "2026-11-28T10:00:08.500000Z") is None  # its own repeat still is one
+    batch = chain.append_many(
+        [(replace(squat, kind="probe.deleted"), "t"), (replace(squat, kind="probe.deleted"), "t")]
+    )
+    assert [record.sequence if record else None for record in batch] == [8, None]
+    assert chain.present([("review.analysed", taken), ("search.completed", taken)]) == {("review.analysed", taken)}
+    assert chain.verify().ok and chain.verify().records_checked == 8
+
+
+def reopened(chain: SqlAuditChain) -> SqlAuditChain:
+    """The same database opened again, as an audit service starting on it does."""
+    chain.close()
+    if isinstance(chain, AuditChain):
+        return AuditChain(chain._path, SIGNER)
+    return PostgresAuditChain(chain._dsn, SIGNER)  # type: ignore[attr-defined]
+
+
+def test_a_chain_from_when_ids_were_unique_over_all_kinds_takes_one_again_under_another_kind(
+    chain: SqlAuditChain,
+) -> None:
+    # The rule as the chain had it, on each backend: a unique index (SQLite) or constraint of the
+    # column's UNIQUE (PostgreSQL's default name) over the event id alone.
+    tamper(chain, "DROP INDEX audit_record_event")
+    if isinstance(chain, AuditChain):
+        tamper(chain, "CREATE UNIQUE INDEX audit_record_old_ids ON audit_record (event_id)")
+    else:
+        tamper(chain, "ALTER TABLE audit_record ADD CONSTRAINT audit_record_event_id_key UNIQUE (event_id)")
+    with pytest.raises(Exception, match=r"(?i)unique"):  # the old rule holds: an id once over all kinds
+        tamper(
+            chain,
+            "INSERT INTO audit_record SELECT 99, event_id, 'review.analysed', occurred_at, recorded_at, actor, "
+            "case_number, purpose, trace_id, details_json, previous_hash, record_hash, key_id, signature "
+            "FROM audit_record WHERE sequence = 1",
+        )
+    chain = reopened(chain)
+    try:
+        again = chain.append(replace(entry(1), kind="review.analysed"), "2026-11-28T10:00:06.500000Z")
+        assert again is not None and again.sequence == 6
+        assert chain.append(entry(2), "2026-11-28T10:00:07.500000Z") is None
+        assert chain.verify().ok and chain.verify().records_checked == 6
+    finally:
+        chain.close()
 
 
 def named(event_id: str, parts: list[str], kind: str = "gallery.import_enrolled") -> AuditEntry:
@@ -364,6 +418,12 @@ def test_a_chain_from_before_signatures_gains_the_columns_and_fails_verification
     chain = AuditChain(path, SIGNER)
     result = chain.verify()
     assert not result.ok and result.first_bad_sequence == 1 and "signature" in result.problem
+    # Its event ids are now unique for their kind, not over all kinds.
+    assert chain.append(replace(first, kind="review.analysed"), "2026-01-01T00:00:01.000000Z") is not None
+    assert chain.append(first, "2026-01-01T00:00:02.000000Z") is None
+    assert [record.sequence for record in chain.query()] == [1, 2]
+    indexes = {row[1] for row in chain._connect().execute("PRAGMA index_list(audit_record)")}
+    assert {"audit_record_event", "audit_record_case", "audit_record_kind"} <= indexes  # made again
     chain.close()
 
 

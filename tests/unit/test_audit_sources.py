@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from candor_kit import subjects
-from candor_kit.audit_events import AuditPublisher
+from candor_kit.audit_events import AuditPublisher, audit_message_id
+from candor_kit.bus import message_key
 
 GATEWAY = Path(__file__).resolve().parents[2] / "services" / "gateway" / "candor_gateway"
 
@@ -57,3 +58,18 @@ def test_every_kind_the_gateway_audits_is_one_it_owns() -> None:
     topic = "candor.audit.v1.event.gateway."
     unowned = sorted(kind for kind in kinds if subjects.audit_publisher_problem(topic + kind, kind))
     assert unowned == []
+
+
+def test_a_services_stream_message_ids_are_keyed_by_its_own_login() -> None:
+    gateway, matcher = message_key(b"the gateway's password"), message_key(b"the matcher's password")
+    analysis = ("review.analysed", "search-1/analysis/rita")
+    # Every replica of one service logs in alike, so a retried or repeated event is stored once...
+    assert audit_message_id(gateway, *analysis) == audit_message_id(message_key(b"the gateway's password"), *analysis)
+    # ...and no other service's user can make the id, nor one from no key at all.
+    assert audit_message_id(gateway, *analysis) not in {
+        audit_message_id(matcher, *analysis),
+        audit_message_id(b"", *analysis),
+        analysis[1],
+    }
+    assert audit_message_id(gateway, "search.completed", analysis[1]) != audit_message_id(gateway, *analysis)
+    assert message_key(b"") == b""

@@ -25,6 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from candor_kit.audit_records import (
@@ -39,10 +40,12 @@ from candor_kit.audit_records import (
 from candor_kit.audit_signing import Checkpoint, Signer, checkpoint_message, record_message
 from candor_kit.errors import ServiceUnavailable
 
+log = structlog.get_logger("candor.audit.chain")
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_record (
     sequence      BIGINT PRIMARY KEY,
-    event_id      TEXT NOT NULL UNIQUE,
+    event_id      TEXT NOT NULL,
     kind          TEXT NOT NULL,
     occurred_at   TEXT NOT NULL,
     recorded_at   TEXT NOT NULL,
@@ -67,6 +70,9 @@ CREATE TABLE IF NOT EXISTS audit_part (
     name          TEXT PRIMARY KEY,
     sequence      BIGINT NOT NULL
 );
+-- An event is its kind and its id: only the service owning a kind writes it, so no service can
+-- take an id first that another service's event will have (see SqlAuditChain.append_many).
+CREATE UNIQUE INDEX IF NOT EXISTS audit_record_event ON audit_record (event_id, kind);
 CREATE INDEX IF NOT EXISTS audit_record_case ON audit_record (case_number, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_actor ON audit_record (actor, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_occurred ON audit_record (occurred_at);
@@ -89,6 +95,7 @@ class SqlAuditChain:
         # CREATE ... IF NOT EXISTS alone fails against a concurrent twin in PostgreSQL.
         self._begin_schema(self._db)
         try:
+            self._scope_event_ids_by_kind(self._db)
             for statement in filter(str.strip, _SCHEMA.replace("BIGINT", self.sequence_type).split(";")):
                 self._db.execute(statement)
             columns = {column[0] for column in self._db.execute("SELECT * FROM audit_record LIMIT 0").description}
@@ -99,6 +106,12 @@ class SqlAuditChain:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def _scope_event_ids_by_kind(self, db: Any) -> None:
+        """Take from a chain made before events were scoped by kind its rule that an event id is
+        unique over all kinds (the schema then adds the rule for the pair); its records are kept
+        as they are, so their hashes and signatures still verify."""
+        raise NotImplementedError
 
     @property
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
@@ -160,8 +173,10 @@ class SqlAuditChain:
         """Append ``(entry, recorded_at)`` pairs in order, in one transaction: one commit (one disk
         sync, one turn of the writer's lock) for the lot, each entry still its own record with its
         own hash and signature. Returns one outcome per pair: the stored record, or None where the
-        chain (or an earlier pair of the same call) already held its event id, or named every one
-        of its parts (`event_parts`: an event naming several items, each named once in the chain).
+        chain (or an earlier pair of the same call) already held an event of its kind and id, or
+        named every one of its parts (`event_parts`: an event naming several items, each named once
+        in the chain). An id held under another kind is no repeat: the service that owns this kind
+        alone may write it, and another service taking the id first would otherwise silence it.
         All or none are stored: a failure leaves the chain as it was."""
         if not items:
             return []
@@ -169,7 +184,7 @@ class SqlAuditChain:
             db = self._writer()
             self._begin_exclusive(db)
             try:
-                held = self._held(db, [entry.event_id for entry, _ in items])
+                held = self._held(db, [(entry.kind, entry.event_id) for entry, _ in items])
                 parts = [event_parts(entry.kind, entry.details_json) for entry, _ in items]
                 named = self._named(db, [part for some in parts for part in some])
                 last = db.execute(
@@ -179,10 +194,10 @@ class SqlAuditChain:
                 outcomes: list[StoredRecord | None] = []
                 new_parts: list[tuple[str, int]] = []
                 for (entry, recorded_at), its_parts in zip(items, parts, strict=True):
-                    if entry.event_id in held:
+                    if (entry.kind, entry.event_id) in held:
                         outcomes.append(None)
                         continue
-                    held.add(entry.event_id)
+                    held.add((entry.kind, entry.event_id))
                     if its_parts and all(part in named for part in its_parts):
                         # A repeat under another id: an item redelivered after its group's event
                         # was stored, named alone.
@@ -215,11 +230,13 @@ class SqlAuditChain:
                 raise
         return outcomes
 
-    def _held(self, db: Any, event_ids: Iterable[str]) -> set[str]:
-        """Which of ``event_ids`` the chain holds (asked of ``db`` in chunks of 500)."""
-        return set(
-            self._select_in(db, "SELECT event_id FROM audit_record WHERE event_id IN ({})", sorted(set(event_ids)))
-        )
+    def _held(self, db: Any, events: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``events``, (kind, event id) pairs, the chain holds (asked of ``db`` in chunks
+        of 500 ids)."""
+        wanted = set(events)
+        statement = "SELECT kind, event_id FROM audit_record WHERE event_id IN ({})"
+        rows = self._select_in(db, statement, sorted({event_id for _, event_id in wanted}), columns=2)
+        return wanted & {(str(kind), str(event_id)) for kind, event_id in rows}
 
     def _named(self, db: Any, parts: Iterable[str]) -> dict[str, int]:
         """Which of ``parts`` (``part_name``) a record of the chain names, with that record's sequence."""
@@ -323,10 +340,10 @@ class SqlAuditChain:
             )
             return [(int(row[0]), str(row[1])) for row in db.execute(statement, (case_number, through)).fetchall()]
 
-    def present(self, event_ids: Iterable[str]) -> set[str]:
-        """Which of ``event_ids`` the chain holds."""
+    def present(self, events: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``events``, (kind, event id) pairs, the chain holds."""
         with self._reader() as db:
-            return self._held(db, event_ids)
+            return self._held(db, events)
 
     def query(
         self,
@@ -389,6 +406,25 @@ class AuditChain(SqlAuditChain):
     def _begin_exclusive(self, db: sqlite3.Connection) -> None:
         db.execute("BEGIN IMMEDIATE")
 
+    def _scope_event_ids_by_kind(self, db: sqlite3.Connection) -> None:
+        # SQLite cannot drop a column's UNIQUE: the table is made again and its rows copied over.
+        # Its indexes go with the old table and the schema makes them again on the new one.
+        unique_ids = [
+            index
+            for _, index, unique, *_ in db.execute("PRAGMA index_list(audit_record)").fetchall()
+            if unique and [row[2] for row in db.execute(f"PRAGMA index_info('{index}')")] == ["event_id"]
+        ]
+        if not unique_ids:
+            return
+        records = db.execute("SELECT COUNT(*) FROM audit_record").fetchone()[0]
+        log.info("audit_chain_migrating", change="an event id is unique for its kind", records=records)
+        db.execute("ALTER TABLE audit_record RENAME TO audit_record_before_kinds")
+        db.execute(_SCHEMA.split(";")[0].replace("BIGINT", self.sequence_type))
+        # By name: a chain from before signatures lacks two columns, which take their defaults.
+        columns = ", ".join(row[1] for row in db.execute("PRAGMA table_info(audit_record_before_kinds)"))
+        db.execute(f"INSERT INTO audit_record ({columns}) SELECT {columns} FROM audit_record_before_kinds")
+        db.execute("DROP TABLE audit_record_before_kinds")
+
 
 class PostgresAuditChain(SqlAuditChain):
     """The chain in a PostgreSQL table. Appenders queue on a table lock; readers never wait.
@@ -423,6 +459,17 @@ class PostgresAuditChain(SqlAuditChain):
         # The table may not exist yet to be locked: a lock on the chain's own number instead,
         # released at COMMIT.
         db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+
+    def _scope_event_ids_by_kind(self, db: Any) -> None:
+        # The column's UNIQUE made a constraint of PostgreSQL's default name. Looked for first:
+        # ALTER TABLE would lock out the other replicas' readers at every start.
+        old = db.execute(
+            "SELECT 1 FROM pg_constraint WHERE conname = 'audit_record_event_id_key' "
+            "AND conrelid = to_regclass('audit_record')"
+        ).fetchone()
+        if old:
+            log.info("audit_chain_migrating", change="an event id is unique for its kind")
+            db.execute("ALTER TABLE audit_record DROP CONSTRAINT audit_record_event_id_key")
 
 
 #: The advisory lock that serialises creating the schema ("candor" in ASCII).

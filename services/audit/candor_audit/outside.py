@@ -153,11 +153,12 @@ class AuditStreamCheck:
 
     async def missing(
         self,
-        present: Callable[[Iterable[str]], Awaitable[set[str]]],
+        present: Callable[[Iterable[tuple[str, str]]], Awaitable[set[tuple[str, str]]]],
         names: Callable[[Iterable[str]], Awaitable[set[str]]],
     ) -> tuple[list[Missing], int]:
         """The first MISSING_NAMED missing events, oldest first, and how many are missing in all.
-        ``present`` says which event ids the chain holds, ``names`` which parts it names."""
+        ``present`` says which events, (kind, event id) pairs, the chain holds, ``names`` which
+        parts it names."""
         through = await self._settled_through()
         named: list[Missing] = []
         total = 0
@@ -165,11 +166,11 @@ class AuditStreamCheck:
 
         async def check() -> None:
             nonlocal total
-            held = await present(m.event_id for m in pending)
-            parts = await names(part for m in pending if m.event_id not in held for part in m.parts)
+            held = await present((m.kind, m.event_id) for m in pending)
+            parts = await names(part for m in pending if (m.kind, m.event_id) not in held for part in m.parts)
             for candidate in pending:
                 repeat = bool(candidate.parts) and all(part in parts for part in candidate.parts)
-                if candidate.event_id not in held and not repeat:
+                if (candidate.kind, candidate.event_id) not in held and not repeat:
                     total += 1
                     if len(named) < MISSING_NAMED:
                         named.append(candidate)

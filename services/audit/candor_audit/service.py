@@ -113,8 +113,8 @@ class AuditLog:
                 await asyncio.to_thread(self._chain.append_many, [(alarm, alarm.occurred_at) for alarm in alarms])
         return result, missing
 
-    async def _present(self, event_ids: Iterable[str]) -> set[str]:
-        return await asyncio.to_thread(self._chain.present, list(event_ids))
+    async def _present(self, events: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return await asyncio.to_thread(self._chain.present, list(events))
 
     async def _named(self, parts: Iterable[str]) -> set[str]:
         return set(await asyncio.to_thread(self._chain.named_parts, list(parts)))

@@ -167,7 +167,7 @@ def fold(records: Iterable[audit_pb2.AuditRecord], needed: int) -> dict[str, Sea
 
 def review_event_id(search_id: str, rank: int, reviewer: str) -> str:
     """The one event id a reviewer's decision on a candidate can have: the stream stores it once
-    (Nats-Msg-Id) and the chain once (its unique event id), however many gateways are asked at once."""
+    (its message id) and the chain once (its id, unique for its kind), however many gateways are asked at once."""
     return f"{search_id}/{rank}/review/{_who(reviewer)}"
 
 
