@@ -42,7 +42,8 @@ from candor_kit.errors import ServiceUnavailable
 
 log = structlog.get_logger("candor.audit.chain")
 
-_SCHEMA = """
+#: The hashed records (made again, rows kept, when a chain from before needs it).
+_RECORD_TABLE = """
 CREATE TABLE IF NOT EXISTS audit_record (
     sequence      BIGINT PRIMARY KEY,
     event_id      TEXT NOT NULL,
@@ -58,7 +59,10 @@ CREATE TABLE IF NOT EXISTS audit_record (
     record_hash   TEXT NOT NULL,
     key_id        TEXT NOT NULL DEFAULT '',
     signature     TEXT NOT NULL DEFAULT ''
-);
+)"""
+_SCHEMA = (
+    _RECORD_TABLE
+    + """;
 CREATE TABLE IF NOT EXISTS audit_checkpoint (
     sequence      BIGINT PRIMARY KEY,
     head_hash     TEXT NOT NULL,
@@ -78,6 +82,7 @@ CREATE INDEX IF NOT EXISTS audit_record_actor ON audit_record (actor, sequence);
 CREATE INDEX IF NOT EXISTS audit_record_occurred ON audit_record (occurred_at);
 CREATE INDEX IF NOT EXISTS audit_record_kind ON audit_record (kind, sequence);
 """
+)
 
 
 class SqlAuditChain:
@@ -235,8 +240,7 @@ class SqlAuditChain:
         of 500 ids)."""
         wanted = set(events)
         statement = "SELECT kind, event_id FROM audit_record WHERE event_id IN ({})"
-        rows = self._select_in(db, statement, sorted({event_id for _, event_id in wanted}), columns=2)
-        return wanted & {(str(kind), str(event_id)) for kind, event_id in rows}
+        return wanted & set(self._select_in(db, statement, sorted({event_id for _, event_id in wanted}), columns=2))
 
     def _named(self, db: Any, parts: Iterable[str]) -> dict[str, int]:
         """Which of ``parts`` (``part_name``) a record of the chain names, with that record's sequence."""
@@ -409,17 +413,15 @@ class AuditChain(SqlAuditChain):
     def _scope_event_ids_by_kind(self, db: sqlite3.Connection) -> None:
         # SQLite cannot drop a column's UNIQUE: the table is made again and its rows copied over.
         # Its indexes go with the old table and the schema makes them again on the new one.
-        unique_ids = [
-            index
+        if not any(
+            unique and [row[2] for row in db.execute(f"PRAGMA index_info('{index}')")] == ["event_id"]
             for _, index, unique, *_ in db.execute("PRAGMA index_list(audit_record)").fetchall()
-            if unique and [row[2] for row in db.execute(f"PRAGMA index_info('{index}')")] == ["event_id"]
-        ]
-        if not unique_ids:
+        ):
             return
         records = db.execute("SELECT COUNT(*) FROM audit_record").fetchone()[0]
         log.info("audit_chain_migrating", change="an event id is unique for its kind", records=records)
         db.execute("ALTER TABLE audit_record RENAME TO audit_record_before_kinds")
-        db.execute(_SCHEMA.split(";")[0].replace("BIGINT", self.sequence_type))
+        db.execute(_RECORD_TABLE.replace("BIGINT", self.sequence_type))
         # By name: a chain from before signatures lacks two columns, which take their defaults.
         columns = ", ".join(row[1] for row in db.execute("PRAGMA table_info(audit_record_before_kinds)"))
         db.execute(f"INSERT INTO audit_record ({columns}) SELECT {columns} FROM audit_record_before_kinds")
