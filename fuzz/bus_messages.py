@@ -8,7 +8,9 @@ Each input picks a target and is handed to the code that receives such a message
 - a checkpoint message: the check that decides whether the audit service trusts it;
 - detect, embed and match work: the checks a stage makes before it works an item (the item names
   an import, a new subject id, bounded metadata), the digest the matcher compares with the
-  gateway's register, and the rejection a refused item ends with.
+  gateway's register, and the rejection a refused item ends with;
+- an import photo's result, on the subject of each party that may store one: the gateway's tally,
+  which takes it or refuses it, and the answer it gives for the photo from what is stored.
 
 A message may be refused (DecodeError, or a CandorError, which the services turn into a dead
 letter or a refusal record); any other exception is a finding.
@@ -35,7 +37,7 @@ from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 SMOKE = os.environ.get("CANDOR_FUZZ_SMOKE") == "1"
-CANDOR = ["candor", "candor_audit", "candor_kit"]
+CANDOR = ["candor", "candor_audit", "candor_gateway", "candor_kit"]
 with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcontext():
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -44,6 +46,7 @@ with atheris.instrument_imports(include=CANDOR) if SMOKE else contextlib.nullcon
     from candor_audit.chain import AuditChain
     from candor_audit.outside import CheckpointStream, genuine_event_id
     from candor_audit.service import AuditLog
+    from candor_gateway.imports import TALLY_SOURCES, Tally
     from candor_kit import subjects
     from candor_kit.audit_signing import Signer, checkpoint_message
     from candor_kit.errors import CandorError
@@ -100,7 +103,7 @@ def _work(
         item = work.item
         if not IMPORT_ID.match(item.import_id) or item.item < 0:
             return  # dead-lettered at once by the worker
-        result_subject(item.import_id, item.item)
+        result_subject(item.import_id, item.item, "match")
         item_digest(item, getattr(work, "image_sha256", ""))
         try:
             check_new_subject_id(item.subject_id)
@@ -111,6 +114,17 @@ def _work(
     return check
 
 
+def _result(data: bytes) -> None:
+    """The gateway reading a stored result on the subject of each party, in a tally of 8 photos;
+    the answer for each photo that has a result then."""
+    tally = Tally(8)
+    named = ingest_pb2.ItemResult.FromString(data).item
+    for source in TALLY_SOURCES:
+        tally.take(result_subject(named.import_id, named.item, source), data)
+    for item in map(int, tally.outcomes.nonzero()[0]):
+        tally.settle(ingest_pb2.ItemResult(), named.import_id, item, data)
+
+
 #: Each kind of bus message and what receives it.
 TARGETS: list[tuple[str, Callable[[bytes], None]]] = [
     ("audit event from its owner", _audit_event("gateway")),
@@ -119,6 +133,7 @@ TARGETS: list[tuple[str, Callable[[bytes], None]]] = [
     ("detect work", _work(ingest_pb2.DetectWork)),
     ("embed work", _work(ingest_pb2.EmbedWork)),
     ("match work", _work(ingest_pb2.MatchWork)),
+    ("import result", _result),
 ]
 
 
@@ -146,6 +161,9 @@ def seed_inputs() -> list[bytes]:
         ingest_pb2.DetectWork(item=item, image=b"\xff\xd8\xff").SerializeToString(),
         ingest_pb2.EmbedWork(item=item, image_sha256="0" * 64).SerializeToString(),
         ingest_pb2.MatchWork(item=item, image_sha256="0" * 64).SerializeToString(),
+        ingest_pb2.ItemResult(
+            item=item, outcome=ingest_pb2.OUTCOME_ENROLLED, image_sha256="0" * 64
+        ).SerializeToString(),
     ]
     return [message + bytes([index]) for index, message in enumerate(messages)]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -13,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from candor.audit.v1 import audit_pb2
-from candor_kit.bus import Bus
+from candor_kit.bus import Bus, keyed_message_id
 from candor_kit.errors import InvalidInput, PreconditionFailed
 from candor_kit.jetstream_setup import ensure_stream
 from candor_kit.subjects import AUDIT_DEAD_LETTER, AUDIT_STREAM, ROLES, audit_subject
@@ -46,15 +44,11 @@ MAX_PART_CHARS = 200
 
 def audit_message_id(key: bytes, kind: str, event_id: str) -> str:
     """The stream message id (Nats-Msg-Id) of the event ``kind``/``event_id`` from the publisher
-    holding ``key`` (``Bus.message_key``): the same in every replica of one service, so a retried
-    or repeated publish is stored once; out of reach of every other service.
-
-    Why keyed: JetStream removes a duplicate by its message id alone, whatever the subject, and a
-    publisher chooses its message ids. With the event id as the message id, a service that knows
-    an id another service will use (a reviewer's analysis of a search is ``<search>/analysis/<who>``,
-    and the matcher sees every search id) could store an event of its own under it first: the
-    other service's event was then dropped as a duplicate, and recorded nowhere."""
-    return hmac.new(key, f"{kind}\n{event_id}".encode(), hashlib.sha256).hexdigest()
+    holding ``key`` (``Bus.message_key``), keyed (``keyed_message_id``) because many event ids can
+    be worked out in advance: a reviewer's analysis of a search is ``<search>/analysis/<who>``, and
+    the matcher sees every search id. With the event id as the message id, the matcher's user could
+    store an event of its own under it first, and the reviewer's was recorded nowhere."""
+    return keyed_message_id(key, kind, event_id)
 
 
 async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:

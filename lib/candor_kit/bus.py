@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -98,6 +99,17 @@ def answering_part(subject: str) -> str:
     if len(parts) < 3 or parts[0] != "candor":
         return subject
     return "audit service" if parts[1] == "audit" else parts[1]
+
+
+def keyed_message_id(key: bytes, *parts: str) -> str:
+    """A stream message id (Nats-Msg-Id) for ``parts`` from the publisher holding ``key``
+    (``Bus.message_key``): the same in every replica of one service, so a retried publish is
+    stored once; out of reach of every other service.
+
+    Why keyed: JetStream drops a duplicate by its message id alone, whatever the subject, and a
+    publisher chooses its message ids. A service that could work out the id another service's
+    message will have could store one of its own under it first, and the other's was dropped."""
+    return hmac.new(key, "\n".join(parts).encode(), hashlib.sha256).hexdigest()
 
 
 def message_key(secret: bytes) -> bytes:

@@ -8,8 +8,13 @@ comes back after ``ack_wait``. A slow item is kept alive with ``in_progress``; a
 retried with a growing delay; one that fails ``max_deliver`` times goes to the dead-letter stream
 with an audit event and a FAILED result.
 
-Every photo ends with one ItemResult on ``candor.ingest.v1.result.<import id>.<item>``; the results
-stream keeps one message per subject, so a photo processed twice still has one result.
+Every photo ends with an ItemResult on ``candor.ingest.v1.result.<import id>.<item>.<source>``,
+where the source is the party that stored it (the gateway, or a stage), and no other service's NATS
+user may publish there. The results stream keeps one message per subject, so a photo processed
+twice still has one result from each party; the gateway takes the one from furthest along the line
+(``result_stands``), so a compromised stage cannot overrule a later stage's result (a detector
+calling an enrolled photo rejected would have had its stored photo taken back) nor claim an outcome
+it cannot give (only the matcher enrols).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from nats.js.kv import KeyValue
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue, subjects
 from candor_kit.audit_events import AuditPublisher
-from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch
+from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch, keyed_message_id
 from candor_kit.errors import InvalidInput
 from candor_kit.jetstream_setup import ensure_stream, open_bucket
 from candor_kit.settings import EnvReader
@@ -53,6 +58,7 @@ from candor_kit.subjects import (
     INGEST_DEAD_PREFIX,
     INGEST_DEAD_STREAM,
     INGEST_RESULT_PREFIX,
+    INGEST_RESULT_SOURCES,
     INGEST_RESULTS_STREAM,
     INGEST_STAGES,
     INGEST_WORK_PREFIX,
@@ -144,9 +150,41 @@ def delivery_count() -> int:
     return _DELIVERY.get()
 
 
-def result_subject(import_id: str, item: int) -> str:
-    """Where one photo's result is kept."""
-    return f"{INGEST_RESULT_PREFIX}.{import_id}.{item}"
+#: What only the matcher can say of a photo; the gateway and every stage may reject it or give up.
+MATCHER_OUTCOMES = frozenset({ingest_pb2.OUTCOME_ENROLLED, ingest_pb2.OUTCOME_DUPLICATE})
+#: The source of a result stored before each party had a subject of its own (one subject a photo,
+#: ``<prefix>.<import id>.<item>``): read as the gateway's, the first in line.
+EARLIER_SOURCE = ""
+
+
+def result_subject(import_id: str, item: int, source: str) -> str:
+    """Where ``source`` (one of INGEST_RESULT_SOURCES, or EARLIER_SOURCE) keeps one photo's result."""
+    return f"{INGEST_RESULT_PREFIX}.{import_id}.{item}" + (f".{source}" if source else "")
+
+
+def result_source(subject: str) -> str | None:
+    """Who stored the result on ``subject``: a name of INGEST_RESULT_SOURCES, EARLIER_SOURCE, or
+    None for a subject no party stores results on."""
+    tokens = subject.removeprefix(f"{INGEST_RESULT_PREFIX}.").split(".")
+    if len(tokens) == 2:
+        return EARLIER_SOURCE
+    return tokens[2] if len(tokens) == 3 and tokens[2] in INGEST_RESULT_SOURCES else None
+
+
+def source_rank(source: str) -> int:
+    """How far along the line ``source`` is: 1 for the gateway (and results from before sources),
+    up to len(INGEST_RESULT_SOURCES) for the matcher; 0 stands for no result."""
+    return INGEST_RESULT_SOURCES.index(source or "gateway") + 1
+
+
+def result_stands(source: str, outcome: int, held_rank: int) -> bool:
+    """Whether a result ``source`` stored with ``outcome`` replaces the one held from ``held_rank``
+    (0: none): only the matcher enrols or finds a duplicate, and a result from earlier in the line
+    than the one held does not replace it (from as far along, the later replaces the earlier: a
+    photo resumed after a failure)."""
+    if outcome in MATCHER_OUTCOMES and source != "match":
+        return False
+    return source_rank(source) >= held_rank
 
 
 def check_import_id(import_id: str) -> str:
@@ -216,15 +254,17 @@ def rejection(
     )
 
 
-async def publish_result(bus: Bus, result: ingest_pb2.ItemResult) -> None:
-    """Store a photo's result (durably; one per photo)."""
+async def publish_result(bus: Bus, result: ingest_pb2.ItemResult, source: str) -> None:
+    """Store a photo's result from ``source`` (the gateway or a stage: the one this service's NATS
+    user may publish as), durably; a repeat within the duplicate window is stored once.
+
+    The message id is keyed with this service's login (``Bus.message_key``), so no other service
+    can take it first and have this result dropped as a duplicate."""
     if not result.HasField("finished_at"):
         result.finished_at.CopyFrom(_now())
-    item = result.item
+    subject = result_subject(result.item.import_id, result.item.item, source)
     outcome = ingest_pb2.Outcome.Name(result.outcome)
-    await bus.publish_durable(
-        result_subject(item.import_id, item.item), result, msg_id=f"{item.import_id}.{item.item}.{outcome}"
-    )
+    await bus.publish_durable(subject, result, msg_id=keyed_message_id(bus.message_key, subject, outcome))
 
 
 async def hand_on(bus: Bus, stage: Stage, work: W) -> None:
@@ -343,7 +383,7 @@ class Worker(Generic[W]):
 
     async def _dead_letter(self, msg: Msg, item: ingest_pb2.ItemRef | None, why: str) -> None:
         sequence = msg.metadata.sequence.stream if msg.metadata else 0
-        await dead_letter(self._bus, self._audit, self._stage, msg.data, sequence, item, why)
+        await dead_letter(self._bus, self._audit, self._stage, msg.data, sequence, item, why, self._stage.name)
         await msg.term()
 
 
@@ -355,9 +395,11 @@ async def dead_letter(
     sequence: int,
     item: ingest_pb2.ItemRef | None,
     why: str,
+    source: str,
 ) -> None:
-    """Copy a work item that keeps failing to the dead-letter stream, record the photo as FAILED,
-    and audit it. Repeats (two parties dead-lettering one message) are stored once."""
+    """Copy a work item that keeps failing to the dead-letter stream, record the photo as FAILED
+    (a result from ``source``, the party giving up on it), and audit it. Repeats (two parties
+    dead-lettering one message) are stored once in the dead-letter stream and the chain."""
     headers = {
         "Candor-Original-Subject": stage.subject,
         MESSAGE_HEADER: why[:500],
@@ -370,7 +412,7 @@ async def dead_letter(
         details |= {"import_id": item.import_id, "item": item.item, "subject_id": item.subject_id}
         actor = item.submitted_by or actor
         failed = ingest_pb2.ItemResult(item=item, outcome=ingest_pb2.OUTCOME_FAILED, detail=why[:300], stage=stage.name)
-        await publish_result(bus, failed)
+        await publish_result(bus, failed, source)
     await audit.publish(
         "gallery.import_item_failed",
         actor=actor,
@@ -404,7 +446,7 @@ async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
             stored = await bus.jetstream.get_msg(stream, sequence)
             work.ParseFromString(stored.data or b"")
             why = f"no worker settled it in {event.get('deliveries', '?')} deliveries"
-            await dead_letter(bus, audit, stage, stored.data or b"", sequence, work.item, why)
+            await dead_letter(bus, audit, stage, stored.data or b"", sequence, work.item, why, "gateway")
             await bus.jetstream.delete_msg(stream, sequence)
         except NotFoundError:  # settled meanwhile
             return
@@ -487,9 +529,11 @@ def running_worker(
 
 
 __all__ = [
+    "EARLIER_SOURCE",
     "IMPORTS_BUCKET",
     "IMPORT_ID",
     "MATCH",
+    "MATCHER_OUTCOMES",
     "ItemRegister",
     "Stage",
     "Worker",
@@ -501,6 +545,9 @@ __all__ = [
     "hand_on",
     "publish_result",
     "rejection",
+    "result_source",
+    "result_stands",
     "result_subject",
     "running_worker",
+    "source_rank",
 ]

@@ -83,6 +83,12 @@ AUDIT_ALARMS = Counter(
     "events on the stream missing from the chain",
     ["alarm"],
 )
+IMPORT_RESULTS_REFUSED = Counter(
+    "candor_import_results_refused_total",
+    "import results the gateway refused (not a result, naming another photo than their subject, or an "
+    "outcome their sender cannot give): a forged result or a broken worker, by the sender their subject names",
+    ["source"],
+)
 CONSUMER_PENDING = Gauge(
     "candor_jetstream_consumer_pending",
     "messages waiting for a durable JetStream consumer (audit chain writer, import stages), as of its last pull",

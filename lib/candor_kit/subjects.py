@@ -45,6 +45,10 @@ INGEST_STAGES = ("detect", "embed", "match")
 INGEST_WORK_PREFIX = "candor.ingest.v1.work"
 INGEST_RESULTS_STREAM = "CANDOR_IMPORT_RESULTS"
 INGEST_RESULT_PREFIX = "candor.ingest.v1.result"
+#: Who stores a photo's result, in the order a photo passes them: the gateway (a photo it refuses),
+#: then each stage. Each stores on a subject of its own (``<prefix>.<import>.<item>.<source>``),
+#: which no other service's user may publish to.
+INGEST_RESULT_SOURCES = ("gateway", *INGEST_STAGES)
 INGEST_DEAD_STREAM = "CANDOR_INGEST_DEAD"
 INGEST_DEAD_PREFIX = "candor.dlq.ingest"
 IMPORTS_BUCKET = "CANDOR_IMPORTS"
@@ -361,7 +365,9 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             for verb in ("CREATE", "INFO")
             for stream in (*map(ingest_stream, INGEST_STAGES), INGEST_RESULTS_STREAM, INGEST_DEAD_STREAM)
         ]
-        publish.append(f"{INGEST_RESULT_PREFIX}.>")
+        # Its own results only: the gateway's refusals, or one stage's (candor_kit.ingest).
+        source = role.import_stage or "gateway"
+        publish.append(f"{INGEST_RESULT_PREFIX}.*.*.{source}")
     if role.hands_on_to:
         # Detect and embed work is routed by model (a lane); match work is not.
         publish.append(f"{INGEST_WORK_PREFIX}.{role.hands_on_to}" + (".*" if role.hands_on_to in ROUTED_STAGES else ""))

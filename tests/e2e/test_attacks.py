@@ -21,18 +21,22 @@ import grpc
 import nats
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor.common.v1 import common_pb2
 from candor.detector.v1 import detector_pb2, detector_pb2_grpc
 from candor.embedder.v1 import embedder_pb2, embedder_pb2_grpc
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2, matcher_pb2_grpc
 from candor_cli import LocalStack
 from candor_cli.processes import StackError
+from candor_client import GatewayClient
 from candor_kit import subjects
 from candor_kit.audit_events import audit_message_id
 from candor_kit.bus import message_key, round_trip
+from candor_kit.identifiers import record_id_for
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import candor, search_json, searching, wait_for_audit
 
@@ -292,6 +296,75 @@ def squatted_message_ids(stack: LocalStack, kind: str, event_id: str) -> list[st
     made with no key and with the key of its own login."""
     password = Path(stack.nats_login("matcher").password_file).read_bytes().strip()
     return [event_id, *(audit_message_id(key, kind, event_id) for key in (b"", message_key(password)))]
+
+
+def forged_result(import_id: str, item: int, outcome: int, image_sha256: str) -> ingest_pb2.ItemResult:
+    """An import photo's result as a worker would store it, saying ``outcome``."""
+    return ingest_pb2.ItemResult(
+        item=ingest_pb2.ItemRef(import_id=import_id, item=item, subject_id="biden", submitted_by="local-operator"),
+        outcome=outcome,  # type: ignore[arg-type]
+        reason=ingest_pb2.REJECT_REASON_NO_FACE if outcome == ingest_pb2.OUTCOME_REJECTED else 0,  # type: ignore[arg-type]
+        image_sha256=image_sha256,
+        stage="detector",
+    )
+
+
+def test_results_forged_from_the_detectors_user_change_no_import_and_take_back_no_photo(
+    stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    photo = (samples / "biden.jpg").read_bytes()
+    (tmp_path / "biden").mkdir()
+    (tmp_path / "biden" / "biden.jpg").write_bytes(photo)
+    (tmp_path / "nobody").mkdir()
+    Image.new("RGB", (320, 240), (128, 128, 128)).save(tmp_path / "nobody" / "wall.jpg")
+    (tmp_path / "nobody" / "empty.jpg").write_bytes(b"")  # refused by the gateway itself
+    import_id = "forged-results"
+    candor(stack, "gallery", "import", str(tmp_path), "--import-id", import_id, "--quiet")
+    record_id = record_id_for("biden", hashlib.sha256(photo).hexdigest())
+    state = stack.state()
+    assert state is not None
+    with GatewayClient(state.gateway, stack.token()) as client:
+        honest = {result.item.item: (result.outcome, result.reason) for result in client.import_results(import_id)}
+    assert sorted(honest.values()) == [
+        (ingest_pb2.OUTCOME_ENROLLED, 0),
+        (ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_NO_FACE),
+        (ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_UNREADABLE),
+    ]
+    # The detector's user stores results too (its own rejections). With it, an attacker says the
+    # enrolled photo was rejected (which would take its stored photo back) and the rejected ones
+    # enrolled, on the subject results had, on the detector's own, and on another photo's.
+    prefix = f"{subjects.INGEST_RESULT_PREFIX}.{import_id}"
+
+    async def run(errors: list[str]) -> None:
+        async def remember(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        client = await connect_as(stack, "detector", error_cb=remember)
+        for item, (outcome, _) in honest.items():
+            opposite = (
+                ingest_pb2.OUTCOME_REJECTED if outcome == ingest_pb2.OUTCOME_ENROLLED else ingest_pb2.OUTCOME_ENROLLED
+            )
+            forged = forged_result(import_id, item, opposite, hashlib.sha256(photo).hexdigest()).SerializeToString()
+            other = (item + 1) % len(honest)
+            for subject in (f"{prefix}.{item}", f"{prefix}.{item}.detect", f"{prefix}.{other}.detect"):
+                await client.publish(subject, forged, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        # Last, junk where the detector's honest rejection of the blank photo was kept.
+        blank = next(item for item, (_, reason) in honest.items() if reason == ingest_pb2.REJECT_REASON_NO_FACE)
+        await client.publish(f"{prefix}.{blank}.detect", b"\xff not a result")
+        await round_trip(client)
+        await client.close()
+
+    refused = violations(run)
+    with GatewayClient(state.gateway, stack.token()) as client:
+        after = {result.item.item: (result.outcome, result.reason) for result in client.import_results(import_id)}
+        status = client.import_status(import_id)
+        try:
+            kept = hashlib.sha256(client.record_photo(record_id).image).hexdigest()
+        except grpc.RpcError as exc:
+            kept = str(exc.code())  # type: ignore[attr-defined]
+    # Each photo keeps the result its own stage gave it, and the enrolled one its stored photo.
+    assert (after, (status.enrolled, status.rejected), kept) == (honest, (1, 2), hashlib.sha256(photo).hexdigest())
+    assert len(refused) == 3  # a result on the subject every stage shared is refused by the server
 
 
 # --- 2: around the gateway, still audited; internal APIs need the service token -------------------

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from candor.gateway.v1 import gateway_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_cli.gallery import SourceError, import_id_for, read_source
 from candor_gateway.imports import Tally
+from candor_kit.ingest import EARLIER_SOURCE, result_source, result_subject
+from candor_kit.subjects import INGEST_RESULT_SOURCES
 
 
 def _folder(root: Path) -> Path:
@@ -65,20 +68,80 @@ def test_a_source_that_names_nothing_is_refused(tmp_path: Path) -> None:
         read_source(bad)
 
 
+def result(item: int, outcome: int, reason: int = 0) -> ingest_pb2.ItemResult:
+    return ingest_pb2.ItemResult(item=ingest_pb2.ItemRef(item=item), outcome=outcome, reason=reason)
+
+
 def test_the_tally_keeps_each_photos_latest_result_and_counts_reasons() -> None:
     tally = Tally(5)
-
-    def result(item: int, outcome: int, reason: int = 0) -> ingest_pb2.ItemResult:
-        return ingest_pb2.ItemResult(item=ingest_pb2.ItemRef(item=item), outcome=outcome, reason=reason)
-
-    tally.add(result(0, ingest_pb2.OUTCOME_ENROLLED))
-    tally.add(result(1, ingest_pb2.OUTCOME_FAILED))
-    tally.add(result(1, ingest_pb2.OUTCOME_ENROLLED))  # resumed later and enrolled: replaces the failure
-    tally.add(result(2, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_BLURRY))
-    tally.add(result(3, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_BLURRY))
-    tally.add(result(99, ingest_pb2.OUTCOME_ENROLLED))  # outside the import: ignored
+    assert tally.add(result(0, ingest_pb2.OUTCOME_ENROLLED), "match")
+    assert tally.add(result(1, ingest_pb2.OUTCOME_FAILED), "match")
+    # resumed later and enrolled: replaces the failure
+    assert tally.add(result(1, ingest_pb2.OUTCOME_ENROLLED), "match")
+    assert tally.add(result(2, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_BLURRY), "detect")
+    assert tally.add(result(3, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_BLURRY), "embed")
+    assert not tally.add(result(99, ingest_pb2.OUTCOME_ENROLLED), "match")  # outside the import: ignored
     status = tally.status(ingest_pb2.ImportRecord(total=5), with_done_items=True)
     assert (status.done, status.enrolled, status.rejected, status.failed) == (4, 2, 2, 0)
     assert list(status.rejected_by_reason) == [gateway_pb2.ReasonCount(reason=ingest_pb2.REJECT_REASON_BLURRY, count=2)]
     done = np.unpackbits(np.frombuffer(status.done_items, dtype=np.uint8), bitorder="little")[:5]
     assert done.tolist() == [1, 1, 1, 1, 0]
+
+
+def test_a_result_from_earlier_in_the_line_or_an_outcome_its_source_cannot_give_does_not_stand() -> None:
+    tally = Tally(4)
+    assert tally.add(result(0, ingest_pb2.OUTCOME_ENROLLED), "match")
+    assert not tally.add(result(0, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_NO_FACE), "detect")
+    assert not tally.add(result(0, ingest_pb2.OUTCOME_FAILED), "gateway")
+    assert tally.add(result(1, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_NO_FACE), "detect")
+    for source in ("gateway", "detect", "embed"):  # only the matcher enrols or finds a duplicate
+        assert not tally.add(result(1, ingest_pb2.OUTCOME_ENROLLED), source)
+        assert not tally.add(result(1, ingest_pb2.OUTCOME_DUPLICATE), source)
+    assert tally.add(result(2, ingest_pb2.OUTCOME_FAILED), "gateway")  # a stage given up on by the gateway...
+    assert tally.add(result(2, ingest_pb2.OUTCOME_DUPLICATE), "match")  # ...that the matcher settled after all
+    assert tally.add(result(3, ingest_pb2.OUTCOME_REJECTED, ingest_pb2.REJECT_REASON_TOO_LARGE), EARLIER_SOURCE)
+    assert tally.subject("imp-00001", 3) == "candor.ingest.v1.result.imp-00001.3"
+    assert tally.subject("imp-00001", 0) == "candor.ingest.v1.result.imp-00001.0.match"
+    status = tally.status(ingest_pb2.ImportRecord(total=4), with_done_items=False)
+    assert (status.enrolled, status.duplicates, status.rejected, status.failed) == (1, 1, 2, 0)
+    assert [(r.reason, r.count) for r in status.rejected_by_reason] == [
+        (ingest_pb2.REJECT_REASON_NO_FACE, 1),
+        (ingest_pb2.REJECT_REASON_TOO_LARGE, 1),
+    ]
+
+
+def test_a_result_subject_names_its_source() -> None:
+    for source in INGEST_RESULT_SOURCES:
+        assert result_source(result_subject("imp-00001", 7, source)) == source
+    assert result_source("candor.ingest.v1.result.imp-00001.7") == EARLIER_SOURCE
+    assert result_source("candor.ingest.v1.result.imp-00001.7.reviewer") is None
+    assert result_source("candor.ingest.v1.result.imp-00001.7.match.more") is None
+
+
+def test_the_tally_refuses_and_counts_junk_a_result_naming_another_photo_or_an_outcome_its_sender_cannot_give() -> None:
+    def refused(source: str) -> float:
+        return REGISTRY.get_sample_value("candor_import_results_refused_total", {"source": source}) or 0.0
+
+    before = {source: refused(source) for source in ("detect", "match", "unknown")}
+    tally = Tally(4)
+    named = ingest_pb2.ItemResult(
+        item=ingest_pb2.ItemRef(import_id="imp-00001", item=1), outcome=ingest_pb2.OUTCOME_REJECTED
+    )
+    own = result_subject("imp-00001", 1, "detect")
+    assert tally.take(own, b"\xff not a result") is None
+    assert tally.take(result_subject("imp-00001", 2, "detect"), named.SerializeToString()) is None
+    assert tally.take(own.replace(".detect", ".reviewer"), named.SerializeToString()) is None
+    enrolled = ingest_pb2.ItemResult(item=named.item, outcome=ingest_pb2.OUTCOME_ENROLLED)
+    assert tally.take(own, enrolled.SerializeToString()) is None
+    assert tally.status(ingest_pb2.ImportRecord(total=4), with_done_items=False).done == 0
+    assert {source: refused(source) - before[source] for source in before} == {"detect": 3, "match": 0, "unknown": 1}
+    # The matcher's result on its own subject stands, and is what the tally gives back.
+    assert tally.take(result_subject("imp-00001", 1, "match"), enrolled.SerializeToString()) == enrolled
+    # What is told of a photo is the tally's outcome, whatever its sender stored on the subject since.
+    told = ingest_pb2.ItemResult()
+    tally.settle(told, "imp-00001", 1, enrolled.SerializeToString())
+    assert (told.item.item, told.outcome) == (1, ingest_pb2.OUTCOME_ENROLLED)
+    for stored in (b"\xff not a result", named.SerializeToString()):
+        tally.settle(told, "imp-00001", 1, stored)
+        assert (told.item.import_id, told.item.item, told.outcome) == ("imp-00001", 1, ingest_pb2.OUTCOME_ENROLLED)
+        assert "refused as forged" in told.detail

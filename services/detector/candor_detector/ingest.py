@@ -56,7 +56,7 @@ class DetectStage:
             result = rejection(work.item, reason, detail, "detector")
             # The detector hashed the photo unless it could not decode it.
             result.image_sha256 = detected.image_sha256 if decoded else hashlib.sha256(work.image).hexdigest()
-            await publish_result(self._bus, result)
+            await publish_result(self._bus, result, "detect")
             return
         face = faces[0]
         await hand_on(

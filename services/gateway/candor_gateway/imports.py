@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import structlog
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -31,6 +32,7 @@ from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound,
 from candor_kit.bus import fetch_batch
 from candor_kit.identifiers import check_metadata, check_new_subject_id, record_id_for
 from candor_kit.ingest import (
+    EARLIER_SOURCE,
     IMPORT_ID,
     ItemRegister,
     Stage,
@@ -40,12 +42,17 @@ from candor_kit.ingest import (
     hand_on,
     publish_result,
     rejection,
+    result_source,
+    result_stands,
     result_subject,
+    source_rank,
 )
 from candor_kit.jetstream_setup import open_bucket
+from candor_kit.metrics import IMPORT_RESULTS_REFUSED
 from candor_kit.subjects import (
     IMPORTS_BUCKET,
     INGEST_RESULT_PREFIX,
+    INGEST_RESULT_SOURCES,
     INGEST_RESULTS_STREAM,
     INGEST_STAGES,
     ingest_stream,
@@ -55,30 +62,86 @@ from candor_kit.tokens import Principal
 log = structlog.get_logger("candor.gateway.imports")
 #: The largest import one record describes.
 MAX_ITEMS = 50_000_000
-#: Imports whose tallies a gateway keeps in memory (a tally costs two bytes a photo).
+#: Imports whose tallies a gateway keeps in memory (a tally costs three bytes a photo).
 CACHED_TALLIES = 16
 PROBLEMS = (ingest_pb2.OUTCOME_REJECTED, ingest_pb2.OUTCOME_FAILED)
 
 
+#: The sources of results a tally tells apart, by the number it keeps for each photo (0: none).
+TALLY_SOURCES = (EARLIER_SOURCE, *INGEST_RESULT_SOURCES)
+
+
 @dataclass
 class Tally:
-    """Each photo's outcome and rejection reason (0 while it has none), read from the results stream."""
+    """Each photo's outcome, rejection reason and the source of its result (0 while it has none),
+    read from the results stream."""
 
     total: int
     outcomes: np.ndarray = field(init=False)
     reasons: np.ndarray = field(init=False)
+    #: 1 + the index in TALLY_SOURCES of the party whose result stands.
+    sources: np.ndarray = field(init=False)
     #: The next results-stream sequence to read.
     next_sequence: int = 1
 
     def __post_init__(self) -> None:
         self.outcomes = np.zeros(self.total, dtype=np.int8)
         self.reasons = np.zeros(self.total, dtype=np.int8)
+        self.sources = np.zeros(self.total, dtype=np.int8)
 
-    def add(self, result: ingest_pb2.ItemResult) -> None:
-        """Record a photo's latest result; a later one for the same photo replaces it."""
-        if 0 <= result.item.item < self.total:
-            self.outcomes[result.item.item] = result.outcome
-            self.reasons[result.item.item] = result.reason
+    def take(self, subject: str, data: bytes) -> ingest_pb2.ItemResult | None:
+        """Read the result stored on ``subject``; it, if it stands.
+
+        Refused, and logged, when it is not a result, names another photo than its subject does, or
+        gives an outcome its sender cannot: only a forged result or a broken worker does any of
+        these, and none of them stops the import's tally."""
+        source = result_source(subject)
+        try:
+            result = ingest_pb2.ItemResult.FromString(data)
+        except DecodeError:
+            return _refused(subject, source, "it is not a result")
+        item = result.item
+        if source is None or subject != result_subject(item.import_id, item.item, source):
+            return _refused(subject, source, "it names another photo than its subject")
+        if not result_stands(source, result.outcome, 0):
+            return _refused(subject, source, "its sender cannot give that outcome")
+        return result if self.add(result, source) else None
+
+    def add(self, result: ingest_pb2.ItemResult, source: str) -> bool:
+        """Take a photo's result from ``source`` if it stands over the one held (``result_stands``:
+        from as far along the line or further, and an outcome that source can give); whether it
+        did."""
+        item = result.item.item
+        if not 0 <= item < self.total:
+            return False
+        held = int(self.sources[item])
+        if not result_stands(source, result.outcome, source_rank(TALLY_SOURCES[held - 1]) if held else 0):
+            return False
+        self.outcomes[item] = result.outcome
+        self.reasons[item] = result.reason
+        self.sources[item] = TALLY_SOURCES.index(source) + 1
+        return True
+
+    def settle(self, result: ingest_pb2.ItemResult, import_id: str, item: int, stored: bytes) -> None:
+        """Fill ``result`` for photo ``item`` from the message stored on the subject of its standing
+        result, with the outcome the tally holds. The sender may since have stored there a result
+        that was refused (not a result, one naming another photo, or one giving an outcome it cannot
+        give), which replaced its own on the subject: then only what the tally holds is told."""
+        try:
+            result.ParseFromString(stored)
+            told = (result.item.import_id, result.item.item, result.outcome, result.reason)
+        except DecodeError:
+            told = None
+        outcome, reason = int(self.outcomes[item]), int(self.reasons[item])
+        if told != (import_id, item, outcome, reason):
+            result.Clear()
+            result.item.import_id, result.item.item = import_id, item
+            result.outcome, result.reason = outcome, reason  # type: ignore[assignment]
+            result.detail = "a later result for this photo was refused as forged; this outcome stands"
+
+    def subject(self, import_id: str, item: int) -> str:
+        """Where the photo's standing result is kept (it must have one)."""
+        return result_subject(import_id, item, TALLY_SOURCES[int(self.sources[item]) - 1])
 
     def count(self, outcome: int) -> int:
         """Photos with that outcome."""
@@ -101,6 +164,12 @@ class Tally:
             ],
             done_items=np.packbits(done, bitorder="little").tobytes() if with_done_items else b"",
         )
+
+
+def _refused(subject: str, source: str | None, why: str) -> None:
+    """Log and count a result the tally refuses (``CandorImportResultRefused`` alerts on it)."""
+    log.warning("import_result_refused", subject=subject[:200], why=why)
+    IMPORT_RESULTS_REFUSED.labels(source="unknown" if source is None else source or "earlier").inc()
 
 
 def _is_origin(origin: str) -> bool:
@@ -243,7 +312,7 @@ class ImportDesk:
             )
             refused = self._refusal(ref, item)
             if refused is not None:
-                await publish_result(self._bus, refused)
+                await publish_result(self._bus, refused, "gateway")
                 answer.settled += 1
                 continue
             sha256 = hashlib.sha256(item.image).hexdigest()
@@ -368,9 +437,9 @@ class ImportDesk:
         answer = gateway_pb2.ListImportResultsResponse()
         for item in items:
             message = await self._bus.jetstream.get_last_msg(
-                INGEST_RESULTS_STREAM, result_subject(record.import_id, item)
+                INGEST_RESULTS_STREAM, tally.subject(record.import_id, item)
             )
-            answer.results.add().ParseFromString(message.data or b"")
+            tally.settle(answer.results.add(), record.import_id, item, message.data or b"")
         return answer
 
     # --- the tally ---------------------------------------------------------------------------
@@ -410,10 +479,11 @@ class ImportDesk:
                 return
             while messages := await fetch_batch(subscription, 1000, timeout=0.5):
                 for msg in messages:
-                    result = ingest_pb2.ItemResult()
-                    result.ParseFromString(msg.data)
-                    tally.add(result)
-                    await self._take_back_photo(result)
+                    # A photo's stored photo goes only on a result that stands: one a party
+                    # earlier in the line stored after the matcher enrolled it takes nothing back.
+                    standing = tally.take(msg.subject, msg.data)
+                    if standing is not None:
+                        await self._take_back_photo(standing)
                     tally.next_sequence = msg.metadata.sequence.stream + 1
                 if messages[-1].metadata.num_pending == 0:
                     return

@@ -57,21 +57,25 @@ class MatchStage:
                 },
             )
             if queued:  # the gateway's item was changed on the way: it ends here, rejected
-                await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, problem, "matcher"))
+                await publish_result(
+                    self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, problem, "matcher"), "match"
+                )
             return
         try:
             check_new_subject_id(item.subject_id)
             check_metadata(item.metadata)
             model = GalleryModel.from_ref(work.model)
         except CandorError as exc:
-            await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))
+            await publish_result(
+                self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"), "match"
+            )
             return
         expunged = await self._tombstones.expunged_since(
             item.subject_id, record_id_for(item.subject_id, work.image_sha256), item.import_started_at
         )
         if expunged:
             refused = rejection(item, ingest_pb2.REJECT_REASON_EXPUNGED, expunged, "matcher")
-            await publish_result(self._bus, refused)
+            await publish_result(self._bus, refused, "match")
             return
         enrolment = Enrolment(
             subject_id=item.subject_id,
@@ -85,7 +89,9 @@ class MatchStage:
         try:
             _, record_id, created = await self._service.enrol_vector(work.model, enrolment)
         except PreconditionFailed as exc:  # a model the gallery does not take
-            await publish_result(self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"))
+            await publish_result(
+                self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"), "match"
+            )
             return
         record = {
             "item": item.item,
@@ -108,4 +114,4 @@ class MatchStage:
             stage="matcher",
             detail="" if created else "this subject's photo is already enrolled",
         )
-        await publish_result(self._bus, result)
+        await publish_result(self._bus, result, "match")

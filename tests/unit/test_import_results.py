@@ -1,0 +1,75 @@
+"""An import photo's result on a real nats-server: each sender's on a subject of its own, under a
+message id keyed with its login, so another service's user cannot have it dropped as a repeat."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from candor.ingest.v1 import ingest_pb2
+from candor_kit import Bus
+from candor_kit.audit_events import ensure_audit_stream
+from candor_kit.bus import keyed_message_id, message_key
+from candor_kit.ingest import ensure_ingest_streams, publish_result, result_subject
+from candor_kit.subjects import INGEST_RESULTS_STREAM
+
+
+@pytest.fixture
+async def matcher_and_detector(nats_url: str) -> AsyncIterator[tuple[Bus, Bus]]:
+    """Two connections as two services would hold them: each with the key of its own login."""
+    matcher = Bus(await nats.connect(nats_url), secret=b"the matcher's password")
+    detector = Bus(await nats.connect(nats_url), secret=b"the detector's password")
+    await ensure_ingest_streams(matcher)
+    await ensure_audit_stream(matcher)
+    try:
+        yield matcher, detector
+    finally:
+        await matcher.close()
+        await detector.close()
+
+
+def enrolled(import_id: str, item: int) -> ingest_pb2.ItemResult:
+    return ingest_pb2.ItemResult(
+        item=ingest_pb2.ItemRef(import_id=import_id, item=item), outcome=ingest_pb2.OUTCOME_ENROLLED, stage="matcher"
+    )
+
+
+async def test_a_message_id_taken_first_by_another_user_does_not_drop_the_matchers_result(
+    matcher_and_detector: tuple[Bus, Bus],
+) -> None:
+    matcher, detector = matcher_and_detector
+    import_id = "squatted-results"
+    subject = result_subject(import_id, 0, "match")
+    # The detector's user may store results on its own subject, under any message id it likes: the
+    # one results had (<import>.<item>.<outcome>), and the keyed one made without the matcher's key.
+    taken = [
+        f"{import_id}.0.OUTCOME_ENROLLED",
+        keyed_message_id(b"", subject, "OUTCOME_ENROLLED"),
+        keyed_message_id(detector.message_key, subject, "OUTCOME_ENROLLED"),
+    ]
+    rejected = ingest_pb2.ItemResult(item=enrolled(import_id, 0).item, outcome=ingest_pb2.OUTCOME_REJECTED)
+    for msg_id in taken:
+        await detector.jetstream.publish(
+            result_subject(import_id, 0, "detect"), rejected.SerializeToString(), headers={"Nats-Msg-Id": msg_id}
+        )
+    await publish_result(matcher, enrolled(import_id, 0), "match")
+    stored = await matcher.jetstream.get_last_msg(INGEST_RESULTS_STREAM, subject)
+    assert ingest_pb2.ItemResult.FromString(stored.data or b"").outcome == ingest_pb2.OUTCOME_ENROLLED
+
+
+async def test_a_result_sent_again_by_any_replica_of_one_service_is_stored_once(
+    matcher_and_detector: tuple[Bus, Bus], nats_url: str
+) -> None:
+    matcher, _ = matcher_and_detector
+    replica = Bus(await nats.connect(nats_url), secret=b"the matcher's password")
+    try:
+        assert replica.message_key == matcher.message_key == message_key(b"the matcher's password")
+        await publish_result(matcher, enrolled("resent-results", 3), "match")
+        before = (await matcher.jetstream.stream_info(INGEST_RESULTS_STREAM)).state.messages
+        await publish_result(replica, enrolled("resent-results", 3), "match")
+        after = (await matcher.jetstream.stream_info(INGEST_RESULTS_STREAM)).state.messages
+    finally:
+        await replica.close()
+    assert after == before
