@@ -398,12 +398,19 @@ async def dead_letter(
     source: str,
 ) -> None:
     """Copy a work item that keeps failing to the dead-letter stream, record the photo as FAILED
-    (a result from ``source``, the party giving up on it), and audit it. Repeats (two parties
-    dead-lettering one message) are stored once in the dead-letter stream and the chain."""
+    (a result from ``source``, the party giving up on it), and audit it.
+
+    A repeat from the same service is stored once. The copy's message id is keyed with this
+    service's login, as a result's is: the work streams' sequences are plain to see, and with the
+    bare ``dead.<stage>.<sequence>`` another stage's user could take the id first and have the copy
+    dropped. So a worker and the gateway giving up on one message (a race: the worker on its last
+    try, the gateway on JetStream's advisory) each keep a copy, with the same Candor-Original-Subject
+    and Candor-Original-Sequence; the chain still records the failure once, under its event id."""
     headers = {
         "Candor-Original-Subject": stage.subject,
+        "Candor-Original-Sequence": str(sequence),
         MESSAGE_HEADER: why[:500],
-        "Nats-Msg-Id": f"dead.{stage.name}.{sequence}",
+        "Nats-Msg-Id": keyed_message_id(bus.message_key, "dead", stage.name, str(sequence)),
     }
     await bus.jetstream.publish(f"{INGEST_DEAD_PREFIX}.{stage.name}", data, headers=headers)
     details: dict[str, object] = {"stage": stage.name, "stream_sequence": sequence, "error": why[:300]}

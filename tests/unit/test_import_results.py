@@ -1,5 +1,5 @@
-"""An import photo's result on a real nats-server: each sender's on a subject of its own, under a
-message id keyed with its login, so another service's user cannot have it dropped as a repeat."""
+"""An import photo's result and a dead-lettered work item on a real nats-server: each sender's under
+a message id keyed with its login, so another service's user cannot have it dropped as a repeat."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import Bus
-from candor_kit.audit_events import ensure_audit_stream
+from candor_kit.audit_events import AuditPublisher, ensure_audit_stream
 from candor_kit.bus import keyed_message_id, message_key
-from candor_kit.ingest import ensure_ingest_streams, publish_result, result_subject
-from candor_kit.subjects import INGEST_RESULTS_STREAM
+from candor_kit.ingest import MATCH, dead_letter, ensure_ingest_streams, publish_result, result_subject
+from candor_kit.subjects import INGEST_DEAD_PREFIX, INGEST_DEAD_STREAM, INGEST_RESULTS_STREAM
 
 
 @pytest.fixture
@@ -73,3 +73,25 @@ async def test_a_result_sent_again_by_any_replica_of_one_service_is_stored_once(
     finally:
         await replica.close()
     assert after == before
+
+
+async def test_a_dead_letters_message_id_taken_first_by_another_user_does_not_drop_the_matchers_copy(
+    matcher_and_detector: tuple[Bus, Bus],
+) -> None:
+    matcher, detector = matcher_and_detector
+    # The match stream's sequences are plain to see: the detector's user takes the message id the
+    # next dead letter of the match stage would have had, on its own dead-letter subject.
+    sequence = 4242
+    await detector.jetstream.publish(
+        f"{INGEST_DEAD_PREFIX}.detect", b"a decoy", headers={"Nats-Msg-Id": f"dead.match.{sequence}"}
+    )
+    item = enrolled("dead-lettered", 0).item
+    await dead_letter(matcher, AuditPublisher(matcher, "matcher"), MATCH, b"the work", sequence, item, "boom", "match")
+    info = await matcher.jetstream.stream_info(INGEST_DEAD_STREAM)
+    kept = [
+        await matcher.jetstream.get_msg(INGEST_DEAD_STREAM, seq)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+    last = kept[-1]
+    assert (last.subject, last.data) == (f"{INGEST_DEAD_PREFIX}.match", b"the work")
+    assert (last.headers or {}).get("Candor-Original-Sequence") == str(sequence)
