@@ -177,14 +177,16 @@ def source_rank(source: str) -> int:
     return INGEST_RESULT_SOURCES.index(source or "gateway") + 1
 
 
+def may_give(source: str, outcome: int) -> bool:
+    """Whether ``source`` may give a photo ``outcome``: only the matcher enrols or finds a duplicate."""
+    return outcome not in MATCHER_OUTCOMES or source == "match"
+
+
 def result_stands(source: str, outcome: int, held_rank: int) -> bool:
     """Whether a result ``source`` stored with ``outcome`` replaces the one held from ``held_rank``
-    (0: none): only the matcher enrols or finds a duplicate, and a result from earlier in the line
-    than the one held does not replace it (from as far along, the later replaces the earlier: a
-    photo resumed after a failure)."""
-    if outcome in MATCHER_OUTCOMES and source != "match":
-        return False
-    return source_rank(source) >= held_rank
+    (0: none): one its source may give, from as far along the line or further (from as far along,
+    the later replaces the earlier: a photo resumed after a failure)."""
+    return may_give(source, outcome) and source_rank(source) >= held_rank
 
 
 def check_import_id(import_id: str) -> str:
@@ -550,6 +552,7 @@ __all__ = [
     "delivery_count",
     "ensure_ingest_streams",
     "hand_on",
+    "may_give",
     "publish_result",
     "rejection",
     "result_source",

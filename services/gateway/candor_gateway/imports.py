@@ -40,6 +40,7 @@ from candor_kit.ingest import (
     dead_letter_exhausted,
     ensure_ingest_streams,
     hand_on,
+    may_give,
     publish_result,
     rejection,
     result_source,
@@ -103,7 +104,7 @@ class Tally:
         item = result.item
         if source is None or subject != result_subject(item.import_id, item.item, source):
             return _refused(subject, source, "it names another photo than its subject")
-        if not result_stands(source, result.outcome, 0):
+        if not may_give(source, result.outcome):
             return _refused(subject, source, "its sender cannot give that outcome")
         return result if self.add(result, source) else None
 
@@ -114,8 +115,9 @@ class Tally:
         item = result.item.item
         if not 0 <= item < self.total:
             return False
-        held = int(self.sources[item])
-        if not result_stands(source, result.outcome, source_rank(TALLY_SOURCES[held - 1]) if held else 0):
+        held = int(self.sources[item])  # 0: none yet
+        held_rank = source_rank(TALLY_SOURCES[held - 1]) if held else 0
+        if not result_stands(source, result.outcome, held_rank):
             return False
         self.outcomes[item] = result.outcome
         self.reasons[item] = result.reason
