@@ -171,10 +171,10 @@ def result_source(subject: str) -> str | None:
     return tokens[2] if len(tokens) == 3 and tokens[2] in INGEST_RESULT_SOURCES else None
 
 
-def source_rank(source: str) -> int:
-    """How far along the line ``source`` is: 1 for the gateway (and results from before sources),
-    up to len(INGEST_RESULT_SOURCES) for the matcher; 0 stands for no result."""
-    return INGEST_RESULT_SOURCES.index(source or "gateway") + 1
+def _rank(source: str | None) -> int:
+    """How far along the line ``source`` is: 0 for no result, 1 for the gateway (and a result from
+    before sources), up to len(INGEST_RESULT_SOURCES) for the matcher."""
+    return 0 if source is None else INGEST_RESULT_SOURCES.index(source or "gateway") + 1
 
 
 def may_give(source: str, outcome: int) -> bool:
@@ -182,11 +182,11 @@ def may_give(source: str, outcome: int) -> bool:
     return outcome not in MATCHER_OUTCOMES or source == "match"
 
 
-def result_stands(source: str, outcome: int, held_rank: int) -> bool:
-    """Whether a result ``source`` stored with ``outcome`` replaces the one held from ``held_rank``
-    (0: none): one its source may give, from as far along the line or further (from as far along,
+def result_stands(source: str, outcome: int, held: str | None) -> bool:
+    """Whether a result ``source`` stored with ``outcome`` replaces the one held from ``held`` (None:
+    none yet): one its source may give, from as far along the line or further (from as far along,
     the later replaces the earlier: a photo resumed after a failure)."""
-    return may_give(source, outcome) and source_rank(source) >= held_rank
+    return may_give(source, outcome) and _rank(source) >= _rank(held)
 
 
 def check_import_id(import_id: str) -> str:
@@ -559,5 +559,4 @@ __all__ = [
     "result_stands",
     "result_subject",
     "running_worker",
-    "source_rank",
 ]

@@ -46,7 +46,6 @@ from candor_kit.ingest import (
     result_source,
     result_stands,
     result_subject,
-    source_rank,
 )
 from candor_kit.jetstream_setup import open_bucket
 from candor_kit.metrics import IMPORT_RESULTS_REFUSED
@@ -116,8 +115,7 @@ class Tally:
         if not 0 <= item < self.total:
             return False
         held = int(self.sources[item])  # 0: none yet
-        held_rank = source_rank(TALLY_SOURCES[held - 1]) if held else 0
-        if not result_stands(source, result.outcome, held_rank):
+        if not result_stands(source, result.outcome, TALLY_SOURCES[held - 1] if held else None):
             return False
         self.outcomes[item] = result.outcome
         self.reasons[item] = result.reason

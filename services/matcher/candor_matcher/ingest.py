@@ -8,7 +8,7 @@ from candor.common.v1 import common_pb2
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import AuditPublisher, Bus, CandorError, PreconditionFailed
 from candor_kit.identifiers import check_metadata, check_new_subject_id
-from candor_kit.ingest import ItemRegister, publish_result, rejection
+from candor_kit.ingest import MATCH, ItemRegister, publish_result, rejection
 from candor_matcher.gallery import Enrolment, GalleryIndex, GalleryModel, record_id_for
 from candor_matcher.naming import ImportNaming, NamedPhoto
 from candor_matcher.tombstones import Tombstones
@@ -57,25 +57,20 @@ class MatchStage:
                 },
             )
             if queued:  # the gateway's item was changed on the way: it ends here, rejected
-                await publish_result(
-                    self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, problem, "matcher"), "match"
-                )
+                await self._reject(item, ingest_pb2.REJECT_REASON_INVALID, problem)
             return
         try:
             check_new_subject_id(item.subject_id)
             check_metadata(item.metadata)
             model = GalleryModel.from_ref(work.model)
         except CandorError as exc:
-            await publish_result(
-                self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"), "match"
-            )
+            await self._reject(item, ingest_pb2.REJECT_REASON_INVALID, exc.message)
             return
         expunged = await self._tombstones.expunged_since(
             item.subject_id, record_id_for(item.subject_id, work.image_sha256), item.import_started_at
         )
         if expunged:
-            refused = rejection(item, ingest_pb2.REJECT_REASON_EXPUNGED, expunged, "matcher")
-            await publish_result(self._bus, refused, "match")
+            await self._reject(item, ingest_pb2.REJECT_REASON_EXPUNGED, expunged)
             return
         enrolment = Enrolment(
             subject_id=item.subject_id,
@@ -89,9 +84,7 @@ class MatchStage:
         try:
             _, record_id, created = await self._service.enrol_vector(work.model, enrolment)
         except PreconditionFailed as exc:  # a model the gallery does not take
-            await publish_result(
-                self._bus, rejection(item, ingest_pb2.REJECT_REASON_INVALID, exc.message, "matcher"), "match"
-            )
+            await self._reject(item, ingest_pb2.REJECT_REASON_INVALID, exc.message)
             return
         record = {
             "item": item.item,
@@ -114,4 +107,8 @@ class MatchStage:
             stage="matcher",
             detail="" if created else "this subject's photo is already enrolled",
         )
-        await publish_result(self._bus, result, "match")
+        await publish_result(self._bus, result, MATCH.name)
+
+    async def _reject(self, item: ingest_pb2.ItemRef, reason: ingest_pb2.RejectReason.ValueType, detail: str) -> None:
+        """End the photo rejected, for ``reason``, as the match stage's result."""
+        await publish_result(self._bus, rejection(item, reason, detail, "matcher"), MATCH.name)
