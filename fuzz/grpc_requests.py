@@ -60,7 +60,7 @@ def _export(request: gateway_pb2.ExportCaseRequest) -> None:
 
 def _event(event: audit_pb2.AuditEvent) -> None:
     subject = subjects.audit_subject("gateway", event.kind)
-    if subjects.audit_publisher_problem(subject, event.kind) is None:
+    if subjects.audit_publisher_problem(subject, event.kind, event.event_id) is None:
         entry_from_event(event)
     refused_entry(subject, event, "fuzz", NOW)
     render_html(gateway_pb2.ExportCaseResponse(records=[audit_pb2.AuditRecord(event=event)]), [])

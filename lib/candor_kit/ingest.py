@@ -407,7 +407,8 @@ async def dead_letter(
     bare ``dead.<stage>.<sequence>`` another stage's user could take the id first and have the copy
     dropped. So a worker and the gateway giving up on one message (a race: the worker on its last
     try, the gateway on JetStream's advisory) each keep a copy, with the same Candor-Original-Subject
-    and Candor-Original-Sequence; the chain still records the failure once, under its event id."""
+    and Candor-Original-Sequence; the chain still records the failure once, under its event id, which
+    names the stage (``subjects.STAGE_SCOPED_KINDS``)."""
     headers = {
         "Candor-Original-Subject": stage.subject,
         "Candor-Original-Sequence": str(sequence),
@@ -426,7 +427,11 @@ async def dead_letter(
         "gallery.import_item_failed",
         actor=actor,
         details=details,
-        event_id=f"{item.import_id}.{item.item}.failed" if item else f"dead.{stage.name}.{sequence}",
+        event_id=(
+            subjects.stage_event_id(stage.name, item.import_id, item.item, "failed")
+            if item
+            else subjects.stage_event_id(stage.name, "dead", sequence)
+        ),
     )
     log.error("import_item_dead_lettered", stage=stage.name, stream_sequence=sequence, error=why[:300])
 

@@ -158,8 +158,15 @@ class BusRole:
     keeps_photos: bool = False
 
 
-#: Dead-lettered import work is audited by the stage that gave up on it.
+#: Dead-lettered import work is audited by the stage that gave up on it (or by the gateway, when
+#: the work's deliveries ran out without the stage settling it).
 _IMPORT_ITEM_FAILED = "gallery.import_item_failed"
+
+#: The kinds several services write, each event recording one import stage's work: its id ends in
+#: ``.<stage>``, and only that stage's service, or the gateway that runs imports, may write it. The
+#: chain knows an event by its kind and id, so without this a stage could take the id of another
+#: stage's failure first and have that stage's own record dropped as a repeat.
+STAGE_SCOPED_KINDS = frozenset({_IMPORT_ITEM_FAILED})
 
 ROLES: dict[str, BusRole] = {
     "detector": BusRole(
@@ -272,11 +279,13 @@ def audit_subject(source: str, kind: str) -> str:
     return f"{AUDIT_EVENT_PREFIX}.{source}.{kind}"
 
 
-def audit_publisher_problem(subject: str, kind: str) -> str | None:
-    """Why an audit event of ``kind`` that arrived on ``subject`` must not enter the chain, or None.
+def audit_publisher_problem(subject: str, kind: str, event_id: str) -> str | None:
+    """Why an audit event of ``kind`` with ``event_id`` that arrived on ``subject`` must not enter
+    the chain, or None.
 
     The subject names its publisher (NATS lets each service's user publish under its own name
-    only); the event's kind must be the subject's and one its publisher owns.
+    only); the event's kind must be the subject's and one its publisher owns; an event of a kind
+    several services write (``STAGE_SCOPED_KINDS``) must record its publisher's own stage.
     """
     prefix = AUDIT_EVENT_PREFIX + "."
     source, _, subject_kind = subject.removeprefix(prefix).partition(".")
@@ -286,6 +295,24 @@ def audit_publisher_problem(subject: str, kind: str) -> str | None:
         return "the event's kind is not the one its subject names"
     if not any(fnmatch.fnmatchcase(kind, pattern) for pattern in ROLES[source].audit_kinds):
         return f"{source} does not own audit events of this kind"
+    if kind in STAGE_SCOPED_KINDS:
+        return _stage_problem(source, event_id)
+    return None
+
+
+def stage_event_id(stage: str, *parts: object) -> str:
+    """The id of an event of a ``STAGE_SCOPED_KINDS`` kind about ``stage``'s work, named by ``parts``."""
+    return ".".join((*map(str, parts), stage))
+
+
+def _stage_problem(source: str, event_id: str) -> str | None:
+    """Why ``source`` may not write the stage-scoped event ``event_id``, or None."""
+    stage = event_id.rpartition(".")[2]
+    if stage not in INGEST_STAGES:
+        return "the event's id names no import stage (it must end in .detect, .embed or .match)"
+    role = ROLES[source]
+    if not role.runs_imports and role.import_stage != stage:
+        return f"{source} may record only its own stage's import work, not the {stage} stage's"
     return None
 
 

@@ -34,9 +34,10 @@ from candor_cli import LocalStack
 from candor_cli.processes import StackError
 from candor_client import GatewayClient
 from candor_kit import subjects
-from candor_kit.audit_events import audit_message_id
-from candor_kit.bus import message_key, round_trip
+from candor_kit.audit_events import AuditPublisher, audit_message_id
+from candor_kit.bus import Bus, message_key, round_trip
 from candor_kit.identifiers import record_id_for
+from candor_kit.ingest import Stage, dead_letter
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_stack_cli import candor, search_json, searching, wait_for_audit
 
@@ -365,6 +366,50 @@ def test_results_forged_from_the_detectors_user_change_no_import_and_take_back_n
     # Each photo keeps the result its own stage gave it, and the enrolled one its stored photo.
     assert (after, (status.enrolled, status.rejected), kept) == (honest, (1, 2), hashlib.sha256(photo).hexdigest())
     assert len(refused) == 3  # a result on the subject every stage shared is refused by the server
+
+
+def test_a_failure_event_id_the_detectors_user_takes_first_does_not_hide_the_matchers_failure(
+    stack: LocalStack,
+) -> None:
+    # The detector's user sees every import photo (each detect work item names its import and
+    # item), so it can tell the ids a later stage's failure of that photo would be audited under,
+    # and write failure events of its own under them first: gallery.import_item_failed is a kind
+    # the detector, embedder, matcher and gateway all write.
+    import_id = "squatted-failure"
+    item = ingest_pb2.ItemRef(import_id=import_id, item=0, subject_id="nobody", submitted_by="local-operator")
+    sequence = 4242
+    taken = [f"{import_id}.0.failed", f"{import_id}.0.failed.match", f"dead.match.{sequence}", f"dead.{sequence}.match"]
+
+    secrets = {
+        role: Path(stack.nats_login(role).password_file).read_bytes().strip() for role in ("detector", "matcher")
+    }
+
+    async def logged_in(role: str) -> tuple[Bus, AuditPublisher]:
+        bus = Bus(await connect_as(stack, role), secrets[role])
+        return bus, AuditPublisher(bus, role)
+
+    async def run() -> None:
+        bus, forger = await logged_in("detector")
+        details = {"import_id": import_id, "item": 0, "stage": "match", "error": "forged by the detector"}
+        for event_id in taken:
+            await forger.publish(
+                "gallery.import_item_failed", actor="local-operator", details=details, event_id=event_id
+            )
+        await bus.client.close()
+        # Then the matcher gives up on that photo's work, through the code it runs.
+        bus, audit = await logged_in("matcher")
+        await dead_letter(bus, audit, Stage("match"), b"work", sequence, item, "the matcher gave up", "match")
+        await bus.client.close()
+
+    asyncio.run(run())
+    failures = "SELECT details_json FROM audit_record WHERE kind = 'gallery.import_item_failed' AND details_json LIKE ?"
+    wait_for_audit(stack, failures, ("%the matcher gave up%",))
+    # The matcher's failure is recorded; what the detector wrote under another stage's ids is not,
+    # and the attempt is.
+    assert audit_rows(stack, failures, ("%forged by the detector%",)) == []
+    refusals = "SELECT 1 FROM audit_record WHERE kind = 'audit.event_refused' AND details_json LIKE ?"
+    assert audit_rows(stack, refusals, (f"%{import_id}.0.failed.match%only its own stage%",))
+    assert "audit chain OK" in candor(stack, "audit", "verify").stdout
 
 
 # --- 2: around the gateway, still audited; internal APIs need the service token -------------------

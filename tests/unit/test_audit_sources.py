@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
@@ -12,6 +13,9 @@ from candor_kit.audit_events import AuditPublisher, audit_message_id
 from candor_kit.bus import message_key
 
 GATEWAY = Path(__file__).resolve().parents[2] / "services" / "gateway" / "candor_gateway"
+
+
+FAILED = "candor.audit.v1.event.{}.gallery.import_item_failed"
 
 
 @pytest.mark.parametrize(
@@ -33,8 +37,44 @@ GATEWAY = Path(__file__).resolve().parents[2] / "services" / "gateway" / "candor
 def test_an_audit_event_enters_the_chain_only_from_the_service_that_owns_its_kind(
     subject: str, kind: str, problem: str | None
 ) -> None:
-    found = subjects.audit_publisher_problem(subject, kind)
+    found = subjects.audit_publisher_problem(subject, kind, "an-event-id")
     assert found is None if problem is None else problem in (found or "")
+
+
+@pytest.mark.parametrize(
+    ("source", "event_id", "problem"),
+    [
+        ("detector", "import-1.7.failed.detect", None),
+        ("embedder", "dead.12.embed", None),
+        ("matcher", "import-1.7.failed.match", None),
+        # The gateway records any stage's work whose deliveries ran out.
+        ("gateway", "import-1.7.failed.match", None),
+        # One stage taking another's id first would have that stage's own failure dropped.
+        ("detector", "import-1.7.failed.match", "only its own stage's"),
+        ("embedder", "dead.12.detect", "only its own stage's"),
+        ("matcher", "import-1.7.failed", "names no import stage"),
+        ("detector", "", "names no import stage"),
+    ],
+)
+def test_a_kind_several_services_write_takes_from_each_only_its_own_stages_events(
+    source: str, event_id: str, problem: str | None
+) -> None:
+    kind = "gallery.import_item_failed"
+    found = subjects.audit_publisher_problem(FAILED.format(source), kind, event_id)
+    assert found is None if problem is None else problem in (found or "")
+
+
+def test_every_kind_several_services_write_is_stage_scoped() -> None:
+    writers: dict[str, set[str]] = {}
+    patterns = {pattern for role in subjects.ROLES.values() for pattern in role.audit_kinds}
+    for source, role in subjects.ROLES.items():
+        for pattern in role.audit_kinds:
+            # Two patterns overlap when either matches the other (``review.*`` and ``review.x``).
+            for other in patterns:
+                if fnmatch.fnmatchcase(other, pattern) or fnmatch.fnmatchcase(pattern, other):
+                    writers.setdefault(other, set()).add(source)
+    shared = {kind for kind, sources in writers.items() if len(sources) > 1}
+    assert shared == set(subjects.STAGE_SCOPED_KINDS)
 
 
 def test_every_service_publishes_audit_events_under_its_own_name() -> None:
@@ -56,7 +96,7 @@ def test_every_kind_the_gateway_audits_is_one_it_owns() -> None:
     kinds |= {f"{a or b}.refused" for a, b in _GATEWAY_ACTIONS.findall(sources)}
     assert {"search.completed", "config.loaded", "gallery.models.refused", "review.submitted"} <= kinds
     topic = "candor.audit.v1.event.gateway."
-    unowned = sorted(kind for kind in kinds if subjects.audit_publisher_problem(topic + kind, kind))
+    unowned = sorted(kind for kind in kinds if subjects.audit_publisher_problem(topic + kind, kind, "1.match"))
     assert unowned == []
 
 

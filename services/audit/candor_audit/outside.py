@@ -128,7 +128,7 @@ def genuine_event_id(subject: str, data: bytes) -> tuple[str, str, tuple[str, ..
         entry = entry_from_event(event)
     except (DecodeError, InvalidInput):
         return None
-    if subjects.audit_publisher_problem(subject, event.kind) is not None:
+    if subjects.audit_publisher_problem(subject, event.kind, event.event_id) is not None:
         return None
     return event.event_id, event.kind, tuple(event_parts(event.kind, entry.details_json))
 

@@ -161,7 +161,7 @@ class AuditLog:
         except DecodeError as exc:
             raise InvalidInput("audit message is not an AuditEvent") from exc
         position = msg.metadata.sequence.stream if msg.metadata is not None else 0
-        problem = size_problem(msg.data) or subjects.audit_publisher_problem(msg.subject, event.kind)
+        problem = size_problem(msg.data) or subjects.audit_publisher_problem(msg.subject, event.kind, event.event_id)
         if problem is None:
             return entry_from_event(event)
         # Not the publisher's to write: a forged review, say. It stays out of the chain, and the
