@@ -42,14 +42,14 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue, subjects
 from candor_kit.audit_events import AuditPublisher
 from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch, keyed_message_id
-from candor_kit.errors import InvalidInput
+from candor_kit.errors import InvalidInput, ServiceUnavailable
 from candor_kit.jetstream_setup import ensure_stream, open_bucket
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
@@ -486,9 +486,24 @@ def item_key(item: ingest_pb2.ItemRef) -> str:
     return f"{item.import_id}.{item.item}"
 
 
+#: The marks an item's entry in the register gets after its digest: the matcher claimed it (it
+#: enrols it, or rejects it itself), or the gateway took it back (an earlier stage's result ended
+#: it, and the photo the gateway stored for it went).
+CLAIMED = b":claimed"
+TAKEN_BACK = b":taken-back"
+#: Compare-and-set tries on one entry before giving up (another party wrote it between our read
+#: and our write: each retry reads what it wrote).
+_SET_TRIES = 5
+
+
 class ItemRegister:
     """The gateway's register of the import items it queued (IMPORT_ITEMS_BUCKET): the gateway
-    writes it, and the matcher enrols an item only when it finds it there unchanged."""
+    writes it, and the matcher enrols an item only when it finds it there unchanged.
+
+    The matcher's claim of an item (``claim``) and the gateway's taking it back (``take_back``)
+    are compare-and-set writes of its one entry, so exactly one of them wins: an earlier stage that
+    rejects a photo and still hands it on (a compromised detector) cannot have it enrolled after
+    its stored photo went."""
 
     def __init__(self, bus: Bus, replicas: int = 1) -> None:
         self._bus = bus
@@ -512,19 +527,51 @@ class ItemRegister:
         bucket = await self._open(create=True)
         await bucket.put(item_key(item), item_digest(item, image_sha256).encode("ascii"))
 
-    async def problem(self, item: ingest_pb2.ItemRef, image_sha256: str) -> tuple[str, bool]:
-        """Why a match stage must not enrol an item ("" when the gateway queued it as it is), and
-        whether the gateway queued an item of that number (whose import waits for its result)."""
+    async def claim(self, item: ingest_pb2.ItemRef, image_sha256: str) -> tuple[str, bool]:
+        """Claim an item for the match stage. Returns why it must not be enrolled ("" when the
+        gateway queued it as it is and has not taken it back; the claim then holds, and a repeat
+        finds it), and whether the gateway queued an item of that number (whose import waits for
+        its result)."""
         if not IMPORT_ID.match(item.import_id) or item.item < 0:
             return "the item names no import the gateway opened", False
-        try:
-            bucket = await self._open(create=False)
-            entry = await bucket.get(item_key(item))
-        except NotFoundError:
-            return "the item was not queued by the gateway", False
-        if entry.value is None or entry.value.decode("ascii", "replace") != item_digest(item, image_sha256):
-            return "the item differs from the one queued by the gateway", True
-        return "", True
+        digest = item_digest(item, image_sha256).encode("ascii")
+        for _ in range(_SET_TRIES):
+            try:
+                bucket = await self._open(create=False)
+                entry = await bucket.get(item_key(item))
+            except NotFoundError:
+                return "the item was not queued by the gateway", False
+            value = entry.value or b""
+            if value == digest + CLAIMED:
+                return "", True
+            if value == digest + TAKEN_BACK:
+                return "the photo was taken back: an earlier stage's result ended it before the matcher took it", True
+            if value != digest:
+                return "the item differs from the one queued by the gateway", True
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await bucket.update(item_key(item), digest + CLAIMED, last=entry.revision)
+                return "", True
+        raise ServiceUnavailable("the import item's register entry kept changing; the item is tried again")
+
+    async def take_back(self, item: ingest_pb2.ItemRef, by_matcher: bool) -> bool:
+        """Mark an item taken back before the photo stored for it goes; whether it may go. One the
+        matcher claimed goes only on the matcher's own result (its rejection or failure), never on
+        an earlier stage's: the matcher may have enrolled it."""
+        bucket = await self._open(create=True)
+        for _ in range(_SET_TRIES):
+            try:
+                entry = await bucket.get(item_key(item))
+            except NotFoundError:  # never queued (the gateway refused it), or long expired
+                return True
+            value = entry.value or b""
+            if value.endswith(CLAIMED):
+                return by_matcher
+            if value.endswith(TAKEN_BACK):
+                return True
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                await bucket.update(item_key(item), value + TAKEN_BACK, last=entry.revision)
+                return True
+        return False  # kept: a photo left stored is safer than a record without its photo
 
 
 def running_worker(

@@ -403,7 +403,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
     if role.keeps_tombstones:
         publish += _bucket_permissions(TOMBSTONES_BUCKET)
     if role.import_stage == "match":
-        publish += _bucket_permissions(IMPORT_ITEMS_BUCKET, write=False)
+        # Reads the gateway's register, and claims an item in it before enrolling it.
+        publish += [*_bucket_permissions(IMPORT_ITEMS_BUCKET, write=False), f"$KV.{IMPORT_ITEMS_BUCKET}.>"]
     if role.gallery_models:
         # Searches read the record from memory, kept by a watch (candor_kit.gallery_models).
         publish += _bucket_permissions(GALLERY_BUCKET, write=role.gallery_models == "write", watch=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 import time
 import uuid
@@ -366,6 +368,66 @@ def test_results_forged_from_the_detectors_user_change_no_import_and_take_back_n
     # Each photo keeps the result its own stage gave it, and the enrolled one its stored photo.
     assert (after, (status.enrolled, status.rejected), kept) == (honest, (1, 2), hashlib.sha256(photo).hexdigest())
     assert len(refused) == 3  # a result on the subject every stage shared is refused by the server
+
+
+def test_a_photo_the_detectors_user_rejects_and_hands_on_is_not_enrolled_without_its_stored_photo(
+    stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    # A compromised detector can say "no face" of a photo (the gateway then takes the photo it
+    # stored back) and still hand the photo on: the matcher, further along the line, would enrol a
+    # record whose stored photo is gone, and a reviewer would have nothing to compare with.
+    photo = (samples / "biden.jpg").read_bytes()
+    (tmp_path / "handed-on").mkdir()
+    (tmp_path / "handed-on" / "biden.jpg").write_bytes(photo)
+    import_id = "rejected-and-handed-on"
+    record_id = record_id_for("handed-on", hashlib.sha256(photo).hexdigest())
+    state = stack.state()
+    assert state is not None
+    matcher = state.pids["matcher"]
+
+    async def queued_for_the_matcher() -> None:
+        client = await connect_as(stack, "gateway")
+        try:
+            deadline = time.monotonic() + 60
+            while (await client.jetstream().stream_info(subjects.ingest_stream("match"))).state.messages == 0:
+                assert time.monotonic() < deadline, "the photo never reached the match stage"
+                await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+
+    async def reject_as_the_detector() -> None:
+        client = await connect_as(stack, "detector")
+        forged = forged_result(import_id, 0, ingest_pb2.OUTCOME_REJECTED, hashlib.sha256(photo).hexdigest())
+        forged.item.subject_id = "handed-on"
+        await client.jetstream().publish(
+            f"{subjects.INGEST_RESULT_PREFIX}.{import_id}.0.detect", forged.SerializeToString()
+        )
+        await client.close()
+
+    os.kill(matcher, signal.SIGSTOP)
+    try:
+        candor(stack, "gallery", "import", str(tmp_path), "--import-id", import_id, "--no-wait", "--quiet")
+        asyncio.run(queued_for_the_matcher())
+        asyncio.run(reject_as_the_detector())
+        with GatewayClient(state.gateway, stack.token()) as client:
+            assert client.import_status(import_id).rejected == 1  # the gateway read it, and took back
+    finally:
+        os.kill(matcher, signal.SIGCONT)
+    deadline = time.monotonic() + 60
+    with GatewayClient(state.gateway, stack.token()) as client:
+        while (result := client.import_results(import_id)[0]).stage != "matcher":
+            assert time.monotonic() < deadline, "the matcher never settled the photo"
+            time.sleep(0.2)
+        try:
+            kept = hashlib.sha256(client.record_photo(record_id).image).hexdigest()
+        except grpc.RpcError as exc:
+            kept = str(exc.code())  # type: ignore[attr-defined]
+    # The matcher does not enrol a photo the gateway took back: the import says so, and no
+    # record stands without its photo.
+    assert (result.outcome, kept) == (ingest_pb2.OUTCOME_REJECTED, "StatusCode.NOT_FOUND"), result
+    assert "taken back" in result.detail
+    enrolled = "SELECT 1 FROM audit_record WHERE kind = 'gallery.import_enrolled' AND details_json LIKE ?"
+    assert audit_rows(stack, enrolled, (f"%{record_id}%",)) == []
 
 
 def test_a_failure_event_id_the_detectors_user_takes_first_does_not_hide_the_matchers_failure(

@@ -1,8 +1,10 @@
 """An import photo's result and a dead-lettered work item on a real nats-server: each sender's under
-a message id keyed with its login, so another service's user cannot have it dropped as a repeat."""
+a message id keyed with its login, so another service's user cannot have it dropped as a repeat;
+and the register of queued photos, where the matcher's claim and the gateway's take-back race."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import nats
@@ -12,7 +14,7 @@ from candor.ingest.v1 import ingest_pb2
 from candor_kit import Bus
 from candor_kit.audit_events import AuditPublisher, ensure_audit_stream
 from candor_kit.bus import keyed_message_id, message_key
-from candor_kit.ingest import MATCH, dead_letter, ensure_ingest_streams, publish_result, result_subject
+from candor_kit.ingest import MATCH, ItemRegister, dead_letter, ensure_ingest_streams, publish_result, result_subject
 from candor_kit.subjects import INGEST_DEAD_PREFIX, INGEST_DEAD_STREAM, INGEST_RESULTS_STREAM
 
 
@@ -95,3 +97,35 @@ async def test_a_dead_letters_message_id_taken_first_by_another_user_does_not_dr
     last = kept[-1]
     assert (last.subject, last.data) == (f"{INGEST_DEAD_PREFIX}.match", b"the work")
     assert (last.headers or {}).get("Candor-Original-Sequence") == str(sequence)
+
+
+async def test_the_matchers_claim_and_the_gateways_take_back_race_and_exactly_one_wins(
+    matcher_and_detector: tuple[Bus, Bus],
+) -> None:
+    matcher, gateway = matcher_and_detector
+    at_gateway, at_matcher = ItemRegister(gateway), ItemRegister(matcher)
+    await at_gateway.ensure()
+    items = [ingest_pb2.ItemRef(import_id="raced-claims", item=item, subject_id=f"s{item}") for item in range(40)]
+    for item in items:
+        await at_gateway.register(item, "ab" * 32)
+    # Each photo at once claimed by the matcher and taken back on an earlier stage's rejection.
+    claims = asyncio.gather(*(at_matcher.claim(item, "ab" * 32) for item in items))
+    take_backs = asyncio.gather(*(at_gateway.take_back(item, by_matcher=False) for item in items))
+    claimed, taken = await asyncio.gather(claims, take_backs)
+    # For each, either the matcher enrols it and its photo stays, or the photo goes and the matcher
+    # refuses it: never both.
+    assert [problem == "" for problem, _ in claimed] == [not went for went in taken]
+    # A claim holds: the matcher's redelivery enrols, an earlier stage's rejection takes nothing back,
+    # and the matcher's own rejection does.
+    first = ingest_pb2.ItemRef(import_id="raced-claims", item=98)
+    await at_gateway.register(first, "ab" * 32)
+    assert await at_matcher.claim(first, "ab" * 32) == ("", True)
+    assert await at_matcher.claim(first, "ab" * 32) == ("", True)
+    assert not await at_gateway.take_back(first, by_matcher=False)
+    assert await at_gateway.take_back(first, by_matcher=True)
+    # A photo taken back is never claimed after, nor one changed on the way.
+    gone = ingest_pb2.ItemRef(import_id="raced-claims", item=99)
+    await at_gateway.register(gone, "ab" * 32)
+    assert await at_gateway.take_back(gone, by_matcher=False)
+    assert "taken back" in (await at_matcher.claim(gone, "ab" * 32))[0]
+    assert "differs" in (await at_matcher.claim(items[0], "cd" * 32))[0]

@@ -34,6 +34,7 @@ from candor_kit.identifiers import check_metadata, check_new_subject_id, record_
 from candor_kit.ingest import (
     EARLIER_SOURCE,
     IMPORT_ID,
+    MATCH,
     ItemRegister,
     Stage,
     check_import_id,
@@ -114,13 +115,17 @@ class Tally:
         item = result.item.item
         if not 0 <= item < self.total:
             return False
-        held = int(self.sources[item])  # 0: none yet
-        if not result_stands(source, result.outcome, TALLY_SOURCES[held - 1] if held else None):
+        if not result_stands(source, result.outcome, self.source(item)):
             return False
         self.outcomes[item] = result.outcome
         self.reasons[item] = result.reason
         self.sources[item] = TALLY_SOURCES.index(source) + 1
         return True
+
+    def source(self, item: int) -> str | None:
+        """The party whose result for photo ``item`` stands; None while it has none."""
+        held = int(self.sources[item])
+        return TALLY_SOURCES[held - 1] if held else None
 
     def settle(self, result: ingest_pb2.ItemResult, import_id: str, item: int, stored: bytes) -> None:
         """Fill ``result`` for photo ``item`` from the message stored on the subject of its standing
@@ -345,10 +350,14 @@ class ImportDesk:
         )
         await self._photos.put(header, image, replace=False, metadata=dict(ref.metadata))
 
-    async def _take_back_photo(self, result: ingest_pb2.ItemResult) -> None:
-        """Delete the photo stored for an item that made no record, if this item stored it."""
+    async def _take_back_photo(self, result: ingest_pb2.ItemResult, by_matcher: bool) -> None:
+        """Delete the photo stored for an item that made no record, if this item stored it and the
+        matcher will not enrol it (``ItemRegister.take_back``)."""
         image_sha256 = result.image_sha256
         if not image_sha256 or result.outcome not in PROBLEMS:
+            return
+        if not await self._register.take_back(result.item, by_matcher):
+            log.warning("import_photo_kept", import_id=result.item.import_id, item=result.item.item)
             return
         record_id = record_id_for(result.item.subject_id, image_sha256)
         header = await self._photos.header("gallery", record_id)
@@ -483,7 +492,7 @@ class ImportDesk:
                     # earlier in the line stored after the matcher enrolled it takes nothing back.
                     standing = tally.take(msg.subject, msg.data)
                     if standing is not None:
-                        await self._take_back_photo(standing)
+                        await self._take_back_photo(standing, tally.source(standing.item.item) == MATCH.name)
                     tally.next_sequence = msg.metadata.sequence.stream + 1
                 if messages[-1].metadata.num_pending == 0:
                     return

@@ -41,9 +41,9 @@ class MatchStage:
     async def __call__(self, work: ingest_pb2.MatchWork) -> None:
         """Enrol, audit the enrolment (with the photos enrolled beside it: `naming`), and store the
         photo's result: only an item the gateway queued, as it queued it (another stage's user
-        could otherwise make one up)."""
+        could otherwise make one up), and has not taken back (``ItemRegister.claim``)."""
         item = work.item
-        problem, queued = await self._register.problem(item, work.image_sha256)
+        problem, queued = await self._register.claim(item, work.image_sha256)
         if problem:
             await self._audit.publish(
                 "matcher.import_item_refused",
