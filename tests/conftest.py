@@ -3,6 +3,7 @@ in-memory span exporter."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import tempfile
@@ -23,10 +24,11 @@ from fetch_sample_images import fetch  # noqa: E402
 from candor_cli.processes import free_port, start_nats_server  # noqa: E402
 from tests.postgres import PostgresServer  # noqa: E402
 
-#: For tests that build an internal service's settings: a service token file that lasts the session.
-SERVICE_TOKEN_FILE = Path(tempfile.mkdtemp(prefix="candor-token-")) / "service-token"
-SERVICE_TOKEN_FILE.write_text("test-service-token-" + "0" * 45 + "\n")
-INTERNAL = {"CANDOR_SERVICE_TOKEN_FILE": str(SERVICE_TOKEN_FILE)}
+#: For tests that build an internal service's settings: a file of the service token's digest (as
+#: the services are given it) that lasts the session.
+SERVICE_TOKEN_SHA256_FILE = Path(tempfile.mkdtemp(prefix="candor-token-")) / "service-token.sha256"
+SERVICE_TOKEN_SHA256_FILE.write_text("sha256:" + hashlib.sha256(b"test-service-token").hexdigest() + "\n")
+INTERNAL = {"CANDOR_SERVICE_TOKEN_SHA256_FILE": str(SERVICE_TOKEN_SHA256_FILE)}
 
 # Installed before anything asks for a tracer, so every span of every in-process service lands here.
 SPANS = InMemorySpanExporter()

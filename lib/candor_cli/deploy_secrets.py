@@ -15,7 +15,10 @@ One folder feeds docker-compose (file secrets and an env file), Kubernetes (``ku
   Keep a copy offline: without it the chain can still be verified (with its public key), but not
   continued under the same key.
 - ``service-token``: the bearer token every call to an internal service's gRPC API (detector,
-  embedder, matcher, audit) must carry (CANDOR_SERVICE_TOKEN_FILE);
+  embedder, matcher, audit) must carry; it stays with the operators who call those APIs, never
+  on a service;
+- ``service-token.sha256``: its digest, all the internal services are given
+  (CANDOR_SERVICE_TOKEN_SHA256_FILE): whoever takes one over finds no token to call another with;
 - ``photo-key``: the AES-256 key (base64) that encrypts the stored gallery photos and retained
   probes (CANDOR_GATEWAY_PHOTO_KEY_FILE); without it they cannot be read. Keep a copy offline.
 - ``review-session-key``: the AES-256 key (base64) that seals the review desk's session cookies
@@ -29,7 +32,9 @@ import secrets
 from pathlib import Path
 
 from candor_kit.aes_keys import generate_aes_key
+from candor_kit.grpc_server import service_token_sha256
 from candor_kit.keys import generate_signing_key, generate_token_keys
+from candor_kit.settings import SERVICE_TOKEN_DIGEST_PREFIX
 from candor_kit.subjects import ROLES
 
 
@@ -53,6 +58,14 @@ def nats_password() -> str:
 def service_token() -> str:
     """256 random bits as 64 hex digits: the token internal gRPC APIs require."""
     return secrets.token_hex(32)
+
+
+def write_service_token(token_path: Path, digest_path: Path) -> None:
+    """A new service token at ``token_path`` (0600) and its digest, as the internal services read
+    it (``sha256:<hex>``), at ``digest_path``."""
+    token = service_token()
+    write_private(token_path, token + "\n")
+    write_private(digest_path, f"{SERVICE_TOKEN_DIGEST_PREFIX}{service_token_sha256(token)}\n", 0o644)
 
 
 def write_token_keys(private_path: Path, public_path: Path) -> None:
@@ -87,7 +100,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
     write_private(folder / "audit-signing-key.pem", generate_signing_key().decode("ascii"), 0o644)
     write_private(folder / "photo-key", generate_aes_key().decode("ascii"), 0o644)
     write_private(folder / "review-session-key", generate_aes_key().decode("ascii"), 0o644)
-    write_private(folder / "service-token", service_token() + "\n", 0o644)
+    write_service_token(folder / "service-token", folder / "service-token.sha256")
     return [
         *written,
         *(folder / name for name in ("nats.env", "token-signing.pem", "token-keys.pem")),
@@ -100,6 +113,7 @@ def init_secrets(folder: Path, *, force: bool = False) -> list[Path]:
                 "photo-key",
                 "review-session-key",
                 "service-token",
+                "service-token.sha256",
             )
         ),
     ]

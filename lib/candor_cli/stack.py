@@ -81,7 +81,7 @@ def service_settings(
     signing_key = ensure_audit_signing_key(data_dir) if name == "audit" else None
     internal = {}
     if name in INTERNAL_SERVICES:
-        internal = {"CANDOR_SERVICE_TOKEN_FILE": str(ensure_service_token(data_dir))}
+        internal = {"CANDOR_SERVICE_TOKEN_SHA256_FILE": str(ensure_service_token(data_dir))}
     if name == REVIEW:
         ensure_token_keys(data_dir)
         ensure_aes_key(data_dir, "review-session-key")

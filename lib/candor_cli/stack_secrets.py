@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from candor_cli.deploy_secrets import nats_password, service_token, write_private, write_token_keys
+from candor_cli.deploy_secrets import nats_password, write_private, write_service_token, write_token_keys
 from candor_kit import subjects
 from candor_kit.aes_keys import generate_aes_key
 from candor_kit.keys import generate_signing_key
@@ -22,8 +22,15 @@ def made_once(path: Path, make: Callable[[], str]) -> Path:
 
 
 def ensure_service_token(data_dir: Path) -> Path:
-    """The token the internal services' gRPC APIs require (made on first use, 0600); its path."""
-    return made_once(data_dir / "secrets" / "service-token", lambda: service_token() + "\n")
+    """The digest of the token the internal services' gRPC APIs require, which the services are
+    given (the token, for callers, beside it in ``service-token``; both made on first use); its
+    path."""
+    secrets = data_dir / "secrets"
+    digest = secrets / "service-token.sha256"
+    if not digest.exists():
+        secrets.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_service_token(secrets / "service-token", digest)
+    return digest
 
 
 def ensure_token_keys(data_dir: Path) -> Path:

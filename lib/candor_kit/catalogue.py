@@ -33,10 +33,11 @@ METRICS_ADDRESS = Setting(
     "host:port of the plaintext HTTP listener serving Prometheus metrics at /metrics; empty: none",
     "",
 )
-SERVICE_TOKEN_FILE = Setting(
-    "CANDOR_SERVICE_TOKEN_FILE",
-    "file holding the bearer token every call to an internal service's gRPC API must carry "
-    "(`candor secrets init` makes it); gRPC health stays open",
+SERVICE_TOKEN_SHA256_FILE = Setting(
+    "CANDOR_SERVICE_TOKEN_SHA256_FILE",
+    "file holding the SHA-256 (64 hex digits) of the bearer token every call to an internal "
+    "service's gRPC API must carry (`candor secrets init` writes it as service-token.sha256): the "
+    "service keeps only the digest, never the token; gRPC health stays open",
     None,
     "file",
     secret=True,
@@ -355,7 +356,7 @@ GATEWAY_MODEL_REGISTRY = Setting(
 
 SERVICES: dict[str, tuple[Setting, ...]] = {
     "detector": (
-        SERVICE_TOKEN_FILE,
+        SERVICE_TOKEN_SHA256_FILE,
         DETECTOR_ENGINE,
         DETECTOR_MAX_IMAGE_BYTES,
         DETECTOR_MAX_PIXELS,
@@ -369,7 +370,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         *IMPORT_SETTINGS,
     ),
     "embedder": (
-        SERVICE_TOKEN_FILE,
+        SERVICE_TOKEN_SHA256_FILE,
         EMBEDDER_ENGINE,
         EMBEDDER_THRESHOLD,
         EMBEDDER_MAX_BATCH,
@@ -381,7 +382,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         *IMPORT_SETTINGS,
     ),
     "matcher": (
-        SERVICE_TOKEN_FILE,
+        SERVICE_TOKEN_SHA256_FILE,
         MATCHER_BACKEND,
         MATCHER_DATA_DIR,
         MATCHER_AUDIT_OUTBOX,
@@ -393,7 +394,7 @@ SERVICES: dict[str, tuple[Setting, ...]] = {
         *IMPORT_SETTINGS,
     ),
     "audit": (
-        SERVICE_TOKEN_FILE,
+        SERVICE_TOKEN_SHA256_FILE,
         AUDIT_BACKEND,
         AUDIT_DB,
         AUDIT_POSTGRES_DSN_FILE,

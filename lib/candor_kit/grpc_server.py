@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -134,12 +135,18 @@ class RequestDecoding(grpc.aio.ServerInterceptor):
         )
 
 
-class ServiceTokenCheck(grpc.aio.ServerInterceptor):
-    """Admits a call to the service's API only with ``authorization: Bearer <service token>``;
-    gRPC health stays open for probes."""
+def service_token_sha256(token: str) -> str:
+    """The digest an internal service keeps of the service token (hex SHA-256). The token is 256
+    random bits, so one plain hash is as hard to undo as the token is to guess."""
+    return hashlib.sha256(token.encode()).hexdigest()
 
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+
+class ServiceTokenCheck(grpc.aio.ServerInterceptor):
+    """Admits a call to the service's API only with ``authorization: Bearer <service token>``,
+    knowing the token by its SHA-256 alone; gRPC health stays open for probes."""
+
+    def __init__(self, token_sha256: str) -> None:
+        self._expected = token_sha256.encode()
         # The series exists from the start at 0, so the first refusal is an increase Prometheus sees.
         metrics.REFUSALS.labels(SERVICE_TOKEN_RULE)
 
@@ -158,8 +165,10 @@ class ServiceTokenCheck(grpc.aio.ServerInterceptor):
         if details.method.startswith(HEALTH_METHODS):
             return await continuation(details)
         presented = dict(details.invocation_metadata or ()).get("authorization", "")
-        if isinstance(presented, str) and hmac.compare_digest(presented.encode(), self._expected):
-            return await continuation(details)
+        if isinstance(presented, str) and presented.startswith("Bearer "):
+            digest = service_token_sha256(presented.removeprefix("Bearer "))
+            if hmac.compare_digest(digest.encode(), self._expected):
+                return await continuation(details)
         return self._refusal
 
 
@@ -174,7 +183,7 @@ class GrpcServer:
         tls_cert_file: str = "",
         tls_key_file: str = "",
         health_address: str = "",
-        service_token: str = "",
+        service_token_sha256: str = "",
     ) -> None:
         self.server = grpc.aio.server(
             options=[
@@ -182,7 +191,10 @@ class GrpcServer:
                 ("grpc.max_send_message_length", max_message_bytes),
                 *KEEPALIVE_SERVER_OPTIONS,
             ],
-            interceptors=[RequestDecoding(), *([ServiceTokenCheck(service_token)] if service_token else [])],
+            interceptors=[
+                RequestDecoding(),
+                *([ServiceTokenCheck(service_token_sha256)] if service_token_sha256 else []),
+            ],
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -42,7 +42,7 @@ class ServiceHost:
             settings.tls_cert_file,
             settings.tls_key_file,
             settings.health_address,
-            settings.service_token,
+            settings.service_token_sha256,
         )
         self.bus: Bus | None = None
         self.metrics = MetricsServer(settings.metrics_address) if settings.metrics_address else None

@@ -70,8 +70,28 @@ class EnvReader:
 
 #: The services behind the gateway: their gRPC APIs take only calls that carry the service token.
 INTERNAL_SERVICES = ("detector", "embedder", "matcher", "audit")
-#: The shortest service token accepted (`candor secrets init` makes 64 hex digits).
-MIN_SERVICE_TOKEN_CHARS = 32
+#: How a file of the service token's digest begins (the token alone never does: 64 hex digits).
+SERVICE_TOKEN_DIGEST_PREFIX = "sha256:"
+
+
+def read_token_digest(path: Path, env: EnvReader) -> str:
+    """The service token's SHA-256 that ``path`` holds (``sha256:`` and 64 hex digits, as
+    `candor secrets init` writes it); a problem, and "", for anything else, the token itself
+    included."""
+    text = path.read_text(errors="replace").strip()
+    digest = text.removeprefix(SERVICE_TOKEN_DIGEST_PREFIX)
+    if (
+        text.startswith(SERVICE_TOKEN_DIGEST_PREFIX)
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    ):
+        return digest
+    env.problem(
+        "CANDOR_SERVICE_TOKEN_SHA256_FILE must hold the service token's digest, sha256: and 64 hex digits "
+        "(`candor secrets init` writes it as service-token.sha256), never the token itself: "
+        "a service holding the token hands it to whoever takes the service over"
+    )
+    return ""
 
 
 @dataclass(frozen=True)
@@ -97,9 +117,10 @@ class CommonSettings:
     health_address: str = ""
     #: host:port of the Prometheus /metrics listener; "" for none.
     metrics_address: str = ""
-    #: The token every call to an internal service's gRPC API must carry; "" for the gateway,
-    #: whose callers bring the users' own tokens.
-    service_token: str = field(default="", repr=False)
+    #: The SHA-256 of the token every call to an internal service's gRPC API must carry (the
+    #: service keeps only this, so whoever takes it over finds no token that opens another's API);
+    #: "" for the gateway, whose callers bring the users' own tokens.
+    service_token_sha256: str = ""
 
     @classmethod
     def read(cls, service: str, env: EnvReader) -> CommonSettings:
@@ -142,16 +163,14 @@ class CommonSettings:
         if health_address and not health_address.rpartition(":")[2].isdigit():
             env.problem(f"CANDOR_HEALTH_ADDRESS={health_address!r} is not host:port")
         metrics_address = read_metrics_address(env)
-        service_token = ""
+        service_token_sha256 = ""
         if service in INTERNAL_SERVICES:
-            token_file = env.get(catalogue.SERVICE_TOKEN_FILE)
-            if token_file and os.path.isfile(token_file):
-                service_token = Path(token_file).read_text().strip()
-                if len(service_token) < MIN_SERVICE_TOKEN_CHARS:
-                    env.problem(f"CANDOR_SERVICE_TOKEN_FILE holds under {MIN_SERVICE_TOKEN_CHARS} characters")
+            digest_file = env.get(catalogue.SERVICE_TOKEN_SHA256_FILE)
+            if digest_file and os.path.isfile(digest_file):
+                service_token_sha256 = read_token_digest(Path(digest_file), env)
         return cls(
             service=service,
-            service_token=service_token,
+            service_token_sha256=service_token_sha256,
             health_address=health_address,
             metrics_address=metrics_address,
             nats_url=nats_url,

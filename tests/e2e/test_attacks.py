@@ -546,6 +546,35 @@ def test_internal_grpc_apis_answer_only_with_the_service_token(stack: LocalStack
             assert call(channel, bearer(token)) is not None, name
 
 
+def test_nothing_an_internal_service_is_given_opens_another_services_api(stack: LocalStack, samples: Path) -> None:
+    # Whoever takes over one internal service (the detector, say) reads every file it was given.
+    # None of them may be the token that opens the internal APIs: with it, a search or a deletion
+    # made straight at the matcher would skip the gateway's case binding, purposes and reviews.
+    state = stack.state()
+    assert state is not None
+    given: dict[str, str] = {}
+    for name in ("detector", "embedder", "matcher", "audit"):
+        environ = Path(f"/proc/{state.pids[name]}/environ").read_bytes().split(b"\0")
+        for setting in environ:
+            key, _, value = setting.decode().partition("=")
+            path = Path(value)
+            if key.endswith("_FILE") and path.is_file() and path.stat().st_size < 4096:
+                text = path.read_text(errors="replace").strip()
+                if text.isprintable():  # one line: what a bearer token could be (not a PEM key)
+                    given[f"{name}: {key}"] = text
+    assert any("SERVICE_TOKEN" in key for key in given)
+    calls = internal_calls(stack, samples)
+    with grpc.insecure_channel(state.addresses["matcher"]) as channel:
+        opened = []
+        for key, text in given.items():
+            try:
+                calls["matcher"](channel, bearer(text))
+                opened.append(key)
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, key  # type: ignore[attr-defined]
+    assert opened == []
+
+
 # --- 4: what a refusal records is bounded; hostile text is refused --------------------------------
 
 

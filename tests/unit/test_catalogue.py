@@ -56,7 +56,7 @@ def test_each_service_reads_exactly_the_settings_the_catalogue_declares(service:
 def test_required_and_conditionally_required_settings_are_named() -> None:
     assert catalogue.check_environment("matcher", {}) == [
         "matcher: CANDOR_NATS_URL is required",
-        "matcher: CANDOR_SERVICE_TOKEN_FILE is required",
+        "matcher: CANDOR_SERVICE_TOKEN_SHA256_FILE is required",
         "matcher: CANDOR_MATCHER_DATA_DIR is required when CANDOR_MATCHER_BACKEND=edge",
     ]
     server = {"CANDOR_NATS_URL": "nats://n:4222", "CANDOR_MATCHER_BACKEND": "server", **INTERNAL}

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from candor_cli.processes import free_port
 from candor_kit import GRPC_STATUS, ErrorCode, GrpcServer
-from candor_kit.grpc_server import rpc
+from candor_kit.grpc_server import rpc, service_token_sha256
 from tests.conftest import self_signed
 
 
@@ -58,7 +58,9 @@ def test_every_error_code_maps_to_the_grpc_status_of_the_same_name() -> None:
 async def test_an_internal_api_answers_only_calls_that_carry_the_service_token() -> None:
     port = free_port()
     token = "s" * 64
-    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"], service_token=token)
+    # The server knows the token by its digest alone; presenting the digest opens nothing.
+    digest = service_token_sha256(token)
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"], service_token_sha256=digest)
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return request
@@ -70,7 +72,8 @@ async def test_an_internal_api_answers_only_calls_that_carry_the_service_token()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             call = channel.unary_unary("/svc/Echo")
-            for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", token),)):
+            wrong = ("Bearer wrong", token, f"Bearer {digest}", f"Bearer sha256:{digest}")
+            for metadata in ((), *((("authorization", value),) for value in wrong)):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await call(b"ping", metadata=metadata, timeout=5)
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -239,16 +241,21 @@ def test_gateway_needs_exactly_one_source_of_token_keys_and_an_issuer(tmp_path: 
         )
 
 
-def test_an_internal_service_refuses_to_start_without_a_service_token_of_length(tmp_path: Path) -> None:
+def test_an_internal_service_refuses_to_start_without_the_service_tokens_digest_or_with_the_token(
+    tmp_path: Path,
+) -> None:
     env = {"CANDOR_NATS_URL": "nats://127.0.0.1:4222", "CANDOR_MATCHER_DATA_DIR": "/tmp/g"}
-    with pytest.raises(ConfigError, match="CANDOR_SERVICE_TOKEN_FILE is required"):
+    with pytest.raises(ConfigError, match="CANDOR_SERVICE_TOKEN_SHA256_FILE is required"):
         MatcherSettings.from_env(EnvReader(env))
-    short = tmp_path / "token"
-    short.write_text("guessable\n")
-    with pytest.raises(ConfigError, match="under 32 characters"):
-        MatcherSettings.from_env(EnvReader({**env, "CANDOR_SERVICE_TOKEN_FILE": str(short)}))
+    # The token itself (64 hex digits, as `candor secrets init` makes it) is refused: a service
+    # holding it would hand it to whoever takes the service over.
+    for wrong in (secrets.token_hex(32), "sha256:" + "0" * 63, "sha256:" + "G" * 64):
+        given = tmp_path / "token"
+        given.write_text(wrong + "\n")
+        with pytest.raises(ConfigError, match="never the token itself"):
+            MatcherSettings.from_env(EnvReader({**env, "CANDOR_SERVICE_TOKEN_SHA256_FILE": str(given)}))
     settings = MatcherSettings.from_env(EnvReader({**env, **INTERNAL}))
-    assert settings.common.service_token and settings.common.service_token not in repr(settings)
+    assert settings.common.service_token_sha256 == hashlib.sha256(b"test-service-token").hexdigest()
 
 
 def test_a_hedge_delay_not_under_the_request_timeout_is_refused(tmp_path: Path) -> None:
