@@ -36,7 +36,7 @@ from candor_cli.stack_secrets import (
     ensure_aes_key,
     ensure_audit_signing_key,
     ensure_nats_passwords,
-    ensure_service_token,
+    ensure_service_token_digest,
     ensure_token_keys,
     nats_password_file,
 )
@@ -81,7 +81,7 @@ def service_settings(
     signing_key = ensure_audit_signing_key(data_dir) if name == "audit" else None
     internal = {}
     if name in INTERNAL_SERVICES:
-        internal = {"CANDOR_SERVICE_TOKEN_SHA256_FILE": str(ensure_service_token(data_dir))}
+        internal = {"CANDOR_SERVICE_TOKEN_SHA256_FILE": str(ensure_service_token_digest(data_dir))}
     if name == REVIEW:
         ensure_token_keys(data_dir)
         ensure_aes_key(data_dir, "review-session-key")

@@ -21,7 +21,7 @@ def made_once(path: Path, make: Callable[[], str]) -> Path:
     return path
 
 
-def ensure_service_token(data_dir: Path) -> Path:
+def ensure_service_token_digest(data_dir: Path) -> Path:
     """The digest of the token the internal services' gRPC APIs require, which the services are
     given (the token, for callers, beside it in ``service-token``; both made on first use); its
     path."""
