@@ -477,7 +477,10 @@ def test_a_failure_event_id_the_detectors_user_takes_first_does_not_hide_the_mat
 # --- 2: around the gateway, still audited; internal APIs need the service token -------------------
 
 
-def test_a_search_and_a_read_made_around_the_gateway_are_audited_where_they_happen(stack: LocalStack) -> None:
+def test_a_search_and_a_read_made_around_the_gateway_are_audited_where_they_happen(
+    stack: LocalStack, samples: Path
+) -> None:
+    search_json(stack, samples / "obama2.jpg", "ATK-AROUND")  # a search the attacker's read can find
     request_id = str(uuid.uuid4())
 
     async def run() -> tuple[int, int]:
