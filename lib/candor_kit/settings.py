@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,13 +80,8 @@ def read_token_digest(path: Path, env: EnvReader) -> str:
     `candor secrets init` writes it); a problem, and "", for anything else, the token itself
     included."""
     text = path.read_text(errors="replace").strip()
-    digest = text.removeprefix(SERVICE_TOKEN_DIGEST_PREFIX)
-    if (
-        text.startswith(SERVICE_TOKEN_DIGEST_PREFIX)
-        and len(digest) == 64
-        and all(c in "0123456789abcdef" for c in digest)
-    ):
-        return digest
+    if re.fullmatch(f"{SERVICE_TOKEN_DIGEST_PREFIX}[0-9a-f]{{64}}", text):
+        return text.removeprefix(SERVICE_TOKEN_DIGEST_PREFIX)
     env.problem(
         "CANDOR_SERVICE_TOKEN_SHA256_FILE must hold the service token's digest, sha256: and 64 hex digits "
         "(`candor secrets init` writes it as service-token.sha256), never the token itself: "

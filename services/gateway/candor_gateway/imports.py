@@ -352,17 +352,20 @@ class ImportDesk:
 
     async def _take_back_photo(self, result: ingest_pb2.ItemResult, by_matcher: bool) -> None:
         """Delete the photo stored for an item that made no record, if this item stored it and the
-        matcher will not enrol it (``ItemRegister.take_back``)."""
+        matcher will not enrol it (``ItemRegister.take_back``). The register is written only for a
+        photo still there to take back: a tally read again from the start (a restart, an evicted
+        tally) finds the photos it took back gone and writes nothing."""
         image_sha256 = result.image_sha256
         if not image_sha256 or result.outcome not in PROBLEMS:
             return
-        if not await self._register.take_back(result.item, by_matcher):
-            log.warning("import_photo_kept", import_id=result.item.import_id, item=result.item.item)
-            return
         record_id = record_id_for(result.item.subject_id, image_sha256)
         header = await self._photos.header("gallery", record_id)
-        if header is not None and header.origin == f"{result.item.import_id}/{result.item.item}":
+        if header is None or header.origin != f"{result.item.import_id}/{result.item.item}":
+            return
+        if await self._register.take_back(result.item, by_matcher):
             await self._photos.delete("gallery", record_id)
+        else:
+            log.warning("import_photo_kept", import_id=result.item.import_id, item=result.item.item)
 
     def _refusal(self, ref: ingest_pb2.ItemRef, item: gateway_pb2.ImportItem) -> ingest_pb2.ItemResult | None:
         """The result of a photo the gateway refuses itself, or None when it goes to the workers."""
