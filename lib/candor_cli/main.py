@@ -575,8 +575,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
         return 2
     except (StackError, SourceError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_error_text(error)}", file=sys.stderr)
         return 2
+
+
+def _error_text(error: Exception) -> str:
+    """What went wrong in words, also for an error that carries none (a bare timeout is OSError)."""
+    if text := str(error):
+        return text
+    if isinstance(error, TimeoutError):
+        return (
+            "NATS or a Candor service did not answer in time; check that the stack is up "
+            "(candor stack status, or the deployment's health) and run the command again"
+        )
+    return "the command stopped without a reason; run it again, and report it if it happens again"
 
 
 if __name__ == "__main__":

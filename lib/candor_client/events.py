@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
-from nats.js.errors import FetchTimeoutError, NotFoundError
+from nats.js.errors import NotFoundError
 
 from candor.events.v1 import events_pb2
 
@@ -102,7 +101,9 @@ class EventFollower:
         assert self._subscription is not None
         try:
             messages = await self._subscription.fetch(batch, timeout=timeout_s)
-        except (FetchTimeoutError, NatsTimeoutError):
+        except TimeoutError:
+            # FetchTimeoutError and nats' TimeoutError, and the bare asyncio.TimeoutError nats-py
+            # raises when the wait runs out between its no-wait and its waiting pull: all "none came".
             return []
         events = []
         for message in messages:

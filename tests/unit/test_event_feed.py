@@ -209,3 +209,22 @@ async def test_a_durable_follower_resumes_where_it_acknowledged_and_can_replay(
         stop.set()
         await publisher
         chain.close()
+
+
+@ASYNC
+async def test_a_fetch_whose_wait_runs_out_on_an_empty_feed_gives_nothing_and_never_raises(
+    jetstream: nats.js.JetStreamContext, tmp_path: Path
+) -> None:
+    # nats-py ends a pull whose deadline runs out between its two requests with a bare
+    # asyncio.TimeoutError (no message), not its own FetchTimeoutError. On a loaded machine a
+    # one-second fetch lands there now and then, and `candor events follow` died with "error: ".
+    # Waits short enough to land between the two requests make it happen on every run.
+    chain = AuditChain(tmp_path / "audit.db", SIGNER)
+    await EventFeed(jetstream, chain, replicas=1, max_age_days=30).ensure()
+    chain.close()
+    follower = EventFollower(jetstream, consumer_config("empty-feed-test"))
+    try:
+        for n in range(300):
+            assert await follower.fetch(8, timeout_s=0.0002 + n * 0.00002) == []
+    finally:
+        await follower.close()
