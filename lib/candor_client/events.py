@@ -27,6 +27,10 @@ __all__ = ["EVENTS_PREFIX", "EVENTS_STREAM", "EventFollower", "FeedEvent", "cons
 EVENTS_STREAM = "CANDOR_EVENTS"
 EVENTS_PREFIX = "candor.events.v1"
 
+#: How long an acknowledgement waits for the server's answer: nats-py's own one second is less
+#: than a loaded NATS node can take, and a follower then stopped after acting on the event.
+ACK_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class FeedEvent:
@@ -39,9 +43,10 @@ class FeedEvent:
     redelivered: bool
     message: Msg
 
-    async def ack(self) -> None:
-        """Done with it: the consumer moves past it for good."""
-        await self.message.ack_sync()
+    async def ack(self, timeout_s: float = ACK_TIMEOUT_S) -> None:
+        """Done with it: the consumer moves past it for good. Waits up to ``timeout_s`` for the
+        server to confirm; when none comes (nats.errors.TimeoutError) the event may come again."""
+        await self.message.ack_sync(timeout=timeout_s)
 
 
 def consumer_config(

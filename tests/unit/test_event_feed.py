@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from candor.events.v1 import events_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_audit import AuditChain
 from candor_audit.feed import EventFeed, lifecycle_event, run_feed
+from candor_cli.processes import free_port, start_nats_server
 from candor_client import EventFollower, consumer_config
 from candor_kit.audit_records import AuditEntry, StoredRecord
 from candor_kit.audit_signing import Signer
@@ -228,3 +231,31 @@ async def test_a_fetch_whose_wait_runs_out_on_an_empty_feed_gives_nothing_and_ne
             assert await follower.fetch(8, timeout_s=0.0002 + n * 0.00002) == []
     finally:
         await follower.close()
+
+
+@ASYNC
+async def test_an_acknowledgement_waits_out_a_server_slow_to_answer(tmp_path: Path) -> None:
+    # nats-py waits one second for an acknowledgement's answer. A loaded NATS node can take longer,
+    # and the follower then died after printing the event. The server is paused for 2.5 s here.
+    port = free_port()
+    server = start_nats_server(tmp_path / "nats", port)
+    client = await nats.connect(f"nats://127.0.0.1:{port}")
+    chain = AuditChain(tmp_path / "audit.db", SIGNER)
+    try:
+        feed = EventFeed(client.jetstream(), chain, replicas=1, max_age_days=30)
+        await feed.ensure()
+        chain.append(entry("search.completed", "slow-ack", "C-4"), entry("x").occurred_at)
+        assert await feed.publish_pending() == 1
+        follower = EventFollower(client.jetstream(), consumer_config("slow-ack-test"))
+        [delivery] = await follower.fetch(1, timeout_s=5)
+        os.kill(server.pid, signal.SIGSTOP)
+        asyncio.get_running_loop().call_later(2.5, os.kill, server.pid, signal.SIGCONT)
+        await delivery.ack()
+        assert await follower.fetch(1, timeout_s=0.5) == []  # the acknowledgement took
+        await follower.close()
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        chain.close()
+        await client.close()
+        server.terminate()
+        server.wait(10)
