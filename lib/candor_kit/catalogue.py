@@ -303,7 +303,8 @@ PHOTO_STORE_REPLICAS = int_setting(
 )
 GATEWAY_RETENTION_SWEEP_S = float_setting(
     "CANDOR_GATEWAY_RETENTION_SWEEP_S",
-    "seconds between sweeps for probes whose retention ended and photos of rejected import items",
+    "seconds between sweeps for probes whose retention ended and for unfinished imports (rejected "
+    "items' photos taken back, an import whose photos all have results recorded finished)",
     3600.0,
     1.0,
     86400.0,

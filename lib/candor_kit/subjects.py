@@ -410,7 +410,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         publish += _bucket_permissions(GALLERY_BUCKET, write=role.gallery_models == "write", watch=True)
     if role.runs_imports:
         publish += [
-            *_bucket_permissions(IMPORTS_BUCKET),
+            # Listing the import records (the sweep's unfinished imports) is a key-value watch.
+            *_bucket_permissions(IMPORTS_BUCKET, watch=True),
             f"$JS.API.CONSUMER.CREATE.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.INFO.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",

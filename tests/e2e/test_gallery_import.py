@@ -10,6 +10,7 @@ import io
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -37,8 +38,13 @@ from tests.e2e.test_stack_cli import CANDOR, candor, searching, wait_for_audit
 
 pytestmark = pytest.mark.e2e
 
-#: Short redelivery and few deliveries, so the tests see retries and dead letters in seconds.
-FAST_RETRIES = {"CANDOR_IMPORT_ACK_WAIT_S": "3", "CANDOR_IMPORT_MAX_DELIVER": "3"}
+#: Short redelivery and few deliveries, so the tests see retries and dead letters in seconds, and
+#: the gateway's sweep every two seconds, so it settles imports nobody asks about in seconds.
+FAST_RETRIES = {
+    "CANDOR_IMPORT_ACK_WAIT_S": "3",
+    "CANDOR_IMPORT_MAX_DELIVER": "3",
+    "CANDOR_GATEWAY_RETENTION_SWEEP_S": "2",
+}
 
 
 def _stack(folder: Path) -> LocalStack:
@@ -132,6 +138,47 @@ def test_an_import_enrols_the_good_photos_and_reports_each_rejection_with_its_re
             with pytest.raises(grpc.RpcError) as gone:
                 client.record_photo(record_id)
             assert gone.value.code() == grpc.StatusCode.NOT_FOUND, name  # type: ignore[attr-defined]
+
+
+def test_an_import_nobody_asks_about_again_is_finished_and_its_rejected_photo_taken_back(
+    import_stack: LocalStack, samples: Path
+) -> None:
+    """An importer may go away once its photos are queued (a killed job, an integration that does
+    not poll): the gateway's sweep settles the import itself. It takes back the stored photo of an
+    item that made no record while the import is still open, and records the import finished once
+    every photo has a result, with no one asking for its status."""
+    wall = _jpeg(Image.new("RGB", (400, 400), (90, 90, 90)))  # no face
+    faces = [(samples / name).read_bytes() for name in ("biden.jpg", "obama2.jpg")]
+    finished = "SELECT details_json FROM audit_record WHERE kind = 'gallery.import_finished' AND event_id = ?"
+    with client_for(import_stack) as client:
+        client.start_import("nobody-asks", "three photos, never asked about again", 3)
+        first = [
+            gateway_pb2.ImportItem(item=0, subject_id="unasked", image=wall),
+            gateway_pb2.ImportItem(item=1, subject_id="unasked", image=faces[0]),
+        ]
+        assert client.submit_import("nobody-asks", first).queued == 2
+        # From here on nothing asks for the import's status or results.
+        wall_record = record_id_for("unasked", hashlib.sha256(wall).hexdigest())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                client.record_photo(wall_record)
+            except grpc.RpcError as gone:
+                assert gone.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the rejected photo was not taken back without a status read")
+        with sqlite3.connect(import_stack.data / "audit" / "audit.db") as db:
+            assert db.execute(finished, ("nobody-asks.finished",)).fetchall() == []  # one photo to come
+
+        last = [gateway_pb2.ImportItem(item=2, subject_id="unasked-too", image=faces[1])]
+        assert client.submit_import("nobody-asks", last).queued == 1
+        [(details,)] = wait_for_audit(import_stack, finished, ("nobody-asks.finished",))
+        counts = json.loads(details)
+        assert (counts["enrolled"], counts["rejected"], counts["total"]) == (2, 1, 3)
+        face_record = record_id_for("unasked", hashlib.sha256(faces[0]).hexdigest())
+        assert client.record_photo(face_record).image == faces[0]
 
 
 def test_importing_the_same_source_again_changes_nothing(import_stack: LocalStack, source: Path) -> None:

@@ -20,7 +20,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.gateway.v1 import gateway_pb2
@@ -209,6 +209,8 @@ class ImportDesk:
         self._register = ItemRegister(bus, stream_replicas)
         self._tallies: OrderedDict[str, Tally] = OrderedDict()
         self._tally_locks: dict[str, asyncio.Lock] = {}
+        #: Imports this gateway has seen finished: the sweep passes them by without a read.
+        self._finished: set[str] = set()
 
     async def open(self) -> None:
         """Create the streams and the bucket of import records when missing."""
@@ -340,7 +342,8 @@ class ImportDesk:
     async def _keep_photo(self, ref: ingest_pb2.ItemRef, image: bytes, sha256: str) -> None:
         """Store the photo, encrypted, under the record it will make, before it is queued; one
         already stored for that record (the same photo of the same subject) is kept. A photo whose
-        item ends rejected or failed is taken back when its result is read (``_catch_up``)."""
+        item ends rejected or failed is taken back when its result is read (``_catch_up``): on a
+        status read, or at the sweep's next round (``settle_open``)."""
         header = PhotoHeader(
             "gallery",
             record_id_for(ref.subject_id, sha256),
@@ -453,6 +456,30 @@ class ImportDesk:
             )
             tally.settle(answer.results.add(), record.import_id, item, message.data or b"")
         return answer
+
+    async def settle_open(self) -> int:
+        """Bring every unfinished import up to date as a status read does: the stored photos of
+        items that made no record are taken back, and an import whose photos all have results is
+        recorded finished. The gateway's sweep calls this, so an import whose importer went away
+        (a killed job, an integration that does not poll) still ends. Returns how many it finished."""
+        try:
+            import_ids = await self.bucket.keys()
+        except NoKeysError:
+            return 0
+        finished = 0
+        for import_id in import_ids:
+            if import_id in self._finished:
+                continue
+            try:
+                record, _ = await self._record(import_id)
+            except (NotFound, InvalidInput):  # gone since the listing, or a key no import has
+                continue
+            if not record.HasField("finished_at"):
+                record = (await self._status(record, with_done_items=False)).record
+                finished += int(record.HasField("finished_at"))
+            if record.HasField("finished_at"):
+                self._finished.add(import_id)
+        return finished
 
     # --- the tally ---------------------------------------------------------------------------
 

@@ -461,8 +461,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(settings.policy.watch(audit, settings.policy_reload_s, stop))
             tasks.create_task(
-                sweep_probes(
-                    settings.photos, workflow.reviews, settings.policy, audit, settings.retention_sweep_s, stop
+                run_sweeps(
+                    settings.photos, workflow.reviews, settings.policy, audit, imports, settings.retention_sweep_s, stop
                 )
             )
             await host.mark_serving()
@@ -471,19 +471,26 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await routes.close()
 
 
-async def sweep_probes(
+async def run_sweeps(
     photos: PhotoStore,
     desk: ReviewDesk,
     policy: PolicyHolder,
     audit: AuditPublisher,
+    imports: ImportDesk,
     interval_s: float,
     stop: asyncio.Event,
 ) -> None:
-    """Delete probes whose retention (under the policy in force) has ended, every ``interval_s``."""
+    """Every ``interval_s``: delete the probes whose retention (under the policy in force) has
+    ended, and settle the imports nobody asks about (their rejected photos taken back, their end
+    recorded). Either failing leaves the other to run; the next round tries again."""
     while not stop.is_set():
         try:
             await sweep(photos, policy.current, desk, audit)
-        except (CandorError, NatsError, OSError, ValueError) as exc:  # the next round tries again
+        except (CandorError, NatsError, OSError, ValueError) as exc:
             log.warning("probe_sweep_failed", error=str(exc))
+        try:
+            await imports.settle_open()
+        except (CandorError, NatsError, OSError, ValueError) as exc:
+            log.warning("import_sweep_failed", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval_s)
