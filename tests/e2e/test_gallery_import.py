@@ -150,6 +150,7 @@ def test_an_import_nobody_asks_about_again_is_finished_and_its_rejected_photo_ta
     wall = _jpeg(Image.new("RGB", (400, 400), (90, 90, 90)))  # no face
     faces = [(samples / name).read_bytes() for name in ("biden.jpg", "obama2.jpg")]
     finished = "SELECT details_json FROM audit_record WHERE kind = 'gallery.import_finished' AND event_id = ?"
+    _put_import_record(import_stack, "unreadable-import", b"not an import record")  # the sweep passes it by
     with client_for(import_stack) as client:
         client.start_import("nobody-asks", "three photos, never asked about again", 3)
         first = [
@@ -401,6 +402,19 @@ def _publish(stack: LocalStack, subject: str, data: bytes) -> None:
         client = await _nats(stack, "embedder")
         await client.jetstream().publish(subject, data)
         await client.close()
+
+    asyncio.run(run())
+
+
+def _put_import_record(stack: LocalStack, import_id: str, value: bytes) -> None:
+    """Write an import record as the gateway would (here one that does not parse)."""
+
+    async def run() -> None:
+        client = await _nats(stack, "gateway")
+        try:
+            await (await client.jetstream().key_value(subjects.IMPORTS_BUCKET)).put(import_id, value)
+        finally:
+            await client.close()
 
     asyncio.run(run())
 

@@ -19,6 +19,7 @@ import numpy as np
 import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
+from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
@@ -472,11 +473,14 @@ class ImportDesk:
                 continue
             try:
                 record, _ = await self._record(import_id)
+                if not record.HasField("finished_at"):
+                    record = (await self._status(record, with_done_items=False)).record
+                    finished += int(record.HasField("finished_at"))
             except (NotFound, InvalidInput):  # gone since the listing, or a key no import has
                 continue
-            if not record.HasField("finished_at"):
-                record = (await self._status(record, with_done_items=False)).record
-                finished += int(record.HasField("finished_at"))
+            except (CandorError, NatsError, DecodeError) as exc:  # one import's trouble leaves the others
+                log.warning("import_settle_failed", import_id=import_id, error=str(exc) or type(exc).__name__)
+                continue
             if record.HasField("finished_at"):
                 self._finished.add(import_id)
         return finished
