@@ -458,16 +458,15 @@ class ImportDesk:
             tally.settle(answer.results.add(), record.import_id, item, message.data or b"")
         return answer
 
-    async def settle_open(self) -> int:
+    async def settle_open(self) -> None:
         """Bring every unfinished import up to date as a status read does: the stored photos of
         items that made no record are taken back, and an import whose photos all have results is
         recorded finished. The gateway's sweep calls this, so an import whose importer went away
-        (a killed job, an integration that does not poll) still ends. Returns how many it finished."""
+        (a killed job, an integration that does not poll) still ends (``_finish`` logs each)."""
         try:
             import_ids = await self.bucket.keys()
         except NoKeysError:
-            return 0
-        finished = 0
+            return
         for import_id in import_ids:
             if import_id in self._finished:
                 continue
@@ -475,7 +474,6 @@ class ImportDesk:
                 record, _ = await self._record(import_id)
                 if not record.HasField("finished_at"):
                     record = (await self._status(record, with_done_items=False)).record
-                    finished += int(record.HasField("finished_at"))
             except (NotFound, InvalidInput):  # gone since the listing, or a key no import has
                 continue
             except (CandorError, NatsError, DecodeError) as exc:  # one import's trouble leaves the others
@@ -483,7 +481,6 @@ class ImportDesk:
                 continue
             if record.HasField("finished_at"):
                 self._finished.add(import_id)
-        return finished
 
     # --- the tally ---------------------------------------------------------------------------
 
