@@ -210,8 +210,6 @@ class ImportDesk:
         self._register = ItemRegister(bus, stream_replicas)
         self._tallies: OrderedDict[str, Tally] = OrderedDict()
         self._tally_locks: dict[str, asyncio.Lock] = {}
-        #: Imports this gateway has seen finished: the sweep passes them by without a read.
-        self._finished: set[str] = set()
 
     async def open(self) -> None:
         """Create the streams and the bucket of import records when missing."""
@@ -233,7 +231,12 @@ class ImportDesk:
         except KeyNotFoundError as exc:
             raise NotFound(f"no import {import_id}") from exc
         record = ingest_pb2.ImportRecord()
-        record.ParseFromString(entry.value or b"")
+        try:
+            record.ParseFromString(entry.value or b"")
+        except DecodeError as exc:
+            raise PreconditionFailed(
+                f"the record of import {import_id} cannot be read; report it to the operators"
+            ) from exc
         return record, int(entry.revision or 0)
 
     # --- use cases -------------------------------------------------------------------------
@@ -468,19 +471,14 @@ class ImportDesk:
         except NoKeysError:
             return
         for import_id in import_ids:
-            if import_id in self._finished:
-                continue
             try:
                 record, _ = await self._record(import_id)
                 if not record.HasField("finished_at"):
-                    record = (await self._status(record, with_done_items=False)).record
+                    await self._status(record, with_done_items=False)
             except (NotFound, InvalidInput):  # gone since the listing, or a key no import has
                 continue
-            except (CandorError, NatsError, DecodeError) as exc:  # one import's trouble leaves the others
+            except (CandorError, NatsError) as exc:  # one import's trouble leaves the others
                 log.warning("import_settle_failed", import_id=import_id, error=str(exc) or type(exc).__name__)
-                continue
-            if record.HasField("finished_at"):
-                self._finished.add(import_id)
 
     # --- the tally ---------------------------------------------------------------------------
 
