@@ -4,9 +4,9 @@ Every service counts its gRPC calls and the NATS requests it answers, by method 
 by status code, with their latency; the gateway counts its refusals by policy rule, the internal
 services the calls they refuse for want of the service token; the audit service times its appends
 and says whether its chain is broken; consumers report their JetStream backlog; the matcher
-counts its gallery; the review desk counts its HTTP requests by route and status. Labels name
-methods, routes, subjects, codes and rules only: never a user, a case number, a search id, an
-image or a token.
+counts its gallery; the gateway says when its sweeps last ran clean; the review desk counts its
+HTTP requests by route and status. Labels name methods, routes, subjects, codes and rules only:
+never a user, a case number, a search id, an image or a token.
 """
 
 from __future__ import annotations
@@ -125,6 +125,18 @@ GALLERY_RECORDS = Gauge(
     "candor_gallery_records",
     "face records in the gallery, by model, counted every 15 s by the matcher",
     ["model"],
+)
+
+SWEEP_LAST_CLEAN = Gauge(
+    "candor_gateway_sweep_last_clean_timestamp_seconds",
+    "when each of the gateway's sweeps (probes: deleting retained probes whose retention has ended; "
+    "imports: settling imports nobody asks about) last ran a round with nothing left unsettled, as Unix "
+    "time; the gateway's start until its first such round",
+    ["sweep"],
+)
+SWEEP_INTERVAL = Gauge(
+    "candor_gateway_sweep_interval_seconds",
+    "how often the gateway sweeps (CANDOR_GATEWAY_RETENTION_SWEEP_S)",
 )
 
 

@@ -5,20 +5,32 @@ production shape in containers (scripts/test_scale.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
+from nats.js.api import ObjectMeta
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+from prometheus_client.parser import text_string_to_metric_families
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli import LocalStack
+from candor_cli.processes import alive
+from candor_cli.stack import metrics_key
 from candor_client import GatewayClient
 from candor_client.channel import open_channel
+from candor_kit import subjects
+from tests.e2e.nats_login import connect_as
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +40,8 @@ REQUEST_TIMEOUT_S = 4
 HEDGE_AFTER_S = 2.0
 #: When the replica holding requests is killed: before the gateway asks again.
 KILL_AFTER_S = 1.0
+#: How often the gateway sweeps retained probes and open imports (hourly in production).
+SWEEP_S = 2
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Iterator[L
         extra_env={
             "CANDOR_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
             "CANDOR_GATEWAY_HEDGE_AFTER_S": str(HEDGE_AFTER_S),
+            "CANDOR_GATEWAY_RETENTION_SWEEP_S": str(SWEEP_S),
         },
     )
     state = stack.up()
@@ -115,3 +130,110 @@ def search_request(samples: Path) -> gateway_pb2.SearchRequest:
         authorisation_reference="W-FAULTS",
         client_request_id=os.urandom(8).hex(),
     )
+
+
+def test_a_stored_probe_the_sweep_cannot_use_leaves_the_gateway_serving_and_the_others_swept(
+    stack: LocalStack, samples: Path
+) -> None:
+    # A probe whose header says when it was stored without saying in which time zone (written by
+    # hand, a restore, an older tool) must not end the gateway at its next sweep, nor stop the
+    # sweep deleting the probes whose retention has ended.
+    unusable, due = str(uuid.uuid4()), str(uuid.uuid4())
+    put_at = time.time()
+    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3650)).isoformat()
+    _put_probe_object(stack, unusable, stored_at="2020-01-01T00:00:00")
+    # Past the policy's days, and its search never reached the chain: the sweep deletes it.
+    _put_probe_object(stack, due, stored_at=long_ago)
+
+    deadline = time.monotonic() + 10 * SWEEP_S + 20
+    while _probe_stored(stack, due) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    state = stack.state()
+    assert state is not None
+    assert alive(state.pids["gateway"]), "the gateway ended at the sweep: " + _log_tail(stack, "gateway")
+    assert not _probe_stored(stack, due), "the sweep stopped deleting probes whose retention has ended"
+    log = (stack.logs / "gateway.log").read_text(errors="replace")
+    assert "photo_header_unreadable" in log and f"probe/{unusable}" in log and "names no time zone" in log
+    # Not hidden either: the probes sweep has had no clean round since (its alert's series), the
+    # imports sweep has.
+    clean = _last_clean_rounds(state.addresses[metrics_key("gateway")])
+    assert clean["probes"] < put_at < clean["imports"], clean
+    # Once an operator has removed the object, the next round is clean again.
+    _delete_probe_object(stack, unusable)
+    removed_at = time.time()
+    deadline = time.monotonic() + 10 * SWEEP_S + 20
+    while _last_clean_rounds(state.addresses[metrics_key("gateway")])["probes"] < removed_at:
+        assert time.monotonic() < deadline, "the probes sweep ran no clean round after the object went"
+        time.sleep(0.5)
+    with GatewayClient(state.gateway, stack.token()) as client:
+        found = client.search(
+            samples / "obama2.jpg", case_number="F-SWEEP", purpose="investigation", authorisation="W-FAULTS"
+        )
+    assert found.candidates[0].subject_id == "obama"
+
+
+def _put_probe_object(stack: LocalStack, search_id: str, stored_at: str) -> None:
+    """Store an object in the photo store under a probe's name, with a header as the gateway
+    writes it but for ``stored_at`` (its body is not read by the sweep)."""
+    header = {
+        "kind": "probe",
+        "key": search_id,
+        "sha256": "0" * 64,
+        "stored_at": stored_at,
+        "face_box": None,
+        "subject_id": "",
+        "origin": "search",
+        "eyes": None,
+        "metadata_sealed": "",
+    }
+
+    async def run() -> None:
+        client = await connect_as(stack, "gateway")
+        try:
+            store = await client.jetstream().object_store(subjects.PHOTOS_BUCKET)
+            name = f"probe/{search_id}"
+            meta = ObjectMeta(name=name, description=json.dumps(header, sort_keys=True, separators=(",", ":")))
+            await store.put(name, os.urandom(64), meta=meta)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def _delete_probe_object(stack: LocalStack, search_id: str) -> None:
+    async def run() -> None:
+        client = await connect_as(stack, "gateway")
+        try:
+            await (await client.jetstream().object_store(subjects.PHOTOS_BUCKET)).delete(f"probe/{search_id}")
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+
+
+def _last_clean_rounds(metrics_address: str) -> dict[str, float]:
+    """When each of the gateway's sweeps last ran clean, from its /metrics."""
+    text = httpx.get(f"http://{metrics_address}/metrics", timeout=10).text
+    families = text_string_to_metric_families(text)
+    gauge = next(f for f in families if f.name == "candor_gateway_sweep_last_clean_timestamp_seconds")
+    return {sample.labels["sweep"]: sample.value for sample in gauge.samples}
+
+
+def _probe_stored(stack: LocalStack, search_id: str) -> bool:
+    async def run() -> bool:
+        client = await connect_as(stack, "gateway")
+        try:
+            store = await client.jetstream().object_store(subjects.PHOTOS_BUCKET)
+            try:
+                info = await store.get_info(f"probe/{search_id}")
+            except (ObjectNotFoundError, NotFoundError):
+                return False
+            return not info.deleted
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def _log_tail(stack: LocalStack, name: str) -> str:
+    return (stack.logs / f"{name}.log").read_text(errors="replace")[-3000:]

@@ -461,15 +461,17 @@ class ImportDesk:
             tally.settle(answer.results.add(), record.import_id, item, message.data or b"")
         return answer
 
-    async def settle_open(self) -> None:
+    async def settle_open(self) -> int:
         """Bring every unfinished import up to date as a status read does: the stored photos of
         items that made no record are taken back, and an import whose photos all have results is
         recorded finished. The gateway's sweep calls this, so an import whose importer went away
-        (a killed job, an integration that does not poll) still ends (``_finish`` logs each)."""
+        (a killed job, an integration that does not poll) still ends (``_finish`` logs each).
+        One import that cannot be settled is logged and passed by; returns how many were."""
         try:
             import_ids = await self.bucket.keys()
         except NoKeysError:
-            return
+            return 0
+        failed = 0
         for import_id in import_ids:
             try:
                 record, _ = await self._record(import_id)
@@ -478,7 +480,9 @@ class ImportDesk:
             except (NotFound, InvalidInput):  # gone since the listing, or a key no import has
                 continue
             except (CandorError, NatsError) as exc:  # one import's trouble leaves the others
+                failed += 1
                 log.warning("import_settle_failed", import_id=import_id, error=str(exc) or type(exc).__name__)
+        return failed
 
     # --- the tally ---------------------------------------------------------------------------
 

@@ -110,6 +110,14 @@ class PhotoHeader:
             raise ValueError(f"not a photo header: {exc}") from exc
         if header.kind not in get_args(Kind):
             raise ValueError(f"not a photo kind: {header.kind!r}")
+        # Retention compares it with the time now: a time with no zone (or none at all) would
+        # make that comparison fail for every probe after it.
+        try:
+            stored = dt.datetime.fromisoformat(header.stored_at)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a photo header: stored_at {header.stored_at!r} is not a time") from exc
+        if stored.utcoffset() is None:
+            raise ValueError(f"not a photo header: stored_at {header.stored_at!r} names no time zone")
         return header
 
 
@@ -267,18 +275,27 @@ class PhotoStore:
         return True
 
     async def headers(self, kind: Kind) -> list[PhotoHeader]:
-        """Every stored photo of a kind (deleted ones left out); one unreadable header is logged
-        and skipped, so it cannot stop a sweep of the others."""
+        """Every stored photo of a kind (deleted ones left out) whose header can be read; one
+        unreadable header is logged and skipped (``read_headers`` names them)."""
+        found, _ = await self.read_headers(kind)
+        return found
+
+    async def read_headers(self, kind: Kind) -> tuple[list[PhotoHeader], list[str]]:
+        """Every stored photo of a kind (deleted ones left out): the headers that can be read, and
+        the names of those that cannot (each logged), so that one cannot stop a sweep of the
+        others, nor go unnoticed by it."""
         try:
             infos = await self.bucket.list(ignore_deletes=True)
         except NotFoundError:  # an empty bucket
-            return []
-        found = []
+            return [], []
+        found: list[PhotoHeader] = []
+        unreadable: list[str] = []
         for info in infos:
             if info.deleted or not (info.name or "").startswith(f"{kind}/"):
                 continue
             try:
                 found.append(PhotoHeader.decode(info.description or ""))
-            except ValueError:
-                log.warning("photo_header_unreadable", name=info.name)
-        return found
+            except ValueError as exc:
+                log.warning("photo_header_unreadable", name=info.name, error=str(exc))
+                unreadable.append(info.name or "")
+        return found, unreadable

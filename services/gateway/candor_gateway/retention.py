@@ -8,10 +8,11 @@ from __future__ import annotations
 import datetime as dt
 
 import structlog
+from nats.errors import Error as NatsError
 
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.reviews import ReviewDesk
-from candor_kit import AuditPublisher
+from candor_kit import AuditPublisher, CandorError
 from candor_kit.policy import Policy
 
 #: A probe whose search the chain does not hold is deleted only after this long: its search may
@@ -45,26 +46,42 @@ async def sweep(
     photos: PhotoStore, policy: Policy, desk: ReviewDesk, audit: AuditPublisher, now: dt.datetime | None = None
 ) -> int:
     """Delete the probes whose retention has ended, each deletion audited first (with an id
-    derived from the search, so two replicas sweeping at once record it once). Returns how many."""
+    derived from the search, so two replicas sweeping at once record it once). One probe that
+    cannot be settled (its header or its search unreadable, the store failing) is logged and
+    passed by, so the others are still swept. Returns how many were passed by."""
     now = now or dt.datetime.now(dt.UTC)
-    deleted = 0
-    for header in await photos.headers("probe"):
-        why = await _why_delete(header, policy, desk, now)
-        if why is None:
-            continue
-        await audit.publish(
-            "probe.deleted",
-            event_id=f"{header.key}/probe.deleted",
-            actor="system",
-            details={
-                "search_id": header.key,
-                "probe_sha256": header.sha256,
-                "stored_at": header.stored_at,
-                "reason": why,
-            },
-        )
-        deleted += await photos.delete("probe", header.key)
-        await photos.delete("exemplar", header.key)  # a proficiency test's candidate goes with its probe
+    headers, unreadable = await photos.read_headers("probe")
+    deleted, failed = 0, len(unreadable)
+    for header in headers:
+        try:
+            deleted += await _delete_if_due(header, photos, policy, desk, audit, now)
+        except (CandorError, NatsError) as exc:
+            failed += 1
+            log.warning("probe_sweep_failed", search_id=header.key, error=str(exc) or type(exc).__name__)
     if deleted:
         log.info("probes_deleted", count=deleted)
-    return deleted
+    return failed
+
+
+async def _delete_if_due(
+    header: PhotoHeader, photos: PhotoStore, policy: Policy, desk: ReviewDesk, audit: AuditPublisher, now: dt.datetime
+) -> int:
+    """Delete one probe (and a proficiency test's exemplar beside it) if its retention has ended;
+    how many probes went (0 or 1)."""
+    why = await _why_delete(header, policy, desk, now)
+    if why is None:
+        return 0
+    await audit.publish(
+        "probe.deleted",
+        event_id=f"{header.key}/probe.deleted",
+        actor="system",
+        details={
+            "search_id": header.key,
+            "probe_sha256": header.sha256,
+            "stored_at": header.stored_at,
+            "reason": why,
+        },
+    )
+    deleted = await photos.delete("probe", header.key)
+    await photos.delete("exemplar", header.key)  # a proficiency test's candidate goes with its probe
+    return int(deleted)

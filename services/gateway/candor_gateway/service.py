@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import TypeVar
 
 import grpc
 import structlog
-from nats.errors import Error as NatsError
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
@@ -22,9 +20,8 @@ from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import PolicyHolder
 from candor_gateway.reembed import ReembedDesk
-from candor_gateway.retention import sweep
-from candor_gateway.reviews import ReviewDesk
 from candor_gateway.revocations import TokenRevocations
+from candor_gateway.sweeps import run_sweeps
 from candor_gateway.workflow import Workflow
 from candor_kit import (
     AuditPublisher,
@@ -469,28 +466,3 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             await stop.wait()
         await requests.close()
         await routes.close()
-
-
-async def run_sweeps(
-    photos: PhotoStore,
-    desk: ReviewDesk,
-    policy: PolicyHolder,
-    audit: AuditPublisher,
-    imports: ImportDesk,
-    interval_s: float,
-    stop: asyncio.Event,
-) -> None:
-    """Every ``interval_s``: delete the probes whose retention (under the policy in force) has
-    ended, and settle the imports nobody asks about (their rejected photos taken back, their end
-    recorded). Either failing leaves the other to run; the next round tries again."""
-    while not stop.is_set():
-        try:
-            await sweep(photos, policy.current, desk, audit)
-        except (CandorError, NatsError, OSError, ValueError) as exc:
-            log.warning("probe_sweep_failed", error=str(exc))
-        try:
-            await imports.settle_open()
-        except (CandorError, NatsError, OSError, ValueError) as exc:
-            log.warning("import_sweep_failed", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
