@@ -55,7 +55,7 @@ async def sweep(
     for header in headers:
         try:
             deleted += await _delete_if_due(header, photos, policy, desk, audit, now)
-        except (CandorError, NatsError) as exc:
+        except (CandorError, NatsError, OSError, ValueError) as exc:  # its search's record, the store
             failed += 1
             log.warning("probe_sweep_failed", search_id=header.key, error=str(exc) or type(exc).__name__)
     if deleted:
