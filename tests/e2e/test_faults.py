@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import httpx
 import pytest
 from nats.js.api import ObjectMeta
 from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore
 from prometheus_client.parser import text_string_to_metric_families
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -29,8 +30,10 @@ from candor_cli.processes import alive
 from candor_cli.stack import metrics_key
 from candor_client import GatewayClient
 from candor_client.channel import open_channel
+from candor_gateway.photos import PhotoHeader
 from candor_kit import subjects
 from tests.e2e.nats_login import connect_as
+from tests.e2e.test_prometheus import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +45,7 @@ HEDGE_AFTER_S = 2.0
 KILL_AFTER_S = 1.0
 #: How often the gateway sweeps retained probes and open imports (hourly in production).
 SWEEP_S = 2
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -144,27 +148,29 @@ def test_a_stored_probe_the_sweep_cannot_use_leaves_the_gateway_serving_and_the_
     _put_probe_object(stack, unusable, stored_at="2020-01-01T00:00:00")
     # Past the policy's days, and its search never reached the chain: the sweep deletes it.
     _put_probe_object(stack, due, stored_at=long_ago)
-
-    deadline = time.monotonic() + 10 * SWEEP_S + 20
-    while _probe_stored(stack, due) and time.monotonic() < deadline:
-        time.sleep(0.5)
     state = stack.state()
     assert state is not None
-    assert alive(state.pids["gateway"]), "the gateway ended at the sweep: " + _log_tail(stack, "gateway")
-    assert not _probe_stored(stack, due), "the sweep stopped deleting probes whose retention has ended"
+    metrics = state.addresses[metrics_key("gateway")]
+
+    def swept() -> bool:
+        assert alive(state.pids["gateway"]), "the gateway ended at the sweep: " + _log_tail(stack, "gateway")
+        return not _probe_stored(stack, due)
+
+    eventually(swept, "the sweep deleting the probe whose retention has ended", timeout_s=10 * SWEEP_S + 20)
     log = (stack.logs / "gateway.log").read_text(errors="replace")
     assert "photo_header_unreadable" in log and f"probe/{unusable}" in log and "names no time zone" in log
     # Not hidden either: the probes sweep has had no clean round since (its alert's series), the
     # imports sweep has.
-    clean = _last_clean_rounds(state.addresses[metrics_key("gateway")])
+    clean = _last_clean_rounds(metrics)
     assert clean["probes"] < put_at < clean["imports"], clean
     # Once an operator has removed the object, the next round is clean again.
-    _delete_probe_object(stack, unusable)
+    _on_photo_store(stack, lambda store: store.delete(f"probe/{unusable}"))
     removed_at = time.time()
-    deadline = time.monotonic() + 10 * SWEEP_S + 20
-    while _last_clean_rounds(state.addresses[metrics_key("gateway")])["probes"] < removed_at:
-        assert time.monotonic() < deadline, "the probes sweep ran no clean round after the object went"
-        time.sleep(0.5)
+    eventually(
+        lambda: _last_clean_rounds(metrics)["probes"] > removed_at,
+        "a clean round of the probes sweep after the object went",
+        timeout_s=10 * SWEEP_S + 20,
+    )
     with GatewayClient(state.gateway, stack.token()) as client:
         found = client.search(
             samples / "obama2.jpg", case_number="F-SWEEP", purpose="investigation", authorisation="W-FAULTS"
@@ -172,43 +178,35 @@ def test_a_stored_probe_the_sweep_cannot_use_leaves_the_gateway_serving_and_the_
     assert found.candidates[0].subject_id == "obama"
 
 
+def _on_photo_store(stack: LocalStack, act: Callable[[ObjectStore], Awaitable[T]]) -> T:
+    """``act`` on the stack's photo store, logged in as the gateway's NATS user."""
+
+    async def run() -> T:
+        client = await connect_as(stack, "gateway")
+        try:
+            return await act(await client.jetstream().object_store(subjects.PHOTOS_BUCKET))
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
 def _put_probe_object(stack: LocalStack, search_id: str, stored_at: str) -> None:
-    """Store an object in the photo store under a probe's name, with a header as the gateway
-    writes it but for ``stored_at`` (its body is not read by the sweep)."""
-    header = {
-        "kind": "probe",
-        "key": search_id,
-        "sha256": "0" * 64,
-        "stored_at": stored_at,
-        "face_box": None,
-        "subject_id": "",
-        "origin": "search",
-        "eyes": None,
-        "metadata_sealed": "",
-    }
+    """Store an object under a probe's name with the header the gateway writes, but for
+    ``stored_at`` (the sweep does not read its body)."""
+    header = PhotoHeader("probe", search_id, "0" * 64, stored_at=stored_at, origin="search")
+    meta = ObjectMeta(name=header.name, description=header.encoded())
+    _on_photo_store(stack, lambda store: store.put(header.name, os.urandom(64), meta=meta))
 
-    async def run() -> None:
-        client = await connect_as(stack, "gateway")
+
+def _probe_stored(stack: LocalStack, search_id: str) -> bool:
+    async def stored(store: ObjectStore) -> bool:
         try:
-            store = await client.jetstream().object_store(subjects.PHOTOS_BUCKET)
-            name = f"probe/{search_id}"
-            meta = ObjectMeta(name=name, description=json.dumps(header, sort_keys=True, separators=(",", ":")))
-            await store.put(name, os.urandom(64), meta=meta)
-        finally:
-            await client.close()
+            return not (await store.get_info(f"probe/{search_id}")).deleted
+        except (ObjectNotFoundError, NotFoundError):
+            return False
 
-    asyncio.run(run())
-
-
-def _delete_probe_object(stack: LocalStack, search_id: str) -> None:
-    async def run() -> None:
-        client = await connect_as(stack, "gateway")
-        try:
-            await (await client.jetstream().object_store(subjects.PHOTOS_BUCKET)).delete(f"probe/{search_id}")
-        finally:
-            await client.close()
-
-    asyncio.run(run())
+    return _on_photo_store(stack, stored)
 
 
 def _last_clean_rounds(metrics_address: str) -> dict[str, float]:
@@ -217,22 +215,6 @@ def _last_clean_rounds(metrics_address: str) -> dict[str, float]:
     families = text_string_to_metric_families(text)
     gauge = next(f for f in families if f.name == "candor_gateway_sweep_last_clean_timestamp_seconds")
     return {sample.labels["sweep"]: sample.value for sample in gauge.samples}
-
-
-def _probe_stored(stack: LocalStack, search_id: str) -> bool:
-    async def run() -> bool:
-        client = await connect_as(stack, "gateway")
-        try:
-            store = await client.jetstream().object_store(subjects.PHOTOS_BUCKET)
-            try:
-                info = await store.get_info(f"probe/{search_id}")
-            except (ObjectNotFoundError, NotFoundError):
-                return False
-            return not info.deleted
-        finally:
-            await client.close()
-
-    return asyncio.run(run())
 
 
 def _log_tail(stack: LocalStack, name: str) -> str:
