@@ -384,6 +384,20 @@ def _print_settings(services: list[str]) -> None:
         print()
 
 
+def _unreadable_photos_warning(count: int) -> str:
+    """What an expunge that kept photos it could not place tells the gallery admin."""
+    if count == 1:
+        what = "one stored gallery photo has a header Candor cannot read: whether it is this subject's"
+        kept = "it was kept"
+    else:
+        what = f"{count} stored gallery photos have headers Candor cannot read: whether they are this subject's"
+        kept = "they were kept"
+    return (
+        f"warning: {what} cannot be told, so {kept}. The audit event subject.deleted names them; ask an "
+        'operator to inspect them (deploy/README.md, "A stored photo Candor cannot read").'
+    )
+
+
 def _print_json(message: object) -> None:
     """A reply as JSON with every field, zeros included: a candidate at distance 0 (the enrolled
     photo itself) keeps its ``distance``, an uncalibrated model its empty ``calibration_id``."""
@@ -501,6 +515,8 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 deleted = client.delete_subject(args.subject, args.reason)
                 print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+                if deleted.unreadable_photos:
+                    print(_unreadable_photos_warning(deleted.unreadable_photos), file=sys.stderr)
         elif args.command == "review":
             return run_review(client, args)
         elif args.command == "proficiency":

@@ -74,6 +74,15 @@ class OversightReport:
     agreement_by_reviewer: dict[str, Rate] = field(default_factory=dict)
 
 
+def _deleted(details: dict[str, Any]) -> str:
+    """What a deletion record expunged, and any photos it had to keep (unreadable, unplaced)."""
+    what = f"record {details['record_id']}" if details.get("record_id") else str(details.get("subject_id", ""))
+    kept = details.get("photos_unreadable")
+    if isinstance(kept, int) and kept > 0:
+        what += f" ({kept} unreadable photo{'s' if kept > 1 else ''} kept)"
+    return what
+
+
 def compute(
     records: list[audit_pb2.AuditRecord],
     period: tuple[str, str],
@@ -131,9 +140,7 @@ def compute(
                 {
                     "when": utc(event.occurred_at),
                     "by": event.actor,
-                    "what": f"record {details['record_id']}"
-                    if details.get("record_id")
-                    else details.get("subject_id", ""),
+                    "what": _deleted(details),
                     "reason": details.get("reason", ""),
                 }
             )

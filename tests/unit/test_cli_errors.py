@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +28,15 @@ def test_a_failing_command_prints_a_reason_even_when_the_error_carries_none(
     assert cli.main(["stack", "status"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and says in err and "Error" not in err
+
+
+@pytest.mark.parametrize(
+    ("count", "says"), [(1, "one stored gallery photo has a header"), (3, "3 stored gallery photos")]
+)
+def test_an_expunge_that_kept_unreadable_photos_says_so_and_where_to_read_what_to_do(count: int, says: str) -> None:
+    warning = cli._unreadable_photos_warning(count)
+    assert warning.startswith("warning: ") and says in warning and "kept" in warning
+    # The section it sends the reader to exists.
+    section = warning.split('"')[1]
+    readme = (Path(__file__).parents[2] / "deploy" / "README.md").read_text()
+    assert f"### {section}\n" in readme

@@ -17,6 +17,7 @@ import pytest
 from qdrant_client import QdrantClient
 
 from candor_kit import PreconditionFailed
+from candor_kit.identifiers import record_id_for
 from candor_matcher import EdgeBackend, Gallery, GalleryModel, QdrantServerBackend
 from candor_matcher.gallery import Enrolment
 
@@ -97,7 +98,9 @@ def test_gallery_survives_a_restart_and_deletion_reaches_the_store(open_backend:
     gallery.close()
     reopened = Gallery(open_backend())  # type: ignore[arg-type]
     assert reopened.index_for(DLIB).count() == 2
-    assert reopened.index_for(DLIB).delete_subject("A1") == 1
+    # The ids of what went, for the gateway to delete their photos by name.
+    assert reopened.index_for(DLIB).delete_subject("A1") == [record_id_for("A1", "a" * 64)]
+    assert reopened.index_for(DLIB).delete_subject("A1") == []
     reopened.close()
     final = Gallery(open_backend()).index_for(DLIB)  # type: ignore[arg-type]
     assert final.count() == 1

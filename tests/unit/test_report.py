@@ -35,19 +35,24 @@ RECORDS = [
     record(6, "subject.deleted", "eric", subject_id="B-9", reason="court order 42", records=2),
     record(7, "review.confirmed", "rita", search_id="s1", rank=1),
     record(8, "audit.verified", "audrey", ok=True),
+    # An expunge that had to keep a photo whose header could not be read: the commission sees it.
+    record(9, "subject.deleted", "eric", subject_id="B-7", reason="court order 43", records=1, photos_unreadable=1),
 ]
 
 
 def test_the_numbers_come_from_the_records() -> None:
     made = report.compute(RECORDS, ("2026-11-01", "2026-11-30"))
-    assert made.records == 8
+    assert made.records == 9
     assert made.searches_by_purpose == {"investigation": 2, "missing-person": 1}
     assert made.outcomes == {"candidates returned": 2, "no candidate": 1, "refused": 1}
     assert made.reviews == {"confirmed": 1, "rejected": 0, "disputed": 0}
     assert made.refusals_by_rule == {"search: purpose": 1}
     assert made.errors == {"enroll: INVALID_ARGUMENT: no face": 1}
     assert made.searches_by_user.most_common(1) == [("ivy", 2)]
-    assert [(d["by"], d["what"], d["reason"]) for d in made.deletions] == [("eric", "B-9", "court order 42")]
+    assert [(d["by"], d["what"], d["reason"]) for d in made.deletions] == [
+        ("eric", "B-9", "court order 42"),
+        ("eric", "B-7 (1 unreadable photo kept)", "court order 43"),
+    ]
 
 
 def test_markdown_and_html_carry_the_tables_and_the_charts(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
@@ -20,6 +22,11 @@ from candor_gateway.slots import PhotoSlots
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, subjects
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 from candor_kit.tokens import Principal
+
+log = structlog.get_logger("candor.gateway.gallery")
+
+#: How many unreadable photos an expunge names in its audit event and log (all are counted).
+UNPLACED_NAMED = 50
 
 
 @dataclass(frozen=True)
@@ -163,8 +170,10 @@ class GalleryDesk:
             enrolled.append(Enrolled(response, model, chosen_here))
         return enrolled[::-1]
 
-    async def delete_subject(self, principal: Principal, subject_id: str, reason: str) -> int:
-        """Expunge a subject from every gallery."""
+    async def delete_subject(
+        self, principal: Principal, subject_id: str, reason: str
+    ) -> gateway_pb2.DeleteSubjectResponse:
+        """Expunge a subject from every gallery, and its stored photos."""
         try:
             require(principal, Permission.DELETE)
             check_subject_id(subject_id)
@@ -179,9 +188,9 @@ class GalleryDesk:
         except CandorError as error:
             await audit_refusal(self._audit, "delete", error, principal.user)
             raise
-        photos = await self._delete_photos(
-            [h.key for h in await self._photos.headers("gallery") if h.subject_id == subject_id]
-        )
+        photos, unplaced = await self._delete_subject_photos(subject_id, deleted.record_ids)
+        if unplaced:
+            log.warning("expunge_left_unreadable_photos", count=len(unplaced), names=unplaced[:UNPLACED_NAMED])
         await self._audit.publish(
             "subject.deleted",
             actor=principal.user,
@@ -190,9 +199,24 @@ class GalleryDesk:
                 "reason": reason,
                 "records": deleted.deleted_records,
                 "photos_deleted": photos,
+                "photos_unreadable": len(unplaced),
+                # Bounded: the event must stay within a bus message however many there are.
+                "photos_unreadable_names": unplaced[:UNPLACED_NAMED],
             },
         )
-        return int(deleted.deleted_records)
+        return gateway_pb2.DeleteSubjectResponse(
+            deleted_records=deleted.deleted_records, unreadable_photos=len(unplaced)
+        )
+
+    async def _delete_subject_photos(self, subject_id: str, record_ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Delete an expunged subject's stored photos: those of the records the matcher expunged,
+        by name, whatever their headers say, and those whose headers name the subject (a photo
+        kept with no record, from an enrolment cut short). Returns how many were deleted and the
+        names of the unreadable photos no expunged record names: whose they are cannot be told."""
+        headers, unreadable = await self._photos.read_headers("gallery")
+        keys = set(record_ids) | {h.key for h in headers if h.subject_id == subject_id}
+        unplaced = sorted(name for name in unreadable if name.removeprefix("gallery/") not in keys)
+        return await self._delete_photos(sorted(keys)), unplaced
 
     async def _delete_photos(self, record_ids: Sequence[str]) -> int:
         """Delete the stored photos of expunged records; returns how many there were."""

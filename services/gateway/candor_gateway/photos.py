@@ -274,12 +274,6 @@ class PhotoStore:
             return False
         return True
 
-    async def headers(self, kind: Kind) -> list[PhotoHeader]:
-        """Every stored photo of a kind (deleted ones left out) whose header can be read; one
-        unreadable header is logged and skipped (``read_headers`` names them)."""
-        found, _ = await self.read_headers(kind)
-        return found
-
     async def read_headers(self, kind: Kind) -> tuple[list[PhotoHeader], list[str]]:
         """Every stored photo of a kind (deleted ones left out): the headers that can be read, and
         the names of those that cannot (each logged), so that one cannot stop a sweep of the

@@ -247,8 +247,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "delete")
 
         async def delete(_: str) -> gateway_pb2.DeleteSubjectResponse:
-            deleted = await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
-            return gateway_pb2.DeleteSubjectResponse(deleted_records=deleted)
+            return await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
 
         return await self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse)
 

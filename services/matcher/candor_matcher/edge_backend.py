@@ -158,19 +158,20 @@ class EdgeCollection:
         """How many records (of one subject, when given)."""
         return int(self._shard.count(CountRequest(exact=True, filter=_subject(subject_id) if subject_id else None)))
 
-    def delete_subject(self, subject_id: str) -> int:
-        """Remove a subject's records and flush."""
+    def delete_subject(self, subject_id: str) -> list[str]:
+        """Remove a subject's records and flush; returns their ids."""
         with self._writes:
             request = ScrollRequest(
                 filter=_subject(subject_id), limit=MAX_SUBJECT_RECORDS, with_payload=False, with_vector=False
             )
             records, _ = self._shard.scroll(request)
-            if records:
+            ids = [str(r.id) for r in records]
+            if ids:
                 self._shard.update(UpdateOperation.delete_points_by_filter(_subject(subject_id)))
                 self._shard.flush()
                 if self._ready:
-                    self._index.remove([str(r.id) for r in records])
-            return len(records)
+                    self._index.remove(ids)
+            return ids
 
     def delete_record(self, record_id: str) -> str | None:
         """Remove one record and flush; returns its subject id."""

@@ -139,8 +139,8 @@ class VectorCollection(Protocol):
         """How many records (of one subject, when given)."""
         ...
 
-    def delete_subject(self, subject_id: str) -> int:
-        """Remove every record of a subject; returns how many went."""
+    def delete_subject(self, subject_id: str) -> list[str]:
+        """Remove every record of a subject; returns the ids of those that went."""
         ...
 
     def delete_record(self, record_id: str) -> str | None:
@@ -296,8 +296,8 @@ class GalleryIndex:
                 return hits
             fetch = min(fetch * 4, MAX_FETCH)
 
-    def delete_subject(self, subject_id: str) -> int:
-        """Remove every record of a subject; durable on return. Returns how many went."""
+    def delete_subject(self, subject_id: str) -> list[str]:
+        """Remove every record of a subject; durable on return. Returns the ids of those that went."""
         with self._write_lock:
             self._wrote()
             return self._collection.delete_subject(subject_id)

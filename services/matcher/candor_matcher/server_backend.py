@@ -65,14 +65,23 @@ class ServerCollection:
             self._client.count(self._name, count_filter=_subject(subject_id) if subject_id else None, exact=True).count
         )
 
-    def delete_subject(self, subject_id: str) -> int:
-        """Remove a subject's records from every replica before returning."""
-        count = self.count(subject_id)
-        if count:
+    def delete_subject(self, subject_id: str) -> list[str]:
+        """Remove a subject's records from every replica before returning; returns their ids."""
+        ids: list[str] = []
+        cursor: models.ExtendedPointId | None = None
+        while True:
+            records, cursor = self._client.scroll(
+                self._name, scroll_filter=_subject(subject_id), limit=1000, offset=cursor, with_payload=False
+            )
+            ids.extend(str(record.id) for record in records)
+            if cursor is None:
+                break
+        if ids:
+            # By the filter, not the ids: a record enrolled since the scroll goes too.
             self._client.delete(
                 self._name, points_selector=models.FilterSelector(filter=_subject(subject_id)), wait=True
             )
-        return count
+        return ids
 
     def delete_record(self, record_id: str) -> str | None:
         """Remove one record before returning; returns its subject id."""

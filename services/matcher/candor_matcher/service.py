@@ -394,8 +394,11 @@ class MatchingService:
         # now, is refused rather than enrolled again.
         await self._tombstones.mark_subject(request.subject_id)
         deleted = 0
+        record_ids: set[str] = set()
         for index in indexes:
-            deleted += await asyncio.to_thread(index.delete_subject, request.subject_id)
+            gone = await asyncio.to_thread(index.delete_subject, request.subject_id)
+            deleted += len(gone)
+            record_ids.update(gone)
         log.info("subject_deleted", records=deleted)
         await self._audited(
             "matcher.subject_deleted",
@@ -404,7 +407,7 @@ class MatchingService:
             model=request.model_id,
             records=deleted,
         )
-        return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted)
+        return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted, record_ids=sorted(record_ids))
 
     async def delete_record(self, request: matcher_pb2.DeleteRecordRequest) -> matcher_pb2.DeleteRecordResponse:
         """Remove one record from every model's gallery that holds it."""

@@ -227,10 +227,12 @@ class DeleteSubjectRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., reason: _Optional[str] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteSubjectResponse(_message.Message):
-    __slots__ = ("deleted_records",)
+    __slots__ = ("deleted_records", "unreadable_photos")
     DELETED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    UNREADABLE_PHOTOS_FIELD_NUMBER: _ClassVar[int]
     deleted_records: int
-    def __init__(self, deleted_records: _Optional[int] = ...) -> None: ...
+    unreadable_photos: int
+    def __init__(self, deleted_records: _Optional[int] = ..., unreadable_photos: _Optional[int] = ...) -> None: ...
 
 class DeleteRecordRequest(_message.Message):
     __slots__ = ("record_id", "reason")

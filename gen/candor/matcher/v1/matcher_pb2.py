@@ -26,7 +26,7 @@ from candor.common.v1 import common_pb2 as candor_dot_common_dot_v1_dot_common__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/matcher/v1/matcher.proto\x12\x11\x63\x61ndor.matcher.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x02\n\rEnrollRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\x14\n\x0cimage_sha256\x18\x04 \x01(\t\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..candor.matcher.v1.EnrollRequest.MetadataEntry\x12\x11\n\timage_ref\x18\x06 \x01(\t\x12(\n\x06origin\x18\x07 \x01(\x0b\x32\x18.candor.common.v1.Origin\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xb9\x01\n\rSearchRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x02 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\x12(\n\x06origin\x18\x05 \x01(\x0b\x32\x18.candor.common.v1.Origin\"A\n\x0eSearchResponse\x12/\n\ncandidates\x18\x01 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\"f\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0b\x32\x18.candor.common.v1.Origin\"0\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\"R\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12(\n\x06origin\x18\x02 \x01(\x0b\x32\x18.candor.common.v1.Origin\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"c\n\x11GetGalleryRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0b\x32\x18.candor.common.v1.Origin\"%\n\x12GetGalleryResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\"\xc5\x01\n\rGalleryModels\x12*\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12*\n\x06target\x18\x02 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12,\n\x08previous\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\nchanged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x13\x42\x65ginReembedRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12(\n\x06origin\x18\x02 \x01(\x0b\x32\x18.candor.common.v1.Origin\"\xe2\x01\n\rGalleryRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\x11\n\timage_ref\x18\x05 \x01(\t\x12@\n\x08metadata\x18\x06 \x03(\x0b\x32..candor.matcher.v1.GalleryRecord.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x19ListMissingRecordsRequest\x12\x17\n\x0ftarget_model_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"]\n\x1aListMissingRecordsResponse\x12\x31\n\x07records\x18\x01 \x03(\x0b\x32 .candor.matcher.v1.GalleryRecord\x12\x0c\n\x04next\x18\x02 \x01(\t\"s\n\x12SwitchModelRequest\x12\x17\n\x0ftarget_model_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65xcused_record_ids\x18\x02 \x03(\t\x12(\n\x06origin\x18\x03 \x01(\x0b\x32\x18.candor.common.v1.Origin2\xf3\x05\n\x0eMatcherService\x12M\n\x06\x45nroll\x12 .candor.matcher.v1.EnrollRequest\x1a!.candor.matcher.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.matcher.v1.SearchRequest\x1a!.candor.matcher.v1.SearchResponse\x12\x62\n\rDeleteSubject\x12\'.candor.matcher.v1.DeleteSubjectRequest\x1a(.candor.matcher.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.matcher.v1.DeleteRecordRequest\x1a\'.candor.matcher.v1.DeleteRecordResponse\x12Y\n\nGetGallery\x12$.candor.matcher.v1.GetGalleryRequest\x1a%.candor.matcher.v1.GetGalleryResponse\x12X\n\x0c\x42\x65ginReembed\x12&.candor.matcher.v1.BeginReembedRequest\x1a .candor.matcher.v1.GalleryModels\x12q\n\x12ListMissingRecords\x12,.candor.matcher.v1.ListMissingRecordsRequest\x1a-.candor.matcher.v1.ListMissingRecordsResponse\x12V\n\x0bSwitchModel\x12%.candor.matcher.v1.SwitchModelRequest\x1a .candor.matcher.v1.GalleryModelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63\x61ndor/matcher/v1/matcher.proto\x12\x11\x63\x61ndor.matcher.v1\x1a\x1d\x63\x61ndor/common/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x02\n\rEnrollRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12)\n\x05model\x18\x02 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x03 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\x14\n\x0cimage_sha256\x18\x04 \x01(\t\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..candor.matcher.v1.EnrollRequest.MetadataEntry\x12\x11\n\timage_ref\x18\x06 \x01(\t\x12(\n\x06origin\x18\x07 \x01(\x0b\x32\x18.candor.common.v1.Origin\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\x0e\x45nrollResponse\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xb9\x01\n\rSearchRequest\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\tembedding\x18\x02 \x01(\x0b\x32\x1b.candor.common.v1.Embedding\x12\r\n\x05limit\x18\x03 \x01(\x05\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\x12(\n\x06origin\x18\x05 \x01(\x0b\x32\x18.candor.common.v1.Origin\"A\n\x0eSearchResponse\x12/\n\ncandidates\x18\x01 \x03(\x0b\x32\x1b.candor.common.v1.Candidate\"f\n\x14\x44\x65leteSubjectRequest\x12\x12\n\nsubject_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0b\x32\x18.candor.common.v1.Origin\"D\n\x15\x44\x65leteSubjectResponse\x12\x17\n\x0f\x64\x65leted_records\x18\x01 \x01(\x03\x12\x12\n\nrecord_ids\x18\x02 \x03(\t\"R\n\x13\x44\x65leteRecordRequest\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12(\n\x06origin\x18\x02 \x01(\x0b\x32\x18.candor.common.v1.Origin\";\n\x14\x44\x65leteRecordResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x12\n\nsubject_id\x18\x02 \x01(\t\"c\n\x11GetGalleryRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12(\n\x06origin\x18\x03 \x01(\x0b\x32\x18.candor.common.v1.Origin\"%\n\x12GetGalleryResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\"\xc5\x01\n\rGalleryModels\x12*\n\x06\x61\x63tive\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12*\n\x06target\x18\x02 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12,\n\x08previous\x18\x03 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12.\n\nchanged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"k\n\x13\x42\x65ginReembedRequest\x12*\n\x06target\x18\x01 \x01(\x0b\x32\x1a.candor.common.v1.ModelRef\x12(\n\x06origin\x18\x02 \x01(\x0b\x32\x18.candor.common.v1.Origin\"\xe2\x01\n\rGalleryRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\nsubject_id\x18\x02 \x01(\t\x12\x14\n\x0cimage_sha256\x18\x03 \x01(\t\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\x11\n\timage_ref\x18\x05 \x01(\t\x12@\n\x08metadata\x18\x06 \x03(\x0b\x32..candor.matcher.v1.GalleryRecord.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\x19ListMissingRecordsRequest\x12\x17\n\x0ftarget_model_id\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x05\"]\n\x1aListMissingRecordsResponse\x12\x31\n\x07records\x18\x01 \x03(\x0b\x32 .candor.matcher.v1.GalleryRecord\x12\x0c\n\x04next\x18\x02 \x01(\t\"s\n\x12SwitchModelRequest\x12\x17\n\x0ftarget_model_id\x18\x01 \x01(\t\x12\x1a\n\x12\x65xcused_record_ids\x18\x02 \x03(\t\x12(\n\x06origin\x18\x03 \x01(\x0b\x32\x18.candor.common.v1.Origin2\xf3\x05\n\x0eMatcherService\x12M\n\x06\x45nroll\x12 .candor.matcher.v1.EnrollRequest\x1a!.candor.matcher.v1.EnrollResponse\x12M\n\x06Search\x12 .candor.matcher.v1.SearchRequest\x1a!.candor.matcher.v1.SearchResponse\x12\x62\n\rDeleteSubject\x12\'.candor.matcher.v1.DeleteSubjectRequest\x1a(.candor.matcher.v1.DeleteSubjectResponse\x12_\n\x0c\x44\x65leteRecord\x12&.candor.matcher.v1.DeleteRecordRequest\x1a\'.candor.matcher.v1.DeleteRecordResponse\x12Y\n\nGetGallery\x12$.candor.matcher.v1.GetGalleryRequest\x1a%.candor.matcher.v1.GetGalleryResponse\x12X\n\x0c\x42\x65ginReembed\x12&.candor.matcher.v1.BeginReembedRequest\x1a .candor.matcher.v1.GalleryModels\x12q\n\x12ListMissingRecords\x12,.candor.matcher.v1.ListMissingRecordsRequest\x1a-.candor.matcher.v1.ListMissingRecordsResponse\x12V\n\x0bSwitchModel\x12%.candor.matcher.v1.SwitchModelRequest\x1a .candor.matcher.v1.GalleryModelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,29 +50,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DELETESUBJECTREQUEST']._serialized_start=754
   _globals['_DELETESUBJECTREQUEST']._serialized_end=856
   _globals['_DELETESUBJECTRESPONSE']._serialized_start=858
-  _globals['_DELETESUBJECTRESPONSE']._serialized_end=906
-  _globals['_DELETERECORDREQUEST']._serialized_start=908
-  _globals['_DELETERECORDREQUEST']._serialized_end=990
-  _globals['_DELETERECORDRESPONSE']._serialized_start=992
-  _globals['_DELETERECORDRESPONSE']._serialized_end=1051
-  _globals['_GETGALLERYREQUEST']._serialized_start=1053
-  _globals['_GETGALLERYREQUEST']._serialized_end=1152
-  _globals['_GETGALLERYRESPONSE']._serialized_start=1154
-  _globals['_GETGALLERYRESPONSE']._serialized_end=1191
-  _globals['_GALLERYMODELS']._serialized_start=1194
-  _globals['_GALLERYMODELS']._serialized_end=1391
-  _globals['_BEGINREEMBEDREQUEST']._serialized_start=1393
-  _globals['_BEGINREEMBEDREQUEST']._serialized_end=1500
-  _globals['_GALLERYRECORD']._serialized_start=1503
-  _globals['_GALLERYRECORD']._serialized_end=1729
+  _globals['_DELETESUBJECTRESPONSE']._serialized_end=926
+  _globals['_DELETERECORDREQUEST']._serialized_start=928
+  _globals['_DELETERECORDREQUEST']._serialized_end=1010
+  _globals['_DELETERECORDRESPONSE']._serialized_start=1012
+  _globals['_DELETERECORDRESPONSE']._serialized_end=1071
+  _globals['_GETGALLERYREQUEST']._serialized_start=1073
+  _globals['_GETGALLERYREQUEST']._serialized_end=1172
+  _globals['_GETGALLERYRESPONSE']._serialized_start=1174
+  _globals['_GETGALLERYRESPONSE']._serialized_end=1211
+  _globals['_GALLERYMODELS']._serialized_start=1214
+  _globals['_GALLERYMODELS']._serialized_end=1411
+  _globals['_BEGINREEMBEDREQUEST']._serialized_start=1413
+  _globals['_BEGINREEMBEDREQUEST']._serialized_end=1520
+  _globals['_GALLERYRECORD']._serialized_start=1523
+  _globals['_GALLERYRECORD']._serialized_end=1749
   _globals['_GALLERYRECORD_METADATAENTRY']._serialized_start=396
   _globals['_GALLERYRECORD_METADATAENTRY']._serialized_end=443
-  _globals['_LISTMISSINGRECORDSREQUEST']._serialized_start=1731
-  _globals['_LISTMISSINGRECORDSREQUEST']._serialized_end=1813
-  _globals['_LISTMISSINGRECORDSRESPONSE']._serialized_start=1815
-  _globals['_LISTMISSINGRECORDSRESPONSE']._serialized_end=1908
-  _globals['_SWITCHMODELREQUEST']._serialized_start=1910
-  _globals['_SWITCHMODELREQUEST']._serialized_end=2025
-  _globals['_MATCHERSERVICE']._serialized_start=2028
-  _globals['_MATCHERSERVICE']._serialized_end=2783
+  _globals['_LISTMISSINGRECORDSREQUEST']._serialized_start=1751
+  _globals['_LISTMISSINGRECORDSREQUEST']._serialized_end=1833
+  _globals['_LISTMISSINGRECORDSRESPONSE']._serialized_start=1835
+  _globals['_LISTMISSINGRECORDSRESPONSE']._serialized_end=1928
+  _globals['_SWITCHMODELREQUEST']._serialized_start=1930
+  _globals['_SWITCHMODELREQUEST']._serialized_end=2045
+  _globals['_MATCHERSERVICE']._serialized_start=2048
+  _globals['_MATCHERSERVICE']._serialized_end=2803
 # @@protoc_insertion_point(module_scope)

@@ -74,10 +74,12 @@ class DeleteSubjectRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., model_id: _Optional[str] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
 
 class DeleteSubjectResponse(_message.Message):
-    __slots__ = ("deleted_records",)
+    __slots__ = ("deleted_records", "record_ids")
     DELETED_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
     deleted_records: int
-    def __init__(self, deleted_records: _Optional[int] = ...) -> None: ...
+    record_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_records: _Optional[int] = ..., record_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeleteRecordRequest(_message.Message):
     __slots__ = ("record_id", "origin")
