@@ -55,6 +55,8 @@ from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
     IMPORT_ITEMS_BUCKET,
     IMPORTS_BUCKET,
+    INGEST_ADVISORIES_CONSUMER,
+    INGEST_ADVISORIES_STREAM,
     INGEST_DEAD_PREFIX,
     INGEST_DEAD_STREAM,
     INGEST_RESULT_PREFIX,
@@ -62,6 +64,7 @@ from candor_kit.subjects import (
     INGEST_RESULTS_STREAM,
     INGEST_STAGES,
     INGEST_WORK_PREFIX,
+    MAX_DELIVERIES_ADVISORY,
     ROUTED_STAGES,
     ingest_stream,
 )
@@ -442,36 +445,100 @@ WORK_TYPES: dict[str, type[ingest_pb2.DetectWork | ingest_pb2.EmbedWork | ingest
     "embed": ingest_pb2.EmbedWork,
     "match": ingest_pb2.MatchWork,
 }
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+#: How long the gateway waits before trying a kept announcement again after a failure to settle
+#: its item (NATS reconnecting, say).
+ADVISORY_RETRY_S = 5.0
 
 
-async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher) -> None:
-    """Dead-letter the work items whose deliveries ran out without a worker settling them (a worker
-    that crashed on the item every time): JetStream announces each with an advisory and would
-    otherwise leave it in the queue for ever, its import never finishing."""
+async def ensure_advisories_stream(bus: Bus, replicas: int = 1) -> None:
+    """Keep JetStream's announcements of import work whose deliveries ran out (the server sends
+    each once, to whoever listens then) until a gateway has settled its item."""
+    await ensure_stream(
+        bus.jetstream,
+        StreamConfig(
+            name=INGEST_ADVISORIES_STREAM,
+            subjects=_advisory_subjects(),
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=RESULTS_MAX_AGE_S,
+            num_replicas=replicas,
+        ),
+    )
 
-    async def on_advisory(advisory: Msg) -> None:
+
+def _advisory_subjects() -> list[str]:
+    return [f"{MAX_DELIVERIES_ADVISORY}.{ingest_stream(stage)}.*" for stage in INGEST_STAGES]
+
+
+async def settle_exhausted(bus: Bus, audit: AuditPublisher, announcement: bytes) -> None:
+    """Dead-letter the work item a MAX_DELIVERIES announcement names (a worker crashed on it every
+    time), recording it FAILED so that its import still finishes, and take it out of its queue,
+    where JetStream would otherwise leave it for ever. Nothing when it was settled meanwhile; a
+    repeat does nothing twice (the dead letter, the result and the audit event are keyed).
+    ValueError for an announcement that names no import work."""
+    try:
+        event = json.loads(announcement)
+        stage = Stage.from_consumer(str(event["consumer"]))
+        sequence = int(event["stream_seq"])
+        stream = ingest_stream(stage.name)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not an announcement of import work: {exc}") from exc
+    try:
+        stored = await bus.jetstream.get_msg(stream, sequence)
+    except NotFoundError:  # settled meanwhile
+        return
+    work = WORK_TYPES[stage.name]()
+    try:
+        work.ParseFromString(stored.data or b"")
+        item = work.item
+    except DecodeError:  # dead-lettered all the same, with no item to record
+        item = None
+    why = f"no worker settled it in {event.get('deliveries', '?')} deliveries"
+    await dead_letter(bus, audit, stage, stored.data or b"", sequence, item, why, "gateway")
+    with contextlib.suppress(NotFoundError):
+        await bus.jetstream.delete_msg(stream, sequence)
+
+
+async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher, replicas: int, stop: asyncio.Event) -> None:
+    """Settle, until ``stop`` is set, each import work item whose deliveries ran out, from the kept
+    announcements (``settle_exhausted``); the gateways share one durable consumer, so each is
+    settled by one of them, and one down when it was announced settles it when it is back."""
+    while not stop.is_set():
         try:
-            event = json.loads(advisory.data)
-            stage = Stage.from_consumer(str(event["consumer"]))
-            sequence = int(event["stream_seq"])
-            work = WORK_TYPES[stage.name]()
-            stream = ingest_stream(stage.name)
-            stored = await bus.jetstream.get_msg(stream, sequence)
-            work.ParseFromString(stored.data or b"")
-            why = f"no worker settled it in {event.get('deliveries', '?')} deliveries"
-            await dead_letter(bus, audit, stage, stored.data or b"", sequence, work.item, why, "gateway")
-            await bus.jetstream.delete_msg(stream, sequence)
-        except NotFoundError:  # settled meanwhile
-            return
-        except Exception as exc:  # noqa: BLE001 - one bad advisory must not stop the watch
-            log.error("import_advisory_failed", error=str(exc) or type(exc).__name__)
+            await _settle_announced(bus, audit, replicas, stop)
+        except Exception as exc:  # noqa: BLE001 - keep watching beside the gateway's serving
+            log.error("import_advisories_failed", error=str(exc) or type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
 
-    # In a queue group: one gateway replica handles each advisory.
-    for stage in INGEST_STAGES:
-        await bus.client.subscribe(
-            f"{MAX_DELIVERIES_ADVISORY}.{ingest_stream(stage)}.*", queue="import-advisories", cb=on_advisory
-        )
+
+async def _settle_announced(bus: Bus, audit: AuditPublisher, replicas: int, stop: asyncio.Event) -> None:
+    await ensure_advisories_stream(bus, replicas)
+    subscription = await bus.pull_subscribe(
+        _advisory_subjects()[0],
+        durable=INGEST_ADVISORIES_CONSUMER,
+        stream=INGEST_ADVISORIES_STREAM,
+        config=ConsumerConfig(
+            name=INGEST_ADVISORIES_CONSUMER,
+            durable_name=INGEST_ADVISORIES_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=60.0,
+            max_deliver=-1,  # tried until settled: a lost one is an import that never ends
+            filter_subjects=_advisory_subjects(),
+        ),
+    )
+    while not stop.is_set():
+        for msg in await fetch_batch(subscription, 10, timeout=1, consumer=INGEST_ADVISORIES_CONSUMER):
+            try:
+                await settle_exhausted(bus, audit, msg.data)
+            except ValueError as exc:  # never settles: kept only in the log
+                log.error("import_advisory_unreadable", error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - tried again; one must not stop the others
+                log.warning("import_advisory_failed", error=str(exc) or type(exc).__name__)
+                await msg.nak(delay=ADVISORY_RETRY_S)
+                continue
+            await msg.ack()
 
 
 def item_digest(item: ingest_pb2.ItemRef, image_sha256: str) -> str:
@@ -602,6 +669,7 @@ __all__ = [
     "check_import_id",
     "dead_letter_exhausted",
     "delivery_count",
+    "ensure_advisories_stream",
     "ensure_ingest_streams",
     "hand_on",
     "may_give",
@@ -611,4 +679,5 @@ __all__ = [
     "result_stands",
     "result_subject",
     "running_worker",
+    "settle_exhausted",
 ]

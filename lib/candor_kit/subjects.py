@@ -51,6 +51,13 @@ INGEST_RESULT_PREFIX = "candor.ingest.v1.result"
 INGEST_RESULT_SOURCES = ("gateway", *INGEST_STAGES)
 INGEST_DEAD_STREAM = "CANDOR_INGEST_DEAD"
 INGEST_DEAD_PREFIX = "candor.dlq.ingest"
+#: JetStream's announcement of a work item whose deliveries ran out (``.<stream>.<consumer>``).
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+#: Where those announcements for the import streams are kept until the gateway settles the item:
+#: the server announces each once, and a gateway down at that moment must still hear of it.
+INGEST_ADVISORIES_STREAM = "CANDOR_INGEST_ADVISORIES"
+#: The gateways' one durable consumer of it (each announcement to one replica).
+INGEST_ADVISORIES_CONSUMER = "gateway-advisories"
 IMPORTS_BUCKET = "CANDOR_IMPORTS"
 #: Each queued item's digest, by ``<import id>.<item>``: written by the gateway alone, read by the
 #: matcher, which enrols only the items the gateway queued, unchanged.
@@ -416,12 +423,18 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             f"$JS.API.CONSUMER.INFO.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{INGEST_RESULTS_STREAM}",
-            # Items whose deliveries ran out: read, dead-letter, delete.
+            # Items whose deliveries ran out: their kept announcements, then the item itself is
+            # read, dead-lettered and deleted.
+            *(f"$JS.API.STREAM.{verb}.{INGEST_ADVISORIES_STREAM}" for verb in ("CREATE", "INFO")),
+            *(
+                f"$JS.API.CONSUMER.{verb}.{INGEST_ADVISORIES_STREAM}.{INGEST_ADVISORIES_CONSUMER}"
+                for verb in ("CREATE", "INFO", "MSG.NEXT")
+            ),
+            f"$JS.ACK.{INGEST_ADVISORIES_STREAM}.{INGEST_ADVISORIES_CONSUMER}.>",
             *(f"$JS.API.STREAM.{verb}.{ingest_stream(s)}" for verb in ("MSG.GET", "MSG.DELETE") for s in INGEST_STAGES),
             f"{INGEST_DEAD_PREFIX}.>",
             *_bucket_permissions(IMPORT_ITEMS_BUCKET),
         ]
-        subscribe += [f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{ingest_stream(s)}.>" for s in INGEST_STAGES]
     if role.keeps_photos:
         publish += _object_store_permissions(PHOTOS_BUCKET)
     if role.revokes_tokens:

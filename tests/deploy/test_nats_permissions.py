@@ -45,6 +45,11 @@ PROBES = sorted(
         f"$JS.API.STREAM.MSG.DELETE.{subjects.AUDIT_STREAM}",
         f"$JS.API.CONSUMER.DELETE.{subjects.AUDIT_STREAM}.{subjects.AUDIT_CONSUMER}",
         f"$JS.API.STREAM.MSG.GET.{subjects.INGEST_DEAD_STREAM}",
+        # Only the server announces a spent work item (a forged one would fail a live item), and
+        # only the gateway settles the kept announcements.
+        f"{subjects.MAX_DELIVERIES_ADVISORY}.{subjects.ingest_stream('match')}.ingest-match",
+        f"$JS.API.CONSUMER.MSG.NEXT.{subjects.INGEST_ADVISORIES_STREAM}.{subjects.INGEST_ADVISORIES_CONSUMER}",
+        f"$JS.ACK.{subjects.INGEST_ADVISORIES_STREAM}.{subjects.INGEST_ADVISORIES_CONSUMER}.1.1.1.1.0",
         subjects.AUDIT_DEAD_LETTER,
         subjects.AUDIT_CHECKPOINT,
         f"$JS.API.STREAM.CREATE.{subjects.AUDIT_STREAM}",

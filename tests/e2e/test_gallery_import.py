@@ -5,6 +5,7 @@ workers killed with SIGKILL mid-import."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -264,6 +265,37 @@ def test_an_item_whose_worker_dies_on_it_every_time_is_dead_lettered(
     assert any(subject == embed_work for subject, _ in _dead_letters(import_stack))
 
 
+def test_an_item_whose_deliveries_ran_out_while_no_gateway_ran_is_dead_lettered_when_one_is_back(
+    import_stack: LocalStack, samples: Path, tmp_path: Path
+) -> None:
+    """JetStream announces an item whose deliveries ran out once, on the pull that finds it spent.
+    A gateway down (restarting, upgraded) at that moment must still hear of it when it is back, or
+    the item stays in the queue for ever and its import never finishes."""
+    (tmp_path / "unheard").mkdir()
+    (tmp_path / "unheard" / "one.jpg").write_bytes(_jpeg(Image.open(samples / "obama3.jpg"), quality=73))
+    _give_the_gallery_a_model(import_stack, samples)
+    import_stack.stop_service("embedder")
+    try:
+        candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "advisory-unheard", "--no-wait")
+        import_stack.stop_service("gateway")
+        try:
+            # The pull after the last delivery finds the item spent: JetStream's advisory goes out
+            # now, while no gateway runs.
+            _take_without_settling(import_stack, "ingest-embed-sface", deliveries=3, ack_wait_s=3.0, then_pull=True)
+        finally:
+            import_stack.start_service("gateway")
+    finally:
+        import_stack.start_service("embedder")
+    with client_for(import_stack) as client:
+        deadline = time.monotonic() + 30
+        while (status := client.import_status("advisory-unheard")).done < 1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (status.done, status.failed) == (1, 1), "the spent item was never settled: its import never ends"
+        [result] = client.import_results("advisory-unheard")
+        assert "no worker settled it in 3 deliveries" in result.detail
+    assert _embed_queue_length(import_stack) == 0
+
+
 def test_a_subject_expunged_while_its_photo_waits_in_the_queue_is_not_enrolled_again(
     import_stack: LocalStack, samples: Path, tmp_path: Path
 ) -> None:
@@ -442,8 +474,11 @@ def _give_the_gallery_a_model(stack: LocalStack, samples: Path) -> None:
         candor(stack, "enroll", str(samples / "obama.jpg"), "--subject", "MODEL-SEED")
 
 
-def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ack_wait_s: float) -> None:
-    """Act as a worker that dies on its item: take it ``deliveries`` times and never settle it."""
+def _take_without_settling(
+    stack: LocalStack, consumer: str, deliveries: int, ack_wait_s: float, then_pull: bool = False
+) -> None:
+    """Act as a worker that dies on its item: take it ``deliveries`` times and never settle it;
+    ``then_pull``: pull once more, which finds it spent (and has JetStream announce it)."""
 
     async def run() -> None:
         client = await _nats(stack, "embedder")
@@ -461,6 +496,10 @@ def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ac
                     assert time.monotonic() < deadline, "the item was not redelivered"
             assert msg.metadata.num_delivered <= deliveries
             await asyncio.sleep(ack_wait_s + 0.5)
+        if then_pull:
+            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+                spent = await subscription.fetch(1, timeout=2)
+                raise AssertionError(f"an item spent its deliveries and was delivered again: {spent}")
         await client.close()
 
     asyncio.run(run())
@@ -477,6 +516,19 @@ def gallery_records(stack: LocalStack, subject_id: str = "", model_id: str = "")
         answer = matcher_pb2.GetGalleryResponse()
         answer.ParseFromString(reply.data)
         return int(answer.records)
+
+    return asyncio.run(run())
+
+
+def _embed_queue_length(stack: LocalStack) -> int:
+    """How many items wait in the embed stage's queue (a spent one stays there until settled)."""
+
+    async def run() -> int:
+        client = await _nats(stack, "embedder")
+        try:
+            return int((await client.jetstream().stream_info(subjects.ingest_stream("embed"))).state.messages)
+        finally:
+            await client.close()
 
     return asyncio.run(run())
 

@@ -456,6 +456,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await settings.policy.announce(audit)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(settings.policy.watch(audit, settings.policy_reload_s, stop))
+            tasks.create_task(imports.settle_exhausted(stop))
             tasks.create_task(
                 run_sweeps(
                     settings.photos, workflow.reviews, settings.policy, audit, imports, settings.retention_sweep_s, stop
