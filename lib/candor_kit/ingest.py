@@ -470,19 +470,23 @@ def _advisory_subjects() -> list[str]:
     return [f"{MAX_DELIVERIES_ADVISORY}.{ingest_stream(stage)}.*" for stage in INGEST_STAGES]
 
 
+class UnreadableAnnouncement(ValueError):
+    """A kept announcement that names no import work: it can never be settled."""
+
+
 async def settle_exhausted(bus: Bus, audit: AuditPublisher, announcement: bytes) -> None:
     """Dead-letter the work item a MAX_DELIVERIES announcement names (a worker crashed on it every
     time), recording it FAILED so that its import still finishes, and take it out of its queue,
     where JetStream would otherwise leave it for ever. Nothing when it was settled meanwhile; a
     repeat does nothing twice (the dead letter, the result and the audit event are keyed).
-    ValueError for an announcement that names no import work."""
+    UnreadableAnnouncement for an announcement that names no import work."""
     try:
         event = json.loads(announcement)
         stage = Stage.from_consumer(str(event["consumer"]))
         sequence = int(event["stream_seq"])
         stream = ingest_stream(stage.name)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"not an announcement of import work: {exc}") from exc
+        raise UnreadableAnnouncement(f"not an announcement of import work: {exc}") from exc
     try:
         stored = await bus.jetstream.get_msg(stream, sequence)
     except NotFoundError:  # settled meanwhile
@@ -532,7 +536,7 @@ async def _settle_announced(bus: Bus, audit: AuditPublisher, replicas: int, stop
         for msg in await fetch_batch(subscription, 10, timeout=1, consumer=INGEST_ADVISORIES_CONSUMER):
             try:
                 await settle_exhausted(bus, audit, msg.data)
-            except ValueError as exc:  # never settles: kept only in the log
+            except UnreadableAnnouncement as exc:  # never settles: kept only in the log
                 log.error("import_advisory_unreadable", error=str(exc))
             except Exception as exc:  # noqa: BLE001 - tried again; one must not stop the others
                 log.warning("import_advisory_failed", error=str(exc) or type(exc).__name__)
@@ -664,6 +668,7 @@ __all__ = [
     "MATCHER_OUTCOMES",
     "ItemRegister",
     "Stage",
+    "UnreadableAnnouncement",
     "Worker",
     "WorkerSettings",
     "check_import_id",

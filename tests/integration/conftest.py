@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,13 +178,3 @@ async def gateway(stack: InProcessStack) -> AsyncIterator[gateway_pb2_grpc.Gatew
 def as_user(name: str) -> tuple[tuple[str, str]]:
     """Call metadata with the bearer token of a test user (USERS), or ``name`` itself as the token."""
     return (("authorization", f"Bearer {TOKENS.get(name, name)}"),)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
-    """Poll until check() is true."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while asyncio.get_running_loop().time() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not met in time")

@@ -7,8 +7,9 @@ import asyncio
 from pathlib import Path
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 INVESTIGATOR = as_user("investigator-token")
 CASE = "CASE-DURABILITY"

@@ -19,9 +19,10 @@ from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_kit import Bus, subjects
 from candor_kit.audit_records import REFUSED_KIND
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.test_governance import gallery, search_as, status_seen_by  # noqa: F401 - fixture
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

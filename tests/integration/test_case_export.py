@@ -12,8 +12,9 @@ import pytest
 from candor.audit.v1 import audit_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli.case_export import check_records, render_html
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 AUDITOR = as_user("auditor-token")
 INVESTIGATOR = as_user("investigator-token")

@@ -18,9 +18,10 @@ from candor.events.v1 import events_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_audit.feed import FEED_KINDS
 from candor_client import EventFollower, consumer_config
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.test_governance import review
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 INVESTIGATOR, ENROLLER = as_user("investigator-token"), as_user("enroller-token")

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.integration.conftest import InProcessStack, eventually
+from tests.integration.conftest import InProcessStack
 from tests.integration.test_governance import (
     ENROLLER,
     INVESTIGATOR,
@@ -28,6 +28,7 @@ from tests.integration.test_governance import (
     status_seen_by,
 )
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 #: The same face enrolled under several subjects: a search shows each as a candidate.

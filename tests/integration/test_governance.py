@@ -16,8 +16,9 @@ import yaml
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_kit.tokens import issue_token, load_private_key
-from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user, eventually
+from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -18,8 +18,9 @@ from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_gateway.idempotency import STALE_AFTER_S, _Entry
 from candor_kit import AuditPublisher, Bus
 from candor_kit.subjects import REQUESTS_BUCKET
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 INVESTIGATOR = as_user("investigator-token")
 ENROLLER = as_user("enroller-token")

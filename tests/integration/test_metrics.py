@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_kit import subjects
-from tests.integration.conftest import TOKENS, InProcessStack, as_user, eventually
+from tests.integration.conftest import TOKENS, InProcessStack, as_user
 from tests.integration.test_governance import fresh_investigator, probe_request
+from tests.waiting import eventually
 
 SEARCH = "candor.gateway.v1.GatewayService/Search"
 

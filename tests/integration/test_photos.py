@@ -24,7 +24,7 @@ from candor_kit import Bus, PreconditionFailed
 from candor_kit.aes_keys import generate_aes_key, read_aes_key
 from candor_kit.identifiers import record_id_for
 from candor_kit.subjects import PHOTOS_BUCKET
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.test_governance import (
     AUDITOR,
     ENROLLER,
@@ -41,6 +41,7 @@ from tests.integration.test_governance import (
     search_as,
 )
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

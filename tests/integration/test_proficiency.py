@@ -12,9 +12,10 @@ import pytest
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli.report import EVIDENCE_KINDS, compute
-from tests.integration.conftest import InProcessStack, eventually
+from tests.integration.conftest import InProcessStack
 from tests.integration.test_governance import RITA, ROB, SUE, look_at_both
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -14,8 +14,9 @@ from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_gateway.access import RPC_ROLES, Permission
 from candor_kit.tokens import ROLES, issue_token, load_private_key
-from tests.integration.conftest import TOKEN_KEY, InProcessStack, eventually
+from tests.integration.conftest import TOKEN_KEY, InProcessStack
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 Call = Callable[[gateway_pb2_grpc.GatewayServiceStub, Any], Awaitable[Any]]
 

@@ -14,8 +14,9 @@ from PIL import Image
 
 from candor.audit.v1 import audit_pb2, audit_pb2_grpc
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
 from tests.unit.test_decoding import giant_png
+from tests.waiting import eventually
 
 INVESTIGATOR = as_user("investigator-token")
 ENROLLER = as_user("enroller-token")

@@ -19,9 +19,10 @@ from candor_cli.case_export import check_complete
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_client import ClientCredentials, GatewayClient
 from candor_kit.tokens import issue_token, load_private_key
-from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user, eventually
+from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user
 from tests.integration.test_governance import fresh_investigator, policy_with
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

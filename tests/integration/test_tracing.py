@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_kit import subjects
 from candor_kit.wheel_packs import SFACE_MODEL_ID
-from tests.integration.conftest import as_user, eventually
+from tests.integration.conftest import as_user
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

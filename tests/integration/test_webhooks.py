@@ -21,7 +21,8 @@ from candor_cli.processes import free_port
 from candor_cli.webhooks import dead_letters, relay
 from candor_client import SignatureError, verify
 from candor_kit.bus import NatsLogin
-from tests.integration.conftest import InProcessStack, as_user, eventually
+from tests.integration.conftest import InProcessStack, as_user
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 SECRETS = {"ok": b"a" * 40, "flaky": b"b" * 40, "refusing": b"c" * 40, "down": b"d" * 40}

@@ -23,6 +23,7 @@ from candor_kit.subjects import (
     MAX_DELIVERIES_ADVISORY,
     ingest_stream,
 )
+from tests.waiting import eventually
 
 MATCH_STREAM = ingest_stream("match")
 ANNOUNCED = f"{MAX_DELIVERIES_ADVISORY}.{MATCH_STREAM}.ingest-match"
@@ -59,14 +60,6 @@ async def taken_out(bus: Bus, sequence: int) -> bool:
     return False
 
 
-async def eventually(check, what: str) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(100):
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"never: {what}")
-
-
 async def test_an_announced_item_is_dead_lettered_failed_and_taken_out_of_its_queue_once(gateway: Bus) -> None:
     item = ingest_pb2.ItemRef(import_id="announced-1", item=4, subject_id="S-4")
     work = ingest_pb2.MatchWork(item=item).SerializeToString()
@@ -79,8 +72,8 @@ async def test_an_announced_item_is_dead_lettered_failed_and_taken_out_of_its_qu
     for _ in range(2):
         await gateway.client.publish(ANNOUNCED, announcement)
 
-    await eventually(lambda: taken_out(gateway, sequence), "the announced item taken out of its queue")
-    await eventually(lambda: nothing_kept(gateway), "both announcements settled")
+    await eventually(lambda: taken_out(gateway, sequence), what="the announced item taken out of its queue")
+    await eventually(lambda: nothing_kept(gateway), what="both announcements settled")
     assert (await gateway.jetstream.stream_info(INGEST_DEAD_STREAM)).state.messages == dead_before + 1
     stored = await gateway.jetstream.get_last_msg(INGEST_RESULTS_STREAM, result_subject("announced-1", 4, "gateway"))
     result = ingest_pb2.ItemResult.FromString(stored.data or b"")
@@ -104,7 +97,7 @@ async def test_an_announcement_naming_no_import_work_is_logged_and_does_not_stop
 
     # Announcements are settled in order: by the time the last one's item is gone, the unreadable
     # ones before it were read.
-    await eventually(lambda: taken_out(gateway, sequence), "the readable announcement's item taken out")
-    await eventually(lambda: nothing_kept(gateway), "the unreadable ones settled too, not tried for ever")
+    await eventually(lambda: taken_out(gateway, sequence), what="the readable announcement's item taken out")
+    await eventually(lambda: nothing_kept(gateway), what="the unreadable ones settled too, not tried for ever")
     printed = capsys.readouterr()
     assert (printed.out + printed.err).count("import_advisory_unreadable") == 2

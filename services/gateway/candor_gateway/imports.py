@@ -40,7 +40,6 @@ from candor_kit.ingest import (
     Stage,
     check_import_id,
     dead_letter_exhausted,
-    ensure_advisories_stream,
     ensure_ingest_streams,
     hand_on,
     may_give,
@@ -217,7 +216,6 @@ class ImportDesk:
         await ensure_ingest_streams(self._bus, self._replicas)
         self._bucket = await open_bucket(self._bus, IMPORTS_BUCKET, self._replicas)
         await self._register.ensure()
-        await ensure_advisories_stream(self._bus, self._replicas)
 
     async def settle_exhausted(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set: dead-letter each queued item whose deliveries ran out, so that
