@@ -239,60 +239,40 @@ def test_a_photo_that_keeps_failing_is_dead_lettered_and_audited(import_stack: L
     assert (f"{subjects.INGEST_WORK_PREFIX}.match", poison.SerializeToString()) in _dead_letters(import_stack)
 
 
+@pytest.mark.parametrize("gateway_down", [False, True], ids=["gateway-up", "gateway-down"])
 def test_an_item_whose_worker_dies_on_it_every_time_is_dead_lettered(
-    import_stack: LocalStack, samples: Path, tmp_path: Path
+    import_stack: LocalStack, samples: Path, tmp_path: Path, gateway_down: bool
 ) -> None:
-    """A worker that crashes on an item never settles it; when its deliveries run out, JetStream's
-    advisory has the gateway dead-letter it, so the import still finishes."""
-    (tmp_path / "ghost").mkdir()
-    (tmp_path / "ghost" / "one.jpg").write_bytes(_jpeg(Image.open(samples / "obama3.jpg"), quality=77))
+    """A worker that crashes on an item never settles it. When its deliveries run out, JetStream
+    announces it once, on the pull that finds it spent, and the gateway dead-letters it so that the
+    import still finishes; a gateway down at that moment (restarting, upgraded) does so when it is
+    back, or the item would stay in the queue for ever."""
+    import_id = "spent-unheard" if gateway_down else "spent-heard"
+    (tmp_path / import_id).mkdir()
+    photo = _jpeg(Image.open(samples / "obama3.jpg"), quality=73 if gateway_down else 77)
+    (tmp_path / import_id / "one.jpg").write_bytes(photo)
     _give_the_gallery_a_model(import_stack, samples)
     import_stack.stop_service("embedder")
     try:
-        candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "crashing-embedder", "--no-wait")
-        _take_without_settling(import_stack, "ingest-embed-sface", deliveries=3, ack_wait_s=3.0)
+        candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", import_id, "--no-wait")
+        if gateway_down:
+            import_stack.stop_service("gateway")
+        try:
+            _take_without_settling(import_stack, "ingest-embed-sface", deliveries=3, ack_wait_s=3.0)
+        finally:
+            if gateway_down:
+                import_stack.start_service("gateway")
     finally:
-        # The next pull for the stage (the restarted embedder's) finds the item out of deliveries.
         import_stack.start_service("embedder")
     with client_for(import_stack) as client:
         deadline = time.monotonic() + 30
-        while (status := client.import_status("crashing-embedder")).done < 1 and time.monotonic() < deadline:
+        while (status := client.import_status(import_id)).done < 1 and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert (status.done, status.failed) == (1, 1)
-        [result] = client.import_results("crashing-embedder")
+        assert (status.done, status.failed) == (1, 1), "the spent item was never settled: its import never ends"
+        [result] = client.import_results(import_id)
         assert "no worker settled it in 3 deliveries" in result.detail
     embed_work = f"{subjects.INGEST_WORK_PREFIX}.embed.sface"
     assert any(subject == embed_work for subject, _ in _dead_letters(import_stack))
-
-
-def test_an_item_whose_deliveries_ran_out_while_no_gateway_ran_is_dead_lettered_when_one_is_back(
-    import_stack: LocalStack, samples: Path, tmp_path: Path
-) -> None:
-    """JetStream announces an item whose deliveries ran out once, on the pull that finds it spent.
-    A gateway down (restarting, upgraded) at that moment must still hear of it when it is back, or
-    the item stays in the queue for ever and its import never finishes."""
-    (tmp_path / "unheard").mkdir()
-    (tmp_path / "unheard" / "one.jpg").write_bytes(_jpeg(Image.open(samples / "obama3.jpg"), quality=73))
-    _give_the_gallery_a_model(import_stack, samples)
-    import_stack.stop_service("embedder")
-    try:
-        candor(import_stack, "gallery", "import", str(tmp_path), "--import-id", "advisory-unheard", "--no-wait")
-        import_stack.stop_service("gateway")
-        try:
-            # The pull after the last delivery finds the item spent: JetStream's advisory goes out
-            # now, while no gateway runs.
-            _take_without_settling(import_stack, "ingest-embed-sface", deliveries=3, ack_wait_s=3.0, then_pull=True)
-        finally:
-            import_stack.start_service("gateway")
-    finally:
-        import_stack.start_service("embedder")
-    with client_for(import_stack) as client:
-        deadline = time.monotonic() + 30
-        while (status := client.import_status("advisory-unheard")).done < 1 and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert (status.done, status.failed) == (1, 1), "the spent item was never settled: its import never ends"
-        [result] = client.import_results("advisory-unheard")
-        assert "no worker settled it in 3 deliveries" in result.detail
     assert _embed_queue_length(import_stack) == 0
 
 
@@ -474,11 +454,9 @@ def _give_the_gallery_a_model(stack: LocalStack, samples: Path) -> None:
         candor(stack, "enroll", str(samples / "obama.jpg"), "--subject", "MODEL-SEED")
 
 
-def _take_without_settling(
-    stack: LocalStack, consumer: str, deliveries: int, ack_wait_s: float, then_pull: bool = False
-) -> None:
-    """Act as a worker that dies on its item: take it ``deliveries`` times and never settle it;
-    ``then_pull``: pull once more, which finds it spent (and has JetStream announce it)."""
+def _take_without_settling(stack: LocalStack, consumer: str, deliveries: int, ack_wait_s: float) -> None:
+    """Act as a worker that dies on its item: take it ``deliveries`` times and never settle it,
+    then pull once more, which finds it spent (and has JetStream announce it, now)."""
 
     async def run() -> None:
         client = await _nats(stack, "embedder")
@@ -496,10 +474,9 @@ def _take_without_settling(
                     assert time.monotonic() < deadline, "the item was not redelivered"
             assert msg.metadata.num_delivered <= deliveries
             await asyncio.sleep(ack_wait_s + 0.5)
-        if then_pull:
-            with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
-                spent = await subscription.fetch(1, timeout=2)
-                raise AssertionError(f"an item spent its deliveries and was delivered again: {spent}")
+        with contextlib.suppress(nats.errors.TimeoutError, TimeoutError):
+            spent = await subscription.fetch(1, timeout=2)
+            raise AssertionError(f"an item spent its deliveries and was delivered again: {spent}")
         await client.close()
 
     asyncio.run(run())
