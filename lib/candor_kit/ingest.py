@@ -42,7 +42,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.ingest.v1 import ingest_pb2
@@ -499,8 +499,13 @@ async def settle_exhausted(bus: Bus, audit: AuditPublisher, announcement: bytes)
         item = None
     why = f"no worker settled it in {event.get('deliveries', '?')} deliveries"
     await dead_letter(bus, audit, stage, stored.data or b"", sequence, item, why, "gateway")
-    with contextlib.suppress(NotFoundError):
+    try:
         await bus.jetstream.delete_msg(stream, sequence)
+    except APIError as exc:
+        # A worker settled it meanwhile (each keeps its dead letter, see ``dead_letter``): the
+        # server answers that as a failed delete, "no message found", not as not found.
+        if not isinstance(exc, NotFoundError) and "no message found" not in (exc.description or ""):
+            raise
 
 
 async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher, replicas: int, stop: asyncio.Event) -> None:

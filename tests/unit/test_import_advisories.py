@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import nats
 import pytest
 from nats.js.errors import NotFoundError
 
 from candor.ingest.v1 import ingest_pb2
+from candor_cli.processes import free_port, start_nats_server
 from candor_kit import Bus
 from candor_kit.audit_events import AuditPublisher, ensure_audit_stream
 from candor_kit.ingest import dead_letter_exhausted, ensure_advisories_stream, ensure_ingest_streams, result_subject
@@ -30,9 +32,20 @@ ANNOUNCED = f"{MAX_DELIVERIES_ADVISORY}.{MATCH_STREAM}.ingest-match"
 
 
 @pytest.fixture
-async def gateway(nats_url: str) -> AsyncIterator[Bus]:
+def own_nats(tmp_path: Path) -> Iterator[str]:
+    """A nats-server of the test's own: on the session's, a worker some earlier test left running
+    could take the work items these tests queue."""
+    port = free_port()
+    process = start_nats_server(tmp_path, port)
+    yield f"nats://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+async def gateway(own_nats: str) -> AsyncIterator[Bus]:
     """The gateway's connection, settling announcements until the test ends."""
-    bus = Bus(await nats.connect(nats_url), secret=b"the gateway's password")
+    bus = Bus(await nats.connect(own_nats), secret=b"the gateway's password")
     await ensure_ingest_streams(bus)
     await ensure_audit_stream(bus)
     await ensure_advisories_stream(bus)
