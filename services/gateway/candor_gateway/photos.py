@@ -24,9 +24,10 @@ from typing import Any, Literal, get_args
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from nats.js.api import ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
+from nats.js import JetStreamContext
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
 from nats.js.errors import NotFoundError, ObjectNotFoundError
-from nats.js.object_store import ObjectStore
+from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
@@ -40,6 +41,8 @@ NONCE_BYTES = 12
 #: The largest chunk a photo is stored in (the bus's message limit permitting). nats-py's default,
 #: 128 KiB, made a 2.3 MB photo 19 acknowledged publishes; most photos are one chunk at this size.
 CHUNK_BYTES = 1 << 20
+#: How many times a read starts again on the newer photo when the one it was reading was replaced.
+READ_ATTEMPTS = 3
 #: What a photo is kept as: a gallery record's photo, a search's probe, or the candidate photo of a
 #: proficiency test (under its search id; never in the gallery).
 Kind = Literal["gallery", "probe", "exemplar"]
@@ -172,6 +175,7 @@ class PhotoStore:
         self.blind_key = blind_key(key)
         self._bucket_name = bucket
         self._bucket: ObjectStore | None = None
+        self._jetstream: JetStreamContext | None = None
         self._chunk_bytes = CHUNK_BYTES
 
     async def open(self, bus: Bus, replicas: int = 1) -> None:
@@ -189,6 +193,7 @@ class PhotoStore:
             lambda: bus.jetstream.create_object_store(self._bucket_name, config),
             lambda: bus.jetstream.object_store(self._bucket_name),
         )
+        self._jetstream = bus.jetstream
 
     @property
     def bucket_name(self) -> str:
@@ -232,14 +237,13 @@ class PhotoStore:
         """The decrypted photo, or None when none is stored; PreconditionFailed when the object
         was altered or another key made it."""
         name = object_name(kind, key)
-        try:
-            result = await self.bucket.get(name)
-        except (ObjectNotFoundError, NotFoundError):
+        stored = await self._read(name)
+        if stored is None:
             return None
-        description = result.info.description or ""
+        info, data = stored
+        description = info.description or ""
         try:
             header = PhotoHeader.decode(description)
-            data = result.data or b""
             image = self._aead.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], description.encode())
         except (ValueError, InvalidTag) as exc:
             raise PreconditionFailed(
@@ -248,6 +252,47 @@ class PhotoStore:
         if header.name != name:
             raise PreconditionFailed(f"the stored photo {name} carries the header of {header.name}")
         return Photo(header, image, self._open_metadata(header))
+
+    async def _read(self, name: str) -> tuple[ObjectInfo, bytes] | None:
+        """An object's info and stored bytes, or None when none is stored.
+
+        nats-py's ``ObjectStore.get`` waits for the chunks on a consumer with no end, so a read
+        that a delete or a replacement overtakes (their old chunks purged after the info was read)
+        waits for ever: for the caller's whole deadline, or without end where there is none. Here
+        each chunk is asked for, and a purged one is an answer: the info is read again, and says
+        the photo was deleted (None) or replaced (the newer one is read)."""
+        for _ in range(READ_ATTEMPTS):
+            try:
+                info = await self.bucket.get_info(name)
+            except (ObjectNotFoundError, NotFoundError):
+                return None
+            data = await self._chunks(info)
+            if data is not None:
+                return info, data
+        raise ServiceUnavailable(
+            f"the stored photo {name} was replaced {READ_ATTEMPTS} times while it was read; try again"
+        )
+
+    async def _chunks(self, info: ObjectInfo) -> bytes | None:
+        """An object's chunks in order, each read on its own from the bucket's stream (the
+        leader's copy, so a photo just stored is found); None when one is gone."""
+        if info.is_link():
+            raise PreconditionFailed(f"the stored photo {info.name} is a link, which Candor never stores")
+        jetstream = self._jetstream
+        if jetstream is None:
+            raise ServiceUnavailable("the photo store is not open yet")
+        stream = OBJ_STREAM_TEMPLATE.format(bucket=self._bucket_name)
+        subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=self._bucket_name, obj=info.nuid)
+        parts: list[bytes] = []
+        sequence = 1
+        for _ in range(info.chunks or 0):
+            try:
+                chunk = await jetstream.get_msg(stream, seq=sequence, subject=subject, next=True)
+            except NotFoundError:
+                return None
+            parts.append(chunk.data or b"")
+            sequence = chunk.seq + 1
+        return b"".join(parts)
 
     def _seal_metadata(self, name: str, metadata: Mapping[str, str]) -> str:
         nonce = os.urandom(NONCE_BYTES)
