@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -509,14 +511,15 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "delete":
             if bool(args.subject) == bool(args.record):
                 raise StackError("name a subject or --record RECORD_ID, not both")
-            if args.record:
-                gone = client.delete_record(args.record, args.reason)
-                print(f"deleted record {args.record} of {gone.subject_id}")
-            else:
-                deleted = client.delete_subject(args.subject, args.reason)
-                print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
-                if deleted.unreadable_photos:
-                    print(_unreadable_photos_warning(deleted.unreadable_photos), file=sys.stderr)
+            with _deletion_answered_late():
+                if args.record:
+                    gone = client.delete_record(args.record, args.reason)
+                    print(f"deleted record {args.record} of {gone.subject_id}")
+                else:
+                    deleted = client.delete_subject(args.subject, args.reason)
+                    print(f"deleted {deleted.deleted_records} record(s) of {args.subject}")
+                    if deleted.unreadable_photos:
+                        print(_unreadable_photos_warning(deleted.unreadable_photos), file=sys.stderr)
         elif args.command == "review":
             return run_review(client, args)
         elif args.command == "proficiency":
@@ -579,6 +582,23 @@ def _print_search(found: gateway_pb2.SearchResponse) -> None:
     for candidate in found.candidates:
         print(f"  {candidate.rank:>2}. {candidate.subject_id:<24} distance {candidate.distance:.4f}")
     print(f"NOTICE: {found.notice}")
+
+
+@contextlib.contextmanager
+def _deletion_answered_late() -> Iterator[None]:
+    """A deletion whose answer came too late says what became of it: the gateway runs one it
+    began to its end whoever stops waiting, so running it again is safe and shows what is left."""
+    try:
+        yield
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            raise
+        raise StackError(
+            "the gateway did not answer in time. A deletion it had begun still goes on to its end "
+            "(records, photos and audit record). Run the same command again in a minute: it deletes "
+            "whatever is left, and says 0 record(s) (a subject) or that no gallery holds it (a record) "
+            "once nothing is"
+        ) from error
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,7 @@ from candor_kit.subjects import (
     ROUTED_STAGES,
     ingest_stream,
 )
+from candor_kit.tasks import keep_running
 
 log = structlog.get_logger("candor.ingest")
 W = TypeVar("W", ingest_pb2.DetectWork, ingest_pb2.EmbedWork, ingest_pb2.MatchWork)
@@ -308,13 +309,7 @@ class Worker(Generic[W]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set; a failure to set up (NATS unreachable, say) is logged and retried."""
-        while not stop.is_set():
-            try:
-                await self._work(stop)
-            except Exception as exc:  # noqa: BLE001 - keep the worker alive beside the service
-                log.error("import_worker_failed", stage=self._stage.name, error=str(exc) or type(exc).__name__)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
+        await keep_running("import_worker_failed", self._work, stop, logger=log, stage=self._stage.name)
 
     async def _work(self, stop: asyncio.Event) -> None:
         """Pull ``batch`` messages at a time until ``stop`` is set, settling each on its own."""
@@ -512,13 +507,9 @@ async def dead_letter_exhausted(bus: Bus, audit: AuditPublisher, replicas: int, 
     """Settle, until ``stop`` is set, each import work item whose deliveries ran out, from the kept
     announcements (``settle_exhausted``); the gateways share one durable consumer, so each is
     settled by one of them, and one down when it was announced settles it when it is back."""
-    while not stop.is_set():
-        try:
-            await _settle_announced(bus, audit, replicas, stop)
-        except Exception as exc:  # noqa: BLE001 - keep watching beside the gateway's serving
-            log.error("import_advisories_failed", error=str(exc) or type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 2.0)
+    await keep_running(
+        "import_advisories_failed", lambda until: _settle_announced(bus, audit, replicas, until), stop, logger=log
+    )
 
 
 async def _settle_announced(bus: Bus, audit: AuditPublisher, replicas: int, stop: asyncio.Event) -> None:

@@ -20,7 +20,6 @@ import grpc
 import httpx
 import pytest
 from nats.js.api import ObjectMeta
-from nats.js.errors import NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -34,6 +33,7 @@ from candor_gateway.photos import PhotoHeader
 from candor_kit import subjects
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_prometheus import eventually
+from tests.objects import object_stored
 
 pytestmark = pytest.mark.e2e
 
@@ -200,13 +200,7 @@ def _put_probe_object(stack: LocalStack, search_id: str, stored_at: str) -> None
 
 
 def _probe_stored(stack: LocalStack, search_id: str) -> bool:
-    async def stored(store: ObjectStore) -> bool:
-        try:
-            return not (await store.get_info(f"probe/{search_id}")).deleted
-        except (ObjectNotFoundError, NotFoundError):
-            return False
-
-    return _on_photo_store(stack, stored)
+    return _on_photo_store(stack, lambda store: object_stored(store, f"probe/{search_id}"))
 
 
 def _last_clean_rounds(metrics_address: str) -> dict[str, float]:

@@ -19,7 +19,6 @@ import grpc
 import nats
 import pytest
 from nats.js.api import ObjectMeta
-from nats.js.errors import NotFoundError, ObjectNotFoundError
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_gateway.photos import PhotoHeader, PhotoStore
@@ -44,6 +43,7 @@ from tests.integration.test_governance import (
     search_as,
 )
 from tests.integration.test_search_flow import audit_records
+from tests.objects import object_stored
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -238,6 +238,63 @@ async def test_deleting_a_record_or_a_subject_deletes_its_photos_and_says_so_in_
     await eventually(audited)
 
 
+async def test_an_expunge_runs_to_its_end_when_its_caller_stops_waiting_part_way(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, store: PhotoStore
+) -> None:
+    """A gallery admin's client gives up (a short deadline, a closed laptop) while the gateway is
+    between the matcher's delete, the photos' and the audit record. The expunge must still end
+    whole (the records, the photo and the subject.deleted record) or, when the gateway never got
+    to it, not begin: never a subject whose records are gone but whose photo is kept with no
+    record that it was expunged."""
+    t1 = (samples / "t1.jpg").read_bytes()
+    waits = [0.002, 0.005, 0.008, 0.012, 0.016, 0.025]  # across the expunge's own few ms
+    expunged: dict[str, str] = {}
+    gave_up: set[str] = set()
+    for index, wait in enumerate(waits):
+        subject = f"photo-del-cut-{index}-{uuid.uuid4().hex[:6]}"
+        enrolled = await gateway.Enroll(
+            gateway_pb2.EnrollRequest(image=t1, subject_id=subject, face_index=index), metadata=ENROLLER
+        )
+        expunged[subject] = enrolled.record_id
+        request = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="court order")
+        try:
+            await gateway.DeleteSubject(request, metadata=ENROLLER, timeout=wait)
+        except grpc.aio.AioRpcError as cut:
+            assert cut.code() == grpc.StatusCode.DEADLINE_EXCEEDED, cut
+            gave_up.add(subject)
+    half_done: list[str] = []
+    whole: set[str] = set()
+
+    async def none_half_done() -> bool:
+        records = await audit_records(stack, kinds=["subject.deleted", "matcher.subject_deleted"])
+        by_kind: dict[str, set[str]] = {"subject.deleted": set(), "matcher.subject_deleted": set()}
+        for record in records:
+            by_kind[record.event.kind].add(json.loads(record.event.details_json).get("subject_id"))
+        half_done.clear()
+        whole.clear()
+        for subject, record_id in expunged.items():
+            kept = await object_stored(store.bucket, f"gallery/{record_id}")
+            began = subject in by_kind["matcher.subject_deleted"]
+            ended = subject in by_kind["subject.deleted"] and not kept
+            if ended:
+                whole.add(subject)
+            elif began or subject in by_kind["subject.deleted"] or not kept:
+                records_were = "gone" if began else "kept"
+                half_done.append(f"{subject}: records {records_were}, photo {'kept' if kept else 'gone'}")
+        return not half_done
+
+    try:
+        await eventually(none_half_done)
+    except AssertionError:
+        pytest.fail(f"{len(half_done)} of {len(waits)} expunges were left half done: {half_done}")
+    assert whole & gave_up, "no expunge was cut short after it began: the deadlines no longer fall inside one"
+    for subject in whole:
+        again = await gateway.DeleteSubject(
+            gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="check"), metadata=ENROLLER
+        )
+        assert again.deleted_records == 0, f"{subject} still had records after its expunge ended"
+
+
 async def test_a_subject_expunge_deletes_its_photos_whose_headers_cannot_be_read_and_names_the_ones_it_cannot_place(
     stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, store: PhotoStore
 ) -> None:
@@ -269,9 +326,11 @@ async def test_a_subject_expunge_deletes_its_photos_whose_headers_cannot_be_read
         )
         assert response.deleted_records == 2
         for record_id in records:
-            assert not await _stored(store, f"gallery/{record_id}"), f"the photo of {record_id} outlived the expunge"
+            assert not await object_stored(store.bucket, f"gallery/{record_id}"), (
+                f"the photo of {record_id} outlived the expunge"
+            )
         assert response.unreadable_photos == 1
-        assert await _stored(store, f"gallery/{orphan}"), "a photo no subject can be told for was deleted"
+        assert await object_stored(store.bucket, f"gallery/{orphan}"), "a photo no subject can be told for was deleted"
 
         async def audited() -> bool:
             found = await audit_records(stack, kinds=["subject.deleted"])
@@ -287,14 +346,6 @@ async def test_a_subject_expunge_deletes_its_photos_whose_headers_cannot_be_read
         await eventually(audited)
     finally:
         await store.bucket.delete(f"gallery/{orphan}")
-
-
-async def _stored(store: PhotoStore, name: str) -> bool:
-    """Whether an object of that name is stored (not deleted), whatever its header."""
-    try:
-        return not (await store.bucket.get_info(name)).deleted
-    except (ObjectNotFoundError, NotFoundError):
-        return False
 
 
 async def test_a_gallery_admin_reads_a_record_photo_for_re_embedding_and_nobody_else_does(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import grpc
 import pytest
 
 from candor_cli import main as cli
+from candor_cli.processes import StackError
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,23 @@ def test_an_expunge_that_kept_unreadable_photos_says_so_and_where_to_read_what_t
     section = warning.split('"')[1]
     readme = (Path(__file__).parents[2] / "deploy" / "README.md").read_text()
     assert f"### {section}\n" in readme
+
+
+class _Answered(grpc.RpcError):
+    """A gateway's answer as the client raises it (a stand-in for grpc's own error object)."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__(code.name)
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+def test_a_deletion_answered_too_late_says_it_goes_on_and_how_to_see_what_is_left() -> None:
+    with pytest.raises(StackError) as late, cli._deletion_answered_late():
+        raise _Answered(grpc.StatusCode.DEADLINE_EXCEEDED)
+    says = str(late.value)
+    assert "did not answer in time" in says and "goes on to its end" in says and "Run the same command again" in says
+    with pytest.raises(_Answered), cli._deletion_answered_late():  # any other answer is the gateway's own
+        raise _Answered(grpc.StatusCode.PERMISSION_DENIED)

@@ -39,7 +39,6 @@ from candor_kit.ingest import (
     ItemRegister,
     Stage,
     check_import_id,
-    dead_letter_exhausted,
     ensure_ingest_streams,
     hand_on,
     may_give,
@@ -216,11 +215,6 @@ class ImportDesk:
         await ensure_ingest_streams(self._bus, self._replicas)
         self._bucket = await open_bucket(self._bus, IMPORTS_BUCKET, self._replicas)
         await self._register.ensure()
-
-    async def settle_exhausted(self, stop: asyncio.Event) -> None:
-        """Until ``stop`` is set: dead-letter each queued item whose deliveries ran out, so that
-        its import still finishes (``candor_kit.ingest.dead_letter_exhausted``)."""
-        await dead_letter_exhausted(self._bus, self._audit, self._replicas, stop)
 
     @property
     def bucket(self) -> KeyValue:

@@ -39,8 +39,10 @@ from candor_kit import (
     rpc,
 )
 from candor_kit.aes_keys import read_aes_key
+from candor_kit.ingest import dead_letter_exhausted
 from candor_kit.model_registry import ModelRegistry
 from candor_kit.policy import LEAD_NOTICE, Rule, load_policy
+from candor_kit.tasks import run_to_the_end
 from candor_kit.tokens import Principal, TokenVerifier, bearer_token, read_token_verifier
 
 SERVICE = "candor.gateway.v1.GatewayService"
@@ -249,14 +251,19 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         async def delete(_: str) -> gateway_pb2.DeleteSubjectResponse:
             return await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
 
-        return await self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse)
+        # Once begun, an expunge ends whole whoever stops waiting for it: records, photos, audit.
+        return await run_to_the_end(
+            self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse), "expunge"
+        )
 
     @rpc(SERVICE)
     async def DeleteRecord(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.DeleteRecordRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteRecordResponse:
         principal = await self._principal(context, "delete_record")
-        deleted = await self._workflow.gallery.delete_record(principal, request.record_id, request.reason)
+        deleted = await run_to_the_end(
+            self._workflow.gallery.delete_record(principal, request.record_id, request.reason), "record deletion"
+        )
         return gateway_pb2.DeleteRecordResponse(deleted=deleted.deleted, subject_id=deleted.subject_id)
 
     @rpc(SERVICE)
@@ -456,7 +463,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await settings.policy.announce(audit)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(settings.policy.watch(audit, settings.policy_reload_s, stop))
-            tasks.create_task(imports.settle_exhausted(stop))
+            # Each import item whose deliveries ran out is dead-lettered, so its import still finishes.
+            tasks.create_task(dead_letter_exhausted(host.bus, audit, settings.ingest_stream_replicas, stop))
             tasks.create_task(
                 run_sweeps(
                     settings.photos, workflow.reviews, settings.policy, audit, imports, settings.retention_sweep_s, stop
