@@ -213,8 +213,8 @@ class GalleryDesk:
         by name, whatever their headers say, and those whose headers name the subject (a photo
         kept with no record, from an enrolment cut short). Returns how many were deleted and the
         names of the unreadable photos no expunged record names: whose they are cannot be told."""
-        headers, unreadable = await self._photos.read_headers("gallery")
-        keys = set(record_ids) | {h.key for h in headers if h.subject_id == subject_id}
+        headers, unreadable = await self._photos.read_headers("gallery", lambda h: h.subject_id == subject_id)
+        keys = set(record_ids) | {h.key for h in headers}
         unplaced = sorted(name for name in unreadable if name.removeprefix("gallery/") not in keys)
         return await self._delete_photos(sorted(keys)), unplaced
 

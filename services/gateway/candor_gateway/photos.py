@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from dataclasses import replace as replace_fields
 from typing import Any, Literal, get_args
@@ -319,22 +319,33 @@ class PhotoStore:
             return False
         return True
 
-    async def read_headers(self, kind: Kind) -> tuple[list[PhotoHeader], list[str]]:
-        """Every stored photo of a kind (deleted ones left out): the headers that can be read, and
-        the names of those that cannot (each logged), so that one cannot stop a sweep of the
-        others, nor go unnoticed by it."""
-        try:
-            infos = await self.bucket.list(ignore_deletes=True)
-        except NotFoundError:  # an empty bucket
-            return [], []
+    async def read_headers(
+        self, kind: Kind, where: Callable[[PhotoHeader], bool] | None = None
+    ) -> tuple[list[PhotoHeader], list[str]]:
+        """Every stored photo of a kind (deleted ones left out; only those ``where`` keeps, when
+        given): the headers that can be read, and the names of those that cannot (each logged), so
+        that one cannot stop a sweep of the others, nor go unnoticed by it.
+
+        The objects are read as they stream past and only what is kept is held: nats-py's
+        ``list`` holds every object's info of the whole bucket at once (about 3 kB each, so
+        gigabytes at a million gallery photos, on every sweep for probes too)."""
+        watcher = await self.bucket.watch(ignore_deletes=True)
         found: list[PhotoHeader] = []
         unreadable: list[str] = []
-        for info in infos:
-            if info.deleted or not (info.name or "").startswith(f"{kind}/"):
-                continue
-            try:
-                found.append(PhotoHeader.decode(info.description or ""))
-            except ValueError as exc:
-                log.warning("photo_header_unreadable", name=info.name, error=str(exc))
-                unreadable.append(info.name or "")
+        try:
+            async for info in watcher:
+                if info is None:  # the end of what is stored now
+                    break
+                if info.deleted or not (info.name or "").startswith(f"{kind}/"):
+                    continue
+                try:
+                    header = PhotoHeader.decode(info.description or "")
+                except ValueError as exc:
+                    log.warning("photo_header_unreadable", name=info.name, error=str(exc))
+                    unreadable.append(info.name or "")
+                    continue
+                if where is None or where(header):
+                    found.append(header)
+        finally:
+            await watcher.stop()
         return found, unreadable
