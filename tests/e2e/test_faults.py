@@ -143,7 +143,6 @@ def test_a_stored_probe_the_sweep_cannot_use_leaves_the_gateway_serving_and_the_
     # hand, a restore, an older tool) must not end the gateway at its next sweep, nor stop the
     # sweep deleting the probes whose retention has ended.
     unusable, due = str(uuid.uuid4()), str(uuid.uuid4())
-    put_at = time.time()
     long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3650)).isoformat()
     _put_probe_object(stack, unusable, stored_at="2020-01-01T00:00:00")
     # Past the policy's days, and its search never reached the chain: the sweep deletes it.
@@ -159,10 +158,19 @@ def test_a_stored_probe_the_sweep_cannot_use_leaves_the_gateway_serving_and_the_
     eventually(swept, "the sweep deleting the probe whose retention has ended", timeout_s=10 * SWEEP_S + 20)
     log = (stack.logs / "gateway.log").read_text(errors="replace")
     assert "photo_header_unreadable" in log and f"probe/{unusable}" in log and "names no time zone" in log
-    # Not hidden either: the probes sweep has had no clean round since (its alert's series), the
-    # imports sweep has.
-    clean = _last_clean_rounds(metrics)
-    assert clean["probes"] < put_at < clean["imports"], clean
+    # Not hidden either: from the round that met it on, the probes sweep has no clean round (its
+    # alert's series) while the imports sweep goes on having them. (Read from that round on: a
+    # round that began before the object was stored may well have ended clean after it.)
+    seen = _last_clean_rounds(metrics)["probes"]
+    mark = time.time()
+    for _ in range(2):  # two imports rounds: a whole probes round ran between them
+        eventually(
+            lambda since=mark: _last_clean_rounds(metrics)["imports"] > since,
+            "a clean round of the imports sweep after the probes sweep met the object",
+            timeout_s=10 * SWEEP_S + 20,
+        )
+        mark = _last_clean_rounds(metrics)["imports"]
+    assert _last_clean_rounds(metrics)["probes"] == seen, "the probes sweep had a clean round with the object there"
     # Once an operator has removed the object, the next round is clean again.
     _on_photo_store(stack, lambda store: store.delete(f"probe/{unusable}"))
     removed_at = time.time()
