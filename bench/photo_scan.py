@@ -28,8 +28,6 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
-from nats.js.api import ObjectMeta
-
 from candor_cli.processes import free_port, start_nats_server
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_kit import Bus
@@ -38,7 +36,7 @@ WRITERS = 64  # puts in flight while the objects are written
 
 
 async def write(url: str, objects: int) -> None:
-    """The bucket's objects: gallery photos' headers over tiny bodies, one subject each."""
+    """The bucket's objects, stored as the gateway stores a photo: tiny bodies, one subject each."""
     bus = await Bus.connect(url, "bench-photo-scan")
     store = PhotoStore(bytes(32))
     await store.open(bus)
@@ -47,9 +45,7 @@ async def write(url: str, objects: int) -> None:
     async def put(index: int) -> None:
         header = PhotoHeader("gallery", str(uuid.uuid4()), "ab" * 32, subject_id=f"S-{index}", origin="enroll")
         async with places:
-            await store.bucket.put(
-                header.name, os.urandom(64), meta=ObjectMeta(name=header.name, description=header.encoded())
-            )
+            await store.put(header, os.urandom(64))
 
     started = time.perf_counter()
     await asyncio.gather(*(put(index) for index in range(objects)))
