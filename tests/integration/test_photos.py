@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -293,6 +294,72 @@ async def test_an_expunge_runs_to_its_end_when_its_caller_stops_waiting_part_way
             gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="check"), metadata=ENROLLER
         )
         assert again.deleted_records == 0, f"{subject} still had records after its expunge ended"
+
+
+async def test_an_enrolment_runs_to_its_end_when_its_caller_stops_waiting_part_way(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, store: PhotoStore
+) -> None:
+    """An enroller's client gives up while the gateway is between storing the photo, the
+    matcher's enrolment and the audit record. The enrolment must end whole (the record, its photo
+    and the enroll.completed record) or not begin: never a record without its photo, a record the
+    gateway did not record, or a photo left behind with no record."""
+    image = (samples / "obama.jpg").read_bytes()
+    timings = []
+    for _ in range(3):  # the first, cold, is slower than the rest
+        began = time.monotonic()
+        await gateway.Enroll(
+            gateway_pb2.EnrollRequest(image=image, subject_id=f"enrol-cut-timed-{uuid.uuid4().hex[:6]}"),
+            metadata=ENROLLER,
+        )
+        timings.append(time.monotonic() - began)
+    whole_s = min(timings)
+    # Deadlines from half an enrolment's time to a little over it: the last few ms (the photo,
+    # the matcher, the audit record) are where a cut leaves it half done.
+    waits = [whole_s * (0.5 + 0.05 * step) for step in range(14)]
+    records: dict[str, str] = {}
+    gave_up: set[str] = set()
+    for index, wait in enumerate(waits):
+        subject = f"enrol-cut-{index}-{uuid.uuid4().hex[:6]}"
+        records[subject] = record_id_for(subject, hashlib.sha256(image).hexdigest())
+        request = gateway_pb2.EnrollRequest(image=image, subject_id=subject)
+        try:
+            await gateway.Enroll(request, metadata=ENROLLER, timeout=wait)
+        except grpc.aio.AioRpcError as cut:
+            assert cut.code() == grpc.StatusCode.DEADLINE_EXCEEDED, cut
+            gave_up.add(subject)
+    half_done: list[str] = []
+    whole: set[str] = set()
+
+    async def none_half_done() -> bool:
+        kinds = ["matcher.enrolled", "enroll.completed"]
+        found: dict[str, set[str]] = {kind: set() for kind in kinds}
+        for record in await audit_records(stack, kinds=kinds):
+            found[record.event.kind].add(json.loads(record.event.details_json).get("record_id"))
+        half_done.clear()
+        whole.clear()
+        for subject, record_id in records.items():
+            parts = {
+                "record": record_id in found["matcher.enrolled"],
+                "photo": await object_stored(store.bucket, f"gallery/{record_id}"),
+                "enroll.completed": record_id in found["enroll.completed"],
+            }
+            if all(parts.values()):
+                whole.add(subject)
+            elif any(parts.values()):
+                half_done.append(
+                    f"{subject}: "
+                    + ", ".join(f"{part} {'kept' if kept else 'missing'}" for part, kept in parts.items())
+                )
+        return not half_done
+
+    try:
+        await eventually(none_half_done)
+    except AssertionError:
+        pytest.fail(f"{len(half_done)} of {len(waits)} enrolments were left half done: {half_done}")
+    assert whole & gave_up, (
+        f"no enrolment was cut short after it began (a whole one took {whole_s * 1000:.0f} ms): "
+        "the deadlines no longer fall inside one"
+    )
 
 
 async def test_a_subject_expunge_deletes_its_photos_whose_headers_cannot_be_read_and_names_the_ones_it_cannot_place(

@@ -230,7 +230,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
             )
 
-        return await self._requests.once(principal.user, request, enroll, gateway_pb2.EnrollResponse)
+        # Once begun, an enrolment ends whole whoever stops waiting for it: the photo, the record
+        # and its audit record; cut between them, a record would be left without its photo.
+        return await run_to_the_end(
+            self._requests.once(principal.user, request, enroll, gateway_pb2.EnrollResponse), "enrolment"
+        )
 
     @rpc(SERVICE)
     async def DetectFaces(  # noqa: N802 - gRPC method name
