@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ from candor_client import GatewayClient
 from candor_client.channel import open_channel
 from candor_gateway.photos import PhotoHeader
 from candor_kit import subjects
+from candor_kit.identifiers import record_id_for
 from tests.e2e.nats_login import connect_as
 from tests.e2e.test_prometheus import eventually
 from tests.objects import object_stored
@@ -124,6 +126,48 @@ def test_searches_whose_request_died_with_a_replica_are_answered_by_the_other_be
         stack.stop_service(replica)
     assert [subject for _, subject in answers] == ["obama"] * 8
     assert max(waited for waited, _ in answers) < REQUEST_TIMEOUT_S
+
+
+def test_an_enrolment_the_matcher_answers_too_late_never_leaves_its_record_without_its_photo(
+    stack: LocalStack, samples: Path
+) -> None:
+    """The matcher paused past the gateway's wait: the enrolment is refused UNAVAILABLE, but the
+    request is in the matcher's hands and it enrols the face once it runs again. The photo must
+    still be stored: never a gallery record a reviewer is shown without its photo. And the
+    caller's retry finds the enrolment done, its photo there."""
+    state = stack.state()
+    assert state is not None
+    image = (samples / "biden.jpg").read_bytes()
+    subject = f"paused-enrol-{uuid.uuid4().hex[:8]}"
+    record_id = record_id_for(subject, hashlib.sha256(image).hexdigest())
+    token = (("authorization", f"Bearer {stack.token()}"),)
+    request = gateway_pb2.EnrollRequest(image=image, subject_id=subject)
+    with open_channel(state.gateway, retries=False) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        os.kill(state.pids["matcher"], signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Enroll(request, metadata=token, timeout=60)
+        finally:
+            os.kill(state.pids["matcher"], signal.SIGCONT)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+        with GatewayClient(state.gateway, stack.token()) as client:
+            eventually(
+                lambda: subject in _subjects_found(client, samples / "biden.jpg"),
+                "the resumed matcher enrolling the face it was sent",
+                timeout_s=30,
+            )
+        assert _on_photo_store(stack, lambda store: object_stored(store, f"gallery/{record_id}")), (
+            "the matcher enrolled the face, but the gateway had taken its photo back"
+        )
+        again = stub.Enroll(request, metadata=token, timeout=60)
+    assert again.record_id == record_id and not again.created
+    assert _on_photo_store(stack, lambda store: object_stored(store, f"gallery/{record_id}"))
+
+
+def _subjects_found(client: GatewayClient, probe: Path) -> set[str]:
+    found = client.search(probe, case_number="F-ENROL", purpose="investigation", authorisation="W-FAULTS")
+    return {candidate.subject_id for candidate in found.candidates}
 
 
 def search_request(samples: Path) -> gateway_pb2.SearchRequest:

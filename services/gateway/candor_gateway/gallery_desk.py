@@ -20,6 +20,7 @@ from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.slots import PhotoSlots
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, subjects
+from candor_kit.errors import NoAnswer
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 from candor_kit.tokens import Principal
 
@@ -137,9 +138,22 @@ class GalleryDesk:
         await self._photos.put(header, image, metadata=metadata)
         try:
             return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, actor)
-        except BaseException:
+        except NoAnswer as unanswered:
+            # The matcher has the request and may yet enrol the face (paused, overloaded): the photo
+            # stays, since a record without its photo is worse than a photo a retry will use or
+            # the subject's expunge will find by its header.
+            log.warning("enrol_outcome_unknown", record_id=record_id, photo_kept=True)
+            raise NoAnswer(
+                f"{unanswered}. The face may have been enrolled all the same: send the same enrolment "
+                "again to know (the same photo of a subject is enrolled once)"
+            ) from unanswered
+        except CandorError:
+            # A refusal the matcher sent, or a request that never left: no record was made.
             if not had_photo:
                 await self._photos.delete("gallery", record_id)
+            raise
+        except BaseException:  # NATS gone mid-request, the gateway stopping: as unknown as no answer
+            log.warning("enrol_outcome_unknown", record_id=record_id, photo_kept=True)
             raise
 
     async def _enroll_embedded(
