@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import json
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -30,6 +28,7 @@ from candor_cli.processes import StackError
 from candor_cli.proficiency import add_proficiency_commands, run_proficiency
 from candor_cli.reembed import run_model_command
 from candor_cli.reviews import add_review_commands, run_review
+from candor_cli.rpc_errors import answered_late, rpc_error_text
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, REVIEW, SERVICES, LocalStack, default_data_dir
 from candor_cli.webhooks import DEFAULT_BACKOFF_S, dead_letters
 from candor_client import GatewayClient, consumer_config
@@ -487,7 +486,8 @@ def _run(args: argparse.Namespace) -> int:
     with _client(args) as client:
         if args.command == "enroll":
             metadata = dict(item.split("=", 1) for item in args.meta)
-            enrolled = client.enroll(args.image, args.subject, args.face, metadata)
+            with answered_late("enrolment"):
+                enrolled = client.enroll(args.image, args.subject, args.face, metadata)
             if args.json:
                 _print_json(enrolled)
             else:
@@ -511,7 +511,7 @@ def _run(args: argparse.Namespace) -> int:
         elif args.command == "delete":
             if bool(args.subject) == bool(args.record):
                 raise StackError("name a subject or --record RECORD_ID, not both")
-            with _deletion_answered_late():
+            with answered_late("deletion"):
                 if args.record:
                     gone = client.delete_record(args.record, args.reason)
                     print(f"deleted record {args.record} of {gone.subject_id}")
@@ -584,23 +584,6 @@ def _print_search(found: gateway_pb2.SearchResponse) -> None:
     print(f"NOTICE: {found.notice}")
 
 
-@contextlib.contextmanager
-def _deletion_answered_late() -> Iterator[None]:
-    """A deletion whose answer came too late says what became of it: the gateway runs one it
-    began to its end whoever stops waiting, so running it again is safe and shows what is left."""
-    try:
-        yield
-    except grpc.RpcError as error:
-        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
-            raise
-        raise StackError(
-            "the gateway did not answer in time. A deletion it had begun still goes on to its end "
-            "(records, photos and audit record). Run the same command again in a minute: it deletes "
-            "whatever is left, and says 0 record(s) (a subject) or that no gallery holds it (a record) "
-            "once nothing is"
-        ) from error
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     configure_command_logging()
@@ -608,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except grpc.RpcError as error:
-        print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)  # type: ignore[attr-defined]
+        print(f"error: {rpc_error_text(error)}", file=sys.stderr)
         return 2
     except (StackError, SourceError, OSError, ValueError) as error:
         print(f"error: {_error_text(error)}", file=sys.stderr)
