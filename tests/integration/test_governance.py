@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
+from candor_gateway.search_file import review_event_id
 from candor_kit.tokens import issue_token, load_private_key
 from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user
 from tests.integration.test_search_flow import audit_records
@@ -320,6 +322,73 @@ async def test_a_split_goes_to_a_supervisor_whose_decision_settles_it(
     await eventually(every_step_audited)
     export = await gateway.ExportCase(gateway_pb2.ExportCaseRequest(case_number="REV-3"), metadata=AUDITOR)
     assert sum(r.event.kind == "review.submitted" for r in export.records) == 3
+
+
+async def test_a_deciding_review_cut_short_still_records_the_outcome_and_its_retry_is_answered(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, gallery: None
+) -> None:
+    """The second reviewer's desk gives up (a deadline, a dropped connection) while the gateway is
+    between recording the review and recording the candidate's outcome. The lead must still be
+    recorded (review.confirmed, which the event feed sends to the case system), and the reviewer's
+    retry must be answered: the review if the first call never recorded it, "already reviewed" if
+    it did."""
+    _, investigator = fresh_investigator()
+    timed = await search_as(gateway, samples, investigator, "REV-CUT-T")
+    await review(gateway, RITA, timed, gateway_pb2.DECISION_CONFIRM)
+    await look_at_both(gateway, ROB, timed, 1)
+    began = time.monotonic()
+    await gateway.SubmitReview(_confirm(timed), metadata=ROB)
+    whole_s = time.monotonic() - began
+    cut: dict[str, float] = {}  # the searches whose review's caller gave up, and after how long
+    for step in range(12):  # from a third of a whole review's time to a little over it
+        search_id = await search_as(gateway, samples, investigator, f"REV-CUT-{step}")
+        await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM)
+        await look_at_both(gateway, ROB, search_id, 1)
+        wait = whole_s * (0.3 + 0.075 * step)
+        try:
+            await gateway.SubmitReview(_confirm(search_id), metadata=ROB, timeout=wait)
+        except grpc.aio.AioRpcError as gave_up:
+            assert gave_up.code() == grpc.StatusCode.DEADLINE_EXCEEDED, gave_up
+            cut[search_id] = wait
+    unsettled: list[str] = []
+    recorded: set[str] = set()
+
+    async def every_recorded_review_has_its_outcome() -> bool:
+        records = await audit_records(stack, kinds=["review.submitted", "review.confirmed"])
+        by_kind: dict[str, set[str]] = {"review.submitted": set(), "review.confirmed": set()}
+        for record in records:
+            details = json.loads(record.event.details_json)
+            if record.event.kind == "review.confirmed" or record.event.actor == "rob":
+                by_kind[record.event.kind].add(details["search_id"])
+        recorded.clear()
+        recorded.update(s for s in cut if s in by_kind["review.submitted"])
+        unsettled[:] = [s for s in recorded if s not in by_kind["review.confirmed"]]
+        return not unsettled
+
+    try:
+        await eventually(every_recorded_review_has_its_outcome)
+    except AssertionError:
+        pytest.fail(f"{len(unsettled)} of {len(cut)} leads decided by a cut review were never recorded: {unsettled}")
+    assert recorded, f"no review was cut short after it was recorded (a whole one took {whole_s * 1000:.0f} ms)"
+    for search_id in cut:  # the desk sends the same review again: answered, or told it is recorded
+        try:
+            again = await gateway.SubmitReview(_confirm(search_id), metadata=ROB)
+            assert search_id not in recorded and again.review_id == review_event_id(search_id, 1, "rob")
+        except grpc.aio.AioRpcError as told:
+            assert told.code() == grpc.StatusCode.FAILED_PRECONDITION and "already reviewed" in (told.details() or "")
+            assert search_id in recorded
+        assert await status_seen_by(gateway, investigator, search_id) == gateway_pb2.CANDIDATE_STATUS_LEAD
+    with pytest.raises(grpc.aio.AioRpcError) as changed:  # another decision is still a second review
+        await gateway.SubmitReview(_confirm(timed, gateway_pb2.DECISION_REJECT, "second thoughts"), metadata=ROB)
+    assert changed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def _confirm(
+    search_id: str, decision: int = gateway_pb2.DECISION_CONFIRM, notes: str = ""
+) -> gateway_pb2.SubmitReviewRequest:
+    return gateway_pb2.SubmitReviewRequest(
+        search_id=search_id, rank=1, decision=decision, notes=notes, features=["ears", "eyebrows"]
+    )
 
 
 async def test_a_read_your_writes_query_waits_for_the_chain(stack: InProcessStack) -> None:

@@ -195,6 +195,7 @@ class ReviewDesk:
     ) -> gateway_pb2.SubmitReviewResponse:
         """Record one decision on one candidate, then the candidate's outcome if this decided it."""
         found: SearchFile | None = None
+        rank: int | None = None
         try:
             require(principal, Permission.SUBMIT_REVIEW)
             decision, features = review_decision(request)
@@ -210,6 +211,11 @@ class ReviewDesk:
                 )
             await self._require_photos_shown(principal.user, found, rank)
         except CandorError as error:
+            if found is not None and rank is not None and principal.user in found.reviewers(rank):
+                # Their review is on the chain, so this is a retry (its answer lost, or the
+                # outcome's record failed after it): the outcome their review decided is recorded
+                # now if it never was, or the lead would never reach the case system.
+                await self._publish_outcome(found, rank)
             await self._refused("review", error, principal, found)
             raise
         review_id, status = await self._conclude(found, rank, principal.user, role, decision, request.notes, features)
@@ -374,12 +380,14 @@ class ReviewDesk:
         raise PreconditionFailed(f"candidate {rank} of search {found.search_id} {waits}", rule=Rule.REVIEW)
 
     async def _record_outcome(self, search_id: str, rank: int, reviewer: str, submission: str) -> int:
-        """Read the candidate back (with every review stored so far) and record its outcome once.
+        """Read the candidate back (with every review stored so far), record its outcome once it
+        has one, and return its status.
 
         Refused when the chain holds another call's decision by the same reviewer: of calls made
         at once, through any number of gateways, only the one whose event was stored stands.
         """
         found = await self._search_file(search_id, reviewer)
+        status = await self._publish_outcome(found, rank)
         mine = next((r for r in found.reviews.get(rank, []) if r.reviewer == reviewer), None)
         if mine is None or mine.submission != submission:
             error = PreconditionFailed(f"{reviewer} has already reviewed this candidate", rule=Rule.REVIEW)
@@ -388,29 +396,35 @@ class ReviewDesk:
                 search_id=search_id,
             )  # fmt: skip
             raise error
+        return status
+
+    async def _publish_outcome(self, found: SearchFile, rank: int) -> int:
+        """The candidate's status, its outcome recorded when it has one (one event id per outcome,
+        so however many calls record it, the chain holds it once)."""
         status = found.status(rank)
         kind = OUTCOME_KINDS.get(status)
-        if kind is not None:
-            reviews = found.reviews.get(rank, [])
-            details: dict[str, Any] = {
-                "search_id": search_id,
-                "rank": rank,
-                "subject_id": found.candidate(rank)["subject_id"],
-                "reviewers": [r.reviewer for r in reviews if r.role == "reviewer"],
-                "settled_by": next((r.reviewer for r in reviews if r.role == "supervisor"), None),
-            }
-            if found.known_answer is not None:
-                # A test's outcome is scored, never a lead: its own kind, the outcome a detail.
-                details.update(outcome=kind.removeprefix("review."), answer=found.known_answer)
-                kind = SCORED
-            await self._audit.publish(
-                kind,
-                event_id=f"{search_id}/{rank}/{kind}/{details.get('outcome', '')}".rstrip("/"),
-                actor=reviews[-1].reviewer,
-                case_number=found.case_number,
-                purpose=found.purpose,
-                details=details,
-            )
+        if kind is None:
+            return status
+        reviews = found.reviews.get(rank, [])
+        details: dict[str, Any] = {
+            "search_id": found.search_id,
+            "rank": rank,
+            "subject_id": found.candidate(rank)["subject_id"],
+            "reviewers": [r.reviewer for r in reviews if r.role == "reviewer"],
+            "settled_by": next((r.reviewer for r in reviews if r.role == "supervisor"), None),
+        }
+        if found.known_answer is not None:
+            # A test's outcome is scored, never a lead: its own kind, the outcome a detail.
+            details.update(outcome=kind.removeprefix("review."), answer=found.known_answer)
+            kind = SCORED
+        await self._audit.publish(
+            kind,
+            event_id=f"{found.search_id}/{rank}/{kind}/{details.get('outcome', '')}".rstrip("/"),
+            actor=reviews[-1].reviewer,
+            case_number=found.case_number,
+            purpose=found.purpose,
+            details=details,
+        )
         return status
 
     def _waiting_for(self, principal: Principal, found: SearchFile) -> bool:

@@ -303,14 +303,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.SubmitReviewRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitReviewResponse:
         principal = await self._principal(context, "review")
-        return await self._workflow.reviews.submit(principal, request)
+        # Once begun, a review ends whole whoever stops waiting for it: the review, then the
+        # candidate's outcome it decides (a lead the case system hears of from the feed).
+        return await run_to_the_end(self._workflow.reviews.submit(principal, request), "review")
 
     @rpc(SERVICE)
     async def RecordAnalysis(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.RecordAnalysisRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RecordAnalysisResponse:
         principal = await self._principal(context, "review.analysis")
-        return await self._workflow.reviews.record_analysis(principal, request)
+        # An insufficient probe's analysis concludes each candidate waiting on it: all, or none begun.
+        return await run_to_the_end(self._workflow.reviews.record_analysis(principal, request), "analysis")
 
     @rpc(SERVICE)
     async def SeedProficiencyTest(  # noqa: N802 - gRPC method name
