@@ -174,8 +174,8 @@ class PhotoStore:
         #: The key of score-blind review's candidate order, shared by every replica like the photos.
         self.blind_key = blind_key(key)
         self._bucket_name = bucket
-        self._bucket: ObjectStore | None = None
-        self._jetstream: JetStreamContext | None = None
+        #: The bucket and the JetStream context its chunks are read through, once ``open``.
+        self._opened: tuple[ObjectStore, JetStreamContext] | None = None
         self._chunk_bytes = CHUNK_BYTES
 
     async def open(self, bus: Bus, replicas: int = 1) -> None:
@@ -188,12 +188,12 @@ class PhotoStore:
             replicas=replicas,
         )
         # One made by another replica with other settings is used as it is.
-        self._bucket = await set_up(
+        bucket = await set_up(
             f"the object store {self._bucket_name}",
             lambda: bus.jetstream.create_object_store(self._bucket_name, config),
             lambda: bus.jetstream.object_store(self._bucket_name),
         )
-        self._jetstream = bus.jetstream
+        self._opened = (bucket, bus.jetstream)
 
     @property
     def bucket_name(self) -> str:
@@ -203,9 +203,12 @@ class PhotoStore:
     @property
     def bucket(self) -> ObjectStore:
         """The bound bucket; ServiceUnavailable before ``open``."""
-        if self._bucket is None:
+        return self._open()[0]
+
+    def _open(self) -> tuple[ObjectStore, JetStreamContext]:
+        if self._opened is None:
             raise ServiceUnavailable("the photo store is not open yet")
-        return self._bucket
+        return self._opened
 
     async def put(
         self, header: PhotoHeader, image: bytes, *, replace: bool = True, metadata: Mapping[str, str] | None = None
@@ -278,9 +281,7 @@ class PhotoStore:
         leader's copy, so a photo just stored is found); None when one is gone."""
         if info.is_link():
             raise PreconditionFailed(f"the stored photo {info.name} is a link, which Candor never stores")
-        jetstream = self._jetstream
-        if jetstream is None:
-            raise ServiceUnavailable("the photo store is not open yet")
+        jetstream = self._open()[1]
         stream = OBJ_STREAM_TEMPLATE.format(bucket=self._bucket_name)
         subject = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=self._bucket_name, obj=info.nuid)
         parts: list[bytes] = []
