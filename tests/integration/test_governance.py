@@ -19,6 +19,7 @@ from candor_cli.stack import AUDIENCE, LOCAL_ISSUER
 from candor_gateway.search_file import review_event_id
 from candor_kit.tokens import issue_token, load_private_key
 from tests.integration.conftest import POLICY, TOKEN_KEY, InProcessStack, as_user
+from tests.integration.cuts import audited, cut_short
 from tests.integration.test_search_flow import audit_records
 from tests.waiting import eventually
 
@@ -339,30 +340,23 @@ async def test_a_deciding_review_cut_short_still_records_the_outcome_and_its_ret
     began = time.monotonic()
     await gateway.SubmitReview(_confirm(timed), metadata=ROB)
     whole_s = time.monotonic() - began
-    cut: dict[str, float] = {}  # the searches whose review's caller gave up, and after how long
+    cut: set[str] = set()  # the searches whose review's caller gave up
     for step in range(12):  # from a third of a whole review's time to a little over it
         search_id = await search_as(gateway, samples, investigator, f"REV-CUT-{step}")
         await review(gateway, RITA, search_id, gateway_pb2.DECISION_CONFIRM)
         await look_at_both(gateway, ROB, search_id, 1)
         wait = whole_s * (0.3 + 0.075 * step)
-        try:
-            await gateway.SubmitReview(_confirm(search_id), metadata=ROB, timeout=wait)
-        except grpc.aio.AioRpcError as gave_up:
-            assert gave_up.code() == grpc.StatusCode.DEADLINE_EXCEEDED, gave_up
-            cut[search_id] = wait
+        if await cut_short(gateway.SubmitReview(_confirm(search_id), metadata=ROB, timeout=wait)):
+            cut.add(search_id)
     unsettled: list[str] = []
     recorded: set[str] = set()
 
     async def every_recorded_review_has_its_outcome() -> bool:
-        records = await audit_records(stack, kinds=["review.submitted", "review.confirmed"])
-        by_kind: dict[str, set[str]] = {"review.submitted": set(), "review.confirmed": set()}
-        for record in records:
-            details = json.loads(record.event.details_json)
-            if record.event.kind == "review.confirmed" or record.event.actor == "rob":
-                by_kind[record.event.kind].add(details["search_id"])
+        reviewed = (await audited(stack, ["review.submitted"], "search_id", actor="rob"))["review.submitted"]
+        decided = (await audited(stack, ["review.confirmed"], "search_id"))["review.confirmed"]
         recorded.clear()
-        recorded.update(s for s in cut if s in by_kind["review.submitted"])
-        unsettled[:] = [s for s in recorded if s not in by_kind["review.confirmed"]]
+        recorded.update(cut & reviewed)
+        unsettled[:] = [s for s in recorded if s not in decided]
         return not unsettled
 
     try:
