@@ -24,7 +24,7 @@ WHAT_TO_DO: dict[grpc.StatusCode, str] = {
         "get a new token (your sign-in may have ended or been revoked) and pass it as $CANDOR_TOKEN"
     ),
     grpc.StatusCode.PERMISSION_DENIED: (
-        "your roles, case or purpose do not allow this; ask your supervisor or Candor's administrator if they should"
+        "your roles, the case or the purpose do not allow this; if you think they should, ask Candor's administrator"
     ),
     grpc.StatusCode.NOT_FOUND: "check the id or name you gave, and that it was not deleted meanwhile",
     grpc.StatusCode.ALREADY_EXISTS: "nothing to do again: it is there already",
