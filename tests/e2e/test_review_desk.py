@@ -114,6 +114,8 @@ def shot(page: Page, name: str) -> None:
 
 def analysed(page: Page) -> None:
     """Record the probe's analysis (sufficient) when the page asks for it before the candidates."""
+    # The search page first: counted on the page being left, the form is not there yet.
+    expect(page.locator("section.probe-quality")).to_be_visible()
     analysis = page.locator("form.analysis")
     if analysis.count():
         analysis.locator("input[value=sufficient]").check()
@@ -610,6 +612,27 @@ def test_a_candidate_enrolled_from_a_group_photo_opens_on_its_face(
     photo_width = float(image.get_attribute("width") or 0)
     assert view[2] < photo_width / 4, (view, photo_width)  # a face of the group, not the group
     shot(page, "09-gail-group-photo-candidate")
+    context.close()
+
+
+def test_a_search_whose_probe_analysis_waits_never_says_nothing_waits(
+    browser: Browser, demo_stack: LocalStack, samples: Path
+) -> None:
+    """A search whose candidates wait for the reviewer's analysis of the probe shows the analysis
+    step, and must not also say "Nothing here waits for you. Next search": a reviewer who believed
+    it would leave the search waiting on them. Once they have decided all theirs, it says so."""
+    first = search(demo_stack, samples, "WAITS-0001")
+    search(demo_stack, samples, "WAITS-0002")  # so that there is a next search to offer
+    context, page = signed_in(browser, demo_stack, "wanda", "reviewer")
+    page.goto(f"{desk(demo_stack)}/searches/{first}")
+    expect(page.locator("form.analysis")).to_be_visible()
+    expect(page.locator("p.done")).to_have_count(0)
+    shot(page, "11-wanda-analysis-waits")
+    analysed(page)
+    decide(page, 1, "confirm", "", ("ears",))
+    expect(page.locator("p.done")).to_contain_text("is recorded")
+    page.goto(f"{desk(demo_stack)}/searches/{first}")
+    expect(page.locator("p.done")).to_contain_text("Nothing here waits for you")
     context.close()
 
 

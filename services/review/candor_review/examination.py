@@ -74,7 +74,7 @@ class Examination:
             raise Refused(400, f"rank names a candidate: a number from 1 to {MAX_RANK}")
         draft = self.desk.drafts.take(request, session, search_id)
         context = await self.search_context(session, search_id, self.desk.look_of(request), int(rank or 0), draft)
-        if decided or draft or not any(row["may_decide"] for row in context["rows"]):
+        if decided or draft or context["nothing_waits"]:
             context["next_search"] = await self.next_search(session, search_id)
         response = self.desk.render(request, "search.html", decided=int(decided) if decided else None, **context)
         if draft is not None:
@@ -122,7 +122,10 @@ class Examination:
             next((row for row in rows if row["may_decide"]), rows[0] if rows else None),
         )
         probe = shown(probe_photo) if probe_photo else None
+        # Candidates hidden until the probe's analysis: that step waits for this user.
+        analysis_waits = bool(review.candidate_count and not rows)
         return {
+            "nothing_waits": not analysis_waits and not any(row["may_decide"] for row in rows),
             "review": review,
             "probe": probe,
             "probe_missing": probe_missing if not probe_photo else "" if probe else NOT_AN_IMAGE,
