@@ -352,26 +352,38 @@ async def test_a_deciding_review_cut_short_still_records_the_outcome_and_its_ret
     recorded: set[str] = set()
 
     async def every_recorded_review_has_its_outcome() -> bool:
+        # A cut review may still be on its way to the chain (it runs on after its caller left):
+        # those recorded so far must have their outcome, and at least one must be recorded.
         reviewed = (await audited(stack, ["review.submitted"], "search_id", actor="rob"))["review.submitted"]
         decided = (await audited(stack, ["review.confirmed"], "search_id"))["review.confirmed"]
         recorded.clear()
         recorded.update(cut & reviewed)
         unsettled[:] = [s for s in recorded if s not in decided]
-        return not unsettled
+        return bool(recorded) and not unsettled
 
     try:
         await eventually(every_recorded_review_has_its_outcome)
     except AssertionError:
+        if not recorded:
+            pytest.fail(f"no review was cut short after it was recorded (a whole one took {whole_s * 1000:.0f} ms)")
         pytest.fail(f"{len(unsettled)} of {len(cut)} leads decided by a cut review were never recorded: {unsettled}")
-    assert recorded, f"no review was cut short after it was recorded (a whole one took {whole_s * 1000:.0f} ms)"
     for search_id in cut:  # the desk sends the same review again: answered, or told it is recorded
         try:
             again = await gateway.SubmitReview(_confirm(search_id), metadata=ROB)
-            assert search_id not in recorded and again.review_id == review_event_id(search_id, 1, "rob")
+            assert again.review_id == review_event_id(search_id, 1, "rob")
         except grpc.aio.AioRpcError as told:
             assert told.code() == grpc.StatusCode.FAILED_PRECONDITION and "already reviewed" in (told.details() or "")
-            assert search_id in recorded
         assert await status_seen_by(gateway, investigator, search_id) == gateway_pb2.CANDIDATE_STATUS_LEAD
+
+    async def every_lead_recorded() -> bool:
+        decided = (await audited(stack, ["review.confirmed"], "search_id"))["review.confirmed"]
+        unsettled[:] = sorted(cut - decided)
+        return not unsettled
+
+    try:
+        await eventually(every_lead_recorded)
+    except AssertionError:
+        pytest.fail(f"after the retries, {len(unsettled)} of {len(cut)} leads were still not recorded: {unsettled}")
     with pytest.raises(grpc.aio.AioRpcError) as changed:  # another decision is still a second review
         await gateway.SubmitReview(_confirm(timed, gateway_pb2.DECISION_REJECT, "second thoughts"), metadata=ROB)
     assert changed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
