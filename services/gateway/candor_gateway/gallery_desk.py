@@ -138,22 +138,21 @@ class GalleryDesk:
         await self._photos.put(header, image, metadata=metadata)
         try:
             return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, actor)
-        except NoAnswer as unanswered:
-            # The matcher has the request and may yet enrol the face (paused, overloaded): the photo
-            # stays, since a record without its photo is worse than a photo a retry will use or
-            # the subject's expunge will find by its header.
+        except BaseException as failed:
+            if isinstance(failed, CandorError) and not isinstance(failed, NoAnswer):
+                # A refusal the matcher sent, or a request that never left: no record was made.
+                if not had_photo:
+                    await self._photos.delete("gallery", record_id)
+                raise
+            # No answer (paused, overloaded), NATS gone mid-request, the gateway stopping: the
+            # matcher may yet enrol the face, so the photo stays; a record without its photo is
+            # worse than a photo a retry will use or the subject's expunge will find by its header.
             log.warning("enrol_outcome_unknown", record_id=record_id, photo_kept=True)
-            raise NoAnswer(
-                f"{unanswered}. The face may have been enrolled all the same: send the same enrolment "
-                "again to know (the same photo of a subject is enrolled once)"
-            ) from unanswered
-        except CandorError:
-            # A refusal the matcher sent, or a request that never left: no record was made.
-            if not had_photo:
-                await self._photos.delete("gallery", record_id)
-            raise
-        except BaseException:  # NATS gone mid-request, the gateway stopping: as unknown as no answer
-            log.warning("enrol_outcome_unknown", record_id=record_id, photo_kept=True)
+            if isinstance(failed, NoAnswer):
+                raise NoAnswer(
+                    f"{failed}. The face may have been enrolled all the same: send the same enrolment "
+                    "again to know (the same photo of a subject is enrolled once)"
+                ) from failed
             raise
 
     async def _enroll_embedded(
