@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from candor_kit import metrics
 from candor_kit.bus import BUS_TROUBLE
 from candor_kit.errors import CandorError, ErrorCode, InvalidInput
+from candor_kit.tasks import run_to_the_end
 from candor_kit.telemetry import extract_context
 
 log = structlog.get_logger("candor.grpc")
@@ -43,9 +45,14 @@ KEEPALIVE_SERVER_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def rpc(service: str) -> Callable[[Handler], Handler]:
+def rpc(service: str, *, to_the_end: str = "") -> Callable[[Handler], Handler]:
     """Decorate an async servicer method: a SERVER span from the caller's traceparent, and
-    CandorError → gRPC status. Unexpected errors become INTERNAL without leaking details."""
+    CandorError → gRPC status. Unexpected errors become INTERNAL without leaking details.
+
+    With ``to_the_end`` (what the method does, in words for the log), a call begun runs to its end
+    when its caller stops waiting (its deadline passed, its connection dropped): for a change whose
+    steps must not be split, such as a record and its audit record. Without it, the call stops
+    there, so that an overloaded service sheds work nobody waits for."""
 
     def decorate(method: Handler) -> Handler:
         name = f"{service}/{method.__name__}"
@@ -60,7 +67,12 @@ def rpc(service: str) -> Callable[[Handler], Handler]:
                 try:
                     if isinstance(request, UndecodableRequest):
                         raise InvalidInput(f"the request body is not a valid {request.message_type} message")
+                    if to_the_end:
+                        return await run_to_the_end(method(self, request, context), to_the_end)
                     return await method(self, request, context)
+                except asyncio.CancelledError:
+                    code = "CANCELLED"
+                    raise
                 except CandorError as exc:
                     code = exc.code.value
                     if exc.rule:

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import structlog
 
+from candor_kit.errors import CandorError
+
 log = structlog.get_logger("candor.tasks")
 T = TypeVar("T")
 #: Work that goes on after its caller left: held here, since the loop keeps only weak references.
@@ -68,7 +70,9 @@ def _report_unawaited(task: asyncio.Task[Any], what: str) -> None:
     _UNAWAITED.discard(task)
     if task.cancelled():
         log.warning("unawaited_work_cancelled", work=what)
-    elif (error := task.exception()) is not None:
+    elif isinstance(error := task.exception(), CandorError):  # answered as a refusal, had anyone waited
+        log.warning("unawaited_work_refused", work=what, error=error.message)
+    elif error is not None:
         log.error("unawaited_work_failed", work=what, error=str(error) or type(error).__name__)
     else:
         log.info("unawaited_work_ended", work=what)

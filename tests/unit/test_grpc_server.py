@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -113,5 +114,42 @@ async def test_a_message_bus_that_does_not_answer_makes_a_call_unavailable_not_i
                 await channel.unary_unary("/svc/Echo")(b"ping", timeout=5)
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "try again" in (refused.value.details() or "")
+    finally:
+        await server.stop(0)
+
+
+@pytest.mark.parametrize("to_the_end", ["two-step change", ""], ids=["runs to its end", "stops"])
+async def test_a_call_whose_caller_stops_waiting_runs_to_its_end_only_when_the_method_says_so(to_the_end: str) -> None:
+    """A method marked ``to_the_end`` (a change whose steps must not be split) goes on after its
+    caller's deadline passes; an unmarked one (a search nobody waits for) stops there."""
+    steps: list[str] = []
+    first_done = asyncio.Event()
+
+    class Servicer:
+        @rpc("svc", to_the_end=to_the_end)
+        async def Change(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # noqa: N802
+            steps.append("first")
+            first_done.set()
+            await asyncio.sleep(0.3)
+            steps.append("second")
+            return request
+
+    port = free_port()
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"])
+    servicer = Servicer()
+    handler = grpc.method_handlers_generic_handler(
+        "svc", {"Change": grpc.unary_unary_rpc_method_handler(servicer.Change)}
+    )
+    server.server.add_generic_rpc_handlers((handler,))
+    await server.start()
+    await server.mark_serving()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as cut:
+                await channel.unary_unary("/svc/Change")(b"ping", timeout=0.15)
+        assert cut.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert first_done.is_set(), "the call was cut before it began: the deadline is too short"
+        await asyncio.sleep(0.6)
+        assert steps == (["first", "second"] if to_the_end else ["first"])
     finally:
         await server.stop(0)

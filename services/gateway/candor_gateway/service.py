@@ -42,7 +42,6 @@ from candor_kit.aes_keys import read_aes_key
 from candor_kit.ingest import dead_letter_exhausted
 from candor_kit.model_registry import ModelRegistry
 from candor_kit.policy import LEAD_NOTICE, Rule, load_policy
-from candor_kit.tasks import run_to_the_end
 from candor_kit.tokens import Principal, TokenVerifier, bearer_token, read_token_verifier
 
 SERVICE = "candor.gateway.v1.GatewayService"
@@ -211,7 +210,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
         return await self._requests.once(principal.user, request, search, gateway_pb2.SearchResponse)
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="enrolment")
     async def Enroll(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EnrollResponse:
@@ -230,11 +229,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
             )
 
-        # Once begun, an enrolment ends whole whoever stops waiting for it: the photo, the record
-        # and its audit record; cut between them, a record would be left without its photo.
-        return await run_to_the_end(
-            self._requests.once(principal.user, request, enroll, gateway_pb2.EnrollResponse), "enrolment"
-        )
+        # Runs to its end: the photo, the record and its audit record; cut between them, a record
+        # would be left without its photo.
+        return await self._requests.once(principal.user, request, enroll, gateway_pb2.EnrollResponse)
 
     @rpc(SERVICE)
     async def DetectFaces(  # noqa: N802 - gRPC method name
@@ -246,7 +243,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             faces=detected.faces, image_width=detected.image_width, image_height=detected.image_height
         )
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="expunge")
     async def DeleteSubject(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.DeleteSubjectRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteSubjectResponse:
@@ -255,19 +252,15 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         async def delete(_: str) -> gateway_pb2.DeleteSubjectResponse:
             return await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
 
-        # Once begun, an expunge ends whole whoever stops waiting for it: records, photos, audit.
-        return await run_to_the_end(
-            self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse), "expunge"
-        )
+        # Runs to its end: the records, the photos and the audit record, all of them or none begun.
+        return await self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse)
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="record deletion")
     async def DeleteRecord(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.DeleteRecordRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.DeleteRecordResponse:
         principal = await self._principal(context, "delete_record")
-        deleted = await run_to_the_end(
-            self._workflow.gallery.delete_record(principal, request.record_id, request.reason), "record deletion"
-        )
+        deleted = await self._workflow.gallery.delete_record(principal, request.record_id, request.reason)
         return gateway_pb2.DeleteRecordResponse(deleted=deleted.deleted, subject_id=deleted.subject_id)
 
     @rpc(SERVICE)
@@ -298,22 +291,22 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         principal = await self._principal(context, "review.list")
         return await self._workflow.reviews.list_pending(principal, request)
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="review")
     async def SubmitReview(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.SubmitReviewRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitReviewResponse:
         principal = await self._principal(context, "review")
-        # Once begun, a review ends whole whoever stops waiting for it: the review, then the
-        # candidate's outcome it decides (a lead the case system hears of from the feed).
-        return await run_to_the_end(self._workflow.reviews.submit(principal, request), "review")
+        # Runs to its end: the review, then the candidate's outcome it decides (a lead the case
+        # system hears of from the feed).
+        return await self._workflow.reviews.submit(principal, request)
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="analysis")
     async def RecordAnalysis(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.RecordAnalysisRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.RecordAnalysisResponse:
         principal = await self._principal(context, "review.analysis")
         # An insufficient probe's analysis concludes each candidate waiting on it: all, or none begun.
-        return await run_to_the_end(self._workflow.reviews.record_analysis(principal, request), "analysis")
+        return await self._workflow.reviews.record_analysis(principal, request)
 
     @rpc(SERVICE)
     async def SeedProficiencyTest(  # noqa: N802 - gRPC method name
