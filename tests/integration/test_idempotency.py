@@ -5,7 +5,9 @@ and a restart of the gateway keep it so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import time
 import uuid
 from pathlib import Path
@@ -13,12 +15,16 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.js.errors import KeyNotFoundError
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.ingest.v1 import ingest_pb2
 from candor_gateway.idempotency import STALE_AFTER_S, _Entry
 from candor_kit import AuditPublisher, Bus
-from candor_kit.subjects import REQUESTS_BUCKET
+from candor_kit.subjects import IMPORTS_BUCKET, REQUESTS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user
+from tests.integration.cuts import audited, cut_short
 from tests.integration.test_search_flow import audit_records
 from tests.waiting import eventually
 
@@ -207,3 +213,94 @@ async def test_an_import_is_idempotent_by_its_id_even_when_starts_race(
     await settled_records(stack, gateway, samples, "none", [])
     records = await audit_records(stack, kinds=["gallery.import_started"])
     assert sum(import_id in r.event.details_json for r in records) == 1
+
+
+async def imports_recorded(stack: InProcessStack, import_ids: list[str]) -> set[str]:
+    """Which of ``import_ids`` have a record in the bucket of imports."""
+    bus = await Bus.connect(stack.nats_url, "import-check")
+    try:
+        bucket = await bus.jetstream.key_value(IMPORTS_BUCKET)
+        found = set()
+        for import_id in import_ids:
+            with contextlib.suppress(KeyNotFoundError):
+                await bucket.get(import_id)
+                found.add(import_id)
+        return found
+    finally:
+        await bus.close()
+
+
+async def test_an_import_started_runs_to_its_audit_record_when_its_caller_stops_waiting(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack
+) -> None:
+    """An importer's client gives up while the gateway is between recording a new import and its
+    gallery.import_started audit record. The import must be on the chain once recorded: never an
+    import whose photos are enrolled with no record of who started it, from what source, by what rules."""
+    timings = []
+    for _ in range(3):  # the first, cold, is slower than the rest
+        began = time.monotonic()
+        start = gateway_pb2.StartImportRequest(import_id=f"cut-t-{uuid.uuid4().hex[:12]}", source="/srv/a", total=2)
+        await gateway.StartImport(start, metadata=ENROLLER)
+        timings.append(time.monotonic() - began)
+    whole_s = min(timings)
+    import_ids = [f"cut-{step}-{uuid.uuid4().hex[:12]}" for step in range(60)]
+    gave_up = set()
+    for step, import_id in enumerate(import_ids):
+        start = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/bookings", total=2)
+        if await cut_short(gateway.StartImport(start, metadata=ENROLLER, timeout=whole_s * (0.1 + 0.02 * step))):
+            gave_up.add(import_id)
+    missing: list[str] = []
+
+    async def every_recorded_import_audited() -> bool:
+        recorded = await imports_recorded(stack, import_ids)
+        audited_ids = (await audited(stack, ["gallery.import_started"], "import_id"))["gallery.import_started"]
+        missing[:] = sorted(recorded - audited_ids)
+        # A cut start runs on after its caller left: wait for at least one to have been recorded.
+        return not missing and bool(recorded & gave_up)
+
+    try:
+        await eventually(every_recorded_import_audited)
+    except AssertionError:
+        if missing:
+            pytest.fail(f"{len(missing)} of {len(import_ids)} imports recorded were never audited: {missing}")
+        pytest.fail(
+            f"no import start was cut short after it recorded the import (a whole one took {whole_s * 1000:.0f} ms):"
+            " the deadlines no longer fall inside one"
+        )
+
+
+async def test_an_import_recorded_by_a_gateway_that_died_before_auditing_it_is_audited_when_resumed(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
+) -> None:
+    """A gateway recorded a new import and was killed before its gallery.import_started record. The
+    importer's retry resumes the import: the chain must then hold its start once, by whoever started
+    it and with the rules it was started with, however often it is resumed."""
+    import_id = f"dead-{uuid.uuid4().hex[:12]}"
+    started = Timestamp()
+    started.GetCurrentTime()
+    record = ingest_pb2.ImportRecord(
+        import_id=import_id,
+        source="/srv/bookings/dead",
+        total=2,
+        started_by="first-enroller",
+        started_at=started,
+        rules=ingest_pb2.ImportRules(min_face_px=31, min_blur=7.5),
+        model_id="sface-2021dec",
+    )
+    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+    try:
+        await (await bus.jetstream.key_value(IMPORTS_BUCKET)).create(import_id, record.SerializeToString())
+    finally:
+        await bus.close()
+    resume = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/bookings/dead", total=2)
+    await asyncio.gather(*(gateway.StartImport(resume, metadata=ENROLLER) for _ in range(3)))
+    await gateway.StartImport(resume, metadata=ENROLLER)
+    await settled_records(stack, gateway, samples, "none", [])
+    records = [
+        r for r in await audit_records(stack, kinds=["gallery.import_started"]) if import_id in r.event.details_json
+    ]
+    assert len(records) == 1, f"the import's start is on the chain {len(records)} times, not once"
+    details = json.loads(records[0].event.details_json)
+    assert records[0].event.actor == "first-enroller"
+    assert (details["source"], details["total"], details["model_id"]) == ("/srv/bookings/dead", 2, "sface-2021dec")
+    assert details["rules"] == {"min_face_px": 31, "min_blur": 7.5}

@@ -265,19 +265,9 @@ class ImportDesk:
                 await self.bucket.create(request.import_id, record.SerializeToString())
             except KeyWrongLastSequenceError:  # another gateway started it a moment ago
                 record, _ = await self._record(request.import_id)
-            else:
-                await self._audit.publish(
-                    "gallery.import_started",
-                    actor=principal.user,
-                    details={
-                        "import_id": record.import_id,
-                        "source": record.source,
-                        "total": record.total,
-                        "model_id": record.model_id,
-                        "rules": {"min_face_px": self._rules.min_face_px, "min_blur": self._rules.min_blur},
-                    },
-                    event_id=f"{record.import_id}.started",
-                )
+        # Every start or resume records the import's start: the gateway that recorded the import
+        # may have died before it did. The chain holds the event once (one event id).
+        await self._record_start(record)
         if record.total != request.total or record.source != request.source:
             raise PreconditionFailed(
                 f"import {request.import_id} is of {record.source} ({record.total} photos); "
@@ -288,6 +278,21 @@ class ImportDesk:
                 f"import {request.import_id} enrols with {record.model_id}, not {request.model_id}"
             )
         return await self._status(record, with_done_items=True)
+
+    async def _record_start(self, record: ingest_pb2.ImportRecord) -> None:
+        """The import's gallery.import_started audit event, by whoever started it, with its rules."""
+        await self._audit.publish(
+            "gallery.import_started",
+            actor=record.started_by,
+            details={
+                "import_id": record.import_id,
+                "source": record.source,
+                "total": record.total,
+                "model_id": record.model_id,
+                "rules": {"min_face_px": record.rules.min_face_px, "min_blur": record.rules.min_blur},
+            },
+            event_id=f"{record.import_id}.started",
+        )
 
     async def submit(
         self, principal: Principal, request: gateway_pb2.SubmitImportItemsRequest

@@ -181,7 +181,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await self._workflow.note_service_account(principal)
         return principal
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="session end")
     async def EndSession(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EndSessionResponse:
@@ -308,7 +308,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         # An insufficient probe's analysis concludes each candidate waiting on it: all, or none begun.
         return await self._workflow.reviews.record_analysis(principal, request)
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="proficiency test seeding")
     async def SeedProficiencyTest(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.SeedProficiencyTestRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SeedProficiencyTestResponse:
@@ -354,13 +354,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             await self._workflow.audit_refusal(action, error, principal.user)
             raise
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="import start")
     async def StartImport(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.StartImportRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.ImportStatus:
         return await self._audited_call(context, "import.start", lambda p: self._imports.start(p, request))
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="import submission")
     async def SubmitImportItems(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.SubmitImportItemsRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SubmitImportItemsResponse:
@@ -378,7 +378,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.ListImportResultsResponse:
         return await self._audited_call(context, "import.results", lambda p: self._imports.results(p, request))
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="re-embedding start")
     async def StartReembed(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.StartReembedRequest, context: grpc.aio.ServicerContext
     ) -> matcher_pb2.GalleryModels:
@@ -390,7 +390,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> matcher_pb2.ListMissingRecordsResponse:
         return await self._audited_call(context, "reembed.work", lambda p: self._reembed.work(p, request))
 
-    @rpc(SERVICE)
+    @rpc(SERVICE, to_the_end="model switch")
     async def SwitchGalleryModel(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.SwitchGalleryModelRequest, context: grpc.aio.ServicerContext
     ) -> matcher_pb2.GalleryModels:

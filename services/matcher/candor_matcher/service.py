@@ -491,7 +491,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     def __init__(self, service: MatchingService) -> None:
         self._service = service
 
-    @rpc("candor.matcher.v1.MatcherService")
+    @rpc("candor.matcher.v1.MatcherService", to_the_end="enrolment")
     async def Enroll(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.enroll(request)
 
@@ -499,11 +499,11 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def Search(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.search(request)
 
-    @rpc("candor.matcher.v1.MatcherService")
+    @rpc("candor.matcher.v1.MatcherService", to_the_end="expunge")
     async def DeleteSubject(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.delete_subject(request)
 
-    @rpc("candor.matcher.v1.MatcherService")
+    @rpc("candor.matcher.v1.MatcherService", to_the_end="record deletion")
     async def DeleteRecord(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.delete_record(request)
 
@@ -511,7 +511,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def GetGallery(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.gallery(request)
 
-    @rpc("candor.matcher.v1.MatcherService")
+    @rpc("candor.matcher.v1.MatcherService", to_the_end="re-embedding start")
     async def BeginReembed(self, request, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]  # noqa: N802
         return await self._service.begin_reembed(request)
 
