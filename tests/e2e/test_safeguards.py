@@ -341,6 +341,11 @@ def desk_address(stack: LocalStack) -> str:
     return f"http://{state.addresses['review']}"
 
 
+def cookie_header(cookies: dict[str, str]) -> dict[str, str]:
+    """A Cookie header sending ``cookies`` (httpx deprecates cookies given per request)."""
+    return {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+
+
 def desk_sign_in(stack: LocalStack, token: str) -> tuple[httpx.Client, dict[str, str], int]:
     """Sign in to the desk with a token as a browser would (the cookies are sent by hand: they are
     Secure, and the desk here is on loopback HTTP); the client, the session cookie and the status."""
@@ -349,7 +354,7 @@ def desk_sign_in(stack: LocalStack, token: str) -> tuple[httpx.Client, dict[str,
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None
     login = {"__Host-candor-login": page.cookies["__Host-candor-login"]}
-    answer = client.post("/login", data={"token": token, "csrf": csrf.group(1)}, cookies=login)
+    answer = client.post("/login", data={"token": token, "csrf": csrf.group(1)}, headers=cookie_header(login))
     session = {"__Host-candor-session": answer.cookies.get("__Host-candor-session", "")}
     return client, session, answer.status_code
 
@@ -375,16 +380,16 @@ def test_odd_query_values_and_huge_ranks_are_400_with_the_security_headers(stack
     client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
     assert status == 303
     try:
-        page = client.get(f"/searches/{found['search_id']}?decided=%C2%B2", cookies=session)
+        page = client.get(f"/searches/{found['search_id']}?decided=%C2%B2", headers=cookie_header(session))
         assert page.status_code == 400, page.text[:500]
         assert page.headers["Content-Security-Policy"].startswith("default-src 'none'")
-        form = client.get(f"/searches/{found['search_id']}", cookies=session)
+        form = client.get(f"/searches/{found['search_id']}", headers=cookie_header(session))
         csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
         assert csrf is not None
         posted = client.post(
             f"/searches/{found['search_id']}/candidates/99999999999999999999",
             data={"decision": "confirm", "notes": "", "csrf": csrf.group(1)},
-            cookies=session,
+            headers=cookie_header(session),
         )
         assert posted.status_code == 400, posted.text[:500]
         assert posted.headers["X-Frame-Options"] == "DENY"
@@ -566,27 +571,29 @@ def test_a_desk_session_is_dead_on_the_server_once_its_user_signs_out(stack: Loc
     client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
     assert status == 303
     try:
-        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # the probe, for its analysis
+        page = client.get(
+            f"/searches/{found['search_id']}", headers=cookie_header(session)
+        )  # the probe, for its analysis
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert page.status_code == 200 and csrf is not None
         analysed = client.post(
             f"/searches/{found['search_id']}/analysis",
             data={"analysis": "sufficient", "csrf": csrf.group(1)},
-            cookies=session,
+            headers=cookie_header(session),
         )
         assert analysed.status_code == 303
-        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        page = client.get(f"/searches/{found['search_id']}", headers=cookie_header(session))  # both photos shown
         assert page.status_code == 200 and 'class="decision"' in page.text
-        signed_out = client.post("/logout", data={"csrf": csrf.group(1)}, cookies=session)
+        signed_out = client.post("/logout", data={"csrf": csrf.group(1)}, headers=cookie_header(session))
         assert signed_out.status_code == 303
         # The old cookie, replayed (kept by an attacker, or a browser that ignored the deletion):
         replayed = client.post(
             f"/searches/{found['search_id']}/candidates/1",
             data={"decision": "confirm", "notes": "", "csrf": csrf.group(1)},
-            cookies=session,
+            headers=cookie_header(session),
         )
         assert replayed.status_code == 401, replayed.text[:300]
-        assert client.get("/", cookies=session).status_code in (303, 401)
+        assert client.get("/", headers=cookie_header(session)).status_code in (303, 401)
     finally:
         client.close()
     decided = audit_rows(
@@ -750,16 +757,18 @@ def test_five_parallel_decision_posts_from_one_desk_session_record_one_decision(
     client, session, status = desk_sign_in(stack, stack.token("rita", ("reviewer",)))
     assert status == 303
     try:
-        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # the probe, for its analysis
+        page = client.get(
+            f"/searches/{found['search_id']}", headers=cookie_header(session)
+        )  # the probe, for its analysis
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
         assert page.status_code == 200 and csrf is not None
         analysed = client.post(
             f"/searches/{found['search_id']}/analysis",
             data={"analysis": "sufficient", "csrf": csrf.group(1)},
-            cookies=session,
+            headers=cookie_header(session),
         )
         assert analysed.status_code == 303
-        page = client.get(f"/searches/{found['search_id']}", cookies=session)  # both photos shown
+        page = client.get(f"/searches/{found['search_id']}", headers=cookie_header(session))  # both photos shown
         assert page.status_code == 200 and 'class="decision"' in page.text
 
         def post(_: int) -> int:
@@ -767,7 +776,7 @@ def test_five_parallel_decision_posts_from_one_desk_session_record_one_decision(
                 return one.post(
                     f"/searches/{found['search_id']}/candidates/1",
                     data={"decision": "confirm", "features": "ears", "notes": "", "csrf": csrf.group(1)},
-                    cookies=session,
+                    headers=cookie_header(session),
                 ).status_code
 
         with ThreadPoolExecutor(max_workers=5) as pool:
