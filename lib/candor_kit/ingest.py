@@ -51,6 +51,7 @@ from candor_kit.audit_events import AuditPublisher
 from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch, keyed_message_id
 from candor_kit.errors import InvalidInput, ServiceUnavailable
 from candor_kit.jetstream_setup import ensure_stream, open_bucket
+from candor_kit.metrics import IMPORT_ADVISORIES_UNSETTLED
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
     IMPORT_ITEMS_BUCKET,
@@ -532,10 +533,12 @@ async def _settle_announced(bus: Bus, audit: AuditPublisher, replicas: int, stop
         for msg in await fetch_batch(subscription, 10, timeout=1, consumer=INGEST_ADVISORIES_CONSUMER):
             try:
                 await settle_exhausted(bus, audit, msg.data)
-            except UnreadableAnnouncement as exc:  # never settles: kept only in the log
+            except UnreadableAnnouncement as exc:  # never settles: kept only in the log and the count
                 log.error("import_advisory_unreadable", error=str(exc))
+                IMPORT_ADVISORIES_UNSETTLED.labels("unreadable").inc()
             except Exception as exc:  # noqa: BLE001 - tried again; one must not stop the others
                 log.warning("import_advisory_failed", error=str(exc) or type(exc).__name__)
+                IMPORT_ADVISORIES_UNSETTLED.labels("failed").inc()
                 await msg.nak(delay=ADVISORY_RETRY_S)
                 continue
             await msg.ack()

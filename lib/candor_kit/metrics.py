@@ -89,6 +89,12 @@ IMPORT_RESULTS_REFUSED = Counter(
     "outcome their sender cannot give): a forged result or a broken worker, by the sender their subject names",
     ["source"],
 )
+IMPORT_ADVISORIES_UNSETTLED = Counter(
+    "candor_import_advisories_unsettled_total",
+    "announcements of import work whose deliveries ran out that the gateway could not settle, by why: "
+    "failed (kept and tried again) or unreadable (dropped: it can never be settled)",
+    ["why"],
+)
 CONSUMER_PENDING = Gauge(
     "candor_jetstream_consumer_pending",
     "messages waiting for a durable JetStream consumer (audit chain writer, import stages), as of its last pull",

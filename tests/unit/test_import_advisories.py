@@ -11,6 +11,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+from prometheus_client import REGISTRY
 
 from candor.ingest.v1 import ingest_pb2
 from candor_cli.processes import free_port, start_nats_server
@@ -114,3 +115,39 @@ async def test_an_announcement_naming_no_import_work_is_logged_and_does_not_stop
     await eventually(lambda: nothing_kept(gateway), what="the unreadable ones settled too, not tried for ever")
     printed = capsys.readouterr()
     assert (printed.out + printed.err).count("import_advisory_unreadable") == 2
+
+
+def unsettled(why: str) -> float:
+    """The gateway's count of announcements it could not settle, for ``why``."""
+    return REGISTRY.get_sample_value("candor_import_advisories_unsettled_total", {"why": why}) or 0.0
+
+
+async def test_an_announcement_the_gateway_cannot_settle_is_counted_for_its_alert_and_kept_until_it_can(
+    gateway: Bus,
+) -> None:
+    """With the dead-letter stream gone (a bad redeploy, say), an announced item cannot be settled:
+    its import can never finish, and a log line alone tells no one. Each failed try is counted (the
+    CandorImportWorkUnsettled alert reads it), the announcement is kept, and once the stream is
+    back it is settled; an unreadable one is counted apart (it never settles)."""
+    failed_before, unreadable_before = unsettled("failed"), unsettled("unreadable")
+    dead = await gateway.jetstream.stream_info(INGEST_DEAD_STREAM)
+    await gateway.jetstream.delete_stream(INGEST_DEAD_STREAM)
+    item = ingest_pb2.ItemRef(import_id="announced-3", item=1, subject_id="S-1")
+    work = ingest_pb2.MatchWork(item=item).SerializeToString()
+    sequence = (await gateway.jetstream.publish(f"{INGEST_WORK_PREFIX}.match", work)).seq
+    await gateway.client.publish(
+        ANNOUNCED, json.dumps({"consumer": "ingest-match", "stream_seq": sequence, "deliveries": 5}).encode()
+    )
+    await gateway.client.publish(ANNOUNCED, b"{not json")
+
+    async def counted() -> bool:
+        return unsettled("failed") > failed_before and unsettled("unreadable") == unreadable_before + 1
+
+    await eventually(counted, what="the failed settle and the unreadable announcement counted")
+    assert not await taken_out(gateway, sequence)
+    assert not await nothing_kept(gateway), "the announcement that failed to settle was dropped"
+    await gateway.jetstream.add_stream(dead.config)
+    await eventually(
+        lambda: taken_out(gateway, sequence), timeout_s=30, what="the item settled once the stream is back"
+    )
+    await eventually(lambda: nothing_kept(gateway), what="the announcement settled")
