@@ -215,16 +215,16 @@ async def test_an_import_is_idempotent_by_its_id_even_when_starts_race(
     assert sum(import_id in r.event.details_json for r in records) == 1
 
 
-async def imports_recorded(stack: InProcessStack, import_ids: list[str]) -> set[str]:
-    """Which of ``import_ids`` have a record in the bucket of imports."""
+async def import_records(stack: InProcessStack, import_ids: list[str]) -> dict[str, ingest_pb2.ImportRecord]:
+    """The records in the bucket of imports of those of ``import_ids`` that have one."""
     bus = await Bus.connect(stack.nats_url, "import-check")
     try:
         bucket = await bus.jetstream.key_value(IMPORTS_BUCKET)
-        found = set()
+        found = {}
         for import_id in import_ids:
             with contextlib.suppress(KeyNotFoundError):
-                await bucket.get(import_id)
-                found.add(import_id)
+                entry = await bucket.get(import_id)
+                found[import_id] = ingest_pb2.ImportRecord.FromString(entry.value or b"")
         return found
     finally:
         await bus.close()
@@ -252,7 +252,7 @@ async def test_an_import_started_runs_to_its_audit_record_when_its_caller_stops_
     missing: list[str] = []
 
     async def every_recorded_import_audited() -> bool:
-        recorded = await imports_recorded(stack, import_ids)
+        recorded = set(await import_records(stack, import_ids))
         audited_ids = (await audited(stack, ["gallery.import_started"], "import_id"))["gallery.import_started"]
         missing[:] = sorted(recorded - audited_ids)
         # A cut start runs on after its caller left: wait for at least one to have been recorded.
@@ -304,3 +304,54 @@ async def test_an_import_recorded_by_a_gateway_that_died_before_auditing_it_is_a
     assert records[0].event.actor == "first-enroller"
     assert (details["source"], details["total"], details["model_id"]) == ("/srv/bookings/dead", 2, "sface-2021dec")
     assert details["rules"] == {"min_face_px": 31, "min_blur": 7.5}
+
+
+async def test_an_import_finished_by_a_status_read_cut_short_is_audited_finished(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack
+) -> None:
+    """The status read that finds every photo of an import settled records it finished: the record
+    and the gallery.import_finished audit event (its counts, on the event feed). An importer that
+    stops waiting part way must never leave a finished import the chain does not show finished: no
+    later read would record it, since the import is already finished."""
+
+    async def ready(import_id: str) -> gateway_pb2.GetImportRequest:
+        """An import of one photo the gateway settles at once (no subject), not yet read."""
+        start = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/finish", total=1)
+        await gateway.StartImport(start, metadata=ENROLLER)
+        submit = gateway_pb2.SubmitImportItemsRequest(
+            import_id=import_id, items=[gateway_pb2.ImportItem(item=0, subject_id="", image=b"photo")]
+        )
+        assert (await gateway.SubmitImportItems(submit, metadata=ENROLLER)).settled == 1
+        return gateway_pb2.GetImportRequest(import_id=import_id)
+
+    timings = []
+    for _ in range(3):  # the first, cold, is slower than the rest
+        read = await ready(f"fin-t-{uuid.uuid4().hex[:12]}")
+        began = time.monotonic()
+        assert (await gateway.GetImport(read, metadata=ENROLLER)).record.HasField("finished_at")
+        timings.append(time.monotonic() - began)
+    whole_s = min(timings)
+    import_ids = [f"fin-{step}-{uuid.uuid4().hex[:12]}" for step in range(60)]
+    gave_up = set()
+    for step, import_id in enumerate(import_ids):
+        read = await ready(import_id)
+        if await cut_short(gateway.GetImport(read, metadata=ENROLLER, timeout=whole_s * (0.1 + 0.02 * step))):
+            gave_up.add(import_id)
+    missing: list[str] = []
+
+    async def every_finished_import_audited() -> bool:
+        finished = {
+            i for i, record in (await import_records(stack, import_ids)).items() if record.HasField("finished_at")
+        }
+        audited_ids = (await audited(stack, ["gallery.import_finished"], "import_id"))["gallery.import_finished"]
+        missing[:] = sorted(finished - audited_ids)
+        # The gateway's sweep finishes the imports whose reads were cut before: wait for them all.
+        return not missing and finished == set(import_ids)
+
+    try:
+        await eventually(every_finished_import_audited)
+    except AssertionError:
+        pytest.fail(
+            f"{len(missing)} of {len(import_ids)} imports ({len(gave_up)} reads cut short) were recorded "
+            f"finished and never audited finished: {missing}"
+        )

@@ -416,13 +416,13 @@ class ImportDesk:
     async def _finish(
         self, record: ingest_pb2.ImportRecord, status: gateway_pb2.ImportStatus
     ) -> ingest_pb2.ImportRecord:
-        """Mark the import finished and audit its counts, once."""
+        """Audit the import's counts, then mark it finished. In that order: a read cut short, or a
+        gateway killed, between the two leaves the import unfinished, and the next read (or the
+        sweep's) records both, the event once (one event id). The other order would leave a
+        finished import that no read audits."""
         current, revision = await self._record(record.import_id)
         if current.HasField("finished_at"):
             return current
-        current.finished_at.GetCurrentTime()
-        with contextlib.suppress(KeyWrongLastSequenceError):  # another gateway finished it
-            await self.bucket.update(current.import_id, current.SerializeToString(), last=revision)
         await self._audit.publish(
             "gallery.import_finished",
             actor=current.started_by,
@@ -440,6 +440,9 @@ class ImportDesk:
             },
             event_id=f"{current.import_id}.finished",
         )
+        current.finished_at.GetCurrentTime()
+        with contextlib.suppress(KeyWrongLastSequenceError):  # another gateway finished it
+            await self.bucket.update(current.import_id, current.SerializeToString(), last=revision)
         log.info("import_finished", import_id=current.import_id, total=current.total, enrolled=status.enrolled)
         return current
 
