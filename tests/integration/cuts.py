@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import grpc
+import pytest
 
 from tests.integration.conftest import InProcessStack
 from tests.integration.test_search_flow import audit_records
+from tests.waiting import eventually
+
+
+def deadlines(whole_s: float, count: int, low: float, high: float) -> list[float]:
+    """``count`` deadlines from ``low`` to ``high`` times a whole call's time, evenly apart: some
+    land before the call begins its work, some inside it, some after it."""
+    return [whole_s * (low + (high - low) * step / (count - 1)) for step in range(count)]
 
 
 async def cut_short(call: Awaitable[object]) -> bool:
@@ -28,3 +36,17 @@ async def audited(stack: InProcessStack, kinds: list[str], field: str, actor: st
     for record in await audit_records(stack, kinds=kinds, **({"actor": actor} if actor else {})):
         found[record.event.kind].add(json.loads(record.event.details_json).get(field))
     return found
+
+
+async def nothing_left_half_done(
+    check: Callable[[], Awaitable[bool]], problems: list[str], of: str, none_cut: str
+) -> None:
+    """Wait until ``check`` holds. It fills ``problems`` with what it found half done, and holds
+    once there is none and a call cut short has ended (cut calls run on after their caller left).
+    Fails with "<n> of <of>: <problems>", or with ``none_cut`` when no call was cut inside its work."""
+    try:
+        await eventually(check)
+    except AssertionError:
+        if problems:
+            pytest.fail(f"{len(problems)} of {of}: {problems}")
+        pytest.fail(none_cut)

@@ -24,7 +24,7 @@ from candor_gateway.idempotency import STALE_AFTER_S, _Entry
 from candor_kit import AuditPublisher, Bus
 from candor_kit.subjects import IMPORTS_BUCKET, REQUESTS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user
-from tests.integration.cuts import audited, cut_short
+from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
 from tests.integration.test_search_flow import audit_records
 from tests.waiting import eventually
 
@@ -243,11 +243,12 @@ async def test_an_import_started_runs_to_its_audit_record_when_its_caller_stops_
         await gateway.StartImport(start, metadata=ENROLLER)
         timings.append(time.monotonic() - began)
     whole_s = min(timings)
-    import_ids = [f"cut-{step}-{uuid.uuid4().hex[:12]}" for step in range(60)]
+    waits = deadlines(whole_s, 60, 0.1, 1.28)  # the window is the create's acknowledgement: narrow
+    import_ids = [f"cut-{step}-{uuid.uuid4().hex[:12]}" for step in range(len(waits))]
     gave_up = set()
-    for step, import_id in enumerate(import_ids):
+    for import_id, wait in zip(import_ids, waits, strict=True):
         start = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/bookings", total=2)
-        if await cut_short(gateway.StartImport(start, metadata=ENROLLER, timeout=whole_s * (0.1 + 0.02 * step))):
+        if await cut_short(gateway.StartImport(start, metadata=ENROLLER, timeout=wait)):
             gave_up.add(import_id)
     missing: list[str] = []
 
@@ -258,15 +259,13 @@ async def test_an_import_started_runs_to_its_audit_record_when_its_caller_stops_
         # A cut start runs on after its caller left: wait for at least one to have been recorded.
         return not missing and bool(recorded & gave_up)
 
-    try:
-        await eventually(every_recorded_import_audited)
-    except AssertionError:
-        if missing:
-            pytest.fail(f"{len(missing)} of {len(import_ids)} imports recorded were never audited: {missing}")
-        pytest.fail(
-            f"no import start was cut short after it recorded the import (a whole one took {whole_s * 1000:.0f} ms):"
-            " the deadlines no longer fall inside one"
-        )
+    await nothing_left_half_done(
+        every_recorded_import_audited,
+        missing,
+        f"{len(import_ids)} imports recorded were never audited",
+        f"no import start was cut short after it recorded the import (a whole one took {whole_s * 1000:.0f} ms):"
+        " the deadlines no longer fall inside one",
+    )
 
 
 async def test_an_import_recorded_by_a_gateway_that_died_before_auditing_it_is_audited_when_resumed(
@@ -331,11 +330,12 @@ async def test_an_import_finished_by_a_status_read_cut_short_is_audited_finished
         assert (await gateway.GetImport(read, metadata=ENROLLER)).record.HasField("finished_at")
         timings.append(time.monotonic() - began)
     whole_s = min(timings)
-    import_ids = [f"fin-{step}-{uuid.uuid4().hex[:12]}" for step in range(60)]
+    waits = deadlines(whole_s, 60, 0.1, 1.28)
+    import_ids = [f"fin-{step}-{uuid.uuid4().hex[:12]}" for step in range(len(waits))]
     gave_up = set()
-    for step, import_id in enumerate(import_ids):
+    for import_id, wait in zip(import_ids, waits, strict=True):
         read = await ready(import_id)
-        if await cut_short(gateway.GetImport(read, metadata=ENROLLER, timeout=whole_s * (0.1 + 0.02 * step))):
+        if await cut_short(gateway.GetImport(read, metadata=ENROLLER, timeout=wait)):
             gave_up.add(import_id)
     missing: list[str] = []
 
@@ -348,10 +348,9 @@ async def test_an_import_finished_by_a_status_read_cut_short_is_audited_finished
         # The gateway's sweep finishes the imports whose reads were cut before: wait for them all.
         return not missing and finished == set(import_ids)
 
-    try:
-        await eventually(every_finished_import_audited)
-    except AssertionError:
-        pytest.fail(
-            f"{len(missing)} of {len(import_ids)} imports ({len(gave_up)} reads cut short) were recorded "
-            f"finished and never audited finished: {missing}"
-        )
+    await nothing_left_half_done(
+        every_finished_import_audited,
+        missing,
+        f"{len(import_ids)} imports ({len(gave_up)} reads cut short) were recorded finished and never audited finished",
+        f"the gateway's sweep did not finish all {len(import_ids)} imports",
+    )

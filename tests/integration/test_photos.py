@@ -28,7 +28,7 @@ from candor_kit.aes_keys import generate_aes_key, read_aes_key
 from candor_kit.identifiers import record_id_for
 from candor_kit.subjects import PHOTOS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user
-from tests.integration.cuts import audited, cut_short
+from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
 from tests.integration.test_governance import (
     AUDITOR,
     ENROLLER,
@@ -280,12 +280,12 @@ async def test_an_expunge_runs_to_its_end_when_its_caller_stops_waiting_part_way
         # A cut expunge runs on after its caller left: wait for at least one to have ended.
         return not half_done and bool(whole & gave_up)
 
-    try:
-        await eventually(none_half_done)
-    except AssertionError:
-        if half_done:
-            pytest.fail(f"{len(half_done)} of {len(waits)} expunges were left half done: {half_done}")
-        pytest.fail("no expunge was cut short after it began: the deadlines no longer fall inside one")
+    await nothing_left_half_done(
+        none_half_done,
+        half_done,
+        f"{len(waits)} expunges were left half done",
+        "no expunge was cut short after it began: the deadlines no longer fall inside one",
+    )
     for subject in whole:
         again = await gateway.DeleteSubject(
             gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="check"), metadata=ENROLLER
@@ -310,7 +310,7 @@ async def test_an_enrolment_runs_to_its_end_when_its_caller_stops_waiting_part_w
     whole_s = min(timings)
     # Deadlines from half an enrolment's time to a little over it: the last few ms (the photo,
     # the matcher, the audit record) are where a cut leaves it half done.
-    waits = [whole_s * (0.5 + 0.05 * step) for step in range(14)]
+    waits = deadlines(whole_s, 14, 0.5, 1.15)
     records: dict[str, str] = {}
     gave_up: set[str] = set()
     for index, wait in enumerate(waits):
@@ -343,13 +343,12 @@ async def test_an_enrolment_runs_to_its_end_when_its_caller_stops_waiting_part_w
         return not half_done and bool(whole & gave_up)
 
     try:
-        await eventually(none_half_done)
-    except AssertionError:
-        if half_done:
-            pytest.fail(f"{len(half_done)} of {len(waits)} enrolments were left half done: {half_done}")
-        pytest.fail(
+        await nothing_left_half_done(
+            none_half_done,
+            half_done,
+            f"{len(waits)} enrolments were left half done",
             f"no enrolment was cut short after it began (a whole one took {whole_s * 1000:.0f} ms): "
-            "the deadlines no longer fall inside one"
+            "the deadlines no longer fall inside one",
         )
     finally:  # the other modules' searches of this face must not meet these subjects
         for subject in [*records, *timed]:
