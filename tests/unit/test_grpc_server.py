@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -15,6 +17,22 @@ from candor_cli.processes import free_port
 from candor_kit import GRPC_STATUS, ErrorCode, GrpcServer
 from candor_kit.grpc_server import rpc, service_token_sha256
 from tests.conftest import self_signed
+
+
+@contextlib.asynccontextmanager
+async def serving(name: str, method: Callable[..., Awaitable[bytes]]) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to a GrpcServer on a free port serving ``method`` as /svc/``name`` (bytes in, bytes out)."""
+    port = free_port()
+    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"])
+    handler = grpc.method_handlers_generic_handler("svc", {name: grpc.unary_unary_rpc_method_handler(method)})
+    server.server.add_generic_rpc_handlers((handler,))
+    await server.start()
+    await server.mark_serving()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(0)
 
 
 async def health(channel: grpc.aio.Channel) -> int:
@@ -101,21 +119,11 @@ async def test_a_message_bus_that_does_not_answer_makes_a_call_unavailable_not_i
         async def Echo(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:  # noqa: N802
             raise trouble
 
-    port = free_port()
-    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"])
-    servicer = Servicer()
-    handler = grpc.method_handlers_generic_handler("svc", {"Echo": grpc.unary_unary_rpc_method_handler(servicer.Echo)})
-    server.server.add_generic_rpc_handlers((handler,))
-    await server.start()
-    await server.mark_serving()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await channel.unary_unary("/svc/Echo")(b"ping", timeout=5)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert "try again" in (refused.value.details() or "")
-    finally:
-        await server.stop(0)
+    async with serving("Echo", Servicer().Echo) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await channel.unary_unary("/svc/Echo")(b"ping", timeout=5)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "try again" in (refused.value.details() or "")
 
 
 @pytest.mark.parametrize("to_the_end", ["two-step change", ""], ids=["runs to its end", "stops"])
@@ -134,22 +142,10 @@ async def test_a_call_whose_caller_stops_waiting_runs_to_its_end_only_when_the_m
             steps.append("second")
             return request
 
-    port = free_port()
-    server = GrpcServer(f"127.0.0.1:{port}", 1 << 20, ["svc"])
-    servicer = Servicer()
-    handler = grpc.method_handlers_generic_handler(
-        "svc", {"Change": grpc.unary_unary_rpc_method_handler(servicer.Change)}
-    )
-    server.server.add_generic_rpc_handlers((handler,))
-    await server.start()
-    await server.mark_serving()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as cut:
-                await channel.unary_unary("/svc/Change")(b"ping", timeout=0.15)
+    async with serving("Change", Servicer().Change) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as cut:
+            await channel.unary_unary("/svc/Change")(b"ping", timeout=0.15)
         assert cut.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert first_done.is_set(), "the call was cut before it began: the deadline is too short"
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(0.6)  # the server still runs: a call that runs on can end
         assert steps == (["first", "second"] if to_the_end else ["first"])
-    finally:
-        await server.stop(0)
