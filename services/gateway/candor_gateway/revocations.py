@@ -22,6 +22,12 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
+def sign_out_event_id(token: str) -> str:
+    """The one audit event id of a token's sign-out: however often it is sent, the chain holds it once.
+    Half the token's key (never the token): 128 bits tell sessions apart without a lookup to the register."""
+    return f"session-ended/{token_key(token)[:32]}"
+
+
 class TokenRevocations:
     """The register of revoked tokens (REVOKED_TOKENS_BUCKET)."""
 

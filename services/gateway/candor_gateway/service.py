@@ -20,7 +20,7 @@ from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import PolicyHolder
 from candor_gateway.reembed import ReembedDesk
-from candor_gateway.revocations import TokenRevocations
+from candor_gateway.revocations import TokenRevocations, sign_out_event_id
 from candor_gateway.sweeps import run_sweeps
 from candor_gateway.workflow import Workflow
 from candor_kit import (
@@ -167,12 +167,20 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._requests = requests
 
     async def _principal(
-        self, context: grpc.aio.ServicerContext, action: str, case: str = "", purpose: str = ""
+        self,
+        context: grpc.aio.ServicerContext,
+        action: str,
+        case: str = "",
+        purpose: str = "",
+        *,
+        revoked_too: bool = False,
     ) -> Principal:
+        """The caller, from a token that is valid and (unless ``revoked_too``) not revoked; a refusal
+        is audited under ``action``."""
         authorization = dict(context.invocation_metadata() or ()).get("authorization")
         try:
             principal = self._tokens.authenticate(authorization)
-            if await self._revocations.revoked(bearer_token(authorization)):
+            if not revoked_too and await self._revocations.revoked(bearer_token(authorization)):
                 raise Unauthenticated("the token was revoked when its user signed out; sign in again")
         except Unauthenticated as error:
             await self._workflow.audit_refusal(action, error, "anonymous", case, purpose)
@@ -185,9 +193,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     async def EndSession(  # noqa: N802 - gRPC method name
         self, request: gateway_pb2.EndSessionRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.EndSessionResponse:
-        principal = await self._principal(context, "session.end")
-        await self._revocations.revoke(bearer_token(dict(context.invocation_metadata() or ()).get("authorization")))
-        await self._workflow.audit_session_ended(principal)
+        # A sign-out is done once, however often it is sent: its end is recorded under one event id
+        # per token, first, then the token revoked. A gateway killed between the two answered nothing,
+        # and the retry (of a token revoked or not) records nothing twice and finishes both.
+        principal = await self._principal(context, "session.end", revoked_too=True)
+        token = bearer_token(dict(context.invocation_metadata() or ()).get("authorization"))
+        await self._workflow.audit_session_ended(principal, sign_out_event_id(token))
+        await self._revocations.revoke(token)
         return gateway_pb2.EndSessionResponse()
 
     @rpc(SERVICE)

@@ -157,10 +157,13 @@ class Workflow:
         )
         self._accounts_seen = {seen for seen in self._accounts_seen if seen[1] == day} | {(principal.user, day)}
 
-    async def audit_session_ended(self, principal: Principal) -> None:
-        """Record a sign-out: the user's token is revoked from now on."""
+    async def audit_session_ended(self, principal: Principal, event_id: str) -> None:
+        """Record a sign-out, under its token's one event id: the user's token is revoked from now on."""
         await self._audit.publish(
-            "session.ended", actor=principal.user, details={"token_expires_at": principal.expires_at or None}
+            "session.ended",
+            event_id=event_id,
+            actor=principal.user,
+            details={"token_expires_at": principal.expires_at or None},
         )
 
     # --- use cases -----------------------------------------------------------------------------

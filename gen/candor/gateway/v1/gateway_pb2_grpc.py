@@ -352,6 +352,8 @@ class GatewayServiceServicer:
 
     def EndSession(self, request, context):
         """Revoke the caller's own token, on every gateway replica, until it would have expired: sign-out.
+        Sent again (a retry, a replayed cookie), with the token revoked or not, it is answered as done
+        and the session's end is audited once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
