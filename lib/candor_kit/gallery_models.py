@@ -200,3 +200,15 @@ __all__ = [
     "copy_of",
     "has",
 ]
+
+
+def reembed_event_id(models: matcher_pb2.GalleryModels, step: str) -> str | None:
+    """The one audit event id of a re-embedding's ``step`` ("begun", "started", "switched"), from
+    the id the record names it by; None (a fresh id per record) for one begun before they were named."""
+    return f"reembed/{models.reembed_id}.{step}" if models.reembed_id else None
+
+
+def switched_by_its_reembedding(models: matcher_pb2.GalleryModels, model_id: str) -> bool:
+    """Whether ``model_id`` is the active model by a named re-embedding's switch, with no other
+    begun since: a switch to it sent again is then done already."""
+    return not has(models.target) and models.active.id == model_id and bool(models.reembed_id)

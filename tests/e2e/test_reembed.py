@@ -14,16 +14,22 @@ import asyncio
 import hashlib
 import json
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 
+from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.matcher.v1 import matcher_pb2
 from candor_cli import LocalStack
 from candor_client import GatewayClient
 from candor_gateway.photos import PhotoStore
+from candor_kit import subjects
 from candor_kit.aes_keys import read_aes_key
 from candor_matcher.gallery import record_id_for
 from tests.e2e.test_gallery_import import gallery_records
@@ -64,6 +70,54 @@ async def _forget_photo(stack: LocalStack, record_id: str) -> None:
         assert await photos.delete("gallery", record_id)
     finally:
         await bus.close()
+
+
+def client_models(stack: LocalStack) -> matcher_pb2.GalleryModels:
+    """The gallery's model record, as the gateway answers it."""
+    state = stack.state()
+    assert state is not None
+    with GatewayClient(state.gateway, stack.token()) as client:
+        return client.gallery_models()
+
+
+def _begin(target: common_pb2.ModelRef) -> matcher_pb2.BeginReembedRequest:
+    return matcher_pb2.BeginReembedRequest(target=target, origin=common_pb2.Origin(actor="local-operator"))
+
+
+def _switch(model_id: str, reason: str) -> matcher_pb2.SwitchModelRequest:
+    return matcher_pb2.SwitchModelRequest(
+        target_model_id=model_id, reason=reason, origin=common_pb2.Origin(actor="local-operator")
+    )
+
+
+async def _as_a_gateway_that_dies(stack: LocalStack, subject: str, request: Message) -> None:
+    """Ask the matcher what a gateway asks, with the gateway's credentials, and record nothing
+    after: a gateway killed once the matcher has answered."""
+    bus = await stack.nats_login("gateway").connect("test-dying-gateway")
+    try:
+        await bus.request(subject, request, matcher_pb2.GalleryModels, 60.0)
+    finally:
+        await bus.close()
+
+
+#: The audit records of a move to another model, and the field of each naming the model moved to.
+MOVES = {
+    "matcher.reembed_begun": "target",
+    "gallery.reembed_started": "target",
+    "matcher.model_switched": "active",
+    "gallery.model_switched": "active",
+}
+
+
+def _audit_details(stack: LocalStack, kind: str) -> list[dict[str, Any]]:
+    with sqlite3.connect(stack.data / "audit" / "audit.db") as db:
+        rows = db.execute("SELECT details_json FROM audit_record WHERE kind = ?", (kind,)).fetchall()
+    return [json.loads(details) for (details,) in rows]
+
+
+def _model_id(named: str | dict[str, str]) -> str:
+    """A model's id, as the matcher's records name it (the id) or the gateway's (id and version)."""
+    return named["id"] if isinstance(named, dict) else named
 
 
 def _models(stack: LocalStack) -> str:
@@ -160,11 +214,29 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
     started = wait_for_audit(stack, "SELECT details_json FROM audit_record WHERE kind = 'gallery.reembed_started'")
     assert len(started) == 1  # the later runs continued the same re-embedding
 
-    # Back to the old model: its collection was kept, so only what was enrolled since is re-embedded.
-    back = candor(stack, "gallery", "reembed", "--to", OLD, "--reason", "roll back", "--quiet")
+    # Back to the old model, through a gateway killed part way twice: once after the matcher began
+    # the re-embedding, once after the matcher switched, each time before the gateway's own record.
+    # The command run again, and the switch sent again (three times), finish what was begun: each
+    # step is on the chain once, and the switch's reason and left-out records are never lost.
+    asyncio.run(_as_a_gateway_that_dies(stack, subjects.MATCH_BEGIN_REEMBED, _begin(client_models(stack).previous)))
+    back = candor(stack, "gallery", "reembed", "--to", OLD, "--no-switch", "--quiet")
+    # Its collection was kept, so only what was enrolled since is re-embedded.
     assert "records to re-embed" not in back.stdout, back.stdout
-    assert f"switched: searches now use {OLD} 1.0 ({NEW} 1 is kept); 0 records left out" in back.stdout
+    asyncio.run(_as_a_gateway_that_dies(stack, subjects.MATCH_SWITCH_MODEL, _switch(OLD, "roll back")))
+    with GatewayClient(state.gateway, stack.token()) as client:
+        for _ in range(3):
+            again = client.switch_model(OLD, "roll back", [])
+            assert (again.active.id, again.previous.id, again.target.id) == (OLD, NEW, "")
     assert search_json(stack, samples / "obama2.jpg", "CASE-RMB-4")["model"]["id"] == OLD
+    wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE kind = 'search.completed' AND case_number = 'CASE-RMB-4'")
+    back_to_old = {
+        kind: [details for details in _audit_details(stack, kind) if _model_id(details[field]) == OLD]
+        for kind, field in MOVES.items()
+    }
+    assert {kind: len(records) for kind, records in back_to_old.items()} == dict.fromkeys(back_to_old, 1)
+    assert back_to_old["matcher.model_switched"][0]["reason"] == "roll back"
+    assert back_to_old["matcher.model_switched"][0]["records_left_out"] == []
+    assert back_to_old["gallery.model_switched"][0]["reason"] == "roll back"
 
     # Expunging a record reaches every model's collection that holds it.
     obama3 = record_id_for("obama", hashlib.sha256((samples / "obama3.jpg").read_bytes()).hexdigest())

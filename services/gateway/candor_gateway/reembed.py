@@ -18,6 +18,7 @@ from candor_gateway.access import Permission, require
 from candor_gateway.calibration import CalibrationGate
 from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, InvalidInput, subjects
+from candor_kit.gallery_models import reembed_event_id
 from candor_kit.tokens import Principal
 
 #: The most records one switch may leave out, named one by one in its audit record.
@@ -58,9 +59,14 @@ class ReembedDesk:
             matcher_pb2.GalleryModels,
             self._timeout,
         )
-        if before.target.id != models.target.id or before.target.version != models.target.version:
+        event_id = reembed_event_id(models, "started")
+        # Recorded on every start under the re-embedding's one id: a retry after a gateway lost once
+        # the matcher began records it, a continued one adds nothing. (A matcher that names no
+        # re-embedding, an older one, is recorded when the target changes, as it was.)
+        if event_id or before.target.id != models.target.id or before.target.version != models.target.version:
             await self._audit.publish(
                 "gallery.reembed_started",
+                event_id=event_id,
                 actor=principal.user,
                 details={"active": _model(models.active), "target": _model(models.target)},
             )
@@ -97,13 +103,17 @@ class ReembedDesk:
                 target_model_id=request.model_id,
                 excused_record_ids=request.excused_record_ids,
                 origin=common_pb2.Origin(actor=principal.user),
+                reason=request.reason,
             ),
             matcher_pb2.GalleryModels,
             # The check reads every record of both collections.
             max(self._timeout, 600.0),
         )
+        # A switch sent again after its answer was lost is answered as done by the matcher; its
+        # record here is one, under the re-embedding's id (the matcher's holds the same whole).
         await self._audit.publish(
             "gallery.model_switched",
+            event_id=reembed_event_id(models, "switched"),
             actor=principal.user,
             details={
                 "active": _model(models.active),

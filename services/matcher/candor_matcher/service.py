@@ -29,7 +29,15 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.audit_outbox import AuditOutbox
-from candor_kit.gallery_models import GalleryModelsRecord, check_enrol_model, check_search_model, copy_of, has
+from candor_kit.gallery_models import (
+    GalleryModelsRecord,
+    check_enrol_model,
+    check_search_model,
+    copy_of,
+    has,
+    reembed_event_id,
+    switched_by_its_reembedding,
+)
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id
 from candor_kit.ingest import MATCH, WorkerSettings, running_worker
 from candor_kit.jetstream_setup import open_bucket
@@ -231,13 +239,16 @@ class MatchingService:
         origin: common_pb2.Origin,
         *,
         via: AuditPublisher | None = None,
+        event_id: str | None = None,
         **details: object,
     ) -> None:
         """Record one action of the matcher's, for whom the caller says it was (``via`` another
-        publisher, the outbox's, or on the audit stream); when the record cannot be stored the call
-        fails, so the caller never takes an unrecorded action as done."""
+        publisher, the outbox's, or on the audit stream; under ``event_id`` when the action has one,
+        so that its repeats are recorded once); when the record cannot be stored the call fails, so
+        the caller never takes an unrecorded action as done."""
         await (via or self._audit).publish(
             kind,
+            event_id=event_id,
             actor=origin.actor or UNSTATED,
             case_number=origin.case_number,
             purpose=origin.purpose,
@@ -255,15 +266,27 @@ class MatchingService:
             if models.active.id == target.id:
                 raise InvalidInput(f"{target.id} is already the gallery's model")
             if models.target.id == target.id and models.target.version == target.version:
-                return None
-            models.target.CopyFrom(_ref(target))
+                if models.reembed_id:
+                    return None
+            else:
+                models.target.CopyFrom(_ref(target))
+            # Named once, when it begins (or, begun before re-embeddings were named, when continued).
+            models.reembed_id = str(uuid.uuid4())
             return models
 
         begin(copy_of((await self._models.read())[0]))  # refuse before making anything
         self._gallery.index_for(target)  # the new collection, made now; a version clash is refused here
         models = await self._models.change(begin)
         log.info("reembed_begun", active=models.active.id, target=models.target.id)
-        await self._audited("matcher.reembed_begun", request.origin, active=models.active.id, target=models.target.id)
+        # Recorded on every begin, under the re-embedding's one id: a matcher that died between the
+        # record's change and this is recorded by the retry, and a continued one adds nothing.
+        await self._audited(
+            "matcher.reembed_begun",
+            request.origin,
+            event_id=reembed_event_id(models, "begun"),
+            active=models.active.id,
+            target=models.target.id,
+        )
         return models
 
     def _migration(self, target_model_id: str, models: matcher_pb2.GalleryModels) -> tuple[GalleryIndex, GalleryIndex]:
@@ -307,6 +330,10 @@ class MatchingService:
             _check_uuid(record_id, "excused_record_ids")
         async with self._turn:
             models, _ = await self._models.read()
+            if switched_by_its_reembedding(models, request.target_model_id):
+                # Sent again (its answer lost with the gateway that asked): done, and recorded once.
+                await self._audit_switch(request, models, excused)
+                return models
             active, target = self._migration(request.target_model_id, models)
             missing, examples = await asyncio.to_thread(active.unmatched_in, target, excused)
             if missing:
@@ -327,14 +354,24 @@ class MatchingService:
         log.info(
             "gallery_model_switched", active=switched.active.id, previous=switched.previous.id, excused=len(excused)
         )
+        await self._audit_switch(request, switched, excused)
+        return switched
+
+    async def _audit_switch(
+        self, request: matcher_pb2.SwitchModelRequest, switched: matcher_pb2.GalleryModels, excused: set[str]
+    ) -> None:
+        """Record a switch whole, why and what it left out, under its re-embedding's one id: the
+        matcher's record holds all of it even when the gateway that asked is lost before its own."""
         await self._audited(
             "matcher.model_switched",
             request.origin,
+            event_id=reembed_event_id(switched, "switched"),
             active=switched.active.id,
             previous=switched.previous.id,
             excused=len(excused),
+            reason=request.reason,
+            records_left_out=sorted(excused),
         )
-        return switched
 
     async def search(self, request: matcher_pb2.SearchRequest) -> matcher_pb2.SearchResponse:
         """Ranked candidates, one per subject, within the distance limit."""

@@ -114,16 +114,18 @@ class GetGalleryResponse(_message.Message):
     def __init__(self, records: _Optional[int] = ...) -> None: ...
 
 class GalleryModels(_message.Message):
-    __slots__ = ("active", "target", "previous", "changed_at")
+    __slots__ = ("active", "target", "previous", "changed_at", "reembed_id")
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
+    REEMBED_ID_FIELD_NUMBER: _ClassVar[int]
     active: _common_pb2.ModelRef
     target: _common_pb2.ModelRef
     previous: _common_pb2.ModelRef
     changed_at: _timestamp_pb2.Timestamp
-    def __init__(self, active: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., previous: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reembed_id: str
+    def __init__(self, active: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., target: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., previous: _Optional[_Union[_common_pb2.ModelRef, _Mapping]] = ..., changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reembed_id: _Optional[str] = ...) -> None: ...
 
 class BeginReembedRequest(_message.Message):
     __slots__ = ("target", "origin")
@@ -175,11 +177,13 @@ class ListMissingRecordsResponse(_message.Message):
     def __init__(self, records: _Optional[_Iterable[_Union[GalleryRecord, _Mapping]]] = ..., next: _Optional[str] = ...) -> None: ...
 
 class SwitchModelRequest(_message.Message):
-    __slots__ = ("target_model_id", "excused_record_ids", "origin")
+    __slots__ = ("target_model_id", "excused_record_ids", "origin", "reason")
     TARGET_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     EXCUSED_RECORD_IDS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     target_model_id: str
     excused_record_ids: _containers.RepeatedScalarFieldContainer[str]
     origin: _common_pb2.Origin
-    def __init__(self, target_model_id: _Optional[str] = ..., excused_record_ids: _Optional[_Iterable[str]] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
+    reason: str
+    def __init__(self, target_model_id: _Optional[str] = ..., excused_record_ids: _Optional[_Iterable[str]] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
