@@ -240,6 +240,48 @@ async def test_deleting_a_record_or_a_subject_deletes_its_photos_and_says_so_in_
     await eventually(audited)
 
 
+async def test_racing_deletes_of_one_photo_say_it_was_deleted_once(store: PhotoStore) -> None:
+    """Two gateway replicas, or two expunges of one subject, delete the same photo at once: one of
+    them deleted it, and only that one may say so (its count goes into the audit record)."""
+    for round_ in range(5):
+        key = str(uuid.uuid4())
+        await store.put(PhotoHeader("gallery", key, hashlib.sha256(b"x").hexdigest(), subject_id="race"), b"x" * 5000)
+        said = await asyncio.gather(*(store.delete("gallery", key) for _ in range(6)))
+        assert said.count(True) == 1, f"round {round_}: {said.count(True)} of 6 racing deletes said they deleted it"
+        assert await store.header("gallery", key) is None
+        assert await store.delete("gallery", key) is False
+
+
+async def test_racing_expunges_of_one_subject_count_its_records_and_photos_once_on_the_chain(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    """An expunge sent six times at once (a double click, a client retrying on a timeout, without a
+    request id): the chain's subject.deleted records are six, but together they must count the
+    subject's one record and one photo once: an oversight report sums them."""
+    subject = f"photo-race-{uuid.uuid4().hex[:8]}"
+    await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "biden.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
+    )
+    expunge = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="court order")
+    answers = await asyncio.gather(*(gateway.DeleteSubject(expunge, metadata=ENROLLER) for _ in range(6)))
+    assert sum(answer.deleted_records for answer in answers) == 1
+    counted: dict[str, int] = {}
+
+    async def all_six_recorded() -> bool:
+        records = await audit_records(stack, kinds=["subject.deleted"])
+        details = [json.loads(r.event.details_json) for r in records]
+        mine = [d for d in details if d.get("subject_id") == subject]
+        counted.update(
+            expunges=len(mine),
+            records=sum(d["records"] for d in mine),
+            photos_deleted=sum(d["photos_deleted"] for d in mine),
+        )
+        return len(mine) == 6
+
+    await eventually(all_six_recorded)
+    assert counted == {"expunges": 6, "records": 1, "photos_deleted": 1}, "the photo is counted deleted more than once"
+
+
 async def test_an_expunge_runs_to_its_end_when_its_caller_stops_waiting_part_way(
     stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, store: PhotoStore
 ) -> None:

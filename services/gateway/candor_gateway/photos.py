@@ -25,9 +25,15 @@ import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nats.js import JetStreamContext
-from nats.js.api import ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
-from nats.js.errors import NotFoundError, ObjectNotFoundError
-from nats.js.object_store import OBJ_CHUNKS_PRE_TEMPLATE, OBJ_STREAM_TEMPLATE, ObjectStore
+from nats.js.api import Header, ObjectInfo, ObjectMeta, ObjectMetaOptions, ObjectStoreConfig, StorageType
+from nats.js.errors import APIError, NotFoundError, ObjectNotFoundError
+from nats.js.kv import MSG_ROLLUP_SUBJECT
+from nats.js.object_store import (
+    OBJ_CHUNKS_PRE_TEMPLATE,
+    OBJ_META_PRE_TEMPLATE,
+    OBJ_STREAM_TEMPLATE,
+    ObjectStore,
+)
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
@@ -41,8 +47,11 @@ NONCE_BYTES = 12
 #: The largest chunk a photo is stored in (the bus's message limit permitting). nats-py's default,
 #: 128 KiB, made a 2.3 MB photo 19 acknowledged publishes; most photos are one chunk at this size.
 CHUNK_BYTES = 1 << 20
-#: How many times a read starts again on the newer photo when the one it was reading was replaced.
+#: How many times a read (or a delete) starts again on the newer photo when the one it was reading
+#: was replaced.
 READ_ATTEMPTS = 3
+#: JetStream's error code for a write whose expected last sequence is no longer the last.
+WRONG_LAST_SEQUENCE = 10071
 #: What a photo is kept as: a gallery record's photo, a search's probe, or the candidate photo of a
 #: proficiency test (under its search id; never in the gallery).
 Kind = Literal["gallery", "probe", "exemplar"]
@@ -313,12 +322,42 @@ class PhotoStore:
         return {str(k): str(v) for k, v in opened.items()} if isinstance(opened, dict) else {}
 
     async def delete(self, kind: Kind, key: str) -> bool:
-        """Delete a photo (its chunks are purged); False when none was stored."""
-        try:
-            await self.bucket.delete(object_name(kind, key))
-        except (ObjectNotFoundError, NotFoundError):
-            return False
-        return True
+        """Delete a photo (its chunks are purged); False when none was stored.
+
+        Of deletes racing for one photo (two expunges of a subject at once, two replicas), exactly
+        one deletes it and says so, and the counts that go into their audit records add up.
+        nats-py's ``ObjectStore.delete`` cannot tell: each that read the info before another's
+        delete marker landed writes one too and returns as if it had deleted the photo. Here the
+        marker is written only over the info this delete read (compare-and-set on the meta
+        subject's last sequence); one that finds it gone or deleted meanwhile says False."""
+        jetstream = self._open()[1]
+        stream = OBJ_STREAM_TEMPLATE.format(bucket=self._bucket_name)
+        meta = OBJ_META_PRE_TEMPLATE.format(
+            bucket=self._bucket_name, obj=base64.urlsafe_b64encode(object_name(kind, key).encode()).decode()
+        )
+        for _ in range(READ_ATTEMPTS):
+            try:
+                last = await jetstream.get_last_msg(stream, meta)
+                info = ObjectInfo.from_response(json.loads(last.data or b"{}"))
+            except NotFoundError:
+                return False
+            if not info.deleted:
+                marker = {**info.as_dict(), "deleted": True, "size": 0, "chunks": 0, "digest": "", "mtime": ""}
+                headers = {Header.ROLLUP: MSG_ROLLUP_SUBJECT, Header.EXPECTED_LAST_SUBJECT_SEQUENCE: str(last.seq)}
+                try:
+                    await jetstream.publish(meta, json.dumps(marker).encode(), headers=headers)
+                except APIError as exc:
+                    if exc.err_code == WRONG_LAST_SEQUENCE:  # replaced or deleted meanwhile: read again
+                        continue
+                    raise
+            # Its chunks go whoever wrote the marker: a delete cut off after it leaves none behind.
+            if info.nuid:
+                chunks = OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=self._bucket_name, obj=info.nuid)
+                await jetstream.purge_stream(stream, subject=chunks)
+            return not info.deleted
+        raise ServiceUnavailable(
+            f"the stored photo {kind}/{key} was replaced {READ_ATTEMPTS} times while it was deleted; try again"
+        )
 
     async def read_headers(
         self, kind: Kind, where: Callable[[PhotoHeader], bool] | None = None
