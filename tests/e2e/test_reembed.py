@@ -16,6 +16,7 @@ import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -216,17 +217,16 @@ def test_reembed_builds_beside_the_active_model_and_switches_in_one_step(
 
     # Back to the old model, through a gateway killed part way twice: once after the matcher began
     # the re-embedding, once after the matcher switched, each time before the gateway's own record.
-    # The command run again, and the switch sent again (three times), finish what was begun: each
+    # The command run again, and the switch sent again (three at once), finish what was begun: each
     # step is on the chain once, and the switch's reason and left-out records are never lost.
     asyncio.run(_as_a_gateway_that_dies(stack, subjects.MATCH_BEGIN_REEMBED, _begin(client_models(stack).previous)))
     back = candor(stack, "gallery", "reembed", "--to", OLD, "--no-switch", "--quiet")
     # Its collection was kept, so only what was enrolled since is re-embedded.
     assert "records to re-embed" not in back.stdout, back.stdout
     asyncio.run(_as_a_gateway_that_dies(stack, subjects.MATCH_SWITCH_MODEL, _switch(OLD, "roll back")))
-    with GatewayClient(state.gateway, stack.token()) as client:
-        for _ in range(3):
-            again = client.switch_model(OLD, "roll back", [])
-            assert (again.active.id, again.previous.id, again.target.id) == (OLD, NEW, "")
+    with GatewayClient(state.gateway, stack.token()) as client, ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda _: client.switch_model(OLD, "roll back", []), range(3)))
+    assert {(again.active.id, again.previous.id, again.target.id) for again in answers} == {(OLD, NEW, "")}
     assert search_json(stack, samples / "obama2.jpg", "CASE-RMB-4")["model"]["id"] == OLD
     wait_for_audit(stack, "SELECT 1 FROM audit_record WHERE kind = 'search.completed' AND case_number = 'CASE-RMB-4'")
     back_to_old = {

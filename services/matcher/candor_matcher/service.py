@@ -342,7 +342,9 @@ class MatchingService:
                     f"(for example {', '.join(examples)}); re-embed them or excuse them"
                 )
 
-            def switch(current: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels:
+            def switch(current: matcher_pb2.GalleryModels) -> matcher_pb2.GalleryModels | None:
+                if switched_by_its_reembedding(current, request.target_model_id):
+                    return None  # another replica's switch of the same re-embedding won: done
                 if current.target.id != request.target_model_id:
                     raise PreconditionFailed("the re-embedding changed meanwhile; try again")
                 current.previous.CopyFrom(current.active)
