@@ -69,6 +69,8 @@ GALLERY_BUCKET = "CANDOR_GALLERY"
 #: The tokens revoked by their users' sign-out, by SHA-256, kept until they would have expired
 #: (the gateway's alone).
 REVOKED_TOKENS_BUCKET = "CANDOR_REVOKED_TOKENS"
+#: Each user's searches of a UTC day, counted by every gateway replica together (the daily quota).
+SEARCH_COUNTS_BUCKET = "CANDOR_SEARCH_COUNTS"
 #: The object store of encrypted gallery photos and retained probes (the gateway's alone).
 PHOTOS_BUCKET = "CANDOR_PHOTOS"
 #: Each client request id's claim and answer, so a retried call does its work once (the gateway's
@@ -148,6 +150,8 @@ class BusRole:
     revokes_tokens: bool = False
     #: Whether it keeps the register of client request ids (the gateway: idempotent calls).
     remembers_requests: bool = False
+    #: Whether it counts each user's searches of the day with the other replicas (the gateway).
+    counts_searches: bool = False
     #: Whether it publishes the event feed (the audit service, from the chain).
     publishes_events: bool = False
     #: Whether it follows the event feed: an integration's user, which may make, read and delete
@@ -263,6 +267,7 @@ ROLES: dict[str, BusRole] = {
         keeps_photos=True,
         revokes_tokens=True,
         remembers_requests=True,
+        counts_searches=True,
     ),
     # An integration (a case-management or booking system) following the event feed: it reads the
     # feed with durable consumers of its own and can reach nothing else on the bus.
@@ -439,6 +444,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
         publish += _object_store_permissions(PHOTOS_BUCKET)
     if role.revokes_tokens:
         publish += _bucket_permissions(REVOKED_TOKENS_BUCKET)
+    if role.counts_searches:
+        publish += _bucket_permissions(SEARCH_COUNTS_BUCKET)
     if role.remembers_requests:
         publish += _bucket_permissions(REQUESTS_BUCKET)
     if role.audit_kinds:

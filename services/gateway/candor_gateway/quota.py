@@ -1,29 +1,40 @@
-"""The daily search quota per user, counted from the audit chain.
+"""The daily search quota per user, counted by every gateway replica together.
 
-The count is the user's ``search.completed`` records since midnight UTC, read after the chain holds
-everything this gateway published, plus the user's searches in flight here; so the quota holds
-across restarts and replicas (the chain is shared), and a burst of parallel calls cannot slip past
-it on one gateway. The chain is reread for a user at most every CHAIN_REREAD_S; in between, this
-gateway adds its own completed searches to the last read (so other replicas' searches of the last
-few seconds may be missed, never this one's). While the audit service cannot answer, searches go
-on (their events wait in JetStream) and the quota is counted from this gateway's own tally of the
-day instead; the search's audit record says which count was used.
+Each search claims one of the user's searches of the UTC day in a count all replicas share
+(SEARCH_COUNTS_BUCKET, one key per user and day, written by compare-and-set), before anything is
+matched; a search that ends without its record gives its claim back. So a burst of one user's
+searches spread over any number of replicas gets exactly the quota, never a replica's quota each.
+
+The audit chain is the count's floor: the user's ``search.completed`` records since midnight UTC,
+read after the chain holds everything this gateway published (so the quota holds even when the
+shared count was lost), reread for a user at most every CHAIN_REREAD_S, with this gateway's own
+completed searches added in between. While the shared count cannot be reached, the quota is
+counted from the chain and this gateway's searches in flight; while the audit service cannot
+answer either, searches go on (their events wait in JetStream) and this gateway's own tally of
+the day is used. The search's audit record says which count was used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from candor_gateway.audit_reader import AuditReader
+from candor_kit import Bus
 from candor_kit.errors import DeadlineExceeded, QuotaExhausted, ServiceUnavailable
+from candor_kit.jetstream_setup import open_bucket
 from candor_kit.policy import Rule
+from candor_kit.subjects import SEARCH_COUNTS_BUCKET
 
 #: Where a quota count came from, as the search's audit record names it.
 FROM_CHAIN = "audit chain"
@@ -31,6 +42,12 @@ FROM_CHAIN = "audit chain"
 CHAIN_REREAD_S = 30.0
 FROM_RECENT_READ = f"audit chain, read in the last {CHAIN_REREAD_S:g} s, plus this gateway's tally since"
 FROM_GATEWAY = "gateway tally (audit unavailable)"
+#: A count from the shared one names its floor's source after it: "<FROM_SHARED>; floor: <source>".
+FROM_SHARED = "the day's count shared by every gateway"
+#: How long a day's count is kept (past its day, so a search at midnight finds it whole).
+COUNT_KEPT_S = 2 * 86_400.0
+#: Compare-and-set tries on one count before the search is refused as unavailable.
+COUNT_TRIES = 20
 
 
 @dataclass(frozen=True)
@@ -46,30 +63,124 @@ class ChainCount:
 log = structlog.get_logger("candor.gateway.quota")
 
 
+class SharedCounts:
+    """Each user's searches of a UTC day, one key per user and day in SEARCH_COUNTS_BUCKET, which
+    every gateway replica changes by compare-and-set. Keys name the user by digest: a user name
+    need not be a valid key, and the bucket need not list who searched."""
+
+    def __init__(self, bus: Bus, replicas: int = 1) -> None:
+        self._bus = bus
+        self._replicas = replicas
+        self._bucket: KeyValue | None = None
+
+    async def open(self) -> None:
+        """Create the bucket when missing."""
+        self._bucket = await open_bucket(self._bus, SEARCH_COUNTS_BUCKET, self._replicas, ttl=COUNT_KEPT_S)
+
+    async def take(self, user: str, day: dt.date, quota: int, floor: int) -> bool:
+        """Claim one of ``user``'s searches on ``day`` unless the day's count (at least ``floor``)
+        has reached ``quota``; whether it was claimed. ServiceUnavailable when the count cannot
+        be read or written."""
+        key = _count_key(user, day)
+        for _ in range(COUNT_TRIES):
+            count, revision = await self._read(key)
+            count = max(count, floor)
+            if count >= quota:
+                return False
+            if await self._write(key, count + 1, revision):
+                return True
+        raise ServiceUnavailable("the day's search count kept changing; try again")
+
+    async def give_back(self, user: str, day: dt.date) -> None:
+        """Give back one claimed search (one that ended without its record). One that cannot be
+        given back stays counted: the quota errs by one search too few, never one too many."""
+        key = _count_key(user, day)
+        try:
+            for _ in range(COUNT_TRIES):
+                count, revision = await self._read(key)
+                if not count or await self._write(key, count - 1, revision):
+                    return
+        except ServiceUnavailable as exc:
+            log.warning("quota_claim_not_given_back", reason=exc.message)
+            return
+        log.warning("quota_claim_not_given_back", reason="the count kept changing")
+
+    async def _read(self, key: str) -> tuple[int, int]:
+        if self._bucket is None:
+            raise RuntimeError("SharedCounts.open() was not awaited")
+        try:
+            entry = await self._bucket.get(key)
+        except KeyNotFoundError:
+            return 0, 0
+        except Exception as exc:
+            raise ServiceUnavailable(f"the day's search count cannot be read: {exc}") from exc
+        try:
+            return int(entry.value or b"0"), int(entry.revision or 0)
+        except ValueError:  # not one of ours: counted from the chain alone, and written over
+            return 0, int(entry.revision or 0)
+
+    async def _write(self, key: str, count: int, revision: int) -> bool:
+        """Write the count over the one read (revision 0: none); whether it was still the last."""
+        assert self._bucket is not None
+        value = str(count).encode()
+        try:
+            if revision:
+                await self._bucket.update(key, value, last=revision)
+            else:
+                await self._bucket.create(key, value)
+        except KeyWrongLastSequenceError:
+            return False
+        except Exception as exc:
+            raise ServiceUnavailable(f"the day's search count cannot be written: {exc}") from exc
+        return True
+
+
+def _count_key(user: str, day: dt.date) -> str:
+    return f"{day.isoformat()}.{hashlib.sha256(user.encode('utf-8', 'replace')).hexdigest()[:32]}"
+
+
+@dataclass
+class Claim:
+    """One search's claim on its user's daily quota: given back unless the search is recorded."""
+
+    user: str
+    day: dt.date | None = None
+    kept: bool = False
+
+    def keep(self) -> None:
+        """The search is recorded: its claim stays counted."""
+        self.kept = True
+
+
 class SearchQuota:
     """Counts a user's searches of the day against the policy's quota (0: no quota)."""
 
-    def __init__(self, reader: AuditReader) -> None:
+    def __init__(self, reader: AuditReader, shared: SharedCounts | None = None) -> None:
         self._reader = reader
+        self._shared = shared
         self._in_flight: Counter[str] = Counter()
         #: This gateway's completed searches of the day (``_day``, UTC) per user.
         self._day = _midnight().date()
         self._tally: Counter[str] = Counter()
         self._read: dict[str, ChainCount] = {}
 
-    @contextlib.contextmanager
-    def claim(self, user: str, quota: int) -> Iterator[None]:
-        """Count one search of ``user`` as in flight for the duration of the block."""
+    @contextlib.asynccontextmanager
+    async def claim(self, user: str, quota: int) -> AsyncIterator[Claim]:
+        """Count one search of ``user`` as in flight for the duration of the block; the shared
+        count ``check`` claimed is given back at its end unless the block kept it (``Claim.keep``)."""
+        claim = Claim(user)
         if not quota:
-            yield
+            yield claim
             return
         self._in_flight[user] += 1
         try:
-            yield
+            yield claim
         finally:
             self._in_flight[user] -= 1
             if not self._in_flight[user]:
                 del self._in_flight[user]
+            if claim.day is not None and not claim.kept and self._shared is not None:
+                await self._shared.give_back(user, claim.day)
 
     def completed(self, user: str) -> None:
         """Add a completed search to this gateway's tally of the day."""
@@ -81,11 +192,13 @@ class SearchQuota:
             self._day, self._tally, self._read = day, Counter(), {}
         return self._tally
 
-    async def check(self, user: str, quota: int) -> str:
-        """Refuse (RESOURCE_EXHAUSTED) when the user's searches today, with this one, exceed ``quota``;
-        returns where the count came from ("" without a quota)."""
+    async def check(self, claim: Claim, quota: int) -> str:
+        """Refuse (RESOURCE_EXHAUSTED) when the user's searches today, with this one, exceed ``quota``,
+        else claim this one in the shared count; returns where the count came from ("" without a
+        quota)."""
         if not quota:
             return ""
+        user = claim.user
         midnight = _midnight()
         tallied = self._tally_for(midnight.date())[user]
         now = time.monotonic()
@@ -102,12 +215,32 @@ class SearchQuota:
             except (ServiceUnavailable, DeadlineExceeded) as exc:
                 log.warning("quota_counted_locally", reason=exc.message)
                 done, source = 0, FROM_GATEWAY
+        if self._shared is not None:
+            taking = asyncio.ensure_future(self._shared.take(user, midnight.date(), quota, floor=max(done, tallied)))
+            try:
+                taken = await asyncio.shield(taking)
+            except asyncio.CancelledError:
+                # The search ended (its photo had no face, say) while its claim was written: wait
+                # for the write, so that a claim taken is given back, not counted for ever.
+                with contextlib.suppress(Exception):
+                    if await taking:
+                        claim.day = midnight.date()
+                raise
+            except ServiceUnavailable as exc:
+                log.warning("quota_counted_without_other_gateways", reason=exc.message)
+            else:
+                if not taken:
+                    raise _exhausted(user, quota)
+                claim.day = midnight.date()
+                return f"{FROM_SHARED}; floor: {source}"
         # This search is among the in-flight ones.
         if max(done, tallied) + self._in_flight[user] > quota:
-            raise QuotaExhausted(
-                f"user {user} has used the policy's quota of {quota} searches today (UTC)", rule=Rule.QUOTA
-            )
+            raise _exhausted(user, quota)
         return source
+
+
+def _exhausted(user: str, quota: int) -> QuotaExhausted:
+    return QuotaExhausted(f"user {user} has used the policy's quota of {quota} searches today (UTC)", rule=Rule.QUOTA)
 
 
 def _midnight() -> dt.datetime:

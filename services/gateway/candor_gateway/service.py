@@ -19,6 +19,7 @@ from candor_gateway.idempotency import RequestRegister
 from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import PolicyHolder
+from candor_gateway.quota import SharedCounts
 from candor_gateway.reembed import ReembedDesk
 from candor_gateway.revocations import TokenRevocations, sign_out_event_id
 from candor_gateway.sweeps import run_sweeps
@@ -424,6 +425,8 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
         await ensure_audit_stream(host.bus, settings.audit_stream_replicas)
         await settings.photos.open(host.bus, settings.photo_store_replicas)
         audit = AuditPublisher(host.bus, "gateway")
+        search_counts = SharedCounts(host.bus, settings.photo_store_replicas)
+        await search_counts.open()
         workflow = Workflow(
             host.bus,
             audit,
@@ -435,6 +438,7 @@ async def serve(settings: GatewaySettings, stop: asyncio.Event) -> None:
             settings.photos,
             settings.max_inflight,
             settings.hedge_after_s,
+            search_counts,
         )
         rules = ingest_pb2.ImportRules(min_face_px=settings.min_enrol_face_px, min_blur=settings.min_enrol_blur)
         routes = workflow.routes

@@ -31,7 +31,7 @@ from candor_gateway.model_calls import Chosen, ModelCalls, model_details
 from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
 from candor_gateway.policy import PolicyHolder
 from candor_gateway.proficiency import ProficiencySeeder
-from candor_gateway.quota import SearchQuota
+from candor_gateway.quota import Claim, SearchQuota, SharedCounts
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.reviews import ReviewDesk
 from candor_gateway.routes import ModelRoutes
@@ -44,6 +44,7 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.audit_events import AlreadyRecorded
+from candor_kit.policy import Policy
 from candor_kit.tokens import Principal
 
 log = structlog.get_logger("candor.gateway")
@@ -103,6 +104,7 @@ class Workflow:
         photos: PhotoStore,
         max_inflight: int = 16,
         hedge_after_s: float = 0.0,
+        search_counts: SharedCounts | None = None,
     ) -> None:
         self._bus = bus
         self.routes = ModelRoutes(bus, timeout_s)
@@ -116,7 +118,7 @@ class Workflow:
         self._slots = PhotoSlots(max_inflight)
         reader = AuditReader(bus, audit, timeout_s)
         self._reader = reader
-        self._quota = SearchQuota(reader)
+        self._quota = SearchQuota(reader, search_counts)
         self.photos = photos
         self.gallery = GalleryDesk(bus, audit, photos, self._calls, self._slots, min_face_px, timeout_s)
         self.audits = AuditDesk(bus, audit, reader, timeout_s)
@@ -172,20 +174,33 @@ class Workflow:
         """Search the gallery for a probe under the policy in force, as ``search_id``; refusals and
         results are both audited. A search id already recorded (a gateway that died before
         answering recorded it, and this is the retry that took its claim over) is answered with the
-        candidates its record holds, and recorded once."""
-        stages = StageClock()
+        candidates its record holds, and recorded once. The search counts against its user's daily
+        quota once it is recorded; one that ends otherwise gives its claim back."""
         policy = self._policy.current
+        quota = policy.quotas.daily_searches(principal.service_account)
+        async with self._quota.claim(principal.user, quota) as claim:
+            return await self._search(principal, request, search_id, policy, claim, quota)
+
+    async def _search(
+        self,
+        principal: Principal,
+        request: gateway_pb2.SearchRequest,
+        search_id: str,
+        policy: Policy,
+        claim: Claim,
+        quota: int,
+    ) -> Matched:
+        stages = StageClock()
         case_number, purpose = request.case_number, request.purpose
         authorisation = request.authorisation_reference.strip()
         image = request.probe_image
         try:
             require(principal, Permission.SEARCH)
             limit = policy.check_search(case_number, purpose, authorisation, request.max_candidates)
-            quota = policy.quotas.daily_searches(principal.service_account)
-            with self._slots.claim(), self._quota.claim(principal.user, quota):
-                # The quota is read from the audit chain while the photo is detected and embedded;
-                # nothing is matched before it has answered.
-                async with background(self._quota.check(principal.user, quota)) as quota_check:
+            with self._slots.claim():
+                # The quota is counted while the photo is detected and embedded; nothing is
+                # matched before it has answered.
+                async with background(self._quota.check(claim, quota)) as quota_check:
                     route = await self.routes.for_search()
                     chosen = await self._calls.choose_face(
                         image, request.face_index if request.HasField("face_index") else None, route
@@ -241,13 +256,15 @@ class Workflow:
                     "quota_counted_from": quota_source or None,
                 },
             )
-        except AlreadyRecorded:
+        except AlreadyRecorded:  # the search it repeats was counted
             candidates, model = await self._recorded_answer(principal, search_id, model)
         except CandorError:
             # Unrecorded, the search did not happen: its probe is not kept either.
             if retained:
                 await self.photos.delete("probe", search_id)
             raise
+        else:
+            claim.keep()
         self._quota.completed(principal.user)
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
