@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import pytest
 
-from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor.gateway.v1 import gateway_pb2
 from candor_cli import LocalStack
 from candor_kit.policy import DEFAULT_POLICY_YAML
-from tests.e2e.test_safeguards import gateways
+from tests.e2e.test_safeguards import through_both_gateways
 from tests.e2e.test_stack_cli import candor, wait_for_audit
 from tests.integration.test_search_flow import faceless_png
 
@@ -43,27 +42,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, samples: Path) -> Iterator[L
 def search_at_once(stack: LocalStack, token: str, probe: bytes, case: str, count: int) -> list[grpc.StatusCode]:
     """``count`` searches of ``probe`` sent at the same moment, alternating between the two gateway
     processes; the status code of each."""
-    channels = [grpc.insecure_channel(address) for address in gateways(stack)]
-    stubs = [gateway_pb2_grpc.GatewayServiceStub(channel) for channel in channels]
-    for channel in channels:  # connected before the burst, so the calls really overlap
-        grpc.channel_ready_future(channel).result(timeout=10)
     request = gateway_pb2.SearchRequest(
         probe_image=probe, case_number=case, purpose="investigation", authorisation_reference="W-QUOTA"
     )
-
-    def one(index: int) -> grpc.StatusCode:
-        try:
-            stubs[index % 2].Search(request, metadata=(("authorization", f"Bearer {token}"),), timeout=120)
-        except grpc.RpcError as refused:
-            return refused.code()  # type: ignore[no-any-return]
-        return grpc.StatusCode.OK
-
-    try:
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            return list(pool.map(one, range(count)))
-    finally:
-        for channel in channels:
-            channel.close()
+    metadata = (("authorization", f"Bearer {token}"),)
+    return through_both_gateways(stack, count, lambda stub, _: stub.Search(request, metadata=metadata, timeout=120))
 
 
 def test_a_burst_of_searches_through_two_gateways_gets_exactly_the_quota(stack: LocalStack, samples: Path) -> None:

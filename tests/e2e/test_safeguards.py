@@ -14,7 +14,7 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,33 +63,44 @@ def gateways(stack: LocalStack) -> list[str]:
     return found
 
 
-def submit_in_parallel(
-    stack: LocalStack, token: str, search_id: str, rank: int, decisions: list[int]
+def through_both_gateways(
+    stack: LocalStack, count: int, call: Callable[[gateway_pb2_grpc.GatewayServiceStub, int], object]
 ) -> list[grpc.StatusCode]:
-    """Send one SubmitReview per decision at the same moment, alternating between the two gateway
-    processes; the status code of each call."""
-    addresses = gateways(stack)
-    channels = [grpc.insecure_channel(address) for address in addresses]
+    """Make ``count`` calls at the same moment (``call(stub, index)``), alternating between the two
+    gateway processes; the status code of each."""
+    channels = [grpc.insecure_channel(address) for address in gateways(stack)]
     stubs = [gateway_pb2_grpc.GatewayServiceStub(channel) for channel in channels]
     for channel in channels:  # connected before the burst, so the calls really overlap
         grpc.channel_ready_future(channel).result(timeout=10)
 
     def one(index: int) -> grpc.StatusCode:
-        request = gateway_pb2.SubmitReviewRequest(
-            search_id=search_id, rank=rank, decision=decisions[index], notes=f"look {index}", features=["ears"]
-        )
         try:
-            stubs[index % 2].SubmitReview(request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
+            call(stubs[index % 2], index)
         except grpc.RpcError as refused:
-            return refused.code()
+            return refused.code()  # type: ignore[no-any-return]
         return grpc.StatusCode.OK
 
     try:
-        with ThreadPoolExecutor(max_workers=len(decisions)) as pool:
-            return list(pool.map(one, range(len(decisions))))
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            return list(pool.map(one, range(count)))
     finally:
         for channel in channels:
             channel.close()
+
+
+def submit_in_parallel(
+    stack: LocalStack, token: str, search_id: str, rank: int, decisions: list[int]
+) -> list[grpc.StatusCode]:
+    """Send one SubmitReview per decision at the same moment, alternating between the two gateway
+    processes; the status code of each call."""
+
+    def submit(stub: gateway_pb2_grpc.GatewayServiceStub, index: int) -> object:
+        request = gateway_pb2.SubmitReviewRequest(
+            search_id=search_id, rank=rank, decision=decisions[index], notes=f"look {index}", features=["ears"]
+        )
+        return stub.SubmitReview(request, metadata=(("authorization", f"Bearer {token}"),), timeout=60)
+
+    return through_both_gateways(stack, len(decisions), submit)
 
 
 def reviews_in_chain(stack: LocalStack, search_id: str) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ import datetime as dt
 import hashlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -81,29 +81,29 @@ class SharedCounts:
         """Claim one of ``user``'s searches on ``day`` unless the day's count (at least ``floor``)
         has reached ``quota``; whether it was claimed. ServiceUnavailable when the count cannot
         be read or written."""
-        key = _count_key(user, day)
-        for _ in range(COUNT_TRIES):
-            count, revision = await self._read(key)
-            count = max(count, floor)
-            if count >= quota:
-                return False
-            if await self._write(key, count + 1, revision):
-                return True
-        raise ServiceUnavailable("the day's search count kept changing; try again")
+        return await self._change(
+            _count_key(user, day), lambda count: max(count, floor) + 1 if max(count, floor) < quota else None
+        )
 
     async def give_back(self, user: str, day: dt.date) -> None:
         """Give back one claimed search (one that ended without its record). One that cannot be
         given back stays counted: the quota errs by one search too few, never one too many."""
-        key = _count_key(user, day)
         try:
-            for _ in range(COUNT_TRIES):
-                count, revision = await self._read(key)
-                if not count or await self._write(key, count - 1, revision):
-                    return
+            await self._change(_count_key(user, day), lambda count: count - 1 if count else None)
         except ServiceUnavailable as exc:
             log.warning("quota_claim_not_given_back", reason=exc.message)
-            return
-        log.warning("quota_claim_not_given_back", reason="the count kept changing")
+
+    async def _change(self, key: str, edit: Callable[[int], int | None]) -> bool:
+        """Write ``edit(count)`` over the count read, by compare-and-set, reading again when another
+        replica wrote first; False when ``edit`` leaves it alone (None)."""
+        for _ in range(COUNT_TRIES):
+            count, revision = await self._read(key)
+            changed = edit(count)
+            if changed is None:
+                return False
+            if await self._write(key, changed, revision):
+                return True
+        raise ServiceUnavailable("the day's search count kept changing; try again")
 
     async def _read(self, key: str) -> tuple[int, int]:
         if self._bucket is None:
