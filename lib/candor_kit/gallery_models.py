@@ -190,18 +190,6 @@ def check_enrol_model(models: matcher_pb2.GalleryModels, model_id: str) -> None:
         )
 
 
-__all__ = [
-    "KEY",
-    "GalleryModelsReader",
-    "GalleryModelsRecord",
-    "ModelsWatch",
-    "check_enrol_model",
-    "check_search_model",
-    "copy_of",
-    "has",
-]
-
-
 def reembed_event_id(models: matcher_pb2.GalleryModels, step: str) -> str | None:
     """The one audit event id of a re-embedding's ``step`` ("begun", "started", "switched"), from
     the id the record names it by; None (a fresh id per record) for one begun before they were named."""
@@ -212,3 +200,17 @@ def switched_by_its_reembedding(models: matcher_pb2.GalleryModels, model_id: str
     """Whether ``model_id`` is the active model by a named re-embedding's switch, with no other
     begun since: a switch to it sent again is then done already."""
     return not has(models.target) and models.active.id == model_id and bool(models.reembed_id)
+
+
+__all__ = [
+    "KEY",
+    "GalleryModelsReader",
+    "GalleryModelsRecord",
+    "ModelsWatch",
+    "check_enrol_model",
+    "check_search_model",
+    "copy_of",
+    "has",
+    "reembed_event_id",
+    "switched_by_its_reembedding",
+]

@@ -52,24 +52,20 @@ class ReembedDesk:
         _check_model_id(request.model_id)
         target = await self._routes.model(request.model_id)
         self._calibration.calibrated(target)  # refused unless searches could use it
-        before = await self._routes.models()
         models = await self._bus.request(
             subjects.MATCH_BEGIN_REEMBED,
             matcher_pb2.BeginReembedRequest(target=target, origin=common_pb2.Origin(actor=principal.user)),
             matcher_pb2.GalleryModels,
             self._timeout,
         )
-        event_id = reembed_event_id(models, "started")
-        # Recorded on every start under the re-embedding's one id: a retry after a gateway lost once
-        # the matcher began records it, a continued one adds nothing. (A matcher that names no
-        # re-embedding, an older one, is recorded when the target changes, as it was.)
-        if event_id or before.target.id != models.target.id or before.target.version != models.target.version:
-            await self._audit.publish(
-                "gallery.reembed_started",
-                event_id=event_id,
-                actor=principal.user,
-                details={"active": _model(models.active), "target": _model(models.target)},
-            )
+        # Recorded on every start under the re-embedding's one id (the matcher names each one): a
+        # retry after a gateway lost once the matcher began records it, a continued one adds nothing.
+        await self._audit.publish(
+            "gallery.reembed_started",
+            event_id=reembed_event_id(models, "started"),
+            actor=principal.user,
+            details={"active": _model(models.active), "target": _model(models.target)},
+        )
         return models
 
     async def work(
