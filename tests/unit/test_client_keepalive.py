@@ -7,6 +7,7 @@ servers in their own processes, one of them frozen with SIGSTOP."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from candor_client import GatewayClient
 
 #: A gateway stand-in in its own process, with the gRPC server options Candor's services use: its
 #: Search answers at once, or, started as "slow", after 3 s to a search of case SLOW (a call in
-#: flight to freeze).
+#: flight to freeze), saying on its output that it has one.
 SERVER = """
 import asyncio, sys
 import grpc
@@ -31,6 +32,7 @@ from candor_kit.grpc_server import KEEPALIVE_SERVER_OPTIONS
 class Gateway(gateway_pb2_grpc.GatewayServiceServicer):
     async def Search(self, request, context):
         if sys.argv[2] == "slow" and request.case_number == "SLOW":
+            print("in flight", flush=True)
             await asyncio.sleep(3)
         return gateway_pb2.SearchResponse(search_id=sys.argv[2])
 
@@ -66,17 +68,33 @@ def test_a_call_on_a_gateway_that_froze_is_retried_on_the_other_within_seconds(
 ) -> None:
     (slow_port, slow), (answering_port, _) = gateways
     with GatewayClient(f"ipv4:127.0.0.1:{slow_port},127.0.0.1:{answering_port}", "token", timeout_s=60) as client:
-        for _ in range(4):  # both connected
-            client.search(b"photo", "WARM", "investigation")
-        # Two calls at once: round_robin gives one to each gateway; the slow one's is in flight
-        # when that gateway freezes.
-        with ThreadPoolExecutor(2) as pool:
-            calls = [pool.submit(client.search, b"photo", "SLOW", "investigation") for _ in range(2)]
-            time.sleep(1)
+        # Both connected: round_robin passes over a gateway not yet connected, so warm up until
+        # each has answered (a slow machine connects the second one late).
+        answered = {client.search(b"photo", "WARM", "investigation").search_id for _ in range(4)}
+        while answered != {"slow", "answering"} and len(answered) < 50:
+            answered.add(client.search(b"photo", "WARM", "investigation").search_id)
+        assert answered == {"slow", "answering"}, f"only {answered} answered the warm-up"
+        # One call at a time until round_robin gives one to the slow gateway; the gateway says when
+        # it holds it, and is frozen then, with the call in flight (not after a guessed sleep).
+        with ThreadPoolExecutor(1) as pool:
+            for _ in range(10):
+                call = pool.submit(client.search, b"photo", "SLOW", "investigation")
+                if _line_within(slow, 5) == "in flight":
+                    break
+                assert call.result(timeout=10).search_id == "answering"
+            else:
+                pytest.fail("round_robin never sent a call to the slow gateway")
             os.kill(slow.pid, signal.SIGSTOP)
             began = time.monotonic()
-            answers = sorted(call.result(timeout=90).search_id for call in calls)
+            answer = call.result(timeout=90).search_id
             waited = time.monotonic() - began
-    assert answers == ["answering", "answering"]
+    assert answer == "answering"
     # Found by the keepalive ping (10 s, then 5 s unanswered) and retried: not at once, not at the deadline.
     assert 10 < waited < 30, f"the call on the frozen gateway waited {waited:.0f} s"
+
+
+def _line_within(process: subprocess.Popen[str], seconds: float) -> str | None:
+    """The process's next line of output, or None if none comes within ``seconds``."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], seconds)
+    return process.stdout.readline().strip() if ready else None
