@@ -13,7 +13,7 @@ MAX_MESSAGE = 16 * 1024 * 1024
 #: The calls that carry a client request id (so the gateway answers a retry with the first call's
 #: answer) and that gRPC therefore retries by itself when the gateway is UNAVAILABLE: the same
 #: request, id and all, after a random backoff of up to 0.5, 1, 2 then 4 s.
-RETRIED_CALLS = ("Search", "Enroll", "DeleteSubject")
+RETRIED_CALLS = ("Search", "Enroll", "DeleteSubject", "SeedProficiencyTest")
 SERVICE_CONFIG = {
     # Every address the gateway's name resolves to (replicas behind Docker's DNS or a headless
     # Service) takes calls in turn, and one that goes is left out until it is back: with gRPC's

@@ -117,7 +117,13 @@ class GatewayClient:
     def seed_proficiency_test(
         self, request: gateway_pb2.SeedProficiencyTestRequest
     ) -> gateway_pb2.SeedProficiencyTestResponse:
-        """A supervisor's known-answer comparison, put in reviewers' queues."""
+        """A supervisor's known-answer comparison, put in reviewers' queues (under a new client
+        request id when it has none, so a retry seeds it once)."""
+        if not request.client_request_id:
+            stamped = gateway_pb2.SeedProficiencyTestRequest()
+            stamped.CopyFrom(request)
+            stamped.client_request_id = new_request_id()
+            request = stamped
         return self._stub.SeedProficiencyTest(request, metadata=self._metadata, timeout=self._timeout)
 
     def record_analysis(self, search_id: str, sufficient: bool, notes: str = "") -> gateway_pb2.RecordAnalysisResponse:

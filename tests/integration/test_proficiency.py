@@ -4,6 +4,7 @@ scored and never become leads, and the oversight report shows each reviewer's ac
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -101,3 +102,35 @@ async def test_a_seeded_test_looks_like_work_is_scored_never_a_lead_and_the_repo
     assert report.reviews.get("confirmed", 0) == sum(
         1 for r in everything if r.event.kind == "review.confirmed"
     )  # the tests add nothing to the review outcomes
+
+
+async def test_a_seeding_sent_again_or_at_once_with_its_request_id_seeds_one_test(
+    stack: InProcessStack, gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path
+) -> None:
+    """A supervisor's retry (a lost answer, a double click, gRPC's own retry of an unavailable
+    gateway) seeds the test once: one search in the queues, one ``proficiency.seeded`` record."""
+    request = seeding(samples, "obama.jpg", True, "2026-PX-0077")
+    request.client_request_id = "seed-2026-PX-0077"
+    answers = await asyncio.gather(*(gateway.SeedProficiencyTest(request, metadata=SUE) for _ in range(5)))
+    answers.append(await gateway.SeedProficiencyTest(request, metadata=SUE))
+    assert len({answer.search_id for answer in answers}) == 1, "one seeding gave several tests"
+
+    changed = seeding(samples, "biden.jpg", False, "2026-PX-0077")
+    changed.client_request_id = "seed-2026-PX-0077"
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await gateway.SeedProficiencyTest(changed, metadata=SUE)
+    assert reused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+    # A later seeding, once on the chain, means every earlier one is (the chain takes them in order).
+    later = await gateway.SeedProficiencyTest(seeding(samples, "obama.jpg", True, "2026-PX-0078"), metadata=SUE)
+
+    async def later_recorded() -> bool:
+        return any(r.event.event_id == later.search_id for r in await audit_records(stack, case_number="2026-PX-0078"))
+
+    await eventually(later_recorded)
+    seeded = [r for r in await audit_records(stack, case_number="2026-PX-0077") if r.event.kind == "proficiency.seeded"]
+    assert [r.event.event_id for r in seeded] == [answers[0].search_id], f"seeded {len(seeded)} times, not once"
+    pending = await gateway.ListPendingReviews(
+        gateway_pb2.ListPendingReviewsRequest(case_prefix="2026-PX-0077"), metadata=RITA
+    )
+    assert [s.search_id for s in pending.searches] == [answers[0].search_id]

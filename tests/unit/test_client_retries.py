@@ -37,6 +37,12 @@ class Restarting(gateway_pb2_grpc.GatewayServiceServicer):
         self._answer(request.client_request_id, context)
         return gateway_pb2.DeleteSubjectResponse(deleted_records=1)
 
+    def SeedProficiencyTest(  # noqa: N802
+        self, request: gateway_pb2.SeedProficiencyTestRequest, context: grpc.ServicerContext
+    ) -> gateway_pb2.SeedProficiencyTestResponse:
+        self._answer(request.client_request_id, context)
+        return gateway_pb2.SeedProficiencyTestResponse(search_id="S-2")
+
 
 @pytest.fixture
 def gateway() -> Iterator[tuple[Restarting, str]]:
@@ -58,6 +64,17 @@ def test_a_search_is_retried_with_its_request_id_photo_and_all(gateway: tuple[Re
         answer = client.search(photo, "CASE-1", "investigation")
     assert answer.search_id == "S-1" and answer.probe_sha256 == str(len(photo))
     assert len(servicer.ids) == 3 and len(set(servicer.ids)) == 1 and servicer.ids[0]
+
+
+def test_a_proficiency_seeding_is_retried_under_one_request_id(gateway: tuple[Restarting, str]) -> None:
+    """A seeding sent without an id gets one from the client, kept by gRPC's retries, so the
+    gateway seeds one test (the caller's own request is left as it was)."""
+    servicer, address = gateway
+    request = gateway_pb2.SeedProficiencyTestRequest(case_number="2026-PT-1", same_person=True)
+    with GatewayClient(address, "token", timeout_s=30) as client:
+        assert client.seed_proficiency_test(request).search_id == "S-2"
+    assert len(servicer.ids) == 3 and len(set(servicer.ids)) == 1 and servicer.ids[0]
+    assert not request.client_request_id
 
 
 def test_each_call_has_its_own_id_unless_the_caller_names_one(gateway: tuple[Restarting, str]) -> None:

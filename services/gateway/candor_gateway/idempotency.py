@@ -1,5 +1,6 @@
-"""Idempotent calls: a client's request id makes a retried Search, Enroll or DeleteSubject return the
-first call's answer instead of doing the work (and writing its audit records) again.
+"""Idempotent calls: a client's request id makes a retried Search, Enroll, DeleteSubject or
+SeedProficiencyTest return the first call's answer instead of doing the work (and writing its audit
+records) again.
 
 Every gateway replica shares one register, the REQUESTS_BUCKET key-value bucket. A call with an id
 first *claims* its key with a create, which NATS grants to exactly one caller however many race, on

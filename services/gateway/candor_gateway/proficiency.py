@@ -58,9 +58,11 @@ class ProficiencySeeder:
         self._calibrated = calibrated
 
     async def seed(
-        self, principal: Principal, request: gateway_pb2.SeedProficiencyTestRequest
+        self, principal: Principal, request: gateway_pb2.SeedProficiencyTestRequest, search_id: str
     ) -> gateway_pb2.SeedProficiencyTestResponse:
-        """Seed one test; refused (and audited) when a field is missing or a photo has not one face."""
+        """Seed one test as search ``search_id`` (work redone under the same id after a gateway died
+        is recorded once: the audit stream keeps an event id once); refused (and audited) when a
+        field is missing or a photo has not one face."""
         policy = self._policy.current
         try:
             require(principal, Permission.SEED_PROFICIENCY)
@@ -88,7 +90,6 @@ class ProficiencySeeder:
             raise
         model = policy.threshold(self._calibrated(model))
         distance = _distance(probe_vector, candidate_vector, model.metric)
-        search_id = str(uuid.uuid4())
         await self._photos.put(
             PhotoHeader("probe", search_id, probe.image_sha256, face_box=box_dict(probe.face.box), origin="search",
                         eyes=eye_list(probe.face)),

@@ -326,7 +326,12 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self, request: gateway_pb2.SeedProficiencyTestRequest, context: grpc.aio.ServicerContext
     ) -> gateway_pb2.SeedProficiencyTestResponse:
         principal = await self._principal(context, "proficiency.seed")
-        return await self._workflow.proficiency.seed(principal, request)
+
+        async def seed(search_id: str) -> gateway_pb2.SeedProficiencyTestResponse:
+            return await self._workflow.proficiency.seed(principal, request, search_id)
+
+        # A retry with the request's id answers as the first call did: one test in the queues.
+        return await self._requests.once(principal.user, request, seed, gateway_pb2.SeedProficiencyTestResponse)
 
     @rpc(SERVICE)
     async def GetSearch(  # noqa: N802 - gRPC method name

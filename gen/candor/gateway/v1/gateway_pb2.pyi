@@ -333,7 +333,7 @@ class RecordAnalysisResponse(_message.Message):
     def __init__(self, analysis: _Optional[_Union[Analysis, str]] = ...) -> None: ...
 
 class SeedProficiencyTestRequest(_message.Message):
-    __slots__ = ("probe_image", "candidate_image", "same_person", "case_number", "purpose", "shown_searcher", "shown_subject_id", "source", "shown_metadata")
+    __slots__ = ("probe_image", "candidate_image", "same_person", "case_number", "purpose", "shown_searcher", "shown_subject_id", "source", "shown_metadata", "client_request_id")
     class ShownMetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -350,6 +350,7 @@ class SeedProficiencyTestRequest(_message.Message):
     SHOWN_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     SHOWN_METADATA_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     probe_image: bytes
     candidate_image: bytes
     same_person: bool
@@ -359,7 +360,8 @@ class SeedProficiencyTestRequest(_message.Message):
     shown_subject_id: str
     source: str
     shown_metadata: _containers.ScalarMap[str, str]
-    def __init__(self, probe_image: _Optional[bytes] = ..., candidate_image: _Optional[bytes] = ..., same_person: _Optional[bool] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., shown_searcher: _Optional[str] = ..., shown_subject_id: _Optional[str] = ..., source: _Optional[str] = ..., shown_metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    client_request_id: str
+    def __init__(self, probe_image: _Optional[bytes] = ..., candidate_image: _Optional[bytes] = ..., same_person: _Optional[bool] = ..., case_number: _Optional[str] = ..., purpose: _Optional[str] = ..., shown_searcher: _Optional[str] = ..., shown_subject_id: _Optional[str] = ..., source: _Optional[str] = ..., shown_metadata: _Optional[_Mapping[str, str]] = ..., client_request_id: _Optional[str] = ...) -> None: ...
 
 class SeedProficiencyTestResponse(_message.Message):
     __slots__ = ("search_id", "distance")
