@@ -21,7 +21,9 @@ from candor.gateway.v1 import gateway_pb2_grpc
 from candor_cli.processes import StackError, free_port
 from candor_cli.processes import wait_serving as stack_wait_serving
 from candor_cli.stack import AUDIENCE, LOCAL_ISSUER, service_settings
-from candor_kit import EnvReader
+from candor_gateway.photos import PhotoStore
+from candor_kit import Bus, EnvReader
+from candor_kit.aes_keys import read_aes_key
 from candor_kit.keys import generate_token_keys
 from candor_kit.policy import DEFAULT_POLICY_YAML
 from candor_kit.tokens import issue_token, load_private_key
@@ -178,3 +180,13 @@ async def gateway(stack: InProcessStack) -> AsyncIterator[gateway_pb2_grpc.Gatew
 def as_user(name: str) -> tuple[tuple[str, str]]:
     """Call metadata with the bearer token of a test user (USERS), or ``name`` itself as the token."""
     return (("authorization", f"Bearer {TOKENS.get(name, name)}"),)
+
+
+@pytest.fixture
+async def store(stack: InProcessStack) -> AsyncIterator[PhotoStore]:
+    """The stack's photo store, read with the gateway's key over a connection of the test's own."""
+    bus = await Bus.connect(stack.nats_url, "photo-test")
+    photos = PhotoStore(read_aes_key(stack.root / "secrets" / "photo-key", "photo key"))
+    await photos.open(bus)
+    yield photos
+    await bus.close()

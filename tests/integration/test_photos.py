@@ -13,7 +13,6 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -56,16 +55,6 @@ async def enrolled(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path) 
     """obama.jpg enrolled as "obama" (idempotent: other modules may have enrolled it too)."""
     request = gateway_pb2.EnrollRequest(image=(samples / "obama.jpg").read_bytes(), subject_id="obama")
     return await gateway.Enroll(request, metadata=ENROLLER)
-
-
-@pytest.fixture
-async def store(stack: InProcessStack) -> AsyncIterator[PhotoStore]:
-    """The stack's photo store, read with the gateway's key over a connection of the test's own."""
-    bus = await Bus.connect(stack.nats_url, "photo-test")
-    photos = PhotoStore(read_aes_key(stack.root / "secrets" / "photo-key", "photo key"))
-    await photos.open(bus)
-    yield photos
-    await bus.close()
 
 
 async def raw_object(stack: InProcessStack, name: str) -> bytes:

@@ -238,36 +238,46 @@ class GalleryDesk:
     async def delete_record(
         self, principal: Principal, record_id: str, reason: str
     ) -> matcher_pb2.DeleteRecordResponse:
-        """Expunge one enrolled photo, keeping the subject's other records."""
+        """Expunge one enrolled photo, keeping the subject's other records.
+
+        The record goes first, then the deletion's record on the chain, then the stored photo: while
+        the photo is stored, a deletion is unfinished (a gateway died after the matcher deleted the
+        record), and a deletion sent again finishes it instead of answering NOT_FOUND and keeping
+        an expunged photo. The chain's record has one id for each stored photo of the record (read
+        before the matcher is asked), so racing or repeated deletions record it once."""
         try:
             require(principal, Permission.DELETE_RECORD)
             if not reason.strip():
                 raise InvalidInput("a reason is required to delete a record")
+            photo = await self._photos.header("gallery", record_id)
             deleted = await self._bus.request(
                 subjects.MATCH_DELETE_RECORD,
                 matcher_pb2.DeleteRecordRequest(record_id=record_id, origin=common_pb2.Origin(actor=principal.user)),
                 matcher_pb2.DeleteRecordResponse,
                 self._timeout,
             )
+            if not deleted.deleted and photo is None:
+                raise NotFound(f"no gallery holds record {record_id}")
         except CandorError as error:
             await audit_refusal(self._audit, "delete_record", error, principal.user)
             raise
-        if not deleted.deleted:
-            error = NotFound(f"no gallery holds record {record_id}")
-            await audit_refusal(self._audit, "delete_record", error, principal.user)
-            raise error
-        photos = await self._delete_photos([record_id])
+        subject_id = deleted.subject_id or (photo.subject_id if photo else "")
         await self._audit.publish(
             "record.deleted",
+            # No photo: no retry can find the deletion unfinished, and no racer can record it too
+            # (one that read no photo found the record deleted already).
+            event_id=f"record-deleted/{record_id}/{photo.stored_at}" if photo else None,
             actor=principal.user,
             details={
                 "record_id": record_id,
-                "subject_id": deleted.subject_id,
+                "subject_id": subject_id,
                 "reason": reason,
-                "photos_deleted": photos,
+                "photos_deleted": 1 if photo else 0,
             },
         )
-        return deleted
+        if photo is not None:
+            await self._photos.delete("gallery", record_id)
+        return matcher_pb2.DeleteRecordResponse(deleted=True, subject_id=subject_id)
 
     async def record_photo(self, principal: Principal, record_id: str) -> gateway_pb2.Photo:
         """An enrolled record's stored photo, for a gallery admin (to re-embed it); audited."""

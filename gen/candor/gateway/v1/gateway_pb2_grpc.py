@@ -195,7 +195,9 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteRecord(self, request, context):
-        """Removes one enrolled photo (a record) from the gallery, keeping the subject's others.
+        """Removes one enrolled photo (a record) from the gallery, keeping the subject's others. Sent
+        again, it finishes a deletion cut short (the stored photo, the audit record) and answers as
+        done; NOT_FOUND once nothing of the record is left. Its audit record is written once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
