@@ -18,11 +18,14 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.errors import KeyNotFoundError
 
+from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
+from candor.matcher.v1 import matcher_pb2
 from candor_gateway.idempotency import STALE_AFTER_S, _Entry
+from candor_gateway.photos import PhotoStore
 from candor_kit import AuditPublisher, Bus
-from candor_kit.subjects import IMPORTS_BUCKET, REQUESTS_BUCKET
+from candor_kit.subjects import IMPORTS_BUCKET, MATCH_DELETE_SUBJECT, REQUESTS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
 from tests.integration.test_search_flow import audit_records
@@ -132,6 +135,63 @@ async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answ
     assert await settled_records(stack, gateway, samples, case, ["search.completed"]) == [dead_search_id]
     again = await gateway.Search(asked, metadata=INVESTIGATOR)
     assert again == answer
+
+
+async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_answered_from_its_record(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, store: PhotoStore
+) -> None:
+    # A gateway claimed the id, had the matcher delete the subject's record, deleted its photo,
+    # recorded subject.deleted under the claim's operation id, and was killed before storing its
+    # answer. The retry takes the stale claim over: it must not record a second deletion (with
+    # nothing left, it would say 0 records and 0 photos), and it answers what was deleted.
+    subject = f"idem-dead-{uuid.uuid4().hex[:8]}"
+    enrolled = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
+    )
+    request_id = uuid.uuid4().hex
+    asked = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="court order", client_request_id=request_id)
+    user = jwt.decode(ENROLLER[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
+    key = hashlib.sha256(f"{user}\n{asked.DESCRIPTOR.full_name}\n{request_id}".encode()).hexdigest()
+    digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+    dead_operation = str(uuid.uuid4())
+    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+    try:
+        register = await bus.jetstream.key_value(REQUESTS_BUCKET)
+        stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=dead_operation)
+        await register.create(key, stale.encode())
+        matched = await bus.request(
+            MATCH_DELETE_SUBJECT,
+            matcher_pb2.DeleteSubjectRequest(
+                subject_id=subject, origin=common_pb2.Origin(actor=user, request_id=dead_operation)
+            ),
+            matcher_pb2.DeleteSubjectResponse,
+            30,
+        )
+        assert matched.deleted_records == 1 and await store.delete("gallery", enrolled.record_id)
+        await AuditPublisher(bus, "gateway").publish(
+            "subject.deleted",
+            event_id=dead_operation,
+            actor=user,
+            details={
+                "subject_id": subject, "reason": "court order", "records": 1, "photos_deleted": 1,
+                "photos_unreadable": 0, "photos_unreadable_names": [],
+            },
+        )  # fmt: skip
+    finally:
+        await bus.close()
+
+    answer = await gateway.DeleteSubject(asked, metadata=ENROLLER)
+    assert (answer.deleted_records, answer.unreadable_photos) == (1, 0)
+    await settled_records(stack, gateway, samples, "none", [])
+    deleted = [r for r in await audit_records(stack, kinds=["subject.deleted"]) if subject in r.event.details_json]
+    assert [r.event.event_id for r in deleted] == [dead_operation], f"the expunge is on the chain {len(deleted)} times"
+    # The matcher's records of both runs name the expunge, so the chain pairs them with its record.
+    matched = [
+        json.loads(r.event.details_json)
+        for r in await audit_records(stack, kinds=["matcher.subject_deleted"])
+        if subject in r.event.details_json
+    ]
+    assert [(m["request_id"], m["records"]) for m in matched] == [(dead_operation, 1), (dead_operation, 0)]
 
 
 async def test_the_same_id_with_another_request_is_refused_and_does_nothing(

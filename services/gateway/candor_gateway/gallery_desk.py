@@ -15,11 +15,13 @@ from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, require
+from candor_gateway.audit_reader import AuditReader
 from candor_gateway.model_calls import Chosen, ModelCalls, model_details
 from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.slots import PhotoSlots
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, subjects
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, ServiceUnavailable, subjects
+from candor_kit.audit_events import AlreadyRecorded, record_details
 from candor_kit.errors import NoAnswer
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 from candor_kit.tokens import Principal
@@ -46,6 +48,7 @@ class GalleryDesk:
         self,
         bus: Bus,
         audit: AuditPublisher,
+        reader: AuditReader,
         photos: PhotoStore,
         calls: ModelCalls,
         slots: PhotoSlots,
@@ -54,6 +57,7 @@ class GalleryDesk:
     ) -> None:
         self._bus = bus
         self._audit = audit
+        self._reader = reader
         self._photos = photos
         self._calls = calls
         self._slots = slots
@@ -184,9 +188,11 @@ class GalleryDesk:
         return enrolled[::-1]
 
     async def delete_subject(
-        self, principal: Principal, subject_id: str, reason: str
+        self, principal: Principal, subject_id: str, reason: str, operation_id: str
     ) -> gateway_pb2.DeleteSubjectResponse:
-        """Expunge a subject from every gallery, and its stored photos."""
+        """Expunge a subject from every gallery, and its stored photos, recorded as
+        ``operation_id``: an expunge redone under the same id (its gateway died before answering)
+        that finds it recorded is answered from that record, and not recorded again."""
         try:
             require(principal, Permission.DELETE)
             check_subject_id(subject_id)
@@ -194,7 +200,12 @@ class GalleryDesk:
                 raise InvalidInput("a reason is required to delete a subject")
             deleted = await self._bus.request(
                 subjects.MATCH_DELETE_SUBJECT,
-                matcher_pb2.DeleteSubjectRequest(subject_id=subject_id, origin=common_pb2.Origin(actor=principal.user)),
+                matcher_pb2.DeleteSubjectRequest(
+                    # The matcher's record names the expunge's id: redone after a gateway died, the
+                    # matcher's first record (the records it deleted then) pairs with the expunge's.
+                    subject_id=subject_id,
+                    origin=common_pb2.Origin(actor=principal.user, request_id=operation_id),
+                ),
                 matcher_pb2.DeleteSubjectResponse,
                 self._timeout,
             )
@@ -204,21 +215,38 @@ class GalleryDesk:
         photos, unplaced = await self._delete_subject_photos(subject_id, deleted.record_ids)
         if unplaced:
             log.warning("expunge_left_unreadable_photos", count=len(unplaced), names=unplaced[:UNPLACED_NAMED])
-        await self._audit.publish(
-            "subject.deleted",
-            actor=principal.user,
-            details={
-                "subject_id": subject_id,
-                "reason": reason,
-                "records": deleted.deleted_records,
-                "photos_deleted": photos,
-                "photos_unreadable": len(unplaced),
-                # Bounded: the event must stay within a bus message however many there are.
-                "photos_unreadable_names": unplaced[:UNPLACED_NAMED],
-            },
-        )
+        try:
+            await self._audit.publish(
+                "subject.deleted",
+                first=True,
+                event_id=operation_id,
+                actor=principal.user,
+                details={
+                    "subject_id": subject_id,
+                    "reason": reason,
+                    "records": deleted.deleted_records,
+                    "photos_deleted": photos,
+                    "photos_unreadable": len(unplaced),
+                    # Bounded: the event must stay within a bus message however many there are.
+                    "photos_unreadable_names": unplaced[:UNPLACED_NAMED],
+                },
+            )
+        except AlreadyRecorded:  # what was expunged then is on the chain; nothing was left now
+            return await self._recorded_deletion(principal, operation_id)
         return gateway_pb2.DeleteSubjectResponse(
             deleted_records=deleted.deleted_records, unreadable_photos=len(unplaced)
+        )
+
+    async def _recorded_deletion(self, principal: Principal, operation_id: str) -> gateway_pb2.DeleteSubjectResponse:
+        """The answer an expunge's record holds."""
+        records = await self._reader.records(
+            on_behalf_of=principal.user, kinds=["subject.deleted"], event_id=operation_id, at_most=1
+        )
+        if not records:
+            raise ServiceUnavailable("this expunge's record is not in the audit chain yet; retry shortly")
+        details = record_details(records[0])
+        return gateway_pb2.DeleteSubjectResponse(
+            deleted_records=int(details.get("records", 0)), unreadable_photos=int(details.get("photos_unreadable", 0))
         )
 
     async def _delete_subject_photos(self, subject_id: str, record_ids: Sequence[str]) -> tuple[int, list[str]]:

@@ -262,8 +262,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.DeleteSubjectResponse:
         principal = await self._principal(context, "delete")
 
-        async def delete(_: str) -> gateway_pb2.DeleteSubjectResponse:
-            return await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason)
+        async def delete(operation_id: str) -> gateway_pb2.DeleteSubjectResponse:
+            return await self._workflow.gallery.delete_subject(
+                principal, request.subject_id, request.reason, operation_id
+            )
 
         # Runs to its end: the records, the photos and the audit record, all of them or none begun.
         return await self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse)

@@ -120,7 +120,7 @@ class Workflow:
         self._reader = reader
         self._quota = SearchQuota(reader, search_counts)
         self.photos = photos
-        self.gallery = GalleryDesk(bus, audit, photos, self._calls, self._slots, min_face_px, timeout_s)
+        self.gallery = GalleryDesk(bus, audit, reader, photos, self._calls, self._slots, min_face_px, timeout_s)
         self.audits = AuditDesk(bus, audit, reader, timeout_s)
         self.reviews = ReviewDesk(reader, audit, policy, photos, self._calls.locate_face)
         calls = self._calls
