@@ -194,6 +194,47 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
     assert [(m["request_id"], m["records"]) for m in matched] == [(dead_operation, 1), (dead_operation, 0)]
 
 
+async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_answered_from_its_record(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
+) -> None:
+    # A gateway claimed the id, enrolled the face and recorded enroll.completed (created) under the
+    # claim's operation id, and was killed before storing its answer. The retry takes the claim
+    # over and finds the record made: it must not record the enrolment again (as "not created"),
+    # and answers as the first call would have, created and all.
+    subject = f"idem-enrol-{uuid.uuid4().hex[:8]}"
+    asked = gateway_pb2.EnrollRequest(
+        image=(samples / "obama3.jpg").read_bytes(), subject_id=subject, client_request_id=uuid.uuid4().hex
+    )
+    user = jwt.decode(ENROLLER[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
+    key = hashlib.sha256(f"{user}\n{asked.DESCRIPTOR.full_name}\n{asked.client_request_id}".encode()).hexdigest()
+    digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+    dead_operation = str(uuid.uuid4())
+    first = await gateway.Enroll(  # the dead gateway's enrolment, as any gateway makes it
+        gateway_pb2.EnrollRequest(image=asked.image, subject_id=subject), metadata=ENROLLER
+    )
+    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+    try:
+        register = await bus.jetstream.key_value(REQUESTS_BUCKET)
+        stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=dead_operation)
+        await register.create(key, stale.encode())
+        await AuditPublisher(bus, "gateway").publish(
+            "enroll.completed",
+            event_id=dead_operation,
+            actor=user,
+            details={"subject_id": subject, "record_id": first.record_id, "created": True, "photo_stored": True},
+        )
+    finally:
+        await bus.close()
+
+    answer = await gateway.Enroll(asked, metadata=ENROLLER)
+    assert (answer.record_id, answer.created) == (first.record_id, True)
+    await settled_records(stack, gateway, samples, "none", [])
+    completed = [r for r in await audit_records(stack, kinds=["enroll.completed"]) if subject in r.event.details_json]
+    assert dead_operation in [r.event.event_id for r in completed]
+    assert len(completed) == 2, f"{len(completed)} enroll.completed records for two enrolment requests"
+    await gateway.DeleteSubject(gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="test"), metadata=ENROLLER)
+
+
 async def test_the_same_id_with_another_request_is_refused_and_does_nothing(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
 ) -> None:

@@ -72,9 +72,12 @@ class GalleryDesk:
         face_index: int | None,
         metadata: Mapping[str, str],
         image_ref: str = "",
+        operation_id: str | None = None,
     ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
         """Add one face of a photo to the gallery under a subject id: with the active model, and
-        with the model the gallery is being re-embedded into, if any, so the switch loses nothing."""
+        with the model the gallery is being re-embedded into, if any, so the switch loses nothing.
+        Recorded as ``operation_id`` when given: an enrolment redone under it (its gateway died
+        before answering) that finds it recorded is answered as recorded, and not recorded again."""
         try:
             require(principal, Permission.ENROLL)
             check_new_subject_id(subject_id)
@@ -104,8 +107,15 @@ class GalleryDesk:
         }
         if len(enrolled) > 1:
             details["also_enrolled_with"] = model_details(enrolled[1].model)
-        await self._audit.publish("enroll.completed", actor=principal.user, details=details)
-        return first.response, first.model, first.chosen.face.quality
+        response = first.response
+        try:
+            await self._audit.publish(
+                "enroll.completed", first=True, event_id=operation_id, actor=principal.user, details=details
+            )
+        except AlreadyRecorded:  # the record was made then: "created" is what that call did
+            recorded = await self._recorded(principal, "enroll.completed", str(operation_id))
+            response = matcher_pb2.EnrollResponse(record_id=response.record_id, created=bool(recorded.get("created")))
+        return response, first.model, first.chosen.face.quality
 
     async def _enroll_face(
         self,
@@ -232,22 +242,23 @@ class GalleryDesk:
                 },
             )
         except AlreadyRecorded:  # what was expunged then is on the chain; nothing was left now
-            return await self._recorded_deletion(principal, operation_id)
+            recorded = await self._recorded(principal, "subject.deleted", operation_id)
+            return gateway_pb2.DeleteSubjectResponse(
+                deleted_records=int(recorded.get("records", 0)),
+                unreadable_photos=int(recorded.get("photos_unreadable", 0)),
+            )
         return gateway_pb2.DeleteSubjectResponse(
             deleted_records=deleted.deleted_records, unreadable_photos=len(unplaced)
         )
 
-    async def _recorded_deletion(self, principal: Principal, operation_id: str) -> gateway_pb2.DeleteSubjectResponse:
-        """The answer an expunge's record holds."""
+    async def _recorded(self, principal: Principal, kind: str, operation_id: str) -> dict[str, Any]:
+        """The details of the operation's record of ``kind`` on the chain."""
         records = await self._reader.records(
-            on_behalf_of=principal.user, kinds=["subject.deleted"], event_id=operation_id, at_most=1
+            on_behalf_of=principal.user, kinds=[kind], event_id=operation_id, at_most=1
         )
         if not records:
-            raise ServiceUnavailable("this expunge's record is not in the audit chain yet; retry shortly")
-        details = record_details(records[0])
-        return gateway_pb2.DeleteSubjectResponse(
-            deleted_records=int(details.get("records", 0)), unreadable_photos=int(details.get("photos_unreadable", 0))
-        )
+            raise ServiceUnavailable("this call's record is not in the audit chain yet; retry shortly")
+        return record_details(records[0])
 
     async def _delete_subject_photos(self, subject_id: str, record_ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete an expunged subject's stored photos: those of the records the matcher expunged,

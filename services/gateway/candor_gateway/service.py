@@ -229,7 +229,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.EnrollResponse:
         principal = await self._principal(context, "enroll")
 
-        async def enroll(_: str) -> gateway_pb2.EnrollResponse:
+        async def enroll(operation_id: str) -> gateway_pb2.EnrollResponse:
             enrolled, model, quality = await self._workflow.gallery.enroll(
                 principal,
                 request.image,
@@ -237,6 +237,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 request.face_index if request.HasField("face_index") else None,
                 dict(request.metadata),
                 request.image_ref,
+                operation_id,
             )
             return gateway_pb2.EnrollResponse(
                 record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
