@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
-from candor_kit import AuditPublisher, Bus, subjects
+from candor_kit import AuditPublisher, Bus, ServiceUnavailable, subjects
+from candor_kit.audit_events import record_details
 
 #: Records fetched per query.
 PAGE = 1000
@@ -65,3 +67,12 @@ class AuditReader:
             if not page.more or not page.records:
                 break
         return found
+
+    async def recorded(self, *, on_behalf_of: str, kind: str, event_id: str) -> dict[str, Any]:
+        """The details of the record of ``kind`` made under ``event_id``: what a call redone under
+        its first run's id (its gateway died before answering) answers. ServiceUnavailable while the
+        record is not in the chain yet."""
+        records = await self.records(on_behalf_of=on_behalf_of, kinds=[kind], event_id=event_id, at_most=1)
+        if not records:
+            raise ServiceUnavailable("this call's record is not in the audit chain yet; retry shortly")
+        return record_details(records[0])

@@ -20,8 +20,8 @@ from candor_gateway.model_calls import Chosen, ModelCalls, model_details
 from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
 from candor_gateway.refusals import audit_refusal
 from candor_gateway.slots import PhotoSlots
-from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, ServiceUnavailable, subjects
-from candor_kit.audit_events import AlreadyRecorded, record_details
+from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, subjects
+from candor_kit.audit_events import AlreadyRecorded
 from candor_kit.errors import NoAnswer
 from candor_kit.identifiers import check_metadata, check_new_subject_id, check_subject_id, record_id_for
 from candor_kit.tokens import Principal
@@ -113,7 +113,9 @@ class GalleryDesk:
                 "enroll.completed", first=True, event_id=operation_id, actor=principal.user, details=details
             )
         except AlreadyRecorded:  # the record was made then: "created" is what that call did
-            recorded = await self._recorded(principal, "enroll.completed", str(operation_id))
+            recorded = await self._reader.recorded(
+                on_behalf_of=principal.user, kind="enroll.completed", event_id=str(operation_id)
+            )
             response = matcher_pb2.EnrollResponse(record_id=response.record_id, created=bool(recorded.get("created")))
         return response, first.model, first.chosen.face.quality
 
@@ -242,7 +244,9 @@ class GalleryDesk:
                 },
             )
         except AlreadyRecorded:  # what was expunged then is on the chain; nothing was left now
-            recorded = await self._recorded(principal, "subject.deleted", operation_id)
+            recorded = await self._reader.recorded(
+                on_behalf_of=principal.user, kind="subject.deleted", event_id=operation_id
+            )
             return gateway_pb2.DeleteSubjectResponse(
                 deleted_records=int(recorded.get("records", 0)),
                 unreadable_photos=int(recorded.get("photos_unreadable", 0)),
@@ -250,15 +254,6 @@ class GalleryDesk:
         return gateway_pb2.DeleteSubjectResponse(
             deleted_records=deleted.deleted_records, unreadable_photos=len(unplaced)
         )
-
-    async def _recorded(self, principal: Principal, kind: str, operation_id: str) -> dict[str, Any]:
-        """The details of the operation's record of ``kind`` on the chain."""
-        records = await self._reader.records(
-            on_behalf_of=principal.user, kinds=[kind], event_id=operation_id, at_most=1
-        )
-        if not records:
-            raise ServiceUnavailable("this call's record is not in the audit chain yet; retry shortly")
-        return record_details(records[0])
 
     async def _delete_subject_photos(self, subject_id: str, record_ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete an expunged subject's stored photos: those of the records the matcher expunged,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,6 @@ from candor_kit import (
     AuditPublisher,
     Bus,
     CandorError,
-    ServiceUnavailable,
     subjects,
 )
 from candor_kit.audit_events import AlreadyRecorded
@@ -275,12 +273,7 @@ class Workflow:
     ) -> tuple[list[common_pb2.Candidate], common_pb2.ModelRef]:
         """The candidates the search's record holds and the model it names: what was recorded is
         what is answered, even when the gallery has been switched to another model since."""
-        records = await self._reader.records(
-            on_behalf_of=principal.user, kinds=["search.completed"], event_id=search_id, at_most=1
-        )
-        if not records:
-            raise ServiceUnavailable("this search's record is not in the audit chain yet; retry shortly")
-        details = json.loads(records[0].event.details_json or "{}")
+        details = await self._reader.recorded(on_behalf_of=principal.user, kind="search.completed", event_id=search_id)
         model = _recorded_model(details, searched_with)
         candidates = []
         for shown in details.get("candidates", []):
