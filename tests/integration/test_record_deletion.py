@@ -71,6 +71,13 @@ async def test_racing_deletes_of_one_record_delete_it_and_record_it_once(
     assert await store.header("gallery", record_id) is None
     recorded = await deletions_recorded(stack, gateway, samples, record_id)
     assert [(d["subject_id"], d["photos_deleted"]) for d in recorded] == [(subject, 1)], recorded
+    # The matcher records each call it was asked (six), and says which one deleted the record.
+    matched = [
+        json.loads(r.event.details_json)
+        for r in await audit_records(stack, kinds=["matcher.record_deleted"], limit=10000)
+        if record_id in r.event.details_json
+    ]
+    assert sorted(m["deleted"] for m in matched) == [False] * 5 + [True]
     assert await delete(gateway, record_id) == grpc.StatusCode.NOT_FOUND  # nothing left to delete
 
 

@@ -460,7 +460,12 @@ class MatchingService:
                 subject = held
                 log.info("record_deleted", record_id=request.record_id, model=index.model.id)
         await self._audited(
-            "matcher.record_deleted", request.origin, record_id=request.record_id, subject_id=subject or ""
+            "matcher.record_deleted",
+            request.origin,
+            record_id=request.record_id,
+            subject_id=subject or "",
+            # Asked again (a retry, a racing call), it finds nothing: its record says so.
+            deleted=subject is not None,
         )
         if subject is None:
             return matcher_pb2.DeleteRecordResponse(deleted=False)
