@@ -13,12 +13,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from candor.matcher.v1 import matcher_pb2
 from candor_kit.bus import Bus
-from candor_kit.errors import PreconditionFailed, ServiceUnavailable
+from candor_kit.errors import PreconditionFailed
+from candor_kit.kv_entries import change_entry
 from candor_kit.subjects import GALLERY_BUCKET
 from candor_kit.tasks import cancel_and_wait
 
@@ -92,23 +93,22 @@ class GalleryModelsRecord:
         """Apply ``edit`` to the current record and store the result unless another writer got there
         first, in which case read again and retry. ``edit`` returns None to leave the record alone;
         it raises to refuse the change."""
-        for _ in range(attempts):
-            current, revision = await self.read()
-            edited = edit(copy_of(current))
-            if edited is None:
-                return current
-            edited.changed_at.GetCurrentTime()
-            try:
-                if revision == 0:
-                    revision = await self._bucket.create(KEY, edited.SerializeToString())
-                else:
-                    revision = await self._bucket.update(KEY, edited.SerializeToString(), last=revision)
-            except KeyWrongLastSequenceError:  # another writer, or a create racing a create
-                continue
-            if self._watch is not None:
-                self._watch.saw(edited, revision)
-            return edited
-        raise ServiceUnavailable("the gallery's model record kept changing; retry")
+
+        def edited(value: bytes | None) -> tuple[bytes | None, tuple[matcher_pb2.GalleryModels, bool]]:
+            current = matcher_pb2.GalleryModels()
+            current.ParseFromString(value or b"")
+            changed = edit(copy_of(current))
+            if changed is None:
+                return None, (current, False)
+            changed.changed_at.GetCurrentTime()
+            return changed.SerializeToString(), (changed, True)
+
+        (models, written), revision = await change_entry(
+            self._bucket, KEY, edited, tries=attempts, contended="the gallery's model record kept changing; retry"
+        )
+        if written and self._watch is not None:
+            self._watch.saw(models, revision)
+        return models
 
 
 class ModelsWatch:

@@ -42,15 +42,16 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 
 from candor.ingest.v1 import ingest_pb2
 from candor_kit import catalogue, subjects
 from candor_kit.audit_events import AuditPublisher
 from candor_kit.bus import MESSAGE_HEADER, Bus, fetch_batch, keyed_message_id
-from candor_kit.errors import InvalidInput, ServiceUnavailable
+from candor_kit.errors import InvalidInput
 from candor_kit.jetstream_setup import ensure_stream, open_bucket
+from candor_kit.kv_entries import KeptChanging, change_entry
 from candor_kit.metrics import IMPORT_ADVISORIES_UNSETTLED
 from candor_kit.settings import EnvReader
 from candor_kit.subjects import (
@@ -605,43 +606,51 @@ class ItemRegister:
         if not IMPORT_ID.match(item.import_id) or item.item < 0:
             return "the item names no import the gateway opened", False
         digest = item_digest(item, image_sha256).encode("ascii")
-        for _ in range(_SET_TRIES):
-            try:
-                bucket = await self._open(create=False)
-                entry = await bucket.get(item_key(item))
-            except NotFoundError:
-                return "the item was not queued by the gateway", False
-            value = entry.value or b""
+
+        def claimed(value: bytes | None) -> tuple[bytes | None, tuple[str, bool]]:
+            if value is None:
+                return None, ("the item was not queued by the gateway", False)
             if value == digest + CLAIMED:
-                return "", True
+                return None, ("", True)
             if value == digest + TAKEN_BACK:
-                return "the photo was taken back: an earlier stage's result ended it before the matcher took it", True
+                taken = "the photo was taken back: an earlier stage's result ended it before the matcher took it"
+                return None, (taken, True)
             if value != digest:
-                return "the item differs from the one queued by the gateway", True
-            with contextlib.suppress(KeyWrongLastSequenceError):
-                await bucket.update(item_key(item), digest + CLAIMED, last=entry.revision)
-                return "", True
-        raise ServiceUnavailable("the import item's register entry kept changing; the item is tried again")
+                return None, ("the item differs from the one queued by the gateway", True)
+            return digest + CLAIMED, ("", True)
+
+        try:
+            bucket = await self._open(create=False)
+        except NotFoundError:
+            return "the item was not queued by the gateway", False
+        answer, _ = await change_entry(
+            bucket, item_key(item), claimed, tries=_SET_TRIES,
+            contended="the import item's register entry kept changing; the item is tried again",
+        )  # fmt: skip
+        return answer
 
     async def take_back(self, item: ingest_pb2.ItemRef, by_matcher: bool) -> bool:
         """Mark an item taken back before the photo stored for it goes; whether it may go. One the
         matcher claimed goes only on the matcher's own result (its rejection or failure), never on
         an earlier stage's: the matcher may have enrolled it."""
-        bucket = await self._open(create=True)
-        for _ in range(_SET_TRIES):
-            try:
-                entry = await bucket.get(item_key(item))
-            except NotFoundError:  # never queued (the gateway refused it), or long expired
-                return True
-            value = entry.value or b""
+
+        def taken_back(value: bytes | None) -> tuple[bytes | None, bool]:
+            if value is None:  # never queued (the gateway refused it), or long expired
+                return None, True
             if value.endswith(CLAIMED):
-                return by_matcher
+                return None, by_matcher
             if value.endswith(TAKEN_BACK):
-                return True
-            with contextlib.suppress(KeyWrongLastSequenceError):
-                await bucket.update(item_key(item), value + TAKEN_BACK, last=entry.revision)
-                return True
-        return False  # kept: a photo left stored is safer than a record without its photo
+                return None, True
+            return value + TAKEN_BACK, True
+
+        bucket = await self._open(create=True)
+        try:
+            may_go, _ = await change_entry(
+                bucket, item_key(item), taken_back, tries=_SET_TRIES, contended="the item kept changing"
+            )
+        except KeptChanging:
+            return False  # kept: a photo left stored is safer than a record without its photo
+        return may_go
 
 
 def running_worker(

@@ -26,13 +26,13 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from candor_gateway.audit_reader import AuditReader
 from candor_kit import Bus
 from candor_kit.errors import DeadlineExceeded, QuotaExhausted, ServiceUnavailable
 from candor_kit.jetstream_setup import open_bucket
+from candor_kit.kv_entries import KeptChanging, change_entry
 from candor_kit.policy import Rule
 from candor_kit.subjects import SEARCH_COUNTS_BUCKET
 
@@ -48,6 +48,7 @@ FROM_SHARED = "the day's count shared by every gateway"
 COUNT_KEPT_S = 2 * 86_400.0
 #: Compare-and-set tries on one count before the search is refused as unavailable.
 COUNT_TRIES = 20
+COUNT_CONTENDED = "the day's search count kept changing; try again"
 
 
 @dataclass(frozen=True)
@@ -95,44 +96,26 @@ class SharedCounts:
 
     async def _change(self, key: str, edit: Callable[[int], int | None]) -> bool:
         """Write ``edit(count)`` over the count read, by compare-and-set, reading again when another
-        replica wrote first; False when ``edit`` leaves it alone (None)."""
-        for _ in range(COUNT_TRIES):
-            count, revision = await self._read(key)
-            changed = edit(count)
-            if changed is None:
-                return False
-            if await self._write(key, changed, revision):
-                return True
-        raise ServiceUnavailable("the day's search count kept changing; try again")
-
-    async def _read(self, key: str) -> tuple[int, int]:
+        replica wrote first; False when ``edit`` leaves it alone (None). ServiceUnavailable when
+        the count cannot be read or written."""
         if self._bucket is None:
             raise RuntimeError("SharedCounts.open() was not awaited")
-        try:
-            entry = await self._bucket.get(key)
-        except KeyNotFoundError:
-            return 0, 0
-        except Exception as exc:
-            raise ServiceUnavailable(f"the day's search count cannot be read: {exc}") from exc
-        try:
-            return int(entry.value or b"0"), int(entry.revision or 0)
-        except ValueError:  # not one of ours: counted from the chain alone, and written over
-            return 0, int(entry.revision or 0)
 
-    async def _write(self, key: str, count: int, revision: int) -> bool:
-        """Write the count over the one read (revision 0: none); whether it was still the last."""
-        assert self._bucket is not None
-        value = str(count).encode()
+        def counted(value: bytes | None) -> tuple[bytes | None, bool]:
+            try:
+                count = int(value or b"0")
+            except ValueError:  # not one of ours: counted from the chain alone, and written over
+                count = 0
+            changed = edit(count)
+            return (None, False) if changed is None else (str(changed).encode(), True)
+
         try:
-            if revision:
-                await self._bucket.update(key, value, last=revision)
-            else:
-                await self._bucket.create(key, value)
-        except KeyWrongLastSequenceError:
-            return False
+            changed, _ = await change_entry(self._bucket, key, counted, tries=COUNT_TRIES, contended=COUNT_CONTENDED)
+        except KeptChanging:
+            raise
         except Exception as exc:
-            raise ServiceUnavailable(f"the day's search count cannot be written: {exc}") from exc
-        return True
+            raise ServiceUnavailable(f"the day's search count cannot be read or written: {exc}") from exc
+        return changed
 
 
 def _count_key(user: str, day: dt.date) -> str:
