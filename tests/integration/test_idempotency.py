@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.js.errors import KeyNotFoundError
 
@@ -68,6 +69,20 @@ def search_request(
     )
 
 
+def user_of(metadata: tuple[tuple[str, str]]) -> str:
+    """The user a call's bearer token names."""
+    return jwt.decode(metadata[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
+
+
+async def leave_a_dead_gateways_claim(bus: Bus, user: str, request: Message, operation_id: str) -> None:
+    """Write the claim a gateway killed part way through ``request`` leaves in the register: its
+    operation id, renewed for the last time long enough ago that a retry takes it over."""
+    key = hashlib.sha256(f"{user}\n{request.DESCRIPTOR.full_name}\n{request.client_request_id}".encode()).hexdigest()
+    digest = hashlib.sha256(request.SerializeToString(deterministic=True)).hexdigest()
+    stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=operation_id)
+    await (await bus.jetstream.key_value(REQUESTS_BUCKET)).create(key, stale.encode())
+
+
 async def test_racing_retries_of_a_search_make_one_search_with_one_record(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
 ) -> None:
@@ -90,16 +105,12 @@ async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answ
     # search a second time nor answer other candidates than the record holds.
     case, request_id = f"IDEM-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     asked = search_request(samples, case, request_id)
-    user = jwt.decode(INVESTIGATOR[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
-    key = hashlib.sha256(f"{user}\n{asked.DESCRIPTOR.full_name}\n{request_id}".encode()).hexdigest()
-    digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+    user = user_of(INVESTIGATOR)
     dead_search_id = str(uuid.uuid4())
     recorded = [{"rank": 1, "subject_id": "recorded-only", "distance": 0.123456, "record_id": str(uuid.uuid4())}]
     bus = await Bus.connect(stack.nats_url, "dead-gateway")
     try:
-        register = await bus.jetstream.key_value(REQUESTS_BUCKET)
-        stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=dead_search_id)
-        await register.create(key, stale.encode())
+        await leave_a_dead_gateways_claim(bus, user, asked, dead_search_id)
         await AuditPublisher(bus, "gateway").publish(
             "search.completed",
             event_id=dead_search_id,
@@ -150,15 +161,11 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
     )
     request_id = uuid.uuid4().hex
     asked = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="court order", client_request_id=request_id)
-    user = jwt.decode(ENROLLER[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
-    key = hashlib.sha256(f"{user}\n{asked.DESCRIPTOR.full_name}\n{request_id}".encode()).hexdigest()
-    digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+    user = user_of(ENROLLER)
     dead_operation = str(uuid.uuid4())
     bus = await Bus.connect(stack.nats_url, "dead-gateway")
     try:
-        register = await bus.jetstream.key_value(REQUESTS_BUCKET)
-        stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=dead_operation)
-        await register.create(key, stale.encode())
+        await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
         matched = await bus.request(
             MATCH_DELETE_SUBJECT,
             matcher_pb2.DeleteSubjectRequest(
@@ -205,18 +212,14 @@ async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_
     asked = gateway_pb2.EnrollRequest(
         image=(samples / "obama3.jpg").read_bytes(), subject_id=subject, client_request_id=uuid.uuid4().hex
     )
-    user = jwt.decode(ENROLLER[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
-    key = hashlib.sha256(f"{user}\n{asked.DESCRIPTOR.full_name}\n{asked.client_request_id}".encode()).hexdigest()
-    digest = hashlib.sha256(asked.SerializeToString(deterministic=True)).hexdigest()
+    user = user_of(ENROLLER)
     dead_operation = str(uuid.uuid4())
     first = await gateway.Enroll(  # the dead gateway's enrolment, as any gateway makes it
         gateway_pb2.EnrollRequest(image=asked.image, subject_id=subject), metadata=ENROLLER
     )
     bus = await Bus.connect(stack.nats_url, "dead-gateway")
     try:
-        register = await bus.jetstream.key_value(REQUESTS_BUCKET)
-        stale = _Entry(digest, time.time() - STALE_AFTER_S - 5, operation_id=dead_operation)
-        await register.create(key, stale.encode())
+        await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
         await AuditPublisher(bus, "gateway").publish(
             "enroll.completed",
             event_id=dead_operation,
