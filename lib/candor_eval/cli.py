@@ -173,7 +173,11 @@ def run_calibrate(args: argparse.Namespace, default_registry: Path, login: NatsL
     for group in record.per_group:
         fmr, fnmr = _rate(group["fmr"], group["fmr_ci"]), _rate(group["fnmr"], group["fnmr_ci"])
         print(f"  group {group['group']}: FMR {fmr}  FNMR {fnmr}")
-    print(f"calibration {record.calibration_id[:16]}… written to {path}; restart the gateway to use it")
+    # The gateway reads its registry on each search (a re-embedding's target is calibrated while it runs).
+    print(
+        f"calibration {record.calibration_id[:16]}… written to {path}; "
+        "a gateway reading this registry uses it from its next search"
+    )
     if login is not None:
         asyncio.run(audit_calibration(login, record, os.environ.get("USER", "operator")))
         print("calibration audited as model.calibrated")
