@@ -26,6 +26,13 @@ from candor_kit.tasks import cancel_and_wait
 KEY = "models"
 
 
+def decoded(value: bytes | None) -> matcher_pb2.GalleryModels:
+    """The record from its stored bytes (none: the empty record, before the first enrolment)."""
+    models = matcher_pb2.GalleryModels()
+    models.ParseFromString(value or b"")
+    return models
+
+
 class GalleryModelsReader:
     """Reads the record for a service that does not write it (the gateway): one key-value read a
     call (`read`), or from memory for a search (`for_search`), once the matcher has made the bucket."""
@@ -83,9 +90,7 @@ class GalleryModelsRecord:
             entry = await self._bucket.get(KEY)
         except KeyNotFoundError:
             return matcher_pb2.GalleryModels(), 0
-        models = matcher_pb2.GalleryModels()
-        models.ParseFromString(entry.value or b"")
-        return models, int(entry.revision or 0)
+        return decoded(entry.value), int(entry.revision or 0)
 
     async def change(
         self, edit: Callable[[matcher_pb2.GalleryModels], matcher_pb2.GalleryModels | None], attempts: int = 5
@@ -95,8 +100,7 @@ class GalleryModelsRecord:
         it raises to refuse the change."""
 
         def edited(value: bytes | None) -> tuple[bytes | None, tuple[matcher_pb2.GalleryModels, bool]]:
-            current = matcher_pb2.GalleryModels()
-            current.ParseFromString(value or b"")
+            current = decoded(value)
             changed = edit(copy_of(current))
             if changed is None:
                 return None, (current, False)
@@ -150,9 +154,8 @@ class ModelsWatch:
             async for entry in watcher:
                 if entry is None:  # the end of what was there when the watch began
                     continue
-                models = matcher_pb2.GalleryModels()
-                if entry.operation is None:  # a value, not a delete or purge marker
-                    models.ParseFromString(entry.value or b"")
+                # A value, or a delete or purge marker (no record).
+                models = decoded(entry.value) if entry.operation is None else matcher_pb2.GalleryModels()
                 self.saw(models, int(entry.revision or 0))
         finally:
             with contextlib.suppress(Exception):
@@ -210,6 +213,7 @@ __all__ = [
     "check_enrol_model",
     "check_search_model",
     "copy_of",
+    "decoded",
     "has",
     "reembed_event_id",
     "switched_by_its_reembedding",

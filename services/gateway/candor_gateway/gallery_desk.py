@@ -72,12 +72,13 @@ class GalleryDesk:
         face_index: int | None,
         metadata: Mapping[str, str],
         image_ref: str = "",
-        operation_id: str | None = None,
+        operation_id: str = "",
     ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
         """Add one face of a photo to the gallery under a subject id: with the active model, and
         with the model the gallery is being re-embedded into, if any, so the switch loses nothing.
-        Recorded as ``operation_id`` when given: an enrolment redone under it (its gateway died
-        before answering) that finds it recorded is answered as recorded, and not recorded again."""
+        Recorded as ``operation_id`` when given (else under a new id): an enrolment redone under
+        it (its gateway died before answering) that finds it recorded is answered as recorded, and
+        not recorded again."""
         try:
             require(principal, Permission.ENROLL)
             check_new_subject_id(subject_id)
@@ -110,11 +111,11 @@ class GalleryDesk:
         response = first.response
         try:
             await self._audit.publish(
-                "enroll.completed", first=True, event_id=operation_id, actor=principal.user, details=details
+                "enroll.completed", first=True, event_id=operation_id or None, actor=principal.user, details=details
             )
         except AlreadyRecorded:  # the record was made then: "created" is what that call did
             recorded = await self._reader.recorded(
-                on_behalf_of=principal.user, kind="enroll.completed", event_id=str(operation_id)
+                on_behalf_of=principal.user, kind="enroll.completed", event_id=operation_id
             )
             response = matcher_pb2.EnrollResponse(record_id=response.record_id, created=bool(recorded.get("created")))
         return response, first.model, first.chosen.face.quality
