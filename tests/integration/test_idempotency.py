@@ -10,6 +10,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,7 @@ from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.idempotency import STALE_AFTER_S, _Entry
 from candor_gateway.photos import PhotoStore
-from candor_kit import AuditPublisher, Bus
+from candor_kit import AuditPublisher, Bus, ServiceUnavailable
 from candor_kit.subjects import IMPORTS_BUCKET, MATCH_DELETE_SUBJECT, REQUESTS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
@@ -236,6 +237,74 @@ async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_
     assert dead_operation in [r.event.event_id for r in completed]
     assert len(completed) == 2, f"{len(completed)} enroll.completed records for two enrolment requests"
     await gateway.DeleteSubject(gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="test"), metadata=ENROLLER)
+
+
+def lose_the_ack_of(monkeypatch: pytest.MonkeyPatch, kind: str, recorded: Callable[[Message], bool]) -> list[str]:
+    """Make the audit stream store the first event of ``kind`` that ``recorded`` picks, and its ack
+    never come back (a leader change, a timeout): its publisher is told it could not be stored, as
+    nats-py then tells it. Returns the event ids so stored (a fault injected round the real
+    publish: a lost ack cannot be made to happen on one nats-server)."""
+    publish = Bus.publish_durable
+    lost: list[str] = []
+
+    async def ack_lost(bus: Bus, subject: str, message: Message, *, msg_id: str) -> tuple[int, bool]:
+        stored = await publish(bus, subject, message, msg_id=msg_id)
+        if subject.endswith(f".{kind}") and not lost and recorded(message):
+            lost.append(message.event_id)  # type: ignore[attr-defined]
+            raise ServiceUnavailable(f"could not store {subject} durably: nats: timeout")
+        return stored
+
+    monkeypatch.setattr(Bus, "publish_durable", ack_lost)
+    return lost
+
+
+async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded_once_when_retried(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    store: PhotoStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The gateway's search.completed was stored but its ack lost: the search answers UNAVAILABLE
+    # (its outcome unknown to the gateway) and the client retries it under the same request id. The
+    # retry must be recognised as the search recorded, not run and recorded as a second search.
+    case, request_id = f"IDEM-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    asked = search_request(samples, case, request_id)
+    lost = lose_the_ack_of(monkeypatch, "search.completed", lambda event: event.case_number == case)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as first:
+        await gateway.Search(asked, metadata=INVESTIGATOR)
+    assert first.value.code() == grpc.StatusCode.UNAVAILABLE and len(lost) == 1
+    again = await gateway.Search(asked, metadata=INVESTIGATOR)
+    completed = await settled_records(stack, gateway, samples, case, ["search.completed"])
+    assert len(completed) == 1, f"one search, retried once, is on the chain {len(completed)} times"
+    assert completed == lost == [again.search_id]
+    # The first run deleted its probe when it failed; the record says it was kept, and it is.
+    (record,) = await audit_records(stack, case_number=case, kinds=["search.completed"])
+    assert json.loads(record.event.details_json)["probe_retained"] is True
+    assert await store.header("probe", again.search_id) is not None
+
+
+async def test_an_expunge_whose_record_was_stored_but_not_acknowledged_answers_what_it_deleted_when_retried(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same with an expunge: everything deleted, subject.deleted stored, its ack lost. Its retry
+    # finds nothing left: it must answer what the first run deleted, and record no second deletion.
+    subject = f"idem-ack-{uuid.uuid4().hex[:8]}"
+    await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
+    )
+    asked = gateway_pb2.DeleteSubjectRequest(
+        subject_id=subject, reason="court order", client_request_id=uuid.uuid4().hex
+    )
+    lost = lose_the_ack_of(monkeypatch, "subject.deleted", lambda event: subject in event.details_json)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as first:
+        await gateway.DeleteSubject(asked, metadata=ENROLLER)
+    assert first.value.code() == grpc.StatusCode.UNAVAILABLE and len(lost) == 1
+    answer = await gateway.DeleteSubject(asked, metadata=ENROLLER)
+    assert (answer.deleted_records, answer.unreadable_photos) == (1, 0)
+    await settled_records(stack, gateway, samples, "none", [])
+    deleted = [r for r in await audit_records(stack, kinds=["subject.deleted"]) if subject in r.event.details_json]
+    assert [r.event.event_id for r in deleted] == lost, f"the expunge is on the chain {len(deleted)} times"
 
 
 async def test_the_same_id_with_another_request_is_refused_and_does_nothing(

@@ -110,6 +110,9 @@ async def test_a_refusal_is_kept_and_a_failure_a_retry_may_not_meet_is_given_bac
     flaky.fail = None
     answer = await registers[1].once("ann", asked, flaky, Reply)
     assert (flaky.runs, answer.deleted_records) == (2, 2)
+    # Redone under the first run's operation id: whatever it recorded before failing (an audit
+    # record stored whose ack was lost) is recognised, not recorded a second time.
+    assert flaky.ids[0] == flaky.ids[1]
 
 
 async def test_a_retry_waits_for_the_first_call_then_gives_up_with_unavailable(nats_url: str) -> None:

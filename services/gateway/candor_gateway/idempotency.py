@@ -13,7 +13,9 @@ stores its answer (or its refusal) under the key. Any other call with the id the
   UNAVAILABLE: retry).
 
 A first call that fails for a reason a retry may not meet (UNAVAILABLE, DEADLINE_EXCEEDED,
-RESOURCE_EXHAUSTED, INTERNAL) gives its claim back, so the retry runs. The claimant renews its
+RESOURCE_EXHAUSTED, INTERNAL), or is cancelled, gives its claim back, so the retry runs: at once,
+under the first call's operation id (below), since the failure may have come after the work was
+done and recorded (an audit record stored whose ack was lost). The claimant renews its
 claim every RENEW_S (2 s) while the work runs, however long; a claim left unrenewed for
 STALE_AFTER_S (8 s: its gateway died before it stored an answer) is taken over and the work runs
 again *under the same operation id*, a random id the first claimant chose and wrote in its claim
@@ -21,9 +23,10 @@ again *under the same operation id*, a random id the first claimant chose and wr
 stored again (the audit stream keeps an event id once, and says so) and answered from that record,
 not recorded twice (make test-scale saw a gateway killed between its record and its answer make a
 second search). The audit stream tells a repeated id only within its duplicate window (120 s), so a
-claim unrenewed for longer than TAKE_OVER_WITHIN_S (100 s) is not taken over: the caller is told
-to ask again with a new id. The ids are never derived from the client's: an id reused after its
-entry expired gets a new operation id, so a new search always has a record of its own.
+claim unrenewed for longer than TAKE_OVER_WITHIN_S (100 s), or given back that long ago, is not
+taken over: the caller is told to ask again with a new id. The ids are never derived from the
+client's: an id reused after its entry expired gets a new operation id, so a new search always has
+a record of its own.
 
 Keys are SHA-256 of caller, call and id, so one caller's ids neither reach nor reveal another's;
 entries expire after ``keep_s``.
@@ -169,8 +172,9 @@ class RequestRegister:
             if unrenewed_s > STALE_AFTER_S:
                 if unrenewed_s > TAKE_OVER_WITHIN_S:
                     raise PreconditionFailed(
-                        "the first call with this client_request_id stopped before answering and its outcome "
-                        "can no longer be told; make the request again with a new client_request_id"
+                        "the first call with this client_request_id did not finish, over "
+                        f"{TAKE_OVER_WITHIN_S:.0f} s ago, and what it did can no longer be told; make the "
+                        "request again with a new client_request_id"
                     )
                 # The same operation id: work the dead claimant had already recorded is recognised
                 # as such (the audit stream stores an event id once) instead of done a second time.
@@ -217,13 +221,13 @@ class RequestRegister:
         except CandorError as error:
             revision = await claim.stop(renewing)
             if error.code in RETRYABLE:
-                await self._give_back(key, revision)
+                await self._give_back(key, claim, revision)
             else:
                 refused = claim.now(error_code=error.code.name, error_message=error.message)
                 await self._settle(key, revision, refused)
             raise
         except BaseException:
-            await self._give_back(key, await claim.stop(renewing))
+            await self._give_back(key, claim, await claim.stop(renewing))
             raise
         revision = await claim.stop(renewing)
         answer = base64.b64encode(reply.SerializeToString()).decode()
@@ -256,9 +260,14 @@ class RequestRegister:
         except Exception:  # noqa: BLE001 - the caller still gets its answer
             pass
 
-    async def _give_back(self, key: str, revision: int) -> None:
+    async def _give_back(self, key: str, claim: _Claim, revision: int) -> None:
+        """Leave the claim for a retry to take over at once and redo the work *under its operation
+        id* (a deleted claim would give the retry a new one): work the failed run did and recorded
+        before it failed (a record stored whose ack was lost, an expunge done before its record
+        could be stored) is then recognised by its record, not done and recorded a second time."""
+        given_back = replace(claim.entry, claimed_at=time.time() - STALE_AFTER_S - 1)
         try:
-            await self.bucket.delete(key, last=revision)
+            await self.bucket.update(key, given_back.encode(), last=revision)
         except Exception:  # noqa: BLE001 - the claim then goes stale and is taken over
             pass
 
