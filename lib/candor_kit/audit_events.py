@@ -29,6 +29,7 @@ __all__ = [
     "AuditPublisher",
     "audit_message_id",
     "ensure_audit_stream",
+    "expunge_event_id",
 ]
 
 #: The largest audit event the chain takes: ids, hashes and counts fit many times over; an event
@@ -49,6 +50,13 @@ def audit_message_id(key: bytes, kind: str, event_id: str) -> str:
     the matcher sees every search id. With the event id as the message id, the matcher's user could
     store an event of its own under it first, and the reviewer's was recorded nowhere."""
     return keyed_message_id(key, kind, event_id)
+
+
+def expunge_event_id(operation_id: str) -> str:
+    """The event id of the matcher's record of the records an expunge deleted, under the expunge's
+    operation id: a gateway redoing the expunge (its first run cut short after the matcher's step)
+    finds nothing left to delete, and reads what was deleted from this record."""
+    return f"matcher-expunge/{operation_id}"
 
 
 async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:

@@ -202,6 +202,46 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
     assert [(m["request_id"], m["records"]) for m in matched] == [(dead_operation, 1), (dead_operation, 0)]
 
 
+async def test_an_expunge_whose_gateway_died_before_recording_it_is_recorded_with_what_it_deleted(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, store: PhotoStore
+) -> None:
+    # A gateway claimed the id, had the matcher delete the subject's record, and was killed before
+    # it deleted the photo or recorded the expunge. The retry takes the claim over and finds no
+    # record left: its record and answer must still say what the expunge deleted, not 0 records.
+    subject = f"idem-half-{uuid.uuid4().hex[:8]}"
+    enrolled = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
+    )
+    asked = gateway_pb2.DeleteSubjectRequest(
+        subject_id=subject, reason="court order", client_request_id=uuid.uuid4().hex
+    )
+    user = user_of(ENROLLER)
+    dead_operation = str(uuid.uuid4())
+    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+    try:
+        await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
+        matched = await bus.request(
+            MATCH_DELETE_SUBJECT,
+            matcher_pb2.DeleteSubjectRequest(
+                subject_id=subject, origin=common_pb2.Origin(actor=user, request_id=dead_operation)
+            ),
+            matcher_pb2.DeleteSubjectResponse,
+            30,
+        )
+        assert matched.deleted_records == 1
+    finally:
+        await bus.close()
+
+    answer = await gateway.DeleteSubject(asked, metadata=ENROLLER)
+    assert (answer.deleted_records, answer.unreadable_photos) == (1, 0)
+    assert await store.header("gallery", enrolled.record_id) is None
+    await settled_records(stack, gateway, samples, "none", [])
+    deleted = [r for r in await audit_records(stack, kinds=["subject.deleted"]) if subject in r.event.details_json]
+    assert [r.event.event_id for r in deleted] == [dead_operation]
+    recorded = json.loads(deleted[0].event.details_json)
+    assert (recorded["records"], recorded["photos_deleted"]) == (1, 1)
+
+
 async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_answered_from_its_record(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
 ) -> None:

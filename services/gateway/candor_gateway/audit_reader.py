@@ -13,7 +13,7 @@ from typing import Any
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor_kit import AuditPublisher, Bus, ServiceUnavailable, subjects
-from candor_kit.audit_events import record_details
+from candor_kit.audit_events import expunge_event_id, record_details
 
 #: Records fetched per query.
 PAGE = 1000
@@ -76,3 +76,17 @@ class AuditReader:
         if not records:
             raise ServiceUnavailable("this call's record is not in the audit chain yet; retry shortly")
         return record_details(records[0])
+
+    async def expunged_records(self, on_behalf_of: str, operation_id: str) -> int:
+        """How many records an expunge's earlier run had the matcher delete (0: none did): what an
+        expunge redone under its id (its gateway died after the matcher's step) records and
+        answers, when the matcher finds nothing left. Waits for every event on the stream now, the
+        matcher's included."""
+        found = await self.records(
+            on_behalf_of=on_behalf_of,
+            kinds=["matcher.subject_deleted"],
+            event_id=expunge_event_id(operation_id),
+            at_most=1,
+            everyones=True,
+        )
+        return int(record_details(found[0]).get("records", 0)) if found else 0

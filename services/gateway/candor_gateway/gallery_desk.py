@@ -225,6 +225,7 @@ class GalleryDesk:
         except CandorError as error:
             await audit_refusal(self._audit, "delete", error, principal.user)
             raise
+        records = deleted.deleted_records or await self._reader.expunged_records(principal.user, operation_id)
         photos, unplaced = await self._delete_subject_photos(subject_id, deleted.record_ids)
         if unplaced:
             log.warning("expunge_left_unreadable_photos", count=len(unplaced), names=unplaced[:UNPLACED_NAMED])
@@ -237,7 +238,7 @@ class GalleryDesk:
                 details={
                     "subject_id": subject_id,
                     "reason": reason,
-                    "records": deleted.deleted_records,
+                    "records": records,
                     "photos_deleted": photos,
                     "photos_unreadable": len(unplaced),
                     # Bounded: the event must stay within a bus message however many there are.
@@ -252,9 +253,7 @@ class GalleryDesk:
                 deleted_records=int(recorded.get("records", 0)),
                 unreadable_photos=int(recorded.get("photos_unreadable", 0)),
             )
-        return gateway_pb2.DeleteSubjectResponse(
-            deleted_records=deleted.deleted_records, unreadable_photos=len(unplaced)
-        )
+        return gateway_pb2.DeleteSubjectResponse(deleted_records=records, unreadable_photos=len(unplaced))
 
     async def _delete_subject_photos(self, subject_id: str, record_ids: Sequence[str]) -> tuple[int, list[str]]:
         """Delete an expunged subject's stored photos: those of the records the matcher expunged,

@@ -28,6 +28,7 @@ from candor_kit import (
     rpc,
     subjects,
 )
+from candor_kit.audit_events import AlreadyRecorded, expunge_event_id
 from candor_kit.audit_outbox import AuditOutbox
 from candor_kit.gallery_models import (
     GalleryModelsRecord,
@@ -240,15 +241,18 @@ class MatchingService:
         *,
         via: AuditPublisher | None = None,
         event_id: str | None = None,
+        first: bool = False,
         **details: object,
     ) -> None:
         """Record one action of the matcher's, for whom the caller says it was (``via`` another
         publisher, the outbox's, or on the audit stream; under ``event_id`` when the action has one,
-        so that its repeats are recorded once); when the record cannot be stored the call fails, so
-        the caller never takes an unrecorded action as done."""
+        so that its repeats are recorded once; with ``first``, AlreadyRecorded for a repeat); when
+        the record cannot be stored the call fails, so the caller never takes an unrecorded action
+        as done."""
         await (via or self._audit).publish(
             kind,
             event_id=event_id,
+            first=first,
             actor=origin.actor or UNSTATED,
             case_number=origin.case_number,
             purpose=origin.purpose,
@@ -439,13 +443,15 @@ class MatchingService:
             deleted += len(gone)
             record_ids.update(gone)
         log.info("subject_deleted", records=deleted)
-        await self._audited(
-            "matcher.subject_deleted",
-            request.origin,
-            subject_id=request.subject_id,
-            model=request.model_id,
-            records=deleted,
-        )
+        recorded = {"subject_id": request.subject_id, "model": request.model_id, "records": deleted}
+        try:
+            # The first run under an expunge's id to delete anything records it under an id the
+            # gateway can read back: redone after its gateway died, the expunge finds nothing left.
+            first = bool(request.origin.request_id and deleted)
+            event_id = expunge_event_id(request.origin.request_id) if first else None
+            await self._audited("matcher.subject_deleted", request.origin, event_id=event_id, first=first, **recorded)
+        except AlreadyRecorded:  # a run before deleted records too; this run's are recorded beside it
+            await self._audited("matcher.subject_deleted", request.origin, **recorded)
         return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted, record_ids=sorted(record_ids))
 
     async def delete_record(self, request: matcher_pb2.DeleteRecordRequest) -> matcher_pb2.DeleteRecordResponse:
