@@ -28,6 +28,7 @@ __all__ = [
     "AlreadyRecorded",
     "AuditPublisher",
     "audit_message_id",
+    "enrolment_event_id",
     "ensure_audit_stream",
     "expunge_event_id",
 ]
@@ -57,6 +58,13 @@ def expunge_event_id(operation_id: str) -> str:
     operation id: a gateway redoing the expunge (its first run cut short after the matcher's step)
     finds nothing left to delete, and reads what was deleted from this record."""
     return f"matcher-expunge/{operation_id}"
+
+
+def enrolment_event_id(operation_id: str, model_id: str) -> str:
+    """The event id of the matcher's record of the record an enrolment created with ``model_id``,
+    under the enrolment's operation id: a gateway redoing the enrolment (its first run cut short
+    after the matcher's step) finds the record there already, and reads here that it made it."""
+    return f"matcher-enrol/{operation_id}/{model_id}"
 
 
 async def ensure_audit_stream(bus: Bus, replicas: int = 1) -> None:

@@ -279,20 +279,23 @@ async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_
     await gateway.DeleteSubject(gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="test"), metadata=ENROLLER)
 
 
-def lose_the_ack_of(monkeypatch: pytest.MonkeyPatch, kind: str, recorded: Callable[[Message], bool]) -> list[str]:
-    """Make the audit stream store the first event of ``kind`` that ``recorded`` picks, and its ack
-    never come back (a leader change, a timeout): its publisher is told it could not be stored, as
-    nats-py then tells it. Returns the event ids so stored (a fault injected round the real
-    publish: a lost ack cannot be made to happen on one nats-server)."""
+def lose_the_ack_of(
+    monkeypatch: pytest.MonkeyPatch, kind: str, recorded: Callable[[Message], bool], *, stored: bool = True
+) -> list[str]:
+    """Make the first publish of an event of ``kind`` that ``recorded`` picks fail as nats-py fails
+    it when the stream is out of reach: stored and its ack lost (a leader change, a timeout), or,
+    not ``stored``, never stored at all. Returns the event ids so failed (a fault injected round the
+    real publish: a lost ack cannot be made to happen on one nats-server)."""
     publish = Bus.publish_durable
     lost: list[str] = []
 
     async def ack_lost(bus: Bus, subject: str, message: Message, *, msg_id: str) -> tuple[int, bool]:
-        stored = await publish(bus, subject, message, msg_id=msg_id)
         if subject.endswith(f".{kind}") and not lost and recorded(message):
             lost.append(message.event_id)  # type: ignore[attr-defined]
+            if stored:
+                await publish(bus, subject, message, msg_id=msg_id)
             raise ServiceUnavailable(f"could not store {subject} durably: nats: timeout")
-        return stored
+        return await publish(bus, subject, message, msg_id=msg_id)
 
     monkeypatch.setattr(Bus, "publish_durable", ack_lost)
     return lost
@@ -345,6 +348,28 @@ async def test_an_expunge_whose_record_was_stored_but_not_acknowledged_answers_w
     await settled_records(stack, gateway, samples, "none", [])
     deleted = [r for r in await audit_records(stack, kinds=["subject.deleted"]) if subject in r.event.details_json]
     assert [r.event.event_id for r in deleted] == lost, f"the expunge is on the chain {len(deleted)} times"
+
+
+async def test_an_enrolment_whose_record_could_not_be_stored_answers_created_when_retried(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The matcher enrolled the face (a new record), then the gateway could not store its record
+    # (the audit stream out of reach) and answered UNAVAILABLE. The retry finds the record made: it
+    # must answer and record the enrolment as the one that created it, not "already enrolled".
+    subject = f"idem-unstored-{uuid.uuid4().hex[:8]}"
+    asked = gateway_pb2.EnrollRequest(
+        image=(samples / "obama3.jpg").read_bytes(), subject_id=subject, client_request_id=uuid.uuid4().hex
+    )
+    lost = lose_the_ack_of(monkeypatch, "enroll.completed", lambda e: subject in e.details_json, stored=False)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as first:
+        await gateway.Enroll(asked, metadata=ENROLLER)
+    assert first.value.code() == grpc.StatusCode.UNAVAILABLE and len(lost) == 1
+    answer = await gateway.Enroll(asked, metadata=ENROLLER)
+    assert answer.created, "the enrolment that made the record is answered as not having made it"
+    await settled_records(stack, gateway, samples, "none", [])
+    completed = [r for r in await audit_records(stack, kinds=["enroll.completed"]) if subject in r.event.details_json]
+    assert [json.loads(r.event.details_json)["created"] for r in completed] == [True]
+    await gateway.DeleteSubject(gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="test"), metadata=ENROLLER)
 
 
 async def test_the_same_id_with_another_request_is_refused_and_does_nothing(

@@ -15,7 +15,7 @@ import nats
 import pytest
 
 from candor.gateway.v1 import gateway_pb2
-from candor_gateway.idempotency import TAKE_OVER_WITHIN_S, RequestRegister
+from candor_gateway.idempotency import TAKE_OVER_WITHIN_S, Operation, RequestRegister
 from candor_kit import Bus, InvalidInput, PolicyViolation, PreconditionFailed, ServiceUnavailable
 
 Reply = gateway_pb2.DeleteSubjectResponse
@@ -41,12 +41,14 @@ class Work:
         self.runs = 0
         self.delay_s = delay_s
         self.fail = fail
-        #: The operation id of each run.
+        #: The operation id of each run, and whether it was told it redid an earlier run's work.
         self.ids: list[str] = []
+        self.redone: list[bool] = []
 
-    async def __call__(self, operation_id: str) -> Reply:
+    async def __call__(self, operation: Operation) -> Reply:
         self.runs += 1
-        self.ids.append(operation_id)
+        self.ids.append(operation.id)
+        self.redone.append(operation.redone)
         await asyncio.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
@@ -112,7 +114,7 @@ async def test_a_refusal_is_kept_and_a_failure_a_retry_may_not_meet_is_given_bac
     assert (flaky.runs, answer.deleted_records) == (2, 2)
     # Redone under the first run's operation id: whatever it recorded before failing (an audit
     # record stored whose ack was lost) is recognised, not recorded a second time.
-    assert flaky.ids[0] == flaky.ids[1]
+    assert flaky.ids[0] == flaky.ids[1] and flaky.redone == [False, True]
 
 
 async def test_a_retry_waits_for_the_first_call_then_gives_up_with_unavailable(nats_url: str) -> None:
@@ -148,7 +150,7 @@ async def test_the_claim_of_a_gateway_that_died_is_taken_over(nats_url: str) -> 
         work = Work()
         answer = await register.once("ann", asked, work, Reply)
         # Redone under the dead claimant's operation id, so what it recorded is recognised.
-        assert (work.runs, answer.deleted_records, work.ids) == (1, 1, [dead])
+        assert (work.runs, answer.deleted_records, work.ids, work.redone) == (1, 1, [dead], [True])
         # A claim whose outcome can no longer be told (unrenewed past the audit stream's
         # duplicate window) is not taken over: the caller is told to ask again with a new id.
         stale = request()

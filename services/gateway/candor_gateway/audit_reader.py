@@ -13,7 +13,7 @@ from typing import Any
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor_kit import AuditPublisher, Bus, ServiceUnavailable, subjects
-from candor_kit.audit_events import expunge_event_id, record_details
+from candor_kit.audit_events import enrolment_event_id, expunge_event_id, record_details
 
 #: Records fetched per query.
 PAGE = 1000
@@ -90,3 +90,17 @@ class AuditReader:
             everyones=True,
         )
         return int(record_details(found[0]).get("records", 0)) if found else 0
+
+    async def enrolment_created(self, on_behalf_of: str, operation_id: str, model_id: str) -> bool:
+        """Whether an enrolment's earlier run had the matcher create its record with ``model_id``:
+        what an enrolment redone under its id (its gateway died after the matcher's step) records
+        and answers, when the matcher finds the record made. Waits for every event on the stream
+        now, the matcher's included."""
+        found = await self.records(
+            on_behalf_of=on_behalf_of,
+            kinds=["matcher.enrolled"],
+            event_id=enrolment_event_id(operation_id, model_id),
+            at_most=1,
+            everyones=True,
+        )
+        return bool(found and record_details(found[0]).get("created"))

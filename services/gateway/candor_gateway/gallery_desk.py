@@ -16,6 +16,7 @@ from candor.gateway.v1 import gateway_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.access import Permission, require
 from candor_gateway.audit_reader import AuditReader
+from candor_gateway.idempotency import Operation
 from candor_gateway.model_calls import Chosen, ModelCalls, model_details
 from candor_gateway.photos import PhotoHeader, PhotoStore, box_dict, eye_list
 from candor_gateway.refusals import audit_refusal
@@ -72,13 +73,15 @@ class GalleryDesk:
         face_index: int | None,
         metadata: Mapping[str, str],
         image_ref: str = "",
-        operation_id: str = "",
+        operation: Operation | None = None,
     ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
         """Add one face of a photo to the gallery under a subject id: with the active model, and
         with the model the gallery is being re-embedded into, if any, so the switch loses nothing.
-        Recorded as ``operation_id`` when given (else under a new id): an enrolment redone under
-        it (its gateway died before answering) that finds it recorded is answered as recorded, and
-        not recorded again."""
+        Recorded as ``operation``'s id when given (else under a new id): an enrolment redone under
+        it (its first run failed, or its gateway died, before answering) that finds it recorded is
+        answered as recorded, and not recorded again; one that finds its record made by the first
+        run says it created it."""
+        operation_id = operation.id if operation is not None else ""
         try:
             require(principal, Permission.ENROLL)
             check_new_subject_id(subject_id)
@@ -92,15 +95,29 @@ class GalleryDesk:
             if len(image_ref) > 1000:
                 raise InvalidInput("image_ref takes at most 1000 characters")
             with self._slots.claim():
-                enrolled = await self._enroll_face(image, subject_id, face_index, metadata, image_ref, principal.user)
+                enrolled = await self._enroll_face(
+                    image,
+                    subject_id,
+                    face_index,
+                    metadata,
+                    image_ref,
+                    common_pb2.Origin(actor=principal.user, request_id=operation_id),
+                )
         except CandorError as error:
             await audit_refusal(self._audit, "enroll", error, principal.user, image=image)
             raise
         first = enrolled[0]
+        # The matcher finds the record made when an earlier run under this id made it (its gateway
+        # died after the matcher's step): that run's enrolment created it.
+        created = first.response.created or (
+            operation is not None
+            and operation.redone
+            and await self._reader.enrolment_created(principal.user, operation.id, first.model.id)
+        )
         details: dict[str, Any] = {
             "subject_id": subject_id,
             "record_id": first.response.record_id,
-            "created": first.response.created,
+            "created": created,
             "image_sha256": first.chosen.image_sha256,
             "image_ref": image_ref or None,
             "model": model_details(first.model),
@@ -108,7 +125,7 @@ class GalleryDesk:
         }
         if len(enrolled) > 1:
             details["also_enrolled_with"] = model_details(enrolled[1].model)
-        response = first.response
+        response = matcher_pb2.EnrollResponse(record_id=first.response.record_id, created=created)
         try:
             await self._audit.publish(
                 "enroll.completed", first=True, event_id=operation_id or None, actor=principal.user, details=details
@@ -127,7 +144,7 @@ class GalleryDesk:
         face_index: int | None,
         metadata: Mapping[str, str],
         image_ref: str,
-        actor: str,
+        origin: common_pb2.Origin,
     ) -> list[Enrolled]:
         active, target = await self._calls.routes.for_enrolment()
         chosen = await self._calls.choose_face(image, face_index, active)
@@ -154,7 +171,7 @@ class GalleryDesk:
         )
         await self._photos.put(header, image, metadata=metadata)
         try:
-            return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, actor)
+            return await self._enroll_embedded(embedded, subject_id, metadata, image_ref, origin)
         except BaseException as failed:
             if isinstance(failed, CandorError) and not isinstance(failed, NoAnswer):
                 # A refusal the matcher sent, or a request that never left: no record was made.
@@ -178,7 +195,7 @@ class GalleryDesk:
         subject_id: str,
         metadata: Mapping[str, str],
         image_ref: str,
-        actor: str,
+        origin: common_pb2.Origin,
     ) -> list[Enrolled]:
         enrolled = []
         # The re-embedding's target first: a photo it cannot take is not enrolled at all.
@@ -192,7 +209,7 @@ class GalleryDesk:
                     image_sha256=chosen_here.image_sha256,
                     metadata=dict(metadata),
                     image_ref=image_ref,
-                    origin=common_pb2.Origin(actor=actor),
+                    origin=origin,
                 ),
                 matcher_pb2.EnrollResponse,
                 self._timeout,
@@ -201,11 +218,13 @@ class GalleryDesk:
         return enrolled[::-1]
 
     async def delete_subject(
-        self, principal: Principal, subject_id: str, reason: str, operation_id: str
+        self, principal: Principal, subject_id: str, reason: str, operation: Operation
     ) -> gateway_pb2.DeleteSubjectResponse:
-        """Expunge a subject from every gallery, and its stored photos, recorded as
-        ``operation_id``: an expunge redone under the same id (its gateway died before answering)
-        that finds it recorded is answered from that record, and not recorded again."""
+        """Expunge a subject from every gallery, and its stored photos, recorded as ``operation``'s
+        id: an expunge redone under the same id (its first run failed, or its gateway died, before
+        answering) that finds it recorded is answered from that record, and not recorded again;
+        one that finds nothing left to delete records and answers what its first run deleted."""
+        operation_id = operation.id
         try:
             require(principal, Permission.DELETE)
             check_subject_id(subject_id)
@@ -225,7 +244,9 @@ class GalleryDesk:
         except CandorError as error:
             await audit_refusal(self._audit, "delete", error, principal.user)
             raise
-        records = deleted.deleted_records or await self._reader.expunged_records(principal.user, operation_id)
+        records = deleted.deleted_records or (
+            await self._reader.expunged_records(principal.user, operation_id) if operation.redone else 0
+        )
         photos, unplaced = await self._delete_subject_photos(subject_id, deleted.record_ids)
         if unplaced:
             log.warning("expunge_left_unreadable_photos", count=len(unplaced), names=unplaced[:UNPLACED_NAMED])

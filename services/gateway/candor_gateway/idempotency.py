@@ -111,6 +111,16 @@ class _Entry:
         return cls(**json.loads(raw or b"{}"))
 
 
+@dataclass(frozen=True)
+class Operation:
+    """What a call's work runs as: its id (a search's id), and whether an earlier run under that id
+    may have done part of the work (it failed, or its gateway died, before storing an answer), so
+    that what the matcher finds done already may be this operation's own doing."""
+
+    id: str
+    redone: bool = False
+
+
 class RequestRegister:
     """The shared register of client request ids (REQUESTS_BUCKET)."""
 
@@ -143,13 +153,13 @@ class RequestRegister:
         return self._bucket
 
     async def once(
-        self, user: str, request: Message, work: Callable[[str], Awaitable[Reply]], reply_type: type[Reply]
+        self, user: str, request: Message, work: Callable[[Operation], Awaitable[Reply]], reply_type: type[Reply]
     ) -> Reply:
-        """``work(operation id)``'s answer, run at most once for this caller, this kind of request
-        and its ``client_request_id`` field (empty: run, under a new id)."""
+        """``work(operation)``'s answer, run at most once for this caller, this kind of request and
+        its ``client_request_id`` field (empty: run, under a new id)."""
         client_request_id = str(getattr(request, "client_request_id", ""))
         if not client_request_id:
-            return await work(str(uuid.uuid4()))
+            return await work(Operation(str(uuid.uuid4())))
         check_client_request_id(client_request_id)
         call = request.DESCRIPTOR.full_name
         key = hashlib.sha256(f"{user}\n{call}\n{client_request_id}".encode()).hexdigest()
@@ -158,7 +168,7 @@ class RequestRegister:
         while True:
             claim = await self._claim(key, _Entry(digest, time.time(), operation_id=str(uuid.uuid4())))
             if claim is not None:
-                return await self._run(key, claim, work)
+                return await self._run(key, claim, work, redone=False)
             entry, revision = await self._read(key)
             if entry is None:  # given back or expired meanwhile: claim it again
                 continue
@@ -181,7 +191,7 @@ class RequestRegister:
                 taken = replace(entry, claimed_at=time.time(), operation_id=entry.operation_id or str(uuid.uuid4()))
                 claim = await self._take_over(key, revision, taken)
                 if claim is not None:
-                    return await self._run(key, claim, work)
+                    return await self._run(key, claim, work, redone=True)
                 continue
             if time.monotonic() > deadline:
                 raise ServiceUnavailable("the first call with this client_request_id is still under way; retry shortly")
@@ -212,12 +222,14 @@ class RequestRegister:
             raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
         return _Entry.decode(found.value), int(found.revision or 0)
 
-    async def _run(self, key: str, claim: _Claim, work: Callable[[str], Awaitable[Reply]]) -> Reply:
+    async def _run(
+        self, key: str, claim: _Claim, work: Callable[[Operation], Awaitable[Reply]], *, redone: bool
+    ) -> Reply:
         """Do the work under the claim, renewing it while the work lasts, and store how it ended; a
         failure a retry may not meet gives the claim back."""
         renewing = asyncio.create_task(self._renew(key, claim))
         try:
-            reply = await work(claim.entry.operation_id)
+            reply = await work(Operation(claim.entry.operation_id, redone))
         except CandorError as error:
             revision = await claim.stop(renewing)
             if error.code in RETRYABLE:

@@ -15,7 +15,7 @@ from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.calibration import CalibrationGate
-from candor_gateway.idempotency import RequestRegister
+from candor_gateway.idempotency import Operation, RequestRegister
 from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import PolicyHolder
@@ -209,8 +209,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.SearchResponse:
         principal = await self._principal(context, "search", request.case_number, request.purpose)
 
-        async def search(search_id: str) -> gateway_pb2.SearchResponse:
-            matched = await self._workflow.search(principal, request, search_id)
+        async def search(operation: Operation) -> gateway_pb2.SearchResponse:
+            matched = await self._workflow.search(principal, request, operation.id)
             return gateway_pb2.SearchResponse(
                 search_id=matched.search_id,
                 candidates=matched.candidates,
@@ -229,7 +229,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.EnrollResponse:
         principal = await self._principal(context, "enroll")
 
-        async def enroll(operation_id: str) -> gateway_pb2.EnrollResponse:
+        async def enroll(operation: Operation) -> gateway_pb2.EnrollResponse:
             enrolled, model, quality = await self._workflow.gallery.enroll(
                 principal,
                 request.image,
@@ -237,7 +237,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 request.face_index if request.HasField("face_index") else None,
                 dict(request.metadata),
                 request.image_ref,
-                operation_id,
+                operation,
             )
             return gateway_pb2.EnrollResponse(
                 record_id=enrolled.record_id, created=enrolled.created, model=model, quality=quality
@@ -263,10 +263,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.DeleteSubjectResponse:
         principal = await self._principal(context, "delete")
 
-        async def delete(operation_id: str) -> gateway_pb2.DeleteSubjectResponse:
-            return await self._workflow.gallery.delete_subject(
-                principal, request.subject_id, request.reason, operation_id
-            )
+        async def delete(operation: Operation) -> gateway_pb2.DeleteSubjectResponse:
+            return await self._workflow.gallery.delete_subject(principal, request.subject_id, request.reason, operation)
 
         # Runs to its end: the records, the photos and the audit record, all of them or none begun.
         return await self._requests.once(principal.user, request, delete, gateway_pb2.DeleteSubjectResponse)
@@ -330,8 +328,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     ) -> gateway_pb2.SeedProficiencyTestResponse:
         principal = await self._principal(context, "proficiency.seed")
 
-        async def seed(search_id: str) -> gateway_pb2.SeedProficiencyTestResponse:
-            return await self._workflow.proficiency.seed(principal, request, search_id)
+        async def seed(operation: Operation) -> gateway_pb2.SeedProficiencyTestResponse:
+            return await self._workflow.proficiency.seed(principal, request, operation.id)
 
         # A retry with the request's id answers as the first call did: one test in the queues.
         return await self._requests.once(principal.user, request, seed, gateway_pb2.SeedProficiencyTestResponse)

@@ -28,7 +28,7 @@ from candor_kit import (
     rpc,
     subjects,
 )
-from candor_kit.audit_events import AlreadyRecorded, expunge_event_id
+from candor_kit.audit_events import AlreadyRecorded, enrolment_event_id, expunge_event_id
 from candor_kit.audit_outbox import AuditOutbox
 from candor_kit.gallery_models import (
     GalleryModelsRecord,
@@ -223,9 +223,13 @@ class MatchingService:
         check_origin(request.origin)
         index, record_id, created = await self.enrol_vector(request.model, enrolment)
         log.info("face_enrolled", record_id=record_id, created=created, model=index.model.id)
-        await self._audited(
+        # The run under an enrolment's id that creates the record records it under an id the
+        # gateway can read back: redone after its gateway died, the enrolment finds the record made.
+        read_back = bool(request.origin.request_id and created)
+        await self._audited_once(
             "matcher.enrolled",
             request.origin,
+            enrolment_event_id(request.origin.request_id, index.model.id) if read_back else None,
             subject_id=request.subject_id,
             record_id=record_id,
             created=created,
@@ -258,6 +262,17 @@ class MatchingService:
             purpose=origin.purpose,
             details={"request_id": origin.request_id, **details},
         )
+
+    async def _audited_once(
+        self, kind: str, origin: common_pb2.Origin, event_id: str | None, **details: object
+    ) -> None:
+        """Record an action under ``event_id`` (a gateway reads it back by that id), or under an id
+        of its own when a run before already recorded one there: both are on the chain, the first
+        where the gateway looks."""
+        try:
+            await self._audited(kind, origin, event_id=event_id, first=event_id is not None, **details)
+        except AlreadyRecorded:
+            await self._audited(kind, origin, **details)
 
     async def begin_reembed(self, request: matcher_pb2.BeginReembedRequest) -> matcher_pb2.GalleryModels:
         """Create the target model's collection beside the active one and name it the target."""
@@ -443,15 +458,17 @@ class MatchingService:
             deleted += len(gone)
             record_ids.update(gone)
         log.info("subject_deleted", records=deleted)
-        recorded = {"subject_id": request.subject_id, "model": request.model_id, "records": deleted}
-        try:
-            # The first run under an expunge's id to delete anything records it under an id the
-            # gateway can read back: redone after its gateway died, the expunge finds nothing left.
-            first = bool(request.origin.request_id and deleted)
-            event_id = expunge_event_id(request.origin.request_id) if first else None
-            await self._audited("matcher.subject_deleted", request.origin, event_id=event_id, first=first, **recorded)
-        except AlreadyRecorded:  # a run before deleted records too; this run's are recorded beside it
-            await self._audited("matcher.subject_deleted", request.origin, **recorded)
+        # The first run under an expunge's id to delete anything records it under an id the
+        # gateway can read back: redone after its gateway died, the expunge finds nothing left.
+        read_back = bool(request.origin.request_id and deleted)
+        await self._audited_once(
+            "matcher.subject_deleted",
+            request.origin,
+            expunge_event_id(request.origin.request_id) if read_back else None,
+            subject_id=request.subject_id,
+            model=request.model_id,
+            records=deleted,
+        )
         return matcher_pb2.DeleteSubjectResponse(deleted_records=deleted, record_ids=sorted(record_ids))
 
     async def delete_record(self, request: matcher_pb2.DeleteRecordRequest) -> matcher_pb2.DeleteRecordResponse:
