@@ -84,6 +84,28 @@ async def leave_a_dead_gateways_claim(bus: Bus, user: str, request: Message, ope
     await (await bus.jetstream.key_value(REQUESTS_BUCKET)).create(key, stale.encode())
 
 
+async def enrolled_subject(gateway: gateway_pb2_grpc.GatewayServiceStub, samples: Path, prefix: str) -> tuple[str, str]:
+    """A new subject with one face enrolled: its id and its record's."""
+    subject = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    enrolled = await gateway.Enroll(
+        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
+    )
+    return subject, enrolled.record_id
+
+
+async def expunge_in_the_matcher(bus: Bus, user: str, subject: str, operation_id: str) -> int:
+    """Have the matcher expunge a subject as a gateway does under ``operation_id``; the records it deleted."""
+    deleted = await bus.request(
+        MATCH_DELETE_SUBJECT,
+        matcher_pb2.DeleteSubjectRequest(
+            subject_id=subject, origin=common_pb2.Origin(actor=user, request_id=operation_id)
+        ),
+        matcher_pb2.DeleteSubjectResponse,
+        30,
+    )
+    return deleted.deleted_records
+
+
 async def test_racing_retries_of_a_search_make_one_search_with_one_record(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path
 ) -> None:
@@ -156,10 +178,7 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
     # recorded subject.deleted under the claim's operation id, and was killed before storing its
     # answer. The retry takes the stale claim over: it must not record a second deletion (with
     # nothing left, it would say 0 records and 0 photos), and it answers what was deleted.
-    subject = f"idem-dead-{uuid.uuid4().hex[:8]}"
-    enrolled = await gateway.Enroll(
-        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
-    )
+    subject, record_id = await enrolled_subject(gateway, samples, "idem-dead")
     request_id = uuid.uuid4().hex
     asked = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="court order", client_request_id=request_id)
     user = user_of(ENROLLER)
@@ -167,15 +186,8 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
     bus = await Bus.connect(stack.nats_url, "dead-gateway")
     try:
         await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
-        matched = await bus.request(
-            MATCH_DELETE_SUBJECT,
-            matcher_pb2.DeleteSubjectRequest(
-                subject_id=subject, origin=common_pb2.Origin(actor=user, request_id=dead_operation)
-            ),
-            matcher_pb2.DeleteSubjectResponse,
-            30,
-        )
-        assert matched.deleted_records == 1 and await store.delete("gallery", enrolled.record_id)
+        assert await expunge_in_the_matcher(bus, user, subject, dead_operation) == 1
+        assert await store.delete("gallery", record_id)
         await AuditPublisher(bus, "gateway").publish(
             "subject.deleted",
             event_id=dead_operation,
@@ -208,10 +220,7 @@ async def test_an_expunge_whose_gateway_died_before_recording_it_is_recorded_wit
     # A gateway claimed the id, had the matcher delete the subject's record, and was killed before
     # it deleted the photo or recorded the expunge. The retry takes the claim over and finds no
     # record left: its record and answer must still say what the expunge deleted, not 0 records.
-    subject = f"idem-half-{uuid.uuid4().hex[:8]}"
-    enrolled = await gateway.Enroll(
-        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
-    )
+    subject, record_id = await enrolled_subject(gateway, samples, "idem-half")
     asked = gateway_pb2.DeleteSubjectRequest(
         subject_id=subject, reason="court order", client_request_id=uuid.uuid4().hex
     )
@@ -220,21 +229,13 @@ async def test_an_expunge_whose_gateway_died_before_recording_it_is_recorded_wit
     bus = await Bus.connect(stack.nats_url, "dead-gateway")
     try:
         await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
-        matched = await bus.request(
-            MATCH_DELETE_SUBJECT,
-            matcher_pb2.DeleteSubjectRequest(
-                subject_id=subject, origin=common_pb2.Origin(actor=user, request_id=dead_operation)
-            ),
-            matcher_pb2.DeleteSubjectResponse,
-            30,
-        )
-        assert matched.deleted_records == 1
+        assert await expunge_in_the_matcher(bus, user, subject, dead_operation) == 1
     finally:
         await bus.close()
 
     answer = await gateway.DeleteSubject(asked, metadata=ENROLLER)
     assert (answer.deleted_records, answer.unreadable_photos) == (1, 0)
-    assert await store.header("gallery", enrolled.record_id) is None
+    assert await store.header("gallery", record_id) is None
     await settled_records(stack, gateway, samples, "none", [])
     deleted = [r for r in await audit_records(stack, kinds=["subject.deleted"]) if subject in r.event.details_json]
     assert [r.event.event_id for r in deleted] == [dead_operation]
@@ -332,10 +333,7 @@ async def test_an_expunge_whose_record_was_stored_but_not_acknowledged_answers_w
 ) -> None:
     # The same with an expunge: everything deleted, subject.deleted stored, its ack lost. Its retry
     # finds nothing left: it must answer what the first run deleted, and record no second deletion.
-    subject = f"idem-ack-{uuid.uuid4().hex[:8]}"
-    await gateway.Enroll(
-        gateway_pb2.EnrollRequest(image=(samples / "obama3.jpg").read_bytes(), subject_id=subject), metadata=ENROLLER
-    )
+    subject, _ = await enrolled_subject(gateway, samples, "idem-ack")
     asked = gateway_pb2.DeleteSubjectRequest(
         subject_id=subject, reason="court order", client_request_id=uuid.uuid4().hex
     )
