@@ -328,6 +328,29 @@ async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded
     assert await store.header("probe", again.search_id) is not None
 
 
+async def test_a_search_without_an_id_whose_record_was_stored_but_not_acknowledged_keeps_its_probe(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    store: PhotoStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # No id, so no retry redoes it: the search's record is on the chain, saying its probe was kept
+    # for the reviewers its candidates go to. The gateway cannot tell it was stored, and must not
+    # delete the probe as if the search never happened (the retention sweep deletes a probe whose
+    # search is never recorded).
+    case = f"IDEM-{uuid.uuid4().hex[:6]}"
+    asked = search_request(samples, case, "")
+    lost = lose_the_ack_of(monkeypatch, "search.completed", lambda event: event.case_number == case)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as first:
+        await gateway.Search(asked, metadata=INVESTIGATOR)
+    assert first.value.code() == grpc.StatusCode.UNAVAILABLE and len(lost) == 1
+    assert await settled_records(stack, gateway, samples, case, ["search.completed"]) == lost
+    (record,) = await audit_records(stack, case_number=case, kinds=["search.completed"])
+    assert json.loads(record.event.details_json)["probe_retained"] is True
+    assert await store.header("probe", lost[0]) is not None, "a recorded search's probe was deleted"
+
+
 async def test_an_expunge_whose_record_was_stored_but_not_acknowledged_answers_what_it_deleted_when_retried(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

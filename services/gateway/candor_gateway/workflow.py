@@ -39,6 +39,7 @@ from candor_kit import (
     AuditPublisher,
     Bus,
     CandorError,
+    ServiceUnavailable,
     subjects,
 )
 from candor_kit.audit_events import AlreadyRecorded
@@ -256,9 +257,12 @@ class Workflow:
             )
         except AlreadyRecorded:  # the search it repeats was counted
             candidates, model = await self._recorded_answer(principal, search_id, model)
-        except CandorError:
-            # Unrecorded, the search did not happen: its probe is not kept either.
-            if retained:
+        except CandorError as failed:
+            # Unrecorded, the search did not happen: its probe is not kept either. Unless the
+            # stream could not say (UNAVAILABLE: stored, its ack lost, or not): then the probe stays
+            # where a recorded search's record says it is, and the retention sweep deletes it if
+            # the chain never holds its search.
+            if retained and not isinstance(failed, ServiceUnavailable):
                 await self.photos.delete("probe", search_id)
             raise
         else:
