@@ -79,7 +79,7 @@ class AuditReader:
 
     async def expunged_records(self, on_behalf_of: str, operation_id: str) -> int:
         """How many records an expunge's earlier run had the matcher delete (0: none did): what an
-        expunge redone under its id (its gateway died after the matcher's step) records and
+        expunge redone under its id (its first run cut short after the matcher's step) records and
         answers, when the matcher finds nothing left. Waits for every event on the stream now, the
         matcher's included."""
         found = await self.records(
@@ -93,7 +93,7 @@ class AuditReader:
 
     async def enrolment_created(self, on_behalf_of: str, operation_id: str, model_id: str) -> bool:
         """Whether an enrolment's earlier run had the matcher create its record with ``model_id``:
-        what an enrolment redone under its id (its gateway died after the matcher's step) records
+        what an enrolment redone under its id (its first run cut short after the matcher's step) records
         and answers, when the matcher finds the record made. Waits for every event on the stream
         now, the matcher's included."""
         found = await self.records(

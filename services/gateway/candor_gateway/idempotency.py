@@ -170,7 +170,7 @@ class RequestRegister:
             if claim is not None:
                 return await self._run(key, claim, work, redone=False)
             entry, revision = await self._read(key)
-            if entry is None:  # given back or expired meanwhile: claim it again
+            if entry is None:  # expired meanwhile: claim it again
                 continue
             if entry.digest != digest:
                 raise PreconditionFailed(
@@ -182,9 +182,8 @@ class RequestRegister:
             if unrenewed_s > STALE_AFTER_S:
                 if unrenewed_s > TAKE_OVER_WITHIN_S:
                     raise PreconditionFailed(
-                        "the first call with this client_request_id did not finish, over "
-                        f"{TAKE_OVER_WITHIN_S:.0f} s ago, and what it did can no longer be told; make the "
-                        "request again with a new client_request_id"
+                        "the first call with this client_request_id did not finish, too long ago to tell "
+                        "what it did; make the request again with a new client_request_id"
                     )
                 # The same operation id: work the dead claimant had already recorded is recognised
                 # as such (the audit stream stores an event id once) instead of done a second time.
