@@ -35,11 +35,13 @@ REVIEWS_NOTE = (
 )
 DELETIONS = ("subject.deleted", "record.deleted")
 CALIBRATED = "model.calibrated"
+#: A gateway's record of a calibration it runs searches under, for one no operator recorded.
+CALIBRATION_IN_USE = "calibration.in_use"
 SEEDED = "proficiency.seeded"
 #: The kinds compute() takes as evidence from the chain's start, whatever the period.
 #: The gateway's record of a service account's first call of a day: which actors are machines.
 SERVICE_ACCOUNT_USED = "service_account.used"
-EVIDENCE_KINDS = (CALIBRATED, SEEDED, SERVICE_ACCOUNT_USED)
+EVIDENCE_KINDS = (CALIBRATED, CALIBRATION_IN_USE, SEEDED, SERVICE_ACCOUNT_USED)
 
 
 @dataclass
@@ -92,9 +94,15 @@ def compute(
     start to the period's end (EVIDENCE_KINDS): each calibration the period's searches ran under,
     and the known answers of the proficiency tests its reviews scored."""
     report = OversightReport(period=period, records=len(records))
+    # An operator's record of a calibration is the one shown; a gateway's, only where there is none.
     calibrated = {
-        record_details(r).get("calibration_id"): record_details(r) for r in evidence if r.event.kind == CALIBRATED
+        record_details(r).get("calibration_id"): {**record_details(r), "recorded_by_gateway": True}
+        for r in evidence
+        if r.event.kind == CALIBRATION_IN_USE
     }
+    calibrated.update(
+        (record_details(r).get("calibration_id"), record_details(r)) for r in evidence if r.event.kind == CALIBRATED
+    )
     answers = {r.event.event_id: str(record_details(r).get("answer")) for r in evidence if r.event.kind == SEEDED}
     accounts = {
         r.event.actor: str(record_details(r).get("role", "?")) for r in evidence if r.event.kind == SERVICE_ACCOUNT_USED
@@ -331,6 +339,11 @@ def models_view(report: OversightReport) -> tuple[list[tuple[str, str, str, str,
             + f"; dataset {str(details.get('dataset_fingerprint', ''))[:12]}"
             + (f", calibrated {details['created_at']}" if details.get("created_at") else "")
             + "."
+            + (
+                " No operator recorded it; recorded by the gateway that used it, from its registry."
+                if details.get("recorded_by_gateway")
+                else ""
+            )
         )
         ident = {row.get("group"): row for row in (details.get("identification") or {}).get("per_group", [])}
         groups = {row.get("group"): row for row in details.get("per_group") or []}

@@ -191,26 +191,7 @@ async def audit_calibration(login: NatsLogin, record: CalibrationRecord, actor: 
     bus = await login.connect("candor-cli")
     try:
         await ensure_audit_stream(bus)
-        await AuditPublisher(bus, "operator").publish(
-            "model.calibrated",
-            actor=actor,
-            details={
-                "model": record.model_id,
-                "version": record.model_version,
-                "threshold": record.threshold,
-                "target_fmr": record.target_fmr,
-                "achieved_fmr": record.achieved_fmr,
-                "calibration_id": record.calibration_id,
-                "dataset_fingerprint": record.dataset_fingerprint,
-                "rule": record.rule,
-                "created_at": record.created_at,
-                "target_fpir": record.target_fpir,
-                "metric": record.metric,
-                # The evidence an oversight report shows beside the searches run under it.
-                "per_group": record.per_group,
-                "identification": record.identification,
-            },
-        )
+        await AuditPublisher(bus, "operator").publish("model.calibrated", actor=actor, details=record.evidence())
     finally:
         await bus.close()
 

@@ -82,6 +82,26 @@ class CalibrationRecord:
         canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
+    def evidence(self) -> dict[str, Any]:
+        """What the audit chain keeps of this calibration (``model.calibrated`` when an operator
+        makes it, ``calibration.in_use`` when a gateway first uses it): the figures an oversight
+        report shows beside the searches run under it."""
+        return {
+            "model": self.model_id,
+            "version": self.model_version,
+            "threshold": self.threshold,
+            "target_fmr": self.target_fmr,
+            "achieved_fmr": self.achieved_fmr,
+            "calibration_id": self.calibration_id,
+            "dataset_fingerprint": self.dataset_fingerprint,
+            "rule": self.rule,
+            "created_at": self.created_at,
+            "target_fpir": self.target_fpir,
+            "metric": self.metric,
+            "per_group": self.per_group,
+            "identification": self.identification,
+        }
+
 
 class ModelRegistry:
     """Calibration records as JSON files in one folder, one file per model version."""

@@ -252,6 +252,8 @@ ROLES: dict[str, BusRole] = {
             "session.end*",
             # A service account's first call of a day (which actors are machines, for oversight).
             "service_account.used",
+            # Each calibration searches run under, with its figures, before the first of them.
+            "calibration.in_use",
             "import.*",
             "reembed.*",
             "gallery.import_started",

@@ -235,6 +235,30 @@ async def test_search_is_audited_with_hash_candidates_model_and_trace(
     assert len(record.event.details_json) < 4000
 
 
+async def test_the_calibration_a_search_runs_under_is_on_the_chain_with_its_evidence_before_it(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
+) -> None:
+    # The test stack's calibration was written into the gateway's registry, as one made where no
+    # stack was reachable is copied there: no operator recorded it. The oversight report must still
+    # find, on the chain, the figures of each calibration searches ran under.
+    found = [await search(gateway, (samples / "obama3.jpg").read_bytes(), case="CASE-CAL-1") for _ in range(2)]
+    calibration = found[0].model.calibration_id
+    assert calibration and found[1].model.calibration_id == calibration
+
+    async def landed() -> bool:
+        return len(await audit_records(stack, case_number="CASE-CAL-1", kinds=["search.completed"])) == 2
+
+    await eventually(landed)
+    first_search = min(r.sequence for r in await audit_records(stack, kinds=["search.completed"]))
+    in_use = [r for r in await audit_records(stack, kinds=["calibration.in_use"]) if calibration in r.event.event_id]
+    assert len(in_use) == 1, f"the calibration in use is on the chain {len(in_use)} times"
+    assert in_use[0].sequence < first_search, "the calibration was recorded after a search ran under it"
+    evidence = json.loads(in_use[0].event.details_json)
+    assert evidence["calibration_id"] == calibration
+    assert (evidence["model"], evidence["version"]) == (found[0].model.id, found[0].model.version)
+    assert {"per_group", "target_fmr", "dataset_fingerprint", "rule"} <= set(evidence)
+
+
 async def test_search_while_audit_is_down_lands_in_the_chain_after_restart(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, enrolled: None
 ) -> None:

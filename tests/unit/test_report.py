@@ -94,6 +94,12 @@ def test_the_calibration_searches_ran_under_is_shown_with_its_per_group_figures(
     assert "| female | 0.0006 [7.7e-05, 0.0023] | 0 [0, 0.011] | n/a (too few searches) |" in text
     assert "0 [0, 0.0925] (0/38) |" in text
     assert "dddddddddddd" not in text  # a calibration no search of the period used is not shown
+    # A calibration no operator recorded is shown from the gateway's record of it in use.
+    in_use = record(3, "calibration.in_use", "system", **json.loads(calibrations[0].event.details_json))
+    made = report.compute(searches, ("2026-11-01", "2026-11-30"), [in_use])
+    text = report.markdown(made, report.charts(made, tmp_path))
+    assert "rule every-group: FMR at most 0.001, FPIR at most 0.03" in text
+    assert "recorded by the gateway that used it" in text
 
 
 def test_each_candidate_counts_once_in_review_outcomes_by_its_latest_outcome() -> None:

@@ -15,6 +15,8 @@ class CalibrationGate:
         self.allow_uncalibrated = allow_uncalibrated
         #: "every-group": only a calibration that held every group to its targets is used.
         self.required_rule = required_rule
+        #: The calibrations this gateway has recorded on the chain as in use.
+        self._recorded: set[str] = set()
 
     def summary(self) -> list[dict[str, object]]:
         """What the registry holds, for the audit record of the gateway's configuration."""
@@ -35,6 +37,17 @@ class CalibrationGate:
         the FMR at each candidate's distance); None when the model is not calibrated."""
         record = self._registry.get(model.id, model.version) if self._registry else None
         return record if record is not None and record.calibration_id == model.calibration_id else None
+
+    def unrecorded(self, model: common_pb2.ModelRef) -> CalibrationRecord | None:
+        """The calibration a calibrated ``model`` runs under, until this gateway has recorded it
+        in use (``recorded``); None after, or for an uncalibrated model."""
+        if not model.calibration_id or model.calibration_id in self._recorded:
+            return None
+        return self.fmr_curve(model)
+
+    def recorded(self, calibration_id: str) -> None:
+        """Note that the chain holds this calibration's ``calibration.in_use`` record."""
+        self._recorded.add(calibration_id)
 
     def calibrated(self, model: common_pb2.ModelRef) -> common_pb2.ModelRef:
         """The model reference with the calibrated threshold and calibration id filled in."""

@@ -210,6 +210,7 @@ class Workflow:
                     async with self._probe_kept(search_id, image, chosen, policy.retention.keep_probes) as keeping:
                         embedding, model = await self._calls.embed(chosen.face, route)
                         model = policy.threshold(self._calibration.calibrated(model))
+                        await self._record_calibration(model)
                         stages.mark("embed")
                         quota_source = await quota_check
                         matched = await self._bus.request(
@@ -271,6 +272,23 @@ class Workflow:
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
+
+    async def _record_calibration(self, model: common_pb2.ModelRef) -> None:
+        """Record the calibration a search runs under, with its figures, before the first search
+        under it (once a gateway; once on the chain, which keeps an event id once): the oversight
+        report shows them even when no operator recorded it (a calibration made where no stack was
+        reachable and copied into the registry). Its id is its record's SHA-256, so the figures
+        can be checked against the registry's file."""
+        calibration = self._calibration.unrecorded(model)
+        if calibration is None:
+            return
+        await self._audit.publish(
+            "calibration.in_use",
+            event_id=f"calibration/{calibration.calibration_id}",
+            actor="system",
+            details=calibration.evidence(),
+        )
+        self._calibration.recorded(calibration.calibration_id)
 
     async def _recorded_answer(
         self, principal: Principal, search_id: str, searched_with: common_pb2.ModelRef
