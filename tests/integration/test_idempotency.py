@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -75,6 +75,16 @@ def user_of(metadata: tuple[tuple[str, str]]) -> str:
     return jwt.decode(metadata[0][1].removeprefix("Bearer "), options={"verify_signature": False})["sub"]
 
 
+@contextlib.asynccontextmanager
+async def a_dead_gateway(stack: InProcessStack) -> AsyncIterator[Bus]:
+    """A connection as a gateway's, to write the state a gateway killed part way leaves."""
+    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
 async def leave_a_dead_gateways_claim(bus: Bus, user: str, request: Message, operation_id: str) -> None:
     """Write the claim a gateway killed part way through ``request`` leaves in the register: its
     operation id, renewed for the last time long enough ago that a retry takes it over."""
@@ -131,8 +141,7 @@ async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answ
     user = user_of(INVESTIGATOR)
     dead_search_id = str(uuid.uuid4())
     recorded = [{"rank": 1, "subject_id": "recorded-only", "distance": 0.123456, "record_id": str(uuid.uuid4())}]
-    bus = await Bus.connect(stack.nats_url, "dead-gateway")
-    try:
+    async with a_dead_gateway(stack) as bus:
         await leave_a_dead_gateways_claim(bus, user, asked, dead_search_id)
         await AuditPublisher(bus, "gateway").publish(
             "search.completed",
@@ -150,8 +159,6 @@ async def test_a_search_recorded_by_a_gateway_that_died_before_answering_is_answ
                 "calibration_id": "recorded-calibration",
             },
         )
-    finally:
-        await bus.close()
 
     answer = await gateway.Search(asked, metadata=INVESTIGATOR)
     assert answer.search_id == dead_search_id
@@ -183,8 +190,7 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
     asked = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="court order", client_request_id=request_id)
     user = user_of(ENROLLER)
     dead_operation = str(uuid.uuid4())
-    bus = await Bus.connect(stack.nats_url, "dead-gateway")
-    try:
+    async with a_dead_gateway(stack) as bus:
         await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
         assert await expunge_in_the_matcher(bus, user, subject, dead_operation) == 1
         assert await store.delete("gallery", record_id)
@@ -197,8 +203,6 @@ async def test_an_expunge_recorded_by_a_gateway_that_died_before_answering_is_an
                 "photos_unreadable": 0, "photos_unreadable_names": [],
             },
         )  # fmt: skip
-    finally:
-        await bus.close()
 
     answer = await gateway.DeleteSubject(asked, metadata=ENROLLER)
     assert (answer.deleted_records, answer.unreadable_photos) == (1, 0)
@@ -226,12 +230,9 @@ async def test_an_expunge_whose_gateway_died_before_recording_it_is_recorded_wit
     )
     user = user_of(ENROLLER)
     dead_operation = str(uuid.uuid4())
-    bus = await Bus.connect(stack.nats_url, "dead-gateway")
-    try:
+    async with a_dead_gateway(stack) as bus:
         await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
         assert await expunge_in_the_matcher(bus, user, subject, dead_operation) == 1
-    finally:
-        await bus.close()
 
     answer = await gateway.DeleteSubject(asked, metadata=ENROLLER)
     assert (answer.deleted_records, answer.unreadable_photos) == (1, 0)
@@ -259,8 +260,7 @@ async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_
     first = await gateway.Enroll(  # the dead gateway's enrolment, as any gateway makes it
         gateway_pb2.EnrollRequest(image=asked.image, subject_id=subject), metadata=ENROLLER
     )
-    bus = await Bus.connect(stack.nats_url, "dead-gateway")
-    try:
+    async with a_dead_gateway(stack) as bus:
         await leave_a_dead_gateways_claim(bus, user, asked, dead_operation)
         await AuditPublisher(bus, "gateway").publish(
             "enroll.completed",
@@ -268,8 +268,6 @@ async def test_an_enrolment_recorded_by_a_gateway_that_died_before_answering_is_
             actor=user,
             details={"subject_id": subject, "record_id": first.record_id, "created": True, "photo_stored": True},
         )
-    finally:
-        await bus.close()
 
     answer = await gateway.Enroll(asked, metadata=ENROLLER)
     assert (answer.record_id, answer.created) == (first.record_id, True)
@@ -322,7 +320,7 @@ async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded
     completed = await settled_records(stack, gateway, samples, case, ["search.completed"])
     assert len(completed) == 1, f"one search, retried once, is on the chain {len(completed)} times"
     assert completed == lost == [again.search_id]
-    # The first run deleted its probe when it failed; the record says it was kept, and it is.
+    # The record says the probe was kept for its reviewers, and it is.
     (record,) = await audit_records(stack, case_number=case, kinds=["search.completed"])
     assert json.loads(record.event.details_json)["probe_retained"] is True
     assert await store.header("probe", again.search_id) is not None
@@ -545,11 +543,8 @@ async def test_an_import_recorded_by_a_gateway_that_died_before_auditing_it_is_a
         rules=ingest_pb2.ImportRules(min_face_px=31, min_blur=7.5),
         model_id="sface-2021dec",
     )
-    bus = await Bus.connect(stack.nats_url, "dead-gateway")
-    try:
+    async with a_dead_gateway(stack) as bus:
         await (await bus.jetstream.key_value(IMPORTS_BUCKET)).create(import_id, record.SerializeToString())
-    finally:
-        await bus.close()
     resume = gateway_pb2.StartImportRequest(import_id=import_id, source="/srv/bookings/dead", total=2)
     await asyncio.gather(*(gateway.StartImport(resume, metadata=ENROLLER) for _ in range(3)))
     await gateway.StartImport(resume, metadata=ENROLLER)
