@@ -38,10 +38,21 @@ from candor_kit.errors import (
     ErrorCode,
     InvalidInput,
     NoAnswer,
+    NotStored,
     ServiceUnavailable,
 )
 from candor_kit.settings import nats_servers
 from candor_kit.telemetry import extract_context, inject_headers
+
+#: Durable publish failures after which the stream surely holds nothing: no stream answered, or the
+#: message never left this process.
+NOT_SENT = (
+    nats.js.errors.NoStreamResponseError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.MaxPayloadError,
+)
 
 #: What nats-py raises when the bus cannot answer for now (a node restarting, a stream electing a
 #: new leader, the connection between servers): the call that met it is unavailable, and a retry
@@ -363,7 +374,9 @@ class Bus:
             try:
                 ack = await self.jetstream.publish(subject, message.SerializeToString(), timeout=5, headers=headers)
             except Exception as exc:  # the JetStream client raises several unrelated types
-                raise ServiceUnavailable(f"could not store {subject} durably: {exc}") from exc
+                # After a timeout the stream may hold the message (its ack lost); after these, not.
+                failure = NotStored if isinstance(exc, NOT_SENT) else ServiceUnavailable
+                raise failure(f"could not store {subject} durably: {exc}") from exc
             return int(ack.seq), bool(ack.duplicate)
 
     async def pull_subscribe(

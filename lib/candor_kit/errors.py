@@ -110,6 +110,11 @@ class ServiceUnavailable(CandorError):
     code = ErrorCode.UNAVAILABLE
 
 
+class NotStored(ServiceUnavailable):
+    """A durable publish that surely stored nothing (no stream answered, or the message never left
+    this process), unlike one that timed out, which the stream may hold with its ack lost."""
+
+
 class NoAnswer(ServiceUnavailable):
     """A downstream service took the request but sent no answer in time (paused, overloaded, or the
     request was lost with a NATS node): unavailable, not a missing service."""

@@ -349,6 +349,24 @@ async def test_a_search_without_an_id_whose_record_was_stored_but_not_acknowledg
     assert await store.header("probe", lost[0]) is not None, "a recorded search's probe was deleted"
 
 
+async def test_a_search_without_an_id_whose_record_could_not_be_stored_deletes_its_probe(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    store: PhotoStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The other side: the record was never stored, so the search did not happen and its probe goes
+    # at once (the gateway asks the chain), not weeks later when the retention sweep looks at it.
+    case = f"IDEM-{uuid.uuid4().hex[:6]}"
+    lost = lose_the_ack_of(monkeypatch, "search.completed", lambda e: e.case_number == case, stored=False)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as first:
+        await gateway.Search(search_request(samples, case, ""), metadata=INVESTIGATOR)
+    assert first.value.code() == grpc.StatusCode.UNAVAILABLE and len(lost) == 1
+    assert await settled_records(stack, gateway, samples, case, ["search.completed"]) == []
+    assert await store.header("probe", lost[0]) is None, "an unrecorded search's probe was kept"
+
+
 async def test_an_expunge_whose_record_was_stored_but_not_acknowledged_answers_what_it_deleted_when_retried(
     gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

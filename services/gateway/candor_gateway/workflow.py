@@ -43,6 +43,7 @@ from candor_kit import (
     subjects,
 )
 from candor_kit.audit_events import AlreadyRecorded
+from candor_kit.errors import NotStored
 from candor_kit.policy import Policy
 from candor_kit.tokens import Principal
 
@@ -259,11 +260,9 @@ class Workflow:
         except AlreadyRecorded:  # the search it repeats was counted
             candidates, model = await self._recorded_answer(principal, search_id, model)
         except CandorError as failed:
-            # Unrecorded, the search did not happen: its probe is not kept either. Unless the
-            # stream could not say (UNAVAILABLE: stored, its ack lost, or not): then the probe stays
-            # where a recorded search's record says it is, and the retention sweep deletes it if
-            # the chain never holds its search.
-            if retained and not isinstance(failed, ServiceUnavailable):
+            # Unrecorded, the search did not happen: its probe is not kept either. A recorded one's
+            # probe stays where its record says it is.
+            if retained and not await self._maybe_recorded(principal, search_id, failed):
                 await self.photos.delete("probe", search_id)
             raise
         else:
@@ -272,6 +271,21 @@ class Workflow:
         stages.mark("audit")
         log.info("search_completed", search_id=search_id, candidates=len(candidates), model=model.id, **stages.ms)
         return Matched(search_id, candidates, model, chosen.image_sha256, chosen.face.quality)
+
+    async def _maybe_recorded(self, principal: Principal, search_id: str, failed: CandorError) -> bool:
+        """Whether a search whose record's publish failed may be on the chain all the same: one
+        that failed UNAVAILABLE may have been stored, its ack lost. The chain is asked (once it
+        holds everything on the stream now); when it cannot say either, the search may be recorded,
+        and the retention sweep deletes its probe if the chain never holds it."""
+        if not isinstance(failed, ServiceUnavailable) or isinstance(failed, NotStored):
+            return False
+        try:
+            found = await self._reader.records(
+                on_behalf_of=principal.user, kinds=["search.completed"], event_id=search_id, at_most=1, everyones=True
+            )
+        except Exception:  # noqa: BLE001 - whatever stops the question, the answer is unknown
+            return True
+        return bool(found)
 
     async def _record_calibration(self, model: common_pb2.ModelRef) -> None:
         """Record the calibration a search runs under, with its figures, before the first search
