@@ -48,6 +48,8 @@ from candor_kit.policy import Policy
 from candor_kit.tokens import Principal
 
 log = structlog.get_logger("candor.gateway")
+#: How long a search whose record's publish failed asks the chain whether it is recorded after all.
+ASK_THE_CHAIN_S = 3.0
 T = TypeVar("T")
 
 
@@ -280,8 +282,16 @@ class Workflow:
         if not isinstance(failed, ServiceUnavailable) or isinstance(failed, NotStored):
             return False
         try:
-            found = await self._reader.records(
-                on_behalf_of=principal.user, kinds=["search.completed"], event_id=search_id, at_most=1, everyones=True
+            # Briefly: the search is failing already, and its caller waits for the answer.
+            found = await asyncio.wait_for(
+                self._reader.records(
+                    on_behalf_of=principal.user,
+                    kinds=["search.completed"],
+                    event_id=search_id,
+                    at_most=1,
+                    everyones=True,
+                ),
+                ASK_THE_CHAIN_S,
             )
         except Exception:  # noqa: BLE001 - whatever stops the question, the answer is unknown
             return True
