@@ -68,39 +68,46 @@ class AuditReader:
                 break
         return found
 
+    async def found(
+        self, *, on_behalf_of: str, kind: str, event_id: str, everyones: bool = False
+    ) -> dict[str, Any] | None:
+        """The details of the record of ``kind`` made under ``event_id``, or None when the chain
+        holds none (``everyones``: once it holds everything on the stream now, other services'
+        events included)."""
+        records = await self.records(
+            on_behalf_of=on_behalf_of, kinds=[kind], event_id=event_id, at_most=1, everyones=everyones
+        )
+        return record_details(records[0]) if records else None
+
     async def recorded(self, *, on_behalf_of: str, kind: str, event_id: str) -> dict[str, Any]:
         """The details of the record of ``kind`` made under ``event_id``: what a call redone under
         its first run's id (its gateway died before answering) answers. ServiceUnavailable while the
         record is not in the chain yet."""
-        records = await self.records(on_behalf_of=on_behalf_of, kinds=[kind], event_id=event_id, at_most=1)
-        if not records:
+        details = await self.found(on_behalf_of=on_behalf_of, kind=kind, event_id=event_id)
+        if details is None:
             raise ServiceUnavailable("this call's record is not in the audit chain yet; retry shortly")
-        return record_details(records[0])
+        return details
 
     async def expunged_records(self, on_behalf_of: str, operation_id: str) -> int:
         """How many records an expunge's earlier run had the matcher delete (0: none did): what an
         expunge redone under its id (its first run cut short after the matcher's step) records and
-        answers, when the matcher finds nothing left. Waits for every event on the stream now, the
-        matcher's included."""
-        found = await self.records(
+        answers, when the matcher finds nothing left."""
+        found = await self.found(
             on_behalf_of=on_behalf_of,
-            kinds=["matcher.subject_deleted"],
+            kind="matcher.subject_deleted",
             event_id=expunge_event_id(operation_id),
-            at_most=1,
             everyones=True,
         )
-        return int(record_details(found[0]).get("records", 0)) if found else 0
+        return int(found.get("records", 0)) if found else 0
 
     async def enrolment_created(self, on_behalf_of: str, operation_id: str, model_id: str) -> bool:
         """Whether an enrolment's earlier run had the matcher create its record with ``model_id``:
-        what an enrolment redone under its id (its first run cut short after the matcher's step) records
-        and answers, when the matcher finds the record made. Waits for every event on the stream
-        now, the matcher's included."""
-        found = await self.records(
+        what an enrolment redone under its id (its first run cut short after the matcher's step)
+        records and answers, when the matcher finds the record made."""
+        found = await self.found(
             on_behalf_of=on_behalf_of,
-            kinds=["matcher.enrolled"],
+            kind="matcher.enrolled",
             event_id=enrolment_event_id(operation_id, model_id),
-            at_most=1,
             everyones=True,
         )
-        return bool(found and record_details(found[0]).get("created"))
+        return bool(found and found.get("created"))

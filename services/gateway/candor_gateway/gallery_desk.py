@@ -72,16 +72,15 @@ class GalleryDesk:
         subject_id: str,
         face_index: int | None,
         metadata: Mapping[str, str],
-        image_ref: str = "",
-        operation: Operation | None = None,
+        image_ref: str,
+        operation: Operation,
     ) -> tuple[matcher_pb2.EnrollResponse, common_pb2.ModelRef, common_pb2.FaceQuality]:
         """Add one face of a photo to the gallery under a subject id: with the active model, and
         with the model the gallery is being re-embedded into, if any, so the switch loses nothing.
-        Recorded as ``operation``'s id when given (else under a new id): an enrolment redone under
-        it (its first run failed, or its gateway died, before answering) that finds it recorded is
-        answered as recorded, and not recorded again; one that finds its record made by the first
-        run says it created it."""
-        operation_id = operation.id if operation is not None else ""
+        Recorded as ``operation``'s id: an enrolment redone under it (its first run failed, or its
+        gateway died, before answering) that finds it recorded is answered as recorded, and not
+        recorded again; one that finds its record made by the first run says it created it."""
+        operation_id = operation.id
         try:
             require(principal, Permission.ENROLL)
             check_new_subject_id(subject_id)
@@ -110,9 +109,7 @@ class GalleryDesk:
         # The matcher finds the record made when an earlier run under this id made it (its gateway
         # died after the matcher's step): that run's enrolment created it.
         created = first.response.created or (
-            operation is not None
-            and operation.redone
-            and await self._reader.enrolment_created(principal.user, operation.id, first.model.id)
+            operation.redone and await self._reader.enrolment_created(principal.user, operation_id, first.model.id)
         )
         details: dict[str, Any] = {
             "subject_id": subject_id,
@@ -128,7 +125,7 @@ class GalleryDesk:
         response = matcher_pb2.EnrollResponse(record_id=first.response.record_id, created=created)
         try:
             await self._audit.publish(
-                "enroll.completed", first=True, event_id=operation_id or None, actor=principal.user, details=details
+                "enroll.completed", first=True, event_id=operation_id, actor=principal.user, details=details
             )
         except AlreadyRecorded:  # the record was made then: "created" is what that call did
             recorded = await self._reader.recorded(

@@ -284,18 +284,14 @@ class Workflow:
         try:
             # Briefly: the search is failing already, and its caller waits for the answer.
             found = await asyncio.wait_for(
-                self._reader.records(
-                    on_behalf_of=principal.user,
-                    kinds=["search.completed"],
-                    event_id=search_id,
-                    at_most=1,
-                    everyones=True,
+                self._reader.found(
+                    on_behalf_of=principal.user, kind="search.completed", event_id=search_id, everyones=True
                 ),
                 ASK_THE_CHAIN_S,
             )
         except Exception:  # noqa: BLE001 - whatever stops the question, the answer is unknown
             return True
-        return bool(found)
+        return found is not None
 
     async def _record_calibration(self, model: common_pb2.ModelRef) -> None:
         """Record the calibration a search runs under, with its figures, before the first search
