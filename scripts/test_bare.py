@@ -22,13 +22,24 @@ import tempfile
 import time
 from pathlib import Path
 
-from scripts.test_containers import IMAGES_DIR, ROOT, build, docker_engine, ensure_base_image, step
+from scripts.test_containers import (
+    IMAGES_DIR,
+    ROOT,
+    build,
+    docker_engine,
+    ensure_base_image,
+    require_free_space,
+    step,
+)
 
 IMAGE = "candor/bare-debian:bookworm"
 CONTAINER = "candor-test-bare"
 #: Clone, make demo and make test on a machine that installs everything first (about 25 minutes).
 RUN_TIMEOUT_S = 3600
 TAIL_LINES = 15
+#: Free space the run needs on the Docker engine's disk: the container installs Debian's packages,
+#: the venv, models, npm's tools and Chromium, and the tests write their temporary files there.
+NEED_GB = 12
 #: Runs inside the container: the source is this repository, mounted read-only at /src.
 SCRIPT = r"""
 set -euo pipefail
@@ -41,6 +52,7 @@ for target in demo test; do
   make "$target"
   echo "make $target: passed in $(( $(date +%s) - started )) s"
 done
+echo "disk the run used in its container: $(du -sxh / 2>/dev/null | cut -f1)"
 """
 
 
@@ -54,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args.log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="candor-bare-") as work, docker_engine(env, Path(work) / "dockerd.log"):
+        require_free_space(env, NEED_GB)
         ensure_base_image(base, env)
         build(IMAGE, IMAGES_DIR / "bare.Dockerfile", IMAGES_DIR, base, env)
         step(f"cloning into a bare container and running make demo, make test (log: {args.log})")

@@ -50,6 +50,11 @@ COMPOSE_FILES = ("compose.yaml", "compose.e2e.yaml", "compose.containers.yaml")
 CANDOR_UID = 10001
 PROJECT = "candor-containers-test"
 BUILD_TIMEOUT_S = 1200
+#: Every image these scripts build carries this label, so that a rebuild's superseded image (left
+#: untagged: about 1.2-1.6 GB each, nine a run) is pruned, and nobody else's image is touched.
+BUILD_LABEL = "org.candor.built-by=candor-test-scripts"
+#: Free space the Docker engine's disk needs before the images are built and a stack runs on them.
+IMAGES_NEED_GB = 8
 RUN_TIMEOUT_S = 900
 TRACE_WAIT_S = 30
 PROMETHEUS_WAIT_S = 60
@@ -126,7 +131,60 @@ def build(image: str, dockerfile: Path, context: Path, base: str, env: dict[str,
     """Builds one image FROM ``base`` (the BASE_IMAGE build argument), with the host's network."""
     step(f"building {image}")
     command = ["docker", "build", "--quiet", "--network", "host", "--build-arg", f"BASE_IMAGE={base}"]
+    command += ["--label", BUILD_LABEL]
     run([*command, "--tag", image, "--file", str(dockerfile), str(context)], timeout=BUILD_TIMEOUT_S, env=env)
+
+
+def prune_superseded_images(env: dict[str, str]) -> None:
+    """Removes the images an earlier build of these scripts left untagged (a rebuild moves the tag).
+
+    Only dangling images with BUILD_LABEL go: runs on one machine would otherwise pile up nine
+    images each, until a later run finds the disk full."""
+    result = subprocess.run(
+        ["docker", "image", "prune", "--force", "--filter", f"label={BUILD_LABEL}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    removed = sum(line.startswith("untagged:") or line.startswith("deleted:") for line in result.stdout.splitlines())
+    reclaimed = next((line for line in result.stdout.splitlines() if line.startswith("Total reclaimed")), "")
+    if result.returncode == 0 and removed:
+        step(f"removed the images earlier builds left untagged ({reclaimed.partition(':')[2].strip()} freed)")
+
+
+def docker_disk(env: dict[str, str]) -> Path:
+    """The folder the Docker engine keeps images and containers in."""
+    result = subprocess.run(
+        ["docker", "info", "--format", "{{.DockerRootDir}}"], env=env, capture_output=True, text=True
+    )
+    return Path(result.stdout.strip() or "/var/lib/docker")
+
+
+def free_space_problem(folder: Path, need_gb: float) -> str | None:
+    """What to tell the person running the tests when ``folder``'s disk has under ``need_gb`` free."""
+    free_gb = shutil.disk_usage(folder).free / 1e9
+    if free_gb >= need_gb:
+        return None
+    return (
+        f"{TARGET}: the disk holding {folder} has {free_gb:.1f} GB free, and this run needs about "
+        f"{need_gb:.0f} GB. Free some space (docker image prune removes untagged images; old clones "
+        "and .venv folders are large) and run it again."
+    )
+
+
+def require_free_space(env: dict[str, str], need_gb: float) -> None:
+    """Stops the run with a clear message, before anything is built, when the engine's disk is short."""
+    prune_superseded_images(env)
+    problem = free_space_problem(docker_disk(env), need_gb)
+    if problem:
+        raise SystemExit(problem)
+
+
+def remove_service_images(version: str, env: dict[str, str]) -> None:
+    """Removes the service and e2e runner images a run built (the base and infrastructure images,
+    which change seldom, stay for the next run)."""
+    removed = [f"candor/{name}:{version}" for name in (*SERVICES, REVIEW, "e2e")]
+    subprocess.run(["docker", "image", "rm", *removed], env=env, capture_output=True)
 
 
 def compose_command(env: dict[str, str]) -> list[str]:
@@ -151,6 +209,7 @@ def docker_env() -> dict[str, str]:
 def build_images(version: str, base: str, infrastructure: dict[str, str], env: dict[str, str]) -> None:
     """The base image if missing, then the infrastructure, service and e2e runner images (cached
     layers make a rebuild of unchanged sources take seconds)."""
+    require_free_space(env, IMAGES_NEED_GB)
     ensure_base_image(base, env)
     for name, image in infrastructure.items():
         build(image, IMAGES_DIR / f"{name}.Dockerfile", IMAGES_DIR, base, env)
@@ -173,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             build_images(version, base, infrastructure, env)
             status = run_compose(work, base, version, infrastructure, env)
             if not args.keep_images:
-                removed = [f"candor/{name}:{version}" for name in (*SERVICES, REVIEW, "e2e")]
-                subprocess.run(["docker", "image", "rm", *removed], env=env, capture_output=True)
+                remove_service_images(version, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     step(f"finished in {time.monotonic() - started:.0f} s with status {status}")

@@ -44,6 +44,7 @@ from scripts.test_containers import (
     docker_engine,
     docker_env,
     image_names,
+    remove_service_images,
     run,
     step,
 )
@@ -206,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="instead of the faults: the same import, alone and unpaced, with one and with two detectors and embedders",
     )
+    parser.add_argument("--keep-images", action="store_true", help="leave the built images in the engine")
     args = parser.parse_args(argv)
     version, base, infrastructure = image_names()
     work = Path(tempfile.mkdtemp(prefix="candor-scale-"))
@@ -218,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
                 status = run_throughput(work, base, version, infrastructure, env, args)
             else:
                 status = run_scale(work, base, version, infrastructure, env, args)
+            if not args.keep_images:
+                remove_service_images(version, env)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     step(f"finished in {time.monotonic() - started:.0f} s with status {status}")
