@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import hashlib
 import json
 import os
@@ -590,3 +591,39 @@ async def test_a_search_refused_after_its_probe_was_stored_leaves_no_probe(
         await gateway.Search(probe_request(samples, "RET-2"), metadata=metadata)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert {header.key for header in (await store.read_headers("probe"))[0]} - before == {first.search_id}
+
+
+async def test_a_probe_whose_search_was_never_recorded_is_swept_an_hour_after_it_was_stored_not_weeks(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    """A gateway killed between storing a search's probe and recording the search (or one whose
+    chain question went unanswered) leaves a probe the chain knows nothing of: a photo of someone
+    no search on the record accounts for. The sweep deletes it once its search can no longer be on
+    its way (an hour), not when a decided search's days would have run out."""
+    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
+    two_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()
+    image = (samples / "obama2.jpg").read_bytes()
+    orphan = PhotoHeader("probe", str(uuid.uuid4()), hashlib.sha256(image).hexdigest(), two_hours_ago, origin="search")
+    just_stored = PhotoHeader("probe", str(uuid.uuid4()), orphan.sha256, origin="search")
+    for header in (orphan, just_stored):
+        await store.put(header, image)
+    # A recorded search's probe, stored as long ago, stays for its reviewers.
+    recorded = await search_as(gateway, samples, INVESTIGATOR, "RET-3")
+    kept = await store.header("probe", recorded)
+    assert kept is not None
+    await store.put(dataclasses.replace(kept, stored_at=two_hours_ago), image)
+
+    async def orphan_swept() -> bool:
+        return await store.header("probe", orphan.key) is None
+
+    await eventually(orphan_swept, what="the probe of a search never recorded was kept")
+    (deleted,) = [r for r in await audit_records(stack, kinds=["probe.deleted"]) if orphan.key in r.event.details_json]
+    assert json.loads(deleted.event.details_json)["reason"] == "its search was never recorded"
+    await asyncio.sleep(3)  # rounds of the sweep (every second here) after the one that took it
+    assert await store.header("probe", recorded) is not None, "a recorded search's probe was swept"
+    assert await store.header("probe", just_stored.key) is not None, "a probe whose search may be on its way was swept"

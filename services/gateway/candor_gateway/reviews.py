@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2
 from candor_gateway.access import Permission, require
@@ -102,6 +103,16 @@ class ReviewDesk:
         """A search and its reviews, read from the chain for the user ``reader``."""
         if not search_id.strip():
             raise InvalidInput("search_id is required")
+        searched = await self._searched(search_id, reader)
+        if not searched:
+            raise NotFound(f"no search {search_id}")
+        reviews = await self._reader.records(
+            on_behalf_of=reader, kinds=[SUBMITTED, ANALYSED], case_number=searched[0].event.case_number, fresh=False
+        )
+        return fold([*searched, *reviews], self._policy.current.reviews.needed)[search_id]
+
+    async def _searched(self, search_id: str, reader: str) -> list[audit_pb2.AuditRecord]:
+        """The search's own record on the chain (a list of one), or an empty list."""
         searched = await self._reader.records(
             on_behalf_of=reader, kinds=[SEARCHED, SEEDED], event_id=search_id, at_most=1
         )
@@ -111,12 +122,12 @@ class ReviewDesk:
             searched = await self._reader.records(
                 on_behalf_of=reader, kinds=[SEARCHED, SEEDED], event_id=search_id, at_most=1, everyones=True
             )
-        if not searched:
-            raise NotFound(f"no search {search_id}")
-        reviews = await self._reader.records(
-            on_behalf_of=reader, kinds=[SUBMITTED, ANALYSED], case_number=searched[0].event.case_number, fresh=False
-        )
-        return fold([*searched, *reviews], self._policy.current.reviews.needed)[search_id]
+        return searched
+
+    async def search_recorded(self, search_id: str) -> bool:
+        """Whether the chain holds the search, read for the system's own sweeps (its reviews are
+        not read: cheaper than ``search_file``)."""
+        return bool(await self._searched(search_id, "system"))
 
     async def search_file(self, search_id: str) -> SearchFile | None:
         """A search and every review of it, read for the system's own sweeps; None when the chain

@@ -40,8 +40,9 @@ async def run_sweeps(
 ) -> None:
     """Every ``interval_s`` until ``stop``: a round of each sweep. Either failing leaves the other
     to run, and neither ends the gateway."""
+    recorded: set[str] = set()  # probes whose search the chain holds, asked about once
     sweeps: dict[str, Callable[[], Awaitable[int]]] = {
-        "probes": lambda: sweep(photos, policy.current, desk, audit),
+        "probes": lambda: sweep(photos, policy.current, desk, audit, recorded),
         "imports": imports.settle_open,
     }
     SWEEP_INTERVAL.set(interval_s)
