@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import time
@@ -26,10 +27,16 @@ from candor.ingest.v1 import ingest_pb2
 from candor.matcher.v1 import matcher_pb2
 from candor_gateway.idempotency import STALE_AFTER_S, _Entry
 from candor_gateway.photos import PhotoStore
+from candor_gateway.quota import _count_key
 from candor_kit import AuditPublisher, Bus, ServiceUnavailable
-from candor_kit.subjects import IMPORTS_BUCKET, MATCH_DELETE_SUBJECT, REQUESTS_BUCKET
+from candor_kit.subjects import IMPORTS_BUCKET, MATCH_DELETE_SUBJECT, REQUESTS_BUCKET, SEARCH_COUNTS_BUCKET
 from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
+from tests.integration.test_governance import (
+    fresh_investigator,
+    policy_with,
+    restore_policy,  # noqa: F401 - a fixture
+)
 from tests.integration.test_search_flow import audit_records
 from tests.waiting import eventually
 
@@ -324,6 +331,46 @@ async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded
     (record,) = await audit_records(stack, case_number=case, kinds=["search.completed"])
     assert json.loads(record.event.details_json)["probe_retained"] is True
     assert await store.header("probe", again.search_id) is not None
+
+
+async def shared_search_count(stack: InProcessStack, user: str) -> int:
+    """``user``'s searches of today in the count every gateway replica shares (its quota's)."""
+    async with a_dead_gateway(stack) as bus:
+        bucket = await bus.jetstream.key_value(SEARCH_COUNTS_BUCKET)
+        try:
+            entry = await bucket.get(_count_key(user, dt.datetime.now(dt.UTC).date()))
+        except KeyNotFoundError:
+            return 0
+        return int(entry.value or b"0")
+
+
+async def test_a_search_whose_record_was_stored_but_not_acknowledged_counts_once_against_the_quota(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    # A user's searches of the day are counted in a count every gateway replica shares: a search on
+    # the chain must be counted there once, though its first run failed (the ack of its record
+    # lost) and gave its claim back, and its retry was answered from the record.
+    await stack.use_policy(policy_with(quotas={"searches_per_user_per_day": 5}))
+    user, metadata = fresh_investigator()
+    case = f"IDEM-{uuid.uuid4().hex[:6]}"
+    asked = search_request(samples, case, uuid.uuid4().hex)
+    lost = lose_the_ack_of(monkeypatch, "search.completed", lambda event: event.case_number == case)  # type: ignore[attr-defined]
+    with pytest.raises(grpc.aio.AioRpcError) as first:
+        await gateway.Search(asked, metadata=metadata)
+    assert first.value.code() == grpc.StatusCode.UNAVAILABLE and len(lost) == 1
+    await gateway.Search(asked, metadata=metadata)
+
+    async def on_the_chain() -> bool:
+        records = await audit_records(stack, case_number=case, kinds=["search.completed"])
+        return [r.event.event_id for r in records] == lost
+
+    await eventually(on_the_chain, what="the search on the chain once")
+    counted = await shared_search_count(stack, user)
+    assert counted == 1, f"a search on the chain once is counted {counted} times in the quota every gateway shares"
 
 
 async def test_a_search_without_an_id_whose_record_was_stored_but_not_acknowledged_keeps_its_probe(

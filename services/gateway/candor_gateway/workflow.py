@@ -259,12 +259,15 @@ class Workflow:
                     "quota_counted_from": quota_source or None,
                 },
             )
-        except AlreadyRecorded:  # the search it repeats was counted
+        except AlreadyRecorded:  # the run it repeats kept its claim, counted (a dead gateway's, a failed one's)
             candidates, model = await self._recorded_answer(principal, search_id, model)
         except CandorError as failed:
-            # Unrecorded, the search did not happen: its probe is not kept either. A recorded one's
-            # probe stays where its record says it is.
-            if retained and not await self._maybe_recorded(principal, search_id, failed):
+            if await self._maybe_recorded(principal, search_id, failed):
+                # On the chain, or perhaps: it counts against the quota (every replica's floor
+                # counts it), and its probe stays where its record says it is.
+                claim.keep()
+            elif retained:
+                # Unrecorded, the search did not happen: its probe is not kept either.
                 await self.photos.delete("probe", search_id)
             raise
         else:
@@ -277,8 +280,9 @@ class Workflow:
     async def _maybe_recorded(self, principal: Principal, search_id: str, failed: CandorError) -> bool:
         """Whether a search whose record's publish failed may be on the chain all the same: one
         that failed UNAVAILABLE may have been stored, its ack lost. The chain is asked (once it
-        holds everything on the stream now); when it cannot say either, the search may be recorded,
-        and the retention sweep deletes its probe if the chain never holds it."""
+        holds everything on the stream now); when it cannot say either, the search may be recorded:
+        its claim on the quota is kept (erring by one search too few, never one too many), and the
+        retention sweep deletes its probe if the chain does not hold it within the hour."""
         if not isinstance(failed, ServiceUnavailable) or isinstance(failed, NotStored):
             return False
         try:
