@@ -388,6 +388,9 @@ async def test_single_record_delete_removes_one_photo_and_keeps_the_others(
     # The subject's other photo is still enrolled and still found.
     partial = await search(gateway, (samples / "obama_partial_face.jpg").read_bytes())
     assert second.record_id in [c.record_id for c in partial.candidates]
+    # An obama face: left enrolled, it would be a candidate for the other modules' obama probes.
+    request = gateway_pb2.DeleteSubjectRequest(subject_id="rec-subject", reason="test over")
+    await gateway.DeleteSubject(request, metadata=ENROLLER)
 
 
 async def test_search_while_the_detector_is_down_is_unavailable_audited_and_recovers(
@@ -415,6 +418,17 @@ async def test_parallel_enrolments_are_each_stored_once_and_found(
 ) -> None:
     """The matcher writes enrolments that arrive together in one group: each caller still gets its
     own record, and the same photo sent four times at once is stored once."""
+    try:
+        await enrol_in_parallel(gateway, stack, samples)
+    finally:
+        # obama2.jpg is the other modules' probe: left enrolled, it would be their first candidate.
+        for subject in [f"par-{index}" for index in range(6)] + ["par-obama"]:
+            request = gateway_pb2.DeleteSubjectRequest(subject_id=subject, reason="test over")
+            await gateway.DeleteSubject(request, metadata=ENROLLER)
+
+
+async def enrol_in_parallel(gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack, samples: Path) -> None:
+    """Six faces of one photo and one photo four times, enrolled at once, checked as stored once each."""
     group = (samples / "t1.jpg").read_bytes()
     repeated = (samples / "obama2.jpg").read_bytes()
     calls = [
