@@ -24,91 +24,80 @@ UNRECORDED = "its search was never recorded"
 log = structlog.get_logger("candor.gateway.retention")
 
 
-async def _why_delete(
-    header: PhotoHeader, policy: Policy, desk: ReviewDesk, now: dt.datetime, recorded: set[str]
-) -> str | None:
-    """Why a retained probe must go now, or None while it is kept. ``recorded`` holds the probes
-    whose search the chain was found to hold, so that each is asked about once, not every round."""
-    retention = policy.retention
-    if not retention.keep_probes:
-        return "the policy keeps no probes"
-    unrecorded_by_now = header.stored + UNRECORDED_GRACE <= now
-    if header.stored + dt.timedelta(days=retention.probe_days_after_decision) > now:
-        # Decided no earlier than it was stored, its days cannot have run out yet. Only whether
-        # its search is recorded at all is asked (once): a probe no search on the record accounts
-        # for (its gateway killed between storing it and recording the search) goes now.
-        if not unrecorded_by_now or header.key in recorded:
+class ProbeSweep:
+    """The retention sweep of one gateway: each round deletes the retained probes whose retention
+    has ended. It remembers, from round to round, the probes whose search the chain was found to
+    hold, so that each young probe's search is asked about once, not every round."""
+
+    def __init__(self, photos: PhotoStore, desk: ReviewDesk, audit: AuditPublisher) -> None:
+        self._photos = photos
+        self._desk = desk
+        self._audit = audit
+        self._recorded: set[str] = set()
+
+    async def round(self, policy: Policy, now: dt.datetime | None = None) -> int:
+        """Delete the probes whose retention has ended, each deletion audited first (with an id
+        derived from the search, so two replicas sweeping at once record it once). One probe that
+        cannot be settled (its header or its search unreadable, the store failing) is logged and
+        passed by, so the others are still swept. Returns how many were passed by."""
+        now = now or dt.datetime.now(dt.UTC)
+        headers, unreadable = await self._photos.read_headers("probe")
+        self._recorded.intersection_update(header.key for header in headers)  # only those still stored
+        deleted, failed = 0, len(unreadable)
+        for header in headers:
+            try:
+                deleted += await self._delete_if_due(header, policy, now)
+            except (CandorError, NatsError, OSError, ValueError) as exc:  # its search's record, the store
+                failed += 1
+                log.warning("probe_sweep_failed", search_id=header.key, error=str(exc) or type(exc).__name__)
+        if deleted:
+            log.info("probes_deleted", count=deleted)
+        return failed
+
+    async def _why_delete(self, header: PhotoHeader, policy: Policy, now: dt.datetime) -> str | None:
+        """Why a retained probe must go now, or None while it is kept."""
+        retention = policy.retention
+        if not retention.keep_probes:
+            return "the policy keeps no probes"
+        unrecorded_by_now = header.stored + UNRECORDED_GRACE <= now
+        if header.stored + dt.timedelta(days=retention.probe_days_after_decision) > now:
+            # Decided no earlier than it was stored, its days cannot have run out yet. Only whether
+            # its search is recorded at all is asked (once): a probe no search on the record
+            # accounts for (its gateway killed between storing it and recording the search) goes.
+            if not unrecorded_by_now or header.key in self._recorded:
+                return None
+            if await self._desk.search_recorded(header.key):
+                self._recorded.add(header.key)
+                return None
+            return UNRECORDED
+        found = await self._desk.search_file(header.key)
+        if found is None:
+            return UNRECORDED if unrecorded_by_now else None
+        decided = found.decided_at(policy.reviews.window_days, now)
+        if decided is None:
             return None
-        if await desk.search_recorded(header.key):
-            recorded.add(header.key)
+        until = decided + dt.timedelta(days=retention.probe_days_after_decision)
+        if until > now:
             return None
-        return UNRECORDED
-    found = await desk.search_file(header.key)
-    if found is None:
-        return UNRECORDED if unrecorded_by_now else None
-    decided = found.decided_at(policy.reviews.window_days, now)
-    if decided is None:
-        return None
-    until = decided + dt.timedelta(days=retention.probe_days_after_decision)
-    if until > now:
-        return None
-    return f"decided {decided.date().isoformat()}; kept {retention.probe_days_after_decision} days after"
+        return f"decided {decided.date().isoformat()}; kept {retention.probe_days_after_decision} days after"
 
-
-async def sweep(
-    photos: PhotoStore,
-    policy: Policy,
-    desk: ReviewDesk,
-    audit: AuditPublisher,
-    recorded: set[str],
-    now: dt.datetime | None = None,
-) -> int:
-    """Delete the probes whose retention has ended, each deletion audited first (with an id
-    derived from the search, so two replicas sweeping at once record it once). ``recorded`` is
-    the sweeper's memory from round to round of the probes whose search the chain holds (kept to
-    the probes still stored). One probe that cannot be settled (its header or its search
-    unreadable, the store failing) is logged and passed by, so the others are still swept.
-    Returns how many were passed by."""
-    now = now or dt.datetime.now(dt.UTC)
-    headers, unreadable = await photos.read_headers("probe")
-    recorded.intersection_update(header.key for header in headers)
-    deleted, failed = 0, len(unreadable)
-    for header in headers:
-        try:
-            deleted += await _delete_if_due(header, photos, policy, desk, audit, now, recorded)
-        except (CandorError, NatsError, OSError, ValueError) as exc:  # its search's record, the store
-            failed += 1
-            log.warning("probe_sweep_failed", search_id=header.key, error=str(exc) or type(exc).__name__)
-    if deleted:
-        log.info("probes_deleted", count=deleted)
-    return failed
-
-
-async def _delete_if_due(
-    header: PhotoHeader,
-    photos: PhotoStore,
-    policy: Policy,
-    desk: ReviewDesk,
-    audit: AuditPublisher,
-    now: dt.datetime,
-    recorded: set[str],
-) -> int:
-    """Delete one probe (and a proficiency test's exemplar beside it) if its retention has ended;
-    how many probes went (0 or 1)."""
-    why = await _why_delete(header, policy, desk, now, recorded)
-    if why is None:
-        return 0
-    await audit.publish(
-        "probe.deleted",
-        event_id=f"{header.key}/probe.deleted",
-        actor="system",
-        details={
-            "search_id": header.key,
-            "probe_sha256": header.sha256,
-            "stored_at": header.stored_at,
-            "reason": why,
-        },
-    )
-    deleted = await photos.delete("probe", header.key)
-    await photos.delete("exemplar", header.key)  # a proficiency test's candidate goes with its probe
-    return int(deleted)
+    async def _delete_if_due(self, header: PhotoHeader, policy: Policy, now: dt.datetime) -> int:
+        """Delete one probe (and a proficiency test's exemplar beside it) if its retention has
+        ended; how many probes went (0 or 1)."""
+        why = await self._why_delete(header, policy, now)
+        if why is None:
+            return 0
+        await self._audit.publish(
+            "probe.deleted",
+            event_id=f"{header.key}/probe.deleted",
+            actor="system",
+            details={
+                "search_id": header.key,
+                "probe_sha256": header.sha256,
+                "stored_at": header.stored_at,
+                "reason": why,
+            },
+        )
+        deleted = await self._photos.delete("probe", header.key)
+        await self._photos.delete("exemplar", header.key)  # a proficiency test's candidate goes with its probe
+        return int(deleted)

@@ -1,5 +1,5 @@
 """The gateway's sweeps, every ``CANDOR_GATEWAY_RETENTION_SWEEP_S``: retained probes whose
-retention has ended are deleted (``retention.sweep``), and imports nobody asks about are settled
+retention has ended are deleted (``retention.ProbeSweep``), and imports nobody asks about are settled
 (``ImportDesk.settle_open``).
 
 A sweep is a janitor beside the gateway's serving: whatever one round meets, the gateway goes on
@@ -21,7 +21,7 @@ from nats.errors import Error as NatsError
 from candor_gateway.imports import ImportDesk
 from candor_gateway.photos import PhotoStore
 from candor_gateway.policy import PolicyHolder
-from candor_gateway.retention import sweep
+from candor_gateway.retention import ProbeSweep
 from candor_gateway.reviews import ReviewDesk
 from candor_kit import AuditPublisher, CandorError
 from candor_kit.metrics import SWEEP_INTERVAL, SWEEP_LAST_CLEAN
@@ -40,9 +40,9 @@ async def run_sweeps(
 ) -> None:
     """Every ``interval_s`` until ``stop``: a round of each sweep. Either failing leaves the other
     to run, and neither ends the gateway."""
-    recorded: set[str] = set()  # probes whose search the chain holds, asked about once
+    probes = ProbeSweep(photos, desk, audit)
     sweeps: dict[str, Callable[[], Awaitable[int]]] = {
-        "probes": lambda: sweep(photos, policy.current, desk, audit, recorded),
+        "probes": lambda: probes.round(policy.current),
         "imports": imports.settle_open,
     }
     SWEEP_INTERVAL.set(interval_s)
