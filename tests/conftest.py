@@ -3,8 +3,10 @@ in-memory span exporter."""
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +30,8 @@ from tests.postgres import PostgresServer  # noqa: E402
 #: the services are given it) that lasts the session.
 SERVICE_TOKEN_SHA256_FILE = Path(tempfile.mkdtemp(prefix="candor-token-")) / "service-token.sha256"
 SERVICE_TOKEN_SHA256_FILE.write_text("sha256:" + hashlib.sha256(b"test-service-token").hexdigest() + "\n")
+# Removed when the session ends: one a session would otherwise be left behind in the temp folder.
+atexit.register(shutil.rmtree, SERVICE_TOKEN_SHA256_FILE.parent, ignore_errors=True)
 INTERNAL = {"CANDOR_SERVICE_TOKEN_SHA256_FILE": str(SERVICE_TOKEN_SHA256_FILE)}
 
 # Installed before anything asks for a tracer, so every span of every in-process service lands here.
