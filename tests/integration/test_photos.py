@@ -622,8 +622,16 @@ async def test_a_probe_whose_search_was_never_recorded_is_swept_an_hour_after_it
         return await store.header("probe", orphan.key) is None
 
     await eventually(orphan_swept, what="the probe of a search never recorded was kept")
-    (deleted,) = [r for r in await audit_records(stack, kinds=["probe.deleted"]) if orphan.key in r.event.details_json]
-    assert json.loads(deleted.event.details_json)["reason"] == "its search was never recorded"
+    # Recorded before the probe went; the chain holds it once the audit service has read it.
+    reasons: list[str] = []
+
+    async def deletion_recorded() -> bool:
+        records = await audit_records(stack, kinds=["probe.deleted"])
+        reasons[:] = [json.loads(r.event.details_json)["reason"] for r in records if orphan.key in r.event.details_json]
+        return bool(reasons)
+
+    await eventually(deletion_recorded, what="the orphaned probe's deletion on the chain")
+    assert reasons == ["its search was never recorded"]
     await asyncio.sleep(3)  # rounds of the sweep (every second here) after the one that took it
     assert await store.header("probe", recorded) is not None, "a recorded search's probe was swept"
     assert await store.header("probe", just_stored.key) is not None, "a probe whose search may be on its way was swept"
