@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -517,6 +519,29 @@ async def _settle(msg: Msg, outcome: Outcome, dead_letter: str, bus: Bus) -> Non
 
 #: Messages a stream read asks the server for at a time.
 READ_BATCH = 500
+
+
+@contextlib.asynccontextmanager
+async def one_read_consumer(
+    jetstream: JetStreamContext, stream: str, subject: str, config: ConsumerConfig
+) -> AsyncIterator[JetStreamContext.PullSubscription]:
+    """A pull subscription of ``subject`` through a consumer of ``stream`` made for one read, and
+    deleted when the read ends. nats-server keeps at most 1000 consumers on a stream, and one merely
+    unsubscribed stays until its ``inactive_threshold`` has passed: reads faster than 1000 in that
+    time would be refused. The threshold stays in ``config``, for a delete that never comes (the
+    process killed). The user needs ``$JS.API.CONSUMER.DELETE`` on the stream."""
+    name = f"read-{uuid.uuid4().hex}"
+    await jetstream.add_consumer(stream, config=dataclasses.replace(config, name=name, filter_subject=subject))
+    try:
+        subscription = await jetstream.pull_subscribe_bind(consumer=name, stream=stream)
+        try:
+            yield subscription
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+    finally:
+        with contextlib.suppress(Exception):  # left to expire, as before, when it cannot be deleted now
+            await jetstream.delete_consumer(stream, name)
 
 
 async def read_stream(

@@ -427,6 +427,8 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             # Listing the import records (the sweep's unfinished imports) is a key-value watch.
             *_bucket_permissions(IMPORTS_BUCKET, watch=True),
             f"$JS.API.CONSUMER.CREATE.{INGEST_RESULTS_STREAM}.>",
+            # Each status read's consumer is deleted when the read ends (candor_kit.bus.one_read_consumer).
+            f"$JS.API.CONSUMER.DELETE.{INGEST_RESULTS_STREAM}.*",
             f"$JS.API.CONSUMER.INFO.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{INGEST_RESULTS_STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{INGEST_RESULTS_STREAM}",

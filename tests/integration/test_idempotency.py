@@ -29,7 +29,13 @@ from candor_gateway.idempotency import STALE_AFTER_S, _Entry
 from candor_gateway.photos import PhotoStore
 from candor_gateway.quota import _count_key
 from candor_kit import AuditPublisher, Bus, ServiceUnavailable
-from candor_kit.subjects import IMPORTS_BUCKET, MATCH_DELETE_SUBJECT, REQUESTS_BUCKET, SEARCH_COUNTS_BUCKET
+from candor_kit.subjects import (
+    IMPORTS_BUCKET,
+    INGEST_RESULTS_STREAM,
+    MATCH_DELETE_SUBJECT,
+    REQUESTS_BUCKET,
+    SEARCH_COUNTS_BUCKET,
+)
 from tests.integration.conftest import InProcessStack, as_user
 from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
 from tests.integration.test_governance import (
@@ -673,3 +679,25 @@ async def test_an_import_finished_by_a_status_read_cut_short_is_audited_finished
         f"{len(import_ids)} imports ({len(gave_up)} reads cut short) were recorded finished and never audited finished",
         f"the gateway's sweep did not finish all {len(import_ids)} imports",
     )
+
+
+async def test_import_status_reads_leave_no_consumers_behind_on_the_results_stream(
+    gateway: gateway_pb2_grpc.GatewayServiceStub, stack: InProcessStack
+) -> None:
+    """Each status read catches an import's tally up through a consumer of the results stream made
+    for that read. nats-server keeps at most 1000 consumers on a stream; one left to expire after
+    its idle time (30 s) would make 1000 reads in that time (a progress page watching a few dozen
+    imports) refuse every import's status, and the sweep's, until they expired."""
+    start = gateway_pb2.StartImportRequest(import_id=f"reads-{uuid.uuid4().hex[:12]}", source="/srv/reads", total=2)
+    await gateway.StartImport(start, metadata=ENROLLER)
+    read = gateway_pb2.GetImportRequest(import_id=start.import_id)
+
+    async def consumers() -> int:
+        async with a_dead_gateway(stack) as bus:
+            return (await bus.jetstream.stream_info(INGEST_RESULTS_STREAM)).state.consumer_count
+
+    before = await consumers()
+    for _ in range(30):
+        assert not (await gateway.GetImport(read, metadata=ENROLLER)).record.HasField("finished_at")
+    left = await consumers() - before
+    assert left < 5, f"30 status reads left {left} consumers on the results stream"
