@@ -521,21 +521,31 @@ async def _settle(msg: Msg, outcome: Outcome, dead_letter: str, bus: Bus) -> Non
 READ_BATCH = 500
 
 
+@dataclass(frozen=True)
+class OneRead:
+    """A pull subscription made for one read, and what was waiting for it when it was made."""
+
+    subscription: JetStreamContext.PullSubscription
+    #: Messages waiting for the consumer as it was made (0: nothing to fetch).
+    pending: int
+
+
 @contextlib.asynccontextmanager
 async def one_read_consumer(
     jetstream: JetStreamContext, stream: str, subject: str, config: ConsumerConfig
-) -> AsyncIterator[JetStreamContext.PullSubscription]:
+) -> AsyncIterator[OneRead]:
     """A pull subscription of ``subject`` through a consumer of ``stream`` made for one read, and
     deleted when the read ends. nats-server keeps at most 1000 consumers on a stream, and one merely
     unsubscribed stays until its ``inactive_threshold`` has passed: reads faster than 1000 in that
     time would be refused. The threshold stays in ``config``, for a delete that never comes (the
     process killed). The user needs ``$JS.API.CONSUMER.DELETE`` on the stream."""
     name = f"read-{uuid.uuid4().hex}"
-    await jetstream.add_consumer(stream, config=dataclasses.replace(config, name=name, filter_subject=subject))
+    made = await jetstream.add_consumer(stream, config=dataclasses.replace(config, name=name, filter_subject=subject))
     try:
         subscription = await jetstream.pull_subscribe_bind(consumer=name, stream=stream)
         try:
-            yield subscription
+            # The server's answer to the creation says what waits: no second round trip to ask.
+            yield OneRead(subscription, made.num_pending or 0)
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()

@@ -89,13 +89,18 @@ def user_of(metadata: tuple[tuple[str, str]]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def a_dead_gateway(stack: InProcessStack) -> AsyncIterator[Bus]:
-    """A connection as a gateway's, to write the state a gateway killed part way leaves."""
-    bus = await Bus.connect(stack.nats_url, "dead-gateway")
+async def a_connection(stack: InProcessStack, name: str) -> AsyncIterator[Bus]:
+    """A connection of the test's own to the stack's NATS, named ``name``, closed after."""
+    bus = await Bus.connect(stack.nats_url, name)
     try:
         yield bus
     finally:
         await bus.close()
+
+
+def a_dead_gateway(stack: InProcessStack) -> contextlib.AbstractAsyncContextManager[Bus]:
+    """A connection as a gateway's, to write the state a gateway killed part way leaves."""
+    return a_connection(stack, "dead-gateway")
 
 
 async def leave_a_dead_gateways_claim(bus: Bus, user: str, request: Message, operation_id: str) -> None:
@@ -341,7 +346,7 @@ async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded
 
 async def shared_search_count(stack: InProcessStack, user: str) -> int:
     """``user``'s searches of today in the count every gateway replica shares (its quota's)."""
-    async with a_dead_gateway(stack) as bus:
+    async with a_connection(stack, "quota-check") as bus:
         bucket = await bus.jetstream.key_value(SEARCH_COUNTS_BUCKET)
         try:
             entry = await bucket.get(_count_key(user, dt.datetime.now(dt.UTC).date()))
@@ -545,8 +550,7 @@ async def test_an_import_is_idempotent_by_its_id_even_when_starts_race(
 
 async def import_records(stack: InProcessStack, import_ids: list[str]) -> dict[str, ingest_pb2.ImportRecord]:
     """The records in the bucket of imports of those of ``import_ids`` that have one."""
-    bus = await Bus.connect(stack.nats_url, "import-check")
-    try:
+    async with a_connection(stack, "import-check") as bus:
         bucket = await bus.jetstream.key_value(IMPORTS_BUCKET)
         found = {}
         for import_id in import_ids:
@@ -554,8 +558,6 @@ async def import_records(stack: InProcessStack, import_ids: list[str]) -> dict[s
                 entry = await bucket.get(import_id)
                 found[import_id] = ingest_pb2.ImportRecord.FromString(entry.value or b"")
         return found
-    finally:
-        await bus.close()
 
 
 async def test_an_import_started_runs_to_its_audit_record_when_its_caller_stops_waiting(
@@ -693,7 +695,7 @@ async def test_import_status_reads_leave_no_consumers_behind_on_the_results_stre
     read = gateway_pb2.GetImportRequest(import_id=start.import_id)
 
     async def consumers() -> int:
-        async with a_dead_gateway(stack) as bus:
+        async with a_connection(stack, "consumer-count") as bus:
             return (await bus.jetstream.stream_info(INGEST_RESULTS_STREAM)).state.consumer_count
 
     before = await consumers()

@@ -20,7 +20,6 @@ import structlog
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from nats.errors import Error as NatsError
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
@@ -31,7 +30,7 @@ from candor_gateway.access import Permission, require
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.routes import ModelRoutes
 from candor_kit import AuditPublisher, Bus, CandorError, InvalidInput, NotFound, Overloaded, PreconditionFailed
-from candor_kit.bus import fetch_batch, one_read_consumer
+from candor_kit.bus import OneRead, fetch_batch, one_read_consumer
 from candor_kit.identifiers import check_metadata, check_new_subject_id, record_id_for
 from candor_kit.ingest import (
     EARLIER_SOURCE,
@@ -519,16 +518,16 @@ class ImportDesk:
         )
         subject = f"{INGEST_RESULT_PREFIX}.{import_id}.>"
         try:
-            async with one_read_consumer(self._bus.jetstream, INGEST_RESULTS_STREAM, subject, config) as subscription:
-                await self._take_results(subscription, tally)
+            async with one_read_consumer(self._bus.jetstream, INGEST_RESULTS_STREAM, subject, config) as read:
+                await self._take_results(read, tally)
         except NotFoundError as exc:
             raise PreconditionFailed("the import results stream is missing") from exc
 
-    async def _take_results(self, subscription: JetStreamContext.PullSubscription, tally: Tally) -> None:
-        """Add the results ``subscription`` holds to ``tally``, taking back what they settle."""
-        if (await subscription.consumer_info()).num_pending == 0:
+    async def _take_results(self, read: OneRead, tally: Tally) -> None:
+        """Add the results ``read`` holds to ``tally``, taking back what they settle."""
+        if read.pending == 0:
             return
-        while messages := await fetch_batch(subscription, 1000, timeout=0.5):
+        while messages := await fetch_batch(read.subscription, 1000, timeout=0.5):
             for msg in messages:
                 # A photo's stored photo goes only on a result that stands: one a party
                 # earlier in the line stored after the matcher enrolled it takes nothing back.
