@@ -558,8 +558,8 @@ async def read_stream(
     jetstream: JetStreamContext, stream: str, subject: str, *, first: int = 1, last: int | None = None
 ) -> AsyncIterator[Msg]:
     """Every message of ``stream`` on ``subject`` from stream sequence ``first`` through ``last``
-    (the stream's end when None), in order, through a short-lived consumer that acknowledges
-    nothing and that the server removes by itself once it is left idle."""
+    (the stream's end when None), in order, through a consumer made for the read that acknowledges
+    nothing and is deleted when the read ends (``one_read_consumer``)."""
     info = await jetstream.stream_info(stream)
     end = info.state.last_seq if last is None else min(last, info.state.last_seq)
     if end < max(first, info.state.first_seq):
@@ -571,11 +571,12 @@ async def read_stream(
         inactive_threshold=30.0,
         mem_storage=True,
     )
-    subscription = await jetstream.pull_subscribe(subject, stream=stream, config=config)
-    try:
+    async with one_read_consumer(jetstream, stream, subject, config) as read:
+        if not read.pending:
+            return
         while True:
             try:
-                messages = await subscription.fetch(READ_BATCH, timeout=2)
+                messages = await read.subscription.fetch(READ_BATCH, timeout=2)
             except (TimeoutError, NatsTimeoutError):
                 return  # what was below ``end`` at the start is gone (a limit removed it)
             for msg in messages:
@@ -585,6 +586,3 @@ async def read_stream(
                 yield msg
                 if msg.metadata.sequence.stream == end or msg.metadata.num_pending == 0:
                     return
-    finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()

@@ -390,7 +390,8 @@ def _stage_consumer_permissions(stage: str) -> list[str]:
 
 
 def nats_permissions(service: str) -> dict[str, list[str]]:
-    """The least NATS permissions ``service`` needs: subjects it may publish to and subscribe to.
+    """The least NATS permissions ``service`` needs: subjects it may publish to and subscribe to,
+    and under ``publish_denied`` those a wildcard of ``publish`` covers that it may not.
 
     Replies to requests it serves go out through ``allow_responses``, so they need no entry.
     """
@@ -470,6 +471,9 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             # (every event on the stream must be in the chain; checkpoints never go backwards).
             f"$JS.API.CONSUMER.MSG.NEXT.{AUDIT_STREAM}.*",
             f"$JS.ACK.{AUDIT_STREAM}.{AUDIT_CONSUMER}.>",
+            # The short-lived ones are deleted when their read ends (candor_kit.bus.read_stream).
+            f"$JS.API.CONSUMER.DELETE.{AUDIT_STREAM}.*",
+            f"$JS.API.CONSUMER.DELETE.{AUDIT_CHECKPOINT_STREAM}.*",
             AUDIT_DEAD_LETTER,
             AUDIT_CHECKPOINT,
             *(f"$JS.API.STREAM.{verb}.{AUDIT_CHECKPOINT_STREAM}" for verb in ("CREATE", "INFO", "MSG.GET")),
@@ -496,7 +500,10 @@ def nats_permissions(service: str) -> dict[str, list[str]]:
             *(f"$JS.API.CONSUMER.{verb}.{EVENTS_STREAM}.*" for verb in ("INFO", "DELETE", "MSG.NEXT")),
             f"$JS.ACK.{EVENTS_STREAM}.>",
         ]
-    return {"publish": sorted(set(publish)), "subscribe": sorted(set(subscribe))}
+    # The short-lived readers' consumers are deleted by name; the chain's own consumer is not
+    # among them (made again it would start from wherever it is told, not where it was).
+    denied = [f"$JS.API.CONSUMER.DELETE.{AUDIT_STREAM}.{AUDIT_CONSUMER}"] if role.writes_chain else []
+    return {"publish": sorted(set(publish)), "publish_denied": denied, "subscribe": sorted(set(subscribe))}
 
 
 def nats_authorization() -> str:
@@ -507,6 +514,8 @@ def nats_authorization() -> str:
     for service in ROLES:
         granted = nats_permissions(service)
         publish = f"allow: {json.dumps(granted['publish'])}" if granted["publish"] else 'deny: [">"]'
+        if granted["publish_denied"]:
+            publish += f", deny: {json.dumps(granted['publish_denied'])}"
         lines += [
             f"    {{user: {service}, password: ${password_variable(service)}, permissions: {{",
             f"      publish: {{{publish}}}",

@@ -151,6 +151,7 @@ async def check_every_user(url: str, passwords: dict[str, str], **options: Any) 
         granted = subjects.nats_permissions(service)
         expected = {
             (action, subject): any(matches(pattern, subject) for pattern in granted[action])
+            and not (action == "publish" and any(matches(pattern, subject) for pattern in granted["publish_denied"]))
             for subject in PROBES
             for action in ("publish", "subscribe")
         }
@@ -205,6 +206,17 @@ def test_no_service_may_delete_purge_or_change_the_audit_stream() -> None:
         granted = subjects.nats_permissions(service)["publish"]
         for verb in ("DELETE", "PURGE", "UPDATE", "MSG.DELETE"):
             assert not any(matches(p, f"$JS.API.STREAM.{verb}.{subjects.AUDIT_STREAM}") for p in granted), service
+
+
+def test_no_service_may_delete_the_chains_own_consumer() -> None:
+    """The audit service deletes the consumers of its stream reads, never the one the chain is
+    appended from; the server is asked in test_each_service_user_gets_exactly_its_permissions."""
+    durable = f"$JS.API.CONSUMER.DELETE.{subjects.AUDIT_STREAM}.{subjects.AUDIT_CONSUMER}"
+    for service in subjects.ROLES:
+        granted = subjects.nats_permissions(service)
+        allowed = any(matches(p, durable) for p in granted["publish"])
+        assert not allowed or any(matches(p, durable) for p in granted["publish_denied"]), service
+    assert any(matches(p, durable) for p in subjects.nats_permissions("audit")["publish"]), "the reads' grant"
 
 
 def test_the_users_file_is_the_one_generated_from_the_subjects_table() -> None:
