@@ -635,3 +635,39 @@ async def test_a_probe_whose_search_was_never_recorded_is_swept_an_hour_after_it
     await asyncio.sleep(3)  # rounds of the sweep (every second here) after the one that took it
     assert await store.header("probe", recorded) is not None, "a recorded search's probe was swept"
     assert await store.header("probe", just_stored.key) is not None, "a probe whose search may be on its way was swept"
+
+
+async def test_the_sweep_reads_a_kept_probes_search_once_not_every_round(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    """A probe past its policy days is kept until its search was decided and those days have run
+    since. Whether they have is read from the chain, and every read of the chain is itself a
+    record on it: read every round (hourly), each such probe would add 24 records a day, and the
+    reviews of its whole case read with each, for as long as it is kept (two weeks for a search
+    decided when its review window closes). What is known of its decision is remembered: no
+    decision can come earlier than the moment it was read."""
+    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
+    searched = await search_as(gateway, samples, INVESTIGATOR, "RET-4")  # its candidate awaits review
+    kept = await store.header("probe", searched)
+    assert kept is not None
+    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31)).isoformat()
+    await store.put(dataclasses.replace(kept, stored_at=long_ago), (samples / "obama2.jpg").read_bytes())
+
+    async def sweep_reads() -> int:
+        records = await audit_records(stack, kinds=["audit.queried"], actor="system")
+        return sum(1 for r in records if json.loads(r.event.details_json)["asked"]["event_id"] == searched)
+
+    async def read_once() -> bool:
+        return await sweep_reads() > 0
+
+    await eventually(read_once, what="the sweep reading the kept probe's search")
+    first = await sweep_reads()
+    await asyncio.sleep(4)  # four rounds of the sweep (every second here)
+    assert await store.header("probe", searched) is not None, "a probe whose search awaits review was swept"
+    again = await sweep_reads() - first
+    assert again <= 1, f"four more rounds read the kept probe's search {again} more times"

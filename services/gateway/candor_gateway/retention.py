@@ -14,7 +14,7 @@ from nats.errors import Error as NatsError
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.reviews import ReviewDesk
 from candor_kit import AuditPublisher, CandorError
-from candor_kit.policy import Policy
+from candor_kit.policy import Policy, Reviews
 
 #: A probe whose search the chain does not hold is deleted only after this long: its search may
 #: still be on its way into the chain from another gateway.
@@ -26,14 +26,25 @@ log = structlog.get_logger("candor.gateway.retention")
 
 class ProbeSweep:
     """The retention sweep of one gateway: each round deletes the retained probes whose retention
-    has ended. It remembers, from round to round, the probes whose search the chain was found to
-    hold, so that each young probe's search is asked about once, not every round."""
+    has ended.
+
+    Every read of the chain is itself a record on it, so the sweep remembers from round to round
+    what it has read: the young probes whose search the chain holds (asked about once), and for
+    the others the earliest their search can have been decided (``_decided_from``), so that a
+    probe kept for weeks after its policy days is read about again only when those days could
+    have run out since. No decision can come earlier than the moment one was found missing; one
+    submitted while the audit service was down reaches the chain later, and its probe goes that
+    much later, never sooner."""
 
     def __init__(self, photos: PhotoStore, desk: ReviewDesk, audit: AuditPublisher) -> None:
         self._photos = photos
         self._desk = desk
         self._audit = audit
         self._recorded: set[str] = set()
+        self._decided_from: dict[str, dt.datetime] = {}
+        #: The review rules the decisions above were read under: a change of them (the window, the
+        #: reviews needed) changes when a search counts as decided, so what was read is forgotten.
+        self._rules: Reviews | None = None
 
     async def round(self, policy: Policy, now: dt.datetime | None = None) -> int:
         """Delete the probes whose retention has ended, each deletion audited first (with an id
@@ -42,7 +53,12 @@ class ProbeSweep:
         passed by, so the others are still swept. Returns how many were passed by."""
         now = now or dt.datetime.now(dt.UTC)
         headers, unreadable = await self._photos.read_headers("probe")
-        self._recorded.intersection_update(header.key for header in headers)  # only those still stored
+        stored = {header.key for header in headers}
+        self._recorded &= stored  # only those still stored
+        if policy.reviews != self._rules:
+            self._decided_from.clear()
+            self._rules = policy.reviews
+        self._decided_from = {key: when for key, when in self._decided_from.items() if key in stored}
         deleted, failed = 0, len(unreadable)
         for header in headers:
             try:
@@ -70,13 +86,19 @@ class ProbeSweep:
                 self._recorded.add(header.key)
                 return None
             return UNRECORDED
+        days = dt.timedelta(days=retention.probe_days_after_decision)
+        known = self._decided_from.get(header.key)
+        if known is not None and known + days > now:
+            return None  # read before: its days cannot have run out yet
         found = await self._desk.search_file(header.key)
         if found is None:
             return UNRECORDED if unrecorded_by_now else None
         decided = found.decided_at(policy.reviews.window_days, now)
+        # Undecided now, it is decided no earlier than now (a window closing later closes later).
+        self._decided_from[header.key] = decided or now
         if decided is None:
             return None
-        until = decided + dt.timedelta(days=retention.probe_days_after_decision)
+        until = decided + days
         if until > now:
             return None
         return f"decided {decided.date().isoformat()}; kept {retention.probe_days_after_decision} days after"
