@@ -671,3 +671,42 @@ async def test_the_sweep_reads_a_kept_probes_search_once_not_every_round(
     assert await store.header("probe", searched) is not None, "a probe whose search awaits review was swept"
     again = await sweep_reads() - first
     assert again <= 1, f"four more rounds read the kept probe's search {again} more times"
+
+
+async def test_probes_an_hour_old_have_their_searches_read_together_not_one_by_one(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    """Once a probe is an hour old, the sweep asks whether its search is on the chain (a probe no
+    search accounts for goes). Asked one by one, each probe adds a record of the read to the chain
+    (as many as there are searches), and a restarted gateway asks about every probe of the last
+    30 days at once (30,000 reads and records at 1,000 searches a day, each replica, each
+    restart). The searches of the probes a round must ask about are read in one paged read."""
+    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
+    image = (samples / "obama2.jpg").read_bytes()
+    searched = [await search_as(gateway, samples, INVESTIGATOR, f"RET-5-{n}") for n in range(3)]
+    two_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()
+    for search_id in searched:
+        header = await store.header("probe", search_id)
+        assert header is not None
+        await store.put(dataclasses.replace(header, stored_at=two_hours_ago), image)
+
+    async def sweep_reads() -> list[dict[str, object]]:
+        records = await audit_records(stack, kinds=["audit.queried"], actor="system")
+        return [json.loads(r.event.details_json)["asked"] for r in records]
+
+    async def read_since_backdated() -> bool:
+        return any(asked["since"] and "search.completed" in asked["kinds"] for asked in await sweep_reads())
+
+    before = len(await sweep_reads())
+    await asyncio.sleep(3)  # three rounds of the sweep (every second here)
+    asked = (await sweep_reads())[before:]
+    one_by_one = [a for a in asked if a["event_id"] in searched]
+    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes an hour old"
+    await eventually(read_since_backdated, what="the searches of the probes an hour old read together")
+    for search_id in searched:
+        assert await store.header("probe", search_id) is not None, "a recorded search's probe was swept"

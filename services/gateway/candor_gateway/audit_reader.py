@@ -7,7 +7,7 @@ writes), so a review just submitted or a search just made is counted by the next
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from candor.audit.v1 import audit_pb2
@@ -44,6 +44,29 @@ class AuditReader:
         service records each read as made for the user ``on_behalf_of``. ``fresh`` waits for what
         this gateway published; ``everyones`` for everything on the stream now, other gateway
         replicas' events included."""
+        found: list[audit_pb2.AuditRecord] = []
+        async for page in self.pages(
+            on_behalf_of=on_behalf_of, kinds=kinds, case_number=case_number, actor=actor, event_id=event_id,
+            since=since, at_most=at_most, fresh=fresh, everyones=everyones,
+        ):  # fmt: skip
+            found.extend(page)
+        return found
+
+    async def pages(
+        self,
+        *,
+        on_behalf_of: str,
+        kinds: Iterable[str] = (),
+        case_number: str = "",
+        actor: str = "",
+        event_id: str = "",
+        since: dt.datetime | None = None,
+        at_most: int | None = None,
+        fresh: bool = True,
+        everyones: bool = False,
+    ) -> AsyncIterator[list[audit_pb2.AuditRecord]]:
+        """The matching records of ``records``, a page (one read) at a time, so that a long read
+        need not hold them all."""
         wait_for = self._publisher.last_sequence if fresh else 0
         if everyones:
             info = await self._bus.jetstream.stream_info(subjects.AUDIT_STREAM)
@@ -58,15 +81,16 @@ class AuditReader:
         )
         if since is not None:
             query.since.FromDatetime(since)
-        found: list[audit_pb2.AuditRecord] = []
-        while at_most is None or len(found) < at_most:
-            query.limit = PAGE if at_most is None else min(PAGE, at_most - len(found))
-            query.after_sequence = found[-1].sequence if found else 0
+        got = 0
+        while at_most is None or got < at_most:
+            query.limit = PAGE if at_most is None else min(PAGE, at_most - got)
             page = await self._bus.request(subjects.AUDIT_QUERY, query, audit_pb2.QueryResponse, self._timeout)
-            found.extend(page.records)
+            if page.records:
+                got += len(page.records)
+                query.after_sequence = page.records[-1].sequence
+                yield list(page.records)
             if not page.more or not page.records:
                 break
-        return found
 
     async def found(
         self, *, on_behalf_of: str, kind: str, event_id: str, everyones: bool = False

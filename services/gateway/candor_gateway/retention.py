@@ -59,6 +59,7 @@ class ProbeSweep:
             self._decided_from.clear()
             self._rules = policy.reviews
         self._decided_from = {key: when for key, when in self._decided_from.items() if key in stored}
+        await self._read_recorded_together(headers, policy, now)
         deleted, failed = 0, len(unreadable)
         for header in headers:
             try:
@@ -69,6 +70,31 @@ class ProbeSweep:
         if deleted:
             log.info("probes_deleted", count=deleted)
         return failed
+
+    async def _read_recorded_together(self, headers: list[PhotoHeader], policy: Policy, now: dt.datetime) -> None:
+        """Find, in one paged read of the searches recorded since the oldest was stored, which of
+        the young probes past the hour have their search on the chain (every probe of the last
+        days after a restart; those that came of age since the last round after that). Asked one
+        by one, each would add a record of the read to the chain. A probe not found here is still
+        asked about alone (``_why_delete``), once the chain holds everything on the stream, before
+        it is deleted."""
+        days = dt.timedelta(days=policy.retention.probe_days_after_decision)
+        asking = [
+            header
+            for header in headers
+            if header.key not in self._recorded and header.stored + UNRECORDED_GRACE <= now < header.stored + days
+        ]
+        if len(asking) < 2 or not policy.retention.keep_probes:
+            return
+        # A search is recorded after its probe is stored (beside matching); the grace allows for
+        # the clocks of the gateways that stored and recorded it.
+        since = min(header.stored for header in asking) - UNRECORDED_GRACE
+        try:
+            recorded = await self._desk.searches_recorded_since(since)
+        except (CandorError, NatsError) as exc:  # each is asked about alone instead
+            log.warning("probe_sweep_read_failed", error=str(exc) or type(exc).__name__)
+            return
+        self._recorded |= recorded & {header.key for header in asking}
 
     async def _why_delete(self, header: PhotoHeader, policy: Policy, now: dt.datetime) -> str | None:
         """Why a retained probe must go now, or None while it is kept."""

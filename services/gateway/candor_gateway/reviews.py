@@ -129,6 +129,14 @@ class ReviewDesk:
         not read: cheaper than ``search_file``)."""
         return bool(await self._searched(search_id, "system"))
 
+    async def searches_recorded_since(self, since: dt.datetime) -> set[str]:
+        """The ids of the searches the chain holds, recorded since ``since``, read for the system's
+        own sweeps in one paged read (only the ids are kept)."""
+        recorded: set[str] = set()
+        async for page in self._reader.pages(on_behalf_of="system", kinds=[SEARCHED, SEEDED], since=since, fresh=False):
+            recorded.update(record.event.event_id for record in page)
+        return recorded
+
     async def search_file(self, search_id: str) -> SearchFile | None:
         """A search and every review of it, read for the system's own sweeps; None when the chain
         holds no such search."""
