@@ -22,6 +22,7 @@ import pytest
 from nats.js.api import ObjectMeta
 
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from candor_gateway import retention
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_kit import Bus, PreconditionFailed
 from candor_kit.aes_keys import generate_aes_key, read_aes_key
@@ -710,3 +711,44 @@ async def test_probes_an_hour_old_have_their_searches_read_together_not_one_by_o
     await eventually(read_since_backdated, what="the searches of the probes an hour old read together")
     for search_id in searched:
         assert await store.header("probe", search_id) is not None, "a recorded search's probe was swept"
+
+
+async def test_probes_past_their_days_have_their_searches_and_reviews_read_together(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A probe past its policy days is kept until its search was decided those days ago. A
+    restarted gateway reads that of every such probe at once (under the default policy, the
+    probes of 30 to 60 days ago); read one by one, with its case's reviews, each adds two or
+    three records of the read to the chain. From READ_TOGETHER_FROM probes (100; 3 here, set in
+    the test stack's gateway, which runs in this process) they are read in one paged read."""
+    monkeypatch.setattr(retention, "READ_TOGETHER_FROM", 3)
+    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
+    image = (samples / "obama2.jpg").read_bytes()
+    searched = [await search_as(gateway, samples, INVESTIGATOR, f"RET-6-{n}") for n in range(3)]
+    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31)).isoformat()
+    for search_id in searched:
+        header = await store.header("probe", search_id)
+        assert header is not None
+        await store.put(dataclasses.replace(header, stored_at=long_ago), image)
+
+    async def sweep_reads() -> list[dict[str, object]]:
+        records = await audit_records(stack, kinds=["audit.queried"], actor="system")
+        return [json.loads(r.event.details_json)["asked"] for r in records]
+
+    async def read_with_reviews() -> bool:
+        return any(asked["since"] and "review.submitted" in asked["kinds"] for asked in await sweep_reads())
+
+    before = len(await sweep_reads())
+    await asyncio.sleep(3)  # three rounds of the sweep (every second here)
+    asked = (await sweep_reads())[before:]
+    one_by_one = [a for a in asked if a["event_id"] in searched]
+    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes past their days"
+    await eventually(read_with_reviews, what="the searches and reviews of the probes past their days read together")
+    for search_id in searched:  # their candidates await review, within the review window
+        assert await store.header("probe", search_id) is not None, "an undecided search's probe was swept"

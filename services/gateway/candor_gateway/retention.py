@@ -13,6 +13,7 @@ from nats.errors import Error as NatsError
 
 from candor_gateway.photos import PhotoHeader, PhotoStore
 from candor_gateway.reviews import ReviewDesk
+from candor_gateway.search_file import SearchFile
 from candor_kit import AuditPublisher, CandorError
 from candor_kit.policy import Policy, Reviews
 
@@ -21,6 +22,12 @@ from candor_kit.policy import Policy, Reviews
 UNRECORDED_GRACE = dt.timedelta(hours=1)
 #: The reason a probe.deleted record gives for a probe whose search the chain does not hold.
 UNRECORDED = "its search was never recorded"
+#: From how many probes past their days a round reads their searches and reviews together. Read
+#: alone, each costs two reads of the chain (its search, its case's reviews); read together, all
+#: the searches and reviews recorded since the oldest was stored are read, a read per 1,000: for
+#: the few that pass their days each hour, alone is cheaper; after a restart (every probe of 30
+#: to 60 days ago under the default policy), together.
+READ_TOGETHER_FROM = 100
 log = structlog.get_logger("candor.gateway.retention")
 
 
@@ -45,6 +52,8 @@ class ProbeSweep:
         #: The review rules the decisions above were read under: a change of them (the window, the
         #: reviews needed) changes when a search counts as decided, so what was read is forgotten.
         self._rules: Reviews | None = None
+        #: The search files read together this round (``_read_decisions_together``).
+        self._files: dict[str, SearchFile] = {}
 
     async def round(self, policy: Policy, now: dt.datetime | None = None) -> int:
         """Delete the probes whose retention has ended, each deletion audited first (with an id
@@ -60,6 +69,7 @@ class ProbeSweep:
             self._rules = policy.reviews
         self._decided_from = {key: when for key, when in self._decided_from.items() if key in stored}
         await self._read_recorded_together(headers, policy, now)
+        self._files = await self._read_decisions_together(headers, policy, now)
         deleted, failed = 0, len(unreadable)
         for header in headers:
             try:
@@ -96,6 +106,29 @@ class ProbeSweep:
             return
         self._recorded |= recorded & {header.key for header in asking}
 
+    async def _read_decisions_together(
+        self, headers: list[PhotoHeader], policy: Policy, now: dt.datetime
+    ) -> dict[str, SearchFile]:
+        """The search files, with their reviews, of the probes past their days whose decision must
+        be read this round (all of them after a restart), in one paged read of what was recorded
+        since the oldest was stored. A probe whose search is not found there is read alone
+        (``_why_delete``), as before."""
+        days = dt.timedelta(days=policy.retention.probe_days_after_decision)
+        asking = [
+            header
+            for header in headers
+            if header.stored + days <= now
+            and ((known := self._decided_from.get(header.key)) is None or known + days <= now)
+        ]
+        if len(asking) < READ_TOGETHER_FROM or not policy.retention.keep_probes:
+            return {}
+        since = min(header.stored for header in asking) - UNRECORDED_GRACE
+        try:
+            return await self._desk.search_files_since(since, {header.key for header in asking})
+        except (CandorError, NatsError) as exc:  # each is read alone instead
+            log.warning("probe_sweep_read_failed", error=str(exc) or type(exc).__name__)
+            return {}
+
     async def _why_delete(self, header: PhotoHeader, policy: Policy, now: dt.datetime) -> str | None:
         """Why a retained probe must go now, or None while it is kept."""
         retention = policy.retention
@@ -116,7 +149,7 @@ class ProbeSweep:
         known = self._decided_from.get(header.key)
         if known is not None and known + days > now:
             return None  # read before: its days cannot have run out yet
-        found = await self._desk.search_file(header.key)
+        found = self._files.get(header.key) or await self._desk.search_file(header.key)
         if found is None:
             return UNRECORDED if unrecorded_by_now else None
         decided = found.decided_at(policy.reviews.window_days, now)

@@ -29,7 +29,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from candor.audit.v1 import audit_pb2
@@ -136,6 +136,24 @@ class ReviewDesk:
         async for page in self._reader.pages(on_behalf_of="system", kinds=[SEARCHED, SEEDED], since=since, fresh=False):
             recorded.update(record.event.event_id for record in page)
         return recorded
+
+    async def search_files_since(self, since: dt.datetime, search_ids: Collection[str]) -> dict[str, SearchFile]:
+        """The searches of ``search_ids`` recorded since ``since``, each with its reviews, read for
+        the system's own sweeps in one paged read (only their records are kept); one the chain
+        does not hold (or holds from before ``since``) is missing from the answer."""
+        wanted = set(search_ids)
+        kept: list[audit_pb2.AuditRecord] = []
+        async for page in self._reader.pages(
+            on_behalf_of="system", kinds=[SEARCHED, SEEDED, SUBMITTED, ANALYSED], since=since, fresh=False
+        ):
+            for record in page:
+                if record.event.kind in (SEARCHED, SEEDED):
+                    about = record.event.event_id
+                else:  # a review names its search; the search is recorded before any review of it
+                    about = json.loads(record.event.details_json or "{}").get("search_id", "")
+                if about in wanted:
+                    kept.append(record)
+        return fold(kept, self._policy.current.reviews.needed)
 
     async def search_file(self, search_id: str) -> SearchFile | None:
         """A search and every review of it, read for the system's own sweeps; None when the chain
