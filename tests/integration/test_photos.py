@@ -15,6 +15,7 @@ import random
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import grpc
 import nats
@@ -638,6 +639,32 @@ async def test_a_probe_whose_search_was_never_recorded_is_swept_an_hour_after_it
     assert await store.header("probe", just_stored.key) is not None, "a probe whose search may be on its way was swept"
 
 
+async def sweep_reads(stack: InProcessStack) -> list[dict[str, Any]]:
+    """What the gateway's sweeps asked the chain, oldest first: each read is a record on it."""
+    records = await audit_records(stack, kinds=["audit.queried"], actor="system")
+    return [json.loads(record.event.details_json)["asked"] for record in records]
+
+
+async def searched_long_ago(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    store: PhotoStore,
+    case: str,
+    age: dt.timedelta,
+    count: int,
+) -> list[str]:
+    """``count`` searches made now (their candidate awaits review) whose probes are stored as if
+    ``age`` ago."""
+    image = (samples / "obama2.jpg").read_bytes()
+    searched = [await search_as(gateway, samples, INVESTIGATOR, f"{case}-{n}") for n in range(count)]
+    stored_at = (dt.datetime.now(dt.UTC) - age).isoformat()
+    for search_id in searched:
+        header = await store.header("probe", search_id)
+        assert header is not None
+        await store.put(dataclasses.replace(header, stored_at=stored_at), image)
+    return searched
+
+
 async def test_the_sweep_reads_a_kept_probes_search_once_not_every_round(
     stack: InProcessStack,
     gateway: gateway_pb2_grpc.GatewayServiceStub,
@@ -653,67 +680,28 @@ async def test_the_sweep_reads_a_kept_probes_search_once_not_every_round(
     decided when its review window closes). What is known of its decision is remembered: no
     decision can come earlier than the moment it was read."""
     await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
-    searched = await search_as(gateway, samples, INVESTIGATOR, "RET-4")  # its candidate awaits review
-    kept = await store.header("probe", searched)
-    assert kept is not None
-    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31)).isoformat()
-    await store.put(dataclasses.replace(kept, stored_at=long_ago), (samples / "obama2.jpg").read_bytes())
+    [searched] = await searched_long_ago(gateway, samples, store, "RET-4", dt.timedelta(days=31), 1)
 
-    async def sweep_reads() -> int:
-        records = await audit_records(stack, kinds=["audit.queried"], actor="system")
-        return sum(1 for r in records if json.loads(r.event.details_json)["asked"]["event_id"] == searched)
+    async def reads() -> int:
+        return sum(1 for asked in await sweep_reads(stack) if asked["event_id"] == searched)
 
     async def read_once() -> bool:
-        return await sweep_reads() > 0
+        return await reads() > 0
 
     await eventually(read_once, what="the sweep reading the kept probe's search")
-    first = await sweep_reads()
+    first = await reads()
     await asyncio.sleep(4)  # four rounds of the sweep (every second here)
     assert await store.header("probe", searched) is not None, "a probe whose search awaits review was swept"
-    again = await sweep_reads() - first
+    again = await reads() - first
     assert again <= 1, f"four more rounds read the kept probe's search {again} more times"
 
 
-async def test_probes_an_hour_old_have_their_searches_read_together_not_one_by_one(
-    stack: InProcessStack,
-    gateway: gateway_pb2_grpc.GatewayServiceStub,
-    samples: Path,
-    enrolled: object,
-    store: PhotoStore,
-    restore_policy: None,  # noqa: F811 - the fixture
-) -> None:
-    """Once a probe is an hour old, the sweep asks whether its search is on the chain (a probe no
-    search accounts for goes). Asked one by one, each probe adds a record of the read to the chain
-    (as many as there are searches), and a restarted gateway asks about every probe of the last
-    30 days at once (30,000 reads and records at 1,000 searches a day, each replica, each
-    restart). The searches of the probes a round must ask about are read in one paged read."""
-    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
-    image = (samples / "obama2.jpg").read_bytes()
-    searched = [await search_as(gateway, samples, INVESTIGATOR, f"RET-5-{n}") for n in range(3)]
-    two_hours_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).isoformat()
-    for search_id in searched:
-        header = await store.header("probe", search_id)
-        assert header is not None
-        await store.put(dataclasses.replace(header, stored_at=two_hours_ago), image)
-
-    async def sweep_reads() -> list[dict[str, object]]:
-        records = await audit_records(stack, kinds=["audit.queried"], actor="system")
-        return [json.loads(r.event.details_json)["asked"] for r in records]
-
-    async def read_since_backdated() -> bool:
-        return any(asked["since"] and "search.completed" in asked["kinds"] for asked in await sweep_reads())
-
-    before = len(await sweep_reads())
-    await asyncio.sleep(3)  # three rounds of the sweep (every second here)
-    asked = (await sweep_reads())[before:]
-    one_by_one = [a for a in asked if a["event_id"] in searched]
-    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes an hour old"
-    await eventually(read_since_backdated, what="the searches of the probes an hour old read together")
-    for search_id in searched:
-        assert await store.header("probe", search_id) is not None, "a recorded search's probe was swept"
-
-
-async def test_probes_past_their_days_have_their_searches_and_reviews_read_together(
+@pytest.mark.parametrize(
+    ("age", "read_together"),
+    [(dt.timedelta(hours=2), "search.completed"), (dt.timedelta(days=31), "review.submitted")],
+    ids=["an-hour-old", "past-their-days"],
+)
+async def test_the_sweep_reads_the_searches_of_many_probes_together_not_one_by_one(
     stack: InProcessStack,
     gateway: gateway_pb2_grpc.GatewayServiceStub,
     samples: Path,
@@ -721,34 +709,27 @@ async def test_probes_past_their_days_have_their_searches_and_reviews_read_toget
     store: PhotoStore,
     restore_policy: None,  # noqa: F811 - the fixture
     monkeypatch: pytest.MonkeyPatch,
+    age: dt.timedelta,
+    read_together: str,
 ) -> None:
-    """A probe past its policy days is kept until its search was decided those days ago. A
-    restarted gateway reads that of every such probe at once (under the default policy, the
-    probes of 30 to 60 days ago); read one by one, with its case's reviews, each adds two or
-    three records of the read to the chain. From READ_TOGETHER_FROM probes (100; 3 here, set in
-    the test stack's gateway, which runs in this process) they are read in one paged read."""
+    """Once a probe is an hour old, the sweep asks whether its search is on the chain (a probe no
+    search accounts for goes); once it is past its policy days, whether its search was decided
+    those days ago (its search and its case's reviews). Each read is a record on the chain, and a
+    restarted gateway asks about every probe at once: under the default policy 30,000 of each
+    kind at 1,000 searches a day, each replica, each restart. The probes a round asks about are
+    read together in one paged read: an hour old, from two of them; past their days, from
+    READ_TOGETHER_FROM (100; 3 here, set in the test stack's gateway, which runs in this process)."""
     monkeypatch.setattr(retention, "READ_TOGETHER_FROM", 3)
     await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
-    image = (samples / "obama2.jpg").read_bytes()
-    searched = [await search_as(gateway, samples, INVESTIGATOR, f"RET-6-{n}") for n in range(3)]
-    long_ago = (dt.datetime.now(dt.UTC) - dt.timedelta(days=31)).isoformat()
-    for search_id in searched:
-        header = await store.header("probe", search_id)
-        assert header is not None
-        await store.put(dataclasses.replace(header, stored_at=long_ago), image)
+    before = len(await sweep_reads(stack))
+    searched = await searched_long_ago(gateway, samples, store, f"RET-5-{age.days}", age, 3)
 
-    async def sweep_reads() -> list[dict[str, object]]:
-        records = await audit_records(stack, kinds=["audit.queried"], actor="system")
-        return [json.loads(r.event.details_json)["asked"] for r in records]
+    async def read_together_since() -> bool:
+        return any(asked["since"] and read_together in asked["kinds"] for asked in await sweep_reads(stack))
 
-    async def read_with_reviews() -> bool:
-        return any(asked["since"] and "review.submitted" in asked["kinds"] for asked in await sweep_reads())
-
-    before = len(await sweep_reads())
     await asyncio.sleep(3)  # three rounds of the sweep (every second here)
-    asked = (await sweep_reads())[before:]
-    one_by_one = [a for a in asked if a["event_id"] in searched]
-    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes past their days"
-    await eventually(read_with_reviews, what="the searches and reviews of the probes past their days read together")
+    one_by_one = [asked for asked in (await sweep_reads(stack))[before:] if asked["event_id"] in searched]
+    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes {age} old"
+    await eventually(read_together_since, what=f"the searches of the probes {age} old read together")
     for search_id in searched:  # their candidates await review, within the review window
-        assert await store.header("probe", search_id) is not None, "an undecided search's probe was swept"
+        assert await store.header("probe", search_id) is not None, "a probe whose search awaits review was swept"
