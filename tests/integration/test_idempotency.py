@@ -19,7 +19,9 @@ import jwt
 import pytest
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from nats.js.errors import KeyNotFoundError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import KeyNotFoundError, NoStreamResponseError
+from nats.js.kv import KeyValue
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -342,6 +344,58 @@ async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded
     (record,) = await audit_records(stack, case_number=case, kinds=["search.completed"])
     assert json.loads(record.event.details_json)["probe_retained"] is True
     assert await store.header("probe", again.search_id) is not None
+
+
+def fail_the_first_register_write(monkeypatch: pytest.MonkeyPatch, method: str, *, stored: bool) -> list[str]:
+    """Make the first write (``create``: a claim, ``update``: a claim taken over) to the request
+    register fail as nats-py fails it while the bucket's stream elects a leader (a NATS node of
+    three killed): never stored ("no response from stream"), or, with ``stored``, stored and its
+    answer lost (a timeout). Returns the keys so failed (a fault injected round the real write: an
+    election cannot be timed on one server)."""
+    write = getattr(KeyValue, method)
+    failed: list[str] = []
+
+    async def election(bucket: KeyValue, key: str, value: bytes, *args: object, **kwargs: object) -> int:
+        if bucket._name == REQUESTS_BUCKET and not failed:  # the register, not the other buckets
+            failed.append(key)
+            if stored:
+                await write(bucket, key, value, *args, **kwargs)
+                raise NatsTimeoutError
+            raise NoStreamResponseError
+        return await write(bucket, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(KeyValue, method, election)
+    return failed
+
+
+@pytest.mark.parametrize(
+    ("dead_gateway", "stored"),
+    [(False, False), (False, True), (True, True)],
+    ids=["claim-not-stored", "claim-stored-answer-lost", "take-over-stored-answer-lost"],
+)
+async def test_a_search_whose_request_register_is_electing_a_leader_is_answered_once(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    dead_gateway: bool,
+    stored: bool,
+) -> None:
+    """A search with a client request id claims it in the request register first (or takes over a
+    dead gateway's claim). While the register's stream elects a leader (a second or two when a
+    NATS node of three dies), a write fails; the search must ride that out, not answer
+    UNAVAILABLE, and a write that was stored though its answer was lost is the search's own claim,
+    not another call's under way."""
+    case, request_id = f"IDEM-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    asked = search_request(samples, case, request_id)
+    if dead_gateway:
+        async with a_dead_gateway(stack) as bus:
+            await leave_a_dead_gateways_claim(bus, user_of(INVESTIGATOR), asked, str(uuid.uuid4()))
+    failed = fail_the_first_register_write(monkeypatch, "update" if dead_gateway else "create", stored=stored)
+    answer = await gateway.Search(asked, metadata=INVESTIGATOR)
+    assert len(failed) == 1, "the register write was not failed"
+    completed = await settled_records(stack, gateway, samples, case, ["search.completed"])
+    assert completed == [answer.search_id]
 
 
 async def shared_search_count(stack: InProcessStack, user: str) -> int:

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+import structlog
 from google.protobuf.message import Message
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -56,6 +57,8 @@ from candor_kit.jetstream_setup import open_bucket
 from candor_kit.subjects import REQUESTS_BUCKET
 
 Reply = TypeVar("Reply", bound=Message)
+T = TypeVar("T")
+log = structlog.get_logger("candor.gateway.idempotency")
 
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: How long an answer is kept for retries.
@@ -77,6 +80,11 @@ RETRYABLE = {
 }
 #: How often a retry looks for the answer of a first call still under way.
 POLL_S = 0.05
+#: How long a claim's write or a read of the register is tried again when the bucket's stream does
+#: not answer (a leader election when a NATS node of three dies takes a second or two), and the
+#: first pause between tries (doubled each time).
+REACH_WITHIN_S = 5.0
+REACH_PAUSE_S = 0.2
 
 
 def check_client_request_id(value: str) -> str:
@@ -198,27 +206,55 @@ class RequestRegister:
 
     async def _claim(self, key: str, entry: _Entry) -> _Claim | None:
         """The claim, or None when another call holds the key."""
-        try:
-            return _Claim(await self.bucket.create(key, entry.encode()), entry)
-        except KeyWrongLastSequenceError:
-            return None
-        except Exception as exc:
-            raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
+        return await self._write(key, entry, lambda: self.bucket.create(key, entry.encode()))
 
     async def _take_over(self, key: str, revision: int, entry: _Entry) -> _Claim | None:
         """Claim a key whose holder died; None when another call took it first."""
+        return await self._write(key, entry, lambda: self.bucket.update(key, entry.encode(), last=revision))
+
+    async def _write(self, key: str, entry: _Entry, write: Callable[[], Awaitable[int]]) -> _Claim | None:
+        """``entry`` written by ``write`` as this call's claim, or None when the key moved on under
+        another call. A write tried again after its answer was lost may have been stored the first
+        time: the key then holds this very entry, and the claim is this call's."""
+        tries = 0
+
+        async def attempt() -> int:
+            nonlocal tries
+            tries += 1
+            return await write()
+
         try:
-            return _Claim(await self.bucket.update(key, entry.encode(), last=revision), entry)
+            return _Claim(await self._reach(attempt), entry)
         except KeyWrongLastSequenceError:
+            if tries > 1:
+                found, revision = await self._read(key)
+                if found == entry:
+                    return _Claim(revision, entry)
             return None
+
+    async def _reach(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, tried again for up to REACH_WITHIN_S while the register's stream does not
+        answer; ServiceUnavailable after that. The key-value answers (a key taken, a key missing)
+        are the caller's to handle."""
+        deadline = time.monotonic() + REACH_WITHIN_S
+        pause = REACH_PAUSE_S
+        while True:
+            try:
+                return await call()
+            except (KeyWrongLastSequenceError, KeyNotFoundError):
+                raise
+            except Exception as exc:
+                if time.monotonic() + pause > deadline:
+                    raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
+                log.warning("request_register_retried", error=str(exc) or type(exc).__name__)
+                await asyncio.sleep(pause)
+                pause *= 2
 
     async def _read(self, key: str) -> tuple[_Entry | None, int]:
         try:
-            found = await self.bucket.get(key)
+            found = await self._reach(lambda: self.bucket.get(key))
         except KeyNotFoundError:
             return None, 0
-        except Exception as exc:
-            raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
         return _Entry.decode(found.value), int(found.revision or 0)
 
     async def _run(
