@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from candor.audit.v1 import audit_pb2
 from candor.common.v1 import common_pb2
@@ -19,6 +19,19 @@ from candor_kit.audit_events import enrolment_event_id, expunge_event_id, record
 PAGE = 1000
 
 
+class Filters(TypedDict, total=False):
+    """What ``AuditReader.records`` and ``pages`` select by, and how fresh a read must be."""
+
+    kinds: Iterable[str]
+    case_number: str
+    actor: str
+    event_id: str
+    since: dt.datetime | None
+    at_most: int | None
+    fresh: bool
+    everyones: bool
+
+
 class AuditReader:
     """Filtered, paged reads of the audit chain over NATS."""
 
@@ -27,28 +40,13 @@ class AuditReader:
         self._publisher = publisher
         self._timeout = timeout_s
 
-    async def records(
-        self,
-        *,
-        on_behalf_of: str,
-        kinds: Iterable[str] = (),
-        case_number: str = "",
-        actor: str = "",
-        event_id: str = "",
-        since: dt.datetime | None = None,
-        at_most: int | None = None,
-        fresh: bool = True,
-        everyones: bool = False,
-    ) -> list[audit_pb2.AuditRecord]:
+    async def records(self, *, on_behalf_of: str, **filters: Unpack[Filters]) -> list[audit_pb2.AuditRecord]:
         """Matching records, oldest first: all of them, or the first ``at_most``. The audit
         service records each read as made for the user ``on_behalf_of``. ``fresh`` waits for what
         this gateway published; ``everyones`` for everything on the stream now, other gateway
         replicas' events included."""
         found: list[audit_pb2.AuditRecord] = []
-        async for page in self.pages(
-            on_behalf_of=on_behalf_of, kinds=kinds, case_number=case_number, actor=actor, event_id=event_id,
-            since=since, at_most=at_most, fresh=fresh, everyones=everyones,
-        ):  # fmt: skip
+        async for page in self.pages(on_behalf_of=on_behalf_of, **filters):
             found.extend(page)
         return found
 
