@@ -7,6 +7,8 @@ chain accounts for is deleted an hour after it was stored (UNRECORDED_GRACE), wh
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import structlog
 from nats.errors import Error as NatsError
@@ -29,6 +31,7 @@ UNRECORDED = "its search was never recorded"
 #: to 60 days ago under the default policy), together.
 READ_TOGETHER_FROM = 100
 log = structlog.get_logger("candor.gateway.retention")
+T = TypeVar("T")
 
 
 class ProbeSweep:
@@ -52,8 +55,6 @@ class ProbeSweep:
         #: The review rules the decisions above were read under: a change of them (the window, the
         #: reviews needed) changes when a search counts as decided, so what was read is forgotten.
         self._rules: Reviews | None = None
-        #: The search files read together this round (``_read_decisions_together``).
-        self._files: dict[str, SearchFile] = {}
 
     async def round(self, policy: Policy, now: dt.datetime | None = None) -> int:
         """Delete the probes whose retention has ended, each deletion audited first (with an id
@@ -68,12 +69,15 @@ class ProbeSweep:
             self._decided_from.clear()
             self._rules = policy.reviews
         self._decided_from = {key: when for key, when in self._decided_from.items() if key in stored}
-        await self._read_recorded_together(headers, policy, now)
-        self._files = await self._read_decisions_together(headers, policy, now)
+        files: dict[str, SearchFile] = {}
+        if policy.retention.keep_probes:  # otherwise every probe goes, and nothing need be read
+            days = dt.timedelta(days=policy.retention.probe_days_after_decision)
+            await self._read_recorded_together(headers, days, now)
+            files = await self._read_decisions_together(headers, days, now)
         deleted, failed = 0, len(unreadable)
         for header in headers:
             try:
-                deleted += await self._delete_if_due(header, policy, now)
+                deleted += await self._delete_if_due(header, policy, now, files)
             except (CandorError, NatsError, OSError, ValueError) as exc:  # its search's record, the store
                 failed += 1
                 log.warning("probe_sweep_failed", search_id=header.key, error=str(exc) or type(exc).__name__)
@@ -81,61 +85,47 @@ class ProbeSweep:
             log.info("probes_deleted", count=deleted)
         return failed
 
-    async def _read_recorded_together(self, headers: list[PhotoHeader], policy: Policy, now: dt.datetime) -> None:
+    async def _read_recorded_together(self, headers: list[PhotoHeader], days: dt.timedelta, now: dt.datetime) -> None:
         """Find, in one paged read of the searches recorded since the oldest was stored, which of
         the young probes past the hour have their search on the chain (every probe of the last
         days after a restart; those that came of age since the last round after that). Asked one
         by one, each would add a record of the read to the chain. A probe not found here is still
         asked about alone (``_why_delete``), once the chain holds everything on the stream, before
         it is deleted."""
-        days = dt.timedelta(days=policy.retention.probe_days_after_decision)
         asking = [
             header
             for header in headers
             if header.key not in self._recorded and header.stored + UNRECORDED_GRACE <= now < header.stored + days
         ]
-        if len(asking) < 2 or not policy.retention.keep_probes:
-            return
-        # A search is recorded after its probe is stored (beside matching); the grace allows for
-        # the clocks of the gateways that stored and recorded it.
-        since = min(header.stored for header in asking) - UNRECORDED_GRACE
-        try:
-            recorded = await self._desk.searches_recorded_since(since)
-        except (CandorError, NatsError) as exc:  # each is asked about alone instead
-            log.warning("probe_sweep_read_failed", error=str(exc) or type(exc).__name__)
-            return
-        self._recorded |= recorded & {header.key for header in asking}
+        recorded = await _read_together(asking, 2, lambda since, _: self._desk.searches_recorded_since(since))
+        self._recorded |= (recorded or set()) & {header.key for header in asking}
 
     async def _read_decisions_together(
-        self, headers: list[PhotoHeader], policy: Policy, now: dt.datetime
+        self, headers: list[PhotoHeader], days: dt.timedelta, now: dt.datetime
     ) -> dict[str, SearchFile]:
         """The search files, with their reviews, of the probes past their days whose decision must
         be read this round (all of them after a restart), in one paged read of what was recorded
         since the oldest was stored. A probe whose search is not found there is read alone
         (``_why_delete``), as before."""
-        days = dt.timedelta(days=policy.retention.probe_days_after_decision)
         asking = [
             header
             for header in headers
             if header.stored + days <= now
             and ((known := self._decided_from.get(header.key)) is None or known + days <= now)
         ]
-        if len(asking) < READ_TOGETHER_FROM or not policy.retention.keep_probes:
-            return {}
-        since = min(header.stored for header in asking) - UNRECORDED_GRACE
-        try:
-            return await self._desk.search_files_since(since, {header.key for header in asking})
-        except (CandorError, NatsError) as exc:  # each is read alone instead
-            log.warning("probe_sweep_read_failed", error=str(exc) or type(exc).__name__)
-            return {}
+        return await _read_together(asking, READ_TOGETHER_FROM, self._desk.search_files_since) or {}
 
-    async def _why_delete(self, header: PhotoHeader, policy: Policy, now: dt.datetime) -> str | None:
-        """Why a retained probe must go now, or None while it is kept."""
+    async def _why_delete(
+        self, header: PhotoHeader, policy: Policy, now: dt.datetime, files: Mapping[str, SearchFile]
+    ) -> str | None:
+        """Why a retained probe must go now, or None while it is kept (``files``: the search files
+        read together this round)."""
         retention = policy.retention
         if not retention.keep_probes:
             return "the policy keeps no probes"
         unrecorded_by_now = header.stored + UNRECORDED_GRACE <= now
-        if header.stored + dt.timedelta(days=retention.probe_days_after_decision) > now:
+        days = dt.timedelta(days=retention.probe_days_after_decision)
+        if header.stored + days > now:
             # Decided no earlier than it was stored, its days cannot have run out yet. Only whether
             # its search is recorded at all is asked (once): a probe no search on the record
             # accounts for (its gateway killed between storing it and recording the search) goes.
@@ -145,11 +135,10 @@ class ProbeSweep:
                 self._recorded.add(header.key)
                 return None
             return UNRECORDED
-        days = dt.timedelta(days=retention.probe_days_after_decision)
         known = self._decided_from.get(header.key)
         if known is not None and known + days > now:
             return None  # read before: its days cannot have run out yet
-        found = self._files.get(header.key) or await self._desk.search_file(header.key)
+        found = files.get(header.key) or await self._desk.search_file(header.key)
         if found is None:
             return UNRECORDED if unrecorded_by_now else None
         decided = found.decided_at(policy.reviews.window_days, now)
@@ -162,10 +151,12 @@ class ProbeSweep:
             return None
         return f"decided {decided.date().isoformat()}; kept {retention.probe_days_after_decision} days after"
 
-    async def _delete_if_due(self, header: PhotoHeader, policy: Policy, now: dt.datetime) -> int:
+    async def _delete_if_due(
+        self, header: PhotoHeader, policy: Policy, now: dt.datetime, files: Mapping[str, SearchFile]
+    ) -> int:
         """Delete one probe (and a proficiency test's exemplar beside it) if its retention has
         ended; how many probes went (0 or 1)."""
-        why = await self._why_delete(header, policy, now)
+        why = await self._why_delete(header, policy, now, files)
         if why is None:
             return 0
         await self._audit.publish(
@@ -182,3 +173,21 @@ class ProbeSweep:
         deleted = await self._photos.delete("probe", header.key)
         await self._photos.delete("exemplar", header.key)  # a proficiency test's candidate goes with its probe
         return int(deleted)
+
+
+async def _read_together(
+    asking: list[PhotoHeader], at_least: int, read: Callable[[dt.datetime, set[str]], Awaitable[T]]
+) -> T | None:
+    """``read(since, keys)`` of what the chain holds about ``asking``'s searches, in one paged read
+    from a little before the oldest was stored (a search is recorded after its probe is stored,
+    beside matching; the grace allows for the clocks of the gateways that stored and recorded it);
+    None when fewer than ``at_least`` are asked about, or when the read fails (each is then read
+    alone, as before)."""
+    if len(asking) < at_least:
+        return None
+    since = min(header.stored for header in asking) - UNRECORDED_GRACE
+    try:
+        return await read(since, {header.key for header in asking})
+    except (CandorError, NatsError) as exc:
+        log.warning("probe_sweep_read_failed", error=str(exc) or type(exc).__name__)
+        return None
