@@ -1,4 +1,5 @@
-"""Calls whose caller stops waiting part way (a short deadline), and what the chain holds after."""
+"""Calls whose caller stops waiting part way (a short deadline), a key-value bucket's stream electing
+a leader, and what the chain holds after."""
 
 from __future__ import annotations
 
@@ -7,10 +8,35 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import pytest
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
+from nats.js.kv import KeyValue
 
 from tests.integration.conftest import InProcessStack
 from tests.integration.test_search_flow import audit_records
 from tests.waiting import eventually
+
+
+def electing_a_leader(monkeypatch: pytest.MonkeyPatch, bucket: str, method: str, *, stored: bool = False) -> list[str]:
+    """Make the first ``method`` call (``get``, ``put``, ``create``, ``update``) on the key-value
+    bucket ``bucket`` fail as nats-py fails it while the bucket's stream elects a leader (a NATS
+    node of three killed): never done ("no response from stream"), or, for a write with
+    ``stored``, stored and its answer lost (a timeout). Returns the keys so failed. A fault
+    injected round the real call, named as one: an election cannot be timed on one nats-server."""
+    real = getattr(KeyValue, method)
+    failed: list[str] = []
+
+    async def election(kv: KeyValue, key: str, *args: object, **kwargs: object) -> object:
+        if kv._name == bucket and not failed:  # this bucket, not the others
+            failed.append(key)
+            if stored:
+                await real(kv, key, *args, **kwargs)
+                raise NatsTimeoutError
+            raise NoStreamResponseError
+        return await real(kv, key, *args, **kwargs)
+
+    monkeypatch.setattr(KeyValue, method, election)
+    return failed
 
 
 def deadlines(whole_s: float, count: int, low: float, high: float) -> list[float]:

@@ -19,9 +19,7 @@ import jwt
 import pytest
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import KeyNotFoundError, NoStreamResponseError
-from nats.js.kv import KeyValue
+from nats.js.errors import KeyNotFoundError
 
 from candor.common.v1 import common_pb2
 from candor.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -39,7 +37,7 @@ from candor_kit.subjects import (
     SEARCH_COUNTS_BUCKET,
 )
 from tests.integration.conftest import InProcessStack, as_user
-from tests.integration.cuts import audited, cut_short, deadlines, nothing_left_half_done
+from tests.integration.cuts import audited, cut_short, deadlines, electing_a_leader, nothing_left_half_done
 from tests.integration.test_governance import (
     fresh_investigator,
     policy_with,
@@ -346,28 +344,6 @@ async def test_a_search_whose_record_was_stored_but_not_acknowledged_is_recorded
     assert await store.header("probe", again.search_id) is not None
 
 
-def fail_the_first_register_write(monkeypatch: pytest.MonkeyPatch, method: str, *, stored: bool) -> list[str]:
-    """Make the first write (``create``: a claim, ``update``: a claim taken over) to the request
-    register fail as nats-py fails it while the bucket's stream elects a leader (a NATS node of
-    three killed): never stored ("no response from stream"), or, with ``stored``, stored and its
-    answer lost (a timeout). Returns the keys so failed (a fault injected round the real write: an
-    election cannot be timed on one server)."""
-    write = getattr(KeyValue, method)
-    failed: list[str] = []
-
-    async def election(bucket: KeyValue, key: str, value: bytes, *args: object, **kwargs: object) -> int:
-        if bucket._name == REQUESTS_BUCKET and not failed:  # the register, not the other buckets
-            failed.append(key)
-            if stored:
-                await write(bucket, key, value, *args, **kwargs)
-                raise NatsTimeoutError
-            raise NoStreamResponseError
-        return await write(bucket, key, value, *args, **kwargs)
-
-    monkeypatch.setattr(KeyValue, method, election)
-    return failed
-
-
 @pytest.mark.parametrize(
     ("dead_gateway", "stored"),
     [(False, False), (False, True), (True, True)],
@@ -391,7 +367,7 @@ async def test_a_search_whose_request_register_is_electing_a_leader_is_answered_
     if dead_gateway:
         async with a_dead_gateway(stack) as bus:
             await leave_a_dead_gateways_claim(bus, user_of(INVESTIGATOR), asked, str(uuid.uuid4()))
-    failed = fail_the_first_register_write(monkeypatch, "update" if dead_gateway else "create", stored=stored)
+    failed = electing_a_leader(monkeypatch, REQUESTS_BUCKET, "update" if dead_gateway else "create", stored=stored)
     answer = await gateway.Search(asked, metadata=INVESTIGATOR)
     assert len(failed) == 1, "the register write was not failed"
     completed = await settled_records(stack, gateway, samples, case, ["search.completed"])

@@ -16,15 +16,16 @@ from candor_kit import AuditPublisher, Bus
 from candor_kit.subjects import REVOKED_TOKENS_BUCKET
 from candor_kit.tokens import issue_token, load_private_key
 from tests.integration.conftest import AUDIENCE, LOCAL_ISSUER, TOKEN_KEY, InProcessStack
+from tests.integration.cuts import electing_a_leader
 from tests.integration.test_idempotency import settled_records
 from tests.integration.test_search_flow import audit_records
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-def signed_in(user: str) -> tuple[str, tuple[tuple[str, str]]]:
-    """A fresh session of ``user`` (an investigator): its token and the call metadata bearing it."""
-    token = issue_token(load_private_key(TOKEN_KEY), user, ["investigator"], 3600, LOCAL_ISSUER, AUDIENCE)
+def signed_in(user: str, role: str = "investigator") -> tuple[str, tuple[tuple[str, str]]]:
+    """A fresh session of ``user`` in ``role``: its token and the call metadata bearing it."""
+    token = issue_token(load_private_key(TOKEN_KEY), user, [role], 3600, LOCAL_ISSUER, AUDIENCE)
     return token, (("authorization", f"Bearer {token}"),)
 
 
@@ -38,7 +39,8 @@ async def ends_recorded(
 
 
 async def answered(gateway: gateway_pb2_grpc.GatewayServiceStub, metadata: tuple[tuple[str, str]]) -> grpc.StatusCode:
-    """How the gateway answers a harmless call (a page of pending reviews) made with a session's token."""
+    """How the gateway answers a harmless call (a page of pending reviews: a reviewer's may) made
+    with a session's token."""
     try:
         await gateway.ListPendingReviews(gateway_pb2.ListPendingReviewsRequest(limit=1), metadata=metadata)
     except grpc.aio.AioRpcError as error:
@@ -84,3 +86,34 @@ async def test_a_sign_out_a_gateway_died_part_way_through_is_finished_by_its_ret
     assert await answered(gateway, metadata) == grpc.StatusCode.UNAUTHENTICATED
     ended = await ends_recorded(stack, gateway, samples, user)
     assert ended == 1, f"the session's end is on the chain {ended} times, not once"
+
+
+@pytest.mark.parametrize(
+    ("method", "stored"),
+    [("get", False), ("put", False), ("put", True)],
+    ids=["call-checks-its-token", "sign-out-not-stored", "sign-out-stored-answer-lost"],
+)
+async def test_calls_and_sign_outs_ride_out_the_revoked_tokens_register_electing_a_leader(
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    stack: InProcessStack,
+    samples: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    stored: bool,
+) -> None:
+    """Every call's token is looked up in the register of revoked tokens, and a sign-out writes to
+    it. While the register's stream elects a leader (a second or two when a NATS node of three
+    dies), a read or write fails; the call must ride that out, not answer UNAVAILABLE (every call
+    of every user, for the election's length), and a sign-out must still end its session: the
+    token refused after, its end on the chain once."""
+    user = f"sol-{uuid.uuid4().hex[:8]}"
+    _, metadata = signed_in(user, "reviewer")
+    failed = electing_a_leader(monkeypatch, REVOKED_TOKENS_BUCKET, method, stored=stored)
+    if method == "get":
+        assert await answered(gateway, metadata) == grpc.StatusCode.OK
+    else:
+        await gateway.EndSession(gateway_pb2.EndSessionRequest(), metadata=metadata)
+        monkeypatch.undo()
+        assert await answered(gateway, metadata) == grpc.StatusCode.UNAUTHENTICATED
+        assert await ends_recorded(stack, gateway, samples, user) == 1
+    assert len(failed) == 1, "the register was not failed"

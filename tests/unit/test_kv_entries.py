@@ -1,20 +1,23 @@
 """Compare-and-set changes of one key-value entry (candor_kit.kv_entries) against a real
 nats-server: racing writers each count once, a lost race reads again, and a change that keeps
-losing is refused as unavailable, never written over another's."""
+losing is refused as unavailable, never written over another's. And ``reach``: a call whose
+bucket's stream does not answer for a while is tried again, for so long and no longer."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
 import pytest_asyncio
+from nats.js.errors import KeyNotFoundError, NoStreamResponseError
 from nats.js.kv import KeyValue
 
+from candor_kit import kv_entries
 from candor_kit.errors import ServiceUnavailable
-from candor_kit.kv_entries import KeptChanging, change_entry
+from candor_kit.kv_entries import KeptChanging, change_entry, reach
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -90,3 +93,39 @@ async def test_a_missing_entry_is_created_and_an_edit_that_leaves_it_writes_noth
     await bucket.delete("new")
     again, _ = await change_entry(bucket, "new", appended, tries=1, contended="x")
     assert again is None and (await bucket.get("new")).value == b"+mine"  # a deleted entry reads as none
+
+
+def silent_for(bucket: KeyValue, failures: int, key: str) -> tuple[list[int], Callable[[], Awaitable[bytes | None]]]:
+    """A read of ``key`` whose first ``failures`` tries fail as they do while the bucket's stream
+    elects a leader (the fault injected round the real read), and the list its tries are counted in."""
+    tries: list[int] = []
+
+    async def read() -> bytes | None:
+        tries.append(1)
+        if len(tries) <= failures:
+            raise NoStreamResponseError
+        return (await bucket.get(key)).value
+
+    return tries, read
+
+
+async def test_reach_tries_a_silent_stream_again_until_it_answers(bucket: KeyValue) -> None:
+    await bucket.put("reached", b"yes")
+    tries, read = silent_for(bucket, 2, "reached")
+    assert await reach(read, "the register cannot be reached") == b"yes"
+    assert len(tries) == 3
+
+
+async def test_reach_gives_up_when_the_stream_stays_silent(bucket: KeyValue, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kv_entries, "REACH_WITHIN_S", 0.5)
+    tries, read = silent_for(bucket, 1000, "reached")
+    with pytest.raises(ServiceUnavailable, match=r"^the register cannot be reached: nats: no response from stream$"):
+        await reach(read, "the register cannot be reached")
+    assert 2 <= len(tries) <= 3, "pauses of 0.2 s doubling fit two or three tries in half a second"
+
+
+async def test_reach_hands_the_buckets_own_answers_back_at_once(bucket: KeyValue) -> None:
+    tries, read = silent_for(bucket, 0, f"never-{uuid.uuid4().hex}")
+    with pytest.raises(KeyNotFoundError):
+        await reach(read, "the register cannot be reached")
+    assert len(tries) == 1

@@ -54,6 +54,7 @@ from nats.js.kv import KeyValue
 from candor_kit import Bus, CandorError, InvalidInput, PreconditionFailed, ServiceUnavailable
 from candor_kit.errors import ErrorCode
 from candor_kit.jetstream_setup import open_bucket
+from candor_kit.kv_entries import reach
 from candor_kit.subjects import REQUESTS_BUCKET
 
 Reply = TypeVar("Reply", bound=Message)
@@ -80,11 +81,8 @@ RETRYABLE = {
 }
 #: How often a retry looks for the answer of a first call still under way.
 POLL_S = 0.05
-#: How long a claim's write or a read of the register is tried again when the bucket's stream does
-#: not answer (a leader election when a NATS node of three dies takes a second or two), and the
-#: first pause between tries (doubled each time).
-REACH_WITHIN_S = 5.0
-REACH_PAUSE_S = 0.2
+#: What a call answers when the register's stream did not answer for as long as ``reach`` tries.
+REGISTER_UNREACHABLE = "the request register cannot be reached"
 
 
 def check_client_request_id(value: str) -> str:
@@ -224,7 +222,7 @@ class RequestRegister:
             return await write()
 
         try:
-            return _Claim(await self._reach(attempt), entry)
+            return _Claim(await reach(attempt, REGISTER_UNREACHABLE), entry)
         except KeyWrongLastSequenceError:
             if tries > 1:
                 found, revision = await self._read(key)
@@ -232,27 +230,9 @@ class RequestRegister:
                     return _Claim(revision, entry)
             return None
 
-    async def _reach(self, call: Callable[[], Awaitable[T]]) -> T:
-        """``call()``, tried again for up to REACH_WITHIN_S while the register's stream does not
-        answer; ServiceUnavailable after that. The key-value answers (a key taken, a key missing)
-        are the caller's to handle."""
-        deadline = time.monotonic() + REACH_WITHIN_S
-        pause = REACH_PAUSE_S
-        while True:
-            try:
-                return await call()
-            except (KeyWrongLastSequenceError, KeyNotFoundError):
-                raise
-            except Exception as exc:
-                if time.monotonic() + pause > deadline:
-                    raise ServiceUnavailable(f"the request register cannot be reached: {exc}") from exc
-                log.warning("request_register_retried", error=str(exc) or type(exc).__name__)
-                await asyncio.sleep(pause)
-                pause *= 2
-
     async def _read(self, key: str) -> tuple[_Entry | None, int]:
         try:
-            found = await self._reach(lambda: self.bucket.get(key))
+            found = await reach(lambda: self.bucket.get(key), REGISTER_UNREACHABLE)
         except KeyNotFoundError:
             return None, 0
         return _Entry.decode(found.value), int(found.revision or 0)

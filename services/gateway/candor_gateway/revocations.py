@@ -12,8 +12,9 @@ import hashlib
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from candor_kit import Bus, ServiceUnavailable
+from candor_kit import Bus
 from candor_kit.jetstream_setup import open_bucket
+from candor_kit.kv_entries import reach
 from candor_kit.subjects import REVOKED_TOKENS_BUCKET
 
 
@@ -51,24 +52,22 @@ class TokenRevocations:
         return self._bucket
 
     async def revoke(self, token: str) -> None:
-        """Revoke a token on every replica."""
+        """Revoke a token on every replica (tried again while the register's stream does not
+        answer: a put stored twice is the same revocation)."""
         key = token_key(token)
-        try:
-            await self.bucket.put(key, b"revoked")
-        except Exception as exc:
-            raise ServiceUnavailable(f"the sign-out could not be recorded: {exc}") from exc
+        await reach(lambda: self.bucket.put(key, b"revoked"), "the sign-out could not be recorded")
         self._seen.add(key)
 
     async def revoked(self, token: str) -> bool:
-        """Whether a token was revoked; UNAVAILABLE when the register cannot be read (fail closed)."""
+        """Whether a token was revoked. The register is read again while its stream does not answer
+        (every call checks its token here: an election must not refuse every call); UNAVAILABLE
+        when it still cannot be read (fail closed)."""
         key = token_key(token)
         if key in self._seen:
             return True
         try:
-            await self.bucket.get(key)
+            await reach(lambda: self.bucket.get(key), "revoked tokens cannot be checked")
         except KeyNotFoundError:
             return False
-        except Exception as exc:
-            raise ServiceUnavailable(f"revoked tokens cannot be checked: {exc}") from exc
         self._seen.add(key)
         return True
