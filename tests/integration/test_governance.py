@@ -403,3 +403,16 @@ async def test_a_read_your_writes_query_waits_for_the_chain(stack: InProcessStac
     with pytest.raises(grpc.aio.AioRpcError) as behind:
         await audit_records(stack, wait_for_stream_sequence=10**9)
     assert behind.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_query_listing_more_than_a_thousand_events_or_cases_is_refused_with_the_limit(
+    stack: InProcessStack,
+) -> None:
+    """Each query is recorded on the chain with what it asked: its lists of events and cases are
+    bounded, and one past the bound is refused, saying the bound."""
+    assert await audit_records(stack, event_ids=[f"never-{n}" for n in range(1000)]) == []
+    for listed in ("event_ids", "case_numbers"):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await audit_records(stack, **{listed: [f"never-{n}" for n in range(1001)]})
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "at most 1000 event ids and 1000 cases" in (refused.value.details() or "")

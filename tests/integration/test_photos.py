@@ -645,6 +645,11 @@ async def sweep_reads(stack: InProcessStack) -> list[dict[str, Any]]:
     return [json.loads(record.event.details_json)["asked"] for record in records]
 
 
+def asks_about(asked: dict[str, Any], search_id: str) -> bool:
+    """Whether a read of the chain asked for ``search_id``'s record, alone or among others."""
+    return asked["event_id"] == search_id or search_id in asked.get("event_ids", ())
+
+
 async def searched_long_ago(
     gateway: gateway_pb2_grpc.GatewayServiceStub,
     samples: Path,
@@ -683,7 +688,7 @@ async def test_the_sweep_reads_a_kept_probes_search_once_not_every_round(
     [searched] = await searched_long_ago(gateway, samples, store, "RET-4", dt.timedelta(days=31), 1)
 
     async def reads() -> int:
-        return sum(1 for asked in await sweep_reads(stack) if asked["event_id"] == searched)
+        return sum(1 for asked in await sweep_reads(stack) if asks_about(asked, searched))
 
     async def read_once() -> bool:
         return await reads() > 0
@@ -731,5 +736,33 @@ async def test_the_sweep_reads_the_searches_of_many_probes_together_not_one_by_o
     one_by_one = [asked for asked in (await sweep_reads(stack))[before:] if asked["event_id"] in searched]
     assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes {age} old"
     await eventually(read_together_since, what=f"the searches of the probes {age} old read together")
+    for search_id in searched:  # their candidates await review, within the review window
+        assert await store.header("probe", search_id) is not None, "a probe whose search awaits review was swept"
+
+
+async def test_the_sweep_reads_the_decisions_of_a_few_probes_past_their_days_together_not_two_reads_each(
+    stack: InProcessStack,
+    gateway: gateway_pb2_grpc.GatewayServiceStub,
+    samples: Path,
+    enrolled: object,
+    store: PhotoStore,
+    restore_policy: None,  # noqa: F811 - the fixture
+) -> None:
+    """Fewer than READ_TOGETHER_FROM probes pass their policy days each hour (42 at 1,000 searches
+    a day), too few to read a month of searches and reviews for. Read one by one, each cost two
+    reads of the chain (its search, its case's reviews), each a record on it: two to four records
+    of the system reading itself for every search made. Their searches are read by their ids, and
+    their cases' reviews by the cases, two reads a round however many probes."""
+    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
+    before = len(await sweep_reads(stack))
+    searched = await searched_long_ago(gateway, samples, store, "RET-6", dt.timedelta(days=31), 3)
+
+    async def read_by_their_ids() -> bool:
+        return any(set(searched) <= set(asked.get("event_ids", ())) for asked in await sweep_reads(stack))
+
+    await asyncio.sleep(3)  # three rounds of the sweep (every second here)
+    one_by_one = [asked for asked in (await sweep_reads(stack))[before:] if asked["event_id"] in searched]
+    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the decisions of 3 probes past their days"
+    await eventually(read_by_their_ids, what="the searches of the probes past their days read by their ids")
     for search_id in searched:  # their candidates await review, within the review window
         assert await store.header("probe", search_id) is not None, "a probe whose search awaits review was swept"

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -221,6 +222,17 @@ def test_query_filters_by_case_and_time(chain: SqlAuditChain) -> None:
         r.sequence for r in chain.query(since="2026-11-28T10:00:02.000000Z", until="2026-11-28T10:00:04.000000Z")
     ] == [2, 3]
     assert chain.query(actor="bob") == []
+
+
+def test_query_selects_any_of_several_events_or_cases(chain: SqlAuditChain) -> None:
+    def sequences(**filters: Any) -> list[int]:
+        return [r.sequence for r in chain.query(**filters)]
+
+    assert sequences(event_ids=["event-5", "event-2", "event-9"]) == [2, 5]
+    assert sequences(event_id="event-1", event_ids=["event-4"]) == [1, 4]
+    assert sequences(case_numbers=["CASE-0"]) == [2, 4]
+    assert sequences(case_number="CASE-1", case_numbers=["CASE-0"]) == [1, 2, 3, 4, 5]
+    assert sequences(case_numbers=["CASE-1"], event_ids=["event-2", "event-3"]) == [3]  # both must hold
 
 
 def test_chain_is_in_wal_mode_with_full_sync(tmp_path: Path) -> None:

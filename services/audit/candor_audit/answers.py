@@ -80,6 +80,8 @@ def query_entry(request: audit_pb2.QueryRequest, now: str) -> AuditEntry:
         "actor": request.actor,
         "kinds": list(request.kinds),
         "event_id": request.event_id,
+        "event_ids": list(request.event_ids),
+        "case_numbers": list(request.case_numbers),
         "since": rfc3339(request.since) if request.HasField("since") else "",
         "until": rfc3339(request.until) if request.HasField("until") else "",
         "after_sequence": request.after_sequence,

@@ -359,24 +359,30 @@ class SqlAuditChain:
         after: int = 0,
         kinds: Iterable[str] = (),
         event_id: str = "",
+        *,
+        event_ids: Iterable[str] = (),
+        case_numbers: Iterable[str] = (),
     ) -> list[StoredRecord]:
-        """Records filtered by case, actor, occurrence time (RFC 3339), kind and event id, oldest
-        first, after sequence ``after`` (to page through)."""
+        """Records filtered by case (or cases), actor, occurrence time (RFC 3339), kind and event id
+        (or ids), oldest first, after sequence ``after`` (to page through)."""
         clauses, params = ["sequence > ?"], [after]
         for column, value, op in (
-            ("case_number", case_number, "="),
             ("actor", actor, "="),
             ("occurred_at", since, ">="),
             ("occurred_at", until, "<"),
-            ("event_id", event_id, "="),
         ):
             if value:
                 clauses.append(f"{column} {op} ?")
                 params.append(value)
-        wanted = sorted(set(kinds))
-        if wanted:
-            clauses.append(f"kind IN ({', '.join('?' * len(wanted))})")
-            params.extend(wanted)
+        for column, values in (
+            ("kind", kinds),
+            ("event_id", [event_id, *event_ids]),
+            ("case_number", [case_number, *case_numbers]),
+        ):
+            wanted = sorted({value for value in values if value})
+            if wanted:
+                clauses.append(f"{column} IN ({', '.join('?' * len(wanted))})")
+                params.extend(wanted)
         where = f"WHERE {' AND '.join(clauses)}"
         with self._reader() as db:
             statement = self._sql(f"SELECT {_COLUMNS} FROM audit_record {where} ORDER BY sequence LIMIT ?")

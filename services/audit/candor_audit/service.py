@@ -52,6 +52,8 @@ from candor_kit.bus import Outcome, fetch_batch
 VERIFY_SUBJECT = subjects.AUDIT_VERIFY
 QUERY_SUBJECT = subjects.AUDIT_QUERY
 CONSUMER = subjects.AUDIT_CONSUMER
+#: The most event ids, and cases, one query may list (each query is recorded with what it asked).
+MAX_LISTED = 1000
 log = structlog.get_logger("candor.audit")
 
 
@@ -272,11 +274,13 @@ class AuditLog:
         await asyncio.to_thread(self._chain.append, query_entry(request, now), now)
 
     async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
-        """Filter records by case, actor, time, kind and event id; first waits, when asked, until
+        """Filter records by case (or cases), actor, time, kind and event id (or ids); first waits, when asked, until
         the chain holds every message up to a stream sequence (read your writes)."""
         limit = request.limit or 1000
         if not 1 <= limit <= 10000:
             raise InvalidInput("limit must be between 1 and 10000")
+        if max(len(request.event_ids), len(request.case_numbers)) > MAX_LISTED:
+            raise InvalidInput(f"ask for at most {MAX_LISTED} event ids and {MAX_LISTED} cases at once")
         # One more than asked, to tell whether more match.
         if request.wait_for_stream_sequence:
             await self.watermark.reached(request.wait_for_stream_sequence)
@@ -291,6 +295,8 @@ class AuditLog:
             request.after_sequence,
             list(request.kinds),
             request.event_id,
+            event_ids=list(request.event_ids),
+            case_numbers=list(request.case_numbers),
         )
         return page_of(records, limit)
 

@@ -24,8 +24,10 @@ class Filters(TypedDict, total=False):
 
     kinds: Iterable[str]
     case_number: str
+    case_numbers: Iterable[str]
     actor: str
     event_id: str
+    event_ids: Iterable[str]
     since: dt.datetime | None
     at_most: int | None
     fresh: bool
@@ -56,15 +58,18 @@ class AuditReader:
         on_behalf_of: str,
         kinds: Iterable[str] = (),
         case_number: str = "",
+        case_numbers: Iterable[str] = (),
         actor: str = "",
         event_id: str = "",
+        event_ids: Iterable[str] = (),
         since: dt.datetime | None = None,
         at_most: int | None = None,
         fresh: bool = True,
         everyones: bool = False,
     ) -> AsyncIterator[list[audit_pb2.AuditRecord]]:
         """The matching records of ``records``, a page (one read) at a time, so that a long read
-        need not hold them all."""
+        need not hold them all. ``event_ids`` and ``case_numbers`` select any of several (with
+        ``event_id`` and ``case_number``: either)."""
         wait_for = self._publisher.last_sequence if fresh else 0
         if everyones:
             info = await self._bus.jetstream.stream_info(subjects.AUDIT_STREAM)
@@ -73,8 +78,10 @@ class AuditReader:
             origin=common_pb2.Origin(actor=on_behalf_of),
             kinds=sorted(kinds),
             case_number=case_number,
+            case_numbers=sorted(case_numbers),
             actor=actor,
             event_id=event_id,
+            event_ids=sorted(event_ids),
             wait_for_stream_sequence=wait_for,
         )
         if since is not None:

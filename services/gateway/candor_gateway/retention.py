@@ -24,11 +24,10 @@ from candor_kit.policy import Policy, Reviews
 UNRECORDED_GRACE = dt.timedelta(hours=1)
 #: The reason a probe.deleted record gives for a probe whose search the chain does not hold.
 UNRECORDED = "its search was never recorded"
-#: From how many probes past their days a round reads their searches and reviews together. Read
-#: alone, each costs two reads of the chain (its search, its case's reviews); read together, all
-#: the searches and reviews recorded since the oldest was stored are read, a read per 1,000: for
-#: the few that pass their days each hour, alone is cheaper; after a restart (every probe of 30
-#: to 60 days ago under the default policy), together.
+#: From how many probes past their days a round reads every search and review recorded since the
+#: oldest was stored (a read per 1,000 records: after a restart, every probe of 30 to 60 days ago
+#: under the default policy). Fewer (the few that pass their days each hour) are read by their
+#: ids: two reads (their searches, their cases' reviews), where a month of records would be read.
 READ_TOGETHER_FROM = 100
 log = structlog.get_logger("candor.gateway.retention")
 T = TypeVar("T")
@@ -104,16 +103,18 @@ class ProbeSweep:
         self, headers: list[PhotoHeader], days: dt.timedelta, now: dt.datetime
     ) -> dict[str, SearchFile]:
         """The search files, with their reviews, of the probes past their days whose decision must
-        be read this round (all of them after a restart), in one paged read of what was recorded
-        since the oldest was stored. A probe whose search is not found there is read alone
-        (``_why_delete``), as before."""
+        be read this round: from READ_TOGETHER_FROM of them (after a restart), in one paged read of
+        what was recorded since the oldest was stored; fewer, by their ids. A probe whose search
+        is not found so is read alone (``_why_delete``), as before."""
         asking = [
             header
             for header in headers
             if header.stored + days <= now
             and ((known := self._decided_from.get(header.key)) is None or known + days <= now)
         ]
-        return await _read_together(asking, READ_TOGETHER_FROM, self._desk.search_files_since) or {}
+        if len(asking) >= READ_TOGETHER_FROM:
+            return await _read_together(asking, 1, self._desk.search_files_since) or {}
+        return await _read_together(asking, 1, lambda _, keys: self._desk.search_files(keys)) or {}
 
     async def _why_delete(
         self, header: PhotoHeader, policy: Policy, now: dt.datetime, files: Mapping[str, SearchFile]
@@ -178,11 +179,11 @@ class ProbeSweep:
 async def _read_together(
     asking: list[PhotoHeader], at_least: int, read: Callable[[dt.datetime, set[str]], Awaitable[T]]
 ) -> T | None:
-    """``read(since, keys)`` of what the chain holds about ``asking``'s searches, in one paged read
-    from a little before the oldest was stored (a search is recorded after its probe is stored,
-    beside matching; the grace allows for the clocks of the gateways that stored and recorded it);
-    None when fewer than ``at_least`` are asked about, or when the read fails (each is then read
-    alone, as before)."""
+    """``read(since, keys)`` of what the chain holds about ``asking``'s searches, all at once
+    (``since``: a little before the oldest was stored, for a read of everything recorded since: a
+    search is recorded after its probe is stored, beside matching; the grace allows for the clocks
+    of the gateways that stored and recorded it); None when fewer than ``at_least`` are asked
+    about, or when the read fails (each is then read alone, as before)."""
     if len(asking) < at_least:
         return None
     since = min(header.stored for header in asking) - UNRECORDED_GRACE

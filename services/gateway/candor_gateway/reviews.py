@@ -146,13 +146,27 @@ class ReviewDesk:
         async for page in self._reader.pages(
             on_behalf_of="system", kinds=[SEARCHED, SEEDED, SUBMITTED, ANALYSED], since=since, fresh=False
         ):
-            for record in page:
-                if record.event.kind in (SEARCHED, SEEDED):
-                    about = record.event.event_id
-                else:  # a review names its search; the search is recorded before any review of it
-                    about = json.loads(record.event.details_json or "{}").get("search_id", "")
-                if about in wanted:
-                    kept.append(record)
+            kept.extend(record for record in page if _search_of(record) in wanted)
+        return fold(kept, self._policy.current.reviews.needed)
+
+    async def search_files(self, search_ids: Collection[str]) -> dict[str, SearchFile]:
+        """The searches of ``search_ids`` (at most 1000), each with its reviews, read for the
+        system's own sweeps in two reads however many they are: the searches by their ids, then
+        the reviews of their cases (only theirs kept); one the chain does not hold is missing from
+        the answer."""
+        wanted = set(search_ids)
+        if not wanted:
+            return {}
+        searched = await self._reader.records(on_behalf_of="system", kinds=[SEARCHED, SEEDED], event_ids=wanted)
+        if not searched:
+            return {}
+        reviews = await self._reader.records(
+            on_behalf_of="system",
+            kinds=[SUBMITTED, ANALYSED],
+            case_numbers={record.event.case_number for record in searched},
+            fresh=False,
+        )
+        kept = [*searched, *(record for record in reviews if _search_of(record) in wanted)]
         return fold(kept, self._policy.current.reviews.needed)
 
     async def search_file(self, search_id: str) -> SearchFile | None:
@@ -685,3 +699,11 @@ def review_decision(request: gateway_pb2.SubmitReviewRequest) -> tuple[str, tupl
     if request.rank < 1:
         raise InvalidInput("rank must be 1 or more")
     return decision, tuple(dict.fromkeys(request.features))
+
+
+def _search_of(record: audit_pb2.AuditRecord) -> str:
+    """The search a search's or a review's record is about (a review names its search; the
+    search is recorded before any review of it)."""
+    if record.event.kind in (SEARCHED, SEEDED):
+        return record.event.event_id
+    return str(json.loads(record.event.details_json or "{}").get("search_id", ""))

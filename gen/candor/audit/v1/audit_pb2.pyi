@@ -127,7 +127,7 @@ class MissingEvent(_message.Message):
     def __init__(self, stream_sequence: _Optional[int] = ..., event_id: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
 
 class QueryRequest(_message.Message):
-    __slots__ = ("case_number", "actor", "since", "until", "limit", "after_sequence", "kinds", "event_id", "wait_for_stream_sequence", "origin")
+    __slots__ = ("case_number", "actor", "since", "until", "limit", "after_sequence", "kinds", "event_id", "wait_for_stream_sequence", "origin", "event_ids", "case_numbers")
     CASE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +138,8 @@ class QueryRequest(_message.Message):
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     WAIT_FOR_STREAM_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    CASE_NUMBERS_FIELD_NUMBER: _ClassVar[int]
     case_number: str
     actor: str
     since: _timestamp_pb2.Timestamp
@@ -148,7 +150,9 @@ class QueryRequest(_message.Message):
     event_id: str
     wait_for_stream_sequence: int
     origin: _common_pb2.Origin
-    def __init__(self, case_number: _Optional[str] = ..., actor: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., after_sequence: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., wait_for_stream_sequence: _Optional[int] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ...) -> None: ...
+    event_ids: _containers.RepeatedScalarFieldContainer[str]
+    case_numbers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, case_number: _Optional[str] = ..., actor: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., limit: _Optional[int] = ..., after_sequence: _Optional[int] = ..., kinds: _Optional[_Iterable[str]] = ..., event_id: _Optional[str] = ..., wait_for_stream_sequence: _Optional[int] = ..., origin: _Optional[_Union[_common_pb2.Origin, _Mapping]] = ..., event_ids: _Optional[_Iterable[str]] = ..., case_numbers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueryResponse(_message.Message):
     __slots__ = ("records", "more")
