@@ -701,10 +701,22 @@ async def test_the_sweep_reads_a_kept_probes_search_once_not_every_round(
     assert again <= 1, f"four more rounds read the kept probe's search {again} more times"
 
 
+def read_together(asked: dict[str, Any], searched: list[str], how: str) -> bool:
+    """Whether a read of the chain read ``searched`` together as ``how`` says: "since <kind>" (every
+    record of that kind since a time), or "by their ids"."""
+    if how == "by their ids":
+        return set(searched) <= set(asked.get("event_ids", ()))
+    return bool(asked["since"]) and how.removeprefix("since ") in asked["kinds"]
+
+
 @pytest.mark.parametrize(
-    ("age", "read_together"),
-    [(dt.timedelta(hours=2), "search.completed"), (dt.timedelta(days=31), "review.submitted")],
-    ids=["an-hour-old", "past-their-days"],
+    ("age", "together_from", "how"),
+    [
+        (dt.timedelta(hours=2), 3, "since search.completed"),
+        (dt.timedelta(days=31), 3, "since review.submitted"),
+        (dt.timedelta(days=31), retention.READ_TOGETHER_FROM, "by their ids"),
+    ],
+    ids=["an-hour-old", "past-their-days", "a-few-past-their-days"],
 )
 async def test_the_sweep_reads_the_searches_of_many_probes_together_not_one_by_one(
     stack: InProcessStack,
@@ -715,54 +727,30 @@ async def test_the_sweep_reads_the_searches_of_many_probes_together_not_one_by_o
     restore_policy: None,  # noqa: F811 - the fixture
     monkeypatch: pytest.MonkeyPatch,
     age: dt.timedelta,
-    read_together: str,
+    together_from: int,
+    how: str,
 ) -> None:
     """Once a probe is an hour old, the sweep asks whether its search is on the chain (a probe no
     search accounts for goes); once it is past its policy days, whether its search was decided
     those days ago (its search and its case's reviews). Each read is a record on the chain, and a
     restarted gateway asks about every probe at once: under the default policy 30,000 of each
     kind at 1,000 searches a day, each replica, each restart. The probes a round asks about are
-    read together in one paged read: an hour old, from two of them; past their days, from
-    READ_TOGETHER_FROM (100; 3 here, set in the test stack's gateway, which runs in this process)."""
-    monkeypatch.setattr(retention, "READ_TOGETHER_FROM", 3)
+    read together in one paged read of what was recorded since: an hour old, from two of them;
+    past their days, from READ_TOGETHER_FROM (100; 3 here in two cases, set in the test stack's
+    gateway, which runs in this process). Fewer past their days (42 an hour at 1,000 searches a
+    day) are read by their ids: two reads a round, not two a probe (two to four records of the
+    system reading itself for every search made)."""
+    monkeypatch.setattr(retention, "READ_TOGETHER_FROM", together_from)
     await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
     before = len(await sweep_reads(stack))
-    searched = await searched_long_ago(gateway, samples, store, f"RET-5-{age.days}", age, 3)
+    searched = await searched_long_ago(gateway, samples, store, f"RET-5-{age.days}-{together_from}", age, 3)
 
-    async def read_together_since() -> bool:
-        return any(asked["since"] and read_together in asked["kinds"] for asked in await sweep_reads(stack))
+    async def read_so() -> bool:
+        return any(read_together(asked, searched, how) for asked in await sweep_reads(stack))
 
     await asyncio.sleep(3)  # three rounds of the sweep (every second here)
     one_by_one = [asked for asked in (await sweep_reads(stack))[before:] if asked["event_id"] in searched]
     assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the searches of 3 probes {age} old"
-    await eventually(read_together_since, what=f"the searches of the probes {age} old read together")
-    for search_id in searched:  # their candidates await review, within the review window
-        assert await store.header("probe", search_id) is not None, "a probe whose search awaits review was swept"
-
-
-async def test_the_sweep_reads_the_decisions_of_a_few_probes_past_their_days_together_not_two_reads_each(
-    stack: InProcessStack,
-    gateway: gateway_pb2_grpc.GatewayServiceStub,
-    samples: Path,
-    enrolled: object,
-    store: PhotoStore,
-    restore_policy: None,  # noqa: F811 - the fixture
-) -> None:
-    """Fewer than READ_TOGETHER_FROM probes pass their policy days each hour (42 at 1,000 searches
-    a day), too few to read a month of searches and reviews for. Read one by one, each cost two
-    reads of the chain (its search, its case's reviews), each a record on it: two to four records
-    of the system reading itself for every search made. Their searches are read by their ids, and
-    their cases' reviews by the cases, two reads a round however many probes."""
-    await stack.use_policy(policy_with(retention={"keep_probes": True, "probe_days_after_decision": 30}))
-    before = len(await sweep_reads(stack))
-    searched = await searched_long_ago(gateway, samples, store, "RET-6", dt.timedelta(days=31), 3)
-
-    async def read_by_their_ids() -> bool:
-        return any(set(searched) <= set(asked.get("event_ids", ())) for asked in await sweep_reads(stack))
-
-    await asyncio.sleep(3)  # three rounds of the sweep (every second here)
-    one_by_one = [asked for asked in (await sweep_reads(stack))[before:] if asked["event_id"] in searched]
-    assert not one_by_one, f"{len(one_by_one)} reads, one a probe, of the decisions of 3 probes past their days"
-    await eventually(read_by_their_ids, what="the searches of the probes past their days read by their ids")
+    await eventually(read_so, what=f"the searches of the probes {age} old read together ({how})")
     for search_id in searched:  # their candidates await review, within the review window
         assert await store.header("probe", search_id) is not None, "a probe whose search awaits review was swept"
