@@ -274,8 +274,8 @@ class AuditLog:
         await asyncio.to_thread(self._chain.append, query_entry(request, now), now)
 
     async def query(self, request: audit_pb2.QueryRequest) -> audit_pb2.QueryResponse:
-        """Filter records by case (or cases), actor, time, kind and event id (or ids); first waits, when asked, until
-        the chain holds every message up to a stream sequence (read your writes)."""
+        """Filter records by case (or cases), actor, time, kind and event id (or ids); first waits,
+        when asked, until the chain holds every message up to a stream sequence (read your writes)."""
         limit = request.limit or 1000
         if not 1 <= limit <= 10000:
             raise InvalidInput("limit must be between 1 and 10000")

@@ -46,7 +46,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-import structlog
 from google.protobuf.message import Message
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -58,8 +57,6 @@ from candor_kit.kv_entries import reach
 from candor_kit.subjects import REQUESTS_BUCKET
 
 Reply = TypeVar("Reply", bound=Message)
-T = TypeVar("T")
-log = structlog.get_logger("candor.gateway.idempotency")
 
 CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 #: How long an answer is kept for retries.
