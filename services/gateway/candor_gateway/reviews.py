@@ -152,8 +152,8 @@ class ReviewDesk:
     async def search_files(self, search_ids: Collection[str]) -> dict[str, SearchFile]:
         """The searches of ``search_ids`` (at most 1000), each with its reviews, read for the
         system's own sweeps in two reads however many they are: the searches by their ids, then
-        the reviews of their cases (only theirs kept); one the chain does not hold is missing from
-        the answer."""
+        the reviews of their cases (``fold`` keeps only those of these searches); one the chain
+        does not hold is missing from the answer."""
         wanted = set(search_ids)
         if not wanted:
             return {}
@@ -166,8 +166,7 @@ class ReviewDesk:
             case_numbers={record.event.case_number for record in searched},
             fresh=False,
         )
-        kept = [*searched, *(record for record in reviews if _search_of(record) in wanted)]
-        return fold(kept, self._policy.current.reviews.needed)
+        return fold([*searched, *reviews], self._policy.current.reviews.needed)
 
     async def search_file(self, search_id: str) -> SearchFile | None:
         """A search and every review of it, read for the system's own sweeps; None when the chain
